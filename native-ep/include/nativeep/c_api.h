@@ -1,0 +1,128 @@
+/*
+ * nativeep C ABI: the one surface that Java (through JavaCPP), native test drivers and benchmark
+ * programs call. Every function that can fail returns an int status (NEP_OK = 0) and writes a
+ * NUL-terminated message into the caller's buffer `err` of capacity `err_cap` bytes. Nothing here
+ * aborts the process on bad input.
+ *
+ * Tensor arguments are raw addresses of contiguous row-major buffers. Shapes use:
+ *   T  tokens on this rank, H hidden size, K top-k slots, E experts (global), W world size,
+ *   El = E / W local experts, R tokens received by this rank.
+ */
+#ifndef NATIVEEP_C_API_H_
+#define NATIVEEP_C_API_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. */
+#define NEP_OK 0
+#define NEP_ERR_INVALID_ARGUMENT 1 /* a shape, index, dtype or range check failed */
+#define NEP_ERR_CAPACITY 2         /* a size exceeds a buffer or a documented limit */
+#define NEP_ERR_TIMEOUT 3          /* a wait expired; the message names rank, peer and counter */
+#define NEP_ERR_PEER 4             /* a peer failed, left or disagreed on a collective call */
+#define NEP_ERR_UNSUPPORTED 5      /* the feature is not built in or not available here */
+#define NEP_ERR_INTERNAL 6         /* a system call or an invariant failed */
+
+/* Wire formats: how rows travel between ranks. Tensors stay float32 on both ends. */
+#define NEP_WIRE_FP32 0  /* 4 bytes per channel */
+#define NEP_WIRE_BF16 1  /* 2 bytes per channel, round to nearest even */
+#define NEP_WIRE_FP8 2   /* e4m3 + one fp32 scale per 128 channels, scale = amax / 448 */
+#define NEP_WIRE_MXFP8 3 /* e4m3 + one E8M0 scale per 32 channels (OCP MX v1.0) */
+
+/* Opaque objects. */
+typedef struct nep_comm nep_comm;     /* a rank's view of the group and its transport */
+typedef struct nep_handle nep_handle; /* routing of one dispatch, reused by combine and cached dispatch */
+
+/* ABI version; bumped on any change of a signature below. */
+int32_t nep_abi_version(void);
+
+/* ---- Wire codecs ----------------------------------------------------------------------------- */
+
+/* Bytes one row of `hidden` channels takes on the wire; -1 if wire or hidden is invalid. */
+int64_t nep_wire_row_bytes(int32_t wire, int64_t hidden);
+
+/* Encodes x [rows, hidden] float32 into out [rows, nep_wire_row_bytes(wire, hidden)] bytes. */
+int32_t nep_encode_rows(int32_t wire, int64_t x, int64_t rows, int64_t hidden, int64_t out,
+                        char* err, int64_t err_cap);
+
+/* Decodes in [rows, row_bytes] into out [rows, hidden] float32. */
+int32_t nep_decode_rows(int32_t wire, int64_t in, int64_t rows, int64_t hidden, int64_t out,
+                        char* err, int64_t err_cap);
+
+/* ---- Layout ---------------------------------------------------------------------------------- */
+
+/*
+ * topk_idx [T, K] int64 in [-1, E); experts split in contiguous blocks of E / W.
+ * Writes tokens_per_rank [W] int32 (a token counts once per rank), tokens_per_expert [E] int32 and
+ * is_token_in_rank [T, W] uint8 (0/1). Any output address may be 0 to skip it.
+ */
+int32_t nep_layout(int64_t topk_idx, int64_t num_tokens, int32_t num_topk, int32_t num_experts,
+                   int32_t world_size, int64_t tokens_per_rank, int64_t tokens_per_expert,
+                   int64_t is_token_in_rank, char* err, int64_t err_cap);
+
+/* ---- Communicators --------------------------------------------------------------------------- */
+
+/* A world of one rank: dispatch and combine run through the loopback transport. */
+int32_t nep_comm_create_loopback(nep_comm** out, char* err, int64_t err_cap);
+int32_t nep_comm_rank(const nep_comm* comm);
+int32_t nep_comm_world_size(const nep_comm* comm);
+void nep_comm_destroy(nep_comm* comm);
+
+/* ---- Dispatch and combine (DeepEP normal-mode semantics) ------------------------------------- */
+
+/*
+ * Notify step: computes the layout of topk_idx [T, K], exchanges counts with every rank and
+ * returns a handle holding the prefix matrix, the send lists and the received source indices.
+ * expert_alignment >= 1 pads each local expert's received count up to a multiple of it.
+ * Collective: every rank of comm calls it with the same num_topk and num_experts.
+ */
+int32_t nep_dispatch_notify(nep_comm* comm, int64_t topk_idx, int64_t num_tokens, int32_t num_topk,
+                            int32_t num_experts, int32_t expert_alignment, nep_handle** out,
+                            char* err, int64_t err_cap);
+
+int64_t nep_handle_num_tokens(const nep_handle* h);      /* T */
+int64_t nep_handle_num_recv(const nep_handle* h);        /* R */
+int32_t nep_handle_num_topk(const nep_handle* h);        /* K */
+int32_t nep_handle_num_experts(const nep_handle* h);     /* E */
+int32_t nep_handle_num_local_experts(const nep_handle* h); /* El */
+int32_t nep_handle_world_size(const nep_handle* h);      /* W */
+/* Copies recv_tokens_per_expert [El] int32, aligned (padded) or raw. */
+void nep_handle_recv_tokens_per_expert(const nep_handle* h, int32_t aligned, int32_t* out);
+/* rank_prefix_matrix [W, W] int32: [i][j] = tokens sent by ranks 0..i to rank j. */
+void nep_handle_rank_prefix_matrix(const nep_handle* h, int32_t* out);
+/* recv_src_idx [R] int32: index of each received row's token on its source rank. */
+void nep_handle_recv_src_idx(const nep_handle* h, int32_t* out);
+/* is_token_in_rank [T, W] uint8 of this rank's tokens. */
+void nep_handle_is_token_in_rank(const nep_handle* h, uint8_t* out);
+void nep_handle_destroy(nep_handle* h);
+
+/*
+ * Moves x [T, hidden] float32 to the ranks holding its experts; recv_x [R, hidden] receives rows
+ * ordered by source rank, then source token index. With recv_topk_idx != 0 writes the received
+ * top-k as local expert ids in [0, El) or -1 ([R, K] int64). With topk_weights != 0 (and
+ * recv_topk_weights != 0) moves the weights [T, K] float32, zeroing slots of non-local experts.
+ * Cached dispatch: call again with the same handle and another x.
+ * Collective.
+ */
+int32_t nep_dispatch(nep_comm* comm, const nep_handle* h, int64_t x, int64_t hidden, int32_t wire,
+                     int64_t topk_weights, int64_t recv_x, int64_t recv_topk_idx,
+                     int64_t recv_topk_weights, char* err, int64_t err_cap);
+
+/*
+ * y [R, hidden] float32, one row per received token (already weighted and summed over local
+ * experts). out [T, hidden] float32: out[t] = sum over ranks r that received t of y_r[slot(t, r)],
+ * accumulated in fp32 in rank order. With y_weights [R, K] != 0, out_weights [T, K] gets the same
+ * sum (how the gradient of the routing weights returns). Tokens sent nowhere get zeros.
+ * Collective.
+ */
+int32_t nep_combine(nep_comm* comm, const nep_handle* h, int64_t y, int64_t hidden, int32_t wire,
+                    int64_t y_weights, int64_t out, int64_t out_weights, char* err, int64_t err_cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NATIVEEP_C_API_H_ */

@@ -1,0 +1,196 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.nativeep;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.IntPointer;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Const;
+import org.bytedeco.javacpp.annotation.Opaque;
+import org.bytedeco.javacpp.annotation.Platform;
+import org.bytedeco.javacpp.annotation.Properties;
+
+/**
+ * JavaCPP binding of the native-ep C ABI ({@code nativeep/c_api.h}).
+ *
+ * <p>Every tensor argument is the raw address of a contiguous buffer (CPU memory or, for the CUDA
+ * entry points, device memory). Functions that can fail return a status ({@link #NEP_OK} on
+ * success) and write a message into {@code err}. Callers use {@link NativeStatus#check} rather than
+ * these methods directly; the higher-level API lives in {@code dev.djlmoe.ep}.
+ */
+@Properties(
+        target = "dev.djlmoe.nativeep.NativeEp",
+        value = {
+            @Platform(
+                    value = "linux-x86_64",
+                    include = {"nativeep/c_api.h"},
+                    link = "nativeep")
+        })
+public final class NativeEp {
+
+    static {
+        Loader.load();
+    }
+
+    private NativeEp() {}
+
+    /** Success. */
+    public static final int NEP_OK = 0;
+    /** A shape, index, dtype or range check failed. */
+    public static final int NEP_ERR_INVALID_ARGUMENT = 1;
+    /** A size exceeds a buffer or a documented limit. */
+    public static final int NEP_ERR_CAPACITY = 2;
+    /** A wait expired. */
+    public static final int NEP_ERR_TIMEOUT = 3;
+    /** A peer failed, left or disagreed on a collective call. */
+    public static final int NEP_ERR_PEER = 4;
+    /** The feature is not built in or not available here. */
+    public static final int NEP_ERR_UNSUPPORTED = 5;
+    /** A system call or an invariant failed. */
+    public static final int NEP_ERR_INTERNAL = 6;
+
+    /** Opaque communicator ({@code nep_comm}). */
+    @Opaque
+    public static class nep_comm extends Pointer {
+        /** Creates a null handle. */
+        public nep_comm() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_comm(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opaque dispatch handle ({@code nep_handle}). */
+    @Opaque
+    public static class nep_handle extends Pointer {
+        /** Creates a null handle. */
+        public nep_handle() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_handle(Pointer p) {
+            super(p);
+        }
+    }
+
+    // ---- version and codecs ----
+
+    /** @return the ABI version of the loaded library */
+    public static native int nep_abi_version();
+
+    /**
+     * @param wire wire format code
+     * @param hidden channels per row
+     * @return bytes per encoded row, or -1 when invalid
+     */
+    public static native long nep_wire_row_bytes(int wire, long hidden);
+
+    public static native int nep_encode_rows(
+            int wire, long x, long rows, long hidden, long out, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_decode_rows(
+            int wire, long in, long rows, long hidden, long out, @Cast("char*") BytePointer err, long errCap);
+
+    // ---- layout ----
+
+    public static native int nep_layout(
+            long topkIdx,
+            long numTokens,
+            int numTopk,
+            int numExperts,
+            int worldSize,
+            long tokensPerRank,
+            long tokensPerExpert,
+            long isTokenInRank,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    // ---- communicators ----
+
+    public static native int nep_comm_create_loopback(
+            @Cast("nep_comm**") PointerPointer<?> out, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_comm_rank(@Const nep_comm comm);
+
+    public static native int nep_comm_world_size(@Const nep_comm comm);
+
+    public static native void nep_comm_destroy(nep_comm comm);
+
+    // ---- dispatch / combine ----
+
+    public static native int nep_dispatch_notify(
+            nep_comm comm,
+            long topkIdx,
+            long numTokens,
+            int numTopk,
+            int numExperts,
+            int expertAlignment,
+            @Cast("nep_handle**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native long nep_handle_num_tokens(@Const nep_handle h);
+
+    public static native long nep_handle_num_recv(@Const nep_handle h);
+
+    public static native int nep_handle_num_topk(@Const nep_handle h);
+
+    public static native int nep_handle_num_experts(@Const nep_handle h);
+
+    public static native int nep_handle_num_local_experts(@Const nep_handle h);
+
+    public static native int nep_handle_world_size(@Const nep_handle h);
+
+    public static native void nep_handle_recv_tokens_per_expert(
+            @Const nep_handle h, int aligned, IntPointer out);
+
+    public static native void nep_handle_rank_prefix_matrix(@Const nep_handle h, IntPointer out);
+
+    public static native void nep_handle_recv_src_idx(@Const nep_handle h, IntPointer out);
+
+    public static native void nep_handle_is_token_in_rank(
+            @Const nep_handle h, @Cast("uint8_t*") BytePointer out);
+
+    public static native void nep_handle_destroy(nep_handle h);
+
+    public static native int nep_dispatch(
+            nep_comm comm,
+            @Const nep_handle h,
+            long x,
+            long hidden,
+            int wire,
+            long topkWeights,
+            long recvX,
+            long recvTopkIdx,
+            long recvTopkWeights,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_combine(
+            nep_comm comm,
+            @Const nep_handle h,
+            long y,
+            long hidden,
+            int wire,
+            long yWeights,
+            long out,
+            long outWeights,
+            @Cast("char*") BytePointer err,
+            long errCap);
+}
