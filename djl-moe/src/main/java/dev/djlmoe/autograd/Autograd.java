@@ -1,0 +1,53 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.autograd;
+
+import ai.djl.engine.EngineException;
+import ai.djl.ndarray.NDArray;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
+
+/**
+ * Autograd helpers for DJL's PyTorch engine.
+ *
+ * <p>DJL cannot tell whether the result of an operation is in the autograd graph: {@code
+ * NDArray.hasGradient()} and {@code JniUtils.requiresGrad} answer for leaves only, and asking for
+ * the gradient function of a leaf crashes the JVM. So code here decides by grad mode and lets
+ * autograd itself refuse an array that is not in the graph.
+ */
+public final class Autograd {
+
+    private static final String NOT_IN_GRAPH = "does not require grad";
+
+    private Autograd() {}
+
+    /**
+     * Returns whether autograd records operations on this thread (a gradient collector is open).
+     *
+     * @return the grad mode of the calling thread
+     */
+    public static boolean isRecording() {
+        return JniUtils.isGradMode();
+    }
+
+    /**
+     * Runs backward from {@code target} with {@code grad} as its gradient, keeping the graph.
+     *
+     * @param target an array in the autograd graph
+     * @param grad its gradient, detached, the same shape
+     * @return false when {@code target} turned out not to be in the graph (nothing to do)
+     */
+    public static boolean backward(NDArray target, NDArray grad) {
+        try {
+            JniUtils.backward((PtNDArray) target, (PtNDArray) grad, true, false);
+            return true;
+        } catch (EngineException e) {
+            String msg = e.getMessage();
+            if (msg != null && msg.contains(NOT_IN_GRAPH)) {
+                return false;
+            }
+            throw e;
+        }
+    }
+}

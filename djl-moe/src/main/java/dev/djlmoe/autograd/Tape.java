@@ -1,0 +1,215 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.autograd;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The staged backward: DJL has no custom autograd functions, so an operation that runs in native
+ * code (dispatch, combine) cuts the autograd graph, and this tape stitches the pieces together.
+ *
+ * <p>Forward: {@link #record} takes an operation's inputs (still in the graph) and outputs, and
+ * returns the outputs as fresh leaves with gradients attached; downstream work uses the leaves.
+ * {@link #cut} records an identity, which bounds how far one backward walk reaches (place cuts at
+ * block inputs so no part of the graph is walked twice).
+ *
+ * <p>Backward: {@link #backward(NDArray)} runs autograd from the loss, then for each entry in
+ * reverse order reads the leaves' gradients, applies the entry's {@link Vjp} (for EP operations,
+ * the dual communication op) and pushes the result into the graph of the inputs with {@code
+ * JniUtils.backward}. Entries are processed after every entry recorded later, so a leaf's gradient
+ * is complete when it is read. Graphs are kept ({@code keepGraph}) so that a segment reachable from
+ * two entries stays correct; they are freed with the step's arrays.
+ *
+ * <p>Not thread-safe: one tape per training step and thread.
+ */
+public final class Tape implements AutoCloseable {
+
+    private final List<Entry> entries = new ArrayList<>();
+    private final List<AutoCloseable> resources = new ArrayList<>();
+    private boolean closed;
+    private boolean backwardRun;
+
+    /**
+     * Records an operation and returns its differentiable outputs as leaves.
+     *
+     * @param inputs the operation's differentiable inputs (arrays in the autograd graph)
+     * @param outputs the operation's outputs computed outside autograd (float arrays)
+     * @param vjp maps the outputs' gradients to the inputs' gradients
+     * @return the outputs as new leaves that share storage with {@code outputs} and require
+     *     gradients, in the same order
+     */
+    public NDList record(NDList inputs, NDList outputs, Vjp vjp) {
+        checkOpen();
+        if (backwardRun) {
+            throw new IllegalStateException("record: backward already ran on this tape");
+        }
+        NDList leaves = new NDList(outputs.size());
+        for (NDArray out : outputs) {
+            NDArray leaf = out.stopGradient();
+            leaf.setRequiresGradient(true);
+            leaves.add(leaf);
+        }
+        entries.add(new Entry(inputs, leaves, vjp));
+        return leaves;
+    }
+
+    /**
+     * Cuts the graph at {@code x}: returns a leaf that shares its storage; in backward the leaf's
+     * gradient is pushed into {@code x} unchanged.
+     *
+     * @param x an array in the autograd graph
+     * @return the leaf to use downstream
+     */
+    public NDArray cut(NDArray x) {
+        if (!Autograd.isRecording()) {
+            return x;
+        }
+        return record(new NDList(x), new NDList(x), grads -> grads).singletonOrThrow();
+    }
+
+    /**
+     * Keeps a resource (such as an EP handle that a recorded backward needs) alive until the tape
+     * is closed, then closes it.
+     *
+     * @param resource the resource
+     */
+    public void keepUntilClose(AutoCloseable resource) {
+        checkOpen();
+        resources.add(resource);
+    }
+
+    /**
+     * Returns the number of recorded entries.
+     *
+     * @return the entry count
+     */
+    public int size() {
+        return entries.size();
+    }
+
+    /**
+     * Runs the staged backward from a scalar loss (the gradient of the loss is one).
+     *
+     * @param loss a scalar in the autograd graph
+     */
+    public void backward(NDArray loss) {
+        checkOpen();
+        if (backwardRun) {
+            throw new IllegalStateException("backward: this tape already ran its backward");
+        }
+        if (loss.getShape().size() != 1) {
+            throw new IllegalArgumentException(
+                    "backward: loss must be a scalar, got shape " + loss.getShape());
+        }
+        backwardRun = true;
+        try (NDArray one = loss.onesLike()) {
+            push(new NDList(loss), new NDList(one));
+        }
+        for (int i = entries.size() - 1; i >= 0; i--) {
+            Entry e = entries.get(i);
+            NDList grads = new NDList(e.leaves.size());
+            boolean any = false;
+            for (NDArray leaf : e.leaves) {
+                NDArray g = JniUtils.getGradient((PtNDArray) leaf);
+                if (g == null) {
+                    g = leaf.zerosLike();
+                } else {
+                    any = true;
+                }
+                grads.add(g);
+            }
+            if (!any) {
+                continue; // nothing downstream used these outputs
+            }
+            NDList inputGrads = e.vjp.apply(grads);
+            if (inputGrads.size() != e.inputs.size()) {
+                throw new IllegalStateException(
+                        "tape entry " + i + ": vjp returned " + inputGrads.size()
+                                + " gradients for " + e.inputs.size() + " inputs");
+            }
+            push(e.inputs, inputGrads);
+        }
+    }
+
+    /**
+     * Pushes gradients into the graph of several arrays with one autograd walk: the walk starts at
+     * the scalar {@code sum_i <x_i, g_i>}, whose gradient with respect to {@code x_i} is {@code
+     * g_i}, so shared upstream segments are walked once.
+     */
+    private static void push(NDList targets, NDList grads) {
+        List<NDArray> xs = new ArrayList<>();
+        List<NDArray> gs = new ArrayList<>();
+        for (int i = 0; i < targets.size(); i++) {
+            NDArray x = targets.get(i);
+            NDArray g = grads.get(i);
+            if (g == null || x == null) {
+                continue;
+            }
+            if (!x.getShape().equals(g.getShape())) {
+                throw new IllegalStateException(
+                        "gradient of shape " + g.getShape() + " for an array of shape "
+                                + x.getShape());
+            }
+            xs.add(x);
+            gs.add(g.stopGradient());
+        }
+        if (xs.isEmpty()) {
+            return;
+        }
+        if (xs.size() == 1) {
+            Autograd.backward(xs.get(0), gs.get(0));
+            return;
+        }
+        NDArray proxy = null;
+        for (int i = 0; i < xs.size(); i++) {
+            NDArray term = xs.get(i).mul(gs.get(i)).sum();
+            proxy = proxy == null ? term : proxy.add(term);
+        }
+        try (NDArray one = proxy.onesLike()) {
+            if (!Autograd.backward(proxy, one)) {
+                // Not one of the targets is in the graph: nothing to push.
+                return;
+            }
+        }
+    }
+
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("the tape is closed");
+        }
+    }
+
+    /**
+     * Drops the entries and closes the kept resources; the arrays belong to their managers.
+     */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        entries.clear();
+        RuntimeException first = null;
+        for (int i = resources.size() - 1; i >= 0; i--) {
+            try {
+                resources.get(i).close();
+            } catch (Exception e) {
+                if (first == null) {
+                    first = new IllegalStateException("closing a tape resource failed", e);
+                }
+            }
+        }
+        resources.clear();
+        if (first != null) {
+            throw first;
+        }
+    }
+
+    private record Entry(NDList inputs, NDList leaves, Vjp vjp) {}
+}

@@ -1,0 +1,101 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.ep;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import dev.djlmoe.autograd.Tape;
+
+/**
+ * Dispatch and combine as differentiable operations on a {@link Tape}, using their duality:
+ * the backward of dispatch is a combine of the gradients (the routing weights' gradient included)
+ * and the backward of combine is a cached dispatch with the same handle.
+ */
+public final class EpAutograd {
+
+    private EpAutograd() {}
+
+    /**
+     * Dispatches {@code x} and its routing; with a tape, the received rows and weights come back as
+     * leaves whose gradients return through a combine.
+     *
+     * @param tape the tape of the training step, or null for inference
+     * @param buffer the EP buffer
+     * @param x {@code [T, H]} float32
+     * @param topkIdx {@code [T, K]} int64
+     * @param topkWeights {@code [T, K]} float32
+     * @param numExperts E
+     * @param expertAlignment per-expert count padding
+     * @param wire forward wire format
+     * @param backwardWire wire format of the gradients' combine
+     * @return the dispatch result; its handle is owned by the tape when one is given, otherwise
+     *     by the caller
+     */
+    public static DispatchResult dispatch(
+            Tape tape,
+            EpBuffer buffer,
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            int numExperts,
+            int expertAlignment,
+            WireFormat wire,
+            WireFormat backwardWire) {
+        DispatchResult d =
+                buffer.dispatch(x, topkIdx, topkWeights, numExperts, expertAlignment, wire);
+        if (tape == null) {
+            return d;
+        }
+        EpHandle handle = d.handle();
+        tape.keepUntilClose(handle);
+        NDArray localSlots = d.recvTopkIdx().gte(0); // [R, K]: slots whose expert is here
+        NDList leaves =
+                tape.record(
+                        new NDList(x, topkWeights),
+                        new NDList(d.recvX(), d.recvTopkWeights()),
+                        grads -> {
+                            // Non-local slots were zeroed by dispatch: their derivative is zero.
+                            NDArray gw = grads.get(1).mul(localSlots);
+                            CombineResult c =
+                                    buffer.combine(grads.get(0), gw, handle, backwardWire);
+                            return new NDList(c.out(), c.outWeights());
+                        });
+        return new DispatchResult(
+                leaves.get(0),
+                d.recvTopkIdx(),
+                leaves.get(1),
+                d.recvTokensPerExpert(),
+                handle);
+    }
+
+    /**
+     * Combines {@code y} back to the source ranks; with a tape the result is a leaf whose gradient
+     * returns through a cached dispatch.
+     *
+     * @param tape the tape of the training step, or null for inference
+     * @param buffer the EP buffer
+     * @param y {@code [R, H]} float32
+     * @param handle the routing of the dispatch that produced the rows
+     * @param wire forward wire format
+     * @param backwardWire wire format of the gradients' dispatch
+     * @return {@code [T, H]} float32
+     */
+    public static NDArray combine(
+            Tape tape,
+            EpBuffer buffer,
+            NDArray y,
+            EpHandle handle,
+            WireFormat wire,
+            WireFormat backwardWire) {
+        NDArray out = buffer.combine(y, null, handle, wire).out();
+        if (tape == null) {
+            return out;
+        }
+        return tape.record(
+                        new NDList(y),
+                        new NDList(out),
+                        grads -> new NDList(buffer.dispatch(grads.get(0), handle, backwardWire)))
+                .singletonOrThrow();
+    }
+}

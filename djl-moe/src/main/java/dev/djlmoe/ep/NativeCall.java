@@ -1,0 +1,78 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.ep;
+
+import dev.djlmoe.nativeep.NativeEp;
+import org.bytedeco.javacpp.BytePointer;
+
+/**
+ * The error buffer of one native call and the translation of its status into a Java exception.
+ *
+ * <p>Use one instance per call (they are cheap) and close it: {@code try (NativeCall c = new
+ * NativeCall()) { c.check(NativeEp.nep_x(..., c.err(), c.cap()), "dispatch"); }}.
+ */
+public final class NativeCall implements AutoCloseable {
+
+    private static final int CAPACITY = 2048;
+
+    private final BytePointer err;
+
+    /** Allocates the message buffer. */
+    public NativeCall() {
+        err = new BytePointer(CAPACITY);
+        err.put(0, (byte) 0);
+    }
+
+    /**
+     * Returns the buffer the native function writes its message into.
+     *
+     * @return the message buffer
+     */
+    public BytePointer err() {
+        return err;
+    }
+
+    /**
+     * Returns the capacity of {@link #err()} in bytes.
+     *
+     * @return the capacity
+     */
+    public long cap() {
+        return CAPACITY;
+    }
+
+    /**
+     * Throws the exception that matches a native status.
+     *
+     * @param status the status returned by the native function
+     * @param operation the operation, for the message (e.g. {@code "dispatch"})
+     * @throws IllegalArgumentException for {@code NEP_ERR_INVALID_ARGUMENT}
+     * @throws EpException for every other failure
+     */
+    public void check(int status, String operation) {
+        if (status == NativeEp.NEP_OK) {
+            return;
+        }
+        String message = err.getString();
+        if (message.isEmpty()) {
+            message = "native status " + status;
+        }
+        message = operation + ": " + message;
+        switch (status) {
+            case NativeEp.NEP_ERR_INVALID_ARGUMENT:
+                throw new IllegalArgumentException(message);
+            case NativeEp.NEP_ERR_TIMEOUT:
+                throw new EpTimeoutException(status, message);
+            case NativeEp.NEP_ERR_PEER:
+                throw new EpPeerException(status, message);
+            default:
+                throw new EpException(status, message);
+        }
+    }
+
+    @Override
+    public void close() {
+        err.close();
+    }
+}

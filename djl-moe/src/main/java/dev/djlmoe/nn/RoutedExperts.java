@@ -1,0 +1,457 @@
+package dev.djlmoe.nn;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.nn.AbstractBlock;
+import ai.djl.nn.Parameter;
+import ai.djl.nn.core.Linear;
+import ai.djl.training.ParameterStore;
+import ai.djl.util.PairList;
+
+/**
+ * The routed experts that live on one expert-parallel rank: {@code El} SwiGLU experts applied to
+ * the rows each row picked, weighted and summed.
+ *
+ * <p>For every received row r:
+ *
+ * <pre>
+ *   y[r] = sum over k with idx[r, k] &gt;= 0 of  w[r, k] * Expert_{idx[r, k]}(x[r])
+ *   Expert_e(v) = down_e (silu(gate_e v) * (up_e v))
+ * </pre>
+ *
+ * Rows with no local slot give zeros. This is the computation between DeepEP's dispatch (which
+ * delivers {@code x}, local {@code topk_idx} and {@code topk_weights}) and combine (which takes
+ * {@code y}).
+ *
+ * <p>Parameters, stacked over the local experts; slice e of each is exactly Hugging Face's {@code
+ * mlp.experts.{e}.gate_proj.weight} etc.:
+ *
+ * <ul>
+ *   <li>{@code gate_proj}: [El, I, H], initialised normal with std {@code 1/sqrt(H)}
+ *   <li>{@code up_proj}: [El, I, H], initialised normal with std {@code 1/sqrt(H)}
+ *   <li>{@code down_proj}: [El, H, I], initialised normal with std {@code 1/sqrt(I)}
+ * </ul>
+ *
+ * <p>Shapes:
+ *
+ * <ul>
+ *   <li>input {@code x}: [R, H] float32
+ *   <li>input {@code topk_idx}: [R, K] int64 (int32 accepted), local expert ids in [0, El) or -1
+ *   <li>input {@code topk_weights}: [R, K] float32 (the value at a -1 slot is ignored but must be
+ *       finite)
+ *   <li>output {@code y}: [R, H] float32
+ * </ul>
+ *
+ * <p>How: the (row, slot) pairs are sorted by expert on the host (counting sort, stable, so rows
+ * keep their order within an expert); one gather puts the rows of x in that order; each expert runs
+ * on its contiguous slice (two or three matrix products); one gather brings the expert outputs back
+ * to [R, K, H] (-1 slots read an appended zero row) and a batched product {@code w [R, 1, K] @ Y
+ * [R, K, H]} sums them. Slicing uses {@code split} so the backward pass concatenates gradients
+ * instead of adding El full-size zero tensors. Everything is ordinary DJL autograd: gradients reach
+ * x, the weights and the three stacked parameters. Duplicate ids in a row are computed twice and
+ * summed.
+ *
+ * <p>The block should be constructed using {@link RoutedExperts.Builder}.
+ */
+public class RoutedExperts extends AbstractBlock {
+
+    /** Name of the stacked gate projection parameter. */
+    public static final String GATE_PROJ = "gate_proj";
+
+    /** Name of the stacked up projection parameter. */
+    public static final String UP_PROJ = "up_proj";
+
+    /** Name of the stacked down projection parameter. */
+    public static final String DOWN_PROJ = "down_proj";
+
+    private static final byte VERSION = 1;
+
+    private final int numExperts;
+    private final long hiddenSize;
+    private final long intermediateSize;
+    private final Parameter gateProj;
+    private final Parameter upProj;
+    private final Parameter downProj;
+
+    /**
+     * Creates the routed experts; use {@link #builder()}.
+     *
+     * @param builder the validated builder
+     */
+    @SuppressWarnings("this-escape")
+    protected RoutedExperts(Builder builder) {
+        super(VERSION);
+        numExperts = builder.numExperts;
+        hiddenSize = builder.hiddenSize;
+        intermediateSize = builder.intermediateSize;
+        float inStd = (float) (1.0 / Math.sqrt(hiddenSize));
+        float downStd = (float) (1.0 / Math.sqrt(intermediateSize));
+        gateProj =
+                addParameter(
+                        SwiGluMlp.weight(
+                                GATE_PROJ,
+                                inStd,
+                                new Shape(numExperts, intermediateSize, hiddenSize)));
+        upProj =
+                addParameter(
+                        SwiGluMlp.weight(
+                                UP_PROJ,
+                                inStd,
+                                new Shape(numExperts, intermediateSize, hiddenSize)));
+        downProj =
+                addParameter(
+                        SwiGluMlp.weight(
+                                DOWN_PROJ,
+                                downStd,
+                                new Shape(numExperts, hiddenSize, intermediateSize)));
+    }
+
+    /**
+     * Returns the number of local experts El.
+     *
+     * @return the number of local experts
+     */
+    public int getNumExperts() {
+        return numExperts;
+    }
+
+    /**
+     * Returns the hidden size H.
+     *
+     * @return the hidden size
+     */
+    public long getHiddenSize() {
+        return hiddenSize;
+    }
+
+    /**
+     * Returns the intermediate size I of one expert.
+     *
+     * @return the intermediate size
+     */
+    public long getIntermediateSize() {
+        return intermediateSize;
+    }
+
+    /** {@inheritDoc} */
+    @Override
+    protected NDList forwardInternal(
+            ParameterStore parameterStore,
+            NDList inputs,
+            boolean training,
+            PairList<String, Object> params) {
+        if (inputs.size() != 3) {
+            throw new IllegalArgumentException(
+                    "RoutedExperts needs inputs (x, topk_idx, topk_weights), got "
+                            + inputs.size()
+                            + " arrays");
+        }
+        NDArray x = inputs.get(0);
+        return routedExperts(
+                x,
+                inputs.get(1),
+                inputs.get(2),
+                parameterStore.getValue(gateProj, x.getDevice(), training),
+                parameterStore.getValue(upProj, x.getDevice(), training),
+                parameterStore.getValue(downProj, x.getDevice(), training));
+    }
+
+    /** {@inheritDoc} */
+    @Override
+    public Shape[] getOutputShapes(Shape[] inputs) {
+        return new Shape[] {inputs[0]};
+    }
+
+    /** {@inheritDoc} */
+    @Override
+    protected void beforeInitialize(Shape... inputShapes) {
+        super.beforeInitialize(inputShapes);
+        if (inputShapes.length != 3) {
+            throw new IllegalArgumentException(
+                    "RoutedExperts needs input shapes (x, topk_idx, topk_weights), got "
+                            + inputShapes.length);
+        }
+        Shape x = inputShapes[0];
+        if (x.dimension() != 2 || x.get(1) != hiddenSize) {
+            throw new IllegalArgumentException(
+                    "RoutedExperts input x must have shape [R, " + hiddenSize + "], got " + x);
+        }
+    }
+
+    /**
+     * Applies the routed experts: the functional form of {@link RoutedExperts} (see the class
+     * description).
+     *
+     * @param x received rows: [R, H] float32
+     * @param topkIdx local expert ids: [R, K] int64 (int32 accepted), in [0, El) or -1
+     * @param topkWeights weights: [R, K] float32
+     * @param gateProj gate_proj: [El, I, H]
+     * @param upProj up_proj: [El, I, H]
+     * @param downProj down_proj: [El, H, I]
+     * @return NDList of y: [R, H]
+     * @throws IllegalArgumentException on a wrong shape, type or expert id
+     */
+    public static NDList routedExperts(
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray gateProj,
+            NDArray upProj,
+            NDArray downProj) {
+        Shape gs = gateProj.getShape();
+        if (gs.dimension() != 3) {
+            throw new IllegalArgumentException("gateProj must have shape [El, I, H], got " + gs);
+        }
+        int numExperts = (int) gs.get(0);
+        long inter = gs.get(1);
+        long hidden = gs.get(2);
+        checkShape("upProj", upProj, new Shape(numExperts, inter, hidden));
+        checkShape("downProj", downProj, new Shape(numExperts, hidden, inter));
+        Shape xs = x.getShape();
+        if (xs.dimension() != 2 || xs.get(1) != hidden) {
+            throw new IllegalArgumentException("x must have shape [R, " + hidden + "], got " + xs);
+        }
+        checkFloat32("x", x);
+        checkFloat32("topkWeights", topkWeights);
+        checkFloat32("gateProj", gateProj);
+        checkFloat32("upProj", upProj);
+        checkFloat32("downProj", downProj);
+        long rows = xs.get(0);
+        Shape is = topkIdx.getShape();
+        if (is.dimension() != 2 || is.get(0) != rows) {
+            throw new IllegalArgumentException(
+                    "topkIdx must have shape [" + rows + ", K], got " + is);
+        }
+        int k = (int) is.get(1);
+        checkShape("topkWeights", topkWeights, new Shape(rows, k));
+
+        Plan plan = Plan.of(MoeRouter.toLongs(topkIdx, "topkIdx"), (int) rows, k, numExperts);
+        NDManager manager = x.getManager();
+        NDList temps = new NDList();
+        try {
+            NDArray rowIdx = manager.create(plan.sortedRows).toDevice(x.getDevice(), false); // [N]
+            temps.add(rowIdx);
+            NDArray sortedX = x.get(rowIdx); // [N, H], rows grouped by expert
+            temps.add(sortedX);
+            NDList xPieces = sortedX.split(plan.splitPoints(), 0); // El x [c_e, H]
+            temps.addAll(xPieces);
+
+            NDList gatePieces = gateProj.split(numExperts, 0); // El x [1, I, H]
+            temps.addAll(gatePieces);
+            NDList upPieces = upProj.split(numExperts, 0); // El x [1, I, H]
+            temps.addAll(upPieces);
+            NDList downPieces = downProj.split(numExperts, 0); // El x [1, H, I]
+            temps.addAll(downPieces);
+
+            NDList outputs = new NDList(numExperts + 1);
+            for (int e = 0; e < numExperts; e++) {
+                if (plan.counts[e] == 0) {
+                    continue;
+                }
+                NDArray xe = xPieces.get(e); // [c_e, H]
+                NDArray g = gatePieces.get(e).squeeze(0); // [I, H]
+                NDArray u = upPieces.get(e).squeeze(0); // [I, H]
+                NDArray gate = Linear.linear(xe, g).singletonOrThrow(); // [c_e, I]
+                NDArray up = Linear.linear(xe, u).singletonOrThrow(); // [c_e, I]
+                NDArray sg = SwiGluMlp.silu(gate); // [c_e, I]
+                NDArray act = sg.mul(up); // [c_e, I]
+                closeAll(new NDList(g, u, gate, up, sg));
+                NDArray d = downPieces.get(e).squeeze(0); // [H, I]
+                outputs.add(Linear.linear(act, d).singletonOrThrow()); // [c_e, H]
+                act.close();
+                d.close();
+            }
+            NDArray zeroRow =
+                    manager.zeros(new Shape(1, hidden), DataType.FLOAT32, x.getDevice()); // [1, H]
+            outputs.add(zeroRow);
+            temps.addAll(outputs);
+            NDArray sortedY = NDArrays.concat(outputs, 0); // [N + 1, H], row N is zero
+            temps.add(sortedY);
+            NDArray slotIdx = manager.create(plan.slotPos).toDevice(x.getDevice(), false); // [R*K]
+            temps.add(slotIdx);
+            NDArray perSlot = sortedY.get(slotIdx).reshape(rows, k, hidden); // [R, K, H]
+            temps.add(perSlot);
+            NDArray w = topkWeights.reshape(rows, 1, k); // [R, 1, K]
+            temps.add(w);
+            NDArray y = w.batchMatMul(perSlot).reshape(rows, hidden); // [R, H]
+            return new NDList(y);
+        } finally {
+            closeAll(temps);
+        }
+    }
+
+    private static void closeAll(NDList... lists) {
+        for (NDList list : lists) {
+            for (NDArray a : list) {
+                a.close();
+            }
+        }
+    }
+
+    private static void checkShape(String name, NDArray array, Shape expected) {
+        if (!array.getShape().equals(expected)) {
+            throw new IllegalArgumentException(
+                    name + " must have shape " + expected + ", got " + array.getShape());
+        }
+    }
+
+    private static void checkFloat32(String name, NDArray array) {
+        if (array.getDataType() != DataType.FLOAT32) {
+            throw new IllegalArgumentException(
+                    name + " must be float32, got " + array.getDataType());
+        }
+    }
+
+    /** The host-side sort of (row, slot) pairs by expert. */
+    static final class Plan {
+
+        /** Pairs per expert: El. */
+        final int[] counts;
+
+        /** Start of each expert's block in sorted order: El + 1. */
+        final long[] offsets;
+
+        /** Source row of each sorted pair: N. */
+        final long[] sortedRows;
+
+        /** Sorted position of each (row, slot), N for a -1 slot: R * K. */
+        final long[] slotPos;
+
+        private Plan(int[] counts, long[] offsets, long[] sortedRows, long[] slotPos) {
+            this.counts = counts;
+            this.offsets = offsets;
+            this.sortedRows = sortedRows;
+            this.slotPos = slotPos;
+        }
+
+        static Plan of(long[] idx, int rows, int k, int numExperts) {
+            int[] counts = new int[numExperts];
+            for (int i = 0; i < idx.length; i++) {
+                long e = idx[i];
+                if (e < -1 || e >= numExperts) {
+                    throw new IllegalArgumentException(
+                            "topkIdx must be in [-1, "
+                                    + numExperts
+                                    + "), got "
+                                    + e
+                                    + " at row "
+                                    + i / k
+                                    + ", slot "
+                                    + i % k);
+                }
+                if (e >= 0) {
+                    counts[(int) e]++;
+                }
+            }
+            long[] offsets = new long[numExperts + 1];
+            for (int e = 0; e < numExperts; e++) {
+                offsets[e + 1] = offsets[e] + counts[e];
+            }
+            int n = (int) offsets[numExperts];
+            long[] cursor = offsets.clone();
+            long[] sortedRows = new long[n];
+            long[] slotPos = new long[rows * k];
+            for (int r = 0; r < rows; r++) {
+                for (int s = 0; s < k; s++) {
+                    long e = idx[r * k + s];
+                    if (e < 0) {
+                        slotPos[r * k + s] = n; // the appended zero row
+                    } else {
+                        long pos = cursor[(int) e]++;
+                        sortedRows[(int) pos] = r;
+                        slotPos[r * k + s] = pos;
+                    }
+                }
+            }
+            return new Plan(counts, offsets, sortedRows, slotPos);
+        }
+
+        /**
+         * Returns the split points of the sorted rows: offsets[1..El-1].
+         *
+         * @return El - 1 split points
+         */
+        long[] splitPoints() {
+            long[] points = new long[counts.length - 1];
+            System.arraycopy(offsets, 1, points, 0, points.length);
+            return points;
+        }
+    }
+
+    /**
+     * Creates a builder to build a {@code RoutedExperts}.
+     *
+     * @return a new builder
+     */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** The Builder to construct a {@link RoutedExperts}. */
+    public static final class Builder {
+
+        private int numExperts;
+        private long hiddenSize;
+        private long intermediateSize;
+
+        Builder() {}
+
+        /**
+         * Sets the number of local experts El. Required.
+         *
+         * @param numExperts the number of local experts, at least 1
+         * @return this Builder
+         */
+        public Builder setNumExperts(int numExperts) {
+            this.numExperts = numExperts;
+            return this;
+        }
+
+        /**
+         * Sets the hidden size H. Required.
+         *
+         * @param hiddenSize the hidden size, at least 1
+         * @return this Builder
+         */
+        public Builder setHiddenSize(long hiddenSize) {
+            this.hiddenSize = hiddenSize;
+            return this;
+        }
+
+        /**
+         * Sets the intermediate size I of one expert ({@code moe_intermediate_size}). Required.
+         *
+         * @param intermediateSize the intermediate size, at least 1
+         * @return this Builder
+         */
+        public Builder setIntermediateSize(long intermediateSize) {
+            this.intermediateSize = intermediateSize;
+            return this;
+        }
+
+        /**
+         * Returns the constructed {@code RoutedExperts}.
+         *
+         * @return the constructed {@code RoutedExperts}
+         * @throws IllegalArgumentException naming the argument and its value if a size is not
+         *     positive
+         */
+        public RoutedExperts build() {
+            if (numExperts < 1) {
+                throw new IllegalArgumentException("numExperts must be >= 1, got " + numExperts);
+            }
+            if (hiddenSize < 1) {
+                throw new IllegalArgumentException("hiddenSize must be >= 1, got " + hiddenSize);
+            }
+            if (intermediateSize < 1) {
+                throw new IllegalArgumentException(
+                        "intermediateSize must be >= 1, got " + intermediateSize);
+            }
+            return new RoutedExperts(this);
+        }
+    }
+}

@@ -1,0 +1,340 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.train;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.nn.Block;
+import ai.djl.nn.Parameter;
+import ai.djl.training.GradientCollector;
+import ai.djl.training.Trainer;
+import dev.djlmoe.autograd.Tape;
+import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.ep.EpStats;
+import dev.djlmoe.nn.MoeLayer;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Set;
+import java.util.function.Consumer;
+
+/**
+ * One expert-parallel training step built on DJL's {@link Trainer} (its model, loss, optimizer
+ * and {@code ParameterStore}), replacing {@code EasyTrain.trainBatch}:
+ *
+ * <ol>
+ *   <li>forward with the EP context's tape active; loss = task loss + MoE balance losses;
+ *   <li>staged backward ({@link Tape#backward});
+ *   <li>gradient averaging over ranks: dense (replicated) gradients are summed over ranks and
+ *       divided by W; expert gradients, which already hold every rank's contribution, are divided
+ *       by W (the global loss is the mean of the ranks' losses);
+ *   <li>global-norm clipping over all ranks' parameters;
+ *   <li>{@code trainer.step()} (the optimizer; it zeroes the gradients);
+ *   <li>aux-loss-free balancing: each router's correction bias moves by {@code gamma *
+ *       sign(mean_load - load_i)} with loads summed over all ranks.
+ * </ol>
+ *
+ * <p>Every rank must call {@link #step} with its own share of the global batch.
+ */
+public final class EpTrainer {
+
+    private final Trainer trainer;
+    private final EpContext context;
+    private final ProcessGroup group;
+    private final float maxGradNorm;
+    private final float biasUpdateRate;
+    private final List<MoeLayer> moeLayers;
+    private final List<Parameter> denseParams = new ArrayList<>();
+    private final List<Parameter> expertParams = new ArrayList<>();
+    private final List<Parameter> trainableParams = new ArrayList<>();
+
+    private EpTrainer(Builder b) {
+        trainer = b.trainer;
+        context = b.context;
+        group = context == null ? null : context.group();
+        maxGradNorm = b.maxGradNorm;
+        biasUpdateRate = b.biasUpdateRate;
+        Block root = trainer.getModel().getBlock();
+        moeLayers = findMoeLayers(root);
+        Set<Parameter> experts = Collections.newSetFromMap(new IdentityHashMap<>());
+        for (MoeLayer l : moeLayers) {
+            for (var p : l.getExperts().getParameters()) {
+                experts.add(p.getValue());
+            }
+        }
+        for (var p : root.getParameters()) {
+            Parameter param = p.getValue();
+            if (!param.requiresGradient()) {
+                continue;
+            }
+            (experts.contains(param) ? expertParams : denseParams).add(param);
+            trainableParams.add(param);
+        }
+    }
+
+    /**
+     * Creates a builder.
+     *
+     * @return a new builder
+     */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /**
+     * Returns the MoE layers of the model, in forward order of the block tree.
+     *
+     * @return the layers
+     */
+    public List<MoeLayer> moeLayers() {
+        return moeLayers;
+    }
+
+    /**
+     * Returns the underlying DJL trainer.
+     *
+     * @return the trainer
+     */
+    public Trainer trainer() {
+        return trainer;
+    }
+
+    /**
+     * Runs one training step on this rank's share of the batch.
+     *
+     * @param data model inputs
+     * @param labels labels for the trainer's loss
+     * @return the step's figures
+     */
+    public StepResult step(NDList data, NDList labels) {
+        return stepWithGradientHook(data, labels, null);
+    }
+
+    /**
+     * Runs one training step and shows the averaged gradients (before clipping and the optimizer)
+     * to a hook, in the order of the model's trainable parameters.
+     *
+     * @param data model inputs
+     * @param labels labels for the trainer's loss
+     * @param gradientHook receives the gradients, or null
+     * @return the step's figures
+     */
+    public StepResult stepWithGradientHook(
+            NDList data, NDList labels, Consumer<List<NDArray>> gradientHook) {
+        long begin = System.nanoTime();
+        EpStats stats = context == null ? null : context.buffer().stats();
+        long ep0 = stats == null ? 0 : stats.totalNanos();
+        long bytes0 = stats == null ? 0 : stats.totalBytes();
+        float lossValue;
+        float auxValue = 0f;
+        try (GradientCollector collector = trainer.newGradientCollector();
+                Tape tape = context == null ? new Tape() : context.beginTape()) {
+            NDList preds = trainer.forward(data, labels);
+            NDArray loss = trainer.getLoss().evaluate(labels, preds);
+            NDArray total = loss;
+            for (MoeLayer l : moeLayers) {
+                NDArray aux = l.takeAuxLoss();
+                if (aux != null) {
+                    auxValue += aux.getFloat();
+                    total = total.add(aux);
+                }
+            }
+            lossValue = loss.getFloat();
+            tape.backward(total);
+        }
+        averageGradients();
+        if (gradientHook != null) {
+            gradientHook.accept(gradients(trainableParams));
+        }
+        List<NDArray> dense = gradients(denseParams);
+        List<NDArray> sharded = gradients(expertParams);
+        double norm = GradientClipping.globalNorm(dense, sharded, group);
+        if (maxGradNorm > 0f) {
+            List<NDArray> all = new ArrayList<>(dense);
+            all.addAll(sharded);
+            GradientClipping.clip(all, norm, maxGradNorm);
+        }
+        trainer.step();
+        float imbalance = updateBalancingBias();
+        lossValue = globalMean(lossValue);
+        long tokens = data.head().getShape().size();
+        long epNanos = stats == null ? 0 : stats.totalNanos() - ep0;
+        long epBytes = stats == null ? 0 : stats.totalBytes() - bytes0;
+        return new StepResult(
+                lossValue,
+                auxValue,
+                (float) norm,
+                tokens,
+                System.nanoTime() - begin,
+                epNanos,
+                epBytes,
+                imbalance);
+    }
+
+    private void averageGradients() {
+        if (group == null || group.worldSize() == 1) {
+            return;
+        }
+        float invW = 1f / group.worldSize();
+        for (NDArray g : gradients(denseParams)) {
+            group.allReduceSum(g);
+            g.muli(invW);
+        }
+        for (NDArray g : gradients(expertParams)) {
+            g.muli(invW);
+        }
+    }
+
+    /** Applies aux-loss-free balancing and returns the largest max/mean load ratio. */
+    private float updateBalancingBias() {
+        float worst = 0f;
+        for (MoeLayer l : moeLayers) {
+            long[] load = l.takeLoad();
+            NDManager m = trainer.getManager();
+            try (NDArray loads = m.create(toFloat(load))) {
+                if (group != null && group.worldSize() > 1) {
+                    group.allReduceSum(loads);
+                }
+                float[] global = loads.toFloatArray();
+                worst = Math.max(worst, imbalance(global));
+                if (biasUpdateRate > 0f && l.getRouterConfig().hasCorrectionBias()) {
+                    l.getGate().updateCorrectionBias(loads, biasUpdateRate);
+                }
+            }
+        }
+        return worst;
+    }
+
+    private float globalMean(float value) {
+        if (group == null || group.worldSize() == 1) {
+            return value;
+        }
+        try (NDArray v = trainer.getManager().create(new float[] {value})) {
+            group.allReduceSum(v);
+            return v.getFloat() / group.worldSize();
+        }
+    }
+
+    private static float imbalance(float[] load) {
+        double sum = 0;
+        float max = 0;
+        for (float x : load) {
+            sum += x;
+            max = Math.max(max, x);
+        }
+        return sum == 0 ? 0f : (float) (max / (sum / load.length));
+    }
+
+    private static float[] toFloat(long[] a) {
+        float[] f = new float[a.length];
+        for (int i = 0; i < a.length; i++) {
+            f[i] = a[i];
+        }
+        return f;
+    }
+
+    private static List<NDArray> gradients(List<Parameter> params) {
+        List<NDArray> out = new ArrayList<>(params.size());
+        for (Parameter p : params) {
+            if (p.isInitialized()) {
+                out.add(p.getArray().getGradient());
+            }
+        }
+        return out;
+    }
+
+    private static List<MoeLayer> findMoeLayers(Block block) {
+        List<MoeLayer> out = new ArrayList<>();
+        collect(block, out);
+        return out;
+    }
+
+    private static void collect(Block block, List<MoeLayer> out) {
+        if (block instanceof MoeLayer) {
+            out.add((MoeLayer) block);
+            return;
+        }
+        for (var child : block.getChildren()) {
+            collect(child.getValue(), out);
+        }
+    }
+
+    /** Builds an {@link EpTrainer}. */
+    public static final class Builder {
+        private Trainer trainer;
+        private EpContext context;
+        private float maxGradNorm;
+        private float biasUpdateRate;
+
+        Builder() {}
+
+        /**
+         * Sets the DJL trainer holding the model, loss and optimizer (required).
+         *
+         * @param trainer the trainer
+         * @return this builder
+         */
+        public Builder setTrainer(Trainer trainer) {
+            this.trainer = trainer;
+            return this;
+        }
+
+        /**
+         * Sets the EP context the model's MoE layers were built with (default none: one rank,
+         * plain autograd).
+         *
+         * @param context the context
+         * @return this builder
+         */
+        public Builder optContext(EpContext context) {
+            this.context = context;
+            return this;
+        }
+
+        /**
+         * Clips the global gradient norm to this value (default 0 = off).
+         *
+         * @param maxGradNorm the threshold
+         * @return this builder
+         */
+        public Builder optMaxGradNorm(float maxGradNorm) {
+            this.maxGradNorm = maxGradNorm;
+            return this;
+        }
+
+        /**
+         * Sets gamma of aux-loss-free balancing (default 0 = off; DeepSeek-V3 uses 0.001).
+         *
+         * @param gamma the bias update rate
+         * @return this builder
+         */
+        public Builder optBiasUpdateRate(float gamma) {
+            this.biasUpdateRate = gamma;
+            return this;
+        }
+
+        /**
+         * Builds the step.
+         *
+         * @return the EP trainer
+         */
+        public EpTrainer build() {
+            if (trainer == null) {
+                throw new IllegalArgumentException("EpTrainer: setTrainer is required");
+            }
+            if (!(maxGradNorm >= 0f)) {
+                throw new IllegalArgumentException(
+                        "EpTrainer: max grad norm " + maxGradNorm + " must be >= 0");
+            }
+            if (!(biasUpdateRate >= 0f)) {
+                throw new IllegalArgumentException(
+                        "EpTrainer: bias update rate " + biasUpdateRate + " must be >= 0");
+            }
+            return new EpTrainer(this);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+// Wire codecs of the cuda-ipc kernels, at the granularity the kernels use: one lane holds 8
+// consecutive channels of a row, a warp 256. FP8: e4m3 with one fp32 scale per 128 channels (16
+// lanes), scale = max(amax, 1e-4) / 448, values x * (448 / amax) rounded to nearest even with
+// saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels (4 lanes),
+// X = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values x / X saturated.
+// The host oracle of the GPU tests (gpu-tests/oracle.h) mirrors these operations bit for bit.
+#ifndef NATIVEEP_CUDA_WIRE_CUH_
+#define NATIVEEP_CUDA_WIRE_CUH_
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "device_utils.cuh"
+
+namespace nep {
+namespace cuda {
+
+constexpr int kLaneChannels = 8;
+constexpr int kWarpChannels = 32 * kLaneChannels;
+
+// ---- bf16 <-> f32 ----------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(a, b);  // a in the low half
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+
+__device__ __forceinline__ void unpack_bf16x8(uint4 u, float v[8]) {
+  v[0] = bf16_lo(u.x); v[1] = bf16_hi(u.x);
+  v[2] = bf16_lo(u.y); v[3] = bf16_hi(u.y);
+  v[4] = bf16_lo(u.z); v[5] = bf16_hi(u.z);
+  v[6] = bf16_lo(u.w); v[7] = bf16_hi(u.w);
+}
+__device__ __forceinline__ uint4 pack_bf16x8(const float v[8]) {
+  return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
+                    pack_bf16x2(v[6], v[7]));
+}
+__device__ __forceinline__ void unpack_f32x8(uint4 a, uint4 b, float v[8]) {
+  v[0] = __uint_as_float(a.x); v[1] = __uint_as_float(a.y);
+  v[2] = __uint_as_float(a.z); v[3] = __uint_as_float(a.w);
+  v[4] = __uint_as_float(b.x); v[5] = __uint_as_float(b.y);
+  v[6] = __uint_as_float(b.z); v[7] = __uint_as_float(b.w);
+}
+
+// Raw 8 channels of a tensor row (bf16: one 16-byte word, fp32: two).
+struct Raw8 {
+  uint4 a, b;
+};
+
+__device__ __forceinline__ Raw8 load_row8(const uint8_t* row, int dtype, long long ch) {
+  Raw8 r;
+  if (dtype == NEP_DTYPE_BF16) {
+    r.a = ld_nc_v4(row + ch * 2);
+    r.b = make_uint4(0, 0, 0, 0);
+  } else {
+    r.a = ld_nc_v4(row + ch * 4);
+    r.b = ld_nc_v4(row + ch * 4 + 16);
+  }
+  return r;
+}
+__device__ __forceinline__ void raw_to_f32(const Raw8& r, int dtype, float v[8]) {
+  if (dtype == NEP_DTYPE_BF16) unpack_bf16x8(r.a, v);
+  else unpack_f32x8(r.a, r.b, v);
+}
+__device__ __forceinline__ void store_row8(uint8_t* row, int dtype, long long ch, const float v[8]) {
+  if (dtype == NEP_DTYPE_BF16) {
+    st_v4(row + ch * 2, pack_bf16x8(v));
+  } else {
+    st_v4(row + ch * 4, make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]),
+                                   __float_as_uint(v[2]), __float_as_uint(v[3])));
+    st_v4(row + ch * 4 + 16, make_uint4(__float_as_uint(v[4]), __float_as_uint(v[5]),
+                                        __float_as_uint(v[6]), __float_as_uint(v[7])));
+  }
+}
+
+// ---- e4m3 ------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t f32x2_to_e4m3x2(float a, float b) {  // a in the low byte
+  return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
+}
+__device__ __forceinline__ float2 e4m3x2_to_f32x2(uint32_t u16) {
+  __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)u16, __NV_E4M3);
+  return __half22float2(*reinterpret_cast<__half2*>(&h));
+}
+__device__ __forceinline__ uint2 quantize_e4m3x8(const float v[8], float mul) {
+  uint2 q;
+  q.x = f32x2_to_e4m3x2(v[0] * mul, v[1] * mul) | (f32x2_to_e4m3x2(v[2] * mul, v[3] * mul) << 16);
+  q.y = f32x2_to_e4m3x2(v[4] * mul, v[5] * mul) | (f32x2_to_e4m3x2(v[6] * mul, v[7] * mul) << 16);
+  return q;
+}
+__device__ __forceinline__ void dequantize_e4m3x8(uint2 q, float scale, float v[8]) {
+  float2 p;
+  p = e4m3x2_to_f32x2(q.x & 0xffffu); v[0] = p.x * scale; v[1] = p.y * scale;
+  p = e4m3x2_to_f32x2(q.x >> 16);     v[2] = p.x * scale; v[3] = p.y * scale;
+  p = e4m3x2_to_f32x2(q.y & 0xffffu); v[4] = p.x * scale; v[5] = p.y * scale;
+  p = e4m3x2_to_f32x2(q.y >> 16);     v[6] = p.x * scale; v[7] = p.y * scale;
+}
+
+__device__ __forceinline__ float lane_amax8(const float v[8]) {
+  float m = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m = fmaxf(m, fabsf(v[i]));
+  return m;
+}
+
+// E8M0 helpers (MXFP8). Biased exponent byte b encodes 2^(b - 127); 0 encodes 2^-127.
+__device__ __forceinline__ int mx_shared_exp(float amax) {
+  const int biased = (__float_as_uint(amax) >> 23) & 0xff;
+  if (biased == 0) return -127;  // zero or subnormal amax: floor(log2) <= -127
+  const int e = biased - 127 - 8;
+  return e < -127 ? -127 : e;
+}
+__device__ __forceinline__ float e8m0_to_f32(uint32_t byte) {
+  return byte == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(byte << 23);
+}
+
+// ---- Encoded lane ----------------------------------------------------------------------------------
+
+// One lane's 8 channels on the wire. FP8/MXFP8: q (8 bytes) and the group's scale.
+struct Enc8 {
+  uint4 a, b;       // BF16: a; FP32: a, b; FP8/MXFP8: a.x, a.y
+  float scale;      // FP8: fp32 scale; MXFP8: 2^shared_exp as float
+  uint32_t sbyte;   // MXFP8: the E8M0 byte
+};
+
+// All 32 lanes must call (shuffles); lanes past the row end pass zeros.
+template <int WIRE>
+__device__ __forceinline__ Enc8 encode8(const float v[8]) {
+  Enc8 e;
+  e.scale = 1.f;
+  e.sbyte = 0;
+  if constexpr (WIRE == NEP_WIRE_FP32) {
+    e.a = make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
+                     __float_as_uint(v[3]));
+    e.b = make_uint4(__float_as_uint(v[4]), __float_as_uint(v[5]), __float_as_uint(v[6]),
+                     __float_as_uint(v[7]));
+  } else if constexpr (WIRE == NEP_WIRE_BF16) {
+    e.a = pack_bf16x8(v);
+    e.b = make_uint4(0, 0, 0, 0);
+  } else if constexpr (WIRE == NEP_WIRE_FP8) {
+    float amax = lane_amax8(v);
+#pragma unroll
+    for (int m = 1; m < 16; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+    amax = fmaxf(amax, 1e-4f);
+    e.scale = amax / 448.f;
+    const uint2 q = quantize_e4m3x8(v, 448.f / amax);
+    e.a = make_uint4(q.x, q.y, 0, 0);
+    e.b = make_uint4(0, 0, 0, 0);
+  } else {
+    float amax = lane_amax8(v);
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+    const int se = mx_shared_exp(amax);
+    e.sbyte = (uint32_t)(se + 127);
+    e.scale = e8m0_to_f32(e.sbyte);
+    const float mul = __uint_as_float((uint32_t)(127 - se) << 23);  // 2^-se, se in [-127, 119]
+    const uint2 q = quantize_e4m3x8(v, mul);
+    e.a = make_uint4(q.x, q.y, 0, 0);
+    e.b = make_uint4(0, 0, 0, 0);
+  }
+  return e;
+}
+
+template <int WIRE>
+__device__ __forceinline__ void decode8(const Enc8& e, float v[8]) {
+  if constexpr (WIRE == NEP_WIRE_FP32) {
+    unpack_f32x8(e.a, e.b, v);
+  } else if constexpr (WIRE == NEP_WIRE_BF16) {
+    unpack_bf16x8(e.a, v);
+  } else {
+    dequantize_e4m3x8(make_uint2(e.a.x, e.a.y), e.scale, v);
+  }
+}
+
+// Stores a lane's encoded channels [ch, ch + 8) into a wire row at `row` (a peer's ring slot).
+// `lane` picks the lane that writes the group's scale.
+template <int WIRE>
+__device__ __forceinline__ void store_wire8(uint8_t* row, long long hidden, long long ch, int lane,
+                                            const Enc8& e) {
+  if constexpr (WIRE == NEP_WIRE_FP32) {
+    st_v4(row + ch * 4, e.a);
+    st_v4(row + ch * 4 + 16, e.b);
+  } else if constexpr (WIRE == NEP_WIRE_BF16) {
+    st_v4(row + ch * 2, e.a);
+  } else if constexpr (WIRE == NEP_WIRE_FP8) {
+    st_v2(row + ch, make_uint2(e.a.x, e.a.y));
+    if ((lane & 15) == 0)
+      *reinterpret_cast<float*>(row + wire_scale_offset(WIRE, hidden) + (ch / 128) * 4) = e.scale;
+  } else {
+    st_v2(row + ch, make_uint2(e.a.x, e.a.y));
+    if ((lane & 3) == 0) row[wire_scale_offset(WIRE, hidden) + ch / 32] = (uint8_t)e.sbyte;
+  }
+}
+
+// Loads a lane's channels [ch, ch + 8) of a wire row written by a peer.
+template <int WIRE>
+__device__ __forceinline__ Enc8 load_wire8(const uint8_t* row, long long hidden, long long ch) {
+  Enc8 e;
+  e.scale = 1.f;
+  e.sbyte = 0;
+  e.b = make_uint4(0, 0, 0, 0);
+  if constexpr (WIRE == NEP_WIRE_FP32) {
+    e.a = ld_volatile_v4(row + ch * 4);
+    e.b = ld_volatile_v4(row + ch * 4 + 16);
+  } else if constexpr (WIRE == NEP_WIRE_BF16) {
+    e.a = ld_volatile_v4(row + ch * 2);
+  } else if constexpr (WIRE == NEP_WIRE_FP8) {
+    const uint2 q = ld_volatile_v2(row + ch);
+    e.a = make_uint4(q.x, q.y, 0, 0);
+    e.scale = ld_volatile_f32(row + wire_scale_offset(WIRE, hidden) + (ch / 128) * 4);
+  } else {
+    const uint2 q = ld_volatile_v2(row + ch);
+    e.a = make_uint4(q.x, q.y, 0, 0);
+    e.sbyte = ld_volatile_u8(row + wire_scale_offset(WIRE, hidden) + ch / 32);
+    e.scale = e8m0_to_f32(e.sbyte);
+  }
+  return e;
+}
+
+}  // namespace cuda
+}  // namespace nep
+
+#endif  // NATIVEEP_CUDA_WIRE_CUH_

@@ -1,0 +1,186 @@
+/*
+ * nativeep CUDA C ABI: the entry points of the CUDA plug-in (libnativeep_cuda.so), called by the
+ * core, by Java through JavaCPP, by the GPU test drivers and by the benchmark.
+ *
+ * Conventions (as in c_api.h): every function that can fail returns an int status (NEP_OK = 0,
+ * codes from c_api.h) and writes a NUL-terminated message into `err` (capacity `err_cap` bytes).
+ * Nothing here aborts the process on bad input. Tensor arguments are raw device addresses of
+ * contiguous row-major buffers; `stream` is a cudaStream_t as an integer (0 = the legacy default
+ * stream, the one libtorch uses unless told otherwise).
+ *
+ * Process model: one process per GPU (a rank). Each rank creates a buffer on its device, exports a
+ * small blob describing it (a CUDA IPC handle), all-gathers the blobs through whatever rendezvous
+ * the caller has (the project's store, a pipe, a file) and connects. From then on the collective
+ * calls (notify, dispatch, combine) must be made by every rank in the same order.
+ *
+ * Synchronisation: nep_cuda_dispatch_notify waits for the GPU (it must learn how many rows this
+ * rank receives). Layout, dispatch and combine are asynchronous on `stream`; a failure on the GPU
+ * (a wait that timed out, an index out of range) is reported by the next nep_cuda_sync or by the
+ * next call on the buffer. Device-side waits never hang: after the buffer's timeout they stop and
+ * report the rank, the peer, the counter and the channel they waited on. A buffer that reported
+ * such an error is failed: every later call returns NEP_ERR_PEER or NEP_ERR_TIMEOUT with the
+ * first message.
+ */
+#ifndef NATIVEEP_CUDA_API_H_
+#define NATIVEEP_CUDA_API_H_
+
+#include <stdint.h>
+
+#include "nativeep/c_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element types of tensors on the device (inputs and outputs; the wire format is separate). */
+#define NEP_DTYPE_FP32 0
+#define NEP_DTYPE_BF16 1
+
+/* Limits of the intranode (cuda-ipc) path. */
+#define NEP_CUDA_MAX_RANKS 8
+#define NEP_CUDA_MAX_CHANNELS 128       /* num_sms upper bound (one channel per SM) */
+#define NEP_CUDA_MAX_LOCAL_EXPERTS 1024 /* E / W */
+#define NEP_CUDA_MAX_TOPK 32
+#define NEP_CUDA_EXPORT_BYTES 256 /* size of one rank's exported blob */
+
+typedef struct nep_cuda_buffer nep_cuda_buffer; /* one rank's cuda-ipc buffer and its peers */
+typedef struct nep_cuda_handle nep_cuda_handle; /* routing of one dispatch (layout + notify) */
+
+/* ABI version of this header; bumped on any change of a signature below. */
+int32_t nep_cuda_abi_version(void);
+
+/* Number of CUDA devices visible to this process (0 when there is no driver); never fails. */
+int32_t nep_cuda_device_count(void);
+
+/* ---- Buffer: creation, IPC exchange ---------------------------------------------------------- */
+
+/*
+ * Allocates `buffer_bytes` of device memory on `device` for rank `rank` of `world_size` and zeroes
+ * it. timeout_ms bounds every device-side and host-side wait of later calls (0 = 30000).
+ */
+int32_t nep_cuda_buffer_create(int32_t rank, int32_t world_size, int32_t device,
+                               int64_t buffer_bytes, int64_t timeout_ms, nep_cuda_buffer** out,
+                               char* err, int64_t err_cap);
+
+/* Writes this rank's blob (NEP_CUDA_EXPORT_BYTES bytes) into out; cap must be at least that. */
+int32_t nep_cuda_buffer_export(const nep_cuda_buffer* buf, uint8_t* out, int64_t cap, char* err,
+                               int64_t err_cap);
+
+/*
+ * Opens every peer's buffer from the all-gathered blobs: all_blobs holds world_size blobs of
+ * NEP_CUDA_EXPORT_BYTES bytes, blob i from rank i. Checks that the blobs agree (world size, buffer
+ * size, one blob per rank) and that this GPU can reach each peer's memory.
+ */
+int32_t nep_cuda_buffer_connect(nep_cuda_buffer* buf, const uint8_t* all_blobs, int64_t bytes,
+                                char* err, int64_t err_cap);
+
+/* Device timeout of later calls, in milliseconds (> 0). */
+int32_t nep_cuda_buffer_set_timeout(nep_cuda_buffer* buf, int64_t timeout_ms, char* err,
+                                    int64_t err_cap);
+
+int32_t nep_cuda_buffer_rank(const nep_cuda_buffer* buf);
+int32_t nep_cuda_buffer_world_size(const nep_cuda_buffer* buf);
+int32_t nep_cuda_buffer_device(const nep_cuda_buffer* buf);
+/* Number of multiprocessors of the buffer's device (the upper bound of num_sms). */
+int32_t nep_cuda_buffer_num_device_sms(const nep_cuda_buffer* buf);
+
+/*
+ * Device address (as seen by this rank) of a scratch area of `peer`'s buffer and its size: the
+ * ring region, which holds no state between calls. For benchmarks of raw NVLink copies only; do
+ * not write into it while a dispatch or combine may be running.
+ */
+int32_t nep_cuda_buffer_peer_scratch(const nep_cuda_buffer* buf, int32_t peer, int64_t* address,
+                                     int64_t* bytes, char* err, int64_t err_cap);
+
+/*
+ * Waits (at most the buffer's timeout) until all work queued on `stream` is done, then reports the
+ * first device-side error of the buffer, if any.
+ */
+int32_t nep_cuda_sync(nep_cuda_buffer* buf, int64_t stream, char* err, int64_t err_cap);
+
+/* Releases the buffer and the mappings of peers' buffers. Call after a host barrier. */
+void nep_cuda_buffer_destroy(nep_cuda_buffer* buf);
+
+/* ---- Layout ---------------------------------------------------------------------------------- */
+
+/*
+ * topk_idx [T, K] int64 in [-1, E), experts in contiguous blocks of E / W per rank. Writes
+ * tokens_per_rank [W] int32 (a token counts once per rank), tokens_per_expert [E] int32 and
+ * is_token_in_rank [T, W] uint8 (0/1), all device memory; any may be 0 to skip it. Asynchronous;
+ * an index out of range or a duplicate in a row is reported by the next sync.
+ */
+int32_t nep_cuda_layout(nep_cuda_buffer* buf, int64_t topk_idx, int64_t num_tokens,
+                        int32_t num_topk, int32_t num_experts, int64_t tokens_per_rank,
+                        int64_t tokens_per_expert, int64_t is_token_in_rank, int64_t stream,
+                        char* err, int64_t err_cap);
+
+/* ---- Notify and the handle ------------------------------------------------------------------- */
+
+/*
+ * Computes the layout of topk_idx [T, K] on the GPU, exchanges the counts with every rank over
+ * NVLink and waits for the result: the handle holds the rank prefix matrix, the number of rows
+ * this rank receives (R) and the received tokens per local expert, raw and padded up to a multiple
+ * of expert_alignment (>= 1). Collective; every rank passes the same num_topk and num_experts
+ * (checked: a disagreement or a bad index on any rank fails the call on every rank).
+ */
+int32_t nep_cuda_dispatch_notify(nep_cuda_buffer* buf, int64_t topk_idx, int64_t num_tokens,
+                                 int32_t num_topk, int32_t num_experts, int32_t expert_alignment,
+                                 int64_t stream, nep_cuda_handle** out, char* err,
+                                 int64_t err_cap);
+
+int64_t nep_cuda_handle_num_tokens(const nep_cuda_handle* h);   /* T */
+int64_t nep_cuda_handle_num_recv(const nep_cuda_handle* h);     /* R */
+int32_t nep_cuda_handle_num_topk(const nep_cuda_handle* h);     /* K */
+int32_t nep_cuda_handle_num_experts(const nep_cuda_handle* h);  /* E */
+int32_t nep_cuda_handle_num_local_experts(const nep_cuda_handle* h); /* E / W */
+/* Host copies: recv_tokens_per_expert [E/W] (aligned or raw), rank_prefix_matrix [W, W]
+ * ([i][j] = rows ranks 0..i send to rank j), tokens of each rank [W]. */
+void nep_cuda_handle_recv_tokens_per_expert(const nep_cuda_handle* h, int32_t aligned,
+                                            int32_t* out);
+void nep_cuda_handle_rank_prefix_matrix(const nep_cuda_handle* h, int32_t* out);
+void nep_cuda_handle_rank_num_tokens(const nep_cuda_handle* h, int32_t* out);
+/* Device copies into host memory (synchronous): is_token_in_rank [T, W] uint8, and
+ * recv_src_idx [R] int32 (the source token index of each received row; valid after a dispatch). */
+int32_t nep_cuda_handle_copy_is_token_in_rank(const nep_cuda_handle* h, uint8_t* out, char* err,
+                                              int64_t err_cap);
+int32_t nep_cuda_handle_copy_recv_src_idx(const nep_cuda_handle* h, int32_t* out, char* err,
+                                          int64_t err_cap);
+/* Frees the handle's device memory (stream-ordered on the stream it was created on). */
+void nep_cuda_handle_destroy(nep_cuda_handle* h);
+
+/* ---- Dispatch and combine -------------------------------------------------------------------- */
+
+/*
+ * Sends each row of x [T, hidden] (dtype x_dtype) once to every rank holding one of its experts,
+ * cast to `wire` on the way (NEP_WIRE_* of c_api.h; FP8 and MXFP8 casts are fused here) and
+ * widened on receipt into recv_x [R, hidden] of dtype recv_dtype, rows ordered by source rank, then
+ * source token index. topk_idx [T, K] int64 and topk_weights [T, K] float32 are optional (0): when
+ * given, recv_topk_idx [R, K] int64 gets local expert ids in [0, E/W) or -1 and recv_topk_weights
+ * [R, K] float32 the weights with zeros where the expert is not local. The first dispatch with a
+ * handle also fills its recv_src_idx; calling again with the same handle and other data is the
+ * cached dispatch. num_sms: multiprocessors used (1..min(NEP_CUDA_MAX_CHANNELS, device SMs)).
+ * Asynchronous, collective.
+ */
+int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle* h, int64_t x, int32_t x_dtype,
+                          int64_t hidden, int32_t wire, int64_t topk_idx, int64_t topk_weights,
+                          int64_t recv_x, int32_t recv_dtype, int64_t recv_topk_idx,
+                          int64_t recv_topk_weights, int32_t num_sms, int64_t stream, char* err,
+                          int64_t err_cap);
+
+/*
+ * y [R, hidden] (dtype y_dtype), one row per received token. out [T, hidden] (dtype out_dtype):
+ * out[t] = sum over the ranks r that received t, in rank order, of y_r[slot(t, r)], each term cast
+ * to `wire` (NEP_WIRE_BF16 or NEP_WIRE_FP32) and accumulated in fp32; tokens sent nowhere get
+ * zeros. With y_weights [R, K] float32 != 0, out_weights [T, K] float32 gets the same sum.
+ * Needs a handle that has been used by a dispatch. Asynchronous, collective.
+ */
+int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_handle* h, int64_t y,
+                         int32_t y_dtype, int64_t hidden, int32_t wire, int64_t y_weights,
+                         int64_t out, int32_t out_dtype, int64_t out_weights, int32_t num_sms,
+                         int64_t stream, char* err, int64_t err_cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NATIVEEP_CUDA_API_H_ */

@@ -1,0 +1,95 @@
+// Transport: how the ranks of one communicator move bytes. Dispatch, combine and the collectives
+// are written once against this interface; each transport (loopback for a world of one, cpu-shm
+// between processes of one host, ...) implements the single exchange primitive below.
+//
+// The primitive is a variable-sized all-to-all of fixed-size rows that never needs the whole
+// payload in memory at once: the transport asks a RowProducer to write rows for a destination
+// straight into its (bounded) send buffer, and hands received rows to a RowConsumer straight from
+// its receive buffer, a chunk at a time. A transport picks the chunk size; producers and consumers
+// handle any chunk size >= 1 row.
+#ifndef NATIVEEP_SRC_TRANSPORT_H_
+#define NATIVEEP_SRC_TRANSPORT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace nep {
+
+class RowProducer {
+ public:
+  virtual ~RowProducer() = default;
+  // Writes rows [first, first + count) of the stream to rank `dest` into buf
+  // (count * row_bytes bytes).
+  virtual void produce(int32_t dest, int64_t first, int64_t count, uint8_t* buf) = 0;
+};
+
+class RowConsumer {
+ public:
+  virtual ~RowConsumer() = default;
+  // Takes rows [first, first + count) of the stream from rank `src` from buf.
+  virtual void consume(int32_t src, int64_t first, int64_t count, const uint8_t* buf) = 0;
+};
+
+struct RowExchange {
+  int64_t row_bytes = 0;              // > 0
+  const int64_t* send_rows = nullptr;  // [W] rows this rank sends to each rank (itself included)
+  const int64_t* recv_rows = nullptr;  // [W] rows this rank receives from each rank
+  const char* what = "exchange";       // names the operation in timeout and peer errors
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual int32_t rank() const = 0;
+  virtual int32_t world_size() const = 0;
+  virtual const char* name() const = 0;
+
+  // Collective: every rank calls it with matching counts (send_rows of rank i to j equals
+  // recv_rows of rank j from i). Ordering contract, which combine's deterministic fp32 sums rely
+  // on: consume() sees the rows of each source in increasing row order, and all rows of source s
+  // before any row of source s + 1. produce() is called in increasing row order per destination.
+  // Errors (timeout, dead peer) throw nep::Error naming the rank, the peer and `what`.
+  virtual void exchange_rows(const RowExchange& exchange, RowProducer& producer,
+                             RowConsumer& consumer) = 0;
+};
+
+// Adapters so callers can pass lambdas: make_producer([&](int32_t dest, int64_t first,
+// int64_t count, uint8_t* buf) {...}) and make_consumer likewise.
+template <class Fn>
+class FnProducer final : public RowProducer {
+ public:
+  explicit FnProducer(Fn fn) : fn_(std::move(fn)) {}
+  void produce(int32_t dest, int64_t first, int64_t count, uint8_t* buf) override {
+    fn_(dest, first, count, buf);
+  }
+
+ private:
+  Fn fn_;
+};
+
+template <class Fn>
+class FnConsumer final : public RowConsumer {
+ public:
+  explicit FnConsumer(Fn fn) : fn_(std::move(fn)) {}
+  void consume(int32_t src, int64_t first, int64_t count, const uint8_t* buf) override {
+    fn_(src, first, count, buf);
+  }
+
+ private:
+  Fn fn_;
+};
+
+template <class Fn>
+FnProducer<Fn> make_producer(Fn fn) {
+  return FnProducer<Fn>(std::move(fn));
+}
+
+template <class Fn>
+FnConsumer<Fn> make_consumer(Fn fn) {
+  return FnConsumer<Fn>(std::move(fn));
+}
+
+}  // namespace nep
+
+#endif  // NATIVEEP_SRC_TRANSPORT_H_

@@ -1,0 +1,188 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes;
+
+import ai.djl.Device;
+import ai.djl.Model;
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.training.DefaultTrainingConfig;
+import ai.djl.training.Trainer;
+import ai.djl.training.optimizer.Optimizer;
+import ai.djl.training.tracker.CosineTracker;
+import ai.djl.training.tracker.Tracker;
+import ai.djl.training.tracker.WarmUpTracker;
+import dev.djlmoe.dist.LocalProcessGroup;
+import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.recipes.data.TokenBatch;
+import dev.djlmoe.recipes.data.TokenSource;
+import dev.djlmoe.train.EpTrainer;
+import dev.djlmoe.train.ProgressBar;
+import dev.djlmoe.train.StepResult;
+import dev.djlmoe.zoo.model.MoeCausalLm;
+import dev.djlmoe.zoo.model.MoeModelConfig;
+import dev.djlmoe.zoo.nn.CausalLmLoss;
+import java.io.PrintStream;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+
+/** Pre-trains an MoE language model with the EP training step and reports the loss curve. */
+public final class Pretrain {
+
+    private Pretrain() {}
+
+    /**
+     * What a run produced.
+     *
+     * @param losses the loss of every step
+     * @param firstLoss loss of the first step
+     * @param finalLoss mean loss of the last 10% of steps
+     * @param tokensPerSecond tokens per second over the run
+     * @param epShare share of step time spent in EP dispatch and combine
+     */
+    public record Result(
+            List<Float> losses,
+            float firstLoss,
+            float finalLoss,
+            double tokensPerSecond,
+            double epShare) {}
+
+    /**
+     * Runs pre-training on one rank.
+     *
+     * @param config the model
+     * @param source the data
+     * @param opts the run settings
+     * @param out where progress goes
+     * @return the loss curve and figures
+     */
+    public static Result run(
+            MoeModelConfig config, TokenSource source, PretrainOptions opts, PrintStream out) {
+        opts.validate();
+        if (config.vocabSize() != source.vocabSize()) {
+            config = config.withVocabSize(source.vocabSize());
+        }
+        Engine.getInstance().setRandomSeed((int) opts.seed());
+        try (ProcessGroup group = new LocalProcessGroup();
+                EpContext ctx =
+                        opts.useEp()
+                                ? EpContext.builder()
+                                        .setProcessGroup(group)
+                                        .optDispatchWire(opts.wire())
+                                        .build()
+                                : null;
+                Model model = Model.newInstance("moe-lm", Device.cpu(), "PyTorch")) {
+            model.setBlock(new MoeCausalLm(config, ctx));
+            Tracker lr =
+                    WarmUpTracker.builder()
+                            .optWarmUpSteps(opts.warmupSteps())
+                            .optWarmUpBeginValue(opts.learningRate() / 100f)
+                            .setMainTracker(
+                                    CosineTracker.builder()
+                                            .setBaseValue(opts.learningRate())
+                                            .optFinalValue(opts.learningRate() / 10f)
+                                            .setMaxUpdates(Math.max(1, opts.steps()))
+                                            .build())
+                            .build();
+            DefaultTrainingConfig tc =
+                    new DefaultTrainingConfig(new CausalLmLoss())
+                            .optOptimizer(
+                                    Optimizer.adamW()
+                                            .optLearningRateTracker(lr)
+                                            .optWeightDecays(0.01f)
+                                            .build())
+                            .optDevices(new Device[] {Device.cpu()});
+            try (Trainer trainer = model.newTrainer(tc)) {
+                trainer.initialize(new Shape(opts.batch(), opts.seqLen()));
+                EpTrainer ep =
+                        EpTrainer.builder()
+                                .setTrainer(trainer)
+                                .optContext(ctx)
+                                .optMaxGradNorm(opts.maxGradNorm())
+                                .optBiasUpdateRate(opts.biasUpdateRate())
+                                .build();
+                out.printf(
+                        Locale.ROOT,
+                        "model: %d layers, H=%d, %d experts (top-%d, %d shared), %d parameters;"
+                                + " EP world size %d, wire %s%n",
+                        config.numLayers(),
+                        config.hiddenSize(),
+                        config.numExperts(),
+                        config.topK(),
+                        config.numSharedExperts(),
+                        countParameters(model),
+                        group.worldSize(),
+                        opts.useEp() ? opts.wire() : "none (local)");
+                out.printf(
+                        Locale.ROOT,
+                        "data: unigram baseline %.4f nats/token%n",
+                        source.unigramEntropy());
+                ProgressBar bar =
+                        new ProgressBar(out, opts.steps(), System.console() != null, opts.logEvery());
+                List<Float> losses = new ArrayList<>();
+                long tokens = 0;
+                long nanos = 0;
+                long epNanos = 0;
+                for (int step = 0; step < opts.steps(); step++) {
+                    TokenBatch b = source.batch(step, opts.batch(), opts.seqLen());
+                    StepResult r;
+                    try (NDManager sm = trainer.getManager().newSubManager()) {
+                        Shape shape = new Shape(b.batch(), b.seqLen());
+                        NDList data = new NDList(sm.create(b.inputs(), shape));
+                        NDList labels = new NDList(sm.create(b.labels(), shape));
+                        r = ep.step(data, labels);
+                    }
+                    losses.add(r.loss());
+                    tokens += r.tokens();
+                    nanos += r.stepNanos();
+                    epNanos += r.epNanos();
+                    bar.update(
+                            step + 1,
+                            r.loss(),
+                            r.tokens() * group.worldSize(),
+                            String.format(
+                                    Locale.ROOT,
+                                    "gnorm %.2f | EP %.1f%% | load max/mean %.2f",
+                                    r.gradNorm(),
+                                    100 * r.epShare(),
+                                    r.maxLoadImbalance()));
+                }
+                int tail = Math.max(1, opts.steps() / 10);
+                float fin = 0;
+                for (int i = losses.size() - tail; i < losses.size(); i++) {
+                    fin += losses.get(i);
+                }
+                fin /= tail;
+                double tps = nanos == 0 ? 0 : tokens / (nanos / 1e9);
+                Result res =
+                        new Result(losses, losses.get(0), fin, tps,
+                                nanos == 0 ? 0 : (double) epNanos / nanos);
+                out.printf(
+                        Locale.ROOT,
+                        "done: loss %.4f -> %.4f (unigram baseline %.4f), %.0f tokens/s, EP %.1f%%"
+                                + " of step time%n",
+                        res.firstLoss(),
+                        res.finalLoss(),
+                        source.unigramEntropy(),
+                        res.tokensPerSecond(),
+                        100 * res.epShare());
+                return res;
+            }
+        }
+    }
+
+    private static long countParameters(Model model) {
+        long n = 0;
+        for (var p : model.getBlock().getParameters()) {
+            if (p.getValue().isInitialized()) {
+                n += p.getValue().getArray().size();
+            }
+        }
+        return n;
+    }
+}

@@ -1,0 +1,68 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes;
+
+import dev.djlmoe.ep.WireFormat;
+
+/**
+ * Settings of a pre-training run.
+ *
+ * @param steps optimizer steps
+ * @param batch sequences per step (global batch)
+ * @param seqLen tokens per sequence
+ * @param learningRate peak AdamW learning rate
+ * @param warmupSteps linear warm-up steps before the cosine decay
+ * @param maxGradNorm global-norm clipping threshold (0 = off)
+ * @param biasUpdateRate gamma of aux-loss-free balancing (0 = off)
+ * @param wire dispatch wire format
+ * @param seed fixes initialisation and data
+ * @param useEp run MoE layers through the EP buffer (false: plain local autograd)
+ * @param logEvery steps between plain progress lines when not on a terminal
+ */
+public record PretrainOptions(
+        int steps,
+        int batch,
+        int seqLen,
+        float learningRate,
+        int warmupSteps,
+        float maxGradNorm,
+        float biasUpdateRate,
+        WireFormat wire,
+        long seed,
+        boolean useEp,
+        int logEvery) {
+
+    /**
+     * The embedded default: the tiny model for 300 steps.
+     *
+     * @return the options
+     */
+    public static PretrainOptions defaults() {
+        return new PretrainOptions(300, 16, 64, 3e-3f, 20, 1.0f, 1e-3f, WireFormat.FP32, 42, true,
+                25);
+    }
+
+    /**
+     * Checks the settings.
+     *
+     * @throws IllegalArgumentException naming the bad setting, its value and the limit
+     */
+    public void validate() {
+        if (steps < 1) {
+            throw new IllegalArgumentException("--steps " + steps + " must be >= 1");
+        }
+        if (batch < 1) {
+            throw new IllegalArgumentException("--batch " + batch + " must be >= 1");
+        }
+        if (seqLen < 2) {
+            throw new IllegalArgumentException("--seq-len " + seqLen + " must be >= 2");
+        }
+        if (!(learningRate > 0f)) {
+            throw new IllegalArgumentException("--lr " + learningRate + " must be > 0");
+        }
+        if (warmupSteps < 0) {
+            throw new IllegalArgumentException("--warmup " + warmupSteps + " must be >= 0");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes.cli;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** The {@code djl-moe} command-line tool. Without a sub-command it runs the embedded default. */
+@Command(
+        name = "djl-moe",
+        mixinStandardHelpOptions = true,
+        version = "djl-moe 0.1.0",
+        description = "Expert-parallel Mixture-of-Experts training for the JVM.",
+        subcommands = {PretrainCommand.class, BenchCommand.class})
+public final class Main implements Runnable {
+
+    /**
+     * Entry point.
+     *
+     * @param args the command line
+     */
+    public static void main(String[] args) {
+        if (args.length == 0) {
+            args = new String[] {"pretrain"};
+        }
+        int code = new CommandLine(new Main()).execute(args);
+        System.exit(code);
+    }
+
+    @Override
+    public void run() {
+        new CommandLine(this).usage(System.out);
+    }
+}
