@@ -18,6 +18,7 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
+constexpr int kGroup = 2;  // ranks whose loads are in flight together (4 spills at 64 registers)
 
 struct CombineShared {
   int first[kMaxRanks];  // smallest send position among this channel's tokens, per rank
@@ -89,11 +90,11 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
     float acc[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[i] = 0.f;
-    // Ranks in groups of four: the group's loads are issued together, then summed in rank order.
-    for (int rb = 0; rb < W; rb += 4) {
-      Raw8 raw[4];
+    // Ranks in groups of kGroup: the group's loads are issued together, then summed in rank order.
+    for (int rb = 0; rb < W; rb += kGroup) {
+      Raw8 raw[kGroup];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
+      for (int q = 0; q < kGroup; ++q) {
         const int r = rb + q;
         raw[q].a = raw[q].b = make_uint4(0, 0, 0, 0);
         if (active && r < W && ((mask >> r) & 1u)) {
@@ -108,7 +109,7 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
         }
       }
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
+      for (int q = 0; q < kGroup; ++q) {
         const int r = rb + q;
         if (active && r < W && ((mask >> r) & 1u)) {
           float v[8];

@@ -121,6 +121,67 @@ int32_t nep_dispatch(nep_comm* comm, const nep_handle* h, int64_t x, int64_t hid
 int32_t nep_combine(nep_comm* comm, const nep_handle* h, int64_t y, int64_t hidden, int32_t wire,
                     int64_t y_weights, int64_t out, int64_t out_weights, char* err, int64_t err_cap);
 
+/* ---- Rendezvous store (phase 2) -------------------------------------------------------------- */
+
+/*
+ * A small key-value store over TCP for bootstrap: rank 0 (or the launcher) serves it on
+ * MASTER_ADDR:MASTER_PORT for the whole job; every rank, rank 0 included, connects as a client.
+ * Clients present the job token on connect. The wire protocol is documented in
+ * native-ep/src/store_protocol.h so other clients (Java) can speak it directly.
+ * Limits: keys up to 1024 bytes, values up to 1 MiB.
+ */
+typedef struct nep_store_server nep_store_server;
+typedef struct nep_store nep_store;
+
+/* Serves on host:port; port 0 picks a free port (read it with nep_store_server_port). */
+int32_t nep_store_server_create(const char* host, int32_t port, const char* job_token,
+                                nep_store_server** out, char* err, int64_t err_cap);
+int32_t nep_store_server_port(const nep_store_server* server); /* -1 for null */
+void nep_store_server_destroy(nep_store_server* server);
+
+/* Connects, retrying until timeout_ms while the server is not up; timeout_ms also bounds each
+ * later request. One request at a time per client. */
+int32_t nep_store_connect(const char* host, int32_t port, const char* job_token, int64_t timeout_ms,
+                          nep_store** out, char* err, int64_t err_cap);
+int32_t nep_store_set(nep_store* store, const char* key, const char* value, int64_t value_len,
+                      char* err, int64_t err_cap);
+/* Copies the value into value[0, cap) and its size into *value_len; *value_len = -1 when the key
+ * does not exist. NEP_ERR_CAPACITY when the value is larger than cap (*value_len says how large). */
+int32_t nep_store_get(nep_store* store, const char* key, char* value, int64_t cap,
+                      int64_t* value_len, char* err, int64_t err_cap);
+/* Like get, but blocks until the key exists; NEP_ERR_TIMEOUT after timeout_ms names the key. */
+int32_t nep_store_wait(nep_store* store, const char* key, int64_t timeout_ms, char* value,
+                       int64_t cap, int64_t* value_len, char* err, int64_t err_cap);
+/* Adds delta to the integer at key (a missing key counts as 0) and returns the new value. */
+int32_t nep_store_add(nep_store* store, const char* key, int64_t delta, int64_t* result,
+                      char* err, int64_t err_cap);
+void nep_store_close(nep_store* store);
+
+/* ---- Multi-process communicators and collectives (phase 2) ----------------------------------- */
+
+/*
+ * cpu-shm communicator between the processes of one host (collective over all ranks). Rendezvous
+ * through the store at store_host:store_port (which must be served, see above). Needs
+ * local_world_size == world_size and local_rank == rank; otherwise NEP_ERR_UNSUPPORTED names the
+ * missing cross-host transport. timeout_ms bounds every wait (set-up and each collective); a peer
+ * that dies makes the others fail with NEP_ERR_PEER within it. Uses about world_size MiB of
+ * /dev/shm per rank; the segments are unlinked before this returns.
+ */
+int32_t nep_comm_create_shm(int32_t rank, int32_t world_size, int32_t local_rank,
+                            int32_t local_world_size, const char* store_host, int32_t store_port,
+                            const char* job_token, int64_t timeout_ms, nep_comm** out, char* err,
+                            int64_t err_cap);
+
+/* In-place sum over ranks of data [count]; deterministic (the same bits on every rank and run). */
+int32_t nep_all_reduce_sum_f32(nep_comm* comm, int64_t data, int64_t count, char* err,
+                               int64_t err_cap);
+int32_t nep_all_reduce_sum_f64(nep_comm* comm, int64_t data, int64_t count, char* err,
+                               int64_t err_cap);
+/* out [world_size * bytes] receives every rank's `bytes` bytes of in, in rank order. */
+int32_t nep_all_gather(nep_comm* comm, int64_t in, int64_t bytes, int64_t out, char* err,
+                       int64_t err_cap);
+int32_t nep_barrier(nep_comm* comm, char* err, int64_t err_cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -109,7 +109,11 @@ public final class Tape implements AutoCloseable {
         }
         backwardRun = true;
         try (NDArray one = loss.onesLike()) {
-            push(new NDList(loss), new NDList(one));
+            if (!Autograd.backward(loss, one)) {
+                throw new IllegalStateException(
+                        "backward: the loss is not in the autograd graph (open a gradient"
+                                + " collector before the forward pass)");
+            }
         }
         for (int i = entries.size() - 1; i >= 0; i--) {
             Entry e = entries.get(i);

@@ -1,5 +1,6 @@
 package dev.djlmoe.nn;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
@@ -233,7 +234,7 @@ public class RoutedExperts extends AbstractBlock {
         NDManager manager = x.getManager();
         NDList temps = new NDList();
         try {
-            NDArray rowIdx = manager.create(plan.sortedRows).toDevice(x.getDevice(), false); // [N]
+            NDArray rowIdx = indexArray(manager, plan.sortedRows, x.getDevice()); // [N]
             temps.add(rowIdx);
             NDArray sortedX = x.get(rowIdx); // [N, H], rows grouped by expert
             temps.add(sortedX);
@@ -271,17 +272,33 @@ public class RoutedExperts extends AbstractBlock {
             temps.addAll(outputs);
             NDArray sortedY = NDArrays.concat(outputs, 0); // [N + 1, H], row N is zero
             temps.add(sortedY);
-            NDArray slotIdx = manager.create(plan.slotPos).toDevice(x.getDevice(), false); // [R*K]
+            NDArray slotIdx = indexArray(manager, plan.slotPos, x.getDevice()); // [R * K]
             temps.add(slotIdx);
-            NDArray perSlot = sortedY.get(slotIdx).reshape(rows, k, hidden); // [R, K, H]
+            NDArray gathered = sortedY.get(slotIdx); // [R * K, H]
+            temps.add(gathered);
+            NDArray perSlot = gathered.reshape(rows, k, hidden); // [R, K, H]
             temps.add(perSlot);
             NDArray w = topkWeights.reshape(rows, 1, k); // [R, 1, K]
             temps.add(w);
-            NDArray y = w.batchMatMul(perSlot).reshape(rows, hidden); // [R, H]
-            return new NDList(y);
+            NDArray weighted = w.batchMatMul(perSlot); // [R, 1, H]
+            temps.add(weighted);
+            return new NDList(weighted.reshape(rows, hidden)); // [R, H]
         } finally {
             closeAll(temps);
         }
+    }
+
+    /**
+     * Returns an index array that the engine owns. An array made from Java data aliases memory that
+     * DJL frees when the array is closed, while autograd keeps index arrays for the backward pass:
+     * the copy outlives the close of its DJL handle.
+     */
+    private static NDArray indexArray(NDManager manager, long[] values, Device device) {
+        NDArray host = manager.create(values);
+        // duplicate() clones into engine-owned storage (toDevice to the same device would not).
+        NDArray owned = host.duplicate().toDevice(device, false);
+        host.close();
+        return owned;
     }
 
     private static void closeAll(NDList... lists) {

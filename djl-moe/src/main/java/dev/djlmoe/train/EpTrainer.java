@@ -146,17 +146,29 @@ public final class EpTrainer {
             lossValue = loss.getFloat();
             tape.backward(total);
         }
-        averageGradients();
-        if (gradientHook != null) {
-            gradientHook.accept(gradients(trainableParams));
-        }
+        // Gradient handles are new DJL arrays over the parameters' gradients: close them after use.
         List<NDArray> dense = gradients(denseParams);
         List<NDArray> sharded = gradients(expertParams);
-        double norm = GradientClipping.globalNorm(dense, sharded, group);
-        if (maxGradNorm > 0f) {
-            List<NDArray> all = new ArrayList<>(dense);
-            all.addAll(sharded);
-            GradientClipping.clip(all, norm, maxGradNorm);
+        double norm;
+        try {
+            averageGradients(dense, sharded);
+            if (gradientHook != null) {
+                List<NDArray> all = gradients(trainableParams);
+                try {
+                    gradientHook.accept(all);
+                } finally {
+                    all.forEach(NDArray::close);
+                }
+            }
+            norm = GradientClipping.globalNorm(dense, sharded, group);
+            if (maxGradNorm > 0f) {
+                List<NDArray> all = new ArrayList<>(dense);
+                all.addAll(sharded);
+                GradientClipping.clip(all, norm, maxGradNorm);
+            }
+        } finally {
+            dense.forEach(NDArray::close);
+            sharded.forEach(NDArray::close);
         }
         trainer.step();
         float imbalance = updateBalancingBias();
@@ -175,16 +187,16 @@ public final class EpTrainer {
                 imbalance);
     }
 
-    private void averageGradients() {
+    private void averageGradients(List<NDArray> dense, List<NDArray> sharded) {
         if (group == null || group.worldSize() == 1) {
             return;
         }
         float invW = 1f / group.worldSize();
-        for (NDArray g : gradients(denseParams)) {
+        for (NDArray g : dense) {
             group.allReduceSum(g);
             g.muli(invW);
         }
-        for (NDArray g : gradients(expertParams)) {
+        for (NDArray g : sharded) {
             g.muli(invW);
         }
     }

@@ -126,7 +126,9 @@ public final class MoeCausalLm extends AbstractBlock {
             logits = lmHead.forward(ps, new NDList(h), training).head();
         } else {
             NDArray table = ps.getValue(embed.getWeight(), h.getDevice(), training);
-            logits = h.matMul(table.transpose()); // [B, S, V]
+            NDArray tableT = table.transpose(); // [H, V]
+            tableT.attach(h.getManager()); // a view made per step: not the table's manager's
+            logits = h.matMul(tableT); // [B, S, V]
         }
         return new NDList(logits);
     }

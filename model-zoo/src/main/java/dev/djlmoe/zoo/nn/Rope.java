@@ -52,9 +52,10 @@ public final class Rope {
      * @return {@code [..., S, d]}
      */
     public static NDArray applyHalfSplit(NDArray x, NDArray cos, NDArray sin) {
-        long d = x.getShape().get(x.getShape().dimension() - 1);
-        NDArray[] halves = x.split(new long[] {d / 2}, -1).toArray(new NDArray[0]);
-        NDArray rotated = halves[1].neg().concat(halves[0], -1);
+        int axis = x.getShape().dimension() - 1;
+        long d = x.getShape().get(axis);
+        NDArray[] halves = x.split(new long[] {d / 2}, axis).toArray(new NDArray[0]);
+        NDArray rotated = halves[1].neg().concat(halves[0], axis);
         return x.mul(cos).add(rotated.mul(sin));
     }
 }

@@ -92,6 +92,9 @@ public final class TokenEmbedding extends AbstractBlock {
         }
         Shape out = ids.getShape().add(weight.getShape().get(1));
         NDArray rows = weight.get(new NDIndex("{}", ids.flatten())); // [N, H]
+        // Results of an op on the table belong to the table's (long-lived) manager: hand them to
+        // the manager of the ids, which the caller closes after the step.
+        rows.attach(ids.getManager());
         return rows.reshape(out);
     }
 

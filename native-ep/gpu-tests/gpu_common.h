@@ -1,0 +1,127 @@
+// CUDA-side helpers shared by the GPU drivers: RAII device memory and events, the buffer set-up
+// through an Exchange, and status checks of the C ABI.
+#ifndef NATIVEEP_GPU_TESTS_GPU_COMMON_H_
+#define NATIVEEP_GPU_TESTS_GPU_COMMON_H_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "harness.h"
+#include "nativeep/cuda_api.h"
+
+namespace nepgpu {
+
+inline void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+class DevMem {
+ public:
+  DevMem() = default;
+  explicit DevMem(size_t bytes) : bytes_(bytes) {
+    if (bytes > 0) cuda_ok(cudaMalloc(&p_, bytes), "cudaMalloc");
+  }
+  ~DevMem() {
+    if (p_) cudaFree(p_);
+  }
+  DevMem(DevMem&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(o.bytes_) {}
+  DevMem& operator=(DevMem&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  void* get() const { return p_; }
+  int64_t addr() const { return reinterpret_cast<int64_t>(p_); }
+  size_t bytes() const { return bytes_; }
+  void upload(const void* h, size_t n) {
+    if (n) cuda_ok(cudaMemcpy(p_, h, n, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+  }
+  void download(void* h, size_t n) const {
+    if (n) cuda_ok(cudaMemcpy(h, p_, n, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+  }
+  void poison(int byte) {
+    if (bytes_) cuda_ok(cudaMemset(p_, byte, bytes_), "cudaMemset");
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class TimingEvent {
+ public:
+  TimingEvent() { cuda_ok(cudaEventCreate(&e_), "cudaEventCreate"); }
+  ~TimingEvent() {
+    if (e_) cudaEventDestroy(e_);
+  }
+  TimingEvent(const TimingEvent&) = delete;
+  TimingEvent& operator=(const TimingEvent&) = delete;
+  TimingEvent(TimingEvent&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+class CudaStream {
+ public:
+  CudaStream() { cuda_ok(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  ~CudaStream() {
+    if (s_) cudaStreamDestroy(s_);
+  }
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+struct BufferDeleter {
+  void operator()(nep_cuda_buffer* b) const { nep_cuda_buffer_destroy(b); }
+};
+struct HandleDeleter {
+  void operator()(nep_cuda_handle* h) const { nep_cuda_handle_destroy(h); }
+};
+using BufferPtr = std::unique_ptr<nep_cuda_buffer, BufferDeleter>;
+using HandlePtr = std::unique_ptr<nep_cuda_handle, HandleDeleter>;
+
+struct Err {
+  char msg[1024] = {0};
+};
+
+inline void nep_ok(int32_t st, const Err& e, const char* what) {
+  if (st != NEP_OK) throw std::runtime_error(std::string(what) + " returned " + std::to_string(st) + ": " + e.msg);
+}
+
+// Creates this rank's buffer on GPU `rank` and connects it to the others through the exchange.
+inline BufferPtr make_buffer(Exchange& ex, int64_t bytes, int64_t timeout_ms) {
+  Err e;
+  nep_cuda_buffer* raw = nullptr;
+  nep_ok(nep_cuda_buffer_create(ex.rank(), ex.world(), ex.rank(), bytes, timeout_ms, &raw, e.msg, sizeof(e.msg)), e,
+         "nep_cuda_buffer_create");
+  BufferPtr buf(raw);
+  std::vector<uint8_t> mine(NEP_CUDA_EXPORT_BYTES), all(size_t(NEP_CUDA_EXPORT_BYTES) * ex.world());
+  nep_ok(nep_cuda_buffer_export(buf.get(), mine.data(), (int64_t)mine.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_buffer_export");
+  ex.allgather(mine.data(), mine.size(), all.data());
+  nep_ok(nep_cuda_buffer_connect(buf.get(), all.data(), (int64_t)all.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_buffer_connect");
+  ex.barrier();
+  return buf;
+}
+
+inline uint64_t fnv1a(const void* p, size_t n, uint64_t h = 1469598103934665603ull) {
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace nepgpu
+
+#endif  // NATIVEEP_GPU_TESTS_GPU_COMMON_H_

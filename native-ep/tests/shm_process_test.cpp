@@ -1,0 +1,280 @@
+// cpu-shm between forked processes (W = 2, 3, 4): dispatch/combine against the oracle on every
+// rank, collectives, chunking through small rings and rows larger than a slot, and the failure
+// paths: a rank exiting mid-dispatch, a rank arriving late, a rank never arriving. After every
+// test no segment of the job is left in /dev/shm.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "capi_objects.h"
+#include "collectives.h"
+#include "ep_check.h"
+#include "multiprocess.h"
+#include "nativeep/c_api.h"
+#include "shm_transport.h"
+
+namespace {
+
+using neptest::RankEnv;
+
+bool shm_name_exists(const std::string& name) {
+  struct stat st {};
+  return stat(("/dev/shm" + name).c_str(), &st) == 0;
+}
+
+// Lines "segment <name>" that the children noted.
+std::vector<std::string> noted_segments(const neptest::ProcessResults& res) {
+  std::vector<std::string> names;
+  for (const std::string& text : res.text) {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("segment ", 0) == 0) names.push_back(line.substr(8));
+    }
+  }
+  return names;
+}
+
+void expect_no_segments_left(const neptest::ProcessResults& res, size_t expected_at_least) {
+  const auto names = noted_segments(res);
+  EXPECT_GE(names.size(), expected_at_least);
+  for (const std::string& n : names) EXPECT_FALSE(shm_name_exists(n)) << n << " left in /dev/shm";
+}
+
+// Creates the transport, notes its own segment name and checks every name is already unlinked.
+std::unique_ptr<nep::ShmTransport> make_transport(RankEnv& env, const nep::ShmConfig& config,
+                                                  std::string& failures) {
+  auto t = std::make_unique<nep::ShmTransport>(*env.store, env.rank, env.world, config);
+  for (const std::string& n : t->segment_names()) {
+    *env.notes += "segment " + n + "\n";
+    if (shm_name_exists(n)) failures += "segment " + n + " still linked after set-up\n";
+  }
+  return t;
+}
+
+std::string collectives_check(nep::Transport& t) {
+  std::string bad;
+  const int64_t count = 3001;
+  std::vector<float> f(count);
+  std::vector<double> d(count);
+  for (int64_t i = 0; i < count; ++i) {
+    f[i] = std::sin(static_cast<float>(i + 7 * t.rank()));
+    d[i] = std::cos(static_cast<double>(i) * (t.rank() + 1));
+  }
+  nep::all_reduce_sum(t, f.data(), count);
+  nep::all_reduce_sum(t, d.data(), count);
+  for (int64_t i = 0; i < count; ++i) {
+    float wf = std::sin(static_cast<float>(i));
+    double wd = std::cos(static_cast<double>(i));
+    for (int32_t r = 1; r < t.world_size(); ++r) {
+      wf += std::sin(static_cast<float>(i + 7 * r));
+      wd += std::cos(static_cast<double>(i) * (r + 1));
+    }
+    if (f[i] != wf || d[i] != wd) {
+      bad += "all_reduce element " + std::to_string(i) + " differs from the rank-ordered sum\n";
+      break;
+    }
+  }
+  const int32_t mine[2] = {t.rank(), 100 + t.rank()};
+  std::vector<int32_t> all(2 * t.world_size(), -1);
+  nep::all_gather(t, mine, sizeof mine, all.data());
+  for (int32_t r = 0; r < t.world_size(); ++r) {
+    if (all[2 * r] != r || all[2 * r + 1] != 100 + r) bad += "all_gather slot " + std::to_string(r) + " wrong\n";
+  }
+  return bad;
+}
+
+void run_ep(int32_t world, const nep::ShmConfig& config, int64_t hidden, int64_t base_tokens,
+            bool all_to_one, int repeats) {
+  const auto res = neptest::run_ranks(world, [&](RankEnv& env) {
+    std::string bad;
+    auto t = make_transport(env, config, bad);
+    const neptest::World w = neptest::make_world(77 + world, world, hidden, base_tokens, all_to_one);
+    for (int32_t wire = NEP_WIRE_FP32; wire <= NEP_WIRE_MXFP8; ++wire) {
+      bad += neptest::check_ep_rank(*t, w, wire, wire == NEP_WIRE_MXFP8 ? 32 : 1, repeats);
+    }
+    bad += collectives_check(*t);
+    return bad;
+  });
+  for (int32_t r = 0; r < world; ++r) {
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  }
+  expect_no_segments_left(res, static_cast<size_t>(world));
+}
+
+}  // namespace
+
+TEST(ShmProcesses, TwoRanksSmallRingsChunkRows) {
+  nep::ShmConfig c;
+  c.slots = 2;
+  c.slot_bytes = 2048;  // an fp32 row of 96 channels + weights is 400 bytes: 5 rows per chunk
+  run_ep(2, c, 96, 150, false, 3);
+}
+
+TEST(ShmProcesses, FourRanksRowsLargerThanASlot) {
+  nep::ShmConfig c;
+  c.slots = 2;
+  c.slot_bytes = 1024;  // a 700-channel fp32 row is 2816 bytes: it travels in 3 pieces
+  run_ep(4, c, 700, 20, false, 2);
+}
+
+TEST(ShmProcesses, FourRanksDefaultRingsDeterministicCombine) {
+  run_ep(4, nep::ShmConfig{}, 256, 300, false, 20);
+}
+
+TEST(ShmProcesses, ThreeRanksEveryTokenToOneExpert) {
+  nep::ShmConfig c;
+  c.slot_bytes = 4096;
+  run_ep(3, c, 64, 200, true, 2);
+}
+
+TEST(ShmProcesses, CApiCommunicatorDispatchAndCollectives) {
+  const auto res = neptest::run_ranks(2, [](RankEnv& env) {
+    std::string bad;
+    char err[512];
+    nep_comm* comm = nullptr;
+    if (nep_comm_create_shm(env.rank, env.world, env.rank, env.world, env.host.c_str(), env.port,
+                            env.token.c_str(), 10000, &comm, err, sizeof err) != NEP_OK) {
+      return std::string("create: ") + err + "\n";
+    }
+    if (nep_comm_rank(comm) != env.rank || nep_comm_world_size(comm) != 2) bad += "rank/world wrong\n";
+    const neptest::World w = neptest::make_world(5, 2, 40, 30);
+    bad += neptest::check_ep_rank(*comm->transport, w, NEP_WIRE_BF16, 4, 2);
+    double v[3] = {1.0 + env.rank, 2.0, 3.0};
+    if (nep_all_reduce_sum_f64(comm, reinterpret_cast<int64_t>(v), 3, err, sizeof err) != NEP_OK) bad += err;
+    if (v[0] != 3.0 || v[1] != 4.0 || v[2] != 6.0) bad += "nep_all_reduce_sum_f64 wrong\n";
+    float f[2] = {0.5f, static_cast<float>(env.rank)};
+    if (nep_all_reduce_sum_f32(comm, reinterpret_cast<int64_t>(f), 2, err, sizeof err) != NEP_OK) bad += err;
+    if (f[0] != 1.0f || f[1] != 1.0f) bad += "nep_all_reduce_sum_f32 wrong\n";
+    int64_t mine = 10 + env.rank, all[2] = {0, 0};
+    if (nep_all_gather(comm, reinterpret_cast<int64_t>(&mine), 8, reinterpret_cast<int64_t>(all), err, sizeof err) != NEP_OK) bad += err;
+    if (all[0] != 10 || all[1] != 11) bad += "nep_all_gather wrong\n";
+    if (nep_barrier(comm, err, sizeof err) != NEP_OK) bad += err;
+    // A mismatched count is a peer disagreement on every rank, not a hang.
+    float g[4] = {0, 0, 0, 0};
+    const int32_t rc = nep_all_reduce_sum_f32(comm, reinterpret_cast<int64_t>(g), 3 + env.rank, err, sizeof err);
+    if (rc != NEP_ERR_PEER || std::string(err).find("passed count = ") == std::string::npos) {
+      bad += "mismatched all_reduce: status " + std::to_string(rc) + " " + err + "\n";
+    }
+    nep_comm_destroy(comm);
+    return bad;
+  });
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(res.exit_codes[r], 0) << res.text[r];
+}
+
+TEST(ShmProcesses, RankExitingMidDispatchFailsThePeersNamingIt) {
+  nep::ShmConfig c;
+  c.slots = 2;
+  c.slot_bytes = 1024;
+  c.timeout_ms = 20000;
+  const int64_t hidden = 64;
+  const auto res = neptest::run_ranks(3, [&](RankEnv& env) -> std::string {
+    std::string bad;
+    auto t = make_transport(env, c, bad);
+    const neptest::World w = neptest::make_world(3, 3, hidden, 400);
+    const auto& r = w.routing[env.rank];
+    const auto h = nep::dispatch_notify(*t, r.idx.data(), r.tokens, w.topk, w.experts, 1);
+    std::vector<float> recv(h.num_recv * hidden);
+    nep::DispatchArgs d;
+    d.x = w.x[env.rank].data();
+    d.hidden = hidden;
+    d.recv_x = recv.data();
+    if (env.rank == 2) t->set_exit_after_chunks(3);
+    const int64_t start = nep::monotonic_ms();
+    try {
+      nep::dispatch(*t, &h, d);
+      return bad + "dispatch succeeded although rank 2 exited\n";
+    } catch (const nep::Error& e) {
+      const int64_t took = nep::monotonic_ms() - start;
+      const std::string m = e.what();
+      if (e.code() != NEP_ERR_PEER) bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
+      if (m.find("rank 2") == std::string::npos || m.find("exited") == std::string::npos) bad += "message: " + m + "\n";
+      if (took > 5000) bad += "detection took " + std::to_string(took) + " ms\n";
+      // The communicator stays broken and says why.
+      try {
+        nep::dispatch(*t, &h, d);
+        bad += "second dispatch succeeded\n";
+      } catch (const nep::Error& e2) {
+        if (std::string(e2.what()).find("unusable after an earlier failure") == std::string::npos) bad += e2.what();
+      }
+    }
+    return bad;
+  }, 60000, 1000);
+  EXPECT_EQ(res.exit_codes[2], 3) << res.text[2];  // the test hook's exit code
+  EXPECT_EQ(res.exit_codes[0], 0) << res.text[0];
+  EXPECT_EQ(res.exit_codes[1], 0) << res.text[1];
+  expect_no_segments_left(res, 3);
+}
+
+TEST(ShmProcesses, LateRankTimesOutNamingRankAndCounter) {
+  nep::ShmConfig c;
+  c.timeout_ms = 700;
+  const auto res = neptest::run_ranks(2, [&](RankEnv& env) -> std::string {
+    std::string bad;
+    auto t = make_transport(env, c, bad);
+    if (env.rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+    std::vector<float> data(10, 1.0f);
+    const int64_t start = nep::monotonic_ms();
+    try {
+      nep::all_reduce_sum(*t, data.data(), 10);
+      return bad + "all_reduce succeeded\n";
+    } catch (const nep::Error& e) {
+      const std::string m = e.what();
+      const int64_t took = nep::monotonic_ms() - start;
+      if (env.rank == 0) {
+        if (e.code() != NEP_ERR_TIMEOUT) bad += "status " + std::to_string(e.code()) + "\n";
+        if (m.find("rank 0 timed out after 700 ms") == std::string::npos ||
+            m.find("waiting for rank 1") == std::string::npos || m.find("rows received 0 of") == std::string::npos) {
+          bad += "message: " + m + "\n";
+        }
+        if (took < 650 || took > 3000) bad += "timed out after " + std::to_string(took) + " ms\n";
+      } else {
+        if (e.code() != NEP_ERR_PEER || m.find("rank 0 failed") == std::string::npos) bad += "late rank: " + m + "\n";
+      }
+    }
+    return bad;
+  });
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(res.exit_codes[r], 0) << res.text[r];
+  expect_no_segments_left(res, 2);
+}
+
+TEST(ShmProcesses, MissingRankFailsRendezvousNamingTheKey) {
+  nep::ShmConfig c;
+  c.timeout_ms = 700;
+  const auto res = neptest::run_ranks(3, [&](RankEnv& env) -> std::string {
+    if (env.rank == 2) return "";  // never creates the communicator
+    try {
+      nep::ShmTransport t(*env.store, env.rank, env.world, c);
+      return "set-up succeeded without rank 2\n";
+    } catch (const nep::Error& e) {
+      const std::string m = e.what();
+      if (e.code() == NEP_ERR_TIMEOUT && m.find("rank " + std::to_string(env.rank) + ": timed out after 700 ms waiting for store key 'nep/shm/1/segment/2'") != std::string::npos &&
+          m.find("rank 2 never published its shared-memory segment") != std::string::npos) {
+        return "";
+      }
+      return "message: " + m + "\n";
+    }
+  });
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(res.exit_codes[r], 0) << res.text[r];
+}
+
+TEST(ShmCApi, OtherHostsAndBadArgumentsFailAtOnce) {
+  char err[512];
+  nep_comm* comm = nullptr;
+  EXPECT_EQ(nep_comm_create_shm(0, 4, 0, 2, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(err).find("world_size = 4 and local_world_size = 2"), std::string::npos) << err;
+  EXPECT_EQ(nep_comm_create_shm(4, 4, 4, 4, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(err), "rank = 4 is outside [0, 4)");
+  EXPECT_EQ(nep_comm_create_shm(1, 2, 0, 2, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(err).find("local_rank = 0 must equal rank = 1"), std::string::npos) << err;
+  EXPECT_EQ(nep_comm_create_shm(0, 2, 0, 2, nullptr, 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(err), "store_host is null");
+  EXPECT_EQ(nep_comm_create_shm(0, 2, 0, 2, "127.0.0.1", 1, "t", 0, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(comm, nullptr);
+  EXPECT_EQ(nep_barrier(nullptr, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(err), "comm is null");
+}
