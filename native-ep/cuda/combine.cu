@@ -9,6 +9,9 @@
 // the k-th token of channel c that was sent to r), sums in fp32 and writes out[t]. After each batch
 // it publishes each ring's head back to its sender.
 #include "device_utils.cuh"
+#ifndef NEP_CUDA_UNROLL
+#define NEP_CUDA_UNROLL 4
+#endif
 #include "kernels.h"
 #include "wire.cuh"
 
@@ -18,6 +21,7 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
+constexpr int kUnroll = NEP_CUDA_UNROLL;  // warp-steps (256 channels each) whose loads are in flight together
 constexpr int kGroup = 2;  // ranks whose loads are in flight together (4 spills at 64 registers)
 
 struct CombineShared {
@@ -147,20 +151,23 @@ __device__ void send_row(const CombineArgs& a, int s, long long j, u64 abs, u64&
   if (lane == 0 && head_seen < need)
     ok = wait_geq<true>(counter_at(a.peers[me], Ctrl::kHead, s, c), need, a.wait, s, kCounterHead, c, &head_seen);
   if (!__shfl_sync(kFull, (int)ok, 0)) return;
+  __syncwarp();  // orders lane 0's acquire of the head before every lane's writes into the slot
   uint8_t* slot = ring_at(a.peers[s], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
   if (a.y_weights != nullptr && lane < K) reinterpret_cast<float*>(slot)[lane] = a.y_weights[j * K + lane];
   uint8_t* payload = slot + a.geom.payload_offset;
   const uint8_t* yrow = static_cast<const uint8_t*>(a.y) + j * H * (a.y_dtype == NEP_DTYPE_BF16 ? 2 : 4);
-  for (long long base = 0; base < H; base += 2 * kWarpChannels) {
-    const long long ch[2] = {base + lane * kLaneChannels, base + kWarpChannels + lane * kLaneChannels};
-    Raw8 raw[2];
+  for (long long base = 0; base < H; base += kUnroll * kWarpChannels) {
+    long long ch[kUnroll];
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < kUnroll; ++u) ch[u] = base + u * kWarpChannels + lane * kLaneChannels;
+    Raw8 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
       raw[u].a = raw[u].b = make_uint4(0, 0, 0, 0);
       if (ch[u] < H) raw[u] = load_row8(yrow, a.y_dtype, ch[u]);
     }
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       if (ch[u] < H) {
         float v[8];
         raw_to_f32(raw[u], a.y_dtype, v);

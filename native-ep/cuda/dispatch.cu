@@ -12,6 +12,9 @@
 // Every wait is bounded (wait_geq); a failed wait sets the buffer's abort word, after which every
 // warp skips its remaining work but still meets its barriers, so the kernel always ends.
 #include "device_utils.cuh"
+#ifndef NEP_CUDA_UNROLL
+#define NEP_CUDA_UNROLL 4
+#endif
 #include "kernels.h"
 #include "wire.cuh"
 
@@ -21,6 +24,7 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
+constexpr int kUnroll = NEP_CUDA_UNROLL;  // warp-steps (256 channels each) whose loads are in flight together
 
 struct DispatchShared {
   int first[kMaxRanks];  // smallest send position of this channel's tokens, per destination
@@ -74,7 +78,7 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
     const int r = __ffs(m) - 1;
     const int spr = __shfl_sync(kFull, sp, r);
     uint8_t* slot = sh.slot[warp][r];
-    if (lane == 0) *reinterpret_cast<int2*>(slot) = make_int2((int)t, spr);
+    if (lane == 0) *reinterpret_cast<int4*>(slot) = make_int4((int)t, spr, (has_topk ? 1 : 0) | (has_w ? 2 : 0), 0);
     if (lane < K) {
       if (has_topk) reinterpret_cast<int*>(slot + 16)[lane] = expert;
       if (has_w) reinterpret_cast<float*>(slot + 16 + 4 * K)[lane] = weight;
@@ -98,16 +102,18 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
   // Row data: two warp-steps (512 channels) in flight per iteration.
   const uint8_t* xrow = static_cast<const uint8_t*>(a.x) + t * H * (a.x_dtype == NEP_DTYPE_BF16 ? 2 : 4);
   const long long poff = a.geom.payload_offset;
-  for (long long base = 0; base < H; base += 2 * kWarpChannels) {
-    const long long ch[2] = {base + lane * kLaneChannels, base + kWarpChannels + lane * kLaneChannels};
-    Raw8 raw[2];
+  for (long long base = 0; base < H; base += kUnroll * kWarpChannels) {
+    long long ch[kUnroll];
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < kUnroll; ++u) ch[u] = base + u * kWarpChannels + lane * kLaneChannels;
+    Raw8 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
       raw[u].a = raw[u].b = make_uint4(0, 0, 0, 0);
       if (ch[u] < H) raw[u] = load_row8(xrow, a.x_dtype, ch[u]);
     }
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       float v[8];
       raw_to_f32(raw[u], a.x_dtype, v);
       const Enc8 e = encode8<WIRE>(v);
@@ -138,34 +144,39 @@ __device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, 
   if (lane == 0 && tail_seen < abs + 1)
     ok = wait_geq<true>(counter_at(a.peers[me], Ctrl::kTail, s, c), abs + 1, a.wait, s, kCounterTail, c, &tail_seen);
   if (!__shfl_sync(kFull, (int)ok, 0)) return;
+  __syncwarp();  // orders lane 0's acquire before every lane's reads of the message
   const uint8_t* slot = ring + (long long)(abs % (u64)a.geom.num_slots) * a.geom.slot_bytes;
-  const int hdr = lane < 2 ? ld_volatile_s32(slot + 4 * lane) : 0;
+  const int hdr = lane < 3 ? ld_volatile_s32(slot + 4 * lane) : 0;
   const int tsrc = __shfl_sync(kFull, hdr, 0);
   const int sp = __shfl_sync(kFull, hdr, 1);
+  const int flags = __shfl_sync(kFull, hdr, 2);
   const long long row = row_begin + sp;
   if (sp < 0 || row >= row_end) {
     if (lane == 0) report_failure(a.wait, NEP_ERR_INTERNAL, s, kCounterBadMessage, c, row_end, row);
     return;
   }
   if (lane == 0) a.recv_src_idx[row] = tsrc;
-  if (lane < K && a.topk_idx != nullptr && a.recv_topk_idx != nullptr) {
+  // Expert ids and weights as the sender had them (a sender without them yields -1 and 0).
+  if (lane < K && a.recv_topk_idx != nullptr) {
     const int El = a.local_experts;
-    const int expert = ld_volatile_s32(slot + 16 + 4 * lane);
+    const int expert = (flags & 1) ? ld_volatile_s32(slot + 16 + 4 * lane) : -1;
     const bool local = expert >= me * El && expert < (me + 1) * El;
     a.recv_topk_idx[row * K + lane] = local ? expert - me * El : -1;
     if (a.recv_topk_weights != nullptr)
-      a.recv_topk_weights[row * K + lane] = local ? ld_volatile_f32(slot + 16 + 4 * K + 4 * lane) : 0.f;
+      a.recv_topk_weights[row * K + lane] = local && (flags & 2) ? ld_volatile_f32(slot + 16 + 4 * K + 4 * lane) : 0.f;
   }
   const uint8_t* payload = slot + a.geom.payload_offset;
   uint8_t* out_row = static_cast<uint8_t*>(a.recv_x) + row * H * (a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
-  for (long long base = 0; base < H; base += 2 * kWarpChannels) {
-    const long long ch[2] = {base + lane * kLaneChannels, base + kWarpChannels + lane * kLaneChannels};
-    Enc8 e[2];
+  for (long long base = 0; base < H; base += kUnroll * kWarpChannels) {
+    long long ch[kUnroll];
 #pragma unroll
-    for (int u = 0; u < 2; ++u)
+    for (int u = 0; u < kUnroll; ++u) ch[u] = base + u * kWarpChannels + lane * kLaneChannels;
+    Enc8 e[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
       if (ch[u] < H) e[u] = load_wire8<WIRE>(payload, H, ch[u]);
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       if (ch[u] < H) {
         float v[8];
         decode8<WIRE>(e[u], v);

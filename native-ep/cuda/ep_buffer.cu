@@ -455,7 +455,6 @@ NEP_CUDA_EXPORT int32_t nep_cuda_dispatch_notify(nep_cuda_buffer* buf, int64_t t
     check_topk_args(buf, topk_idx, num_tokens, num_topk, num_experts);
     if (expert_alignment < 1 || expert_alignment > (1 << 20))
       fail(NEP_ERR_INVALID_ARGUMENT, "expert_alignment=", expert_alignment, " is outside [1, 2^20]");
-    buf->check_layout_error();  // a bad index of an earlier asynchronous layout
     DeviceGuard guard(buf->device);
     cudaStream_t s = as_stream(stream);
     const int W = buf->world;

@@ -31,7 +31,7 @@ struct Opts {
   int topk = 8, experts = 256;
   std::vector<int> sms = {24};
   int warmup = 20, iters = 50;
-  int64_t copy_mb = 256;
+  int64_t copy_mb = 128;
   int64_t buffer_mb = 1024;
   std::string json, machine = "unknown";
 };
@@ -63,7 +63,7 @@ __global__ void peer_copy_kernel(const uint4* __restrict__ src, uint4* const* ds
 
 struct Series {
   std::vector<TimingEvent> start, stop;
-  explicit Series(int n) : start(size_t(n)), stop(size_t(n)) {}
+  explicit Series(int n) : start(static_cast<size_t>(n)), stop(size_t(n)) {}
   std::vector<double> micros() const {
     std::vector<double> v;
     for (size_t i = 0; i < start.size(); ++i) {
@@ -118,13 +118,13 @@ int rank_main(Exchange& ex, const Opts& o) {
   const int64_t T = o.tokens, H = o.hidden, K = o.topk;
 
   // Inputs: bf16 x ~ N(0, 1) per row magnitudes, uniform distinct top-k (as topk(|randn| + 1)).
-  std::vector<uint16_t> hx(size_t(T * H));
-  std::vector<float> row(size_t(H));
+  std::vector<uint16_t> hx(static_cast<size_t>(T * H));
+  std::vector<float> row(static_cast<size_t>(H));
   for (int64_t t = 0; t < T; ++t) {
     p.x_row(me, t, row.data());
     for (int64_t h = 0; h < H; ++h) hx[size_t(t * H + h)] = f32_to_bf16(row[size_t(h)]);
   }
-  std::vector<int64_t> htopk(size_t(T * K));
+  std::vector<int64_t> htopk(static_cast<size_t>(T * K));
   std::vector<float> hw(htopk.size());
   for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[size_t(t * K)], &hw[size_t(t * K)]);
   DevMem dx(hx.size() * 2), dtopk(htopk.size() * 8), dw(hw.size() * 4), flush(size_t(256) << 20);
@@ -133,7 +133,7 @@ int rank_main(Exchange& ex, const Opts& o) {
   dw.upload(hw.data(), hw.size() * 4);
 
   // Layout (asynchronous entry point) and notify (layout + count exchange + host sync).
-  DevMem tpr(size_t(W) * 4), tpe(size_t(o.experts) * 4), inr(size_t(T * W));
+  DevMem tpr(size_t(W) * 4), tpe(size_t(o.experts) * 4), inr(static_cast<size_t>(T * W));
   ex.barrier();
   const double layout_us = median(time_series(buf.get(), flush, o.warmup, o.iters, [&] {
     Err le;
@@ -154,8 +154,8 @@ int rank_main(Exchange& ex, const Opts& o) {
   const double notify_us = median(notify_host);
   const int64_t R = nep_cuda_handle_num_recv(h.get());
 
-  DevMem recv_x(size_t(std::max<int64_t>(R, 1) * H * 2)), recv_idx(size_t(std::max<int64_t>(R, 1) * K * 8)),
-      recv_w(size_t(std::max<int64_t>(R, 1) * K * 4)), out(size_t(T * H * 2));
+  DevMem recv_x(static_cast<size_t>(std::max<int64_t>(R, 1) * H * 2)), recv_idx(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 8)),
+      recv_w(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 4)), out(static_cast<size_t>(T * H * 2));
   const int wires[3] = {NEP_WIRE_FP8, NEP_WIRE_BF16, NEP_WIRE_MXFP8};
   std::vector<RankResult> mine;
   for (int sms : o.sms) {
@@ -198,7 +198,7 @@ int rank_main(Exchange& ex, const Opts& o) {
   double copy_kernel_gbps = 0, copy_kernel_all_gbps = 0, copy_engine_gbps = 0;
   if (W > 1) {
     const int64_t bytes = o.copy_mb << 20;
-    DevMem src(size_t(bytes));
+    DevMem src(static_cast<size_t>(bytes));
     src.poison(0x3c);
     std::vector<uint4*> dst;
     for (int q = 0; q < W; ++q) {
@@ -261,7 +261,7 @@ int rank_main(Exchange& ex, const Opts& o) {
   struct Summary {
     double layout_us, notify_us, copy_kernel, copy_kernel_all, copy_engine;
   } sm{layout_us, notify_us, copy_kernel_gbps, copy_kernel_all_gbps, copy_engine_gbps};
-  std::vector<Summary> all_sm(size_t(W));
+  std::vector<Summary> all_sm(static_cast<size_t>(W));
   ex.allgather(&sm, sizeof(sm), all_sm.data());
   std::vector<RankResult> all(mine.size() * size_t(W));
   ex.allgather(mine.data(), mine.size() * sizeof(RankResult), all.data());
@@ -346,7 +346,7 @@ int main(int argc, char** argv) {
   o.sms = parse_list(opt(argc, argv, "--sms", "24"));
   o.warmup = std::atoi(opt(argc, argv, "--warmup", "20"));
   o.iters = std::atoi(opt(argc, argv, "--iters", "50")) + 1;
-  o.copy_mb = std::atoll(opt(argc, argv, "--copy-mb", "256"));
+  o.copy_mb = std::atoll(opt(argc, argv, "--copy-mb", "128"));
   o.buffer_mb = std::atoll(opt(argc, argv, "--buffer-mb", "1024"));
   o.json = opt(argc, argv, "--json", "");
   o.machine = opt(argc, argv, "--machine", "unknown");

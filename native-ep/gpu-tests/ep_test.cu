@@ -108,8 +108,8 @@ int32_t do_dispatch(Ctx& ctx, nep_cuda_handle* h, const Case& c, const DevMem& d
                     DispatchOut& out, int sms, Err& e) {
   const int64_t R = nep_cuda_handle_num_recv(h), H = c.p.hidden, K = c.p.topk;
   out.x = DevMem(size_t(std::max<int64_t>(R, 1) * H * dtype_bytes(c.recv_dtype)));
-  out.idx = DevMem(size_t(std::max<int64_t>(R, 1) * K * 8));
-  out.w = DevMem(size_t(std::max<int64_t>(R, 1) * K * 4));
+  out.idx = DevMem(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 8));
+  out.w = DevMem(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 4));
   out.x.poison(0xff);
   out.idx.poison(0x5a);
   out.w.poison(0xff);
@@ -123,8 +123,8 @@ int32_t do_dispatch(Ctx& ctx, nep_cuda_handle* h, const Case& c, const DevMem& d
 void upload_x(const Problem& p, int me, DevMem& dx) {
   const int64_t T = p.num_tokens(me), H = p.hidden;
   const int xb = dtype_bytes(p.x_dtype);
-  std::vector<uint8_t> hx(size_t(std::max<int64_t>(T, 1) * H * xb));
-  std::vector<float> row(size_t(H));
+  std::vector<uint8_t> hx(static_cast<size_t>(std::max<int64_t>(T, 1) * H * xb));
+  std::vector<float> row(static_cast<size_t>(H));
   for (int64_t t = 0; t < T; ++t) {
     p.x_row(me, t, row.data());
     store_dtype(p.x_dtype, row.data(), H, hx.data() + t * H * xb);
@@ -137,8 +137,8 @@ void upload_x(const Problem& p, int me, DevMem& dx) {
 std::vector<uint8_t> expected_recv(const Problem& p, const Expected& ex, int wire, int recv_dtype) {
   const int64_t R = ex.num_recv, H = p.hidden;
   const int ob = dtype_bytes(recv_dtype);
-  std::vector<uint8_t> out(size_t(R * H * ob));
-  std::vector<float> row(size_t(H)), scratch;
+  std::vector<uint8_t> out(static_cast<size_t>(R * H * ob));
+  std::vector<float> row(static_cast<size_t>(H)), scratch;
   for (int64_t i = 0; i < R; ++i) {
     expect_recv_row(p, wire, recv_dtype, ex.recv_src_rank[i], ex.recv_src_idx[i], row.data(), scratch);
     store_dtype(recv_dtype, row.data(), H, out.data() + i * H * ob);
@@ -157,7 +157,7 @@ void run_case(Ctx& ctx, const Case& c) {
   // Inputs.
   DevMem dx;
   upload_x(p, me, dx);
-  std::vector<int64_t> htopk(size_t(std::max<int64_t>(T, 1) * K));
+  std::vector<int64_t> htopk(static_cast<size_t>(std::max<int64_t>(T, 1) * K));
   std::vector<float> hw(htopk.size());
   for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
   DevMem dtopk(htopk.size() * 8), dw(hw.size() * 4);
@@ -174,7 +174,7 @@ void run_case(Ctx& ctx, const Case& c) {
   const int64_t R = nep_cuda_handle_num_recv(h.get());
   ctx.check(R == ex.num_recv, "num_recv " + std::to_string(R) + ", expected " + std::to_string(ex.num_recv));
   if (R != ex.num_recv) return;
-  std::vector<int32_t> got(size_t(W * W));
+  std::vector<int32_t> got(static_cast<size_t>(W * W));
   nep_cuda_handle_rank_prefix_matrix(h.get(), got.data());
   compare_vec(ctx, "rank_prefix_matrix", ex.rank_prefix, got);
   got.assign(size_t(W), 0);
@@ -186,7 +186,7 @@ void run_case(Ctx& ctx, const Case& c) {
   nep_cuda_handle_recv_tokens_per_expert(h.get(), 1, got.data());
   compare_vec(ctx, "recv_tokens_per_expert (aligned " + std::to_string(c.align) + ")", ex.recv_aligned, got);
   {
-    std::vector<uint8_t> in_rank(size_t(T * W));
+    std::vector<uint8_t> in_rank(static_cast<size_t>(T * W));
     st = nep_cuda_handle_copy_is_token_in_rank(h.get(), in_rank.data(), e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, e.msg);
     compare_vec(ctx, "is_token_in_rank", ex.is_token_in_rank, in_rank);
@@ -214,12 +214,12 @@ void run_case(Ctx& ctx, const Case& c) {
                     compare_rows(nullptr, "", exp_x.data(), got_x.data(), R, H * ob, ob, describe) != 0,
                 "mutation check: a flipped bit in recv_x was not detected");
     }
-    std::vector<int32_t> src(size_t(R));
+    std::vector<int32_t> src(static_cast<size_t>(R));
     st = nep_cuda_handle_copy_recv_src_idx(h.get(), src.data(), e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, e.msg);
     compare_vec(ctx, "recv_src_idx", ex.recv_src_idx, src);
-    std::vector<int64_t> gidx(size_t(R * K));
-    std::vector<float> gw(size_t(R * K));
+    std::vector<int64_t> gidx(static_cast<size_t>(R * K));
+    std::vector<float> gw(static_cast<size_t>(R * K));
     d1.idx.download(gidx.data(), gidx.size() * 8);
     d1.w.download(gw.data(), gw.size() * 4);
     compare_vec(ctx, "recv_topk_idx (local ids)", ex.recv_topk_idx, gidx);
@@ -263,7 +263,7 @@ void run_case(Ctx& ctx, const Case& c) {
   // FP8/MXFP8: float64 relative error of the received rows against the original rows.
   if (c.q_bound > 0) {
     double num = 0, den = 0;
-    std::vector<float> xr(size_t(H));
+    std::vector<float> xr(static_cast<size_t>(H));
     for (int64_t i = 0; i < R; ++i) {
       p.x_row(ex.recv_src_rank[i], ex.recv_src_idx[i], xr.data());
       for (int64_t hh = 0; hh < H; ++hh) {
@@ -310,8 +310,8 @@ void run_case(Ctx& ctx, const Case& c) {
   // order, of wire(y_r) in fp32.
   {
     const int yb = dtype_bytes(c.y_dtype), odb = dtype_bytes(c.out_dtype);
-    std::vector<uint8_t> hy(size_t(std::max<int64_t>(R, 1) * H * yb));
-    std::vector<float> recv(size_t(H)), y(size_t(H)), yw(size_t(H)), acc(size_t(H)), scratch;
+    std::vector<uint8_t> hy(static_cast<size_t>(std::max<int64_t>(R, 1) * H * yb));
+    std::vector<float> recv(static_cast<size_t>(H)), y(static_cast<size_t>(H)), yw(static_cast<size_t>(H)), acc(static_cast<size_t>(H)), scratch;
     for (int64_t i = 0; i < R; ++i) {
       for (int64_t hh = 0; hh < H; ++hh) recv[size_t(hh)] = load_dtype(c.recv_dtype, exp_x.data() + i * H * ob, hh);
       combine_input_row(c.y_dtype, me, recv.data(), H, y.data());
@@ -319,7 +319,7 @@ void run_case(Ctx& ctx, const Case& c) {
     }
     DevMem dy(hy.size());
     dy.upload(hy.data(), hy.size());
-    DevMem dout(size_t(std::max<int64_t>(T, 1) * H * odb)), dout_w(size_t(std::max<int64_t>(T, 1) * K * 4));
+    DevMem dout(static_cast<size_t>(std::max<int64_t>(T, 1) * H * odb)), dout_w(static_cast<size_t>(std::max<int64_t>(T, 1) * K * 4));
     dout.poison(0xff);
     dout_w.poison(0xff);
     st = nep_cuda_combine(ctx.buf, h.get(), dy.addr(), c.y_dtype, H, c.comb_wire, d1.w.addr(), dout.addr(), c.out_dtype, dout_w.addr(),
@@ -327,9 +327,9 @@ void run_case(Ctx& ctx, const Case& c) {
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, std::string("combine status ") + std::to_string(st) + ": " + e.msg);
     if (st == NEP_OK) {
-      std::vector<uint8_t> exp_out(size_t(T * H * odb)), got_out(exp_out.size());
-      std::vector<float> exp_w(size_t(T * K)), got_w(exp_w.size());
-      std::vector<float> xr(size_t(H));
+      std::vector<uint8_t> exp_out(static_cast<size_t>(T * H * odb)), got_out(exp_out.size());
+      std::vector<float> exp_w(static_cast<size_t>(T * K)), got_w(exp_w.size());
+      std::vector<float> xr(static_cast<size_t>(H));
       for (int64_t t = 0; t < T; ++t) {
         expect_recv_row(p, c.wire, c.recv_dtype, me, t, recv.data(), scratch);
         std::fill(acc.begin(), acc.end(), 0.f);
@@ -383,7 +383,7 @@ void run_case(Ctx& ctx, const Case& c) {
 
   // Standalone layout entry point.
   {
-    DevMem tpr(size_t(W) * 4), tpe(size_t(E) * 4), inr(size_t(std::max<int64_t>(T, 1) * W));
+    DevMem tpr(size_t(W) * 4), tpe(size_t(E) * 4), inr(static_cast<size_t>(std::max<int64_t>(T, 1) * W));
     tpr.poison(0x7f);
     tpe.poison(0x7f);
     inr.poison(0x7f);
@@ -391,8 +391,8 @@ void run_case(Ctx& ctx, const Case& c) {
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, std::string("layout status ") + std::to_string(st) + ": " + e.msg);
     if (st == NEP_OK) {
-      std::vector<int32_t> g1(size_t(W)), g2(size_t(E));
-      std::vector<uint8_t> g3(size_t(T * W));
+      std::vector<int32_t> g1(static_cast<size_t>(W)), g2(static_cast<size_t>(E));
+      std::vector<uint8_t> g3(static_cast<size_t>(T * W));
       tpr.download(g1.data(), g1.size() * 4);
       tpe.download(g2.data(), g2.size() * 4);
       inr.download(g3.data(), g3.size());
@@ -411,7 +411,7 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
   const int64_t T = p.num_tokens(me), H = p.hidden, K = p.topk;
   DevMem dx;
   upload_x(p, me, dx);
-  std::vector<int64_t> htopk(size_t(std::max<int64_t>(T, 1) * K));
+  std::vector<int64_t> htopk(static_cast<size_t>(std::max<int64_t>(T, 1) * K));
   std::vector<float> hw(htopk.size());
   for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
   DevMem dtopk(htopk.size() * 8), dw(hw.size() * 4);
@@ -431,7 +431,7 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
     ctx.check(st == NEP_OK, e.msg);
     if (st != NEP_OK) return;
     // Combine the received rows themselves (bf16 or fp32 as received).
-    DevMem dout(size_t(std::max<int64_t>(T, 1) * H * 4)), dout_w(size_t(std::max<int64_t>(T, 1) * K * 4));
+    DevMem dout(static_cast<size_t>(std::max<int64_t>(T, 1) * H * 4)), dout_w(static_cast<size_t>(std::max<int64_t>(T, 1) * K * 4));
     dout.poison(0xff);
     dout_w.poison(0xff);
     st = nep_cuda_combine(ctx.buf, h.get(), d.x.addr(), c.recv_dtype, H, NEP_WIRE_BF16, d.w.addr(), dout.addr(), NEP_DTYPE_FP32,
@@ -439,9 +439,9 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, e.msg);
     if (st != NEP_OK) return;
-    std::vector<uint8_t> a(size_t(R * H * dtype_bytes(c.recv_dtype))), b(size_t(R * K * 8)), cw(size_t(R * K * 4)),
-        o(size_t(T * H * 4)), ow(size_t(T * K * 4));
-    std::vector<int32_t> src(size_t(R));
+    std::vector<uint8_t> a(static_cast<size_t>(R * H * dtype_bytes(c.recv_dtype))), b(static_cast<size_t>(R * K * 8)), cw(static_cast<size_t>(R * K * 4)),
+        o(static_cast<size_t>(T * H * 4)), ow(static_cast<size_t>(T * K * 4));
+    std::vector<int32_t> src(static_cast<size_t>(R));
     d.x.download(a.data(), a.size());
     d.idx.download(b.data(), b.size());
     d.w.download(cw.data(), cw.size());
@@ -477,7 +477,7 @@ void run_negative(Ctx& ctx) {
   const int64_t T = p.num_tokens(me), K = p.topk;
   DevMem dx;
   upload_x(p, me, dx);
-  std::vector<int64_t> htopk(size_t(T * K));
+  std::vector<int64_t> htopk(static_cast<size_t>(T * K));
   std::vector<float> hw(htopk.size());
   for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
   DevMem dtopk(htopk.size() * 8), dout(size_t(64) << 20);
@@ -554,7 +554,7 @@ void run_timeout(Ctx& ctx) {
   const int64_t T = p.num_tokens(me), K = p.topk;
   DevMem dx;
   upload_x(p, me, dx);
-  std::vector<int64_t> htopk(size_t(T * K));
+  std::vector<int64_t> htopk(static_cast<size_t>(T * K));
   std::vector<float> hw(htopk.size());
   for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
   DevMem dtopk(htopk.size() * 8);
@@ -746,7 +746,7 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
   }
   ex.barrier();
   long mine[2] = {ctx.checks, ctx.failures};
-  std::vector<long> all(size_t(2 * W));
+  std::vector<long> all(static_cast<size_t>(2 * W));
   ex.allgather(mine, sizeof(mine), all.data());
   if (me == 0) {
     long checks = 0, failures = 0;

@@ -15,8 +15,8 @@
 namespace nep {
 namespace {
 
-// The row functions below are inlined into encode_row / decode_row / decode_add_row, which are
-// compiled twice (AVX2 and baseline) and picked at load time.
+// The row functions below are inlined into the *_dispatch functions at the end of this namespace,
+// which are compiled twice (AVX2 and baseline) and picked at load time.
 #define NEP_INLINE inline __attribute__((always_inline))
 
 constexpr uint32_t kAbsMask = 0x7FFFFFFFu;
@@ -165,6 +165,25 @@ NEP_INLINE void decode_any(Wire wire, const uint8_t* in, int64_t hidden, float* 
   fail(NEP_ERR_INTERNAL, "decode: unknown wire format ", static_cast<int32_t>(wire));
 }
 
+// Compiled for AVX2 and for the baseline; the loader picks one (the symbols stay internal).
+NEP_CODEC_CLONES void encode_row_dispatch(Wire wire, const float* x, int64_t hidden, uint8_t* out) {
+  switch (wire) {
+    case Wire::kFp32: return encode_fp32(x, hidden, out);
+    case Wire::kBf16: return encode_bf16(x, hidden, out);
+    case Wire::kFp8: return encode_fp8(x, hidden, out);
+    case Wire::kMxfp8: return encode_mxfp8(x, hidden, out);
+  }
+  fail(NEP_ERR_INTERNAL, "encode: unknown wire format ", static_cast<int32_t>(wire));
+}
+
+NEP_CODEC_CLONES void decode_row_dispatch(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
+  decode_any<false>(wire, in, hidden, out);
+}
+
+NEP_CODEC_CLONES void decode_add_row_dispatch(Wire wire, const uint8_t* in, int64_t hidden, float* acc) {
+  decode_any<true>(wire, in, hidden, acc);
+}
+
 }  // namespace
 
 bool wire_is_valid(int32_t wire) { return wire >= NEP_WIRE_FP32 && wire <= NEP_WIRE_MXFP8; }
@@ -189,22 +208,16 @@ int64_t wire_row_bytes(Wire wire, int64_t hidden) {
   fail(NEP_ERR_INTERNAL, "row bytes: unknown wire format ", static_cast<int32_t>(wire));
 }
 
-NEP_CODEC_CLONES void encode_row(Wire wire, const float* x, int64_t hidden, uint8_t* out) {
-  switch (wire) {
-    case Wire::kFp32: return encode_fp32(x, hidden, out);
-    case Wire::kBf16: return encode_bf16(x, hidden, out);
-    case Wire::kFp8: return encode_fp8(x, hidden, out);
-    case Wire::kMxfp8: return encode_mxfp8(x, hidden, out);
-  }
-  fail(NEP_ERR_INTERNAL, "encode: unknown wire format ", static_cast<int32_t>(wire));
+void encode_row(Wire wire, const float* x, int64_t hidden, uint8_t* out) {
+  encode_row_dispatch(wire, x, hidden, out);
 }
 
-NEP_CODEC_CLONES void decode_row(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
-  decode_any<false>(wire, in, hidden, out);
+void decode_row(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
+  decode_row_dispatch(wire, in, hidden, out);
 }
 
-NEP_CODEC_CLONES void decode_add_row(Wire wire, const uint8_t* in, int64_t hidden, float* acc) {
-  decode_any<true>(wire, in, hidden, acc);
+void decode_add_row(Wire wire, const uint8_t* in, int64_t hidden, float* acc) {
+  decode_add_row_dispatch(wire, in, hidden, acc);
 }
 
 }  // namespace nep

@@ -165,7 +165,8 @@ void nep_store_close(nep_store* store);
  * local_world_size == world_size and local_rank == rank; otherwise NEP_ERR_UNSUPPORTED names the
  * missing cross-host transport. timeout_ms bounds every wait (set-up and each collective); a peer
  * that dies makes the others fail with NEP_ERR_PEER within it. Uses about world_size MiB of
- * /dev/shm per rank; the segments are unlinked before this returns.
+ * /dev/shm per rank; the segments are unlinked before this returns. Like every communicator it
+ * is used by one thread at a time, and all ranks create their communicators in the same order.
  */
 int32_t nep_comm_create_shm(int32_t rank, int32_t world_size, int32_t local_rank,
                             int32_t local_world_size, const char* store_host, int32_t store_port,

@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import dev.djlmoe.recipes.launch.ParentWatch;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -12,7 +13,7 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         version = "djl-moe 0.1.0",
         description = "Expert-parallel Mixture-of-Experts training for the JVM.",
-        subcommands = {PretrainCommand.class, BenchCommand.class})
+        subcommands = {PretrainCommand.class, BenchCommand.class, LaunchCommand.class})
 public final class Main implements Runnable {
 
     /**
@@ -21,6 +22,7 @@ public final class Main implements Runnable {
      * @param args the command line
      */
     public static void main(String[] args) {
+        ParentWatch.startIfLaunched();
         if (args.length == 0) {
             args = new String[] {"pretrain"};
         }

@@ -1,0 +1,60 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.recipes.data.SyntheticBigramSource;
+import dev.djlmoe.zoo.model.MoeModelConfig;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import org.junit.jupiter.api.Test;
+
+/** The embedded default in reduced form: the tiny model learns the synthetic text. */
+class PretrainTest {
+
+    @Test
+    void embeddedDefaultLearnsBelowTheUnigramBaseline() {
+        SyntheticBigramSource src = new SyntheticBigramSource(256, 4, 42);
+        PretrainOptions d = PretrainOptions.defaults();
+        PretrainOptions opts =
+                new PretrainOptions(120, d.batch(), d.seqLen(), d.learningRate(), d.warmupSteps(),
+                        d.maxGradNorm(), d.biasUpdateRate(), WireFormat.BF16, d.seed(), true, 40);
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        Pretrain.Result r =
+                Pretrain.run(MoeModelConfig.tiny(), src, opts,
+                        new PrintStream(buf, true, StandardCharsets.UTF_8));
+        String log = buf.toString(StandardCharsets.UTF_8);
+        assertEquals(120, r.losses().size());
+        double unigram = src.unigramEntropy();
+        // Starts near log(V) = 5.55 and ends well below what token frequencies alone allow.
+        assertTrue(r.firstLoss() > 5.0f, "first loss " + r.firstLoss());
+        assertTrue(r.finalLoss() < unigram - 1.0,
+                "final loss " + r.finalLoss() + " not 1 nat below the unigram baseline " + unigram
+                        + "\n" + log);
+        assertTrue(log.contains("step 120/120"), log);
+        assertTrue(r.tokensPerSecond() > 0);
+    }
+
+    @Test
+    void badSettingsAreRefusedByName() {
+        PretrainOptions d = PretrainOptions.defaults();
+        IllegalArgumentException e =
+                assertThrows(IllegalArgumentException.class,
+                        () -> new PretrainOptions(0, 1, 8, 1e-3f, 0, 0f, 0f, WireFormat.FP32, 1,
+                                true, 1).validate());
+        assertTrue(e.getMessage().contains("--steps"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> new PretrainOptions(1, 1, 1, 1e-3f, 0, 0f, 0f, WireFormat.FP32, 1, true, 1)
+                        .validate());
+        assertTrue(e.getMessage().contains("--seq-len"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> WireFormat.fromName("fp4"));
+        assertTrue(e.getMessage().contains("fp4"), e.getMessage());
+        assertEquals(300, d.steps());
+    }
+}
