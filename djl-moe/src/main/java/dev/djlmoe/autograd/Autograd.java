@@ -32,6 +32,22 @@ public final class Autograd {
     }
 
     /**
+     * Runs an action with autograd recording off on this thread (for in-place updates of
+     * parameters), restoring the previous mode afterwards.
+     *
+     * @param action the work
+     */
+    public static void withoutRecording(Runnable action) {
+        boolean was = JniUtils.isGradMode();
+        JniUtils.setGradMode(false);
+        try {
+            action.run();
+        } finally {
+            JniUtils.setGradMode(was);
+        }
+    }
+
+    /**
      * Runs backward from {@code target} with {@code grad} as its gradient, keeping the graph.
      *
      * @param target an array in the autograd graph

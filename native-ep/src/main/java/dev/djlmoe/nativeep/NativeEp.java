@@ -6,6 +6,7 @@ package dev.djlmoe.nativeep;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.LongPointer;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerPointer;
 import org.bytedeco.javacpp.annotation.Cast;
@@ -193,4 +194,126 @@ public final class NativeEp {
             long outWeights,
             @Cast("char*") BytePointer err,
             long errCap);
+    // ---- rendezvous store ----
+
+    /** Opaque store server ({@code nep_store_server}). */
+    @Opaque
+    public static class nep_store_server extends Pointer {
+        /** Creates a null handle. */
+        public nep_store_server() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_store_server(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opaque store client ({@code nep_store}). */
+    @Opaque
+    public static class nep_store extends Pointer {
+        /** Creates a null handle. */
+        public nep_store() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_store(Pointer p) {
+            super(p);
+        }
+    }
+
+    public static native int nep_store_server_create(
+            String host,
+            int port,
+            String jobToken,
+            @Cast("nep_store_server**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_store_server_port(@Const nep_store_server server);
+
+    public static native void nep_store_server_destroy(nep_store_server server);
+
+    public static native int nep_store_connect(
+            String host,
+            int port,
+            String jobToken,
+            long timeoutMs,
+            @Cast("nep_store**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_store_set(
+            nep_store store,
+            String key,
+            @Cast("const char*") BytePointer value,
+            long valueLen,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_store_get(
+            nep_store store,
+            String key,
+            @Cast("char*") BytePointer value,
+            long cap,
+            @Cast("int64_t*") LongPointer valueLen,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_store_wait(
+            nep_store store,
+            String key,
+            long timeoutMs,
+            @Cast("char*") BytePointer value,
+            long cap,
+            @Cast("int64_t*") LongPointer valueLen,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_store_add(
+            nep_store store,
+            String key,
+            long delta,
+            @Cast("int64_t*") LongPointer result,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native void nep_store_close(nep_store store);
+
+    // ---- multi-process communicators and collectives ----
+
+    public static native int nep_comm_create_shm(
+            int rank,
+            int worldSize,
+            int localRank,
+            int localWorldSize,
+            String storeHost,
+            int storePort,
+            String jobToken,
+            long timeoutMs,
+            @Cast("nep_comm**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_all_reduce_sum_f32(
+            nep_comm comm, long data, long count, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_all_reduce_sum_f64(
+            nep_comm comm, long data, long count, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_all_gather(
+            nep_comm comm, long in, long bytes, long out, @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_barrier(nep_comm comm, @Cast("char*") BytePointer err, long errCap);
 }

@@ -15,17 +15,20 @@ import ai.djl.training.optimizer.Optimizer;
 import ai.djl.training.tracker.CosineTracker;
 import ai.djl.training.tracker.Tracker;
 import ai.djl.training.tracker.WarmUpTracker;
-import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.dist.ProcessGroups;
+import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.recipes.data.TokenBatch;
 import dev.djlmoe.recipes.data.TokenSource;
 import dev.djlmoe.train.EpTrainer;
+import dev.djlmoe.train.ParameterInit;
 import dev.djlmoe.train.ProgressBar;
 import dev.djlmoe.train.StepResult;
 import dev.djlmoe.zoo.model.MoeCausalLm;
 import dev.djlmoe.zoo.model.MoeModelConfig;
 import dev.djlmoe.zoo.nn.CausalLmLoss;
+import java.io.OutputStream;
 import java.io.PrintStream;
 import java.util.ArrayList;
 import java.util.List;
@@ -68,7 +71,20 @@ public final class Pretrain {
             config = config.withVocabSize(source.vocabSize());
         }
         Engine.getInstance().setRandomSeed((int) opts.seed());
-        try (ProcessGroup group = new LocalProcessGroup();
+        RankEnvironment env = RankEnvironment.fromSystem();
+        if (opts.batch() % env.worldSize() != 0) {
+            throw new IllegalArgumentException(
+                    "--batch " + opts.batch() + " is not divisible by the EP world size "
+                            + env.worldSize());
+        }
+        if (config.numExperts() % env.worldSize() != 0) {
+            throw new IllegalArgumentException(
+                    "the model's " + config.numExperts() + " experts are not divisible by the EP"
+                            + " world size " + env.worldSize());
+        }
+        boolean lead = env.rank() == 0;
+        PrintStream log = lead ? out : new PrintStream(OutputStream.nullOutputStream());
+        try (ProcessGroup group = ProcessGroups.create(env);
                 EpContext ctx =
                         opts.useEp()
                                 ? EpContext.builder()
@@ -98,7 +114,9 @@ public final class Pretrain {
                                             .build())
                             .optDevices(new Device[] {Device.cpu()});
             try (Trainer trainer = model.newTrainer(tc)) {
-                trainer.initialize(new Shape(opts.batch(), opts.seqLen()));
+                int localBatch = opts.batch() / group.worldSize();
+                trainer.initialize(new Shape(localBatch, opts.seqLen()));
+                ParameterInit.reinitialize(model.getBlock(), opts.seed());
                 EpTrainer ep =
                         EpTrainer.builder()
                                 .setTrainer(trainer)
@@ -106,9 +124,9 @@ public final class Pretrain {
                                 .optMaxGradNorm(opts.maxGradNorm())
                                 .optBiasUpdateRate(opts.biasUpdateRate())
                                 .build();
-                out.printf(
+                log.printf(
                         Locale.ROOT,
-                        "model: %d layers, H=%d, %d experts (top-%d, %d shared), %d parameters;"
+                        "model: %d layers, H=%d, %d experts (top-%d, %d shared), %d parameters per rank;"
                                 + " EP world size %d, wire %s%n",
                         config.numLayers(),
                         config.hiddenSize(),
@@ -118,18 +136,21 @@ public final class Pretrain {
                         countParameters(model),
                         group.worldSize(),
                         opts.useEp() ? opts.wire() : "none (local)");
-                out.printf(
+                log.printf(
                         Locale.ROOT,
                         "data: unigram baseline %.4f nats/token%n",
                         source.unigramEntropy());
                 ProgressBar bar =
-                        new ProgressBar(out, opts.steps(), System.console() != null, opts.logEvery());
+                        new ProgressBar(log, opts.steps(), System.console() != null, opts.logEvery());
                 List<Float> losses = new ArrayList<>();
                 long tokens = 0;
                 long nanos = 0;
                 long epNanos = 0;
+                boolean warned = false;
                 for (int step = 0; step < opts.steps(); step++) {
-                    TokenBatch b = source.batch(step, opts.batch(), opts.seqLen());
+                    TokenBatch b =
+                            source.batch(step, opts.batch(), opts.seqLen())
+                                    .shard(group.rank(), group.worldSize());
                     StepResult r;
                     try (NDManager sm = trainer.getManager().newSubManager()) {
                         Shape shape = new Shape(b.batch(), b.seqLen());
@@ -138,7 +159,17 @@ public final class Pretrain {
                         r = ep.step(data, labels);
                     }
                     losses.add(r.loss());
-                    tokens += r.tokens();
+                    if (r.epShare() > 0.2 && step >= 2 && !warned) {
+                        warned = true;
+                        log.printf(
+                                Locale.ROOT,
+                                "warning: EP communication took %.0f%% of step %d (over 20%% of"
+                                        + " the step): fewer ranks per host or a narrower wire"
+                                        + " format may pay%n",
+                                100 * r.epShare(),
+                                step + 1);
+                    }
+                    tokens += r.tokens() * group.worldSize();
                     nanos += r.stepNanos();
                     epNanos += r.epNanos();
                     bar.update(
@@ -162,7 +193,7 @@ public final class Pretrain {
                 Result res =
                         new Result(losses, losses.get(0), fin, tps,
                                 nanos == 0 ? 0 : (double) epNanos / nanos);
-                out.printf(
+                log.printf(
                         Locale.ROOT,
                         "done: loss %.4f -> %.4f (unigram baseline %.4f), %.0f tokens/s, EP %.1f%%"
                                 + " of step time%n",

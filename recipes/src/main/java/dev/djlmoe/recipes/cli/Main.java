@@ -7,7 +7,10 @@ import dev.djlmoe.recipes.launch.ParentWatch;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
-/** The {@code djl-moe} command-line tool. Without a sub-command it runs the embedded default. */
+/**
+ * The {@code djl-moe} command-line tool. Without arguments it runs the embedded default: {@code
+ * launch --nproc-per-node 2 pretrain}.
+ */
 @Command(
         name = "djl-moe",
         mixinStandardHelpOptions = true,
@@ -24,9 +27,13 @@ public final class Main implements Runnable {
     public static void main(String[] args) {
         ParentWatch.startIfLaunched();
         if (args.length == 0) {
-            args = new String[] {"pretrain"};
+            // The embedded default: the tiny model pre-trained with 2 EP ranks on this host.
+            args = new String[] {"launch", "--nproc-per-node", "2", "pretrain"};
         }
-        int code = new CommandLine(new Main()).execute(args);
+        CommandLine cli = new CommandLine(new Main());
+        // Everything after launch's first positional argument belongs to the ranks' command.
+        cli.getSubcommands().get("launch").setStopAtPositional(true);
+        int code = cli.execute(args);
         System.exit(code);
     }
 

@@ -34,7 +34,7 @@ public final class Launcher {
     public static final String PARENT_WATCH = "DJL_MOE_PARENT_WATCH";
 
     /** Environment variable carrying the job's secret for the rendezvous store. */
-    public static final String JOB_TOKEN = "DJL_MOE_JOB_TOKEN";
+    public static final String JOB_TOKEN = dev.djlmoe.dist.RankEnvironment.JOB_TOKEN;
 
     private final LaunchSpec spec;
     private final PrintStream out;

@@ -1,0 +1,60 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.dist;
+
+import dev.djlmoe.ep.NativeCall;
+import dev.djlmoe.nativeep.NativeEp;
+import org.bytedeco.javacpp.PointerPointer;
+
+/**
+ * The rendezvous key-value store, served by rank 0 for the whole job on the address it is given
+ * (loopback for one host). It accepts only peers that present the job token and bounds message
+ * sizes.
+ */
+public final class StoreServer implements AutoCloseable {
+
+    private NativeEp.nep_store_server server;
+
+    private StoreServer(NativeEp.nep_store_server server) {
+        this.server = server;
+    }
+
+    /**
+     * Starts serving.
+     *
+     * @param host the address to bind
+     * @param port the port, 0 to pick a free one
+     * @param jobToken the job's secret
+     * @return the server
+     */
+    public static StoreServer start(String host, int port, String jobToken) {
+        try (NativeCall call = new NativeCall();
+                PointerPointer<NativeEp.nep_store_server> out = new PointerPointer<>(1)) {
+            call.check(
+                    NativeEp.nep_store_server_create(host, port, jobToken, out, call.err(), call.cap()),
+                    "store server " + host + ":" + port);
+            return new StoreServer(new NativeEp.nep_store_server(out.get(0)));
+        }
+    }
+
+    /**
+     * Returns the bound port.
+     *
+     * @return the port
+     */
+    public int port() {
+        if (server == null) {
+            throw new IllegalStateException("the store server is closed");
+        }
+        return NativeEp.nep_store_server_port(server);
+    }
+
+    @Override
+    public void close() {
+        if (server != null) {
+            NativeEp.nep_store_server_destroy(server);
+            server = null;
+        }
+    }
+}
