@@ -4,6 +4,7 @@
 package dev.djlmoe.ep;
 
 import dev.djlmoe.nativeep.NativeEp;
+import java.nio.charset.StandardCharsets;
 import org.bytedeco.javacpp.BytePointer;
 
 /**
@@ -54,7 +55,7 @@ public final class NativeCall implements AutoCloseable {
         if (status == NativeEp.NEP_OK) {
             return;
         }
-        String message = err.getString();
+        String message = message();
         if (message.isEmpty()) {
             message = "native status " + status;
         }
@@ -69,6 +70,23 @@ public final class NativeCall implements AutoCloseable {
             default:
                 throw new EpException(status, message);
         }
+    }
+
+    /**
+     * Returns the NUL-terminated message the native function wrote. ({@code
+     * BytePointer.getString()} would decode the whole buffer, up to its limit, garbage after the
+     * terminator included.)
+     *
+     * @return the message, empty if none
+     */
+    public String message() {
+        byte[] b = new byte[CAPACITY];
+        err.position(0).get(b);
+        int n = 0;
+        while (n < b.length && b[n] != 0) {
+            n++;
+        }
+        return new String(b, 0, n, StandardCharsets.UTF_8);
     }
 
     @Override

@@ -171,7 +171,9 @@ public final class EpTrainer {
             sharded.forEach(NDArray::close);
         }
         trainer.step();
-        float imbalance = updateBalancingBias();
+        long[][] firstLoadOut = new long[1][];
+        float imbalance = updateBalancingBias(firstLoadOut);
+        long[] firstLoad = firstLoadOut[0] == null ? new long[0] : firstLoadOut[0];
         lossValue = globalMean(lossValue);
         long tokens = data.head().getShape().size();
         long epNanos = stats == null ? 0 : stats.totalNanos() - ep0;
@@ -184,7 +186,8 @@ public final class EpTrainer {
                 System.nanoTime() - begin,
                 epNanos,
                 epBytes,
-                imbalance);
+                imbalance,
+                firstLoad);
     }
 
     private void averageGradients(List<NDArray> dense, List<NDArray> sharded) {
@@ -201,8 +204,11 @@ public final class EpTrainer {
         }
     }
 
-    /** Applies aux-loss-free balancing and returns the largest max/mean load ratio. */
-    private float updateBalancingBias() {
+    /**
+     * Applies aux-loss-free balancing and returns the largest max/mean load ratio; the first
+     * layer's global load goes into {@code firstLoad[0]}.
+     */
+    private float updateBalancingBias(long[][] firstLoad) {
         float worst = 0f;
         for (MoeLayer l : moeLayers) {
             long[] load = l.takeLoad();
@@ -213,6 +219,13 @@ public final class EpTrainer {
                 }
                 float[] global = loads.toFloatArray();
                 worst = Math.max(worst, imbalance(global));
+                if (firstLoad[0] == null) {
+                    long[] g = new long[global.length];
+                    for (int i = 0; i < g.length; i++) {
+                        g[i] = Math.round(global[i]);
+                    }
+                    firstLoad[0] = g;
+                }
                 if (biasUpdateRate > 0f && l.getRouterConfig().hasCorrectionBias()) {
                     l.getGate().updateCorrectionBias(loads, biasUpdateRate);
                 }

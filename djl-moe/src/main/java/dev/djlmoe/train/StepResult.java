@@ -14,6 +14,8 @@ package dev.djlmoe.train;
  * @param epNanos time spent in EP dispatch and combine (forward and backward)
  * @param epBytes wire bytes this rank sent in dispatch and combine
  * @param maxLoadImbalance over MoE layers, the largest {@code max load / mean load} of the step
+ * @param expertLoad selections per expert of the first MoE layer in this step, over all ranks
+ *     (empty without MoE layers)
  */
 public record StepResult(
         float loss,
@@ -23,7 +25,8 @@ public record StepResult(
         long stepNanos,
         long epNanos,
         long epBytes,
-        float maxLoadImbalance) {
+        float maxLoadImbalance,
+        long[] expertLoad) {
 
     /**
      * Returns the share of the step spent in EP communication.

@@ -6,6 +6,7 @@ package dev.djlmoe.recipes;
 import ai.djl.Device;
 import ai.djl.Model;
 import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
@@ -20,6 +21,9 @@ import dev.djlmoe.dist.ProcessGroups;
 import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.recipes.data.TokenBatch;
+import dev.djlmoe.recipes.metrics.MetricsFile;
+import dev.djlmoe.recipes.metrics.Plots;
+import dev.djlmoe.recipes.metrics.StepRecord;
 import dev.djlmoe.recipes.data.TokenSource;
 import dev.djlmoe.train.EpTrainer;
 import dev.djlmoe.train.ParameterInit;
@@ -28,11 +32,14 @@ import dev.djlmoe.train.StepResult;
 import dev.djlmoe.zoo.model.MoeCausalLm;
 import dev.djlmoe.zoo.model.MoeModelConfig;
 import dev.djlmoe.zoo.nn.CausalLmLoss;
+import java.io.IOException;
 import java.io.OutputStream;
 import java.io.PrintStream;
+import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 
 /** Pre-trains an MoE language model with the EP training step and reports the loss curve. */
 public final class Pretrain {
@@ -66,6 +73,40 @@ public final class Pretrain {
      */
     public static Result run(
             MoeModelConfig config, TokenSource source, PretrainOptions opts, PrintStream out) {
+        return run(config, source, opts, out, StopSignal.none());
+    }
+
+    /**
+     * Runs pre-training on this rank, stopping early (on every rank at the same step) when {@code
+     * stop} is raised on any rank.
+     *
+     * @param config the model
+     * @param source the data
+     * @param opts the run settings
+     * @param out where progress goes
+     * @param stop polled between steps
+     * @return the loss curve and figures
+     */
+    public static Result run(
+            MoeModelConfig config,
+            TokenSource source,
+            PretrainOptions opts,
+            PrintStream out,
+            StopSignal stop) {
+        try {
+            return runChecked(config, source, opts, out, stop);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    private static Result runChecked(
+            MoeModelConfig config,
+            TokenSource source,
+            PretrainOptions opts,
+            PrintStream out,
+            StopSignal stop)
+            throws IOException {
         opts.validate();
         if (config.vocabSize() != source.vocabSize()) {
             config = config.withVocabSize(source.vocabSize());
@@ -143,11 +184,20 @@ public final class Pretrain {
                 ProgressBar bar =
                         new ProgressBar(log, opts.steps(), System.console() != null, opts.logEvery());
                 List<Float> losses = new ArrayList<>();
+                List<StepRecord> records = new ArrayList<>();
+                MetricsFile metrics =
+                        lead && opts.runDir() != null
+                                ? new MetricsFile(opts.runDir().resolve("metrics.jsonl"))
+                                : null;
                 long tokens = 0;
                 long nanos = 0;
                 long epNanos = 0;
                 boolean warned = false;
                 for (int step = 0; step < opts.steps(); step++) {
+                    if (stopAgreed(group, stop, trainer.getManager())) {
+                        log.printf(Locale.ROOT, "stopping at step %d on request%n", step);
+                        break;
+                    }
                     TokenBatch b =
                             source.batch(step, opts.batch(), opts.seqLen())
                                     .shard(group.rank(), group.worldSize());
@@ -159,6 +209,21 @@ public final class Pretrain {
                         r = ep.step(data, labels);
                     }
                     losses.add(r.loss());
+                    StepRecord rec =
+                            new StepRecord(
+                                    step + 1,
+                                    r.loss(),
+                                    lr.getNewValue(step + 1),
+                                    r.gradNorm(),
+                                    r.tokens() * group.worldSize() / (r.stepNanos() / 1e9),
+                                    r.epBytes(),
+                                    r.epNanos() / 1e6,
+                                    r.maxLoadImbalance(),
+                                    r.expertLoad());
+                    records.add(rec);
+                    if (metrics != null) {
+                        metrics.write(rec);
+                    }
                     if (r.epShare() > 0.2 && step >= 2 && !warned) {
                         warned = true;
                         log.printf(
@@ -183,7 +248,18 @@ public final class Pretrain {
                                     100 * r.epShare(),
                                     r.maxLoadImbalance()));
                 }
-                int tail = Math.max(1, opts.steps() / 10);
+                if (metrics != null) {
+                    metrics.close();
+                    Plots.lossCurves(
+                            Map.of("pretrain", records), "djl-moe pretrain",
+                            opts.runDir().resolve("loss.png"));
+                    Plots.expertLoad(
+                            records, "expert load, first MoE layer",
+                            opts.runDir().resolve("expert-load.png"));
+                    log.println("wrote " + opts.runDir().resolve("metrics.jsonl") + ", loss.png,"
+                            + " expert-load.png");
+                }
+                int tail = Math.max(1, losses.size() / 10);
                 float fin = 0;
                 for (int i = losses.size() - tail; i < losses.size(); i++) {
                     fin += losses.get(i);
@@ -204,6 +280,18 @@ public final class Pretrain {
                         100 * res.epShare());
                 return res;
             }
+        }
+    }
+
+    /** Every rank learns whether any rank was asked to stop, so all stop at the same step. */
+    private static boolean stopAgreed(ProcessGroup group, StopSignal stop, NDManager m) {
+        float mine = stop.requested() ? 1f : 0f;
+        if (group.worldSize() == 1) {
+            return mine > 0;
+        }
+        try (NDArray flag = m.create(new float[] {mine})) {
+            group.allReduceSum(flag);
+            return flag.getFloat() > 0;
         }
     }
 

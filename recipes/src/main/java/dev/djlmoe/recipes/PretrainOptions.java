@@ -19,6 +19,7 @@ import dev.djlmoe.ep.WireFormat;
  * @param seed fixes initialisation and data
  * @param useEp run MoE layers through the EP buffer (false: plain local autograd)
  * @param logEvery steps between plain progress lines when not on a terminal
+ * @param runDir where rank 0 writes {@code metrics.jsonl} and the PNG plots (null: nowhere)
  */
 public record PretrainOptions(
         int steps,
@@ -31,7 +32,8 @@ public record PretrainOptions(
         WireFormat wire,
         long seed,
         boolean useEp,
-        int logEvery) {
+        int logEvery,
+        java.nio.file.Path runDir) {
 
     /**
      * The embedded default: the tiny model for 300 steps.
@@ -40,7 +42,7 @@ public record PretrainOptions(
      */
     public static PretrainOptions defaults() {
         return new PretrainOptions(300, 16, 64, 3e-3f, 20, 1.0f, 1e-3f, WireFormat.FP32, 42, true,
-                25);
+                25, java.nio.file.Path.of("runs", "pretrain"));
     }
 
     /**
@@ -49,6 +51,9 @@ public record PretrainOptions(
      * @throws IllegalArgumentException naming the bad setting, its value and the limit
      */
     public void validate() {
+        if (logEvery < 1) {
+            throw new IllegalArgumentException("log interval " + logEvery + " must be >= 1");
+        }
         if (steps < 1) {
             throw new IllegalArgumentException("--steps " + steps + " must be >= 1");
         }
@@ -64,5 +69,16 @@ public record PretrainOptions(
         if (warmupSteps < 0) {
             throw new IllegalArgumentException("--warmup " + warmupSteps + " must be >= 0");
         }
+    }
+
+    /**
+     * Returns a copy with another run directory.
+     *
+     * @param dir the directory, or null for no files
+     * @return the new options
+     */
+    public PretrainOptions withRunDir(java.nio.file.Path dir) {
+        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
+                biasUpdateRate, wire, seed, useEp, logEvery, dir);
     }
 }

@@ -9,22 +9,29 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
+import dev.djlmoe.recipes.metrics.MetricsFile;
+import dev.djlmoe.recipes.metrics.StepRecord;
 import dev.djlmoe.zoo.model.MoeModelConfig;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /** The embedded default in reduced form: the tiny model learns the synthetic text. */
 class PretrainTest {
 
     @Test
-    void embeddedDefaultLearnsBelowTheUnigramBaseline() {
+    void embeddedDefaultLearnsBelowTheUnigramBaseline(@TempDir Path runDir) throws Exception {
         SyntheticBigramSource src = new SyntheticBigramSource(256, 4, 42);
         PretrainOptions d = PretrainOptions.defaults();
         PretrainOptions opts =
                 new PretrainOptions(120, d.batch(), d.seqLen(), d.learningRate(), d.warmupSteps(),
-                        d.maxGradNorm(), d.biasUpdateRate(), WireFormat.BF16, d.seed(), true, 40);
+                        d.maxGradNorm(), d.biasUpdateRate(), WireFormat.BF16, d.seed(), true, 40,
+                        runDir);
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
         Pretrain.Result r =
                 Pretrain.run(MoeModelConfig.tiny(), src, opts,
@@ -39,6 +46,20 @@ class PretrainTest {
                         + "\n" + log);
         assertTrue(log.contains("step 120/120"), log);
         assertTrue(r.tokensPerSecond() > 0);
+        List<StepRecord> recs = MetricsFile.read(runDir.resolve("metrics.jsonl"));
+        assertEquals(120, recs.size());
+        assertEquals(r.losses().get(119), (float) recs.get(119).loss(), 1e-6f);
+        assertEquals(8, recs.get(0).expertLoad().length);
+        long sel = 0;
+        for (long c : recs.get(0).expertLoad()) {
+            sel += c;
+        }
+        assertEquals((long) d.batch() * d.seqLen() * 2, sel, "every token picks top-2 experts");
+        for (String png : new String[] {"loss.png", "expert-load.png"}) {
+            byte[] head = Files.readAllBytes(runDir.resolve(png));
+            assertTrue(head.length > 1000 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G',
+                    png + " is a PNG");
+        }
     }
 
     @Test
@@ -47,11 +68,11 @@ class PretrainTest {
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class,
                         () -> new PretrainOptions(0, 1, 8, 1e-3f, 0, 0f, 0f, WireFormat.FP32, 1,
-                                true, 1).validate());
+                                true, 1, null).validate());
         assertTrue(e.getMessage().contains("--steps"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class,
-                () -> new PretrainOptions(1, 1, 1, 1e-3f, 0, 0f, 0f, WireFormat.FP32, 1, true, 1)
-                        .validate());
+                () -> new PretrainOptions(1, 1, 1, 1e-3f, 0, 0f, 0f, WireFormat.FP32, 1, true, 1,
+                        null).validate());
         assertTrue(e.getMessage().contains("--seq-len"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> WireFormat.fromName("fp4"));
         assertTrue(e.getMessage().contains("fp4"), e.getMessage());

@@ -80,7 +80,7 @@ public final class LaunchCommand implements Callable<Integer> {
         cmd.add(Main.class.getName());
         cmd.addAll(rankArgs);
         LaunchSpec spec =
-                new LaunchSpec(nprocPerNode, nnodes, nodeRank, masterAddr, port, cmd, 10_000);
+                new LaunchSpec(nprocPerNode, nnodes, nodeRank, masterAddr, port, cmd, 30_000);
         return new Launcher(spec, System.out, Map.of()).run();
     }
 }

@@ -6,6 +6,7 @@ package dev.djlmoe.recipes.cli;
 import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.PretrainOptions;
+import dev.djlmoe.recipes.StopSignal;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
 import dev.djlmoe.zoo.model.MoeModelConfig;
 import java.util.concurrent.Callable;
@@ -51,17 +52,21 @@ public final class PretrainCommand implements Callable<Integer> {
     @Option(names = "--no-ep", description = "run MoE layers locally without the EP buffer")
     boolean noEp;
 
+    @Option(names = "--run-dir", description = "where metrics.jsonl and the plots go (default ${DEFAULT-VALUE})")
+    java.nio.file.Path runDir = D.runDir();
+
     @Override
     public Integer call() {
         PretrainOptions opts =
                 new PretrainOptions(steps, batch, seqLen, lr, warmup, clip, biasRate,
-                        WireFormat.fromName(wire), seed, !noEp, D.logEvery());
+                        WireFormat.fromName(wire), seed, !noEp, D.logEvery(), runDir);
         Pretrain.Result r =
                 Pretrain.run(
                         MoeModelConfig.tiny(),
                         new SyntheticBigramSource(256, 4, seed),
                         opts,
-                        System.out);
+                        System.out,
+                        StopSignal.install());
         return r.finalLoss() < r.firstLoss() ? 0 : 1;
     }
 }

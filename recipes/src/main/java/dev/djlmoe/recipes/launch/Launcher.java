@@ -160,12 +160,30 @@ public final class Launcher {
         }
     }
 
+    /**
+     * Stops every rank: SIGTERM first, which lets a training rank save a checkpoint and exit, then
+     * SIGKILL for whatever is still alive after the grace period.
+     */
     private void killAll() {
         List<Process> list;
         synchronized (children) {
             list = new ArrayList<>(children);
         }
         for (Process p : list) {
+            if (p.isAlive()) {
+                p.destroy();
+            }
+        }
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(spec.graceMillis());
+        for (Process p : list) {
+            long left = deadline - System.nanoTime();
+            try {
+                if (left > 0) {
+                    p.waitFor(left, TimeUnit.NANOSECONDS);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
             p.descendants().forEach(ProcessHandle::destroyForcibly);
             if (p.isAlive()) {
                 p.destroyForcibly();

@@ -1,0 +1,49 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes.cli;
+
+import dev.djlmoe.recipes.metrics.MetricsFile;
+import dev.djlmoe.recipes.metrics.Plots;
+import dev.djlmoe.recipes.metrics.StepRecord;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/** {@code djl-moe plot}: draws loss and expert-load PNGs from one or more metrics files. */
+@Command(
+        name = "plot",
+        mixinStandardHelpOptions = true,
+        description = "Plot loss curves (and the first run's expert load) from metrics.jsonl files.")
+public final class PlotCommand implements Callable<Integer> {
+
+    @Parameters(arity = "1..*", paramLabel = "METRICS", description = "metrics.jsonl files")
+    List<Path> files;
+
+    @Option(names = "--out", description = "output directory (default ${DEFAULT-VALUE})")
+    Path out = Path.of(".");
+
+    @Override
+    public Integer call() throws Exception {
+        Map<String, List<StepRecord>> runs = new LinkedHashMap<>();
+        for (Path f : files) {
+            if (!Files.isRegularFile(f)) {
+                throw new IllegalArgumentException("metrics file " + f + " does not exist");
+            }
+            Path parent = f.toAbsolutePath().getParent();
+            String name = parent == null ? f.toString() : parent.getFileName().toString();
+            runs.put(runs.containsKey(name) ? f.toString() : name, MetricsFile.read(f));
+        }
+        Plots.lossCurves(runs, "loss", out.resolve("loss.png"));
+        Plots.expertLoad(runs.values().iterator().next(), "expert load, first MoE layer",
+                out.resolve("expert-load.png"));
+        System.out.println("wrote " + out.resolve("loss.png") + " and " + out.resolve("expert-load.png"));
+        return 0;
+    }
+}
