@@ -5,20 +5,21 @@
 #
 #   info        GPUs, links, driver
 #   build       configure and build into $NEP_BUILD (default native-ep/target/gpu-build) unless its
-#               drivers already run here; also builds the unroll-2 variant of the plug-in
+#               drivers already run here. $NEP_BUILD-variant, if carried, holds a variant to compare
 #   test:W      ep_test --world W --quick --timeout-test
 #   full:W      ep_test --world W (adds the 4096 x 7168 cases)
 #   bench:W     ep_bench --world W --sms $NEP_SMS (default 24,12,32), JSON to $OUT
-#   bench2:W    the same with the unroll-2 plug-in
+#   bench2:W    the same with the variant build; test2:W likewise for ep_test
 #   nccl:W      torch all_to_all_single baseline, JSON to $OUT
 #   sanitize:W  compute-sanitizer memcheck of a small ep_test case
+#   pack        merges the JSON files into $OUT/results.json and the logs into $OUT/logs.tgz
 # Logs and JSON go to $OUT (default /tmp/nep-out). Every step has a wall-clock limit.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/nep-out}
 BUILD=${NEP_BUILD:-native-ep/target/gpu-build}
-BUILD2=${BUILD}-u2
-SMS=${NEP_SMS:-24,12,32}
+BUILD2=${BUILD}-variant
+SMS=${NEP_SMS:-24,12,16,32}
 MACHINE=${NEP_MACHINE:-h200x$(nvidia-smi -L 2>/dev/null | wc -l)}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -40,13 +41,11 @@ for step in "$@"; do
         timeout 400 bash -c "cmake -S native-ep -B $BUILD -DNEP_BUILD_CUDA=ON -DNEP_BUILD_TESTS=OFF >/dev/null && cmake --build $BUILD -j 32" \
           > "$OUT/build.log" 2>&1 || { echo "build failed"; tail -30 "$OUT/build.log"; exit 1; }
       fi
-      if ! runs_here "$BUILD2" ep_bench; then
-        timeout 300 bash -c "cmake -S native-ep -B $BUILD2 -DNEP_BUILD_CUDA=ON -DNEP_BUILD_TESTS=OFF -DCMAKE_CUDA_FLAGS=-DNEP_CUDA_UNROLL=2 >/dev/null && cmake --build $BUILD2 -j 32 --target ep_bench" \
-          >> "$OUT/build.log" 2>&1 || echo "unroll-2 build failed (bench2 skipped)"
-      fi ;;
-    test|full)
-      args="--world $w"; [ "$name" = test ] && args="$args --quick --timeout-test"
-      timeout 200 "$BUILD/bin/ep_test" $args > "$log" 2>&1; rc=$?
+      runs_here "$BUILD2" ep_bench || echo "no variant build at $BUILD2 (bench2/test2 skipped)" ;;
+    test|test2|full)
+      args="--world $w"; [ "$name" != full ] && args="$args --quick --timeout-test"
+      b=$BUILD; [ "$name" = test2 ] && b=$BUILD2
+      timeout 200 "$b/bin/ep_test" $args > "$log" 2>&1; rc=$?
       grep -E "case |ep_test|FAIL|relative error|timeout:|errors:|hash" "$log" | grep -E "rank 0\]|ep_test|FAIL" | head -60
       echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
     bench|bench2)
@@ -57,9 +56,25 @@ for step in "$@"; do
       timeout 150 python3 native-ep/bench/nccl_baseline.py --world "$w" --json "$OUT/nccl-$w.json" > "$log" 2>&1; rc=$?
       tail -3 "$log"; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
     sanitize)
-      timeout 400 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 \
+      timeout 150 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 \
         "$BUILD/bin/ep_test" --world "$w" --only bf16-pattern-uneven > "$log" 2>&1; rc=$?
       grep -E "ERROR SUMMARY|case |ep_test" "$log" | head -12; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    pack)
+      python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+merged = {}
+for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+    if os.path.basename(f) == "results.json":
+        continue
+    with open(f) as fh:
+        merged[os.path.basename(f)[:-5]] = json.load(fh)
+    os.remove(f)
+with open(os.path.join(out, "results.json"), "w") as fh:
+    json.dump(merged, fh, indent=1)
+print("merged:", ", ".join(merged))
+PY
+      (cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz --exclude=run.log *.log && rm -f $(ls *.log | grep -v '^run.log$')) ;;
     *) echo "unknown step $step"; status=1 ;;
   esac
 done

@@ -9,9 +9,6 @@
 // the k-th token of channel c that was sent to r), sums in fp32 and writes out[t]. After each batch
 // it publishes each ring's head back to its sender.
 #include "device_utils.cuh"
-#ifndef NEP_CUDA_UNROLL
-#define NEP_CUDA_UNROLL 4
-#endif
 #include "kernels.h"
 #include "wire.cuh"
 
@@ -21,8 +18,11 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
-constexpr int kUnroll = NEP_CUDA_UNROLL;  // warp-steps (256 channels each) whose loads are in flight together
-constexpr int kGroup = 2;  // ranks whose loads are in flight together (4 spills at 64 registers)
+constexpr int kUnroll = 3;  // sending side: warp-steps (256 channels each) whose loads are in flight together
+#ifndef NEP_CUDA_COMBINE_STEPS
+#define NEP_CUDA_COMBINE_STEPS 1
+#endif
+constexpr int kRecvSteps = NEP_CUDA_COMBINE_STEPS;  // receiving side: warp-steps whose loads are in flight together
 
 struct CombineShared {
   int first[kMaxRanks];  // smallest send position among this channel's tokens, per rank
@@ -47,22 +47,31 @@ __device__ long long lower_bound_i32(const int32_t* v, long long lo, long long h
   return lo;
 }
 
-// A value of y as it arrives from this rank itself: cast to the wire format and widened.
-template <int WIRE>
-__device__ __forceinline__ void local_to_wire(const Raw8& raw, int y_dtype, float v[8]) {
-  raw_to_f32(raw, y_dtype, v);
-  if (WIRE == NEP_WIRE_BF16 && y_dtype == NEP_DTYPE_FP32) {
-    const uint4 p = pack_bf16x8(v);
-    unpack_bf16x8(p, v);
+// Loads 8 channels of a row of `bytes_per` bytes per channel (2 or 4).
+template <int kBytes>
+__device__ __forceinline__ Raw8 load8(const uint8_t* row, long long ch, bool is_volatile) {
+  Raw8 r;
+  r.b = make_uint4(0, 0, 0, 0);
+  if (is_volatile) {
+    r.a = ld_volatile_v4(row + ch * kBytes);
+    if (kBytes == 4) r.b = ld_volatile_v4(row + ch * kBytes + 16);
+  } else {
+    r.a = ld_nc_v4(row + ch * kBytes);
+    if (kBytes == 4) r.b = ld_nc_v4(row + ch * kBytes + 16);
   }
+  return r;
 }
 
-template <int WIRE>
+template <int WIRE, int YDT>
 __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long t, int par, u64& tail_seen) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int W = a.world, me = a.rank, K = a.num_topk, c = blockIdx.x;
   const long long H = a.hidden;
-  const int ysize = a.y_dtype == NEP_DTYPE_BF16 ? 2 : 4;
+  constexpr int kYSize = YDT == NEP_DTYPE_BF16 ? 2 : 4;
+  constexpr int kWSize = WIRE == NEP_WIRE_BF16 ? 2 : 4;
+  // Ranks whose loads are in flight together: 4 when every load is one 16-byte word, else 2 (64
+  // registers per thread).
+  constexpr int kGroup = kYSize == 2 && kWSize == 2 ? 4 : 2;
 
   int sp = -1;
   if (lane < W) sp = send_pos(a.route, W, t, lane);
@@ -71,7 +80,7 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
   if (sp >= 0) {  // lane r < W: where rank r's contribution is
     if (lane == me) {
       const long long row = recv_row_begin(a.route, W, me, me) + sp;
-      sh.src[warp][lane] = static_cast<const uint8_t*>(a.y) + row * H * ysize;
+      sh.src[warp][lane] = static_cast<const uint8_t*>(a.y) + row * H * kYSize;
       sh.wsrc[warp][lane] = a.y_weights != nullptr ? a.y_weights + row * K : nullptr;
     } else {
       const u64 abs = sh.consumed_base[lane] + (u64)(sp - sh.first[lane]);
@@ -89,42 +98,51 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
 
   const int osize = a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4;
   uint8_t* out_row = static_cast<uint8_t*>(a.out) + t * H * osize;
-  for (long long ch = lane * kLaneChannels; ch - lane * kLaneChannels < H; ch += kWarpChannels) {
-    const bool active = ch < H;
-    float acc[8];
+  for (long long base = 0; base < H; base += kRecvSteps * kWarpChannels) {
+    float acc[kRecvSteps][8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) acc[i] = 0.f;
-    // Ranks in groups of kGroup: the group's loads are issued together, then summed in rank order.
+    for (int u = 0; u < kRecvSteps; ++u)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[u][i] = 0.f;
+    // Ranks in groups of kGroup: the group's loads (all steps) are issued together, then summed in
+    // rank order.
     for (int rb = 0; rb < W; rb += kGroup) {
-      Raw8 raw[kGroup];
+      Raw8 raw[kRecvSteps][kGroup];
 #pragma unroll
       for (int q = 0; q < kGroup; ++q) {
         const int r = rb + q;
-        raw[q].a = raw[q].b = make_uint4(0, 0, 0, 0);
-        if (active && r < W && ((mask >> r) & 1u)) {
-          if (r == me) {
-            raw[q] = load_row8(sh.src[warp][r], a.y_dtype, ch);
-          } else if (WIRE == NEP_WIRE_BF16) {
-            raw[q].a = ld_volatile_v4(sh.src[warp][r] + ch * 2);
-          } else {
-            raw[q].a = ld_volatile_v4(sh.src[warp][r] + ch * 4);
-            raw[q].b = ld_volatile_v4(sh.src[warp][r] + ch * 4 + 16);
-          }
+        const bool present = r < W && ((mask >> r) & 1u);
+        const uint8_t* src = present ? sh.src[warp][r] : nullptr;
+#pragma unroll
+        for (int u = 0; u < kRecvSteps; ++u) {
+          const long long ch = base + u * kWarpChannels + lane * kLaneChannels;
+          raw[u][q].a = raw[u][q].b = make_uint4(0, 0, 0, 0);
+          if (present && ch < H) raw[u][q] = r == me ? load8<kYSize>(src, ch, false) : load8<kWSize>(src, ch, true);
         }
       }
 #pragma unroll
       for (int q = 0; q < kGroup; ++q) {
         const int r = rb + q;
-        if (active && r < W && ((mask >> r) & 1u)) {
-          float v[8];
-          if (r == me) local_to_wire<WIRE>(raw[q], a.y_dtype, v);
-          else raw_to_f32(raw[q], WIRE == NEP_WIRE_BF16 ? NEP_DTYPE_BF16 : NEP_DTYPE_FP32, v);
+        if (!(r < W && ((mask >> r) & 1u))) continue;
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[i] += v[i];
+        for (int u = 0; u < kRecvSteps; ++u) {
+          float v[8];
+          if (r == me) {
+            raw_to_f32(raw[u][q], YDT, v);
+            if (WIRE == NEP_WIRE_BF16 && YDT == NEP_DTYPE_FP32) unpack_bf16x8(pack_bf16x8(v), v);  // this rank's term on the wire
+          } else {
+            raw_to_f32(raw[u][q], WIRE == NEP_WIRE_BF16 ? NEP_DTYPE_BF16 : NEP_DTYPE_FP32, v);
+          }
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[u][i] += v[i];
         }
       }
     }
-    if (active) store_row8(out_row, a.out_dtype, ch, acc);
+#pragma unroll
+    for (int u = 0; u < kRecvSteps; ++u) {
+      const long long ch = base + u * kWarpChannels + lane * kLaneChannels;
+      if (ch < H) store_row8(out_row, a.out_dtype, ch, acc[u]);
+    }
   }
   if (a.out_weights != nullptr && lane < K) {
     float acc = 0.f;
@@ -141,11 +159,24 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
     for (unsigned m = mask & ~(1u << me); m != 0; m &= m - 1) atomicAdd(&sh.batch[par][__ffs(m) - 1], 1);
 }
 
-template <int WIRE>
+template <int WIRE, int YDT>
 __device__ void send_row(const CombineArgs& a, int s, long long j, u64 abs, u64& head_seen) {
   const int lane = threadIdx.x & 31, c = blockIdx.x;
   const int K = a.num_topk, me = a.rank;
   const long long H = a.hidden, Q = a.geom.num_slots;
+  constexpr int kYSize = YDT == NEP_DTYPE_BF16 ? 2 : 4;
+  const uint8_t* yrow = static_cast<const uint8_t*>(a.y) + j * H * kYSize;
+  // The row's first loads go out before the wait for room.
+  Raw8 raw[kUnroll];
+  auto load_steps = [&](long long base) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const long long ch = base + u * kWarpChannels + lane * kLaneChannels;
+      raw[u].a = raw[u].b = make_uint4(0, 0, 0, 0);
+      if (ch < H) raw[u] = load8<kYSize>(yrow, ch, false);
+    }
+  };
+  load_steps(0);
   bool ok = true;
   const u64 need = abs + 1 > (u64)Q ? abs + 1 - (u64)Q : 0;
   if (lane == 0 && head_seen < need)
@@ -155,29 +186,27 @@ __device__ void send_row(const CombineArgs& a, int s, long long j, u64 abs, u64&
   uint8_t* slot = ring_at(a.peers[s], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
   if (a.y_weights != nullptr && lane < K) reinterpret_cast<float*>(slot)[lane] = a.y_weights[j * K + lane];
   uint8_t* payload = slot + a.geom.payload_offset;
-  const uint8_t* yrow = static_cast<const uint8_t*>(a.y) + j * H * (a.y_dtype == NEP_DTYPE_BF16 ? 2 : 4);
-  for (long long base = 0; base < H; base += kUnroll * kWarpChannels) {
-    long long ch[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) ch[u] = base + u * kWarpChannels + lane * kLaneChannels;
-    Raw8 raw[kUnroll];
+  for (long long base = 0;;) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      raw[u].a = raw[u].b = make_uint4(0, 0, 0, 0);
-      if (ch[u] < H) raw[u] = load_row8(yrow, a.y_dtype, ch[u]);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (ch[u] < H) {
-        float v[8];
-        raw_to_f32(raw[u], a.y_dtype, v);
-        store_wire8<WIRE>(payload, H, ch[u], lane, encode8<WIRE>(v));
+      const long long ch = base + u * kWarpChannels + lane * kLaneChannels;
+      if (ch < H) {
+        if (WIRE == NEP_WIRE_BF16 && YDT == NEP_DTYPE_BF16) {
+          st_v4(payload + ch * 2, raw[u].a);  // already on the wire format
+        } else {
+          float v[8];
+          raw_to_f32(raw[u], YDT, v);
+          store_wire8<WIRE>(payload, H, ch, lane, encode8<WIRE>(v));
+        }
       }
     }
+    base += kUnroll * kWarpChannels;
+    if (base >= H) break;
+    load_steps(base);
   }
 }
 
-template <int WIRE>
+template <int WIRE, int YDT>
 __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_constant__ CombineArgs a) {
   __shared__ CombineShared sh;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -212,7 +241,7 @@ __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_con
     for (long long b = 0; b < nbatch; ++b) {
       const long long t = t0 + b * kRecvWarps + warp;
       const int par = (int)(b & 1);
-      if (t < t1 && !is_aborted(a.wait)) combine_token<WIRE>(a, sh, t, par, tail_seen);
+      if (t < t1 && !is_aborted(a.wait)) combine_token<WIRE, YDT>(a, sh, t, par, tail_seen);
       named_barrier(1, kRecvThreads);
       if (tid < W && tid != me) {
         const int n = sh.batch[par][tid];
@@ -267,7 +296,7 @@ __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_con
 #pragma unroll
     for (int j = 0; j < kBatchPerWarp; ++j) {
       const int i = k + j * g + lw;
-      if (i < n && !is_aborted(a.wait)) send_row<WIRE>(a, s, lo + i, base + (u64)i, head_seen);
+      if (i < n && !is_aborted(a.wait)) send_row<WIRE, YDT>(a, s, lo + i, base + (u64)i, head_seen);
     }
     named_barrier(bar, nthr);
     if (gtid == 0) st_release_sys(counter_at(a.peers[s], Ctrl::kTail, me, c), base + (u64)min(k + per_batch, n));
@@ -275,26 +304,32 @@ __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_con
   if (gtid == 0) st_volatile_u64(counter_at(local, Ctrl::kSent, s, c), base + (u64)n);
 }
 
-template <int WIRE>
-cudaError_t launch_combine_t(const CombineArgs& a, cudaStream_t stream) {
-  void* params[] = {const_cast<CombineArgs*>(&a)};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&combine_kernel<WIRE>), dim3(a.num_channels),
-                                     dim3(kEpThreads), params, 0, stream);
+template <int WIRE, int YDT>
+const void* combine_fn() {
+  return reinterpret_cast<const void*>(&combine_kernel<WIRE, YDT>);
+}
+
+const void* combine_fn(int wire, int y_dtype) {
+  const bool bf = y_dtype == NEP_DTYPE_BF16;
+  switch (wire) {
+    case NEP_WIRE_FP32: return bf ? combine_fn<NEP_WIRE_FP32, NEP_DTYPE_BF16>() : combine_fn<NEP_WIRE_FP32, NEP_DTYPE_FP32>();
+    case NEP_WIRE_BF16: return bf ? combine_fn<NEP_WIRE_BF16, NEP_DTYPE_BF16>() : combine_fn<NEP_WIRE_BF16, NEP_DTYPE_FP32>();
+    default: return nullptr;
+  }
 }
 
 }  // namespace
 
 cudaError_t launch_combine(int wire, const CombineArgs& a, cudaStream_t stream) {
-  switch (wire) {
-    case NEP_WIRE_FP32: return launch_combine_t<NEP_WIRE_FP32>(a, stream);
-    case NEP_WIRE_BF16: return launch_combine_t<NEP_WIRE_BF16>(a, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  const void* f = combine_fn(wire, a.y_dtype);
+  if (f == nullptr) return cudaErrorInvalidValue;
+  void* params[] = {const_cast<CombineArgs*>(&a)};
+  return cudaLaunchCooperativeKernel(f, dim3(a.num_channels), dim3(kEpThreads), params, 0, stream);
 }
 
 cudaError_t combine_max_blocks_per_sm(int wire, int* blocks) {
-  const void* f = wire == NEP_WIRE_FP32 ? reinterpret_cast<const void*>(&combine_kernel<NEP_WIRE_FP32>)
-                                        : reinterpret_cast<const void*>(&combine_kernel<NEP_WIRE_BF16>);
+  const void* f = combine_fn(wire, NEP_DTYPE_BF16);
+  if (f == nullptr) return cudaErrorInvalidValue;
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, f, kEpThreads, 0);
 }
 

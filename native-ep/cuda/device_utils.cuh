@@ -149,7 +149,8 @@ __device__ inline bool wait_geq(const u64* p, u64 target, const WaitCtx& w, int 
 // Position of token t among the tokens this rank sends to rank r, or -1.
 __device__ __forceinline__ int send_pos(const RouteView& rv, int world, long long t, int r) {
   const int lp = rv.local_pos[t * world + r];
-  return lp < 0 ? -1 : lp + rv.block_prefix[(t / kLayoutBlock) * world + r];
+  const int bp = rv.block_prefix[(t / kLayoutBlock) * world + r];  // both loads in flight together
+  return lp < 0 ? -1 : lp + bp;
 }
 // First received row, on rank `dst`, of the rows coming from rank `src`.
 __device__ __forceinline__ int recv_row_begin(const RouteView& rv, int world, int src, int dst) {

@@ -107,7 +107,13 @@ struct nep_cuda_buffer {
     volatile ErrorRecord* r = err->host();
     if (r->valid == 0) return;
     std::string msg;
-    if (r->code == NEP_ERR_TIMEOUT) {
+    if (r->code == NEP_ERR_TIMEOUT && r->counter == kCounterChanCount) {
+      // The counter holds (dispatch call id << 32) | message count.
+      const long long want = r->expected, seen = r->observed;
+      msg = cat(kernel_name(r->kernel), " on rank ", r->rank, " timed out after ", timeout_ms, " ms waiting for peer ", r->peer,
+                ": ", counter_desc(r->counter, r->rank, r->peer, r->channel), "; expected dispatch call ", want >> 32,
+                ", the peer's last was call ", seen >> 32, " (peer skipped a dispatch or is stuck before it)");
+    } else if (r->code == NEP_ERR_TIMEOUT) {
       msg = cat(kernel_name(r->kernel), " on rank ", r->rank, " timed out after ", timeout_ms, " ms waiting for peer ", r->peer,
                 ": ", counter_desc(r->counter, r->rank, r->peer, r->channel), "; expected >= ", r->expected, ", saw ",
                 r->observed);
@@ -593,16 +599,18 @@ NEP_CUDA_EXPORT void nep_cuda_handle_rank_num_tokens(const nep_cuda_handle* h, i
 
 NEP_CUDA_EXPORT int32_t nep_cuda_handle_copy_is_token_in_rank(const nep_cuda_handle* h, uint8_t* out, char* err, int64_t err_cap) {
   return guarded(err, err_cap, [&] {
-    if (h == nullptr || out == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "handle or out is null");
-    DeviceGuard guard(h->owner->device);
+    if (h == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "handle is null");
     const size_t n = (size_t)h->num_tokens * h->world;
+    if (n > 0 && out == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "out is null but is_token_in_rank has ", n, " bytes");
+    DeviceGuard guard(h->owner->device);
     if (n > 0) check_cuda(cudaMemcpy(out, h->is_token_in_rank, n, cudaMemcpyDeviceToHost), "cudaMemcpy is_token_in_rank");
   });
 }
 
 NEP_CUDA_EXPORT int32_t nep_cuda_handle_copy_recv_src_idx(const nep_cuda_handle* h, int32_t* out, char* err, int64_t err_cap) {
   return guarded(err, err_cap, [&] {
-    if (h == nullptr || out == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "handle or out is null");
+    if (h == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "handle is null");
+    if (h->num_recv > 0 && out == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "out is null but recv_src_idx has ", h->num_recv, " entries");
     if (!h->dispatched) fail(NEP_ERR_INVALID_ARGUMENT, "recv_src_idx is filled by the first dispatch with this handle; none ran yet");
     DeviceGuard guard(h->owner->device);
     if (h->num_recv > 0)

@@ -15,6 +15,7 @@ const char* op_name(int32_t op) {
     case kOpCombine: return "nep_combine";
     case kOpAllGather: return "all_gather";
     case kOpAllReduce: return "all_reduce";
+    case kOpLlCreate: return "nep_ll_buffer_create";
     default: return "unknown operation";
   }
 }

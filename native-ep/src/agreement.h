@@ -25,6 +25,7 @@ enum OpCode : int32_t {
   kOpCombine = 3,
   kOpAllGather = 4,
   kOpAllReduce = 5,
+  kOpLlCreate = 6,
 };
 
 const char* op_name(int32_t op);

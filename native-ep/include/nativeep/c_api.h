@@ -183,6 +183,127 @@ int32_t nep_all_gather(nep_comm* comm, int64_t in, int64_t bytes, int64_t out, c
                        int64_t err_cap);
 int32_t nep_barrier(nep_comm* comm, char* err, int64_t err_cap);
 
+/* ---- Low-latency mode (decoding; issue 7) ---------------------------------------------------- */
+
+/*
+ * DeepEP's low-latency (LL) semantics for a few tokens per rank: fixed receive buffers sized by
+ * max_tokens_per_rank, no exchange of counts before the data (no host-side layout step), one
+ * message per (token, expert) pair (no per-rank deduplication; -1 slots are never sent), the
+ * weighted sum of combine done at the source rank, and send and receive as separate calls so other
+ * work runs between them.
+ *
+ * Shapes: T tokens of this call (T <= max_tokens_per_rank = Tm), H hidden, K top-k (K <= max_topk),
+ * El = E / W local experts, N = W * Tm rows per local expert.
+ *
+ * A low-latency buffer belongs to the ranks of one communicator. Its memory (about
+ * nep_ll_buffer_bytes per rank; /dev/shm shared memory for W > 1, anonymous memory for W = 1) is
+ * fixed at creation, is separate from the communicator's normal-mode memory (so normal and
+ * low-latency calls may alternate freely) and is double-buffered: call n (each dispatch or combine
+ * send counts as one call) uses buffer n % 2, so at most two calls may await their receive; a
+ * third send fails with NEP_ERR_INVALID_ARGUMENT naming the pending call, and changes nothing.
+ * Every rank must issue the same sequence of low-latency sends (dispatch or combine); the receives
+ * may come in any order. A send waits only when a peer has not yet completed its receive of the
+ * call two before on that buffer. Every wait is bounded by timeout_ms and its error names the rank,
+ * the peer and the counter; a peer that exits or fails makes the others fail with NEP_ERR_PEER.
+ * Argument errors are reported before anything is sent and leave the buffer usable; any later
+ * failure (timeout, peer) leaves it unusable. One thread at a time per buffer. A buffer, its ops
+ * and handles may outlive the communicator it was created from.
+ */
+typedef struct nep_ll_buffer nep_ll_buffer; /* fixed buffers of one group of ranks */
+typedef struct nep_ll_op nep_ll_op;         /* an issued send whose receive is pending (the hook) */
+typedef struct nep_ll_handle nep_ll_handle; /* routing of one LL dispatch, used by LL combine */
+
+/* flags of nep_ll_dispatch_send */
+#define NEP_LL_ROUND_SCALE 1 /* NEP_WIRE_FP8 with scales rounded up to powers of two */
+
+/* nep_ll_op_kind */
+#define NEP_LL_DISPATCH 1
+#define NEP_LL_COMBINE 2
+
+/*
+ * Collective over comm's ranks (all on this host). max_wire is the widest wire format any call
+ * will use (row slots are sized for it; a wider call fails with NEP_ERR_CAPACITY); max_topk the
+ * largest K. Every rank passes the same values (NEP_ERR_PEER otherwise).
+ */
+int32_t nep_ll_buffer_create(nep_comm* comm, int64_t max_tokens_per_rank, int64_t hidden,
+                             int32_t num_experts, int32_t max_topk, int32_t max_wire,
+                             int64_t timeout_ms, nep_ll_buffer** out, char* err, int64_t err_cap);
+int64_t nep_ll_buffer_max_tokens_per_rank(const nep_ll_buffer* buf); /* Tm; -1 for null */
+int64_t nep_ll_buffer_hidden(const nep_ll_buffer* buf);              /* H */
+int32_t nep_ll_buffer_num_experts(const nep_ll_buffer* buf);         /* E */
+int32_t nep_ll_buffer_num_local_experts(const nep_ll_buffer* buf);   /* El */
+int32_t nep_ll_buffer_max_topk(const nep_ll_buffer* buf);
+int32_t nep_ll_buffer_max_wire(const nep_ll_buffer* buf);
+int32_t nep_ll_buffer_rank(const nep_ll_buffer* buf);
+int32_t nep_ll_buffer_world_size(const nep_ll_buffer* buf);
+int64_t nep_ll_buffer_bytes(const nep_ll_buffer* buf); /* memory per rank */
+/* Releases this reference; pending ops keep the memory alive until they are destroyed. */
+void nep_ll_buffer_destroy(nep_ll_buffer* buf);
+
+/*
+ * Send phase of a dispatch: x [T, H] float32, topk_idx [T, K] int64 in [-1, E) without duplicates
+ * in a row. T > max_tokens_per_rank fails with NEP_ERR_CAPACITY naming both. wire: NEP_WIRE_*
+ * (each rank may choose its own; receivers decode what each sender chose); flags: 0 or
+ * NEP_LL_ROUND_SCALE. Returns once every message is written; *out receives the pending op.
+ */
+int32_t nep_ll_dispatch_send(nep_ll_buffer* buf, int64_t x, int64_t num_tokens, int64_t hidden,
+                             int64_t topk_idx, int32_t num_topk, int32_t wire, int32_t flags,
+                             nep_ll_op** out, char* err, int64_t err_cap);
+
+/*
+ * Receive phase of a dispatch (the hook): waits for every rank's messages and writes
+ *   recv_x            [El, N, H] float32: rows of local expert e in [0, recv_count[e]) ordered by
+ *                     source rank, then source token; later rows are left untouched;
+ *   recv_count        [El] int32;
+ *   recv_src_info     [El, N] int32 (optional, 0 to skip): the row's token index on its source
+ *                     rank, -1 past recv_count;
+ *   recv_layout_range [El, W] int64 (optional): (begin << 32) | count of the rows from each rank.
+ * *out_handle receives the routing that nep_ll_combine_send needs (destroy it when done).
+ * Argument errors leave the op pending; after success the op is complete (destroy it).
+ */
+int32_t nep_ll_dispatch_recv(nep_ll_op* op, int64_t recv_x, int64_t recv_count,
+                             int64_t recv_src_info, int64_t recv_layout_range,
+                             nep_ll_handle** out_handle, char* err, int64_t err_cap);
+
+/*
+ * Send phase of a combine: y [El, N, H] float32 (row i of expert e answers dispatch row i of e;
+ * only rows below recv_count are read), sent back to the source ranks. topk_idx [T, K] must equal
+ * the dispatched one (NEP_ERR_INVALID_ARGUMENT names the first difference); topk_weights [T, K]
+ * float32 weight the sum at the source. wire: NEP_WIRE_* (bf16 is DeepEP's choice).
+ */
+int32_t nep_ll_combine_send(nep_ll_buffer* buf, const nep_ll_handle* h, int64_t y, int64_t hidden,
+                            int64_t topk_idx, int64_t topk_weights, int64_t num_tokens,
+                            int32_t num_topk, int32_t wire, nep_ll_op** out, char* err,
+                            int64_t err_cap);
+
+/*
+ * Receive phase of a combine: out [T, H] float32, out[t] = sum over k with topk_idx[t][k] >= 0, in
+ * slot order, of topk_weights[t][k] * y_row(t, k) accumulated in fp32; zeros where no slot is set.
+ */
+int32_t nep_ll_combine_recv(nep_ll_op* op, int64_t out, char* err, int64_t err_cap);
+
+/* Whether the receive of op would complete without waiting: 1 yes, 0 no (or not pending). */
+int32_t nep_ll_op_ready(nep_ll_op* op);
+int32_t nep_ll_op_kind(const nep_ll_op* op);        /* NEP_LL_DISPATCH / NEP_LL_COMBINE; -1 null */
+int32_t nep_ll_op_is_pending(const nep_ll_op* op);  /* 1 until its receive completed or failed */
+int64_t nep_ll_op_call_index(const nep_ll_op* op);  /* n: the call's number, 1-based */
+int64_t nep_ll_op_rows_sent(const nep_ll_op* op);   /* messages (dispatch) / rows (combine) sent */
+int64_t nep_ll_op_bytes_sent(const nep_ll_op* op);  /* their bytes on the wire, headers included */
+/* Destroys op; a pending op is abandoned (its buffer is released unread). */
+void nep_ll_op_destroy(nep_ll_op* op);
+
+int64_t nep_ll_handle_num_tokens(const nep_ll_handle* h); /* T this rank dispatched */
+int32_t nep_ll_handle_num_topk(const nep_ll_handle* h);
+int32_t nep_ll_handle_num_local_experts(const nep_ll_handle* h);
+int32_t nep_ll_handle_world_size(const nep_ll_handle* h);
+int64_t nep_ll_handle_max_tokens_per_rank(const nep_ll_handle* h);
+int64_t nep_ll_handle_hidden(const nep_ll_handle* h);
+/* Copies recv_count [El], src_info [El, N] and layout_range [El, W] (as nep_ll_dispatch_recv). */
+void nep_ll_handle_recv_count(const nep_ll_handle* h, int32_t* out);
+void nep_ll_handle_src_info(const nep_ll_handle* h, int32_t* out);
+void nep_ll_handle_layout_range(const nep_ll_handle* h, int64_t* out);
+void nep_ll_handle_destroy(nep_ll_handle* h);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,6 +66,7 @@ public final class MoeLayer extends AbstractBlock {
                                 .setNumExperts(e / worldSize)
                                 .setHiddenSize(hiddenSize)
                                 .setIntermediateSize(b.expertIntermediateSize)
+                                .optPrecision(b.precision)
                                 .build());
         if (b.numSharedExperts > 0) {
             sharedExperts =
@@ -216,7 +217,8 @@ public final class MoeLayer extends AbstractBlock {
                     experts.forward(
                                     ps,
                                     new NDList(d.recvX(), d.recvTopkIdx(), d.recvTopkWeights()),
-                                    training)
+                                    training,
+                                    expertParams(tape))
                             .head(); // [R, H]
             out =
                     EpAutograd.combine(
@@ -234,6 +236,14 @@ public final class MoeLayer extends AbstractBlock {
             out = out.add(sharedExperts.forward(ps, new NDList(u), training).head());
         }
         return new NDList(out.reshape(inShape));
+    }
+
+    private static PairList<String, Object> expertParams(Tape tape) {
+        PairList<String, Object> p = new PairList<>();
+        if (tape != null) {
+            p.add(RoutedExperts.TAPE_PARAM, tape);
+        }
+        return p;
     }
 
     private void accumulateLoad(NDArray topkIdx) {
@@ -270,8 +280,21 @@ public final class MoeLayer extends AbstractBlock {
         private MoeRouter.Builder router;
         private EpContext context;
         private float seqAuxAlpha;
+        private ExpertPrecision precision = ExpertPrecision.FP32;
 
         Builder() {}
+
+        /**
+         * Sets the numerics of the routed experts' GEMMs (default fp32; MXFP8 emulates MXFP8
+         * rounding on CPU).
+         *
+         * @param precision the numerics
+         * @return this builder
+         */
+        public Builder optExpertPrecision(ExpertPrecision precision) {
+            this.precision = precision;
+            return this;
+        }
 
         /**
          * Sets the model width H (required).
@@ -359,6 +382,9 @@ public final class MoeLayer extends AbstractBlock {
             }
             if (router == null) {
                 throw new IllegalArgumentException("MoeLayer: setRouter is required");
+            }
+            if (precision == null) {
+                throw new IllegalArgumentException("MoeLayer: expert precision must not be null");
             }
             if (numSharedExperts < 0) {
                 throw new IllegalArgumentException(

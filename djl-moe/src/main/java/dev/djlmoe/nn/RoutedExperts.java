@@ -12,6 +12,7 @@ import ai.djl.nn.Parameter;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Tape;
 
 /**
  * The routed experts that live on one expert-parallel rank: {@code El} SwiGLU experts applied to
@@ -69,6 +70,9 @@ public class RoutedExperts extends AbstractBlock {
     /** Name of the stacked down projection parameter. */
     public static final String DOWN_PROJ = "down_proj";
 
+    /** Key of the forward parameter that hands the step's {@link Tape} to the experts. */
+    public static final String TAPE_PARAM = "djl-moe.tape";
+
     private static final byte VERSION = 1;
 
     private final int numExperts;
@@ -77,6 +81,7 @@ public class RoutedExperts extends AbstractBlock {
     private final Parameter gateProj;
     private final Parameter upProj;
     private final Parameter downProj;
+    private final ExpertPrecision precision;
 
     /**
      * Creates the routed experts; use {@link #builder()}.
@@ -87,6 +92,7 @@ public class RoutedExperts extends AbstractBlock {
     protected RoutedExperts(Builder builder) {
         super(VERSION);
         numExperts = builder.numExperts;
+        precision = builder.precision;
         hiddenSize = builder.hiddenSize;
         intermediateSize = builder.intermediateSize;
         float inStd = (float) (1.0 / Math.sqrt(hiddenSize));
@@ -130,9 +136,18 @@ public class RoutedExperts extends AbstractBlock {
     }
 
     /**
-     * Returns the intermediate size I of one expert.
+     * Returns the GEMM numerics.
      *
-     * @return the intermediate size
+     * @return the precision
+     */
+    public ExpertPrecision getPrecision() {
+        return precision;
+    }
+
+    /**
+     * Returns the intermediate size I of each expert.
+     *
+     * @return I
      */
     public long getIntermediateSize() {
         return intermediateSize;
@@ -152,13 +167,20 @@ public class RoutedExperts extends AbstractBlock {
                             + " arrays");
         }
         NDArray x = inputs.get(0);
+        Tape tape = null;
+        if (params != null && training) {
+            Object t = params.get(TAPE_PARAM);
+            tape = t instanceof Tape ? (Tape) t : null;
+        }
         return routedExperts(
                 x,
                 inputs.get(1),
                 inputs.get(2),
                 parameterStore.getValue(gateProj, x.getDevice(), training),
                 parameterStore.getValue(upProj, x.getDevice(), training),
-                parameterStore.getValue(downProj, x.getDevice(), training));
+                parameterStore.getValue(downProj, x.getDevice(), training),
+                precision,
+                tape);
     }
 
     /** {@inheritDoc} */
@@ -203,6 +225,34 @@ public class RoutedExperts extends AbstractBlock {
             NDArray gateProj,
             NDArray upProj,
             NDArray downProj) {
+        return routedExperts(
+                x, topkIdx, topkWeights, gateProj, upProj, downProj, ExpertPrecision.FP32, null);
+    }
+
+    /**
+     * Applies the routed experts with a choice of GEMM numerics.
+     *
+     * @param x received rows: [R, H] float32
+     * @param topkIdx local expert ids: [R, K] int64 (int32 accepted), in [0, El) or -1
+     * @param topkWeights weights: [R, K] float32
+     * @param gateProj gate_proj: [El, I, H]
+     * @param upProj up_proj: [El, I, H]
+     * @param downProj down_proj: [El, H, I]
+     * @param precision the GEMM numerics ({@link ExpertPrecision#MXFP8} emulates MXFP8 rounding)
+     * @param tape the step's tape, through which MXFP8 also rounds the backward GEMMs' gradient
+     *     inputs; null for none
+     * @return NDList of y: [R, H]
+     */
+    public static NDList routedExperts(
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray gateProj,
+            NDArray upProj,
+            NDArray downProj,
+            ExpertPrecision precision,
+            Tape tape) {
+        boolean mx = precision == ExpertPrecision.MXFP8;
         Shape gs = gateProj.getShape();
         if (gs.dimension() != 3) {
             throw new IllegalArgumentException("gateProj must have shape [El, I, H], got " + gs);
@@ -238,6 +288,15 @@ public class RoutedExperts extends AbstractBlock {
             temps.add(rowIdx);
             NDArray sortedX = x.get(rowIdx); // [N, H], rows grouped by expert
             temps.add(sortedX);
+            if (mx) {
+                // MXFP8 numerics: GEMM inputs rounded along their reduction axis (H here and in
+                // the gate/up weights, I in the down weights).
+                sortedX = Mxfp8Numerics.fakeQuantize(sortedX);
+                gateProj = Mxfp8Numerics.fakeQuantize(gateProj);
+                upProj = Mxfp8Numerics.fakeQuantize(upProj);
+                downProj = Mxfp8Numerics.fakeQuantize(downProj);
+                temps.add(sortedX);
+            }
             NDList xPieces = sortedX.split(plan.splitPoints(), 0); // El x [c_e, H]
             temps.addAll(xPieces);
 
@@ -258,18 +317,41 @@ public class RoutedExperts extends AbstractBlock {
                 NDArray u = upPieces.get(e).squeeze(0); // [I, H]
                 NDArray gate = Linear.linear(xe, g).singletonOrThrow(); // [c_e, I]
                 NDArray up = Linear.linear(xe, u).singletonOrThrow(); // [c_e, I]
-                NDArray sg = SwiGluMlp.silu(gate); // [c_e, I]
-                NDArray act = sg.mul(up); // [c_e, I]
-                closeAll(new NDList(g, u, gate, up, sg));
+                NDArray gateIn = gate;
+                NDArray upIn = up;
+                if (mx) {
+                    // Tape leaves: the tape reads their gradients later, so they stay open.
+                    gateIn = Mxfp8Numerics.quantizeGradient(tape, gate);
+                    upIn = Mxfp8Numerics.quantizeGradient(tape, up);
+                }
+                NDArray sg = SwiGluMlp.silu(gateIn); // [c_e, I]
+                NDArray act = sg.mul(upIn); // [c_e, I]
+                if (mx) {
+                    NDArray rounded = Mxfp8Numerics.fakeQuantize(act);
+                    act.close();
+                    act = rounded;
+                }
+                closeAll(new NDList(g, u, sg));
+                if (gateIn == gate) {
+                    // (recorded on a tape, gate and up are inputs it pushes gradients into later)
+                    closeAll(new NDList(gate, up));
+                }
                 NDArray d = downPieces.get(e).squeeze(0); // [H, I]
-                outputs.add(Linear.linear(act, d).singletonOrThrow()); // [c_e, H]
+                NDArray ye = Linear.linear(act, d).singletonOrThrow(); // [c_e, H]
+                if (mx && tape != null) {
+                    // ye is a tape input and its replacement a tape leaf: both stay open.
+                    outputs.add(Mxfp8Numerics.quantizeGradient(tape, ye));
+                } else {
+                    outputs.add(ye);
+                    temps.add(ye);
+                }
                 act.close();
                 d.close();
             }
             NDArray zeroRow =
                     manager.zeros(new Shape(1, hidden), DataType.FLOAT32, x.getDevice()); // [1, H]
             outputs.add(zeroRow);
-            temps.addAll(outputs);
+            temps.add(zeroRow);
             NDArray sortedY = NDArrays.concat(outputs, 0); // [N + 1, H], row N is zero
             temps.add(sortedY);
             NDArray slotIdx = indexArray(manager, plan.slotPos, x.getDevice()); // [R * K]
@@ -414,6 +496,7 @@ public class RoutedExperts extends AbstractBlock {
         private int numExperts;
         private long hiddenSize;
         private long intermediateSize;
+        private ExpertPrecision precision = ExpertPrecision.FP32;
 
         Builder() {}
 
@@ -447,6 +530,20 @@ public class RoutedExperts extends AbstractBlock {
          */
         public Builder setIntermediateSize(long intermediateSize) {
             this.intermediateSize = intermediateSize;
+            return this;
+        }
+
+        /**
+         * Sets the GEMM numerics (default {@link ExpertPrecision#FP32}).
+         *
+         * @param precision the numerics
+         * @return this Builder
+         */
+        public Builder optPrecision(ExpertPrecision precision) {
+            if (precision == null) {
+                throw new IllegalArgumentException("precision must not be null");
+            }
+            this.precision = precision;
             return this;
         }
 

@@ -51,6 +51,8 @@ public final class EpTrainer {
     private final List<Parameter> denseParams = new ArrayList<>();
     private final List<Parameter> expertParams = new ArrayList<>();
     private final List<Parameter> trainableParams = new ArrayList<>();
+    private final List<String> trainableNames = new ArrayList<>();
+    private final Set<String> expertNames = new java.util.LinkedHashSet<>();
 
     private EpTrainer(Builder b) {
         trainer = b.trainer;
@@ -71,8 +73,13 @@ public final class EpTrainer {
             if (!param.requiresGradient()) {
                 continue;
             }
-            (experts.contains(param) ? expertParams : denseParams).add(param);
+            boolean expert = experts.contains(param);
+            (expert ? expertParams : denseParams).add(param);
             trainableParams.add(param);
+            trainableNames.add(p.getKey());
+            if (expert) {
+                expertNames.add(p.getKey());
+            }
         }
     }
 
@@ -92,6 +99,26 @@ public final class EpTrainer {
      */
     public List<MoeLayer> moeLayers() {
         return moeLayers;
+    }
+
+    /**
+     * Returns the names (paths in the block tree) of the trainable parameters, in the order in
+     * which {@link #stepWithGradientHook} shows their gradients.
+     *
+     * @return the names
+     */
+    public List<String> parameterNames() {
+        return Collections.unmodifiableList(trainableNames);
+    }
+
+    /**
+     * Returns the names of the routed experts' parameters: sharded over the ranks, their first
+     * axis runs over this rank's {@code E / W} experts.
+     *
+     * @return the names
+     */
+    public Set<String> expertParameterNames() {
+        return Collections.unmodifiableSet(expertNames);
     }
 
     /**

@@ -316,4 +316,174 @@ public final class NativeEp {
             long errCap);
 
     public static native int nep_barrier(nep_comm comm, @Cast("char*") BytePointer err, long errCap);
+
+    // ---- low-latency mode (issue 7) ----
+
+    /** Flag of {@link #nep_ll_dispatch_send}: FP8 scales rounded up to powers of two. */
+    public static final int NEP_LL_ROUND_SCALE = 1;
+    /** {@link #nep_ll_op_kind} of a dispatch. */
+    public static final int NEP_LL_DISPATCH = 1;
+    /** {@link #nep_ll_op_kind} of a combine. */
+    public static final int NEP_LL_COMBINE = 2;
+
+    /** Opaque low-latency buffer ({@code nep_ll_buffer}). */
+    @Opaque
+    public static class nep_ll_buffer extends Pointer {
+        /** Creates a null handle. */
+        public nep_ll_buffer() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_ll_buffer(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opaque issued low-latency send whose receive is pending ({@code nep_ll_op}). */
+    @Opaque
+    public static class nep_ll_op extends Pointer {
+        /** Creates a null handle. */
+        public nep_ll_op() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_ll_op(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opaque routing of one low-latency dispatch ({@code nep_ll_handle}). */
+    @Opaque
+    public static class nep_ll_handle extends Pointer {
+        /** Creates a null handle. */
+        public nep_ll_handle() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_ll_handle(Pointer p) {
+            super(p);
+        }
+    }
+
+    public static native int nep_ll_buffer_create(
+            nep_comm comm,
+            long maxTokensPerRank,
+            long hidden,
+            int numExperts,
+            int maxTopk,
+            int maxWire,
+            long timeoutMs,
+            @Cast("nep_ll_buffer**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native long nep_ll_buffer_max_tokens_per_rank(@Const nep_ll_buffer buf);
+
+    public static native long nep_ll_buffer_hidden(@Const nep_ll_buffer buf);
+
+    public static native int nep_ll_buffer_num_experts(@Const nep_ll_buffer buf);
+
+    public static native int nep_ll_buffer_num_local_experts(@Const nep_ll_buffer buf);
+
+    public static native int nep_ll_buffer_max_topk(@Const nep_ll_buffer buf);
+
+    public static native int nep_ll_buffer_max_wire(@Const nep_ll_buffer buf);
+
+    public static native int nep_ll_buffer_rank(@Const nep_ll_buffer buf);
+
+    public static native int nep_ll_buffer_world_size(@Const nep_ll_buffer buf);
+
+    public static native long nep_ll_buffer_bytes(@Const nep_ll_buffer buf);
+
+    public static native void nep_ll_buffer_destroy(nep_ll_buffer buf);
+
+    public static native int nep_ll_dispatch_send(
+            nep_ll_buffer buf,
+            long x,
+            long numTokens,
+            long hidden,
+            long topkIdx,
+            int numTopk,
+            int wire,
+            int flags,
+            @Cast("nep_ll_op**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_ll_dispatch_recv(
+            nep_ll_op op,
+            long recvX,
+            long recvCount,
+            long recvSrcInfo,
+            long recvLayoutRange,
+            @Cast("nep_ll_handle**") PointerPointer<?> outHandle,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_ll_combine_send(
+            nep_ll_buffer buf,
+            @Const nep_ll_handle h,
+            long y,
+            long hidden,
+            long topkIdx,
+            long topkWeights,
+            long numTokens,
+            int numTopk,
+            int wire,
+            @Cast("nep_ll_op**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_ll_combine_recv(
+            nep_ll_op op, long out, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_ll_op_ready(nep_ll_op op);
+
+    public static native int nep_ll_op_kind(@Const nep_ll_op op);
+
+    public static native int nep_ll_op_is_pending(@Const nep_ll_op op);
+
+    public static native long nep_ll_op_call_index(@Const nep_ll_op op);
+
+    public static native long nep_ll_op_rows_sent(@Const nep_ll_op op);
+
+    public static native long nep_ll_op_bytes_sent(@Const nep_ll_op op);
+
+    public static native void nep_ll_op_destroy(nep_ll_op op);
+
+    public static native long nep_ll_handle_num_tokens(@Const nep_ll_handle h);
+
+    public static native int nep_ll_handle_num_topk(@Const nep_ll_handle h);
+
+    public static native int nep_ll_handle_num_local_experts(@Const nep_ll_handle h);
+
+    public static native int nep_ll_handle_world_size(@Const nep_ll_handle h);
+
+    public static native long nep_ll_handle_max_tokens_per_rank(@Const nep_ll_handle h);
+
+    public static native long nep_ll_handle_hidden(@Const nep_ll_handle h);
+
+    public static native void nep_ll_handle_recv_count(@Const nep_ll_handle h, IntPointer out);
+
+    public static native void nep_ll_handle_src_info(@Const nep_ll_handle h, IntPointer out);
+
+    public static native void nep_ll_handle_layout_range(
+            @Const nep_ll_handle h, @Cast("int64_t*") LongPointer out);
+
+    public static native void nep_ll_handle_destroy(nep_ll_handle h);
 }

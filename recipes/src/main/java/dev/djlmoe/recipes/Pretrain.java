@@ -93,8 +93,52 @@ public final class Pretrain {
             PretrainOptions opts,
             PrintStream out,
             StopSignal stop) {
+        return run(config, source, opts, out, stop, null);
+    }
+
+    /** Sees each step of a run (tests, benchmarks). Every call happens on the training thread. */
+    public interface StepObserver {
+        /**
+         * Receives the step's gradients after averaging over ranks and before clipping, in the
+         * order of {@link EpTrainer#parameterNames()}; the arrays are valid during the call only.
+         *
+         * @param step the step index (from 0)
+         * @param trainer the EP training step (model, names, expert parameters)
+         * @param gradients the gradients
+         */
+        default void gradients(int step, EpTrainer trainer, List<NDArray> gradients) {}
+
+        /**
+         * Receives the figures of a finished step.
+         *
+         * @param step the step index (from 0)
+         * @param trainer the EP training step
+         * @param result the step's figures
+         */
+        default void stepDone(int step, EpTrainer trainer, StepResult result) {}
+    }
+
+    /**
+     * Runs pre-training on this rank like {@link #run(MoeModelConfig, TokenSource,
+     * PretrainOptions, PrintStream, StopSignal)} and shows every step to an observer.
+     *
+     * @param config the model
+     * @param source the data
+     * @param opts the run settings
+     * @param out where progress goes
+     * @param stop polled between steps
+     * @param observer sees each step's gradients and figures, or null
+     * @return the loss curve and figures
+     */
+    public static Result run(
+            MoeModelConfig config,
+            TokenSource source,
+            PretrainOptions opts,
+            PrintStream out,
+            StopSignal stop,
+            StepObserver observer) {
         try {
-            return runChecked(config, source, opts, out, stop);
+            return runChecked(config, source, opts, out, stop, observer);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
@@ -105,7 +149,8 @@ public final class Pretrain {
             TokenSource source,
             PretrainOptions opts,
             PrintStream out,
-            StopSignal stop)
+            StopSignal stop,
+            StepObserver observer)
             throws IOException {
         opts.validate();
         if (config.vocabSize() != source.vocabSize()) {
@@ -130,11 +175,12 @@ public final class Pretrain {
                         opts.useEp()
                                 ? EpContext.builder()
                                         .setProcessGroup(group)
-                                        .optDispatchWire(opts.wire())
+                                        .optDispatchWire(opts.precision().wire())
+                                        .optExpertAlignment(opts.precision().expertAlignment())
                                         .build()
                                 : null;
                 Model model = Model.newInstance("moe-lm", Device.cpu(), "PyTorch")) {
-            model.setBlock(new MoeCausalLm(config, ctx));
+            model.setBlock(new MoeCausalLm(config, ctx, opts.precision().experts()));
             Tracker lr =
                     WarmUpTracker.builder()
                             .optWarmUpSteps(opts.warmupSteps())
@@ -168,7 +214,7 @@ public final class Pretrain {
                 log.printf(
                         Locale.ROOT,
                         "model: %d layers, H=%d, %d experts (top-%d, %d shared), %d parameters per rank;"
-                                + " EP world size %d, wire %s%n",
+                                + " EP world size %d, precision %s%n",
                         config.numLayers(),
                         config.hiddenSize(),
                         config.numExperts(),
@@ -176,7 +222,7 @@ public final class Pretrain {
                         config.numSharedExperts(),
                         countParameters(model),
                         group.worldSize(),
-                        opts.useEp() ? opts.wire() : "none (local)");
+                        opts.useEp() ? opts.precision().flag() : "none (local)");
                 log.printf(
                         Locale.ROOT,
                         "data: unigram baseline %.4f nats/token%n",
@@ -206,7 +252,16 @@ public final class Pretrain {
                         Shape shape = new Shape(b.batch(), b.seqLen());
                         NDList data = new NDList(sm.create(b.inputs(), shape));
                         NDList labels = new NDList(sm.create(b.labels(), shape));
-                        r = ep.step(data, labels);
+                        if (observer == null) {
+                            r = ep.step(data, labels);
+                        } else {
+                            int at = step;
+                            r = ep.stepWithGradientHook(data, labels,
+                                    g -> observer.gradients(at, ep, g));
+                        }
+                    }
+                    if (observer != null) {
+                        observer.stepDone(step, ep, r);
                     }
                     losses.add(r.loss());
                     StepRecord rec =

@@ -3,7 +3,6 @@
  */
 package dev.djlmoe.recipes;
 
-import dev.djlmoe.ep.WireFormat;
 
 /**
  * Settings of a pre-training run.
@@ -15,7 +14,7 @@ import dev.djlmoe.ep.WireFormat;
  * @param warmupSteps linear warm-up steps before the cosine decay
  * @param maxGradNorm global-norm clipping threshold (0 = off)
  * @param biasUpdateRate gamma of aux-loss-free balancing (0 = off)
- * @param wire dispatch wire format
+ * @param precision what travels on the wire and how expert GEMMs round
  * @param seed fixes initialisation and data
  * @param useEp run MoE layers through the EP buffer (false: plain local autograd)
  * @param logEvery steps between plain progress lines when not on a terminal
@@ -29,7 +28,7 @@ public record PretrainOptions(
         int warmupSteps,
         float maxGradNorm,
         float biasUpdateRate,
-        WireFormat wire,
+        TrainingPrecision precision,
         long seed,
         boolean useEp,
         int logEvery,
@@ -41,7 +40,7 @@ public record PretrainOptions(
      * @return the options
      */
     public static PretrainOptions defaults() {
-        return new PretrainOptions(300, 16, 64, 3e-3f, 20, 1.0f, 1e-3f, WireFormat.FP32, 42, true,
+        return new PretrainOptions(300, 16, 64, 3e-3f, 20, 1.0f, 1e-3f, TrainingPrecision.FP32, 42, true,
                 25, java.nio.file.Path.of("runs", "pretrain"));
     }
 
@@ -51,6 +50,9 @@ public record PretrainOptions(
      * @throws IllegalArgumentException naming the bad setting, its value and the limit
      */
     public void validate() {
+        if (precision == null) {
+            throw new IllegalArgumentException("--precision must be given");
+        }
         if (logEvery < 1) {
             throw new IllegalArgumentException("log interval " + logEvery + " must be >= 1");
         }
@@ -79,6 +81,28 @@ public record PretrainOptions(
      */
     public PretrainOptions withRunDir(java.nio.file.Path dir) {
         return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, wire, seed, useEp, logEvery, dir);
+                biasUpdateRate, precision, seed, useEp, logEvery, dir);
+    }
+
+    /**
+     * Returns a copy with another precision.
+     *
+     * @param p the precision
+     * @return the new options
+     */
+    public PretrainOptions withPrecision(TrainingPrecision p) {
+        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
+                biasUpdateRate, p, seed, useEp, logEvery, runDir);
+    }
+
+    /**
+     * Returns a copy with another step count.
+     *
+     * @param n the steps
+     * @return the new options
+     */
+    public PretrainOptions withSteps(int n) {
+        return new PretrainOptions(n, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
+                biasUpdateRate, precision, seed, useEp, logEvery, runDir);
     }
 }

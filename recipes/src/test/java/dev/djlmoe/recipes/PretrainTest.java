@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
 import dev.djlmoe.recipes.metrics.MetricsFile;
 import dev.djlmoe.recipes.metrics.StepRecord;
@@ -30,7 +29,7 @@ class PretrainTest {
         PretrainOptions d = PretrainOptions.defaults();
         PretrainOptions opts =
                 new PretrainOptions(120, d.batch(), d.seqLen(), d.learningRate(), d.warmupSteps(),
-                        d.maxGradNorm(), d.biasUpdateRate(), WireFormat.BF16, d.seed(), true, 40,
+                        d.maxGradNorm(), d.biasUpdateRate(), TrainingPrecision.BF16_WIRE, d.seed(), true, 40,
                         runDir);
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
         Pretrain.Result r =
@@ -67,15 +66,16 @@ class PretrainTest {
         PretrainOptions d = PretrainOptions.defaults();
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class,
-                        () -> new PretrainOptions(0, 1, 8, 1e-3f, 0, 0f, 0f, WireFormat.FP32, 1,
+                        () -> new PretrainOptions(0, 1, 8, 1e-3f, 0, 0f, 0f, TrainingPrecision.FP32, 1,
                                 true, 1, null).validate());
         assertTrue(e.getMessage().contains("--steps"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class,
-                () -> new PretrainOptions(1, 1, 1, 1e-3f, 0, 0f, 0f, WireFormat.FP32, 1, true, 1,
+                () -> new PretrainOptions(1, 1, 1, 1e-3f, 0, 0f, 0f, TrainingPrecision.FP32, 1, true, 1,
                         null).validate());
         assertTrue(e.getMessage().contains("--seq-len"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class, () -> WireFormat.fromName("fp4"));
-        assertTrue(e.getMessage().contains("fp4"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> TrainingPrecision.parse("fp4"));
+        assertTrue(e.getMessage().contains("fp4") && e.getMessage().contains("--precision"),
+                e.getMessage());
         assertEquals(300, d.steps());
     }
 }

@@ -14,6 +14,7 @@ import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
 import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.nn.ExpertPrecision;
 import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.SwiGluMlp;
 import dev.djlmoe.zoo.nn.CausalSelfAttention;
@@ -47,6 +48,17 @@ public final class MoeCausalLm extends AbstractBlock {
      * @param context the EP context, or null for one rank with plain autograd
      */
     public MoeCausalLm(MoeModelConfig config, EpContext context) {
+        this(config, context, ExpertPrecision.FP32);
+    }
+
+    /**
+     * Builds the model with a choice of expert GEMM numerics.
+     *
+     * @param config the settings (validated)
+     * @param context the EP context, or null for one rank with plain autograd
+     * @param precision the routed experts' GEMM numerics
+     */
+    public MoeCausalLm(MoeModelConfig config, EpContext context, ExpertPrecision precision) {
         super(VERSION);
         config.validate();
         this.config = config;
@@ -77,6 +89,7 @@ public final class MoeCausalLm extends AbstractBlock {
                                 .optNumSharedExperts(config.numSharedExperts())
                                 .optSeqAuxAlpha(config.seqAuxAlpha())
                                 .optContext(context)
+                                .optExpertPrecision(precision)
                                 .build();
             }
             layers.add(

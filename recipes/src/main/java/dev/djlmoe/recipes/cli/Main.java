@@ -16,7 +16,7 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         version = "djl-moe 0.1.0",
         description = "Expert-parallel Mixture-of-Experts training for the JVM.",
-        subcommands = {PretrainCommand.class, BenchCommand.class, LaunchCommand.class, PlotCommand.class})
+        subcommands = {PretrainCommand.class, BenchCommand.class, LaunchCommand.class, PlotCommand.class, StudyCommand.class})
 public final class Main implements Runnable {
 
     /**

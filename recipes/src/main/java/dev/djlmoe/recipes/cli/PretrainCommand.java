@@ -3,7 +3,7 @@
  */
 package dev.djlmoe.recipes.cli;
 
-import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.PretrainOptions;
 import dev.djlmoe.recipes.StopSignal;
@@ -43,8 +43,10 @@ public final class PretrainCommand implements Callable<Integer> {
     @Option(names = "--bias-rate", description = "aux-loss-free balancing gamma (default ${DEFAULT-VALUE})")
     float biasRate = D.biasUpdateRate();
 
-    @Option(names = "--wire", description = "dispatch wire format: fp32, bf16, fp8, mxfp8 (default fp32)")
-    String wire = "fp32";
+    @Option(
+            names = "--precision",
+            description = "fp32, bf16-wire, fp8-wire or mxfp8 (MXFP8 wire + emulated MXFP8 expert GEMMs; default fp32)")
+    String precision = "fp32";
 
     @Option(names = "--seed", description = "random seed (default ${DEFAULT-VALUE})")
     long seed = D.seed();
@@ -59,7 +61,7 @@ public final class PretrainCommand implements Callable<Integer> {
     public Integer call() {
         PretrainOptions opts =
                 new PretrainOptions(steps, batch, seqLen, lr, warmup, clip, biasRate,
-                        WireFormat.fromName(wire), seed, !noEp, D.logEvery(), runDir);
+                        TrainingPrecision.parse(precision), seed, !noEp, D.logEvery(), runDir);
         Pretrain.Result r =
                 Pretrain.run(
                         MoeModelConfig.tiny(),

@@ -1,0 +1,257 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.zoo.nn;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.nn.AbstractBlock;
+import ai.djl.nn.core.Linear;
+import ai.djl.training.ParameterStore;
+import ai.djl.util.PairList;
+
+/**
+ * Causal grouped-query attention with optional per-head q/k RMSNorm (Qwen3), RoPE and an optional
+ * sliding window.
+ *
+ * <pre>
+ *   q = RMSNorm_q(q_proj(x))  [B, N, S, d]    k = RMSNorm_k(k_proj(x))  [B, G, S, d]
+ *   v = v_proj(x)             [B, G, S, d]    (each of the G kv heads serves N / G query heads)
+ *   y = o_proj(softmax(rope(q) rope(k)^T / sqrt(d) + mask) v)
+ * </pre>
+ *
+ * <p>Children (Hugging Face names): {@code q_proj}, {@code k_proj}, {@code v_proj}, {@code o_proj}
+ * (biases when {@code attention_bias}), {@code q_norm}, {@code k_norm} (with q/k norm).
+ *
+ * <p>Input {@code x [B, S, H]} float32; output {@code [B, S, H]}.
+ */
+public final class GroupedQueryAttention extends AbstractBlock {
+
+    private static final byte VERSION = 1;
+
+    private final long hiddenSize;
+    private final int numHeads;
+    private final int numKvHeads;
+    private final long headDim;
+    private final int slidingWindow;
+    private final RotaryEmbedding rotary;
+    private final Linear qProj;
+    private final Linear kProj;
+    private final Linear vProj;
+    private final Linear oProj;
+    private final RmsNorm qNorm;
+    private final RmsNorm kNorm;
+
+    private GroupedQueryAttention(Builder b) {
+        super(VERSION);
+        hiddenSize = b.hiddenSize;
+        numHeads = b.numHeads;
+        numKvHeads = b.numKvHeads;
+        headDim = b.headDim;
+        slidingWindow = b.slidingWindow;
+        rotary = b.rotary;
+        qProj = addChildBlock("q_proj", MultiHeadLatentAttention.linear(numHeads * headDim, b.bias));
+        kProj = addChildBlock("k_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
+        vProj = addChildBlock("v_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
+        oProj = addChildBlock("o_proj", MultiHeadLatentAttention.linear(hiddenSize, b.bias));
+        if (b.qkNorm) {
+            qNorm = addChildBlock("q_norm", RmsNorm.builder().optEps(b.eps).build());
+            kNorm = addChildBlock("k_norm", RmsNorm.builder().optEps(b.eps).build());
+        } else {
+            qNorm = null;
+            kNorm = null;
+        }
+    }
+
+    /**
+     * Creates a builder.
+     *
+     * @return a new builder
+     */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /**
+     * The additive causal mask {@code [S, S]}: 0 where key j may be seen from query i ({@code j <=
+     * i}, and {@code j > i - window} with a window), {@code -inf} elsewhere.
+     *
+     * @param manager where to create it
+     * @param s the sequence length
+     * @param window the sliding window, 0 for none
+     * @return the mask
+     */
+    public static NDArray mask(NDManager manager, long s, int window) {
+        float[] mask = new float[(int) (s * s)];
+        for (int i = 0; i < s; i++) {
+            for (int j = 0; j < s; j++) {
+                boolean visible = j <= i && (window <= 0 || j > i - window);
+                if (!visible) {
+                    mask[(int) (i * s + j)] = Float.NEGATIVE_INFINITY;
+                }
+            }
+        }
+        return manager.create(mask, new Shape(s, s));
+    }
+
+    @Override
+    protected NDList forwardInternal(
+            ParameterStore ps, NDList inputs, boolean training, PairList<String, Object> params) {
+        NDArray x = inputs.singletonOrThrow(); // [B, S, H]
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        NDArray q = qProj.forward(ps, new NDList(x), training).head().reshape(b, s, numHeads, headDim);
+        NDArray k = kProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
+        NDArray v = vProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
+        if (qNorm != null) {
+            q = qNorm.forward(ps, new NDList(q), training).head();
+            k = kNorm.forward(ps, new NDList(k), training).head();
+        }
+        q = q.transpose(0, 2, 1, 3); // [B, N, S, d]
+        k = k.transpose(0, 2, 1, 3); // [B, G, S, d]
+        v = v.transpose(0, 2, 1, 3);
+        NDManager m = x.getManager();
+        NDArray[] cs = rotary.cosSin(m, s);
+        q = RotaryEmbedding.apply(q, cs[0], cs[1], rotary.settings().layout());
+        k = RotaryEmbedding.apply(k, cs[0], cs[1], rotary.settings().layout());
+        int group = numHeads / numKvHeads;
+        if (group > 1) {
+            // [B, G, S, d] -> [B, G, group, S, d] -> [B, N, S, d]: head h uses kv head h / group
+            k = k.expandDims(2).repeat(2, group).reshape(b, numHeads, s, headDim);
+            v = v.expandDims(2).repeat(2, group).reshape(b, numHeads, s, headDim);
+        }
+        NDArray scores = q.matMul(k.transpose(0, 1, 3, 2)).mul(1.0 / Math.sqrt(headDim));
+        scores = scores.add(mask(m, s, slidingWindow));
+        NDArray ctx = scores.softmax(-1).matMul(v); // [B, N, S, d]
+        NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * headDim);
+        return oProj.forward(ps, new NDList(merged), training);
+    }
+
+    @Override
+    public void initializeChildBlocks(NDManager manager, DataType dataType, Shape... inputShapes) {
+        Shape h = new Shape(-1L, hiddenSize);
+        qProj.initialize(manager, dataType, h);
+        kProj.initialize(manager, dataType, h);
+        vProj.initialize(manager, dataType, h);
+        oProj.initialize(manager, dataType, new Shape(-1L, numHeads * headDim));
+        if (qNorm != null) {
+            qNorm.initialize(manager, dataType, new Shape(-1L, headDim));
+            kNorm.initialize(manager, dataType, new Shape(-1L, headDim));
+        }
+    }
+
+    @Override
+    public Shape[] getOutputShapes(Shape[] inputShapes) {
+        return new Shape[] {inputShapes[0]};
+    }
+
+    /** Builds a {@link GroupedQueryAttention}. */
+    public static final class Builder {
+        private long hiddenSize;
+        private int numHeads;
+        private int numKvHeads;
+        private long headDim;
+        private boolean bias;
+        private boolean qkNorm;
+        private float eps = 1e-6f;
+        private int slidingWindow;
+        private RotaryEmbedding rotary;
+
+        Builder() {}
+
+        /**
+         * Sets the model width H (required).
+         *
+         * @param h H
+         * @return this builder
+         */
+        public Builder setHiddenSize(long h) {
+            hiddenSize = h;
+            return this;
+        }
+
+        /**
+         * Sets the query heads N, key/value heads G and head size d (required; G divides N).
+         *
+         * @param numHeads N
+         * @param numKvHeads G
+         * @param headDim d
+         * @return this builder
+         */
+        public Builder setHeads(int numHeads, int numKvHeads, long headDim) {
+            this.numHeads = numHeads;
+            this.numKvHeads = numKvHeads;
+            this.headDim = headDim;
+            return this;
+        }
+
+        /**
+         * Sets the rotary embedding (required, of size d).
+         *
+         * @param rotary the shared rotary embedding
+         * @return this builder
+         */
+        public Builder setRotary(RotaryEmbedding rotary) {
+            this.rotary = rotary;
+            return this;
+        }
+
+        /**
+         * Sets whether the projections have biases (default false).
+         *
+         * @param bias {@code attention_bias}
+         * @return this builder
+         */
+        public Builder optBias(boolean bias) {
+            this.bias = bias;
+            return this;
+        }
+
+        /**
+         * Adds per-head RMSNorm on q and k before RoPE (Qwen3), default off.
+         *
+         * @param eps the norms' epsilon
+         * @return this builder
+         */
+        public Builder optQkNorm(float eps) {
+            this.qkNorm = true;
+            this.eps = eps;
+            return this;
+        }
+
+        /**
+         * Sets a sliding attention window (default 0: none).
+         *
+         * @param window keys within {@code window - 1} positions before the query are seen
+         * @return this builder
+         */
+        public Builder optSlidingWindow(int window) {
+            this.slidingWindow = window;
+            return this;
+        }
+
+        /**
+         * Builds the block.
+         *
+         * @return the block
+         */
+        public GroupedQueryAttention build() {
+            if (hiddenSize <= 0 || numHeads <= 0 || numKvHeads <= 0 || headDim <= 0
+                    || numHeads % numKvHeads != 0) {
+                throw new IllegalArgumentException(
+                        "GroupedQueryAttention: hidden=" + hiddenSize + " heads=" + numHeads
+                                + " kv_heads=" + numKvHeads + " head_dim=" + headDim
+                                + ": sizes must be positive and kv_heads must divide heads");
+            }
+            if (rotary == null || rotary.settings().dim() != headDim) {
+                throw new IllegalArgumentException(
+                        "GroupedQueryAttention: setRotary needs a rotary embedding of size "
+                                + headDim);
+            }
+            return new GroupedQueryAttention(this);
+        }
+    }
+}

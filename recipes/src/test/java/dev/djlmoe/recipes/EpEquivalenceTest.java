@@ -1,0 +1,241 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.djlmoe.dist.MultiRank;
+import java.io.BufferedInputStream;
+import java.io.DataInputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * Expert parallelism changes where experts live, not the numbers: the pretrain recipe on the tiny
+ * model with W = 2 and W = 4 ranks (spawned JVMs over cpu-shm, the global batch split over the
+ * ranks) against W = 1 holding every expert.
+ *
+ * <ul>
+ *   <li>step 1: the same loss and the same gradient for every parameter, expert gradients
+ *       gathered per global expert from the ranks' shards, to float32 tolerance ({@link
+ *       #GRAD_TOL} of the tensor's largest magnitude; the differences come only from the order of
+ *       float sums over tokens);
+ *   <li>{@link #STEPS} steps of the recipe (AdamW, warm-up and cosine decay, global-norm clipping,
+ *       aux-loss-free bias updates): loss curves within {@link #CURVE_TOL};
+ *   <li>what must agree across ranks does, bitwise: dense parameters and router biases after the
+ *       run, averaged dense gradients, the reported loss;
+ *   <li>20 repeats of one training step are bit-identical (W = 4, bf16 dispatch and combine).
+ * </ul>
+ */
+class EpEquivalenceTest {
+
+    /** Steps of the loss-curve comparison. */
+    static final int STEPS = 100;
+
+    static final int BATCH = 8;
+    static final int SEQ = 32;
+
+    /** Step 1: |loss_W - loss_1| <= LOSS_TOL * loss_1. */
+    static final double LOSS_TOL = 2e-6;
+
+    /** Step 1: max |g_W - g_1| <= GRAD_TOL * max |g_1|, per parameter. */
+    static final double GRAD_TOL = 1e-5;
+
+    /** Curves: |loss_W(s) - loss_1(s)| <= CURVE_TOL at every step s. */
+    static final double CURVE_TOL = 2e-3;
+
+    private static final Map<Integer, MultiRank.Result> RUNS = new ConcurrentHashMap<>();
+
+    private static synchronized MultiRank.Result curveRun(int w) {
+        return RUNS.computeIfAbsent(w, k -> {
+            MultiRank.Result r =
+                    MultiRank.builder(EquivalenceRank.class, k)
+                            .args("curve", Integer.toString(STEPS), Integer.toString(BATCH),
+                                    Integer.toString(SEQ))
+                            .timeout(Duration.ofMinutes(4))
+                            .rankTimeoutMillis(60_000)
+                            .name("curve-w" + k)
+                            .env("EQ_TRACE", System.getenv().getOrDefault("EQ_TRACE", ""))
+                            .run();
+            r.assertAllSucceeded();
+            assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+            return r;
+        });
+    }
+
+    record Grad(boolean expert, long[] shape, float[] values) {}
+
+    private static Map<String, Grad> readGradients(Path file) {
+        Map<String, Grad> out = new LinkedHashMap<>();
+        try (DataInputStream in =
+                new DataInputStream(new BufferedInputStream(Files.newInputStream(file)))) {
+            int n = in.readInt();
+            for (int i = 0; i < n; i++) {
+                String name = in.readUTF();
+                boolean expert = in.readBoolean();
+                long[] shape = new long[in.readInt()];
+                for (int j = 0; j < shape.length; j++) {
+                    shape[j] = in.readLong();
+                }
+                float[] v = new float[in.readInt()];
+                for (int j = 0; j < v.length; j++) {
+                    v[j] = in.readFloat();
+                }
+                out.put(name, new Grad(expert, shape, v));
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        return out;
+    }
+
+    private static float[] losses(MultiRank.Result r, int rank) {
+        try {
+            List<String> lines = Files.readAllLines(r.file("losses-rank" + rank + ".txt"));
+            float[] out = new float[lines.size()];
+            for (int i = 0; i < out.length; i++) {
+                out[i] = Float.parseFloat(lines.get(i));
+            }
+            return out;
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    @ParameterizedTest(name = "W = {0}")
+    @ValueSource(ints = {2, 4})
+    void oneStepGivesTheLossAndGradientsOfOneRank(int w) throws IOException {
+        MultiRank.Result one = curveRun(1);
+        MultiRank.Result many = curveRun(w);
+        float l1 = Float.parseFloat(Files.readString(one.file("loss1-rank0.txt")));
+        float lw = Float.parseFloat(Files.readString(many.file("loss1-rank0.txt")));
+        assertTrue(Math.abs(lw - l1) <= LOSS_TOL * Math.abs(l1),
+                "step-1 loss " + lw + " at W=" + w + " vs " + l1 + " at W=1");
+
+        Map<String, Grad> ref = readGradients(one.file("grads-rank0.bin"));
+        List<Map<String, Grad>> ranks = new ArrayList<>();
+        for (int r = 0; r < w; r++) {
+            ranks.add(readGradients(many.file("grads-rank" + r + ".bin")));
+        }
+        assertEquals(ref.keySet(), ranks.get(0).keySet(), "parameter names");
+        int experts = 0;
+        double worst = 0;
+        String worstName = "";
+        for (Map.Entry<String, Grad> e : ref.entrySet()) {
+            String name = e.getKey();
+            Grad g1 = e.getValue();
+            float[] gathered;
+            if (g1.expert()) {
+                experts++;
+                // The ranks' shards [E/W, ...] in rank order are the global [E, ...] tensor.
+                gathered = new float[g1.values().length];
+                int at = 0;
+                for (int r = 0; r < w; r++) {
+                    Grad shard = ranks.get(r).get(name);
+                    assertTrue(shard.expert(), name);
+                    assertEquals(g1.shape()[0] / w, shard.shape()[0], name + " shard rows");
+                    System.arraycopy(shard.values(), 0, gathered, at, shard.values().length);
+                    at += shard.values().length;
+                }
+                assertEquals(gathered.length, at, name + " gathered size");
+            } else {
+                gathered = ranks.get(0).get(name).values();
+                for (int r = 1; r < w; r++) {
+                    assertTrue(java.util.Arrays.equals(gathered, ranks.get(r).get(name).values()),
+                            name + ": averaged dense gradient differs between rank 0 and rank " + r);
+                }
+            }
+            double scale = 0;
+            double diff = 0;
+            for (int i = 0; i < gathered.length; i++) {
+                scale = Math.max(scale, Math.abs(g1.values()[i]));
+                diff = Math.max(diff, Math.abs((double) gathered[i] - g1.values()[i]));
+            }
+            assertTrue(scale > 0, name + " has an all-zero gradient at W=1: the test is vacuous");
+            double rel = diff / scale;
+            if (rel > worst) {
+                worst = rel;
+                worstName = name;
+            }
+            assertTrue(rel <= GRAD_TOL, String.format(Locale.ROOT,
+                    "%s: max |g_W - g_1| = %.3g, %.3g of max |g_1| = %.3g (W=%d)", name, diff, rel,
+                    scale, w));
+        }
+        assertTrue(experts >= 3, "only " + experts + " expert parameters compared");
+        System.out.printf(Locale.ROOT,
+                "W=%d step 1: loss %.7f vs %.7f; %d gradients (%d expert) within %.1e, worst %.2e"
+                        + " (%s)%n", w, lw, l1, ref.size(), experts, GRAD_TOL, worst, worstName);
+    }
+
+    @ParameterizedTest(name = "W = {0}")
+    @ValueSource(ints = {2, 4})
+    void lossCurvesMatchOneRank(int w) {
+        float[] ref = losses(curveRun(1), 0);
+        MultiRank.Result many = curveRun(w);
+        float[] got = losses(many, 0);
+        assertEquals(STEPS, ref.length);
+        assertEquals(STEPS, got.length);
+        for (int r = 1; r < w; r++) {
+            assertTrue(java.util.Arrays.equals(got, losses(many, r)),
+                    "rank " + r + " reports another loss curve than rank 0");
+        }
+        double worst = 0;
+        int at = 0;
+        for (int s = 0; s < STEPS; s++) {
+            double d = Math.abs(got[s] - ref[s]);
+            if (d > worst) {
+                worst = d;
+                at = s;
+            }
+        }
+        assertTrue(worst <= CURVE_TOL, String.format(Locale.ROOT,
+                "W=%d: loss differs by %.3g at step %d (%.5f vs %.5f at W=1)", w, worst, at + 1,
+                got[at], ref[at]));
+        assertTrue(ref[STEPS - 1] < ref[0] - 0.5, "the model did not learn: " + ref[0] + " -> "
+                + ref[STEPS - 1]);
+        System.out.printf(Locale.ROOT,
+                "W=%d: %d-step loss curve within %.4f of W=1 (worst %.2e at step %d; %.4f -> %.4f)%n",
+                w, STEPS, CURVE_TOL, worst, at + 1, got[0], got[STEPS - 1]);
+    }
+
+    @ParameterizedTest(name = "W = {0}")
+    @ValueSource(ints = {2, 4})
+    void replicatedStateAgreesAcrossRanks(int w) throws IOException {
+        MultiRank.Result many = curveRun(w);
+        String first = Files.readString(many.file("replicated-rank0.txt"));
+        assertTrue(first.contains("replicated parameters"), first);
+        for (int r = 1; r < w; r++) {
+            assertEquals(first, Files.readString(many.file("replicated-rank" + r + ".txt")),
+                    "rank " + r + " holds other replicated state than rank 0");
+        }
+    }
+
+    @Test
+    void twentyRepeatsOfOneStepAreBitIdentical() {
+        MultiRank.Result r =
+                MultiRank.builder(EquivalenceRank.class, 4)
+                        .args("repeat", "20", Integer.toString(BATCH), Integer.toString(SEQ))
+                        .timeout(Duration.ofMinutes(3))
+                        .rankTimeoutMillis(60_000)
+                        .name("repeat-w4")
+                        .run();
+        r.assertAllSucceeded();
+        for (int rank = 0; rank < 4; rank++) {
+            assertTrue(r.output(rank).contains("repeat: 20 identical"), r.describeRank(rank));
+        }
+    }
+}
