@@ -229,6 +229,26 @@ int run_rank(const Options& o, int world, int rank, int port) {
     }
   };
 
+  // Machine reference: memcpy of the float32 rows one rank receives in a dispatch (T * K rows on
+  // average), the memory traffic that dominates both receives on a CPU; the ranks take turns so
+  // each measures alone.
+  double copy_us = 0.0;
+  {
+    const size_t bytes = static_cast<size_t>(t * k * h) * sizeof(float);
+    std::vector<char> a(bytes, 1), b(bytes, 2);
+    for (int turn = 0; turn < world; ++turn) {
+      barrier();
+      if (turn != rank) continue;
+      std::vector<double> v;
+      for (int i = 0; i < 20; ++i) {
+        const double c0 = now_us();
+        std::memcpy(i % 2 ? a.data() : b.data(), i % 2 ? b.data() : a.data(), bytes);
+        v.push_back(now_us() - c0);
+      }
+      copy_us = median(v);
+    }
+    barrier();
+  }
   for (int i = 0; i < o.warmup && good; ++i) ll_step(false, false);
   // Sanity: the identity experts' combine is x * sum_k w_k.
   double diff = 0.0;
@@ -252,20 +272,6 @@ int run_rank(const Options& o, int world, int rank, int port) {
   for (int i = 0; i < o.iters && good; ++i) normal_step(true);
   if (!good) return 1;
 
-  // Machine reference: memcpy of the float32 rows one rank receives in a dispatch (T * K rows on
-  // average), the memory traffic that dominates both receives on a CPU.
-  double copy_us = 0.0;
-  {
-    const size_t bytes = static_cast<size_t>(t * k * h) * sizeof(float);
-    std::vector<char> a(bytes, 1), b(bytes, 2);
-    std::vector<double> v;
-    for (int i = 0; i < 20; ++i) {
-      const double c0 = now_us();
-      std::memcpy(i % 2 ? a.data() : b.data(), i % 2 ? b.data() : a.data(), bytes);
-      v.push_back(now_us() - c0);
-    }
-    copy_us = median(v);
-  }
   // Gather every rank's medians, the sanity value and the bytes; rank 0 prints.
   std::vector<double> mine(kMetrics + 4);
   for (int m = 0; m < kMetrics; ++m) mine[m] = median(samples[m]);
@@ -313,7 +319,7 @@ int run_rank(const Options& o, int world, int rank, int port) {
                 dbytes / 1e6, dbytes / d_us / 1e3, cbytes / 1e6, cbytes / c_us / 1e3);
     std::printf("  combine sanity: calc_diff(out, x * sum w) = %.3g (max over ranks)\n", max_diff);
     std::printf("  machine reference: memcpy of %.1f MB (T*K float32 rows, what a rank's receive writes) "
-                "takes %.0f us (mean of the ranks' medians)\n",
+                "takes %.0f us (one rank at a time; mean of their medians)\n",
                 static_cast<double>(t * k * h * 4) / 1e6, copy);
     std::fflush(stdout);
   }

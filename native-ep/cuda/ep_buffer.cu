@@ -14,6 +14,7 @@
 #include "host_utils.h"
 #include "kernels.h"
 #include "nativeep/cuda_api.h"
+#include "nccl_api.h"
 
 using namespace nep::cuda;
 
@@ -83,6 +84,9 @@ struct nep_cuda_buffer {
   std::vector<IpcMapping> maps;
   uint8_t* peers[kMaxRanks] = {};
   bool connected = false;
+  int transport = NEP_CUDA_TRANSPORT_NONE;
+  ncclComm_t nccl = nullptr;  // nccl transport
+  bool nccl_aborted = false;
   unsigned long long notify_seq = 0;
   unsigned long long dispatch_calls = 0;
   int max_channels_used = 0;
@@ -158,16 +162,41 @@ struct nep_cuda_buffer {
       const cudaError_t e = cudaEventQuery(done->get());
       if (e == cudaSuccess) break;
       if (e != cudaErrorNotReady) check_cuda(e, what);
+      if (nccl != nullptr && (spins & 63) == 0) {
+        const NcclApi& api = nccl_or_throw();
+        ncclResult_t ae = ncclSuccess;
+        if (api.CommGetAsyncError(nccl, &ae) == ncclSuccess && ae != ncclSuccess && ae != ncclInProgress) {
+          abort_nccl();
+          failure_code = NEP_ERR_PEER;
+          failure = cat(what, " on rank ", rank, ": NCCL reported error ", ae, " (", api.GetErrorString(ae),
+                        ") while the GPU ran (a peer failed or left); the buffer is unusable now (every rank must re-create it)");
+          throw nep::cuda::Error(failure_code, failure);
+        }
+      }
       if (std::chrono::steady_clock::now() > deadline) {
         failure_code = NEP_ERR_TIMEOUT;
-        failure = cat(what, " on rank ", rank, ": the GPU did not finish within ", timeout_ms + 5000,
-                      " ms (device busy, or a kernel stuck); the buffer is unusable now");
+        if (nccl != nullptr) {
+          abort_nccl();
+          failure = cat(what, " on rank ", rank, ": NCCL operations did not finish within ", timeout_ms + 5000,
+                        " ms (a peer skipped the call, died or is stuck); the NCCL communicator was aborted and the buffer is unusable now");
+        } else {
+          failure = cat(what, " on rank ", rank, ": the GPU did not finish within ", timeout_ms + 5000,
+                        " ms (device busy, or a kernel stuck); the buffer is unusable now");
+        }
         throw nep::cuda::Error(failure_code, failure);
       }
       if (++spins < 2000) std::this_thread::yield();
       else std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
     check_device_error();
+  }
+
+  void abort_nccl() {
+    if (nccl != nullptr && !nccl_aborted) {
+      std::string why;
+      if (const NcclApi* api = nccl_api(&why)) api->CommAbort(nccl);
+      nccl_aborted = true;
+    }
   }
 
   RingGeom geometry(long long slot_bytes, long long payload_offset, int channels, const char* what) const {
@@ -252,7 +281,7 @@ void check_hidden(int64_t hidden, int32_t wire) {
 
 // ---- C ABI ------------------------------------------------------------------------------------------
 
-NEP_CUDA_EXPORT int32_t nep_cuda_abi_version(void) { return 1; }
+NEP_CUDA_EXPORT int32_t nep_cuda_abi_version(void) { return 2; }
 
 NEP_CUDA_EXPORT int32_t nep_cuda_device_count(void) {
   int n = 0;
@@ -353,6 +382,117 @@ NEP_CUDA_EXPORT int32_t nep_cuda_buffer_connect(nep_cuda_buffer* buf, const uint
     }
     buf->maps = std::move(maps);
     buf->connected = true;
+    buf->transport = NEP_CUDA_TRANSPORT_IPC;
+  });
+}
+
+// ---- Device memory ------------------------------------------------------------------------------------
+
+NEP_CUDA_EXPORT int32_t nep_cuda_malloc(int32_t device, int64_t bytes, int64_t* address, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    if (address == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "address is null");
+    *address = 0;
+    if (bytes < 0) fail(NEP_ERR_INVALID_ARGUMENT, "bytes=", bytes, " is negative");
+    DeviceGuard guard(device);
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, (size_t)std::max<int64_t>(bytes, 1));
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      fail(e == cudaErrorMemoryAllocation ? NEP_ERR_CAPACITY : NEP_ERR_INTERNAL, "cudaMalloc of ", bytes, " bytes on device ", device,
+           ": ", cudaGetErrorString(e));
+    }
+    *address = reinterpret_cast<int64_t>(p);
+  });
+}
+
+NEP_CUDA_EXPORT int32_t nep_cuda_free(int32_t device, int64_t address, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    if (address == 0) return;
+    DeviceGuard guard(device);
+    check_cuda(cudaFree(reinterpret_cast<void*>(address)), "cudaFree");
+  });
+}
+
+NEP_CUDA_EXPORT int32_t nep_cuda_memcpy(int32_t device, int64_t dst, int64_t src, int64_t bytes, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    if (bytes < 0) fail(NEP_ERR_INVALID_ARGUMENT, "bytes=", bytes, " is negative");
+    if (bytes == 0) return;
+    if (dst == 0 || src == 0) fail(NEP_ERR_INVALID_ARGUMENT, "dst or src is null");
+    DeviceGuard guard(device);
+    check_cuda(cudaMemcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), (size_t)bytes, cudaMemcpyDefault),
+               "cudaMemcpy");
+  });
+}
+
+NEP_CUDA_EXPORT int32_t nep_cuda_memset(int32_t device, int64_t address, int32_t value, int64_t bytes, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    if (bytes < 0) fail(NEP_ERR_INVALID_ARGUMENT, "bytes=", bytes, " is negative");
+    if (bytes == 0) return;
+    if (address == 0) fail(NEP_ERR_INVALID_ARGUMENT, "address is null");
+    DeviceGuard guard(device);
+    check_cuda(cudaMemset(reinterpret_cast<void*>(address), value & 0xff, (size_t)bytes), "cudaMemset");
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  });
+}
+
+// ---- nccl transport: connection and all-reduce ----------------------------------------------------------
+
+NEP_CUDA_EXPORT int32_t nep_cuda_nccl_version(int32_t* version, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    const NcclApi& api = nccl_or_throw();
+    if (version != nullptr) *version = api.version;
+  });
+}
+
+NEP_CUDA_EXPORT int32_t nep_cuda_nccl_unique_id(uint8_t* out, int64_t cap, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    if (out == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "out is null");
+    if (cap < NEP_CUDA_NCCL_ID_BYTES) fail(NEP_ERR_INVALID_ARGUMENT, "cap=", cap, " is below NEP_CUDA_NCCL_ID_BYTES=", NEP_CUDA_NCCL_ID_BYTES);
+    const NcclApi& api = nccl_or_throw();
+    ncclUniqueId id;
+    check_nccl(api.GetUniqueId(&id), "ncclGetUniqueId");
+    std::memcpy(out, id.internal, NEP_CUDA_NCCL_ID_BYTES);
+  });
+}
+
+NEP_CUDA_EXPORT int32_t nep_cuda_buffer_connect_nccl(nep_cuda_buffer* buf, const uint8_t* unique_id, int64_t bytes, char* err,
+                                                     int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    require_buffer(buf);
+    if (buf->connected) fail(NEP_ERR_INVALID_ARGUMENT, "buffer of rank ", buf->rank, " is already connected");
+    if (unique_id == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "unique_id is null");
+    if (bytes != NEP_CUDA_NCCL_ID_BYTES) fail(NEP_ERR_INVALID_ARGUMENT, "bytes=", bytes, " but NEP_CUDA_NCCL_ID_BYTES = ", NEP_CUDA_NCCL_ID_BYTES);
+    const NcclApi& api = nccl_or_throw();
+    DeviceGuard guard(buf->device);
+    ncclUniqueId id;
+    std::memcpy(id.internal, unique_id, NEP_CUDA_NCCL_ID_BYTES);
+    ncclComm_t comm = nullptr;
+    check_nccl(api.CommInitRank(&comm, buf->world, id, buf->rank), "ncclCommInitRank");
+    buf->nccl = comm;
+    buf->connected = true;
+    buf->transport = NEP_CUDA_TRANSPORT_NCCL;
+  });
+}
+
+NEP_CUDA_EXPORT int32_t nep_cuda_buffer_transport(const nep_cuda_buffer* buf) { return buf ? buf->transport : -1; }
+
+NEP_CUDA_EXPORT int32_t nep_cuda_all_reduce_sum(nep_cuda_buffer* buf, int64_t data, int64_t count, int32_t dtype, int64_t stream,
+                                                char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    require_buffer(buf);
+    buf->check_usable();
+    if (buf->transport != NEP_CUDA_TRANSPORT_NCCL)
+      fail(NEP_ERR_UNSUPPORTED, "nep_cuda_all_reduce_sum needs the nccl transport (nep_cuda_buffer_connect_nccl)");
+    check_dtype("dtype", dtype);
+    if (count < 0) fail(NEP_ERR_INVALID_ARGUMENT, "count=", count, " is negative");
+    if (count == 0) return;
+    if (data == 0) fail(NEP_ERR_INVALID_ARGUMENT, "data is null with count=", count);
+    const NcclApi& api = nccl_or_throw();
+    DeviceGuard guard(buf->device);
+    void* p = reinterpret_cast<void*>(data);
+    check_nccl(api.AllReduce(p, p, (size_t)count, dtype == NEP_DTYPE_BF16 ? ncclBfloat16 : ncclFloat32, ncclSum, buf->nccl,
+                             as_stream(stream)),
+               "ncclAllReduce", buf->nccl);
   });
 }
 
@@ -374,6 +514,7 @@ NEP_CUDA_EXPORT int32_t nep_cuda_buffer_peer_scratch(const nep_cuda_buffer* buf,
   return guarded(err, err_cap, [&] {
     require_buffer(buf);
     if (!buf->connected) fail(NEP_ERR_INVALID_ARGUMENT, "buffer of rank ", buf->rank, " is not connected");
+    if (buf->transport != NEP_CUDA_TRANSPORT_IPC) fail(NEP_ERR_UNSUPPORTED, "peer memory is mapped by the cuda-ipc transport only");
     if (peer < 0 || peer >= buf->world) fail(NEP_ERR_INVALID_ARGUMENT, "peer=", peer, " is outside [0, ", buf->world, ")");
     if (address == nullptr || bytes == nullptr) fail(NEP_ERR_INVALID_ARGUMENT, "address or bytes is null");
     *address = reinterpret_cast<int64_t>(buf->peers[peer] + Ctrl::kRingOffset);
@@ -397,6 +538,19 @@ NEP_CUDA_EXPORT void nep_cuda_buffer_destroy(nep_cuda_buffer* buf) {
   const bool have_prev = cudaGetDevice(&prev) == cudaSuccess;
   cudaSetDevice(buf->device);
   cudaDeviceSynchronize();
+  if (buf->nccl != nullptr) {
+    std::string why;
+    if (const NcclApi* api = nccl_api(&why)) {
+      if (buf->nccl_aborted) {
+        // ncclCommAbort already released the communicator.
+      } else if (buf->failure_code != NEP_OK) {
+        api->CommAbort(buf->nccl);
+      } else {
+        api->CommDestroy(buf->nccl);
+      }
+    }
+    buf->nccl = nullptr;
+  }
   delete buf;
   if (have_prev) cudaSetDevice(prev);
 }
@@ -449,6 +603,124 @@ NEP_CUDA_EXPORT int32_t nep_cuda_layout(nep_cuda_buffer* buf, int64_t topk_idx, 
 }
 
 // ---- Notify -------------------------------------------------------------------------------------------
+
+namespace {
+
+// nccl transport: block_prefix and the count record on the GPU, an all-gather of the records, and
+// on the host what the cuda-ipc notify kernel computes into the NotifyResult.
+void nccl_notify(nep_cuda_buffer* buf, nep_cuda_handle* h, cudaStream_t s) {
+  const int W = buf->world, me = buf->rank, E = h->num_experts, El = h->local_experts;
+  const size_t rec = kNcclRecordInts;
+  StreamMemory recs(sizeof(int32_t) * rec * (W + 1), s);
+  int32_t* send = static_cast<int32_t*>(recs.get());
+  int32_t* all = send + rec;
+  NcclNotifyArgs na{};
+  na.world = W;
+  na.num_topk = h->num_topk;
+  na.num_experts = E;
+  na.num_blocks = (int32_t)h->num_blocks;
+  na.num_tokens = h->num_tokens;
+  na.block_counts = h->block_counts;
+  na.block_prefix = h->block_prefix;
+  na.tokens_per_rank = h->tokens_per_rank;
+  na.tokens_per_expert = h->tokens_per_expert;
+  na.layout_err = buf->layout_err->device();
+  na.record = send;
+  check_cuda(launch_nccl_notify(na, s), "nccl notify kernel launch");
+  const NcclApi& api = nccl_or_throw();
+  check_nccl(api.AllGather(send, all, rec, ncclInt32, buf->nccl, s), "ncclAllGather (notify counts)", buf->nccl);
+  buf->wait_stream(s, "nep_cuda_dispatch_notify");
+  std::vector<int32_t> host(rec * W);
+  check_cuda(cudaMemcpy(host.data(), all, sizeof(int32_t) * host.size(), cudaMemcpyDeviceToHost), "cudaMemcpy notify records");
+  auto record = [&](int r) { return host.data() + (size_t)r * rec; };
+  volatile NotifyResult* r = buf->notify->host();
+  int st = kNotifyOk, bad = -1, bad_k = 0, bad_e = 0;
+  if (record(me)[0] != 0) {
+    st = kNotifyLocalInput;
+    bad = me;
+  }
+  for (int q = 0; q < W && st == kNotifyOk; ++q) {
+    if (record(q)[0] != 0) {
+      st = kNotifyPeerInput;
+      bad = q;
+    } else if (record(q)[2] != h->num_topk || record(q)[3] != E) {
+      st = kNotifyMismatch;
+      bad = q;
+      bad_k = record(q)[2];
+      bad_e = record(q)[3];
+    }
+  }
+  r->status = st;
+  r->bad_rank = bad;
+  r->bad_topk = bad_k;
+  r->bad_experts = bad_e;
+  if (st != kNotifyOk) return;
+  for (int i = 0; i < W; ++i)
+    for (int j = 0; j < W; ++j) {
+      int acc = 0;
+      for (int q = 0; q <= i; ++q) acc += record(q)[kNcclRecordHeader + j];
+      r->rank_prefix[i * W + j] = acc;
+    }
+  r->num_recv = r->rank_prefix[(W - 1) * W + me];
+  for (int q = 0; q < W; ++q) r->rank_tokens[q] = record(q)[1];
+  for (int e = 0; e < El; ++e) {
+    long long acc = 0;
+    for (int q = 0; q < W; ++q) acc += record(q)[kNcclRecordExperts + me * El + e];
+    r->recv_raw[e] = (int32_t)acc;
+    r->recv_aligned[e] = (int32_t)((acc + h->alignment - 1) / h->alignment * h->alignment);
+  }
+}
+
+// Rows this rank sends to each rank and receives from each, from the handle's prefix matrix.
+struct NcclCounts {
+  long long send[kMaxRanks], recv[kMaxRanks], send_off[kMaxRanks], recv_off[kMaxRanks];
+  long long send_total = 0;
+};
+
+NcclCounts nccl_counts(const nep_cuda_handle* h) {
+  NcclCounts c{};
+  const int W = h->world, me = h->rank;
+  const auto& rp = h->h_rank_prefix;
+  for (int p = 0; p < W; ++p) {
+    c.send[p] = rp[me * W + p] - (me > 0 ? rp[(me - 1) * W + p] : 0);
+    c.recv[p] = rp[p * W + me] - (p > 0 ? rp[(p - 1) * W + me] : 0);
+    c.recv_off[p] = p > 0 ? rp[(p - 1) * W + me] : 0;
+    c.send_off[p] = c.send_total;
+    c.send_total += c.send[p];
+  }
+  return c;
+}
+
+// Grouped send/recv: piece p of `src` (rows src_off[p] .. + src_n[p]) goes to rank p, piece p of
+// `dst` (rows dst_off[p] .. + dst_n[p]) comes from rank p; this rank's own piece is a device copy.
+void nccl_exchange(nep_cuda_buffer* buf, const uint8_t* src, const long long* src_off, const long long* src_n, uint8_t* dst,
+                   const long long* dst_off, const long long* dst_n, long long slot, cudaStream_t s, const char* what) {
+  const NcclApi& api = nccl_or_throw();
+  const int W = buf->world, me = buf->rank;
+  check_nccl(api.GroupStart(), "ncclGroupStart");
+  ncclResult_t res = ncclSuccess;
+  const char* failed = nullptr;
+  for (int p = 0; p < W && res == ncclSuccess; ++p) {
+    if (p == me) continue;
+    if (src_n[p] > 0) {
+      res = api.Send(src + src_off[p] * slot, (size_t)(src_n[p] * slot), ncclUint8, p, buf->nccl, s);
+      if (res != ncclSuccess) failed = "ncclSend";
+    }
+    if (res == ncclSuccess && dst_n[p] > 0) {
+      res = api.Recv(dst + dst_off[p] * slot, (size_t)(dst_n[p] * slot), ncclUint8, p, buf->nccl, s);
+      if (res != ncclSuccess) failed = "ncclRecv";
+    }
+  }
+  const ncclResult_t end = api.GroupEnd();
+  check_nccl(res, cat(what, ": ", failed ? failed : "").c_str(), buf->nccl);
+  check_nccl(end, cat(what, ": ncclGroupEnd").c_str(), buf->nccl);
+  if (src_n[me] != dst_n[me]) fail(NEP_ERR_INTERNAL, what, ": this rank's own piece has ", src_n[me], " rows to send but ", dst_n[me], " to receive");
+  if (src_n[me] > 0)
+    check_cuda(cudaMemcpyAsync(dst + dst_off[me] * slot, src + src_off[me] * slot, (size_t)(src_n[me] * slot), cudaMemcpyDeviceToDevice, s),
+               "cudaMemcpyAsync (own rows)");
+}
+
+}  // namespace
 
 NEP_CUDA_EXPORT int32_t nep_cuda_dispatch_notify(nep_cuda_buffer* buf, int64_t topk_idx, int64_t num_tokens, int32_t num_topk,
                                                  int32_t num_experts, int32_t expert_alignment, int64_t stream,
@@ -520,29 +792,33 @@ NEP_CUDA_EXPORT int32_t nep_cuda_dispatch_notify(nep_cuda_buffer* buf, int64_t t
       la.err = buf->layout_err->device();
       check_cuda(launch_layout(la, s), "layout kernel launch");
     }
-    NotifyArgs na{};
-    na.rank = buf->rank;
-    na.world = W;
-    na.num_topk = num_topk;
-    na.num_experts = num_experts;
-    na.local_experts = h->local_experts;
-    na.alignment = expert_alignment;
-    na.num_tokens = num_tokens;
-    na.num_blocks = (int32_t)h->num_blocks;
-    na.block_counts = h->block_counts;
-    na.block_prefix = h->block_prefix;
-    na.tokens_per_rank = h->tokens_per_rank;
-    na.tokens_per_expert = h->tokens_per_expert;
-    na.layout_err = buf->layout_err->device();
-    for (int p = 0; p < W; ++p) na.peers[p] = buf->peers[p];
-    na.seq = ++buf->notify_seq;
-    na.parity = (int32_t)(na.seq & 1);
-    na.rank_prefix = h->rank_prefix;
-    na.rank_tokens = h->rank_tokens;
-    na.result = buf->notify->device();
-    na.wait = buf->wait_ctx(kKernelNotify);
-    check_cuda(launch_notify(na, s), "notify kernel launch");
-    buf->wait_stream(s, "nep_cuda_dispatch_notify");
+    if (buf->transport == NEP_CUDA_TRANSPORT_NCCL) {
+      nccl_notify(buf, h.get(), s);
+    } else {
+      NotifyArgs na{};
+      na.rank = buf->rank;
+      na.world = W;
+      na.num_topk = num_topk;
+      na.num_experts = num_experts;
+      na.local_experts = h->local_experts;
+      na.alignment = expert_alignment;
+      na.num_tokens = num_tokens;
+      na.num_blocks = (int32_t)h->num_blocks;
+      na.block_counts = h->block_counts;
+      na.block_prefix = h->block_prefix;
+      na.tokens_per_rank = h->tokens_per_rank;
+      na.tokens_per_expert = h->tokens_per_expert;
+      na.layout_err = buf->layout_err->device();
+      for (int p = 0; p < W; ++p) na.peers[p] = buf->peers[p];
+      na.seq = ++buf->notify_seq;
+      na.parity = (int32_t)(na.seq & 1);
+      na.rank_prefix = h->rank_prefix;
+      na.rank_tokens = h->rank_tokens;
+      na.result = buf->notify->device();
+      na.wait = buf->wait_ctx(kKernelNotify);
+      check_cuda(launch_notify(na, s), "notify kernel launch");
+      buf->wait_stream(s, "nep_cuda_dispatch_notify");
+    }
 
     volatile NotifyResult* r = buf->notify->host();
     switch (r->status) {
@@ -572,6 +848,12 @@ NEP_CUDA_EXPORT int32_t nep_cuda_dispatch_notify(nep_cuda_buffer* buf, int64_t t
     for (int e = 0; e < h->local_experts; ++e) {
       h->h_raw[e] = r->recv_raw[e];
       h->h_aligned[e] = r->recv_aligned[e];
+    }
+    if (buf->transport == NEP_CUDA_TRANSPORT_NCCL) {  // the cuda-ipc notify kernel writes these on the device
+      check_cuda(cudaMemcpyAsync(h->rank_prefix, h->h_rank_prefix.data(), sizeof(int32_t) * W * W, cudaMemcpyHostToDevice, s),
+                 "cudaMemcpyAsync rank_prefix");
+      check_cuda(cudaMemcpyAsync(h->rank_tokens, h->h_rank_tokens.data(), sizeof(int32_t) * W, cudaMemcpyHostToDevice, s),
+                 "cudaMemcpyAsync rank_tokens");
     }
     h->recv_mem = StreamMemory(sizeof(int32_t) * std::max<int64_t>(h->num_recv, 1), s);
     h->recv_src_idx = static_cast<int32_t*>(h->recv_mem.get());
@@ -629,6 +911,73 @@ NEP_CUDA_EXPORT void nep_cuda_handle_destroy(nep_cuda_handle* h) {
 
 // ---- Dispatch and combine -------------------------------------------------------------------------------
 
+namespace {
+
+NcclStageArgs nccl_stage_args(const nep_cuda_buffer* buf, const nep_cuda_handle* h, const NcclCounts& c, long long poff,
+                              long long slot, int64_t hidden) {
+  NcclStageArgs a{};
+  a.rank = buf->rank;
+  a.world = buf->world;
+  a.num_topk = h->num_topk;
+  a.local_experts = h->local_experts;
+  a.hidden = hidden;
+  a.num_tokens = h->num_tokens;
+  a.num_recv = h->num_recv;
+  a.slot_bytes = slot;
+  a.payload_offset = poff;
+  a.route = h->view();
+  for (int p = 0; p < buf->world; ++p) a.send_off[p] = c.send_off[p];
+  return a;
+}
+
+// nccl transport: pack every destination's rows (this rank's own too), exchange, unpack.
+void nccl_dispatch(nep_cuda_buffer* buf, nep_cuda_handle* h, int wire, long long poff, long long slot, int64_t x, int32_t x_dtype,
+                   int64_t hidden, int64_t topk_idx, int64_t topk_weights, int64_t recv_x, int32_t recv_dtype, int64_t recv_topk_idx,
+                   int64_t recv_topk_weights, cudaStream_t s) {
+  const NcclCounts c = nccl_counts(h);
+  StreamMemory send_stage((size_t)std::max<long long>(c.send_total, 1) * (size_t)slot, s);
+  StreamMemory recv_stage((size_t)std::max<long long>(h->num_recv, 1) * (size_t)slot, s);
+  NcclStageArgs a = nccl_stage_args(buf, h, c, poff, slot, hidden);
+  a.in_dtype = x_dtype;
+  a.out_dtype = recv_dtype;
+  a.send_stage = static_cast<uint8_t*>(send_stage.get());
+  a.recv_stage = static_cast<const uint8_t*>(recv_stage.get());
+  a.x = reinterpret_cast<const void*>(x);
+  a.topk_idx = reinterpret_cast<const long long*>(topk_idx);
+  a.topk_weights = reinterpret_cast<const float*>(topk_weights);
+  a.recv_x = reinterpret_cast<void*>(recv_x);
+  a.recv_src_idx = h->recv_src_idx;
+  a.recv_topk_idx = reinterpret_cast<long long*>(recv_topk_idx);
+  a.recv_topk_weights = reinterpret_cast<float*>(recv_topk_weights);
+  check_cuda(launch_nccl_dispatch_pack(wire, a, s), "nccl dispatch pack kernel launch");
+  nccl_exchange(buf, a.send_stage, c.send_off, c.send, static_cast<uint8_t*>(recv_stage.get()), c.recv_off, c.recv, slot, s,
+                "dispatch (nccl)");
+  check_cuda(launch_nccl_dispatch_unpack(wire, a, s), "nccl dispatch unpack kernel launch");
+}
+
+// nccl transport: pack the received rows back by source rank, exchange, sum in rank order.
+void nccl_combine(nep_cuda_buffer* buf, const nep_cuda_handle* h, int wire, long long poff, long long slot, int64_t y, int32_t y_dtype,
+                  int64_t hidden, int64_t y_weights, int64_t out, int32_t out_dtype, int64_t out_weights, cudaStream_t s) {
+  const NcclCounts c = nccl_counts(h);
+  StreamMemory send_stage((size_t)std::max<long long>(h->num_recv, 1) * (size_t)slot, s);
+  StreamMemory recv_stage((size_t)std::max<long long>(c.send_total, 1) * (size_t)slot, s);
+  NcclStageArgs a = nccl_stage_args(buf, h, c, poff, slot, hidden);
+  a.in_dtype = y_dtype;
+  a.out_dtype = out_dtype;
+  a.send_stage = static_cast<uint8_t*>(send_stage.get());
+  a.recv_stage = static_cast<const uint8_t*>(recv_stage.get());
+  a.y = reinterpret_cast<const void*>(y);
+  a.y_weights = reinterpret_cast<const float*>(y_weights);
+  a.out = reinterpret_cast<void*>(out);
+  a.out_weights = reinterpret_cast<float*>(out_weights);
+  check_cuda(launch_nccl_combine_pack(wire, a, s), "nccl combine pack kernel launch");
+  nccl_exchange(buf, a.send_stage, c.recv_off, c.recv, static_cast<uint8_t*>(recv_stage.get()), c.send_off, c.send, slot, s,
+                "combine (nccl)");
+  check_cuda(launch_nccl_combine_reduce(wire, a, s), "nccl combine reduce kernel launch");
+}
+
+}  // namespace
+
 NEP_CUDA_EXPORT int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle* h, int64_t x, int32_t x_dtype, int64_t hidden,
                                           int32_t wire, int64_t topk_idx, int64_t topk_weights, int64_t recv_x,
                                           int32_t recv_dtype, int64_t recv_topk_idx, int64_t recv_topk_weights, int32_t num_sms,
@@ -658,6 +1007,14 @@ NEP_CUDA_EXPORT int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle*
     const int K = h->num_topk;
     const long long poff = dispatch_payload_offset(K);
     const long long slot = align_up(poff + wire_row_bytes(wire, hidden), 16);
+    if (buf->transport == NEP_CUDA_TRANSPORT_NCCL) {
+      cudaStream_t s = as_stream(stream);
+      nccl_dispatch(buf, h, wire, poff, slot, x, x_dtype, hidden, topk_idx, topk_weights, recv_x, recv_dtype, recv_topk_idx,
+                    recv_topk_weights, s);
+      h->dispatched = true;
+      h->set_stream(s);
+      return;
+    }
     const RingGeom g = buf->geometry(slot, poff, num_sms, "dispatch");
     DispatchArgs a{};
     a.rank = buf->rank;
@@ -716,6 +1073,12 @@ NEP_CUDA_EXPORT int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_ha
     const int K = h->num_topk;
     const long long poff = combine_payload_offset(K);
     const long long slot = align_up(poff + wire_row_bytes(wire, hidden), 16);
+    if (buf->transport == NEP_CUDA_TRANSPORT_NCCL) {
+      cudaStream_t s = as_stream(stream);
+      nccl_combine(buf, h, wire, poff, slot, y, y_dtype, hidden, y_weights, out, out_dtype, out_weights, s);
+      const_cast<nep_cuda_handle*>(h)->set_stream(s);
+      return;
+    }
     const RingGeom g = buf->geometry(slot, poff, num_sms, "combine");
     CombineArgs a{};
     a.rank = buf->rank;

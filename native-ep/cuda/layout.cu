@@ -236,7 +236,37 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
   }
 }
 
+// nccl transport: block_prefix (as step 1 of notify_kernel) and this rank's count record.
+__global__ void __launch_bounds__(kNotifyThreads) nccl_notify_kernel(const NcclNotifyArgs a) {
+  __shared__ int s_warp[32];
+  const int tid = threadIdx.x, W = a.world;
+  for (int r = 0; r < W; ++r) {
+    int carry = 0;
+    for (int b0 = 0; b0 < a.num_blocks; b0 += kNotifyThreads) {
+      const int b = b0 + tid;
+      const int v = b < a.num_blocks ? a.block_counts[b * W + r] : 0;
+      int total;
+      const int before = block_exclusive_scan(v, s_warp, &total);
+      if (b < a.num_blocks) a.block_prefix[b * W + r] = carry + before;
+      carry += total;
+    }
+  }
+  if (tid == 0) {
+    a.record[0] = ld_volatile_s32(&a.layout_err->valid) != 0 ? ld_volatile_s32(&a.layout_err->kind) : 0;
+    a.record[1] = (int32_t)a.num_tokens;
+    a.record[2] = a.num_topk;
+    a.record[3] = a.num_experts;
+  }
+  if (tid < W) a.record[kNcclRecordHeader + tid] = a.tokens_per_rank[tid];
+  for (int e = tid; e < a.num_experts; e += kNotifyThreads) a.record[kNcclRecordExperts + e] = a.tokens_per_expert[e];
+}
+
 }  // namespace
+
+cudaError_t launch_nccl_notify(const NcclNotifyArgs& a, cudaStream_t stream) {
+  nccl_notify_kernel<<<1, kNotifyThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_layout(const LayoutArgs& a, cudaStream_t stream) {
   const long long blocks = (a.num_tokens + kLayoutBlock - 1) / kLayoutBlock;

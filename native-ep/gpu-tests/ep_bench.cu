@@ -6,6 +6,7 @@
 // (1 + 4/128) / 2 for FP8 and MXFP8, over the time; local traffic included.
 //
 //   ep_bench --world 2 [--sms 24,12] [--iters 50] [--warmup 20] [--json out.json] [--machine name]
+//            [--transport ipc|nccl|auto]   (nccl: no copy limit; the SM count is not used)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@ struct Opts {
   int64_t copy_mb = 128;
   int64_t buffer_mb = 1024;
   std::string json, machine = "unknown";
+  int transport = NEP_CUDA_TRANSPORT_IPC;
 };
 
 std::vector<int> parse_list(const char* s) {
@@ -106,7 +108,7 @@ const char* wire_str(int w) { return w == NEP_WIRE_BF16 ? "bf16" : w == NEP_WIRE
 int rank_main(Exchange& ex, const Opts& o) {
   const int me = ex.rank(), W = ex.world();
   cuda_ok(cudaSetDevice(me), "cudaSetDevice");
-  BufferPtr buf = make_buffer(ex, o.buffer_mb << 20, 20000);
+  BufferPtr buf = make_buffer(ex, o.buffer_mb << 20, 20000, o.transport);
   Err e;
   Problem p;
   p.world = W;
@@ -196,7 +198,7 @@ int rank_main(Exchange& ex, const Opts& o) {
 
   // Copy limit: every GPU writes copy_mb MiB into every peer at once.
   double copy_kernel_gbps = 0, copy_kernel_all_gbps = 0, copy_engine_gbps = 0;
-  if (W > 1) {
+  if (W > 1 && o.transport == NEP_CUDA_TRANSPORT_IPC) {
     const int64_t bytes = o.copy_mb << 20;
     DevMem src(static_cast<size_t>(bytes));
     src.poison(0x3c);
@@ -273,7 +275,7 @@ int rank_main(Exchange& ex, const Opts& o) {
     return s / W;
   };
   const double fp8_factor = (1.0 + 4.0 / 128.0) / 2.0;
-  std::printf("\nep_bench: %d x GPU, %lld tokens/rank, H=%lld, top-%d of %d experts; median of %d after %d warm-up, L2 flushed\n", W,
+  std::printf("\nep_bench (%s): %d x GPU, %lld tokens/rank, H=%lld, top-%d of %d experts; median of %d after %d warm-up, L2 flushed\n", transport_name(o.transport), W,
               (long long)T, (long long)H, o.topk, o.experts, o.iters - 1, o.warmup);
   std::printf("layout %.1f us (mean over ranks), notify (layout + exchange + host sync) %.1f us\n",
               mean_of([&](int q) { return all_sm[size_t(q)].layout_us; }), mean_of([&](int q) { return all_sm[size_t(q)].notify_us; }));
@@ -282,7 +284,8 @@ int rank_main(Exchange& ex, const Opts& o) {
   time_t now = time(nullptr);
   char date[32];
   strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
-  js << "{\n  \"machine\": \"" << o.machine << "\",\n  \"date\": \"" << date << "\",\n  \"gpus\": " << W
+  js << "{\n  \"machine\": \"" << o.machine << "\",\n  \"date\": \"" << date << "\",\n  \"transport\": \""
+     << transport_name(o.transport) << "\",\n  \"gpus\": " << W
      << ",\n  \"workload\": {\"tokens_per_rank\": " << T << ", \"hidden\": " << H << ", \"topk\": " << o.topk << ", \"experts\": " << o.experts
      << ", \"x_dtype\": \"bf16\", \"recv_dtype\": \"bf16\", \"combine_wire\": \"bf16\"},\n"
      << "  \"timing\": {\"method\": \"cuda events, 256MB L2 flush before each call\", \"warmup\": " << o.warmup << ", \"iters\": " << o.iters - 1
@@ -350,6 +353,12 @@ int main(int argc, char** argv) {
   o.buffer_mb = std::atoll(opt(argc, argv, "--buffer-mb", "1024"));
   o.json = opt(argc, argv, "--json", "");
   o.machine = opt(argc, argv, "--machine", "unknown");
+  try {
+    o.transport = parse_transport(opt(argc, argv, "--transport", "ipc"), o.world);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "%s\n", ex.what());
+    return 2;
+  }
   if (o.world < 1 || o.world > NEP_CUDA_MAX_RANKS || o.sms.empty()) {
     std::fprintf(stderr, "bad --world or --sms\n");
     return 2;

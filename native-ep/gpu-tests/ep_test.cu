@@ -2,7 +2,10 @@
 // dispatch (fresh and cached), combine and the error paths against the host oracle (oracle.h),
 // which every rank computes from the same seed for all ranks' inputs.
 //
-//   ep_test --world 2 [--quick] [--timeout-test] [--only NAME]
+//   ep_test --world 2 [--quick] [--timeout-test] [--only NAME] [--transport ipc|nccl|auto]
+//
+// --transport nccl (or auto with LOCAL_WORLD_SIZE < world, which simulates ranks on several hosts)
+// runs the same cases over the nccl transport, plus an all-reduce case.
 //
 // Exit status 0 only when every check of every rank passed.
 #include <cuda_runtime.h>
@@ -23,6 +26,8 @@
 using namespace nepgpu;
 
 namespace {
+
+int g_transport = NEP_CUDA_TRANSPORT_IPC;
 
 struct Case {
   std::string name;
@@ -498,9 +503,14 @@ void run_negative(Ctx& ctx) {
   st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 0,
                          0, e.msg, sizeof(e.msg));
   ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "num_sms=0"), std::string("num_sms 0: ") + e.msg);
-  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_FP32, 1 << 20, NEP_WIRE_FP32, 0, 0, dout.addr(), NEP_DTYPE_FP32, 0, 0, 1,
-                         0, e.msg, sizeof(e.msg));
-  ctx.check(st == NEP_ERR_CAPACITY && contains(e.msg, "buffer_bytes="), std::string("capacity: ") + e.msg);
+  if (g_transport == NEP_CUDA_TRANSPORT_IPC) {  // the nccl transport stages rows outside the buffer
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_FP32, 1 << 20, NEP_WIRE_FP32, 0, 0, dout.addr(), NEP_DTYPE_FP32, 0, 0, 1,
+                           0, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_ERR_CAPACITY && contains(e.msg, "buffer_bytes="), std::string("capacity: ") + e.msg);
+  } else {
+    st = nep_cuda_buffer_peer_scratch(ctx.buf, 0, nullptr, nullptr, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_ERR_UNSUPPORTED, std::string("peer scratch over nccl: ") + e.msg);
+  }
   st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), 7, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg,
                          sizeof(e.msg));
   ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "x_dtype=7"), std::string("dtype 7: ") + e.msg);
@@ -538,6 +548,43 @@ void run_negative(Ctx& ctx) {
     HandlePtr hmm(hm);
     ctx.check(st == NEP_ERR_PEER && contains(e.msg, "num_experts"), "num_experts mismatch: status " + std::to_string(st) + ": " + e.msg);
     if (me <= 1) std::printf("[rank %d] errors: num_experts mismatch -> %d: %s\n", me, st, e.msg);
+  }
+}
+
+// nccl transport: the dense-gradient all-reduce, fp32 and bf16, of integers that every order of
+// summation gives exactly.
+void run_all_reduce(Ctx& ctx) {
+  ctx.cur = "all-reduce";
+  const int me = ctx.me, W = ctx.W;
+  const int64_t n = (int64_t(1) << 20) + 3;
+  Err e;
+  {
+    std::vector<float> h(static_cast<size_t>(n)), want(h.size()), got(h.size());
+    for (int64_t i = 0; i < n; ++i) {
+      h[size_t(i)] = float((i % 1000) * (me + 1));
+      want[size_t(i)] = float((i % 1000) * (W * (W + 1) / 2));
+    }
+    DevMem d(h.size() * 4);
+    d.upload(h.data(), h.size() * 4);
+    int32_t st = nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_FP32, 0, e.msg, sizeof(e.msg));
+    if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_OK, std::string("all-reduce fp32 status ") + std::to_string(st) + ": " + e.msg);
+    d.download(got.data(), got.size() * 4);
+    compare_vec(ctx, "all-reduce fp32 sum", want, got);
+  }
+  {
+    std::vector<uint16_t> h(static_cast<size_t>(n)), want(h.size()), got(h.size());
+    for (int64_t i = 0; i < n; ++i) {
+      h[size_t(i)] = f32_to_bf16(float((i % 16) * (me + 1)));
+      want[size_t(i)] = f32_to_bf16(float((i % 16) * (W * (W + 1) / 2)));
+    }
+    DevMem d(h.size() * 2);
+    d.upload(h.data(), h.size() * 2);
+    int32_t st = nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_BF16, 0, e.msg, sizeof(e.msg));
+    if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_OK, std::string("all-reduce bf16 status ") + std::to_string(st) + ": " + e.msg);
+    d.download(got.data(), got.size() * 2);
+    compare_vec(ctx, "all-reduce bf16 sum", want, got);
   }
 }
 
@@ -688,7 +735,8 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
   cuda_ok(cudaGetDeviceCount(&ndev), "cudaGetDeviceCount");
   if (ndev < W) throw std::runtime_error("world " + std::to_string(W) + " needs " + std::to_string(W) + " GPUs, " + std::to_string(ndev) + " visible");
   cuda_ok(cudaSetDevice(me), "cudaSetDevice");
-  BufferPtr buf = make_buffer(ex, int64_t(1) << 30, 10000);
+  BufferPtr buf = make_buffer(ex, int64_t(1) << 30, 10000, g_transport);
+  if (me == 0) std::printf("ep_test world %d: transport %s\n", W, transport_name(nep_cuda_buffer_transport(buf.get())));
   Ctx ctx{ex, buf.get(), me, W};
   std::vector<Case> cases = make_cases(W, quick);
   for (const Case& c : cases) {
@@ -728,7 +776,7 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
       // A small buffer: rings of ~200 messages, so each ring wraps several times per call.
       const long f0 = ctx.failures;
       const int64_t bytes = (int64_t(64) << 20) + (int64_t(4) << 20);
-      BufferPtr small = make_buffer(ex, bytes, 10000);
+      BufferPtr small = make_buffer(ex, bytes, 10000, g_transport);
       Case c = base_wrap_case(W);
       Ctx sctx{ex, small.get(), me, W};
       run_case(sctx, c);
@@ -736,6 +784,12 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
       ctx.checks += sctx.checks;
       ctx.failures += sctx.failures;
       std::printf("[rank %d] case %-24s %s (sms %d)\n", me, c.name.c_str(), ctx.failures == f0 ? "PASS" : "FAIL", c.sms);
+    }
+    if (g_transport == NEP_CUDA_TRANSPORT_NCCL) {
+      const long f0 = ctx.failures;
+      run_all_reduce(ctx);
+      ex.barrier();
+      std::printf("[rank %d] case %-24s %s\n", me, "all-reduce", ctx.failures == f0 ? "PASS" : "FAIL");
     }
     if (timeout_test) {
       const long f0 = ctx.failures;
@@ -763,6 +817,12 @@ int main(int argc, char** argv) {
   const bool quick = flag(argc, argv, "--quick");
   const bool timeout_test = flag(argc, argv, "--timeout-test");
   const std::string only = opt(argc, argv, "--only", "");
+  try {
+    g_transport = parse_transport(opt(argc, argv, "--transport", "ipc"), world);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "%s\n", ex.what());
+    return 2;
+  }
   if (world < 1 || world > NEP_CUDA_MAX_RANKS) {
     std::fprintf(stderr, "--world %d is outside [1, %d]\n", world, NEP_CUDA_MAX_RANKS);
     return 2;

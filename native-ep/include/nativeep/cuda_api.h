@@ -52,6 +52,19 @@ int32_t nep_cuda_abi_version(void);
 /* Number of CUDA devices visible to this process (0 when there is no driver); never fails. */
 int32_t nep_cuda_device_count(void);
 
+/* ---- Device memory (for callers without a CUDA runtime of their own, e.g. Java) ------------- */
+
+/* cudaMalloc on `device`; *address receives the device address. */
+int32_t nep_cuda_malloc(int32_t device, int64_t bytes, int64_t* address, char* err, int64_t err_cap);
+/* cudaFree of an address from nep_cuda_malloc (0 is ignored). */
+int32_t nep_cuda_free(int32_t device, int64_t address, char* err, int64_t err_cap);
+/* Synchronous copy of `bytes` between any two addresses (host or device, cudaMemcpyDefault). */
+int32_t nep_cuda_memcpy(int32_t device, int64_t dst, int64_t src, int64_t bytes, char* err,
+                        int64_t err_cap);
+/* Synchronous cudaMemset of `bytes` at a device address to the byte `value`. */
+int32_t nep_cuda_memset(int32_t device, int64_t address, int32_t value, int64_t bytes, char* err,
+                        int64_t err_cap);
+
 /* ---- Buffer: creation, IPC exchange ---------------------------------------------------------- */
 
 /*
@@ -73,6 +86,36 @@ int32_t nep_cuda_buffer_export(const nep_cuda_buffer* buf, uint8_t* out, int64_t
  */
 int32_t nep_cuda_buffer_connect(nep_cuda_buffer* buf, const uint8_t* all_blobs, int64_t bytes,
                                 char* err, int64_t err_cap);
+
+/*
+ * The nccl transport (ranks on different hosts): instead of nep_cuda_buffer_connect, every rank
+ * calls nep_cuda_buffer_connect_nccl with the same NEP_CUDA_NCCL_ID_BYTES-byte id, made by rank 0
+ * with nep_cuda_nccl_unique_id and passed to the others through the caller's rendezvous. NCCL is
+ * loaded at run time with dlopen (NEP_NCCL_LIBRARY if set, else "libnccl.so.2"); without it these
+ * calls fail with NEP_ERR_UNSUPPORTED and nothing else changes. In this first version every pair of
+ * ranks, on one host or not, goes through NCCL (grouped send/recv of packed rows, in the wire
+ * format); the semantics of notify, dispatch and combine are those of the cuda-ipc transport, and
+ * num_sms is checked but not used. nep_cuda_buffer_connect_nccl blocks until every rank has joined.
+ */
+#define NEP_CUDA_NCCL_ID_BYTES 128
+#define NEP_CUDA_TRANSPORT_NONE 0
+#define NEP_CUDA_TRANSPORT_IPC 1
+#define NEP_CUDA_TRANSPORT_NCCL 2
+
+/* NCCL's version code (e.g. 22809) when libnccl can be loaded, else NEP_ERR_UNSUPPORTED. */
+int32_t nep_cuda_nccl_version(int32_t* version, char* err, int64_t err_cap);
+int32_t nep_cuda_nccl_unique_id(uint8_t* out, int64_t cap, char* err, int64_t err_cap);
+int32_t nep_cuda_buffer_connect_nccl(nep_cuda_buffer* buf, const uint8_t* unique_id, int64_t bytes,
+                                     char* err, int64_t err_cap);
+/* NEP_CUDA_TRANSPORT_* of a buffer (NONE before a connect). */
+int32_t nep_cuda_buffer_transport(const nep_cuda_buffer* buf);
+/*
+ * In-place sum over all ranks of data [count] (NEP_DTYPE_FP32 or NEP_DTYPE_BF16, device memory):
+ * the dense-gradient all-reduce. Needs the nccl transport. Asynchronous on `stream`; nep_cuda_sync
+ * reports a failure.
+ */
+int32_t nep_cuda_all_reduce_sum(nep_cuda_buffer* buf, int64_t data, int64_t count, int32_t dtype,
+                                int64_t stream, char* err, int64_t err_cap);
 
 /* Device timeout of later calls, in milliseconds (> 0). */
 int32_t nep_cuda_buffer_set_timeout(nep_cuda_buffer* buf, int64_t timeout_ms, char* err,

@@ -12,6 +12,7 @@ import ai.djl.nn.Parameter;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * The gate of a Mixture-of-Experts layer: it picks {@code K} of {@code E} routed experts for every
@@ -368,7 +369,9 @@ public class MoeRouter extends AbstractBlock {
             weights = normalised;
         }
         if (config.getRoutedScalingFactor() != 1f) {
-            NDArray scaled = weights.mul(config.getRoutedScalingFactor());
+            // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
+            NDArray scaled =
+                    weights.mul(Autograd.scalar(weights, config.getRoutedScalingFactor()));
             weights.close();
             weights = scaled;
         }

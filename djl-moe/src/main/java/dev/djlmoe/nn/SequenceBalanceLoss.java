@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * DeepSeek-V3's complementary sequence-wise balance loss (section 2.1.2).
@@ -107,6 +108,8 @@ public final class SequenceBalanceLoss {
         NDArray s = scores.reshape(batch, seqLen, e);
         NDArray normalised = s.div(s.sum(new int[] {2}, true)); // [B, S, E], rows sum to 1
         NDArray p = normalised.mean(new int[] {1}); // [B, E]
-        return fArr.mul(p).sum(new int[] {1}).mean().mul(alpha); // scalar
+        NDArray mean = fArr.mul(p).sum(new int[] {1}).mean();
+        // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
+        return mean.mul(Autograd.scalar(mean, alpha)); // scalar
     }
 }

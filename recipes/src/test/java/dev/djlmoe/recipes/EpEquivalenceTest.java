@@ -38,7 +38,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  *       aux-loss-free bias updates): loss curves within {@link #CURVE_TOL};
  *   <li>what must agree across ranks does, bitwise: dense parameters and router biases after the
  *       run, averaged dense gradients, the reported loss;
- *   <li>20 repeats of one training step are bit-identical (W = 4, bf16 dispatch and combine).
+ *   <li>20 repeats of one training step are bit-identical (W = 4, bf16 dispatch and combine), the
+ *       last 10 under GC pressure.
  * </ul>
  */
 class EpEquivalenceTest {
@@ -55,8 +56,14 @@ class EpEquivalenceTest {
     /** Step 1: max |g_W - g_1| <= GRAD_TOL * max |g_1|, per parameter. */
     static final double GRAD_TOL = 1e-5;
 
-    /** Curves: |loss_W(s) - loss_1(s)| <= CURVE_TOL at every step s. */
-    static final double CURVE_TOL = 2e-3;
+    /**
+     * Curves: |loss_W(s) - loss_1(s)| <= CURVE_TOL at every step s. Measured: within 1e-6 over the
+     * 100 steps (float rounding only). A routing near-tie that flips differently at W ranks would
+     * jump by ~1e-3 and stay; the failure message then shows whether the first MoE layer's expert
+     * loads split at that step. (Before the fix described in {@code Autograd.scalar}, GC-freed
+     * scalars made curves jump by 1e-2 at random steps.)
+     */
+    static final double CURVE_TOL = 1e-4;
 
     private static final Map<Integer, MultiRank.Result> RUNS = new ConcurrentHashMap<>();
 
@@ -111,6 +118,14 @@ class EpEquivalenceTest {
                 out[i] = Float.parseFloat(lines.get(i));
             }
             return out;
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    private static List<String> lines(MultiRank.Result r, String file) {
+        try {
+            return Files.readAllLines(r.file(file));
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
@@ -202,9 +217,19 @@ class EpEquivalenceTest {
                 at = s;
             }
         }
-        assertTrue(worst <= CURVE_TOL, String.format(Locale.ROOT,
-                "W=%d: loss differs by %.3g at step %d (%.5f vs %.5f at W=1)", w, worst, at + 1,
-                got[at], ref[at]));
+        if (worst > CURVE_TOL) {
+            int first = 0;
+            while (Math.abs(got[first] - ref[first]) <= CURVE_TOL) {
+                first++;
+            }
+            List<String> l1 = lines(curveRun(1), "loads-rank0.txt");
+            List<String> lw = lines(many, "loads-rank0.txt");
+            throw new AssertionError(String.format(Locale.ROOT,
+                    "W=%d: loss differs by %.3g at step %d (%.5f vs %.5f at W=1); first step over"
+                            + " %.1e: %d%n  W=1 loss, grad norm, first-layer loads: %s%n  W=%d: %s",
+                    w, worst, at + 1, got[at], ref[at], CURVE_TOL, first + 1, l1.get(first), w,
+                    lw.get(first)));
+        }
         assertTrue(ref[STEPS - 1] < ref[0] - 0.5, "the model did not learn: " + ref[0] + " -> "
                 + ref[STEPS - 1]);
         System.out.printf(Locale.ROOT,
@@ -225,7 +250,7 @@ class EpEquivalenceTest {
     }
 
     @Test
-    void twentyRepeatsOfOneStepAreBitIdentical() {
+    void twentyRepeatsOfOneStepAreBitIdenticalEvenUnderGcPressure() {
         MultiRank.Result r =
                 MultiRank.builder(EquivalenceRank.class, 4)
                         .args("repeat", "20", Integer.toString(BATCH), Integer.toString(SEQ))

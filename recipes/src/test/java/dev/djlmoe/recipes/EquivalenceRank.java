@@ -32,8 +32,6 @@ import dev.djlmoe.zoo.nn.CausalLmLoss;
 import java.io.BufferedOutputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
-import java.io.OutputStream;
-import java.io.PrintStream;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -56,8 +54,13 @@ import java.util.zip.CRC32;
  *       step).
  *   <li>{@code repeat <reps> <batch> <seqLen>}: the same training step (same parameters, same
  *       batch; the optimizer's learning rate is 0) run {@code reps} times with bf16 dispatch;
- *       prints {@code repeat: <reps> identical, hash <h>} or exits 1.
+ *       prints {@code repeat: <reps> identical, hash <h>} or exits 1. The second half of the
+ *       repeats runs under GC pressure (a full GC every 5 ms).
  * </ul>
+ *
+ * <p>Diagnostics: with {@code EQ_TRACE=1} a curve run appends, per step and parameter, the sum of
+ * squares of the averaged gradient to {@code trace-rank<r>.txt}; with {@code EQ_NOEP=1} it runs
+ * the MoE layers without the EP buffer (plain autograd, one rank).
  */
 public final class EquivalenceRank {
 
@@ -266,7 +269,14 @@ public final class EquivalenceRank {
                                 .build();
                 TokenBatch b = source.batch(0, batch, seqLen).shard(group.rank(), w);
                 long first = 0;
+                Thread gc = null;
                 for (int rep = 0; rep < reps; rep++) {
+                    if (rep == reps / 2) {
+                        // The second half runs under GC pressure: memory that DJL lets the garbage
+                        // collector free while autograd still uses it (see Autograd.scalar) turns
+                        // into changed bits here.
+                        gc = gcPressure(5);
+                    }
                     CRC32 crc = new CRC32();
                     try (NDManager sm = trainer.getManager().newSubManager()) {
                         Shape shape = new Shape(b.batch(), b.seqLen());
@@ -290,13 +300,34 @@ public final class EquivalenceRank {
                         return 1;
                     }
                 }
-                System.out.printf(Locale.ROOT, "repeat: %d identical, hash %08x%n", reps, first);
+                if (gc != null) {
+                    gc.interrupt();
+                }
+                System.out.printf(Locale.ROOT,
+                        "repeat: %d identical (the last %d under GC pressure), hash %08x%n", reps,
+                        reps - reps / 2, first);
                 return 0;
             }
         }
     }
 
-    static PrintStream quiet() {
-        return new PrintStream(OutputStream.nullOutputStream());
+    /** Starts a daemon thread that asks for a full GC every {@code millis} ms. */
+    static Thread gcPressure(long millis) {
+        Thread t =
+                new Thread(
+                        () -> {
+                            while (!Thread.currentThread().isInterrupted()) {
+                                System.gc();
+                                try {
+                                    Thread.sleep(millis);
+                                } catch (InterruptedException e) {
+                                    return;
+                                }
+                            }
+                        },
+                        "gc-pressure");
+        t.setDaemon(true);
+        t.start();
+        return t;
     }
 }

@@ -12,6 +12,7 @@ import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * Plain multi-head causal self-attention with rotary position embeddings (half-split layout), no
@@ -66,7 +67,9 @@ public final class CausalSelfAttention extends AbstractBlock {
         NDArray[] cosSin = Rope.cosSin(m, s, d, ropeTheta); // [S, d] each
         q = Rope.applyHalfSplit(q, cosSin[0], cosSin[1]);
         k = Rope.applyHalfSplit(k, cosSin[0], cosSin[1]);
-        NDArray scores = q.matMul(k.transpose(0, 1, 3, 2)).mul(1.0 / Math.sqrt(d)); // [B, N, S, S]
+        // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
+        NDArray qk = q.matMul(k.transpose(0, 1, 3, 2));
+        NDArray scores = qk.mul(Autograd.scalar(qk, 1.0 / Math.sqrt(d))); // [B, N, S, S]
         scores = scores.add(causalMask(m, s));
         NDArray ctx = scores.softmax(-1).matMul(v); // [B, N, S, d]
         NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, hiddenSize);

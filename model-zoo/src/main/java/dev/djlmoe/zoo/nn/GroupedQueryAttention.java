@@ -12,6 +12,7 @@ import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * Causal grouped-query attention with optional per-head q/k RMSNorm (Qwen3), RoPE and an optional
@@ -123,7 +124,9 @@ public final class GroupedQueryAttention extends AbstractBlock {
             k = k.expandDims(2).repeat(2, group).reshape(b, numHeads, s, headDim);
             v = v.expandDims(2).repeat(2, group).reshape(b, numHeads, s, headDim);
         }
-        NDArray scores = q.matMul(k.transpose(0, 1, 3, 2)).mul(1.0 / Math.sqrt(headDim));
+        // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
+        NDArray qk = q.matMul(k.transpose(0, 1, 3, 2));
+        NDArray scores = qk.mul(Autograd.scalar(qk, 1.0 / Math.sqrt(headDim)));
         scores = scores.add(mask(m, s, slidingWindow));
         NDArray ctx = scores.softmax(-1).matMul(v); // [B, N, S, d]
         NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * headDim);

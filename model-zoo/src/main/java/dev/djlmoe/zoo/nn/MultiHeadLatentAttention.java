@@ -12,6 +12,7 @@ import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * Multi-head Latent Attention (DeepSeek-V2/V3), causal, with decoupled RoPE.
@@ -147,7 +148,8 @@ public final class MultiHeadLatentAttention extends AbstractBlock {
                 qParts.get(0)
                         .matMul(kvParts.get(0).transpose(0, 1, 3, 2))
                         .add(qRot.matMul(kRot.transpose(0, 1, 3, 2))); // [B, N, S, S]
-        scores = scores.mul(scale).add(GroupedQueryAttention.mask(m, s, 0));
+        // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
+        scores = scores.mul(Autograd.scalar(scores, scale)).add(GroupedQueryAttention.mask(m, s, 0));
         NDArray ctx = scores.softmax(-1).matMul(kvParts.get(1)); // [B, N, S, dv]
         NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * vDim);
         return oProj.forward(ps, new NDList(merged), training);

@@ -12,7 +12,12 @@ import picocli.CommandLine.Option;
 @Command(
         name = "bench",
         mixinStandardHelpOptions = true,
-        description = "Benchmark the MoE layer (forward+backward) against dense matMul and a naive layer.")
+        description = {
+            "Benchmark the MoE layer (forward+backward) against dense matMul and a naive layer.",
+            "Sub-command ep: expert-parallel dispatch/combine and training step, per rank:",
+            "  djl-moe launch --nproc-per-node 4 bench ep"
+        },
+        subcommands = {EpBenchCommand.class})
 public final class BenchCommand implements Callable<Integer> {
 
     private static final MoeLayerBench.Size D = MoeLayerBench.Size.standard();

@@ -13,6 +13,8 @@ import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -109,33 +111,32 @@ public final class Launcher {
         }
     }
 
+    /**
+     * Waits for the ranks in the order they exit (not in rank order: when a rank dies, its peers
+     * fail within milliseconds, and the code to report is the first failure's).
+     */
     private int waitForAll() throws InterruptedException {
         List<Process> running;
         synchronized (children) {
             running = new ArrayList<>(children);
         }
-        while (true) {
-            boolean anyAlive = false;
-            for (int i = 0; i < running.size(); i++) {
-                Process p = running.get(i);
-                if (p.isAlive()) {
-                    anyAlive = true;
-                    continue;
-                }
-                int code = p.exitValue();
-                if (code != 0) {
-                    int rank = spec.nodeRank() * spec.nprocPerNode() + i;
-                    out.println("[launch] rank " + rank + " exited with code " + code
-                            + "; stopping the other ranks");
-                    stopOthers();
-                    return code;
-                }
-            }
-            if (!anyAlive) {
-                return 0;
-            }
-            Thread.sleep(50);
+        BlockingQueue<Integer> exited = new LinkedBlockingQueue<>();
+        for (int i = 0; i < running.size(); i++) {
+            int index = i;
+            running.get(i).onExit().thenRun(() -> exited.add(index));
         }
+        for (int n = 0; n < running.size(); n++) {
+            int i = exited.take();
+            int code = running.get(i).exitValue();
+            if (code != 0) {
+                int rank = spec.nodeRank() * spec.nprocPerNode() + i;
+                out.println("[launch] rank " + rank + " exited with code " + code
+                        + "; stopping the other ranks");
+                stopOthers();
+                return code;
+            }
+        }
+        return 0;
     }
 
     private void stopOthers() throws InterruptedException {

@@ -1,0 +1,321 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes.bench;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.dist.ProcessGroups;
+import dev.djlmoe.dist.RankEnvironment;
+import dev.djlmoe.ep.CombineResult;
+import dev.djlmoe.ep.DispatchResult;
+import dev.djlmoe.ep.EpBuffer;
+import dev.djlmoe.ep.EpHandle;
+import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.nativeep.NativeEp;
+import dev.djlmoe.recipes.Pretrain;
+import dev.djlmoe.recipes.PretrainOptions;
+import dev.djlmoe.recipes.StopSignal;
+import dev.djlmoe.recipes.data.SyntheticBigramSource;
+import dev.djlmoe.train.EpTrainer;
+import dev.djlmoe.train.StepResult;
+import dev.djlmoe.zoo.model.MoeModelConfig;
+import java.io.OutputStream;
+import java.io.PrintStream;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.Random;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+
+/**
+ * Expert-parallel communication and training-step benchmark, one process per rank (start it
+ * with {@code djl-moe launch --nproc-per-node W bench ep}). Prints figures; asserts nothing.
+ *
+ * <p><b>Dispatch and combine</b> at DeepEP's token shape (default 4096 tokens per rank, H = 7168,
+ * top-8 of 256 experts, uniform random routing) for every wire format. For each operation:
+ *
+ * <ul>
+ *   <li>time: the median over the iterations of each rank's time from a barrier to the end of the
+ *       call, then the slowest rank (a collective ends with its slowest rank);
+ *   <li>payload GB/s: the wire bytes of the rows a rank receives in dispatch (and sends back in
+ *       combine), {@code R * row_bytes(wire)}, averaged over ranks, over that time (DeepEP's
+ *       per-rank logical bandwidth);
+ *   <li>copy bound: the cpu-shm transport moves each row twice through memory: the sender encodes
+ *       it from the fp32 tensor into a shared ring (reads {@code 4H} bytes, writes {@code b}
+ *       wire bytes), the receiver decodes it into its fp32 tensor (reads {@code b}, writes
+ *       {@code 4H}; combine's additions also read the accumulator). Counting a memcpy of n bytes
+ *       as n, a rank that sends S rows and receives R rows must copy {@code (S + R)(4H + b) / 2}
+ *       bytes in dispatch; the bound is that over the memcpy bandwidth measured in the same run,
+ *       with every rank copying at once (the bandwidth a rank gets while its peers work too);
+ *   <li>ratio: bound time over measured time (1.0 = as fast as memcpy moving the same bytes).
+ * </ul>
+ *
+ * <p><b>Training step</b>: the tiny model's EP training step ({@link Pretrain}) with the global
+ * batch split over the ranks: tokens per second over all ranks and the share of step time spent
+ * in EP dispatch and combine (forward and backward), after warm-up steps.
+ */
+public final class EpBench {
+
+    /**
+     * Benchmark settings.
+     *
+     * @param tokens tokens per rank
+     * @param hidden H
+     * @param topk K
+     * @param experts E
+     * @param iters timed iterations per operation
+     * @param wires wire formats to measure
+     * @param trainSteps training steps (0 = skip the training benchmark)
+     * @param trainBatch global batch of the training benchmark (sequences)
+     * @param trainSeqLen sequence length of the training benchmark
+     */
+    public record Options(
+            int tokens,
+            int hidden,
+            int topk,
+            int experts,
+            int iters,
+            List<WireFormat> wires,
+            int trainSteps,
+            int trainBatch,
+            int trainSeqLen) {
+
+        /**
+         * DeepEP's normal-mode benchmark shape on this machine's ranks.
+         *
+         * @return the defaults
+         */
+        public static Options defaults() {
+            return new Options(4096, 7168, 8, 256, 5, List.of(WireFormat.values()), 30, 16, 64);
+        }
+    }
+
+    private static final long MEMCPY_BYTES = 256L << 20;
+
+    private EpBench() {}
+
+    /**
+     * Runs the benchmark on this rank; rank 0 prints.
+     *
+     * @param o the settings
+     * @param out where rank 0's figures go
+     */
+    public static void run(Options o, PrintStream out) {
+        RankEnvironment env = RankEnvironment.fromSystem();
+        PrintStream log = env.rank() == 0 ? out : new PrintStream(OutputStream.nullOutputStream());
+        if (o.experts() % env.worldSize() != 0) {
+            throw new IllegalArgumentException(
+                    "--experts " + o.experts() + " is not divisible by the world size "
+                            + env.worldSize());
+        }
+        log.printf(Locale.ROOT,
+                "EP benchmark: W=%d ranks on one host (cpu-shm%s), %d CPU cores%n",
+                env.worldSize(), env.worldSize() == 1 ? ": loopback for W=1" : "",
+                Runtime.getRuntime().availableProcessors());
+        try (ProcessGroup group = ProcessGroups.create(env);
+                EpBuffer buffer = EpBuffer.create(group);
+                NDManager m = NDManager.newBaseManager()) {
+            double memcpy = memcpyBandwidth(group);
+            double[] memcpyAll = gather(group, memcpy);
+            log.printf(Locale.ROOT,
+                    "memcpy, all ranks copying at once: %.2f GB/s per rank (min %.2f, max %.2f)%n",
+                    mean(memcpyAll) / 1e9, min(memcpyAll) / 1e9, max(memcpyAll) / 1e9);
+            communication(o, group, buffer, m, memcpy, log);
+        }
+        if (o.trainSteps() > 0) {
+            training(o, env, log);
+        }
+    }
+
+    /** Best of three concurrent 256 MiB memcpys, in bytes per second. */
+    private static double memcpyBandwidth(ProcessGroup group) {
+        try (BytePointer src = new BytePointer(MEMCPY_BYTES);
+                BytePointer dst = new BytePointer(MEMCPY_BYTES)) {
+            Pointer.memset(src, 1, MEMCPY_BYTES);
+            Pointer.memset(dst, 2, MEMCPY_BYTES);
+            double best = Double.MAX_VALUE;
+            for (int i = 0; i < 4; i++) {
+                group.barrier();
+                long t0 = System.nanoTime();
+                Pointer.memcpy(dst, src, MEMCPY_BYTES);
+                double s = (System.nanoTime() - t0) / 1e9;
+                if (i > 0) {
+                    best = Math.min(best, s);
+                }
+            }
+            return MEMCPY_BYTES / best;
+        }
+    }
+
+    private static void communication(
+            Options o, ProcessGroup group, EpBuffer buffer, NDManager m, double memcpy,
+            PrintStream log) {
+        int w = group.worldSize();
+        int t = o.tokens();
+        int h = o.hidden();
+        int k = o.topk();
+        int e = o.experts();
+        Engine.getInstance().setRandomSeed(1 + group.rank());
+        NDArray x = m.randomNormal(new Shape(t, h));
+        Random r = new Random(17 + group.rank());
+        long[] idx = new long[t * k];
+        float[] wts = new float[t * k];
+        for (int i = 0; i < t; i++) {
+            boolean[] used = new boolean[e];
+            for (int j = 0; j < k; j++) {
+                int c;
+                do {
+                    c = r.nextInt(e);
+                } while (used[c]);
+                used[c] = true;
+                idx[i * k + j] = c;
+                wts[i * k + j] = r.nextFloat();
+            }
+        }
+        NDArray topk = m.create(idx, new Shape(t, k));
+        NDArray weights = m.create(wts, new Shape(t, k));
+        try (EpHandle handle = buffer.notify(topk, e, 1)) {
+            long sent = handle.numSent();
+            long recv = handle.numRecv();
+            long reached = 0; // tokens sent to at least one rank
+            for (boolean[] row : handle.isTokenInRank()) {
+                for (boolean b : row) {
+                    if (b) {
+                        reached++;
+                        break;
+                    }
+                }
+            }
+            double[] sentAll = gather(group, sent);
+            double[] recvAll = gather(group, recv);
+            log.printf(Locale.ROOT,
+                    "shape: %d tokens/rank, H=%d, top-%d of %d experts (%d per rank), uniform"
+                            + " routing; rows per rank: sent %.0f, received %.0f (mean), %d timed"
+                            + " iterations%n",
+                    t, h, k, e, e / w, mean(sentAll), mean(recvAll), o.iters());
+            log.printf(Locale.ROOT, "%-6s %-8s %9s %9s %8s %9s %7s%n", "wire", "op", "time ms",
+                    "payload", "GB/s", "bound ms", "ratio");
+            for (WireFormat wire : o.wires()) {
+                long rb = NativeEp.nep_wire_row_bytes(wire.code(), h);
+                double fp = 4.0 * h;
+                // Bytes (memcpy-equivalent) each rank must copy.
+                double dispatchCopy = (sent + recv) * (fp + rb) / 2;
+                double combineCopy = (sent + recv) * (fp + rb) / 2 + (sent - reached) * fp / 2;
+                double[] fresh = new double[o.iters()];
+                double[] cached = new double[o.iters()];
+                double[] comb = new double[o.iters()];
+                for (int it = -1; it < o.iters(); it++) {
+                    try (NDManager sm = m.newSubManager()) {
+                        group.barrier();
+                        long t0 = System.nanoTime();
+                        DispatchResult d = buffer.dispatch(x, topk, weights, e, 1, wire);
+                        long t1 = System.nanoTime();
+                        d.handle().close();
+                        d.recvX().close();
+                        group.barrier();
+                        long t2 = System.nanoTime();
+                        NDArray y = buffer.dispatch(x, handle, wire);
+                        long t3 = System.nanoTime();
+                        group.barrier();
+                        long t4 = System.nanoTime();
+                        CombineResult c = buffer.combine(y, null, handle, wire);
+                        long t5 = System.nanoTime();
+                        c.out().close();
+                        y.close();
+                        if (it >= 0) {
+                            fresh[it] = (t1 - t0) / 1e9;
+                            cached[it] = (t3 - t2) / 1e9;
+                            comb[it] = (t5 - t4) / 1e9;
+                        }
+                    }
+                }
+                double payload = mean(recvAll) * rb;
+                double dBound = max(gather(group, dispatchCopy / memcpy));
+                double cBound = max(gather(group, combineCopy / memcpy));
+                double tFresh = max(gather(group, median(fresh)));
+                double tCached = max(gather(group, median(cached)));
+                double tComb = max(gather(group, median(comb)));
+                row(log, wire, "dispatch", tCached, payload, dBound);
+                row(log, wire, "+notify", tFresh, payload, dBound);
+                row(log, wire, "combine", tComb, payload, cBound);
+            }
+            log.println("  dispatch: cached (data only, the bound applies to it); +notify: fresh"
+                    + " dispatch, layout and count exchange included; payload = MB received per"
+                    + " rank (dispatch) or sent back (combine)");
+        } finally {
+            x.close();
+            topk.close();
+            weights.close();
+        }
+    }
+
+    private static void row(
+            PrintStream log, WireFormat wire, String op, double s, double payload, double bound) {
+        log.printf(Locale.ROOT, "%-6s %-8s %9.1f %7.0fMB %8.2f %9.1f %7.2f%n",
+                wire.name().toLowerCase(Locale.ROOT), op, s * 1e3, payload / 1e6,
+                payload / s / 1e9, bound * 1e3, bound / s);
+    }
+
+    private static void training(Options o, RankEnvironment env, PrintStream log) {
+        PretrainOptions d = PretrainOptions.defaults();
+        PretrainOptions opts =
+                new PretrainOptions(o.trainSteps(), o.trainBatch(), o.trainSeqLen(),
+                        d.learningRate(), d.warmupSteps(), d.maxGradNorm(), d.biasUpdateRate(),
+                        d.precision(), d.seed(), true, Math.max(1, o.trainSteps()), null);
+        int skip = Math.min(5, o.trainSteps() / 3);
+        long[] sums = new long[3]; // tokens, step ns, EP ns after warm-up
+        Pretrain.StepObserver observer =
+                new Pretrain.StepObserver() {
+                    @Override
+                    public void stepDone(int step, EpTrainer trainer, StepResult r) {
+                        if (step >= skip) {
+                            sums[0] += r.tokens() * env.worldSize();
+                            sums[1] += r.stepNanos();
+                            sums[2] += r.epNanos();
+                        }
+                    }
+                };
+        Pretrain.run(MoeModelConfig.tiny(), new SyntheticBigramSource(256, 4, d.seed()), opts,
+                new PrintStream(OutputStream.nullOutputStream()), StopSignal.none(), observer);
+        double tps = sums[0] / (sums[1] / 1e9);
+        log.printf(Locale.ROOT,
+                "training step (tiny model, global batch %d x %d tokens, W=%d): %.0f tokens/s,"
+                        + " EP dispatch+combine %.1f%% of step time (steps %d-%d of %d)%n",
+                o.trainBatch(), o.trainSeqLen(), env.worldSize(), tps, 100.0 * sums[2] / sums[1],
+                skip + 1, o.trainSteps(), o.trainSteps());
+    }
+
+    /** Every rank's value, in rank order. */
+    private static double[] gather(ProcessGroup group, double v) {
+        try (NDManager m = NDManager.newBaseManager()) {
+            double[] a = new double[group.worldSize()];
+            a[group.rank()] = v;
+            NDArray arr = m.create(a);
+            group.allReduceSum(arr);
+            return arr.toDoubleArray();
+        }
+    }
+
+    private static double median(double[] a) {
+        double[] c = a.clone();
+        Arrays.sort(c);
+        return c[c.length / 2];
+    }
+
+    private static double mean(double[] a) {
+        return Arrays.stream(a).average().orElse(0);
+    }
+
+    private static double min(double[] a) {
+        return Arrays.stream(a).min().orElse(0);
+    }
+
+    private static double max(double[] a) {
+        return Arrays.stream(a).max().orElse(0);
+    }
+}

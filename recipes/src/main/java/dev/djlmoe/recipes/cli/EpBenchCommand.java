@@ -1,0 +1,75 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes.cli;
+
+import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.recipes.bench.EpBench;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code djl-moe bench ep}: dispatch/combine bandwidth against the memcpy bound, per wire format,
+ * and the EP training step; run it on every rank, e.g. {@code djl-moe launch --nproc-per-node 4
+ * bench ep}.
+ */
+@Command(
+        name = "ep",
+        mixinStandardHelpOptions = true,
+        description = {
+            "Expert-parallel dispatch/combine (GB/s and ratio to the memcpy bound, per wire format)",
+            "and the EP training step (tokens/s, EP share of step time). Start it on every rank:",
+            "  djl-moe launch --nproc-per-node 4 bench ep"
+        })
+public final class EpBenchCommand implements Callable<Integer> {
+
+    private static final EpBench.Options D = EpBench.Options.defaults();
+
+    @Option(names = "--tokens", description = "tokens per rank (default ${DEFAULT-VALUE})")
+    int tokens = D.tokens();
+
+    @Option(names = "--hidden", description = "H (default ${DEFAULT-VALUE})")
+    int hidden = D.hidden();
+
+    @Option(names = "--topk", description = "K (default ${DEFAULT-VALUE})")
+    int topk = D.topk();
+
+    @Option(names = "--experts", description = "E (default ${DEFAULT-VALUE})")
+    int experts = D.experts();
+
+    @Option(names = "--iters", description = "timed iterations per operation (default ${DEFAULT-VALUE})")
+    int iters = D.iters();
+
+    @Option(names = "--wires", split = ",", description = "wire formats (default fp32,bf16,fp8,mxfp8)")
+    List<String> wires = List.of("fp32", "bf16", "fp8", "mxfp8");
+
+    @Option(names = "--train-steps", description = "training steps, 0 = skip (default ${DEFAULT-VALUE})")
+    int trainSteps = D.trainSteps();
+
+    @Option(names = "--train-batch", description = "global batch in sequences (default ${DEFAULT-VALUE})")
+    int trainBatch = D.trainBatch();
+
+    @Option(names = "--train-seq-len", description = "tokens per sequence (default ${DEFAULT-VALUE})")
+    int trainSeqLen = D.trainSeqLen();
+
+    @Override
+    public Integer call() {
+        List<WireFormat> w = new ArrayList<>();
+        for (String s : wires) {
+            w.add(WireFormat.fromName(s.trim()));
+        }
+        if (tokens < 1 || hidden < 1 || topk < 1 || experts < topk || iters < 1) {
+            throw new IllegalArgumentException(
+                    "need --tokens, --hidden, --topk, --iters >= 1 and --experts >= --topk; got "
+                            + tokens + ", " + hidden + ", " + topk + ", " + iters + ", " + experts);
+        }
+        EpBench.run(
+                new EpBench.Options(tokens, hidden, topk, experts, iters, w, trainSteps,
+                        trainBatch, trainSeqLen),
+                System.out);
+        return 0;
+    }
+}
