@@ -12,8 +12,16 @@
 #   bench2:W    the same with the variant build; test2:W likewise for ep_test
 #   nccl:W      torch all_to_all_single baseline, JSON to $OUT
 #   sanitize:W  compute-sanitizer memcheck of a small ep_test case
+#   racecheck:W compute-sanitizer racecheck (shared-memory hazards) of the same case
+#   ntest:W     ep_test --quick over the nccl transport, hosts simulated (LOCAL_WORLD_SIZE=W/2, so
+#               --transport auto picks nccl), plus the all-reduce case
+#   nbench:W    ep_bench over the nccl transport (24 SMs given, not used), JSON to $OUT
+#   java:W      the Java driver (dev.djlmoe.nativeep.cuda.CudaEpJavaCheck): W JVMs drive the plug-in
+#               through JavaCPP; needs $NEP_JAVA_DIR (default .gpucarry) with jre/, jars/, classes/,
+#               test-classes/
 #   pack        merges the JSON files into $OUT/results.json and the logs into $OUT/logs.tgz
-# Logs and JSON go to $OUT (default /tmp/nep-out). Every step has a wall-clock limit.
+# Logs and JSON go to $OUT (default /tmp/nep-out). Every step has a wall-clock limit; with
+# NEP_BUDGET_S set, a step that would start after that many seconds of this script is skipped.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/nep-out}
@@ -24,6 +32,16 @@ MACHINE=${NEP_MACHINE:-h200x$(nvidia-smi -L 2>/dev/null | wc -l)}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 status=0
+JAVA_DIR=${NEP_JAVA_DIR:-.gpucarry}
+BUDGET=${NEP_BUDGET_S:-100000}
+# NCCL for the nccl transport: the Python wheel's copy unless NEP_NCCL_LIBRARY names one.
+nccl_env() {
+  if [ -z "${NEP_NCCL_LIBRARY:-}" ]; then
+    NEP_NCCL_LIBRARY=$(python3 -c 'import glob,site; p=[f for s in site.getsitepackages() for f in glob.glob(s+"/nvidia/nccl/lib/libnccl.so.2")]; print(p[0] if p else "libnccl.so.2")')
+    export NEP_NCCL_LIBRARY
+  fi
+  echo "NCCL: $NEP_NCCL_LIBRARY"
+}
 
 runs_here() { [ -x "$1/bin/$2" ] && "$1/bin/$2" --world 0 >/dev/null 2>&1; [ $? -eq 2 ]; }
 
@@ -31,6 +49,7 @@ for step in "$@"; do
   name=${step%%:*}
   w=2; [ "$name" != "$step" ] && w=${step#*:}
   log="$OUT/${name}-$w.log"
+  if [ "$SECONDS" -gt "$BUDGET" ]; then echo "=== $step skipped: ${SECONDS}s used, budget ${BUDGET}s"; status=1; continue; fi
   echo "=== $step ($(date +%T))"
   case "$name" in
     info)
@@ -55,6 +74,24 @@ for step in "$@"; do
     nccl)
       timeout 150 python3 native-ep/bench/nccl_baseline.py --world "$w" --json "$OUT/nccl-$w.json" > "$log" 2>&1; rc=$?
       tail -3 "$log"; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    racecheck)
+      timeout 120 compute-sanitizer --tool racecheck --target-processes all --error-exitcode 9 \
+        "$BUILD/bin/ep_test" --world "$w" --only bf16-pattern-uneven > "$log" 2>&1; rc=$?
+      grep -E "RACECHECK SUMMARY|ERROR SUMMARY|hazard|case |ep_test" "$log" | head -16; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    ntest)
+      nccl_env
+      LOCAL_WORLD_SIZE=$((w / 2 > 0 ? w / 2 : 1)) timeout 150 "$BUILD/bin/ep_test" --world "$w" --quick --transport auto > "$log" 2>&1; rc=$?
+      grep -E "transport|case |ep_test|FAIL|relative error|errors:|hash" "$log" | grep -E "rank 0\]|ep_test|FAIL" | head -60
+      echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    nbench)
+      nccl_env
+      timeout 90 "$BUILD/bin/ep_bench" --world "$w" --sms 24 --warmup 5 --iters 20 --transport nccl --machine "$MACHINE" \
+        --json "$OUT/nbench-$w.json" > "$log" 2>&1; rc=$?
+      tail -8 "$log"; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    java)
+      timeout 150 "$JAVA_DIR/jre/bin/java" -cp "$JAVA_DIR/classes:$JAVA_DIR/test-classes:$JAVA_DIR/jars/*" \
+        dev.djlmoe.nativeep.cuda.CudaEpJavaCheck --world "$w" --timeout-s 140 > "$log" 2>&1; rc=$?
+      cat "$log" | head -40; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
     sanitize)
       timeout 150 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 \
         "$BUILD/bin/ep_test" --world "$w" --only bf16-pattern-uneven > "$log" 2>&1; rc=$?

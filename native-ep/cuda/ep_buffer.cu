@@ -1,4 +1,6 @@
-// The cuda-ipc buffer and the C ABI of the CUDA plug-in (include/nativeep/cuda_api.h).
+// The rank buffer and the C ABI of the CUDA plug-in (include/nativeep/cuda_api.h): the cuda-ipc
+// transport (peers' buffers mapped over NVLink, kernels in dispatch.cu / combine.cu) and the nccl
+// transport (grouped send/recv of packed rows, kernels in nccl_path.cu, NCCL loaded by nccl_api.cu).
 #include <unistd.h>
 
 #include <algorithm>

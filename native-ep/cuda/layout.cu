@@ -130,6 +130,7 @@ __device__ int block_exclusive_scan(int v, int* s_warp, int* total) {
 __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs a) {
   __shared__ int s_warp[32];
   __shared__ int s_ok;
+  __shared__ int s_go;  // step 4's verdict: its own word, so no thread writes a word others may still read
   __shared__ int s_status;
   const int tid = threadIdx.x;
   if (tid == 0)
@@ -211,10 +212,10 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
     a.result->bad_rank = bad;
     a.result->bad_topk = bad_k;
     a.result->bad_experts = bad_e;
-    s_ok = st == kNotifyOk;
+    s_go = st == kNotifyOk;
   }
   __syncthreads();
-  if (!s_ok) return;
+  if (!s_go) return;
   if (tid < W * W) {
     const int i = tid / W, j = tid % W;
     int acc = 0;

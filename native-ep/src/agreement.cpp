@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <optional>
+#include <string>
 
 #include "collectives.h"
 #include "error.h"
@@ -32,7 +33,9 @@ std::vector<CallHeader> agree(Transport& transport, CallHeader mine,
   const int32_t w = transport.world_size();
   const int32_t me = transport.rank();
   std::vector<CallHeader> all(static_cast<size_t>(w));
-  all_gather_bytes(transport, &mine, sizeof(CallHeader), all.data(), "call agreement");
+  // Named after the operation, so that a peer that stalls or dies here is reported as such.
+  const std::string what = std::string(op_name(mine.op)) + " (call agreement)";
+  all_gather_bytes(transport, &mine, sizeof(CallHeader), all.data(), what.c_str());
   if (local) throw *local;
   for (int32_t r = 0; r < w; ++r) {
     if (all[r].op != mine.op) {

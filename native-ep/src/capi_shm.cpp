@@ -145,7 +145,9 @@ NEP_EXPORT int32_t nep_comm_create_shm(int32_t rank, int32_t world_size, int32_t
     if (local_world_size != world_size) {
       nep::fail(NEP_ERR_UNSUPPORTED, "cpu-shm connects the ranks of one host, but world_size = ",
                 world_size, " and local_world_size = ", local_world_size,
-                ": ranks on other hosts need a cross-host transport, which is not available for CPU tensors");
+                ": ranks on other hosts need a cross-host transport, which is missing for CPU"
+                " tensors (nccl, the cross-host transport, carries GPU tensors only); run all ranks"
+                " on one host");
     }
     if (local_rank != rank) {
       nep::fail_invalid("local_rank = ", local_rank, " must equal rank = ", rank, " when every rank is on this host");

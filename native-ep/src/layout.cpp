@@ -44,6 +44,14 @@ void validate_routing(const int64_t* topk_idx, const RoutingShape& s) {
   if (s.num_topk < 1) fail_invalid("num_topk = ", s.num_topk, " must be >= 1");
   if (s.world_size < 1) fail_invalid("world_size = ", s.world_size, " must be >= 1");
   if (s.num_experts < 1) fail_invalid("num_experts = ", s.num_experts, " must be >= 1");
+  // Work memory grows with W and E (per-rank and per-expert counts): bound both, so a wild value
+  // is refused instead of becoming a multi-gigabyte allocation.
+  if (s.world_size > kMaxWorldSize) {
+    fail(NEP_ERR_CAPACITY, "world_size = ", s.world_size, " exceeds the limit ", kMaxWorldSize);
+  }
+  if (s.num_experts > kMaxExperts) {
+    fail(NEP_ERR_CAPACITY, "num_experts = ", s.num_experts, " exceeds the limit ", kMaxExperts);
+  }
   if (s.num_experts % s.world_size != 0) {
     fail_invalid("num_experts = ", s.num_experts, " is not a multiple of world_size = ",
                  s.world_size);

@@ -8,6 +8,10 @@
 
 namespace nep {
 
+// Limits of validate_routing (NEP_ERR_CAPACITY beyond them).
+constexpr int32_t kMaxWorldSize = 1 << 16;
+constexpr int32_t kMaxExperts = 1 << 20;
+
 struct RoutingShape {
   int64_t num_tokens;   // T >= 0, at most INT32_MAX (received source indices are int32)
   int32_t num_topk;     // K >= 1

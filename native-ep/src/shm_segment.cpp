@@ -47,7 +47,11 @@ ShmSegment ShmSegment::create(size_t bytes) {
   FdCloser closer{fd};
   s.owner_linked_ = true;  // from here on the destructor unlinks the name
   if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-    fail(NEP_ERR_INTERNAL, "ftruncate of ", s.name_, " to ", bytes, " bytes failed: ", errno_text(errno));
+    const int e = errno;
+    // EFBIG (the file-size limit, RLIMIT_FSIZE) and ENOSPC (a full tmpfs) mean: no room.
+    fail(e == EFBIG || e == ENOSPC ? NEP_ERR_CAPACITY : NEP_ERR_INTERNAL,
+         "cannot size shared memory segment ", s.name_, " in /dev/shm to ", bytes, " bytes: ",
+         errno_text(e));
   }
   const int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
   if (rc != 0) {

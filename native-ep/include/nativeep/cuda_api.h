@@ -46,7 +46,8 @@ extern "C" {
 typedef struct nep_cuda_buffer nep_cuda_buffer; /* one rank's cuda-ipc buffer and its peers */
 typedef struct nep_cuda_handle nep_cuda_handle; /* routing of one dispatch (layout + notify) */
 
-/* ABI version of this header; bumped on any change of a signature below. */
+/* ABI version of this header; bumped on any change of a signature below (2: device memory
+ * helpers, the nccl transport and nep_cuda_all_reduce_sum added). */
 int32_t nep_cuda_abi_version(void);
 
 /* Number of CUDA devices visible to this process (0 when there is no driver); never fails. */

@@ -188,6 +188,7 @@ public final class EpBuffer implements AutoCloseable {
             int expertAlignment,
             WireFormat wire) {
         checkOpen();
+        checkExperts(numExperts, worldSize());
         long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
         long[] tk = checkTopk(topkIdx, xs[0], numExperts);
         if (topkWeights != null) {

@@ -8,6 +8,8 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.nn.Block;
 import ai.djl.nn.Parameter;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.training.GradientCollector;
 import ai.djl.training.Trainer;
 import dev.djlmoe.autograd.Tape;
@@ -32,7 +34,8 @@ import java.util.function.Consumer;
  *   <li>gradient averaging over ranks: dense (replicated) gradients are summed over ranks and
  *       divided by W; expert gradients, which already hold every rank's contribution, are divided
  *       by W (the global loss is the mean of the ranks' losses);
- *   <li>global-norm clipping over all ranks' parameters;
+ *   <li>global-norm clipping over all ranks' parameters; a NaN or infinite global norm raises
+ *       {@link NonFiniteGradientException} instead, before the optimizer runs;
  *   <li>{@code trainer.step()} (the optimizer; it zeroes the gradients);
  *   <li>aux-loss-free balancing: each router's correction bias moves by {@code gamma *
  *       sign(mean_load - load_i)} with loads summed over all ranks.
@@ -188,6 +191,16 @@ public final class EpTrainer {
                 }
             }
             norm = GradientClipping.globalNorm(dense, sharded, group);
+            if (!Double.isFinite(norm)) {
+                // Cheap (the norm is computed anyway) and agreed over ranks: refuse the update
+                // rather than let one NaN poison every parameter through clipping and AdamW.
+                for (Parameter p : trainableParams) {
+                    if (p.isInitialized()) {
+                        JniUtils.zeroGrad((PtNDArray) p.getArray());
+                    }
+                }
+                throw new NonFiniteGradientException(norm, lossValue);
+            }
             if (maxGradNorm > 0f) {
                 List<NDArray> all = new ArrayList<>(dense);
                 all.addAll(sharded);

@@ -20,6 +20,7 @@ public final class ProgressBar {
     private final boolean interactive;
     private final int plainEvery;
     private final long start = System.nanoTime();
+    private final long stepsBefore;
     private long tokens;
 
     /**
@@ -31,10 +32,26 @@ public final class ProgressBar {
      * @param plainEvery steps between plain lines when not interactive
      */
     public ProgressBar(PrintStream out, long total, boolean interactive, int plainEvery) {
+        this(out, total, interactive, plainEvery, 0);
+    }
+
+    /**
+     * Creates a bar for a run that continues after {@code stepsBefore} finished steps (a resumed
+     * run): throughput and ETA count only the steps of this process.
+     *
+     * @param out where to print
+     * @param total the number of steps of the whole run
+     * @param interactive redraw in place ({@code System.console() != null} for a terminal)
+     * @param plainEvery steps between plain lines when not interactive
+     * @param stepsBefore steps finished before this process started
+     */
+    public ProgressBar(
+            PrintStream out, long total, boolean interactive, int plainEvery, long stepsBefore) {
         this.out = out;
         this.total = total;
         this.interactive = interactive;
         this.plainEvery = Math.max(1, plainEvery);
+        this.stepsBefore = Math.max(0, stepsBefore);
     }
 
     /**
@@ -49,7 +66,8 @@ public final class ProgressBar {
         tokens += stepTokens;
         double secs = (System.nanoTime() - start) / 1e9;
         double tps = secs > 0 ? tokens / secs : 0;
-        double eta = step > 0 ? secs / step * (total - step) : 0;
+        long done = step - stepsBefore;
+        double eta = done > 0 ? secs / done * (total - step) : 0;
         int filled = (int) (WIDTH * step / Math.max(1, total));
         String bar = "#".repeat(filled) + "-".repeat(WIDTH - filled);
         String line =
@@ -69,7 +87,7 @@ public final class ProgressBar {
                 out.println();
             }
             out.flush();
-        } else if (step % plainEvery == 0 || step == total || step == 1) {
+        } else if (step % plainEvery == 0 || step == total || step == stepsBefore + 1) {
             out.println(line);
         }
     }

@@ -133,6 +133,7 @@ class FaultTest {
             assertCleanFailureLine(out, "JOIN FAILED");
             assertTrue(out.contains("cross-host transport"), r.describeRank(rank));
             assertTrue(out.contains("cpu-shm"), r.describeRank(rank));
+            assertTrue(out.contains("nccl"), r.describeRank(rank));
             // Fails at start, long before the 60 s wait timeout.
             assertTrue(elapsedMillis(out) < 10_000, r.describeRank(rank));
         }

@@ -4,16 +4,20 @@
 package dev.djlmoe.recipes;
 
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
 import sun.misc.Signal;
 
 /**
  * Turns SIGINT (Ctrl-C) and SIGTERM into a request that the training loop sees between steps, so
- * a run can save a checkpoint and exit cleanly instead of dying mid-step. A second signal exits
- * at once (status 130).
+ * a run can save a checkpoint and exit cleanly instead of dying mid-step. The same signal a second
+ * time exits at once (status 130). A different signal after the first (Ctrl-C reaches a rank from
+ * the terminal, then SIGTERM from {@code launch}, which stops its ranks that way) is the same
+ * request.
  */
 public final class StopSignal {
 
     private final AtomicInteger signals = new AtomicInteger();
+    private final AtomicReference<String> first = new AtomicReference<>();
 
     private StopSignal() {}
 
@@ -44,11 +48,15 @@ public final class StopSignal {
     }
 
     private void onSignal(String name) {
-        if (signals.incrementAndGet() > 1) {
+        String before = first.compareAndExchange(null, name);
+        if (before != null && before.equals(name)) {
             System.err.println("djl-moe: second SIG" + name + ", exiting without saving");
             Runtime.getRuntime().halt(130);
         }
-        System.err.println("djl-moe: SIG" + name + " received, stopping after this step");
+        if (signals.incrementAndGet() == 1) {
+            System.err.println("djl-moe: SIG" + name + " received, stopping after this step"
+                    + " (a checkpoint is written); send it again to exit at once");
+        }
     }
 
     /**

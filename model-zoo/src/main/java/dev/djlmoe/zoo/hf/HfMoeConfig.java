@@ -258,7 +258,15 @@ public final class HfMoeConfig {
         }
         fp8BlockSize = block;
         // Router settings are validated here, not at the first forward.
-        routerBuilder().buildConfig();
+        try {
+            routerBuilder().buildConfig();
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(
+                    source + ": router settings (n_routed_experts or num_experts, "
+                            + "num_experts_per_tok, n_group, topk_group, routed_scaling_factor): "
+                            + e.getMessage(),
+                    e);
+        }
     }
 
     private RotaryEmbedding.Settings readRope(Reader r, String source, long dim) {
@@ -267,6 +275,12 @@ public final class HfMoeConfig {
         if (r.has("rope_parameters") && r.raw.get("rope_parameters") instanceof Map) {
             params = r.map("rope_parameters");
             Object t = params.get("rope_theta");
+            if (t != null && !(t instanceof Number && Double.isFinite(((Number) t).doubleValue()))) {
+                // Never fall back to a default silently: the file says something else.
+                throw new IllegalArgumentException(
+                        source + ": rope_parameters.rope_theta must be a finite number, found "
+                                + Json.typeName(t) + " " + t);
+            }
             theta = t instanceof Number ? ((Number) t).doubleValue() : r.num("rope_theta", 10000);
         } else {
             theta = r.num("rope_theta", 10000);

@@ -15,6 +15,7 @@ import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
 import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.nn.ExpertPrecision;
 import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.MoeRouter;
 import dev.djlmoe.nn.RoutedExperts;
@@ -90,6 +91,20 @@ public final class HfMoeForCausalLm extends AbstractBlock {
      * @param seqAuxAlpha the sequence-wise balance loss weight (0 = off)
      */
     public HfMoeForCausalLm(HfMoeConfig config, EpContext context, float seqAuxAlpha) {
+        this(config, context, seqAuxAlpha, ExpertPrecision.FP32);
+    }
+
+    /**
+     * Builds the model with the sequence-wise balance loss and a choice of routed-expert GEMM
+     * numerics (MXFP8 emulation for training studies).
+     *
+     * @param config the configuration
+     * @param context the EP context, or null for all experts local
+     * @param seqAuxAlpha the sequence-wise balance loss weight (0 = off)
+     * @param precision the routed experts' GEMM numerics
+     */
+    public HfMoeForCausalLm(
+            HfMoeConfig config, EpContext context, float seqAuxAlpha, ExpertPrecision precision) {
         super(VERSION);
         this.config = config;
         this.context = context;
@@ -117,6 +132,7 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                                 .optNumSharedExperts(config.numSharedExperts())
                                 .optSeqAuxAlpha(seqAuxAlpha)
                                 .optContext(context)
+                                .optExpertPrecision(precision)
                                 .build();
             } else {
                 mlp =

@@ -22,6 +22,13 @@ public final class Json {
     /** Default bound on nesting depth. */
     public static final int DEFAULT_MAX_DEPTH = 64;
 
+    /**
+     * Heap bytes that parsing may take per byte of JSON text, at worst. Measured (issue 8): a
+     * text of empty objects {@code [{},{},...]} allocates 32 bytes per byte and keeps about half;
+     * numbers, arrays and keys 21 to 29; a tensor table 29.
+     */
+    public static final long HEAP_BYTES_PER_TEXT_BYTE = 32;
+
     private final String text;
     private final String source;
     private final int maxDepth;
@@ -31,6 +38,28 @@ public final class Json {
         this.text = text;
         this.source = source;
         this.maxDepth = maxDepth;
+    }
+
+    /**
+     * Refuses a text too large to parse in this JVM's heap: JSON has no references, so its only
+     * "bomb" is size, and a valid text near a format's size limit (100 MB for a safetensors
+     * header) can need more heap than the JVM has. Allows texts up to half the maximum heap
+     * divided by {@link #HEAP_BYTES_PER_TEXT_BYTE} (about 16 MiB per GiB of {@code -Xmx}).
+     *
+     * @param textBytes the length of the text, in bytes
+     * @param source what the text is, for the message
+     * @throws JsonException naming the source, its size, the limit and the heap
+     */
+    public static void checkHeap(long textBytes, String source) throws JsonException {
+        long maxHeap = Runtime.getRuntime().maxMemory();
+        long limit = maxHeap / 2 / HEAP_BYTES_PER_TEXT_BYTE;
+        if (textBytes > limit) {
+            throw new JsonException(
+                    source + ": " + textBytes + " bytes of JSON, more than the limit of " + limit
+                            + " bytes that this JVM's maximum heap of " + (maxHeap >> 20)
+                            + " MiB (-Xmx) can parse safely (up to "
+                            + HEAP_BYTES_PER_TEXT_BYTE + " bytes of heap per byte)");
+        }
     }
 
     /**

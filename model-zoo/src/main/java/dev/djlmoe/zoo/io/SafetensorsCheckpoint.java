@@ -143,6 +143,7 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
         }
         Map<String, Object> root;
         try {
+            Json.checkHeap(size, index.toString());
             root = Json.parseObject(Files.readString(index, StandardCharsets.UTF_8), index.toString());
         } catch (JsonException e) {
             throw new SafetensorsException(e.getMessage(), e);

@@ -124,6 +124,11 @@ public final class SafetensorsFile implements AutoCloseable {
                         path + ": header length " + headerLen + " runs past the end of the file ("
                                 + size + " bytes): truncated file or a header length that lies");
             }
+            try {
+                Json.checkHeap(headerLen, path + ": header");
+            } catch (JsonException e) {
+                throw new SafetensorsException(e.getMessage(), e);
+            }
             ByteBuffer hb = ByteBuffer.allocate((int) headerLen);
             readFully(ch, hb, 8);
             String json;

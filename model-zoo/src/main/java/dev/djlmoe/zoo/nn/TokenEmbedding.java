@@ -5,9 +5,9 @@ package dev.djlmoe.zoo.nn;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
-import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import ai.djl.ndarray.types.SparseFormat;
 import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.Parameter;
 import ai.djl.training.ParameterStore;
@@ -91,7 +91,13 @@ public final class TokenEmbedding extends AbstractBlock {
             }
         }
         Shape out = ids.getShape().add(weight.getShape().get(1));
-        NDArray rows = weight.get(new NDIndex("{}", ids.flatten())); // [N, H]
+        // torch.embedding, not advanced indexing: its CPU backward accumulates each table row's
+        // gradient in token order (threads split the rows), while the backward of indexing
+        // (index_put_ with accumulate) adds with atomics, so its sums, and a training run, change
+        // from one run to the next when libtorch uses more than one thread.
+        NDArray flat = ids.flatten();
+        NDArray rows =
+                ids.getNDArrayInternal().embedding(flat, weight, SparseFormat.DENSE).head(); // [N, H]
         // Results of an op on the table belong to the table's (long-lived) manager: hand them to
         // the manager of the ids, which the caller closes after the step.
         rows.attach(ids.getManager());

@@ -3,51 +3,136 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import dev.djlmoe.dist.RankEnvironment;
+import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.recipes.bench.BenchTable;
+import dev.djlmoe.recipes.bench.EpBench;
 import dev.djlmoe.recipes.bench.MoeLayerBench;
+import java.io.ByteArrayOutputStream;
+import java.io.OutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
-/** {@code djl-moe bench}: prints benchmark figures (no pass/fail). */
+/**
+ * {@code djl-moe bench}: the EP dispatch/combine and training-step benchmark and the MoE-layer
+ * benchmark in one table; {@code bench layer} and {@code bench ep} run one of them with all its
+ * options and its full report.
+ */
 @Command(
         name = "bench",
         mixinStandardHelpOptions = true,
+        subcommands = {BenchCommand.Layer.class, EpBenchCommand.class},
         description = {
-            "Benchmark the MoE layer (forward+backward) against dense matMul and a naive layer.",
-            "Sub-command ep: expert-parallel dispatch/combine and training step, per rank:",
-            "  djl-moe launch --nproc-per-node 4 bench ep"
-        },
-        subcommands = {EpBenchCommand.class})
+            "Run the benchmarks and print one table: EP dispatch/combine per wire format against",
+            "the memcpy bound, the EP training step, and the MoE layer forward+backward against",
+            "dense matMul and a naive layer. 'bench layer' and 'bench ep' run one, in full.",
+            "Example: djl-moe bench --ep 2 --quick"
+        })
 public final class BenchCommand implements Callable<Integer> {
 
-    private static final MoeLayerBench.Size D = MoeLayerBench.Size.standard();
+    @Spec CommandSpec spec;
 
-    @Option(names = "--tokens", description = "T (default ${DEFAULT-VALUE})")
-    int tokens = D.tokens();
+    @Option(names = "--quick", description = "small shapes (seconds instead of minutes)")
+    boolean quick;
 
-    @Option(names = "--hidden", description = "H (default ${DEFAULT-VALUE})")
-    int hidden = D.hidden();
+    @Option(names = "--ep", description = "ranks for the EP benchmark (like launch --nproc-per-node; default: the launcher's WORLD_SIZE, else 1)")
+    Integer ep;
 
-    @Option(names = "--experts", description = "E (default ${DEFAULT-VALUE})")
-    int experts = D.experts();
-
-    @Option(names = "--topk", description = "K (default ${DEFAULT-VALUE})")
-    int topk = D.topk();
-
-    @Option(names = "--width", description = "expert intermediate size (default ${DEFAULT-VALUE})")
-    int width = D.width();
-
-    @Option(names = "--iters", description = "timed iterations (default ${DEFAULT-VALUE})")
-    int iters = D.iters();
-
-    @Option(names = "--no-naive", description = "skip the naive masked layer")
+    @Option(names = "--no-naive", description = "skip the naive masked MoE layer")
     boolean noNaive;
 
     @Override
-    public Integer call() {
-        MoeLayerBench.run(
-                new MoeLayerBench.Size(tokens, hidden, experts, topk, width, iters, !noNaive),
-                System.out);
+    public Integer call() throws Exception {
+        Integer launched = LaunchCommand.relaunchForEp(ep, spec);
+        if (launched != null) {
+            return launched;
+        }
+        RankEnvironment env = RankEnvironment.fromSystem();
+        EpBench.Options d = EpBench.Options.defaults();
+        EpBench.Options epOpts =
+                quick
+                        ? new EpBench.Options(512, 1024, 4, 16, 3,
+                                List.of(WireFormat.FP32, WireFormat.BF16, WireFormat.MXFP8), 8,
+                                8, 32)
+                        : d;
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        PrintStream capture = new PrintStream(buf, true, StandardCharsets.UTF_8);
+        System.out.println("running the EP benchmark on " + env.worldSize() + " rank(s) ...");
+        EpBench.run(epOpts, capture);
+        if (env.rank() != 0) {
+            return 0; // the layer benchmark runs on one rank
+        }
+        MoeLayerBench.Size s =
+                quick
+                        ? new MoeLayerBench.Size(1024, 256, 16, 4, 128, 3, !noNaive)
+                        : new MoeLayerBench.Size(4096, 1024, 64, 6, 512, 5, !noNaive);
+        System.out.println("running the MoE layer benchmark ...");
+        MoeLayerBench.Result lr =
+                MoeLayerBench.run(s, new PrintStream(OutputStream.nullOutputStream()));
+        BenchTable table = new BenchTable();
+        String report = buf.toString(StandardCharsets.UTF_8);
+        int found = table.addEpReport(report);
+        table.addLayer(s, lr);
+        System.out.println();
+        table.print(System.out);
+        if (found == 0) {
+            System.out.println();
+            System.out.println("(the EP benchmark's report had no rows this table reads; it was:)");
+            System.out.print(report);
+        }
+        System.out.printf("%n%d CPU cores; 'bench ep' and 'bench layer' print the full reports%n",
+                Runtime.getRuntime().availableProcessors());
         return 0;
+    }
+
+    /** {@code djl-moe bench layer}: the MoE layer benchmark with its full report. */
+    @Command(
+            name = "layer",
+            mixinStandardHelpOptions = true,
+            description = "Benchmark the MoE layer (forward+backward) against dense matMul and a naive layer.")
+    public static final class Layer implements Callable<Integer> {
+
+        private static final MoeLayerBench.Size D = MoeLayerBench.Size.standard();
+
+        @Option(names = "--tokens", description = "T (default ${DEFAULT-VALUE})")
+        int tokens = D.tokens();
+
+        @Option(names = "--hidden", description = "H (default ${DEFAULT-VALUE})")
+        int hidden = D.hidden();
+
+        @Option(names = "--experts", description = "E (default ${DEFAULT-VALUE})")
+        int experts = D.experts();
+
+        @Option(names = "--topk", description = "K (default ${DEFAULT-VALUE})")
+        int topk = D.topk();
+
+        @Option(names = "--width", description = "expert intermediate size (default ${DEFAULT-VALUE})")
+        int width = D.width();
+
+        @Option(names = "--iters", description = "timed iterations (default ${DEFAULT-VALUE})")
+        int iters = D.iters();
+
+        @Option(names = "--no-naive", description = "skip the naive masked layer")
+        boolean noNaive;
+
+        @Override
+        public Integer call() {
+            if (tokens < 1 || hidden < 1 || topk < 1 || experts < topk || width < 1 || iters < 1) {
+                throw new IllegalArgumentException(
+                        "need --tokens, --hidden, --topk, --width, --iters >= 1 and --experts >="
+                                + " --topk; got " + tokens + ", " + hidden + ", " + topk + ", "
+                                + width + ", " + iters + ", " + experts);
+            }
+            MoeLayerBench.run(
+                    new MoeLayerBench.Size(tokens, hidden, experts, topk, width, iters, !noNaive),
+                    System.out);
+            return 0;
+        }
     }
 }

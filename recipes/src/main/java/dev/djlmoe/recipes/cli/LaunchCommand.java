@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -55,6 +56,37 @@ public final class LaunchCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException, InterruptedException {
+        if (nprocPerNode < 1) {
+            throw new IllegalArgumentException(
+                    "--nproc-per-node " + nprocPerNode + " must be >= 1");
+        }
+        return launch(nprocPerNode, nnodes, nodeRank, masterAddr, masterPort, rankHeap, rankArgs);
+    }
+
+    /**
+     * Starts {@code nproc} local ranks of a one-host job running {@code rankArgs} and waits for
+     * them ({@code --ep N} of the training commands).
+     *
+     * @param nproc ranks
+     * @param rankArgs the sub-command and its options
+     * @return the job's exit code
+     * @throws IOException when a rank cannot start
+     * @throws InterruptedException when interrupted
+     */
+    static int launchLocal(int nproc, List<String> rankArgs)
+            throws IOException, InterruptedException {
+        return launch(nproc, 1, 0, "127.0.0.1", 0, "3g", rankArgs);
+    }
+
+    private static int launch(
+            int nproc,
+            int nnodes,
+            int nodeRank,
+            String masterAddr,
+            int masterPort,
+            String rankHeap,
+            List<String> rankArgs)
+            throws IOException, InterruptedException {
         int port = masterPort;
         if (port == 0) {
             if (nnodes > 1) {
@@ -68,7 +100,7 @@ public final class LaunchCommand implements Callable<Integer> {
         }
         // Unpack DJL's native engine once here, so the ranks find a warm cache.
         Engine.getInstance();
-        int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / nprocPerNode);
+        int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / nproc);
         List<String> cmd = new ArrayList<>();
         cmd.add(ProcessHandle.current().info().command().orElse("java"));
         cmd.add("-Xmx" + rankHeap);
@@ -79,8 +111,54 @@ public final class LaunchCommand implements Callable<Integer> {
         cmd.add(System.getProperty("java.class.path"));
         cmd.add(Main.class.getName());
         cmd.addAll(rankArgs);
-        LaunchSpec spec =
-                new LaunchSpec(nprocPerNode, nnodes, nodeRank, masterAddr, port, cmd, 30_000);
+        LaunchSpec spec = new LaunchSpec(nproc, nnodes, nodeRank, masterAddr, port, cmd, 30_000);
         return new Launcher(spec, System.out, Map.of()).run();
+    }
+
+    /**
+     * Handles {@code --ep N} of a training command: outside a launched job with N > 1, starts N
+     * local ranks running the same command without {@code --ep}; inside one, checks that N is
+     * the job's world size.
+     *
+     * @param ep the flag's value, or null when not given
+     * @param spec the command (for its name and arguments)
+     * @return the exit code of the launched job, or null when this process should train itself
+     * @throws IOException when a rank cannot start
+     * @throws InterruptedException when interrupted
+     */
+    static Integer relaunchForEp(Integer ep, CommandSpec spec)
+            throws IOException, InterruptedException {
+        if (ep == null) {
+            return null;
+        }
+        if (ep < 1) {
+            throw new IllegalArgumentException("--ep " + ep + " must be >= 1");
+        }
+        String world = System.getenv("WORLD_SIZE");
+        if (world != null) {
+            if (!world.trim().equals(Integer.toString(ep))) {
+                throw new IllegalArgumentException(
+                        "--ep " + ep + " but the launcher started WORLD_SIZE = " + world.trim()
+                                + " ranks: drop --ep or make them agree");
+            }
+            return null;
+        }
+        if (ep == 1) {
+            return null;
+        }
+        List<String> original = spec.commandLine().getParseResult().originalArgs();
+        String name = spec.name();
+        int at = original.indexOf(name);
+        List<String> args = new ArrayList<>();
+        args.add(name);
+        for (int i = at + 1; i < original.size(); i++) {
+            String a = original.get(i);
+            if (a.equals("--ep")) {
+                i++; // and its value
+            } else if (!a.startsWith("--ep=")) {
+                args.add(a);
+            }
+        }
+        return launchLocal(ep, args);
     }
 }

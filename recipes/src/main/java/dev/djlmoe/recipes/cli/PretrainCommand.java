@@ -3,72 +3,147 @@
  */
 package dev.djlmoe.recipes.cli;
 
-import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.PretrainOptions;
 import dev.djlmoe.recipes.StopSignal;
+import dev.djlmoe.recipes.data.ByteTokenizer;
+import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
-import dev.djlmoe.zoo.model.MoeModelConfig;
+import dev.djlmoe.recipes.data.TextCorpus;
+import dev.djlmoe.recipes.data.TokenSource;
+import dev.djlmoe.zoo.hf.HfMoeConfig;
+import dev.djlmoe.zoo.io.SafetensorsWriter;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
-/** {@code djl-moe pretrain}: trains the tiny DeepSeek-V3-style model on CPU. */
+/** {@code djl-moe pretrain}: pre-trains an MoE language model (default: the embedded job). */
 @Command(
         name = "pretrain",
         mixinStandardHelpOptions = true,
-        description = "Pre-train an MoE language model (default: the tiny preset on synthetic text).")
+        defaultValueProvider = PretrainCommand.Defaults.class,
+        description = {
+            "Pre-train an MoE language model with expert parallelism. Default: the 'tiny'",
+            "DeepSeek-V3-style preset on the public-domain corpus shipped with djl-moe, byte-level",
+            "tokens. EP size: --ep N, or start it under 'launch' / torchrun.",
+            "Example: djl-moe pretrain --ep 2 --steps 300 --checkpoint-every 100"
+        })
 public final class PretrainCommand implements Callable<Integer> {
 
-    private static final PretrainOptions D = PretrainOptions.defaults();
+    /** The embedded default's settings. */
+    public static final PretrainOptions DEFAULTS = PretrainOptions.defaults();
 
-    @Option(names = "--steps", description = "optimizer steps (default ${DEFAULT-VALUE})")
-    int steps = D.steps();
+    /** Share of the corpus held out for evaluation. */
+    public static final double HELD_OUT = 0.05;
 
-    @Option(names = "--batch", description = "sequences per step (default ${DEFAULT-VALUE})")
-    int batch = D.batch();
+    @Spec CommandSpec spec;
 
-    @Option(names = "--seq-len", description = "tokens per sequence (default ${DEFAULT-VALUE})")
-    int seqLen = D.seqLen();
-
-    @Option(names = "--lr", description = "peak learning rate (default ${DEFAULT-VALUE})")
-    float lr = D.learningRate();
-
-    @Option(names = "--warmup", description = "warm-up steps (default ${DEFAULT-VALUE})")
-    int warmup = D.warmupSteps();
-
-    @Option(names = "--clip", description = "global gradient-norm clip, 0 = off (default ${DEFAULT-VALUE})")
-    float clip = D.maxGradNorm();
-
-    @Option(names = "--bias-rate", description = "aux-loss-free balancing gamma (default ${DEFAULT-VALUE})")
-    float biasRate = D.biasUpdateRate();
+    @Mixin TrainingFlags flags;
 
     @Option(
-            names = "--precision",
-            description = "fp32, bf16-wire, fp8-wire or mxfp8 (MXFP8 wire + emulated MXFP8 expert GEMMs; default fp32)")
-    String precision = "fp32";
+            names = "--model",
+            description = "a preset (tiny, tiny-deepseek-v2, tiny-qwen3-moe, deepseek-v3-16b, deepseek-v3-671b), a config.json or a checkpoint directory holding one (default ${DEFAULT-VALUE})")
+    String modelName;
 
-    @Option(names = "--seed", description = "random seed (default ${DEFAULT-VALUE})")
-    long seed = D.seed();
+    @Option(
+            names = "--data",
+            description = "'embedded' (the shipped public-domain corpus), 'synthetic' (random bigram text), or a UTF-8 .txt file, a .jsonl file of {\"text\": ...} lines, or a directory of them (default ${DEFAULT-VALUE})")
+    String data;
 
-    @Option(names = "--no-ep", description = "run MoE layers locally without the EP buffer")
-    boolean noEp;
+    /** Picocli's defaults for this command. */
+    public static final class Defaults extends TrainingFlags.Defaults {
+        /** Creates the provider. */
+        public Defaults() {
+            super(values());
+        }
 
-    @Option(names = "--run-dir", description = "where metrics.jsonl and the plots go (default ${DEFAULT-VALUE})")
-    java.nio.file.Path runDir = D.runDir();
+        private static Map<String, String> values() {
+            Map<String, String> m = new LinkedHashMap<>(TrainingFlags.defaultsOf(DEFAULTS));
+            m.put("--model", "tiny");
+            m.put("--data", "embedded");
+            return m;
+        }
+    }
 
     @Override
-    public Integer call() {
-        PretrainOptions opts =
-                new PretrainOptions(steps, batch, seqLen, lr, warmup, clip, biasRate,
-                        TrainingPrecision.parse(precision), seed, !noEp, D.logEvery(), runDir);
-        Pretrain.Result r =
-                Pretrain.run(
-                        MoeModelConfig.tiny(),
-                        new SyntheticBigramSource(256, 4, seed),
-                        opts,
-                        System.out,
-                        StopSignal.install());
-        return r.finalLoss() < r.firstLoss() ? 0 : 1;
+    public Integer call() throws IOException, InterruptedException {
+        Integer launched = LaunchCommand.relaunchForEp(flags.ep, spec);
+        if (launched != null) {
+            return launched;
+        }
+        PretrainOptions opts = flags.toOptions();
+        opts.validate();
+        HfMoeConfig config = model(modelName);
+        TokenSource source = source(data, opts.seed());
+        List<Path> extra = new ArrayList<>();
+        if (source instanceof CorpusSource && opts.runDir() != null) {
+            // Checkpoints carry the byte-level tokenizer, so finetune and HF tools read them.
+            Path tok = opts.runDir().resolve("tokenizer.json");
+            SafetensorsWriter.writeTextAtomically(tok, ByteTokenizer.huggingFaceJson());
+            extra.add(tok);
+        }
+        Map<String, Object> facts = new LinkedHashMap<>();
+        facts.put("model_source", modelName);
+        facts.put("data_source", data);
+        Pretrain.Job job =
+                new Pretrain.Job("pretrain", config, null, source, opts, null, extra, facts);
+        Pretrain.Result r = Pretrain.run(job, System.out, StopSignal.install(), null);
+        if (r.stopped()) {
+            return 0;
+        }
+        return r.losses().isEmpty() || r.finalLoss() < r.firstLoss() ? 0 : 1;
+    }
+
+    /**
+     * Resolves {@code --model}: a preset name, a {@code config.json}, or a directory with one.
+     *
+     * @param name the flag's value
+     * @return the configuration
+     * @throws IOException when the file cannot be read
+     */
+    static HfMoeConfig model(String name) throws IOException {
+        Path p = Path.of(name);
+        if (Files.isDirectory(p) || name.endsWith(".json")) {
+            Path f = Files.isDirectory(p) ? p.resolve("config.json") : p;
+            if (!Files.isRegularFile(f)) {
+                throw new IllegalArgumentException("--model " + name + ": no such file " + f);
+            }
+            return HfMoeConfig.load(f);
+        }
+        try {
+            return HfMoeConfig.preset(name);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(
+                    "--model " + name + ": not a config.json, a directory or a preset: "
+                            + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Resolves {@code --data}.
+     *
+     * @param data the flag's value
+     * @param seed the run seed
+     * @return the source
+     * @throws IOException when the file cannot be read
+     */
+    static TokenSource source(String data, long seed) throws IOException {
+        if ("embedded".equals(data)) {
+            return new CorpusSource(TextCorpus.embedded(), HELD_OUT, seed);
+        }
+        if ("synthetic".equals(data)) {
+            return new SyntheticBigramSource(256, 4, seed);
+        }
+        return new CorpusSource(TextCorpus.load(Path.of(data)), HELD_OUT, seed);
     }
 }

@@ -51,6 +51,39 @@ public final class SyntheticBigramSource implements TokenSource {
     }
 
     @Override
+    public String describe() {
+        return "synthetic bigram text (V=" + vocab + ", " + successors[0].length
+                + " successors per token, seed " + seed + ")";
+    }
+
+    @Override
+    public String fingerprint() {
+        return "synthetic-bigram:v" + vocab + ":f" + successors[0].length + ":s" + seed;
+    }
+
+    @Override
+    public TokenSource heldOut() {
+        SyntheticBigramSource self = this;
+        return new TokenSource() {
+            @Override
+            public int vocabSize() {
+                return vocab;
+            }
+
+            @Override
+            public TokenBatch batch(long step, int batch, int seqLen) {
+                // Negative steps never occur in training.
+                return self.batch(-2 - step, batch, seqLen);
+            }
+
+            @Override
+            public double unigramEntropy() {
+                return self.unigramEntropy();
+            }
+        };
+    }
+
+    @Override
     public int vocabSize() {
         return vocab;
     }

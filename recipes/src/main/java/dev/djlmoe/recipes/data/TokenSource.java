@@ -3,7 +3,11 @@
  */
 package dev.djlmoe.recipes.data;
 
-/** A deterministic stream of training batches. */
+/**
+ * A deterministic stream of training batches: the batch of a step depends only on the step (and
+ * the source's own settings), so a run's data position is its step and a resumed run reads
+ * exactly the batches an uninterrupted one would.
+ */
 public interface TokenSource {
 
     /**
@@ -31,4 +35,42 @@ public interface TokenSource {
      * @return the unigram baseline
      */
     double unigramEntropy();
+
+    /**
+     * Describes the data for logs.
+     *
+     * @return a short description
+     */
+    default String describe() {
+        return getClass().getSimpleName();
+    }
+
+    /**
+     * Identifies the data and everything that decides which batch a step gets (content hash,
+     * tokenizer, sampling settings); stored in checkpoints so that a resume on other data is
+     * refused.
+     *
+     * @return an identifier
+     */
+    default String fingerprint() {
+        return describe();
+    }
+
+    /**
+     * Checks that the data can fill one batch.
+     *
+     * @param batch global batch in sequences
+     * @param seqLen tokens per sequence
+     * @throws IllegalArgumentException naming the data, its size and what one batch needs
+     */
+    default void checkBatch(int batch, int seqLen) {}
+
+    /**
+     * Returns held-out data from the same distribution (not seen in training), or null.
+     *
+     * @return the held-out source
+     */
+    default TokenSource heldOut() {
+        return null;
+    }
 }

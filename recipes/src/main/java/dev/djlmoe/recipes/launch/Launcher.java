@@ -35,6 +35,9 @@ public final class Launcher {
     /** Environment variable telling a rank to exit when the launcher's pipe closes. */
     public static final String PARENT_WATCH = "DJL_MOE_PARENT_WATCH";
 
+    /** libtorch's switch for transparent huge pages in its CPU allocator (set to 1 by default). */
+    public static final String THP_ENV = "THP_MEM_ALLOC_ENABLE";
+
     /** Environment variable carrying the job's secret for the rendezvous store. */
     public static final String JOB_TOKEN = dev.djlmoe.dist.RankEnvironment.JOB_TOKEN;
 
@@ -86,6 +89,10 @@ public final class Launcher {
                 env.put("DJL_OFFLINE", "true");
                 env.put("OPT_OUT_TRACKING", "true");
                 env.put(PARENT_WATCH, "1");
+                // libtorch backs large CPU tensors with transparent huge pages: a fresh EP output
+                // (hundreds of MB per dispatch) then costs 512x fewer page faults (measured with
+                // bench ep: fp32 dispatch 4096 x 7168 on 2 ranks, 155-260 ms -> 90 ms).
+                env.putIfAbsent(THP_ENV, "1");
                 env.putIfAbsent(JOB_TOKEN, token);
                 Process p = pb.start();
                 synchronized (children) {

@@ -1,0 +1,256 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.reliability;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.dist.MultiRank;
+import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.dist.ProcessGroups;
+import dev.djlmoe.dist.RankEnvironment;
+import dev.djlmoe.ep.CombineResult;
+import dev.djlmoe.ep.DispatchResult;
+import dev.djlmoe.ep.EpBuffer;
+import dev.djlmoe.ep.EpException;
+import dev.djlmoe.ep.EpHandle;
+import dev.djlmoe.ep.EpPeerException;
+import dev.djlmoe.ep.WireFormat;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.util.Locale;
+import java.util.Random;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * One rank of {@link FaultInjectionTest} (started through {@link MultiRank}). Modes:
+ *
+ * <ul>
+ *   <li>{@code stall F}: after a warm-up exchange every rank loops over large dispatches and
+ *       combines; rank F stops its whole process with SIGSTOP a few milliseconds into the first
+ *       one. The others print {@code PEER FAILURE after <ms> ms in <op>: <class>: <message>},
+ *       send SIGCONT to rank F (its pid is in the shared directory) and exit 0; the resumed rank
+ *       F prints {@code RESUMED FAILURE ...} and exits 4.
+ *   <li>{@code kill-allreduce F}: every rank loops over 32 MiB all-reduces; rank F is killed with
+ *       SIGKILL a few milliseconds into the first. The others print the failure and exit 0.
+ *   <li>{@code mismatch}: rank 0 and rank 1 call dispatch with different hidden sizes, then with
+ *       different wire formats; both must get {@link EpPeerException} naming the disagreement,
+ *       then a matching dispatch must work on both (exit 0).
+ * </ul>
+ *
+ * <p>A rank that sees no failure exits 1; an unexpected exception exits 2.
+ */
+public final class FaultRanks {
+
+    private FaultRanks() {}
+
+    /**
+     * Entry point of a rank.
+     *
+     * @param args the mode and its arguments
+     */
+    public static void main(String[] args) {
+        MultiRank.watchParent();
+        int code;
+        try {
+            code = run(args);
+        } catch (Throwable e) {
+            e.printStackTrace(System.out);
+            code = 2;
+        }
+        System.out.flush();
+        System.exit(code);
+    }
+
+    private static void signal(String sig, long pid) throws IOException, InterruptedException {
+        Process p = new ProcessBuilder("kill", "-" + sig, Long.toString(pid))
+                .redirectErrorStream(true)
+                .start();
+        p.getInputStream().readAllBytes();
+        p.waitFor(10, TimeUnit.SECONDS);
+    }
+
+    private static int run(String[] args) throws Exception {
+        String mode = args[0];
+        RankEnvironment env = RankEnvironment.fromSystem();
+        long me = ProcessHandle.current().pid();
+        Files.writeString(MultiRank.outDir().resolve("pid-" + env.rank()), Long.toString(me));
+        try (ProcessGroup group = ProcessGroups.create(env);
+                NDManager m = NDManager.newBaseManager();
+                EpBuffer buffer = EpBuffer.create(group)) {
+            System.out.printf(Locale.ROOT, "joined as rank %d of %d, pid %d%n", group.rank(),
+                    group.worldSize(), me);
+            switch (mode) {
+                case "stall":
+                    return stall(group, buffer, m, Integer.parseInt(args[1]));
+                case "kill-allreduce":
+                    return killInAllReduce(group, m, Integer.parseInt(args[1]));
+                case "mismatch":
+                    return mismatch(group, buffer, m);
+                default:
+                    throw new IllegalArgumentException("unknown mode " + mode);
+            }
+        }
+    }
+
+    /** Starts a thread that sends {@code sig} to this process a few ms after {@code go}. */
+    private static void selfSignalAfter(CountDownLatch go, String sig) {
+        Thread t = new Thread(() -> {
+            try {
+                go.await();
+                Thread.sleep(5);
+                System.out.println("sending SIG" + sig + " to myself");
+                System.out.flush();
+                signal(sig, ProcessHandle.current().pid());
+            } catch (InterruptedException | IOException e) {
+                // the test fails on the missing signal
+            }
+        }, "fault-injector");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    private static void report(String what, long begin, String op, Exception e) {
+        System.out.printf(Locale.ROOT, "%s after %d ms in %s: %s: %s%n", what,
+                (System.nanoTime() - begin) / 1_000_000, op, e.getClass().getSimpleName(),
+                e.getMessage());
+        System.out.flush();
+    }
+
+    private static long[] routing(int tokens, int topk, int experts, int seed) {
+        Random r = new Random(seed);
+        long[] idx = new long[tokens * topk];
+        for (int t = 0; t < tokens; t++) {
+            for (int k = 0; k < topk; k++) {
+                idx[t * topk + k] = k * (experts / topk) + r.nextInt(experts / topk);
+            }
+        }
+        return idx;
+    }
+
+    private static int stall(ProcessGroup group, EpBuffer buffer, NDManager m, int faulty)
+            throws Exception {
+        int w = group.worldSize();
+        int tokens = 1024;
+        int hidden = 4096;
+        int experts = 4 * w;
+        CountDownLatch entering = new CountDownLatch(1);
+        if (group.rank() == faulty) {
+            selfSignalAfter(entering, "STOP");
+        }
+        NDArray x = m.randomNormal(new Shape(tokens, hidden));
+        NDArray idx = m.create(routing(tokens, 4, experts, 7 + group.rank()), new Shape(tokens, 4));
+        try (NDManager sm = m.newSubManager()) {
+            buffer.dispatch(sm.ones(new Shape(tokens, 8)), idx, null, experts, 1, WireFormat.FP32)
+                    .handle().close();
+        }
+        long begin = System.nanoTime();
+        String op = "dispatch";
+        try {
+            for (int it = 0; it < 200; it++) {
+                try (NDManager sm = m.newSubManager()) {
+                    op = "dispatch " + it;
+                    entering.countDown();
+                    DispatchResult d = buffer.dispatch(x, idx, null, experts, 1, WireFormat.FP32);
+                    try (EpHandle h = d.handle()) {
+                        op = "combine " + it;
+                        CombineResult c = buffer.combine(d.recvX(), null, h, WireFormat.FP32);
+                        c.out().close();
+                    }
+                }
+            }
+        } catch (EpException e) {
+            if (group.rank() == faulty) {
+                report("RESUMED FAILURE", begin, op, e);
+                return 4;
+            }
+            report("PEER FAILURE", begin, op, e);
+            if (group.rank() == (faulty + 1) % w) {
+                long pid = Long.parseLong(
+                        Files.readString(MultiRank.outDir().resolve("pid-" + faulty)).trim());
+                System.out.println("sending SIGCONT to rank " + faulty + " (pid " + pid + ")");
+                signal("CONT", pid);
+            }
+            TimeUnit.MILLISECONDS.sleep(300);
+            return 0;
+        }
+        System.out.println("no failure seen");
+        return 1;
+    }
+
+    private static int killInAllReduce(ProcessGroup group, NDManager m, int faulty)
+            throws Exception {
+        CountDownLatch entering = new CountDownLatch(1);
+        if (group.rank() == faulty) {
+            selfSignalAfter(entering, "KILL");
+        }
+        try (NDArray warm = m.ones(new Shape(16))) {
+            group.allReduceSum(warm);
+        }
+        NDArray big = m.ones(new Shape(8 << 20));
+        long begin = System.nanoTime();
+        try {
+            for (int it = 0; it < 100; it++) {
+                entering.countDown();
+                group.allReduceSum(big);
+            }
+        } catch (EpException e) {
+            report("PEER FAILURE", begin, "all-reduce", e);
+            TimeUnit.MILLISECONDS.sleep(300);
+            return 0;
+        }
+        System.out.println("no failure seen");
+        return 1;
+    }
+
+    private static int mismatch(ProcessGroup group, EpBuffer buffer, NDManager m) {
+        int rank = group.rank();
+        int experts = 4 * group.worldSize();
+        NDArray idx = m.create(new long[] {0, 5, 1, -1, 7, 2}, new Shape(3, 2));
+        int failures = 0;
+        // Different hidden sizes.
+        try (NDManager sm = m.newSubManager()) {
+            buffer.dispatch(sm.ones(new Shape(3, rank == 0 ? 64 : 32)), idx, null, experts, 1,
+                    WireFormat.FP32).handle().close();
+            System.out.println("hidden mismatch was accepted");
+        } catch (EpPeerException e) {
+            System.out.println("HIDDEN MISMATCH: " + e.getMessage());
+            failures += e.getMessage().contains("passed hidden = ")
+                    && e.getMessage().contains("all ranks must agree") ? 1 : 0;
+        }
+        // Different wire formats.
+        try (NDManager sm = m.newSubManager()) {
+            buffer.dispatch(sm.ones(new Shape(3, 64)), idx, null, experts, 1,
+                    rank == 0 ? WireFormat.BF16 : WireFormat.FP8).handle().close();
+            System.out.println("wire mismatch was accepted");
+        } catch (EpPeerException e) {
+            System.out.println("WIRE MISMATCH: " + e.getMessage());
+            failures += e.getMessage().contains("passed wire = ")
+                    && e.getMessage().contains("all ranks must agree") ? 1 : 0;
+        }
+        // Different K (top-k columns) in the notify step.
+        try (NDManager sm = m.newSubManager()) {
+            NDArray k = rank == 0 ? idx : sm.create(new long[] {0, 1, 2}, new Shape(3, 1));
+            buffer.notify(k, experts, 1).close();
+            System.out.println("top-k mismatch was accepted");
+        } catch (EpPeerException e) {
+            System.out.println("TOPK MISMATCH: " + e.getMessage());
+            failures += e.getMessage().contains("passed num_topk = ") ? 1 : 0;
+        }
+        // The job goes on: a matching dispatch and combine work on every rank.
+        try (NDManager sm = m.newSubManager()) {
+            NDArray x = sm.ones(new Shape(3, 64));
+            DispatchResult d = buffer.dispatch(x, idx, null, experts, 1, WireFormat.FP32);
+            try (EpHandle h = d.handle()) {
+                float[] out = buffer.combine(d.recvX(), null, h, WireFormat.FP32).out()
+                        .toFloatArray();
+                // Every token is routed, through 1 or 2 ranks: sum of ones over those ranks.
+                boolean ok = out[0] >= 1f && out[64] >= 1f && out[128] >= 1f;
+                System.out.println("STILL WORKS: " + ok);
+                return failures == 3 && ok ? 0 : 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,503 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes.checkpoint;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.nn.Parameter;
+import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.train.CheckpointableAdamW;
+import dev.djlmoe.zoo.hf.HfCheckpoints;
+import dev.djlmoe.zoo.hf.HfMoeForCausalLm;
+import dev.djlmoe.zoo.hf.HfMoeForCausalLm.HfTensor;
+import dev.djlmoe.zoo.io.DType;
+import dev.djlmoe.zoo.io.Json;
+import dev.djlmoe.zoo.io.JsonException;
+import dev.djlmoe.zoo.io.SafetensorsFile;
+import dev.djlmoe.zoo.io.SafetensorsWriter;
+import dev.djlmoe.zoo.io.TensorInfo;
+import java.io.IOException;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * Training checkpoints: everything a run needs to continue bit-identically.
+ *
+ * <p>A checkpoint is a directory {@code step-NNNNNNNN} under the checkpoint directory:
+ *
+ * <ul>
+ *   <li>the model as a Hugging Face checkpoint ({@link HfCheckpoints#save}: {@code config.json},
+ *       {@code model.safetensors} or one shard per rank plus {@code model.safetensors.index.json}),
+ *       float32, so the training state is exact and transformers or {@code finetune} read it;
+ *   <li>{@code optimizer-0000{r+1}-of-0000W.safetensors}: AdamW's moments of every tensor rank r
+ *       holds, by Hugging Face tensor name ({@code <name>.exp_avg}, {@code <name>.exp_avg_sq}; a
+ *       routed expert's moments per expert, like its weights), with the update counts in the
+ *       metadata. Names are global, so a run may even resume at another EP size;
+ *   <li>{@code trainer_state.json}: the step, the settings that decide the numbers, the data
+ *       position and fingerprint, the random state, the EP size;
+ *   <li>extra files the run asks for (the tokenizer).
+ * </ul>
+ *
+ * All ranks write into {@code .step-NNNNNNNN.partial}; after a barrier rank 0 renames it to its
+ * final name and points {@code latest} at it (both renames are atomic on one file system), then
+ * removes the oldest checkpoints beyond the number to keep. An interrupted save leaves only a
+ * {@code .partial} directory, never a damaged checkpoint.
+ */
+public final class TrainingCheckpoint {
+
+    /** File with the step and settings. */
+    public static final String STATE_FILE = "trainer_state.json";
+
+    /** File in the checkpoint directory naming the newest checkpoint. */
+    public static final String LATEST = "latest";
+
+    /** Format tag of {@link #STATE_FILE}. */
+    public static final String FORMAT = "djl-moe-training-checkpoint";
+
+    private static final Pattern STEP_DIR = Pattern.compile("step-\\d{8}");
+    private static final String EXP_AVG = ".exp_avg";
+    private static final String EXP_AVG_SQ = ".exp_avg_sq";
+
+    private TrainingCheckpoint() {}
+
+    /**
+     * Returns the directory name of a step's checkpoint.
+     *
+     * @param step completed optimizer steps
+     * @return {@code step-NNNNNNNN}
+     */
+    public static String dirName(long step) {
+        return String.format(Locale.ROOT, "step-%08d", step);
+    }
+
+    /**
+     * Returns the name of rank r's optimizer file.
+     *
+     * @param rank r
+     * @param world W
+     * @return {@code optimizer-0000{r+1}-of-0000W.safetensors}
+     */
+    public static String optimizerFile(int rank, int world) {
+        return String.format(Locale.ROOT, "optimizer-%05d-of-%05d.safetensors", rank + 1, world);
+    }
+
+    /**
+     * Resolves a {@code --resume} argument: a checkpoint (it holds {@link #STATE_FILE}) or a
+     * checkpoint directory (its {@link #LATEST}, else its newest {@code step-*}).
+     *
+     * @param path the argument
+     * @return the checkpoint
+     * @throws IllegalArgumentException when there is no checkpoint there
+     */
+    public static Path resolve(Path path) throws IOException {
+        if (!Files.isDirectory(path)) {
+            throw new IllegalArgumentException("--resume " + path + ": no such directory");
+        }
+        if (Files.isRegularFile(path.resolve(STATE_FILE))) {
+            return path;
+        }
+        Path latest = path.resolve(LATEST);
+        if (Files.isRegularFile(latest)) {
+            String name = Files.readString(latest, StandardCharsets.UTF_8).strip();
+            Path p = path.resolve(name);
+            if (!STEP_DIR.matcher(name).matches() || !Files.isRegularFile(p.resolve(STATE_FILE))) {
+                throw new IllegalArgumentException(
+                        "--resume " + path + ": 'latest' names " + name + ", which is not a"
+                                + " complete checkpoint");
+            }
+            return p;
+        }
+        List<Path> steps = stepDirs(path);
+        if (!steps.isEmpty()) {
+            return steps.get(steps.size() - 1);
+        }
+        throw new IllegalArgumentException(
+                "--resume " + path + ": no checkpoint there (expected " + STATE_FILE
+                        + " in a checkpoint, or '" + LATEST + "' / step-* directories in a"
+                        + " checkpoint directory)");
+    }
+
+    private static List<Path> stepDirs(Path root) throws IOException {
+        try (Stream<Path> s = Files.list(root)) {
+            return s.filter(p -> STEP_DIR.matcher(p.getFileName().toString()).matches()
+                            && Files.isRegularFile(p.resolve(STATE_FILE)))
+                    .sorted(Comparator.comparing(p -> p.getFileName().toString()))
+                    .toList();
+        }
+    }
+
+    /**
+     * The content of {@link #STATE_FILE}.
+     *
+     * @param step completed optimizer steps
+     * @param worldSize the EP size that wrote the checkpoint
+     * @param command {@code pretrain} or {@code finetune}
+     * @param settings the settings that decide the numbers, by flag name
+     * @param data data position and fingerprint
+     * @param rng the random state
+     * @param extra anything else the command keeps (model source, tokenizer)
+     */
+    public record State(
+            long step,
+            int worldSize,
+            String command,
+            Map<String, Object> settings,
+            Map<String, Object> data,
+            Map<String, Object> rng,
+            Map<String, Object> extra) {
+
+        /**
+         * Returns the JSON text.
+         *
+         * @return the state as JSON
+         */
+        public String toJson() {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("format", FORMAT);
+            m.put("version", 1L);
+            m.put("step", step);
+            m.put("world_size", (long) worldSize);
+            m.put("command", command);
+            m.put("settings", settings);
+            m.put("data", data);
+            m.put("rng", rng);
+            m.put("extra", extra);
+            return Json.write(m) + "\n";
+        }
+
+        /**
+         * Parses the JSON text.
+         *
+         * @param json the text
+         * @param source where it came from (for errors)
+         * @return the state
+         * @throws IllegalArgumentException when it is not a checkpoint state
+         */
+        @SuppressWarnings("unchecked")
+        public static State parse(String json, String source) {
+            try {
+                Map<String, Object> m = Json.parseObject(json, source);
+                if (!FORMAT.equals(m.get("format"))) {
+                    throw new IllegalArgumentException(
+                            source + ": not a djl-moe training checkpoint (format "
+                                    + m.get("format") + ")");
+                }
+                return new State(
+                        ((Number) m.get("step")).longValue(),
+                        ((Number) m.get("world_size")).intValue(),
+                        (String) m.get("command"),
+                        (Map<String, Object>) m.get("settings"),
+                        (Map<String, Object>) m.get("data"),
+                        (Map<String, Object>) m.get("rng"),
+                        (Map<String, Object>) m.getOrDefault("extra", Map.of()));
+            } catch (JsonException | ClassCastException | NullPointerException e) {
+                throw new IllegalArgumentException(source + ": malformed: " + e.getMessage(), e);
+            }
+        }
+    }
+
+    /**
+     * Reads a checkpoint's state.
+     *
+     * @param checkpoint the checkpoint directory
+     * @return the state
+     * @throws IOException when it cannot be read
+     */
+    public static State readState(Path checkpoint) throws IOException {
+        Path f = checkpoint.resolve(STATE_FILE);
+        try {
+            return State.parse(Files.readString(f, StandardCharsets.UTF_8), f.toString());
+        } catch (NoSuchFileException e) {
+            throw new IllegalArgumentException(f + ": missing: not a checkpoint", e);
+        }
+    }
+
+    /**
+     * Writes a checkpoint. Every rank calls this at the same step.
+     *
+     * @param root the checkpoint directory
+     * @param state the state (rank 0's is written)
+     * @param model the model
+     * @param optimizer the optimizer
+     * @param group the ranks (barriers)
+     * @param extraFiles files copied into the checkpoint by rank 0 (e.g. tokenizer.json)
+     * @param keep newest checkpoints to keep (0 = all)
+     * @return the checkpoint written
+     * @throws IOException when writing fails
+     */
+    public static Path save(
+            Path root,
+            State state,
+            HfMoeForCausalLm model,
+            CheckpointableAdamW optimizer,
+            ProcessGroup group,
+            List<Path> extraFiles,
+            int keep)
+            throws IOException {
+        int rank = group.rank();
+        int world = group.worldSize();
+        String name = dirName(state.step());
+        Path fin = root.resolve(name);
+        Path partial = root.resolve("." + name + ".partial");
+        if (rank == 0) {
+            Files.createDirectories(root);
+            deleteTree(partial);
+            Files.createDirectories(partial);
+        }
+        group.barrier();
+        HfCheckpoints.save(model, partial, DType.F32); // barriers inside under EP
+        writeOptimizer(partial.resolve(optimizerFile(rank, world)), model, optimizer, rank);
+        if (rank == 0) {
+            for (Path f : extraFiles) {
+                Files.copy(f, partial.resolve(f.getFileName().toString()),
+                        StandardCopyOption.REPLACE_EXISTING);
+            }
+            SafetensorsWriter.writeTextAtomically(partial.resolve(STATE_FILE), state.toJson());
+        }
+        group.barrier();
+        if (rank == 0) {
+            if (Files.exists(fin)) {
+                // The same step saved again (a resumed run that stops where it started).
+                Path old = root.resolve("." + name + ".old");
+                deleteTree(old);
+                move(fin, old);
+                move(partial, fin);
+                deleteTree(old);
+            } else {
+                move(partial, fin);
+            }
+            SafetensorsWriter.writeTextAtomically(root.resolve(LATEST), name + "\n");
+            if (keep > 0) {
+                List<Path> all = stepDirs(root);
+                for (int i = 0; i < all.size() - keep; i++) {
+                    if (!all.get(i).equals(fin)) {
+                        deleteTree(all.get(i));
+                    }
+                }
+            }
+        }
+        group.barrier();
+        return fin;
+    }
+
+    private static void move(Path from, Path to) throws IOException {
+        try {
+            Files.move(from, to, StandardCopyOption.ATOMIC_MOVE);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(from, to);
+        }
+    }
+
+    private static void deleteTree(Path p) throws IOException {
+        if (!Files.exists(p)) {
+            return;
+        }
+        try (Stream<Path> s = Files.walk(p)) {
+            for (Path q : s.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(q);
+            }
+        }
+    }
+
+    /** Tensors of this rank with their parameter, trainable ones only. */
+    private static List<HfTensor> trainableTensors(HfMoeForCausalLm model, int rank) {
+        List<HfTensor> out = new ArrayList<>();
+        for (HfTensor t : model.hfTensors()) {
+            if (!t.parameter().requiresGradient()) {
+                continue; // e.g. the routers' correction biases (not trained by gradient)
+            }
+            if (t.expertSlot() < 0 && rank != 0) {
+                continue; // replicated: rank 0 writes it
+            }
+            out.add(t);
+        }
+        return out;
+    }
+
+    private static void writeOptimizer(
+            Path file, HfMoeForCausalLm model, CheckpointableAdamW optimizer, int rank)
+            throws IOException {
+        checkNamed(model);
+        SafetensorsWriter w = new SafetensorsWriter();
+        Map<String, Object> counts = new LinkedHashMap<>();
+        for (HfTensor t : trainableTensors(model, rank)) {
+            CheckpointableAdamW.State s = optimizer.exportState(t.parameter().getId());
+            if (s == null) {
+                continue; // not updated yet
+            }
+            counts.put(t.name(), (long) s.count());
+            add(w, t, t.name() + EXP_AVG, s.mean());
+            add(w, t, t.name() + EXP_AVG_SQ, s.variance());
+        }
+        w.metadata("djl_moe_counts", Json.writeCompact(counts));
+        w.write(file);
+    }
+
+    private static void add(SafetensorsWriter w, HfTensor t, String name, NDArray a) {
+        if (t.expertSlot() < 0) {
+            w.add(name, DType.F32, a);
+            return;
+        }
+        int slot = t.expertSlot();
+        w.add(name, DType.F32, t.shape(), () -> {
+            try (NDArray s = a.get(slot)) {
+                return s.toByteBuffer().order(ByteOrder.nativeOrder()).asFloatBuffer();
+            }
+        });
+    }
+
+    /** Every trainable parameter must have a Hugging Face name, or its state would be lost. */
+    private static void checkNamed(HfMoeForCausalLm model) {
+        Map<Parameter, Boolean> named = new IdentityHashMap<>();
+        for (HfTensor t : model.hfTensors()) {
+            named.put(t.parameter(), true);
+        }
+        for (var p : model.getParameters()) {
+            if (p.getValue().requiresGradient() && !named.containsKey(p.getValue())) {
+                throw new IllegalStateException(
+                        "parameter " + p.getKey() + " has no Hugging Face name: its optimizer"
+                                + " state cannot be checkpointed");
+            }
+        }
+    }
+
+    /**
+     * Restores AdamW's state from a checkpoint's optimizer files (whatever EP size wrote them).
+     *
+     * @param checkpoint the checkpoint
+     * @param model the model (initialised, this rank's experts)
+     * @param optimizer the optimizer to fill
+     * @param rank this rank (which tensors it holds)
+     * @return the number of parameters whose state was restored
+     * @throws IOException when a file cannot be read or a tensor is missing
+     */
+    public static int loadOptimizer(
+            Path checkpoint, HfMoeForCausalLm model, CheckpointableAdamW optimizer, int rank)
+            throws IOException {
+        List<SafetensorsFile> files = new ArrayList<>();
+        try (Stream<Path> s = Files.list(checkpoint)) {
+            for (Path p : s.filter(p -> p.getFileName().toString().startsWith("optimizer-")
+                            && p.getFileName().toString().endsWith(".safetensors"))
+                    .sorted().toList()) {
+                files.add(SafetensorsFile.open(p));
+            }
+        }
+        try {
+            Map<String, SafetensorsFile> where = new LinkedHashMap<>();
+            Map<String, Long> counts = new LinkedHashMap<>();
+            for (SafetensorsFile f : files) {
+                for (String n : f.tensors().keySet()) {
+                    where.put(n, f);
+                }
+                String c = f.metadata().get("djl_moe_counts");
+                if (c != null) {
+                    try {
+                        for (var e : Json.parseObject(c, f.path().toString()).entrySet()) {
+                            counts.put(e.getKey(), ((Number) e.getValue()).longValue());
+                        }
+                    } catch (JsonException e) {
+                        throw new IOException(e.getMessage(), e);
+                    }
+                }
+            }
+            // Group this rank's tensors by parameter (a routed-expert stack has one per expert).
+            Map<Parameter, List<HfTensor>> byParam = new IdentityHashMap<>();
+            List<Parameter> order = new ArrayList<>();
+            for (HfTensor t : model.hfTensors()) {
+                if (!t.parameter().requiresGradient()) {
+                    continue;
+                }
+                if (!byParam.containsKey(t.parameter())) {
+                    order.add(t.parameter());
+                }
+                byParam.computeIfAbsent(t.parameter(), k -> new ArrayList<>()).add(t);
+            }
+            int restored = 0;
+            for (Parameter p : order) {
+                List<HfTensor> ts = byParam.get(p);
+                int present = 0;
+                for (HfTensor t : ts) {
+                    if (where.containsKey(t.name() + EXP_AVG)) {
+                        present++;
+                    }
+                }
+                if (present == 0) {
+                    continue; // saved before the first update
+                }
+                if (present != ts.size()) {
+                    throw new IOException(checkpoint + ": optimizer state of " + ts.get(0).name()
+                            + " is incomplete (" + present + " of " + ts.size() + " tensors)");
+                }
+                NDArray w = p.getArray();
+                long count = -1;
+                for (HfTensor t : ts) {
+                    Long c = counts.get(t.name());
+                    if (c == null || (count >= 0 && c != count)) {
+                        throw new IOException(checkpoint + ": no or inconsistent update count for "
+                                + t.name());
+                    }
+                    count = c;
+                }
+                NDManager m = w.getManager();
+                try (NDArray mean = read(m, w.getShape(), ts, EXP_AVG, where);
+                        NDArray var = read(m, w.getShape(), ts, EXP_AVG_SQ, where)) {
+                    optimizer.importState(p.getId(), w,
+                            new CheckpointableAdamW.State(mean, var, Math.toIntExact(count)));
+                }
+                restored++;
+            }
+            return restored;
+        } finally {
+            for (SafetensorsFile f : files) {
+                f.close();
+            }
+        }
+    }
+
+    private static NDArray read(
+            NDManager m,
+            Shape shape,
+            List<HfTensor> ts,
+            String suffix,
+            Map<String, SafetensorsFile> where)
+            throws IOException {
+        long numel = shape.size();
+        float[] all = new float[Math.toIntExact(numel)];
+        boolean stacked = ts.get(0).expertSlot() >= 0;
+        long slice = stacked ? numel / shape.get(0) : numel;
+        for (HfTensor t : ts) {
+            String name = t.name() + suffix;
+            SafetensorsFile f = where.get(name);
+            TensorInfo info = f.info(name);
+            long n = 1;
+            for (long d : info.shape()) {
+                n *= d;
+            }
+            if (n != slice) {
+                throw new IOException(f.path() + ": " + name + " has " + n + " elements, the"
+                        + " parameter needs " + slice);
+            }
+            FloatBuffer fb = FloatBuffer.wrap(all, (int) (Math.max(0, t.expertSlot()) * slice),
+                    (int) slice).slice();
+            f.readFloats(info, 0, slice, fb);
+        }
+        return m.create(all, shape);
+    }
+}
