@@ -23,7 +23,8 @@ import java.util.concurrent.TimeUnit;
  *
  * <ul>
  *   <li>{@code join}: joins the job, checks an all-reduce and a barrier, leaves. On failure
- *       prints {@code JOIN FAILED after <ms> ms: <exception>: <message>} and exits 3.
+ *       prints {@code JOIN FAILED after <ms> ms: <exception>: <message>} and exits 3. With {@code
+ *       FAULT_JOIN_DELAY_MS} set, the rank sleeps that long first (a late rank).
  *   <li>{@code exit-mid-dispatch <F>}: joins, then every rank loops over large dispatches and
  *       combines; rank F halts the JVM (exit 3, no clean-up) a few milliseconds into its first
  *       large dispatch. The other ranks print {@code PEER FAILURE after <ms> ms in <op>:
@@ -54,6 +55,10 @@ public final class FaultRank {
 
     private static int run(String[] args) throws InterruptedException {
         RankEnvironment env = RankEnvironment.fromSystem();
+        String delay = System.getenv("FAULT_JOIN_DELAY_MS");
+        if (delay != null && !delay.isEmpty()) {
+            Thread.sleep(Long.parseLong(delay)); // a rank that arrives late
+        }
         long t0 = System.nanoTime();
         ProcessGroup group;
         try {

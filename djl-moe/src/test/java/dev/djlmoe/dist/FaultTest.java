@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
@@ -71,10 +72,14 @@ class FaultTest {
         int w = 4;
         int missing = 3;
         long timeout = 4_000;
+        long late = 1_500; // rank 1 arrives late but within the timeout: that alone is fine
         MultiRank.Result r =
                 MultiRank.builder(FaultRank.class, w)
                         .args("join")
                         .omitRank(missing)
+                        .rankEnv(k -> k == 1
+                                ? Map.of("FAULT_JOIN_DELAY_MS", Long.toString(late))
+                                : Map.of())
                         .rankTimeoutMillis(timeout)
                         .timeout(Duration.ofMinutes(1))
                         .run();
@@ -87,10 +92,17 @@ class FaultTest {
             assertEquals(3, r.exitCode(rank), r.describeRank(rank));
             assertTrue(out.contains("JOIN FAILED"), r.describeRank(rank));
             assertCleanFailureLine(out, "JOIN FAILED");
-            assertTrue(out.contains("EpTimeoutException"), r.describeRank(rank));
+            // A rank whose own wait is still running when rank 0 gives up (and its store goes)
+            // sees the store close instead of its timeout; either way the message names rank 3.
+            assertTrue(out.contains("EpTimeoutException")
+                            || (rank != 0 && out.contains("EpPeerException")),
+                    r.describeRank(rank));
             assertTrue(out.contains("rank " + missing + " never"), r.describeRank(rank));
+            // Each wait of the join has the timeout, so a rank waits for the missing one for
+            // the timeout after the late ones arrived (plus JVM start skew on a busy machine).
             long ms = elapsedMillis(out);
-            assertTrue(ms >= timeout - 500 && ms < 3 * timeout, ms + " ms\n" + r.describeRank(rank));
+            assertTrue(ms >= timeout - 500 && ms < timeout + late + 15_000,
+                    ms + " ms\n" + r.describeRank(rank));
         }
         assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
     }
@@ -112,7 +124,7 @@ class FaultTest {
         assertCleanFailureLine(out, "JOIN FAILED");
         assertTrue(out.contains("127.0.0.1"), r.describeRank(1));
         long ms = elapsedMillis(out);
-        assertTrue(ms >= timeout - 500 && ms < 3 * timeout, ms + " ms\n" + r.describeRank(1));
+        assertTrue(ms >= timeout - 500 && ms < timeout + 15_000, ms + " ms\n" + r.describeRank(1));
         assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
     }
 
@@ -135,7 +147,7 @@ class FaultTest {
             assertTrue(out.contains("cpu-shm"), r.describeRank(rank));
             assertTrue(out.contains("nccl"), r.describeRank(rank));
             // Fails at start, long before the 60 s wait timeout.
-            assertTrue(elapsedMillis(out) < 10_000, r.describeRank(rank));
+            assertTrue(elapsedMillis(out) < 20_000, r.describeRank(rank));
         }
         assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
     }

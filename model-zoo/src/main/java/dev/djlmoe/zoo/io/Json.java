@@ -339,7 +339,14 @@ public final class Json {
                 // falls through to double: magnitude beyond 64 bits
             }
         }
-        return Double.parseDouble(s);
+        double d = Double.parseDouble(s);
+        if (Double.isInfinite(d)) {
+            // 1e400 would become Infinity, which JSON cannot write back and no setting means.
+            pos = start;
+            throw error("number " + (s.length() > 40 ? s.substring(0, 40) + "..." : s)
+                    + " is beyond the range of a double (about 1.8e308)");
+        }
+        return d;
     }
 
     private void literal(String word) throws JsonException {
@@ -424,7 +431,8 @@ public final class Json {
                 throw new IllegalArgumentException("JSON cannot hold the number " + d);
             }
             if (d == Math.rint(d) && Math.abs(d) < 1e15) {
-                sb.append((long) d).append(".0");
+                // (long) -0.0 is 0: keep the sign of negative zero.
+                sb.append(d == 0 && 1 / d < 0 ? "-0" : Long.toString((long) d)).append(".0");
             } else {
                 sb.append(v instanceof Float ? Float.toString((Float) v) : Double.toString(d));
             }

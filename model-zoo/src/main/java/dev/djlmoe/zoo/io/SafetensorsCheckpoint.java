@@ -134,6 +134,14 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
         return new SafetensorsCheckpoint(dir, files, Collections.unmodifiableMap(owner));
     }
 
+    /** Escapes control characters, so a hostile name cannot garble a message. */
+    private static String printable(String s) {
+        StringBuilder b = new StringBuilder();
+        s.chars().forEach(c -> b.append(c < 0x20 || c == 0x7f
+                ? String.format("\\u%04x", c) : String.valueOf((char) c)));
+        return b.toString();
+    }
+
     private static Map<String, String> readIndex(Path index) throws IOException {
         long size = Files.size(index);
         if (size > MAX_INDEX_BYTES) {
@@ -162,9 +170,11 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
             }
             String f = (String) e.getValue();
             if (f.isEmpty() || f.contains("/") || f.contains("\\") || f.equals("..")
-                    || f.equals(".")) {
+                    || f.equals(".") || f.chars().anyMatch(c -> c < 0x20)) {
+                // (a NUL would otherwise surface as an unchecked InvalidPathException)
                 throw new SafetensorsException(
-                        index + ": weight_map[\"" + e.getKey() + "\"] = '" + f
+                        index + ": weight_map[\"" + printable(String.valueOf(e.getKey())) + "\"] = '"
+                                + printable(f)
                                 + "' is not a plain file name in the checkpoint directory");
             }
             out.put((String) e.getKey(), f);

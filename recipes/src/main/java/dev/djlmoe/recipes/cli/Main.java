@@ -32,7 +32,9 @@ import picocli.CommandLine.UnmatchedArgumentException;
             BenchCommand.class,
             LaunchCommand.class,
             PlotCommand.class,
-            StudyCommand.class
+            StudyCommand.class,
+            FuzzCommand.class,
+            SoakCommand.class
         })
 public final class Main implements Runnable {
 

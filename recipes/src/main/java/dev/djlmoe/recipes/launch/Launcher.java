@@ -153,7 +153,10 @@ public final class Launcher {
         }
         for (Process p : list) {
             if (p.isAlive()) {
-                p.destroy();
+                // SIGTERM through the handle: Process.destroy() would also close the rank's
+                // standard input (its parent watch would exit at once, before saving a
+                // checkpoint) and output (its last lines would be lost).
+                p.toHandle().destroy();
             }
         }
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(spec.graceMillis());
@@ -179,7 +182,10 @@ public final class Launcher {
         }
         for (Process p : list) {
             if (p.isAlive()) {
-                p.destroy();
+                // SIGTERM through the handle: Process.destroy() would also close the rank's
+                // standard input (its parent watch would exit at once, before saving a
+                // checkpoint) and output (its last lines would be lost).
+                p.toHandle().destroy();
             }
         }
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(spec.graceMillis());
