@@ -2,7 +2,9 @@
 // reference, special values, partial blocks, and the C ABI entry points.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -325,6 +327,122 @@ TEST(WireRows, DecodeAddAccumulates) {
     for (int64_t i = 0; i < hidden; ++i) acc[i] = static_cast<float>(i);
     nep::decode_add_row(w, enc.data(), hidden, acc.data());
     for (int64_t i = 0; i < hidden; ++i) ASSERT_EQ(acc[i], static_cast<float>(i) + plain[i]) << nep::wire_name(w);
+  }
+}
+
+// The row loops (AVX2 on CPUs that have it, scalar otherwise) against the scalar conversions of
+// codec.h applied element by element: bytes and float bits must be identical, for every e4m3
+// code, special values, subnormals, rounding midpoints and partial blocks.
+uint32_t bits_of(float f) { return nep::float_bits(f); }
+
+TEST(WireRows, RowLoopsMatchTheScalarConversionsBitForBit) {
+  std::mt19937_64 rng(11);
+  for (int64_t hidden : {7168, 300, 129, 33, 7, 1}) {
+    const int64_t rows = 3;
+    auto x = multi_scale_rows(rng, rows, hidden);
+    std::uniform_int_distribution<uint32_t> any_bits;
+    for (int64_t i = 0; i < rows * hidden; ++i) {
+      switch (i % 11) {
+        case 3: x[i] = nep::bits_float(any_bits(rng)); break;            // anything, NaN included
+        case 5: x[i] = nep::bits_float(any_bits(rng) & 0x807FFFFFu); break;  // subnormals
+        case 9: x[i] = (i % 2) ? INFINITY : -0.0f; break;
+        default: break;
+      }
+    }
+    // Row 0: every 32-channel block starts with 448 (so both scales are exactly 1) and the rest
+    // are exact midpoints between neighbouring e4m3 values, where round-to-nearest-even decides.
+    for (int64_t i = 0; i < hidden; ++i) {
+      if (i % 32 == 0) {
+        x[i] = 448.0f;
+        continue;
+      }
+      const uint8_t c = static_cast<uint8_t>(any_bits(rng) % 0x7E);
+      const float mid = static_cast<float>(
+          (e4m3_reference(c) + e4m3_reference(static_cast<uint8_t>(c + 1))) / 2.0);
+      x[i] = (any_bits(rng) & 1) ? -mid : mid;
+    }
+    // Encode.
+    for (Wire w : {Wire::kBf16, Wire::kFp8, Wire::kMxfp8}) {
+      const auto enc = encode(w, x, rows, hidden);
+      const int64_t rb = nep::wire_row_bytes(w, hidden);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = x.data() + r * hidden;
+        std::vector<uint8_t> ref(static_cast<size_t>(rb));
+        if (w == Wire::kBf16) {
+          for (int64_t i = 0; i < hidden; ++i) {
+            const uint16_t h = nep::bf16_from_float(xr[i]);
+            std::memcpy(&ref[2 * i], &h, 2);
+          }
+        } else {
+          const int64_t block = w == Wire::kFp8 ? nep::kFp8BlockSize : nep::kMxBlockSize;
+          for (int64_t b = 0, start = 0; start < hidden; ++b, start += block) {
+            const int64_t n = std::min(block, hidden - start);
+            uint32_t amax = 0;
+            for (int64_t i = 0; i < n; ++i) {
+              const uint32_t a = bits_of(xr[start + i]) & 0x7FFFFFFFu;
+              if (a < 0x7F800000u) amax = std::max(amax, a);
+            }
+            if (w == Wire::kFp8) {
+              const float am = nep::bits_float(std::max(amax, (9u << 23) | 0x600000u));
+              const float inv = 448.0f / am, scale = am / 448.0f;
+              for (int64_t i = 0; i < n; ++i) ref[start + i] = nep::e4m3_from_float(xr[start + i] * inv);
+              std::memcpy(&ref[hidden + 4 * b], &scale, 4);
+            } else {
+              const int32_t e = std::clamp(static_cast<int32_t>(amax >> 23) - 135, -127, 127);
+              const int32_t half = -e / 2;
+              const float f1 = nep::pow2f(half), f2 = nep::pow2f(-e - half);
+              for (int64_t i = 0; i < n; ++i) ref[start + i] = nep::e4m3_from_float(xr[start + i] * f1 * f2);
+              ref[hidden + b] = static_cast<uint8_t>(e + 127);
+            }
+          }
+        }
+        ASSERT_EQ(std::memcmp(ref.data(), enc.data() + r * rb, static_cast<size_t>(rb)), 0)
+            << nep::wire_name(w) << " hidden " << hidden << " row " << r;
+      }
+    }
+    // Decode and decode-add of arbitrary wire bytes (every code; scales random, 0xFF included).
+    for (Wire w : {Wire::kBf16, Wire::kFp8, Wire::kMxfp8}) {
+      const int64_t rb = nep::wire_row_bytes(w, hidden);
+      std::vector<uint8_t> in(static_cast<size_t>(rb));
+      for (int64_t i = 0; i < rb; ++i) in[i] = static_cast<uint8_t>((i * 37 + any_bits(rng)) & 0xFF);
+      if (w == Wire::kFp8) {
+        for (int64_t b = 0; hidden + 4 * b < rb; ++b) {
+          const float s = std::ldexp(static_cast<float>(1 + b % 5) / 3.0f, static_cast<int>(b % 40) - 20);
+          std::memcpy(&in[hidden + 4 * b], &s, 4);
+        }
+      }
+      for (int add = 0; add < 2; ++add) {
+        std::vector<float> got(static_cast<size_t>(hidden)), want(static_cast<size_t>(hidden));
+        for (int64_t i = 0; i < hidden; ++i) got[i] = want[i] = add ? x[i] : 0.0f;
+        if (add) {
+          nep::decode_add_row(w, in.data(), hidden, got.data());
+        } else {
+          nep::decode_row(w, in.data(), hidden, got.data());
+        }
+        for (int64_t i = 0; i < hidden; ++i) {
+          float v;
+          if (w == Wire::kBf16) {
+            uint16_t h;
+            std::memcpy(&h, &in[2 * i], 2);
+            v = nep::bf16_to_float(h);
+          } else if (w == Wire::kFp8) {
+            v = nep::e4m3_to_float(in[i]) * read_f32(&in[hidden + 4 * (i / 128)]);
+          } else {
+            const uint8_t sb = in[hidden + i / 32];
+            const int32_t e = static_cast<int32_t>(sb) - 127, half = e / 2;
+            const float f1 = sb == 0xFF ? nep::bits_float(0x7FC00000u) : nep::pow2f(half);
+            v = nep::e4m3_to_float(in[i]) * f1 * nep::pow2f(e - half);
+          }
+          if (add) {
+            want[i] += v;
+          } else {
+            want[i] = v;
+          }
+          ASSERT_EQ(bits_of(got[i]), bits_of(want[i]))
+              << nep::wire_name(w) << (add ? " add" : "") << " hidden " << hidden << " i " << i;
+        }
+      }
+    }
   }
 }
 

@@ -443,6 +443,15 @@ public final class Pretrain {
             resumed = TrainingCheckpoint.readState(resumeFrom);
             warnings.addAll(checkResume(resumed, job, resumeFrom, world));
         }
+        if (resumeFrom == null && ckptRoot != null && Files.isDirectory(ckptRoot)) {
+            try (var s = Files.list(ckptRoot)) {
+                if (s.anyMatch(p -> p.getFileName().toString().startsWith("step-"))) {
+                    warnings.add(ckptRoot + " holds checkpoints of an earlier run; this run starts"
+                            + " fresh and writes its own next to them (continue the earlier run"
+                            + " with --resume " + ckptRoot + ")");
+                }
+            }
+        }
         if (job.initFrom() != null && !Files.isDirectory(job.initFrom())) {
             throw new IllegalArgumentException(
                     "--model " + job.initFrom() + ": no such checkpoint directory");
@@ -486,8 +495,14 @@ public final class Pretrain {
                 }
                 long start = 0;
                 if (resumeFrom != null) {
-                    TrainingCheckpoint.loadOptimizer(resumeFrom, hfModel, optimizer, group.rank());
+                    int restored = TrainingCheckpoint.loadOptimizer(resumeFrom, hfModel,
+                            optimizer, group.rank());
                     start = resumed.step();
+                    if (start > 0 && restored == 0) {
+                        throw new IllegalArgumentException(
+                                "--resume " + resumeFrom + ": the checkpoint of step " + start
+                                        + " holds no optimizer state (optimizer-*.safetensors)");
+                    }
                 }
                 EpTrainer ep =
                         EpTrainer.builder()
@@ -499,7 +514,7 @@ public final class Pretrain {
                 log.printf(
                         Locale.ROOT,
                         "model: %s, %d layers, H=%d, %d experts (top-%d, %d shared), %,d"
-                                + " parameters per rank; EP size %d, precision %s%n",
+                                + " parameters per rank; EP world size %d, precision %s%n",
                         hf ? job.config().family().modelType() : arch.description(),
                         arch.layers(),
                         arch.hidden(),

@@ -169,9 +169,18 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
                                 + Json.typeName(e.getValue()));
             }
             String f = (String) e.getValue();
-            if (f.isEmpty() || f.contains("/") || f.contains("\\") || f.equals("..")
-                    || f.equals(".") || f.chars().anyMatch(c -> c < 0x20)) {
-                // (a NUL would otherwise surface as an unchecked InvalidPathException)
+            boolean valid = !f.isEmpty() && !f.contains("/") && !f.contains("\\")
+                    && !f.equals("..") && !f.equals(".") && f.chars().allMatch(c -> c >= 0x20);
+            if (valid) {
+                try {
+                    // A lone UTF-16 surrogate (a JSON escape can make one) cannot become a path:
+                    // it would surface as an unchecked InvalidPathException.
+                    index.resolveSibling(f);
+                } catch (java.nio.file.InvalidPathException ex) {
+                    valid = false;
+                }
+            }
+            if (!valid) {
                 throw new SafetensorsException(
                         index + ": weight_map[\"" + printable(String.valueOf(e.getKey())) + "\"] = '"
                                 + printable(f)

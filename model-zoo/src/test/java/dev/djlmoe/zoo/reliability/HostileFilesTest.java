@@ -283,6 +283,9 @@ class HostileFilesTest {
                 null, "not a plain file name"));
         c.add(index("NUL in a file name", "{\"weight_map\": {\"w\": \"a.safetensors\\u0000x\"}}",
                 null, "'a.safetensors\\u0000x'", "not a plain file name"));
+        c.add(index("lone surrogate in a file name",
+                "{\"weight_map\": {\"w\": \"a\\ud800.safetensors\"}}", null,
+                "not a plain file name"));
         c.add(index("absolute path", "{\"weight_map\": {\"w\": \"/etc/passwd\"}}", null,
                 "not a plain file name"));
         c.add(index("tensor not in its shard", "{\"weight_map\": {\"zz\": \"a.safetensors\"}}",

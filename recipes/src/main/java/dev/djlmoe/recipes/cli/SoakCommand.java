@@ -47,7 +47,7 @@ public final class SoakCommand implements Callable<Integer> {
     long seed = 7;
 
     @Option(names = "--rss-tolerance-mb", description = "RSS growth after warm-up still counted as flat (default ${DEFAULT-VALUE})")
-    double rssToleranceMb = 48;
+    double rssToleranceMb = 32;
 
     @Option(names = "--kill-rank", description = "fault injection: this rank kills itself (SIGKILL) during an all-reduce at --kill-at-step")
     int killRank = -1;
@@ -62,9 +62,11 @@ public final class SoakCommand implements Callable<Integer> {
         o.validate();
         RankEnvironment env = RankEnvironment.fromSystem();
         try (ProcessGroup group = ProcessGroups.create(env)) {
-            System.out.printf("soak: rank %d of %d, %d steps x %d repeats, %d training steps,"
-                    + " max heap %d MiB%n", group.rank(), group.worldSize(), steps, repeats,
-                    trainSteps, Runtime.getRuntime().maxMemory() >> 20);
+            System.out.printf("soak: rank %d of %d (pid %d), %d steps x %d repeats, %d training"
+                    + " steps, max heap %d MiB%n", group.rank(), group.worldSize(),
+                    ProcessHandle.current().pid(), steps, repeats, trainSteps,
+                    Runtime.getRuntime().maxMemory() >> 20);
+            System.out.flush();
             return new Soak(group, o, System.out).run() ? 0 : 1;
         } catch (EpException e) {
             System.out.println("soak: rank " + env.rank() + " stopped: "

@@ -307,7 +307,7 @@ public record TrainingPlan(
         memRow(sb, "optimizer (AdamW m and v)", mem.optimizerStatePerRank());
         memRow(sb, "activations (estimate)", mem.activationsPerRank());
         double total = mem.totalBytesPerRank() / (double) (1L << 30);
-        sb.append(String.format(Locale.ROOT, "%-34s %18s %10.2f%n", "total", "", total));
+        sb.append(String.format(Locale.ROOT, "  %-32s %18s %10.2f%n", "total", "", total));
         if (gpuMemoryGiB > 0) {
             sb.append(String.format(Locale.ROOT, "  %s in %.0f GiB per device%n",
                     total <= gpuMemoryGiB ? "fits" : "does NOT fit", gpuMemoryGiB));

@@ -179,7 +179,7 @@ class LauncherTest {
             String text = read(log);
             assertEquals(0, p.exitValue(), text);
             assertTrue(text.contains("[rank 0] model:"), text);
-            assertTrue(text.contains("EP world size 2"), text);
+            assertTrue(text.contains("EP size 2"), text);
             assertTrue(text.contains("[rank 0] done: loss"), text);
             assertTrue(text.contains("[rank 1] "), "rank 1's output is not forwarded\n" + text);
         } finally {
