@@ -31,6 +31,12 @@ import org.bytedeco.javacpp.PointerPointer;
  * input raises {@link IllegalArgumentException} naming the argument, the value and the limit.
  * Outputs are ordinary NDArrays allocated by the input's {@link NDManager} and written in place.
  * Dispatch and combine are collective: every rank of the group calls them in the same order.
+ *
+ * <p>Non-finite values are not looked for here: that would be one more pass over every {@code
+ * [T, H]} element of every call. They travel as they are on the FP32 and BF16 wires and become NaN
+ * on the FP8 and MXFP8 wires (e4m3 has no infinity) without spoiling the rest of their scaling
+ * block. Training detects them where it costs nothing: {@code EpTrainer} refuses a step whose
+ * global gradient norm is not finite, before the optimizer runs.
  */
 public final class EpBuffer implements AutoCloseable {
 

@@ -514,7 +514,7 @@ public final class Pretrain {
                 log.printf(
                         Locale.ROOT,
                         "model: %s, %d layers, H=%d, %d experts (top-%d, %d shared), %,d"
-                                + " parameters per rank; EP world size %d, precision %s%n",
+                                + " parameters per rank; EP size %d, precision %s%n",
                         hf ? job.config().family().modelType() : arch.description(),
                         arch.layers(),
                         arch.hidden(),

@@ -47,7 +47,7 @@ public final class SoakCommand implements Callable<Integer> {
     long seed = 7;
 
     @Option(names = "--rss-tolerance-mb", description = "RSS growth after warm-up still counted as flat (default ${DEFAULT-VALUE})")
-    double rssToleranceMb = 32;
+    double rssToleranceMb = 48;
 
     @Option(names = "--kill-rank", description = "fault injection: this rank kills itself (SIGKILL) during an all-reduce at --kill-at-step")
     int killRank = -1;
