@@ -522,19 +522,19 @@ public final class Soak {
         }
         // One-time steps (a new malloc arena, a libtorch cache) are shown, not judged: a leak
         // shows as growth of the means above and in JavaCPP, heap, descriptor and segment counts.
-        List<String> steps = new ArrayList<>();
+        List<String> rises = new ArrayList<>();
         for (int i = 1; i < samples.size(); i++) {
             long d = samples.get(i).rssKb() - samples.get(i - 1).rssKb();
             // (dispatch/combine samples swing by tens of MiB with the step's tensor sizes)
             if (d > 16 * 1024 && samples.get(i).phase().equals("training")) {
-                steps.add(String.format(Locale.ROOT, "%+.1f MiB at step %d (%s)", d / 1024.0,
+                rises.add(String.format(Locale.ROOT, "%+.1f MiB at step %d (%s)", d / 1024.0,
                         samples.get(i).step(), samples.get(i).phase()));
             }
         }
-        if (!steps.isEmpty()) {
+        if (!rises.isEmpty()) {
             out.printf(Locale.ROOT, "soak: rank %d training RSS rises over 16 MiB between two"
                     + " samples: %s%n",
-                    r, steps);
+                    r, rises);
         }
         Sample end = samples.get(samples.size() - 1);
         int expectedMapped = group.worldSize() > 1 ? group.worldSize() : 0;
