@@ -12,7 +12,7 @@ import java.util.concurrent.TimeUnit;
  * <ul>
  *   <li>{@code echo}: a progress line redrawn with carriage returns, then exits 0;
  *   <li>{@code sleep}: sleeps for a minute (a rank that would outlive the launcher);
- *   <li>{@code cascade}: at {@code PROBE_T0} (epoch ms) rank 1 exits 7; 20 ms later rank 0 exits 9
+ *   <li>{@code cascade}: at {@code PROBE_T0} (epoch ms) rank 1 exits 7; 500 ms later rank 0 exits 9
  *       (as a peer that fails because rank 1 died would); the others sleep.
  * </ul>
  */
@@ -48,7 +48,7 @@ public final class LauncherProbe {
                     sleepUntil(t0);
                     System.exit(7);
                 } else if (rank == 0) {
-                    sleepUntil(t0 + 20);
+                    sleepUntil(t0 + 500);
                     System.exit(9);
                 }
                 TimeUnit.MINUTES.sleep(1);

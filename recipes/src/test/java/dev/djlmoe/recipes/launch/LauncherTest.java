@@ -94,7 +94,7 @@ class LauncherTest {
                         .run();
         long ms = (System.nanoTime() - begin) / 1_000_000;
         String text = buf.toString(StandardCharsets.UTF_8);
-        // Rank 1 failed first (7); rank 0 failed 20 ms later (9), as a peer of a dead rank would.
+        // Rank 1 failed first (7); rank 0 failed 500 ms later (9), as a peer of a dead rank would.
         assertEquals(7, code, text);
         assertTrue(text.contains("[launch] rank 1 exited with code 7"), text);
         List<Long> pids = rankPids(text);
