@@ -4,6 +4,7 @@
 package dev.djlmoe.nn;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -16,6 +17,10 @@ import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.ep.DispatchResult;
 import dev.djlmoe.ep.EpAutograd;
 import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.ep.LowLatencyBuffer;
+import dev.djlmoe.ep.LowLatencyDispatch;
+import dev.djlmoe.ep.LowLatencyHandle;
+import dev.djlmoe.ep.LowLatencyHook;
 
 /**
  * A DeepSeek-V3-style Mixture-of-Experts layer: {@code y = sum_k w_k * Expert_{idx_k}(u) +
@@ -236,6 +241,126 @@ public final class MoeLayer extends AbstractBlock {
             out = out.add(sharedExperts.forward(ps, new NDList(u), training).head());
         }
         return new NDList(out.reshape(inShape));
+    }
+
+    /**
+     * The decode-step forward with low-latency dispatch and combine (inference only): the router
+     * picks experts, {@link LowLatencyBuffer#dispatchSend} sends one message per
+     * (token, expert) pair, the shared experts run while the messages travel, the receive hook
+     * completes, each local expert runs on its received rows, and the low-latency combine sums
+     * {@code w_k · y_k} at the source. Collective: every rank of the buffer calls it for the same
+     * layers in the same order (a rank may pass zero tokens).
+     *
+     * @param ps the parameter store
+     * @param input {@code [B, S, H]} or {@code [T, H]} float32 with {@code T = B·S <=
+     *     max_tokens_per_rank} of the buffer
+     * @param ll the buffer, wire formats and timers
+     * @return the layer's output, the shape of {@code input}
+     */
+    public NDArray forwardLowLatency(ParameterStore ps, NDArray input, LowLatencyMoe ll) {
+        Shape inShape = input.getShape();
+        if (inShape.get(inShape.dimension() - 1) != hiddenSize) {
+            throw new IllegalArgumentException(
+                    "MoeLayer input has shape " + inShape + ", expected last axis " + hiddenSize);
+        }
+        if (ll == null) {
+            throw new IllegalArgumentException("argument 'll' (the low-latency settings) is null");
+        }
+        LowLatencyBuffer buf = ll.buffer();
+        if (buf.numExperts() != routerConfig.getNumExperts() || buf.hidden() != hiddenSize
+                || buf.worldSize() != worldSize || buf.rank() != rank) {
+            throw new IllegalArgumentException(
+                    "the LowLatencyBuffer (E = " + buf.numExperts() + ", H = " + buf.hidden()
+                            + ", rank " + buf.rank() + " of " + buf.worldSize()
+                            + ") does not match this MoeLayer (E = " + routerConfig.getNumExperts()
+                            + ", H = " + hiddenSize + ", rank " + rank + " of " + worldSize + ")");
+        }
+        long tokens = inShape.size() / hiddenSize;
+        NDArray u = input.reshape(tokens, hiddenSize); // [T, H]
+        NDList routed = gate.forward(ps, new NDList(u), false);
+        NDArray topkIdx = routed.get(0); // [T, K] global expert ids, int64
+        NDArray topkWeights = routed.get(1); // [T, K]
+        long t0 = System.nanoTime();
+        long dispatch;
+        long combine;
+        NDArray out;
+        NDArray shared = null;
+        try (LowLatencyHook<LowLatencyDispatch> hook =
+                buf.dispatchSend(u, topkIdx, ll.dispatchWire(), ll.roundScale())) {
+            long t1 = System.nanoTime();
+            if (sharedExperts != null) { // overlapped with the messages in flight
+                shared = sharedExperts.forward(ps, new NDList(u), false).head();
+            }
+            long t2 = System.nanoTime();
+            LowLatencyDispatch d = hook.await();
+            long t3 = System.nanoTime();
+            dispatch = (t1 - t0) + (t3 - t2);
+            try (LowLatencyHandle handle = d.handle()) {
+                NDArray y = localExperts(ps, d.recvX(), d.recvCount().toIntArray());
+                long t4 = System.nanoTime();
+                out = buf.combine(y, topkIdx, topkWeights, handle, ll.combineWire());
+                combine = System.nanoTime() - t4;
+            }
+        }
+        ll.record(dispatch, combine);
+        if (shared != null) {
+            out = out.add(shared);
+        }
+        return out.reshape(inShape);
+    }
+
+    /**
+     * Runs each local expert on its received rows.
+     *
+     * @param recvX {@code [El, N, H]}: rows {@code [0, count[e])} of expert e are valid
+     * @param count {@code [El]}
+     * @return {@code [El, N, H]}: expert e's outputs in rows {@code [0, count[e])}, zeros after
+     */
+    private NDArray localExperts(ParameterStore ps, NDArray recvX, int[] count) {
+        int el = count.length;
+        long n = recvX.getShape().get(1);
+        NDManager m = recvX.getManager();
+        int total = 0;
+        for (int c : count) {
+            total += c;
+        }
+        long[] rows = new long[total];
+        long[] expert = new long[total];
+        int at = 0;
+        for (int e = 0; e < el; e++) {
+            for (int i = 0; i < count[e]; i++) {
+                rows[at] = e * n + i;
+                expert[at++] = e;
+            }
+        }
+        NDList pieces = new NDList();
+        if (total > 0) {
+            NDArray x = recvX.reshape(el * n, hiddenSize).get(m.create(rows)); // [R, H]
+            NDArray y =
+                    experts.forward(
+                                    ps,
+                                    new NDList(
+                                            x,
+                                            m.create(expert, new Shape(total, 1)),
+                                            m.ones(new Shape(total, 1))),
+                                    false)
+                            .head(); // [R, H]
+            long[] cuts = new long[el - 1];
+            long c = 0;
+            for (int e = 0; e + 1 < el; e++) {
+                c += count[e];
+                cuts[e] = c;
+            }
+            NDList perExpert = el > 1 ? y.split(cuts, 0) : new NDList(y);
+            for (int e = 0; e < el; e++) {
+                pieces.add(perExpert.get(e));
+                if (count[e] < n) {
+                    pieces.add(m.zeros(new Shape(n - count[e], hiddenSize)));
+                }
+            }
+            return NDArrays.concat(pieces, 0).reshape(el, n, hiddenSize);
+        }
+        return m.zeros(new Shape(el, n, hiddenSize));
     }
 
     private static PairList<String, Object> expertParams(Tape tape) {

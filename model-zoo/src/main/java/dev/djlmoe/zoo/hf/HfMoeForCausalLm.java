@@ -16,12 +16,14 @@ import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
 import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.nn.ExpertPrecision;
+import dev.djlmoe.nn.LowLatencyMoe;
 import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.MoeRouter;
 import dev.djlmoe.nn.RoutedExperts;
 import dev.djlmoe.nn.SwiGluMlp;
 import dev.djlmoe.zoo.model.DecoderLayer;
 import dev.djlmoe.zoo.nn.GroupedQueryAttention;
+import dev.djlmoe.zoo.nn.KvCache;
 import dev.djlmoe.zoo.nn.MultiHeadLatentAttention;
 import dev.djlmoe.zoo.nn.RmsNorm;
 import dev.djlmoe.zoo.nn.RotaryEmbedding;
@@ -48,7 +50,8 @@ import java.util.List;
  * before the MLP.
  *
  * <p>Input {@code ids [B, S]} int64; output {@code logits [B, S, V]} float32. Parameter names in
- * Hugging Face form: {@link #hfTensors()}.
+ * Hugging Face form: {@link #hfTensors()}. For decoding, {@link #forwardCached} runs new tokens
+ * against a {@link KvCache} (from {@link #newCache}), optionally with low-latency MoE layers.
  */
 public final class HfMoeForCausalLm extends AbstractBlock {
 
@@ -337,6 +340,90 @@ public final class HfMoeForCausalLm extends AbstractBlock {
             logits = h.matMul(tableT);
         }
         return new NDList(logits);
+    }
+
+    /**
+     * Creates an empty key/value cache for {@link #forwardCached}.
+     *
+     * @param manager the manager whose sub-manager owns the cache
+     * @param batch B sequences
+     * @param capacity the most positions a sequence reaches (prompt plus generated tokens)
+     * @return the cache (close it when done)
+     */
+    public KvCache newCache(NDManager manager, int batch, int capacity) {
+        return new KvCache(manager, layers.size(), batch, capacity);
+    }
+
+    /**
+     * The incremental forward (inference, with a KV cache): runs S new tokens of each sequence,
+     * the one of sequence b at positions {@code start[b] .. start[b] + S - 1}, attending to the
+     * cached positions before them, and appends their keys and values to the cache. Prefill a
+     * batch of right-padded prompts with {@code start = 0} (logits at padding positions are
+     * meaningless; later calls overwrite the padding), then decode one token per sequence per call
+     * with {@code start[b]} = the tokens sequence b holds.
+     *
+     * <p>The MoE layers run their normal forward (with an EP context: the normal-mode {@code
+     * EpBuffer} dispatch and combine) when {@code lowLatency} is null, and {@link
+     * MoeLayer#forwardLowLatency} otherwise (every rank then needs {@code B · S <=
+     * max_tokens_per_rank}). Collective with EP: every rank makes the same calls.
+     *
+     * @param ps the parameter store
+     * @param ids {@code [B, S]} int64 token ids
+     * @param cache the cache from {@link #newCache}
+     * @param start {@code [B]} the position of each sequence's first new token
+     * @param lowLatency the low-latency MoE exchange, or null for the normal forward
+     * @return {@code logits [B, S, V]} float32
+     */
+    public NDArray forwardCached(
+            ParameterStore ps, NDArray ids, KvCache cache, long[] start, LowLatencyMoe lowLatency) {
+        if (ids.getShape().dimension() != 2 || ids.getShape().get(0) != cache.batch()) {
+            throw new IllegalArgumentException(
+                    "argument 'ids' has shape " + ids.getShape() + ", expected [" + cache.batch()
+                            + ", S] (the cache's batch)");
+        }
+        if (ids.getDataType() != DataType.INT64) {
+            ids = ids.toType(DataType.INT64, false);
+        }
+        cache.checkStart(start, ids.getShape().get(1));
+        NDArray h = embed.forward(ps, new NDList(ids), false).head(); // [B, S, H]
+        for (int i = 0; i < layers.size(); i++) {
+            DecoderLayer layer = layers.get(i);
+            Block attn = child(layer, "self_attn");
+            NDArray a = child(layer, "input_layernorm").forward(ps, new NDList(h), false).head();
+            if (attn instanceof MultiHeadLatentAttention mla) {
+                a = mla.forwardCached(ps, a, cache, i, start);
+            } else {
+                a = ((GroupedQueryAttention) attn).forwardCached(ps, a, cache, i, start);
+            }
+            h = h.add(a);
+            NDArray u =
+                    child(layer, "post_attention_layernorm")
+                            .forward(ps, new NDList(h), false)
+                            .head();
+            Block mlp = layer.getMlp();
+            NDArray m;
+            if (lowLatency != null && mlp instanceof MoeLayer moe) {
+                m = moe.forwardLowLatency(ps, u, lowLatency);
+            } else {
+                m = mlp.forward(ps, new NDList(u), false).head();
+            }
+            h = h.add(m);
+        }
+        h = norm.forward(ps, new NDList(h), false).head();
+        if (lmHead != null) {
+            return lmHead.forward(ps, new NDList(h), false).head();
+        }
+        NDArray table = ps.getValue(embed.getWeight(), h.getDevice(), false);
+        return h.matMul(table.transpose());
+    }
+
+    private static Block child(Block block, String name) {
+        for (var c : block.getChildren()) {
+            if (c.getKey().substring(2).equals(name)) {
+                return c.getValue();
+            }
+        }
+        throw new IllegalStateException("no child " + name);
     }
 
     @Override

@@ -133,6 +133,52 @@ public final class GroupedQueryAttention extends AbstractBlock {
         return oProj.forward(ps, new NDList(merged), training);
     }
 
+    /**
+     * The incremental (KV-cached) forward: attends the new tokens to every cached position of
+     * their sequence and appends their keys and values to the cache (inference only).
+     *
+     * @param ps the parameter store
+     * @param x {@code [B, S, H]} the new tokens' inputs
+     * @param cache the cache; this layer keeps rotated keys (slot 0) and values (slot 1), each
+     *     {@code [B, G, capacity, d]}
+     * @param layer this attention's layer index in the cache
+     * @param start {@code [B]} the position of each sequence's first new token
+     * @return {@code [B, S, H]}
+     */
+    public NDArray forwardCached(
+            ParameterStore ps, NDArray x, KvCache cache, int layer, long[] start) {
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        NDArray q = qProj.forward(ps, new NDList(x), false).head().reshape(b, s, numHeads, headDim);
+        NDArray k = kProj.forward(ps, new NDList(x), false).head().reshape(b, s, numKvHeads, headDim);
+        NDArray v = vProj.forward(ps, new NDList(x), false).head().reshape(b, s, numKvHeads, headDim);
+        if (qNorm != null) {
+            q = qNorm.forward(ps, new NDList(q), false).head();
+            k = kNorm.forward(ps, new NDList(k), false).head();
+        }
+        q = q.transpose(0, 2, 1, 3); // [B, N, S, d]
+        k = k.transpose(0, 2, 1, 3); // [B, G, S, d]
+        v = v.transpose(0, 2, 1, 3);
+        NDManager m = x.getManager();
+        NDArray[] cs = KvCache.rope(rotary, m, start, s); // [B, 1, S, d/2]
+        q = RotaryEmbedding.apply(q, cs[0], cs[1], rotary.settings().layout());
+        k = RotaryEmbedding.apply(k, cs[0], cs[1], rotary.settings().layout());
+        NDArray keys = cache.append(layer, 0, k, start); // [B, G, L, d]
+        NDArray values = cache.append(layer, 1, v, start);
+        long l = keys.getShape().get(2);
+        int group = numHeads / numKvHeads;
+        if (group > 1) {
+            keys = keys.expandDims(2).repeat(2, group).reshape(b, numHeads, l, headDim);
+            values = values.expandDims(2).repeat(2, group).reshape(b, numHeads, l, headDim);
+        }
+        NDArray qk = q.matMul(keys.transpose(0, 1, 3, 2)); // [B, N, S, L]
+        NDArray scores = qk.mul(Autograd.scalar(qk, 1.0 / Math.sqrt(headDim)));
+        scores = scores.add(KvCache.mask(m, start, s, l, slidingWindow));
+        NDArray ctx = scores.softmax(-1).matMul(values); // [B, N, S, d]
+        NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * headDim);
+        return oProj.forward(ps, new NDList(merged), false).head();
+    }
+
     @Override
     public void initializeChildBlocks(NDManager manager, DataType dataType, Shape... inputShapes) {
         Shape h = new Shape(-1L, hiddenSize);

@@ -155,6 +155,62 @@ public final class MultiHeadLatentAttention extends AbstractBlock {
         return oProj.forward(ps, new NDList(merged), training);
     }
 
+    /**
+     * The incremental (KV-cached) forward: attends the new tokens to every cached position of
+     * their sequence and appends their latent and rotary key to the cache (inference only). The
+     * cache keeps what MLA compresses to: the normalised latent {@code c} (slot 0, {@code [B, 1,
+     * capacity, r]}) and the rotated shared key (slot 1, {@code [B, 1, capacity, dr]}); {@code
+     * kv_b} expands the latent of the visible positions at each call.
+     *
+     * @param ps the parameter store
+     * @param x {@code [B, S, H]} the new tokens' inputs
+     * @param cache the cache
+     * @param layer this attention's layer index in the cache
+     * @param start {@code [B]} the position of each sequence's first new token
+     * @return {@code [B, S, H]}
+     */
+    public NDArray forwardCached(
+            ParameterStore ps, NDArray x, KvCache cache, int layer, long[] start) {
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        NDArray q;
+        if (qProj != null) {
+            q = qProj.forward(ps, new NDList(x), false).head();
+        } else {
+            NDArray qa = qaProj.forward(ps, new NDList(x), false).head();
+            qa = qaNorm.forward(ps, new NDList(qa), false).head();
+            q = qbProj.forward(ps, new NDList(qa), false).head();
+        }
+        q = q.reshape(b, s, numHeads, nope + rope).transpose(0, 2, 1, 3); // [B, N, S, dn+dr]
+        NDList qParts = q.split(new long[] {nope}, 3);
+        NDArray ckv = kvaProj.forward(ps, new NDList(x), false).head(); // [B, S, r+dr]
+        NDList ckvParts = ckv.split(new long[] {kvLoraRank}, 2);
+        NDArray latent = kvaNorm.forward(ps, new NDList(ckvParts.get(0)), false).head();
+        NDArray kRot = ckvParts.get(1).reshape(b, 1, s, rope); // [B, 1, S, dr]
+        NDManager m = x.getManager();
+        NDArray[] cs = KvCache.rope(rotary, m, start, s);
+        RotaryEmbedding.Layout layout = rotary.settings().layout();
+        NDArray qRot = RotaryEmbedding.apply(qParts.get(1), cs[0], cs[1], layout);
+        kRot = RotaryEmbedding.apply(kRot, cs[0], cs[1], layout);
+        NDArray lat = cache.append(layer, 0, latent.reshape(b, 1, s, kvLoraRank), start);
+        NDArray keyRot = cache.append(layer, 1, kRot, start); // [B, 1, L, dr]
+        long l = lat.getShape().get(2);
+        NDArray kv =
+                kvbProj.forward(ps, new NDList(lat.reshape(b, l, kvLoraRank)), false)
+                        .head()
+                        .reshape(b, l, numHeads, nope + vDim)
+                        .transpose(0, 2, 1, 3); // [B, N, L, dn+dv]
+        NDList kvParts = kv.split(new long[] {nope}, 3);
+        NDArray scores =
+                qParts.get(0)
+                        .matMul(kvParts.get(0).transpose(0, 1, 3, 2))
+                        .add(qRot.matMul(keyRot.transpose(0, 1, 3, 2))); // [B, N, S, L]
+        scores = scores.mul(Autograd.scalar(scores, scale)).add(KvCache.mask(m, start, s, l, 0));
+        NDArray ctx = scores.softmax(-1).matMul(kvParts.get(1)); // [B, N, S, dv]
+        NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * vDim);
+        return oProj.forward(ps, new NDList(merged), false).head();
+    }
+
     @Override
     public void initializeChildBlocks(NDManager manager, DataType dataType, Shape... inputShapes) {
         Shape h = new Shape(-1L, hiddenSize);

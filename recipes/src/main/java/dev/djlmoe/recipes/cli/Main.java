@@ -28,6 +28,7 @@ import picocli.CommandLine.UnmatchedArgumentException;
         subcommands = {
             PretrainCommand.class,
             FinetuneCommand.class,
+            DecodeCommand.class,
             PlanCommand.class,
             BenchCommand.class,
             LaunchCommand.class,
