@@ -9,7 +9,7 @@
 #   jre/          jlink-ed Java runtime (java.base, java.logging, jdk.unsupported)
 #   jars/         javacpp 1.5.14 and its linux-x86_64 jar from ~/.m2
 #   classes/, test-classes/   native-ep's classes, JNI libraries and the Java GPU driver
-#   gpu-build/{bin,lib}       ep_test, ep_bench and the CUDA plug-in (cmake, NEP_BUILD_CUDA=ON)
+#   gpu-build/{bin,lib}       ep_test, ep_bench, ll_test, ll_bench and the CUDA plug-in (cmake, NEP_BUILD_CUDA=ON)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.gpucarry/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.gpucarry/' >> .git/info/exclude; }
@@ -25,7 +25,7 @@ cp -a native-ep/target/classes .gpucarry/classes
 cp -a native-ep/target/test-classes .gpucarry/test-classes
 rm -f .gpucarry/classes/dev/djlmoe/nativeep/linux-x86_64/libnativeep_cuda.so  # the binding's copy is enough
 cmake -S native-ep -B native-ep/target/gpu-build -DNEP_BUILD_CUDA=ON -DNEP_BUILD_TESTS=OFF >/dev/null
-cmake --build native-ep/target/gpu-build -j2 --target ep_test ep_bench nativeep_cuda
+cmake --build native-ep/target/gpu-build -j2 --target ep_test ep_bench ll_test ll_bench nativeep_cuda
 cp -a native-ep/target/gpu-build/bin native-ep/target/gpu-build/lib .gpucarry/gpu-build/
 rm -f .gpucarry/gpu-build/bin/bench_*
 du -sh .gpucarry

@@ -19,6 +19,12 @@
 #   java:W      the Java driver (dev.djlmoe.nativeep.cuda.CudaEpJavaCheck): W JVMs drive the plug-in
 #               through JavaCPP; needs $NEP_JAVA_DIR (default .gpucarry) with jre/, jars/, classes/,
 #               test-classes/
+#   lltest:W    ll_test --world W (low-latency mode; W ranks on GPU rank % device_count, so W > #GPUs
+#               runs time-sliced on fewer GPUs)
+#   llbench:W   ll_bench --world W (128 tokens/rank, H=7168, top-8 of 256, FP8 dispatch, bf16
+#               combine), JSON to $OUT; llbenchrs:W the same with power-of-two (round) FP8 scales
+#   llnccl:W    torch all_to_all_single baseline of the same decode step (ll_nccl_baseline.py),
+#               JSON to $OUT (NCCL needs one GPU per rank: W <= number of GPUs)
 #   pack        merges the JSON files into $OUT/results.json and the logs into $OUT/logs.tgz
 # Logs and JSON go to $OUT (default /tmp/nep-out). Every step has a wall-clock limit; with
 # NEP_BUDGET_S set, a step that would start after that many seconds of this script is skipped.
@@ -56,7 +62,7 @@ for step in "$@"; do
       { nvidia-smi; nvidia-smi topo -m; nvcc --version | tail -2; } > "$OUT/info.log" 2>&1
       nvidia-smi -L; nvidia-smi topo -m | head -8 ;;
     build)
-      if runs_here "$BUILD" ep_test && runs_here "$BUILD" ep_bench; then echo "prebuilt drivers run here"; else
+      if runs_here "$BUILD" ep_test && runs_here "$BUILD" ep_bench && runs_here "$BUILD" ll_test && runs_here "$BUILD" ll_bench; then echo "prebuilt drivers run here"; else
         timeout 400 bash -c "cmake -S native-ep -B $BUILD -DNEP_BUILD_CUDA=ON -DNEP_BUILD_TESTS=OFF >/dev/null && cmake --build $BUILD -j 32" \
           > "$OUT/build.log" 2>&1 || { echo "build failed"; tail -30 "$OUT/build.log"; exit 1; }
       fi
@@ -96,6 +102,17 @@ for step in "$@"; do
       timeout 150 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 \
         "$BUILD/bin/ep_test" --world "$w" --only bf16-pattern-uneven > "$log" 2>&1; rc=$?
       grep -E "ERROR SUMMARY|case |ep_test" "$log" | head -12; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    lltest)
+      timeout 300 "$BUILD/bin/ll_test" --world "$w" > "$log" 2>&1; rc=$?
+      grep -E "rank 0\]|FAIL|ll_test" "$log" | head -60
+      echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    llbench|llbenchrs)
+      rs=""; [ "$name" = llbenchrs ] && rs="--round-scale"
+      timeout 300 "$BUILD/bin/ll_bench" --world "$w" $rs --machine "$MACHINE" --json "$OUT/${name}-$w.json" > "$log" 2>&1; rc=$?
+      tail -8 "$log"; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
+    llnccl)
+      timeout 200 python3 native-ep/bench/ll_nccl_baseline.py --world "$w" --json "$OUT/llnccl-$w.json" > "$log" 2>&1; rc=$?
+      tail -3 "$log"; echo "rc=$rc"; [ $rc -eq 0 ] || status=1 ;;
     pack)
       python3 - "$OUT" <<'PY'
 import glob, json, os, sys

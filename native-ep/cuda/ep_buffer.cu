@@ -283,7 +283,7 @@ void check_hidden(int64_t hidden, int32_t wire) {
 
 // ---- C ABI ------------------------------------------------------------------------------------------
 
-NEP_CUDA_EXPORT int32_t nep_cuda_abi_version(void) { return 2; }
+NEP_CUDA_EXPORT int32_t nep_cuda_abi_version(void) { return 3; }
 
 NEP_CUDA_EXPORT int32_t nep_cuda_device_count(void) {
   int n = 0;

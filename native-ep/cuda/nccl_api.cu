@@ -2,7 +2,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
-#include <mutex>
+#include <string>
 
 #include "host_utils.h"
 #include "nccl_api.h"
@@ -12,63 +12,76 @@ namespace cuda {
 
 namespace {
 
-std::once_flag g_once;
-NcclApi g_api;
-bool g_ok = false;
-std::string g_why;
+// The outcome of loading NCCL: the table on success, else why not. Built once, then read-only.
+struct LoadedNccl {
+  NcclApi api{};
+  bool ok = false;
+  std::string why;
+};
 
 template <class F>
-bool sym(void* lib, const char* name, F* out, std::string* why) {
+bool sym(void* lib, const std::string& path, const char* name, F* out, std::string* why) {
   *out = reinterpret_cast<F>(dlsym(lib, name));
   if (*out == nullptr) {
-    *why = cat("symbol ", name, " not found in ", g_api.path);
+    *why = cat("symbol ", name, " not found in ", path);
     return false;
   }
   return true;
 }
 
-void load() {
+LoadedNccl load() {
+  LoadedNccl l;
   const char* env = std::getenv("NEP_NCCL_LIBRARY");
-  g_api.path = (env != nullptr && *env != '\0') ? env : "libnccl.so.2";
-  void* lib = dlopen(g_api.path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  NcclApi& a = l.api;
+  a.path = (env != nullptr && *env != '\0') ? env : "libnccl.so.2";
+  // The handle is never closed: the table's function pointers live as long as the process.
+  void* lib = dlopen(a.path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
     const char* e = dlerror();
-    g_why = cat("NCCL could not be loaded (dlopen(\"", g_api.path, "\"): ", e ? e : "unknown error",
+    l.why = cat("NCCL could not be loaded (dlopen(\"", a.path, "\"): ", e ? e : "unknown error",
                 "); install NCCL 2.x (e.g. the nvidia-nccl wheel) and put its lib folder on LD_LIBRARY_PATH, or set NEP_NCCL_LIBRARY");
-    return;
+    return l;
   }
+  const std::string& p = a.path;
   std::string why;
-  bool ok = sym(lib, "ncclGetVersion", &g_api.GetVersion, &why) && sym(lib, "ncclGetUniqueId", &g_api.GetUniqueId, &why) &&
-            sym(lib, "ncclCommInitRank", &g_api.CommInitRank, &why) && sym(lib, "ncclCommDestroy", &g_api.CommDestroy, &why) &&
-            sym(lib, "ncclCommAbort", &g_api.CommAbort, &why) && sym(lib, "ncclCommGetAsyncError", &g_api.CommGetAsyncError, &why) &&
-            sym(lib, "ncclGetErrorString", &g_api.GetErrorString, &why) && sym(lib, "ncclGroupStart", &g_api.GroupStart, &why) &&
-            sym(lib, "ncclGroupEnd", &g_api.GroupEnd, &why) && sym(lib, "ncclSend", &g_api.Send, &why) &&
-            sym(lib, "ncclRecv", &g_api.Recv, &why) && sym(lib, "ncclAllGather", &g_api.AllGather, &why) &&
-            sym(lib, "ncclAllReduce", &g_api.AllReduce, &why);
+  bool ok = sym(lib, p, "ncclGetVersion", &a.GetVersion, &why) && sym(lib, p, "ncclGetUniqueId", &a.GetUniqueId, &why) &&
+            sym(lib, p, "ncclCommInitRank", &a.CommInitRank, &why) && sym(lib, p, "ncclCommDestroy", &a.CommDestroy, &why) &&
+            sym(lib, p, "ncclCommAbort", &a.CommAbort, &why) && sym(lib, p, "ncclCommGetAsyncError", &a.CommGetAsyncError, &why) &&
+            sym(lib, p, "ncclGetErrorString", &a.GetErrorString, &why) && sym(lib, p, "ncclGroupStart", &a.GroupStart, &why) &&
+            sym(lib, p, "ncclGroupEnd", &a.GroupEnd, &why) && sym(lib, p, "ncclSend", &a.Send, &why) &&
+            sym(lib, p, "ncclRecv", &a.Recv, &why) && sym(lib, p, "ncclAllGather", &a.AllGather, &why) &&
+            sym(lib, p, "ncclAllReduce", &a.AllReduce, &why);
   if (!ok) {
-    g_why = why;
-    return;
+    l.why = why;
+    return l;
   }
-  g_api.GetLastError = reinterpret_cast<const char* (*)(ncclComm_t)>(dlsym(lib, "ncclGetLastError"));
+  a.GetLastError = reinterpret_cast<const char* (*)(ncclComm_t)>(dlsym(lib, "ncclGetLastError"));
   int v = 0;
-  if (g_api.GetVersion(&v) != ncclSuccess) {
-    g_why = cat("ncclGetVersion failed in ", g_api.path);
-    return;
+  if (a.GetVersion(&v) != ncclSuccess) {
+    l.why = cat("ncclGetVersion failed in ", a.path);
+    return l;
   }
   if (v < 21000) {  // ncclBfloat16 and grouped send/recv to self need 2.10+
-    g_why = cat(g_api.path, " is NCCL version code ", v, "; 2.10 or newer is needed");
-    return;
+    l.why = cat(a.path, " is NCCL version code ", v, "; 2.10 or newer is needed");
+    return l;
   }
-  g_api.version = v;
-  g_ok = true;
+  a.version = v;
+  l.ok = true;
+  return l;
+}
+
+// Loaded on first use (thread-safe initialisation of a local static), immutable afterwards.
+const LoadedNccl& loaded() {
+  static const LoadedNccl l = load();
+  return l;
 }
 
 }  // namespace
 
 const NcclApi* nccl_api(std::string* why) {
-  std::call_once(g_once, load);
-  if (!g_ok && why != nullptr) *why = g_why;
-  return g_ok ? &g_api : nullptr;
+  const LoadedNccl& l = loaded();
+  if (!l.ok && why != nullptr) *why = l.why;
+  return l.ok ? &l.api : nullptr;
 }
 
 const NcclApi& nccl_or_throw() {

@@ -23,7 +23,7 @@ int32_t unsupported(char* err, int64_t cap) {
 
 #define NEP_STUB extern "C" __attribute__((visibility("default")))
 
-NEP_STUB int32_t nep_cuda_abi_version(void) { return 2; }
+NEP_STUB int32_t nep_cuda_abi_version(void) { return 3; }
 NEP_STUB int32_t nep_cuda_device_count(void) { return 0; }
 NEP_STUB int32_t nep_cuda_plugin_abi_version() { return 1; }
 NEP_STUB int32_t nep_cuda_malloc(int32_t, int64_t, int64_t*, char* err, int64_t cap) { return unsupported(err, cap); }
@@ -85,3 +85,53 @@ NEP_STUB int32_t nep_cuda_combine(nep_cuda_buffer*, const nep_cuda_handle*, int6
                                   int64_t, int32_t, int64_t, char* err, int64_t cap) {
   return unsupported(err, cap);
 }
+
+// ---- Low-latency mode ------------------------------------------------------------------------------
+NEP_STUB int32_t nep_cuda_ll_buffer_create(int32_t, int32_t, int32_t, int64_t, int64_t, int32_t, int32_t, int32_t, int64_t,
+                                           nep_cuda_ll_buffer** out, char* err, int64_t cap) {
+  if (out != nullptr) *out = nullptr;
+  return unsupported(err, cap);
+}
+NEP_STUB int32_t nep_cuda_ll_buffer_export(const nep_cuda_ll_buffer*, uint8_t*, int64_t, char* err, int64_t cap) { return unsupported(err, cap); }
+NEP_STUB int32_t nep_cuda_ll_buffer_connect(nep_cuda_ll_buffer*, const uint8_t*, int64_t, char* err, int64_t cap) { return unsupported(err, cap); }
+NEP_STUB int32_t nep_cuda_ll_buffer_set_num_sms(nep_cuda_ll_buffer*, int32_t, char* err, int64_t cap) { return unsupported(err, cap); }
+NEP_STUB int32_t nep_cuda_ll_buffer_set_timeout(nep_cuda_ll_buffer*, int64_t, char* err, int64_t cap) { return unsupported(err, cap); }
+NEP_STUB int64_t nep_cuda_ll_buffer_max_tokens_per_rank(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int64_t nep_cuda_ll_buffer_hidden(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_num_experts(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_num_local_experts(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_max_topk(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_max_wire(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_rank(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_world_size(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_device(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_buffer_num_sms(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int64_t nep_cuda_ll_buffer_bytes(const nep_cuda_ll_buffer*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_sync(nep_cuda_ll_buffer*, int64_t, char* err, int64_t cap) { return unsupported(err, cap); }
+NEP_STUB int32_t nep_cuda_ll_buffer_poison(nep_cuda_ll_buffer*, int64_t, char* err, int64_t cap) { return unsupported(err, cap); }
+NEP_STUB void nep_cuda_ll_buffer_destroy(nep_cuda_ll_buffer*) {}
+NEP_STUB int32_t nep_cuda_ll_dispatch_send(nep_cuda_ll_buffer*, int64_t, int32_t, int64_t, int64_t, int64_t, int32_t, int32_t, int32_t,
+                                           int64_t, nep_cuda_ll_op** out, char* err, int64_t cap) {
+  if (out != nullptr) *out = nullptr;
+  return unsupported(err, cap);
+}
+NEP_STUB int32_t nep_cuda_ll_dispatch_recv(nep_cuda_ll_op*, int64_t, int32_t, int64_t, int64_t, int64_t, int64_t, nep_cuda_ll_handle** out,
+                                           char* err, int64_t cap) {
+  if (out != nullptr) *out = nullptr;
+  return unsupported(err, cap);
+}
+NEP_STUB int32_t nep_cuda_ll_combine_send(nep_cuda_ll_buffer*, const nep_cuda_ll_handle*, int64_t, int32_t, int64_t, int64_t, int32_t,
+                                          int64_t, nep_cuda_ll_op** out, char* err, int64_t cap) {
+  if (out != nullptr) *out = nullptr;
+  return unsupported(err, cap);
+}
+NEP_STUB int32_t nep_cuda_ll_combine_recv(nep_cuda_ll_op*, int64_t, int32_t, int64_t, char* err, int64_t cap) { return unsupported(err, cap); }
+NEP_STUB int32_t nep_cuda_ll_op_kind(const nep_cuda_ll_op*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_op_is_pending(const nep_cuda_ll_op*) { return 0; }
+NEP_STUB int64_t nep_cuda_ll_op_call_index(const nep_cuda_ll_op*) { return -1; }
+NEP_STUB int64_t nep_cuda_ll_op_num_tokens(const nep_cuda_ll_op*) { return -1; }
+NEP_STUB void nep_cuda_ll_op_destroy(nep_cuda_ll_op*) {}
+NEP_STUB int64_t nep_cuda_ll_handle_num_tokens(const nep_cuda_ll_handle*) { return -1; }
+NEP_STUB int32_t nep_cuda_ll_handle_num_topk(const nep_cuda_ll_handle*) { return -1; }
+NEP_STUB int64_t nep_cuda_ll_handle_call_index(const nep_cuda_ll_handle*) { return -1; }
+NEP_STUB void nep_cuda_ll_handle_destroy(nep_cuda_ll_handle*) {}

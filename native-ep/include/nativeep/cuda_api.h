@@ -47,7 +47,8 @@ typedef struct nep_cuda_buffer nep_cuda_buffer; /* one rank's cuda-ipc buffer an
 typedef struct nep_cuda_handle nep_cuda_handle; /* routing of one dispatch (layout + notify) */
 
 /* ABI version of this header; bumped on any change of a signature below (2: device memory
- * helpers, the nccl transport and nep_cuda_all_reduce_sum added). */
+ * helpers, the nccl transport and nep_cuda_all_reduce_sum added; 3: the low-latency mode,
+ * nep_cuda_ll_*). */
 int32_t nep_cuda_abi_version(void);
 
 /* Number of CUDA devices visible to this process (0 when there is no driver); never fails. */
@@ -222,6 +223,152 @@ int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_handle* h, int64_t
                          int32_t y_dtype, int64_t hidden, int32_t wire, int64_t y_weights,
                          int64_t out, int32_t out_dtype, int64_t out_weights, int32_t num_sms,
                          int64_t stream, char* err, int64_t err_cap);
+
+/* ---- Low-latency mode (decoding; issue 7) ---------------------------------------------------- */
+
+/*
+ * The cuda-ipc low-latency (LL) mode: the CPU contract of c_api.h "Low-latency mode" on GPUs of one
+ * host, without any host synchronisation. Fixed receive buffers sized by max_tokens_per_rank (Tm),
+ * one message per (token, expert) pair (-1 slots are never sent), no exchange of counts before the
+ * data, the weighted sum of combine done at the source rank in fp32, send and receive as separate
+ * calls (the hook) so other work runs between them.
+ *
+ * Shapes: T tokens of a call (T <= Tm), H hidden, K top-k (K <= max_topk), El = E / W local
+ * experts, N = W * Tm rows per local expert.
+ *
+ * Memory: every rank allocates one device buffer (nep_cuda_ll_buffer_bytes) shared through CUDA
+ * IPC exactly like the normal mode (export, all-gather the blobs, connect). It is separate from the
+ * normal mode's buffer, so normal and LL calls may alternate freely. It is double-buffered: call n
+ * (each dispatch or combine send counts as one call, numbered from 1) uses half n % 2, so at most
+ * two calls may await their receive; a third send fails with NEP_ERR_INVALID_ARGUMENT naming the
+ * pending call and changes nothing. Every rank must issue the same sequence of LL sends.
+ *
+ * No host synchronisation: counts, routing and call numbers stay on the device; every call only
+ * enqueues kernels on `stream` (send and receive of one buffer must be ordered, e.g. one stream),
+ * so a whole decode step (dispatch send + receive, experts, combine send + receive) can be captured
+ * in a CUDA graph and replayed; every replay is a new step. A send waits on the device only when a
+ * peer has not yet received the call two before on the same half. Device-side waits end after the
+ * buffer's timeout and report (rank, peer, counter); a rank that fails makes the ranks waiting for
+ * it stop with NEP_ERR_PEER. Such failures, and a bad topk_idx (checked on the device: values in
+ * [-1, E), no repeats in a row), are reported by nep_cuda_ll_sync or the next call, and leave the
+ * buffer unusable (every rank must re-create it). Argument errors found on the host are reported
+ * at once and change nothing. One thread at a time per buffer. Destroy ops and handles before
+ * their buffer.
+ */
+typedef struct nep_cuda_ll_buffer nep_cuda_ll_buffer;
+typedef struct nep_cuda_ll_op nep_cuda_ll_op;         /* an issued send awaiting its receive */
+typedef struct nep_cuda_ll_handle nep_cuda_ll_handle; /* routing of one LL dispatch */
+
+/* flags of nep_cuda_ll_dispatch_send (values as NEP_LL_* of c_api.h) */
+#define NEP_CUDA_LL_ROUND_SCALE 1 /* NEP_WIRE_FP8 with scales rounded up to powers of two */
+/* nep_cuda_ll_op_kind */
+#define NEP_CUDA_LL_DISPATCH 1
+#define NEP_CUDA_LL_COMBINE 2
+
+/*
+ * Allocates this rank's LL buffer on `device`. max_wire: the widest wire format any call will use
+ * (sizes the row slots); max_topk: the largest K. timeout_ms bounds every device-side wait (0 =
+ * 30000). Every rank passes the same values (checked at connect). E * ceil(Tm / 32) * 4 bytes must
+ * fit in shared memory (NEP_ERR_CAPACITY otherwise).
+ */
+int32_t nep_cuda_ll_buffer_create(int32_t rank, int32_t world_size, int32_t device,
+                                  int64_t max_tokens_per_rank, int64_t hidden, int32_t num_experts,
+                                  int32_t max_topk, int32_t max_wire, int64_t timeout_ms,
+                                  nep_cuda_ll_buffer** out, char* err, int64_t err_cap);
+/* Writes this rank's blob (NEP_CUDA_EXPORT_BYTES bytes) into out. */
+int32_t nep_cuda_ll_buffer_export(const nep_cuda_ll_buffer* buf, uint8_t* out, int64_t cap, char* err,
+                                  int64_t err_cap);
+/* Opens every peer's LL buffer from the all-gathered blobs (world_size x NEP_CUDA_EXPORT_BYTES). */
+int32_t nep_cuda_ll_buffer_connect(nep_cuda_ll_buffer* buf, const uint8_t* all_blobs, int64_t bytes,
+                                   char* err, int64_t err_cap);
+/* Blocks (SMs) the LL kernels use, 1..device SMs (default: all). */
+int32_t nep_cuda_ll_buffer_set_num_sms(nep_cuda_ll_buffer* buf, int32_t num_sms, char* err,
+                                       int64_t err_cap);
+int32_t nep_cuda_ll_buffer_set_timeout(nep_cuda_ll_buffer* buf, int64_t timeout_ms, char* err,
+                                       int64_t err_cap);
+int64_t nep_cuda_ll_buffer_max_tokens_per_rank(const nep_cuda_ll_buffer* buf); /* Tm; -1 for null */
+int64_t nep_cuda_ll_buffer_hidden(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_num_experts(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_num_local_experts(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_max_topk(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_max_wire(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_rank(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_world_size(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_device(const nep_cuda_ll_buffer* buf);
+int32_t nep_cuda_ll_buffer_num_sms(const nep_cuda_ll_buffer* buf);
+int64_t nep_cuda_ll_buffer_bytes(const nep_cuda_ll_buffer* buf); /* device memory of the shared buffer */
+/*
+ * Waits (at most the timeout) for the work queued on `stream`, then reports the first device-side
+ * error of the buffer, if any.
+ */
+int32_t nep_cuda_ll_sync(nep_cuda_ll_buffer* buf, int64_t stream, char* err, int64_t err_cap);
+/*
+ * Test hook: fills this rank's data halves with 0xFF bytes (asynchronously on `stream`). Call only
+ * while no peer can be writing into them (between host barriers, no send pending anywhere).
+ */
+int32_t nep_cuda_ll_buffer_poison(nep_cuda_ll_buffer* buf, int64_t stream, char* err, int64_t err_cap);
+void nep_cuda_ll_buffer_destroy(nep_cuda_ll_buffer* buf);
+
+/*
+ * Send phase of a dispatch: x [T, H] (x_dtype NEP_DTYPE_BF16 or NEP_DTYPE_FP32), topk_idx [T, K]
+ * int64 in [-1, E) without repeats in a row, cast to `wire` (NEP_WIRE_*, each rank may choose its
+ * own) on the way; flags 0 or NEP_CUDA_LL_ROUND_SCALE (FP8 only). T > max_tokens_per_rank fails
+ * with NEP_ERR_CAPACITY naming both. Enqueued on `stream`; *out receives the pending op.
+ */
+int32_t nep_cuda_ll_dispatch_send(nep_cuda_ll_buffer* buf, int64_t x, int32_t x_dtype,
+                                  int64_t num_tokens, int64_t hidden, int64_t topk_idx,
+                                  int32_t num_topk, int32_t wire, int32_t flags, int64_t stream,
+                                  nep_cuda_ll_op** out, char* err, int64_t err_cap);
+/*
+ * Receive phase of a dispatch (the hook), enqueued on `stream`: waits on the device for every
+ * rank's messages and writes (device memory)
+ *   recv_x            [El, N, H] of recv_dtype: rows of local expert e in [0, recv_count[e])
+ *                     ordered by source rank, then source token; later rows are left untouched;
+ *   recv_count        [El] int32;
+ *   recv_src_info     [El, N] int32 (optional, 0 to skip): the row's token index on its source
+ *                     rank, -1 past recv_count;
+ *   recv_layout_range [El, W] int64 (optional): (begin << 32) | count of the rows from each rank.
+ * *out_handle receives the routing nep_cuda_ll_combine_send needs; it stays valid until a later
+ * dispatch send reuses its half (two dispatches later when every call is a dispatch, the next
+ * dispatch when dispatches and combines alternate).
+ */
+int32_t nep_cuda_ll_dispatch_recv(nep_cuda_ll_op* op, int64_t recv_x, int32_t recv_dtype,
+                                  int64_t recv_count, int64_t recv_src_info,
+                                  int64_t recv_layout_range, int64_t stream,
+                                  nep_cuda_ll_handle** out_handle, char* err, int64_t err_cap);
+/*
+ * Send phase of a combine: y [El, N, H] (y_dtype; row i of expert e answers dispatch row i of e,
+ * only rows below recv_count are read) goes back to the source ranks in `wire` (NEP_WIRE_BF16 is
+ * the usual choice). topk_idx [T, K] int64 and topk_weights [T, K] float32 are this rank's routing
+ * of the dispatch (topk_idx as dispatched); they are read by the receive, so keep them unchanged
+ * until it has run.
+ */
+int32_t nep_cuda_ll_combine_send(nep_cuda_ll_buffer* buf, const nep_cuda_ll_handle* h, int64_t y,
+                                 int32_t y_dtype, int64_t topk_idx, int64_t topk_weights,
+                                 int32_t wire, int64_t stream, nep_cuda_ll_op** out, char* err,
+                                 int64_t err_cap);
+/*
+ * Receive phase of a combine: out [T, H] (out_dtype), out[t] = sum over k with topk_idx[t][k] >= 0,
+ * in slot order, of topk_weights[t][k] * y_row(t, k), accumulated in fp32 (no fused multiply-add);
+ * zeros where no slot is set.
+ */
+int32_t nep_cuda_ll_combine_recv(nep_cuda_ll_op* op, int64_t out, int32_t out_dtype, int64_t stream,
+                                 char* err, int64_t err_cap);
+
+int32_t nep_cuda_ll_op_kind(const nep_cuda_ll_op* op);       /* NEP_CUDA_LL_*; -1 for null */
+int32_t nep_cuda_ll_op_is_pending(const nep_cuda_ll_op* op); /* 1 until its receive is enqueued */
+int64_t nep_cuda_ll_op_call_index(const nep_cuda_ll_op* op); /* n, 1-based, the same on every rank */
+int64_t nep_cuda_ll_op_num_tokens(const nep_cuda_ll_op* op);
+/*
+ * Destroys op. A pending op is abandoned: its receive is enqueued without outputs on the stream of
+ * its send, so the half is released for the peers.
+ */
+void nep_cuda_ll_op_destroy(nep_cuda_ll_op* op);
+
+int64_t nep_cuda_ll_handle_num_tokens(const nep_cuda_ll_handle* h); /* T this rank dispatched */
+int32_t nep_cuda_ll_handle_num_topk(const nep_cuda_ll_handle* h);
+int64_t nep_cuda_ll_handle_call_index(const nep_cuda_ll_handle* h); /* its dispatch's call n */
+void nep_cuda_ll_handle_destroy(nep_cuda_ll_handle* h);
 
 #ifdef __cplusplus
 }

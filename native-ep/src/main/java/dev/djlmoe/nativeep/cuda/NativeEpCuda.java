@@ -56,6 +56,12 @@ public final class NativeEpCuda {
     public static final int NEP_CUDA_TRANSPORT_IPC = 1;
     /** NCCL (ranks on several hosts). */
     public static final int NEP_CUDA_TRANSPORT_NCCL = 2;
+    /** Low-latency dispatch flag: FP8 wire with scales rounded up to powers of two. */
+    public static final int NEP_CUDA_LL_ROUND_SCALE = 1;
+    /** Low-latency op kind: dispatch. */
+    public static final int NEP_CUDA_LL_DISPATCH = 1;
+    /** Low-latency op kind: combine. */
+    public static final int NEP_CUDA_LL_COMBINE = 2;
 
     /** Opaque cuda-ipc / nccl buffer of one rank ({@code nep_cuda_buffer}). */
     @Opaque
@@ -89,6 +95,60 @@ public final class NativeEpCuda {
          * @param p the pointer to alias
          */
         public nep_cuda_handle(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opaque low-latency buffer of one rank ({@code nep_cuda_ll_buffer}). */
+    @Opaque
+    public static class nep_cuda_ll_buffer extends Pointer {
+        /** Creates a null handle. */
+        public nep_cuda_ll_buffer() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_cuda_ll_buffer(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opaque low-latency send awaiting its receive ({@code nep_cuda_ll_op}, the hook). */
+    @Opaque
+    public static class nep_cuda_ll_op extends Pointer {
+        /** Creates a null handle. */
+        public nep_cuda_ll_op() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_cuda_ll_op(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opaque routing of one low-latency dispatch ({@code nep_cuda_ll_handle}). */
+    @Opaque
+    public static class nep_cuda_ll_handle extends Pointer {
+        /** Creates a null handle. */
+        public nep_cuda_ll_handle() {
+            super((Pointer) null);
+        }
+
+        /**
+         * Wraps a native address.
+         *
+         * @param p the pointer to alias
+         */
+        public nep_cuda_ll_handle(Pointer p) {
             super(p);
         }
     }
@@ -250,4 +310,126 @@ public final class NativeEpCuda {
             long stream,
             @Cast("char*") BytePointer err,
             long errCap);
+
+    // ---- low-latency mode (decoding; cuda_api.h "Low-latency mode") ----
+
+    public static native int nep_cuda_ll_buffer_create(
+            int rank,
+            int worldSize,
+            int device,
+            long maxTokensPerRank,
+            long hidden,
+            int numExperts,
+            int maxTopk,
+            int maxWire,
+            long timeoutMs,
+            @Cast("nep_cuda_ll_buffer**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_cuda_ll_buffer_export(
+            @Const nep_cuda_ll_buffer buf, @Cast("uint8_t*") BytePointer out, long cap, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_cuda_ll_buffer_connect(
+            nep_cuda_ll_buffer buf,
+            @Cast("const uint8_t*") BytePointer allBlobs,
+            long bytes,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_cuda_ll_buffer_set_num_sms(
+            nep_cuda_ll_buffer buf, int numSms, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_cuda_ll_buffer_set_timeout(
+            nep_cuda_ll_buffer buf, long timeoutMs, @Cast("char*") BytePointer err, long errCap);
+
+    public static native long nep_cuda_ll_buffer_max_tokens_per_rank(@Const nep_cuda_ll_buffer buf);
+
+    public static native long nep_cuda_ll_buffer_hidden(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_num_experts(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_num_local_experts(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_max_topk(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_max_wire(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_rank(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_world_size(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_device(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_buffer_num_sms(@Const nep_cuda_ll_buffer buf);
+
+    public static native long nep_cuda_ll_buffer_bytes(@Const nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_sync(nep_cuda_ll_buffer buf, long stream, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_cuda_ll_buffer_poison(
+            nep_cuda_ll_buffer buf, long stream, @Cast("char*") BytePointer err, long errCap);
+
+    public static native void nep_cuda_ll_buffer_destroy(nep_cuda_ll_buffer buf);
+
+    public static native int nep_cuda_ll_dispatch_send(
+            nep_cuda_ll_buffer buf,
+            long x,
+            int xDtype,
+            long numTokens,
+            long hidden,
+            long topkIdx,
+            int numTopk,
+            int wire,
+            int flags,
+            long stream,
+            @Cast("nep_cuda_ll_op**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_cuda_ll_dispatch_recv(
+            nep_cuda_ll_op op,
+            long recvX,
+            int recvDtype,
+            long recvCount,
+            long recvSrcInfo,
+            long recvLayoutRange,
+            long stream,
+            @Cast("nep_cuda_ll_handle**") PointerPointer<?> outHandle,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_cuda_ll_combine_send(
+            nep_cuda_ll_buffer buf,
+            @Const nep_cuda_ll_handle h,
+            long y,
+            int yDtype,
+            long topkIdx,
+            long topkWeights,
+            int wire,
+            long stream,
+            @Cast("nep_cuda_ll_op**") PointerPointer<?> out,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    public static native int nep_cuda_ll_combine_recv(
+            nep_cuda_ll_op op, long out, int outDtype, long stream, @Cast("char*") BytePointer err, long errCap);
+
+    public static native int nep_cuda_ll_op_kind(@Const nep_cuda_ll_op op);
+
+    public static native int nep_cuda_ll_op_is_pending(@Const nep_cuda_ll_op op);
+
+    public static native long nep_cuda_ll_op_call_index(@Const nep_cuda_ll_op op);
+
+    public static native long nep_cuda_ll_op_num_tokens(@Const nep_cuda_ll_op op);
+
+    public static native void nep_cuda_ll_op_destroy(nep_cuda_ll_op op);
+
+    public static native long nep_cuda_ll_handle_num_tokens(@Const nep_cuda_ll_handle h);
+
+    public static native int nep_cuda_ll_handle_num_topk(@Const nep_cuda_ll_handle h);
+
+    public static native long nep_cuda_ll_handle_call_index(@Const nep_cuda_ll_handle h);
+
+    public static native void nep_cuda_ll_handle_destroy(nep_cuda_ll_handle h);
 }

@@ -19,7 +19,7 @@ class NativeEpCudaTest {
 
     @Test
     void pluginLoadsAndReportsItsAbi() {
-        assertEquals(2, NativeEpCuda.nep_cuda_abi_version());
+        assertEquals(3, NativeEpCuda.nep_cuda_abi_version());
         assertTrue(CudaEpBuffer.deviceCount() >= 0);
     }
 
@@ -41,6 +41,40 @@ class NativeEpCudaTest {
         if (!e.getMessage().contains("without its CUDA plug-in")) {
             assertTrue(e instanceof IllegalArgumentException, e.toString());
             assertTrue(e.getMessage().contains("world_size=0"), e.getMessage());
+        }
+    }
+
+    @Test
+    void lowLatencyBindingReportsErrorsWithoutADevice() {
+        try (org.bytedeco.javacpp.BytePointer err = new org.bytedeco.javacpp.BytePointer(1024);
+                org.bytedeco.javacpp.PointerPointer<NativeEpCuda.nep_cuda_ll_buffer> out =
+                        new org.bytedeco.javacpp.PointerPointer<>(1)) {
+            int rc = NativeEpCuda.nep_cuda_ll_buffer_create(0, 0, 0, 128, 7168, 256, 8, 2, 0, out, err, 1024);
+            String msg = err.getString();
+            assertTrue(rc != 0, "world_size=0 must be refused");
+            assertTrue(msg.contains("world_size=0") || msg.contains("without its CUDA plug-in"), msg);
+            if (CudaEpBuffer.deviceCount() == 0) {
+                rc = NativeEpCuda.nep_cuda_ll_buffer_create(0, 1, 0, 128, 7168, 256, 8, 2, 0, out, err, 1024);
+                msg = err.getString();
+                assertTrue(rc != 0, "no device: create must fail");
+                assertTrue(msg.contains("device=0") || msg.contains("without its CUDA plug-in"), msg);
+            }
+            assertEquals(-1L, NativeEpCuda.nep_cuda_ll_buffer_max_tokens_per_rank(null));
+            assertEquals(-1, NativeEpCuda.nep_cuda_ll_op_kind(null));
+        }
+    }
+
+    @Test
+    void lowLatencyWrapperRefusesBadArgumentsNamingThem() {
+        RuntimeException e =
+                assertThrows(RuntimeException.class, () -> CudaLowLatencyBuffer.create(0, 1, 0, 0, 7168, 256, 8, 2, 0));
+        if (!e.getMessage().contains("without its CUDA plug-in")) {
+            assertTrue(e instanceof IllegalArgumentException, e.toString());
+            assertTrue(e.getMessage().contains("max_tokens_per_rank=0"), e.getMessage());
+        }
+        e = assertThrows(RuntimeException.class, () -> CudaLowLatencyBuffer.create(0, 3, 0, 128, 7168, 256, 8, 2, 0));
+        if (!e.getMessage().contains("without its CUDA plug-in")) {
+            assertTrue(e.getMessage().contains("num_experts=256 is not a positive multiple of world_size=3"), e.getMessage());
         }
     }
 }
