@@ -358,22 +358,20 @@ void fuzz_codecs(FuzzInput& in) {
 
 // ---- mode 3: low-latency API -----------------------------------------------------------------
 
-// Known findings (issue 8, reported to the low-latency owner), both in nep_ll_buffer_create:
-// hidden > INT64_MAX / 4 overflows int64 in wire_row_bytes (ll_buffer.cpp, slot_row_bytes_):
-// undefined behaviour instead of a refusal; num_experts = 2^31 - 1 (W = 1) resizes counts_ to
-// 8 GiB before any limit applies. NEP_FUZZ_LL_HUGE=1 fuzzes those values too.
-bool huge_ll() {
-  static const bool on = std::getenv("NEP_FUZZ_LL_HUGE") != nullptr;
-  return on;
-}
+// Sizes above the low-latency limits (hidden > 2^24, num_experts > 2^20) are passed as drawn and
+// must be refused: hidden = 2^63 - 1 used to overflow int64 in the row size and num_experts =
+// 2^31 - 1 used to allocate 8 GiB (fuzz/known/, now regression tests in ll_limits_test.cpp).
+// Legal sizes above the harness's small ones are negated, so its own buffers stay small.
+constexpr int64_t kLlMaxHidden = int64_t{1} << 24;
+constexpr int64_t kLlMaxExperts = int64_t{1} << 20;
 
 void fuzz_ll(FuzzInput& in, nep_comm* comm) {
   int64_t tm = in.byte() < 240 ? in.pick(1, 16, false) : in.pick(-2, 0);
   if (tm > 16) tm = -tm;  // a large max_tokens_per_rank is legal; the harness's buffers stay small
   int64_t hidden = in.byte() < 240 ? in.pick(1, 160, false) : in.pick(-2, 0);
-  if (!huge_ll() && hidden > 160) hidden = -hidden;
+  if (hidden > 160 && hidden <= kLlMaxHidden) hidden = -hidden;
   int32_t e = static_cast<int32_t>(in.byte() < 240 ? in.pick(1, 16, false) : in.pick(-2, 0));
-  if (!huge_ll() && e > 64) e = -e;  // (and keeps the harness's own receive buffers small)
+  if (e > 64 && e <= kLlMaxExperts) e = -e;
   const int32_t max_topk = static_cast<int32_t>(in.pick(-1, 18, false));
   const int32_t max_wire = static_cast<int32_t>(in.byte() < 240 ? in.byte() % 4 : in.pick(-2, 6, false));
   const int64_t timeout = in.byte() < 250 ? 2000 : in.pick(-2, 0, false);
@@ -381,6 +379,9 @@ void fuzz_ll(FuzzInput& in, nep_comm* comm) {
   nep_ll_buffer* buf = nullptr;
   int32_t rc = nep_ll_buffer_create(comm, tm, hidden, e, max_topk, max_wire, timeout, &buf, err.get(), err.cap());
   check_status(rc, err, "nep_ll_buffer_create");
+  if (rc == NEP_OK && (hidden > kLlMaxHidden || e > kLlMaxExperts)) {
+    violated("nep_ll_buffer_create", "accepted a hidden size or expert count above the limits");
+  }
   if (rc != NEP_OK) return;
   const int64_t t = in.pick(0, tm + 2, false);
   const int32_t k = static_cast<int32_t>(in.pick(0, max_topk + 2, false));

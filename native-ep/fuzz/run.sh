@@ -49,6 +49,8 @@ for target_src in "$here"/fuzz_*.cpp; do
   for m in 0 1 2 3; do
     printf "\\x0$m\\x10\\x20\\x04\\x08\\x02\\x01\\x03\\x05\\x07\\x09\\x0b\\x0d\\x11\\x13\\x17" > "$corpus/seed-$m"
   done
+  # Structured seeds of a target (valid request streams for fuzz_store), when it has some.
+  if [ -d "$here/seeds/$target" ]; then cp "$here/seeds/$target"/* "$corpus/"; fi
   log="$build/$target.log"
   echo "fuzz/run.sh: $target for $seconds s (corpus $corpus)"
   set +e

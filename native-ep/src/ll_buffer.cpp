@@ -161,12 +161,24 @@ LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
   auto sizes = [&] {
     const LlConfig& c = config_;
     if (c.max_tokens < 1) fail_invalid("max_tokens_per_rank = ", c.max_tokens, " must be >= 1");
-    if (c.max_tokens * static_cast<int64_t>(world_) > std::numeric_limits<int32_t>::max()) {
+    int64_t rows_per_expert = 0;
+    if (__builtin_mul_overflow(c.max_tokens, static_cast<int64_t>(world_), &rows_per_expert) ||
+        rows_per_expert > std::numeric_limits<int32_t>::max()) {
       fail(NEP_ERR_CAPACITY, "max_tokens_per_rank = ", c.max_tokens, " times world_size = ", world_,
            " exceeds the limit ", std::numeric_limits<int32_t>::max(), " rows per local expert");
     }
     if (c.hidden < 1) fail_invalid("hidden = ", c.hidden, " must be >= 1");
+    // Checked before any size is derived from them: wire_row_bytes(hidden) and the per-expert
+    // tables would overflow or allocate gigabytes first.
+    if (c.hidden > kMaxLlHidden) {
+      fail(NEP_ERR_CAPACITY, "hidden = ", c.hidden, " exceeds the limit ", kMaxLlHidden,
+           " of the low-latency buffer");
+    }
     if (c.num_experts < 1) fail_invalid("num_experts = ", c.num_experts, " must be >= 1");
+    if (c.num_experts > kMaxExperts) {
+      fail(NEP_ERR_CAPACITY, "num_experts = ", c.num_experts, " exceeds the limit ", kMaxExperts,
+           " of the low-latency buffer");
+    }
     if (c.num_experts % world_ != 0) {
       fail_invalid("num_experts = ", c.num_experts, " is not a multiple of world_size = ", world_);
     }
@@ -183,13 +195,13 @@ LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
     slot_row_bytes_ = wire_row_bytes(static_cast<Wire>(c.max_wire), c.hidden);
     msg_stride_ = round_up(kMsgHeaderBytes + slot_row_bytes_, 64);
     row_stride_ = round_up(slot_row_bytes_, 64);
-    src_msgs_ = c.max_tokens * std::min(c.max_topk, local_);
+    src_msgs_ = mul_checked(c.max_tokens, std::min(c.max_topk, local_), "messages per source");
     flag_stride_ = round_up(kFlagBytes + 4 * static_cast<int64_t>(local_), 64);
     flags_bytes_ = round_up(mul_checked(world_, flag_stride_, "flag blocks"), 4096);
     const int64_t dispatch_bytes =
         mul_checked(world_, mul_checked(src_msgs_, msg_stride_, "dispatch area"), "dispatch area");
     const int64_t combine_bytes =
-        mul_checked(c.max_tokens * c.max_topk, row_stride_, "combine area");
+        mul_checked(mul_checked(c.max_tokens, c.max_topk, "combine rows"), row_stride_, "combine area");
     data_bytes_ = round_up(std::max(dispatch_bytes, combine_bytes), 4096);
     region_bytes_ = kHeaderBytes + 2 * (flags_bytes_ + data_bytes_);
     if (region_bytes_ > kMaxRegionBytes) {

@@ -41,6 +41,11 @@
 
 namespace nep {
 
+// Largest hidden size a low-latency buffer accepts (row sizes are derived from it in int64;
+// anything larger is refused with NEP_ERR_CAPACITY before a size is computed). num_experts is
+// bounded by kMaxExperts (layout.h), as in the normal mode.
+constexpr int64_t kMaxLlHidden = int64_t{1} << 24;
+
 struct LlConfig {
   int64_t max_tokens = 0;     // max_tokens_per_rank: tokens one rank passes to one dispatch
   int64_t hidden = 0;         // H

@@ -66,6 +66,11 @@ void wait_fd(int fd, short events, int64_t deadline_ms, const std::string& what,
 
 }  // namespace
 
+bool is_loopback_host(const std::string& host) {
+  const sockaddr_in addr = resolve_ipv4(host, 0);
+  return (ntohl(addr.sin_addr.s_addr) >> 24) == 127;
+}
+
 UniqueFd tcp_listen(const std::string& host, int32_t port, int32_t* bound_port) {
   const sockaddr_in addr = resolve_ipv4(host, port);
   UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));

@@ -30,6 +30,10 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// True when host resolves to an IPv4 loopback address (127.0.0.0/8); false for any other
+// address, including 0.0.0.0 (every interface). Throws when host cannot be resolved.
+bool is_loopback_host(const std::string& host);
+
 // A listening IPv4 TCP socket on host:port (port 0 picks a free one); returns it and the port.
 UniqueFd tcp_listen(const std::string& host, int32_t port, int32_t* bound_port);
 // Connects to host:port, retrying refused connections until deadline_ms (monotonic clock).

@@ -1,5 +1,9 @@
 #include "store_client.h"
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include "error.h"
 #include "store_protocol.h"
 #include "sys_util.h"
@@ -26,15 +30,27 @@ StoreClient::StoreClient(const std::string& host, int32_t port, const std::strin
     fail_invalid("job_token has ", job_token.size(), " bytes, more than the limit ", kMaxKeyBytes);
   }
   const int64_t deadline = monotonic_ms() + timeout_ms;
-  try {
-    fd_ = tcp_connect(host, port, deadline);
-  } catch (const Error& e) {
-    fail(e.code(), who_, ": ", e.what());
-  }
   std::string body;
   put_u8(body, kHello);
   put_blob(body, job_token);
-  const std::string reply = request(body, deadline);
+  std::string reply;
+  // A server at its bound on connections, or one that had to make room among connections still
+  // in their handshake, closes without a reply: try again until the deadline.
+  for (int64_t backoff_ms = 10;; backoff_ms = std::min<int64_t>(backoff_ms * 2, 200)) {
+    try {
+      fd_ = tcp_connect(host, port, deadline);
+    } catch (const Error& e) {
+      fail(e.code(), who_, ": ", e.what());
+    }
+    try {
+      reply = request(body, deadline);
+      break;
+    } catch (const Error& e) {
+      if (e.code() != NEP_ERR_PEER || monotonic_ms() + backoff_ms >= deadline) throw;
+    }
+    fd_.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+  }
   Reader r(reply.data(), reply.size());
   const uint8_t status = r.u8();
   if (status != kOk) fail_reply(status, r.blob(kMaxFrameBytes), "");

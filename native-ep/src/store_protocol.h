@@ -1,7 +1,8 @@
 // Rendezvous key-value store: the wire protocol shared by StoreServer, StoreClient and any other
 // client (Java speaks it too). TCP; all integers little-endian.
 //
-// Frame (both directions): u32 body_length (<= kMaxFrameBytes), then body_length bytes.
+// Frame (both directions): u32 body_length (<= kMaxFrameBytes; <= kMaxHelloFrameBytes before the
+// HELLO is accepted), then body_length bytes.
 // A blob is u32 length + bytes. A request body starts with u8 op:
 //   HELLO 1  blob job_token                 -> OK | AUTH(blob message), then the server closes
 //   SET   2  blob key, blob value           -> OK
@@ -12,8 +13,10 @@
 //                                              e.g. "3"; ADD on a non-integer value is BAD_REQUEST)
 // A reply body starts with u8 status: 0 OK, 1 NOT_FOUND, 2 TIMEOUT, 3 BAD_REQUEST (blob
 // message), 4 AUTH (blob message). The first request of a connection must be HELLO with the
-// job's token; it must arrive within kHelloTimeoutMs. One request at a time per connection (a
-// WAIT blocks that connection until it is answered).
+// job's token; it must arrive within kHelloTimeoutMs, and at most kMaxUnauthenticated
+// connections may be waiting to send it (the oldest is closed first). One request at a time per
+// connection (a WAIT blocks that connection until it is answered). A server on an address other
+// than loopback refuses to start with an empty token.
 // Limits: key <= kMaxKeyBytes, value <= kMaxValueBytes, stored keys+values <= kMaxStoreBytes,
 // at most kMaxConnections clients; beyond them a request gets BAD_REQUEST or the connection is
 // refused.
@@ -33,9 +36,15 @@ enum Status : uint8_t { kOk = 0, kNotFound = 1, kTimeout = 2, kBadRequest = 3, k
 constexpr uint32_t kMaxKeyBytes = 1024;
 constexpr uint32_t kMaxValueBytes = 1u << 20;
 constexpr uint32_t kMaxFrameBytes = kMaxValueBytes + 4096;
+constexpr uint32_t kMaxHelloFrameBytes = 1 + 4 + kMaxKeyBytes;  // the largest frame before HELLO
 constexpr uint64_t kMaxStoreBytes = 64ull << 20;
 constexpr int kMaxConnections = 4096;
-constexpr int64_t kHelloTimeoutMs = 30000;
+// Handshake bounds: a connection must present the token within kHelloTimeoutMs of being
+// accepted, and at most kMaxUnauthenticated connections may be waiting to do so; beyond that
+// the oldest waiting connection is closed, so idle connections cannot crowd out real ranks
+// (whose HELLO follows their connect at once).
+constexpr int64_t kHelloTimeoutMs = 10000;
+constexpr int kMaxUnauthenticated = 64;
 
 // Appends little-endian fields to a frame body.
 inline void put_u8(std::string& b, uint8_t v) { b.push_back(static_cast<char>(v)); }

@@ -10,7 +10,9 @@ import org.bytedeco.javacpp.PointerPointer;
 /**
  * The rendezvous key-value store, served by rank 0 for the whole job on the address it is given
  * (loopback for one host). It accepts only peers that present the job token and bounds message
- * sizes.
+ * sizes. It refuses to start on an address other than loopback with an empty token, and bounds
+ * handshakes: a peer must present the token within 10 s of connecting, and at most 64 peers may
+ * be waiting to do so (the oldest is closed first), so idle connections cannot crowd out ranks.
  */
 public final class StoreServer implements AutoCloseable {
 
@@ -25,8 +27,10 @@ public final class StoreServer implements AutoCloseable {
      *
      * @param host the address to bind
      * @param port the port, 0 to pick a free one
-     * @param jobToken the job's secret
+     * @param jobToken the job's secret ({@code DJL_MOE_JOB_TOKEN}); may be empty only on loopback
      * @return the server
+     * @throws IllegalArgumentException naming the address when {@code host} is not loopback and
+     *     {@code jobToken} is empty
      */
     public static StoreServer start(String host, int port, String jobToken) {
         try (NativeCall call = new NativeCall();

@@ -245,6 +245,145 @@ class SecurityTest {
         }
     }
 
+    @Test
+    void anEmptyTokenIsRefusedOffLoopbackNamingTheAddressAndTheVariable() throws Exception {
+        for (String host : new String[] {"0.0.0.0", "10.11.12.13"}) {
+            int port = freePort();
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> StoreServer.start(host, port, ""), host);
+            String m = e.getMessage();
+            assertTrue(m.contains("refusing to listen on " + host + ":" + port), m);
+            assertTrue(m.contains("not a loopback address") && m.contains("empty job token"), m);
+            assertTrue(m.contains(RankEnvironment.JOB_TOKEN), m);
+            assertEquals(List.of(), listeners(port), "something listens on " + port);
+        }
+        // A rank 0 whose environment has a non-loopback MASTER_ADDR and no token fails the same
+        // way before anything listens.
+        int port = freePort();
+        RankEnvironment open = new RankEnvironment(0, 2, 0, 2, "0.0.0.0", port, "");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new ShmProcessGroup(open, 2000));
+        assertTrue(e.getMessage().contains("0.0.0.0:" + port), e.getMessage());
+        assertEquals(List.of(), listeners(port));
+        // On loopback no token is needed (one host, no launcher).
+        try (StoreServer server = StoreServer.start("127.0.0.1", 0, "");
+                RendezvousStore c = RendezvousStore.connect("127.0.0.1", server.port(), "", 2000)) {
+            c.set("k", "v");
+            assertEquals("v", c.get("k"));
+        }
+    }
+
+    /** Local addresses of the TCP sockets this process listens on (from /proc). */
+    private static Set<String> listeningSocketsOfThisProcess() throws IOException {
+        Set<String> inodes = new TreeSet<>();
+        try (var fds = Files.list(Paths.get("/proc/self/fd"))) {
+            for (Path fd : fds.toList()) {
+                try {
+                    String target = Files.readSymbolicLink(fd).toString();
+                    if (target.startsWith("socket:[")) {
+                        inodes.add(target.substring(8, target.length() - 1));
+                    }
+                } catch (IOException e) {
+                    // closed meanwhile
+                }
+            }
+        }
+        Set<String> out = new TreeSet<>();
+        for (String f : new String[] {"/proc/net/tcp", "/proc/net/tcp6"}) {
+            Path p = Paths.get(f);
+            if (!Files.exists(p)) {
+                continue;
+            }
+            for (String line : Files.readAllLines(p)) {
+                String[] c = line.trim().split("\\s+");
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                if (c.length > 9 && c[3].equals("0A") && inodes.contains(c[9])) {
+                    out.add(c[1]);
+                }
+            }
+        }
+        return out;
+    }
+
+    @Test
+    void aJobListensOnlyOnTheStorePort() throws Exception {
+        assumeTrue(Files.isDirectory(Paths.get("/proc/self/fd")), "needs /proc");
+        Set<String> before = listeningSocketsOfThisProcess();
+        int port = freePort();
+        RankEnvironment e0 = new RankEnvironment(0, 2, 0, 2, "127.0.0.1", port, TOKEN);
+        RankEnvironment e1 = new RankEnvironment(1, 2, 1, 2, "127.0.0.1", port, TOKEN);
+        CompletableFuture<ShmProcessGroup> r1 =
+                CompletableFuture.supplyAsync(() -> new ShmProcessGroup(e1, 20_000));
+        try (ShmProcessGroup g0 = new ShmProcessGroup(e0, 20_000);
+                ShmProcessGroup g1 = r1.get(30, TimeUnit.SECONDS)) {
+            Set<String> during = listeningSocketsOfThisProcess();
+            during.removeAll(before);
+            // Rank 0's store on 127.0.0.1:port and nothing else (ranks talk through /dev/shm).
+            assertEquals(Set.of("0100007F:" + String.format("%04X", port)), during);
+            assertEquals(1, g1.rank());
+        }
+        Set<String> after = listeningSocketsOfThisProcess();
+        after.removeAll(before);
+        assertEquals(Set.of(), after, "still listening after the job closed");
+    }
+
+    /** True when the server closes s (EOF or reset) within ms; false when s stays open. */
+    private static boolean closedWithin(Socket s, int ms) throws IOException {
+        s.setSoTimeout(ms);
+        try {
+            return s.getInputStream().read() < 0;
+        } catch (java.net.SocketTimeoutException e) {
+            return false;
+        } catch (IOException e) {
+            return true; // reset
+        }
+    }
+
+    @Test
+    void aFloodOfIdleConnectionsIsBoundedAndARankStillGetsIn() throws Exception {
+        try (StoreServer server = StoreServer.start("127.0.0.1", 0, TOKEN)) {
+            int port = server.port();
+            List<Socket> idle = new ArrayList<>();
+            try {
+                long opened = System.nanoTime();
+                for (int i = 0; i < 300; i++) {
+                    idle.add(connect(port));
+                }
+                long begin = System.nanoTime();
+                try (RendezvousStore ok = RendezvousStore.connect("127.0.0.1", port, TOKEN, 5000)) {
+                    assertEquals(1, ok.add("n", 1));
+                }
+                long ms = (System.nanoTime() - begin) / 1_000_000;
+                assertTrue(ms < 3000, "a rank needed " + ms + " ms to get in");
+                // The server keeps at most 64 connections that have not presented the token.
+                Thread.sleep(500); // the server's closes reach this side
+                List<Socket> open = new ArrayList<>();
+                for (Socket s : idle) {
+                    if (!closedWithin(s, 20)) {
+                        open.add(s);
+                    }
+                }
+                assertTrue(open.size() <= 64, open.size() + " idle connections still open");
+                assertTrue(open.size() >= 32, "only " + open.size() + " kept: the cap is 64");
+                // ... and closes those at the handshake deadline (10 s after they were accepted).
+                long sinceOpen = (System.nanoTime() - opened) / 1_000_000;
+                for (Socket s : open) {
+                    assertTrue(closedWithin(s, (int) Math.max(1, 15_000 - sinceOpen)),
+                            "an idle connection outlived the handshake deadline");
+                }
+                long all = (System.nanoTime() - opened) / 1_000_000;
+                assertTrue(all >= 9_000 && all < 16_000, "closed after " + all + " ms");
+                try (RendezvousStore ok = RendezvousStore.connect("127.0.0.1", port, TOKEN, 2000)) {
+                    assertEquals(2, ok.add("n", 1));
+                }
+            } finally {
+                for (Socket s : idle) {
+                    s.close();
+                }
+            }
+        }
+    }
+
     private static final Pattern SEGMENT =
             Pattern.compile("^(\\S+) \\S+ \\S+ \\S+ \\S+\\s+(/dev/shm/nep-[0-9a-f]{32}) \\(deleted\\)$");
 

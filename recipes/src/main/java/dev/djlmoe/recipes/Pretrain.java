@@ -435,11 +435,15 @@ public final class Pretrain {
         Path resumeFrom = null;
         TrainingCheckpoint.State resumed = null;
         List<String> warnings = new ArrayList<>();
+        if (env.rank() == 0 && ckptRoot != null) {
+            // What a killed job's interrupted save left (never taken for a checkpoint).
+            warnings.addAll(TrainingCheckpoint.removeLeftovers(ckptRoot));
+        }
         if (opts.resume() != null) {
             if (!hf) {
                 throw new IllegalArgumentException("--resume needs a Hugging Face model");
             }
-            resumeFrom = TrainingCheckpoint.resolve(opts.resume());
+            resumeFrom = TrainingCheckpoint.resolve(opts.resume(), warnings);
             resumed = TrainingCheckpoint.readState(resumeFrom);
             warnings.addAll(checkResume(resumed, job, resumeFrom, world));
         }

@@ -12,6 +12,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.ndarray.NDArray;
 import dev.djlmoe.dist.MultiRank;
+import dev.djlmoe.recipes.checkpoint.CheckpointManifest;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.TextCorpus;
@@ -124,6 +125,9 @@ class ResumeTest {
         String json = Files.readString(state);
         assertTrue(json.contains("\"step\": " + STOP), json);
         Files.writeString(state, json.replace("\"step\": " + STOP, "\"step\": " + (STOP - 1)));
+        // A complete checkpoint whose step is off: its manifest must match the edited file (an
+        // edit without it is refused as damaged, see CheckpointSaveFaultTest).
+        CheckpointManifest.write(off, STOP - 1);
         Pretrain.Result shifted =
                 run(options(tmp.resolve("shifted")).withResume(off), StopSignal.none(), null);
         assertEquals(STEPS - STOP + 1, shifted.losses().size());

@@ -8,6 +8,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Parameter;
 import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.recipes.reliability.FaultInjection;
 import dev.djlmoe.train.CheckpointableAdamW;
 import dev.djlmoe.zoo.hf.HfCheckpoints;
 import dev.djlmoe.zoo.hf.HfMoeForCausalLm;
@@ -19,6 +20,7 @@ import dev.djlmoe.zoo.io.SafetensorsFile;
 import dev.djlmoe.zoo.io.SafetensorsWriter;
 import dev.djlmoe.zoo.io.TensorInfo;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.charset.StandardCharsets;
@@ -55,10 +57,15 @@ import java.util.stream.Stream;
  *   <li>extra files the run asks for (the tokenizer).
  * </ul>
  *
- * All ranks write into {@code .step-NNNNNNNN.partial}; after a barrier rank 0 renames it to its
- * final name and points {@code latest} at it (both renames are atomic on one file system), then
- * removes the oldest checkpoints beyond the number to keep. An interrupted save leaves only a
- * {@code .partial} directory, never a damaged checkpoint.
+ * All ranks write into {@code .step-NNNNNNNN.partial} and flush their files to disk; after a
+ * barrier rank 0 writes {@link CheckpointManifest#FILE} last (every file's size and SHA-256),
+ * flushes the directory, renames it to its final name and points {@code latest} at it (both
+ * renames are atomic on one file system), then removes the oldest checkpoints beyond the number
+ * to keep. An interrupted save leaves only a {@code .partial} directory, never a damaged
+ * checkpoint: every surviving rank removes it when the save fails or its process is stopped,
+ * and {@link #removeLeftovers} removes what a job killed as a whole left. {@link
+ * #resolve(Path, List)} takes only checkpoints whose files match their manifest, falling back to
+ * the newest complete one.
  */
 public final class TrainingCheckpoint {
 
@@ -72,6 +79,8 @@ public final class TrainingCheckpoint {
     public static final String FORMAT = "djl-moe-training-checkpoint";
 
     private static final Pattern STEP_DIR = Pattern.compile("step-\\d{8}");
+    private static final Pattern LEFTOVER =
+            Pattern.compile("\\.step-\\d{8}\\.(partial|old)|\\." + LATEST + "\\..*\\.tmp");
     private static final String EXP_AVG = ".exp_avg";
     private static final String EXP_AVG_SQ = ".exp_avg_sq";
 
@@ -104,34 +113,101 @@ public final class TrainingCheckpoint {
      *
      * @param path the argument
      * @return the checkpoint
-     * @throws IllegalArgumentException when there is no checkpoint there
+     * @throws IllegalArgumentException when there is no complete checkpoint there
+     * @throws IOException when the directory cannot be read
      */
     public static Path resolve(Path path) throws IOException {
+        return resolve(path, new ArrayList<>());
+    }
+
+    /**
+     * Resolves a {@code --resume} argument: a checkpoint (it holds {@link #STATE_FILE}; its files
+     * must match its manifest) or a checkpoint directory (the checkpoint its {@link #LATEST}
+     * names, else the newest {@code step-*}; one whose files do not match its manifest is
+     * skipped with a warning, and the newest complete one before it is taken). Leftovers of
+     * interrupted saves ({@code .step-*.partial}) are never candidates.
+     *
+     * @param path the argument
+     * @param warnings receives a line for every checkpoint skipped or not verifiable
+     * @return the checkpoint
+     * @throws IllegalArgumentException when there is no complete checkpoint there
+     * @throws IOException when the directory cannot be read
+     */
+    public static Path resolve(Path path, List<String> warnings) throws IOException {
         if (!Files.isDirectory(path)) {
             throw new IllegalArgumentException("--resume " + path + ": no such directory");
         }
         if (Files.isRegularFile(path.resolve(STATE_FILE))) {
-            return path;
+            String problem = CheckpointManifest.verify(path, true);
+            if (problem == null) {
+                return path;
+            }
+            if (!Files.exists(path.resolve(CheckpointManifest.FILE))) {
+                // Written before checkpoints had manifests (their renames were atomic already).
+                warnings.add(path + " has no " + CheckpointManifest.FILE
+                        + ": its files cannot be verified");
+                return path;
+            }
+            throw new IllegalArgumentException(
+                    "--resume " + path + ": not a complete checkpoint: " + problem);
         }
+        List<Path> steps = new ArrayList<>(stepDirs(path));
         Path latest = path.resolve(LATEST);
         if (Files.isRegularFile(latest)) {
             String name = Files.readString(latest, StandardCharsets.UTF_8).strip();
             Path p = path.resolve(name);
             if (!STEP_DIR.matcher(name).matches() || !Files.isRegularFile(p.resolve(STATE_FILE))) {
-                throw new IllegalArgumentException(
-                        "--resume " + path + ": 'latest' names " + name + ", which is not a"
-                                + " complete checkpoint");
+                warnings.add(path + ": '" + LATEST + "' names " + name + ", which is not a"
+                        + " complete checkpoint; taking the newest complete one");
+            } else {
+                // The one 'latest' names first, then the others newest first.
+                steps.remove(p);
+                steps.add(p);
             }
-            return p;
         }
-        List<Path> steps = stepDirs(path);
-        if (!steps.isEmpty()) {
-            return steps.get(steps.size() - 1);
+        for (int i = steps.size() - 1; i >= 0; i--) {
+            Path p = steps.get(i);
+            String problem = CheckpointManifest.verify(p, true);
+            if (problem == null) {
+                return p;
+            }
+            if (!Files.exists(p.resolve(CheckpointManifest.FILE))) {
+                warnings.add(p + " has no " + CheckpointManifest.FILE
+                        + ": its files cannot be verified");
+                return p;
+            }
+            warnings.add("skipping " + p + ": not a complete checkpoint: " + problem);
         }
         throw new IllegalArgumentException(
-                "--resume " + path + ": no checkpoint there (expected " + STATE_FILE
+                "--resume " + path + ": no complete checkpoint there (expected " + STATE_FILE
                         + " in a checkpoint, or '" + LATEST + "' / step-* directories in a"
                         + " checkpoint directory)");
+    }
+
+    /**
+     * Removes what interrupted saves left in a checkpoint directory ({@code .step-*.partial},
+     * {@code .step-*.old} and temporary files of {@link #LATEST}). Only one process of a job may
+     * call this (rank 0), before the job saves anything.
+     *
+     * @param root the checkpoint directory (nothing happens when it does not exist)
+     * @return a line for every leftover removed
+     * @throws IOException when one cannot be removed
+     */
+    public static List<String> removeLeftovers(Path root) throws IOException {
+        List<String> removed = new ArrayList<>();
+        if (!Files.isDirectory(root)) {
+            return removed;
+        }
+        List<Path> found;
+        try (Stream<Path> s = Files.list(root)) {
+            found = s.filter(p -> LEFTOVER.matcher(p.getFileName().toString()).matches())
+                    .sorted().toList();
+        }
+        for (Path p : found) {
+            deleteTree(p);
+            removed.add("removed " + p + " (left by an interrupted checkpoint save)");
+        }
+        return removed;
     }
 
     private static List<Path> stepDirs(Path root) throws IOException {
@@ -256,45 +332,88 @@ public final class TrainingCheckpoint {
         String name = dirName(state.step());
         Path fin = root.resolve(name);
         Path partial = root.resolve("." + name + ".partial");
-        if (rank == 0) {
-            Files.createDirectories(root);
-            deleteTree(partial);
-            Files.createDirectories(partial);
-        }
-        group.barrier();
-        HfCheckpoints.save(model, partial, DType.F32); // barriers inside under EP
-        writeOptimizer(partial.resolve(optimizerFile(rank, world)), model, optimizer, rank);
-        if (rank == 0) {
-            for (Path f : extraFiles) {
-                Files.copy(f, partial.resolve(f.getFileName().toString()),
-                        StandardCopyOption.REPLACE_EXISTING);
+        // Every rank that survives a failed save, or is stopped meanwhile (the launcher stops the
+        // other ranks when one dies), removes the partial directory: nothing half-written stays
+        // behind, whichever rank died.
+        Thread cleanup = new Thread(() -> removeQuietly(partial), "djl-moe-checkpoint-cleanup");
+        boolean done = false;
+        Runtime.getRuntime().addShutdownHook(cleanup);
+        try {
+            if (rank == 0) {
+                Files.createDirectories(root);
+                deleteTree(partial);
+                Files.createDirectories(partial);
             }
-            SafetensorsWriter.writeTextAtomically(partial.resolve(STATE_FILE), state.toJson());
-        }
-        group.barrier();
-        if (rank == 0) {
-            if (Files.exists(fin)) {
-                // The same step saved again (a resumed run that stops where it started).
-                Path old = root.resolve("." + name + ".old");
-                deleteTree(old);
-                move(fin, old);
-                move(partial, fin);
-                deleteTree(old);
-            } else {
-                move(partial, fin);
+            group.barrier();
+            HfCheckpoints.save(model, partial, DType.F32); // barriers inside under EP
+            Path optimizerFile = partial.resolve(optimizerFile(rank, world));
+            writeOptimizer(optimizerFile, model, optimizer, rank);
+            FaultInjection.duringCheckpointSave(rank, state.step(), optimizerFile);
+            if (rank == 0) {
+                for (Path f : extraFiles) {
+                    Files.copy(f, partial.resolve(f.getFileName().toString()),
+                            StandardCopyOption.REPLACE_EXISTING);
+                }
+                SafetensorsWriter.writeTextAtomically(partial.resolve(STATE_FILE), state.toJson());
             }
-            SafetensorsWriter.writeTextAtomically(root.resolve(LATEST), name + "\n");
-            if (keep > 0) {
-                List<Path> all = stepDirs(root);
-                for (int i = 0; i < all.size() - keep; i++) {
-                    if (!all.get(i).equals(fin)) {
-                        deleteTree(all.get(i));
+            CheckpointManifest.syncFiles(partial);
+            group.barrier();
+            if (rank == 0) {
+                // Last file of the checkpoint: its presence, with matching files, is what makes
+                // the checkpoint complete.
+                CheckpointManifest.write(partial, state.step());
+                CheckpointManifest.syncDirectory(partial);
+                if (Files.exists(fin)) {
+                    // The same step saved again (a resumed run that stops where it started).
+                    Path old = root.resolve("." + name + ".old");
+                    deleteTree(old);
+                    move(fin, old);
+                    move(partial, fin);
+                    deleteTree(old);
+                } else {
+                    move(partial, fin);
+                }
+                CheckpointManifest.syncDirectory(root);
+                SafetensorsWriter.writeTextAtomically(root.resolve(LATEST), name + "\n");
+                CheckpointManifest.syncDirectory(root);
+                if (keep > 0) {
+                    List<Path> all = stepDirs(root);
+                    for (int i = 0; i < all.size() - keep; i++) {
+                        if (!all.get(i).equals(fin)) {
+                            deleteTree(all.get(i));
+                        }
                     }
                 }
             }
+            group.barrier();
+            done = true;
+            return fin;
+        } finally {
+            if (!done) {
+                removeQuietly(partial);
+            }
+            try {
+                Runtime.getRuntime().removeShutdownHook(cleanup);
+            } catch (IllegalStateException e) {
+                // the JVM is shutting down: the hook runs
+            }
         }
-        group.barrier();
-        return fin;
+    }
+
+    /** Deletes a directory tree, retrying while another thread still adds files to it. */
+    private static void removeQuietly(Path dir) {
+        for (int attempt = 0; attempt < 5 && Files.exists(dir); attempt++) {
+            try {
+                deleteTree(dir);
+            } catch (IOException | UncheckedIOException e) {
+                try {
+                    Thread.sleep(20);
+                } catch (InterruptedException ie) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
     }
 
     private static void move(Path from, Path to) throws IOException {
