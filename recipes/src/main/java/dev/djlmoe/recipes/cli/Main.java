@@ -3,7 +3,10 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import dev.djlmoe.ep.EpPeerException;
+import dev.djlmoe.ep.EpTimeoutException;
 import dev.djlmoe.recipes.launch.ParentWatch;
+import dev.djlmoe.train.NonFiniteGradientException;
 import java.io.PrintWriter;
 import java.io.UncheckedIOException;
 import java.nio.file.AccessDeniedException;
@@ -74,8 +77,11 @@ public final class Main implements Runnable {
                 (e, cmd, parsed) -> {
                     String what = cmd.getCommandName();
                     String msg = userMessage(e);
+                    String failure = msg == null ? jobFailure(e) : null;
                     if (msg != null) {
                         cmd.getErr().println("djl-moe " + what + ": error: " + msg);
+                    } else if (failure != null) {
+                        cmd.getErr().println("djl-moe " + what + ": failed: " + failure);
                     } else {
                         cmd.getErr().println("djl-moe " + what + ": internal error: " + e);
                         e.printStackTrace(cmd.getErr());
@@ -115,6 +121,21 @@ public final class Main implements Runnable {
             if (!(t instanceof UncheckedIOException) && !(t instanceof RuntimeException
                     && t.getClass() == RuntimeException.class)) {
                 break;
+            }
+        }
+        return null;
+    }
+
+    /**
+     * The message of a failure of the job rather than of this program (a peer rank that died or
+     * failed, a wait that timed out), or null: such failures name the rank and operation
+     * themselves and need no stack trace.
+     */
+    static String jobFailure(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof EpPeerException || t instanceof EpTimeoutException
+                    || t instanceof NonFiniteGradientException) {
+                return t.getMessage();
             }
         }
         return null;
