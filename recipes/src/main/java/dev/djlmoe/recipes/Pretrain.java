@@ -223,6 +223,30 @@ public final class Pretrain {
     }
 
     /**
+     * Pre-trains a Hugging Face MoE model on this rank, stopping early (on every rank at the same
+     * step) when {@code stop} is raised on any rank, and shows every step to an observer. Writes
+     * checkpoints only where {@code opts} asks for them ({@link
+     * PretrainOptions#effectiveCheckpointDir()}: none without a run or checkpoint directory).
+     *
+     * @param config the model, e.g. {@code HfMoeConfig.preset("tiny")}
+     * @param source the data
+     * @param opts the run settings
+     * @param out where rank 0's progress goes
+     * @param stop polled between steps
+     * @param observer sees each step's gradients and figures, or null
+     * @return the loss curve and figures (losses, tokens/s, EP share)
+     */
+    public static Result run(
+            HfMoeConfig config,
+            TokenSource source,
+            PretrainOptions opts,
+            PrintStream out,
+            StopSignal stop,
+            StepObserver observer) {
+        return run(Job.pretrain(config, source, opts), out, stop, observer);
+    }
+
+    /**
      * Runs pre-training of the older {@link MoeCausalLm} on one rank (no checkpoints).
      *
      * @param config the model
@@ -230,7 +254,10 @@ public final class Pretrain {
      * @param opts the run settings
      * @param out where progress goes
      * @return the loss curve and figures
+     * @deprecated the older model is being retired: use {@link #run(HfMoeConfig, TokenSource,
+     *     PretrainOptions, PrintStream)} with {@code HfMoeConfig.preset("tiny")}
      */
+    @Deprecated
     public static Result run(
             MoeModelConfig config, TokenSource source, PretrainOptions opts, PrintStream out) {
         return run(config, source, opts, out, StopSignal.none());
@@ -246,7 +273,11 @@ public final class Pretrain {
      * @param out where progress goes
      * @param stop polled between steps
      * @return the loss curve and figures
+     * @deprecated the older model is being retired: use {@link #run(HfMoeConfig, TokenSource,
+     *     PretrainOptions, PrintStream, StopSignal, StepObserver)} with {@code
+     *     HfMoeConfig.preset("tiny")}
      */
+    @Deprecated
     public static Result run(
             MoeModelConfig config,
             TokenSource source,
@@ -268,7 +299,11 @@ public final class Pretrain {
      * @param stop polled between steps
      * @param observer sees each step's gradients and figures, or null
      * @return the loss curve and figures
+     * @deprecated the older model is being retired: use {@link #run(HfMoeConfig, TokenSource,
+     *     PretrainOptions, PrintStream, StopSignal, StepObserver)} with {@code
+     *     HfMoeConfig.preset("tiny")}
      */
+    @Deprecated
     public static Result run(
             MoeModelConfig config,
             TokenSource source,

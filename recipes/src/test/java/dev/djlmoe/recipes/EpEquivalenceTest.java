@@ -25,9 +25,10 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
- * Expert parallelism changes where experts live, not the numbers: the pretrain recipe on the tiny
- * model with W = 2 and W = 4 ranks (spawned JVMs over cpu-shm, the global batch split over the
- * ranks) against W = 1 holding every expert.
+ * Expert parallelism changes where experts live, not the numbers: the pretrain recipe on the
+ * {@code HfMoeForCausalLm} of the {@code tiny} preset (MLA attention, 3 MoE layers of 8 experts)
+ * with W = 2 and W = 4 ranks (spawned JVMs over cpu-shm, the global batch split over the ranks)
+ * against W = 1 holding every expert.
  *
  * <ul>
  *   <li>step 1: the same loss and the same gradient for every parameter, expert gradients

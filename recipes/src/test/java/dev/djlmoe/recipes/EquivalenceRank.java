@@ -26,8 +26,8 @@ import dev.djlmoe.recipes.data.TokenBatch;
 import dev.djlmoe.train.EpTrainer;
 import dev.djlmoe.train.ParameterInit;
 import dev.djlmoe.train.StepResult;
-import dev.djlmoe.zoo.model.MoeCausalLm;
-import dev.djlmoe.zoo.model.MoeModelConfig;
+import dev.djlmoe.zoo.hf.HfMoeConfig;
+import dev.djlmoe.zoo.hf.HfMoeForCausalLm;
 import dev.djlmoe.zoo.nn.CausalLmLoss;
 import java.io.BufferedOutputStream;
 import java.io.DataOutputStream;
@@ -46,12 +46,13 @@ import java.util.zip.CRC32;
  *
  * <ul>
  *   <li>{@code curve <steps> <batch> <seqLen>}: the pretrain recipe ({@link Pretrain#run}) on the
- *       tiny model and synthetic text, the global batch split over the ranks. Writes {@code
- *       grads-rank<r>.bin} (loss and every averaged gradient of step 1, with the names and
- *       whether each is a routed-expert shard), {@code losses-rank<r>.txt} (the loss of every step)
- *       and {@code replicated-rank<r>.txt} (hashes of everything that must agree across ranks:
- *       the dense parameters and router biases, and the averaged dense gradients, at the last
- *       step).
+ *       {@link HfMoeForCausalLm} of the {@code tiny} preset (a 4-layer DeepSeek-V3 with MLA,
+ *       group-limited sigmoid routing and a shared expert) and synthetic text, the global batch
+ *       split over the ranks. Writes {@code grads-rank<r>.bin} (loss and every averaged
+ *       gradient of step 1, with the parameter names and whether each is a routed-expert shard),
+ *       {@code losses-rank<r>.txt} (the loss of every step) and {@code replicated-rank<r>.txt}
+ *       (hashes of everything that must agree across ranks: the dense parameters and router
+ *       biases, and the averaged dense gradients, at the last step).
  *   <li>{@code repeat <reps> <batch> <seqLen>}: the same training step (same parameters, same
  *       batch; the optimizer's learning rate is 0) run {@code reps} times with bf16 dispatch;
  *       prints {@code repeat: <reps> identical, hash <h>} or exits 1. The second half of the
@@ -165,8 +166,9 @@ public final class EquivalenceRank {
                     }
                 };
         Pretrain.Result res =
-                Pretrain.run(MoeModelConfig.tiny(), new SyntheticBigramSource(256, 4, d.seed()),
-                        opts, System.out, StopSignal.none(), observer);
+                Pretrain.run(HfMoeConfig.preset("tiny"),
+                        new SyntheticBigramSource(256, 4, d.seed()), opts, System.out,
+                        StopSignal.none(), observer);
         StringBuilder b = new StringBuilder();
         for (float l : res.losses()) {
             b.append(Float.toString(l)).append('\n');
@@ -238,7 +240,7 @@ public final class EquivalenceRank {
         int reps = Integer.parseInt(args[1]);
         int batch = Integer.parseInt(args[2]);
         int seqLen = Integer.parseInt(args[3]);
-        MoeModelConfig config = MoeModelConfig.tiny();
+        HfMoeConfig config = HfMoeConfig.preset("tiny");
         SyntheticBigramSource source = new SyntheticBigramSource(256, 4, 42);
         RankEnvironment env = RankEnvironment.fromSystem();
         try (ProcessGroup group = ProcessGroups.create(env);
@@ -249,7 +251,7 @@ public final class EquivalenceRank {
                                 .optCombineWire(WireFormat.BF16)
                                 .build();
                 Model model = Model.newInstance("moe-lm", Device.cpu(), "PyTorch")) {
-            model.setBlock(new MoeCausalLm(config, ctx));
+            model.setBlock(new HfMoeForCausalLm(config, ctx, PretrainOptions.SEQ_AUX_ALPHA));
             DefaultTrainingConfig tc =
                     new DefaultTrainingConfig(new CausalLmLoss())
                             .optOptimizer(

@@ -21,7 +21,6 @@ import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.MoeRouter;
 import dev.djlmoe.nn.RoutedExperts;
 import dev.djlmoe.nn.SwiGluMlp;
-import dev.djlmoe.zoo.model.DecoderLayer;
 import dev.djlmoe.zoo.nn.GroupedQueryAttention;
 import dev.djlmoe.zoo.nn.KvCache;
 import dev.djlmoe.zoo.nn.MultiHeadLatentAttention;

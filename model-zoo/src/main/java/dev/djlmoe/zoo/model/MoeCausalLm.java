@@ -17,6 +17,7 @@ import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.nn.ExpertPrecision;
 import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.SwiGluMlp;
+import dev.djlmoe.zoo.hf.DecoderLayer;
 import dev.djlmoe.zoo.nn.CausalSelfAttention;
 import dev.djlmoe.zoo.nn.RmsNorm;
 import dev.djlmoe.zoo.nn.TokenEmbedding;
@@ -30,7 +31,12 @@ import java.util.List;
  *
  * <p>Input {@code ids [B, S]} int64; output {@code logits [B, S, V]} float32. With an {@link
  * EpContext}, each MoE layer holds only this rank's {@code E / W} experts.
+ *
+ * @deprecated the project's first model, kept only until its last caller moves; use {@link
+ *     dev.djlmoe.zoo.hf.HfMoeForCausalLm} with {@link dev.djlmoe.zoo.hf.HfMoeConfig#preset
+ *     HfMoeConfig.preset("tiny")} (the same tiny DeepSeek-V3 layout, with MLA attention).
  */
+@Deprecated
 public final class MoeCausalLm extends AbstractBlock {
 
     private static final byte VERSION = 1;

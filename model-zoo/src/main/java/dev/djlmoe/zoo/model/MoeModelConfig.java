@@ -31,7 +31,11 @@ import dev.djlmoe.nn.ScoreFunction;
  * @param ropeTheta RoPE base
  * @param tieWordEmbeddings share the embedding table with the LM head
  * @param initStd standard deviation of the embedding initialisation
+ * @deprecated the settings of the deprecated {@link MoeCausalLm}; use {@link
+ *     dev.djlmoe.zoo.hf.HfMoeConfig} (presets {@code tiny}, {@code tiny-deepseek-v2}, {@code
+ *     tiny-qwen3-moe}, or a Hugging Face {@code config.json}).
  */
+@Deprecated
 public record MoeModelConfig(
         long vocabSize,
         long hiddenSize,

@@ -20,7 +20,11 @@ import dev.djlmoe.autograd.Autograd;
  *
  * <p>Input {@code [B, S, H]}, output {@code [B, S, H]}. Children {@code q_proj}, {@code k_proj},
  * {@code v_proj}, {@code o_proj} ({@code [H, H]} each).
+ *
+ * @deprecated used only by the deprecated {@code MoeCausalLm}; the Hugging Face model uses {@link
+ *     MultiHeadLatentAttention} or {@link GroupedQueryAttention} with {@link RotaryEmbedding}.
  */
+@Deprecated
 public final class CausalSelfAttention extends AbstractBlock {
 
     private static final byte VERSION = 1;

@@ -7,7 +7,13 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 
-/** Rotary position embeddings (DJL has none). */
+/**
+ * Rotary position embeddings (DJL has none).
+ *
+ * @deprecated used only by the deprecated {@link CausalSelfAttention}; use {@link
+ *     RotaryEmbedding}.
+ */
+@Deprecated
 public final class Rope {
 
     private Rope() {}

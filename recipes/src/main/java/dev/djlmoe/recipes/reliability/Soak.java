@@ -21,14 +21,15 @@ import dev.djlmoe.ep.EpBuffer;
 import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.ep.EpHandle;
 import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.recipes.PretrainOptions;
 import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
 import dev.djlmoe.recipes.data.TokenBatch;
 import dev.djlmoe.train.EpTrainer;
 import dev.djlmoe.train.ParameterInit;
 import dev.djlmoe.train.StepResult;
-import dev.djlmoe.zoo.model.MoeCausalLm;
-import dev.djlmoe.zoo.model.MoeModelConfig;
+import dev.djlmoe.zoo.hf.HfMoeConfig;
+import dev.djlmoe.zoo.hf.HfMoeForCausalLm;
 import dev.djlmoe.zoo.nn.CausalLmLoss;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -47,7 +48,7 @@ import org.bytedeco.javacpp.Pointer;
  * A bounded soak of one rank (issue 8): thousands of dispatch/combine steps with random layouts
  * (tokens, hidden size, experts, top-k, -1 slots, alignment, weights, cached dispatch) and random
  * wire formats, checked against the identity-expert oracle, run twice with the same seeds; then
- * a short training run, also twice. Meanwhile it samples the process's resident memory, native
+ * a short training run of the {@code tiny} {@link HfMoeForCausalLm} (bf16 dispatch), also twice. Meanwhile it samples the process's resident memory, native
  * allocations (JavaCPP {@link Pointer#physicalBytes()}, {@link Pointer#totalBytes()}, {@link
  * Pointer#totalCount()}), open file descriptors, mapped shared-memory segments and names in
  * {@code /dev/shm}. It passes when every step matched the oracle, both repeats hash to the same
@@ -316,7 +317,7 @@ public final class Soak {
     // ---- training --------------------------------------------------------------------------------
 
     private long train(int rep) {
-        MoeModelConfig config = MoeModelConfig.tiny();
+        HfMoeConfig config = HfMoeConfig.preset("tiny");
         SyntheticBigramSource source = new SyntheticBigramSource(256, 4, opts.seed());
         int batch = 4 * group.worldSize();
         int seqLen = 32;
@@ -327,7 +328,8 @@ public final class Soak {
         try (EpContext ctx = EpContext.builder().setProcessGroup(group)
                         .optDispatchWire(TrainingPrecision.BF16_WIRE.wire()).build();
                 Model model = Model.newInstance("soak", Device.cpu(), "PyTorch")) {
-            model.setBlock(new MoeCausalLm(config, ctx, TrainingPrecision.BF16_WIRE.experts()));
+            model.setBlock(new HfMoeForCausalLm(config, ctx, PretrainOptions.SEQ_AUX_ALPHA,
+                    TrainingPrecision.BF16_WIRE.experts()));
             DefaultTrainingConfig tc = new DefaultTrainingConfig(new CausalLmLoss())
                     .optOptimizer(Optimizer.adamW().optLearningRateTracker(Tracker.fixed(3e-3f))
                             .build())

@@ -1,7 +1,7 @@
 /*
  * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
  */
-package dev.djlmoe.zoo.model;
+package dev.djlmoe.zoo.hf;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
