@@ -317,7 +317,8 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_buffer_create(int32_t rank, int32_t world_si
     g.flags_off = g.done_off + 128;
     g.flag_stride = up(kLlFlagHeader + 4LL * El, 64);
     g.darr_off = up(g.flags_off + 2LL * W * g.flag_stride, 64);
-    g.carr_off = up(g.darr_off + 4LL * 2 * El * W, 64);
+    g.dcons_off = up(g.darr_off + 4LL * 2 * El * W, 64);
+    g.carr_off = up(g.dcons_off + 4LL * 4 * El * W, 64);
     g.data_off = up(g.carr_off + 64LL * 2 * W, 4096);
     g.msg_stride = up(kLlMsgHeader + wire_row_bytes(max_wire, hidden), 16);
     g.crow_stride = up(std::max(wire_row_bytes(max_wire, hidden), wire_row_bytes(NEP_WIRE_BF16, hidden)), 16);

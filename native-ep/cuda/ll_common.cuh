@@ -8,8 +8,11 @@
 //            (blocks of the running receive that finished; the last one publishes), the flag
 //            blocks [b][source] written by each source at the start of its send (call number,
 //            kind, wire, status, per-local-expert message counts), the dispatch arrival counters
-//            [b][local expert][source] and the combine arrival counters [b][source], both raised
-//            by the senders after their rows and reset by the receive.
+//            [b][local expert][source] (raised by the senders after their rows, never reset: they
+//            count every message ever sent to (b, le, src), modulo 2^32) with the receiver's own
+//            consumed counts [b][epoch parity][le][src] (the counter's value before this call),
+//            and the combine arrival counters [b][source] (raised by the senders, reset by the
+//            receive).
 //   data     two halves; a half holds either
 //              dispatch: [El][W][Tm] messages (16-byte header {source token, top-k slot}, wire
 //                        row); message j of (expert e, source s) is the j-th token of s, in token
@@ -19,8 +22,9 @@
 //   send:    wait until every destination d has released[b] >= E, write the flag (number E + 1)
 //            and the rows, raise d's arrival counters (release, system scope);
 //   receive: wait for every source's flag == E + 1 and for the arrival counters to reach the
-//            counts, read, reset the counters, then the last block sets epoch[b] = released[b] =
-//            E + 1. Nothing the host passes depends on n, so a captured graph replays correctly.
+//            counts (dispatch: counter - consumed >= count, then consumed[other parity] = counter
+//            value expected after this call; combine: counter >= count, then reset), read, then
+//            the last block sets epoch[b] = released[b] = E + 1. Nothing the host passes depends on n, so a captured graph replays correctly.
 #ifndef NATIVEEP_CUDA_LL_COMMON_CUH_
 #define NATIVEEP_CUDA_LL_COMMON_CUH_
 
@@ -76,6 +80,7 @@ struct LlGeom {
   long long epoch_off, released_off, done_off;  // [2] each, 64-byte stride
   long long flags_off, flag_stride;             // [2][W] flag blocks
   long long darr_off;                           // [2][El][W] uint32
+  long long dcons_off;                          // [2][2][El][W] uint32 (half, parity of the epoch)
   long long carr_off;                           // [2][W] uint32, 64-byte stride
   long long data_off, half_bytes;               // [2] halves
   long long msg_stride;                         // dispatch message (header + row)
@@ -90,6 +95,11 @@ struct LlGeom {
   }
   __host__ __device__ long long darr(int b, int le, int src, int local, int world) const {
     return darr_off + 4LL * (((long long)b * local + le) * world + src);
+  }
+  // Messages of (le, src) on half b received by the calls before the one with epoch target t, kept
+  // in slot t & 1 (the receive of target t reads slot (t + 1) & 1 and writes slot t & 1).
+  __host__ __device__ long long dcons(int b, unsigned long long t, int le, int src, int local, int world) const {
+    return dcons_off + 4LL * ((((long long)b * 2 + (long long)(t & 1)) * local + le) * world + src);
   }
   __host__ __device__ long long carr(int b, int src, int world) const {
     return carr_off + 64LL * ((long long)b * world + src);

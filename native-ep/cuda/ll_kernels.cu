@@ -2,14 +2,21 @@
 //
 // dispatch send: every block builds, in shared memory, a bitmap [E][ceil(T/32)] of which tokens
 //   chose which expert (checking topk_idx on the way), so the place of message (t, e) among the
-//   messages of (e, this rank) is a popcount: token order, no atomics, no exchange of counts.
-//   Block 0 writes each destination's flag (the counts per local expert); then blocks take
-//   tokens, warps take 256-channel slices, each slice is cast once (FP8 scales fused) and stored
-//   to the K destinations; after a token, one thread per slot raises the arrival counter.
-// dispatch recv (two blocks per SM): blocks take (local expert, source) units, a pass of up to 64
-//   at once: one thread per unit waits for its arrival counter, the headers of all their rows are
-//   read in one pass (the routing combine needs), then warps copy (row, slice) items into the
-//   packed output, four loads in flight, decoding the wire the source chose.
+//   messages of (e, this rank) is a popcount: token order, no atomics, no exchange of counts. The
+//   loads of the block's first token (x slices, expert choices) and the peers' released words are
+//   issued before the bitmap, so their latency overlaps it. The last block, when it has no token
+//   (else block 0), writes each destination's flag (the counts per local expert); blocks take
+//   tokens, warps take 256-channel slices, each slice is cast once (FP8 scales fused) and stored to
+//   the K destinations; after a token, one thread per slot raises the arrival counter.
+// dispatch recv (two blocks per SM): every block reads all (local expert, source) counts with the
+//   arrival counters and computes the row prefix, then takes an equal share of the rows (not of
+//   the units, whose sizes vary): one thread per unit of its share waits if the counter was short,
+//   a barrier releases the warps, which take (row, 512-channel chunk) items, four 16-byte loads in
+//   flight. Arrival counters are never reset (consumed counts, see ll_common.cuh), so the last
+//   block only publishes the half.
+// send -> recv: a send lets the receive after it in the stream launch while it runs (programmatic
+//   dependent launch); the receive waits for its data through the counters and for the kernel
+//   before it only before writing outputs.
 // combine send (two blocks per SM): blocks take received rows (prefix over the per-expert counts), a pass of up to 32
 //   at once; warps cast (row, slice) items, four in flight, into the source rank's (token, slot)
 //   rows; one arrival count per row after the pass.
@@ -32,7 +39,8 @@ namespace {
 
 constexpr int kLlRowsPerPass = 32;  // combine send: rows resolved per pass of a block
 constexpr int kLlFastTopk = 8;      // combine receive: slots loaded at once on the bf16 path
-constexpr int kLlUnitsPerPass = 64; // dispatch receive: (local expert, source) units awaited per pass of a block
+constexpr int kLlRecvRowsPerPass = 64;  // dispatch receive: rows whose places a block resolves per pass
+constexpr int kLlRecvChunk = 512;       // dispatch receive: channels of a (row, chunk) item (16 per lane)
 
 __device__ __forceinline__ unsigned int ld_acquire_sys_u32(const unsigned int* p) {
   unsigned int v;
@@ -48,6 +56,29 @@ __device__ __forceinline__ void red_release_sys_add(unsigned int* p, unsigned in
 __device__ __forceinline__ void fence_sys() { asm volatile("fence.acq_rel.sys;" ::: "memory"); }
 __device__ __forceinline__ void st_volatile_u32(unsigned int* p, unsigned int v) {
   asm volatile("st.volatile.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+// Programmatic dependent launch (sm_90): a send lets the receive after it in the stream start
+// early (the receive waits for its data through the buffer's counters, not through stream order);
+// the receive waits for the grid before it to complete before writing its outputs, which kernels
+// before it may still read.
+__device__ __forceinline__ void let_dependents_launch() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void wait_prior_grid() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+// Plain loads that skip L1, for rows whose arrival this block has acquired (the acquire and a
+// barrier order them after the senders' stores).
+__device__ __forceinline__ uint4 ld_na_v4(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ float ld_na_f32(const void* p) {
+  float v;
+  asm volatile("ld.global.L1::no_allocate.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  return v;
 }
 
 template <class T>
@@ -144,18 +175,37 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
   extern __shared__ uint32_t bits[];  // [E][words]
   __shared__ long long s_bad;         // smallest bad (token * 64 + slot), or LLONG_MAX
   __shared__ uint8_t* s_dst[kMaxTopk];
-  __shared__ int s_ok;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const LlShape& s = a.s;
   const int E = s.num_experts, El = s.local_experts, W = s.world, K = a.num_topk, words = a.words;
   const long long T = a.num_tokens, H = s.hidden;
   uint8_t* local = a.peers[s.rank];
+  let_dependents_launch();
+  const int xb = dtype_size(a.x_dtype);
+  const long long t_first = blockIdx.x;
+
+  // Issued first, used later (their latency overlaps the bitmap): this block's first token's x
+  // slices (warp, warp + kLlWarps) and expert choices, and the peers' released words.
+  Raw8 pre0{}, pre1{};
+  long long e_first = -1;
+  if (t_first < T) {
+    const uint8_t* xrow = static_cast<const uint8_t*>(a.x) + t_first * H * xb;
+    const long long ch0 = (long long)warp * kWarpChannels + lane * kLaneChannels;
+    const long long ch1 = ch0 + (long long)kLlWarps * kWarpChannels;
+    if (ch0 < H) pre0 = load_row8(xrow, a.x_dtype, ch0);
+    if (ch1 < H) pre1 = load_row8(xrow, a.x_dtype, ch1);
+    if (tid < K) e_first = a.topk_idx[t_first * K + tid];
+  }
+  const u64 epoch = ld_volatile_u64(at<u64>(local, a.g.epoch(a.half)));
+  // Every destination must have received the call two before on this half.
+  bool ok = true;
+  if (tid < W) {
+    const unsigned int* peer_abort = at<unsigned int>(a.peers[tid], a.g.abort_off);
+    ok = ll_wait<true>(at<u64>(a.peers[tid], a.g.released(a.half)), epoch, a.wait, peer_abort, tid, kLlCounterReleased, a.half);
+  }
 
   for (int i = tid; i < E * words; i += blockDim.x) bits[i] = 0u;
-  if (tid == 0) {
-    s_bad = LLONG_MAX;
-    s_ok = 1;
-  }
+  if (tid == 0) s_bad = LLONG_MAX;
   __syncthreads();
   for (int p = tid; p < int(T) * K; p += blockDim.x) {
     const long long e = a.topk_idx[p];
@@ -169,18 +219,13 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
     const uint32_t bit = 1u << (t & 31);
     if (atomicOr(&bits[e * words + (t >> 5)], bit) & bit) atomicMin(&s_bad, key);
   }
-  __syncthreads();
+  ok = __syncthreads_and(ok) != 0;
+  if (!ok) return;
   const bool bad = s_bad != LLONG_MAX;
-  const u64 epoch = ld_volatile_u64(at<u64>(local, a.g.epoch(a.half)));
-  // Every destination must have received the call two before on this half.
-  if (tid < W) {
-    const unsigned int* peer_abort = at<unsigned int>(a.peers[tid], a.g.abort_off);
-    if (!ll_wait<true>(at<u64>(a.peers[tid], a.g.released(a.half)), epoch, a.wait, peer_abort, tid, kLlCounterReleased, a.half))
-      s_ok = 0;
-  }
-  __syncthreads();
-  if (!s_ok) return;
-  if (blockIdx.x == 0) {
+  // The flags (counts per local expert of each destination) come from a block without a token
+  // when there is one, so that no token waits for them.
+  const int flag_block = int(gridDim.x) > T ? int(gridDim.x) - 1 : 0;
+  if (int(blockIdx.x) == flag_block) {
     if (bad && tid == 0) {
       const long long key = s_bad, t = key / 64;
       const int k = int(key % 64);
@@ -208,10 +253,10 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
     }
   }
   if (bad) return;
-  const int xb = dtype_size(a.x_dtype);
-  for (long long t = blockIdx.x; t < T; t += gridDim.x) {
+  for (long long t = t_first; t < T; t += gridDim.x) {
+    const bool first = t == t_first;
     if (tid < K) {
-      const long long e = a.topk_idx[t * K + tid];
+      const long long e = first ? e_first : a.topk_idx[t * K + tid];
       uint8_t* dst = nullptr;
       if (e >= 0) {
         const int d = int(e / El), le = int(e % El);
@@ -226,11 +271,16 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
     }
     __syncthreads();
     const uint8_t* xrow = static_cast<const uint8_t*>(a.x) + t * H * xb;
-    for (long long c0 = (long long)warp * kWarpChannels; c0 < H; c0 += (long long)kLlWarps * kWarpChannels) {
+    int i = 0;
+    for (long long c0 = (long long)warp * kWarpChannels; c0 < H; c0 += (long long)kLlWarps * kWarpChannels, ++i) {
       const long long ch = c0 + lane * kLaneChannels;
       const bool valid = ch < H;
       float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-      if (valid) load_in8(xrow, a.x_dtype, ch, v);
+      if (valid) {
+        if (first && i == 0) raw_to_f32(pre0, a.x_dtype, v);
+        else if (first && i == 1) raw_to_f32(pre1, a.x_dtype, v);
+        else load_in8(xrow, a.x_dtype, ch, v);
+      }
       Enc8 enc;
       if constexpr (kRound) enc = encode8_fp8_pow2(v);
       else enc = encode8<WIRE>(v);
@@ -244,7 +294,7 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
     fence_sys();
     __syncthreads();
     if (tid < K && s_dst[tid] != nullptr) {
-      const long long e = a.topk_idx[t * K + tid];
+      const long long e = first ? e_first : a.topk_idx[t * K + tid];
       const int d = int(e / El), le = int(e % El);
       red_release_sys_add(at<unsigned int>(a.peers[d], a.g.darr(a.half, le, s.rank, El, W)), 1u);
     }
@@ -254,142 +304,246 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
 
 // ---- dispatch recv ------------------------------------------------------------------------------------
 
+// Rows of the receive are numbered in output order: unit u = le * W + src (local expert, source), its
+// cnt(u) messages after those of the units before it, so s_pre[u] (an exclusive prefix over the
+// counts every source published in its flag) is where unit u's rows start. Every block computes the
+// whole prefix (one count per thread, read together with the unit's arrival counter and consumed
+// count), then takes an equal share of the rows [r0, r1): a unit of that share whose counter had
+// not yet reached its count gets one waiting thread, a barrier releases the block's warps, and
+// warps take (row, 512-channel chunk) items, four in flight. Arrival counters are never reset: the
+// consumed counts (two slots per half, by epoch parity) say where this call's messages start, so
+// no write has to be made visible before the half is released except the consumed counts, written
+// early (one block per unit) and fenced once.
+constexpr int kLlMaxUnits = kMaxLocalExperts * kMaxRanks;
+
+// Waits until (counter - base) mod 2^32 >= cnt: the messages of this call on a never-reset counter.
+__device__ bool ll_wait_count(const unsigned int* p, unsigned int base, unsigned int cnt, const WaitCtx& w,
+                              const unsigned int* peer_abort, int peer, int channel) {
+  unsigned int v = ld_acquire_sys_u32(p);
+  if (v - base >= cnt) return true;
+  const u64 start = global_timer_ns();
+  for (unsigned int it = 1;; ++it) {
+    v = ld_acquire_sys_u32(p);
+    if (v - base >= cnt) return true;
+    if ((it & 63u) == 0u) {
+      if (is_aborted(w)) return false;
+      if (peer_abort != nullptr && ld_volatile_u32(peer_abort) != 0u) {
+        report_failure(w, NEP_ERR_PEER, peer, kLlCounterPeerAbort, channel, 0, 1);
+        return false;
+      }
+      if (global_timer_ns() - start > w.timeout_ns) {
+        report_failure(w, NEP_ERR_TIMEOUT, peer, kLlCounterDispatchRows, channel, (long long)cnt, (long long)(v - base));
+        return false;
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void ll_store16(uint8_t* row, int dtype, long long ch, const float v[16]) {
+  store_row8(row, dtype, ch, v);
+  store_row8(row, dtype, ch + 8, v + 8);
+}
+
 __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const LlDispatchRecvArgs a) {
-  __shared__ int s_ok;
+  using Scan = cub::BlockScan<int, kLlThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int s_pre[kLlMaxUnits + 1];                // [U + 1] row offsets of the units
+  __shared__ unsigned int s_arrived[kLlMaxUnits / 32];   // unit's messages all seen by the first read
   __shared__ int s_wire[kMaxRanks];
-  __shared__ int s_ubegin[kLlUnitsPerPass], s_ucnt[kLlUnitsPerPass], s_urow[kLlUnitsPerPass + 1];
+  __shared__ const uint8_t* s_src[kLlRecvRowsPerPass];   // wire row of the pass's row i
+  __shared__ uint8_t* s_dst[kLlRecvRowsPerPass];         // output row (null: drain only)
+  __shared__ int s_rwire[kLlRecvRowsPerPass];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const LlShape& s = a.s;
-  const int El = s.local_experts, W = s.world;
-  const long long H = s.hidden, N = (long long)W * s.max_tokens;
+  const int El = s.local_experts, W = s.world, U = El * W, G = int(gridDim.x);
+  const long long H = s.hidden, N = (long long)W * s.max_tokens, Tm = s.max_tokens;
   uint8_t* local = a.peers[s.rank];
-  const u64 target = ld_volatile_u64(at<u64>(local, a.g.epoch(a.half))) + 1;
-  const int units = El * W;
-  if (tid == 0) s_ok = 1;
-  __syncthreads();
-  if (blockIdx.x < units && tid < W) {
+  uint8_t* half = local + a.g.half(a.half);
+  const u64 epoch = ld_volatile_u64(at<u64>(local, a.g.epoch(a.half)));  // in flight with the flag read
+  const u64 target = epoch + 1;
+  bool ok = true, wrote = false;
+  for (int i = tid; i < (U + 31) / 32; i += kLlThreads) s_arrived[i] = 0u;
+  if (tid < W) {
     const LlFlag* fl = at<LlFlag>(local, a.g.flag(a.half, tid, W));
     const unsigned int* peer_abort = at<unsigned int>(a.peers[tid], a.g.abort_off);
-    if (!ll_wait<true>(&fl->seq, target, a.wait, peer_abort, tid, kLlCounterFlag, a.half)) {
-      s_ok = 0;
+    const u64 seq = ld_acquire_sys(&fl->seq);
+    if (seq < target && !ll_wait<true>(&fl->seq, target, a.wait, peer_abort, tid, kLlCounterFlag, a.half)) {
+      ok = false;
     } else {
       const int kind = ld_volatile_s32(&fl->kind), status = ld_volatile_s32(&fl->status);
       s_wire[tid] = ld_volatile_s32(&fl->wire);
       if (kind != NEP_CUDA_LL_DISPATCH) {
         report_failure(a.wait, NEP_ERR_PEER, tid, kLlCounterKind, a.half, NEP_CUDA_LL_DISPATCH, kind);
-        s_ok = 0;
+        ok = false;
       } else if (status != kLlStatusOk) {
         report_failure(a.wait, NEP_ERR_PEER, tid, kLlCounterPeerInput, a.half, 0, status);
-        s_ok = 0;
+        ok = false;
       }
     }
   }
-  __syncthreads();
-  const int out_b = dtype_size(a.out_dtype);
-  const int nchunks = int((H + kWarpChannels - 1) / kWarpChannels);
-  // The block's units are u = blockIdx.x + i * gridDim.x; a pass takes up to kLlUnitsPerPass of
-  // them: their counters are awaited in parallel (one thread each), then the headers of all their
-  // rows are read at once, then warps take (unit, message, slice) items, four in flight.
-  for (int first = blockIdx.x; first < units; first += kLlUnitsPerPass * gridDim.x) {
-    const int nu = min(kLlUnitsPerPass, (units - first + int(gridDim.x) - 1) / int(gridDim.x));
-    if (tid < nu) {
-      const int u = first + tid * int(gridDim.x), le = u / W, src = u % W;
-      int begin = 0;
-      for (int q = 0; q < src; ++q) begin += ld_volatile_s32(local + a.g.flag(a.half, q, W) + kLlFlagHeader + 4LL * le);
-      const int cnt = ld_volatile_s32(local + a.g.flag(a.half, src, W) + kLlFlagHeader + 4LL * le);
-      s_ubegin[tid] = begin;
-      s_ucnt[tid] = cnt;
-      unsigned int* arr = at<unsigned int>(local, a.g.darr(a.half, le, src, El, W));
-      const unsigned int* peer_abort = at<unsigned int>(a.peers[src], a.g.abort_off);
-      if (s_ok && ll_wait<false>(arr, (unsigned long long)cnt, a.wait, peer_abort, src, kLlCounterDispatchRows, le)) {
-        st_volatile_u32(arr, 0u);  // every message of this call has arrived: reset for the next use
-        fence_sys();               // visible before this half is released (finish_receive)
-      } else {
-        s_ok = 0;
+  ok = __syncthreads_and(ok) != 0;
+  if (ok) {
+    // Units [tid * per, (tid + 1) * per): count, consumed count and arrival counter read together;
+    // block u mod G writes the unit's consumed count for the next call on this half.
+    const int per = (U + kLlThreads - 1) / kLlThreads, u0 = tid * per;
+    int sum = 0;
+    for (int i = 0; i < per; ++i) {
+      const int u = u0 + i;
+      if (u < U) {
+        const int le = u / W, src = u % W;
+        const int c = ld_volatile_s32(local + a.g.flag(a.half, src, W) + kLlFlagHeader + 4LL * le);
+        const unsigned int base = ld_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target + 1, le, src, El, W)));
+        const unsigned int got = ld_acquire_sys_u32(at<unsigned int>(local, a.g.darr(a.half, le, src, El, W)));
+        s_pre[u] = c;
+        sum += c;
+        if (got - base >= unsigned(c)) atomicOr(&s_arrived[u >> 5], 1u << (u & 31));
+        if (u % G == int(blockIdx.x)) {
+          st_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target, le, src, El, W)), base + unsigned(c));
+          wrote = true;
+        }
       }
     }
-    __syncthreads();
-    if (!s_ok) break;
-    if (tid == 0) {
-      int rows = 0;
-      for (int i = 0; i < nu; ++i) {
-        s_urow[i] = rows;
-        rows += s_ucnt[i];
+    int excl = 0;
+    Scan(scan_tmp).ExclusiveSum(sum, excl);
+    for (int i = 0; i < per; ++i) {
+      const int u = u0 + i;
+      if (u < U) {
+        const int c = s_pre[u];
+        s_pre[u] = excl;
+        excl += c;
       }
-      s_urow[nu] = rows;
     }
+    if (u0 < U && u0 + per >= U) s_pre[U] = excl;
     __syncthreads();
-    const int total_rows = s_urow[nu];
-    auto unit_of = [&](int r) {  // last i with s_urow[i] <= r
-      int lo = 0, hi = nu;
+    const int R = s_pre[U];
+    const int r0 = int((long long)R * blockIdx.x / G), r1 = int((long long)R * (blockIdx.x + 1) / G);
+    auto unit_of = [&](int r, int lo, int hi) {  // last u in [lo, hi) with s_pre[u] <= r
       while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (s_urow[mid] <= r) lo = mid;
+        const int mid = (lo + hi) >> 1;
+        if (s_pre[mid] <= r) lo = mid;
         else hi = mid;
       }
       return lo;
     };
-    // Headers: the routing of every row, one thread per row.
-    for (int r = tid; r < total_rows; r += blockDim.x) {
-      const int i = unit_of(r), j = r - s_urow[i];
-      const int u = first + i * int(gridDim.x), le = u / W, src = u % W;
-      const uint8_t* msg = local + a.g.half(a.half) + ((long long)(le * W + src) * s.max_tokens + j) * a.g.msg_stride;
-      const int t = ld_volatile_s32(msg), k = ld_volatile_s32(msg + 4);
-      const long long row = (long long)le * N + s_ubegin[i] + j;
-      a.route_rows[row] = make_int2(t, (src << 8) | k);
-      if (a.recv_src_info != nullptr) a.recv_src_info[row] = t;
+    // Arrival: a unit of [r0, r1) not complete at the first read gets one waiting thread.
+    if (r0 < r1) {
+      const int ua = unit_of(r0, 0, U), ub = unit_of(r1 - 1, ua, U);
+      for (int u = ua + tid; u <= ub; u += kLlThreads) {
+        const int cnt = s_pre[u + 1] - s_pre[u];
+        if (cnt == 0 || (s_arrived[u >> 5] >> (u & 31)) & 1u) continue;
+        const int le = u / W, src = u % W;
+        const unsigned int base = ld_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target + 1, le, src, El, W)));
+        const unsigned int* arr = at<unsigned int>(local, a.g.darr(a.half, le, src, El, W));
+        const unsigned int* peer_abort = at<unsigned int>(a.peers[src], a.g.abort_off);
+        if (!ll_wait_count(arr, base, unsigned(cnt), a.wait, peer_abort, src, le)) ok = false;
+      }
     }
-    // Data: (row, slice) items, four in flight per warp; warp w takes items w, w + 16, ... with the
-    // (row, slice) pair advanced incrementally (no divisions per item).
-    if (a.recv_x != nullptr && total_rows > 0) {
-      int r = warp / nchunks, c = warp % nchunks;
-      int ui = unit_of(min(r, total_rows - 1));
-      while (r < total_rows) {
-        float v[4][8];
-        uint8_t* dst[4];
-        long long chq[4];
+    if (wrote) __threadfence();  // the consumed counts precede the release of the half (long since stored)
+    ok = __syncthreads_and(ok) != 0;
+    wait_prior_grid();  // the outputs below may still be read by the kernel before this one
+    const int out_b = dtype_size(a.out_dtype);
+    const int nchunks = int((H + kLlRecvChunk - 1) / kLlRecvChunk);
+    const long long soff = wire_scale_offset(NEP_WIRE_FP8, H);
+    for (int p0 = r0; ok && p0 < r1; p0 += kLlRecvRowsPerPass) {
+      const int nrows = min(kLlRecvRowsPerPass, r1 - p0);
+      int4 hdr = make_int4(0, 0, 0, 0);
+      long long orow = 0;
+      int rsrc = 0;
+      if (tid < nrows) {
+        const int r = p0 + tid;
+        const int u = unit_of(r, 0, U), j = r - s_pre[u], le = u / W;
+        rsrc = u % W;
+        const uint8_t* msg = half + ((long long)u * Tm + j) * a.g.msg_stride;
+        hdr = make_int4(ld_volatile_s32(msg), ld_volatile_s32(msg + 4), 0, 0);  // used after the copy
+        orow = (long long)le * N + (s_pre[u] - s_pre[le * W]) + j;
+        s_src[tid] = msg + kLlMsgHeader;
+        s_dst[tid] = a.recv_x != nullptr ? static_cast<uint8_t*>(a.recv_x) + orow * H * out_b : nullptr;
+        s_rwire[tid] = s_wire[rsrc];
+      }
+      __syncthreads();
+      if (a.recv_x != nullptr) {
+        const int items = nrows * nchunks;
+        for (int it0 = warp; it0 < items; it0 += 4 * kLlWarps) {
+          // Four (row, chunk) items per warp in flight: lane takes 16 channels of each.
+          uint4 raw[4];
+          float sc[4];
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          dst[q] = nullptr;
-          if (r < total_rows) {
-            while (s_urow[ui + 1] <= r) ++ui;
-            const int j = r - s_urow[ui];
-            const int u = first + ui * int(gridDim.x), le = u / W, src = u % W;
-            const long long ch = (long long)c * kWarpChannels + lane * kLaneChannels;
-            chq[q] = ch;
-            dst[q] = static_cast<uint8_t*>(a.recv_x) + ((long long)le * N + s_ubegin[ui] + j) * H * out_b;
-            if (ch < H)
-              decode_wire8(s_wire[src], local + a.g.half(a.half) + ((long long)(le * W + src) * s.max_tokens + j) * a.g.msg_stride + kLlMsgHeader,
-                           H, ch, v[q]);
-            c += kLlWarps;
-            while (c >= nchunks) {
-              c -= nchunks;
-              ++r;
+          for (int q = 0; q < 4; ++q) {
+            const int it = it0 + q * kLlWarps;
+            raw[q] = make_uint4(0, 0, 0, 0);
+            sc[q] = 0.f;
+            if (it < items) {
+              const int i = it / nchunks;
+              const long long ch = (long long)(it - i * nchunks) * kLlRecvChunk + lane * 16;
+              if (s_rwire[i] == NEP_WIRE_FP8 && ch < H) {
+                raw[q] = ld_na_v4(s_src[i] + ch);
+                sc[q] = ld_na_f32(s_src[i] + soff + (ch >> 7) * 4);
+              }
+            }
+          }
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const int it = it0 + q * kLlWarps;
+            if (it >= items) break;  // uniform across the warp
+            const int i = it / nchunks;
+            const long long ch = (long long)(it - i * nchunks) * kLlRecvChunk + lane * 16;
+            if (ch >= H) continue;
+            float v[16];
+            const int wire = s_rwire[i];
+            if (wire == NEP_WIRE_FP8) {
+              dequantize_e4m3x8(make_uint2(raw[q].x, raw[q].y), sc[q], v);
+              dequantize_e4m3x8(make_uint2(raw[q].z, raw[q].w), sc[q], v + 8);
+              ll_store16(s_dst[i], a.out_dtype, ch, v);
+            } else {
+              // Other wires (H is a multiple of 8, not always of 16): two 8-channel groups.
+              decode_wire8(wire, s_src[i], H, ch, v);
+              store_row8(s_dst[i], a.out_dtype, ch, v);
+              if (ch + 8 < H) {
+                decode_wire8(wire, s_src[i], H, ch + 8, v + 8);
+                store_row8(s_dst[i], a.out_dtype, ch + 8, v + 8);
+              }
             }
           }
         }
-#pragma unroll
-        for (int q = 0; q < 4; ++q)
-          if (dst[q] != nullptr && chq[q] < H) store_row8(dst[q], a.out_dtype, chq[q], v[q]);
       }
+      if (tid < nrows) {
+        a.route_rows[orow] = make_int2(hdr.x, (rsrc << 8) | hdr.y);
+        if (a.recv_src_info != nullptr) a.recv_src_info[orow] = hdr.x;
+      }
+      __syncthreads();
     }
-    // Per unit: layout range, and for the last source the count and the -1 tail of src_info.
-    for (int i = warp; i < nu; i += kLlWarps) {
-      const int u = first + i * int(gridDim.x), le = u / W, src = u % W;
-      const int begin = s_ubegin[i], cnt = s_ucnt[i];
-      if (lane == 0 && a.recv_layout_range != nullptr) a.recv_layout_range[le * W + src] = ((long long)begin << 32) | (long long)cnt;
-      if (src == W - 1) {
-        if (lane == 0) {
-          a.route_counts[le] = begin + cnt;
-          if (a.recv_count != nullptr) a.recv_count[le] = begin + cnt;
+    // Per local expert (block le mod G): its count, the layout ranges, the -1 tail of src_info.
+    if (ok) {
+      for (int le = blockIdx.x; le < El; le += G) {
+        const int base = s_pre[le * W], total = s_pre[(le + 1) * W] - base;
+        if (tid == 0) {
+          a.route_counts[le] = total;
+          if (a.recv_count != nullptr) a.recv_count[le] = total;
+        }
+        if (a.recv_layout_range != nullptr && tid < W) {
+          const int u = le * W + tid;
+          a.recv_layout_range[u] = ((long long)(s_pre[u] - base) << 32) | (long long)(s_pre[u + 1] - s_pre[u]);
         }
         if (a.recv_src_info != nullptr)
-          for (long long x = begin + cnt + lane; x < N; x += 32) a.recv_src_info[(long long)le * N + x] = -1;
+          for (long long x = total + tid; x < N; x += kLlThreads) a.recv_src_info[(long long)le * N + x] = -1;
       }
     }
-    __syncthreads();
   }
-  finish_receive(local, a.g, a.half, target, a.wait, [] {});
+  // The last block to finish publishes the half: epoch[b] = released[b] = target (a failed rank
+  // keeps the half held). Its only writes others must see first are the consumed counts (fenced by
+  // their writers after the scan); the block's last thread, which has no stores in flight, counts
+  // the block done.
+  __syncthreads();
+  if (tid != kLlThreads - 1) return;
+  const bool aborted = is_aborted(a.wait);  // read in flight with the count below
+  __threadfence();
+  unsigned int* done = at<unsigned int>(local, a.g.done(a.half));
+  if (atomicAdd(done, 1u) != unsigned(G - 1)) return;
+  __threadfence();
+  st_volatile_u32(done, 0u);
+  if (aborted || is_aborted(a.wait)) return;
+  st_volatile_u64(at<u64>(local, a.g.epoch(a.half)), target);
+  st_release_sys(at<u64>(local, a.g.released(a.half)), target);
 }
 
 // ---- combine send -------------------------------------------------------------------------------------
@@ -407,6 +561,7 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_combine_send_kernel(const Ll
   const LlShape& s = a.s;
   const int El = s.local_experts, W = s.world;
   const long long H = s.hidden, N = (long long)W * s.max_tokens;
+  let_dependents_launch();
   uint8_t* local = a.peers[s.rank];
   const u64 epoch = ld_volatile_u64(at<u64>(local, a.g.epoch(a.half)));
   if (tid == 0) s_ok = 1;
@@ -533,6 +688,7 @@ __global__ void __launch_bounds__(kLlThreads) ll_combine_recv_kernel(const LlCom
     }
   }
   __syncthreads();
+  wait_prior_grid();  // `out` may still be read by the kernel before this one
   const int ob = dtype_size(a.out_dtype);
   if (s_ok && a.out != nullptr) {
     const uint8_t* rows = local + a.g.half(a.half);
@@ -628,9 +784,25 @@ cudaError_t launch_ll_dispatch_send(const LlDispatchSendArgs& a, int blocks, cud
   return cudaGetLastError();
 }
 
+// Launches a receive kernel so that it may start while the kernel before it (its send) runs.
+template <class Args>
+cudaError_t launch_early(void (*kernel)(Args), const Args& a, int blocks, cudaStream_t stream) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(blocks));
+  cfg.blockDim = dim3(kLlThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, a);
+}
+
 cudaError_t launch_ll_dispatch_recv(const LlDispatchRecvArgs& a, int blocks, cudaStream_t stream) {
-  ll_dispatch_recv_kernel<<<blocks, kLlThreads, 0, stream>>>(a);
-  return cudaGetLastError();
+  const cudaError_t e = launch_early(ll_dispatch_recv_kernel, a, blocks, stream);
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 cudaError_t launch_ll_combine_send(const LlCombineSendArgs& a, int blocks, cudaStream_t stream) {
@@ -644,8 +816,8 @@ cudaError_t launch_ll_combine_send(const LlCombineSendArgs& a, int blocks, cudaS
 }
 
 cudaError_t launch_ll_combine_recv(const LlCombineRecvArgs& a, int blocks, cudaStream_t stream) {
-  ll_combine_recv_kernel<<<blocks, kLlThreads, 0, stream>>>(a);
-  return cudaGetLastError();
+  const cudaError_t e = launch_early(ll_combine_recv_kernel, a, blocks, stream);
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 }  // namespace cuda
