@@ -58,15 +58,50 @@ class EpEquivalenceTest {
     static final double GRAD_TOL = 1e-5;
 
     /**
-     * Curves: |loss_W(s) - loss_1(s)| <= CURVE_TOL at every step s. Measured: within 1e-6 over the
-     * 100 steps (float rounding only). A routing near-tie that flips differently at W ranks would
+     * Curves: |loss_W(s) - loss_1(s)| <= CURVE_TOL at every step s. Measured: within 1e-6 over
+     * the 100 steps (float rounding only). A routing near-tie that flips differently at W ranks would
      * jump by ~1e-3 and stay; the failure message then shows whether the first MoE layer's expert
      * loads split at that step. (Before the fix described in {@code Autograd.scalar}, GC-freed
      * scalars made curves jump by 1e-2 at random steps.)
      */
     static final double CURVE_TOL = 1e-4;
 
+    /** Steps of the long run (W = 1 and W = 2 only), with its own learning-rate schedule. */
+    static final int LONG_STEPS = 300;
+
+    /** Window of the long run's moving averages. */
+    static final int LONG_WINDOW = 25;
+
+    /**
+     * Long run: the moving averages of the loss over {@link #LONG_WINDOW} steps stay within this
+     * (absolute; the loss falls from about 6 to about 1.5) at every step, and the last window's
+     * averages within a third of it. Exact agreement does not last hundreds of steps: rounding
+     * differences of 1e-7 (other summation orders over ranks) are amplified by training, and a
+     * routing near-tie that flips moves the curves apart by 1e-3 to 1e-2 for a while. Measured
+     * here: first step over 1e-4 at 210, largest single-step difference 0.0059, averages within
+     * 5.1e-4 (with a 200-step schedule: first over 1e-4 at 65, largest single step 0.025). What
+     * this guards is that no drift or instability accumulates: the curves tell the same story.
+     */
+    static final double LONG_TOL = 0.03;
+
     private static final Map<Integer, MultiRank.Result> RUNS = new ConcurrentHashMap<>();
+    private static final Map<Integer, MultiRank.Result> LONG_RUNS = new ConcurrentHashMap<>();
+
+    private static synchronized MultiRank.Result longRun(int w) {
+        return LONG_RUNS.computeIfAbsent(w, k -> {
+            MultiRank.Result r =
+                    MultiRank.builder(EquivalenceRank.class, k)
+                            .args("curve", Integer.toString(LONG_STEPS), Integer.toString(BATCH),
+                                    Integer.toString(SEQ))
+                            .timeout(Duration.ofMinutes(6))
+                            .rankTimeoutMillis(60_000)
+                            .name("long-w" + k)
+                            .run();
+            r.assertAllSucceeded();
+            assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+            return r;
+        });
+    }
 
     private static synchronized MultiRank.Result curveRun(int w) {
         return RUNS.computeIfAbsent(w, k -> {
@@ -236,6 +271,52 @@ class EpEquivalenceTest {
         System.out.printf(Locale.ROOT,
                 "W=%d: %d-step loss curve within %.4f of W=1 (worst %.2e at step %d; %.4f -> %.4f)%n",
                 w, STEPS, CURVE_TOL, worst, at + 1, got[0], got[STEPS - 1]);
+    }
+
+    @Test
+    void aFewHundredStepsTellTheSameStory() {
+        float[] ref = losses(longRun(1), 0);
+        float[] got = losses(longRun(2), 0);
+        assertEquals(LONG_STEPS, ref.length);
+        assertEquals(LONG_STEPS, got.length);
+        double worstAvg = 0;
+        int worstAt = 0;
+        double sum1 = 0;
+        double sum2 = 0;
+        double lastGap = 0;
+        int firstOver = -1;
+        double worstStep = 0;
+        for (int s = 0; s < LONG_STEPS; s++) {
+            sum1 += ref[s];
+            sum2 += got[s];
+            if (s >= LONG_WINDOW) {
+                sum1 -= ref[s - LONG_WINDOW];
+                sum2 -= got[s - LONG_WINDOW];
+            }
+            double d = Math.abs(got[s] - ref[s]);
+            worstStep = Math.max(worstStep, d);
+            if (firstOver < 0 && d > CURVE_TOL) {
+                firstOver = s + 1;
+            }
+            if (s >= LONG_WINDOW - 1) {
+                double gap = Math.abs(sum2 - sum1) / LONG_WINDOW;
+                lastGap = gap;
+                if (gap > worstAvg) {
+                    worstAvg = gap;
+                    worstAt = s + 1;
+                }
+            }
+        }
+        String figures = String.format(Locale.ROOT,
+                "W=2 vs W=1 over %d steps: %d-step averages within %.2e (worst at step %d), last"
+                        + " window %.2e; largest single-step difference %.3g, first over %.0e at"
+                        + " step %d; loss %.4f -> %.4f (W=1 %.4f -> %.4f)",
+                LONG_STEPS, LONG_WINDOW, worstAvg, worstAt, lastGap, worstStep, CURVE_TOL,
+                firstOver, got[0], got[LONG_STEPS - 1], ref[0], ref[LONG_STEPS - 1]);
+        System.out.println(figures);
+        assertTrue(worstAvg <= LONG_TOL, figures);
+        assertTrue(lastGap <= LONG_TOL / 3, figures);
+        assertTrue(ref[LONG_STEPS - 1] < ref[0] - 1.0, "the model did not learn: " + figures);
     }
 
     @ParameterizedTest(name = "W = {0}")
