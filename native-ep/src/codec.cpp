@@ -1,6 +1,7 @@
 // Row encoders and decoders for the wire formats described in codec.h. Every inner loop is
 // branch-free over a block of channels so the compiler can vectorise it.
 #include "codec.h"
+#include "codec_kernels.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -387,21 +388,32 @@ __attribute__((target("avx2"))) void decode_mxfp8_avx2(const uint8_t* in, int64_
   }
 }
 
-bool cpu_has_avx2() {
-  static const bool has = [] {
-    if (const char* env = std::getenv("NEP_CODEC_NO_AVX2")) {
-      if (env[0] != '\0' && env[0] != '0') return false;
-    }
+bool env_flag(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && env[0] != '\0' && env[0] != '0';
+}
+
+// The CPU's sets, probed once (the answer cannot change while the process runs).
+struct CpuSets {
+  bool avx2 = false;
+  bool avx512 = false;
+};
+
+const CpuSets& cpu_sets() {
+  static const CpuSets sets = [] {
+    CpuSets s;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    s.avx2 = __builtin_cpu_supports("avx2") != 0;
+    s.avx512 = s.avx2 && __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
+               __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512dq") != 0;
+    return s;
   }();
-  return has;
+  return sets;
 }
 
 // True when the AVX2 loop took the row.
 template <bool kAdd>
 bool decode_avx2(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
-  if (!cpu_has_avx2()) return false;
   switch (wire) {
     case Wire::kBf16: decode_bf16_avx2<kAdd>(in, hidden, out); return true;
     case Wire::kFp8: decode_fp8_avx2<kAdd>(in, hidden, out); return true;
@@ -411,7 +423,6 @@ bool decode_avx2(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
 }
 
 bool encode_avx2(Wire wire, const float* x, int64_t hidden, uint8_t* out) {
-  if (!cpu_has_avx2()) return false;
   switch (wire) {
     case Wire::kBf16: encode_bf16_avx2(x, hidden, out); return true;
     case Wire::kFp8: encode_fp8_avx2(x, hidden, out); return true;
@@ -420,10 +431,31 @@ bool encode_avx2(Wire wire, const float* x, int64_t hidden, uint8_t* out) {
   }
 }
 #else
+bool env_flag(const char*) { return false; }
 template <bool kAdd>
 bool decode_avx2(Wire, const uint8_t*, int64_t, float*) { return false; }
 bool encode_avx2(Wire, const float*, int64_t, uint8_t*) { return false; }
 #endif
+
+template <bool kAdd>
+void decode_with(CodecIsa isa, Wire wire, const uint8_t* in, int64_t hidden, float* out) {
+  if (isa == CodecIsa::kAvx512 &&
+      decode_row_avx512(wire, in, hidden, out, kAdd ? DecodeKind::kAdd : DecodeKind::kStore)) {
+    return;
+  }
+  if (isa != CodecIsa::kScalar && decode_avx2<kAdd>(wire, in, hidden, out)) return;
+  if constexpr (kAdd) {
+    decode_add_row_dispatch(wire, in, hidden, out);
+  } else {
+    decode_row_dispatch(wire, in, hidden, out);
+  }
+}
+
+void require_supported(CodecIsa isa) {
+  if (!codec_isa_supported(isa)) {
+    fail(NEP_ERR_INTERNAL, "codec: instruction set ", codec_isa_name(isa), " is not available on this CPU");
+  }
+}
 
 }  // namespace
 
@@ -449,19 +481,81 @@ int64_t wire_row_bytes(Wire wire, int64_t hidden) {
   fail(NEP_ERR_INTERNAL, "row bytes: unknown wire format ", static_cast<int32_t>(wire));
 }
 
+bool codec_isa_supported(CodecIsa isa) {
+  switch (isa) {
+    case CodecIsa::kScalar: return true;
+#ifdef NEP_HAVE_AVX2_PATH
+    case CodecIsa::kAvx2: return cpu_sets().avx2;
+    case CodecIsa::kAvx512: return cpu_sets().avx512;
+#else
+    case CodecIsa::kAvx2: return false;
+    case CodecIsa::kAvx512: return false;
+#endif
+  }
+  return false;
+}
+
+CodecIsa codec_isa() {
+  static const CodecIsa chosen = [] {
+    if (env_flag("NEP_CODEC_NO_AVX2")) return CodecIsa::kScalar;
+    if (codec_isa_supported(CodecIsa::kAvx512) && !env_flag("NEP_CODEC_NO_AVX512")) return CodecIsa::kAvx512;
+    if (codec_isa_supported(CodecIsa::kAvx2)) return CodecIsa::kAvx2;
+    return CodecIsa::kScalar;
+  }();
+  return chosen;
+}
+
+const char* codec_isa_name(CodecIsa isa) {
+  switch (isa) {
+    case CodecIsa::kScalar: return "scalar";
+    case CodecIsa::kAvx2: return "avx2";
+    case CodecIsa::kAvx512: return "avx512";
+  }
+  return "invalid";
+}
+
+void encode_row_isa(CodecIsa isa, Wire wire, const float* x, int64_t hidden, uint8_t* out) {
+  require_supported(isa);
+  if (isa == CodecIsa::kAvx512 && encode_row_avx512(wire, x, hidden, out)) return;
+  if (isa != CodecIsa::kScalar && encode_avx2(wire, x, hidden, out)) return;
+  encode_row_dispatch(wire, x, hidden, out);
+}
+
+void decode_row_isa(CodecIsa isa, Wire wire, const uint8_t* in, int64_t hidden, float* out) {
+  require_supported(isa);
+  decode_with<false>(isa, wire, in, hidden, out);
+}
+
+void decode_add_row_isa(CodecIsa isa, Wire wire, const uint8_t* in, int64_t hidden, float* acc) {
+  require_supported(isa);
+  decode_with<true>(isa, wire, in, hidden, acc);
+}
+
+void decode_row_stream_isa(CodecIsa isa, Wire wire, const uint8_t* in, int64_t hidden, float* out) {
+  require_supported(isa);
+  if (isa == CodecIsa::kAvx512 && decode_row_avx512(wire, in, hidden, out, DecodeKind::kStream)) return;
+  decode_with<false>(isa, wire, in, hidden, out);
+}
+
 void encode_row(Wire wire, const float* x, int64_t hidden, uint8_t* out) {
-  if (encode_avx2(wire, x, hidden, out)) return;
+  const CodecIsa isa = codec_isa();
+  if (isa == CodecIsa::kAvx512 && encode_row_avx512(wire, x, hidden, out)) return;
+  if (isa != CodecIsa::kScalar && encode_avx2(wire, x, hidden, out)) return;
   encode_row_dispatch(wire, x, hidden, out);
 }
 
 void decode_row(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
-  if (decode_avx2<false>(wire, in, hidden, out)) return;
-  decode_row_dispatch(wire, in, hidden, out);
+  decode_with<false>(codec_isa(), wire, in, hidden, out);
 }
 
 void decode_add_row(Wire wire, const uint8_t* in, int64_t hidden, float* acc) {
-  if (decode_avx2<true>(wire, in, hidden, acc)) return;
-  decode_add_row_dispatch(wire, in, hidden, acc);
+  decode_with<true>(codec_isa(), wire, in, hidden, acc);
+}
+
+void decode_row_stream(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
+  const CodecIsa isa = codec_isa();
+  if (isa == CodecIsa::kAvx512 && decode_row_avx512(wire, in, hidden, out, DecodeKind::kStream)) return;
+  decode_with<false>(isa, wire, in, hidden, out);
 }
 
 }  // namespace nep

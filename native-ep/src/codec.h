@@ -47,6 +47,10 @@ int64_t wire_row_bytes(Wire wire, int64_t hidden);
 void encode_row(Wire wire, const float* x, int64_t hidden, uint8_t* out);
 void decode_row(Wire wire, const uint8_t* in, int64_t hidden, float* out);
 void decode_add_row(Wire wire, const uint8_t* in, int64_t hidden, float* acc);
+// decode_row with non-temporal stores where the CPU path has them (AVX-512, 64-byte-aligned full
+// vectors), for outputs far larger than the caches: the stores skip reading the destination lines
+// first and do not evict the cache. Same values; the row is fenced (visible) on return.
+void decode_row_stream(Wire wire, const uint8_t* in, int64_t hidden, float* out);
 
 // ---- Scalar conversions (inline: the row loops above are built from them) -------------------
 

@@ -71,7 +71,9 @@ struct ShmTransport::Layout {
 struct ShmTransport::Progress {
   std::vector<int64_t> sent;        // rows published per destination
   std::vector<int64_t> piece;       // bytes of the current large row published per destination
-  int32_t src = 0;                  // source being consumed (rank order)
+  std::vector<int64_t> received_from;  // rows consumed per source
+  int32_t src = 0;                  // source being consumed (rank order); with any_source_order,
+                                    // the first source not finished
   int64_t received = 0;             // rows consumed from src
   int64_t assembled = 0;            // bytes of the current large row from src
 };
@@ -216,9 +218,7 @@ void ShmTransport::check_peers(const Progress& p, const RowExchange& ex) {
   if (dead < 0) return;
   // A peer that exited is an error only while this rank still needs it in this exchange: rows it
   // has not published yet, or room in its ring for rows this rank still has to send.
-  int64_t remaining = 0;
-  if (dead == p.src) remaining = ex.recv_rows[dead] - p.received;
-  if (dead > p.src) remaining = ex.recv_rows[dead];
+  const int64_t remaining = ex.recv_rows[dead] - p.received_from[dead];
   const bool owes_rows = remaining > published_rows(dead, ex);
   const bool must_take_rows = p.sent[dead] < ex.send_rows[dead];
   if (!owes_rows && !must_take_rows) return;
@@ -260,6 +260,9 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
   Progress p;
   p.sent.assign(world_, 0);
   p.piece.assign(world_, 0);
+  p.received_from.assign(world_, 0);
+  // Sources may interleave only for whole rows (a row in pieces is assembled in one stage).
+  const bool any_order = ex.any_source_order && !pieces;
   uint8_t* own = segments_[rank_].data();
   SegmentHeader* own_header = Layout::header(own);
   const int64_t deadline = monotonic_ms() + config_.timeout_ms;
@@ -305,8 +308,47 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
         }
         sending = sending || p.sent[d] < ex.send_rows[d];
       }
+      // A chunk from src must continue src's stream of this exchange where it stopped.
+      auto check_chunk = [&](int32_t src, int64_t received, const SlotHeader& sh) {
+        const bool valid = sh.seq == seq && sh.first_row == received && sh.rows >= 1 &&
+                           received + sh.rows <= ex.recv_rows[src] &&
+                           (pieces ? (sh.rows == 1 && sh.byte_offset == p.assembled && sh.bytes > 0 &&
+                                      sh.byte_offset + sh.bytes <= rb)
+                                   : (sh.byte_offset == 0 && sh.bytes == sh.rows * rb));
+        if (valid) return;
+        std::ostringstream os;
+        os << "rank " << rank_ << ": " << ex.what << " (exchange " << seq << ", rows " << received
+           << " of " << ex.recv_rows[src] << ") got a chunk from rank " << src
+           << " of exchange " << sh.seq << " starting at row " << sh.first_row << " with "
+           << sh.rows << " rows: the ranks disagree on the sequence of collective calls";
+        fail_broken(NEP_ERR_PEER, os.str());
+      };
+      if (any_order) {
+        // Every source with a chunk ready, this rank's own ring first; rows of one source stay
+        // in order.
+        for (int32_t k = 0; k < world_; ++k) {
+          const int32_t src = (rank_ + k) % world_;
+          uint8_t* base = segments_[src].data();
+          Channel* ch = Layout::channel(base, rank_);
+          while (p.received_from[src] < ex.recv_rows[src]) {
+            const uint64_t head = ch->head.load(std::memory_order_relaxed);
+            if (head == ch->tail.load(std::memory_order_acquire)) break;
+            const uint8_t* slot = Layout::slot(base, world_, config_, rank_, head);
+            SlotHeader sh;
+            std::memcpy(&sh, slot, sizeof sh);
+            check_chunk(src, p.received_from[src], sh);
+            consumer.consume(src, p.received_from[src], sh.rows, slot + kSlotHeaderBytes);
+            p.received_from[src] += sh.rows;
+            ch->head.store(head + 1, std::memory_order_release);
+            ring(src);
+            progress = true;
+          }
+        }
+        while (p.src < world_ && p.received_from[p.src] == ex.recv_rows[p.src]) ++p.src;
+        p.received = p.src < world_ ? p.received_from[p.src] : 0;
+      }
       // Consume in source-rank order.
-      while (p.src < world_) {
+      while (!any_order && p.src < world_) {
         if (p.received == ex.recv_rows[p.src]) {
           ++p.src;
           p.received = 0;
@@ -319,23 +361,12 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
         const uint8_t* slot = Layout::slot(base, world_, config_, rank_, head);
         SlotHeader sh;
         std::memcpy(&sh, slot, sizeof sh);
-        const bool valid = sh.seq == seq && sh.first_row == p.received && sh.rows >= 1 &&
-                           p.received + sh.rows <= ex.recv_rows[p.src] &&
-                           (pieces ? (sh.rows == 1 && sh.byte_offset == p.assembled && sh.bytes > 0 &&
-                                      sh.byte_offset + sh.bytes <= rb)
-                                   : (sh.byte_offset == 0 && sh.bytes == sh.rows * rb));
-        if (!valid) {
-          std::ostringstream os;
-          os << "rank " << rank_ << ": " << ex.what << " (exchange " << seq << ", rows " << p.received
-             << " of " << ex.recv_rows[p.src] << ") got a chunk from rank " << p.src
-             << " of exchange " << sh.seq << " starting at row " << sh.first_row << " with "
-             << sh.rows << " rows: the ranks disagree on the sequence of collective calls";
-          fail_broken(NEP_ERR_PEER, os.str());
-        }
+        check_chunk(p.src, p.received, sh);
         const uint8_t* payload = slot + kSlotHeaderBytes;
         if (!pieces) {
           consumer.consume(p.src, p.received, sh.rows, payload);
           p.received += sh.rows;
+          p.received_from[p.src] = p.received;
         } else {
           std::memcpy(recv_stage_.data() + sh.byte_offset, payload, static_cast<size_t>(sh.bytes));
           p.assembled += sh.bytes;
@@ -343,6 +374,7 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
             consumer.consume(p.src, p.received, 1, recv_stage_.data());
             p.assembled = 0;
             ++p.received;
+            p.received_from[p.src] = p.received;
           }
         }
         ch->head.store(head + 1, std::memory_order_release);

@@ -3,7 +3,9 @@
 // for every destination d, a ring of `slots` chunks of `slot_bytes` that carries the rows this
 // rank sends to d. A sender encodes rows straight into a free slot of its ring; the receiver
 // decodes them straight out of it, in source-rank order (the Transport ordering contract), and
-// hands the slot back. Rows larger than a slot travel in pieces through a staging row.
+// hands the slot back; for an exchange marked any_source_order (dispatch) it takes chunks from
+// every source as they arrive, so no rank waits on one peer while another's ring is full. Rows
+// larger than a slot travel in pieces through a staging row (always in source-rank order).
 //
 // Memory per rank: segment_bytes(W, config) = 4 KiB + W * 128 B + W * slots * (64 B + slot_bytes),
 // i.e. with the defaults (4 slots of 256 KiB) about W MiB per rank and W^2 MiB in /dev/shm in all;

@@ -36,6 +36,10 @@ struct RowExchange {
   const int64_t* send_rows = nullptr;  // [W] rows this rank sends to each rank (itself included)
   const int64_t* recv_rows = nullptr;  // [W] rows this rank receives from each rank
   const char* what = "exchange";       // names the operation in timeout and peer errors
+  // True when the consumer's writes do not depend on the order of sources (dispatch: every row
+  // has its own place): the transport may then hand over rows of any source as soon as they
+  // arrive, instead of finishing source s before s + 1 (see exchange_rows).
+  bool any_source_order = false;
 };
 
 class Transport {
@@ -48,7 +52,9 @@ class Transport {
   // Collective: every rank calls it with matching counts (send_rows of rank i to j equals
   // recv_rows of rank j from i). Ordering contract, which combine's deterministic fp32 sums rely
   // on: consume() sees the rows of each source in increasing row order, and all rows of source s
-  // before any row of source s + 1. produce() is called in increasing row order per destination.
+  // before any row of source s + 1 (unless exchange.any_source_order: then sources may
+  // interleave, each still in increasing row order). produce() is called in increasing row
+  // order per destination.
   // Errors (timeout, dead peer) throw nep::Error naming the rank, the peer and `what`.
   virtual void exchange_rows(const RowExchange& exchange, RowProducer& producer,
                              RowConsumer& consumer) = 0;

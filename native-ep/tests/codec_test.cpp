@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "codec.h"
+#include "codec_kernels.h"
 #include "nativeep/c_api.h"
 
 using nep::Wire;
@@ -442,6 +444,145 @@ TEST(WireRows, RowLoopsMatchTheScalarConversionsBitForBit) {
               << nep::wire_name(w) << (add ? " add" : "") << " hidden " << hidden << " i " << i;
         }
       }
+    }
+  }
+}
+
+// Every instruction set this CPU has (scalar, AVX2, AVX-512) against the scalar loops: the same
+// bytes from every encoder and the same float bits from every decoder, on rows with special
+// values, subnormals, rounding midpoints, NaN codes, 0xFF scale bytes and every partial-vector
+// and partial-block length.
+TEST(WireRows, EveryInstructionSetMatchesTheScalarLoopsBitForBit) {
+  using nep::CodecIsa;
+  std::vector<CodecIsa> sets;
+  for (CodecIsa isa : {CodecIsa::kAvx2, CodecIsa::kAvx512}) {
+    if (nep::codec_isa_supported(isa)) sets.push_back(isa);
+  }
+  std::printf("codec: row loops use %s; comparing %zu vector set(s) with the scalar loops\n",
+              nep::codec_isa_name(nep::codec_isa()), sets.size());
+  std::mt19937_64 rng(23);
+  std::uniform_int_distribution<uint32_t> any_bits;
+  // Rows with NaN and infinities, and rows without (the vector loops have faster paths for
+  // blocks that are all finite).
+  for (int pass = 0; pass < 2; ++pass)
+  for (int64_t hidden : {7168, 4096, 300, 160, 129, 128, 127, 100, 64, 48, 33, 32, 31, 17, 16, 15, 8, 7, 1}) {
+    const bool finite = pass == 1;
+    const int64_t rows = 4;
+    auto x = multi_scale_rows(rng, rows, hidden);
+    for (int64_t i = 0; i < rows * hidden; ++i) {
+      switch (any_bits(rng) % (finite ? 29 : 13)) {
+        case 0: {  // anything (NaN too, unless finite)
+          uint32_t b = any_bits(rng);
+          if (finite && (b & 0x7F800000u) == 0x7F800000u) b &= 0xFF7FFFFFu;
+          x[i] = nep::bits_float(b);
+          break;
+        }
+        case 1: x[i] = nep::bits_float(any_bits(rng) & 0x807FFFFFu); break;     // subnormal
+        case 2:
+          if (finite) {
+            x[i] = (i % 2) ? -3.4e38f : 3.4e38f;  // near the float maximum
+          } else {
+            x[i] = (i % 2) ? -INFINITY : INFINITY;
+          }
+          break;
+        case 3: x[i] = (i % 2) ? -0.0f : 0.0f; break;
+        case 4: {  // e4m3 midpoints and bf16 ties at the block scale of 1
+          const uint8_t c = static_cast<uint8_t>(any_bits(rng) % 0x7E);
+          x[i] = static_cast<float>((e4m3_reference(c) + e4m3_reference(static_cast<uint8_t>(c + 1))) / 2.0);
+          break;
+        }
+        case 5: {  // bf16 tie
+          uint32_t b = (any_bits(rng) & 0xFFFF0000u) | 0x8000u;
+          if (finite && (b & 0x7F800000u) == 0x7F800000u) b &= 0xFF7FFFFFu;
+          x[i] = nep::bits_float(b);
+          break;
+        }
+        default: break;
+      }
+    }
+    if (hidden >= 2) x[1] = 448.0f;  // row 0 keeps a block scale of exactly 1 in its first block
+    for (Wire w : {Wire::kFp32, Wire::kBf16, Wire::kFp8, Wire::kMxfp8}) {
+      const int64_t rb = nep::wire_row_bytes(w, hidden);
+      std::vector<uint8_t> want(static_cast<size_t>(rows * rb), 0xCD);
+      for (int64_t r = 0; r < rows; ++r) {
+        nep::encode_row_isa(CodecIsa::kScalar, w, x.data() + r * hidden, hidden, want.data() + r * rb);
+      }
+      // Arbitrary wire bytes: every code, random fp32 scales (some non-finite), 0xFF E8M0 bytes.
+      std::vector<uint8_t> wire_in(static_cast<size_t>(rows * rb));
+      for (auto& b : wire_in) b = static_cast<uint8_t>(any_bits(rng));
+      for (int64_t r = 0; r < rows && w == Wire::kFp8; ++r) {
+        for (int64_t b = 0; hidden + 4 * b < rb; ++b) {
+          const float s = (b % 7 == 6) ? nep::bits_float(any_bits(rng))
+                                       : std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f,
+                                                    static_cast<int>(any_bits(rng) % 60) - 30);
+          std::memcpy(&wire_in[r * rb + hidden + 4 * b], &s, 4);
+        }
+      }
+      for (int64_t r = 0; r < rows && w == Wire::kMxfp8; ++r) {
+        wire_in[r * rb + hidden] = 0xFF;
+      }
+      std::vector<float> dec_want(static_cast<size_t>(rows * hidden));
+      std::vector<float> add_want(x);
+      for (int64_t r = 0; r < rows; ++r) {
+        nep::decode_row_isa(CodecIsa::kScalar, w, wire_in.data() + r * rb, hidden, dec_want.data() + r * hidden);
+        nep::decode_add_row_isa(CodecIsa::kScalar, w, wire_in.data() + r * rb, hidden, add_want.data() + r * hidden);
+      }
+      for (CodecIsa isa : sets) {
+        const std::string what = std::string(nep::codec_isa_name(isa)) + " " + nep::wire_name(w) +
+                                 " hidden " + std::to_string(hidden) + (finite ? " finite" : "");
+        std::vector<uint8_t> got(static_cast<size_t>(rows * rb), 0xCD);
+        for (int64_t r = 0; r < rows; ++r) {
+          nep::encode_row_isa(isa, w, x.data() + r * hidden, hidden, got.data() + r * rb);
+        }
+        for (int64_t i = 0; i < rows * rb; ++i) {
+          ASSERT_EQ(got[i], want[i]) << what << " encode byte " << i;
+        }
+        std::vector<float> dec(static_cast<size_t>(rows * hidden), std::nanf("7"));
+        std::vector<float> add(x);
+        for (int64_t r = 0; r < rows; ++r) {
+          nep::decode_row_isa(isa, w, wire_in.data() + r * rb, hidden, dec.data() + r * hidden);
+          nep::decode_add_row_isa(isa, w, wire_in.data() + r * rb, hidden, add.data() + r * hidden);
+        }
+        for (int64_t i = 0; i < rows * hidden; ++i) {
+          ASSERT_EQ(bits_of(dec[i]), bits_of(dec_want[i])) << what << " decode element " << i;
+          ASSERT_EQ(bits_of(add[i]), bits_of(add_want[i])) << what << " decode-add element " << i;
+        }
+        // Streaming stores: into a 64-byte-aligned buffer (full vectors stream) and one float
+        // off alignment (every store takes the ordinary path).
+        for (int64_t offset : {0, 1}) {
+          std::vector<float> stream_out(static_cast<size_t>(rows * hidden + 48), std::nanf("9"));
+          float* aligned = stream_out.data();
+          while ((reinterpret_cast<uintptr_t>(aligned) & 63u) != 0) ++aligned;
+          float* base = aligned + offset;
+          for (int64_t r = 0; r < rows; ++r) {
+            nep::decode_row_stream_isa(isa, w, wire_in.data() + r * rb, hidden, base + r * hidden);
+          }
+          for (int64_t i = 0; i < rows * hidden; ++i) {
+            ASSERT_EQ(bits_of(base[i]), bits_of(dec_want[i])) << what << " stream offset " << offset << " element " << i;
+          }
+          ASSERT_TRUE(std::isnan(base[rows * hidden])) << what << " wrote past the rows";
+        }
+      }
+    }
+  }
+}
+
+// Masked tails must not touch memory past the row: encode and decode into buffers whose next
+// bytes are sentinels.
+TEST(WireRows, RowLoopsWriteNothingPastTheRow) {
+  std::mt19937_64 rng(5);
+  for (int64_t hidden : {1, 7, 15, 17, 33, 129, 300}) {
+    auto x = multi_scale_rows(rng, 1, hidden);
+    for (Wire w : {Wire::kFp32, Wire::kBf16, Wire::kFp8, Wire::kMxfp8}) {
+      const int64_t rb = nep::wire_row_bytes(w, hidden);
+      std::vector<uint8_t> enc(static_cast<size_t>(rb + 64), 0x5A);
+      nep::encode_row(w, x.data(), hidden, enc.data());
+      for (int64_t i = rb; i < rb + 64; ++i) ASSERT_EQ(enc[i], 0x5A) << nep::wire_name(w) << " hidden " << hidden;
+      std::vector<float> dec(static_cast<size_t>(hidden + 16), 123.0f);
+      nep::decode_row(w, enc.data(), hidden, dec.data());
+      nep::decode_add_row(w, enc.data(), hidden, dec.data());
+      nep::decode_row_stream(w, enc.data(), hidden, dec.data());
+      for (int64_t i = hidden; i < hidden + 16; ++i) ASSERT_EQ(dec[i], 123.0f) << nep::wire_name(w) << " hidden " << hidden;
     }
   }
 }

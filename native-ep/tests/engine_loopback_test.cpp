@@ -334,3 +334,38 @@ TEST(LoopbackEp, EveryBadArgumentIsRejectedByName) {
   nep_comm_destroy(nullptr);
   nep_handle_destroy(nullptr);
 }
+
+// Outputs of 16 MiB and more are written with streaming stores: dispatch and combine of a large
+// [T, H] (20 MB) still give, row by row, exactly the codec's round trip (dispatch) and the zero
+// rows and round-tripped sums (combine), for every wire, with poisoned outputs.
+TEST(LoopbackEp, LargeOutputsWrittenWithStreamingStoresAreExact) {
+  std::mt19937_64 rng(53);
+  const int64_t tokens = 700, hidden = 7168;  // 700 * 7168 * 4 B = 20 MB > 16 MiB
+  const int32_t topk = 4, experts = 16;
+  auto comm = loopback();
+  const auto routing = routing_with_empty_rows(rng, tokens, topk, experts);
+  const auto x = neptest::random_rows(rng, tokens, hidden);
+  for (int32_t wire = NEP_WIRE_FP32; wire <= NEP_WIRE_MXFP8; ++wire) {
+    auto h = notify(comm.get(), routing, experts, 1);
+    const int64_t recv = nep_handle_num_recv(h.get());
+    ASSERT_GE(recv * hidden * 4, int64_t{16} << 20);
+    std::vector<int32_t> src(recv);
+    nep_handle_recv_src_idx(h.get(), src.data());
+    const Received got = dispatch(comm.get(), h.get(), x, hidden, wire, nullptr);
+    for (int64_t r = 0; r < recv; ++r) {
+      const auto want = wire_round_trip(wire, &x[src[r] * hidden], hidden);
+      ASSERT_EQ(std::memcmp(&got.x[r * hidden], want.data(), hidden * 4), 0) << "wire " << wire << " row " << r;
+    }
+    const Combined c = combine(comm.get(), h.get(), got.x, hidden, wire, nullptr);
+    std::vector<bool> reached(tokens, false);
+    for (int64_t r = 0; r < recv; ++r) {
+      reached[src[r]] = true;
+      const auto want = wire_round_trip(wire, &got.x[r * hidden], hidden);
+      ASSERT_EQ(std::memcmp(&c.out[src[r] * hidden], want.data(), hidden * 4), 0) << "wire " << wire << " token " << src[r];
+    }
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (reached[t]) continue;
+      for (int64_t i = 0; i < hidden; ++i) ASSERT_EQ(c.out[t * hidden + i], 0.0f) << "wire " << wire << " token " << t;
+    }
+  }
+}

@@ -9,6 +9,8 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.nativeep.NativeEp;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import org.bytedeco.javacpp.PointerPointer;
 
 /**
@@ -29,7 +31,10 @@ import org.bytedeco.javacpp.PointerPointer;
  *
  * <p>Every argument is checked (shape, dtype, device, index range) before native code runs; bad
  * input raises {@link IllegalArgumentException} naming the argument, the value and the limit.
- * Outputs are ordinary NDArrays allocated by the input's {@link NDManager} and written in place.
+ * Outputs are ordinary NDArrays allocated by the input's {@link NDManager} and written in place;
+ * cached dispatch and combine also take a caller's output array to reuse ({@link
+ * #dispatch(NDArray, EpHandle, WireFormat, NDArray)}, {@link #combine(NDArray, EpHandle,
+ * WireFormat, NDArray)}), which spares the page faults of a fresh large output.
  * Dispatch and combine are collective: every rank of the group calls them in the same order.
  *
  * <p>Non-finite values are not looked for here: that would be one more pass over every {@code
@@ -228,8 +233,45 @@ public final class EpBuffer implements AutoCloseable {
         return dispatchData(x, handle, null, false, wire).recvX();
     }
 
+    /**
+     * Cached dispatch into a caller's array: as {@link #dispatch(NDArray, EpHandle, WireFormat)},
+     * but the received rows are written into {@code out}, which the caller may reuse from call to
+     * call. A fresh {@code [R, H]} output is zero-filled by the kernel a page at a time on first
+     * touch, which for large R costs about as much as the copy itself; a reused one does not.
+     * Collective.
+     *
+     * @param x {@code [T, H]} float32 with T equal to the handle's
+     * @param handle the routing from an earlier dispatch of this buffer
+     * @param wire the format rows travel in
+     * @param out {@code [R, H]} float32, contiguous, on the CPU, sharing no memory with {@code x};
+     *     every element is overwritten
+     * @return {@code out}
+     */
+    public NDArray dispatch(NDArray x, EpHandle handle, WireFormat wire, NDArray out) {
+        checkOpen();
+        if (handle == null) {
+            throw new IllegalArgumentException("argument 'handle' is null");
+        }
+        handle.nativeHandle(this); // refuses a closed handle or one of another buffer
+        long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
+        checkOutput(out, "out", handle.numRecv(), xs[1], x, "x");
+        dispatchData(x, handle, null, false, wire, out);
+        return out;
+    }
+
     private DispatchResult dispatchData(
             NDArray x, EpHandle handle, NDArray topkWeights, boolean withTopk, WireFormat wire) {
+        return dispatchData(x, handle, topkWeights, withTopk, wire, null);
+    }
+
+    /** Dispatch data; {@code into} (checked by the caller) or a new array receives the rows. */
+    private DispatchResult dispatchData(
+            NDArray x,
+            EpHandle handle,
+            NDArray topkWeights,
+            boolean withTopk,
+            WireFormat wire,
+            NDArray into) {
         if (wire == null) {
             throw new IllegalArgumentException("argument 'wire' is null");
         }
@@ -248,7 +290,7 @@ public final class EpBuffer implements AutoCloseable {
         long r = handle.numRecv();
         int k = handle.numTopk();
         NDManager m = x.getManager();
-        NDArray recvX = m.create(new Shape(r, hidden), DataType.FLOAT32);
+        NDArray recvX = into != null ? into : m.create(new Shape(r, hidden), DataType.FLOAT32);
         NDArray recvIdx = withTopk ? m.create(new Shape(r, k), DataType.INT64) : null;
         NDArray recvW = topkWeights != null ? m.create(new Shape(r, k), DataType.FLOAT32) : null;
         long begin = System.nanoTime();
@@ -297,6 +339,12 @@ public final class EpBuffer implements AutoCloseable {
      */
     public CombineResult combine(NDArray y, NDArray yWeights, EpHandle handle, WireFormat wire) {
         checkOpen();
+        return combineData(y, yWeights, handle, wire, null);
+    }
+
+    /** Combine; {@code into} (checked by the caller) or a new array receives the sums. */
+    private CombineResult combineData(
+            NDArray y, NDArray yWeights, EpHandle handle, WireFormat wire, NDArray into) {
         if (wire == null) {
             throw new IllegalArgumentException("argument 'wire' is null");
         }
@@ -323,7 +371,7 @@ public final class EpBuffer implements AutoCloseable {
         }
         NDManager m = y.getManager();
         long t = handle.numTokens();
-        NDArray out = m.create(new Shape(t, hidden), DataType.FLOAT32);
+        NDArray out = into != null ? into : m.create(new Shape(t, hidden), DataType.FLOAT32);
         NDArray outW = yWeights != null ? m.create(new Shape(t, k), DataType.FLOAT32) : null;
         long begin = System.nanoTime();
         try (NativeCall call = new NativeCall()) {
@@ -348,6 +396,72 @@ public final class EpBuffer implements AutoCloseable {
         long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
         stats.addCombine(rowBytes * handle.numRecv(), System.nanoTime() - begin);
         return new CombineResult(out, outW);
+    }
+
+    /**
+     * Combine into a caller's array: as {@link #combine(NDArray, NDArray, EpHandle, WireFormat)}
+     * without weights, but the sums are written into {@code out}, which the caller may reuse from
+     * call to call (a fresh {@code [T, H]} output pays a page fault per page on first touch).
+     * Collective.
+     *
+     * @param y {@code [R, H]} float32, one row per received token
+     * @param handle the routing of the dispatch that produced the rows
+     * @param wire the format rows travel in
+     * @param out {@code [T, H]} float32, contiguous, on the CPU, sharing no memory with {@code y};
+     *     every element is overwritten
+     * @return {@code out}
+     */
+    public NDArray combine(NDArray y, EpHandle handle, WireFormat wire, NDArray out) {
+        checkOpen();
+        if (handle == null) {
+            throw new IllegalArgumentException("argument 'handle' is null");
+        }
+        handle.nativeHandle(this); // refuses a closed handle or one of another buffer
+        long[] ys = checkMatrix(y, "y", DataType.FLOAT32);
+        checkOutput(out, "out", handle.numTokens(), ys[1], y, "y");
+        return combineData(y, null, handle, wire, out).out();
+    }
+
+    /**
+     * Checks a caller's output array: CPU, float32, shape {@code [rows, cols]}, its own contiguous
+     * storage (DJL hands native code a private copy of a non-contiguous array, so rows written
+     * there would be lost) and no overlap with the input.
+     */
+    private static void checkOutput(
+            NDArray out, String name, long rows, long cols, NDArray input, String inputName) {
+        long[] os = checkMatrix(out, name, DataType.FLOAT32);
+        if (os[0] != rows || os[1] != cols) {
+            throw new IllegalArgumentException(
+                    "argument '" + name + "' has shape " + out.getShape() + ", expected (" + rows
+                            + ", " + cols + ")");
+        }
+        if (rows * cols == 0) {
+            return;
+        }
+        long o = NativeMemory.address(out, name, DataType.FLOAT32);
+        long i = NativeMemory.address(input, inputName, DataType.FLOAT32);
+        long ob = rows * cols * 4;
+        long ib = input.getShape().size() * 4;
+        if (i != 0 && o < i + ib && i < o + ob) {
+            throw new IllegalArgumentException(
+                    "argument '" + name + "' shares memory with '" + inputName
+                            + "': the output must not overlap the input");
+        }
+        // Flip one bit of the first element through one view of the storage and look for it
+        // through another: only the tensor's own storage shows it (a copy starts from the
+        // original). The bit is put back either way.
+        ByteBuffer first = out.toByteBuffer(true).order(ByteOrder.nativeOrder());
+        int bits = first.getInt(first.position());
+        first.putInt(first.position(), bits ^ 1);
+        ByteBuffer second = out.toByteBuffer(true).order(ByteOrder.nativeOrder());
+        boolean own = second.getInt(second.position()) == (bits ^ 1);
+        first.putInt(first.position(), bits);
+        if (!own) {
+            throw new IllegalArgumentException(
+                    "argument '" + name + "' with shape " + out.getShape()
+                            + " is not contiguous: native code would write into a copy (pass a"
+                            + " contiguous array, e.g. one returned by an earlier call)");
+        }
     }
 
     private static void checkExperts(int numExperts, int worldSize) {

@@ -6,6 +6,7 @@ package dev.djlmoe.ep;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -375,6 +376,80 @@ class EpBufferTest {
             try (EpHandle h2 = ok.handle()) {
                 assertFalse(h2.isClosed());
                 assertEquals(4, h2.numRecv());
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(WireFormat.class)
+    void reusedOutputArraysGetTheSameRowsAsFreshOnes(WireFormat wire) {
+        try (NDManager m = manager.newSubManager()) {
+            int h = 300; // partial scaling blocks on the FP8 and MXFP8 wires
+            RoutingData d = new RoutingData(11, 57, 4, 16, 0.3, 2);
+            DispatchResult r = buffer.dispatch(
+                    m.create(RoutingData.randomRows(12, d.tokens, h, 1f), new Shape(d.tokens, h)),
+                    idxArray(m, d), null, 16, 1, wire);
+            try (EpHandle handle = r.handle()) {
+                long rows = handle.numRecv();
+                NDArray recv = m.full(new Shape(rows, h), Float.NaN); // poisoned, then reused
+                NDArray out = m.full(new Shape(d.tokens, h), Float.NaN);
+                for (int round = 0; round < 3; round++) {
+                    NDArray x = m.create(
+                            RoutingData.randomRows(20 + round, d.tokens, h, 1f + round),
+                            new Shape(d.tokens, h));
+                    NDArray fresh = buffer.dispatch(x, handle, wire);
+                    assertSame(recv, buffer.dispatch(x, handle, wire, recv));
+                    assertArrayEquals(fresh.toFloatArray(), recv.toFloatArray(), "round " + round);
+                    NDArray y = fresh.mul(0.5f + round);
+                    NDArray freshOut = buffer.combine(y, null, handle, wire).out();
+                    assertSame(out, buffer.combine(y, handle, wire, out));
+                    assertArrayEquals(freshOut.toFloatArray(), out.toFloatArray(), "round " + round);
+                }
+            }
+        }
+    }
+
+    @Test
+    void badOutputArraysAreRefusedWithTheirNames() {
+        try (NDManager m = manager.newSubManager()) {
+            int h = 8;
+            NDArray x = m.ones(new Shape(4, h));
+            NDArray idx = m.create(new long[] {0, 1, 2, 3, 1, 2, 3, 0}, new Shape(4, 2));
+            DispatchResult r = buffer.dispatch(x, idx, null, 4, 1, WireFormat.FP32);
+            EpHandle handle = r.handle();
+            assertEquals(4, handle.numRecv());
+            assertMessage(
+                    () -> buffer.dispatch(x, handle, WireFormat.FP32, m.zeros(new Shape(3, h))),
+                    "'out'", "(3, 8)", "expected (4, 8)");
+            assertMessage(
+                    () -> buffer.dispatch(x, handle, WireFormat.FP32,
+                            m.zeros(new Shape(4, h), DataType.FLOAT64)),
+                    "'out'", "float64");
+            assertMessage(
+                    () -> buffer.dispatch(x, handle, WireFormat.FP32, null), "'out'", "null");
+            // A transposed view is not contiguous: DJL would hand native code a copy.
+            NDArray transposed = m.zeros(new Shape(h, 4)).transpose();
+            assertMessage(
+                    () -> buffer.dispatch(x, handle, WireFormat.FP32, transposed),
+                    "'out'", "not contiguous");
+            assertMessage(
+                    () -> buffer.dispatch(x, handle, WireFormat.FP32, x), "'out'", "'x'", "overlap");
+            NDArray y = r.recvX();
+            assertMessage(
+                    () -> buffer.combine(y, handle, WireFormat.FP32, m.zeros(new Shape(4, h + 1))),
+                    "'out'", "expected (4, 8)");
+            assertMessage(
+                    () -> buffer.combine(y, handle, WireFormat.FP32, y), "'out'", "'y'", "overlap");
+            handle.close();
+            assertMessage(
+                    () -> buffer.dispatch(x, handle, WireFormat.FP32, m.zeros(new Shape(4, h))),
+                    "closed");
+            // Still usable: a good reused output gets the rows.
+            DispatchResult ok = buffer.dispatch(x, idx, null, 4, 1, WireFormat.FP32);
+            try (EpHandle h2 = ok.handle()) {
+                NDArray into = m.zeros(new Shape(4, h));
+                buffer.dispatch(x.mul(2f), h2, WireFormat.FP32, into);
+                assertArrayEquals(x.mul(2f).toFloatArray(), into.toFloatArray());
             }
         }
     }
