@@ -35,8 +35,6 @@ import dev.djlmoe.zoo.hf.HfCheckpoints;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import dev.djlmoe.zoo.hf.HfMoeForCausalLm;
 import dev.djlmoe.zoo.io.SafetensorsWriter;
-import dev.djlmoe.zoo.model.MoeCausalLm;
-import dev.djlmoe.zoo.model.MoeModelConfig;
 import dev.djlmoe.zoo.nn.CausalLmLoss;
 import java.io.IOException;
 import java.io.OutputStream;
@@ -244,93 +242,6 @@ public final class Pretrain {
             StopSignal stop,
             StepObserver observer) {
         return run(Job.pretrain(config, source, opts), out, stop, observer);
-    }
-
-    /**
-     * Runs pre-training of the older {@link MoeCausalLm} on one rank (no checkpoints).
-     *
-     * @param config the model
-     * @param source the data
-     * @param opts the run settings
-     * @param out where progress goes
-     * @return the loss curve and figures
-     * @deprecated the older model is being retired: use {@link #run(HfMoeConfig, TokenSource,
-     *     PretrainOptions, PrintStream)} with {@code HfMoeConfig.preset("tiny")}
-     */
-    @Deprecated
-    public static Result run(
-            MoeModelConfig config, TokenSource source, PretrainOptions opts, PrintStream out) {
-        return run(config, source, opts, out, StopSignal.none());
-    }
-
-    /**
-     * Runs pre-training of the older {@link MoeCausalLm} on this rank, stopping early (on every
-     * rank at the same step) when {@code stop} is raised on any rank. Writes no checkpoints.
-     *
-     * @param config the model
-     * @param source the data
-     * @param opts the run settings
-     * @param out where progress goes
-     * @param stop polled between steps
-     * @return the loss curve and figures
-     * @deprecated the older model is being retired: use {@link #run(HfMoeConfig, TokenSource,
-     *     PretrainOptions, PrintStream, StopSignal, StepObserver)} with {@code
-     *     HfMoeConfig.preset("tiny")}
-     */
-    @Deprecated
-    public static Result run(
-            MoeModelConfig config,
-            TokenSource source,
-            PretrainOptions opts,
-            PrintStream out,
-            StopSignal stop) {
-        return run(config, source, opts, out, stop, null);
-    }
-
-    /**
-     * Runs pre-training of the older {@link MoeCausalLm} like {@link #run(MoeModelConfig,
-     * TokenSource, PretrainOptions, PrintStream, StopSignal)} and shows every step to an
-     * observer.
-     *
-     * @param config the model
-     * @param source the data
-     * @param opts the run settings
-     * @param out where progress goes
-     * @param stop polled between steps
-     * @param observer sees each step's gradients and figures, or null
-     * @return the loss curve and figures
-     * @deprecated the older model is being retired: use {@link #run(HfMoeConfig, TokenSource,
-     *     PretrainOptions, PrintStream, StopSignal, StepObserver)} with {@code
-     *     HfMoeConfig.preset("tiny")}
-     */
-    @Deprecated
-    public static Result run(
-            MoeModelConfig config,
-            TokenSource source,
-            PretrainOptions opts,
-            PrintStream out,
-            StopSignal stop,
-            StepObserver observer) {
-        MoeModelConfig c =
-                config.vocabSize() != source.vocabSize()
-                        ? config.withVocabSize(source.vocabSize())
-                        : config;
-        Arch arch =
-                new Arch(
-                        "MoeCausalLm " + c.numLayers() + " layers",
-                        c.vocabSize(),
-                        c.numExperts(),
-                        c.numLayers(),
-                        c.hiddenSize(),
-                        c.topK(),
-                        c.numSharedExperts(),
-                        ctx -> new MoeCausalLm(c, ctx, opts.precision().experts()));
-        Job job = new Job("pretrain", null, null, source, opts, null, List.of(), Map.of());
-        try {
-            return train(job, arch, out, stop, observer, RankEnvironment.fromSystem());
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
     }
 
     /** The model being trained, seen by the loop. */

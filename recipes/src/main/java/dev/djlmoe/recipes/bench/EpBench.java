@@ -25,7 +25,7 @@ import dev.djlmoe.recipes.StopSignal;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
 import dev.djlmoe.train.EpTrainer;
 import dev.djlmoe.train.StepResult;
-import dev.djlmoe.zoo.model.MoeModelConfig;
+import dev.djlmoe.zoo.hf.HfMoeConfig;
 import java.io.OutputStream;
 import java.io.PrintStream;
 import java.util.Arrays;
@@ -370,7 +370,7 @@ public final class EpBench {
                         }
                     }
                 };
-        Pretrain.run(MoeModelConfig.tiny(), new SyntheticBigramSource(256, 4, d.seed()), opts,
+        Pretrain.run(HfMoeConfig.preset("tiny"), new SyntheticBigramSource(256, 4, d.seed()), opts,
                 new PrintStream(OutputStream.nullOutputStream()), StopSignal.none(), observer);
         double tps = sums[0] / (sums[1] / 1e9);
         log.printf(Locale.ROOT,
