@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes;
 
+import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -170,7 +171,7 @@ public record PretrainOptions(
         if (checkpointDir != null) {
             return checkpointDir;
         }
-        return runDir == null ? null : runDir.resolve("checkpoints");
+        return runDir == null ? null : runDir.resolve(TrainingCheckpoint.RUN_CHECKPOINTS);
     }
 
     /**

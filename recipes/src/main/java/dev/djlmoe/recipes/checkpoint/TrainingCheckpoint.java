@@ -96,6 +96,9 @@ public final class TrainingCheckpoint {
         return String.format(Locale.ROOT, "step-%08d", step);
     }
 
+    /** The folder of a run directory that holds its checkpoints. */
+    public static final String RUN_CHECKPOINTS = "checkpoints";
+
     /**
      * Returns the name of rank r's optimizer file.
      *
@@ -134,8 +137,29 @@ public final class TrainingCheckpoint {
      * @throws IOException when the directory cannot be read
      */
     public static Path resolve(Path path, List<String> warnings) throws IOException {
+        return resolve(path, warnings, "--resume");
+    }
+
+    /**
+     * Resolves a checkpoint argument like {@link #resolve(Path, List)}; a run directory (one that
+     * holds {@value #RUN_CHECKPOINTS}/) stands for its checkpoint directory. Errors name {@code
+     * flag}.
+     *
+     * @param path the argument
+     * @param warnings receives a line for every checkpoint skipped or not verifiable
+     * @param flag the option that named the path, for the error messages
+     * @return the checkpoint
+     * @throws IllegalArgumentException when there is no complete checkpoint there
+     * @throws IOException when the directory cannot be read
+     */
+    public static Path resolve(Path path, List<String> warnings, String flag) throws IOException {
         if (!Files.isDirectory(path)) {
-            throw new IllegalArgumentException("--resume " + path + ": no such directory");
+            throw new IllegalArgumentException(flag + " " + path + ": no such directory");
+        }
+        Path run = path.resolve(RUN_CHECKPOINTS);
+        if (!Files.isRegularFile(path.resolve(STATE_FILE)) && stepDirs(path).isEmpty()
+                && !Files.exists(path.resolve(LATEST)) && Files.isDirectory(run)) {
+            path = run; // a run directory: its checkpoints
         }
         if (Files.isRegularFile(path.resolve(STATE_FILE))) {
             String problem = CheckpointManifest.verify(path, true);
@@ -149,7 +173,7 @@ public final class TrainingCheckpoint {
                 return path;
             }
             throw new IllegalArgumentException(
-                    "--resume " + path + ": not a complete checkpoint: " + problem);
+                    flag + " " + path + ": not a complete checkpoint: " + problem);
         }
         List<Path> steps = new ArrayList<>(stepDirs(path));
         Path latest = path.resolve(LATEST);
@@ -179,7 +203,7 @@ public final class TrainingCheckpoint {
             warnings.add("skipping " + p + ": not a complete checkpoint: " + problem);
         }
         throw new IllegalArgumentException(
-                "--resume " + path + ": no complete checkpoint there (expected " + STATE_FILE
+                flag + " " + path + ": no complete checkpoint there (expected " + STATE_FILE
                         + " in a checkpoint, or '" + LATEST + "' / step-* directories in a"
                         + " checkpoint directory)");
     }

@@ -264,7 +264,7 @@ public final class DecodeRun {
         if (Files.isRegularFile(p.resolve("config.json"))) {
             return p;
         }
-        return TrainingCheckpoint.resolve(p);
+        return TrainingCheckpoint.resolve(p, new ArrayList<>(), "--model");
     }
 
     private static long[][] encode(List<String> prompts, Path dir, HfMoeConfig cfg)

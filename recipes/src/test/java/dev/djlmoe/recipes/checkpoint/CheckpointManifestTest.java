@@ -119,6 +119,22 @@ class CheckpointManifestTest {
     }
 
     @Test
+    void aRunDirectoryStandsForItsCheckpointsAndErrorsNameTheFlag(@TempDir Path run)
+            throws IOException {
+        Path dir = Files.createDirectories(run.resolve(TrainingCheckpoint.RUN_CHECKPOINTS));
+        Path two = fakeCheckpoint(dir, 2, true);
+        assertEquals(two, TrainingCheckpoint.resolve(run, new ArrayList<>(), "--model"));
+        Files.delete(two.resolve(TrainingCheckpoint.STATE_FILE));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TrainingCheckpoint.resolve(run, new ArrayList<>(), "--model"));
+        assertTrue(e.getMessage().startsWith("--model " + dir + ": no complete checkpoint there"),
+                e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> TrainingCheckpoint.resolve(run.resolve("nowhere"), new ArrayList<>()));
+        assertTrue(e.getMessage().startsWith("--resume "), e.getMessage());
+    }
+
+    @Test
     void removeLeftoversRemovesOnlyWhatInterruptedSavesLeave(@TempDir Path root)
             throws IOException {
         Path keep = fakeCheckpoint(root, 2, true);
