@@ -362,10 +362,31 @@ void combine(Transport& transport, const DispatchHandle* handle, const CombineAr
       }
     }
   });
-  // Sources arrive in rank order (Transport contract): the lowest rank that holds a token stores
-  // its row, later ranks add theirs, so each sum runs in rank order.
+  // Each token's rows are applied in source-rank order: the lowest rank that holds a token stores
+  // its row, later ranks add theirs, so each sum runs in rank order. Sources may interleave
+  // (source_gated): a chunk of source s is taken only when every lower rank holding its tokens
+  // has delivered them. Each source sends its rows in ascending token order, so rank r has
+  // delivered token t once the next token it will deliver is above t.
+  std::vector<int64_t> consumed(w, 0);  // rows taken per source
+  auto next_token = [&](int32_t r) -> int64_t {
+    return consumed[r] < recv_rows[r] ? h.send_tokens[h.send_offset[r] + consumed[r]]
+                                      : std::numeric_limits<int64_t>::max();
+  };
+  auto ready = [&](int32_t s, int64_t first, int64_t n) {
+    const int32_t* tokens = h.send_tokens.data() + h.send_offset[s] + first;
+    for (int32_t r = 0; r < s; ++r) {
+      const int64_t next = next_token(r);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t t = tokens[i];
+        if (t < next) continue;  // ascending: rank r delivered every token below next
+        if (h.is_token_in_rank[t * w + r] != 0) return false;
+      }
+    }
+    return true;
+  };
   const bool stream = stream_output(a.out, h.num_tokens, hidden);
-  auto consumer = make_consumer([&](int32_t s, int64_t first, int64_t n, const uint8_t* buf) {
+  auto consumer = make_gated_consumer([&](int32_t s, int64_t first, int64_t n, const uint8_t* buf) {
+    consumed[s] = first + n;
     const int32_t* tokens = h.send_tokens.data() + h.send_offset[s] + first;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = tokens[i];
@@ -388,12 +409,13 @@ void combine(Transport& transport, const DispatchHandle* handle, const CombineAr
         }
       }
     }
-  });
+  }, ready);
   RowExchange ex;
   ex.row_bytes = row_bytes;
   ex.send_rows = send_rows.data();
   ex.recv_rows = recv_rows.data();
   ex.what = "combine";
+  ex.source_gated = true;
   transport.exchange_rows(ex, producer, consumer);
 }
 

@@ -28,6 +28,9 @@ struct SegmentHeader {
   int32_t slots;
   int64_t slot_bytes;
   alignas(64) std::atomic<uint32_t> doorbell;
+  // Nonzero while the owner sleeps (or is about to sleep) on its doorbell: peers make the wake-up
+  // system call only then, not after every chunk.
+  alignas(64) std::atomic<uint32_t> sleeping;
   alignas(64) std::atomic<uint32_t> aborted;
   char reason[kReasonBytes];
 };
@@ -157,8 +160,11 @@ ShmTransport::~ShmTransport() = default;
 
 void ShmTransport::ring(int32_t peer) {
   SegmentHeader* h = Layout::header(segments_[peer].data());
-  h->doorbell.fetch_add(1, std::memory_order_release);
-  futex_wake_all(&h->doorbell);
+  // Sequentially consistent pair with the sleeper's (sleeping = 1, then futex_wait on the
+  // doorbell value it read before): either this load sees the flag, or the sleeper's futex_wait
+  // sees the new doorbell value and returns at once. No wake-up is lost either way.
+  h->doorbell.fetch_add(1, std::memory_order_seq_cst);
+  if (h->sleeping.load(std::memory_order_seq_cst) != 0) futex_wake_all(&h->doorbell);
 }
 
 void ShmTransport::fail_broken(int32_t code, const std::string& message) {
@@ -262,7 +268,8 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
   p.piece.assign(world_, 0);
   p.received_from.assign(world_, 0);
   // Sources may interleave only for whole rows (a row in pieces is assembled in one stage).
-  const bool any_order = ex.any_source_order && !pieces;
+  const bool any_order = (ex.any_source_order || ex.source_gated) && !pieces;
+  const bool gated = ex.source_gated && !ex.any_source_order;
   uint8_t* own = segments_[rank_].data();
   SegmentHeader* own_header = Layout::header(own);
   const int64_t deadline = monotonic_ms() + config_.timeout_ms;
@@ -325,7 +332,9 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
       };
       if (any_order) {
         // Every source with a chunk ready, this rank's own ring first; rows of one source stay
-        // in order.
+        // in order. Gated: a source's next chunk waits while the consumer says it is not ready
+        // (never for the lowest unfinished source).
+        while (p.src < world_ && p.received_from[p.src] == ex.recv_rows[p.src]) ++p.src;
         for (int32_t k = 0; k < world_; ++k) {
           const int32_t src = (rank_ + k) % world_;
           uint8_t* base = segments_[src].data();
@@ -337,8 +346,10 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
             SlotHeader sh;
             std::memcpy(&sh, slot, sizeof sh);
             check_chunk(src, p.received_from[src], sh);
+            if (gated && src > p.src && !consumer.ready(src, p.received_from[src], sh.rows)) break;
             consumer.consume(src, p.received_from[src], sh.rows, slot + kSlotHeaderBytes);
             p.received_from[src] += sh.rows;
+            while (p.src < world_ && p.received_from[p.src] == ex.recv_rows[p.src]) ++p.src;
             ch->head.store(head + 1, std::memory_order_release);
             ring(src);
             progress = true;
@@ -391,7 +402,9 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
            << ": " << waiting_for(p, ex);
         fail_broken(NEP_ERR_TIMEOUT, os.str());
       }
+      own_header->sleeping.store(1, std::memory_order_seq_cst);
       futex_wait(&own_header->doorbell, bell, std::min(config_.poll_ms, deadline - now));
+      own_header->sleeping.store(0, std::memory_order_relaxed);
     }
   } catch (const std::exception& e) {
     mark_broken(e.what());

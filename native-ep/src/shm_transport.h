@@ -4,15 +4,18 @@
 // rank sends to d. A sender encodes rows straight into a free slot of its ring; the receiver
 // decodes them straight out of it, in source-rank order (the Transport ordering contract), and
 // hands the slot back; for an exchange marked any_source_order (dispatch) it takes chunks from
-// every source as they arrive, so no rank waits on one peer while another's ring is full. Rows
-// larger than a slot travel in pieces through a staging row (always in source-rank order).
+// every source as they arrive, so no rank waits on one peer while another's ring is full; for
+// one marked source_gated (combine) likewise, but a chunk of a higher source only when the
+// consumer says its rows are ready. Rows larger than a slot travel in pieces through a staging
+// row (always in source-rank order).
 //
 // Memory per rank: segment_bytes(W, config) = 4 KiB + W * 128 B + W * slots * (64 B + slot_bytes),
 // i.e. with the defaults (4 slots of 256 KiB) about W MiB per rank and W^2 MiB in /dev/shm in all;
 // the token count is unlimited (rows stream through the rings).
 //
 // Waiting: a rank with nothing to do sleeps on its doorbell futex, which peers ring after each
-// chunk they publish or free, in slices of `poll_ms`; between slices it checks the deadline
+// chunk they publish or free (the wake-up system call only while the rank is marked sleeping),
+// in slices of `poll_ms`; between slices it checks the deadline
 // (`timeout_ms` per exchange), peers' abort flags and whether a peer it still needs has exited
 // (pidfd). A failure marks this rank's segment aborted so peers stop at once; the communicator is
 // unusable afterwards.

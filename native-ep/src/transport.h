@@ -29,6 +29,10 @@ class RowConsumer {
   virtual ~RowConsumer() = default;
   // Takes rows [first, first + count) of the stream from rank `src` from buf.
   virtual void consume(int32_t src, int64_t first, int64_t count, const uint8_t* buf) = 0;
+  // Only for an exchange marked source_gated: whether rows [first, first + count) of src may be
+  // consumed now, before every lower source has finished. Must be true when every source below
+  // src has finished (the transport never asks then).
+  virtual bool ready(int32_t /*src*/, int64_t /*first*/, int64_t /*count*/) { return true; }
 };
 
 struct RowExchange {
@@ -40,6 +44,12 @@ struct RowExchange {
   // has its own place): the transport may then hand over rows of any source as soon as they
   // arrive, instead of finishing source s before s + 1 (see exchange_rows).
   bool any_source_order = false;
+  // True when the consumer orders sources itself through RowConsumer::ready (combine: a row of
+  // token t from source s may be added once every lower source holding t has delivered t): the
+  // transport may then hand over a chunk of any source whose rows are ready, instead of
+  // finishing source s before s + 1. The lowest unfinished source is always ready, so this never
+  // waits where the strict order would not.
+  bool source_gated = false;
 };
 
 class Transport {
@@ -86,6 +96,21 @@ class FnConsumer final : public RowConsumer {
   Fn fn_;
 };
 
+// A consumer with a ready() predicate, for exchanges marked source_gated.
+template <class Fn, class Ready>
+class GatedFnConsumer final : public RowConsumer {
+ public:
+  GatedFnConsumer(Fn fn, Ready ready) : fn_(std::move(fn)), ready_(std::move(ready)) {}
+  void consume(int32_t src, int64_t first, int64_t count, const uint8_t* buf) override {
+    fn_(src, first, count, buf);
+  }
+  bool ready(int32_t src, int64_t first, int64_t count) override { return ready_(src, first, count); }
+
+ private:
+  Fn fn_;
+  Ready ready_;
+};
+
 template <class Fn>
 FnProducer<Fn> make_producer(Fn fn) {
   return FnProducer<Fn>(std::move(fn));
@@ -94,6 +119,11 @@ FnProducer<Fn> make_producer(Fn fn) {
 template <class Fn>
 FnConsumer<Fn> make_consumer(Fn fn) {
   return FnConsumer<Fn>(std::move(fn));
+}
+
+template <class Fn, class Ready>
+GatedFnConsumer<Fn, Ready> make_gated_consumer(Fn fn, Ready ready) {
+  return GatedFnConsumer<Fn, Ready>(std::move(fn), std::move(ready));
 }
 
 }  // namespace nep

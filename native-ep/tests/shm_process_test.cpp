@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -278,6 +279,79 @@ TEST(ShmCApi, OtherHostsAndBadArgumentsFailAtOnce) {
   EXPECT_EQ(comm, nullptr);
   EXPECT_EQ(nep_barrier(nullptr, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "comm is null");
+}
+
+// exchange_rows with source_gated on W = 4 with tiny rings: the consumer lets a chunk of source s
+// in only when every lower source has delivered at least as many rows as the chunk ends at
+// (capped at what that source sends). Every row must arrive exactly once, each source in order,
+// no chunk may be consumed while its gate is closed, and ready() is never asked about the lowest
+// unfinished source.
+TEST(ShmProcesses, ExchangeRowsSourceGated) {
+  const int32_t world = 4;
+  nep::ShmConfig c;
+  c.slots = 2;
+  c.slot_bytes = 160;  // 10 rows of 16 bytes per chunk
+  auto rows_between = [](int32_t src, int32_t dst) -> int64_t {
+    return (src == 1 && dst == 2) ? 0 : 45 + 13 * ((src + 2 * dst) % 4);
+  };
+  const auto res = neptest::run_ranks(world, [&](RankEnv& env) {
+    std::string bad;
+    auto t = make_transport(env, c, bad);
+    for (int pass = 0; pass < 3; ++pass) {
+      std::vector<int64_t> send(world), recv(world);
+      for (int32_t r = 0; r < world; ++r) {
+        send[r] = rows_between(env.rank, r);
+        recv[r] = rows_between(r, env.rank);
+      }
+      std::vector<int64_t> next(world, 0);
+      auto open = [&](int32_t src, int64_t first, int64_t count) {
+        for (int32_t r = 0; r < src; ++r) {
+          if (next[r] < std::min(recv[r], first + count)) return false;
+        }
+        return true;
+      };
+      auto producer = nep::make_producer([&](int32_t dest, int64_t first, int64_t count, uint8_t* buf) {
+        for (int64_t i = 0; i < count; ++i) {
+          const int64_t row[2] = {env.rank * 1000 + dest, (first + i) * 3 + pass};
+          std::memcpy(buf + 16 * i, row, 16);
+        }
+      });
+      auto consumer = nep::make_gated_consumer(
+          [&](int32_t src, int64_t first, int64_t count, const uint8_t* buf) {
+            if (first != next[src]) bad += "source " + std::to_string(src) + " chunk out of order\n";
+            if (!open(src, first, count)) bad += "chunk of source " + std::to_string(src) + " consumed while gated\n";
+            for (int64_t i = 0; i < count; ++i) {
+              int64_t row[2];
+              std::memcpy(row, buf + 16 * i, 16);
+              if (row[0] != src * 1000 + env.rank || row[1] != (first + i) * 3 + pass) {
+                bad += "row " + std::to_string(first + i) + " from " + std::to_string(src) + " is wrong\n";
+              }
+            }
+            next[src] = first + count;
+          },
+          [&](int32_t src, int64_t first, int64_t count) {
+            int32_t lowest = 0;
+            while (lowest < world && next[lowest] == recv[lowest]) ++lowest;
+            if (src <= lowest) bad += "ready() asked about the lowest unfinished source " + std::to_string(src) + "\n";
+            return open(src, first, count);
+          });
+      nep::RowExchange ex;
+      ex.row_bytes = 16;
+      ex.send_rows = send.data();
+      ex.recv_rows = recv.data();
+      ex.what = "gated exchange test";
+      ex.source_gated = true;
+      t->exchange_rows(ex, producer, consumer);
+      for (int32_t s = 0; s < world; ++s) {
+        if (next[s] != recv[s]) bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) + " rows from " + std::to_string(s) + "\n";
+      }
+    }
+    return bad;
+  });
+  for (int32_t r = 0; r < world; ++r) {
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  }
+  expect_no_segments_left(res, static_cast<size_t>(world));
 }
 
 // exchange_rows itself on W = 3 with tiny rings (many chunks per stream, one pair with no rows):
