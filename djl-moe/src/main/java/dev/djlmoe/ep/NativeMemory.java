@@ -7,6 +7,7 @@ import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import org.bytedeco.javacpp.Pointer;
 
 /**
@@ -54,6 +55,40 @@ public final class NativeMemory {
         try (Pointer p = new Pointer(buf)) {
             return p.address() + buf.position();
         }
+    }
+
+    /**
+     * Returns the address of an output array's own storage, after the checks of {@link
+     * #address}: native writes there must reach the array. DJL hands out a private copy of a
+     * non-contiguous array's data, so one bit of the first element is flipped through one view of
+     * the data and looked for through another (only the tensor's own storage shows it; a copy
+     * starts from the original), then put back.
+     *
+     * @param array the array native code will write
+     * @param name the argument name, for error messages
+     * @param dtype the required data type
+     * @return the data address (0 for an empty array)
+     * @throws IllegalArgumentException naming the argument when device or dtype is wrong, or when
+     *     native writes would land in a copy
+     */
+    public static long outputAddress(NDArray array, String name, DataType dtype) {
+        long address = address(array, name, dtype);
+        if (address == 0) {
+            return 0L;
+        }
+        ByteBuffer first = array.toByteBuffer(true).order(ByteOrder.nativeOrder());
+        int bits = first.getInt(first.position());
+        first.putInt(first.position(), bits ^ 1);
+        ByteBuffer second = array.toByteBuffer(true).order(ByteOrder.nativeOrder());
+        boolean own = second.getInt(second.position()) == (bits ^ 1);
+        first.putInt(first.position(), bits);
+        if (!own) {
+            throw new IllegalArgumentException(
+                    "argument '" + name + "' with shape " + array.getShape()
+                            + " is not contiguous: native code would write into a copy (pass a"
+                            + " contiguous array, e.g. one returned by an earlier call)");
+        }
+        return address;
     }
 
     /**
