@@ -82,7 +82,15 @@ class EpEquivalenceTest {
      * 5.1e-4 (with a 200-step schedule: first over 1e-4 at 65, largest single step 0.025). What
      * this guards is that no drift or instability accumulates: the curves tell the same story.
      */
-    static final double LONG_TOL = 0.03;
+    static final double LONG_TOL = 0.01;
+
+    /**
+     * Long run: the first steps still agree exactly (within {@link #CURVE_TOL}): rounding
+     * differences need many steps to grow (measured: first over 1e-4 at step 210, at 65 with a
+     * 200-step schedule), while a rank-dependent bug (local instead of global expert loads for
+     * the balancing bias, say) parts the curves within a few steps.
+     */
+    static final int LONG_EXACT_STEPS = 50;
 
     private static final Map<Integer, MultiRank.Result> RUNS = new ConcurrentHashMap<>();
     private static final Map<Integer, MultiRank.Result> LONG_RUNS = new ConcurrentHashMap<>();
@@ -314,6 +322,7 @@ class EpEquivalenceTest {
                 LONG_STEPS, LONG_WINDOW, worstAvg, worstAt, lastGap, worstStep, CURVE_TOL,
                 firstOver, got[0], got[LONG_STEPS - 1], ref[0], ref[LONG_STEPS - 1]);
         System.out.println(figures);
+        assertTrue(firstOver < 0 || firstOver > LONG_EXACT_STEPS, figures);
         assertTrue(worstAvg <= LONG_TOL, figures);
         assertTrue(lastGap <= LONG_TOL / 3, figures);
         assertTrue(ref[LONG_STEPS - 1] < ref[0] - 1.0, "the model did not learn: " + figures);
