@@ -34,11 +34,11 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
- * The tiny Hugging Face MoE models end to end at a batch of 4 x 16 tokens: the staged backward of
- * the EP step (dispatch and combine on the tape, one rank) gives, parameter by parameter (matched
- * by name), the gradients of plain autograd without EP, with a hot expert where the router has a
- * correction bias; and every trainable parameter gets a gradient. (This carries over the check of
- * the retired first model's test.)
+ * The Hugging Face architectures train through the EP step: for each tiny preset at a batch of 4 x
+ * 16 tokens, the staged backward of the EP step (dispatch and combine on the tape, one rank) gives,
+ * parameter by parameter (matched by name), the gradients of plain autograd without EP, through MLA
+ * or grouped-query attention and the MoE layers, with a hot expert where the router has a
+ * correction bias; and every trainable parameter gets a gradient.
  */
 class HfMoeForCausalLmTest {
 
