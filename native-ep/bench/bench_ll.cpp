@@ -12,10 +12,7 @@
 // Usage: bench_ll [--worlds 2,4] [--tokens 128] [--hidden 7168] [--experts 256] [--topk 8]
 //                 [--iters 200] [--warmup 20] [--dispatch-wire fp8] [--combine-wire bf16]
 //                 [--round-scale]
-#include <poll.h>
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_fork.h"
 #include "nativeep/c_api.h"
 
 namespace {
@@ -46,41 +44,10 @@ struct Options {
   int32_t flags = 0;
 };
 
-int32_t parse_wire(const char* s) {
-  const std::string v = s;
-  if (v == "fp32") return NEP_WIRE_FP32;
-  if (v == "bf16") return NEP_WIRE_BF16;
-  if (v == "fp8") return NEP_WIRE_FP8;
-  if (v == "mxfp8") return NEP_WIRE_MXFP8;
-  std::fprintf(stderr, "unknown wire '%s' (fp32, bf16, fp8, mxfp8)\n", s);
-  return -1;
-}
-
-const char* wire_label(int32_t w) {
-  switch (w) {
-    case NEP_WIRE_FP32: return "fp32";
-    case NEP_WIRE_BF16: return "bf16";
-    case NEP_WIRE_FP8: return "fp8";
-    default: return "mxfp8";
-  }
-}
-
-double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Reports a failed call and returns false.
-bool ok(int32_t rc, const char* what, const char* err, int rank) {
-  if (rc != NEP_OK) std::fprintf(stderr, "rank %d: %s failed (status %d): %s\n", rank, what, rc, err);
-  return rc == NEP_OK;
-}
+using nep_bench::median;
+using nep_bench::now_us;
+using nep_bench::ok;
+using nep_bench::wire_label;
 
 enum Metric {
   kDispatch,
@@ -329,81 +296,6 @@ int run_rank(const Options& o, int world, int rank, int port) {
   return 0;
 }
 
-// Forks the ranks of one world size; rank 0 serves the store and tells the others its port.
-int run_world(const Options& o, int world) {
-  std::vector<int> port_r(world), port_w(world);
-  for (int r = 0; r < world; ++r) {
-    int p[2];
-    if (pipe(p) != 0) return 2;
-    port_r[r] = p[0];
-    port_w[r] = p[1];
-  }
-  std::fflush(nullptr);
-  std::vector<pid_t> pids(world, -1);
-  for (int r = 0; r < world; ++r) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      int port = 0;
-      nep_store_server* server = nullptr;
-      char err[1024];
-      if (r == 0) {
-        if (nep_store_server_create("127.0.0.1", 0, "bench-ll", &server, err, sizeof err) != NEP_OK) {
-          std::fprintf(stderr, "store server: %s\n", err);
-          _exit(2);
-        }
-        port = nep_store_server_port(server);
-        for (int q = 1; q < world; ++q) {
-          const std::string s = std::to_string(port) + "\n";
-          if (write(port_w[q], s.data(), s.size()) < 0) _exit(2);
-        }
-      } else {
-        pollfd pf{port_r[r], POLLIN, 0};
-        char b[32] = {0};
-        if (poll(&pf, 1, 60000) <= 0 || read(port_r[r], b, sizeof b - 1) <= 0) _exit(2);
-        port = std::atoi(b);
-      }
-      const int code = run_rank(o, world, r, port);
-      if (r == 0) {
-        // Serve until the others are done with the store (they are, once rank 0 finished the last
-        // collective), then stop.
-        nep_store_server_destroy(server);
-      }
-      std::fflush(nullptr);
-      _exit(code);
-    }
-    pids[r] = pid;
-  }
-  int worst = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
-  int running = world;
-  while (running > 0) {
-    for (int r = 0; r < world; ++r) {
-      if (pids[r] < 0) continue;
-      int status = 0;
-      if (waitpid(pids[r], &status, WNOHANG) == pids[r]) {
-        const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        if (code != 0) std::fprintf(stderr, "rank %d exited with %d\n", r, code);
-        worst = std::max(worst, code);
-        pids[r] = -1;
-        --running;
-      }
-    }
-    if (running > 0 && std::chrono::steady_clock::now() > deadline) {
-      for (pid_t p : pids) {
-        if (p > 0) kill(p, SIGKILL);
-      }
-      std::fprintf(stderr, "deadline: ranks killed\n");
-      return 3;
-    }
-    usleep(2000);
-  }
-  for (int r = 0; r < world; ++r) {
-    close(port_r[r]);
-    close(port_w[r]);
-  }
-  return worst;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -419,14 +311,7 @@ int main(int argc, char** argv) {
     };
     if (a == "--worlds") {
       o.worlds.clear();
-      std::string v = next();
-      size_t pos = 0;
-      while (pos <= v.size()) {
-        const size_t comma = v.find(',', pos);
-        o.worlds.push_back(std::atoi(v.substr(pos, comma - pos).c_str()));
-        if (comma == std::string::npos) break;
-        pos = comma + 1;
-      }
+      for (const std::string& v : nep_bench::split_list(next())) o.worlds.push_back(std::atoi(v.c_str()));
     } else if (a == "--tokens") {
       o.tokens = std::atoll(next());
     } else if (a == "--hidden") {
@@ -440,9 +325,9 @@ int main(int argc, char** argv) {
     } else if (a == "--warmup") {
       o.warmup = std::atoi(next());
     } else if (a == "--dispatch-wire") {
-      o.dispatch_wire = parse_wire(next());
+      o.dispatch_wire = nep_bench::parse_wire(next());
     } else if (a == "--combine-wire") {
-      o.combine_wire = parse_wire(next());
+      o.combine_wire = nep_bench::parse_wire(next());
     } else if (a == "--round-scale") {
       o.flags = NEP_LL_ROUND_SCALE;
     } else {
@@ -458,7 +343,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "world %d does not divide %d experts\n", world, o.experts);
       return 2;
     }
-    worst = std::max(worst, run_world(o, world));
+    worst = std::max(worst, nep_bench::fork_world(world, "bench-ll", std::chrono::minutes(10),
+                                                  [&](int rank, int port) { return run_rank(o, world, rank, port); }));
   }
   return worst;
 }

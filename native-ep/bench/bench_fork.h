@@ -1,0 +1,153 @@
+// Shared by the CPU benchmark drivers (bench_*.cpp): forking the ranks of one world size on this
+// host, and the small helpers their option parsing and reports use. Public C ABI only.
+#ifndef NATIVEEP_BENCH_BENCH_FORK_H_
+#define NATIVEEP_BENCH_BENCH_FORK_H_
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "nativeep/c_api.h"
+
+namespace nep_bench {
+
+inline double now_us() {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Reports a failed call and returns false.
+inline bool ok(int32_t rc, const char* what, const char* err, int rank) {
+  if (rc != NEP_OK) std::fprintf(stderr, "rank %d: %s failed (status %d): %s\n", rank, what, rc, err);
+  return rc == NEP_OK;
+}
+
+// NEP_WIRE_* for "fp32", "bf16", "fp8", "mxfp8"; -1 (and a message) otherwise.
+inline int32_t parse_wire(const std::string& v) {
+  if (v == "fp32") return NEP_WIRE_FP32;
+  if (v == "bf16") return NEP_WIRE_BF16;
+  if (v == "fp8") return NEP_WIRE_FP8;
+  if (v == "mxfp8") return NEP_WIRE_MXFP8;
+  std::fprintf(stderr, "unknown wire '%s' (fp32, bf16, fp8, mxfp8)\n", v.c_str());
+  return -1;
+}
+
+inline const char* wire_label(int32_t w) {
+  switch (w) {
+    case NEP_WIRE_FP32: return "fp32";
+    case NEP_WIRE_BF16: return "bf16";
+    case NEP_WIRE_FP8: return "fp8";
+    default: return "mxfp8";
+  }
+}
+
+// "2,4,8" -> {"2", "4", "8"}.
+inline std::vector<std::string> split_list(const std::string& v) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= v.size()) {
+    const size_t comma = v.find(',', pos);
+    out.push_back(v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+// Forks the ranks of one world size. Rank 0 serves the rendezvous store (job token `job`) and
+// tells the others its port through pipes; every rank runs run_rank(rank, port) and exits with
+// its result. Waits for all of them; past `deadline` the ranks still running are killed (the
+// message says so) and the result is 3. Returns the worst exit code.
+template <class RankFn>
+int fork_world(int world, const char* job, std::chrono::seconds deadline, RankFn run_rank) {
+  std::vector<int> port_r(world), port_w(world);
+  for (int r = 0; r < world; ++r) {
+    int p[2];
+    if (pipe(p) != 0) return 2;
+    port_r[r] = p[0];
+    port_w[r] = p[1];
+  }
+  std::fflush(nullptr);
+  std::vector<pid_t> pids(world, -1);
+  for (int r = 0; r < world; ++r) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      int port = 0;
+      nep_store_server* server = nullptr;
+      char err[1024];
+      if (r == 0) {
+        if (nep_store_server_create("127.0.0.1", 0, job, &server, err, sizeof err) != NEP_OK) {
+          std::fprintf(stderr, "store server: %s\n", err);
+          _exit(2);
+        }
+        port = nep_store_server_port(server);
+        for (int q = 1; q < world; ++q) {
+          const std::string s = std::to_string(port) + "\n";
+          if (write(port_w[q], s.data(), s.size()) < 0) _exit(2);
+        }
+      } else {
+        pollfd pf{port_r[r], POLLIN, 0};
+        char b[32] = {0};
+        if (poll(&pf, 1, 60000) <= 0 || read(port_r[r], b, sizeof b - 1) <= 0) _exit(2);
+        port = std::atoi(b);
+      }
+      const int code = run_rank(r, port);
+      // Rank 0 finished the last collective, so the others are done with the store.
+      if (r == 0) nep_store_server_destroy(server);
+      std::fflush(nullptr);
+      _exit(code);
+    }
+    pids[r] = pid;
+  }
+  int worst = 0;
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  int running = world;
+  while (running > 0) {
+    for (int r = 0; r < world; ++r) {
+      if (pids[r] < 0) continue;
+      int status = 0;
+      if (waitpid(pids[r], &status, WNOHANG) == pids[r]) {
+        const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (code != 0) std::fprintf(stderr, "rank %d exited with %d\n", r, code);
+        worst = std::max(worst, code);
+        pids[r] = -1;
+        --running;
+      }
+    }
+    if (running > 0 && std::chrono::steady_clock::now() > end) {
+      for (int r = 0; r < world; ++r) {
+        if (pids[r] > 0) {
+          std::fprintf(stderr, "deadline of %llds passed: rank %d killed\n", static_cast<long long>(deadline.count()), r);
+          kill(pids[r], SIGKILL);
+          waitpid(pids[r], nullptr, 0);
+        }
+      }
+      worst = 3;
+      break;
+    }
+    usleep(2000);
+  }
+  for (int r = 0; r < world; ++r) {
+    close(port_r[r]);
+    close(port_w[r]);
+  }
+  return worst;
+}
+
+}  // namespace nep_bench
+
+#endif  // NATIVEEP_BENCH_BENCH_FORK_H_
