@@ -4,17 +4,20 @@
 // rank 0 serves the rendezvous store.
 //
 // Per world size and wire format, after one warm-up iteration, per iteration: a barrier, a
-// cached dispatch (data only, handle from one notify) into a reused recv_x [R, H]; a barrier, a
-// combine of those rows (identity experts) into a reused out [T, H]. Time: the median over the
-// iterations of each rank's time, then the slowest rank (a collective ends with its slowest rank).
+// 256 MiB memcpy on every rank (sets the bound, and evicts what the last call left in cache); a
+// barrier, a cached dispatch (data only, handle from one notify) into a reused recv_x [R, H]; a
+// barrier, a combine of those rows (identity experts) into a reused out [T, H]. Each is timed
+// per rank and the slowest rank taken (a collective ends with its slowest rank); the table shows
+// medians over the iterations.
 //
 // Copy bound, as EpBench computes it: the sender encodes each row from fp32 into the shared ring
 // (reads 4H, writes b wire bytes), the receiver decodes it (reads b, writes 4H); counting a
 // memcpy of n bytes as n, a rank sending S rows and receiving R must copy (S + R)(4H + b) / 2
 // bytes in dispatch, plus (S - reached) * 4H / 2 in combine (the additions read the accumulator;
-// `reached` = tokens sent to at least one rank). Bandwidth: a 256 MiB memcpy on every rank at once,
-// timed as the operations are (barrier to the slowest rank), fastest of three after a warm-up.
-// Ratio = bound time / measured time. Payload GB/s: wire bytes received per rank over the time.
+// `reached` = tokens sent to at least one rank). An iteration's bound is the largest rank's bytes
+// at that iteration's memcpy bandwidth (so drifting memory bandwidth on a shared host moves the
+// bound with the operations); ratio = the median over iterations of bound time / measured time.
+// Payload GB/s: wire bytes received per rank over the time.
 //
 // Sanity (printed): combine(dispatch(x)) with identity experts is x times the number of ranks
 // the token visited; calc_diff against that, in float64, over all ranks (0 = exact).
@@ -74,7 +77,7 @@ struct AlignedFloats {
 
 // What each rank reports per wire, gathered to rank 0.
 struct WireFigures {
-  double dispatch_us, combine_us, dispatch_copy, combine_copy, payload, diff_num, diff_den;
+  double dispatch_copy, combine_copy, payload, diff_num, diff_den;
 };
 
 int run_rank(const Options& o, int world, int rank, int port) {
@@ -92,22 +95,9 @@ int run_rank(const Options& o, int world, int rank, int port) {
                       "nep_all_gather", err, rank);
   };
 
-  // Collective memcpy bandwidth (bytes per second per rank).
-  double memcpy_bw = 0.0;
-  {
-    AlignedFloats a(kMemcpyBytes / sizeof(float), 1.0f), b(kMemcpyBytes / sizeof(float), 2.0f);
-    double best = 1e300;
-    for (int i = 0; i < 4 && good; ++i) {
-      barrier();
-      const double t0 = now_us();
-      std::memcpy(b.data, a.data, kMemcpyBytes);
-      const double mine = now_us() - t0;
-      std::vector<double> all(world);
-      gather(&mine, sizeof mine, all.data());
-      if (i > 0) best = std::min(best, *std::max_element(all.begin(), all.end()));
-    }
-    memcpy_bw = static_cast<double>(kMemcpyBytes) / (best * 1e-6);
-  }
+  // The memcpy that sets the bound, run on every rank at the start of each iteration.
+  AlignedFloats copy_src(kMemcpyBytes / sizeof(float), 1.0f), copy_dst(kMemcpyBytes / sizeof(float), 2.0f);
+  std::memcpy(copy_dst.data, copy_src.data, kMemcpyBytes);  // warms page tables
 
   const int64_t t = o.tokens, h = o.hidden, k = o.topk;
   std::mt19937_64 rng(1234 + rank);
@@ -146,9 +136,15 @@ int run_rank(const Options& o, int world, int rank, int port) {
   const int64_t oa = reinterpret_cast<int64_t>(out.data);
 
   std::vector<WireFigures> mine;
+  std::vector<std::vector<double>> slowest_times;  // per wire: [iteration][memcpy, dispatch, combine]
   for (int32_t wire : o.wires) {
-    std::vector<double> d_us, c_us;
+    // Per iteration: this rank's memcpy, dispatch and combine times (us).
+    std::vector<double> times(static_cast<size_t>(3 * o.iters));
     for (int it = -1; it < o.iters && good; ++it) {
+      barrier();
+      const double c0 = now_us();
+      std::memcpy(copy_dst.data, copy_src.data, kMemcpyBytes);
+      const double c1 = now_us();
       barrier();
       const double t0 = now_us();
       good = good && ok(nep_dispatch(comm, hd, xa, h, wire, 0, ra, 0, 0, err, sizeof err), "nep_dispatch", err, rank);
@@ -158,9 +154,18 @@ int run_rank(const Options& o, int world, int rank, int port) {
       good = good && ok(nep_combine(comm, hd, ra, h, wire, 0, oa, 0, err, sizeof err), "nep_combine", err, rank);
       const double t3 = now_us();
       if (it >= 0) {
-        d_us.push_back(t1 - t0);
-        c_us.push_back(t3 - t2);
+        times[3 * it] = c1 - c0;
+        times[3 * it + 1] = t1 - t0;
+        times[3 * it + 2] = t3 - t2;
       }
+    }
+    if (!good) break;
+    // The slowest rank per iteration.
+    std::vector<double> all_times(times.size() * world);
+    gather(times.data(), times.size() * sizeof(double), all_times.data());
+    std::vector<double> slowest(times.size(), 0.0);
+    for (int r = 0; r < world; ++r) {
+      for (size_t i = 0; i < times.size(); ++i) slowest[i] = std::max(slowest[i], all_times[r * times.size() + i]);
     }
     if (!good) break;
     double num = 0.0, den = 0.0;
@@ -174,7 +179,8 @@ int run_rank(const Options& o, int world, int rank, int port) {
     }
     const double row_bytes = static_cast<double>(nep_wire_row_bytes(wire, h));
     const double fp = 4.0 * static_cast<double>(h);
-    mine.push_back({median(d_us), median(c_us), (sent + recv) * (fp + row_bytes) / 2,
+    slowest_times.push_back(slowest);
+    mine.push_back({(sent + recv) * (fp + row_bytes) / 2,
                     (sent + recv) * (fp + row_bytes) / 2 + (sent - reached) * fp / 2, recv * row_bytes, num, den});
   }
   if (!good) return 1;
@@ -194,29 +200,40 @@ int run_rank(const Options& o, int world, int rank, int port) {
                 "sent %.0f, received %.0f (mean); %d iterations after 1 warm-up\n",
                 world, static_cast<long long>(t), static_cast<long long>(h), o.topk, o.experts, mean_sent, mean_recv,
                 o.iters);
-    std::printf("memcpy, all ranks copying at once: %.2f GB/s per rank (256 MiB each, barrier to slowest rank)\n",
-                memcpy_bw / 1e9);
-    std::printf("%-6s %-9s %9s %9s %8s %9s %7s   %s\n", "wire", "op", "time ms", "payload", "GB/s", "bound ms",
-                "ratio", "calc_diff");
+    std::printf("%-6s %-9s %9s %9s %8s %9s %7s %8s   %s\n", "wire", "op", "time ms", "payload", "GB/s", "bound ms",
+                "ratio", "memcpy", "calc_diff");
     const size_t n = mine.size();
     for (size_t wi = 0; wi < n; ++wi) {
-      double d = 0, c = 0, dcopy = 0, ccopy = 0, payload = 0, num = 0, den = 0;
+      double dcopy = 0, ccopy = 0, payload = 0, num = 0, den = 0;
       for (int r = 0; r < world; ++r) {
         const WireFigures& f = all[r * n + wi];
-        d = std::max(d, f.dispatch_us);
-        c = std::max(c, f.combine_us);
         dcopy = std::max(dcopy, f.dispatch_copy);
         ccopy = std::max(ccopy, f.combine_copy);
         payload += f.payload / world;
         num += f.diff_num;
         den += f.diff_den;
       }
-      const double dbound = dcopy / memcpy_bw * 1e3, cbound = ccopy / memcpy_bw * 1e3;
+      // Per iteration: bound = the largest rank's bytes at that iteration's memcpy bandwidth.
+      const std::vector<double>& s = slowest_times[wi];
+      std::vector<double> copy_us, d_us, c_us, d_bound, c_bound, d_ratio, c_ratio;
+      for (int it = 0; it < o.iters; ++it) {
+        const double bw = static_cast<double>(kMemcpyBytes) / s[3 * it];  // bytes per us
+        copy_us.push_back(s[3 * it]);
+        d_us.push_back(s[3 * it + 1]);
+        c_us.push_back(s[3 * it + 2]);
+        d_bound.push_back(dcopy / bw);
+        c_bound.push_back(ccopy / bw);
+        d_ratio.push_back(d_bound.back() / d_us.back());
+        c_ratio.push_back(c_bound.back() / c_us.back());
+      }
+      const double copy_gbs = static_cast<double>(kMemcpyBytes) / median(copy_us) / 1e3;
+      const double d = median(d_us), c = median(c_us);
       const char* label = nep_bench::wire_label(o.wires[wi]);
-      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f\n", label, "dispatch", d / 1e3, payload / 1e6,
-                  payload / (d * 1e3), dbound, dbound / (d / 1e3));
-      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f   %.3g\n", label, "combine", c / 1e3, payload / 1e6,
-                  payload / (c * 1e3), cbound, cbound / (c / 1e3), 1.0 - 2.0 * num / den);
+      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f %8.2f\n", label, "dispatch", d / 1e3, payload / 1e6,
+                  payload / (d * 1e3), median(d_bound) / 1e3, median(d_ratio), copy_gbs);
+      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f %8.2f   %.3g\n", label, "combine", c / 1e3,
+                  payload / 1e6, payload / (c * 1e3), median(c_bound) / 1e3, median(c_ratio), copy_gbs,
+                  1.0 - 2.0 * num / den);
     }
     std::fflush(stdout);
   }

@@ -30,6 +30,11 @@ void decode_row_stream_isa(CodecIsa isa, Wire wire, const uint8_t* in, int64_t h
 
 enum class DecodeKind : int32_t { kStore = 0, kAdd = 1, kStream = 2 };
 
+// AVX2 (+F16C) loops in codec_avx2.cpp; false when the wire has none there (fp32 stores and adds
+// are a memcpy and a compiler loop). Callers check codec_isa_supported(kAvx2) first.
+bool encode_row_avx2(Wire wire, const float* x, int64_t hidden, uint8_t* out);
+bool decode_row_avx2(Wire wire, const uint8_t* in, int64_t hidden, float* out, DecodeKind kind);
+
 // AVX-512 (F, BW, VL, DQ) loops in codec_avx512.cpp; false when the wire has none there (fp32
 // stores and adds are a memcpy and a compiler loop; bf16 stores and adds use the AVX2 loop, which
 // measured faster; every wire has a streaming decoder). Callers check

@@ -512,9 +512,14 @@ TEST(WireRows, EveryInstructionSetMatchesTheScalarLoopsBitForBit) {
       for (auto& b : wire_in) b = static_cast<uint8_t>(any_bits(rng));
       for (int64_t r = 0; r < rows && w == Wire::kFp8; ++r) {
         for (int64_t b = 0; hidden + 4 * b < rb; ++b) {
-          const float s = (b % 7 == 6) ? nep::bits_float(any_bits(rng))
-                                       : std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f,
-                                                    static_cast<int>(any_bits(rng) % 60) - 30);
+          // Some random bits (NaN, infinity, subnormal), some near the float maximum (scale * 2^8
+          // would overflow: the vector loops must not fold 2^8 into such a scale), some tiny
+          // (products below 2^-126), the rest ordinary.
+          const float s = (b % 7 == 6)   ? nep::bits_float(any_bits(rng))
+                          : (b % 7 == 5) ? std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f, 120 + static_cast<int>(b % 8))
+                          : (b % 7 == 4) ? std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f, -120 - static_cast<int>(b % 8))
+                                         : std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f,
+                                                      static_cast<int>(any_bits(rng) % 60) - 30);
           std::memcpy(&wire_in[r * rb + hidden + 4 * b], &s, 4);
         }
       }
