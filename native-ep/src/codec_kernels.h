@@ -35,9 +35,9 @@ enum class DecodeKind : int32_t { kStore = 0, kAdd = 1, kStream = 2 };
 bool encode_row_avx2(Wire wire, const float* x, int64_t hidden, uint8_t* out);
 bool decode_row_avx2(Wire wire, const uint8_t* in, int64_t hidden, float* out, DecodeKind kind);
 
-// AVX-512 (F, BW, VL, DQ) loops in codec_avx512.cpp; false when the wire has none there (fp32
-// stores and adds are a memcpy and a compiler loop; bf16 stores and adds use the AVX2 loop, which
-// measured faster; every wire has a streaming decoder). Callers check
+// AVX-512 (F, BW, VL, DQ) loops in codec_avx512.cpp: bf16 and FP8 encode, streaming fp32 and
+// bf16 decode; false for the rest, which the AVX2 loops (measured faster for them on Intel and
+// AMD cores; native-ep/bench/RESULTS.md) or the compiled loops take. Callers check
 // codec_isa_supported(kAvx512) first.
 bool encode_row_avx512(Wire wire, const float* x, int64_t hidden, uint8_t* out);
 bool decode_row_avx512(Wire wire, const uint8_t* in, int64_t hidden, float* out, DecodeKind kind);
