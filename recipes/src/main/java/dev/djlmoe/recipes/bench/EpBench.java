@@ -43,15 +43,16 @@ import org.bytedeco.javacpp.Pointer;
  * top-8 of 256 experts, uniform random routing) for every wire format. For each operation:
  *
  * <ul>
- *   <li>time: the median over the iterations of each rank's time from a barrier to the end of the
- *       call, then the slowest rank (a collective ends with its slowest rank). The rows the bound
- *       applies to ({@code dispatch}: cached dispatch, {@code combine}) write into output arrays
- *       reused from call to call ({@link EpBuffer#dispatch(NDArray, EpHandle, WireFormat,
- *       NDArray)}, {@link EpBuffer#combine(NDArray, EpHandle, WireFormat, NDArray)}), as the
- *       memcpy that sets the bound writes into a destination touched before timing; {@code
- *       disp-new} and {@code comb-new} are the same calls into new arrays, whose first-touch page
- *       faults (the kernel zero-fills every 4 KiB page) are not copies and are not in the bound;
- *       {@code +notify} is a fresh dispatch (layout, count exchange and new outputs included);
+ *   <li>time: per iteration, each rank's time from a barrier to the end of the call, and of
+ *       that the slowest rank (a collective ends with its slowest rank); then the median over
+ *       the iterations. The rows the bound applies to ({@code dispatch}: cached dispatch, {@code
+ *       combine}) write into output arrays reused from call to call ({@link
+ *       EpBuffer#dispatch(NDArray, EpHandle, WireFormat, NDArray)}, {@link
+ *       EpBuffer#combine(NDArray, EpHandle, WireFormat, NDArray)}), as the memcpy that sets the
+ *       bound writes into a destination touched before timing; {@code disp-new} and {@code
+ *       comb-new} are the same calls into new arrays, whose first-touch page faults (the kernel
+ *       zero-fills every 4 KiB page) are not copies and are not in the bound; {@code +notify} is
+ *       a fresh dispatch (layout, count exchange and new outputs included);
  *   <li>payload GB/s: the wire bytes of the rows a rank receives in dispatch (and sends back in
  *       combine), {@code R * row_bytes(wire)}, averaged over ranks, over that time (DeepEP's
  *       per-rank logical bandwidth);
@@ -60,12 +61,14 @@ import org.bytedeco.javacpp.Pointer;
  *       wire bytes), the receiver decodes it into its fp32 tensor (reads {@code b}, writes
  *       {@code 4H}; combine's additions also read the accumulator). Counting a memcpy of n bytes
  *       as n, a rank that sends S rows and receives R rows must copy {@code (S + R)(4H + b) / 2}
- *       bytes in dispatch; the bound is that over the memcpy bandwidth measured in the same run,
- *       with every rank copying at once (the bandwidth a rank gets while its peers work too),
- *       timed as the operations are: from a barrier to the end of the slowest rank's copy (with
- *       more ranks than cores, a rank's own copy window overstates its share of the CPUs: the
- *       ranks that start first copy with a core to themselves);
- *   <li>ratio: bound time over measured time (1.0 = as fast as memcpy moving the same bytes).
+ *       bytes in dispatch. The bandwidth is measured in the same iterations: each one starts with
+ *       a 256 MiB memcpy on every rank at once, timed as the operations are (barrier to the end
+ *       of the slowest rank's copy), so a machine whose memory bandwidth drifts (shared hosts)
+ *       moves the bound with the operations, and the copy also evicts the caches the previous
+ *       call warmed. The bound of an iteration is the largest rank's bytes over that iteration's
+ *       bandwidth; the column shows its median;
+ *   <li>ratio: per iteration, bound time over measured time (1.0 = as fast as memcpy moving the
+ *       same bytes); the median over the iterations.
  * </ul>
  *
  * <p><b>Training step</b>: the tiny model's EP training step ({@link Pretrain}) with the global
@@ -132,18 +135,9 @@ public final class EpBench {
                 Runtime.getRuntime().availableProcessors());
         try (ProcessGroup group = ProcessGroups.create(env);
                 EpBuffer buffer = EpBuffer.create(group);
-                NDManager m = NDManager.newBaseManager()) {
-            MemcpyBandwidth memcpy = memcpyBandwidth(group);
-            log.printf(Locale.ROOT,
-                    "memcpy, all ranks copying at once: %.2f GB/s per rank (a 256 MiB copy on"
-                            + " every rank, timed like the operations: barrier to slowest rank)%n",
-                    memcpy.collective() / 1e9);
-            log.printf(Locale.ROOT,
-                    "  (each rank over its own copy alone: mean %.2f, min %.2f, max %.2f GB/s;"
-                            + " not used: with more ranks than cores, a rank that starts early"
-                            + " copies with a core to itself)%n",
-                    mean(memcpy.own()) / 1e9, min(memcpy.own()) / 1e9, max(memcpy.own()) / 1e9);
-            communication(o, group, buffer, m, memcpy.collective(), log);
+                NDManager m = NDManager.newBaseManager();
+                CopyProbe probe = new CopyProbe()) {
+            communication(o, group, buffer, m, probe, log);
         }
         if (o.trainSteps() > 0) {
             training(o, env, log);
@@ -151,40 +145,35 @@ public final class EpBench {
     }
 
     /**
-     * The memcpy bandwidth a rank gets while every rank copies.
-     *
-     * @param collective bytes per second per rank, each rank copying {@code MEMCPY_BYTES} at
-     *     once, timed as a collective (from a barrier to the end of the slowest rank, as the
-     *     dispatch and combine rows are): the fastest of three such copies
-     * @param own each rank's bandwidth over its own copy window (same copies), by rank
+     * The memcpy that sets the bound: {@code MEMCPY_BYTES} from one native buffer to another,
+     * both touched (and copied once) before the first timed copy.
      */
-    private record MemcpyBandwidth(double collective, double[] own) {}
+    private static final class CopyProbe implements AutoCloseable {
+        private final BytePointer src = new BytePointer(MEMCPY_BYTES);
+        private final BytePointer dst = new BytePointer(MEMCPY_BYTES);
 
-    private static MemcpyBandwidth memcpyBandwidth(ProcessGroup group) {
-        try (BytePointer src = new BytePointer(MEMCPY_BYTES);
-                BytePointer dst = new BytePointer(MEMCPY_BYTES)) {
+        CopyProbe() {
             Pointer.memset(src, 1, MEMCPY_BYTES);
             Pointer.memset(dst, 2, MEMCPY_BYTES);
-            double bestCollective = Double.MAX_VALUE;
-            double bestOwn = Double.MAX_VALUE;
-            for (int i = 0; i < 4; i++) {
-                group.barrier();
-                long t0 = System.nanoTime();
-                Pointer.memcpy(dst, src, MEMCPY_BYTES);
-                double s = (System.nanoTime() - t0) / 1e9;
-                double slowest = max(gather(group, s)); // every rank takes part in the gather
-                if (i > 0) { // the first copy warms caches and page tables
-                    bestCollective = Math.min(bestCollective, slowest);
-                    bestOwn = Math.min(bestOwn, s);
-                }
-            }
-            return new MemcpyBandwidth(
-                    MEMCPY_BYTES / bestCollective, gather(group, MEMCPY_BYTES / bestOwn));
+            seconds();
+        }
+
+        /** Copies once; returns the seconds it took. */
+        double seconds() {
+            long t0 = System.nanoTime();
+            Pointer.memcpy(dst, src, MEMCPY_BYTES);
+            return (System.nanoTime() - t0) / 1e9;
+        }
+
+        @Override
+        public void close() {
+            src.close();
+            dst.close();
         }
     }
 
     private static void communication(
-            Options o, ProcessGroup group, EpBuffer buffer, NDManager m, double memcpy,
+            Options o, ProcessGroup group, EpBuffer buffer, NDManager m, CopyProbe probe,
             PrintStream log) {
         int w = group.worldSize();
         int t = o.tokens();
@@ -237,6 +226,7 @@ public final class EpBench {
                 // Bytes (memcpy-equivalent) each rank must copy.
                 double dispatchCopy = (sent + recv) * (fp + rb) / 2;
                 double combineCopy = (sent + recv) * (fp + rb) / 2 + (sent - reached) * fp / 2;
+                double[] copy = new double[o.iters()];
                 double[] fresh = new double[o.iters()];
                 double[] cached = new double[o.iters()];
                 double[] comb = new double[o.iters()];
@@ -248,6 +238,8 @@ public final class EpBench {
                 try {
                     for (int it = -1; it < o.iters(); it++) {
                         try (NDManager sm = m.newSubManager()) {
+                            group.barrier();
+                            double copied = probe.seconds();
                             group.barrier();
                             long t0 = System.nanoTime();
                             buffer.dispatch(x, handle, wire, recvOut);
@@ -273,6 +265,7 @@ public final class EpBench {
                             c.out().close();
                             y.close();
                             if (it >= 0) {
+                                copy[it] = copied;
                                 cached[it] = (t1 - t0) / 1e9;
                                 comb[it] = (t3 - t2) / 1e9;
                                 fresh[it] = (t5 - t4) / 1e9;
@@ -307,18 +300,28 @@ public final class EpBench {
                 double tWarm = max(gather(group, median(warmOut)));
                 double tFreshOut = max(gather(group, median(freshOut)));
                 double payload = mean(recvAll) * rb;
-                double dBound = max(gather(group, dispatchCopy / memcpy));
-                double cBound = max(gather(group, combineCopy / memcpy));
-                double tFresh = max(gather(group, median(fresh)));
-                double tCached = max(gather(group, median(cached)));
-                double tComb = max(gather(group, median(comb)));
-                double tCachedNew = max(gather(group, median(cachedNew)));
-                double tCombNew = max(gather(group, median(combNew)));
-                row(log, wire, "dispatch", tCached, payload, dBound);
-                row(log, wire, "combine", tComb, payload, cBound);
-                row(log, wire, "+notify", tFresh, payload, dBound);
-                row(log, wire, "disp-new", tCachedNew, payload, dBound);
-                row(log, wire, "comb-new", tCombNew, payload, cBound);
+                // Per iteration: the slowest rank's copy and the bound it sets for the largest
+                // rank's bytes.
+                double[] copyMax = slowest(group, copy);
+                double[] dBound = new double[o.iters()];
+                double[] cBound = new double[o.iters()];
+                double dBytes = max(gather(group, dispatchCopy));
+                double cBytes = max(gather(group, combineCopy));
+                for (int it = 0; it < o.iters(); it++) {
+                    dBound[it] = dBytes * copyMax[it] / MEMCPY_BYTES;
+                    cBound[it] = cBytes * copyMax[it] / MEMCPY_BYTES;
+                }
+                row(log, wire, "dispatch", slowest(group, cached), payload, dBound);
+                row(log, wire, "combine", slowest(group, comb), payload, cBound);
+                row(log, wire, "+notify", slowest(group, fresh), payload, dBound);
+                row(log, wire, "disp-new", slowest(group, cachedNew), payload, dBound);
+                row(log, wire, "comb-new", slowest(group, combNew), payload, cBound);
+                log.printf(Locale.ROOT,
+                        "%-6s %-8s %9.2f GB/s per rank, all ranks copying 256 MiB at once (median"
+                                + " of the iterations; min %.2f, max %.2f)%n",
+                        wire.name().toLowerCase(Locale.ROOT), "memcpy",
+                        MEMCPY_BYTES / median(copyMax) / 1e9, MEMCPY_BYTES / max(copyMax) / 1e9,
+                        MEMCPY_BYTES / min(copyMax) / 1e9);
                 log.printf(Locale.ROOT,
                         "%-6s %-8s %9.1f ms with a reused output, %.1f ms with a fresh one: the"
                                 + " codec and copies of a dispatch without a peer%n",
@@ -365,11 +368,20 @@ public final class EpBench {
         }
     }
 
-    private static void row(
-            PrintStream log, WireFormat wire, String op, double s, double payload, double bound) {
+    /**
+     * Prints one operation's row from its per-iteration slowest-rank times and bounds (seconds):
+     * median time, payload GB/s at that time, median bound, median of the per-iteration ratios.
+     */
+    private static void row(PrintStream log, WireFormat wire, String op, double[] s,
+            double payload, double[] bound) {
+        double[] ratio = new double[s.length];
+        for (int i = 0; i < s.length; i++) {
+            ratio[i] = bound[i] / s[i];
+        }
+        double t = median(s);
         log.printf(Locale.ROOT, "%-6s %-8s %9.1f %7.0fMB %8.2f %9.1f %7.2f%n",
-                wire.name().toLowerCase(Locale.ROOT), op, s * 1e3, payload / 1e6,
-                payload / s / 1e9, bound * 1e3, bound / s);
+                wire.name().toLowerCase(Locale.ROOT), op, t * 1e3, payload / 1e6,
+                payload / t / 1e9, median(bound) * 1e3, median(ratio));
     }
 
     private static void training(Options o, RankEnvironment env, PrintStream log) {
@@ -409,6 +421,26 @@ public final class EpBench {
             NDArray arr = m.create(a);
             group.allReduceSum(arr);
             return arr.toDoubleArray();
+        }
+    }
+
+    /** Per iteration, the largest value over the ranks ({@code a} indexed by iteration). */
+    private static double[] slowest(ProcessGroup group, double[] a) {
+        int w = group.worldSize();
+        try (NDManager m = NDManager.newBaseManager()) {
+            double[] all = new double[w * a.length];
+            System.arraycopy(a, 0, all, group.rank() * a.length, a.length);
+            NDArray arr = m.create(all);
+            group.allReduceSum(arr);
+            double[] sum = arr.toDoubleArray();
+            double[] out = new double[a.length];
+            Arrays.fill(out, Double.NEGATIVE_INFINITY);
+            for (int r = 0; r < w; r++) {
+                for (int i = 0; i < a.length; i++) {
+                    out[i] = Math.max(out[i], sum[r * a.length + i]);
+                }
+            }
+            return out;
         }
     }
 
