@@ -44,13 +44,7 @@ using nep_bench::median;
 using nep_bench::now_us;
 using nep_bench::ok;
 
-struct Options {
-  std::vector<int> worlds = {2, 4};
-  int64_t tokens = 4096;
-  int64_t hidden = 7168;
-  int32_t experts = 256;
-  int32_t topk = 8;
-  int iters = 5;
+struct Options : nep_bench::Shape {
   std::vector<int32_t> wires = {NEP_WIRE_FP32, NEP_WIRE_BF16, NEP_WIRE_FP8, NEP_WIRE_MXFP8};
 };
 
@@ -255,20 +249,8 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--worlds") {
-      o.worlds.clear();
-      for (const std::string& v : nep_bench::split_list(next())) o.worlds.push_back(std::atoi(v.c_str()));
-    } else if (a == "--tokens") {
-      o.tokens = std::atoll(next().c_str());
-    } else if (a == "--hidden") {
-      o.hidden = std::atoll(next().c_str());
-    } else if (a == "--experts") {
-      o.experts = std::atoi(next().c_str());
-    } else if (a == "--topk") {
-      o.topk = std::atoi(next().c_str());
-    } else if (a == "--iters") {
-      o.iters = std::atoi(next().c_str());
-    } else if (a == "--wires") {
+    if (nep_bench::parse_shape_option(a, next, o)) continue;
+    if (a == "--wires") {
       o.wires.clear();
       for (const std::string& v : nep_bench::split_list(next())) {
         const int32_t w = nep_bench::parse_wire(v);

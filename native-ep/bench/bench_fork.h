@@ -55,6 +55,21 @@ inline const char* wire_label(int32_t w) {
   }
 }
 
+// The workload both CPU benchmarks take; each driver's options extend it.
+struct Shape {
+  std::vector<int> worlds = {2, 4};  // world sizes to run, one after another
+  int64_t tokens = 4096;             // per rank
+  int64_t hidden = 7168;
+  int32_t experts = 256;
+  int32_t topk = 8;
+  int iters = 5;  // timed iterations
+};
+
+// Parses one option of Shape (--worlds 2,4 --tokens --hidden --experts --topk --iters) into s,
+// taking its value from next(); false when `option` is none of them.
+template <class Next>
+bool parse_shape_option(const std::string& option, Next&& next, Shape& s);
+
 // "2,4,8" -> {"2", "4", "8"}.
 inline std::vector<std::string> split_list(const std::string& v) {
   std::vector<std::string> out;
@@ -66,6 +81,27 @@ inline std::vector<std::string> split_list(const std::string& v) {
     pos = comma + 1;
   }
   return out;
+}
+
+template <class Next>
+bool parse_shape_option(const std::string& option, Next&& next, Shape& s) {
+  if (option == "--worlds") {
+    s.worlds.clear();
+    for (const std::string& v : split_list(next())) s.worlds.push_back(std::atoi(v.c_str()));
+  } else if (option == "--tokens") {
+    s.tokens = std::atoll(std::string(next()).c_str());
+  } else if (option == "--hidden") {
+    s.hidden = std::atoll(std::string(next()).c_str());
+  } else if (option == "--experts") {
+    s.experts = std::atoi(std::string(next()).c_str());
+  } else if (option == "--topk") {
+    s.topk = std::atoi(std::string(next()).c_str());
+  } else if (option == "--iters") {
+    s.iters = std::atoi(std::string(next()).c_str());
+  } else {
+    return false;
+  }
+  return true;
 }
 
 // Forks the ranks of one world size. Rank 0 serves the rendezvous store (job token `job`) and

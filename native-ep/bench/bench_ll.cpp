@@ -31,13 +31,11 @@
 
 namespace {
 
-struct Options {
-  std::vector<int> worlds = {2, 4};
-  int64_t tokens = 128;
-  int64_t hidden = 7168;
-  int32_t experts = 256;
-  int32_t topk = 8;
-  int iters = 200;
+struct Options : nep_bench::Shape {
+  Options() {
+    tokens = 128;
+    iters = 200;
+  }
   int warmup = 20;
   int32_t dispatch_wire = NEP_WIRE_FP8;
   int32_t combine_wire = NEP_WIRE_BF16;
@@ -309,20 +307,8 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--worlds") {
-      o.worlds.clear();
-      for (const std::string& v : nep_bench::split_list(next())) o.worlds.push_back(std::atoi(v.c_str()));
-    } else if (a == "--tokens") {
-      o.tokens = std::atoll(next());
-    } else if (a == "--hidden") {
-      o.hidden = std::atoll(next());
-    } else if (a == "--experts") {
-      o.experts = std::atoi(next());
-    } else if (a == "--topk") {
-      o.topk = std::atoi(next());
-    } else if (a == "--iters") {
-      o.iters = std::atoi(next());
-    } else if (a == "--warmup") {
+    if (nep_bench::parse_shape_option(a, next, o)) continue;
+    if (a == "--warmup") {
       o.warmup = std::atoi(next());
     } else if (a == "--dispatch-wire") {
       o.dispatch_wire = nep_bench::parse_wire(next());
