@@ -4,12 +4,12 @@
 // floats are bit-identical to the scalar reference and to the AVX-512 loops. Tails that do not
 // fill a vector, and the rare blocks a fast path does not cover, run the scalar formulas.
 //
-// Where the time goes (in-cache, one core, H = 7168): encoding is integer work per lane, so the
-// loops keep vector shifts (one port on several x86 cores) to one per lane group, and check for
-// e4m3 subnormals and non-finite values once per group or block instead of blending them in
-// always. MXFP8 blocks (32 lanes) are reduced eight at a time, so their scale bytes and factors
-// are computed in vectors rather than one scalar round trip per block. Decoding widens e4m3 to
-// fp16 with two integer operations and converts with F16C.
+// Encoding is integer work per lane and bound by instruction count (bench_codec_rows: in cache
+// about as slow as from memory), so the loops do per block what need not be done per lane: a
+// block's largest and smallest |x| decide whether it can hold NaN or e4m3 subnormal codes, signs
+// ride the byte packs, and MXFP8 blocks (32 lanes) are reduced eight at a time so their scale
+// bytes and factors come out of vectors rather than a scalar round trip per block. Decoding widens
+// e4m3 to fp16 with two integer operations and converts with F16C.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
