@@ -21,26 +21,6 @@ namespace {
 // which are compiled twice (AVX2 and baseline) and picked at load time.
 #define NEP_INLINE inline __attribute__((always_inline))
 
-constexpr uint32_t kAbsMask = 0x7FFFFFFFu;
-constexpr uint32_t kInfBits = 0x7F800000u;
-constexpr uint32_t kFp8AmaxFloorBits = (9u << 23) | 0x600000u;  // 448 * 2^-126
-constexpr uint32_t kNanBits = 0x7FC00000u;
-
-// Bits of the largest finite |x[i]|, or 0 when none is finite and non-zero. For non-negative
-// floats the bit patterns order like the values, so an integer max does the job.
-NEP_INLINE uint32_t finite_amax_bits(const float* x, int64_t n) {
-  // Read the float bits as integers (may_alias makes this well-defined) so the loop vectorises.
-  typedef uint32_t __attribute__((may_alias)) AliasedBits;
-  const AliasedBits* xb = reinterpret_cast<const AliasedBits*>(x);
-  uint32_t m = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t a = xb[i] & kAbsMask;
-    const uint32_t finite = a & (0u - static_cast<uint32_t>(a < kInfBits));  // mask, not select:
-    m = m > finite ? m : finite;                                           // GCC 12 vectorises it
-  }
-  return m;
-}
-
 inline int64_t num_blocks(int64_t hidden, int64_t block) { return (hidden + block - 1) / block; }
 
 NEP_INLINE void encode_fp32(const float* x, int64_t hidden, uint8_t* out) {

@@ -26,32 +26,9 @@
 namespace nep {
 namespace {
 
-constexpr uint32_t kFp8AmaxFloor = (9u << 23) | 0x600000u;  // 448 * 2^-126, as in codec.cpp
-constexpr uint32_t kNan = 0x7FC00000u;
 constexpr uint32_t kMaxFinite = 0x7F7FFFFFu;
 
 NEP_AVX2 __m256i set1(uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
-
-// Encoders read x[T, H] once, from memory: a software prefetch this far ahead of the loads keeps
-// more lines in flight than the hardware prefetcher does on some x86 cores (the AVX-512 loops
-// measured 20-40% faster encodes of 28 KB rows with it).
-constexpr int64_t kPrefetchBytes = 4096;
-
-NEP_AVX2 void prefetch_ahead(const float* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
-}
-
-// Largest |x| bits over x[0, n), scalar; with kFinite, over the finite lanes only (0 when none),
-// as finite_amax_bits in codec.cpp.
-template <bool kFinite>
-inline uint32_t abs_max_bits(const float* x, int64_t n) {
-  uint32_t m = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t a = float_bits(x[i]) & 0x7FFFFFFFu;
-    if (!kFinite || a <= kMaxFinite) m = std::max(m, a);
-  }
-  return m;
-}
 
 // ---- encode ---------------------------------------------------------------------------------
 
@@ -160,7 +137,7 @@ NEP_AVX2 void encode_fp8_block(const float* x, int64_t n, uint8_t* out, uint8_t*
     min = std::min(min, a);
   }
   const bool finite = all <= kMaxFinite;  // then `all` is the finite amax too
-  const float amax = bits_float(std::max(finite ? all : abs_max_bits<true>(x, n), kFp8AmaxFloor));
+  const float amax = bits_float(std::max(finite ? all : finite_amax_bits(x, n), kFp8AmaxFloorBits));
   const float scale = amax / 448.0f;
   const float factor = 448.0f / amax;
   const __m256 f = _mm256_set1_ps(factor);
@@ -188,7 +165,7 @@ NEP_AVX2_FN void encode_fp8(const float* x, int64_t hidden, uint8_t* out) {
 // power-of-two multiplies (whose first product is exact whenever the final one is at least 2^-126,
 // and anything smaller encodes to a signed zero either way).
 NEP_AVX2 void encode_mxfp8_block(const float* x, int64_t n, uint8_t* out, uint8_t* scale_out) {
-  const int32_t shared_exp = std::clamp(static_cast<int32_t>(abs_max_bits<true>(x, n) >> 23) - 127 - 8, -127, 127);
+  const int32_t shared_exp = std::clamp(static_cast<int32_t>(finite_amax_bits(x, n) >> 23) - 127 - 8, -127, 127);
   e4m3_encode_run<true, true, true>(x, n, _mm256_set1_ps(pow2f(-shared_exp)), out);
   *scale_out = static_cast<uint8_t>(shared_exp + 127);
 }
@@ -398,7 +375,7 @@ NEP_AVX2 void decode_mxfp8_block(const uint8_t* in, int64_t n, uint8_t byte, flo
   const int32_t se = static_cast<int32_t>(byte) - 127;
   const int32_t half = se / 2;
   const float f2 = pow2f(se - half);
-  const float f1 = byte == 0xFF ? bits_float(kNan) : pow2f(half);
+  const float f1 = byte == 0xFF ? bits_float(kNanBits) : pow2f(half);
   if (byte == 0xFF) {
     e4m3_decode_run<kMode, true, false>(in, n, f1, f2, f1, 1.0f, out);
   } else if (se + 8 <= 127) {
