@@ -242,14 +242,8 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (nep_bench::parse_shape_option(a, next, o)) continue;
+    auto next = [&] { return nep_bench::option_value(argc, argv, i); };
+    if (nep_bench::parse_shape_option(argc, argv, i, o)) continue;
     if (a == "--wires") {
       o.wires.clear();
       for (const std::string& v : nep_bench::split_list(next())) {
@@ -267,14 +261,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::printf("bench_ep: normal-mode dispatch/combine over cpu-shm (%ld CPUs online)\n", sysconf(_SC_NPROCESSORS_ONLN));
-  int worst = 0;
-  for (int world : o.worlds) {
-    if (world < 1 || o.experts % world != 0) {
-      std::fprintf(stderr, "world %d does not divide %d experts\n", world, o.experts);
-      return 2;
-    }
-    worst = std::max(worst, nep_bench::fork_world(world, "bench-ep", std::chrono::minutes(20),
-                                                  [&](int rank, int port) { return run_rank(o, world, rank, port); }));
-  }
-  return worst;
+  return nep_bench::run_worlds(o, "bench-ep", std::chrono::minutes(20),
+                               [&](int world, int rank, int port) { return run_rank(o, world, rank, port); });
 }

@@ -65,10 +65,19 @@ struct Shape {
   int iters = 5;  // timed iterations
 };
 
-// Parses one option of Shape (--worlds 2,4 --tokens --hidden --experts --topk --iters) into s,
-// taking its value from next(); false when `option` is none of them.
-template <class Next>
-bool parse_shape_option(const std::string& option, Next&& next, Shape& s);
+// The value of option argv[i], advancing i past it; exits (status 2) with a message when the
+// command line ends first.
+inline std::string option_value(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) {
+    std::fprintf(stderr, "%s needs a value\n", argv[i]);
+    std::exit(2);
+  }
+  return argv[++i];
+}
+
+// Parses option argv[i] into s when it is one of Shape's (--worlds 2,4 --tokens --hidden
+// --experts --topk --iters), advancing i past its value; false when it is none of them.
+inline bool parse_shape_option(int argc, char** argv, int& i, Shape& s);
 
 // "2,4,8" -> {"2", "4", "8"}.
 inline std::vector<std::string> split_list(const std::string& v) {
@@ -83,21 +92,22 @@ inline std::vector<std::string> split_list(const std::string& v) {
   return out;
 }
 
-template <class Next>
-bool parse_shape_option(const std::string& option, Next&& next, Shape& s) {
+inline bool parse_shape_option(int argc, char** argv, int& i, Shape& s) {
+  const std::string option = argv[i];
+  auto next = [&] { return option_value(argc, argv, i); };
   if (option == "--worlds") {
     s.worlds.clear();
     for (const std::string& v : split_list(next())) s.worlds.push_back(std::atoi(v.c_str()));
   } else if (option == "--tokens") {
-    s.tokens = std::atoll(std::string(next()).c_str());
+    s.tokens = std::atoll(next().c_str());
   } else if (option == "--hidden") {
-    s.hidden = std::atoll(std::string(next()).c_str());
+    s.hidden = std::atoll(next().c_str());
   } else if (option == "--experts") {
-    s.experts = std::atoi(std::string(next()).c_str());
+    s.experts = std::atoi(next().c_str());
   } else if (option == "--topk") {
-    s.topk = std::atoi(std::string(next()).c_str());
+    s.topk = std::atoi(next().c_str());
   } else if (option == "--iters") {
-    s.iters = std::atoi(std::string(next()).c_str());
+    s.iters = std::atoi(next().c_str());
   } else {
     return false;
   }
@@ -180,6 +190,22 @@ int fork_world(int world, const char* job, std::chrono::seconds deadline, RankFn
   for (int r = 0; r < world; ++r) {
     close(port_r[r]);
     close(port_w[r]);
+  }
+  return worst;
+}
+
+// Runs fork_world for each of s.worlds in turn (job token `job`, each world under `deadline`),
+// every rank calling run_rank(world, rank, port); a world size that does not divide s.experts
+// stops there (status 2). Returns the worst exit code.
+template <class RankFn>
+int run_worlds(const Shape& s, const char* job, std::chrono::seconds deadline, RankFn run_rank) {
+  int worst = 0;
+  for (int world : s.worlds) {
+    if (world < 1 || s.experts % world != 0) {
+      std::fprintf(stderr, "world %d does not divide %d experts\n", world, s.experts);
+      return 2;
+    }
+    worst = std::max(worst, fork_world(world, job, deadline, [&](int rank, int port) { return run_rank(world, rank, port); }));
   }
   return worst;
 }

@@ -300,16 +300,10 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (nep_bench::parse_shape_option(a, next, o)) continue;
+    auto next = [&] { return nep_bench::option_value(argc, argv, i); };
+    if (nep_bench::parse_shape_option(argc, argv, i, o)) continue;
     if (a == "--warmup") {
-      o.warmup = std::atoi(next());
+      o.warmup = std::atoi(next().c_str());
     } else if (a == "--dispatch-wire") {
       o.dispatch_wire = nep_bench::parse_wire(next());
     } else if (a == "--combine-wire") {
@@ -323,14 +317,6 @@ int main(int argc, char** argv) {
   }
   if (o.dispatch_wire < 0 || o.combine_wire < 0) return 2;
   std::printf("bench_ll: low-latency dispatch/combine over cpu-shm (%ld CPUs online)\n", sysconf(_SC_NPROCESSORS_ONLN));
-  int worst = 0;
-  for (int world : o.worlds) {
-    if (world < 1 || o.experts % world != 0) {
-      std::fprintf(stderr, "world %d does not divide %d experts\n", world, o.experts);
-      return 2;
-    }
-    worst = std::max(worst, nep_bench::fork_world(world, "bench-ll", std::chrono::minutes(10),
-                                                  [&](int rank, int port) { return run_rank(o, world, rank, port); }));
-  }
-  return worst;
+  return nep_bench::run_worlds(o, "bench-ll", std::chrono::minutes(10),
+                               [&](int world, int rank, int port) { return run_rank(o, world, rank, port); });
 }
