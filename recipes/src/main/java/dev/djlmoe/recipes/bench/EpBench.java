@@ -413,35 +413,43 @@ public final class EpBench {
                 skip + 1, o.trainSteps(), o.trainSteps());
     }
 
-    /** Every rank's value, in rank order. */
-    private static double[] gather(ProcessGroup group, double v) {
-        try (NDManager m = NDManager.newBaseManager()) {
-            double[] a = new double[group.worldSize()];
-            a[group.rank()] = v;
-            NDArray arr = m.create(a);
-            group.allReduceSum(arr);
-            return arr.toDoubleArray();
-        }
-    }
-
-    /** Per iteration, the largest value over the ranks ({@code a} indexed by iteration). */
-    private static double[] slowest(ProcessGroup group, double[] a) {
+    /** Every rank's array ({@code a} has the same length on every rank), indexed by rank. */
+    private static double[][] gather(ProcessGroup group, double[] a) {
         int w = group.worldSize();
         try (NDManager m = NDManager.newBaseManager()) {
-            double[] all = new double[w * a.length];
+            double[] all = new double[w * a.length]; // this rank's slice set, the others zero
             System.arraycopy(a, 0, all, group.rank() * a.length, a.length);
             NDArray arr = m.create(all);
             group.allReduceSum(arr);
             double[] sum = arr.toDoubleArray();
-            double[] out = new double[a.length];
-            Arrays.fill(out, Double.NEGATIVE_INFINITY);
+            double[][] out = new double[w][];
             for (int r = 0; r < w; r++) {
-                for (int i = 0; i < a.length; i++) {
-                    out[i] = Math.max(out[i], sum[r * a.length + i]);
-                }
+                out[r] = Arrays.copyOfRange(sum, r * a.length, (r + 1) * a.length);
             }
             return out;
         }
+    }
+
+    /** Every rank's value, in rank order. */
+    private static double[] gather(ProcessGroup group, double v) {
+        double[][] all = gather(group, new double[] {v});
+        double[] out = new double[all.length];
+        for (int r = 0; r < all.length; r++) {
+            out[r] = all[r][0];
+        }
+        return out;
+    }
+
+    /** Per iteration, the largest value over the ranks ({@code a} indexed by iteration). */
+    private static double[] slowest(ProcessGroup group, double[] a) {
+        double[] out = new double[a.length];
+        Arrays.fill(out, Double.NEGATIVE_INFINITY);
+        for (double[] rank : gather(group, a)) {
+            for (int i = 0; i < a.length; i++) {
+                out[i] = Math.max(out[i], rank[i]);
+            }
+        }
+        return out;
     }
 
     private static double median(double[] a) {
