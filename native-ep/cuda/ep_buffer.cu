@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "device_span.h"
 #include "ep_common.cuh"
 #include "host_utils.h"
 #include "kernels.h"
@@ -67,6 +68,8 @@ void check_dtype(const char* name, int32_t dtype) {
   if (dtype != NEP_DTYPE_FP32 && dtype != NEP_DTYPE_BF16)
     fail(NEP_ERR_INVALID_ARGUMENT, name, "=", dtype, " is not a dtype (NEP_DTYPE_FP32=0 or NEP_DTYPE_BF16=1)");
 }
+
+long long dtype_bytes(int32_t dtype) { return dtype == NEP_DTYPE_BF16 ? 2 : 4; }
 
 void check_aligned(const char* name, int64_t addr, int64_t align) {
   if (addr % align != 0) fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " is not ", align, "-byte aligned");
@@ -491,6 +494,7 @@ NEP_CUDA_EXPORT int32_t nep_cuda_all_reduce_sum(nep_cuda_buffer* buf, int64_t da
     if (data == 0) fail(NEP_ERR_INVALID_ARGUMENT, "data is null with count=", count);
     const NcclApi& api = nccl_or_throw();
     DeviceGuard guard(buf->device);
+    SpanChecker(buf->device, as_stream(stream))("data", data, count * dtype_bytes(dtype));
     void* p = reinterpret_cast<void*>(data);
     check_nccl(api.AllReduce(p, p, (size_t)count, dtype == NEP_DTYPE_BF16 ? ncclBfloat16 : ncclFloat32, ncclSum, buf->nccl,
                              as_stream(stream)),
@@ -583,6 +587,11 @@ NEP_CUDA_EXPORT int32_t nep_cuda_layout(nep_cuda_buffer* buf, int64_t topk_idx, 
     check_topk_args(buf, topk_idx, num_tokens, num_topk, num_experts);
     DeviceGuard guard(buf->device);
     cudaStream_t s = as_stream(stream);
+    const SpanChecker span(buf->device, s);
+    span("topk_idx", topk_idx, num_tokens * num_topk * 8LL);
+    span("tokens_per_rank", tokens_per_rank, 4LL * buf->world);
+    span("tokens_per_expert", tokens_per_expert, 4LL * num_experts);
+    span("is_token_in_rank", is_token_in_rank, num_tokens * (long long)buf->world);
     if (tokens_per_rank != 0)
       check_cuda(cudaMemsetAsync(reinterpret_cast<void*>(tokens_per_rank), 0, sizeof(int32_t) * buf->world, s), "cudaMemsetAsync");
     if (tokens_per_expert != 0)
@@ -737,6 +746,7 @@ NEP_CUDA_EXPORT int32_t nep_cuda_dispatch_notify(nep_cuda_buffer* buf, int64_t t
       fail(NEP_ERR_INVALID_ARGUMENT, "expert_alignment=", expert_alignment, " is outside [1, 2^20]");
     DeviceGuard guard(buf->device);
     cudaStream_t s = as_stream(stream);
+    SpanChecker(buf->device, s)("topk_idx", topk_idx, num_tokens * num_topk * 8LL);
     const int W = buf->world;
     auto h = std::make_unique<nep_cuda_handle>();
     h->owner = buf;
@@ -1007,6 +1017,14 @@ NEP_CUDA_EXPORT int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle*
     check_aligned("recv_topk_weights", recv_topk_weights, 4);
     DeviceGuard guard(buf->device);
     const int K = h->num_topk;
+    const long long T = h->num_tokens, R = h->num_recv;
+    const SpanChecker span(buf->device, as_stream(stream));
+    span("x", x, T * hidden * dtype_bytes(x_dtype));
+    span("topk_idx", topk_idx, T * K * 8LL);
+    span("topk_weights", topk_weights, T * K * 4LL);
+    span("recv_x", recv_x, R * hidden * dtype_bytes(recv_dtype));
+    span("recv_topk_idx", recv_topk_idx, R * K * 8LL);
+    span("recv_topk_weights", recv_topk_weights, R * K * 4LL);
     const long long poff = dispatch_payload_offset(K);
     const long long slot = align_up(poff + wire_row_bytes(wire, hidden), 16);
     if (buf->transport == NEP_CUDA_TRANSPORT_NCCL) {
@@ -1073,6 +1091,12 @@ NEP_CUDA_EXPORT int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_ha
     check_aligned("out_weights", out_weights, 4);
     DeviceGuard guard(buf->device);
     const int K = h->num_topk;
+    const long long T = h->num_tokens, R = h->num_recv;
+    const SpanChecker span(buf->device, as_stream(stream));
+    span("y", y, R * hidden * dtype_bytes(y_dtype));
+    span("y_weights", y_weights, R * K * 4LL);
+    span("out", out, T * hidden * dtype_bytes(out_dtype));
+    span("out_weights", out_weights, T * K * 4LL);
     const long long poff = combine_payload_offset(K);
     const long long slot = align_up(poff + wire_row_bytes(wire, hidden), 16);
     if (buf->transport == NEP_CUDA_TRANSPORT_NCCL) {

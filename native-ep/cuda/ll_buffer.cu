@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "device_span.h"
 #include "host_utils.h"
 #include "ll_common.cuh"
 #include "nativeep/cuda_api.h"
@@ -76,6 +77,8 @@ void check_dtype(const char* name, int32_t dtype) {
   if (dtype != NEP_DTYPE_FP32 && dtype != NEP_DTYPE_BF16)
     fail(NEP_ERR_INVALID_ARGUMENT, name, "=", dtype, " is not a dtype (NEP_DTYPE_FP32=0 or NEP_DTYPE_BF16=1)");
 }
+
+long long dtype_bytes(int32_t dtype) { return dtype == NEP_DTYPE_BF16 ? 2 : 4; }
 
 void check_addr(const char* name, int64_t addr, bool required) {
   if (addr == 0) {
@@ -511,9 +514,12 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_dispatch_send(nep_cuda_ll_buffer* buf, int64
     check_addr("x", x, num_tokens > 0);
     if (topk_idx == 0 && num_tokens > 0) fail(NEP_ERR_INVALID_ARGUMENT, "topk_idx is null");
     if (topk_idx % 8 != 0) fail(NEP_ERR_INVALID_ARGUMENT, "topk_idx is not 8-byte aligned");
+    DeviceGuard guard(buf->device);
+    const SpanChecker span(buf->device, as_stream(stream));
+    span("x", x, num_tokens * s.hidden * dtype_bytes(x_dtype));
+    span("topk_idx", topk_idx, num_tokens * num_topk * 8LL);
     int half = 0;
     const uint64_t n = next_call(buf, &half);
-    DeviceGuard guard(buf->device);
     auto op = std::make_unique<nep_cuda_ll_op>();
     op->buf = buf;
     op->kind = NEP_CUDA_LL_DISPATCH;
@@ -559,6 +565,13 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_dispatch_recv(nep_cuda_ll_op* op, int64_t re
     check_addr("recv_src_info", recv_src_info, false);
     check_addr("recv_layout_range", recv_layout_range, false);
     DeviceGuard guard(buf->device);
+    const LlShape& s = buf->shape;
+    const long long El = s.local_experts, N = (long long)s.world * s.max_tokens;
+    const SpanChecker span(buf->device, as_stream(stream));
+    span("recv_x", recv_x, El * N * s.hidden * dtype_bytes(recv_dtype));
+    span("recv_count", recv_count, El * 4);
+    span("recv_src_info", recv_src_info, El * N * 4);
+    span("recv_layout_range", recv_layout_range, El * s.world * 8);
     auto h = std::make_unique<nep_cuda_ll_handle>();
     h->buf = buf;
     h->call = op->call;
@@ -599,9 +612,17 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_combine_send(nep_cuda_ll_buffer* buf, const 
     if (need && topk_idx == 0) fail(NEP_ERR_INVALID_ARGUMENT, "topk_idx is null");
     if (need && topk_weights == 0) fail(NEP_ERR_INVALID_ARGUMENT, "topk_weights is null");
     if (topk_idx % 8 != 0 || topk_weights % 4 != 0) fail(NEP_ERR_INVALID_ARGUMENT, "topk_idx or topk_weights is misaligned");
+    DeviceGuard guard(buf->device);
+    {
+      const LlShape& s = buf->shape;
+      const long long El = s.local_experts, N = (long long)s.world * s.max_tokens;
+      const SpanChecker span(buf->device, as_stream(stream));
+      span("y", y, El * N * s.hidden * dtype_bytes(y_dtype));
+      span("topk_idx", topk_idx, h->num_tokens * h->num_topk * 8LL);
+      span("topk_weights", topk_weights, h->num_tokens * h->num_topk * 4LL);
+    }
     int half = 0;
     const uint64_t n = next_call(buf, &half);
-    DeviceGuard guard(buf->device);
     auto op = std::make_unique<nep_cuda_ll_op>();
     op->buf = buf;
     op->kind = NEP_CUDA_LL_COMBINE;
@@ -639,6 +660,7 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_combine_recv(nep_cuda_ll_op* op, int64_t out
     check_dtype("out_dtype", out_dtype);
     check_addr("out", out, op->num_tokens > 0);
     DeviceGuard guard(buf->device);
+    SpanChecker(buf->device, as_stream(stream))("out", out, op->num_tokens * buf->shape.hidden * dtype_bytes(out_dtype));
     enqueue_combine_recv(op, out, out_dtype, as_stream(stream));
     finish_op(op);
   });

@@ -2,7 +2,10 @@
 // dispatch (fresh and cached), combine and the error paths against the host oracle (oracle.h),
 // which every rank computes from the same seed for all ranks' inputs.
 //
-//   ep_test --world 2 [--quick] [--timeout-test] [--only NAME] [--transport ipc|nccl|auto]
+//   ep_test --world 2 [--quick] [--timeout-test] [--only NAME|errors] [--transport ipc|nccl|auto] [--probe-gpu]
+//
+// Ranks run as forked processes on GPU rank % device_count, so --world 2 also runs on one GPU. With
+// no GPU the driver prints why and exits 77 (CTest's skip code); --probe-gpu only does that check.
 //
 // --transport nccl (or auto with LOCAL_WORLD_SIZE < world, which simulates ranks on several hosts)
 // runs the same cases over the nccl transport, plus an all-reduce case.
@@ -503,13 +506,64 @@ void run_negative(Ctx& ctx) {
   st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 0,
                          0, e.msg, sizeof(e.msg));
   ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "num_sms=0"), std::string("num_sms 0: ") + e.msg);
-  if (g_transport == NEP_CUDA_TRANSPORT_IPC) {  // the nccl transport stages rows outside the buffer
+  // Spans the kernels would touch, checked against the allocations before any launch (each of
+  // these once launched a kernel that read or wrote far outside its array).
+  {
+    const int64_t R = nep_cuda_handle_num_recv(h.get());
+    // x holds T x 512 bf16; a call that claims 2^20 fp32 channels must be refused, not launched.
     st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_FP32, 1 << 20, NEP_WIRE_FP32, 0, 0, dout.addr(), NEP_DTYPE_FP32, 0, 0, 1,
                            0, e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "x=0x") && contains(e.msg, "needs " + std::to_string(T * 4 << 20))),
+              std::string("x smaller than [T, hidden]: ") + e.msg);
+    // recv_x too small for [R, hidden]: the kernel would write past it.
+    DevMem small_recv(256);
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, small_recv.addr(), NEP_DTYPE_BF16, 0,
+                           0, 4, 0, e.msg, sizeof(e.msg));
+    ctx.check(R == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "recv_x=0x")), std::string("recv_x smaller than [R, hidden]: ") + e.msg);
+    // Host memory is not GPU memory.
+    std::vector<uint8_t> host_x(size_t(std::max<int64_t>(T, 1) * p.hidden * 2) + 64);
+    const int64_t host_addr = (reinterpret_cast<int64_t>(host_x.data()) + 15) / 16 * 16;
+    st = nep_cuda_dispatch(ctx.buf, h.get(), host_addr, NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4,
+                           0, e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "host memory")), std::string("x in host memory: ") + e.msg);
+    // topk_weights [T, K] float32 in an 8-byte allocation.
+    DevMem tiny(8);
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, dtopk.addr(), tiny.addr(), dout.addr(),
+                           NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "topk_weights=0x")), std::string("topk_weights too small: ") + e.msg);
+  }
+  if (g_transport == NEP_CUDA_TRANSPORT_IPC) {  // the nccl transport stages rows outside the buffer
+    // Rows too large for the rings: 2^22 fp32 channels (16 MiB a message) leave fewer than the
+    // minimum slots per ring in a 1 GiB buffer at every world size; the arrays are real and large
+    // enough, so only the capacity can refuse the call.
+    const int64_t big_h = int64_t(1) << 22, R = nep_cuda_handle_num_recv(h.get());
+    DevMem big_x(size_t(std::max<int64_t>(T, 1) * big_h * 4)), big_recv(size_t(std::max<int64_t>(R, 1) * big_h * 4));
+    st = nep_cuda_dispatch(ctx.buf, h.get(), big_x.addr(), NEP_DTYPE_FP32, big_h, NEP_WIRE_FP32, 0, 0, big_recv.addr(), NEP_DTYPE_FP32, 0, 0,
+                           1, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_ERR_CAPACITY && contains(e.msg, "buffer_bytes="), std::string("capacity: ") + e.msg);
   } else {
     st = nep_cuda_buffer_peer_scratch(ctx.buf, 0, nullptr, nullptr, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_ERR_UNSUPPORTED, std::string("peer scratch over nccl: ") + e.msg);
+  }
+  {
+    // A real dispatch, then a combine whose out [T, hidden] fp32 would not fit its allocation.
+    const int64_t R = nep_cuda_handle_num_recv(h.get());
+    DevMem recv(size_t(std::max<int64_t>(R, 1) * p.hidden * 2)), small_out(16);
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, recv.addr(), NEP_DTYPE_BF16, 0, 0, 4,
+                           0, e.msg, sizeof(e.msg));
+    if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_OK, std::string("dispatch before the combine checks: ") + e.msg);
+    st = nep_cuda_combine(ctx.buf, h.get(), recv.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, small_out.addr(), NEP_DTYPE_FP32, 0, 4, 0,
+                          e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "out=0x")), std::string("out smaller than [T, hidden]: ") + e.msg);
+    st = nep_cuda_combine(ctx.buf, h.get(), small_out.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, dout.addr(), NEP_DTYPE_FP32, 0, 4,
+                          0, e.msg, sizeof(e.msg));
+    ctx.check(R == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "y=0x")), std::string("y smaller than [R, hidden]: ") + e.msg);
+    // The same handle still combines correctly-sized arrays (every rank takes part).
+    st = nep_cuda_combine(ctx.buf, h.get(), recv.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, dout.addr(), NEP_DTYPE_FP32, 0, 4, 0,
+                          e.msg, sizeof(e.msg));
+    if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_OK, std::string("combine after the refused ones: ") + e.msg);
   }
   st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), 7, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg,
                          sizeof(e.msg));
@@ -731,10 +785,7 @@ std::vector<Case> make_cases(int W, bool quick) {
 
 int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& only) {
   const int me = ex.rank(), W = ex.world();
-  int ndev = 0;
-  cuda_ok(cudaGetDeviceCount(&ndev), "cudaGetDeviceCount");
-  if (ndev < W) throw std::runtime_error("world " + std::to_string(W) + " needs " + std::to_string(W) + " GPUs, " + std::to_string(ndev) + " visible");
-  cuda_ok(cudaSetDevice(me), "cudaSetDevice");
+  cuda_ok(cudaSetDevice(device_of_rank(me)), "cudaSetDevice");
   BufferPtr buf = make_buffer(ex, int64_t(1) << 30, 10000, g_transport);
   if (me == 0) std::printf("ep_test world %d: transport %s\n", W, transport_name(nep_cuda_buffer_transport(buf.get())));
   Ctx ctx{ex, buf.get(), me, W};
@@ -749,6 +800,12 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
     std::printf("[rank %d] case %-24s %s (%ld checks, %ld failed, %.1f s)\n", me, c.name.c_str(), ctx.failures == f0 ? "PASS" : "FAIL",
                 ctx.checks - c0, ctx.failures - f0, secs);
     std::fflush(stdout);
+  }
+  if (only == "errors") {  // the refusals alone (the sanitizers run them)
+    const long f0 = ctx.failures;
+    run_negative(ctx);
+    ex.barrier();
+    std::printf("[rank %d] case %-24s %s\n", me, "errors", ctx.failures == f0 ? "PASS" : "FAIL");
   }
   if (only.empty()) {
     {
@@ -827,6 +884,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--world %d is outside [1, %d]\n", world, NEP_CUDA_MAX_RANKS);
     return 2;
   }
+  if (!gpu_present("ep_test")) return kSkipNoGpu;
+  if (flag(argc, argv, "--probe-gpu")) return 0;
   const int failed = run_ranks(world, 600, 30, [&](Exchange& ex) { return rank_main(ex, quick, timeout_test, only); });
   std::printf("ep_test: %d of %d ranks failed\n", failed, world);
   return failed == 0 ? 0 : 1;

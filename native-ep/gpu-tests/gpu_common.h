@@ -41,14 +41,26 @@ class DevMem {
   void* get() const { return p_; }
   int64_t addr() const { return reinterpret_cast<int64_t>(p_); }
   size_t bytes() const { return bytes_; }
+  // upload, download and poison are complete, for every stream of the device, when they return.
+  // cudaMemcpy from pageable memory returns before its last DMA ends and cudaMemset before it runs,
+  // both on the legacy stream, which the drivers' non-blocking streams do not wait for: without
+  // the synchronisation a kernel launched next could read half-copied or half-poisoned memory.
   void upload(const void* h, size_t n) {
-    if (n) cuda_ok(cudaMemcpy(p_, h, n, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+    if (n == 0) return;
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize before H2D");
+    cuda_ok(cudaMemcpy(p_, h, n, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after H2D");
   }
   void download(void* h, size_t n) const {
-    if (n) cuda_ok(cudaMemcpy(h, p_, n, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+    if (n == 0) return;
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize before D2H");
+    cuda_ok(cudaMemcpy(h, p_, n, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
   }
   void poison(int byte) {
-    if (bytes_) cuda_ok(cudaMemset(p_, byte, bytes_), "cudaMemset");
+    if (bytes_ == 0) return;
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize before memset");
+    cuda_ok(cudaMemset(p_, byte, bytes_), "cudaMemset");
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after memset");
   }
 
  private:
@@ -98,6 +110,42 @@ struct Err {
   char msg[1024] = {0};
 };
 
+// GPU of a rank: rank % device_count, so W ranks may share one GPU (forked processes on one device
+// still open each other's IPC handles; their kernels then time-slice).
+inline int device_of_rank(int rank) {
+  int n = 0;
+  cuda_ok(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+  if (n < 1) throw std::runtime_error("no CUDA device");
+  return rank % n;
+}
+
+// Exit status of a driver that finds no GPU (CTest's SKIP_RETURN_CODE for the `gpu` label).
+constexpr int kSkipNoGpu = 77;
+
+// Number of CUDA devices, asked in a forked child so that the calling process (the drivers' parent,
+// which forks the ranks) never initialises CUDA. 0 when there is no driver or no device.
+inline int probe_device_count() {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+    _exit(n > 100 ? 100 : n);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 0;
+  return WEXITSTATUS(status);
+}
+
+// For a driver's main: true when a GPU is present; otherwise prints why the driver skips.
+inline bool gpu_present(const char* driver) {
+  if (probe_device_count() > 0) return true;
+  std::printf("%s: no CUDA device visible (no GPU or no driver): skipped\n", driver);
+  return false;
+}
+
 inline void nep_ok(int32_t st, const Err& e, const char* what) {
   if (st != NEP_OK) throw std::runtime_error(std::string(what) + " returned " + std::to_string(st) + ": " + e.msg);
 }
@@ -116,12 +164,14 @@ inline int parse_transport(const char* s, int world) {
 }
 inline const char* transport_name(int t) { return t == NEP_CUDA_TRANSPORT_NCCL ? "nccl" : "cuda-ipc"; }
 
-// Creates this rank's buffer on GPU `rank` and connects it to the others through the exchange:
+// Creates this rank's buffer on GPU device_of_rank(rank) and connects it to the others through the exchange:
 // CUDA IPC handles, or (nccl) the NCCL unique id of rank 0.
 inline BufferPtr make_buffer(Exchange& ex, int64_t bytes, int64_t timeout_ms, int transport = NEP_CUDA_TRANSPORT_IPC) {
   Err e;
   nep_cuda_buffer* raw = nullptr;
-  nep_ok(nep_cuda_buffer_create(ex.rank(), ex.world(), ex.rank(), bytes, timeout_ms, &raw, e.msg, sizeof(e.msg)), e,
+  const int dev = device_of_rank(ex.rank());
+  cuda_ok(cudaSetDevice(dev), "cudaSetDevice");
+  nep_ok(nep_cuda_buffer_create(ex.rank(), ex.world(), dev, bytes, timeout_ms, &raw, e.msg, sizeof(e.msg)), e,
          "nep_cuda_buffer_create");
   BufferPtr buf(raw);
   if (transport == NEP_CUDA_TRANSPORT_NCCL) {

@@ -1,6 +1,5 @@
 // Set-up shared by the low-latency GPU drivers (ll_test, ll_bench): the LL buffer connected through
-// the fork harness's exchange, on GPU rank % device_count (so W ranks may share one GPU: forked
-// processes on one device still open each other's IPC handles; their kernels then time-slice).
+// the fork harness's exchange, on GPU device_of_rank(rank) (gpu_common.h).
 #ifndef NATIVEEP_GPU_TESTS_LL_HARNESS_H_
 #define NATIVEEP_GPU_TESTS_LL_HARNESS_H_
 
@@ -27,13 +26,6 @@ using LlBufferPtr = std::unique_ptr<nep_cuda_ll_buffer, LlBufferDeleter>;
 using LlOpPtr = std::unique_ptr<nep_cuda_ll_op, LlOpDeleter>;
 using LlHandlePtr = std::unique_ptr<nep_cuda_ll_handle, LlHandleDeleter>;
 
-inline int device_of_rank(int rank) {
-  int n = 0;
-  cuda_ok(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
-  if (n < 1) throw std::runtime_error("no CUDA device");
-  return rank % n;
-}
-
 struct LlConfig {
   int64_t max_tokens = 128;
   int64_t hidden = 7168;
@@ -56,21 +48,6 @@ inline LlBufferPtr make_ll_buffer(Exchange& ex, const LlConfig& c) {
   nep_ok(nep_cuda_ll_buffer_export(buf.get(), mine.data(), (int64_t)mine.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_ll_buffer_export");
   ex.allgather(mine.data(), mine.size(), all.data());
   nep_ok(nep_cuda_ll_buffer_connect(buf.get(), all.data(), (int64_t)all.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_ll_buffer_connect");
-  ex.barrier();
-  return buf;
-}
-
-// The normal mode's buffer on the same device (for normal and LL calls in turn).
-inline BufferPtr make_normal_buffer(Exchange& ex, int64_t bytes, int64_t timeout_ms) {
-  Err e;
-  const int dev = device_of_rank(ex.rank());
-  nep_cuda_buffer* raw = nullptr;
-  nep_ok(nep_cuda_buffer_create(ex.rank(), ex.world(), dev, bytes, timeout_ms, &raw, e.msg, sizeof(e.msg)), e, "nep_cuda_buffer_create");
-  BufferPtr buf(raw);
-  std::vector<uint8_t> mine(NEP_CUDA_EXPORT_BYTES), all(size_t(NEP_CUDA_EXPORT_BYTES) * ex.world());
-  nep_ok(nep_cuda_buffer_export(buf.get(), mine.data(), (int64_t)mine.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_buffer_export");
-  ex.allgather(mine.data(), mine.size(), all.data());
-  nep_ok(nep_cuda_buffer_connect(buf.get(), all.data(), (int64_t)all.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_buffer_connect");
   ex.barrier();
   return buf;
 }

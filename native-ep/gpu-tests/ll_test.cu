@@ -11,8 +11,11 @@
 //     counts per local expert == all-gathered selections, rows' source (index channel) exact,
 //     layout ranges, rows past the count untouched (poisoned before), combine bit-exact against
 //     the slot-ordered fp32 sum and calc_diff(x * sum w c) below 1e-5 (bf16) / 9e-4 (fp8);
+//   harness ordering: the drivers' host copies and poisons are complete before a kernel on the
+//     test's non-blocking stream reads them (a kernel right after a 512 MiB poison or upload);
 //   reuse: several steps in a row on the same buffers, shared buffer and outputs poisoned between;
-//   refusals: T > max_tokens_per_rank (NEP_ERR_CAPACITY), a third pending send, a stale handle;
+//   refusals: T > max_tokens_per_rank (NEP_ERR_CAPACITY), a third pending send, a stale handle,
+//     arrays smaller than their shapes or in host memory (refused before any launch);
 //   double buffering: two dispatches pending and received in reverse order, two combines likewise;
 //   hook: a normal-mode dispatch + combine runs between an LL send and its receive;
 //   graph: dispatch + combine captured in a CUDA graph, replays equal the eager run bit for bit;
@@ -39,6 +42,13 @@ namespace {
 
 int g_fail = 0;
 int g_pass = 0;
+
+// Counts the bytes of p[0, n) that differ from `want`.
+__global__ void count_bytes_not(const uint8_t* p, size_t n, uint8_t want, unsigned long long* bad) {
+  unsigned long long c = 0;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) c += p[i] != want;
+  if (c != 0) atomicAdd(bad, c);
+}
 
 void check(bool ok, int rank, const std::string& what) {
   if (ok) return;
@@ -440,6 +450,38 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
                 [] { int n = 0; cudaGetDeviceCount(&n); return n; }(), (long long)cfg.max_tokens, (long long)cfg.hidden, cfg.experts,
                 nep_cuda_ll_buffer_bytes(buf.get()) / 1e6);
 
+  // The harness's host copies and poisons are complete before a kernel on this (non-blocking)
+  // stream reads them. They once ran on the legacy stream without waiting (cudaMemset returns
+  // before it runs, a pageable cudaMemcpy before its last DMA), so a kernel launched next read
+  // half-poisoned memory: the combine's inputs came back NaN, more often on H100 than on H200.
+  if (want("harness-ordering")) {
+    const int before = g_fail;
+    const size_t n = size_t(512) << 20;
+    DevMem big(n), bad(8);
+    std::vector<uint8_t> host(n / 2, 0x5A);
+    for (int round = 0; round < 3; ++round) {
+      unsigned long long nbad[2] = {0, 0};
+      big.poison(0x00);
+      big.poison(0xFF);  // a 512 MiB memset; the check below starts at once on the other stream
+      bad.poison(0x00);
+      count_bytes_not<<<264, 512, 0, stream.get()>>>(static_cast<const uint8_t*>(big.get()), n, 0xFF,
+                                                      static_cast<unsigned long long*>(bad.get()));
+      cuda_ok(cudaGetLastError(), "count_bytes_not launch");
+      cuda_ok(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
+      bad.download(&nbad[0], 8);
+      big.upload(host.data(), host.size());  // 256 MiB from pageable memory
+      bad.poison(0x00);
+      count_bytes_not<<<264, 512, 0, stream.get()>>>(static_cast<const uint8_t*>(big.get()), host.size(), 0x5A,
+                                                      static_cast<unsigned long long*>(bad.get()));
+      cuda_ok(cudaGetLastError(), "count_bytes_not launch");
+      cuda_ok(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
+      bad.download(&nbad[1], 8);
+      check(nbad[0] == 0, me, "harness-ordering: a kernel right after poison() saw " + std::to_string(nbad[0]) + " unpoisoned bytes");
+      check(nbad[1] == 0, me, "harness-ordering: a kernel right after upload() saw " + std::to_string(nbad[1]) + " bytes not yet copied");
+    }
+    report(me, "harness-ordering", before);
+  }
+
   const int64_t Tm = cfg.max_tokens;
   auto uneven = [Tm](int r) { return std::max<int64_t>(1, Tm - 13 * r % Tm); };
   std::vector<Case> cases;
@@ -552,6 +594,21 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
     rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, 4, cfg.hidden, d.idx.addr(), 9, NEP_WIRE_BF16, 0,
                                    (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
     check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "num_topk=9") != nullptr, me, std::string("num_topk > max_topk: ") + e.msg);
+    // Arrays smaller than their shapes, or in host memory: refused before any launch (each would
+    // have made a kernel read or write outside its allocation).
+    rc = nep_cuda_ll_dispatch_send(buf.get(), d.idx.addr(), NEP_DTYPE_FP32, Tm, cfg.hidden, d.idx.addr(), c.topk, NEP_WIRE_BF16, 0,
+                                   (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
+    check(rc == NEP_ERR_INVALID_ARGUMENT && op == nullptr && std::strstr(e.msg, "x=0x") != nullptr && std::strstr(e.msg, "needs") != nullptr,
+          me, std::string("x smaller than [T, H]: rc=") + std::to_string(rc) + " msg=" + e.msg);
+    {
+      std::vector<int64_t> host_idx(size_t(Tm * c.topk) + 2, 0);
+      const int64_t host_addr = (reinterpret_cast<int64_t>(host_idx.data()) + 15) / 16 * 16;
+      rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, Tm, cfg.hidden, host_addr, c.topk, NEP_WIRE_BF16, 0,
+                                     (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
+      check(rc == NEP_ERR_INVALID_ARGUMENT && op == nullptr && std::strstr(e.msg, "topk_idx=0x") != nullptr &&
+                std::strstr(e.msg, "host memory") != nullptr,
+            me, std::string("topk_idx in host memory: rc=") + std::to_string(rc) + " msg=" + e.msg);
+    }
     // A stale handle: two dispatches later its routing slot has been reused.
     {
       LlOpPtr o1 = tt.dispatch_send(c, in, d);
@@ -566,6 +623,18 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
                                     (int64_t)stream.get(), &cop, e.msg, sizeof(e.msg));
       check(rc == NEP_ERR_INVALID_ARGUMENT && cop == nullptr && std::strstr(e.msg, "is stale") != nullptr, me,
             std::string("stale handle: rc=") + std::to_string(rc) + " msg=" + e.msg);
+      // y [El, W*Tm, H] in an allocation of [T, H]: refused, and the handle stays usable.
+      rc = nep_cuda_ll_combine_send(buf.get(), h3.get(), d.x.addr(), c.y_dtype, d.idx.addr(), d.w.addr(), NEP_WIRE_BF16,
+                                    (int64_t)stream.get(), &cop, e.msg, sizeof(e.msg));
+      check(rc == NEP_ERR_INVALID_ARGUMENT && cop == nullptr && std::strstr(e.msg, "y=0x") != nullptr, me,
+            std::string("y smaller than [El, N, H]: rc=") + std::to_string(rc) + " msg=" + e.msg);
+      LlOpPtr c3 = tt.combine_send(c, h3.get(), d, d.y.addr(), c.y_dtype);
+      DevMem small_out(16);
+      rc = nep_cuda_ll_combine_recv(c3.get(), small_out.addr(), NEP_DTYPE_FP32, (int64_t)stream.get(), e.msg, sizeof(e.msg));
+      check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "out=0x") != nullptr, me,
+            std::string("out smaller than [T, H]: rc=") + std::to_string(rc) + " msg=" + e.msg);
+      tt.combine_recv(c, c3.get(), d);
+      tt.sync();
     }
     tt.step(c, "after-refusals");
     report(me, "refusals", before);
@@ -616,7 +685,7 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
   if (want("hook-normal-mode") && W <= 8) {
     const int before = g_fail;
     try {
-      BufferPtr nb = make_normal_buffer(ex, int64_t(256) << 20, timeout_ms);
+      BufferPtr nb = make_buffer(ex, int64_t(256) << 20, timeout_ms);
       Case c = cases[1];
       c.seed = 300;
       c.tokens = uneven;
@@ -788,6 +857,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--world %d is outside [1, %d]\n", world, NEP_CUDA_MAX_RANKS);
     return 2;
   }
+  if (!gpu_present("ll_test")) return kSkipNoGpu;
+  if (flag(argc, argv, "--probe-gpu")) return 0;
   const int failed = run_ranks(world, 600, 30, [&](Exchange& ex) { return rank_main(ex, quick, only, timeout_ms); });
   std::printf("ll_test: %d of %d ranks failed\n", failed, world);
   return failed == 0 ? 0 : 1;

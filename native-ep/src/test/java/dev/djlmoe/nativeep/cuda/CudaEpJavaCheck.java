@@ -27,7 +27,8 @@ import org.bytedeco.javacpp.PointerPointer;
  * </pre>
  *
  * The parent starts the store and the ranks, forwards nothing (ranks print "[java rank r] ...") and
- * exits 0 only when every rank passed. Not a unit test: it needs W GPUs.
+ * exits 0 only when every rank passed. Not a unit test: it needs a GPU (rank r uses GPU r mod the
+ * device count, so W ranks may share one; the nccl transport needs one GPU per rank).
  */
 public final class CudaEpJavaCheck {
 
@@ -201,6 +202,7 @@ public final class CudaEpJavaCheck {
         final String transport;
         final boolean bench;
         NativeEp.nep_store store;
+        int dev; // GPU of this rank: me mod the device count
         int barriers;
         long checks;
         long failures;
@@ -297,11 +299,16 @@ public final class CudaEpJavaCheck {
             int devices = CudaEpBuffer.deviceCount();
             log("JVM " + System.getProperty("java.version") + ", " + devices + " CUDA devices, plug-in ABI "
                     + NativeEpCuda.nep_cuda_abi_version());
-            if (devices < world) {
-                log("FAIL: world " + world + " needs " + world + " GPUs");
+            if (devices < 1) {
+                log("FAIL: no CUDA device visible");
                 return 1;
             }
-            try (CudaEpBuffer buf = CudaEpBuffer.create(me, world, me, 1L << 30, 20_000)) {
+            dev = me % devices; // ranks may share a GPU (their kernels then time-slice)
+            if (transport.equals("nccl") && devices < world) {
+                log("FAIL: the nccl transport needs one GPU per rank (world " + world + ", " + devices + " GPUs)");
+                return 1;
+            }
+            try (CudaEpBuffer buf = CudaEpBuffer.create(me, world, dev, 1L << 30, 20_000)) {
                 if (transport.equals("nccl")) {
                     byte[] id = me == 0 ? CudaEpBuffer.ncclUniqueId() : new byte[NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES];
                     byte[] all = allGather("ncclid", id);
@@ -390,10 +397,10 @@ public final class CudaEpJavaCheck {
             final int rCount = rows.size();
 
             cur = "notify";
-            try (DeviceMemory dTopk = DeviceMemory.allocate(me, 8L * tMine * topkN);
-                    DeviceMemory dW = DeviceMemory.allocate(me, 4L * tMine * topkN);
-                    DeviceMemory dX = DeviceMemory.allocate(me, 4L * tMine * hidden);
-                    DeviceMemory dG = DeviceMemory.allocate(me, 4L * tMine * hidden)) {
+            try (DeviceMemory dTopk = DeviceMemory.allocate(dev, 8L * tMine * topkN);
+                    DeviceMemory dW = DeviceMemory.allocate(dev, 4L * tMine * topkN);
+                    DeviceMemory dX = DeviceMemory.allocate(dev, 4L * tMine * hidden);
+                    DeviceMemory dG = DeviceMemory.allocate(dev, 4L * tMine * hidden)) {
                 dTopk.upload(mine.topk);
                 dW.upload(mine.weights);
                 dX.upload(mine.x);
@@ -427,9 +434,9 @@ public final class CudaEpJavaCheck {
 
                     // Dispatch: fp32 x, bf16 wire, fp32 out, with expert ids and weights.
                     cur = "dispatch bf16 wire";
-                    try (DeviceMemory rx = DeviceMemory.allocate(me, 4L * Math.max(rCount, 1) * hidden);
-                            DeviceMemory ri = DeviceMemory.allocate(me, 8L * Math.max(rCount, 1) * topkN);
-                            DeviceMemory rw = DeviceMemory.allocate(me, 4L * Math.max(rCount, 1) * topkN)) {
+                    try (DeviceMemory rx = DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * hidden);
+                            DeviceMemory ri = DeviceMemory.allocate(dev, 8L * Math.max(rCount, 1) * topkN);
+                            DeviceMemory rw = DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * topkN)) {
                         rx.fill(0xff);
                         ri.fill(0x5a);
                         rw.fill(0xff);
@@ -479,9 +486,9 @@ public final class CudaEpJavaCheck {
                         for (int i = 0; i < y.length; i++) {
                             y[i] = gotX[i] * (me + 1);
                         }
-                        try (DeviceMemory dy = DeviceMemory.allocate(me, 4L * Math.max(rCount, 1) * hidden);
-                                DeviceMemory out = DeviceMemory.allocate(me, 4L * Math.max(tMine, 1) * hidden);
-                                DeviceMemory outW = DeviceMemory.allocate(me, 4L * Math.max(tMine, 1) * topkN)) {
+                        try (DeviceMemory dy = DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * hidden);
+                                DeviceMemory out = DeviceMemory.allocate(dev, 4L * Math.max(tMine, 1) * hidden);
+                                DeviceMemory outW = DeviceMemory.allocate(dev, 4L * Math.max(tMine, 1) * topkN)) {
                             dy.upload(y);
                             out.fill(0xff);
                             outW.fill(0xff);
@@ -585,8 +592,8 @@ public final class CudaEpJavaCheck {
             for (int i = 0; i < x.length; i++) {
                 x[i] = bf16((float) ((rng.nextInt(2001) - 1000) / 400.0));
             }
-            try (DeviceMemory dTopk = DeviceMemory.allocate(me, 8L * topk.length);
-                    DeviceMemory dX = DeviceMemory.allocate(me, 2L * x.length)) {
+            try (DeviceMemory dTopk = DeviceMemory.allocate(dev, 8L * topk.length);
+                    DeviceMemory dX = DeviceMemory.allocate(dev, 2L * x.length)) {
                 dTopk.upload(topk);
                 dX.upload(x);
                 int iters = 30;
@@ -604,8 +611,8 @@ public final class CudaEpJavaCheck {
                     }
                 }
                 long rCount = h.numRecv();
-                try (DeviceMemory rx = DeviceMemory.allocate(me, 2L * Math.max(rCount, 1) * hidden);
-                        DeviceMemory out = DeviceMemory.allocate(me, 2L * tokens * hidden)) {
+                try (DeviceMemory rx = DeviceMemory.allocate(dev, 2L * Math.max(rCount, 1) * hidden);
+                        DeviceMemory out = DeviceMemory.allocate(dev, 2L * tokens * hidden)) {
                     String[] names = {"fp8", "bf16"};
                     int[] wires = {WIRE_FP8, WIRE_BF16};
                     StringBuilder sb = new StringBuilder();
