@@ -304,6 +304,26 @@ void nep_ll_handle_src_info(const nep_ll_handle* h, int32_t* out);
 void nep_ll_handle_layout_range(const nep_ll_handle* h, int64_t* out);
 void nep_ll_handle_destroy(nep_ll_handle* h);
 
+/* ---- libtorch tensors (DJL's PyTorch engine) ------------------------------------------------ */
+
+/* Element types of nep_torch_data_address. */
+#define NEP_TORCH_FLOAT32 0
+#define NEP_TORCH_FLOAT16 1
+#define NEP_TORCH_INT64 2
+#define NEP_TORCH_INT32 3
+#define NEP_TORCH_UINT8 4
+#define NEP_TORCH_BOOL 5
+#define NEP_TORCH_FLOAT64 6
+
+/*
+ * The data address of a libtorch tensor, in CPU or GPU memory, given the address of its at::Tensor
+ * object (a DJL PtNDArray's handle): no copy; for a GPU tensor the device address. element_type
+ * must be the tensor's (libtorch refuses another, and the call reports it). libtorch must already
+ * be loaded in the process (NEP_ERR_UNSUPPORTED otherwise). The caller checks contiguity.
+ */
+int32_t nep_torch_data_address(int64_t tensor, int32_t element_type, int64_t* address, char* err,
+                               int64_t err_cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -486,4 +486,35 @@ public final class NativeEp {
             @Const nep_ll_handle h, @Cast("int64_t*") LongPointer out);
 
     public static native void nep_ll_handle_destroy(nep_ll_handle h);
+
+    // ---- libtorch tensors ----
+
+    /** Element type float32 of {@link #nep_torch_data_address}. */
+    public static final int NEP_TORCH_FLOAT32 = 0;
+    /** Element type float16. */
+    public static final int NEP_TORCH_FLOAT16 = 1;
+    /** Element type int64. */
+    public static final int NEP_TORCH_INT64 = 2;
+    /** Element type int32. */
+    public static final int NEP_TORCH_INT32 = 3;
+    /** Element type uint8. */
+    public static final int NEP_TORCH_UINT8 = 4;
+    /** Element type bool. */
+    public static final int NEP_TORCH_BOOL = 5;
+    /** Element type float64. */
+    public static final int NEP_TORCH_FLOAT64 = 6;
+
+    /**
+     * Data address of a libtorch tensor (CPU or GPU memory) from the address of its {@code
+     * at::Tensor} (a DJL {@code PtNDArray} handle), without a copy.
+     *
+     * @param tensor the tensor object's address
+     * @param elementType one of the {@code NEP_TORCH_*} types, the tensor's own
+     * @param address receives the data address
+     * @param err message buffer
+     * @param errCap its capacity
+     * @return a status
+     */
+    public static native int nep_torch_data_address(
+            long tensor, int elementType, LongPointer address, @Cast("char*") BytePointer err, long errCap);
 }
