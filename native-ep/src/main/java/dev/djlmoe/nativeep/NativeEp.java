@@ -516,5 +516,5 @@ public final class NativeEp {
      * @return a status
      */
     public static native int nep_torch_data_address(
-            long tensor, int elementType, LongPointer address, @Cast("char*") BytePointer err, long errCap);
+            long tensor, int elementType, @Cast("int64_t*") LongPointer address, @Cast("char*") BytePointer err, long errCap);
 }
