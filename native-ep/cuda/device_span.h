@@ -67,6 +67,13 @@ inline long long bytes_mapped_from(unsigned long long addr, long long need) {
   if (fn(&base, &size, addr) != 0) return -1;
   unsigned long long end = base + size;
   for (int pieces = 1; end < addr + (unsigned long long)need && pieces < 4096; ++pieces) {
+    // Only ask the driver about memory the runtime knows (no API error for a plain gap).
+    cudaPointerAttributes next{};
+    if (cudaPointerGetAttributes(&next, reinterpret_cast<const void*>(end)) != cudaSuccess) {
+      cudaGetLastError();
+      break;
+    }
+    if (next.type == cudaMemoryTypeUnregistered) break;
     unsigned long long nb = 0;
     size_t ns = 0;
     if (fn(&nb, &ns, end) != 0 || nb != end || ns == 0) break;

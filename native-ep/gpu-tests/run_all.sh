@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU test there is, in one command, on a machine with a GPU (run from anywhere):
 #
-#   native-ep/gpu-tests/run_all.sh [--rounds N] [--build DIR] [--java DIR] [--out DIR]
+#   native-ep/gpu-tests/run_all.sh [--rounds N] [--jobs J] [--build DIR] [--java DIR] [--out DIR]
 #
 # Builds the CUDA plug-in and its drivers (cmake, NEP_BUILD_CUDA=ON, into DIR, default
 # native-ep/target/gpu-tests) and runs, N times over (default 1):
@@ -10,22 +10,25 @@
 #     racecheck / initcheck / synccheck on small cases (when compute-sanitizer is on the PATH);
 #   - the Java check through JavaCPP (CudaEpJavaCheck, W=1 and W=2) when DIR/jre exists (see
 #     native-ep/bench/make_gpucarry.sh, which assembles jre/, jars/, classes/, test-classes/).
-# Ends with one summary line per test and round, then one verdict line; exits 0 only when every
+# --jobs J runs J tests at once (default 4; their processes share the GPUs, which also stresses the
+# protocols' waits). Ends with one summary line per test and round, then one verdict line; exits 0 only when every
 # test of every round passed (a skipped test counts as not passed here: this command is for GPU hosts).
 # Logs go to --out (default $OUT, else /tmp/nep-gpu-tests).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 rounds=1
+jobs=4
 build="$root/native-ep/target/gpu-tests"
 java_dir="${NEP_JAVA_DIR:-$root/.gpucarry}"
 out="${OUT:-/tmp/nep-gpu-tests}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --java) java_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +49,7 @@ fail=0
 for round in $(seq 1 "$rounds"); do
   echo "=== round $round of $rounds ($(date +%T))"
   log="$out/ctest-$round.log"
-  ctest --test-dir "$build" -L gpu --output-on-failure --timeout 900 > "$log" 2>&1
+  ctest --test-dir "$build" -L gpu -j "$jobs" --output-on-failure --timeout 900 > "$log" 2>&1
   # "  1/13 Test  #1: gpu.ep_test.quick.w1 ..........   Passed   12.34 sec"
   grep -E "^ *[0-9]+/[0-9]+ Test +#" "$log" | while read -r line; do
     name=$(echo "$line" | sed -E 's/.*Test +#[0-9]+: ([^ ]+) .*/\1/')
