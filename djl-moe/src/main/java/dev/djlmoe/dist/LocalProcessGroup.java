@@ -61,6 +61,14 @@ public final class LocalProcessGroup implements ProcessGroup {
     }
 
     @Override
+    public byte[] allGather(byte[] mine) {
+        if (mine == null) {
+            throw new IllegalArgumentException("argument 'mine' is null");
+        }
+        return mine.clone();
+    }
+
+    @Override
     public void barrier() {}
 
     @Override

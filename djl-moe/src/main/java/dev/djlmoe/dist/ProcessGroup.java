@@ -58,6 +58,17 @@ public interface ProcessGroup extends AutoCloseable {
     void allReduceSum(NDArray array);
 
     /**
+     * Gathers the same number of bytes from every rank, in rank order (collective). Meant for
+     * small bootstrap exchanges, such as the connection blobs of the CUDA EP buffer.
+     *
+     * @param mine this rank's bytes, of the same length on every rank
+     * @return {@code worldSize() * mine.length} bytes, rank r's at offset {@code r * mine.length}
+     * @throws IllegalArgumentException when {@code mine} is null or the ranks disagree on its
+     *     length
+     */
+    byte[] allGather(byte[] mine);
+
+    /**
      * Blocks until every rank has arrived.
      */
     void barrier();

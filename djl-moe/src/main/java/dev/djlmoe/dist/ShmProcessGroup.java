@@ -8,6 +8,7 @@ import ai.djl.ndarray.types.DataType;
 import dev.djlmoe.ep.NativeCall;
 import dev.djlmoe.ep.NativeMemory;
 import dev.djlmoe.nativeep.NativeEp;
+import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.PointerPointer;
 
 /**
@@ -108,6 +109,27 @@ public final class ShmProcessGroup implements ProcessGroup {
                         "argument 'array' has dtype " + t + "; all-reduce takes float32 or float64");
             }
         }
+    }
+
+    @Override
+    public byte[] allGather(byte[] mine) {
+        if (mine == null) {
+            throw new IllegalArgumentException("argument 'mine' is null");
+        }
+        int w = worldSize();
+        byte[] all = new byte[Math.multiplyExact(w, mine.length)];
+        try (NativeCall call = new NativeCall();
+                BytePointer in = new BytePointer(Math.max(1, mine.length));
+                BytePointer out = new BytePointer(Math.max(1, all.length))) {
+            in.put(mine);
+            call.check(
+                    NativeEp.nep_all_gather(
+                            comm(), in.address(), mine.length, out.address(), call.err(),
+                            call.cap()),
+                    "rank " + rank() + " all-gather of " + mine.length + " bytes");
+            out.get(all);
+        }
+        return all;
     }
 
     @Override

@@ -40,6 +40,7 @@ class EpMultiProcessTest {
             }
             assertTrue(out.contains("pressure BF16: 20 repeats"), r.describeRank(rank));
             assertTrue(out.contains("pressure FP8: 20 repeats"), r.describeRank(rank));
+            assertTrue(out.contains("all-gather: OK"), r.describeRank(rank));
         }
         assertEquals(List.of(), r.shmLeftBehind(), "shared-memory segments left in /dev/shm");
     }

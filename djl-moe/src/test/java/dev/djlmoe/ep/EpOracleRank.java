@@ -667,6 +667,33 @@ public final class EpOracleRank {
     }
 
     /**
+     * The process group's byte all-gather (the CUDA buffer's bootstrap exchange): every rank's
+     * bytes, in rank order, for a few lengths including 0.
+     */
+    private static void checkAllGather(ProcessGroup group) {
+        int w = group.worldSize();
+        for (int len : new int[] {0, 1, 37, 4096}) {
+            byte[] mine = new byte[len];
+            for (int i = 0; i < len; i++) {
+                mine[i] = (byte) (group.rank() * 31 + i);
+            }
+            byte[] all = group.allGather(mine);
+            if (all.length != w * len) {
+                throw new Mismatch("all-gather of " + len + " bytes returned " + all.length);
+            }
+            for (int r = 0; r < w; r++) {
+                for (int i = 0; i < len; i++) {
+                    if (all[r * len + i] != (byte) (r * 31 + i)) {
+                        throw new Mismatch("all-gather of " + len + " bytes: rank " + r
+                                + " byte " + i + " = " + all[r * len + i]);
+                    }
+                }
+            }
+        }
+        System.out.println("all-gather: OK");
+    }
+
+    /**
      * Entry point of a rank.
      *
      * @param args unused
@@ -688,6 +715,7 @@ public final class EpOracleRank {
             }
             rank.pressure(WireFormat.BF16);
             rank.pressure(WireFormat.FP8);
+            checkAllGather(group);
             group.barrier();
             System.out.printf(Locale.ROOT, "oracle: OK, %d checks in %.1f s%n", rank.checks,
                     (System.nanoTime() - t0) / 1e9);

@@ -167,6 +167,15 @@ class BadInputTest {
         public void allReduceSum(NDArray array) {}
 
         @Override
+        public byte[] allGather(byte[] mine) {
+            byte[] all = new byte[3 * mine.length];
+            for (int r = 0; r < 3; r++) {
+                System.arraycopy(mine, 0, all, r * mine.length, mine.length);
+            }
+            return all;
+        }
+
+        @Override
         public void barrier() {}
 
         @Override
