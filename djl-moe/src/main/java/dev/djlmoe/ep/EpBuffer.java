@@ -3,13 +3,15 @@
  */
 package dev.djlmoe.ep;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.dist.ProcessGroups;
 import dev.djlmoe.nativeep.NativeEp;
-import org.bytedeco.javacpp.PointerPointer;
+import java.time.Duration;
 
 /**
  * The Java face of expert-parallel dispatch and combine, with DeepEP's normal-mode semantics.
@@ -27,13 +29,30 @@ import org.bytedeco.javacpp.PointerPointer;
  *   <li>{@link #combine}: sums, in fp32, the rows each rank sends back for a token.
  * </ul>
  *
+ * <p><b>Two backends, one API.</b> The device of a call's arrays picks the engine, as DeepEP's one
+ * {@code Buffer} picks its path: CPU arrays run on the CPU engine (loopback or cpu-shm over the
+ * process group's communicator); GPU arrays run on the CUDA plug-in (cuda-ipc between the GPUs of
+ * one host, NCCL when {@code LOCAL_WORLD_SIZE < WORLD_SIZE}). Every array of one call must be on
+ * the same device, and a handle serves arrays on the device of the dispatch that made it. The
+ * CUDA buffer is created on the GPU of the arrays at the first GPU call and connected through the
+ * process group ({@link ProcessGroup#allGather}); that first call is collective whatever it is
+ * (every rank makes its first GPU call together), and one buffer drives one GPU. GPU work goes on
+ * the legacy default stream, the one libtorch uses, so DJL's operations and the EP kernels stay
+ * ordered; dispatch and combine on a GPU are asynchronous (a failure on the device is reported by
+ * the next call or by {@link #synchronize()}), while notify waits for the GPU since the host must
+ * learn how many rows arrive, and {@link #layout} waits so that a bad index is reported by it. On
+ * a GPU, combine takes the {@link WireFormat#FP32} and {@link WireFormat#BF16} wires only.
+ *
  * <p>Every argument is checked (shape, dtype, device, index range) before native code runs; bad
  * input raises {@link IllegalArgumentException} naming the argument, the value and the limit.
- * Outputs are ordinary NDArrays allocated by the input's {@link NDManager} and written in place;
- * cached dispatch and combine also take a caller's output array to reuse ({@link
- * #dispatch(NDArray, EpHandle, WireFormat, NDArray)}, {@link #combine(NDArray, EpHandle,
- * WireFormat, NDArray)}), which spares the page faults of a fresh large output.
- * Dispatch and combine are collective: every rank of the group calls them in the same order.
+ * Both backends raise the same exceptions for the same native status ({@link EpTimeoutException},
+ * {@link EpPeerException}, {@link EpException}). Inputs are read in place (a non-contiguous array
+ * is made contiguous first); outputs are ordinary NDArrays allocated on the input's device,
+ * attached to the input's {@link NDManager} and written in place; cached dispatch and combine also
+ * take a caller's output array to reuse ({@link #dispatch(NDArray, EpHandle, WireFormat,
+ * NDArray)}, {@link #combine(NDArray, EpHandle, WireFormat, NDArray)}), which spares the page
+ * faults (or allocations) of a fresh large output. Dispatch and combine are collective: every rank
+ * of the group calls them in the same order.
  *
  * <p>Non-finite values are not looked for here: that would be one more pass over every {@code
  * [T, H]} element of every call. They travel as they are on the FP32 and BF16 wires and become NaN
@@ -43,16 +62,38 @@ import org.bytedeco.javacpp.PointerPointer;
  */
 public final class EpBuffer implements AutoCloseable {
 
+    /** Default size of the CUDA buffer, 1 GiB. */
+    public static final long DEFAULT_CUDA_BUFFER_BYTES = 1L << 30;
+
+    /** Smallest accepted CUDA buffer, 64 MiB (the plug-in adds its control region on top). */
+    public static final long MIN_CUDA_BUFFER_BYTES = 64L << 20;
+
+    /** Default number of SMs of GPU dispatch and combine (capped to the device's count). */
+    public static final int DEFAULT_NUM_SMS = CudaConnector.DEFAULT_NUM_SMS;
+
+    /** Largest accepted SM count (one channel per SM in the plug-in). */
+    public static final int MAX_NUM_SMS = 128;
+
     private final ProcessGroup group;
+    private final long cudaBufferBytes;
+    private final int numSms;
+    private final Duration timeout;
     private final EpStats stats = new EpStats();
+    private final CpuBackend cpu;
+    private CudaBackend cuda;
     private boolean closed;
 
-    private EpBuffer(ProcessGroup group) {
-        this.group = group;
+    private EpBuffer(Builder b) {
+        group = b.group;
+        cudaBufferBytes = b.cudaBufferBytes;
+        numSms = b.numSms == null ? 0 : b.numSms;
+        timeout = b.timeout;
+        cpu = new CpuBackend(group);
     }
 
     /**
-     * Creates a buffer over a process group's communicator. The group stays owned by the caller.
+     * Creates a buffer over a process group with the default settings. The group stays owned by
+     * the caller.
      *
      * @param group the ranks of the EP job
      * @return the buffer
@@ -61,7 +102,16 @@ public final class EpBuffer implements AutoCloseable {
         if (group == null) {
             throw new IllegalArgumentException("argument 'group' is null");
         }
-        return new EpBuffer(group);
+        return builder().setGroup(group).build();
+    }
+
+    /**
+     * Creates a builder.
+     *
+     * @return a new builder
+     */
+    public static Builder builder() {
+        return new Builder();
     }
 
     /**
@@ -92,6 +142,44 @@ public final class EpBuffer implements AutoCloseable {
     }
 
     /**
+     * Returns the size of the CUDA buffer made at the first GPU call.
+     *
+     * @return bytes
+     */
+    public long cudaBufferBytes() {
+        return cudaBufferBytes;
+    }
+
+    /**
+     * Returns the SMs GPU dispatch and combine use as configured, or 0 when the default ({@link
+     * #DEFAULT_NUM_SMS} capped to the device's count) applies.
+     *
+     * @return the configured SM count, or 0
+     */
+    public int numSms() {
+        return numSms;
+    }
+
+    /**
+     * Returns the bound of every wait of the CUDA buffer as configured, or null when the process
+     * group's default applies ({@code DJL_MOE_TIMEOUT_MS}, else 60 s).
+     *
+     * @return the timeout, or null
+     */
+    public Duration timeout() {
+        return timeout;
+    }
+
+    /**
+     * Returns the GPU whose CUDA buffer this EP buffer holds, or null before its first GPU call.
+     *
+     * @return the device, or null
+     */
+    public Device cudaDevice() {
+        return cuda == null ? null : cuda.device();
+    }
+
+    /**
      * Returns the running communication totals.
      *
      * @return the statistics
@@ -101,39 +189,27 @@ public final class EpBuffer implements AutoCloseable {
     }
 
     /**
-     * Computes where this rank's tokens go.
+     * Computes where this rank's tokens go. On a GPU this waits for the device (so that a bad
+     * index is reported here); it does not communicate, but a first GPU call creates the CUDA
+     * buffer, which is collective.
      *
      * @param topkIdx {@code [T, K]} int64 expert ids in {@code [-1, E)}
      * @param numExperts E, a positive multiple of the world size
      * @return tokens per rank {@code [W]}, tokens per expert {@code [E]} (int32) and token-in-rank
-     *     {@code [T, W]} (boolean), allocated by the manager of {@code topkIdx}
+     *     {@code [T, W]} (boolean), on the device of {@code topkIdx}, attached to its manager
      */
     public EpLayout layout(NDArray topkIdx, int numExperts) {
         checkOpen();
         int w = worldSize();
         checkExperts(numExperts, w);
         long[] tk = checkTopk(topkIdx, -1, numExperts);
-        long t = tk[0];
-        int k = (int) tk[1];
+        Device device = topkIdx.getDevice();
+        EpBackend backend = backendFor(device, "topk_idx");
         NDManager m = topkIdx.getManager();
-        NDArray perRank = m.create(new Shape(w), DataType.INT32);
-        NDArray perExpert = m.create(new Shape(numExperts), DataType.INT32);
-        NDArray inRank = m.create(new Shape(t, w), DataType.UINT8);
-        try (NativeCall call = new NativeCall()) {
-            call.check(
-                    NativeEp.nep_layout(
-                            NativeMemory.address(topkIdx, "topk_idx", DataType.INT64),
-                            t,
-                            k,
-                            numExperts,
-                            w,
-                            NativeMemory.address(perRank, "tokens_per_rank", DataType.INT32),
-                            NativeMemory.address(perExpert, "tokens_per_expert", DataType.INT32),
-                            NativeMemory.address(inRank, "is_token_in_rank", DataType.UINT8),
-                            call.err(),
-                            call.cap()),
-                    "layout");
-        }
+        NDArray perRank = TorchMemory.empty(m, new Shape(w), DataType.INT32, device);
+        NDArray perExpert = TorchMemory.empty(m, new Shape(numExperts), DataType.INT32, device);
+        NDArray inRank = TorchMemory.empty(m, new Shape(tk[0], w), DataType.UINT8, device);
+        backend.layout(topkIdx, numExperts, perRank, perExpert, inRank);
         NDArray inRankBool = inRank.toType(DataType.BOOLEAN, false);
         inRank.close();
         return new EpLayout(perRank, perExpert, inRankBool);
@@ -141,7 +217,7 @@ public final class EpBuffer implements AutoCloseable {
 
     /**
      * Computes the layout, exchanges counts with every rank and returns the routing (the notify
-     * step). Collective.
+     * step). Collective; waits for the GPU on a GPU.
      *
      * @param topkIdx {@code [T, K]} int64 expert ids in {@code [-1, E)}, no duplicates in a row
      * @param numExperts E
@@ -151,38 +227,28 @@ public final class EpBuffer implements AutoCloseable {
     public EpHandle notify(NDArray topkIdx, int numExperts, int expertAlignment) {
         checkOpen();
         checkExperts(numExperts, worldSize());
-        if (expertAlignment < 1) {
-            throw new IllegalArgumentException(
-                    "argument 'expert_alignment' = " + expertAlignment + " must be >= 1");
-        }
-        long[] tk = checkTopk(topkIdx, -1, numExperts);
+        checkAlignment(expertAlignment);
+        checkTopk(topkIdx, -1, numExperts);
+        return notifyChecked(topkIdx, numExperts, expertAlignment);
+    }
+
+    private EpHandle notifyChecked(NDArray topkIdx, int numExperts, int expertAlignment) {
+        Device device = topkIdx.getDevice();
+        EpBackend backend = backendFor(device, "topk_idx");
         long begin = System.nanoTime();
-        try (NativeCall call = new NativeCall();
-                PointerPointer<NativeEp.nep_handle> out = new PointerPointer<>(1)) {
-            call.check(
-                    NativeEp.nep_dispatch_notify(
-                            group.comm(),
-                            NativeMemory.address(topkIdx, "topk_idx", DataType.INT64),
-                            tk[0],
-                            (int) tk[1],
-                            numExperts,
-                            expertAlignment,
-                            out,
-                            call.err(),
-                            call.cap()),
-                    "dispatch notify");
-            EpHandle handle = new EpHandle(this, new NativeEp.nep_handle(out.get(0)));
-            stats.addDispatch(0, System.nanoTime() - begin);
-            return handle;
-        }
+        EpRouting routing = backend.notify(topkIdx, numExperts, expertAlignment);
+        EpHandle handle = new EpHandle(this, device, routing);
+        stats.addDispatch(0, System.nanoTime() - begin);
+        return handle;
     }
 
     /**
      * Dispatches tokens with their routing: notify, then data. Collective.
      *
      * @param x {@code [T, H]} float32
-     * @param topkIdx {@code [T, K]} int64 in {@code [-1, E)}
-     * @param topkWeights {@code [T, K]} float32, or null to move no weights
+     * @param topkIdx {@code [T, K]} int64 in {@code [-1, E)}, on the device of {@code x}
+     * @param topkWeights {@code [T, K]} float32 on the device of {@code x}, or null to move no
+     *     weights
      * @param numExperts E
      * @param expertAlignment per-expert padding of the received counts (>= 1)
      * @param wire the format rows travel in
@@ -200,6 +266,8 @@ public final class EpBuffer implements AutoCloseable {
         checkExperts(numExperts, worldSize());
         long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
         long[] tk = checkTopk(topkIdx, xs[0], numExperts);
+        Device device = x.getDevice();
+        NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'x'");
         if (topkWeights != null) {
             long[] ws = checkMatrix(topkWeights, "topk_weights", DataType.FLOAT32);
             if (ws[0] != tk[0] || ws[1] != tk[1]) {
@@ -207,10 +275,14 @@ public final class EpBuffer implements AutoCloseable {
                         "argument 'topk_weights' has shape " + topkWeights.getShape()
                                 + ", expected (" + tk[0] + ", " + tk[1] + ") like topk_idx");
             }
+            NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'x'");
         }
-        EpHandle handle = notify(topkIdx, numExperts, expertAlignment);
+        checkAlignment(expertAlignment);
+        checkWire(wire);
+        checkHidden(xs[1], wire, device);
+        EpHandle handle = notifyChecked(topkIdx, numExperts, expertAlignment);
         try {
-            return dispatchData(x, handle, topkWeights, true, wire);
+            return dispatchData(x, handle, topkIdx, topkWeights, true, wire, null);
         } catch (RuntimeException e) {
             handle.close();
             throw e;
@@ -221,28 +293,27 @@ public final class EpBuffer implements AutoCloseable {
      * Cached dispatch: moves another {@code [T, H]} tensor along the routing of an earlier
      * dispatch (how the backward of combine runs). Collective.
      *
-     * @param x {@code [T, H]} float32 with T equal to the handle's
+     * @param x {@code [T, H]} float32 with T equal to the handle's, on the handle's device
      * @param handle the routing from an earlier dispatch of this buffer
      * @param wire the format rows travel in
      * @return {@code [R, H]} float32 received rows
      */
     public NDArray dispatch(NDArray x, EpHandle handle, WireFormat wire) {
         checkOpen();
-        return dispatchData(x, handle, null, false, wire).recvX();
+        return dispatchData(x, handle, null, null, false, wire, null).recvX();
     }
 
     /**
      * Cached dispatch into a caller's array: as {@link #dispatch(NDArray, EpHandle, WireFormat)},
      * but the received rows are written into {@code out}, which the caller may reuse from call to
      * call. A fresh {@code [R, H]} output is zero-filled by the kernel a page at a time on first
-     * touch, which for large R costs about as much as the copy itself; a reused one does not.
-     * Collective.
+     * touch (CPU) or allocated (GPU); a reused one is not. Collective.
      *
      * @param x {@code [T, H]} float32 with T equal to the handle's
      * @param handle the routing from an earlier dispatch of this buffer
      * @param wire the format rows travel in
-     * @param out {@code [R, H]} float32, contiguous, on the CPU, sharing no memory with {@code x};
-     *     every element is overwritten
+     * @param out {@code [R, H]} float32, its own contiguous storage, on the handle's device,
+     *     sharing no memory with {@code x}; every element is overwritten
      * @return {@code out}
      */
     public NDArray dispatch(NDArray x, EpHandle handle, WireFormat wire, NDArray out) {
@@ -250,73 +321,54 @@ public final class EpBuffer implements AutoCloseable {
         if (handle == null) {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
-        handle.nativeHandle(this); // refuses a closed handle or one of another buffer
+        handle.routing(this); // refuses a closed handle or one of another buffer
         long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
-        checkOutput(out, "out", handle.numRecv(), xs[1], x, "x");
-        dispatchData(x, handle, null, false, wire, out);
+        checkOutput(out, "out", handle.numRecv(), xs[1], x, "x", handle.device());
+        dispatchData(x, handle, null, null, false, wire, out);
         return out;
-    }
-
-    private DispatchResult dispatchData(
-            NDArray x, EpHandle handle, NDArray topkWeights, boolean withTopk, WireFormat wire) {
-        return dispatchData(x, handle, topkWeights, withTopk, wire, null);
     }
 
     /** Dispatch data; {@code into} (checked by the caller) or a new array receives the rows. */
     private DispatchResult dispatchData(
             NDArray x,
             EpHandle handle,
+            NDArray topkIdx,
             NDArray topkWeights,
             boolean withTopk,
             WireFormat wire,
             NDArray into) {
-        if (wire == null) {
-            throw new IllegalArgumentException("argument 'wire' is null");
-        }
+        checkWire(wire);
         if (handle == null) {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
-        NativeEp.nep_handle h = handle.nativeHandle(this);
+        EpRouting routing = handle.routing(this);
         long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
+        Device device = handle.device();
+        NativeMemory.checkDevice(x, "x", device, "'handle' (its dispatch)");
         if (xs[0] != handle.numTokens()) {
             throw new IllegalArgumentException(
                     "argument 'x' has " + xs[0] + " rows but the handle routes "
                             + handle.numTokens() + " tokens");
         }
         long hidden = xs[1];
-        checkHidden(hidden, wire);
+        checkHidden(hidden, wire, device);
+        EpBackend backend = backendFor(device, "x");
         long r = handle.numRecv();
         int k = handle.numTopk();
         NDManager m = x.getManager();
-        NDArray recvX = into != null ? into : m.create(new Shape(r, hidden), DataType.FLOAT32);
-        NDArray recvIdx = withTopk ? m.create(new Shape(r, k), DataType.INT64) : null;
-        NDArray recvW = topkWeights != null ? m.create(new Shape(r, k), DataType.FLOAT32) : null;
+        NDArray recvX =
+                into != null
+                        ? into
+                        : TorchMemory.empty(m, new Shape(r, hidden), DataType.FLOAT32, device);
+        NDArray recvIdx =
+                withTopk ? TorchMemory.empty(m, new Shape(r, k), DataType.INT64, device) : null;
+        NDArray recvW =
+                topkWeights != null
+                        ? TorchMemory.empty(m, new Shape(r, k), DataType.FLOAT32, device)
+                        : null;
         long begin = System.nanoTime();
-        try (NativeCall call = new NativeCall()) {
-            call.check(
-                    NativeEp.nep_dispatch(
-                            group.comm(),
-                            h,
-                            NativeMemory.address(x, "x", DataType.FLOAT32),
-                            hidden,
-                            wire.code(),
-                            topkWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            topkWeights, "topk_weights", DataType.FLOAT32),
-                            NativeMemory.address(recvX, "recv_x", DataType.FLOAT32),
-                            recvIdx == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            recvIdx, "recv_topk_idx", DataType.INT64),
-                            recvW == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            recvW, "recv_topk_weights", DataType.FLOAT32),
-                            call.err(),
-                            call.cap()),
-                    "dispatch");
-        }
+        backend.dispatch(
+                routing, x, wire, withTopk ? topkIdx : null, topkWeights, recvX, recvIdx, recvW);
         long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
         long sent = rowBytes * handle.numSent();
         stats.addDispatch(sent, System.nanoTime() - begin);
@@ -329,10 +381,10 @@ public final class EpBuffer implements AutoCloseable {
      * that received the token. Collective.
      *
      * @param y {@code [R, H]} float32, one row per received token (already weighted and summed over
-     *     local experts)
+     *     local experts), on the handle's device
      * @param yWeights {@code [R, K]} float32 to combine the same way, or null
      * @param handle the routing of the dispatch that produced the rows
-     * @param wire the format rows travel in
+     * @param wire the format rows travel in (on a GPU: FP32 or BF16)
      * @return {@code out [T, H]} and, with {@code yWeights}, {@code outWeights [T, K]}
      */
     public CombineResult combine(NDArray y, NDArray yWeights, EpHandle handle, WireFormat wire) {
@@ -343,21 +395,23 @@ public final class EpBuffer implements AutoCloseable {
     /** Combine; {@code into} (checked by the caller) or a new array receives the sums. */
     private CombineResult combineData(
             NDArray y, NDArray yWeights, EpHandle handle, WireFormat wire, NDArray into) {
-        if (wire == null) {
-            throw new IllegalArgumentException("argument 'wire' is null");
-        }
+        checkWire(wire);
         if (handle == null) {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
-        NativeEp.nep_handle h = handle.nativeHandle(this);
+        EpRouting routing = handle.routing(this);
         long[] ys = checkMatrix(y, "y", DataType.FLOAT32);
+        Device device = handle.device();
+        NativeMemory.checkDevice(y, "y", device, "'handle' (its dispatch)");
         if (ys[0] != handle.numRecv()) {
             throw new IllegalArgumentException(
                     "argument 'y' has " + ys[0] + " rows, expected " + handle.numRecv()
                             + " (one per received token)");
         }
+        EpBackend backend = backendFor(device, "y");
+        backend.checkCombineWire(wire);
         long hidden = ys[1];
-        checkHidden(hidden, wire);
+        checkHidden(hidden, wire, device);
         int k = handle.numTopk();
         if (yWeights != null) {
             long[] ws = checkMatrix(yWeights, "y_weights", DataType.FLOAT32);
@@ -366,31 +420,20 @@ public final class EpBuffer implements AutoCloseable {
                         "argument 'y_weights' has shape " + yWeights.getShape() + ", expected ("
                                 + handle.numRecv() + ", " + k + ")");
             }
+            NativeMemory.checkDevice(yWeights, "y_weights", device, "'handle' (its dispatch)");
         }
         NDManager m = y.getManager();
         long t = handle.numTokens();
-        NDArray out = into != null ? into : m.create(new Shape(t, hidden), DataType.FLOAT32);
-        NDArray outW = yWeights != null ? m.create(new Shape(t, k), DataType.FLOAT32) : null;
+        NDArray out =
+                into != null
+                        ? into
+                        : TorchMemory.empty(m, new Shape(t, hidden), DataType.FLOAT32, device);
+        NDArray outW =
+                yWeights != null
+                        ? TorchMemory.empty(m, new Shape(t, k), DataType.FLOAT32, device)
+                        : null;
         long begin = System.nanoTime();
-        try (NativeCall call = new NativeCall()) {
-            call.check(
-                    NativeEp.nep_combine(
-                            group.comm(),
-                            h,
-                            NativeMemory.address(y, "y", DataType.FLOAT32),
-                            hidden,
-                            wire.code(),
-                            yWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(yWeights, "y_weights", DataType.FLOAT32),
-                            NativeMemory.address(out, "out", DataType.FLOAT32),
-                            outW == null
-                                    ? 0L
-                                    : NativeMemory.address(outW, "out_weights", DataType.FLOAT32),
-                            call.err(),
-                            call.cap()),
-                    "combine");
-        }
+        backend.combine(routing, y, wire, yWeights, out, outW);
         long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
         stats.addCombine(rowBytes * handle.numRecv(), System.nanoTime() - begin);
         return new CombineResult(out, outW);
@@ -405,8 +448,8 @@ public final class EpBuffer implements AutoCloseable {
      * @param y {@code [R, H]} float32, one row per received token
      * @param handle the routing of the dispatch that produced the rows
      * @param wire the format rows travel in
-     * @param out {@code [T, H]} float32, contiguous, on the CPU, sharing no memory with {@code y};
-     *     every element is overwritten
+     * @param out {@code [T, H]} float32, its own contiguous storage, on the handle's device,
+     *     sharing no memory with {@code y}; every element is overwritten
      * @return {@code out}
      */
     public NDArray combine(NDArray y, EpHandle handle, WireFormat wire, NDArray out) {
@@ -414,30 +457,86 @@ public final class EpBuffer implements AutoCloseable {
         if (handle == null) {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
-        handle.nativeHandle(this); // refuses a closed handle or one of another buffer
+        handle.routing(this); // refuses a closed handle or one of another buffer
         long[] ys = checkMatrix(y, "y", DataType.FLOAT32);
-        checkOutput(out, "out", handle.numTokens(), ys[1], y, "y");
+        checkOutput(out, "out", handle.numTokens(), ys[1], y, "y", handle.device());
         return combineData(y, null, handle, wire, out).out();
     }
 
     /**
-     * Checks a caller's output array: CPU, float32, shape {@code [rows, cols]}, its own contiguous
-     * storage (DJL hands native code a private copy of a non-contiguous array, so rows written
-     * there would be lost) and no overlap with the input.
+     * Waits for the GPU work of this buffer queued so far and reports its first failure on the
+     * device (a wait that timed out names the rank, the peer and the counter). Nothing to wait
+     * for on the CPU, where every call is synchronous.
+     */
+    public void synchronize() {
+        checkOpen();
+        if (cuda != null) {
+            cuda.synchronize();
+        }
+    }
+
+    /** Returns the backend of a device, creating and connecting the CUDA one at first use. */
+    private EpBackend backendFor(Device device, String argument) {
+        if (Device.Type.CPU.equals(device.getDeviceType())) {
+            return cpu;
+        }
+        if (!device.isGpu()) {
+            throw new IllegalArgumentException(
+                    "argument '" + argument + "' is on device " + device + "; EpBuffer takes CPU"
+                            + " arrays (CPU engine) or GPU arrays (CUDA plug-in)");
+        }
+        if (cuda == null) {
+            long millis =
+                    timeout != null ? timeout.toMillis() : ProcessGroups.timeoutMillis();
+            cuda =
+                    CudaConnector.connect(
+                            group, device, argument, cudaBufferBytes, numSms, millis);
+        } else if (!NativeMemory.sameDevice(cuda.device(), device)) {
+            throw new IllegalArgumentException(
+                    "argument '" + argument + "' is on device " + device + " but this EpBuffer's"
+                            + " CUDA buffer is on " + cuda.device() + " (one rank drives one GPU;"
+                            + " move the arrays there or use another EpBuffer)");
+        }
+        return cuda;
+    }
+
+    /**
+     * Checks a caller's output array: float32, shape {@code [rows, cols]}, on the call's device,
+     * its own contiguous storage (DJL hands native code a private copy of a non-contiguous CPU
+     * array, and native code reads a GPU array's storage as row-major, so rows written there
+     * would be lost or scattered) and no overlap with the input.
      */
     private static void checkOutput(
-            NDArray out, String name, long rows, long cols, NDArray input, String inputName) {
+            NDArray out,
+            String name,
+            long rows,
+            long cols,
+            NDArray input,
+            String inputName,
+            Device device) {
         long[] os = checkMatrix(out, name, DataType.FLOAT32);
         if (os[0] != rows || os[1] != cols) {
             throw new IllegalArgumentException(
                     "argument '" + name + "' has shape " + out.getShape() + ", expected (" + rows
                             + ", " + cols + ")");
         }
+        NativeMemory.checkDevice(out, name, device, "'handle' (its dispatch)");
+        NativeMemory.checkDevice(input, inputName, device, "'handle' (its dispatch)");
         if (rows * cols == 0) {
             return;
         }
-        long o = NativeMemory.outputAddress(out, name, DataType.FLOAT32);
-        long i = NativeMemory.address(input, inputName, DataType.FLOAT32);
+        long o;
+        long i;
+        if (device.isGpu()) {
+            o = NativeMemory.gpuAddress(out, name, DataType.FLOAT32, device);
+            if (!TorchMemory.isContiguous(input, inputName)) {
+                return; // the kernel will read a contiguous copy: no overlap possible
+            }
+            i = NativeMemory.gpuAddress(input, inputName, DataType.FLOAT32, device);
+        } else {
+            o = NativeMemory.outputAddress(out, name, DataType.FLOAT32);
+            i = NativeMemory.address(input, inputName, DataType.FLOAT32);
+        }
         long ob = rows * cols * 4;
         long ib = input.getShape().size() * 4;
         if (i != 0 && o < i + ib && i < o + ob) {
@@ -459,7 +558,20 @@ public final class EpBuffer implements AutoCloseable {
         }
     }
 
-    private static void checkHidden(long hidden, WireFormat wire) {
+    private static void checkAlignment(int expertAlignment) {
+        if (expertAlignment < 1) {
+            throw new IllegalArgumentException(
+                    "argument 'expert_alignment' = " + expertAlignment + " must be >= 1");
+        }
+    }
+
+    private static void checkWire(WireFormat wire) {
+        if (wire == null) {
+            throw new IllegalArgumentException("argument 'wire' is null");
+        }
+    }
+
+    private static void checkHidden(long hidden, WireFormat wire, Device device) {
         if (hidden <= 0) {
             throw new IllegalArgumentException("hidden size " + hidden + " must be positive");
         }
@@ -468,14 +580,16 @@ public final class EpBuffer implements AutoCloseable {
                     "hidden size " + hidden + " is not supported by wire format " + wire
                             + " (scaling block of " + wire.blockSize() + " channels)");
         }
+        if (device.isGpu()) {
+            CudaBackend.checkHidden(hidden, wire);
+        }
     }
 
-    /** Checks a 2-D CPU array of the given dtype and returns its {rows, cols}. */
+    /** Checks a 2-D array of the given dtype and returns its {rows, cols}. */
     private static long[] checkMatrix(NDArray a, String name, DataType dtype) {
         if (a == null) {
             throw new IllegalArgumentException("argument '" + name + "' is null");
         }
-        NativeMemory.checkCpu(a, name);
         Shape s = a.getShape();
         if (s.dimension() != 2) {
             throw new IllegalArgumentException(
@@ -513,8 +627,125 @@ public final class EpBuffer implements AutoCloseable {
         }
     }
 
+    /**
+     * Closes the buffer. Once a GPU call has created the CUDA buffer this is collective with
+     * several ranks (every rank waits for the others before the GPU memory that peers write into
+     * is freed), and it releases the GPU handles still open.
+     */
     @Override
     public void close() {
+        if (closed) {
+            return;
+        }
         closed = true;
+        cpu.close();
+        if (cuda != null) {
+            CudaBackend c = cuda;
+            cuda = null;
+            c.close();
+        }
+    }
+
+    /** Builds an {@link EpBuffer}. */
+    public static final class Builder {
+
+        private ProcessGroup group;
+        private long cudaBufferBytes = DEFAULT_CUDA_BUFFER_BYTES;
+        private Integer numSms;
+        private Duration timeout;
+
+        Builder() {}
+
+        /**
+         * Sets the process group (required); it stays owned by the caller.
+         *
+         * @param group the ranks of the EP job
+         * @return this builder
+         */
+        public Builder setGroup(ProcessGroup group) {
+            this.group = group;
+            return this;
+        }
+
+        /**
+         * Sets the size of the CUDA buffer each rank allocates at its first GPU call (default
+         * {@link #DEFAULT_CUDA_BUFFER_BYTES}); unused on the CPU.
+         *
+         * @param bytes at least {@link #MIN_CUDA_BUFFER_BYTES}
+         * @return this builder
+         */
+        public Builder optCudaBufferBytes(long bytes) {
+            this.cudaBufferBytes = bytes;
+            return this;
+        }
+
+        /**
+         * Sets the SMs GPU dispatch and combine use (default {@link #DEFAULT_NUM_SMS}, capped to
+         * the device's count); a count above the device's is refused at the first GPU call.
+         *
+         * @param numSms in {@code [1, }{@link #MAX_NUM_SMS}{@code ]}
+         * @return this builder
+         */
+        public Builder optNumSms(int numSms) {
+            this.numSms = numSms;
+            return this;
+        }
+
+        /**
+         * Sets the bound of every wait of the CUDA buffer, on the device and on the host (default:
+         * the process group's, {@code DJL_MOE_TIMEOUT_MS} or 60 s). The CPU engine's waits are
+         * bounded by the process group's timeout.
+         *
+         * @param timeout a positive duration of at most {@code Long.MAX_VALUE} ms
+         * @return this builder
+         */
+        public Builder optTimeout(Duration timeout) {
+            this.timeout = timeout;
+            return this;
+        }
+
+        /**
+         * Checks the settings and builds the buffer. No native resource is allocated before the
+         * first call.
+         *
+         * @return the buffer
+         * @throws IllegalArgumentException naming the setting, its value and the limit
+         */
+        public EpBuffer build() {
+            if (group == null) {
+                throw new IllegalArgumentException(
+                        "EpBuffer.Builder: argument 'group' is null (setGroup is required)");
+            }
+            if (cudaBufferBytes < MIN_CUDA_BUFFER_BYTES) {
+                throw new IllegalArgumentException(
+                        "EpBuffer.Builder: argument 'cudaBufferBytes' = " + cudaBufferBytes
+                                + " is below the minimum " + MIN_CUDA_BUFFER_BYTES + " (64 MiB)");
+            }
+            if (numSms != null && (numSms < 1 || numSms > MAX_NUM_SMS)) {
+                throw new IllegalArgumentException(
+                        "EpBuffer.Builder: argument 'numSms' = " + numSms + " is outside [1, "
+                                + MAX_NUM_SMS + "]");
+            }
+            if (timeout != null) {
+                if (timeout.isNegative() || timeout.isZero()) {
+                    throw new IllegalArgumentException(
+                            "EpBuffer.Builder: argument 'timeout' = " + timeout
+                                    + " must be positive");
+                }
+                try {
+                    if (timeout.toMillis() < 1) {
+                        throw new IllegalArgumentException(
+                                "EpBuffer.Builder: argument 'timeout' = " + timeout
+                                        + " is below 1 ms");
+                    }
+                } catch (ArithmeticException e) {
+                    throw new IllegalArgumentException(
+                            "EpBuffer.Builder: argument 'timeout' = " + timeout
+                                    + " exceeds Long.MAX_VALUE ms",
+                            e);
+                }
+            }
+            return new EpBuffer(this);
+        }
     }
 }

@@ -3,48 +3,40 @@
  */
 package dev.djlmoe.ep;
 
-import dev.djlmoe.nativeep.NativeEp;
-import org.bytedeco.javacpp.BytePointer;
-import org.bytedeco.javacpp.IntPointer;
+import ai.djl.Device;
 
 /**
  * The routing of one dispatch: prefix matrix, send lists and received source indices. A later
  * cached dispatch or a combine reuses it without recomputing the layout; the backward of both EP
  * operations uses it too.
  *
- * <p>Owned by the {@link EpBuffer} that created it and valid until {@link #close()}.
+ * <p>Owned by the {@link EpBuffer} that created it and valid until {@link #close()}, with arrays
+ * on the {@link #device()} of the dispatch that made it (the CPU engine's routing for CPU arrays,
+ * the CUDA plug-in's for GPU arrays). Counts are host values; on a GPU the source indices are
+ * written by the first dispatch with the handle.
  */
 public final class EpHandle implements AutoCloseable {
 
     private final EpBuffer owner;
-    private NativeEp.nep_handle handle;
-    private final long numTokens;
-    private final long numRecv;
-    private final int numTopk;
-    private final int numExperts;
-    private final int numLocalExperts;
-    private final int worldSize;
+    private final Device device;
+    private final EpRouting routing;
     private long numSent = -1;
 
-    EpHandle(EpBuffer owner, NativeEp.nep_handle handle) {
+    EpHandle(EpBuffer owner, Device device, EpRouting routing) {
         this.owner = owner;
-        this.handle = handle;
-        numTokens = NativeEp.nep_handle_num_tokens(handle);
-        numRecv = NativeEp.nep_handle_num_recv(handle);
-        numTopk = NativeEp.nep_handle_num_topk(handle);
-        numExperts = NativeEp.nep_handle_num_experts(handle);
-        numLocalExperts = NativeEp.nep_handle_num_local_experts(handle);
-        worldSize = NativeEp.nep_handle_world_size(handle);
+        this.device = device;
+        this.routing = routing;
     }
 
     /**
-     * Returns the native handle after checking that it is open and belongs to {@code buffer}.
+     * Returns the backend's routing after checking that the handle is open and belongs to
+     * {@code buffer}.
      *
      * @param buffer the buffer that wants to use it
-     * @return the native handle
+     * @return the routing
      */
-    NativeEp.nep_handle nativeHandle(EpBuffer buffer) {
-        if (handle == null) {
+    EpRouting routing(EpBuffer buffer) {
+        if (routing.isClosed()) {
             throw new IllegalArgumentException("argument 'handle' is closed");
         }
         if (buffer != owner) {
@@ -52,7 +44,17 @@ public final class EpHandle implements AutoCloseable {
                     "argument 'handle' was created by another EpBuffer; a handle is valid only"
                             + " with the buffer that created it");
         }
-        return handle;
+        return routing;
+    }
+
+    /**
+     * Returns the device of the dispatch that made this handle; the arrays of every call that
+     * uses it must be there.
+     *
+     * @return the device
+     */
+    public Device device() {
+        return device;
     }
 
     /**
@@ -61,7 +63,7 @@ public final class EpHandle implements AutoCloseable {
      * @return the number of source tokens
      */
     public long numTokens() {
-        return numTokens;
+        return routing.numTokens();
     }
 
     /**
@@ -70,7 +72,7 @@ public final class EpHandle implements AutoCloseable {
      * @return the number of received rows
      */
     public long numRecv() {
-        return numRecv;
+        return routing.numRecv();
     }
 
     /**
@@ -79,7 +81,7 @@ public final class EpHandle implements AutoCloseable {
      * @return K
      */
     public int numTopk() {
-        return numTopk;
+        return routing.numTopk();
     }
 
     /**
@@ -88,7 +90,7 @@ public final class EpHandle implements AutoCloseable {
      * @return E
      */
     public int numExperts() {
-        return numExperts;
+        return routing.numExperts();
     }
 
     /**
@@ -97,7 +99,7 @@ public final class EpHandle implements AutoCloseable {
      * @return the local expert count
      */
     public int numLocalExperts() {
-        return numLocalExperts;
+        return routing.numLocalExperts();
     }
 
     /**
@@ -106,7 +108,7 @@ public final class EpHandle implements AutoCloseable {
      * @return the world size
      */
     public int worldSize() {
-        return worldSize;
+        return routing.worldSize();
     }
 
     /**
@@ -116,12 +118,7 @@ public final class EpHandle implements AutoCloseable {
      * @return {@code [E/W]} counts
      */
     public int[] recvTokensPerExpert(boolean aligned) {
-        int[] out = new int[numLocalExperts];
-        try (IntPointer p = new IntPointer(Math.max(1, numLocalExperts))) {
-            NativeEp.nep_handle_recv_tokens_per_expert(open(), aligned ? 1 : 0, p);
-            p.get(out);
-        }
-        return out;
+        return open().recvTokensPerExpert(aligned);
     }
 
     /**
@@ -131,14 +128,11 @@ public final class EpHandle implements AutoCloseable {
      * @return {@code [W][W]}
      */
     public int[][] rankPrefixMatrix() {
-        int[] flat = new int[worldSize * worldSize];
-        try (IntPointer p = new IntPointer(flat.length)) {
-            NativeEp.nep_handle_rank_prefix_matrix(open(), p);
-            p.get(flat);
-        }
-        int[][] m = new int[worldSize][worldSize];
-        for (int i = 0; i < worldSize; i++) {
-            System.arraycopy(flat, i * worldSize, m[i], 0, worldSize);
+        int w = routing.worldSize();
+        int[] flat = open().rankPrefixMatrix();
+        int[][] m = new int[w][w];
+        for (int i = 0; i < w; i++) {
+            System.arraycopy(flat, i * w, m[i], 0, w);
         }
         return m;
     }
@@ -147,34 +141,26 @@ public final class EpHandle implements AutoCloseable {
      * Returns, for each received row, the index of its token on the source rank.
      *
      * @return {@code [R]}
+     * @throws IllegalStateException on a GPU before the first dispatch with this handle
      */
     public int[] recvSrcIdx() {
-        int[] out = new int[(int) numRecv];
-        if (numRecv > 0) {
-            try (IntPointer p = new IntPointer(numRecv)) {
-                NativeEp.nep_handle_recv_src_idx(open(), p);
-                p.get(out);
-            }
-        }
-        return out;
+        return open().recvSrcIdx();
     }
 
     /**
-     * Returns the rows this rank sends in a dispatch (token-rank pairs), computed once.
+     * Returns the rows this rank sends in a dispatch (token-rank pairs), computed once from the
+     * rank prefix matrix (host values on both backends).
      *
      * @return the number of sent rows
      */
     public long numSent() {
         if (numSent < 0) {
-            long n = numTokens * worldSize;
+            int w = routing.worldSize();
+            int me = owner.rank();
+            int[] m = open().rankPrefixMatrix();
             long sent = 0;
-            if (n > 0) {
-                try (BytePointer p = new BytePointer(n)) {
-                    NativeEp.nep_handle_is_token_in_rank(open(), p);
-                    for (long i = 0; i < n; i++) {
-                        sent += p.get(i) != 0 ? 1 : 0;
-                    }
-                }
+            for (int j = 0; j < w; j++) {
+                sent += m[me * w + j] - (me > 0 ? m[(me - 1) * w + j] : 0);
             }
             numSent = sent;
         }
@@ -182,47 +168,43 @@ public final class EpHandle implements AutoCloseable {
     }
 
     /**
-     * Returns whether each of this rank's tokens goes to each rank.
+     * Returns whether each of this rank's tokens goes to each rank (on a GPU, a copy from the
+     * device).
      *
      * @return {@code [T][W]}
      */
     public boolean[][] isTokenInRank() {
-        boolean[][] out = new boolean[(int) numTokens][worldSize];
-        long n = numTokens * worldSize;
-        if (n > 0) {
-            try (BytePointer p = new BytePointer(n)) {
-                NativeEp.nep_handle_is_token_in_rank(open(), p);
-                for (int t = 0; t < numTokens; t++) {
-                    for (int r = 0; r < worldSize; r++) {
-                        out[t][r] = p.get((long) t * worldSize + r) != 0;
-                    }
-                }
+        int w = routing.worldSize();
+        int t = (int) routing.numTokens();
+        byte[] flat = open().isTokenInRank();
+        boolean[][] out = new boolean[t][w];
+        for (int i = 0; i < t; i++) {
+            for (int r = 0; r < w; r++) {
+                out[i][r] = flat[i * w + r] != 0;
             }
         }
         return out;
     }
 
-    private NativeEp.nep_handle open() {
-        if (handle == null) {
+    private EpRouting open() {
+        if (routing.isClosed()) {
             throw new IllegalStateException("the handle is closed");
         }
-        return handle;
+        return routing;
     }
 
     /**
-     * Returns whether {@link #close()} was called.
+     * Returns whether {@link #close()} was called (or the buffer was closed, which releases the
+     * GPU handles it still holds).
      *
      * @return true when closed
      */
     public boolean isClosed() {
-        return handle == null;
+        return routing.isClosed();
     }
 
     @Override
     public void close() {
-        if (handle != null) {
-            NativeEp.nep_handle_destroy(handle);
-            handle = null;
-        }
+        routing.close();
     }
 }

@@ -59,16 +59,29 @@ public final class NativeCall implements AutoCloseable {
         if (message.isEmpty()) {
             message = "native status " + status;
         }
-        message = operation + ": " + message;
+        throw exception(status, operation + ": " + message);
+    }
+
+    /**
+     * Returns the exception of a native status ({@code NEP_ERR_*}, the same codes from the CPU
+     * engine and the CUDA plug-in), so that both backends fail alike.
+     *
+     * @param status the native status, not {@code NEP_OK}
+     * @param message the message, naming the operation (and the rank where known)
+     * @return {@link IllegalArgumentException} for {@code NEP_ERR_INVALID_ARGUMENT}, {@link
+     *     EpTimeoutException} for {@code NEP_ERR_TIMEOUT}, {@link EpPeerException} for {@code
+     *     NEP_ERR_PEER}, else an {@link EpException} with the status
+     */
+    public static RuntimeException exception(int status, String message) {
         switch (status) {
             case NativeEp.NEP_ERR_INVALID_ARGUMENT:
-                throw new IllegalArgumentException(message);
+                return new IllegalArgumentException(message);
             case NativeEp.NEP_ERR_TIMEOUT:
-                throw new EpTimeoutException(status, message);
+                return new EpTimeoutException(status, message);
             case NativeEp.NEP_ERR_PEER:
-                throw new EpPeerException(status, message);
+                return new EpPeerException(status, message);
             default:
-                throw new EpException(status, message);
+                return new EpException(status, message);
         }
     }
 

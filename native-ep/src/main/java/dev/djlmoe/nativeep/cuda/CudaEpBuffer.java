@@ -132,6 +132,37 @@ public final class CudaEpBuffer implements AutoCloseable {
     }
 
     /**
+     * Layout of this rank's routing, without any exchange (asynchronous; a bad index or a
+     * duplicate in a row is reported by the next {@link #sync(long)}); see {@code nep_cuda_layout}.
+     *
+     * @param topkIdx device address of topk_idx [T, K] int64
+     * @param numTokens T
+     * @param numTopk K
+     * @param numExperts E
+     * @param tokensPerRank tokens_per_rank [W] int32, or 0
+     * @param tokensPerExpert tokens_per_expert [E] int32, or 0
+     * @param isTokenInRank is_token_in_rank [T, W] uint8 (0/1), or 0
+     * @param stream the stream
+     */
+    public void layout(
+            long topkIdx,
+            long numTokens,
+            int numTopk,
+            int numExperts,
+            long tokensPerRank,
+            long tokensPerExpert,
+            long isTokenInRank,
+            long stream) {
+        try (CudaCall call = new CudaCall()) {
+            call.check(
+                    NativeEpCuda.nep_cuda_layout(
+                            open(), topkIdx, numTokens, numTopk, numExperts, tokensPerRank, tokensPerExpert, isTokenInRank,
+                            stream, call.err(), call.cap()),
+                    "layout");
+        }
+    }
+
+    /**
      * Layout and count exchange (collective; waits for the GPU).
      *
      * @param topkIdx device address of topk_idx [T, K] int64
@@ -285,6 +316,16 @@ public final class CudaEpBuffer implements AutoCloseable {
         /** @return R, the rows this rank receives */
         public long numRecv() {
             return NativeEpCuda.nep_cuda_handle_num_recv(open());
+        }
+
+        /** @return K, the top-k slots per token */
+        public int numTopk() {
+            return NativeEpCuda.nep_cuda_handle_num_topk(open());
+        }
+
+        /** @return E, the experts over all ranks */
+        public int numExperts() {
+            return NativeEpCuda.nep_cuda_handle_num_experts(open());
         }
 
         /** @return E / W */

@@ -1,0 +1,213 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.ep;
+
+import ai.djl.Device;
+import dev.djlmoe.dist.ProcessGroup;
+import dev.djlmoe.nativeep.NativeEp;
+import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
+import dev.djlmoe.nativeep.cuda.CudaEpException;
+import dev.djlmoe.nativeep.cuda.NativeEpCuda;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+
+/**
+ * Creates and connects the CUDA buffer of an {@link EpBuffer} at its first GPU call (collective).
+ *
+ * <p>Every rank allocates its buffer on the GPU of the call's arrays ({@link CudaEpBuffer#create}),
+ * then the ranks all-gather one fixed-size record each over the process group ({@link
+ * ProcessGroup#allGather}): a status and either this rank's cuda-ipc blob ({@link
+ * CudaEpBuffer#exportBlob()}), or, when the job spans several hosts ({@code LOCAL_WORLD_SIZE <
+ * WORLD_SIZE}), rank 0's NCCL unique id. Each rank then connects ({@link CudaEpBuffer#connect} with
+ * the blobs in rank order, or {@link CudaEpBuffer#connectNccl} with rank 0's id) and a second
+ * all-gather confirms that every rank did. A rank that fails at any step still takes part in both
+ * exchanges with its error, so its peers fail at once with an {@link EpPeerException} naming it
+ * instead of waiting out a timeout.
+ */
+final class CudaConnector {
+
+    /** The SMs dispatch and combine use by default (capped to the device's). */
+    static final int DEFAULT_NUM_SMS = 24;
+
+    private static final int PAYLOAD_BYTES = 512;
+    private static final int RECORD_BYTES = 8 + PAYLOAD_BYTES;
+
+    private CudaConnector() {}
+
+    /**
+     * Creates and connects this rank's CUDA buffer; collective over the group.
+     *
+     * @param group the ranks
+     * @param device the GPU of the call's arrays
+     * @param argument the argument whose device chose the GPU, for messages
+     * @param bufferBytes the size of the buffer
+     * @param numSms the SMs to use, or 0 for {@link #DEFAULT_NUM_SMS} capped to the device's
+     * @param timeoutMillis bound of every wait of the buffer
+     * @return the backend over the connected buffer
+     */
+    static CudaBackend connect(
+            ProcessGroup group,
+            Device device,
+            String argument,
+            long bufferBytes,
+            int numSms,
+            long timeoutMillis) {
+        int rank = group.rank();
+        int world = group.worldSize();
+        boolean nccl = group.localWorldSize() < world;
+        CudaEpBuffer buffer = null;
+        int sms = 0;
+        RuntimeException failure = null;
+        byte[] payload = new byte[0];
+        try {
+            checkVisible(device, argument);
+            buffer =
+                    CudaEpBuffer.create(
+                            rank, world, device.getDeviceId(), bufferBytes, timeoutMillis);
+            sms = chooseSms(buffer, numSms, device);
+            if (!nccl) {
+                payload = buffer.exportBlob();
+            } else if (rank == 0) {
+                payload = CudaEpBuffer.ncclUniqueId();
+            }
+        } catch (RuntimeException e) {
+            failure = local(e, group, device, "create");
+        }
+        try {
+            byte[][] records = exchange(group, failure, payload);
+            if (failure != null) {
+                throw failure;
+            }
+            peerFailure(records, rank, device, "create");
+            try {
+                if (nccl) {
+                    byte[] id = payloadOf(records[0]);
+                    buffer.connectNccl(Arrays.copyOf(id, NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES));
+                } else {
+                    byte[] all = new byte[world * NativeEpCuda.NEP_CUDA_EXPORT_BYTES];
+                    for (int r = 0; r < world; r++) {
+                        System.arraycopy(
+                                payloadOf(records[r]), 0, all,
+                                r * NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
+                                NativeEpCuda.NEP_CUDA_EXPORT_BYTES);
+                    }
+                    buffer.connect(all);
+                }
+            } catch (RuntimeException e) {
+                failure = local(e, group, device, "connect");
+            }
+            byte[][] confirmations = exchange(group, failure, new byte[0]);
+            if (failure != null) {
+                throw failure;
+            }
+            peerFailure(confirmations, rank, device, "connect");
+            return new CudaBackend(group, device, buffer, sms);
+        } catch (RuntimeException e) {
+            if (buffer != null) {
+                buffer.close();
+            }
+            throw e;
+        }
+    }
+
+    private static void checkVisible(Device device, String argument) {
+        int count;
+        try {
+            count = CudaEpBuffer.deviceCount();
+        } catch (LinkageError e) {
+            throw new IllegalStateException(
+                    "argument '" + argument + "' is on device " + device + ", but the CUDA"
+                            + " plug-in (libnativeep_cuda.so) cannot be loaded: " + e.getMessage(),
+                    e);
+        }
+        if (device.getDeviceId() < 0 || device.getDeviceId() >= count) {
+            throw new IllegalArgumentException(
+                    "argument '" + argument + "' is on device " + device + ", but the CUDA"
+                            + " plug-in sees " + count + " GPU(s) (no driver, a build without"
+                            + " CUDA, or CUDA_VISIBLE_DEVICES): pass CPU arrays to run on the"
+                            + " CPU engine");
+        }
+    }
+
+    private static int chooseSms(CudaEpBuffer buffer, int numSms, Device device) {
+        int deviceSms = buffer.deviceSms();
+        if (numSms == 0) {
+            return Math.min(DEFAULT_NUM_SMS, deviceSms);
+        }
+        if (numSms > deviceSms) {
+            throw new IllegalArgumentException(
+                    "num_sms = " + numSms + " (EpBuffer.Builder.optNumSms) exceeds the "
+                            + deviceSms + " SMs of " + device);
+        }
+        return numSms;
+    }
+
+    /** The exception this rank throws for its own failure (plug-in statuses as the CPU's). */
+    private static RuntimeException local(
+            RuntimeException e, ProcessGroup group, Device device, String step) {
+        if (e instanceof CudaEpException) {
+            CudaEpException c = (CudaEpException) e;
+            RuntimeException t =
+                    NativeCall.exception(
+                            c.status(),
+                            "rank " + group.rank() + " (" + device + "), " + step
+                                    + " CUDA EP buffer: " + c.getMessage());
+            t.initCause(c);
+            return t;
+        }
+        return e;
+    }
+
+    /** All-gathers one record per rank: a status, then the payload or the failure's message. */
+    private static byte[][] exchange(ProcessGroup group, RuntimeException failure, byte[] payload) {
+        int status = NativeEp.NEP_OK;
+        byte[] body = payload;
+        if (failure != null) {
+            status = failure instanceof EpException
+                    ? ((EpException) failure).getStatus()
+                    : failure instanceof IllegalArgumentException
+                            ? NativeEp.NEP_ERR_INVALID_ARGUMENT
+                            : NativeEp.NEP_ERR_INTERNAL;
+            String m = String.valueOf(failure.getMessage());
+            body = m.getBytes(StandardCharsets.UTF_8);
+            if (status == NativeEp.NEP_OK) {
+                status = NativeEp.NEP_ERR_INTERNAL;
+            }
+        }
+        int n = Math.min(body.length, PAYLOAD_BYTES);
+        ByteBuffer mine = ByteBuffer.allocate(RECORD_BYTES);
+        mine.putInt(status).putInt(n).put(body, 0, n);
+        byte[] all = group.allGather(mine.array());
+        byte[][] records = new byte[group.worldSize()][];
+        for (int r = 0; r < records.length; r++) {
+            records[r] = Arrays.copyOfRange(all, r * RECORD_BYTES, (r + 1) * RECORD_BYTES);
+        }
+        return records;
+    }
+
+    private static byte[] payloadOf(byte[] record) {
+        ByteBuffer b = ByteBuffer.wrap(record);
+        b.getInt();
+        int n = b.getInt();
+        return Arrays.copyOfRange(record, 8, 8 + n);
+    }
+
+    /** Throws an {@link EpPeerException} naming the first other rank whose record failed. */
+    private static void peerFailure(byte[][] records, int rank, Device device, String step) {
+        for (int r = 0; r < records.length; r++) {
+            if (r == rank) {
+                continue;
+            }
+            int status = ByteBuffer.wrap(records[r]).getInt();
+            if (status != NativeEp.NEP_OK) {
+                String message = new String(payloadOf(records[r]), StandardCharsets.UTF_8);
+                throw new EpPeerException(
+                        NativeEp.NEP_ERR_PEER,
+                        "rank " + rank + " (" + device + "), " + step + " CUDA EP buffer: rank "
+                                + r + " failed (status " + status + "): " + message);
+            }
+        }
+    }
+}

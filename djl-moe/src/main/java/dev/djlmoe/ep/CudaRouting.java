@@ -1,0 +1,141 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.ep;
+
+import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
+import dev.djlmoe.nativeep.cuda.CudaEpException;
+
+/**
+ * The CUDA plug-in's routing of one dispatch: counts on the host (known after the notify), indices
+ * on the device. The source index of each received row is written by the first dispatch with the
+ * routing, so {@link #recvSrcIdx()} and a combine need one to have run.
+ */
+final class CudaRouting implements EpRouting {
+
+    private final CudaBackend backend;
+    private CudaEpBuffer.Handle handle;
+    private final long numTokens;
+    private final long numRecv;
+    private final int numTopk;
+    private final int numExperts;
+    private final int numLocalExperts;
+    private final int worldSize;
+    private boolean dispatched;
+
+    CudaRouting(CudaBackend backend, CudaEpBuffer.Handle handle, int worldSize) {
+        this.backend = backend;
+        this.handle = handle;
+        this.worldSize = worldSize;
+        numTokens = handle.numTokens();
+        numRecv = handle.numRecv();
+        numTopk = handle.numTopk();
+        numExperts = handle.numExperts();
+        numLocalExperts = handle.numLocalExperts();
+    }
+
+    /**
+     * Returns the plug-in's handle.
+     *
+     * @return the open handle
+     */
+    CudaEpBuffer.Handle handle() {
+        if (handle == null) {
+            throw new IllegalStateException("the handle is closed");
+        }
+        return handle;
+    }
+
+    /** Records that a dispatch has used this routing (recv_src_idx is filled). */
+    void markDispatched() {
+        dispatched = true;
+    }
+
+    /**
+     * Returns whether a dispatch has used this routing.
+     *
+     * @return true after the first dispatch
+     */
+    boolean dispatched() {
+        return dispatched;
+    }
+
+    @Override
+    public long numTokens() {
+        return numTokens;
+    }
+
+    @Override
+    public long numRecv() {
+        return numRecv;
+    }
+
+    @Override
+    public int numTopk() {
+        return numTopk;
+    }
+
+    @Override
+    public int numExperts() {
+        return numExperts;
+    }
+
+    @Override
+    public int numLocalExperts() {
+        return numLocalExperts;
+    }
+
+    @Override
+    public int worldSize() {
+        return worldSize;
+    }
+
+    @Override
+    public int[] recvTokensPerExpert(boolean aligned) {
+        return handle().recvTokensPerExpert(aligned);
+    }
+
+    @Override
+    public int[] rankPrefixMatrix() {
+        return handle().rankPrefixMatrix(worldSize);
+    }
+
+    @Override
+    public int[] recvSrcIdx() {
+        CudaEpBuffer.Handle h = handle();
+        if (!dispatched) {
+            throw new IllegalStateException(
+                    "recv_src_idx of a GPU handle is written by its first dispatch, and none has"
+                            + " run with this handle yet");
+        }
+        try {
+            return h.recvSrcIdx();
+        } catch (CudaEpException e) {
+            throw backend.translate(e);
+        }
+    }
+
+    @Override
+    public byte[] isTokenInRank() {
+        CudaEpBuffer.Handle h = handle();
+        try {
+            return h.isTokenInRank(worldSize);
+        } catch (CudaEpException e) {
+            throw backend.translate(e);
+        }
+    }
+
+    @Override
+    public boolean isClosed() {
+        return handle == null;
+    }
+
+    @Override
+    public void close() {
+        if (handle != null) {
+            handle.close();
+            handle = null;
+            backend.forget(this);
+        }
+    }
+}
