@@ -407,6 +407,7 @@ public final class Pretrain {
                     "--model " + job.initFrom() + ": no such checkpoint directory");
         }
         Engine.getInstance().setRandomSeed((int) opts.seed());
+        Device device = trainingDevice(opts.device(), env.localRank());
         boolean lead = env.rank() == 0;
         PrintStream log = lead ? out : new PrintStream(OutputStream.nullOutputStream());
         try (ProcessGroup group = ProcessGroups.create(env);
@@ -418,7 +419,7 @@ public final class Pretrain {
                                         .optExpertAlignment(opts.precision().expertAlignment())
                                         .build()
                                 : null;
-                Model model = Model.newInstance("moe-lm", Device.cpu(), "PyTorch")) {
+                Model model = Model.newInstance("moe-lm", device, "PyTorch")) {
             Block block = arch.build().apply(ctx);
             model.setBlock(block);
             HfMoeForCausalLm hfModel = block instanceof HfMoeForCausalLm h ? h : null;
@@ -436,7 +437,7 @@ public final class Pretrain {
             DefaultTrainingConfig tc =
                     new DefaultTrainingConfig(new CausalLmLoss())
                             .optOptimizer(optimizer)
-                            .optDevices(new Device[] {Device.cpu()});
+                            .optDevices(new Device[] {device});
             try (Trainer trainer = model.newTrainer(tc)) {
                 int localBatch = opts.batch() / group.worldSize();
                 trainer.initialize(new Shape(localBatch, opts.seqLen()));
@@ -493,6 +494,36 @@ public final class Pretrain {
                 return loop(job, arch, ep, trainer, optimizer, hfModel, group, lr, start, log,
                         stop, observer, ckptRoot);
             }
+        }
+    }
+
+    /**
+     * The device a rank trains on: {@code cpu}; {@code gpu}, GPU {@code localRank mod count}
+     * (ranks of a host may share GPUs); {@code auto}, the GPU when the engine sees one.
+     *
+     * @param flag the {@code --device} value
+     * @param localRank the rank on its host
+     * @return the device
+     * @throws IllegalArgumentException for an unknown value, or {@code gpu} without a GPU
+     */
+    static Device trainingDevice(String flag, int localRank) {
+        String f = flag == null ? PretrainOptions.AUTO_DEVICE : flag;
+        int gpus = "cpu".equals(f) ? 0 : Engine.getInstance().getGpuCount();
+        switch (f) {
+            case "cpu":
+                return Device.cpu();
+            case "gpu":
+                if (gpus == 0) {
+                    throw new IllegalArgumentException(
+                            "--device gpu: the PyTorch engine sees no GPU (it needs a CUDA libtorch:"
+                                    + " see bin/build-djl-jni and the README's GPU section)");
+                }
+                return Device.gpu(localRank % gpus);
+            case PretrainOptions.AUTO_DEVICE:
+                return gpus > 0 ? Device.gpu(localRank % gpus) : Device.cpu();
+            default:
+                throw new IllegalArgumentException(
+                        "--device " + f + " is not cpu, gpu or auto");
         }
     }
 

@@ -6,6 +6,7 @@ package dev.djlmoe.recipes;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -51,7 +52,8 @@ public record PretrainOptions(
         int checkpointEvery,
         Path checkpointDir,
         int keepCheckpoints,
-        Path resume) {
+        Path resume,
+        String device) {
 
     /** Default AdamW weight decay. */
     public static final float WEIGHT_DECAY = 0.01f;
@@ -61,6 +63,9 @@ public record PretrainOptions(
 
     /** {@link #checkpointEvery} of a run that writes no checkpoints ({@code --no-checkpoints}). */
     public static final int NO_CHECKPOINTS = -1;
+
+    /** {@link #device}: the GPU when the engine sees one, else the CPU. */
+    public static final String AUTO_DEVICE = "auto";
 
     /** Default number of checkpoints kept. */
     public static final int KEEP_CHECKPOINTS = 3;
@@ -96,7 +101,7 @@ public record PretrainOptions(
             Path runDir) {
         this(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm, biasUpdateRate,
                 precision, seed, useEp, logEvery, runDir, WEIGHT_DECAY, SEQ_AUX_ALPHA, 0, null,
-                KEEP_CHECKPOINTS, null);
+                KEEP_CHECKPOINTS, null, AUTO_DEVICE);
     }
 
     /**
@@ -116,6 +121,9 @@ public record PretrainOptions(
      * @throws IllegalArgumentException naming the bad setting, its value and the limit
      */
     public void validate() {
+        if (device != null && !List.of("cpu", "gpu", AUTO_DEVICE).contains(device)) {
+            throw new IllegalArgumentException("--device " + device + " is not cpu, gpu or auto");
+        }
         if (precision == null) {
             throw new IllegalArgumentException("--precision must be given");
         }
@@ -206,7 +214,7 @@ public record PretrainOptions(
     public PretrainOptions withRunDir(Path dir) {
         return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, logEvery, dir, weightDecay, seqAuxAlpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume);
+                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
     }
 
     /**
@@ -218,7 +226,7 @@ public record PretrainOptions(
     public PretrainOptions withPrecision(TrainingPrecision p) {
         return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, p, seed, useEp, logEvery, runDir, weightDecay, seqAuxAlpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume);
+                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
     }
 
     /**
@@ -230,7 +238,7 @@ public record PretrainOptions(
     public PretrainOptions withSteps(int n) {
         return new PretrainOptions(n, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume);
+                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
     }
 
     /**
@@ -243,7 +251,7 @@ public record PretrainOptions(
     public PretrainOptions withBatch(int b, int s) {
         return new PretrainOptions(steps, b, s, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume);
+                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
     }
 
     /**
@@ -256,7 +264,7 @@ public record PretrainOptions(
     public PretrainOptions withLearningRate(float lr, int warmup) {
         return new PretrainOptions(steps, batch, seqLen, lr, warmup, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume);
+                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
     }
 
     /**
@@ -270,7 +278,7 @@ public record PretrainOptions(
     public PretrainOptions withCheckpoints(int every, Path dir, int keep) {
         return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, every, dir, keep, resume);
+                seqAuxAlpha, every, dir, keep, resume, device);
     }
 
     /**
@@ -282,7 +290,19 @@ public record PretrainOptions(
     public PretrainOptions withResume(Path checkpoint) {
         return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, checkpoint);
+                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, checkpoint, device);
+    }
+
+    /**
+     * Returns a copy that trains on another device.
+     *
+     * @param d {@code cpu}, {@code gpu} or {@code auto}
+     * @return the new options
+     */
+    public PretrainOptions withDevice(String d) {
+        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
+                biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay, seqAuxAlpha,
+                checkpointEvery, checkpointDir, keepCheckpoints, resume, d);
     }
 
     /**
@@ -294,7 +314,7 @@ public record PretrainOptions(
     public PretrainOptions withLogEvery(int every) {
         return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, every, runDir, weightDecay, seqAuxAlpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume);
+                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
     }
 
     /**
@@ -307,6 +327,6 @@ public record PretrainOptions(
     public PretrainOptions withRegularisation(float decay, float alpha) {
         return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
                 biasUpdateRate, precision, seed, useEp, logEvery, runDir, decay, alpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume);
+                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
     }
 }

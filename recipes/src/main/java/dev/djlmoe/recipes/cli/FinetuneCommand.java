@@ -42,7 +42,7 @@ public final class FinetuneCommand implements Callable<Integer> {
     public static final PretrainOptions DEFAULTS =
             new PretrainOptions(100, 8, 128, 1e-4f, 10, 1.0f, 0f, TrainingPrecision.FP32, 42,
                     true, 10, Path.of("runs", "finetune"), 0.0f, 0f, 0, null,
-                    PretrainOptions.KEEP_CHECKPOINTS, null);
+                    PretrainOptions.KEEP_CHECKPOINTS, null, PretrainOptions.AUTO_DEVICE);
 
     @Spec CommandSpec spec;
 

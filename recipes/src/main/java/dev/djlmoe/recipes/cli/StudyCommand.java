@@ -68,7 +68,8 @@ public final class StudyCommand implements Callable<Integer> {
             opts = new PretrainOptions(opts.steps(), opts.batch(), opts.seqLen(),
                     opts.learningRate(), opts.warmupSteps(), opts.maxGradNorm(),
                     opts.biasUpdateRate(), p, seed, true, opts.logEvery(), dir,
-                    opts.weightDecay(), opts.seqAuxAlpha(), opts.checkpointEvery(), null, 0, null);
+                    opts.weightDecay(), opts.seqAuxAlpha(), opts.checkpointEvery(), null, 0, null,
+                    opts.device());
             TokenSource source = PretrainCommand.source(data, seed);
             System.out.println("== " + p.flag());
             Pretrain.Result r =

@@ -58,6 +58,9 @@ public final class TrainingFlags {
             description = "EP size: start this many local ranks (like launch --nproc-per-node); under a launcher it must equal WORLD_SIZE (default: the launcher's WORLD_SIZE, else 1)")
     Integer ep;
 
+    @Option(names = "--device", description = "cpu, gpu or auto: the GPU when the engine sees one (rank r on GPU LOCAL_RANK mod the GPU count), else the CPU (default ${DEFAULT-VALUE})")
+    String device;
+
     @Option(names = "--no-ep", description = "run MoE layers locally without the EP buffer (one rank only)")
     boolean noEp;
 
@@ -91,7 +94,7 @@ public final class TrainingFlags {
         return new PretrainOptions(steps, batch, seqLen, lr, warmup, clip, biasRate,
                 TrainingPrecision.parse(precision), seed, !noEp, logEvery, runDir, weightDecay,
                 seqAuxAlpha, noCheckpoints ? PretrainOptions.NO_CHECKPOINTS : checkpointEvery,
-                checkpointDir, keepCheckpoints, resume);
+                checkpointDir, keepCheckpoints, resume, device);
     }
 
     /** Defaults of a command, by long option name. */
@@ -120,6 +123,7 @@ public final class TrainingFlags {
     static Map<String, String> defaultsOf(PretrainOptions d) {
         Map<String, String> m = new java.util.HashMap<>();
         m.put("--steps", Integer.toString(d.steps()));
+        m.put("--device", d.device());
         m.put("--batch", Integer.toString(d.batch()));
         m.put("--seq-len", Integer.toString(d.seqLen()));
         m.put("--lr", Float.toString(d.learningRate()));
