@@ -51,7 +51,8 @@ public interface ProcessGroup extends AutoCloseable {
     NativeEp.nep_comm comm();
 
     /**
-     * Sums a float32 or float64 CPU array over all ranks, in place, in rank order (deterministic).
+     * Sums a float32 or float64 array over all ranks, in place, in rank order (deterministic); a GPU
+     * array is summed through host memory.
      *
      * @param array the array, the same shape on every rank
      */

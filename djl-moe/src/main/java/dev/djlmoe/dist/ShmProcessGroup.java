@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.dist;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import dev.djlmoe.ep.NativeCall;
@@ -89,6 +90,15 @@ public final class ShmProcessGroup implements ProcessGroup {
 
     @Override
     public void allReduceSum(NDArray array) {
+        if (!Device.Type.CPU.equals(array.getDevice().getDeviceType())) {
+            // A GPU array goes through the CPU: ranks of one host share memory, not a GPU
+            // collective (the nccl transport's all-reduce serves ranks on GPUs of several hosts).
+            try (NDArray host = array.toDevice(Device.cpu(), true)) {
+                allReduceSum(host);
+                host.copyTo(array);
+            }
+            return;
+        }
         DataType t = array.getDataType();
         long n = array.size();
         try (NativeCall call = new NativeCall()) {
