@@ -10,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -35,7 +36,9 @@ class EpBufferTest {
 
     @BeforeAll
     static void setUp() {
-        manager = NDManager.newBaseManager();
+        // CPU arrays on every host: this is the CPU engine's test (on a GPU host DJL's default
+        // device is the GPU, whose backend EpBufferGpuTest compares with this one).
+        manager = NDManager.newBaseManager(Device.cpu());
         group = new LocalProcessGroup();
         buffer = EpBuffer.create(group);
     }
