@@ -8,13 +8,15 @@ import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.nativeep.NativeEp;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
 import dev.djlmoe.nativeep.cuda.CudaEpException;
+import dev.djlmoe.nativeep.cuda.CudaLowLatencyBuffer;
 import dev.djlmoe.nativeep.cuda.NativeEpCuda;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 
 /**
- * Creates and connects the CUDA buffer of an {@link EpBuffer} at its first GPU call (collective).
+ * Creates and connects the CUDA buffer of an {@link EpBuffer} or a {@link LowLatencyBuffer} at its
+ * first GPU call (collective).
  *
  * <p>Every rank allocates its buffer on the GPU of the call's arrays ({@link CudaEpBuffer#create}),
  * then the ranks all-gather one fixed-size record each over the process group ({@link
@@ -24,7 +26,8 @@ import java.util.Arrays;
  * the blobs in rank order, or {@link CudaEpBuffer#connectNccl} with rank 0's id) and a second
  * all-gather confirms that every rank did. A rank that fails at any step still takes part in both
  * exchanges with its error, so its peers fail at once with an {@link EpPeerException} naming it
- * instead of waiting out a timeout.
+ * instead of waiting out a timeout. The low-latency buffer ({@link CudaLowLatencyBuffer}) is made
+ * the same way, over cuda-ipc only.
  */
 final class CudaConnector {
 
@@ -37,7 +40,7 @@ final class CudaConnector {
     private CudaConnector() {}
 
     /**
-     * Creates and connects this rank's CUDA buffer; collective over the group.
+     * Creates and connects this rank's normal-mode CUDA buffer; collective over the group.
      *
      * @param group the ranks
      * @param device the GPU of the call's arrays
@@ -57,59 +60,198 @@ final class CudaConnector {
         int rank = group.rank();
         int world = group.worldSize();
         boolean nccl = group.localWorldSize() < world;
-        CudaEpBuffer buffer = null;
-        int sms = 0;
+        int[] sms = new int[1];
+        CudaEpBuffer buffer =
+                join(
+                        group,
+                        device,
+                        argument,
+                        "CUDA EP buffer",
+                        new Plan<>() {
+                            @Override
+                            public CudaEpBuffer create() {
+                                CudaEpBuffer b =
+                                        CudaEpBuffer.create(
+                                                rank,
+                                                world,
+                                                device.getDeviceId(),
+                                                bufferBytes,
+                                                timeoutMillis);
+                                try {
+                                    sms[0] = chooseSms(b, numSms, device);
+                                } catch (RuntimeException e) {
+                                    b.close();
+                                    throw e;
+                                }
+                                return b;
+                            }
+
+                            @Override
+                            public byte[] payload(CudaEpBuffer b) {
+                                if (!nccl) {
+                                    return b.exportBlob();
+                                }
+                                return rank == 0 ? CudaEpBuffer.ncclUniqueId() : new byte[0];
+                            }
+
+                            @Override
+                            public void connect(CudaEpBuffer b, byte[][] payloads) {
+                                if (nccl) {
+                                    b.connectNccl(
+                                            Arrays.copyOf(
+                                                    payloads[0],
+                                                    NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES));
+                                } else {
+                                    b.connect(blobs(payloads));
+                                }
+                            }
+
+                            @Override
+                            public void close(CudaEpBuffer b) {
+                                b.close();
+                            }
+                        });
+        return new CudaBackend(group, device, buffer, sms[0]);
+    }
+
+    /**
+     * Creates and connects this rank's low-latency CUDA buffer (cuda-ipc: the ranks of one host);
+     * collective over the group.
+     *
+     * @param group the ranks
+     * @param device the GPU of the call's arrays
+     * @param argument the argument whose device chose the GPU, for messages
+     * @param maxTokensPerRank Tm
+     * @param hidden H
+     * @param numExperts E
+     * @param maxTopk the largest K
+     * @param maxWire the widest wire format
+     * @param timeoutMillis bound of every device-side wait
+     * @return the backend over the connected buffer
+     */
+    static CudaLowLatencyBackend connectLowLatency(
+            ProcessGroup group,
+            Device device,
+            String argument,
+            long maxTokensPerRank,
+            long hidden,
+            int numExperts,
+            int maxTopk,
+            WireFormat maxWire,
+            long timeoutMillis) {
+        int rank = group.rank();
+        int world = group.worldSize();
+        CudaLowLatencyBuffer buffer =
+                join(
+                        group,
+                        device,
+                        argument,
+                        "CUDA low-latency buffer",
+                        new Plan<>() {
+                            @Override
+                            public CudaLowLatencyBuffer create() {
+                                if (group.localWorldSize() < world) {
+                                    throw new IllegalArgumentException(
+                                            "argument '" + argument + "' is on device " + device
+                                                    + ": the low-latency mode on GPUs joins the"
+                                                    + " ranks of one host (cuda-ipc), but"
+                                                    + " LOCAL_WORLD_SIZE = "
+                                                    + group.localWorldSize() + " < WORLD_SIZE = "
+                                                    + world);
+                                }
+                                return CudaLowLatencyBuffer.create(
+                                        rank,
+                                        world,
+                                        device.getDeviceId(),
+                                        maxTokensPerRank,
+                                        hidden,
+                                        numExperts,
+                                        maxTopk,
+                                        maxWire.code(),
+                                        timeoutMillis);
+                            }
+
+                            @Override
+                            public byte[] payload(CudaLowLatencyBuffer b) {
+                                return b.exportBlob();
+                            }
+
+                            @Override
+                            public void connect(CudaLowLatencyBuffer b, byte[][] payloads) {
+                                b.connect(blobs(payloads));
+                            }
+
+                            @Override
+                            public void close(CudaLowLatencyBuffer b) {
+                                b.close();
+                            }
+                        });
+        return new CudaLowLatencyBackend(group, device, buffer);
+    }
+
+    /** The local steps of one kind of buffer; each may throw. */
+    private interface Plan<B> {
+
+        B create();
+
+        byte[] payload(B buffer);
+
+        void connect(B buffer, byte[][] payloads);
+
+        void close(B buffer);
+    }
+
+    /** Runs a plan with its two exchanges; returns the connected buffer or throws on every rank. */
+    private static <B> B join(
+            ProcessGroup group, Device device, String argument, String what, Plan<B> plan) {
+        int rank = group.rank();
+        B buffer = null;
         RuntimeException failure = null;
         byte[] payload = new byte[0];
         try {
             checkVisible(device, argument);
-            buffer =
-                    CudaEpBuffer.create(
-                            rank, world, device.getDeviceId(), bufferBytes, timeoutMillis);
-            sms = chooseSms(buffer, numSms, device);
-            if (!nccl) {
-                payload = buffer.exportBlob();
-            } else if (rank == 0) {
-                payload = CudaEpBuffer.ncclUniqueId();
-            }
+            buffer = plan.create();
+            payload = plan.payload(buffer);
         } catch (RuntimeException e) {
-            failure = local(e, group, device, "create");
+            failure = local(e, group, device, "create " + what);
         }
         try {
             byte[][] records = exchange(group, failure, payload);
             if (failure != null) {
                 throw failure;
             }
-            peerFailure(records, rank, device, "create");
+            peerFailure(records, rank, device, "create " + what);
+            byte[][] payloads = new byte[records.length][];
+            for (int r = 0; r < records.length; r++) {
+                payloads[r] = payloadOf(records[r]);
+            }
             try {
-                if (nccl) {
-                    byte[] id = payloadOf(records[0]);
-                    buffer.connectNccl(Arrays.copyOf(id, NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES));
-                } else {
-                    byte[] all = new byte[world * NativeEpCuda.NEP_CUDA_EXPORT_BYTES];
-                    for (int r = 0; r < world; r++) {
-                        System.arraycopy(
-                                payloadOf(records[r]), 0, all,
-                                r * NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
-                                NativeEpCuda.NEP_CUDA_EXPORT_BYTES);
-                    }
-                    buffer.connect(all);
-                }
+                plan.connect(buffer, payloads);
             } catch (RuntimeException e) {
-                failure = local(e, group, device, "connect");
+                failure = local(e, group, device, "connect " + what);
             }
             byte[][] confirmations = exchange(group, failure, new byte[0]);
             if (failure != null) {
                 throw failure;
             }
-            peerFailure(confirmations, rank, device, "connect");
-            return new CudaBackend(group, device, buffer, sms);
+            peerFailure(confirmations, rank, device, "connect " + what);
+            return buffer;
         } catch (RuntimeException e) {
             if (buffer != null) {
-                buffer.close();
+                plan.close(buffer);
             }
             throw e;
         }
+    }
+
+    /** The cuda-ipc blobs of every rank, concatenated in rank order. */
+    private static byte[] blobs(byte[][] payloads) {
+        int n = NativeEpCuda.NEP_CUDA_EXPORT_BYTES;
+        byte[] all = new byte[payloads.length * n];
+        for (int r = 0; r < payloads.length; r++) {
+            System.arraycopy(payloads[r], 0, all, r * n, Math.min(n, payloads[r].length));
+        }
+        return all;
     }
 
     private static void checkVisible(Device device, String argument) {
@@ -152,8 +294,8 @@ final class CudaConnector {
             RuntimeException t =
                     NativeCall.exception(
                             c.status(),
-                            "rank " + group.rank() + " (" + device + "), " + step
-                                    + " CUDA EP buffer: " + c.getMessage());
+                            "rank " + group.rank() + " (" + device + "), " + step + ": "
+                                    + c.getMessage());
             t.initCause(c);
             return t;
         }
@@ -205,8 +347,8 @@ final class CudaConnector {
                 String message = new String(payloadOf(records[r]), StandardCharsets.UTF_8);
                 throw new EpPeerException(
                         NativeEp.NEP_ERR_PEER,
-                        "rank " + rank + " (" + device + "), " + step + " CUDA EP buffer: rank "
-                                + r + " failed (status " + status + "): " + message);
+                        "rank " + rank + " (" + device + "), " + step + ": rank " + r
+                                + " failed (status " + status + "): " + message);
             }
         }
     }

@@ -3,14 +3,13 @@
  */
 package dev.djlmoe.ep;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
-
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.nativeep.NativeEp;
-
 import org.bytedeco.javacpp.PointerPointer;
 
 /**
@@ -37,7 +36,20 @@ import org.bytedeco.javacpp.PointerPointer;
  * ones raise {@link IllegalArgumentException} naming the argument, the value and the limit and
  * leave the buffer usable); a timeout or a failed peer raises {@link EpTimeoutException} or {@link
  * EpPeerException} and leaves the buffer unusable. Outputs are NDArrays of the inputs' {@link
- * NDManager}. Not thread-safe: one thread per rank.
+ * NDManager}, on their device. Not thread-safe: one thread per rank.
+ *
+ * <p><b>Two backends, one API.</b> As with {@link EpBuffer}, the device of a call's arrays picks
+ * the engine: CPU arrays run on the CPU engine (the buffer made by {@link #create}), GPU arrays on
+ * the CUDA plug-in, whose low-latency buffer (same shape: {@code max_tokens_per_rank}, H, E,
+ * {@code max_topk}, {@code max_wire}, timeout) is created on the GPU of the arrays at the first GPU
+ * call and connected over cuda-ipc through the process group; that first call is collective
+ * (every rank makes its first GPU call together), and the GPU mode joins the ranks of one host.
+ * On a GPU, sends and receives are enqueued on the stream libtorch uses, with no host
+ * synchronisation: {@link LowLatencyHook#await()} returns at once, a failure on the device is
+ * reported by a later call or by {@link #synchronize()}, {@link LowLatencyHook#rowsSent()} and
+ * {@link LowLatencyHook#bytesSent()} are -1, and a handle is valid until a later dispatch send
+ * reuses its half of the buffer. Every array of one call must be on the same device, and a
+ * combine's on the device of its dispatch.
  */
 public final class LowLatencyBuffer implements AutoCloseable {
 
@@ -55,11 +67,15 @@ public final class LowLatencyBuffer implements AutoCloseable {
     private final int rank;
     private final int worldSize;
     private final long bytesPerRank;
+    private final long timeoutMs;
+    private CudaLowLatencyBackend cuda;
 
-    private LowLatencyBuffer(ProcessGroup group, NativeEp.nep_ll_buffer buf, WireFormat maxWire) {
+    private LowLatencyBuffer(
+            ProcessGroup group, NativeEp.nep_ll_buffer buf, WireFormat maxWire, long timeoutMs) {
         this.group = group;
         this.buf = buf;
         this.maxWire = maxWire;
+        this.timeoutMs = timeoutMs;
         maxTokensPerRank = Math.toIntExact(NativeEp.nep_ll_buffer_max_tokens_per_rank(buf));
         hidden = NativeEp.nep_ll_buffer_hidden(buf);
         numExperts = NativeEp.nep_ll_buffer_num_experts(buf);
@@ -162,7 +178,8 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             call.err(),
                             call.cap()),
                     "low-latency buffer create");
-            return new LowLatencyBuffer(group, new NativeEp.nep_ll_buffer(out.get(0)), maxWire);
+            return new LowLatencyBuffer(
+                    group, new NativeEp.nep_ll_buffer(out.get(0)), maxWire, timeoutMs);
         }
     }
 
@@ -308,6 +325,13 @@ public final class LowLatencyBuffer implements AutoCloseable {
             throw new IllegalArgumentException(
                     "argument 'round_scale' (power-of-two scales) needs wire FP8, not " + wire);
         }
+        Device device = x.getDevice();
+        NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'x'");
+        if (device.isGpu()) {
+            return new LowLatencyHook<>(
+                    cudaFor(device, "x").dispatchSend(this, x, topkIdx, wire, roundScale));
+        }
+        checkCpuDevice(device, "x");
         NDManager manager = x.getManager();
         try (NativeCall call = new NativeCall();
                 PointerPointer<NativeEp.nep_ll_op> out = new PointerPointer<>(1)) {
@@ -326,7 +350,9 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             call.cap()),
                     "low-latency dispatch send");
             return new LowLatencyHook<>(
-                    new NativeEp.nep_ll_op(out.get(0)), op -> receiveDispatch(op, manager));
+                    new CpuLowLatencyOp<>(
+                            new NativeEp.nep_ll_op(out.get(0)),
+                            op -> receiveDispatch(op, manager)));
         }
     }
 
@@ -350,7 +376,7 @@ public final class LowLatencyBuffer implements AutoCloseable {
             return new LowLatencyDispatch(
                     recvX,
                     recvCount,
-                    new LowLatencyHandle(this, new NativeEp.nep_ll_handle(out.get(0))));
+                    CpuLowLatencyRouting.wrap(this, new NativeEp.nep_ll_handle(out.get(0))));
         } catch (RuntimeException e) {
             recvX.close();
             recvCount.close();
@@ -401,11 +427,12 @@ public final class LowLatencyBuffer implements AutoCloseable {
         if (handle == null) {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
-        NativeEp.nep_ll_handle h = handle.nativeHandle(this);
+        LowLatencyRouting routing = handle.routing(this);
         if (y == null) {
             throw new IllegalArgumentException("argument 'y' is null");
         }
-        NativeMemory.checkCpu(y, "y");
+        Device device = handle.device();
+        NativeMemory.checkDevice(y, "y", device, "'handle' (its dispatch)");
         long rows = (long) worldSize * maxTokensPerRank;
         Shape want = new Shape(numLocalExperts, rows, hidden);
         if (!y.getShape().equals(want)) {
@@ -438,6 +465,20 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             + " like topk_idx");
         }
         checkWire(wire);
+        NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'handle' (its dispatch)");
+        NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'handle' (its dispatch)");
+        if (device.isGpu()) {
+            return new LowLatencyHook<>(
+                    cudaFor(device, "y")
+                            .combineSend(
+                                    (CudaLowLatencyRouting) routing,
+                                    y,
+                                    topkIdx,
+                                    topkWeights,
+                                    wire,
+                                    hidden));
+        }
+        NativeEp.nep_ll_handle h = ((CpuLowLatencyRouting) routing).handle();
         NDManager manager = y.getManager();
         long tokens = tk[0];
         try (NativeCall call = new NativeCall();
@@ -458,7 +499,9 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             call.cap()),
                     "low-latency combine send");
             return new LowLatencyHook<>(
-                    new NativeEp.nep_ll_op(out.get(0)), op -> receiveCombine(op, manager, tokens));
+                    new CpuLowLatencyOp<>(
+                            new NativeEp.nep_ll_op(out.get(0)),
+                            op -> receiveCombine(op, manager, tokens)));
         }
     }
 
@@ -515,12 +558,11 @@ public final class LowLatencyBuffer implements AutoCloseable {
         }
     }
 
-    /** Checks a 2-D CPU array of the given dtype and returns its {rows, cols}. */
+    /** Checks a 2-D array of the given dtype and returns its {rows, cols}. */
     private static long[] checkMatrix(NDArray a, String name, DataType dtype) {
         if (a == null) {
             throw new IllegalArgumentException("argument '" + name + "' is null");
         }
-        NativeMemory.checkCpu(a, name);
         Shape s = a.getShape();
         if (s.dimension() != 2) {
             throw new IllegalArgumentException(
@@ -541,14 +583,75 @@ public final class LowLatencyBuffer implements AutoCloseable {
     }
 
     /**
-     * Releases this rank's reference to the buffers; hooks still pending keep them until they are
-     * awaited or closed. Not collective: every rank keeps its own mapping of the others' memory.
+     * Waits for the GPU work of this buffer queued so far and reports its first failure on the
+     * device (a wait that timed out names the rank, the peer and the counter; a bad expert index).
+     * Nothing to wait for on the CPU, whose receives complete in {@link LowLatencyHook#await()}.
+     */
+    public void synchronize() {
+        open();
+        if (cuda != null) {
+            cuda.synchronize();
+        }
+    }
+
+    /**
+     * Returns the GPU whose CUDA low-latency buffer this buffer holds, or null before its first
+     * GPU call.
+     *
+     * @return the device, or null
+     */
+    public Device cudaDevice() {
+        return cuda == null ? null : cuda.device();
+    }
+
+    /** Returns the CUDA backend of a GPU, creating and connecting it at first use. */
+    private CudaLowLatencyBackend cudaFor(Device device, String argument) {
+        if (cuda == null) {
+            cuda =
+                    CudaConnector.connectLowLatency(
+                            group,
+                            device,
+                            argument,
+                            maxTokensPerRank,
+                            hidden,
+                            numExperts,
+                            maxTopk,
+                            maxWire,
+                            timeoutMs);
+        } else if (!NativeMemory.sameDevice(cuda.device(), device)) {
+            throw new IllegalArgumentException(
+                    "argument '" + argument + "' is on device " + device + " but this"
+                            + " LowLatencyBuffer's CUDA buffer is on " + cuda.device()
+                            + " (one rank drives one GPU)");
+        }
+        return cuda;
+    }
+
+    private static void checkCpuDevice(Device device, String argument) {
+        if (!Device.Type.CPU.equals(device.getDeviceType())) {
+            throw new IllegalArgumentException(
+                    "argument '" + argument + "' is on device " + device + "; LowLatencyBuffer"
+                            + " takes CPU arrays (CPU engine) or GPU arrays (CUDA plug-in)");
+        }
+    }
+
+    /**
+     * Releases this rank's reference to the CPU buffers (hooks still pending keep them until they
+     * are awaited or closed; not collective: every rank keeps its own mapping of the others'
+     * memory) and, once a GPU call has made it, the CUDA buffer: its pending receives are
+     * abandoned and, with several ranks, every rank waits for the others before its GPU memory is
+     * freed (collective).
      */
     @Override
     public void close() {
         if (buf != null) {
             NativeEp.nep_ll_buffer_destroy(buf);
             buf = null;
+        }
+        if (cuda != null) {
+            CudaLowLatencyBackend c = cuda;
+            cuda = null;
+            c.close();
         }
     }
 }

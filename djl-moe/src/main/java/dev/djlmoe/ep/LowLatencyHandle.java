@@ -3,10 +3,7 @@
  */
 package dev.djlmoe.ep;
 
-import dev.djlmoe.nativeep.NativeEp;
-
-import org.bytedeco.javacpp.IntPointer;
-import org.bytedeco.javacpp.LongPointer;
+import ai.djl.Device;
 
 /**
  * The routing of one low-latency dispatch as the receiving (expert) rank saw it: for each received
@@ -15,12 +12,16 @@ import org.bytedeco.javacpp.LongPointer;
  *
  * <p>Owned by the caller (close it when the combine is done) and valid only with the {@link
  * LowLatencyBuffer} whose dispatch made it. It holds its own copy of the routing, so any number of
- * handles may be kept; only the number of pending receives is limited (two).
+ * handles may be kept; only the number of pending receives is limited (two). On a GPU (the CUDA
+ * plug-in) the routing stays on the device and the handle is valid until a later dispatch send
+ * reuses its half of the buffer (two dispatches later when every call is a dispatch); a combine
+ * with a stale handle is refused, naming the calls.
  */
 public final class LowLatencyHandle implements AutoCloseable {
 
     private final LowLatencyBuffer owner;
-    private NativeEp.nep_ll_handle handle;
+    private final Device device;
+    private final LowLatencyRouting routing;
     private final long numTokens;
     private final int numTopk;
     private final int numLocalExperts;
@@ -28,25 +29,35 @@ public final class LowLatencyHandle implements AutoCloseable {
     private final long maxTokensPerRank;
     private final long hidden;
 
-    LowLatencyHandle(LowLatencyBuffer owner, NativeEp.nep_ll_handle handle) {
+    LowLatencyHandle(
+            LowLatencyBuffer owner,
+            Device device,
+            long numTokens,
+            int numTopk,
+            int numLocalExperts,
+            int worldSize,
+            long maxTokensPerRank,
+            long hidden,
+            LowLatencyRouting routing) {
         this.owner = owner;
-        this.handle = handle;
-        numTokens = NativeEp.nep_ll_handle_num_tokens(handle);
-        numTopk = NativeEp.nep_ll_handle_num_topk(handle);
-        numLocalExperts = NativeEp.nep_ll_handle_num_local_experts(handle);
-        worldSize = NativeEp.nep_ll_handle_world_size(handle);
-        maxTokensPerRank = NativeEp.nep_ll_handle_max_tokens_per_rank(handle);
-        hidden = NativeEp.nep_ll_handle_hidden(handle);
+        this.device = device;
+        this.numTokens = numTokens;
+        this.numTopk = numTopk;
+        this.numLocalExperts = numLocalExperts;
+        this.worldSize = worldSize;
+        this.maxTokensPerRank = maxTokensPerRank;
+        this.hidden = hidden;
+        this.routing = routing;
     }
 
     /**
-     * Returns the native handle after checking that it is open and belongs to {@code buffer}.
+     * Returns the backend's routing after checking that it is open and belongs to {@code buffer}.
      *
      * @param buffer the buffer that wants to use it
-     * @return the native handle
+     * @return the routing
      */
-    NativeEp.nep_ll_handle nativeHandle(LowLatencyBuffer buffer) {
-        if (handle == null) {
+    LowLatencyRouting routing(LowLatencyBuffer buffer) {
+        if (routing.isClosed()) {
             throw new IllegalArgumentException("argument 'handle' is closed");
         }
         if (buffer != owner) {
@@ -54,7 +65,16 @@ public final class LowLatencyHandle implements AutoCloseable {
                     "argument 'handle' was made by another LowLatencyBuffer; combine needs the"
                         + " buffer whose dispatch produced it");
         }
-        return handle;
+        return routing;
+    }
+
+    /**
+     * Returns the device of the dispatch that made this handle; its combine's arrays must be there.
+     *
+     * @return the device
+     */
+    public Device device() {
+        return device;
     }
 
     /**
@@ -117,12 +137,7 @@ public final class LowLatencyHandle implements AutoCloseable {
      * @return {@code [E/W]} counts
      */
     public int[] recvCount() {
-        int[] out = new int[numLocalExperts];
-        try (IntPointer p = new IntPointer(Math.max(1, numLocalExperts))) {
-            NativeEp.nep_ll_handle_recv_count(open(), p);
-            p.get(out);
-        }
-        return out;
+        return open().recvCount();
     }
 
     /**
@@ -132,13 +147,7 @@ public final class LowLatencyHandle implements AutoCloseable {
      * @return {@code [E/W * W * max_tokens_per_rank]}, row-major {@code [E/W, W * Tm]}
      */
     public int[] srcInfo() {
-        long n = (long) numLocalExperts * worldSize * maxTokensPerRank;
-        int[] out = new int[Math.toIntExact(n)];
-        try (IntPointer p = new IntPointer(Math.max(1, n))) {
-            NativeEp.nep_ll_handle_src_info(open(), p);
-            p.get(out);
-        }
-        return out;
+        return open().srcInfo();
     }
 
     /**
@@ -148,19 +157,14 @@ public final class LowLatencyHandle implements AutoCloseable {
      * @return {@code [E/W * W]}, row-major {@code [E/W, W]}
      */
     public long[] layoutRange() {
-        long[] out = new long[numLocalExperts * worldSize];
-        try (LongPointer p = new LongPointer(Math.max(1, out.length))) {
-            NativeEp.nep_ll_handle_layout_range(open(), p);
-            p.get(out);
-        }
-        return out;
+        return open().layoutRange();
     }
 
-    private NativeEp.nep_ll_handle open() {
-        if (handle == null) {
+    private LowLatencyRouting open() {
+        if (routing.isClosed()) {
             throw new IllegalStateException("the low-latency handle is closed");
         }
-        return handle;
+        return routing;
     }
 
     /**
@@ -169,14 +173,11 @@ public final class LowLatencyHandle implements AutoCloseable {
      * @return true when closed
      */
     public boolean isClosed() {
-        return handle == null;
+        return routing.isClosed();
     }
 
     @Override
     public void close() {
-        if (handle != null) {
-            NativeEp.nep_ll_handle_destroy(handle);
-            handle = null;
-        }
+        routing.close();
     }
 }

@@ -3,8 +3,6 @@
  */
 package dev.djlmoe.ep;
 
-import dev.djlmoe.nativeep.NativeEp;
-
 /**
  * The receive phase of a low-latency dispatch or combine whose send phase has returned: other work
  * runs between the send and {@link #await()}, which waits for every rank's data and returns the
@@ -12,42 +10,37 @@ import dev.djlmoe.nativeep.NativeEp;
  *
  * <p>At most two hooks of one {@link LowLatencyBuffer} may be pending at once (the buffer is double
  * buffered); a third send fails until one of them is awaited or closed. Closing a hook that was
- * never awaited abandons its receive (the data is dropped and the buffer released). Not
- * thread-safe.
+ * never awaited abandons its receive (the data is dropped and the buffer released). On a GPU the
+ * receive is enqueued on the stream libtorch uses, so {@link #await()} returns at once and DJL's
+ * operations on the result run after it; a failure on the device is reported by a later call.
+ * Not thread-safe.
  *
  * @param <R> the result: {@link LowLatencyDispatch} or the combined {@code NDArray}
  */
 public final class LowLatencyHook<R> implements AutoCloseable {
 
-    /** Completes the native receive of an op and builds the result. */
-    @FunctionalInterface
-    interface Receiver<R> {
-        R receive(NativeEp.nep_ll_op op);
-    }
-
-    private NativeEp.nep_ll_op op;
-    private final Receiver<R> receiver;
+    private LowLatencyOp<R> op;
     private final long callIndex;
     private final long rowsSent;
     private final long bytesSent;
     private R result;
     private boolean done;
 
-    LowLatencyHook(NativeEp.nep_ll_op op, Receiver<R> receiver) {
+    LowLatencyHook(LowLatencyOp<R> op) {
         this.op = op;
-        this.receiver = receiver;
-        callIndex = NativeEp.nep_ll_op_call_index(op);
-        rowsSent = NativeEp.nep_ll_op_rows_sent(op);
-        bytesSent = NativeEp.nep_ll_op_bytes_sent(op);
+        callIndex = op.callIndex();
+        rowsSent = op.rowsSent();
+        bytesSent = op.bytesSent();
     }
 
     /**
-     * Returns whether {@link #await()} would complete without waiting (every rank has sent).
+     * Returns whether {@link #await()} would complete without waiting (every rank has sent; on a
+     * GPU always, since the receive only enqueues work on the stream).
      *
      * @return true when the data of every rank has arrived
      */
     public boolean isReady() {
-        return op != null && !done && NativeEp.nep_ll_op_ready(op) == 1;
+        return op != null && !done && op.ready();
     }
 
     /**
@@ -70,18 +63,18 @@ public final class LowLatencyHook<R> implements AutoCloseable {
 
     /**
      * Returns the messages (dispatch: one per selected (token, expert) pair) or rows (combine) this
-     * rank sent.
+     * rank sent, or -1 on a GPU, where the count stays on the device.
      *
-     * @return the rows sent
+     * @return the rows sent, or -1
      */
     public long rowsSent() {
         return rowsSent;
     }
 
     /**
-     * Returns the bytes this rank sent, message headers included.
+     * Returns the bytes this rank sent, message headers included, or -1 on a GPU.
      *
-     * @return the bytes sent
+     * @return the bytes sent, or -1
      */
     public long bytesSent() {
         return bytesSent;
@@ -103,9 +96,9 @@ public final class LowLatencyHook<R> implements AutoCloseable {
         if (op == null) {
             throw new IllegalStateException("the low-latency hook is closed");
         }
-        result = receiver.receive(op);
+        result = op.receive();
         done = true;
-        NativeEp.nep_ll_op_destroy(op);
+        op.release();
         op = null;
         return result;
     }
@@ -123,7 +116,7 @@ public final class LowLatencyHook<R> implements AutoCloseable {
     @Override
     public void close() {
         if (op != null) {
-            NativeEp.nep_ll_op_destroy(op);
+            op.release();
             op = null;
         }
     }

@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -41,7 +42,9 @@ class LowLatencyBufferTest {
 
     @BeforeAll
     static void setUp() {
-        manager = NDManager.newBaseManager();
+        // CPU arrays on every host: this is the CPU engine's test (on a GPU host DJL's default
+        // device is the GPU, whose backend LowLatencyBufferGpuTest compares with this one).
+        manager = NDManager.newBaseManager(Device.cpu());
         group = new LocalProcessGroup();
         buffer = LowLatencyBuffer.create(group, TM, H, E, K, WireFormat.FP32, 10_000);
     }
