@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.train;
 
+import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -54,18 +55,22 @@ public final class ParameterInit {
             }
             double std = 1.0 / Math.sqrt(s.get(s.dimension() - 1));
             Integer first = expertOffset.get(param);
-            NDManager m = a.getManager();
-            if (first == null) {
-                Engine.getInstance().setRandomSeed(seedOf(seed, p.getKey(), -1));
-                try (NDArray v = m.randomNormal(0f, (float) std, s, a.getDataType())) {
-                    a.set(v.toByteBuffer());
-                }
-            } else {
-                Shape slice = s.slice(1);
-                for (int j = 0; j < s.get(0); j++) {
-                    Engine.getInstance().setRandomSeed(seedOf(seed, p.getKey(), first + j));
-                    try (NDArray v = m.randomNormal(0f, (float) std, slice, a.getDataType())) {
-                        a.set(new NDIndex(j), v);
+            // Drawn on the CPU whatever the device: the same seed gives the same model on a GPU
+            // (whose generator draws other numbers) as on the CPU.
+            try (NDManager m = NDManager.newBaseManager(Device.cpu())) {
+                if (first == null) {
+                    Engine.getInstance().setRandomSeed(seedOf(seed, p.getKey(), -1));
+                    try (NDArray v = m.randomNormal(0f, (float) std, s, a.getDataType())) {
+                        a.set(v.toByteBuffer());
+                    }
+                } else {
+                    Shape slice = s.slice(1);
+                    for (int j = 0; j < s.get(0); j++) {
+                        Engine.getInstance().setRandomSeed(seedOf(seed, p.getKey(), first + j));
+                        try (NDArray v = m.randomNormal(0f, (float) std, slice, a.getDataType());
+                                NDArray d = v.toDevice(a.getDevice(), true)) {
+                            a.set(new NDIndex(j), d);
+                        }
                     }
                 }
             }
