@@ -679,11 +679,18 @@ public final class Pretrain {
             heldOut = evaluate(trainer, held, opts, group);
         }
         if (lead && metricsPath != null && !records.isEmpty()) {
-            Plots.lossCurves(Map.of(job.command(), records), "djl-moe " + job.command(),
-                    opts.runDir().resolve("loss.png"));
-            Plots.expertLoad(records, "expert load, first MoE layer",
-                    opts.runDir().resolve("expert-load.png"));
-            log.println("wrote " + metricsPath + ", loss.png, expert-load.png");
+            try {
+                Plots.lossCurves(Map.of(job.command(), records), "djl-moe " + job.command(),
+                        opts.runDir().resolve("loss.png"));
+                Plots.expertLoad(records, "expert load, first MoE layer",
+                        opts.runDir().resolve("expert-load.png"));
+                log.println("wrote " + metricsPath + ", loss.png, expert-load.png");
+            } catch (LinkageError e) {
+                // A Java runtime without java.desktop (a jlink-ed one on a GPU host) draws
+                // nothing; the run and its metrics stand.
+                log.println("wrote " + metricsPath + "; no plots: this Java runtime lacks "
+                        + "java.desktop (" + e + "); draw them later with 'djl-moe plot'");
+            }
         }
         if (losses.isEmpty()) {
             log.printf(Locale.ROOT, "done: no steps run (at step %d of %d)%n", step, opts.steps());
