@@ -1,31 +1,50 @@
 #!/usr/bin/env bash
-# Assembles .gpucarry/ at the repository root: what a GPU-machine run needs beyond the working tree
-# (the machine has no Java and nothing is built there). Name ".gpucarry" in the run's carry and start
-# run_gpu.sh with NEP_BUILD=.gpucarry/gpu-build (about 45 MB; the carry limit is 64 MiB with the tree).
+# Assembles .gpucarry/ at the repository root: what a run on a GPU machine without Java needs beyond
+# the working tree. Name ".gpucarry" in the run's carry (the working tree and the carry travel
+# together, 64 MiB at most).
 #
-#   native-ep/bench/make_gpucarry.sh            # builds everything
-#   NEP_SKIP_MVN=1 native-ep/bench/make_gpucarry.sh   # reuses native-ep/target/{classes,test-classes}
+#   native-ep/bench/make_gpucarry.sh                 # for native-ep/gpu-tests/run_all.sh (the Java check)
+#   native-ep/bench/make_gpucarry.sh --djl [--djl-src SRC]   # also DJL training (pretrain --device gpu)
 #
-#   jre/          jlink-ed Java runtime (java.base, java.logging, jdk.unsupported)
-#   jars/         javacpp 1.5.14 and its linux-x86_64 jar from ~/.m2
-#   classes/, test-classes/   native-ep's classes, JNI libraries and the Java GPU driver
-#   gpu-build/{bin,lib}       ep_test, ep_bench, ll_test, ll_bench and the CUDA plug-in (cmake, NEP_BUILD_CUDA=ON)
+#   jre/                   jlink-ed Java 17 runtime (no java.desktop: pretrain then skips its plots)
+#   jars/                  javacpp 1.5.14 and its linux-x86_64 jar
+#   classes/, test-classes/    native-ep's classes, JNI libraries and the Java GPU check
+#   lib/                   (--djl) the recipes' runtime jars and the project's jars, without
+#                          pytorch-native-* (the GPU host's libtorch is used), pytorch-jni and
+#                          tokenizers (fine-tuning's tokenizer; 19 MB)
+#   djl-jni-src/           (--djl) `bin/build-djl-jni prepare` output; on the GPU host:
+#                          eval "$(bin/build-djl-jni build --src .gpucarry/djl-jni-src)"
+#
+# Builds the project first (mvn install -DskipTests) unless NEP_SKIP_MVN=1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+djl=0 djl_src=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --djl) djl=1; shift ;;
+    --djl-src) djl_src=(--djl-src "$2"); shift 2 ;;
+    *) echo "make_gpucarry.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+export DJL_OFFLINE=true OPT_OUT_TRACKING=true
 grep -qx '/.gpucarry/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.gpucarry/' >> .git/info/exclude; }
-rm -rf .gpucarry && mkdir -p .gpucarry/jars .gpucarry/gpu-build
-jlink --add-modules java.base,java.logging,jdk.unsupported --output .gpucarry/jre --strip-debug --no-header-files \
-  --no-man-pages --compress=2
+if [ -z "${NEP_SKIP_MVN:-}" ]; then
+  mvn -B -ntp -q install -DskipTests
+fi
+rm -rf .gpucarry && mkdir -p .gpucarry/jars
+jlink --add-modules java.base,java.logging,java.management,jdk.unsupported,java.naming,java.xml,java.net.http \
+  --output .gpucarry/jre --strip-debug --no-header-files --no-man-pages --compress=2
 jcp=${HOME}/.m2/repository/org/bytedeco/javacpp/1.5.14
 cp "$jcp/javacpp-1.5.14.jar" "$jcp/javacpp-1.5.14-linux-x86_64.jar" .gpucarry/jars/
-if [ -z "${NEP_SKIP_MVN:-}" ]; then
-  DJL_OFFLINE=true OPT_OUT_TRACKING=true mvn -B -ntp -q -pl native-ep verify -Dnep.cuda=ON
-fi
 cp -a native-ep/target/classes .gpucarry/classes
 cp -a native-ep/target/test-classes .gpucarry/test-classes
-rm -f .gpucarry/classes/dev/djlmoe/nativeep/linux-x86_64/libnativeep_cuda.so  # the binding's copy is enough
-cmake -S native-ep -B native-ep/target/gpu-build -DNEP_BUILD_CUDA=ON -DNEP_BUILD_TESTS=OFF >/dev/null
-cmake --build native-ep/target/gpu-build -j2 --target ep_test ep_bench ll_test ll_bench nativeep_cuda
-cp -a native-ep/target/gpu-build/bin native-ep/target/gpu-build/lib .gpucarry/gpu-build/
-rm -f .gpucarry/gpu-build/bin/bench_*
-du -sh .gpucarry
+rm -f .gpucarry/classes/dev/djlmoe/nativeep/linux-x86_64/libnativeep_cuda.so  # the cuda binding's copy serves
+if [ "$djl" = 1 ]; then
+  mvn -B -ntp -q -pl recipes dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/.gpucarry/lib" \
+    -DexcludeArtifactIds=pytorch-native-cpu,pytorch-jni,tokenizers
+  cp recipes/target/recipes-0.1.0-SNAPSHOT.jar .gpucarry/lib/
+  bin/build-djl-jni prepare --out .gpucarry/djl-jni-src "${djl_src[@]}"
+fi
+size=$(du -sb .gpucarry | cut -f1)
+tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+echo ".gpucarry: $((size >> 20)) MiB; with the tracked tree $(((size + tree) >> 20)) MiB of the 64 MiB a run may carry"
