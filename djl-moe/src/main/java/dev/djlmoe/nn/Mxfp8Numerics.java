@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.nn;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.types.DataType;
@@ -30,6 +31,14 @@ public final class Mxfp8Numerics {
      * @return a new array, same shape
      */
     public static NDArray roundTrip(NDArray x) {
+        if (!Device.Type.CPU.equals(x.getDevice().getDeviceType())) {
+            // The codec runs on the CPU: a GPU array is rounded there and copied back (the same
+            // bits as on the CPU; the GPU GEMMs with real MXFP8 are a separate piece of work).
+            try (NDArray host = x.stopGradient().toDevice(Device.cpu(), true);
+                    NDArray q = roundTrip(host)) {
+                return q.toDevice(x.getDevice(), true);
+            }
+        }
         Shape s = x.getShape();
         long d = s.get(s.dimension() - 1);
         long rows = d == 0 ? 0 : s.size() / d;
