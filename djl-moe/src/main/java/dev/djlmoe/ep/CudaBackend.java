@@ -239,10 +239,21 @@ final class CudaBackend implements EpBackend {
      * @return the exception to throw
      */
     RuntimeException translate(CudaEpException e) {
+        return translate(e, group.rank(), device);
+    }
+
+    /**
+     * Turns a failure of the plug-in (either mode) into the CPU engine's exception for the same
+     * status, naming the rank and its GPU.
+     *
+     * @param e the plug-in's exception, whose message names the operation
+     * @param rank the rank
+     * @param device its GPU
+     * @return the exception to throw
+     */
+    static RuntimeException translate(CudaEpException e, int rank, Device device) {
         RuntimeException t =
-                NativeCall.exception(
-                        e.status(),
-                        "rank " + group.rank() + " (" + device + "), " + e.getMessage());
+                NativeCall.exception(e.status(), "rank " + rank + " (" + device + "), " + e.getMessage());
         t.initCause(e);
         return t;
     }

@@ -217,12 +217,7 @@ final class CudaLowLatencyBackend {
      * @return the exception to throw
      */
     RuntimeException translate(CudaEpException e) {
-        RuntimeException t =
-                NativeCall.exception(
-                        e.status(),
-                        "rank " + group.rank() + " (" + device + "), " + e.getMessage());
-        t.initCause(e);
-        return t;
+        return CudaBackend.translate(e, group.rank(), device);
     }
 
     private <R> CudaLowLatencyOp<R> track(CudaLowLatencyOp<R> op) {

@@ -11,27 +11,22 @@ import dev.djlmoe.nativeep.cuda.CudaEpException;
  * on the device. The source index of each received row is written by the first dispatch with the
  * routing, so {@link #recvSrcIdx()} and a combine need one to have run.
  */
-final class CudaRouting implements EpRouting {
+final class CudaRouting extends AbstractEpRouting {
 
     private final CudaBackend backend;
     private CudaEpBuffer.Handle handle;
-    private final long numTokens;
-    private final long numRecv;
-    private final int numTopk;
-    private final int numExperts;
-    private final int numLocalExperts;
-    private final int worldSize;
     private boolean dispatched;
 
     CudaRouting(CudaBackend backend, CudaEpBuffer.Handle handle, int worldSize) {
+        super(
+                handle.numTokens(),
+                handle.numRecv(),
+                handle.numTopk(),
+                handle.numExperts(),
+                handle.numLocalExperts(),
+                worldSize);
         this.backend = backend;
         this.handle = handle;
-        this.worldSize = worldSize;
-        numTokens = handle.numTokens();
-        numRecv = handle.numRecv();
-        numTopk = handle.numTopk();
-        numExperts = handle.numExperts();
-        numLocalExperts = handle.numLocalExperts();
     }
 
     /**
@@ -61,43 +56,13 @@ final class CudaRouting implements EpRouting {
     }
 
     @Override
-    public long numTokens() {
-        return numTokens;
-    }
-
-    @Override
-    public long numRecv() {
-        return numRecv;
-    }
-
-    @Override
-    public int numTopk() {
-        return numTopk;
-    }
-
-    @Override
-    public int numExperts() {
-        return numExperts;
-    }
-
-    @Override
-    public int numLocalExperts() {
-        return numLocalExperts;
-    }
-
-    @Override
-    public int worldSize() {
-        return worldSize;
-    }
-
-    @Override
     public int[] recvTokensPerExpert(boolean aligned) {
         return handle().recvTokensPerExpert(aligned);
     }
 
     @Override
     public int[] rankPrefixMatrix() {
-        return handle().rankPrefixMatrix(worldSize);
+        return handle().rankPrefixMatrix(worldSize());
     }
 
     @Override
@@ -119,7 +84,7 @@ final class CudaRouting implements EpRouting {
     public byte[] isTokenInRank() {
         CudaEpBuffer.Handle h = handle();
         try {
-            return h.isTokenInRank(worldSize);
+            return h.isTokenInRank(worldSize());
         } catch (CudaEpException e) {
             throw backend.translate(e);
         }
