@@ -5,6 +5,7 @@ package dev.djlmoe.ep;
 
 import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.dist.ProcessGroup;
+import java.time.Duration;
 
 /**
  * What the MoE layers of one model share on one rank: the process group, the EP buffer, the wire
@@ -25,7 +26,17 @@ public final class EpContext implements AutoCloseable {
 
     private EpContext(Builder b) {
         group = b.group;
-        buffer = EpBuffer.create(group);
+        EpBuffer.Builder eb = EpBuffer.builder().setGroup(group);
+        if (b.cudaBufferBytes != null) {
+            eb.optCudaBufferBytes(b.cudaBufferBytes);
+        }
+        if (b.numSms != null) {
+            eb.optNumSms(b.numSms);
+        }
+        if (b.timeout != null) {
+            eb.optTimeout(b.timeout);
+        }
+        buffer = eb.build();
         dispatchWire = b.dispatchWire;
         combineWire = b.combineWire;
         backwardWire = b.backwardWire;
@@ -131,6 +142,9 @@ public final class EpContext implements AutoCloseable {
         private WireFormat combineWire = WireFormat.FP32;
         private WireFormat backwardWire = WireFormat.FP32;
         private int expertAlignment = 1;
+        private Long cudaBufferBytes;
+        private Integer numSms;
+        private Duration timeout;
 
         Builder() {}
 
@@ -187,6 +201,41 @@ public final class EpContext implements AutoCloseable {
          */
         public Builder optExpertAlignment(int alignment) {
             this.expertAlignment = alignment;
+            return this;
+        }
+
+        /**
+         * Sets the size of each rank's GPU buffer (default {@link
+         * EpBuffer#DEFAULT_CUDA_BUFFER_BYTES}); used when the arrays are on a GPU.
+         *
+         * @param bytes the size, at least {@link EpBuffer#MIN_CUDA_BUFFER_BYTES}
+         * @return this builder
+         */
+        public Builder optCudaBufferBytes(long bytes) {
+            this.cudaBufferBytes = bytes;
+            return this;
+        }
+
+        /**
+         * Sets the multiprocessors the GPU kernels use (default {@link EpBuffer#DEFAULT_NUM_SMS},
+         * capped by the device).
+         *
+         * @param sms the count
+         * @return this builder
+         */
+        public Builder optNumSms(int sms) {
+            this.numSms = sms;
+            return this;
+        }
+
+        /**
+         * Sets how long a collective waits for its peers before failing.
+         *
+         * @param t the timeout
+         * @return this builder
+         */
+        public Builder optTimeout(Duration t) {
+            this.timeout = t;
             return this;
         }
 
