@@ -290,18 +290,8 @@ final class CudaBackend implements EpBackend {
             r.close();
         }
         live.clear();
-        RuntimeException barrier = null;
-        if (group.worldSize() > 1) {
-            try {
-                group.barrier();
-            } catch (RuntimeException e) {
-                barrier = e;
-            }
-        }
-        buffer.close();
+        CudaEpBuffer released = buffer;
         buffer = null;
-        if (barrier != null) {
-            throw barrier;
-        }
+        CudaConnector.releaseCollectively(group, released::close);
     }
 }

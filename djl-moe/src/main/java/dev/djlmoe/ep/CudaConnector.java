@@ -352,4 +352,27 @@ final class CudaConnector {
             }
         }
     }
+
+    /**
+     * Releases a rank's GPU buffer once every rank has arrived (with several ranks no peer may
+     * still write into this rank's memory); a failed barrier (a peer that died) still releases the
+     * buffer and is thrown afterwards.
+     *
+     * @param group the ranks
+     * @param release frees the buffer
+     */
+    static void releaseCollectively(ProcessGroup group, Runnable release) {
+        RuntimeException barrier = null;
+        if (group.worldSize() > 1) {
+            try {
+                group.barrier();
+            } catch (RuntimeException e) {
+                barrier = e;
+            }
+        }
+        release.run();
+        if (barrier != null) {
+            throw barrier;
+        }
+    }
 }

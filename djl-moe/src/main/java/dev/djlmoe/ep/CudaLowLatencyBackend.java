@@ -254,18 +254,8 @@ final class CudaLowLatencyBackend {
             op.release();
         }
         pending.clear();
-        RuntimeException barrier = null;
-        if (group.worldSize() > 1) {
-            try {
-                group.barrier();
-            } catch (RuntimeException e) {
-                barrier = e;
-            }
-        }
-        buffer.close();
+        CudaLowLatencyBuffer released = buffer;
         buffer = null;
-        if (barrier != null) {
-            throw barrier;
-        }
+        CudaConnector.releaseCollectively(group, released::close);
     }
 }
