@@ -24,9 +24,13 @@
 #include <ios>
 
 #include "host_utils.h"
+#include "nativeep/cuda_api.h"
 
 namespace nep {
 namespace cuda {
+
+// Bytes of one element of a NEP_DTYPE_* array (the spans' unit).
+inline long long dtype_bytes(int32_t dtype) { return dtype == NEP_DTYPE_BF16 ? 2 : 4; }
 
 // cuMemGetAddressRange_v2 (CUresult, CUdeviceptr* base, size_t* size, CUdeviceptr ptr).
 using AddressRangeFn = int (*)(unsigned long long* base, size_t* size, unsigned long long ptr);

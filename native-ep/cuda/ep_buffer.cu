@@ -69,8 +69,6 @@ void check_dtype(const char* name, int32_t dtype) {
     fail(NEP_ERR_INVALID_ARGUMENT, name, "=", dtype, " is not a dtype (NEP_DTYPE_FP32=0 or NEP_DTYPE_BF16=1)");
 }
 
-long long dtype_bytes(int32_t dtype) { return dtype == NEP_DTYPE_BF16 ? 2 : 4; }
-
 void check_aligned(const char* name, int64_t addr, int64_t align) {
   if (addr % align != 0) fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " is not ", align, "-byte aligned");
 }
