@@ -43,12 +43,13 @@ final class GpuArguments implements AutoCloseable {
         if (array == null) {
             return 0L;
         }
-        NativeMemory.checkDevice(array, name, device, "the call");
+        NativeMemory.checkGpuArray(array, name, dtype, device);
         NDArray c = NativeMemory.contiguous(array, name);
         if (c != array) {
             copies.add(c);
         }
-        return NativeMemory.gpuAddress(c, name, dtype, device);
+        // c is contiguous now: no second contiguity query.
+        return TorchMemory.dataAddress(c, name, dtype);
     }
 
     /**

@@ -163,16 +163,7 @@ public final class NativeMemory {
      *     wrong
      */
     public static long gpuAddress(NDArray array, String name, DataType dtype, Device device) {
-        if (!device.isGpu()) {
-            throw new IllegalArgumentException(
-                    "argument '" + name + "': device " + device + " is not a GPU");
-        }
-        checkDevice(array, name, device, "the call");
-        if (array.getDataType() != dtype) {
-            throw new IllegalArgumentException(
-                    "argument '" + name + "' has dtype " + array.getDataType() + ", expected "
-                            + dtype);
-        }
+        checkGpuArray(array, name, dtype, device);
         if (array.getShape().size() == 0) {
             return 0L;
         }
@@ -184,6 +175,28 @@ public final class NativeMemory {
                             + " an earlier call)");
         }
         return TorchMemory.dataAddress(array, name, dtype);
+    }
+
+    /**
+     * Checks that a GPU call's array is on the call's GPU and has the required dtype.
+     *
+     * @param array the array
+     * @param name the argument name, for error messages
+     * @param dtype the required data type
+     * @param device the GPU of the call
+     * @throws IllegalArgumentException naming the argument when its device or dtype is wrong
+     */
+    static void checkGpuArray(NDArray array, String name, DataType dtype, Device device) {
+        if (!device.isGpu()) {
+            throw new IllegalArgumentException(
+                    "argument '" + name + "': device " + device + " is not a GPU");
+        }
+        checkDevice(array, name, device, "the call");
+        if (array.getDataType() != dtype) {
+            throw new IllegalArgumentException(
+                    "argument '" + name + "' has dtype " + array.getDataType() + ", expected "
+                            + dtype);
+        }
     }
 
     /**
