@@ -507,24 +507,7 @@ public final class Pretrain {
      * @throws IllegalArgumentException for an unknown value, or {@code gpu} without a GPU
      */
     static Device trainingDevice(String flag, int localRank) {
-        String f = flag == null ? PretrainOptions.AUTO_DEVICE : flag;
-        int gpus = "cpu".equals(f) ? 0 : Engine.getInstance().getGpuCount();
-        switch (f) {
-            case "cpu":
-                return Device.cpu();
-            case "gpu":
-                if (gpus == 0) {
-                    throw new IllegalArgumentException(
-                            "--device gpu: the PyTorch engine sees no GPU (it needs a CUDA libtorch:"
-                                    + " see bin/build-djl-jni and the README's GPU section)");
-                }
-                return Device.gpu(localRank % gpus);
-            case PretrainOptions.AUTO_DEVICE:
-                return gpus > 0 ? Device.gpu(localRank % gpus) : Device.cpu();
-            default:
-                throw new IllegalArgumentException(
-                        "--device " + f + " is not cpu, gpu or auto");
-        }
+        return DeviceFlag.resolve(flag, localRank);
     }
 
     private static Tracker schedule(PretrainOptions opts) {

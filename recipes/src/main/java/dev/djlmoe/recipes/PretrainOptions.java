@@ -65,7 +65,7 @@ public record PretrainOptions(
     public static final int NO_CHECKPOINTS = -1;
 
     /** {@link #device}: the GPU when the engine sees one, else the CPU. */
-    public static final String AUTO_DEVICE = "auto";
+    public static final String AUTO_DEVICE = DeviceFlag.AUTO;
 
     /** Default number of checkpoints kept. */
     public static final int KEEP_CHECKPOINTS = 3;
