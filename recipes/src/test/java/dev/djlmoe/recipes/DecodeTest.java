@@ -195,5 +195,13 @@ class DecodeTest {
         r = CliTest.cli("decode", "--new-tokens", "600");
         assertEquals(1, r.code());
         assertTrue(r.err().contains("exceed max_position_embeddings = 512"), r.err());
+        r = CliTest.cli("decode", "--device", "tpu");
+        assertEquals(1, r.code());
+        assertTrue(r.err().contains("--device tpu is not cpu, gpu or auto"), r.err());
+        if (ai.djl.engine.Engine.getInstance().getGpuCount() == 0) {
+            r = CliTest.cli("decode", "--device", "gpu");
+            assertEquals(1, r.code());
+            assertTrue(r.err().contains("--device gpu: the PyTorch engine sees no GPU"), r.err());
+        }
     }
 }

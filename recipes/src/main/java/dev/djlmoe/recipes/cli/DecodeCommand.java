@@ -5,6 +5,7 @@ package dev.djlmoe.recipes.cli;
 
 import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.recipes.DeviceFlag;
 import dev.djlmoe.recipes.decode.DecodeRun;
 import java.io.IOException;
 import java.nio.file.Path;
@@ -62,6 +63,9 @@ public final class DecodeCommand implements Callable<Integer> {
     @Option(names = "--output", paramLabel = "FILE", description = "also write the sequences as JSON Lines (rank 0)")
     Path output;
 
+    @Option(names = "--device", description = "cpu, gpu or auto: auto is the GPU when the engine sees one (rank r uses GPU LOCAL_RANK mod GPUs). On a GPU, FP8 wires need a hidden size that is a multiple of 128 (default ${DEFAULT-VALUE})")
+    String device = DeviceFlag.AUTO;
+
     @Option(names = "--ep", description = "EP ranks to start on this host (like launch --nproc-per-node; default: the launcher's WORLD_SIZE, else 1)")
     Integer ep;
 
@@ -91,7 +95,8 @@ public final class DecodeCommand implements Callable<Integer> {
         DecodeRun.Options o = new DecodeRun.Options(model,
                 prompts == null || prompts.isEmpty() ? DEFAULT_PROMPTS : prompts, newTokens, ex,
                 llPrefill,
-                WireFormat.fromName(dispatchWire), WireFormat.fromName(combineWire), seed, output);
+                WireFormat.fromName(dispatchWire), WireFormat.fromName(combineWire), seed, output,
+                device);
         DecodeRun.run(o, RankEnvironment.fromSystem(), System.out);
         return 0;
     }

@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes.decode;
 
+import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -16,6 +17,7 @@ import dev.djlmoe.ep.LowLatencyBuffer;
 import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.nativeep.NativeEp;
 import dev.djlmoe.nn.LowLatencyMoe;
+import dev.djlmoe.recipes.DeviceFlag;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import dev.djlmoe.recipes.data.ByteTokenizer;
 import dev.djlmoe.recipes.data.HfTextEncoder;
@@ -67,9 +69,21 @@ public final class DecodeRun {
      * @param combineWire the low-latency combine wire
      * @param seed the seed of random weights
      * @param output a JSON Lines file rank 0 writes (one line per prompt), or null
+     * @param device {@code cpu}, {@code gpu} or {@code auto} (see {@link DeviceFlag}); the model,
+     *     the KV cache and the low-latency buffer's arrays live there
      */
     public record Options(String model, List<String> prompts, int newTokens, Exchange exchange,
-            boolean lowLatencyPrefill, WireFormat dispatchWire, WireFormat combineWire, long seed, Path output) {}
+            boolean lowLatencyPrefill, WireFormat dispatchWire, WireFormat combineWire, long seed,
+            Path output, String device) {
+
+        /** The settings without a device choice: {@code auto}. */
+        public Options(String model, List<String> prompts, int newTokens, Exchange exchange,
+                boolean lowLatencyPrefill, WireFormat dispatchWire, WireFormat combineWire,
+                long seed, Path output) {
+            this(model, prompts, newTokens, exchange, lowLatencyPrefill, dispatchWire, combineWire,
+                    seed, output, DeviceFlag.AUTO);
+        }
+    }
 
     /**
      * What rank 0 reports.
@@ -136,11 +150,12 @@ public final class DecodeRun {
         long[][] local = new long[mine][];
         System.arraycopy(all, first, local, 0, mine);
         boolean lead = rank == 0;
+        Device device = DeviceFlag.resolve(o.device(), env.localRank());
         Engine.getInstance().setRandomSeed((int) o.seed());
         try (ProcessGroup group = ProcessGroups.create(env);
                 EpContext ctx = world > 1 ? EpContext.builder().setProcessGroup(group).build()
                         : null;
-                NDManager manager = NDManager.newBaseManager();
+                NDManager manager = NDManager.newBaseManager(device);
                 LowLatencyBuffer buf = o.exchange() == Exchange.LL
                         ? LowLatencyBuffer.create(group, capacity, cfg.hiddenSize(),
                                 cfg.numExperts(), cfg.topK(), wider(o, cfg.hiddenSize()), ProcessGroups.timeoutMillis())
@@ -164,8 +179,8 @@ public final class DecodeRun {
                     : new LowLatencyMoe(buf, o.dispatchWire(), o.combineWire(), false);
             if (lead) {
                 out.printf(Locale.ROOT, "decode: %d prompt(s) on %d EP rank(s) (%d per rank at"
-                        + " most), %d new tokens each; prefill: %s; decode steps: %s%n",
-                        p, world, maxPerRank, o.newTokens(),
+                        + " most, rank 0 on %s), %d new tokens each; prefill: %s; decode steps: %s%n",
+                        p, world, maxPerRank, device, o.newTokens(),
                         llPrefill ? "low-latency (max_tokens_per_rank " + capacity + ")"
                                 : "normal mode",
                         ll == null ? (world > 1 ? "normal-mode EP buffer" : "local experts")
