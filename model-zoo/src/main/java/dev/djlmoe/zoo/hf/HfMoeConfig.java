@@ -20,6 +20,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
 
 /**
  * The configuration of a Hugging Face Mixture-of-Experts causal language model, read from (and
@@ -520,6 +521,47 @@ public final class HfMoeConfig {
         Map<String, Object> m = new LinkedHashMap<>(raw);
         m.putAll(changes);
         return new HfMoeConfig(m, "config");
+    }
+
+    /**
+     * Returns a copy with another number of decoder layers ({@code num_hidden_layers}); every other
+     * setting stays. Layer i keeps its kind: the first {@code first_k_dense_replace} layers stay
+     * dense, so {@code deepseek-v3-16b} cut to 4 layers has 1 dense and 3 MoE layers; for {@code
+     * qwen3_moe}, entries of {@code mlp_only_layers} at or past the new count are dropped. More
+     * layers than the configuration has continue its pattern.
+     *
+     * @param numLayers the new layer count, at least 1
+     * @return the new configuration
+     * @throws IllegalArgumentException naming the count and the limit when it is below 1 or leaves
+     *     no MoE layer (for DeepSeek families: at most {@code first_k_dense_replace} layers)
+     */
+    public HfMoeConfig withNumLayers(int numLayers) {
+        if (numLayers < 1) {
+            throw new IllegalArgumentException(
+                    "num_hidden_layers " + numLayers + " must be >= 1");
+        }
+        Map<String, Object> changes = new LinkedHashMap<>();
+        changes.put("num_hidden_layers", (long) numLayers);
+        if (!mlpOnlyLayers.isEmpty()) {
+            List<Long> kept = new ArrayList<>();
+            for (int i : new TreeSet<>(mlpOnlyLayers)) {
+                if (i < numLayers) {
+                    kept.add((long) i);
+                }
+            }
+            changes.put("mlp_only_layers", kept);
+        }
+        HfMoeConfig cut = with(changes);
+        if (cut.numMoeLayers() == 0) {
+            String why = family.isMla()
+                    ? "the first first_k_dense_replace = " + firstKDenseReplace
+                            + " layers are dense; use more than " + firstKDenseReplace + " layers"
+                    : "layers " + new TreeSet<>(mlpOnlyLayers) + " are dense"
+                            + " (mlp_only_layers) and decoder_sparse_step is " + decoderSparseStep;
+            throw new IllegalArgumentException(
+                    "num_hidden_layers " + numLayers + " leaves no MoE layer: " + why);
+        }
+        return cut;
     }
 
     /**

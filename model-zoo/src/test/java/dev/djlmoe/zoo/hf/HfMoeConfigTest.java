@@ -12,6 +12,9 @@ import dev.djlmoe.zoo.nn.RotaryEmbedding;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -81,5 +84,53 @@ class HfMoeConfigTest {
         e = assertThrows(IllegalArgumentException.class, () -> HfMoeConfig.parse(v2, "x"));
         assertTrue(e.getMessage().contains("topk_method \"mystery\""), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> HfMoeConfig.preset("gpt-5"));
+    }
+
+    @Test
+    void layerCountOverrideKeepsTheDenseLayersFirst() throws IOException {
+        HfMoeConfig full = HfMoeConfig.preset("deepseek-v3-16b");
+        HfMoeConfig four = full.withNumLayers(4);
+        HfMoeConfig three = full.withNumLayers(3);
+        assertEquals(4, four.numLayers());
+        assertEquals(3, four.numMoeLayers());
+        assertTrue(!four.isMoeLayer(0) && four.isMoeLayer(1) && four.isMoeLayer(3));
+        // Every layer past the first is an MoE layer of the same size: the 23 cut away account
+        // for the whole difference, and the 4-layer model is the 2.25 B parameters of issue 15.
+        long moeLayer = four.numParameters() - three.numParameters();
+        assertEquals(full.numParameters() - four.numParameters(), 23 * moeLayer);
+        assertTrue(four.numParameters() > 2_200_000_000L && four.numParameters() < 2_300_000_000L,
+                "parameters " + four.numParameters());
+        // Only num_hidden_layers changed, and the cut survives config.json.
+        Map<String, Object> a = new LinkedHashMap<>(full.toMap());
+        Map<String, Object> b = new LinkedHashMap<>(four.toMap());
+        assertEquals(27L, a.remove("num_hidden_layers"));
+        assertEquals(4L, b.remove("num_hidden_layers"));
+        assertEquals(a, b);
+        assertEquals(four.toMap(), HfMoeConfig.parse(four.toJson(), "cut").toMap());
+        // More layers continue the pattern.
+        assertEquals(5, HfMoeConfig.preset("tiny").withNumLayers(6).numMoeLayers());
+
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> HfMoeConfig.preset("tiny").withNumLayers(0));
+        assertTrue(e.getMessage().contains("num_hidden_layers 0 must be >= 1"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> full.withNumLayers(1));
+        assertTrue(e.getMessage().contains("num_hidden_layers 1 leaves no MoE layer")
+                && e.getMessage().contains("first_k_dense_replace = 1"), e.getMessage());
+    }
+
+    @Test
+    void layerCountOverrideDropsMlpOnlyLayersPastTheEnd() throws IOException {
+        HfMoeConfig qwen = HfMoeConfig.preset("tiny-qwen3-moe"); // mlp_only_layers [0]
+        assertEquals(List.of(0L), qwen.withNumLayers(2).toMap().get("mlp_only_layers"));
+        assertEquals(1, qwen.withNumLayers(2).numMoeLayers());
+        IllegalArgumentException e =
+                assertThrows(IllegalArgumentException.class, () -> qwen.withNumLayers(1));
+        assertTrue(e.getMessage().contains("leaves no MoE layer")
+                && e.getMessage().contains("mlp_only_layers"), e.getMessage());
+        HfMoeConfig wide = qwen.with(Map.of("mlp_only_layers",
+                List.of(0L, 2L, 5L)));
+        assertEquals(List.of(0L, 2L),
+                wide.withNumLayers(4).toMap().get("mlp_only_layers"));
+        assertEquals(2, wide.withNumLayers(4).numMoeLayers()); // layers 1 and 3
     }
 }
