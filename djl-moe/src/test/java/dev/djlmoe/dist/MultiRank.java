@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.dist;
 
+import dev.djlmoe.testing.TestDevice;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.InetAddress;
@@ -36,7 +37,9 @@ import java.util.stream.Stream;
  * LOCAL_WORLD_SIZE}, {@code MASTER_ADDR=127.0.0.1}, {@code MASTER_PORT} (a free port), a random
  * {@code DJL_MOE_JOB_TOKEN}, {@code DJL_OFFLINE=true}, {@code OPT_OUT_TRACKING=true}, {@code
  * DJL_MOE_TIMEOUT_MS} and {@link #OUT_DIR} (a directory shared by the ranks for result files), and
- * runs with {@code -Xmx1g} and one PyTorch thread. Output (stdout and stderr merged) goes to
+ * runs with {@code -Xmx1g}, one PyTorch thread and the test JVM's {@code -Ddjlmoe.test.device}
+ * ({@link TestDevice}); the rest of the environment (DJL's engine variables such as {@code
+ * PYTORCH_LIBRARY_PATH} included) is inherited. Output (stdout and stderr merged) goes to
  * {@code rank-N.log} in that directory, never to the test JVM's own streams (which Surefire owns).
  * A hard timeout kills every child and its descendants; so does a shutdown hook of the test JVM,
  * and children that call {@link #watchParent()} exit when the test JVM dies.
@@ -278,6 +281,9 @@ public final class MultiRank {
             cmd.add("-Dai.djl.pytorch.num_threads=1");
             cmd.add("-Dai.djl.pytorch.num_interop_threads=1");
             cmd.add("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn");
+            if (System.getProperty(TestDevice.PROPERTY) != null) {
+                cmd.add(TestDevice.jvmOption()); // ranks train where the test runs
+            }
             cmd.addAll(jvmArgs);
             cmd.add("-cp");
             cmd.add(System.getProperty("java.class.path"));
