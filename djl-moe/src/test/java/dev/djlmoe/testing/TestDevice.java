@@ -69,6 +69,22 @@ public final class TestDevice {
     }
 
     /**
+     * Returns the device a rank of this run trains on, as the recipes place ranks: the CPU, or GPU
+     * {@code localRank mod count}.
+     *
+     * @param localRank the rank on its host
+     * @return the device
+     * @throws IllegalStateException when the GPU was asked for and the engine sees none
+     */
+    public static Device rankDevice(int localRank) {
+        if (!isGpu()) {
+            return Device.cpu();
+        }
+        device(); // refuses a host without a GPU
+        return Device.gpu(localRank % Engine.getInstance().getGpuCount());
+    }
+
+    /**
      * The JVM option that passes this run's device on to a spawned JVM.
      *
      * @return {@code -Ddjlmoe.test.device=cpu|gpu}

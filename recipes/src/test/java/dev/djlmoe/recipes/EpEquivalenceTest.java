@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.dist.MultiRank;
+import dev.djlmoe.testing.TestDevice;
 import java.io.BufferedInputStream;
 import java.io.DataInputStream;
 import java.io.IOException;
@@ -20,9 +21,10 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.stream.IntStream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.MethodSource;
 
 /**
  * Expert parallelism changes where experts live, not the numbers: the pretrain recipe on the
@@ -42,6 +44,11 @@ import org.junit.jupiter.params.provider.ValueSource;
  *   <li>20 repeats of one training step are bit-identical (W = 4, bf16 dispatch and combine), the
  *       last 10 under GC pressure.
  * </ul>
+ *
+ * <p>On a GPU ({@code -Ddjlmoe.test.device=gpu}, see {@link TestDevice}) the same comparisons run
+ * with every rank on the GPU (ranks share GPU 0 on a one-GPU host, the CUDA backend of the EP
+ * buffer between them) and the same bounds, at W = 1 and W = 2 only (the repeats too); each run
+ * checks that every rank trained on the device it was meant to.
  */
 class EpEquivalenceTest {
 
@@ -95,6 +102,20 @@ class EpEquivalenceTest {
     private static final Map<Integer, MultiRank.Result> RUNS = new ConcurrentHashMap<>();
     private static final Map<Integer, MultiRank.Result> LONG_RUNS = new ConcurrentHashMap<>();
 
+    /** The EP sizes compared with W = 1: 2 and 4 on the CPU, 2 on a GPU. */
+    static IntStream worldSizes() {
+        return TestDevice.isGpu() ? IntStream.of(2) : IntStream.of(2, 4);
+    }
+
+    /** Every rank of a run wrote the device it trained on: the one this test run is about. */
+    private static void assertDevices(MultiRank.Result r) {
+        for (int rank = 0; rank < r.worldSize(); rank++) {
+            String expected = TestDevice.rankDevice(rank).toString();
+            assertEquals(expected, lines(r, "device-rank" + rank + ".txt").get(0).trim(),
+                    r.name() + ": the device rank " + rank + " trained on");
+        }
+    }
+
     private static synchronized MultiRank.Result longRun(int w) {
         return LONG_RUNS.computeIfAbsent(w, k -> {
             MultiRank.Result r =
@@ -107,6 +128,7 @@ class EpEquivalenceTest {
                             .run();
             r.assertAllSucceeded();
             assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+            assertDevices(r);
             return r;
         });
     }
@@ -124,6 +146,7 @@ class EpEquivalenceTest {
                             .run();
             r.assertAllSucceeded();
             assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+            assertDevices(r);
             return r;
         });
     }
@@ -176,7 +199,7 @@ class EpEquivalenceTest {
     }
 
     @ParameterizedTest(name = "W = {0}")
-    @ValueSource(ints = {2, 4})
+    @MethodSource("worldSizes")
     void oneStepGivesTheLossAndGradientsOfOneRank(int w) throws IOException {
         MultiRank.Result one = curveRun(1);
         MultiRank.Result many = curveRun(w);
@@ -241,7 +264,7 @@ class EpEquivalenceTest {
     }
 
     @ParameterizedTest(name = "W = {0}")
-    @ValueSource(ints = {2, 4})
+    @MethodSource("worldSizes")
     void lossCurvesMatchOneRank(int w) {
         float[] ref = losses(curveRun(1), 0);
         MultiRank.Result many = curveRun(w);
@@ -329,7 +352,7 @@ class EpEquivalenceTest {
     }
 
     @ParameterizedTest(name = "W = {0}")
-    @ValueSource(ints = {2, 4})
+    @MethodSource("worldSizes")
     void replicatedStateAgreesAcrossRanks(int w) throws IOException {
         MultiRank.Result many = curveRun(w);
         String first = Files.readString(many.file("replicated-rank0.txt"));
@@ -342,15 +365,19 @@ class EpEquivalenceTest {
 
     @Test
     void twentyRepeatsOfOneStepAreBitIdenticalEvenUnderGcPressure() {
+        int w = TestDevice.isGpu() ? 2 : 4;
         MultiRank.Result r =
-                MultiRank.builder(EquivalenceRank.class, 4)
+                MultiRank.builder(EquivalenceRank.class, w)
                         .args("repeat", "20", Integer.toString(BATCH), Integer.toString(SEQ))
                         .timeout(Duration.ofMinutes(3))
                         .rankTimeoutMillis(60_000)
-                        .name("repeat-w4")
+                        .name("repeat-w" + w)
                         .run();
         r.assertAllSucceeded();
-        for (int rank = 0; rank < 4; rank++) {
+        for (int rank = 0; rank < w; rank++) {
+            assertEquals(TestDevice.device().toString(),
+                    lines(r, "device-rank" + rank + ".txt").get(0).trim(),
+                    "the device rank " + rank + " trained on");
             assertTrue(r.output(rank).contains("repeat: 20 identical"), r.describeRank(rank));
         }
     }

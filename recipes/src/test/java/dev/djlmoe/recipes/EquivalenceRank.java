@@ -23,6 +23,7 @@ import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
 import dev.djlmoe.recipes.data.TokenBatch;
+import dev.djlmoe.testing.TestDevice;
 import dev.djlmoe.train.EpTrainer;
 import dev.djlmoe.train.ParameterInit;
 import dev.djlmoe.train.StepResult;
@@ -58,6 +59,11 @@ import java.util.zip.CRC32;
  *       prints {@code repeat: <reps> identical, hash <h>} or exits 1. The second half of the
  *       repeats runs under GC pressure (a full GC every 5 ms).
  * </ul>
+ *
+ * <p>Both modes train on {@link TestDevice}'s device (the CPU, or the rank's GPU with {@code
+ * -Ddjlmoe.test.device=gpu}, which {@link MultiRank} passes on; ranks share GPU 0 when there is
+ * one) and write it to {@code device-rank<r>.txt} (the device of the first gradient), so the
+ * test can tell that no rank fell back to another device.
  *
  * <p>Diagnostics: with {@code EQ_TRACE=1} a curve run appends, per step and parameter, the sum of
  * squares of the averaged gradient to {@code trace-rank<r>.txt}; with {@code EQ_NOEP=1} it runs
@@ -97,7 +103,7 @@ public final class EquivalenceRank {
                 new PretrainOptions(steps, batch, seqLen, d.learningRate(), Math.min(10, steps),
                         d.maxGradNorm(), d.biasUpdateRate(), TrainingPrecision.FP32, d.seed(),
                         System.getenv().getOrDefault("EQ_NOEP", "").isEmpty(),
-                        Math.max(1, steps / 4), null);
+                        Math.max(1, steps / 4), null).withDevice(TestDevice.flag());
         Pretrain.StepObserver observer =
                 new Pretrain.StepObserver() {
                     private float lastLoss;
@@ -130,6 +136,7 @@ public final class EquivalenceRank {
                             if (step == 0) {
                                 writeGradients(dir.resolve("grads-rank" + rank + ".bin"),
                                         trainer, grads);
+                                writeDevice(dir, rank, grads.get(0));
                             }
                             if (step == steps - 1) {
                                 writeReplicated(dir.resolve("replicated-rank" + rank + ".txt"),
@@ -177,6 +184,19 @@ public final class EquivalenceRank {
         System.out.printf(Locale.ROOT, "curve: %d steps, loss %.5f -> %.5f%n", steps,
                 res.firstLoss(), res.losses().get(res.losses().size() - 1));
         return 0;
+    }
+
+    /** The device this rank trained on, as the device of one of its gradients. */
+    private static void writeDevice(Path dir, int rank, NDArray grad) throws IOException {
+        writeDevice(dir, rank, grad.getDevice().toString());
+    }
+
+    private static void writeDevice(Path dir, int rank, String device) {
+        try {
+            Files.writeString(dir.resolve("device-rank" + rank + ".txt"), device);
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     /** Name, expert flag, shape and values of every gradient, plus the step's loss. */
@@ -250,7 +270,7 @@ public final class EquivalenceRank {
                                 .optDispatchWire(WireFormat.BF16)
                                 .optCombineWire(WireFormat.BF16)
                                 .build();
-                Model model = Model.newInstance("moe-lm", Device.cpu(), "PyTorch")) {
+                Model model = Model.newInstance("moe-lm", TestDevice.device(), "PyTorch")) {
             model.setBlock(new HfMoeForCausalLm(config, ctx, PretrainOptions.SEQ_AUX_ALPHA));
             DefaultTrainingConfig tc =
                     new DefaultTrainingConfig(new CausalLmLoss())
@@ -258,7 +278,7 @@ public final class EquivalenceRank {
                                     Optimizer.sgd()
                                             .setLearningRateTracker(Tracker.fixed(0f))
                                             .build())
-                            .optDevices(new Device[] {Device.cpu()});
+                            .optDevices(new Device[] {TestDevice.device()});
             try (Trainer trainer = model.newTrainer(tc)) {
                 int w = group.worldSize();
                 trainer.initialize(new Shape(batch / w, seqLen));
@@ -271,6 +291,7 @@ public final class EquivalenceRank {
                                 .build();
                 TokenBatch b = source.batch(0, batch, seqLen).shard(group.rank(), w);
                 long first = 0;
+                StringBuilder device = new StringBuilder();
                 Thread gc = null;
                 for (int rep = 0; rep < reps; rep++) {
                     if (rep == reps / 2) {
@@ -288,7 +309,12 @@ public final class EquivalenceRank {
                                 ep.stepWithGradientHook(
                                         data,
                                         labels,
-                                        grads -> grads.forEach(g -> crc.update(g.toByteArray())));
+                                        grads -> {
+                                            grads.forEach(g -> crc.update(g.toByteArray()));
+                                            if (device.isEmpty()) {
+                                                device.append(grads.get(0).getDevice());
+                                            }
+                                        });
                         crc.update(ByteBuffer.allocate(8).putFloat(r.loss())
                                 .putFloat(r.gradNorm()).array());
                     }
@@ -305,6 +331,7 @@ public final class EquivalenceRank {
                 if (gc != null) {
                     gc.interrupt();
                 }
+                writeDevice(MultiRank.outDir(), group.rank(), device.toString());
                 System.out.printf(Locale.ROOT,
                         "repeat: %d identical (the last %d under GC pressure), hash %08x%n", reps,
                         reps - reps / 2, first);
