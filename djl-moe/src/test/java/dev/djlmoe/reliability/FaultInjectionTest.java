@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.dist.MultiRank;
+import dev.djlmoe.testing.TestDevice;
 import java.time.Duration;
 import java.util.List;
 import java.util.regex.Matcher;
@@ -20,7 +21,9 @@ import org.junit.jupiter.api.Test;
  * killed with SIGKILL during an all-reduce, and ranks that disagree on a collective call's
  * hidden size, wire format or top-k. Each live rank must fail within the configured timeout with
  * an exception naming the rank and the operation, the library must stay usable where the
- * failure allows it, and no shared-memory segment may be left.
+ * failure allows it, and no shared-memory segment may be left. The killed-mid-dispatch case runs on
+ * {@link TestDevice}'s device: the CPU engine in CI, the CUDA backend (ranks sharing the GPU) with
+ * {@code -Ddjlmoe.test.device=gpu}.
  */
 class FaultInjectionTest {
 
@@ -103,6 +106,35 @@ class FaultInjectionTest {
             assertTrue(elapsed(out) < 10_000, line);
         }
         assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+    }
+
+    @Test
+    void aRankKilledMidDispatchFailsItsPeerNamingItAndThePeerStaysUsable() {
+        int w = 2;
+        int killed = 1;
+        long timeout = 10_000;
+        MultiRank.Result r = MultiRank.builder(FaultRanks.class, w)
+                .args("kill-dispatch", Integer.toString(killed))
+                .rankTimeoutMillis(timeout)
+                .timeout(Duration.ofMinutes(2))
+                .run();
+        assertFalse(r.timedOut(), r.describe());
+        assertEquals(137, r.exitCode(killed), r.describeRank(killed)); // 128 + SIGKILL
+        String out = r.output(0);
+        assertEquals(0, r.exitCode(0), r.describeRank(0));
+        assertTrue(out.contains("arrays on " + TestDevice.rankDevice(0)), r.describeRank(0));
+        String line = failureLine(out, "PEER FAILURE");
+        // CPU: "peer rank 1 (pid ...) exited during dispatch" (its pid watch); CUDA backend:
+        // "dispatch on rank 0 timed out after 10000 ms waiting for peer 1: ..." (device waits).
+        assertTrue(line.contains("EpPeerException") || line.contains("EpTimeoutException"), line);
+        assertTrue(line.matches(".*(rank|peer) " + killed + "[ :,)].*"), line);
+        assertTrue(line.matches(".*: .*(dispatch|combine|notify).*"), line);
+        long ms = elapsed(out);
+        assertTrue(ms < timeout + 10_000, ms + " ms: " + line);
+        assertTrue(out.contains("CLOSE: "), r.describeRank(0));
+        assertTrue(out.contains("STILL USABLE: true"), r.describeRank(0));
+        assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+        System.out.println("killed mid-dispatch on " + TestDevice.rankDevice(0) + ": " + line);
     }
 
     @Test

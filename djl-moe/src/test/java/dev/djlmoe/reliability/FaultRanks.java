@@ -3,9 +3,11 @@
  */
 package dev.djlmoe.reliability;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.dist.MultiRank;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.dist.ProcessGroups;
@@ -17,6 +19,7 @@ import dev.djlmoe.ep.EpException;
 import dev.djlmoe.ep.EpHandle;
 import dev.djlmoe.ep.EpPeerException;
 import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.testing.TestDevice;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.util.Locale;
@@ -35,6 +38,13 @@ import java.util.concurrent.TimeUnit;
  *       F prints {@code RESUMED FAILURE ...} and exits 4.
  *   <li>{@code kill-allreduce F}: every rank loops over 32 MiB all-reduces; rank F is killed with
  *       SIGKILL a few milliseconds into the first. The others print the failure and exit 0.
+ *   <li>{@code kill-dispatch F}: on {@link TestDevice}'s device (the CPU engine, or the CUDA
+ *       backend with {@code -Ddjlmoe.test.device=gpu}), after a warm-up exchange every rank loops
+ *       over large dispatches and combines; rank F kills itself with SIGKILL a few milliseconds
+ *       into the first. The others print the failure, {@code CLOSE: ...} (closing the failed
+ *       buffer), then prove the process still works: an engine operation on the device and a
+ *       dispatch and combine through a fresh one-rank buffer on the device, printing {@code STILL
+ *       USABLE: true} and exiting 0 (1 when not usable).
  *   <li>{@code mismatch}: rank 0 and rank 1 call dispatch with different hidden sizes, then with
  *       different wire formats; both must get {@link EpPeerException} naming the disagreement,
  *       then a matching dispatch must work on both (exit 0).
@@ -90,6 +100,8 @@ public final class FaultRanks {
                     return killInAllReduce(group, m, Integer.parseInt(args[1]));
                 case "mismatch":
                     return mismatch(group, buffer, m);
+                case "kill-dispatch":
+                    return killInDispatch(group, Integer.parseInt(args[1]));
                 default:
                     throw new IllegalArgumentException("unknown mode " + mode);
             }
@@ -204,6 +216,95 @@ public final class FaultRanks {
         }
         System.out.println("no failure seen");
         return 1;
+    }
+
+    private static int killInDispatch(ProcessGroup group, int faulty) throws Exception {
+        Device device = TestDevice.rankDevice(group.localRank());
+        int w = group.worldSize();
+        int tokens = 1024;
+        int hidden = 4096;
+        int experts = 4 * w;
+        CountDownLatch entering = new CountDownLatch(1);
+        if (group.rank() == faulty) {
+            selfSignalAfter(entering, "KILL");
+        }
+        long begin;
+        String op = "warm-up";
+        try (NDManager m = NDManager.newBaseManager(device);
+                EpBuffer buffer = EpBuffer.create(group)) {
+            System.out.println("arrays on " + device);
+            NDArray x = m.randomNormal(new Shape(tokens, hidden));
+            NDArray idx = m.create(routing(tokens, 4, experts, 11 + group.rank()),
+                    new Shape(tokens, 4));
+            try (NDManager sm = m.newSubManager()) {
+                buffer.dispatch(sm.ones(new Shape(tokens, 128)), idx, null, experts, 1,
+                        WireFormat.FP32).handle().close();
+                buffer.synchronize();
+            }
+            begin = System.nanoTime();
+            try {
+                for (int it = 0; it < 200; it++) {
+                    try (NDManager sm = m.newSubManager()) {
+                        op = "dispatch " + it;
+                        entering.countDown();
+                        DispatchResult d = buffer.dispatch(x, idx, null, experts, 1,
+                                WireFormat.FP32);
+                        try (EpHandle h = d.handle()) {
+                            op = "combine " + it;
+                            buffer.combine(d.recvX(), null, h, WireFormat.FP32).out().close();
+                        }
+                        op = "synchronize " + it;
+                        buffer.synchronize();
+                    }
+                }
+                System.out.println("no failure seen");
+                return 1;
+            } catch (EpException e) {
+                report("PEER FAILURE", begin, op, e);
+            }
+            try {
+                buffer.close(); // collective: its barrier fails too, yet the memory is released
+                System.out.println("CLOSE: ok");
+            } catch (RuntimeException e) {
+                System.out.println("CLOSE: " + e.getClass().getSimpleName() + ": "
+                        + e.getMessage());
+            }
+            boolean usable = stillUsable(m);
+            System.out.println("STILL USABLE: " + usable);
+            return usable ? 0 : 1;
+        }
+    }
+
+    /** An engine operation and a one-rank dispatch and combine on the manager's device. */
+    private static boolean stillUsable(NDManager m) {
+        try (NDManager sm = m.newSubManager();
+                LocalProcessGroup alone = new LocalProcessGroup();
+                EpBuffer fresh = EpBuffer.builder().setGroup(alone)
+                        .optCudaBufferBytes(EpBuffer.MIN_CUDA_BUFFER_BYTES).build()) {
+            float sum = sm.ones(new Shape(1000)).mul(2f).sum().getFloat();
+            int tokens = 64;
+            int hidden = 256;
+            float[] xs = new float[tokens * hidden];
+            for (int i = 0; i < xs.length; i++) {
+                xs[i] = (i % 97) * 0.25f - 3f;
+            }
+            NDArray x = sm.create(xs, new Shape(tokens, hidden));
+            NDArray idx = sm.create(routing(tokens, 2, 8, 5), new Shape(tokens, 2));
+            DispatchResult d = fresh.dispatch(x, idx, null, 8, 1, WireFormat.FP32);
+            float[] out;
+            try (EpHandle h = d.handle()) {
+                // One rank holds every expert: each token comes back once, unchanged.
+                out = fresh.combine(d.recvX(), null, h, WireFormat.FP32).out().toFloatArray();
+            }
+            boolean same = java.util.Arrays.equals(xs, out);
+            System.out.printf(Locale.ROOT, "after the failure on %s: sum %.1f (expected 2000.0),"
+                    + " one-rank dispatch and combine %s%n", m.getDevice(), sum,
+                    same ? "exact" : "WRONG");
+            return sum == 2000f && same;
+        } catch (RuntimeException e) {
+            System.out.println("NOT USABLE: " + e);
+            return false;
+        }
     }
 
     private static int mismatch(ProcessGroup group, EpBuffer buffer, NDManager m) {
