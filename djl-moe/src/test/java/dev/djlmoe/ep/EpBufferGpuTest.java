@@ -18,6 +18,7 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
+import dev.djlmoe.testing.TestDevice;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
@@ -33,8 +34,10 @@ import org.junit.jupiter.params.provider.EnumSource;
  * plug-in as GPU arrays, and every result must be bitwise the same (the plug-in's codecs are those
  * of the CPU engine): dispatch on the four wires, combine on FP32 and BF16, the handle's counts and
  * indices, layout, cached dispatch into reused outputs, strided GPU inputs. Then the named errors
- * of mixed devices. Skipped without a GPU (CI is CPU-only); run it on a GPU host with DJL's
- * PyTorch engine built for it (FACTS.md, "DJL on a GPU host").
+ * of mixed devices and of a GPU index past the visible devices. Skipped without a GPU (CI is
+ * CPU-only); run it on a GPU host with DJL's PyTorch engine built for it (FACTS.md, "DJL on a GPU
+ * host"): {@code bin/gpu-java-tests} does, with {@code -Ddjlmoe.test.device=gpu}, under which a
+ * missing GPU is a failure.
  */
 class EpBufferGpuTest {
 
@@ -49,6 +52,9 @@ class EpBufferGpuTest {
 
     @BeforeAll
     static void setUp() {
+        if (TestDevice.isGpu()) {
+            TestDevice.device(); // a GPU run on a host without one fails here instead of skipping
+        }
         if (Engine.getInstance().getGpuCount() == 0 || CudaEpBuffer.deviceCount() == 0) {
             return; // every test is skipped (reported one by one)
         }
@@ -290,6 +296,21 @@ class EpBufferGpuTest {
                             "'topk_idx'", "gpu(1)", "'x'", "gpu(0)");
                 }
             }
+        }
+    }
+
+    @Test
+    void aGpuIndexPastTheVisibleDevicesIsANamedError() {
+        int n = CudaEpBuffer.deviceCount();
+        RuntimeException e = assertThrows(RuntimeException.class,
+                () -> CudaEpBuffer.create(0, 1, n, EpBuffer.MIN_CUDA_BUFFER_BYTES, 1000).close());
+        for (String p : new String[] {"device=" + n, "[0, " + n + ")"}) {
+            assertTrue(e.getMessage().contains(p), "message '" + e.getMessage() + "' lacks " + p);
+        }
+        // The buffer of this class still works.
+        try (NDManager g = gpuManager.newSubManager()) {
+            NDArray idx = g.create(new long[] {0, 5, 9, -1}, new Shape(2, 2));
+            assertEquals(2, buffer.layout(idx, E).tokensPerRank().toIntArray()[0]);
         }
     }
 

@@ -19,6 +19,7 @@ import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.recipes.data.TokenSource;
 import dev.djlmoe.recipes.metrics.MetricsFile;
 import dev.djlmoe.recipes.metrics.StepRecord;
+import dev.djlmoe.testing.TestDevice;
 import dev.djlmoe.train.EpTrainer;
 import dev.djlmoe.train.StepResult;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
@@ -39,6 +40,10 @@ import org.junit.jupiter.api.io.TempDir;
  * #STEPS} steps and resumed from its checkpoint gives the uninterrupted run's losses (every bit)
  * and, at the end, byte-identical model and optimizer files — at W = 1 (in this JVM, the stop
  * raised as Ctrl-C would) and at W = 2 (spawned ranks through the command line).
+ *
+ * <p>Runs on {@link TestDevice}'s device: with {@code -Ddjlmoe.test.device=gpu} the checkpoints are
+ * saved from GPU arrays, loaded back onto the GPU (the resumed model's parameters are checked to
+ * live there) and the resumed run must still repeat the uninterrupted one bit for bit on that GPU.
  */
 class ResumeTest {
 
@@ -52,7 +57,8 @@ class ResumeTest {
                 .withLearningRate(3e-3f, 2)
                 .withRunDir(runDir)
                 .withLogEvery(100)
-                .withCheckpoints(STOP, null, 0);
+                .withCheckpoints(STOP, null, 0)
+                .withDevice(TestDevice.flag());
     }
 
     private static TokenSource data() {
@@ -89,7 +95,27 @@ class ResumeTest {
         assertEquals(TrainingCheckpoint.dirName(STOP),
                 TrainingCheckpoint.resolve(ckpts).getFileName().toString());
 
-        Pretrain.Result rest = run(part.withResume(ckpts), StopSignal.none(), null);
+        List<String> misplaced = new ArrayList<>();
+        List<Integer> checked = new ArrayList<>();
+        Pretrain.StepObserver where =
+                new Pretrain.StepObserver() {
+                    @Override
+                    public void stepDone(int step, EpTrainer t, StepResult r) {
+                        if (checked.isEmpty()) { // the first step after loading the checkpoint
+                            checked.add(step);
+                            t.trainer().getModel().getBlock().getParameters().forEach(p -> {
+                                if (!p.getValue().getArray().getDevice()
+                                        .equals(TestDevice.device())) {
+                                    misplaced.add(p.getKey() + " on "
+                                            + p.getValue().getArray().getDevice());
+                                }
+                            });
+                        }
+                    }
+                };
+        Pretrain.Result rest = run(part.withResume(ckpts), StopSignal.none(), where);
+        assertEquals(List.of(STOP), checked, "steps whose parameters' device was checked");
+        assertEquals(List.of(), misplaced, "parameters not loaded onto " + TestDevice.device());
         assertEquals(STOP, rest.startStep());
         assertEquals(STEPS, rest.endStep());
 
@@ -142,7 +168,7 @@ class ResumeTest {
                         .args("pretrain", "--steps", "" + STEPS, "--batch", "8", "--seq-len",
                                 "32", "--warmup", "2", "--checkpoint-every", "" + STOP,
                                 "--keep-checkpoints", "0", "--log-every", "1", "--run-dir",
-                                "@OUT/full")
+                                "@OUT/full", "--device", TestDevice.flag())
                         .timeout(Duration.ofMinutes(3))
                         .name("resume-full")
                         .run();
@@ -163,7 +189,8 @@ class ResumeTest {
                         .args("pretrain", "--steps", "" + STEPS, "--batch", "8", "--seq-len",
                                 "32", "--warmup", "2", "--checkpoint-every", "" + STOP,
                                 "--keep-checkpoints", "0", "--log-every", "1", "--run-dir",
-                                "@OUT/resumed", "--resume", early.toString())
+                                "@OUT/resumed", "--resume", early.toString(), "--device",
+                                TestDevice.flag())
                         .timeout(Duration.ofMinutes(3))
                         .name("resume-rest")
                         .run();
