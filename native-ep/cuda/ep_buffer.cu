@@ -271,13 +271,11 @@ void check_num_sms(const nep_cuda_buffer* b, int32_t num_sms) {
          " SMs, limit ", kMaxChannels, ")");
 }
 
-void check_hidden(int64_t hidden, int32_t wire) {
+// Every wire takes such a hidden; with FP8 and MXFP8 a row's last scale group may be partial (its
+// amax is that of the channels it has), as in the CPU engine.
+void check_hidden(int64_t hidden) {
   if (hidden <= 0 || hidden > (1LL << 24)) fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden, " is outside [1, 2^24]");
   if (hidden % 8 != 0) fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden, " is not a multiple of 8 (16-byte rows of bf16)");
-  if (wire == NEP_WIRE_FP8 && hidden % 128 != 0)
-    fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden, " is not a multiple of 128, which the FP8 wire (one scale per 128 channels) needs");
-  if (wire == NEP_WIRE_MXFP8 && hidden % 32 != 0)
-    fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden, " is not a multiple of 32, which the MXFP8 wire (one scale per 32 channels) needs");
 }
 
 }  // namespace
@@ -1000,7 +998,7 @@ NEP_CUDA_EXPORT int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle*
     check_dtype("x_dtype", x_dtype);
     check_dtype("recv_dtype", recv_dtype);
     if (wire < NEP_WIRE_FP32 || wire > NEP_WIRE_MXFP8) fail(NEP_ERR_INVALID_ARGUMENT, "wire=", wire, " is not a wire format (0..3)");
-    check_hidden(hidden, wire);
+    check_hidden(hidden);
     check_num_sms(buf, num_sms);
     if (h->num_tokens > 0 && x == 0) fail(NEP_ERR_INVALID_ARGUMENT, "x is null with num_tokens=", h->num_tokens);
     if (h->num_recv > 0 && recv_x == 0) fail(NEP_ERR_INVALID_ARGUMENT, "recv_x is null but this rank receives ", h->num_recv, " rows");
@@ -1078,7 +1076,7 @@ NEP_CUDA_EXPORT int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_ha
     check_dtype("out_dtype", out_dtype);
     if (wire != NEP_WIRE_BF16 && wire != NEP_WIRE_FP32)
       fail(NEP_ERR_INVALID_ARGUMENT, "wire=", wire, " is not a combine wire format (NEP_WIRE_FP32=0 or NEP_WIRE_BF16=1)");
-    check_hidden(hidden, wire);
+    check_hidden(hidden);
     check_num_sms(buf, num_sms);
     if (h->num_recv > 0 && y == 0) fail(NEP_ERR_INVALID_ARGUMENT, "y is null but this rank received ", h->num_recv, " rows");
     if (h->num_tokens > 0 && out == 0) fail(NEP_ERR_INVALID_ARGUMENT, "out is null with num_tokens=", h->num_tokens);

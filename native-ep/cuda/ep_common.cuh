@@ -252,8 +252,8 @@ __host__ __device__ constexpr long long wire_scale_offset(int wire, long long hi
 __host__ __device__ constexpr long long wire_row_bytes(int wire, long long hidden) {
   return wire == NEP_WIRE_FP32   ? 4 * hidden
          : wire == NEP_WIRE_BF16 ? align_up(2 * hidden, 16)
-         : wire == NEP_WIRE_FP8  ? align_up(align_up(hidden, 16) + 4 * (hidden / 128), 16)
-                                 : align_up(align_up(hidden, 16) + hidden / 32, 16);
+         : wire == NEP_WIRE_FP8  ? align_up(align_up(hidden, 16) + 4 * ((hidden + 127) / 128), 16)
+                                 : align_up(align_up(hidden, 16) + (hidden + 31) / 32, 16);
 }
 
 }  // namespace cuda

@@ -281,10 +281,6 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_buffer_create(int32_t rank, int32_t world_si
     if (max_topk < 1 || max_topk > kMaxTopk || max_topk > num_experts)
       fail(NEP_ERR_INVALID_ARGUMENT, "max_topk=", max_topk, " is outside [1, min(", kMaxTopk, ", num_experts=", num_experts, ")]");
     if (!valid_wire(max_wire)) fail(NEP_ERR_INVALID_ARGUMENT, "max_wire=", max_wire, " is not a wire format (0 fp32, 1 bf16, 2 fp8, 3 mxfp8)");
-    if (max_wire == NEP_WIRE_FP8 && hidden % 128 != 0)
-      fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden, " is not a multiple of 128, which the FP8 wire needs");
-    if (max_wire == NEP_WIRE_MXFP8 && hidden % 32 != 0)
-      fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden, " is not a multiple of 32, which the MXFP8 wire needs");
     if (timeout_ms < 0) fail(NEP_ERR_INVALID_ARGUMENT, "timeout_ms=", timeout_ms, " is negative");
     const long long smem = (long long)num_experts * ((max_tokens_per_rank + 31) / 32) * 4;
     if (smem > kLlSmemLimit)
@@ -504,8 +500,6 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_dispatch_send(nep_cuda_ll_buffer* buf, int64
     if (buf->row_bytes(wire) > buf->row_bytes(buf->max_wire))
       fail(NEP_ERR_CAPACITY, "wire=", wire_name(wire), " needs ", buf->row_bytes(wire), " bytes per row, above the ", buf->row_bytes(buf->max_wire),
            " of max_wire=", wire_name(buf->max_wire));
-    if (wire == NEP_WIRE_FP8 && s.hidden % 128 != 0) fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", s.hidden, " is not a multiple of 128 (FP8 wire)");
-    if (wire == NEP_WIRE_MXFP8 && s.hidden % 32 != 0) fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", s.hidden, " is not a multiple of 32 (MXFP8 wire)");
     if (flags != 0 && flags != NEP_CUDA_LL_ROUND_SCALE) fail(NEP_ERR_INVALID_ARGUMENT, "flags=", flags, " is not 0 or NEP_CUDA_LL_ROUND_SCALE");
     if (flags == NEP_CUDA_LL_ROUND_SCALE && wire != NEP_WIRE_FP8)
       fail(NEP_ERR_INVALID_ARGUMENT, "NEP_CUDA_LL_ROUND_SCALE needs wire=NEP_WIRE_FP8, not ", wire_name(wire));
@@ -603,8 +597,6 @@ NEP_CUDA_EXPORT int32_t nep_cuda_ll_combine_send(nep_cuda_ll_buffer* buf, const 
     if (buf->row_bytes(wire) > buf->geom.crow_stride)
       fail(NEP_ERR_CAPACITY, "combine wire=", wire_name(wire), " needs ", buf->row_bytes(wire), " bytes per row, above the ",
            buf->geom.crow_stride, " the buffer holds (max_wire=", wire_name(buf->max_wire), ")");
-    if (wire == NEP_WIRE_FP8 && buf->shape.hidden % 128 != 0) fail(NEP_ERR_INVALID_ARGUMENT, "hidden is not a multiple of 128 (FP8 wire)");
-    if (wire == NEP_WIRE_MXFP8 && buf->shape.hidden % 32 != 0) fail(NEP_ERR_INVALID_ARGUMENT, "hidden is not a multiple of 32 (MXFP8 wire)");
     check_addr("y", y, true);
     const bool need = h->num_tokens > 0;
     if (need && topk_idx == 0) fail(NEP_ERR_INVALID_ARGUMENT, "topk_idx is null");

@@ -493,7 +493,9 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
             if (wire == NEP_WIRE_FP8) {
               dequantize_e4m3x8(make_uint2(raw[q].x, raw[q].y), sc[q], v);
               dequantize_e4m3x8(make_uint2(raw[q].z, raw[q].w), sc[q], v + 8);
-              ll_store16(s_dst[i], a.out_dtype, ch, v);
+              // H is a multiple of 8, not always of 16: the row's last lane may hold 8 channels.
+              if (ch + 16 <= H) ll_store16(s_dst[i], a.out_dtype, ch, v);
+              else store_row8(s_dst[i], a.out_dtype, ch, v);
             } else {
               // Other wires (H is a multiple of 8, not always of 16): two 8-channel groups.
               decode_wire8(wire, s_src[i], H, ch, v);

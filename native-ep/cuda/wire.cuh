@@ -1,5 +1,6 @@
 // Wire codecs of the cuda-ipc kernels, at the granularity the kernels use: one lane holds 8
-// consecutive channels of a row, a warp 256. FP8: e4m3 with one fp32 scale per 128 channels (16
+// consecutive channels of a row, a warp 256. A row's last scale group may be partial (lanes past the
+// row end pass zeros, which leave the amax alone). FP8: e4m3 with one fp32 scale per 128 channels (16
 // lanes), scale = max(amax, 1e-4) / 448, values x * (448 / amax) rounded to nearest even with
 // saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels (4 lanes),
 // X = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values x / X saturated.

@@ -500,9 +500,10 @@ void run_negative(Ctx& ctx) {
   st = nep_cuda_combine(ctx.buf, h.get(), dout.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, dout.addr(), NEP_DTYPE_BF16, 0, 4, 0,
                         e.msg, sizeof(e.msg));
   ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "dispatch"), std::string("combine before dispatch: ") + e.msg);
-  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, 200, NEP_WIRE_FP8, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0,
+  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, 204, NEP_WIRE_FP8, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0,
                          e.msg, sizeof(e.msg));
-  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "hidden=200") && contains(e.msg, "128"), std::string("fp8 hidden 200: ") + e.msg);
+  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "hidden=204") && contains(e.msg, "multiple of 8"),
+            std::string("fp8 hidden 204: ") + e.msg);
   st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 0,
                          0, e.msg, sizeof(e.msg));
   ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "num_sms=0"), std::string("num_sms 0: ") + e.msg);
@@ -769,6 +770,22 @@ std::vector<Case> make_cases(int W, bool quick) {
     c.p.tokens = 2000, c.p.hidden = 2048, c.p.experts = 128, c.p.routing = Routing::kBiased;
     c.wire = NEP_WIRE_MXFP8, c.sms = 32, c.cached_sms = 12, c.q_bound = 0.06;
     cs.push_back(c);
+  }
+  {
+    // Hidden sizes whose last FP8 (1x128) or MXFP8 (1x32) scale group is partial: 200 = 128 + 72
+    // (and 200 = 6 x 32 + 8), 64 (the tiny preset's: one half group), as the CPU engine takes them.
+    Case c = base("fp8-partial-block-h200");
+    c.p.tokens = 257, c.p.token_step = 31, c.p.hidden = 200, c.p.experts = 32;
+    c.wire = NEP_WIRE_FP8, c.sms = 5, c.cached_sms = 3, c.out_dtype = NEP_DTYPE_FP32, c.q_bound = 0.05;
+    cs.push_back(c);
+    Case d = base("mxfp8-partial-group-h200");
+    d.p.tokens = 190, d.p.token_step = 17, d.p.hidden = 200, d.p.experts = 32, d.p.x_dtype = NEP_DTYPE_FP32;
+    d.wire = NEP_WIRE_MXFP8, d.recv_dtype = NEP_DTYPE_FP32, d.sms = 4, d.cached_sms = 6, d.q_bound = 0.06;
+    cs.push_back(d);
+    Case t = base("fp8-h64-tiny");
+    t.p.tokens = 96, t.p.token_step = 9, t.p.hidden = 64, t.p.experts = 8, t.p.topk = 2;
+    t.wire = NEP_WIRE_FP8, t.sms = 2, t.cached_sms = 1, t.q_bound = 0.05;
+    cs.push_back(t);
   }
   if (!quick) {
     Case c = base("canonical-fp8");

@@ -84,25 +84,27 @@ inline void wire_roundtrip(int wire, const float* in, int64_t H, float* out) {
     for (int64_t i = 0; i < H; ++i) out[i] = round_bf16(in[i]);
   } else if (wire == NEP_WIRE_FP8) {
     for (int64_t g = 0; g < H; g += 128) {
+      const int n = int(std::min<int64_t>(128, H - g));  // the last group may be partial
       float amax = 0.f;
-      for (int i = 0; i < 128; ++i) amax = std::max(amax, std::fabs(in[g + i]));
+      for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(in[g + i]));
       amax = std::max(amax, 1e-4f);
       const float scale = amax / 448.f, mul = 448.f / amax;
-      for (int i = 0; i < 128; ++i) {
+      for (int i = 0; i < n; ++i) {
         const float p = in[g + i] * mul;
         out[g + i] = q.decode(q.encode(p)) * scale;
       }
     }
   } else {  // MXFP8
     for (int64_t g = 0; g < H; g += 32) {
+      const int n = int(std::min<int64_t>(32, H - g));  // the last group may be partial
       float amax = 0.f;
-      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(in[g + i]));
+      for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(in[g + i]));
       const int biased = int((f2u(amax) >> 23) & 0xff);
       const int se = biased == 0 ? -127 : std::max(biased - 127 - 8, -127);
       const float mul = u2f(uint32_t(127 - se) << 23);
       const uint32_t byte = uint32_t(se + 127);
       const float scale = byte == 0 ? u2f(0x00400000u) : u2f(byte << 23);
-      for (int i = 0; i < 32; ++i) {
+      for (int i = 0; i < n; ++i) {
         const float p = in[g + i] * mul;
         out[g + i] = q.decode(q.encode(p)) * scale;
       }
