@@ -11,8 +11,13 @@ import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.recipes.plan.TrainingPlan;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import dev.djlmoe.zoo.hf.MemoryPlan;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * {@code plan} for the README's headline example, {@code deepseek-v3-16b} at EP = 8 with MXFP8, 1
@@ -110,5 +115,44 @@ class PlanTest {
                                 TrainingPrecision.MXFP8));
         assertTrue(e.getMessage().contains("64 routed experts")
                 && e.getMessage().contains("EP size 6"), e.getMessage());
+    }
+
+    @Test
+    void layersCutTheModelAndSaveConfigWritesIt(@TempDir Path tmp) throws Exception {
+        Path file = tmp.resolve("cut").resolve("config.json");
+        ByteArrayOutputStream printed = new ByteArrayOutputStream();
+        PrintStream stdout = System.out;
+        CliTest.Run r;
+        System.setOut(new PrintStream(printed, true, StandardCharsets.UTF_8));
+        try {
+            r = CliTest.cli("plan", "--model", "deepseek-v3-16b", "--layers", "4", "--ep", "1",
+                    "--precision", "fp32", "--save-config", file.toString());
+        } finally {
+            System.setOut(stdout);
+        }
+        assertEquals(0, r.code(), r.err());
+        String out = printed.toString(StandardCharsets.UTF_8);
+        HfMoeConfig saved = HfMoeConfig.load(file);
+        assertEquals(4, saved.numLayers());
+        assertEquals(3, saved.numMoeLayers());
+        assertEquals(HfMoeConfig.preset("deepseek-v3-16b").withNumLayers(4).toMap(),
+                saved.toMap());
+        // Forward FLOPs per token of 1 dense + 3 MoE layers, by hand as in stepFlopsByHand.
+        long perToken = 2L * 4 * 13_762_560L + 2L * 4 * (16 * 4096 * 192 + 16 * 4096 * 128)
+                + 2L * 67_239_936L + 2L * 3 * 64 * 2048 + 2L * 3 * 6 * 3 * 2048 * 1408
+                + 2L * 3 * 2 * 3 * 2048 * 1408 + 2L * 2048 * 102400;
+        TrainingPlan cut = new TrainingPlan(saved, 1, 1, 4096, TrainingPrecision.FP32);
+        assertEquals(perToken, cut.forwardFlopsPerTokenTotal());
+        assertTrue(out.contains("deepseek-v3-16b --layers 4 (deepseek_v3, 4 layers"), out);
+        assertTrue(out.contains(TrainingPlan.flops(3.0 * perToken * 4096)), out);
+        assertTrue(out.contains("config.json: " + file), out);
+
+        r = CliTest.cli("plan", "--model", "deepseek-v3-16b", "--layers", "1");
+        assertEquals(1, r.code());
+        assertTrue(r.err().contains("--layers 1: num_hidden_layers 1 leaves no MoE layer"),
+                r.err());
+        r = CliTest.cli("pretrain", "--layers", "0");
+        assertEquals(1, r.code());
+        assertTrue(r.err().contains("--layers 0: num_hidden_layers 0 must be >= 1"), r.err());
     }
 }

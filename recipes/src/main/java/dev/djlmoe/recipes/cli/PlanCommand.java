@@ -5,6 +5,9 @@ package dev.djlmoe.recipes.cli;
 
 import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.plan.TrainingPlan;
+import dev.djlmoe.zoo.hf.HfMoeConfig;
+import dev.djlmoe.zoo.io.SafetensorsWriter;
+import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -22,6 +25,12 @@ public final class PlanCommand implements Callable<Integer> {
 
     @Option(names = "--model", description = "a preset, a config.json or a checkpoint directory (default ${DEFAULT-VALUE})")
     String model = "deepseek-v3-16b";
+
+    @Option(names = "--layers", paramLabel = "N", description = "decoder layers: the model cut (or extended) to N, its first_k_dense_replace dense layers first (default: the model's own)")
+    Integer layers;
+
+    @Option(names = "--save-config", paramLabel = "FILE", description = "also write the model's config.json (after --layers) to FILE, e.g. for transformers")
+    Path saveConfig;
 
     @Option(names = "--ep", description = "EP size W: ranks, each holding E / W experts (default ${DEFAULT-VALUE})")
     int ep = 8;
@@ -43,10 +52,15 @@ public final class PlanCommand implements Callable<Integer> {
         if (ep < 1) {
             throw new IllegalArgumentException("--ep " + ep + " must be >= 1");
         }
+        HfMoeConfig config = PretrainCommand.model(model, layers);
         TrainingPlan plan =
-                new TrainingPlan(PretrainCommand.model(model), ep, batch, seqLen,
-                        TrainingPrecision.parse(precision));
-        System.out.print(plan.report(model, deviceMemory));
+                new TrainingPlan(config, ep, batch, seqLen, TrainingPrecision.parse(precision));
+        System.out.print(plan.report(layers == null ? model : model + " --layers " + layers,
+                deviceMemory));
+        if (saveConfig != null) {
+            SafetensorsWriter.writeTextAtomically(saveConfig, config.toJson());
+            System.out.println("config.json: " + saveConfig);
+        }
         return 0;
     }
 }

@@ -56,6 +56,12 @@ public final class PretrainCommand implements Callable<Integer> {
     String modelName;
 
     @Option(
+            names = "--layers",
+            paramLabel = "N",
+            description = "decoder layers: the model cut (or extended) to N layers, its first_k_dense_replace dense layers first, e.g. --model deepseek-v3-16b --layers 4 = 1 dense + 3 MoE (default: the model's own)")
+    Integer layers;
+
+    @Option(
             names = "--data",
             description = "'embedded' (the shipped public-domain corpus), 'synthetic' (random bigram text), or a UTF-8 .txt file, a .jsonl file of {\"text\": ...} lines, or a directory of them (default ${DEFAULT-VALUE})")
     String data;
@@ -83,7 +89,7 @@ public final class PretrainCommand implements Callable<Integer> {
         }
         PretrainOptions opts = flags.toOptions();
         opts.validate();
-        HfMoeConfig config = model(modelName);
+        HfMoeConfig config = model(modelName, layers);
         TokenSource source = source(data, opts.seed());
         List<Path> extra = new ArrayList<>();
         if (source instanceof CorpusSource && opts.runDir() != null) {
@@ -126,6 +132,28 @@ public final class PretrainCommand implements Callable<Integer> {
             throw new IllegalArgumentException(
                     "--model " + name + ": not a config.json, a directory or a preset: "
                             + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Resolves {@code --model} and applies {@code --layers}.
+     *
+     * @param name the {@code --model} value
+     * @param layers the {@code --layers} value, or null for the model's own count
+     * @return the configuration
+     * @throws IOException when the file cannot be read
+     * @throws IllegalArgumentException naming {@code --layers} when the count is below 1 or leaves
+     *     no MoE layer
+     */
+    static HfMoeConfig model(String name, Integer layers) throws IOException {
+        HfMoeConfig config = model(name);
+        if (layers == null) {
+            return config;
+        }
+        try {
+            return config.withNumLayers(layers);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--layers " + layers + ": " + e.getMessage(), e);
         }
     }
 
