@@ -436,6 +436,27 @@ NEP_CUDA_EXPORT int32_t nep_cuda_memset(int32_t device, int64_t address, int32_t
   });
 }
 
+NEP_CUDA_EXPORT int32_t nep_cuda_device_info(int32_t device, char* name, int64_t name_cap, int64_t* total_bytes,
+                                             int64_t* free_bytes, int32_t* sm_count, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    if (name != nullptr && name_cap > 0) name[0] = '\0';
+    const int n = nep_cuda_device_count();
+    if (device < 0 || device >= n) fail(NEP_ERR_INVALID_ARGUMENT, "device=", device, " is outside [0, ", n, ") (CUDA devices visible)");
+    cudaDeviceProp prop;
+    check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    if (name != nullptr && name_cap > 0) {
+      std::strncpy(name, prop.name, size_t(name_cap - 1));
+      name[name_cap - 1] = '\0';
+    }
+    if (sm_count != nullptr) *sm_count = prop.multiProcessorCount;
+    DeviceGuard guard(device);
+    size_t free = 0, total = 0;
+    check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    if (total_bytes != nullptr) *total_bytes = (int64_t)total;
+    if (free_bytes != nullptr) *free_bytes = (int64_t)free;
+  });
+}
+
 // ---- nccl transport: connection and all-reduce ----------------------------------------------------------
 
 NEP_CUDA_EXPORT int32_t nep_cuda_nccl_version(int32_t* version, char* err, int64_t err_cap) {

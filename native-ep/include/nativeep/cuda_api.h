@@ -67,6 +67,13 @@ int32_t nep_cuda_memcpy(int32_t device, int64_t dst, int64_t src, int64_t bytes,
 int32_t nep_cuda_memset(int32_t device, int64_t address, int32_t value, int64_t bytes, char* err,
                         int64_t err_cap);
 
+/* Facts about `device` for reports: its name (cudaDeviceProp.name, NUL-terminated, cut to
+ * name_cap - 1 bytes), its memory (cudaMemGetInfo: *total_bytes, and *free_bytes, so total - free
+ * is what every context and process holds on it, this one's CUDA context included) and its SM
+ * count. Any output pointer may be null. Creates the device's primary context if none exists. */
+int32_t nep_cuda_device_info(int32_t device, char* name, int64_t name_cap, int64_t* total_bytes,
+                             int64_t* free_bytes, int32_t* sm_count, char* err, int64_t err_cap);
+
 /* ---- Buffer: creation, IPC exchange ---------------------------------------------------------- */
 
 /*

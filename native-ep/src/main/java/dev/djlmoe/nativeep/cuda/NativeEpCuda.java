@@ -170,6 +170,16 @@ public final class NativeEpCuda {
     public static native int nep_cuda_memset(
             int device, long address, int value, long bytes, @Cast("char*") BytePointer err, long errCap);
 
+    public static native int nep_cuda_device_info(
+            int device,
+            @Cast("char*") BytePointer name,
+            long nameCap,
+            @Cast("int64_t*") LongPointer totalBytes,
+            @Cast("int64_t*") LongPointer freeBytes,
+            IntPointer smCount,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
     // ---- buffer ----
 
     public static native int nep_cuda_buffer_create(

@@ -35,6 +35,24 @@ class NativeEpCudaTest {
     }
 
     @Test
+    void deviceInfoNamesABadIndexAndDescribesAGoodOne() {
+        int n = CudaEpBuffer.deviceCount();
+        RuntimeException e = assertThrows(RuntimeException.class, () -> CudaDeviceInfo.query(n));
+        assertTrue(e.getMessage().contains("device info of GPU " + n), e.getMessage());
+        if (!e.getMessage().contains("without its CUDA plug-in")) {
+            assertTrue(e instanceof IllegalArgumentException, e.toString());
+            assertTrue(e.getMessage().contains("device=" + n + " is outside [0, " + n + ")"),
+                    e.getMessage());
+        }
+        if (n > 0) {
+            CudaDeviceInfo info = CudaDeviceInfo.query(0);
+            assertTrue(!info.name().isEmpty() && info.smCount() > 0, info.toString());
+            assertTrue(info.totalBytes() > 0 && info.freeBytes() <= info.totalBytes()
+                    && info.usedBytes() > 0, info.toString()); // at least this CUDA context
+        }
+    }
+
+    @Test
     void invalidArgumentsNameTheValue() {
         RuntimeException e =
                 assertThrows(RuntimeException.class, () -> CudaEpBuffer.create(0, 0, 0, 256L << 20, 0));
