@@ -1,4 +1,5 @@
-// C ABI: the data address of a libtorch tensor (DJL's PyTorch engine), CPU or GPU, without a copy.
+// C ABI: the data address of a libtorch tensor (DJL's PyTorch engine), CPU or GPU, without a copy;
+// and libtorch's C++ log threshold (its one-time warnings go straight to the process's stderr).
 //
 // DJL's NDArray handle is the address of a heap at::Tensor. libtorch exports the instances of
 // at::TensorBase::mutable_data_ptr<T>() for every element type; a non-virtual member function
@@ -29,7 +30,7 @@ const char* mutable_data_ptr_symbol(int32_t element_type) {
   }
 }
 
-// The loaded libtorch_cpu's handle (RTLD_NOLOAD: never loads it), released on scope exit.
+// A loaded libtorch library's handle (RTLD_NOLOAD: never loads it), released on scope exit.
 class LoadedLibrary {
  public:
   explicit LoadedLibrary(const char* soname) : h_(dlopen(soname, RTLD_LAZY | RTLD_NOLOAD)) {}
@@ -69,5 +70,20 @@ NEP_EXPORT int32_t nep_torch_data_address(int64_t tensor, int32_t element_type, 
       nep::fail_invalid("libtorch refused the tensor's data pointer");
     }
     *address = reinterpret_cast<int64_t>(p);
+  });
+}
+
+NEP_EXPORT int32_t nep_torch_set_log_level(int32_t level, int32_t* previous, char* err, int64_t err_cap) {
+  return nep::guarded(err, err_cap, [&] {
+    if (previous != nullptr) *previous = -1;
+    if (level < 0 || level > 3) nep::fail_invalid("level = ", level, " is outside [0, 3] (info, warning, error, fatal)");
+    const LoadedLibrary c10("libc10.so");
+    // A global C++ variable: its symbol is its plain name.
+    auto* flag = static_cast<int*>(c10.symbol("FLAGS_caffe2_log_level"));
+    if (flag == nullptr)
+      nep::fail(NEP_ERR_UNSUPPORTED, "libc10 is not loaded in this process, or it lacks FLAGS_caffe2_log_level"
+                " (start DJL's PyTorch engine first)");
+    if (previous != nullptr) *previous = *flag;
+    *flag = level;
   });
 }

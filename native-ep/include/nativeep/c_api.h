@@ -324,6 +324,14 @@ void nep_ll_handle_destroy(nep_ll_handle* h);
 int32_t nep_torch_data_address(int64_t tensor, int32_t element_type, int64_t* address, char* err,
                                int64_t err_cap);
 
+/*
+ * Sets libtorch's C++ log threshold in this process (c10's FLAGS_caffe2_log_level: 0 info,
+ * 1 warning, 2 error, 3 fatal); messages below it, such as one-time deprecation warnings, are not
+ * printed. *previous (may be null) receives the threshold before the call. level outside [0, 3]
+ * is refused; libtorch's libc10 must already be loaded (NEP_ERR_UNSUPPORTED otherwise).
+ */
+int32_t nep_torch_set_log_level(int32_t level, int32_t* previous, char* err, int64_t err_cap);
+
 #ifdef __cplusplus
 }
 #endif

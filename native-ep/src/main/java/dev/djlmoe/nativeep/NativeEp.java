@@ -517,4 +517,18 @@ public final class NativeEp {
      */
     public static native int nep_torch_data_address(
             long tensor, int elementType, @Cast("int64_t*") LongPointer address, @Cast("char*") BytePointer err, long errCap);
+
+    /**
+     * Sets libtorch's C++ log threshold in this process (0 info, 1 warning, 2 error, 3 fatal):
+     * messages below it, such as one-time deprecation warnings, are not printed. libtorch must
+     * already be loaded (DJL's PyTorch engine started).
+     *
+     * @param level the threshold, in [0, 3]
+     * @param previous receives the threshold before the call (may be null)
+     * @param err message buffer
+     * @param errCap its capacity
+     * @return a status
+     */
+    public static native int nep_torch_set_log_level(
+            int level, IntPointer previous, @Cast("char*") BytePointer err, long errCap);
 }

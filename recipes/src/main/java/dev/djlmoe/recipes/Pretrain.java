@@ -269,15 +269,19 @@ public final class Pretrain {
         checkFits(job.opts(), worldSize, c.numExperts(), c.vocabSize(), job.data());
     }
 
-    private static void checkFits(
-            PretrainOptions opts, int worldSize, int experts, long vocab, TokenSource data) {
-        opts.validate();
-        if (experts % worldSize != 0) {
-            throw new IllegalArgumentException(
-                    "the model's " + experts + " routed experts are not divisible by the EP size "
-                            + worldSize + " (each rank holds E / W experts): use an EP size that"
-                            + " divides " + experts);
-        }
+    /**
+     * Checks the settings that depend on the EP size alone (the launcher runs it before any rank
+     * starts): the routed experts and the global batch must divide over the ranks, and {@code
+     * --no-ep} needs one rank.
+     *
+     * @param opts the settings
+     * @param experts the model's routed experts E
+     * @param worldSize W
+     * @throws IllegalArgumentException naming the setting, its value and the EP sizes that work
+     */
+    public static void checkEpSize(PretrainOptions opts, int experts, int worldSize) {
+        checkDivides("the model's " + experts + " routed experts", experts, worldSize,
+                "each rank holds E / W experts");
         if (opts.batch() % worldSize != 0) {
             throw new IllegalArgumentException(
                     "--batch " + opts.batch() + " is not divisible by the EP size " + worldSize
@@ -288,6 +292,50 @@ public final class Pretrain {
                     "--no-ep keeps every expert on one rank: run it without launch (EP size 1),"
                             + " not with " + worldSize + " ranks");
         }
+    }
+
+    /**
+     * Checks that a count splits evenly over the ranks.
+     *
+     * @param what what is split, with its count, e.g. {@code "the model's 8 routed experts"}
+     * @param count the count
+     * @param worldSize the EP size W
+     * @param why how the ranks share it, e.g. {@code "each rank holds E / W experts"}
+     * @throws IllegalArgumentException naming both numbers and the EP sizes that work
+     */
+    public static void checkDivides(String what, int count, int worldSize, String why) {
+        if (worldSize < 1 || count % worldSize != 0) {
+            throw new IllegalArgumentException(
+                    what + " are not divisible by the EP size " + worldSize + " (" + why
+                            + "): use an EP size that divides " + count
+                            + epSizesDividing(count));
+        }
+    }
+
+    /**
+     * The EP sizes that divide a count, for messages.
+     *
+     * @param n the count
+     * @return {@code " (1, 2, 4 or 8)"} for 8 (at most 16 sizes; empty for n below 2)
+     */
+    public static String epSizesDividing(int n) {
+        List<String> d = new ArrayList<>();
+        for (int i = 1; i <= n && d.size() < 16; i++) {
+            if (n % i == 0) {
+                d.add(Integer.toString(i));
+            }
+        }
+        if (d.size() < 2) {
+            return "";
+        }
+        return " (" + String.join(", ", d.subList(0, d.size() - 1)) + " or "
+                + d.get(d.size() - 1) + ")";
+    }
+
+    private static void checkFits(
+            PretrainOptions opts, int worldSize, int experts, long vocab, TokenSource data) {
+        opts.validate();
+        checkEpSize(opts, experts, worldSize);
         if (vocab < data.vocabSize()) {
             throw new IllegalArgumentException(
                     "the model's vocab_size " + vocab + " is smaller than the data's vocabulary "
@@ -393,13 +441,13 @@ public final class Pretrain {
             resumed = TrainingCheckpoint.readState(resumeFrom);
             warnings.addAll(checkResume(resumed, job, resumeFrom, world));
         }
-        if (resumeFrom == null && ckptRoot != null && Files.isDirectory(ckptRoot)) {
-            try (var s = Files.list(ckptRoot)) {
-                if (s.anyMatch(p -> p.getFileName().toString().startsWith("step-"))) {
-                    warnings.add(ckptRoot + " holds checkpoints of an earlier run; this run starts"
-                            + " fresh and writes its own next to them (continue the earlier run"
-                            + " with --resume " + ckptRoot + ")");
-                }
+        if (env.rank() == 0 && resumeFrom == null && ckptRoot != null) {
+            // A fresh run never replaces an earlier run's step-N: those move aside first.
+            Path earlier = TrainingCheckpoint.setAsideEarlierRun(ckptRoot);
+            if (earlier != null) {
+                warnings.add(ckptRoot + " held the checkpoints of an earlier run: moved them to "
+                        + earlier + " (continue that run with --resume " + earlier + "); this"
+                        + " run starts fresh and writes its own into " + ckptRoot);
             }
         }
         if (job.initFrom() != null && !Files.isDirectory(job.initFrom())) {
@@ -692,18 +740,19 @@ public final class Pretrain {
                         start, step, stopped, source.unigramEntropy(), heldOut, lastCheckpoint);
         log.printf(
                 Locale.ROOT,
-                "done: loss %.4f -> %.4f (mean of the last %d steps); unigram baseline %.4f;"
+                "done: loss %.4f -> %.4f (%s); unigram baseline %.4f;"
                         + " %.0f tokens/s, EP %.1f%% of step time%n",
                 res.firstLoss(),
                 res.finalLoss(),
-                tail,
+                tail == 1 ? "the last step" : "mean of the last " + tail + " steps",
                 source.unigramEntropy(),
                 res.tokensPerSecond(),
                 100 * res.epShare());
         if (!Double.isNaN(heldOut)) {
+            double below = held.unigramEntropy() - heldOut;
             log.printf(Locale.ROOT,
-                    "held-out loss %.4f nats/token vs unigram baseline %.4f (%.2f nats below)%n",
-                    heldOut, held.unigramEntropy(), held.unigramEntropy() - heldOut);
+                    "held-out loss %.4f nats/token vs unigram baseline %.4f (%.2f nats %s)%n",
+                    heldOut, held.unigramEntropy(), Math.abs(below), below >= 0 ? "below" : "above");
         }
         return res;
     }

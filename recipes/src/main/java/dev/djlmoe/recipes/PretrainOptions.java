@@ -193,16 +193,24 @@ public record PretrainOptions(
         m.put("steps", (long) steps);
         m.put("batch", (long) batch);
         m.put("seq-len", (long) seqLen);
-        m.put("lr", (double) learningRate);
+        m.put("lr", decimal(learningRate));
         m.put("warmup", (long) warmupSteps);
-        m.put("clip", (double) maxGradNorm);
-        m.put("bias-rate", (double) biasUpdateRate);
+        m.put("clip", decimal(maxGradNorm));
+        m.put("bias-rate", decimal(biasUpdateRate));
         m.put("precision", precision.flag());
         m.put("seed", seed);
         m.put("ep", useEp);
-        m.put("weight-decay", (double) weightDecay);
-        m.put("seq-aux-alpha", (double) seqAuxAlpha);
+        m.put("weight-decay", decimal(weightDecay));
+        m.put("seq-aux-alpha", decimal(seqAuxAlpha));
         return m;
+    }
+
+    /**
+     * A float setting as the double with the same shortest decimal, so JSON shows {@code 0.003}
+     * where {@code (double) 0.003f} would print 0.003000000026077032.
+     */
+    private static double decimal(float v) {
+        return Double.parseDouble(Float.toString(v));
     }
 
     /**

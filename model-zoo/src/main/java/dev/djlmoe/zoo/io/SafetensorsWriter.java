@@ -207,7 +207,7 @@ public final class SafetensorsWriter {
             head.put((byte) ' ');
         }
         head.flip();
-        Path tmp = Files.createTempFile(dir, "." + target.getFileName() + ".", ".tmp");
+        Path tmp = newTempFile(dir, target);
         boolean ok = false;
         try (FileChannel ch =
                 FileChannel.open(
@@ -264,6 +264,27 @@ public final class SafetensorsWriter {
         }
     }
 
+    /**
+     * A new empty file {@code .NAME.<random>.tmp} next to the target. Unlike {@code
+     * Files.createTempFile}, which makes every file owner-only (0600), it gets the permissions the
+     * process's umask gives any new file, as the renamed result should.
+     */
+    private static Path newTempFile(Path dir, Path target) throws IOException {
+        for (int attempt = 0; ; attempt++) {
+            Path tmp = dir.resolve("." + target.getFileName() + "."
+                    + Long.toUnsignedString(TEMP_NAMES.nextLong(), 36) + ".tmp");
+            try {
+                return Files.createFile(tmp);
+            } catch (java.nio.file.FileAlreadyExistsException e) {
+                if (attempt >= 100) {
+                    throw e;
+                }
+            }
+        }
+    }
+
+    private static final java.security.SecureRandom TEMP_NAMES = new java.security.SecureRandom();
+
     private static void writeAll(FileChannel ch, ByteBuffer b) throws IOException {
         while (b.hasRemaining()) {
             ch.write(b);
@@ -281,7 +302,7 @@ public final class SafetensorsWriter {
     public static void writeTextAtomically(Path target, String text) throws IOException {
         Path dir = target.toAbsolutePath().getParent();
         Files.createDirectories(dir);
-        Path tmp = Files.createTempFile(dir, "." + target.getFileName() + ".", ".tmp");
+        Path tmp = newTempFile(dir, target);
         try {
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE)) {
                 writeAll(ch, ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8)));

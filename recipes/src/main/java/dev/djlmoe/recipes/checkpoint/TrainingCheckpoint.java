@@ -189,6 +189,7 @@ public final class TrainingCheckpoint {
                 steps.add(p);
             }
         }
+        List<String> rejected = new ArrayList<>();
         for (int i = steps.size() - 1; i >= 0; i--) {
             Path p = steps.get(i);
             String problem = CheckpointManifest.verify(p, true);
@@ -201,6 +202,12 @@ public final class TrainingCheckpoint {
                 return p;
             }
             warnings.add("skipping " + p + ": not a complete checkpoint: " + problem);
+            rejected.add(p.getFileName() + " (" + problem + ")");
+        }
+        if (!rejected.isEmpty()) {
+            throw new IllegalArgumentException(
+                    flag + " " + path + ": no complete checkpoint there; rejected: "
+                            + String.join("; ", rejected));
         }
         throw new IllegalArgumentException(
                 flag + " " + path + ": no complete checkpoint there (expected " + STATE_FILE
@@ -232,6 +239,40 @@ public final class TrainingCheckpoint {
             removed.add("removed " + p + " (left by an interrupted checkpoint save)");
         }
         return removed;
+    }
+
+    /**
+     * Sets aside the checkpoints of an earlier run before a fresh run (one that does not resume)
+     * writes into the same checkpoint directory: the directory is renamed to the first free
+     * {@code NAME.1}, {@code NAME.2}, ..., so the fresh run's {@code step-N} never replaces the
+     * earlier run's and {@code --resume} of the new name continues the earlier run. Only one
+     * process of a job may call this (rank 0), before the job saves anything.
+     *
+     * @param root the checkpoint directory
+     * @return where the earlier run's checkpoints now are, or null when there were none
+     * @throws IOException when the directory cannot be renamed
+     */
+    public static Path setAsideEarlierRun(Path root) throws IOException {
+        if (!Files.isDirectory(root)) {
+            return null;
+        }
+        boolean any;
+        try (Stream<Path> s = Files.list(root)) {
+            any = s.anyMatch(p -> STEP_DIR.matcher(p.getFileName().toString()).matches());
+        }
+        if (!any) {
+            return null;
+        }
+        Path abs = root.toAbsolutePath().normalize();
+        for (int n = 1; n < 10_000; n++) {
+            Path to = abs.resolveSibling(abs.getFileName() + "." + n);
+            if (!Files.exists(to)) {
+                move(abs, to);
+                return root.isAbsolute() ? to : root.resolveSibling(to.getFileName());
+            }
+        }
+        throw new IllegalArgumentException(root + ": " + root.getFileName() + ".1 to .9999 all"
+                + " exist already; remove old runs or pass another --run-dir");
     }
 
     private static List<Path> stepDirs(Path root) throws IOException {

@@ -29,12 +29,13 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         subcommands = {BenchCommand.Layer.class, EpBenchCommand.class},
         description = {
-            "Run the benchmarks and print one table: EP dispatch/combine per wire format against",
-            "the memcpy bound, the EP training step, and the MoE layer forward+backward against",
-            "dense matMul and a naive layer. 'bench layer' and 'bench ep' run one, in full.",
-            "Example: djl-moe bench --ep 2 --quick"
-        })
-public final class BenchCommand implements Callable<Integer> {
+            "Run the benchmarks and print one table.",
+            "EP dispatch/combine per wire format against the memcpy bound, the EP training step,"
+                    + " and the MoE layer forward+backward against dense matMul and a naive layer."
+                    + " 'bench layer' and 'bench ep' run one, in full."
+        },
+        footer = {"", "Example:", "  djl-moe bench --ep 2 --quick"})
+public final class BenchCommand implements Callable<Integer>, RankCountCheck {
 
     @Spec CommandSpec spec;
 
@@ -48,6 +49,19 @@ public final class BenchCommand implements Callable<Integer> {
     boolean noNaive;
 
     @Override
+    public void checkRanks(int worldSize) {
+        int experts = quick ? QUICK_EXPERTS : EpBench.Options.defaults().experts();
+        dev.djlmoe.recipes.Pretrain.checkDivides("the EP benchmark's " + experts + " experts"
+                + (quick ? " (--quick)" : ""), experts, worldSize, "each rank holds E / W");
+        int tiny = dev.djlmoe.zoo.hf.HfMoeConfig.preset("tiny").numExperts();
+        dev.djlmoe.recipes.Pretrain.checkDivides("the training step's 'tiny' model's " + tiny
+                + " routed experts", tiny, worldSize, "each rank holds E / W");
+    }
+
+    /** Routed experts of the {@code --quick} EP benchmark. */
+    private static final int QUICK_EXPERTS = 16;
+
+    @Override
     public Integer call() throws Exception {
         Integer launched = LaunchCommand.relaunchForEp(ep, spec);
         if (launched != null) {
@@ -57,7 +71,7 @@ public final class BenchCommand implements Callable<Integer> {
         EpBench.Options d = EpBench.Options.defaults();
         EpBench.Options epOpts =
                 quick
-                        ? new EpBench.Options(512, 1024, 4, 16, 3,
+                        ? new EpBench.Options(512, 1024, 4, QUICK_EXPERTS, 3,
                                 List.of(WireFormat.FP32, WireFormat.BF16, WireFormat.MXFP8), 8,
                                 8, 32)
                         : d;

@@ -21,14 +21,16 @@ import picocli.CommandLine.Spec;
         name = "decode",
         mixinStandardHelpOptions = true,
         description = {
-            "Generate greedy tokens for a batch of prompts with a KV cache, the routed experts",
-            "sharded over the EP ranks: prefill in normal mode, then one token per sequence per",
-            "step with low-latency dispatch/combine. Prints the sequences, tokens/s and the share",
-            "of decode time in low-latency dispatch + combine. Without --model a checkpoint, the",
-            "'tiny' preset with seeded random weights is used.",
-            "Example: djl-moe launch --nproc-per-node 2 decode --model runs/pretrain/checkpoints"
-        })
-public final class DecodeCommand implements Callable<Integer> {
+            "Generate greedy tokens for a batch of prompts.",
+            "A KV cache, the routed experts sharded over the EP ranks: prefill in normal mode,"
+                    + " then one token per sequence per step with low-latency dispatch/combine."
+                    + " A sequence ends at the tokenizer's end token. Prints the sequences,"
+                    + " tokens/s and the share of decode time in low-latency dispatch + combine."
+                    + " Without --model a checkpoint, the 'tiny' preset with seeded random weights"
+                    + " is used."
+        },
+        footer = {"", "Example:", "  djl-moe decode --ep 2 --model runs/pretrain"})
+public final class DecodeCommand implements Callable<Integer>, RankCountCheck {
 
     /** The prompts used when none is given. */
     static final List<String> DEFAULT_PROMPTS =
@@ -68,6 +70,12 @@ public final class DecodeCommand implements Callable<Integer> {
 
     @Option(names = "--ep", description = "EP ranks to start on this host (like launch --nproc-per-node; default: the launcher's WORLD_SIZE, else 1)")
     Integer ep;
+
+    @Override
+    public void checkRanks(int worldSize) throws IOException {
+        DecodeRun.checkRanks(model, prompts == null || prompts.isEmpty() ? DEFAULT_PROMPTS.size()
+                : prompts.size(), worldSize);
+    }
 
     @Override
     public Integer call() throws IOException, InterruptedException {

@@ -20,10 +20,12 @@ import picocli.CommandLine.Option;
         name = "ep",
         mixinStandardHelpOptions = true,
         description = {
-            "Expert-parallel dispatch/combine (GB/s and ratio to the memcpy bound, per wire format)",
-            "and the EP training step (tokens/s, EP share of step time). Start it on every rank:",
-            "  djl-moe launch --nproc-per-node 4 bench ep"
-        })
+            "Benchmark EP dispatch/combine and the EP training step.",
+            "Dispatch/combine in GB/s and as a ratio to the memcpy bound, per wire format; the"
+                    + " training step in tokens/s and the EP share of step time. Start it on every"
+                    + " rank."
+        },
+        footer = {"", "Example:", "  djl-moe launch --nproc-per-node 4 bench ep"})
 public final class EpBenchCommand implements Callable<Integer> {
 
     private static final EpBench.Options D = EpBench.Options.defaults();

@@ -9,6 +9,7 @@ import dev.djlmoe.recipes.StopSignal;
 import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.data.HfTextEncoder;
 import dev.djlmoe.recipes.data.JsonlDataset;
+import dev.djlmoe.recipes.data.TextDecoding;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -30,13 +31,16 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         defaultValueProvider = FinetuneCommand.Defaults.class,
         description = {
-            "Fine-tune a Hugging Face MoE checkpoint (DeepSeek-V3/V2, Qwen3-MoE: config.json,",
-            "safetensors, tokenizer.json) on a JSONL dataset, with expert parallelism, and save a",
-            "Hugging Face checkpoint. Dataset lines: {\"text\": ...} (loss on every token) or",
-            "{\"prompt\": ..., \"response\": ...} (loss on the response only).",
-            "Example: djl-moe finetune --model ckpt/ --data chat.jsonl --ep 2 --lr 1e-4"
-        })
-public final class FinetuneCommand implements Callable<Integer> {
+            "Fine-tune a Hugging Face MoE checkpoint on a JSONL dataset.",
+            "The checkpoint (DeepSeek-V3/V2, Qwen3-MoE: config.json, safetensors, tokenizer.json)"
+                    + " trains with expert parallelism and is saved as a Hugging Face checkpoint."
+                    + " Dataset lines: {\"text\": ...} (loss on every token) or {\"prompt\": ...,"
+                    + " \"response\": ...} (loss on the response only); the tokenizer's end token"
+                    + " follows each text and response."
+        },
+        footer = {"", "Example:",
+            "  djl-moe finetune --model ckpt/ --data chat.jsonl --ep 2 --lr 1e-4"})
+public final class FinetuneCommand implements Callable<Integer>, RankCountCheck {
 
     /** Defaults of fine-tuning. */
     public static final PretrainOptions DEFAULTS =
@@ -60,6 +64,10 @@ public final class FinetuneCommand implements Callable<Integer> {
             description = "tokenizer.json, or a directory holding it (default: the one in --model)")
     Path tokenizer;
 
+    @Option(names = "--encoding", paramLabel = "CHARSET",
+            description = "the encoding of the --data file (default UTF-8); text that is not valid in it is refused with the line and byte offset named")
+    String encoding = "UTF-8";
+
     @Option(names = "--output", paramLabel = "DIR",
             description = "where the fine-tuned Hugging Face checkpoint goes (default: RUN-DIR/model)")
     Path output;
@@ -82,7 +90,25 @@ public final class FinetuneCommand implements Callable<Integer> {
         opts.validate();
         Pretrain.Job job = job(opts);
         Pretrain.Result r = Pretrain.run(job, System.out, StopSignal.install(), null);
-        return r.stopped() || r.losses().isEmpty() || r.finalLoss() < r.firstLoss() ? 0 : 1;
+        return PretrainCommand.exitCode(r, spec);
+    }
+
+    @Override
+    public void checkRanks(int worldSize) throws IOException {
+        PretrainOptions opts = flags.toOptions();
+        opts.validate();
+        checkModelDir();
+        Pretrain.checkEpSize(opts, HfMoeConfig.load(modelDir).numExperts(), worldSize);
+    }
+
+    private void checkModelDir() {
+        if (!Files.isDirectory(modelDir)) {
+            throw new IllegalArgumentException("--model " + modelDir + ": no such directory");
+        }
+        if (!Files.isRegularFile(modelDir.resolve("config.json"))) {
+            throw new IllegalArgumentException(
+                    "--model " + modelDir + ": no config.json, not a Hugging Face checkpoint");
+        }
     }
 
     /**
@@ -93,13 +119,7 @@ public final class FinetuneCommand implements Callable<Integer> {
      * @throws IOException when a file cannot be read
      */
     Pretrain.Job job(PretrainOptions opts) throws IOException {
-        if (!Files.isDirectory(modelDir)) {
-            throw new IllegalArgumentException("--model " + modelDir + ": no such directory");
-        }
-        if (!Files.isRegularFile(modelDir.resolve("config.json"))) {
-            throw new IllegalArgumentException(
-                    "--model " + modelDir + ": no config.json, not a Hugging Face checkpoint");
-        }
+        checkModelDir();
         if (!Files.isRegularFile(data)) {
             throw new IllegalArgumentException("--data " + data + ": no such file");
         }
@@ -108,7 +128,8 @@ public final class FinetuneCommand implements Callable<Integer> {
         JsonlDataset ds;
         List<Path> extra = new ArrayList<>();
         try (HfTextEncoder enc = HfTextEncoder.open(tok)) {
-            ds = JsonlDataset.load(data, enc, opts.seqLen(), config.vocabSize());
+            ds = JsonlDataset.load(data, enc, opts.seqLen(), config.vocabSize(),
+                    TextDecoding.charset(encoding));
             extra.add(enc.file());
             Path cfg = enc.file().resolveSibling("tokenizer_config.json");
             if (Files.isRegularFile(cfg)) {

@@ -29,9 +29,10 @@ import picocli.CommandLine.Option;
         name = "fuzz",
         mixinStandardHelpOptions = true,
         description = {
-            "Fuzz the safetensors, JSON, config.json and shard-index parsers for a bounded time,",
-            "e.g.: djl-moe fuzz --seconds 60"
-        })
+            "Fuzz the file parsers for a bounded time.",
+            "Mutation-fuzzes the safetensors, JSON, config.json and shard-index parsers."
+        },
+        footer = {"", "Example:", "  djl-moe fuzz --seconds 60"})
 public final class FuzzCommand implements Callable<Integer> {
 
     @Option(names = "--seconds", description = "time budget (default ${DEFAULT-VALUE})")

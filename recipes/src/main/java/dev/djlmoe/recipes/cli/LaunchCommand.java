@@ -3,7 +3,6 @@
  */
 package dev.djlmoe.recipes.cli;
 
-import ai.djl.engine.Engine;
 import dev.djlmoe.recipes.launch.LaunchSpec;
 import dev.djlmoe.recipes.launch.Launcher;
 import java.io.IOException;
@@ -13,9 +12,12 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.ParameterException;
+import picocli.CommandLine.ParseResult;
 import picocli.CommandLine.Parameters;
 
 /**
@@ -26,9 +28,11 @@ import picocli.CommandLine.Parameters;
         name = "launch",
         mixinStandardHelpOptions = true,
         description = {
-            "Start the local ranks of an EP job, e.g.:",
-            "  djl-moe launch --nproc-per-node 4 pretrain --steps 200"
-        })
+            "Start the local ranks of an EP job.",
+            "Each rank runs COMMAND with torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK,"
+                    + " MASTER_ADDR, ...); its output is prefixed with [rank N]."
+        },
+        footer = {"", "Example:", "  djl-moe launch --nproc-per-node 4 pretrain --steps 200"})
 public final class LaunchCommand implements Callable<Integer> {
 
     @Option(names = "--nproc-per-node", description = "ranks on this host (default ${DEFAULT-VALUE})")
@@ -60,7 +64,37 @@ public final class LaunchCommand implements Callable<Integer> {
             throw new IllegalArgumentException(
                     "--nproc-per-node " + nprocPerNode + " must be >= 1");
         }
+        if (nnodes < 1) {
+            throw new IllegalArgumentException("--nnodes " + nnodes + " must be >= 1");
+        }
+        checkRanksFirst(rankArgs, nprocPerNode * nnodes);
         return launch(nprocPerNode, nnodes, nodeRank, masterAddr, masterPort, rankHeap, rankArgs);
+    }
+
+    /**
+     * Parses the ranks' command line here and runs its {@link RankCountCheck}, so a command line
+     * or an EP size that cannot work is refused once, before any rank starts.
+     *
+     * @param rankArgs the sub-command and its options
+     * @param worldSize the job's ranks
+     * @throws IllegalArgumentException naming what is wrong
+     * @throws IOException when a file the check needs cannot be read
+     */
+    static void checkRanksFirst(List<String> rankArgs, int worldSize) throws IOException {
+        CommandLine cli = new CommandLine(new Main());
+        cli.getSubcommands().get("launch").setStopAtPositional(true);
+        ParseResult parsed;
+        try {
+            parsed = cli.parseArgs(rankArgs.toArray(String[]::new));
+        } catch (ParameterException e) {
+            throw new IllegalArgumentException("the ranks' command '" + String.join(" ", rankArgs)
+                    + "' does not parse: " + e.getMessage(), e);
+        }
+        List<CommandLine> chain = parsed.asCommandLineList();
+        Object command = chain.get(chain.size() - 1).getCommand();
+        if (command instanceof RankCountCheck check) {
+            check.checkRanks(worldSize);
+        }
     }
 
     /**
@@ -99,7 +133,7 @@ public final class LaunchCommand implements Callable<Integer> {
             }
         }
         // Unpack DJL's native engine once here, so the ranks find a warm cache.
-        Engine.getInstance();
+        CliLogging.startEngine();
         int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / nproc);
         List<String> cmd = new ArrayList<>();
         cmd.add(ProcessHandle.current().info().command().orElse("java"));
@@ -112,7 +146,10 @@ public final class LaunchCommand implements Callable<Integer> {
         cmd.add(Main.class.getName());
         cmd.addAll(rankArgs);
         LaunchSpec spec = new LaunchSpec(nproc, nnodes, nodeRank, masterAddr, port, cmd, 30_000);
-        return new Launcher(spec, System.out, Map.of()).run();
+        // The ranks log as this process does (quiet unless --verbose or --log-level).
+        String level = CliLogging.chosenName();
+        Map<String, String> env = level == null ? Map.of() : Map.of(CliLogging.ENV, level);
+        return new Launcher(spec, System.out, env).run();
     }
 
     /**
@@ -145,6 +182,9 @@ public final class LaunchCommand implements Callable<Integer> {
         }
         if (ep == 1) {
             return null;
+        }
+        if (spec.userObject() instanceof RankCountCheck check) {
+            check.checkRanks(ep);
         }
         List<String> original = spec.commandLine().getParseResult().originalArgs();
         String name = spec.name();

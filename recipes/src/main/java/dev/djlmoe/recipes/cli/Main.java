@@ -13,7 +13,11 @@ import java.nio.file.AccessDeniedException;
 import java.nio.file.NoSuchFileException;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 import picocli.CommandLine.ParameterException;
+import picocli.CommandLine.ParseResult;
+import picocli.CommandLine.RunLast;
+import picocli.CommandLine.ScopeType;
 import picocli.CommandLine.UnmatchedArgumentException;
 
 /**
@@ -41,6 +45,20 @@ import picocli.CommandLine.UnmatchedArgumentException;
             SoakCommand.class
         })
 public final class Main implements Runnable {
+
+    /** Commands that never start DJL's engine in this process. */
+    private static final java.util.Set<String> WITHOUT_ENGINE =
+            java.util.Set.of("plan", "plot", "fuzz", "launch");
+
+    @Option(names = "--verbose", scope = ScopeType.INHERIT,
+            description = "show the start-up and library log lines that are hidden by default"
+                    + " (DJL's engine, libtorch warnings); same as --log-level info")
+    boolean verbose;
+
+    @Option(names = "--log-level", paramLabel = "LEVEL", scope = ScopeType.INHERIT,
+            description = "log level of the libraries: error, warn, info, debug, trace (default:"
+                    + " quiet; the environment variable " + CliLogging.ENV + " sets it too)")
+    String logLevel;
 
     /**
      * Entry point.
@@ -73,17 +91,18 @@ public final class Main implements Runnable {
         // Everything after launch's first positional argument belongs to the ranks' command.
         cli.getSubcommands().get("launch").setStopAtPositional(true);
         cli.setParameterExceptionHandler(Main::badCommandLine);
+        cli.setExecutionStrategy(Main::runQuietly);
         cli.setExecutionExceptionHandler(
                 (e, cmd, parsed) -> {
-                    String what = cmd.getCommandName();
+                    String what = cmd.getCommandSpec().qualifiedName();
                     String msg = userMessage(e);
                     String failure = msg == null ? jobFailure(e) : null;
                     if (msg != null) {
-                        cmd.getErr().println("djl-moe " + what + ": error: " + msg);
+                        cmd.getErr().println(what + ": error: " + msg);
                     } else if (failure != null) {
-                        cmd.getErr().println("djl-moe " + what + ": failed: " + failure);
+                        cmd.getErr().println(what + ": failed: " + failure);
                     } else {
-                        cmd.getErr().println("djl-moe " + what + ": internal error: " + e);
+                        cmd.getErr().println(what + ": internal error: " + e);
                         e.printStackTrace(cmd.getErr());
                     }
                     cmd.getErr().flush();
@@ -95,12 +114,51 @@ public final class Main implements Runnable {
     private static int badCommandLine(ParameterException e, String[] args) {
         CommandLine cmd = e.getCommandLine();
         PrintWriter err = cmd.getErr();
-        err.println("djl-moe " + cmd.getCommandName() + ": error: " + e.getMessage());
+        String what = cmd.getCommandSpec().qualifiedName();
+        err.println(what + ": error: " + e.getMessage());
         UnmatchedArgumentException.printSuggestions(e, err);
-        err.println("Try 'djl-moe " + (cmd.getParent() == null ? "" : cmd.getCommandName() + " ")
-                + "--help' for the options.");
+        err.println("Try '" + what + " --help' for the options.");
         err.flush();
         return 2;
+    }
+
+    /**
+     * Runs the parsed command after setting the log level (before any logger exists) and, for
+     * commands that use it, starting DJL's engine with libtorch's warnings at that level.
+     */
+    private static int runQuietly(ParseResult parsed) {
+        String flag = null;
+        boolean loud = false;
+        String top = null;
+        for (ParseResult p = parsed; p != null; p = p.subcommand()) {
+            if (p.hasMatchedOption("--log-level")) {
+                flag = p.matchedOptionValue("--log-level", (String) null);
+            }
+            loud |= p.hasMatchedOption("--verbose");
+            if (top == null && p != parsed) {
+                top = p.commandSpec().name();
+            }
+        }
+        CommandLine cmd = parsed.commandSpec().commandLine();
+        try {
+            CliLogging.configure(CliLogging.resolve(flag, loud, System.getenv(CliLogging.ENV)));
+        } catch (IllegalArgumentException e) {
+            throw new ParameterException(cmd, e.getMessage(), e);
+        }
+        boolean help = false;
+        for (ParseResult p = parsed; p != null; p = p.subcommand()) {
+            help |= p.isUsageHelpRequested() || p.isVersionHelpRequested();
+        }
+        if (top != null && !help && !WITHOUT_ENGINE.contains(top)) {
+            CommandLine last = parsed.asCommandLineList().get(parsed.asCommandLineList().size() - 1);
+            try {
+                CliLogging.startEngine();
+            } catch (RuntimeException | LinkageError e) {
+                throw new CommandLine.ExecutionException(last, "DJL's PyTorch engine did not"
+                        + " start: " + e.getMessage(), e);
+            }
+        }
+        return new RunLast().execute(parsed);
     }
 
     /** The message of an error the user can fix, or null for an internal error. */

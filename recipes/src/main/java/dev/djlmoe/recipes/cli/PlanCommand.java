@@ -17,10 +17,12 @@ import picocli.CommandLine.Option;
         name = "plan",
         mixinStandardHelpOptions = true,
         description = {
-            "Memory per rank (parameters, gradients, AdamW state, activations), step FLOPs and EP",
-            "traffic of training a model at an EP size, before renting hardware. Starts no engine.",
-            "Example: djl-moe plan --model deepseek-v3-16b --ep 8 --precision mxfp8"
-        })
+            "Memory, FLOPs and EP traffic of training a model at an EP size.",
+            "Memory per rank (parameters, gradients, AdamW state, activations), step FLOPs and EP"
+                    + " traffic, before renting hardware. Starts no engine."
+        },
+        footer = {"", "Example:",
+            "  djl-moe plan --model deepseek-v3-16b --ep 8 --precision mxfp8"})
 public final class PlanCommand implements Callable<Integer> {
 
     @Option(names = "--model", description = "a preset, a config.json or a checkpoint directory (default ${DEFAULT-VALUE})")

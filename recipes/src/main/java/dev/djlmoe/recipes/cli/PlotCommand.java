@@ -20,14 +20,20 @@ import picocli.CommandLine.Parameters;
 @Command(
         name = "plot",
         mixinStandardHelpOptions = true,
-        description = "Plot loss curves (and the first run's expert load) from metrics.jsonl files.")
+        description = {
+            "Plot loss curves and expert load from metrics.jsonl files.",
+            "loss.png has one curve per file; expert-load.png shows the first file's run. They go"
+                    + " next to the first file unless --out says otherwise."
+        },
+        footer = {"", "Example:", "  djl-moe plot runs/pretrain/metrics.jsonl runs/other/metrics.jsonl"})
 public final class PlotCommand implements Callable<Integer> {
 
     @Parameters(arity = "1..*", paramLabel = "METRICS", description = "metrics.jsonl files")
     List<Path> files;
 
-    @Option(names = "--out", description = "output directory (default ${DEFAULT-VALUE})")
-    Path out = Path.of(".");
+    @Option(names = "--out", paramLabel = "DIR",
+            description = "output directory (default: the first metrics file's directory)")
+    Path out;
 
     @Override
     public Integer call() throws Exception {
@@ -38,12 +44,24 @@ public final class PlotCommand implements Callable<Integer> {
             }
             Path parent = f.toAbsolutePath().getParent();
             String name = parent == null ? f.toString() : parent.getFileName().toString();
-            runs.put(runs.containsKey(name) ? f.toString() : name, MetricsFile.read(f));
+            List<StepRecord> records = MetricsFile.read(f);
+            if (records.isEmpty()) {
+                throw new IllegalArgumentException(
+                        "metrics file " + f + " holds no steps: nothing to plot");
+            }
+            runs.put(runs.containsKey(name) ? f.toString() : name, records);
         }
+        Path out = this.out != null ? this.out : outputDir(files.get(0));
         Plots.lossCurves(runs, "loss", out.resolve("loss.png"));
         Plots.expertLoad(runs.values().iterator().next(), "expert load, first MoE layer",
                 out.resolve("expert-load.png"));
         System.out.println("wrote " + out.resolve("loss.png") + " and " + out.resolve("expert-load.png"));
         return 0;
+    }
+
+    /** The directory of a metrics file (the current directory for a bare file name). */
+    static Path outputDir(Path metrics) {
+        Path parent = metrics.toAbsolutePath().normalize().getParent();
+        return parent == null ? Path.of(".") : parent;
     }
 }

@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.PretrainOptions;
 import dev.djlmoe.recipes.StopSignal;
@@ -10,15 +11,16 @@ import dev.djlmoe.recipes.data.ByteTokenizer;
 import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.SyntheticBigramSource;
 import dev.djlmoe.recipes.data.TextCorpus;
+import dev.djlmoe.recipes.data.TextDecoding;
 import dev.djlmoe.recipes.data.TokenSource;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
-import dev.djlmoe.zoo.io.SafetensorsWriter;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -33,12 +35,13 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         defaultValueProvider = PretrainCommand.Defaults.class,
         description = {
-            "Pre-train an MoE language model with expert parallelism. Default: the 'tiny'",
-            "DeepSeek-V3-style preset on the public-domain corpus shipped with djl-moe, byte-level",
-            "tokens. EP size: --ep N, or start it under 'launch' / torchrun.",
-            "Example: djl-moe pretrain --ep 2 --steps 300 --checkpoint-every 100"
-        })
-public final class PretrainCommand implements Callable<Integer> {
+            "Pre-train an MoE language model with expert parallelism.",
+            "Default: the 'tiny' DeepSeek-V3-style preset on the public-domain corpus shipped"
+                    + " with djl-moe, byte-level tokens. EP size: --ep N, or start it under"
+                    + " 'launch' / torchrun."
+        },
+        footer = {"", "Example:", "  djl-moe pretrain --ep 2 --steps 300 --checkpoint-every 100"})
+public final class PretrainCommand implements Callable<Integer>, RankCountCheck {
 
     /** The embedded default's settings. */
     public static final PretrainOptions DEFAULTS = PretrainOptions.defaults();
@@ -66,6 +69,12 @@ public final class PretrainCommand implements Callable<Integer> {
             description = "'embedded' (the shipped public-domain corpus), 'synthetic' (random bigram text), or a UTF-8 .txt file, a .jsonl file of {\"text\": ...} lines, or a directory of them (default ${DEFAULT-VALUE})")
     String data;
 
+    @Option(
+            names = "--encoding",
+            paramLabel = "CHARSET",
+            description = "the encoding of the --data files, e.g. ISO-8859-1 or UTF-16 (default ${DEFAULT-VALUE}); text that is not valid in it is refused with the file, line and byte offset named")
+    String encoding;
+
     /** Picocli's defaults for this command. */
     public static final class Defaults extends TrainingFlags.Defaults {
         /** Creates the provider. */
@@ -77,6 +86,7 @@ public final class PretrainCommand implements Callable<Integer> {
             Map<String, String> m = new LinkedHashMap<>(TrainingFlags.defaultsOf(DEFAULTS));
             m.put("--model", "tiny");
             m.put("--data", "embedded");
+            m.put("--encoding", "UTF-8");
             return m;
         }
     }
@@ -90,24 +100,68 @@ public final class PretrainCommand implements Callable<Integer> {
         PretrainOptions opts = flags.toOptions();
         opts.validate();
         HfMoeConfig config = model(modelName, layers);
-        TokenSource source = source(data, opts.seed());
+        TokenSource source = source(data, opts.seed(), TextDecoding.charset(encoding));
         List<Path> extra = new ArrayList<>();
+        Path tokenizerDir = null;
         if (source instanceof CorpusSource && opts.runDir() != null) {
-            // Checkpoints carry the byte-level tokenizer, so finetune and HF tools read them.
-            Path tok = opts.runDir().resolve("tokenizer.json");
-            SafetensorsWriter.writeTextAtomically(tok, ByteTokenizer.huggingFaceJson());
+            // Checkpoints carry the byte-level tokenizer, so finetune and HF tools read them; the
+            // files wait in a temporary directory, so a failed run leaves nothing behind.
+            tokenizerDir = Files.createTempDirectory("djl-moe-tokenizer");
+            tokenizerDir.toFile().deleteOnExit();
+            Path tok = tokenizerDir.resolve("tokenizer.json");
+            Path cfg = tokenizerDir.resolve("tokenizer_config.json");
+            tok.toFile().deleteOnExit();
+            cfg.toFile().deleteOnExit();
+            Files.writeString(tok, ByteTokenizer.huggingFaceJson());
+            Files.writeString(cfg, ByteTokenizer.tokenizerConfigJson());
             extra.add(tok);
+            extra.add(cfg);
         }
         Map<String, Object> facts = new LinkedHashMap<>();
         facts.put("model_source", modelName);
         facts.put("data_source", data);
         Pretrain.Job job =
                 new Pretrain.Job("pretrain", config, null, source, opts, null, extra, facts);
-        Pretrain.Result r = Pretrain.run(job, System.out, StopSignal.install(), null);
-        if (r.stopped()) {
+        try {
+            Pretrain.Result r = Pretrain.run(job, System.out, StopSignal.install(), null);
+            return exitCode(r, spec);
+        } finally {
+            if (tokenizerDir != null) {
+                for (Path f : extra) {
+                    Files.deleteIfExists(f);
+                }
+                Files.deleteIfExists(tokenizerDir);
+            }
+        }
+    }
+
+    /**
+     * The exit code of a training run: 1, with the reason on standard error (rank 0), when the
+     * loss did not fall over a run of two or more steps; else 0.
+     *
+     * @param r the run's result
+     * @param spec the command (its error stream and name)
+     * @return the exit code
+     */
+    static int exitCode(Pretrain.Result r, CommandSpec spec) {
+        if (r.stopped() || r.losses().size() < 2 || r.finalLoss() < r.firstLoss()) {
             return 0;
         }
-        return r.losses().isEmpty() || r.finalLoss() < r.firstLoss() ? 0 : 1;
+        if (RankEnvironment.fromSystem().rank() == 0) {
+            spec.commandLine().getErr().printf(Locale.ROOT, "%s: error: the loss did not fall"
+                    + " (%.4f at the first step, %.4f at the end): the run finished, but it did"
+                    + " not learn; try a lower --lr or more --steps, and check --data%n",
+                    spec.qualifiedName(), r.firstLoss(), r.finalLoss());
+            spec.commandLine().getErr().flush();
+        }
+        return 1;
+    }
+
+    @Override
+    public void checkRanks(int worldSize) throws IOException {
+        PretrainOptions opts = flags.toOptions();
+        opts.validate();
+        Pretrain.checkEpSize(opts, model(modelName).numExperts(), worldSize);
     }
 
     /**
@@ -166,12 +220,26 @@ public final class PretrainCommand implements Callable<Integer> {
      * @throws IOException when the file cannot be read
      */
     static TokenSource source(String data, long seed) throws IOException {
+        return source(data, seed, java.nio.charset.StandardCharsets.UTF_8);
+    }
+
+    /**
+     * Resolves {@code --data} with the encoding of its files.
+     *
+     * @param data the flag's value
+     * @param seed the run seed
+     * @param encoding the files' encoding
+     * @return the source
+     * @throws IOException when the file cannot be read
+     */
+    static TokenSource source(String data, long seed, java.nio.charset.Charset encoding)
+            throws IOException {
         if ("embedded".equals(data)) {
             return new CorpusSource(TextCorpus.embedded(), HELD_OUT, seed);
         }
         if ("synthetic".equals(data)) {
             return new SyntheticBigramSource(256, 4, seed);
         }
-        return new CorpusSource(TextCorpus.load(Path.of(data)), HELD_OUT, seed);
+        return new CorpusSource(TextCorpus.load(Path.of(data), encoding), HELD_OUT, seed);
     }
 }

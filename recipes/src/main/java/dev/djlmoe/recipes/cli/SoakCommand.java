@@ -23,9 +23,11 @@ import picocli.CommandLine.Option;
         name = "soak",
         mixinStandardHelpOptions = true,
         description = {
-            "Soak the EP layer: random dispatch/combine steps, then training, sampling memory.",
-            "  djl-moe launch --nproc-per-node 4 soak --steps 2000"
-        })
+            "Soak the EP layer: random steps, then training, sampling memory.",
+            "Random dispatch/combine steps checked against an oracle, then a short"
+                    + " training run, while memory, native allocations and segments are sampled."
+        },
+        footer = {"", "Example:", "  djl-moe launch --nproc-per-node 4 soak --steps 2000"})
 public final class SoakCommand implements Callable<Integer> {
 
     @Option(names = "--steps", description = "dispatch/combine steps per repeat (default ${DEFAULT-VALUE})")

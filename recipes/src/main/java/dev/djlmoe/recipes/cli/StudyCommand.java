@@ -29,8 +29,9 @@ import picocli.CommandLine.Option;
         name = "study",
         mixinStandardHelpOptions = true,
         description = {
-            "Convergence study: the same pre-training run at fp32 and at mxfp8 (MXFP8 wire and",
-            "emulated MXFP8 expert GEMMs); both loss curves in one PNG, the final gap in a table."
+            "Convergence study: the same pre-training run at fp32 and at mxfp8.",
+            "mxfp8 is the MXFP8 dispatch wire and emulated MXFP8 expert GEMMs; both loss curves go"
+                    + " into one PNG, the final gap into a table."
         })
 public final class StudyCommand implements Callable<Integer> {
 

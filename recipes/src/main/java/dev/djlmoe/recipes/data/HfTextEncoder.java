@@ -19,7 +19,9 @@ import java.util.Map;
 /**
  * A Hugging Face {@code tokenizer.json} through DJL's Hugging Face tokenizers (the Rust library,
  * bundled in the jar, runs offline). The end-of-sequence token is {@code eos_token} of a {@code
- * tokenizer_config.json} next to the file, when there is one.
+ * tokenizer_config.json} next to the file, when there is one; without one, djl-moe's byte-level
+ * tokenizer (a pre-training checkpoint's, also one written before it had an end token) ends
+ * texts with {@link ByteTokenizer#EOS}, and any other tokenizer has no end token.
  */
 public final class HfTextEncoder implements TextEncoder, AutoCloseable {
 
@@ -27,12 +29,15 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
     private final Path file;
     private final String sha256;
     private final long eos;
+    private final boolean eosImplied;
 
-    private HfTextEncoder(HuggingFaceTokenizer tokenizer, Path file, String sha256, long eos) {
+    private HfTextEncoder(HuggingFaceTokenizer tokenizer, Path file, String sha256, long eos,
+            boolean eosImplied) {
         this.tokenizer = tokenizer;
         this.file = file;
         this.sha256 = sha256;
         this.eos = eos;
+        this.eosImplied = eosImplied;
     }
 
     /**
@@ -93,7 +98,21 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
                 throw new IOException(ex.getMessage(), ex);
             }
         }
-        return new HfTextEncoder(tok, file, sha, eos);
+        boolean implied = false;
+        if (eos < 0 && bytes.length < (1 << 20)) {
+            try {
+                Map<String, Object> root = Json.parseObject(
+                        new String(bytes, StandardCharsets.UTF_8), file.toString());
+                if (ByteTokenizer.isByteLevel(root)) {
+                    eos = ByteTokenizer.EOS;
+                    implied = true;
+                }
+            } catch (JsonException ex) {
+                tok.close();
+                throw new IOException(ex.getMessage(), ex);
+            }
+        }
+        return new HfTextEncoder(tok, file, sha, eos, implied);
     }
 
     @Override
@@ -110,9 +129,36 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
         return eos;
     }
 
+    /**
+     * Whether the end token was not named by a {@code tokenizer_config.json} but is the byte-level
+     * tokenizer's own ({@link ByteTokenizer#EOS}).
+     *
+     * @return true when implied
+     */
+    public boolean eosImplied() {
+        return eosImplied;
+    }
+
+    /**
+     * Decodes ids to text, up to the first end-of-sequence token, without special tokens.
+     *
+     * @param ids the ids
+     * @return the text
+     */
+    public String decode(long[] ids) {
+        int n = 0;
+        while (n < ids.length && ids[n] != eos) {
+            n++;
+        }
+        return tokenizer.decode(java.util.Arrays.copyOf(ids, n), true);
+    }
+
     @Override
     public String describe() {
-        return "tokenizer " + file + " (sha256 " + sha256.substring(0, 16) + ")";
+        // An implied end token changes the data, so it is part of the fingerprint; a named one
+        // is already in the tokenizer files.
+        return "tokenizer " + file + " (sha256 " + sha256.substring(0, 16) + ")"
+                + (eosImplied ? ", end token " + eos + " (byte-level)" : "");
     }
 
     /**

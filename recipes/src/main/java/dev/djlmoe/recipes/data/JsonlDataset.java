@@ -7,6 +7,7 @@ import dev.djlmoe.zoo.io.Json;
 import dev.djlmoe.zoo.io.JsonException;
 import dev.djlmoe.zoo.nn.CausalLmLoss;
 import java.io.IOException;
+import java.nio.charset.Charset;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -50,6 +51,7 @@ public final class JsonlDataset {
     private final long targets;
     private final double unigram;
     private final String tokenizer;
+    private final long eos;
 
     private JsonlDataset(
             Path file,
@@ -60,7 +62,8 @@ public final class JsonlDataset {
             int truncated,
             long targets,
             double unigram,
-            String tokenizer) {
+            String tokenizer,
+            long eos) {
         this.file = file;
         this.sequences = sequences;
         this.seqLen = seqLen;
@@ -70,6 +73,7 @@ public final class JsonlDataset {
         this.targets = targets;
         this.unigram = unigram;
         this.tokenizer = tokenizer;
+        this.eos = eos;
     }
 
     /**
@@ -86,6 +90,25 @@ public final class JsonlDataset {
      */
     public static JsonlDataset load(Path file, TextEncoder encoder, int seqLen, long vocabSize)
             throws IOException {
+        return load(file, encoder, seqLen, vocabSize, StandardCharsets.UTF_8);
+    }
+
+    /**
+     * Reads and tokenizes a dataset in a given encoding.
+     *
+     * @param file the {@code .jsonl} file
+     * @param encoder the tokenizer
+     * @param seqLen tokens per training sequence
+     * @param vocabSize the model's vocabulary (every id must be below it)
+     * @param encoding the file's encoding (bytes not valid in it are refused, with the line and
+     *     byte offset named)
+     * @return the dataset
+     * @throws IOException when the file cannot be read
+     * @throws IllegalArgumentException naming the file and line of a malformed record or text, an
+     *     id out of the vocabulary, or a dataset without targets
+     */
+    public static JsonlDataset load(Path file, TextEncoder encoder, int seqLen, long vocabSize,
+            Charset encoding) throws IOException {
         if (!Files.isRegularFile(file)) {
             throw new IllegalArgumentException("--data " + file + ": no such file");
         }
@@ -93,7 +116,7 @@ public final class JsonlDataset {
             throw new IllegalArgumentException("--seq-len " + seqLen + " must be >= 2");
         }
         byte[] raw = Files.readAllBytes(file);
-        String text = new String(raw, StandardCharsets.UTF_8);
+        String text = TextDecoding.decode(raw, encoding, file.toString());
         List<Sequence> out = new ArrayList<>();
         int n = 0;
         int examples = 0;
@@ -194,7 +217,7 @@ public final class JsonlDataset {
             throw new IllegalStateException(e);
         }
         return new JsonlDataset(file, out, seqLen, fp, examples, truncated, targets, h,
-                encoder.describe());
+                encoder.describe(), encoder.eosId());
     }
 
     private static void append(List<Long> ids, List<Boolean> target, long[] tokens, boolean t) {
@@ -315,9 +338,13 @@ public final class JsonlDataset {
         @Override
         public String describe() {
             return String.format(Locale.ROOT,
-                    "%s: %d examples -> %d sequences of %d tokens, %,d target tokens%s; %s",
+                    "%s: %d examples -> %d sequences of %d tokens, %,d target tokens%s; %s; %s",
                     file, examples, sequences.size(), seqLen, targets,
-                    truncated > 0 ? " (" + truncated + " truncated)" : "", tokenizer);
+                    truncated > 0 ? " (" + truncated + " truncated)" : "", tokenizer,
+                    eos >= 0 ? "end token " + eos + " after each text and response"
+                            : "NO end token (the tokenizer names no eos_token in a"
+                                    + " tokenizer_config.json): nothing marks where a text or"
+                                    + " response ends, so the model will not learn to stop");
         }
 
         @Override

@@ -9,6 +9,7 @@ import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
+import java.nio.charset.Charset;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -83,6 +84,22 @@ public record TextCorpus(String name, byte[] bytes) {
      *     malformed JSON line
      */
     public static TextCorpus load(Path path) throws IOException {
+        return load(path, StandardCharsets.UTF_8);
+    }
+
+    /**
+     * Reads text from a path as {@link #load(Path)} does, in a given encoding; the text is kept as
+     * UTF-8. Bytes that are not valid in the encoding are refused with the file, line and byte
+     * offset named.
+     *
+     * @param path the file or directory
+     * @param encoding the files' encoding
+     * @return the corpus
+     * @throws IOException when it cannot be read
+     * @throws IllegalArgumentException for a missing path, a directory without text files, a
+     *     malformed JSON line or text that is not valid in the encoding
+     */
+    public static TextCorpus load(Path path, Charset encoding) throws IOException {
         if (!Files.exists(path)) {
             throw new IllegalArgumentException("--data " + path + ": no such file or directory");
         }
@@ -100,22 +117,26 @@ public record TextCorpus(String name, byte[] bytes) {
             }
             ByteArrayOutputStream all = new ByteArrayOutputStream();
             for (Path f : files) {
-                all.writeBytes(readFile(f));
+                all.writeBytes(readFile(f, encoding));
                 all.write('\n');
             }
             return new TextCorpus(path.toString(), all.toByteArray());
         }
-        return new TextCorpus(path.toString(), readFile(path));
+        return new TextCorpus(path.toString(), readFile(path, encoding));
     }
 
-    private static byte[] readFile(Path f) throws IOException {
+    private static byte[] readFile(Path f, Charset encoding) throws IOException {
         try {
+            byte[] raw = Files.readAllBytes(f);
+            String text = TextDecoding.decode(raw, encoding, f.toString());
             if (!f.getFileName().toString().endsWith(".jsonl")) {
-                return Files.readAllBytes(f);
+                // Valid UTF-8 stays byte for byte as it was (data fingerprints do not change).
+                return encoding.equals(StandardCharsets.UTF_8)
+                        ? raw : text.getBytes(StandardCharsets.UTF_8);
             }
             StringBuilder sb = new StringBuilder();
             int n = 0;
-            for (String line : Files.readAllLines(f, StandardCharsets.UTF_8)) {
+            for (String line : text.split("\n", -1)) {
                 n++;
                 if (line.isBlank()) {
                     continue;

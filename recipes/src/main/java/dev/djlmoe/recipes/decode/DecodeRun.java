@@ -18,6 +18,7 @@ import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.nativeep.NativeEp;
 import dev.djlmoe.nn.LowLatencyMoe;
 import dev.djlmoe.recipes.DeviceFlag;
+import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import dev.djlmoe.recipes.data.ByteTokenizer;
 import dev.djlmoe.recipes.data.HfTextEncoder;
@@ -113,13 +114,11 @@ public final class DecodeRun {
         }
         int world = env.worldSize();
         int p = o.prompts().size();
-        if (p < world) {
-            throw new IllegalArgumentException(p + " prompt(s) for " + world
-                    + " EP ranks: every rank decodes at least one; pass more --prompt");
-        }
         Path dir = checkpointDir(o.model());
-        HfMoeConfig cfg = dir != null ? HfMoeConfig.load(dir) : HfMoeConfig.preset(o.model());
-        long[][] all = encode(o.prompts(), dir, cfg);
+        HfMoeConfig cfg = config(o.model(), dir);
+        checkRanks(cfg, p, world);
+        Tokens encoded = encode(o.prompts(), dir, cfg);
+        long[][] all = encoded.prompts();
         int longest = 0;
         for (long[] a : all) {
             longest = Math.max(longest, a.length);
@@ -225,28 +224,38 @@ public final class DecodeRun {
             double tps = slowest > 0 ? (double) p * r.decodeSteps() / (slowest / 1e9) : 0;
             Summary s = new Summary(tokens, margins, tps, llShare);
             if (lead) {
-                report(o, cfg, all, s, r, ll, out);
+                report(o, encoded, s, r, ll, out);
             }
             return s;
         }
     }
 
-    private static void report(Options o, HfMoeConfig cfg, long[][] prompts, Summary s,
+    private static void report(Options o, Tokens tokens, Summary s,
             GreedyDecoder.Result r, LowLatencyMoe ll, PrintStream out) throws IOException {
         List<String> lines = new ArrayList<>();
-        for (int q = 0; q < prompts.length; q++) {
+        for (int q = 0; q < tokens.prompts().length; q++) {
+            // A sequence ends at the end token: the text stops there, the printed ids show it;
+            // the JSON keeps every generated id and margin (ranks decode the same number of
+            // steps) and says where the end token came.
+            long[] gen = s.tokens()[q];
+            int n = endOf(gen, tokens.eos());
+            boolean ended = n < gen.length;
+            StringBuilder shown = new StringBuilder();
             StringBuilder ids = new StringBuilder();
-            for (long t : s.tokens()[q]) {
-                ids.append(ids.length() == 0 ? "" : ",").append(t);
-            }
-            String text = cfg.vocabSize() == ByteTokenizer.VOCAB
-                    ? " " + quote(ByteTokenizer.decode(s.tokens()[q])) : "";
-            out.printf(Locale.ROOT, "[%d] %s ->%s [%s]%n", q, quote(o.prompts().get(q)), text, ids);
             StringBuilder gaps = new StringBuilder();
-            for (float g : s.margins()[q]) {
-                gaps.append(gaps.length() == 0 ? "" : ",").append(String.format(Locale.ROOT, "%.6g", g));
+            for (int i = 0; i < gen.length; i++) {
+                String sep = i == 0 ? "" : ",";
+                if (i <= n) {
+                    shown.append(sep).append(gen[i]);
+                }
+                ids.append(sep).append(gen[i]);
+                gaps.append(sep).append(String.format(Locale.ROOT, "%.6g", s.margins()[q][i]));
             }
-            lines.add("{\"prompt\": " + quote(o.prompts().get(q)) + ", \"tokens\": [" + ids
+            String text = tokens.text(java.util.Arrays.copyOf(gen, n));
+            out.printf(Locale.ROOT, "[%d] %s -> %s%s [%s]%n", q, quote(o.prompts().get(q)),
+                    quote(text), ended ? " <end>" : "", shown);
+            lines.add("{\"prompt\": " + quote(o.prompts().get(q)) + ", \"text\": " + quote(text)
+                    + ", \"end_at\": " + (ended ? n : -1) + ", \"tokens\": [" + ids
                     + "], \"margins\": [" + gaps + "]}");
         }
         out.printf(Locale.ROOT, "prefill (rank 0): %.1f ms; decode: %d step(s), %.1f tokens/s over"
@@ -270,10 +279,66 @@ public final class DecodeRun {
         return d >= c ? o.dispatchWire() : o.combineWire();
     }
 
+    /** The index of the first end token in {@code ids}, or its length when there is none. */
+    static int endOf(long[] ids, long eos) {
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] == eos) {
+                return i;
+            }
+        }
+        return ids.length;
+    }
+
+    /**
+     * Checks, before any process group forms (also in the launcher), that a model and a batch of
+     * prompts can be decoded on {@code worldSize} ranks.
+     *
+     * @param model the {@code --model} value
+     * @param prompts the number of prompts
+     * @param worldSize the EP size
+     * @throws IllegalArgumentException naming the setting, its value and the limit
+     * @throws IOException when the checkpoint's config.json cannot be read
+     */
+    public static void checkRanks(String model, int prompts, int worldSize) throws IOException {
+        checkRanks(config(model, checkpointDir(model)), prompts, worldSize);
+    }
+
+    private static void checkRanks(HfMoeConfig cfg, int prompts, int worldSize) {
+        Pretrain.checkDivides("the model's " + cfg.numExperts() + " routed experts",
+                cfg.numExperts(), worldSize, "each rank holds E / W experts");
+        if (prompts < worldSize) {
+            throw new IllegalArgumentException(prompts + " prompt(s) for " + worldSize
+                    + " EP ranks: every rank decodes at least one; pass at least " + worldSize
+                    + " --prompt");
+        }
+    }
+
+    /** The model's configuration: the checkpoint's, or the preset's. */
+    private static HfMoeConfig config(String model, Path dir) throws IOException {
+        if (dir != null) {
+            return HfMoeConfig.load(dir);
+        }
+        try {
+            return HfMoeConfig.preset(model);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--model " + model + ": not a checkpoint directory,"
+                    + " a run directory or a preset: " + e.getMessage(), e);
+        }
+    }
+
     /** The checkpoint directory named by --model, or null for a preset. */
     static Path checkpointDir(String model) throws IOException {
         Path p = Path.of(model);
         if (!Files.isDirectory(p)) {
+            if (Files.exists(p)) {
+                throw new IllegalArgumentException("--model " + model + ": a file, not a"
+                        + " checkpoint directory (give the directory that holds config.json)");
+            }
+            if (model.contains("/") || model.contains(java.io.File.separator)) {
+                throw new IllegalArgumentException("--model " + model + ": no such directory"
+                        + " (a checkpoint directory, a run directory, or a preset name such as"
+                        + " tiny)");
+            }
             return null;
         }
         if (Files.isRegularFile(p.resolve("config.json"))) {
@@ -282,17 +347,38 @@ public final class DecodeRun {
         return TrainingCheckpoint.resolve(p, new ArrayList<>(), "--model");
     }
 
-    private static long[][] encode(List<String> prompts, Path dir, HfMoeConfig cfg)
+    /**
+     * The prompts as ids, the end token (-1 for none) and the tokenizer that turns ids back into
+     * text (null: the byte-level tokenizer).
+     */
+    private record Tokens(long[][] prompts, long eos, Path tokenizer) {
+
+        /** The text of generated ids (up to the end token). */
+        String text(long[] ids) throws IOException {
+            if (tokenizer == null) {
+                return ByteTokenizer.decode(ids);
+            }
+            try (HfTextEncoder enc = HfTextEncoder.open(tokenizer)) {
+                return enc.decode(ids);
+            }
+        }
+    }
+
+    private static Tokens encode(List<String> prompts, Path dir, HfMoeConfig cfg)
             throws IOException {
         long[][] out = new long[prompts.size()][];
         Path tok = dir == null ? null : dir.resolve("tokenizer.json");
+        long eos;
         if (tok != null && Files.isRegularFile(tok)) {
             try (HfTextEncoder enc = HfTextEncoder.open(tok)) {
                 for (int q = 0; q < out.length; q++) {
                     out[q] = enc.encode(prompts.get(q));
                 }
+                eos = enc.eosId();
             }
         } else {
+            tok = null;
+            eos = ByteTokenizer.EOS;
             if (cfg.vocabSize() < ByteTokenizer.VOCAB) {
                 throw new IllegalArgumentException("the model has no tokenizer.json and its"
                         + " vocabulary (" + cfg.vocabSize() + ") is smaller than the byte"
@@ -308,7 +394,7 @@ public final class DecodeRun {
                         + ") encodes to no tokens");
             }
         }
-        return out;
+        return new Tokens(out, eos, tok);
     }
 
     /** A JSON string literal. */

@@ -1,0 +1,110 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import picocli.CommandLine;
+
+/**
+ * What a new user reads first: the help of every command (whole sentences in the command list,
+ * lines that fit 80 columns, examples on one line) and the first line of an error.
+ */
+class CliHelpTest {
+
+    private record Run(int code, String out, String err) {}
+
+    private static Run cli(String... args) {
+        StringWriter out = new StringWriter();
+        StringWriter err = new StringWriter();
+        int code = Main.execute(new PrintWriter(out, true), new PrintWriter(err, true), args);
+        return new Run(code, out.toString(), err.toString());
+    }
+
+    private static void commands(CommandLine c, List<String> path, List<List<String>> out) {
+        out.add(path);
+        for (Map.Entry<String, CommandLine> e : c.getSubcommands().entrySet()) {
+            List<String> p = new ArrayList<>(path);
+            p.add(e.getKey());
+            commands(e.getValue(), p, out);
+        }
+    }
+
+    @Test
+    void theCommandListShowsWholeSentences() {
+        Run r = cli("--help");
+        assertEquals(0, r.code(), r.err());
+        String list = r.out().substring(r.out().indexOf("Commands:"));
+        for (String line : list.split("\n")) {
+            if (line.startsWith("  ") && !line.startsWith("   ")) {
+                // "  name  Summary." on one line, ending a sentence, not cut mid-way.
+                assertTrue(line.strip().endsWith("."), "cut summary: '" + line + "'");
+            } else {
+                assertFalse(line.startsWith("   "), "a summary wraps: '" + line + "'\n" + list);
+            }
+        }
+    }
+
+    @Test
+    void everyHelpFitsEightyColumnsAndKeepsItsExampleOnOneLine() {
+        List<List<String>> all = new ArrayList<>();
+        commands(new CommandLine(new Main()), new ArrayList<>(), all);
+        for (List<String> path : all) {
+            List<String> args = new ArrayList<>(path);
+            args.add("--help");
+            Run r = cli(args.toArray(String[]::new));
+            assertEquals(0, r.code(), path + ": " + r.err());
+            String[] lines = r.out().split("\n");
+            for (String line : lines) {
+                assertTrue(line.length() <= 80, path + ": " + line.length() + " columns: " + line);
+            }
+            for (int i = 0; i < lines.length; i++) {
+                if (lines[i].equals("Example:")) {
+                    assertTrue(i + 1 < lines.length && lines[i + 1].startsWith("  djl-moe "),
+                            path + ": the example is not one line: " + r.out());
+                    assertTrue(i + 2 == lines.length || lines[i + 2].isBlank(),
+                            path + ": the example continues: " + r.out());
+                }
+            }
+        }
+        String decode = cli("decode", "--help").out();
+        assertTrue(decode.contains("\nExample:\n  djl-moe decode --ep 2 --model runs/pretrain"),
+                decode);
+    }
+
+    @Test
+    void errorsNameTheProgramOnce() {
+        Run r = cli("--bogus");
+        assertEquals(2, r.code());
+        assertTrue(r.err().startsWith("djl-moe: error: Unknown option: '--bogus'"), r.err());
+        assertTrue(r.err().contains("Try 'djl-moe --help'"), r.err());
+        r = cli("bench", "layer", "--tokens", "0");
+        assertEquals(1, r.code());
+        assertTrue(r.err().startsWith("djl-moe bench layer: error: need --tokens"), r.err());
+        r = cli("bench", "ep", "--bogus");
+        assertEquals(2, r.code());
+        assertTrue(r.err().startsWith("djl-moe bench ep: error: Unknown option"), r.err());
+        assertTrue(r.err().contains("Try 'djl-moe bench ep --help'"), r.err());
+        for (Run x : List.of(cli("--bogus"), cli("plot", "--bogus"))) {
+            assertFalse(x.err().contains("djl-moe djl-moe"), x.err());
+        }
+    }
+
+    @Test
+    void anUnknownLogLevelIsRefusedByName() {
+        Run r = cli("plan", "--log-level", "loud");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("--log-level 'loud' is not one of error, warn, info, debug,"
+                + " trace"), r.err());
+        assertTrue(cli("plan", "--model", "tiny", "--ep", "2", "--log-level", "warn").code() == 0);
+    }
+}
