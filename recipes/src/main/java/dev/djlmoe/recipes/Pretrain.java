@@ -121,6 +121,16 @@ public final class Pretrain {
          * @param result the step's figures
          */
         default void stepDone(int step, EpTrainer trainer, StepResult result) {}
+
+        /**
+         * Whether {@link #gradients} is to be called: an observer that only times steps says no,
+         * so the step runs exactly as without an observer.
+         *
+         * @return true (the default) to see the gradients
+         */
+        default boolean seesGradients() {
+            return true;
+        }
     }
 
     /**
@@ -554,7 +564,7 @@ public final class Pretrain {
      * @return the device
      * @throws IllegalArgumentException for an unknown value, or {@code gpu} without a GPU
      */
-    static Device trainingDevice(String flag, int localRank) {
+    public static Device trainingDevice(String flag, int localRank) {
         return DeviceFlag.resolve(flag, localRank);
     }
 
@@ -625,7 +635,7 @@ public final class Pretrain {
                     Shape shape = new Shape(b.batch(), b.seqLen());
                     NDList data = new NDList(sm.create(b.inputs(), shape));
                     NDList labels = new NDList(sm.create(b.labels(), shape));
-                    if (observer == null) {
+                    if (observer == null || !observer.seesGradients()) {
                         r = ep.step(data, labels);
                     } else {
                         int at = (int) step;

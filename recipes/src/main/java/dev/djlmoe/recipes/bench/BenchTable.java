@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes.bench;
 
+import ai.djl.Device;
 import java.io.PrintStream;
 import java.util.ArrayList;
 import java.util.List;
@@ -47,9 +48,21 @@ public final class BenchTable {
      * @param r the figures
      */
     public void addLayer(MoeLayerBench.Size s, MoeLayerBench.Result r) {
+        addLayer(s, r, Device.cpu());
+    }
+
+    /**
+     * Adds the MoE layer benchmark's rows, naming the device it ran on.
+     *
+     * @param s the size
+     * @param r the figures
+     * @param device where it ran (on a GPU the EP buffer's CUDA backend replaces the loopback)
+     */
+    public void addLayer(MoeLayerBench.Size s, MoeLayerBench.Result r, Device device) {
         String setting = String.format(Locale.ROOT, "T=%d H=%d E=%d K=%d I=%d", s.tokens(),
                 s.hidden(), s.experts(), s.topk(), s.width());
-        rows.add(new Row("MoE layer fwd+bwd (EP, loopback)", setting,
+        rows.add(new Row(device.isGpu() ? "MoE layer fwd+bwd (EP, " + device + ")"
+                        : "MoE layer fwd+bwd (EP, loopback)", setting,
                 ms(r.layerSeconds()),
                 String.format(Locale.ROOT, "%.0f tok/s, %.1f GFLOP/s experts",
                         r.tokensPerSecond(), r.expertFlopsPerSecond() / 1e9),

@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes.bench;
 
+import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -74,6 +75,10 @@ import org.bytedeco.javacpp.Pointer;
  * <p><b>Training step</b>: the tiny model's EP training step ({@link Pretrain}) with the global
  * batch split over the ranks: tokens per second over all ranks and the share of step time spent
  * in EP dispatch and combine (forward and backward), after warm-up steps.
+ *
+ * <p>Everything here runs on the CPU (the cpu-shm transport), whatever the engine's default
+ * device: the bound is a host memcpy. The CUDA kernels have their own benchmark ({@code
+ * native-ep/bench/run_gpu.sh bench:2}) and the GPU training step {@code bench step}.
  */
 public final class EpBench {
 
@@ -135,7 +140,7 @@ public final class EpBench {
                 Runtime.getRuntime().availableProcessors());
         try (ProcessGroup group = ProcessGroups.create(env);
                 EpBuffer buffer = EpBuffer.create(group);
-                NDManager m = NDManager.newBaseManager();
+                NDManager m = NDManager.newBaseManager(Device.cpu());
                 CopyProbe probe = new CopyProbe()) {
             communication(o, group, buffer, m, probe, log);
         }
@@ -389,7 +394,8 @@ public final class EpBench {
         PretrainOptions opts =
                 new PretrainOptions(o.trainSteps(), o.trainBatch(), o.trainSeqLen(),
                         d.learningRate(), d.warmupSteps(), d.maxGradNorm(), d.biasUpdateRate(),
-                        d.precision(), d.seed(), true, Math.max(1, o.trainSteps()), null);
+                        d.precision(), d.seed(), true, Math.max(1, o.trainSteps()), null)
+                        .withDevice("cpu");
         int skip = Math.min(5, o.trainSteps() / 3);
         long[] sums = new long[3]; // tokens, step ns, EP ns after warm-up
         Pretrain.StepObserver observer =
@@ -416,7 +422,7 @@ public final class EpBench {
     /** Every rank's array ({@code a} has the same length on every rank), indexed by rank. */
     private static double[][] gather(ProcessGroup group, double[] a) {
         int w = group.worldSize();
-        try (NDManager m = NDManager.newBaseManager()) {
+        try (NDManager m = NDManager.newBaseManager(Device.cpu())) {
             double[] all = new double[w * a.length]; // this rank's slice set, the others zero
             System.arraycopy(a, 0, all, group.rank() * a.length, a.length);
             NDArray arr = m.create(all);

@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes.bench;
 
+import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
@@ -27,6 +28,10 @@ import java.util.Locale;
  * MoE layer forward+backward on one rank (EP buffer with the loopback transport, staged backward)
  * against DJL's own dense {@code matMul} at the per-expert shape and against a naive layer that
  * runs every expert on every token with masks. Prints figures; asserts nothing.
+ *
+ * <p>On a GPU the EP buffer takes its CUDA backend (one rank), and every timing ends by waiting
+ * for the device's queued work (a one-element copy to the host), so asynchronous kernels are not
+ * mistaken for finished ones.
  */
 public final class MoeLayerBench {
 
@@ -71,20 +76,32 @@ public final class MoeLayerBench {
     private MoeLayerBench() {}
 
     /**
-     * Runs the benchmark.
+     * Runs the benchmark on the engine's default device.
      *
      * @param size the size
      * @param out where the figures go
      * @return the figures
      */
     public static Result run(Size size, PrintStream out) {
+        return run(size, Engine.getInstance().defaultDevice(), out);
+    }
+
+    /**
+     * Runs the benchmark on a device.
+     *
+     * @param size the size
+     * @param device where the layer, its inputs and the dense product live
+     * @param out where the figures go
+     * @return the figures
+     */
+    public static Result run(Size size, Device device, PrintStream out) {
         int t = size.tokens();
         int h = size.hidden();
         int e = size.experts();
         int k = size.topk();
         int i = size.width();
         Engine.getInstance().setRandomSeed(3);
-        try (NDManager m = NDManager.newBaseManager();
+        try (NDManager m = NDManager.newBaseManager(device);
                 LocalProcessGroup g = new LocalProcessGroup();
                 EpContext ctx = EpContext.builder().setProcessGroup(g).build()) {
             MoeLayer layer =
@@ -97,6 +114,7 @@ public final class MoeLayerBench {
             layer.initialize(m, DataType.FLOAT32, new Shape(t, h));
             ParameterStore ps = new ParameterStore(m, false);
             NDArray x = m.randomNormal(new Shape(t, h));
+            NDArray probe = m.zeros(new Shape(1));
             // Warm up, then time forward + staged backward of the EP layer.
             double[] times = new double[size.iters()];
             for (int it = -1; it < size.iters(); it++) {
@@ -114,6 +132,7 @@ public final class MoeLayerBench {
                         fwd = System.nanoTime();
                         tape.backward(loss);
                     }
+                    probe.toFloatArray(); // waits for the device
                     if (System.getenv("DJL_MOE_BENCH_VERBOSE") != null) {
                         out.printf(Locale.ROOT, "  iter %d: forward %.1f ms, backward %.1f ms%n", it,
                                 (fwd - t0) / 1e6, (System.nanoTime() - fwd) / 1e6);
@@ -127,17 +146,19 @@ public final class MoeLayerBench {
             double layerSec = median(times);
             double pairs = (double) t * k;
             double expertFlops = pairs * 18.0 * h * i; // 3 GEMMs forward (2HI each), 2x in backward
-            double dense = denseMatMulRate(m, (int) Math.max(1, Math.round(pairs / e)), h, i);
+            double dense =
+                    denseMatMulRate(m, probe, (int) Math.max(1, Math.round(pairs / e)), h, i);
             double naiveSec = Double.NaN;
             if (size.naive()) {
-                naiveSec = naiveLayer(m, layer, x, Math.max(1, size.iters() / 2));
+                naiveSec = naiveLayer(m, probe, layer, x, Math.max(1, size.iters() / 2));
             }
             Result r =
                     new Result(layerSec, t / layerSec, expertFlops / layerSec, dense,
                             expertFlops / layerSec / dense, naiveSec, naiveSec / layerSec);
             out.printf(Locale.ROOT,
-                    "MoE layer fwd+bwd, T=%d H=%d E=%d K=%d I=%d, %d CPU cores:%n", t, h, e, k, i,
-                    Runtime.getRuntime().availableProcessors());
+                    "MoE layer fwd+bwd, T=%d H=%d E=%d K=%d I=%d, %s:%n", t, h, e, k, i,
+                    device.isGpu() ? "on " + device
+                            : Runtime.getRuntime().availableProcessors() + " CPU cores");
             out.printf(Locale.ROOT, "  EP layer        %8.1f ms  %9.0f tokens/s  %6.1f GFLOP/s (experts)%n",
                     layerSec * 1e3, r.tokensPerSecond(), r.expertFlopsPerSecond() / 1e9);
             out.printf(Locale.ROOT, "  dense matMul    [%d x %d] x [%d x %d]: %6.1f GFLOP/s%n",
@@ -154,20 +175,27 @@ public final class MoeLayerBench {
         }
     }
 
-    /** Median FLOP rate of x [n, h] @ w^T [h, i] (forward GEMM). */
-    private static double denseMatMulRate(NDManager m, int n, int h, int i) {
+    /**
+     * Median FLOP rate of x [n, h] @ w^T [h, i] (forward GEMM), timed in groups of products that
+     * end with one wait for the device (on a GPU one product takes less than the wait).
+     */
+    private static double denseMatMulRate(NDManager m, NDArray probe, int n, int h, int i) {
         try (NDManager sm = m.newSubManager()) {
             NDArray a = sm.randomNormal(new Shape(n, h));
             NDArray w = sm.randomNormal(new Shape(i, h));
-            int reps = 20;
-            double[] ts = new double[reps];
-            for (int r = -3; r < reps; r++) {
+            NDArray wt = w.transpose();
+            int groups = 7;
+            int perGroup = 10;
+            double[] ts = new double[groups];
+            for (int g = -1; g < groups; g++) {
+                probe.toFloatArray();
                 long t0 = System.nanoTime();
-                NDArray c = a.matMul(w.transpose());
-                c.toFloatArray(); // forces completion
-                c.close();
-                if (r >= 0) {
-                    ts[r] = (System.nanoTime() - t0) / 1e9;
+                for (int r = 0; r < perGroup; r++) {
+                    a.matMul(wt).close();
+                }
+                probe.toFloatArray(); // waits for the products
+                if (g >= 0) {
+                    ts[g] = (System.nanoTime() - t0) / 1e9 / perGroup;
                 }
             }
             return 2.0 * n * h * i / median(ts);
@@ -175,7 +203,8 @@ public final class MoeLayerBench {
     }
 
     /** Naive layer: every expert on every token, outputs masked by the routing coefficients. */
-    private static double naiveLayer(NDManager m, MoeLayer layer, NDArray x, int iters) {
+    private static double naiveLayer(
+            NDManager m, NDArray probe, MoeLayer layer, NDArray x, int iters) {
         RoutedExperts ex = layer.getExperts();
         NDArray gp = ex.getParameters().get(RoutedExperts.GATE_PROJ).getArray();
         NDArray up = ex.getParameters().get(RoutedExperts.UP_PROJ).getArray();
@@ -203,6 +232,7 @@ public final class MoeLayerBench {
                     }
                     gc.backward(out.sum());
                 }
+                probe.toFloatArray(); // waits for the device
                 ts[it] = (System.nanoTime() - t0) / 1e9;
             }
             zeroGradients(layer);

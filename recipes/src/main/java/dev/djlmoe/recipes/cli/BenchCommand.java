@@ -3,8 +3,10 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import ai.djl.Device;
 import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.bench.BenchTable;
 import dev.djlmoe.recipes.bench.EpBench;
 import dev.djlmoe.recipes.bench.MoeLayerBench;
@@ -27,7 +29,7 @@ import picocli.CommandLine.Spec;
 @Command(
         name = "bench",
         mixinStandardHelpOptions = true,
-        subcommands = {BenchCommand.Layer.class, EpBenchCommand.class},
+        subcommands = {BenchCommand.Layer.class, EpBenchCommand.class, BenchStepCommand.class},
         description = {
             "Run the benchmarks and print one table.",
             "EP dispatch/combine per wire format against the memcpy bound, the EP training step,"
@@ -47,6 +49,9 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
 
     @Option(names = "--no-naive", description = "skip the naive masked MoE layer")
     boolean noNaive;
+
+    @Option(names = "--device", description = "where the MoE layer benchmark runs: cpu, gpu or auto, the GPU when the engine sees one (default ${DEFAULT-VALUE}); the EP benchmark runs on the CPU whatever this says (cpu-shm against a host memcpy bound); 'bench step' times the training step on a GPU")
+    String device = "auto";
 
     @Override
     public void checkRanks(int worldSize) {
@@ -68,6 +73,7 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
             return launched;
         }
         RankEnvironment env = RankEnvironment.fromSystem();
+        Device layerDevice = Pretrain.trainingDevice(device, 0);
         EpBench.Options d = EpBench.Options.defaults();
         EpBench.Options epOpts =
                 quick
@@ -77,7 +83,8 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
                         : d;
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
         PrintStream capture = new PrintStream(buf, true, StandardCharsets.UTF_8);
-        System.out.println("running the EP benchmark on " + env.worldSize() + " rank(s) ...");
+        System.out.println("running the EP benchmark on " + env.worldSize()
+                + " rank(s) on the CPU ...");
         EpBench.run(epOpts, capture);
         if (env.rank() != 0) {
             return 0; // the layer benchmark runs on one rank
@@ -86,13 +93,13 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
                 quick
                         ? new MoeLayerBench.Size(1024, 256, 16, 4, 128, 3, !noNaive)
                         : new MoeLayerBench.Size(4096, 1024, 64, 6, 512, 5, !noNaive);
-        System.out.println("running the MoE layer benchmark ...");
+        System.out.println("running the MoE layer benchmark on " + layerDevice + " ...");
         MoeLayerBench.Result lr =
-                MoeLayerBench.run(s, new PrintStream(OutputStream.nullOutputStream()));
+                MoeLayerBench.run(s, layerDevice, new PrintStream(OutputStream.nullOutputStream()));
         BenchTable table = new BenchTable();
         String report = buf.toString(StandardCharsets.UTF_8);
         int found = table.addEpReport(report);
-        table.addLayer(s, lr);
+        table.addLayer(s, lr, layerDevice);
         System.out.println();
         table.print(System.out);
         if (found == 0) {
@@ -135,6 +142,9 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
         @Option(names = "--no-naive", description = "skip the naive masked layer")
         boolean noNaive;
 
+        @Option(names = "--device", description = "cpu, gpu or auto: the GPU when the engine sees one (default ${DEFAULT-VALUE}); on a GPU the EP buffer takes its CUDA backend")
+        String device = "auto";
+
         @Override
         public Integer call() {
             if (tokens < 1 || hidden < 1 || topk < 1 || experts < topk || width < 1 || iters < 1) {
@@ -145,7 +155,7 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
             }
             MoeLayerBench.run(
                     new MoeLayerBench.Size(tokens, hidden, experts, topk, width, iters, !noNaive),
-                    System.out);
+                    Pretrain.trainingDevice(device, 0), System.out);
             return 0;
         }
     }

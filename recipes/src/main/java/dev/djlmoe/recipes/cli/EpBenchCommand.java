@@ -57,8 +57,18 @@ public final class EpBenchCommand implements Callable<Integer> {
     @Option(names = "--train-seq-len", description = "tokens per sequence (default ${DEFAULT-VALUE})")
     int trainSeqLen = D.trainSeqLen();
 
+    @Option(names = "--device", description = "cpu, the only device this benchmark runs on (default ${DEFAULT-VALUE}): it measures the cpu-shm transport against a host memcpy bound; gpu is refused (the CUDA kernels: native-ep/bench/run_gpu.sh bench:2; the GPU training step: bench step --device gpu)")
+    String device = "cpu";
+
     @Override
     public Integer call() {
+        if (!"cpu".equals(device)) {
+            throw new IllegalArgumentException(
+                    "--device " + device + ": bench ep runs on the CPU only (the cpu-shm transport"
+                            + " against a host memcpy bound); for GPUs use"
+                            + " native-ep/bench/run_gpu.sh bench:2 (the CUDA kernels) or"
+                            + " 'bench step --device gpu' (the training step)");
+        }
         List<WireFormat> w = new ArrayList<>();
         for (String s : wires) {
             w.add(WireFormat.fromName(s.trim()));
