@@ -7,7 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.Device;
-import ai.djl.util.cuda.CudaUtils;
+import dev.djlmoe.nativeep.cuda.CudaDeviceInfo;
 import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.testing.TestDevice;
@@ -27,7 +27,8 @@ import org.junit.jupiter.api.io.TempDir;
  * GPU memory stays flat over {@link #STEPS} training steps: the pretrain recipe on the {@code tiny}
  * preset at W = 1 on the GPU (the MoE layers through the EP buffer's CUDA backend), the device's
  * used memory (cudaMemGetInfo, which counts what libtorch's caching allocator holds) sampled every
- * {@link #EVERY} steps. From the sample after {@link #WARM_UP} steps on, no sample may exceed it by
+ * {@link #EVERY} steps through the CUDA plug-in ({@link CudaDeviceInfo}, as {@code bench step}
+ * reports it). From the sample after {@link #WARM_UP} steps on, no sample may exceed it by
  * more than {@link #GROWTH_LIMIT}: an array kept alive per step (the smallest activation here is
  * about 256 KiB) would add hundreds of MiB over the run.
  *
@@ -53,7 +54,7 @@ class GpuMemoryTest {
                         int done = step + 1;
                         if (done % EVERY == 0) {
                             samples.add(new long[] {done,
-                                    CudaUtils.getGpuMemory(device).getUsed()});
+                                    CudaDeviceInfo.query(device.getDeviceId()).usedBytes()});
                         }
                     }
                 };
