@@ -155,4 +155,15 @@ class PlanTest {
         assertEquals(1, r.code());
         assertTrue(r.err().contains("--layers 0: num_hidden_layers 0 must be >= 1"), r.err());
     }
+
+    @Test
+    void committedBenchmarkConfigIsTheCutPreset() throws Exception {
+        // native-ep/bench/train_step_bench.sh falls back on this file when plan cannot run; the
+        // torch baseline must train exactly what bench step trains.
+        Path file = Path.of("..", "native-ep", "bench", "deepseek-v3-16b-4layers.config.json");
+        assertEquals(HfMoeConfig.preset("deepseek-v3-16b").withNumLayers(4).toMap(),
+                HfMoeConfig.load(file).toMap(),
+                file + " differs from the preset: regenerate it with djl-moe plan --model"
+                        + " deepseek-v3-16b --layers 4 --save-config " + file);
+    }
 }
