@@ -14,6 +14,7 @@ import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.recipes.data.TextDecoding;
 import dev.djlmoe.recipes.data.TokenSource;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
+import dev.djlmoe.zoo.io.SafetensorsWriter;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -102,18 +103,18 @@ public final class PretrainCommand implements Callable<Integer>, RankCountCheck 
         HfMoeConfig config = model(modelName, layers);
         TokenSource source = source(data, opts.seed(), TextDecoding.charset(encoding));
         List<Path> extra = new ArrayList<>();
-        Path tokenizerDir = null;
+        // Rank 0 alone copies these into checkpoints; it alone writes and removes them.
+        boolean writer = RankEnvironment.fromSystem().rank() == 0;
         if (source instanceof CorpusSource && opts.runDir() != null) {
-            // Checkpoints carry the byte-level tokenizer, so finetune and HF tools read them; the
-            // files wait in a temporary directory, so a failed run leaves nothing behind.
-            tokenizerDir = Files.createTempDirectory("djl-moe-tokenizer");
-            tokenizerDir.toFile().deleteOnExit();
-            Path tok = tokenizerDir.resolve("tokenizer.json");
-            Path cfg = tokenizerDir.resolve("tokenizer_config.json");
-            tok.toFile().deleteOnExit();
-            cfg.toFile().deleteOnExit();
-            Files.writeString(tok, ByteTokenizer.huggingFaceJson());
-            Files.writeString(cfg, ByteTokenizer.tokenizerConfigJson());
+            // Checkpoints carry the byte-level tokenizer, so finetune and HF tools read them. The
+            // files wait in the run directory while the run lasts: removed at its end, whether it
+            // succeeded or failed, so they never outlive it beside the checkpoints.
+            Path tok = opts.runDir().resolve("tokenizer.json");
+            Path cfg = opts.runDir().resolve("tokenizer_config.json");
+            if (writer) {
+                SafetensorsWriter.writeTextAtomically(tok, ByteTokenizer.huggingFaceJson());
+                SafetensorsWriter.writeTextAtomically(cfg, ByteTokenizer.tokenizerConfigJson());
+            }
             extra.add(tok);
             extra.add(cfg);
         }
@@ -126,11 +127,10 @@ public final class PretrainCommand implements Callable<Integer>, RankCountCheck 
             Pretrain.Result r = Pretrain.run(job, System.out, StopSignal.install(), null);
             return exitCode(r, spec);
         } finally {
-            if (tokenizerDir != null) {
+            if (writer) {
                 for (Path f : extra) {
                     Files.deleteIfExists(f);
                 }
-                Files.deleteIfExists(tokenizerDir);
             }
         }
     }

@@ -165,7 +165,10 @@ class LauncherTest {
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));
         cmd.add("dev.djlmoe.recipes.cli.Main");
-        cmd.addAll(List.of("launch", "--nproc-per-node", "2", "--rank-heap", "1g", "pretrain",
+        // --verbose reaches the ranks: rank 1, which logs nothing of its own, prints DJL's
+        // start-up lines, so its forwarded output shows.
+        cmd.addAll(List.of("launch", "--verbose", "--nproc-per-node", "2", "--rank-heap", "1g",
+                "pretrain",
                 "--steps", "12", "--warmup", "0", "--batch", "8", "--seq-len", "32",
                 "--run-dir", runDir.toString()));
         ProcessBuilder pb = new ProcessBuilder(cmd);
@@ -182,6 +185,8 @@ class LauncherTest {
             assertTrue(text.contains("EP size 2"), text);
             assertTrue(text.contains("[rank 0] done: loss"), text);
             assertTrue(text.contains("[rank 1] "), "rank 1's output is not forwarded\n" + text);
+            assertTrue(text.contains("[rank 1] [main] INFO ai.djl"),
+                    "the launcher's --verbose did not reach rank 1\n" + text);
         } finally {
             p.destroyForcibly();
         }
