@@ -250,8 +250,21 @@ public final class EpTrainer {
      */
     private float updateBalancingBias(long[][] firstLoad) {
         float worst = 0f;
+        boolean oneRank = group == null || group.worldSize() == 1;
         for (MoeLayer l : moeLayers) {
             long[] load = l.takeLoad();
+            if (oneRank) {
+                // The counts are already global: no trip through the device (two waits on a GPU).
+                float[] global = toFloat(load);
+                worst = Math.max(worst, imbalance(global));
+                if (firstLoad[0] == null) {
+                    firstLoad[0] = rounded(global);
+                }
+                if (biasUpdateRate > 0f && l.getRouterConfig().hasCorrectionBias()) {
+                    l.getGate().updateCorrectionBias(rounded(global), biasUpdateRate);
+                }
+                continue;
+            }
             NDManager m = trainer.getManager();
             try (NDArray loads = m.create(toFloat(load))) {
                 if (group != null && group.worldSize() > 1) {
@@ -260,11 +273,7 @@ public final class EpTrainer {
                 float[] global = loads.toFloatArray();
                 worst = Math.max(worst, imbalance(global));
                 if (firstLoad[0] == null) {
-                    long[] g = new long[global.length];
-                    for (int i = 0; i < g.length; i++) {
-                        g[i] = Math.round(global[i]);
-                    }
-                    firstLoad[0] = g;
+                    firstLoad[0] = rounded(global);
                 }
                 if (biasUpdateRate > 0f && l.getRouterConfig().hasCorrectionBias()) {
                     l.getGate().updateCorrectionBias(loads, biasUpdateRate);
@@ -292,6 +301,18 @@ public final class EpTrainer {
             max = Math.max(max, x);
         }
         return sum == 0 ? 0f : (float) (max / (sum / load.length));
+    }
+
+    /**
+     * The counts, held as floats (integer-valued: whole counts, sums of them), as integers: the
+     * bias step reads the same numbers from either form.
+     */
+    private static long[] rounded(float[] a) {
+        long[] g = new long[a.length];
+        for (int i = 0; i < g.length; i++) {
+            g[i] = (long) a[i];
+        }
+        return g;
     }
 
     private static float[] toFloat(long[] a) {

@@ -4,6 +4,8 @@
 package dev.djlmoe.train;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
 import dev.djlmoe.dist.ProcessGroup;
 import java.util.List;
 
@@ -63,12 +65,27 @@ public final class GradientClipping {
     }
 
     private static double sumOfSquares(List<NDArray> grads) {
-        double s = 0;
-        for (NDArray g : grads) {
-            try (NDArray n = g.norm()) {
-                double v = n.getFloat();
-                s += v * v;
+        if (grads.isEmpty()) {
+            return 0;
+        }
+        // Every norm stays on the device until one read brings them all to the host: on a GPU
+        // each read waits for the queued work, so one read per parameter cost one wait each.
+        NDList norms = new NDList(grads.size());
+        float[] values;
+        try {
+            for (NDArray g : grads) {
+                norms.add(g.norm());
             }
+            try (NDArray all = NDArrays.stack(norms)) {
+                values = all.toFloatArray();
+            }
+        } finally {
+            norms.close();
+        }
+        double s = 0;
+        for (float f : values) {
+            double v = f;
+            s += v * v;
         }
         return s;
     }
