@@ -34,6 +34,10 @@ NEP_STUB int32_t nep_cuda_device_info(int32_t, char* name, int64_t name_cap, int
   if (name != nullptr && name_cap > 0) name[0] = '\0';
   return unsupported(err, cap);
 }
+NEP_STUB int32_t nep_cuda_adamw_f32(int32_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float, float, float, float, float, float,
+                                    int32_t, int64_t, char* err, int64_t cap) {
+  return unsupported(err, cap);
+}
 NEP_STUB int32_t nep_cuda_buffer_create(int32_t, int32_t, int32_t, int64_t, int64_t, nep_cuda_buffer** out, char* err, int64_t cap) {
   if (out != nullptr) *out = nullptr;
   return unsupported(err, cap);

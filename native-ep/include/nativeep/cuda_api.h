@@ -74,6 +74,24 @@ int32_t nep_cuda_memset(int32_t device, int64_t address, int32_t value, int64_t 
 int32_t nep_cuda_device_info(int32_t device, char* name, int64_t name_cap, int64_t* total_bytes,
                              int64_t* free_bytes, int32_t* sm_count, char* err, int64_t err_cap);
 
+/* ---- Optimizer ------------------------------------------------------------------------------- */
+
+/*
+ * One AdamW step (decoupled weight decay) on four float32 device arrays of n elements, in place,
+ * in one pass over memory, asynchronous on `stream`. Per element, with g = grad * grad_scale:
+ *   weight   -= (weight * lr) * weight_decay
+ *   mean      = beta1 * mean + (1 - beta1) * g
+ *   variance  = beta2 * variance + (1 - beta2) * g * g
+ *   weight   -= mean * lr_corrected / (sqrt(variance) + eps)
+ * (the arithmetic of DJL's adamUpdate; lr_corrected carries the bias corrections). With zero_grad
+ * != 0 the gradient is set to 0 after it is read. The four arrays must be distinct memory of
+ * `device`, each holding n floats; the scalars finite, the betas in [0, 1).
+ */
+int32_t nep_cuda_adamw_f32(int32_t device, int64_t weight, int64_t grad, int64_t mean, int64_t variance,
+                           int64_t n, float lr, float lr_corrected, float weight_decay, float beta1,
+                           float beta2, float eps, float grad_scale, int32_t zero_grad, int64_t stream,
+                           char* err, int64_t err_cap);
+
 /* ---- Buffer: creation, IPC exchange ---------------------------------------------------------- */
 
 /*

@@ -50,6 +50,7 @@ public final class EpTrainer {
     private final ProcessGroup group;
     private final float maxGradNorm;
     private final float biasUpdateRate;
+    private final CheckpointableAdamW optimizer;
     private final List<MoeLayer> moeLayers;
     private final List<Parameter> denseParams = new ArrayList<>();
     private final List<Parameter> expertParams = new ArrayList<>();
@@ -63,6 +64,7 @@ public final class EpTrainer {
         group = context == null ? null : context.group();
         maxGradNorm = b.maxGradNorm;
         biasUpdateRate = b.biasUpdateRate;
+        optimizer = b.optimizer;
         Block root = trainer.getModel().getBlock();
         moeLayers = findMoeLayers(root);
         Set<Parameter> experts = Collections.newSetFromMap(new IdentityHashMap<>());
@@ -201,7 +203,7 @@ public final class EpTrainer {
                 }
                 throw new NonFiniteGradientException(norm, lossValue);
             }
-            if (maxGradNorm > 0f) {
+            if (maxGradNorm > 0f && optimizer == null) {
                 List<NDArray> all = new ArrayList<>(dense);
                 all.addAll(sharded);
                 GradientClipping.clip(all, norm, maxGradNorm);
@@ -210,7 +212,20 @@ public final class EpTrainer {
             dense.forEach(NDArray::close);
             sharded.forEach(NDArray::close);
         }
-        trainer.step();
+        if (optimizer == null) {
+            trainer.step();
+        } else {
+            // Each parameter from its own gradient, the clipping factor applied in the update:
+            // the same numbers as clipping and trainer.step(), without DJL's copy of every
+            // gradient (and on a GPU in one pass over memory per parameter).
+            float scale =
+                    maxGradNorm > 0f ? (float) GradientClipping.factor(norm, maxGradNorm) : 1f;
+            for (Parameter p : trainableParams) {
+                if (p.isInitialized()) {
+                    optimizer.updateFromGradient(p.getId(), p.getArray(), scale);
+                }
+            }
+        }
         long[][] firstLoadOut = new long[1][];
         float imbalance = updateBalancingBias(firstLoadOut);
         long[] firstLoad = firstLoadOut[0] == null ? new long[0] : firstLoadOut[0];
@@ -355,6 +370,7 @@ public final class EpTrainer {
         private EpContext context;
         private float maxGradNorm;
         private float biasUpdateRate;
+        private CheckpointableAdamW optimizer;
 
         Builder() {}
 
@@ -400,6 +416,22 @@ public final class EpTrainer {
          */
         public Builder optBiasUpdateRate(float gamma) {
             this.biasUpdateRate = gamma;
+            return this;
+        }
+
+        /**
+         * Lets the step update the parameters itself with the trainer's optimizer, which must be
+         * the {@link CheckpointableAdamW} of the trainer's {@code TrainingConfig} (default: none,
+         * the step calls {@code trainer.step()}). The numbers are the same; DJL's copy of every
+         * gradient before its update is saved, the clipping factor is applied inside the update,
+         * and on a GPU each parameter takes one pass over memory ({@link
+         * CheckpointableAdamW#updateFromGradient}).
+         *
+         * @param optimizer the trainer's optimizer
+         * @return this builder
+         */
+        public Builder optOptimizer(CheckpointableAdamW optimizer) {
+            this.optimizer = optimizer;
             return this;
         }
 

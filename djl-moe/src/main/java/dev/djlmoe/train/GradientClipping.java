@@ -54,7 +54,7 @@ public final class GradientClipping {
      * @return the factor applied
      */
     public static double clip(List<NDArray> grads, double norm, double maxNorm) {
-        double factor = maxNorm / (norm + 1e-6);
+        double factor = factor(norm, maxNorm);
         if (factor >= 1.0) {
             return 1.0;
         }
@@ -62,6 +62,17 @@ public final class GradientClipping {
             g.muli((float) factor);
         }
         return factor;
+    }
+
+    /**
+     * Returns the factor {@link #clip} scales the gradients by.
+     *
+     * @param norm the global norm from {@link #globalNorm}
+     * @param maxNorm the threshold (> 0)
+     * @return {@code min(1, maxNorm / (norm + 1e-6))}
+     */
+    public static double factor(double norm, double maxNorm) {
+        return Math.min(1.0, maxNorm / (norm + 1e-6));
     }
 
     private static double sumOfSquares(List<NDArray> grads) {

@@ -517,6 +517,7 @@ public final class Pretrain {
                         EpTrainer.builder()
                                 .setTrainer(trainer)
                                 .optContext(ctx)
+                                .optOptimizer(optimizer)
                                 .optMaxGradNorm(opts.maxGradNorm())
                                 .optBiasUpdateRate(opts.biasUpdateRate())
                                 .build();

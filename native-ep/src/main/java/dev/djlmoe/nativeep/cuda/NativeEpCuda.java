@@ -180,6 +180,25 @@ public final class NativeEpCuda {
             @Cast("char*") BytePointer err,
             long errCap);
 
+    public static native int nep_cuda_adamw_f32(
+            int device,
+            long weight,
+            long grad,
+            long mean,
+            long variance,
+            long n,
+            float lr,
+            float lrCorrected,
+            float weightDecay,
+            float beta1,
+            float beta2,
+            float eps,
+            float gradScale,
+            int zeroGrad,
+            long stream,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
     // ---- buffer ----
 
     public static native int nep_cuda_buffer_create(

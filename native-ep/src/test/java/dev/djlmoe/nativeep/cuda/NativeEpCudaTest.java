@@ -53,6 +53,31 @@ class NativeEpCudaTest {
     }
 
     @Test
+    void adamWRefusesBadArgumentsByName() {
+        CudaAdamW.Step step = new CudaAdamW.Step(1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1f);
+        RuntimeException e = assertThrows(RuntimeException.class,
+                () -> CudaAdamW.update(0, 16, 32, 48, 64, -1, step, false, 0));
+        assertTrue(e.getMessage().contains("AdamW on GPU 0"), e.getMessage());
+        if (!e.getMessage().contains("without its CUDA plug-in")) {
+            assertTrue(e instanceof IllegalArgumentException, e.toString());
+            assertTrue(e.getMessage().contains("n=-1 is negative"), e.getMessage());
+            e = assertThrows(IllegalArgumentException.class,
+                    () -> CudaAdamW.update(0, 16, 16, 48, 64, 8, step, false, 0));
+            assertTrue(e.getMessage().contains("four different arrays"), e.getMessage());
+            CudaAdamW.Step nan = new CudaAdamW.Step(Float.NaN, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1f);
+            e = assertThrows(IllegalArgumentException.class,
+                    () -> CudaAdamW.update(0, 16, 32, 48, 64, 8, nan, false, 0));
+            assertTrue(e.getMessage().contains("lr=nan is not finite"), e.getMessage());
+            int n = CudaEpBuffer.deviceCount();
+            e = assertThrows(IllegalArgumentException.class,
+                    () -> CudaAdamW.update(n, 16, 32, 48, 64, 8, step, false, 0));
+            assertTrue(e.getMessage().contains("device=" + n + " is outside [0, " + n + ")"),
+                    e.getMessage());
+        }
+        CudaAdamW.update(0, 0, 0, 0, 0, 0, step, false, 0); // nothing to do: no call fails
+    }
+
+    @Test
     void invalidArgumentsNameTheValue() {
         RuntimeException e =
                 assertThrows(RuntimeException.class, () -> CudaEpBuffer.create(0, 0, 0, 256L << 20, 0));
