@@ -226,9 +226,8 @@ public final class EpTrainer {
                 }
             }
         }
-        long[][] firstLoadOut = new long[1][];
-        float imbalance = updateBalancingBias(firstLoadOut);
-        long[] firstLoad = firstLoadOut[0] == null ? new long[0] : firstLoadOut[0];
+        long[][] layerLoads = new long[moeLayers.size()][];
+        float imbalance = updateBalancingBias(layerLoads);
         lossValue = globalMean(lossValue);
         long tokens = data.head().getShape().size();
         long epNanos = stats == null ? 0 : stats.totalNanos() - ep0;
@@ -242,7 +241,7 @@ public final class EpTrainer {
                 epNanos,
                 epBytes,
                 imbalance,
-                firstLoad);
+                layerLoads);
     }
 
     private void averageGradients(List<NDArray> dense, List<NDArray> sharded) {
@@ -260,21 +259,20 @@ public final class EpTrainer {
     }
 
     /**
-     * Applies aux-loss-free balancing and returns the largest max/mean load ratio; the first
-     * layer's global load goes into {@code firstLoad[0]}.
+     * Applies aux-loss-free balancing and returns the largest max/mean load ratio; MoE layer
+     * i's global load goes into {@code layerLoads[i]}.
      */
-    private float updateBalancingBias(long[][] firstLoad) {
+    private float updateBalancingBias(long[][] layerLoads) {
         float worst = 0f;
         boolean oneRank = group == null || group.worldSize() == 1;
-        for (MoeLayer l : moeLayers) {
+        for (int i = 0; i < moeLayers.size(); i++) {
+            MoeLayer l = moeLayers.get(i);
             long[] load = l.takeLoad();
             if (oneRank) {
                 // The counts are already global: no trip through the device (two waits on a GPU).
                 float[] global = toFloat(load);
                 worst = Math.max(worst, imbalance(global));
-                if (firstLoad[0] == null) {
-                    firstLoad[0] = rounded(global);
-                }
+                layerLoads[i] = rounded(global);
                 if (biasUpdateRate > 0f && l.getRouterConfig().hasCorrectionBias()) {
                     l.getGate().updateCorrectionBias(rounded(global), biasUpdateRate);
                 }
@@ -287,9 +285,7 @@ public final class EpTrainer {
                 }
                 float[] global = loads.toFloatArray();
                 worst = Math.max(worst, imbalance(global));
-                if (firstLoad[0] == null) {
-                    firstLoad[0] = rounded(global);
-                }
+                layerLoads[i] = rounded(global);
                 if (biasUpdateRate > 0f && l.getRouterConfig().hasCorrectionBias()) {
                     l.getGate().updateCorrectionBias(loads, biasUpdateRate);
                 }

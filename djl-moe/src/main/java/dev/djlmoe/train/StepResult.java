@@ -14,8 +14,9 @@ package dev.djlmoe.train;
  * @param epNanos time spent in EP dispatch and combine (forward and backward)
  * @param epBytes wire bytes this rank sent in dispatch and combine
  * @param maxLoadImbalance over MoE layers, the largest {@code max load / mean load} of the step
- * @param expertLoad selections per expert of the first MoE layer in this step, over all ranks
- *     (empty without MoE layers)
+ * @param layerLoads selections per expert of each MoE layer in this step, over all ranks: {@code
+ *     layerLoads[i][e]} is expert e of the i-th MoE layer in forward order (no rows without MoE
+ *     layers)
  */
 public record StepResult(
         float loss,
@@ -26,7 +27,16 @@ public record StepResult(
         long epNanos,
         long epBytes,
         float maxLoadImbalance,
-        long[] expertLoad) {
+        long[][] layerLoads) {
+
+    /**
+     * Returns the selections per expert of the first MoE layer in this step, over all ranks.
+     *
+     * @return {@code layerLoads[0]}, or an empty array without MoE layers
+     */
+    public long[] expertLoad() {
+        return layerLoads.length == 0 ? new long[0] : layerLoads[0];
+    }
 
     /**
      * Returns the share of the step spent in EP communication.

@@ -110,6 +110,18 @@ class HfMoeForCausalLmTest {
                                     }
                                 });
                 assertTrue(Float.isFinite(res.loss()), "loss " + res.loss());
+                // One row of loads per MoE layer, each counting every token's top-k selections.
+                int moeLayers = 0;
+                for (int i = 0; i < cfg.numLayers(); i++) {
+                    moeLayers += cfg.isMoeLayer(i) ? 1 : 0;
+                }
+                assertEquals(moeLayers, res.layerLoads().length, "rows of layer loads");
+                for (long[] row : res.layerLoads()) {
+                    assertEquals(cfg.numExperts(), row.length, "experts in a layer's loads");
+                    assertEquals((long) B * S * cfg.topK(), Arrays.stream(row).sum(),
+                            "selections in a layer: " + Arrays.toString(row));
+                }
+                assertTrue(Arrays.equals(res.layerLoads()[0], res.expertLoad()));
                 if (hotBiases[0] > 0) {
                     // The hot expert really is hot in the first MoE layer.
                     long[] load = res.expertLoad();
