@@ -3,7 +3,7 @@
 # djl-moe's training step against transformers + torch on the same GPU, same model, same run.
 #
 #   native-ep/bench/train_step_bench.sh [--carry DIR] [--out DIR] [--warmup N] [--steps N]
-#                                       [--budget SECONDS] [--python PY]
+#                                       [--budget SECONDS] [--python PY] [--ab-adamw]
 #
 #   1. DJL's JNI against the host's torch (bin/build-djl-jni build --src DIR/djl-jni-src), as
 #      bin/gpu-train-check does;
@@ -14,6 +14,8 @@
 #      TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 (batch 1 x 4096 random tokens, AdamW, the recipe's step);
 #   4. torch_train_step.py on that config.json: bf16, then fp32 with TF32 (fused AdamW);
 #   5. the tiny model, djl-moe bench step on the GPU and on the CPU (16 x 64 tokens);
+#      with --ab-adamw first also djl-moe fp32 + TF32 with DJL_MOE_FUSED_ADAMW=0 (the engine's
+#      own AdamW instead of the one-pass kernel), to see what the optimizer costs;
 #   6. one Markdown table: ms/step, tokens/s, MFU (dense bf16 and TF32 peaks), GPU memory, and the
 #      tokens/s ratios ours / torch fp32+TF32 and ours / torch bf16; a part that failed or ran out
 #      of time shows its error instead of figures, the other rows stand.
@@ -27,7 +29,7 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 here="$root/native-ep/bench"
-carry="" out="${OUT:-/tmp/train-step-bench}" warmup=3 steps=5 budget=560 python=python3
+carry="" out="${OUT:-/tmp/train-step-bench}" warmup=3 steps=5 budget=560 python=python3 ab=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --carry) carry=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;
     --python) python=$2; shift 2 ;;
+    --ab-adamw) ab=1; shift ;;
     -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "train_step_bench: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -107,7 +110,11 @@ torch_args=(--config "$config" "${shape[@]}")
 part torch-bf16 120 120 "$python" "$here/torch_train_step.py" "${torch_args[@]}" --mode bf16 --json "$out/torch-bf16.json"
 part torch-tf32 120 60 "$python" "$here/torch_train_step.py" "${torch_args[@]}" --mode fp32-tf32 --json "$out/torch-tf32.json"
 
-# 5. The tiny model on the GPU and on the CPU.
+# 5. Optionally the engine's AdamW for comparison, then the tiny model on the GPU and on the CPU.
+if [ "$java_ok" = 1 ] && [ "$ab" = 1 ]; then
+  part ours-tf32-engine-adamw 150 60 env TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 DJL_MOE_FUSED_ADAMW=0 \
+    "${djl[@]}" "${step[@]}" --json "$out/ours-tf32-engine-adamw.json"
+fi
 tiny=(bench step --model tiny --layers 0 --batch 16 --seq-len 64 --warmup 2 --steps 5)
 if [ "$java_ok" = 1 ]; then
   part tiny-gpu 60 30 "${djl[@]}" "${tiny[@]}" --device gpu --json "$out/tiny-gpu.json"
@@ -133,6 +140,8 @@ def load(name):
 rows = [("djl-moe fp32 (TF32 off)", "ours-fp32"), ("djl-moe fp32 + TF32", "ours-tf32"),
         ("torch bf16", "torch-bf16"), ("torch fp32 + TF32", "torch-tf32"),
         ("djl-moe tiny, GPU", "tiny-gpu"), ("djl-moe tiny, CPU", "tiny-cpu")]
+if os.path.exists(os.path.join(out, "ours-tf32-engine-adamw.rc")):
+    rows.insert(2, ("djl-moe fp32 + TF32, engine AdamW", "ours-tf32-engine-adamw"))
 r = {k: load(k) for _, k in rows}
 gib = float(1 << 30)
 def f(v, fmt):
@@ -184,6 +193,9 @@ for k in ("torch-bf16", "torch-tf32"):
 print("GPU memory: djl-moe = cudaMemGetInfo total - free after the timed steps (libtorch's caching allocator's"
       " peak reservation + CUDA context + workspaces + the 1 GiB EP buffer); torch = max_memory_allocated /"
       " max_memory_reserved over the steps / total - free after them")
+for _, k in rows:
+    if "fused_adamw" in r[k]:
+        print(f"{k}: AdamW {'one pass per parameter' if r[k]['fused_adamw'] else 'the engine adamUpdate'}")
 sys.exit(0 if all("tokens_per_second" in r[k] for _, k in rows) else 1)
 PY
 status=$?

@@ -94,6 +94,7 @@ class BenchStepTest {
         assertEquals("cpu()", m.get("device"));
         assertTrue(((String) m.get("device_name")).startsWith("CPU"), m.toString());
         assertEquals(false, m.get("tf32"));
+        assertEquals(false, m.get("fused_adamw"));
         assertNull(m.get("mfu_bf16_peak"));
         assertNull(m.get("memory_in_use_after_bytes"));
         assertEquals("djl-moe bench step", m.get("benchmark"));
@@ -137,9 +138,9 @@ class BenchStepTest {
                         null, 1);
         GpuPeak h100 = GpuPeak.of("NVIDIA H100 80GB HBM3");
         TrainStepBench.Result r =
-                new TrainStepBench.Result(o, Device.gpu(0), "H100", true, cut.numParameters(),
-                        new double[] {150, 160, 170, 180}, new float[7], 0.1, h100, 1L << 30,
-                        40L << 30, 80L << 30);
+                new TrainStepBench.Result(o, Device.gpu(0), "H100", true, true,
+                        cut.numParameters(), new double[] {150, 160, 170, 180}, new float[7], 0.1,
+                        h100, 1L << 30, 40L << 30, 80L << 30);
         double flops = new TrainingPlan(cut, 1, 1, 4096, TrainingPrecision.FP32).stepFlopsPerRank();
         assertEquals(165, r.meanMillis(), 1e-12);
         assertEquals(165, r.medianMillis(), 1e-12);

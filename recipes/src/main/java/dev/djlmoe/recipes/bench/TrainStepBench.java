@@ -14,6 +14,7 @@ import dev.djlmoe.recipes.StopSignal;
 import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.data.RandomTokenSource;
 import dev.djlmoe.recipes.plan.TrainingPlan;
+import dev.djlmoe.train.CheckpointableAdamW;
 import dev.djlmoe.train.EpTrainer;
 import dev.djlmoe.train.StepResult;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
@@ -142,6 +143,7 @@ public final class TrainStepBench {
      * @param device the device trained on
      * @param deviceName the GPU's name, or the CPU's core count
      * @param tf32 whether float32 matrix products ran in TF32 ({@link #TF32_ENV})
+     * @param fusedAdamW whether AdamW ran as one pass per parameter on the GPU
      * @param parameters parameters of the model as built (all on this one rank)
      * @param stepMillis wall time of each timed step
      * @param losses the loss of every step, warm-up included
@@ -156,6 +158,7 @@ public final class TrainStepBench {
             Device device,
             String deviceName,
             boolean tf32,
+            boolean fusedAdamW,
             long parameters,
             double[] stepMillis,
             float[] losses,
@@ -218,6 +221,7 @@ public final class TrainStepBench {
             m.put("device", device.toString());
             m.put("device_name", deviceName);
             m.put("tf32", tf32);
+            m.put("fused_adamw", fusedAdamW);
             m.put("parameters", parameters);
             List<Object> ms = new ArrayList<>();
             for (double v : stepMillis) {
@@ -310,7 +314,8 @@ public final class TrainStepBench {
                 : "CPU, " + Runtime.getRuntime().availableProcessors() + " cores";
         String tf32Env = System.getenv(TF32_ENV);
         boolean tf32 = device.isGpu() && "1".equals(tf32Env);
-        header(o, device, deviceName, tf32, out);
+        boolean fusedAdamW = device.isGpu() && CheckpointableAdamW.fusedOnGpu();
+        header(o, device, deviceName, tf32, fusedAdamW, out);
 
         int total = o.warmup() + o.steps();
         double[] millis = new double[o.steps()];
@@ -362,7 +367,7 @@ public final class TrainStepBench {
                         opts, null, List.of(), Map.of()),
                 log, StopSignal.none(), timer, env);
         Result res =
-                new Result(o, device, deviceName, tf32, params[0], millis, losses,
+                new Result(o, device, deviceName, tf32, fusedAdamW, params[0], millis, losses,
                         ep[1] == 0 ? 0 : (double) ep[0] / ep[1], peak,
                         before == null ? -1 : before.usedBytes(), memAfter[0],
                         before == null ? -1 : before.totalBytes());
@@ -371,7 +376,12 @@ public final class TrainStepBench {
     }
 
     private static void header(
-            Options o, Device device, String deviceName, boolean tf32, PrintStream out) {
+            Options o,
+            Device device,
+            String deviceName,
+            boolean tf32,
+            boolean fusedAdamW,
+            PrintStream out) {
         HfMoeConfig c = o.config();
         out.printf(Locale.ROOT,
                 "bench step: %s (%s, %d layers: %d dense + %d MoE, H=%d, %d routed experts top-%d,"
@@ -388,6 +398,10 @@ public final class TrainStepBench {
                 "  %d x %d random tokens per step; the pretrain recipe's step (EP at W=1, AdamW,"
                         + " clipping, balancing); %d warm-up + %d timed steps%n",
                 o.batch(), o.seqLen(), o.warmup(), o.steps());
+        out.printf(Locale.ROOT, "  AdamW: %s%n", fusedAdamW
+                ? "one pass over memory per parameter on the GPU (" + CheckpointableAdamW.FUSED_ENV
+                        + "=0 for the engine's own update)"
+                : "the engine's adamUpdate");
     }
 
     private static void report(Result r, PrintStream out) {
