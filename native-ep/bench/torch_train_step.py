@@ -145,7 +145,10 @@ def run(args, cfg_json, own_step_flops, out):
         torch.backends.cudnn.allow_tf32 = False
     dtype = torch.bfloat16 if args.mode == "bf16" else torch.float32
     config = DeepseekV3Config.from_json_file(args.config)
-    config._attn_implementation = args.attn
+    try:
+        config._attn_implementation = args.attn
+    except (AttributeError, ValueError) as e:  # an unknown name: transformers' default stays
+        print(f"  note: attn_implementation {args.attn!r} not taken ({e})")
     if args.experts is not None:
         config._experts_implementation = args.experts
     torch.manual_seed(args.seed)
@@ -156,10 +159,14 @@ def run(args, cfg_json, own_step_flops, out):
             model = DeepseekV3ForCausalLM(config)
     finally:
         torch.set_default_dtype(previous)
+    if next(model.parameters()).dtype != dtype:
+        model.to(dtype)
     model.train()
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for n, b in model.named_buffers() if "e_score_correction_bias" in n)
     out.update(parameters=params, correction_bias_buffers=buffers,
+               parameter_dtype=str(next(model.parameters()).dtype),
+               tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
                attn_implementation=getattr(model.config, "_attn_implementation", None),
                experts_implementation=getattr(model.config, "_experts_implementation", None))
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {name}; mode {args.mode}")
