@@ -23,8 +23,11 @@ import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import dev.djlmoe.recipes.data.TokenBatch;
 import dev.djlmoe.recipes.data.TokenSource;
+import dev.djlmoe.recipes.metrics.ExpertLoads;
+import dev.djlmoe.recipes.metrics.HeldOutRecord;
 import dev.djlmoe.recipes.metrics.MetricsFile;
 import dev.djlmoe.recipes.metrics.Plots;
+import dev.djlmoe.recipes.metrics.RunMetrics;
 import dev.djlmoe.recipes.metrics.StepRecord;
 import dev.djlmoe.train.CheckpointableAdamW;
 import dev.djlmoe.train.EpTrainer;
@@ -604,12 +607,16 @@ public final class Pretrain {
                 new ProgressBar(log, opts.steps(), System.console() != null, opts.logEvery(), start);
         List<Float> losses = new ArrayList<>();
         List<StepRecord> records = new ArrayList<>();
+        List<HeldOutRecord> heldOutRecords = new ArrayList<>();
         Path metricsPath = opts.runDir() == null ? null : opts.runDir().resolve("metrics.jsonl");
         MetricsFile metrics = null;
         if (lead && metricsPath != null) {
-            records.addAll(previousRecords(metricsPath, start));
+            RunMetrics earlier = previousRecords(metricsPath, start);
+            records.addAll(earlier.steps());
+            heldOutRecords.addAll(earlier.heldOut());
             metrics = new MetricsFile(metricsPath);
         }
+        int[] moeLayerIds = moeLayerIds(job.config(), ep.moeLayers().size());
         long tokens = 0;
         long nanos = 0;
         long epNanos = 0;
@@ -658,7 +665,11 @@ public final class Pretrain {
                                 r.epBytes(),
                                 r.epNanos() / 1e6,
                                 r.maxLoadImbalance(),
-                                r.expertLoad());
+                                r.expertLoad(),
+                                source.unigramEntropy(),
+                                r.layerLoads().length == 0 ? null
+                                        : new ExpertLoads(group.worldSize(), moeLayerIds,
+                                                r.layerLoads()));
                 records.add(rec);
                 if (metrics != null) {
                     metrics.write(rec);
@@ -719,12 +730,19 @@ public final class Pretrain {
         TokenSource held = source.heldOut();
         if (!stopped && held != null && !losses.isEmpty()) {
             heldOut = evaluate(trainer, held, opts, group);
+            if (lead && metricsPath != null && !Double.isNaN(heldOut)) {
+                HeldOutRecord h = new HeldOutRecord(step, heldOut, held.unigramEntropy());
+                heldOutRecords.add(h);
+                try (MetricsFile m = new MetricsFile(metricsPath)) {
+                    m.write(h);
+                }
+            }
         }
         if (lead && metricsPath != null && !records.isEmpty()) {
             try {
-                Plots.lossCurves(Map.of(job.command(), records), "djl-moe " + job.command(),
-                        opts.runDir().resolve("loss.png"));
-                Plots.expertLoad(records, "expert load, first MoE layer",
+                Plots.loss(Map.of(job.command(), new RunMetrics(records, heldOutRecords)),
+                        "djl-moe " + job.command(), opts.runDir().resolve("loss.png"));
+                Plots.expertLoad(records, "expert load per MoE layer",
                         opts.runDir().resolve("expert-load.png"));
                 log.println("wrote " + metricsPath + ", loss.png, expert-load.png");
             } catch (LinkageError e) {
@@ -806,26 +824,54 @@ public final class Pretrain {
                 o.keepCheckpoints());
     }
 
-    /** The records of a resumed run's earlier steps, and the file rewritten to hold only them. */
-    private static List<StepRecord> previousRecords(Path metricsPath, long start)
-            throws IOException {
+    /**
+     * The records (steps and held-out evaluations) of a resumed run's earlier steps, and the file
+     * rewritten to hold only them.
+     */
+    private static RunMetrics previousRecords(Path metricsPath, long start) throws IOException {
         if (!Files.exists(metricsPath)) {
-            return List.of();
+            return RunMetrics.of(List.of());
         }
         if (start == 0) {
             Files.delete(metricsPath); // a fresh run starts a fresh file
-            return List.of();
+            return RunMetrics.of(List.of());
         }
-        List<StepRecord> keep = new ArrayList<>();
+        RunMetrics all = MetricsFile.readRun(metricsPath);
+        List<StepRecord> steps = new ArrayList<>();
+        List<HeldOutRecord> heldOut = new ArrayList<>();
         StringBuilder sb = new StringBuilder();
-        for (StepRecord r : MetricsFile.read(metricsPath)) {
+        for (StepRecord r : all.steps()) {
             if (r.step() <= start) {
-                keep.add(r);
+                steps.add(r);
                 sb.append(r.toJson()).append('\n');
             }
         }
+        for (HeldOutRecord h : all.heldOut()) {
+            if (h.step() <= start) {
+                heldOut.add(h);
+                sb.append(h.toJson()).append('\n');
+            }
+        }
         SafetensorsWriter.writeTextAtomically(metricsPath, sb.toString());
-        return keep;
+        return new RunMetrics(steps, heldOut);
+    }
+
+    /**
+     * The model layer index of each MoE layer, in forward order (0, 1, ... when the config does
+     * not say which layers are MoE layers or says otherwise than the model holds).
+     */
+    static int[] moeLayerIds(HfMoeConfig cfg, int moeLayers) {
+        List<Integer> fromConfig = new ArrayList<>();
+        for (int i = 0; cfg != null && i < cfg.numLayers(); i++) {
+            if (cfg.isMoeLayer(i)) {
+                fromConfig.add(i);
+            }
+        }
+        int[] ids = new int[moeLayers];
+        for (int i = 0; i < moeLayers; i++) {
+            ids[i] = fromConfig.size() == moeLayers ? fromConfig.get(i) : i;
+        }
+        return ids;
     }
 
     /** Mean loss over held-out batches (forward only, every rank its share). */

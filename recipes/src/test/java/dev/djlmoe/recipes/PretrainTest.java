@@ -12,6 +12,8 @@ import dev.djlmoe.recipes.data.ByteTokenizer;
 import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.recipes.data.TokenBatch;
+import dev.djlmoe.recipes.metrics.ExpertLoads;
+import dev.djlmoe.recipes.metrics.HeldOutRecord;
 import dev.djlmoe.recipes.metrics.MetricsFile;
 import dev.djlmoe.recipes.metrics.StepRecord;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
@@ -86,6 +88,21 @@ class PretrainTest {
             sel += c;
         }
         assertEquals((long) opts.batch() * opts.seqLen() * 2, sel, "every token picks top-2");
+        // Every MoE layer's loads with the model's layer numbers, the baseline, the held-out point.
+        HfMoeConfig tiny = HfMoeConfig.preset("tiny");
+        ExpertLoads last = recs.get(STEPS - 1).layerLoads();
+        assertEquals(1, last.epSize());
+        assertEquals(tiny.firstKDenseReplace(), last.layers()[0]);
+        assertEquals(tiny.numLayers() - tiny.firstKDenseReplace(), last.loads().length);
+        for (long[] row : last.loads()) {
+            assertEquals((long) opts.batch() * opts.seqLen() * 2,
+                    java.util.Arrays.stream(row).sum(), "selections of a layer");
+        }
+        assertEquals(unigram, recs.get(STEPS - 1).unigramBaseline(), 1e-12);
+        List<HeldOutRecord> held = MetricsFile.readRun(runDir.resolve("metrics.jsonl")).heldOut();
+        assertEquals(1, held.size());
+        assertEquals(STEPS, held.get(0).step());
+        assertEquals(r.heldOutLoss(), held.get(0).loss(), 1e-12);
         for (String png : new String[] {"loss.png", "expert-load.png"}) {
             byte[] head = Files.readAllBytes(runDir.resolve(png));
             assertTrue(head.length > 1000 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G',

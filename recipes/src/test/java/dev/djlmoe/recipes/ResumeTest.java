@@ -17,6 +17,7 @@ import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.recipes.data.TokenSource;
+import dev.djlmoe.recipes.metrics.HeldOutRecord;
 import dev.djlmoe.recipes.metrics.MetricsFile;
 import dev.djlmoe.recipes.metrics.StepRecord;
 import dev.djlmoe.testing.TestDevice;
@@ -131,6 +132,12 @@ class ResumeTest {
         for (int i = 0; i < STEPS; i++) {
             assertEquals(a.get(i).loss(), b.get(i).loss(), 0.0, "metrics step " + (i + 1));
         }
+        // One held-out point at the end (the stopped first part measured none), as in the full run.
+        List<HeldOutRecord> heldFull =
+                MetricsFile.readRun(tmp.resolve("full/metrics.jsonl")).heldOut();
+        assertEquals(1, heldFull.size());
+        assertEquals(STEPS, heldFull.get(0).step());
+        assertEquals(heldFull, MetricsFile.readRun(tmp.resolve("part/metrics.jsonl")).heldOut());
 
         // The comparison can fail: a resume with other settings is refused, and a checkpoint
         // whose data position is off by one step does not reproduce the losses.

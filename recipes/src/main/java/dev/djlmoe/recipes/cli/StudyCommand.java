@@ -10,11 +10,10 @@ import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.data.TokenSource;
 import dev.djlmoe.recipes.metrics.MetricsFile;
 import dev.djlmoe.recipes.metrics.Plots;
-import dev.djlmoe.recipes.metrics.StepRecord;
+import dev.djlmoe.recipes.metrics.RunMetrics;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -56,7 +55,7 @@ public final class StudyCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--steps " + steps + " must be >= 1");
         }
         HfMoeConfig config = PretrainCommand.model(model);
-        Map<String, List<StepRecord>> runs = new LinkedHashMap<>();
+        Map<String, RunMetrics> runs = new LinkedHashMap<>();
         Map<String, Pretrain.Result> results = new LinkedHashMap<>();
         for (TrainingPrecision p : new TrainingPrecision[] {TrainingPrecision.FP32, TrainingPrecision.MXFP8}) {
             Path dir = out.resolve(p.flag());
@@ -76,11 +75,11 @@ public final class StudyCommand implements Callable<Integer> {
             Pretrain.Result r =
                     Pretrain.run(Pretrain.Job.pretrain(config, source, opts), System.out,
                             StopSignal.none(), null);
-            runs.put(p.flag(), MetricsFile.read(dir.resolve("metrics.jsonl")));
+            runs.put(p.flag(), MetricsFile.readRun(dir.resolve("metrics.jsonl")));
             results.put(p.flag(), r);
         }
         Path png = out.resolve("loss-fp32-vs-mxfp8.png");
-        Plots.lossCurves(runs, model + ": fp32 vs mxfp8 (emulated) numerics", png);
+        Plots.loss(runs, model + ": fp32 vs mxfp8 (emulated) numerics", png);
         Pretrain.Result a = results.get("fp32");
         Pretrain.Result b = results.get("mxfp8");
         System.out.println();

@@ -3,7 +3,11 @@
  */
 package dev.djlmoe.recipes.metrics;
 
+import dev.djlmoe.zoo.io.Json;
+import dev.djlmoe.zoo.io.JsonException;
+import java.util.Arrays;
 import java.util.Locale;
+import java.util.Map;
 
 /**
  * One line of a run's metrics file.
@@ -17,6 +21,9 @@ import java.util.Locale;
  * @param epMillis milliseconds rank 0 spent in dispatch and combine
  * @param loadImbalance the largest max/mean expert load over MoE layers
  * @param expertLoad per-expert selections of the first MoE layer, over all ranks
+ * @param unigramBaseline the unigram baseline of the training data in nats per token, or NaN
+ *     when not recorded (metrics files written before it was)
+ * @param layerLoads every MoE layer's loads and the EP layout, or null when not recorded
  */
 public record StepRecord(
         long step,
@@ -27,7 +34,28 @@ public record StepRecord(
         long epBytes,
         double epMillis,
         double loadImbalance,
-        long[] expertLoad) {
+        long[] expertLoad,
+        double unigramBaseline,
+        ExpertLoads layerLoads) {
+
+    /**
+     * A record without the unigram baseline and per-layer loads (as older metrics files hold).
+     *
+     * @param step the step, 1-based
+     * @param loss the task loss
+     * @param lr the learning rate
+     * @param gradNorm the gradient norm before clipping
+     * @param tokensPerSecond tokens per second over all ranks
+     * @param epBytes EP wire bytes of rank 0
+     * @param epMillis EP milliseconds of rank 0
+     * @param loadImbalance the largest max/mean expert load
+     * @param expertLoad the first MoE layer's loads
+     */
+    public StepRecord(long step, double loss, double lr, double gradNorm, double tokensPerSecond,
+            long epBytes, double epMillis, double loadImbalance, long[] expertLoad) {
+        this(step, loss, lr, gradNorm, tokensPerSecond, epBytes, epMillis, loadImbalance,
+                expertLoad, Double.NaN, null);
+    }
 
     /**
      * Returns the record as one line of JSON.
@@ -35,18 +63,11 @@ public record StepRecord(
      * @return the JSON object, no newline
      */
     public String toJson() {
-        StringBuilder load = new StringBuilder("[");
-        for (int i = 0; i < expertLoad.length; i++) {
-            if (i > 0) {
-                load.append(',');
-            }
-            load.append(expertLoad[i]);
-        }
-        load.append(']');
-        return String.format(
+        StringBuilder sb = new StringBuilder();
+        sb.append(String.format(
                 Locale.ROOT,
                 "{\"step\":%d,\"loss\":%s,\"lr\":%s,\"grad_norm\":%s,\"tokens_per_s\":%s,"
-                        + "\"ep_bytes\":%d,\"ep_ms\":%s,\"load_imbalance\":%s,\"expert_load\":%s}",
+                        + "\"ep_bytes\":%d,\"ep_ms\":%s,\"load_imbalance\":%s,\"expert_load\":%s",
                 step,
                 num(loss),
                 num(lr),
@@ -55,73 +76,77 @@ public record StepRecord(
                 epBytes,
                 num(epMillis),
                 num(loadImbalance),
-                load);
+                Arrays.toString(expertLoad).replace(" ", "")));
+        if (Double.isFinite(unigramBaseline)) {
+            sb.append(",\"unigram_baseline\":").append(unigramBaseline);
+        }
+        if (layerLoads != null) {
+            sb.append(',');
+            layerLoads.appendJson(sb);
+        }
+        return sb.append('}').toString();
     }
 
-    private static String num(double v) {
+    static String num(double v) {
         return Double.isFinite(v) ? Double.toString(v) : "null";
     }
 
     /**
-     * Parses a line written by {@link #toJson()}.
+     * Parses a line written by {@link #toJson()} (or by an older version, without the baseline and
+     * per-layer loads).
      *
      * @param line the JSON line
      * @return the record
      * @throws IllegalArgumentException naming the missing or bad field
      */
     public static StepRecord parse(String line) {
-        return new StepRecord(
-                (long) field(line, "step"),
-                field(line, "loss"),
-                field(line, "lr"),
-                field(line, "grad_norm"),
-                field(line, "tokens_per_s"),
-                (long) field(line, "ep_bytes"),
-                field(line, "ep_ms"),
-                field(line, "load_imbalance"),
-                loads(line));
+        return fromJson(object(line));
     }
 
-    private static double field(String line, String name) {
-        String key = "\"" + name + "\":";
-        int i = line.indexOf(key);
-        if (i < 0) {
-            throw new IllegalArgumentException("metrics line lacks field '" + name + "': " + line);
+    /** Parses one metrics line into a JSON object. */
+    static Map<String, Object> object(String line) {
+        try {
+            return Json.parseObject(line, "metrics line");
+        } catch (JsonException e) {
+            throw new IllegalArgumentException(e.getMessage() + ": " + line, e);
         }
-        int from = i + key.length();
-        int to = from;
-        while (to < line.length() && ",}".indexOf(line.charAt(to)) < 0) {
-            to++;
+    }
+
+    /** The record of a parsed step line. */
+    static StepRecord fromJson(Map<String, Object> o) {
+        Object load = o.get("expert_load");
+        return new StepRecord(
+                (long) field(o, "step"),
+                field(o, "loss"),
+                field(o, "lr"),
+                field(o, "grad_norm"),
+                field(o, "tokens_per_s"),
+                (long) field(o, "ep_bytes"),
+                field(o, "ep_ms"),
+                field(o, "load_imbalance"),
+                load == null ? new long[0] : ExpertLoads.longs(load, "expert_load"),
+                o.containsKey("unigram_baseline") ? field(o, "unigram_baseline") : Double.NaN,
+                ExpertLoads.fromJson(o));
+    }
+
+    /**
+     * A number field; JSON null reads as NaN.
+     *
+     * @throws IllegalArgumentException naming the field when it is missing or not a number
+     */
+    static double field(Map<String, Object> o, String name) {
+        if (!o.containsKey(name)) {
+            throw new IllegalArgumentException("metrics line lacks field '" + name + "': "
+                    + Json.writeCompact(o));
         }
-        String v = line.substring(from, to).trim();
-        if (v.equals("null")) {
+        Object v = o.get(name);
+        if (v == null) {
             return Double.NaN;
         }
-        try {
-            return Double.parseDouble(v);
-        } catch (NumberFormatException e) {
+        if (!(v instanceof Number n)) {
             throw new IllegalArgumentException(
-                    "metrics field '" + name + "' = '" + v + "' is not a number", e);
+                    "metrics field '" + name + "' = '" + v + "' is not a number");
         }
-    }
-
-    private static long[] loads(String line) {
-        String key = "\"expert_load\":[";
-        int i = line.indexOf(key);
-        if (i < 0) {
-            return new long[0];
-        }
-        int from = i + key.length();
-        int to = line.indexOf(']', from);
-        String body = line.substring(from, to).trim();
-        if (body.isEmpty()) {
-            return new long[0];
-        }
-        String[] parts = body.split(",");
-        long[] out = new long[parts.length];
-        for (int k = 0; k < parts.length; k++) {
-            out[k] = Long.parseLong(parts[k].trim());
-        }
-        return out;
+        return n.doubleValue();
     }
 }
