@@ -32,9 +32,9 @@ import picocli.CommandLine.Option;
                     + " is set. One rank only (not under launch)."
         },
         footer = {"", "Examples:",
-            "  djl-moe bench step                                  # deepseek-v3-16b cut to 4 layers, 1 x 4096 tokens",
+            "  djl-moe bench step",
             "  djl-moe bench step --model tiny --batch 4 --seq-len 64 --device cpu --steps 2",
-            "  TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 djl-moe bench step --device gpu --json step.json"})
+            "  TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 djl-moe bench step --json step.json"})
 public final class BenchStepCommand implements Callable<Integer> {
 
     @Option(names = "--model", description = "a preset, a config.json or a checkpoint directory (default ${DEFAULT-VALUE})")
