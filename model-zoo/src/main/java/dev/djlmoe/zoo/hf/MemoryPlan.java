@@ -6,8 +6,10 @@ package dev.djlmoe.zoo.hf;
 import java.util.Locale;
 
 /**
- * The memory one expert-parallel rank needs to train a model: parameters, gradients, AdamW state
- * and activations, all float32 (as DJL's PyTorch engine trains here).
+ * The parameter counts of a model ({@link #parameters}, {@link #denseParameters}, {@link
+ * #routedExpertParameters}, {@link #attentionParameters}) and the memory one expert-parallel rank
+ * needs to train it: parameters, gradients, AdamW state and activations, all float32 (as DJL's
+ * PyTorch engine trains here).
  *
  * <ul>
  *   <li>Parameters per rank: every replicated tensor (embeddings, attention, norms, dense MLPs,
@@ -60,12 +62,106 @@ public record MemoryPlan(HfMoeConfig config, int epSize, long batch, long seqLen
     }
 
     /**
+     * Counts the parameters of a model (all experts, no MTP modules).
+     *
+     * @param config the model
+     * @return the number of parameters
+     */
+    public static long parameters(HfMoeConfig config) {
+        return denseParameters(config) + routedExpertParameters(config);
+    }
+
+    /**
+     * Counts the parameters of all routed experts of a model.
+     *
+     * @param config the model
+     * @return {@code moe_layers * E * 3 * H * I}
+     */
+    public static long routedExpertParameters(HfMoeConfig config) {
+        return (long) config.numMoeLayers() * config.numExperts() * 3L * config.hiddenSize()
+                * config.moeIntermediateSize();
+    }
+
+    /**
+     * Counts every parameter of a model that is not a routed expert (embeddings, attention,
+     * norms, dense MLPs, shared experts, routers and correction biases, head).
+     *
+     * @param config the model
+     * @return the count
+     */
+    public static long denseParameters(HfMoeConfig config) {
+        long h = config.hiddenSize();
+        long vocab = config.vocabSize();
+        long n = vocab * h; // embed_tokens
+        if (!config.tieWordEmbeddings()) {
+            n += vocab * h;
+        }
+        n += h; // final norm
+        long attn = attentionParameters(config);
+        for (int i = 0; i < config.numLayers(); i++) {
+            n += 2 * h + attn;
+            if (config.isMoeLayer(i)) {
+                n += (long) config.numExperts() * h; // router
+                if (config.family() == HfMoeConfig.Family.DEEPSEEK_V3) {
+                    n += config.numExperts(); // correction bias
+                }
+                n += 3L * h * config.moeIntermediateSize() * config.numSharedExperts();
+            } else {
+                n += 3L * h * config.intermediateSize();
+            }
+        }
+        return n;
+    }
+
+    /**
+     * Counts the parameters of one attention block of a model.
+     *
+     * @param config the model
+     * @return the count
+     */
+    public static long attentionParameters(HfMoeConfig config) {
+        long h = config.hiddenSize();
+        long nh = config.numHeads();
+        boolean bias = config.attentionBias();
+        if (config.family().isMla()) {
+            long qLora = config.qLoraRank();
+            long kvLora = config.kvLoraRank();
+            long dr = config.qkRopeHeadDim();
+            long dv = config.vHeadDim();
+            long qk = config.qkNopeHeadDim() + dr;
+            long n = 0;
+            if (qLora > 0) {
+                n += h * qLora + qLora + qLora * nh * qk;
+                if (bias) {
+                    n += qLora;
+                }
+            } else {
+                n += h * nh * qk;
+            }
+            n += h * (kvLora + dr) + kvLora;
+            n += kvLora * nh * (config.qkNopeHeadDim() + dv);
+            n += nh * dv * h;
+            if (bias) {
+                n += kvLora + dr + h;
+            }
+            return n;
+        }
+        long d = config.headDim();
+        long kv = config.numKvHeads();
+        long n = h * nh * d + 2 * h * kv * d + nh * d * h + 2 * d;
+        if (bias) {
+            n += nh * d + 2 * kv * d + h;
+        }
+        return n;
+    }
+
+    /**
      * Parameters held by one rank.
      *
      * @return the count
      */
     public long parametersPerRank() {
-        return config.denseParameters() + config.routedExpertParameters() / epSize;
+        return denseParameters(config) + routedExpertParameters(config) / epSize;
     }
 
     /**
