@@ -224,8 +224,12 @@ public final class Pretrain {
                         cfg.hiddenSize(),
                         cfg.topK(),
                         cfg.numSharedExperts(),
-                        ctx -> new HfMoeForCausalLm(cfg, ctx, job.opts().seqAuxAlpha(),
-                                job.opts().precision().experts()));
+                        ctx -> HfMoeForCausalLm.builder()
+                                .setConfig(cfg)
+                                .optContext(ctx)
+                                .optSeqAuxAlpha(job.opts().seqAuxAlpha())
+                                .optExpertPrecision(job.opts().precision().experts())
+                                .build());
         try {
             return train(job, arch, out, stop, observer, env);
         } catch (IOException e) {

@@ -164,7 +164,8 @@ class DecodeTest {
     void aCheckpointDecodesLikeTheSameWeightsFromTheSeed(@TempDir Path tmp) throws IOException {
         Path dir = tmp.resolve("tiny-ckpt");
         try (NDManager m = NDManager.newBaseManager()) {
-            HfMoeForCausalLm model = new HfMoeForCausalLm(HfMoeConfig.preset("tiny"), null);
+            HfMoeForCausalLm model =
+                    HfMoeForCausalLm.builder().setConfig(HfMoeConfig.preset("tiny")).build();
             model.initialize(m, DataType.FLOAT32, new Shape(1, 1));
             ParameterInit.reinitialize(model, 42);
             HfCheckpoints.save(model, dir);

@@ -271,7 +271,11 @@ public final class EquivalenceRank {
                                 .optCombineWire(WireFormat.BF16)
                                 .build();
                 Model model = Model.newInstance("moe-lm", TestDevice.device(), "PyTorch")) {
-            model.setBlock(new HfMoeForCausalLm(config, ctx, PretrainOptions.SEQ_AUX_ALPHA));
+            model.setBlock(HfMoeForCausalLm.builder()
+                    .setConfig(config)
+                    .optContext(ctx)
+                    .optSeqAuxAlpha(PretrainOptions.SEQ_AUX_ALPHA)
+                    .build());
             DefaultTrainingConfig tc =
                     new DefaultTrainingConfig(new CausalLmLoss())
                             .optOptimizer(

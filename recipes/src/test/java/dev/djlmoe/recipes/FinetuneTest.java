@@ -69,7 +69,7 @@ class FinetuneTest {
         vocab = 256 + 1 + MERGES.size();
         HfMoeConfig cfg = HfMoeConfig.preset("tiny").with(Map.of("vocab_size", (long) vocab));
         try (NDManager m = NDManager.newBaseManager()) {
-            HfMoeForCausalLm model = new HfMoeForCausalLm(cfg, null);
+            HfMoeForCausalLm model = HfMoeForCausalLm.builder().setConfig(cfg).build();
             model.initialize(m, DataType.FLOAT32, new Shape(1, 8));
             ParameterInit.reinitialize(model, 5);
             HfCheckpoints.save(model, base);

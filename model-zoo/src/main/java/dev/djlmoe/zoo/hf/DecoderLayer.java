@@ -14,6 +14,10 @@ import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
 import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.nn.LowLatencyMoe;
+import dev.djlmoe.nn.MoeLayer;
+import dev.djlmoe.zoo.nn.CachedAttention;
+import dev.djlmoe.zoo.nn.KvCache;
 import dev.djlmoe.zoo.nn.RmsNorm;
 
 /**
@@ -23,7 +27,8 @@ import dev.djlmoe.zoo.nn.RmsNorm;
  * <p>Input and output {@code [B, S, H]}. Children (Hugging Face names): {@code self_attn}, {@code
  * mlp}, {@code input_layernorm}, {@code post_attention_layernorm}. In a training step with an EP
  * tape, the layer cuts the graph at its input and before the MLP so each backward walk stays
- * inside one layer.
+ * inside one layer. For decoding, {@link #forwardCached} runs new tokens against a {@link
+ * KvCache}.
  */
 public final class DecoderLayer extends AbstractBlock {
 
@@ -31,7 +36,7 @@ public final class DecoderLayer extends AbstractBlock {
 
     private final long hiddenSize;
     private final EpContext context;
-    private final Block selfAttn;
+    private final CachedAttention selfAttn;
     private final Block mlp;
     private final RmsNorm inputNorm;
     private final RmsNorm postAttnNorm;
@@ -40,13 +45,17 @@ public final class DecoderLayer extends AbstractBlock {
      * Creates a layer.
      *
      * @param hiddenSize H
-     * @param attention the self-attention block ({@code [B, S, H] -> [B, S, H]})
+     * @param attention the self-attention block ({@code [B, S, H] -> [B, S, H]}, also cached)
      * @param mlp the dense or MoE block ({@code [B, S, H] -> [B, S, H]})
      * @param rmsEps RMSNorm epsilon
      * @param context the EP context whose tape the layer cuts at, or null
      */
     public DecoderLayer(
-            long hiddenSize, Block attention, Block mlp, float rmsEps, EpContext context) {
+            long hiddenSize,
+            CachedAttention attention,
+            Block mlp,
+            float rmsEps,
+            EpContext context) {
         super(VERSION);
         this.hiddenSize = hiddenSize;
         this.context = context;
@@ -65,6 +74,33 @@ public final class DecoderLayer extends AbstractBlock {
      */
     public Block getMlp() {
         return mlp;
+    }
+
+    /**
+     * Returns the self-attention block ({@code self_attn}).
+     *
+     * @return the attention
+     */
+    public CachedAttention getSelfAttention() {
+        return selfAttn;
+    }
+
+    /**
+     * Returns the norm before attention ({@code input_layernorm}).
+     *
+     * @return the norm
+     */
+    public RmsNorm getInputNorm() {
+        return inputNorm;
+    }
+
+    /**
+     * Returns the norm before the MLP ({@code post_attention_layernorm}).
+     *
+     * @return the norm
+     */
+    public RmsNorm getPostAttentionNorm() {
+        return postAttnNorm;
     }
 
     @Override
@@ -86,6 +122,38 @@ public final class DecoderLayer extends AbstractBlock {
                                 training)
                         .head();
         return new NDList(h.add(m));
+    }
+
+    /**
+     * The incremental forward of this layer (inference, with a KV cache): attention through
+     * {@link CachedAttention#forwardCached}; the MLP's ordinary forward, or {@link
+     * MoeLayer#forwardLowLatency} for an MoE MLP when {@code lowLatency} is given.
+     *
+     * @param ps the parameter store
+     * @param x {@code [B, S, H]} the new tokens' hidden states
+     * @param cache the model's cache
+     * @param layer this layer's index in the cache
+     * @param start {@code [B]} the position of each sequence's first new token
+     * @param lowLatency the low-latency MoE exchange, or null for the normal forward
+     * @return {@code [B, S, H]}
+     */
+    public NDArray forwardCached(
+            ParameterStore ps,
+            NDArray x,
+            KvCache cache,
+            int layer,
+            long[] start,
+            LowLatencyMoe lowLatency) {
+        NDArray a = inputNorm.forward(ps, new NDList(x), false).head();
+        NDArray h = x.add(selfAttn.forwardCached(ps, a, cache, layer, start));
+        NDArray u = postAttnNorm.forward(ps, new NDList(h), false).head();
+        NDArray m;
+        if (lowLatency != null && mlp instanceof MoeLayer moe) {
+            m = moe.forwardLowLatency(ps, u, lowLatency);
+        } else {
+            m = mlp.forward(ps, new NDList(u), false).head();
+        }
+        return h.add(m);
     }
 
     @Override

@@ -81,7 +81,11 @@ public final class HfCheckpoints {
      */
     public static HfMoeForCausalLm load(Path dir, NDManager manager, EpContext context)
             throws IOException {
-        HfMoeForCausalLm model = new HfMoeForCausalLm(HfMoeConfig.load(dir), context);
+        HfMoeForCausalLm model =
+                HfMoeForCausalLm.builder()
+                        .setConfig(HfMoeConfig.load(dir))
+                        .optContext(context)
+                        .build();
         loadWeights(model, dir, manager, true);
         return model;
     }

@@ -45,7 +45,8 @@ public class HfMoeBlockFactory implements BlockFactory {
             throws IOException {
         Path dir = Files.isRegularFile(modelPath) ? modelPath.getParent() : modelPath;
         boolean strict = arguments != null && "true".equals(String.valueOf(arguments.get("strict")));
-        HfMoeForCausalLm block = new HfMoeForCausalLm(HfMoeConfig.load(dir), null);
+        HfMoeForCausalLm block =
+                HfMoeForCausalLm.builder().setConfig(HfMoeConfig.load(dir)).build();
         HfCheckpoints.loadWeights(block, dir, model.getNDManager(), strict);
         return block;
     }

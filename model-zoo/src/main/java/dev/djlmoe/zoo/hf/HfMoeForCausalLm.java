@@ -21,6 +21,7 @@ import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.MoeRouter;
 import dev.djlmoe.nn.RoutedExperts;
 import dev.djlmoe.nn.SwiGluMlp;
+import dev.djlmoe.zoo.nn.CachedAttention;
 import dev.djlmoe.zoo.nn.GroupedQueryAttention;
 import dev.djlmoe.zoo.nn.KvCache;
 import dev.djlmoe.zoo.nn.MultiHeadLatentAttention;
@@ -33,7 +34,7 @@ import java.util.List;
 
 /**
  * A Hugging Face Mixture-of-Experts causal language model (DeepSeek-V3, DeepSeek-V2, Qwen3-MoE)
- * as a DJL block, built from an {@link HfMoeConfig}.
+ * as a DJL block, built from an {@link HfMoeConfig} by {@link #builder()}.
  *
  * <pre>
  *   h = embed_tokens(ids)                                    [B, S, H]
@@ -75,47 +76,10 @@ public final class HfMoeForCausalLm extends AbstractBlock {
     private final RmsNorm norm;
     private final Linear lmHead;
 
-    /**
-     * Builds the model (parameters uninitialised; see {@link HfCheckpoints} to load weights).
-     *
-     * @param config the configuration
-     * @param context the EP context, or null for all experts local
-     */
-    public HfMoeForCausalLm(HfMoeConfig config, EpContext context) {
-        this(config, context, 0f);
-    }
-
-    /**
-     * Builds the model with the sequence-wise balance loss on its MoE layers.
-     *
-     * @param config the configuration
-     * @param context the EP context, or null for all experts local
-     * @param seqAuxAlpha the sequence-wise balance loss weight (0 = off)
-     */
-    public HfMoeForCausalLm(HfMoeConfig config, EpContext context, float seqAuxAlpha) {
-        this(config, context, seqAuxAlpha, ExpertPrecision.FP32);
-    }
-
-    /**
-     * Builds the model with the sequence-wise balance loss and a choice of routed-expert GEMM
-     * numerics (MXFP8 emulation for training studies).
-     *
-     * @param config the configuration
-     * @param context the EP context, or null for all experts local
-     * @param seqAuxAlpha the sequence-wise balance loss weight (0 = off)
-     * @param precision the routed experts' GEMM numerics
-     */
-    public HfMoeForCausalLm(
-            HfMoeConfig config, EpContext context, float seqAuxAlpha, ExpertPrecision precision) {
+    private HfMoeForCausalLm(Builder builder) {
         super(VERSION);
-        this.config = config;
-        this.context = context;
-        if (context != null && config.numExperts() % context.group().worldSize() != 0) {
-            throw new IllegalArgumentException(
-                    "n_routed_experts = " + config.numExperts()
-                            + " is not divisible by the EP world size "
-                            + context.group().worldSize());
-        }
+        this.config = builder.config;
+        this.context = builder.context;
         rotary = new RotaryEmbedding(config.rope());
         embed =
                 addChildBlock(
@@ -123,7 +87,6 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                         new TokenEmbedding(
                                 config.vocabSize(), config.hiddenSize(), config.initializerRange()));
         for (int i = 0; i < config.numLayers(); i++) {
-            Block attn = attention();
             Block mlp;
             if (config.isMoeLayer(i)) {
                 mlp =
@@ -132,9 +95,9 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                                 .setExpertIntermediateSize(config.moeIntermediateSize())
                                 .setRouter(config.routerBuilder())
                                 .optNumSharedExperts(config.numSharedExperts())
-                                .optSeqAuxAlpha(seqAuxAlpha)
+                                .optSeqAuxAlpha(builder.seqAuxAlpha)
                                 .optContext(context)
-                                .optExpertPrecision(precision)
+                                .optExpertPrecision(builder.precision)
                                 .build();
             } else {
                 mlp =
@@ -143,11 +106,10 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                                 .setIntermediateSize(config.intermediateSize())
                                 .build();
             }
-            layers.add(
-                    addChildBlock(
-                            "layers_" + i,
-                            new DecoderLayer(
-                                    config.hiddenSize(), attn, mlp, config.rmsNormEps(), context)));
+            DecoderLayer layer =
+                    new DecoderLayer(
+                            config.hiddenSize(), attention(), mlp, config.rmsNormEps(), context);
+            layers.add(addChildBlock("layers_" + i, layer));
         }
         norm = addChildBlock("norm", RmsNorm.builder().optEps(config.rmsNormEps()).build());
         lmHead =
@@ -158,7 +120,16 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                                 Linear.builder().setUnits(config.vocabSize()).optBias(false).build());
     }
 
-    private Block attention() {
+    /**
+     * Creates a builder.
+     *
+     * @return a new builder
+     */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    private CachedAttention attention() {
         if (config.family().isMla()) {
             return MultiHeadLatentAttention.builder()
                     .setHiddenSize(config.hiddenSize())
@@ -239,7 +210,7 @@ public final class HfMoeForCausalLm extends AbstractBlock {
         for (int i = 0; i < layers.size(); i++) {
             String p = "model.layers." + i + ".";
             DecoderLayer layer = layers.get(i);
-            addChildren(out, p + "self_attn.", layer.getChildren().get(0).getValue());
+            addChildren(out, p + "self_attn.", layer.getSelfAttention());
             Block mlp = layer.getMlp();
             if (mlp instanceof MoeLayer) {
                 MoeLayer moe = (MoeLayer) mlp;
@@ -267,24 +238,19 @@ public final class HfMoeForCausalLm extends AbstractBlock {
             } else {
                 addSwiGlu(out, p + "mlp.", (SwiGluMlp) mlp);
             }
-            add(out, p + "input_layernorm.weight", childParam(layer, "input_layernorm"));
+            add(out, p + "input_layernorm.weight", normWeight(layer.getInputNorm()));
             add(out, p + "post_attention_layernorm.weight",
-                    childParam(layer, "post_attention_layernorm"));
+                    normWeight(layer.getPostAttentionNorm()));
         }
-        add(out, "model.norm.weight", norm.getParameters().get("weight"));
+        add(out, "model.norm.weight", normWeight(norm));
         if (lmHead != null) {
             add(out, "lm_head.weight", lmHead.getParameters().get("weight"));
         }
         return out;
     }
 
-    private static Parameter childParam(Block block, String child) {
-        for (var c : block.getChildren()) {
-            if (c.getKey().substring(2).equals(child)) {
-                return c.getValue().getParameters().get("weight");
-            }
-        }
-        throw new IllegalStateException("no child " + child);
+    private static Parameter normWeight(RmsNorm norm) {
+        return norm.getParameters().get("weight");
     }
 
     private static void add(List<HfTensor> out, String name, Parameter p) {
@@ -386,27 +352,7 @@ public final class HfMoeForCausalLm extends AbstractBlock {
         cache.checkStart(start, ids.getShape().get(1));
         NDArray h = embed.forward(ps, new NDList(ids), false).head(); // [B, S, H]
         for (int i = 0; i < layers.size(); i++) {
-            DecoderLayer layer = layers.get(i);
-            Block attn = child(layer, "self_attn");
-            NDArray a = child(layer, "input_layernorm").forward(ps, new NDList(h), false).head();
-            if (attn instanceof MultiHeadLatentAttention mla) {
-                a = mla.forwardCached(ps, a, cache, i, start);
-            } else {
-                a = ((GroupedQueryAttention) attn).forwardCached(ps, a, cache, i, start);
-            }
-            h = h.add(a);
-            NDArray u =
-                    child(layer, "post_attention_layernorm")
-                            .forward(ps, new NDList(h), false)
-                            .head();
-            Block mlp = layer.getMlp();
-            NDArray m;
-            if (lowLatency != null && mlp instanceof MoeLayer moe) {
-                m = moe.forwardLowLatency(ps, u, lowLatency);
-            } else {
-                m = mlp.forward(ps, new NDList(u), false).head();
-            }
-            h = h.add(m);
+            h = layers.get(i).forwardCached(ps, h, cache, i, start, lowLatency);
         }
         h = norm.forward(ps, new NDList(h), false).head();
         if (lmHead != null) {
@@ -414,15 +360,6 @@ public final class HfMoeForCausalLm extends AbstractBlock {
         }
         NDArray table = ps.getValue(embed.getWeight(), h.getDevice(), false);
         return h.matMul(table.transpose());
-    }
-
-    private static Block child(Block block, String name) {
-        for (var c : block.getChildren()) {
-            if (c.getKey().substring(2).equals(name)) {
-                return c.getValue();
-            }
-        }
-        throw new IllegalStateException("no child " + name);
     }
 
     @Override
@@ -442,5 +379,90 @@ public final class HfMoeForCausalLm extends AbstractBlock {
     @Override
     public Shape[] getOutputShapes(Shape[] inputShapes) {
         return new Shape[] {inputShapes[0].add(config.vocabSize())};
+    }
+
+    /** Builds an {@link HfMoeForCausalLm}. */
+    public static final class Builder {
+        private HfMoeConfig config;
+        private EpContext context;
+        private float seqAuxAlpha;
+        private ExpertPrecision precision = ExpertPrecision.FP32;
+
+        Builder() {}
+
+        /**
+         * Sets the configuration (required).
+         *
+         * @param config the model's configuration
+         * @return this builder
+         */
+        public Builder setConfig(HfMoeConfig config) {
+            this.config = config;
+            return this;
+        }
+
+        /**
+         * Sets the EP context: every MoE layer then holds only this rank's {@code E / W} experts
+         * (default none: all experts local).
+         *
+         * @param context the EP context, or null
+         * @return this builder
+         */
+        public Builder optContext(EpContext context) {
+            this.context = context;
+            return this;
+        }
+
+        /**
+         * Sets the weight of the MoE layers' sequence-wise balance loss (default 0: off).
+         *
+         * @param alpha the weight, finite and non-negative
+         * @return this builder
+         */
+        public Builder optSeqAuxAlpha(float alpha) {
+            this.seqAuxAlpha = alpha;
+            return this;
+        }
+
+        /**
+         * Sets the routed experts' GEMM numerics (default {@link ExpertPrecision#FP32}; MXFP8
+         * emulation for training studies).
+         *
+         * @param precision the numerics
+         * @return this builder
+         */
+        public Builder optExpertPrecision(ExpertPrecision precision) {
+            this.precision = precision;
+            return this;
+        }
+
+        /**
+         * Builds the model (parameters uninitialised; see {@link HfCheckpoints} to load weights).
+         *
+         * @return the model
+         * @throws IllegalArgumentException when the configuration is missing, the balance-loss
+         *     weight is negative or not finite, or the EP world size does not divide the experts
+         */
+        public HfMoeForCausalLm build() {
+            if (config == null) {
+                throw new IllegalArgumentException("HfMoeForCausalLm: setConfig is required");
+            }
+            if (!(seqAuxAlpha >= 0) || Float.isInfinite(seqAuxAlpha)) {
+                throw new IllegalArgumentException(
+                        "HfMoeForCausalLm: seqAuxAlpha " + seqAuxAlpha
+                                + " must be finite and >= 0");
+            }
+            if (precision == null) {
+                throw new IllegalArgumentException(
+                        "HfMoeForCausalLm: optExpertPrecision needs a precision, got null");
+            }
+            if (context != null && config.numExperts() % context.group().worldSize() != 0) {
+                throw new IllegalArgumentException(
+                        "n_routed_experts = " + config.numExperts()
+                                + " is not divisible by the EP world size "
+                                + context.group().worldSize());
+            }
+            return new HfMoeForCausalLm(this);
+        }
     }
 }

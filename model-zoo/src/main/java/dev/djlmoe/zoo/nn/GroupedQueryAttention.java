@@ -13,7 +13,6 @@ import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
-import dev.djlmoe.autograd.Autograd;
 
 /**
  * Causal grouped-query attention with optional per-head q/k RMSNorm (Qwen3), RoPE and an optional
@@ -30,7 +29,8 @@ import dev.djlmoe.autograd.Autograd;
  *
  * <p>Input {@code x [B, S, H]} float32; output {@code [B, S, H]}.
  */
-public final class GroupedQueryAttention extends AbstractBlock {
+public final class GroupedQueryAttention extends AbstractBlock
+        implements CachedAttention {
 
     private static final byte VERSION = 1;
 
@@ -116,35 +116,13 @@ public final class GroupedQueryAttention extends AbstractBlock {
     protected NDList forwardInternal(
             ParameterStore ps, NDList inputs, boolean training, PairList<String, Object> params) {
         NDArray x = inputs.singletonOrThrow(); // [B, S, H]
-        long b = x.getShape().get(0);
         long s = x.getShape().get(1);
-        NDArray q = qProj.forward(ps, new NDList(x), training).head().reshape(b, s, numHeads, headDim);
-        NDArray k = kProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
-        NDArray v = vProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
-        if (qNorm != null) {
-            q = qNorm.forward(ps, new NDList(q), training).head();
-            k = kNorm.forward(ps, new NDList(k), training).head();
-        }
-        q = q.transpose(0, 2, 1, 3); // [B, N, S, d]
-        k = k.transpose(0, 2, 1, 3); // [B, G, S, d]
-        v = v.transpose(0, 2, 1, 3);
+        NDList qkv = project(ps, x, training);
         NDManager m = x.getManager();
         NDArray[] cs = rotary.cosSin(m, s);
-        q = RotaryEmbedding.apply(q, cs[0], cs[1], rotary.settings().layout());
-        k = RotaryEmbedding.apply(k, cs[0], cs[1], rotary.settings().layout());
-        int group = numHeads / numKvHeads;
-        if (group > 1) {
-            // [B, G, S, d] -> [B, G, group, S, d] -> [B, N, S, d]: head h uses kv head h / group
-            k = k.expandDims(2).repeat(2, group).reshape(b, numHeads, s, headDim);
-            v = v.expandDims(2).repeat(2, group).reshape(b, numHeads, s, headDim);
-        }
-        // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
-        NDArray qk = q.matMul(k.transpose(0, 1, 3, 2));
-        NDArray scores = qk.mul(Autograd.scalar(qk, 1.0 / Math.sqrt(headDim)));
-        scores = scores.add(mask(m, s, slidingWindow));
-        NDArray ctx = scores.softmax(-1).matMul(v); // [B, N, S, d]
-        NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * headDim);
-        return oProj.forward(ps, new NDList(merged), training);
+        NDArray q = RotaryEmbedding.apply(qkv.get(0), cs[0], cs[1], rotary.settings().layout());
+        NDArray k = RotaryEmbedding.apply(qkv.get(1), cs[0], cs[1], rotary.settings().layout());
+        return attend(ps, q, k, qkv.get(2), mask(m, s, slidingWindow), training);
     }
 
     /**
@@ -159,38 +137,46 @@ public final class GroupedQueryAttention extends AbstractBlock {
      * @param start {@code [B]} the position of each sequence's first new token
      * @return {@code [B, S, H]}
      */
+    @Override
     public NDArray forwardCached(
             ParameterStore ps, NDArray x, KvCache cache, int layer, long[] start) {
-        long b = x.getShape().get(0);
         long s = x.getShape().get(1);
-        NDArray q = qProj.forward(ps, new NDList(x), false).head().reshape(b, s, numHeads, headDim);
-        NDArray k = kProj.forward(ps, new NDList(x), false).head().reshape(b, s, numKvHeads, headDim);
-        NDArray v = vProj.forward(ps, new NDList(x), false).head().reshape(b, s, numKvHeads, headDim);
-        if (qNorm != null) {
-            q = qNorm.forward(ps, new NDList(q), false).head();
-            k = kNorm.forward(ps, new NDList(k), false).head();
-        }
-        q = q.transpose(0, 2, 1, 3); // [B, N, S, d]
-        k = k.transpose(0, 2, 1, 3); // [B, G, S, d]
-        v = v.transpose(0, 2, 1, 3);
+        NDList qkv = project(ps, x, false);
         NDManager m = x.getManager();
         NDArray[] cs = KvCache.rope(rotary, m, start, s); // [B, 1, S, d/2]
-        q = RotaryEmbedding.apply(q, cs[0], cs[1], rotary.settings().layout());
-        k = RotaryEmbedding.apply(k, cs[0], cs[1], rotary.settings().layout());
+        NDArray q = RotaryEmbedding.apply(qkv.get(0), cs[0], cs[1], rotary.settings().layout());
+        NDArray k = RotaryEmbedding.apply(qkv.get(1), cs[0], cs[1], rotary.settings().layout());
         NDArray keys = cache.append(layer, 0, k, start); // [B, G, L, d]
-        NDArray values = cache.append(layer, 1, v, start);
+        NDArray values = cache.append(layer, 1, qkv.get(2), start);
         long l = keys.getShape().get(2);
-        int group = numHeads / numKvHeads;
-        if (group > 1) {
-            keys = keys.expandDims(2).repeat(2, group).reshape(b, numHeads, l, headDim);
-            values = values.expandDims(2).repeat(2, group).reshape(b, numHeads, l, headDim);
+        NDArray mask = KvCache.mask(m, start, s, l, slidingWindow);
+        return attend(ps, q, keys, values, mask, false).head();
+    }
+
+    /** {@code q [B, N, S, d]}, {@code k, v [B, G, S, d]}: projected, q and k normed per head. */
+    private NDList project(ParameterStore ps, NDArray x, boolean training) {
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        NDArray q = qProj.forward(ps, new NDList(x), training).head().reshape(b, s, numHeads, headDim);
+        NDArray k = kProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
+        NDArray v = vProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
+        if (qNorm != null) {
+            q = qNorm.forward(ps, new NDList(q), training).head();
+            k = kNorm.forward(ps, new NDList(k), training).head();
         }
+        return new NDList(
+                q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3));
+    }
+
+    /** Attends rotated queries to keys and values of G heads, then {@code o_proj}. */
+    private NDList attend(
+            ParameterStore ps, NDArray q, NDArray k, NDArray v, NDArray mask, boolean training) {
+        int group = numHeads / numKvHeads;
+        NDArray keys = AttentionCore.repeatKv(k, group);
+        NDArray values = AttentionCore.repeatKv(v, group);
         NDArray qk = q.matMul(keys.transpose(0, 1, 3, 2)); // [B, N, S, L]
-        NDArray scores = qk.mul(Autograd.scalar(qk, 1.0 / Math.sqrt(headDim)));
-        scores = scores.add(KvCache.mask(m, start, s, l, slidingWindow));
-        NDArray ctx = scores.softmax(-1).matMul(values); // [B, N, S, d]
-        NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * headDim);
-        return oProj.forward(ps, new NDList(merged), false).head();
+        NDArray merged = AttentionCore.attend(qk, 1.0 / Math.sqrt(headDim), mask, values);
+        return oProj.forward(ps, new NDList(merged), training);
     }
 
     @Override

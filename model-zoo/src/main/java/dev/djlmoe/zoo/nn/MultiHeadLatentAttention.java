@@ -12,7 +12,6 @@ import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
-import dev.djlmoe.autograd.Autograd;
 
 /**
  * Multi-head Latent Attention (DeepSeek-V2/V3), causal, with decoupled RoPE.
@@ -39,7 +38,8 @@ import dev.djlmoe.autograd.Autograd;
  *
  * <p>Input {@code x [B, S, H]} float32; output {@code [B, S, H]}.
  */
-public final class MultiHeadLatentAttention extends AbstractBlock {
+public final class MultiHeadLatentAttention extends AbstractBlock
+        implements CachedAttention {
 
     private static final byte VERSION = 1;
     private static final float LATENT_NORM_EPS = 1e-6f;
@@ -117,42 +117,16 @@ public final class MultiHeadLatentAttention extends AbstractBlock {
     protected NDList forwardInternal(
             ParameterStore ps, NDList inputs, boolean training, PairList<String, Object> params) {
         NDArray x = inputs.singletonOrThrow(); // [B, S, H]
-        long b = x.getShape().get(0);
         long s = x.getShape().get(1);
-        NDArray q;
-        if (qProj != null) {
-            q = qProj.forward(ps, new NDList(x), training).head();
-        } else {
-            NDArray qa = qaProj.forward(ps, new NDList(x), training).head();
-            qa = qaNorm.forward(ps, new NDList(qa), training).head();
-            q = qbProj.forward(ps, new NDList(qa), training).head();
-        }
-        q = q.reshape(b, s, numHeads, nope + rope).transpose(0, 2, 1, 3); // [B, N, S, dn+dr]
-        NDList qParts = q.split(new long[] {nope}, 3);
-        NDArray ckv = kvaProj.forward(ps, new NDList(x), training).head(); // [B, S, r+dr]
-        NDList ckvParts = ckv.split(new long[] {kvLoraRank}, 2);
-        NDArray latent = kvaNorm.forward(ps, new NDList(ckvParts.get(0)), training).head();
-        NDArray kv =
-                kvbProj.forward(ps, new NDList(latent), training)
-                        .head()
-                        .reshape(b, s, numHeads, nope + vDim)
-                        .transpose(0, 2, 1, 3); // [B, N, S, dn+dv]
-        NDList kvParts = kv.split(new long[] {nope}, 3);
-        NDArray kRot = ckvParts.get(1).reshape(b, 1, s, rope); // [B, 1, S, dr]
+        NDList q = query(ps, x, training);
+        NDList latent = latent(ps, x, training);
         NDManager m = x.getManager();
         NDArray[] cs = rotary.cosSin(m, s);
         RotaryEmbedding.Layout layout = rotary.settings().layout();
-        NDArray qRot = RotaryEmbedding.apply(qParts.get(1), cs[0], cs[1], layout);
-        kRot = RotaryEmbedding.apply(kRot, cs[0], cs[1], layout);
-        NDArray scores =
-                qParts.get(0)
-                        .matMul(kvParts.get(0).transpose(0, 1, 3, 2))
-                        .add(qRot.matMul(kRot.transpose(0, 1, 3, 2))); // [B, N, S, S]
-        // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
-        scores = scores.mul(Autograd.scalar(scores, scale)).add(GroupedQueryAttention.mask(m, s, 0));
-        NDArray ctx = scores.softmax(-1).matMul(kvParts.get(1)); // [B, N, S, dv]
-        NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * vDim);
-        return oProj.forward(ps, new NDList(merged), training);
+        NDArray qRot = RotaryEmbedding.apply(q.get(1), cs[0], cs[1], layout);
+        NDArray kRot = RotaryEmbedding.apply(latent.get(1), cs[0], cs[1], layout);
+        NDArray mask = GroupedQueryAttention.mask(m, s, 0);
+        return attend(ps, q.get(0), qRot, latent.get(0), kRot, mask, training);
     }
 
     /**
@@ -169,46 +143,82 @@ public final class MultiHeadLatentAttention extends AbstractBlock {
      * @param start {@code [B]} the position of each sequence's first new token
      * @return {@code [B, S, H]}
      */
+    @Override
     public NDArray forwardCached(
             ParameterStore ps, NDArray x, KvCache cache, int layer, long[] start) {
         long b = x.getShape().get(0);
         long s = x.getShape().get(1);
-        NDArray q;
-        if (qProj != null) {
-            q = qProj.forward(ps, new NDList(x), false).head();
-        } else {
-            NDArray qa = qaProj.forward(ps, new NDList(x), false).head();
-            qa = qaNorm.forward(ps, new NDList(qa), false).head();
-            q = qbProj.forward(ps, new NDList(qa), false).head();
-        }
-        q = q.reshape(b, s, numHeads, nope + rope).transpose(0, 2, 1, 3); // [B, N, S, dn+dr]
-        NDList qParts = q.split(new long[] {nope}, 3);
-        NDArray ckv = kvaProj.forward(ps, new NDList(x), false).head(); // [B, S, r+dr]
-        NDList ckvParts = ckv.split(new long[] {kvLoraRank}, 2);
-        NDArray latent = kvaNorm.forward(ps, new NDList(ckvParts.get(0)), false).head();
-        NDArray kRot = ckvParts.get(1).reshape(b, 1, s, rope); // [B, 1, S, dr]
+        NDList q = query(ps, x, false);
+        NDList latent = latent(ps, x, false);
         NDManager m = x.getManager();
         NDArray[] cs = KvCache.rope(rotary, m, start, s);
         RotaryEmbedding.Layout layout = rotary.settings().layout();
-        NDArray qRot = RotaryEmbedding.apply(qParts.get(1), cs[0], cs[1], layout);
-        kRot = RotaryEmbedding.apply(kRot, cs[0], cs[1], layout);
-        NDArray lat = cache.append(layer, 0, latent.reshape(b, 1, s, kvLoraRank), start);
+        NDArray qRot = RotaryEmbedding.apply(q.get(1), cs[0], cs[1], layout);
+        NDArray kRot = RotaryEmbedding.apply(latent.get(1), cs[0], cs[1], layout);
+        NDArray lat = cache.append(layer, 0, latent.get(0).reshape(b, 1, s, kvLoraRank), start);
         NDArray keyRot = cache.append(layer, 1, kRot, start); // [B, 1, L, dr]
         long l = lat.getShape().get(2);
+        NDArray mask = KvCache.mask(m, start, s, l, 0);
+        return attend(ps, q.get(0), qRot, lat.reshape(b, l, kvLoraRank), keyRot, mask, false)
+                .head();
+    }
+
+    /** The query heads {@code [B, N, S, dn]} and their rotary part {@code [B, N, S, dr]}. */
+    private NDList query(ParameterStore ps, NDArray x, boolean training) {
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        NDArray q;
+        if (qProj != null) {
+            q = qProj.forward(ps, new NDList(x), training).head();
+        } else {
+            NDArray qa = qaProj.forward(ps, new NDList(x), training).head();
+            qa = qaNorm.forward(ps, new NDList(qa), training).head();
+            q = qbProj.forward(ps, new NDList(qa), training).head();
+        }
+        q = q.reshape(b, s, numHeads, nope + rope).transpose(0, 2, 1, 3); // [B, N, S, dn+dr]
+        return q.split(new long[] {nope}, 3);
+    }
+
+    /** The normalised latent {@code [B, S, r]} and the shared rotary key {@code [B, 1, S, dr]}. */
+    private NDList latent(ParameterStore ps, NDArray x, boolean training) {
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        NDArray ckv = kvaProj.forward(ps, new NDList(x), training).head(); // [B, S, r+dr]
+        NDList ckvParts = ckv.split(new long[] {kvLoraRank}, 2);
+        NDArray latent = kvaNorm.forward(ps, new NDList(ckvParts.get(0)), training).head();
+        return new NDList(latent, ckvParts.get(1).reshape(b, 1, s, rope));
+    }
+
+    /**
+     * Expands the latent of L positions with {@code kv_b}, attends and applies {@code o_proj}.
+     *
+     * @param qNope {@code [B, N, S, dn]}
+     * @param qRot {@code [B, N, S, dr]}, rotated
+     * @param latent {@code [B, L, r]}
+     * @param kRot {@code [B, 1, L, dr]}, rotated
+     * @param mask the additive mask
+     */
+    private NDList attend(
+            ParameterStore ps,
+            NDArray qNope,
+            NDArray qRot,
+            NDArray latent,
+            NDArray kRot,
+            NDArray mask,
+            boolean training) {
+        long b = latent.getShape().get(0);
+        long l = latent.getShape().get(1);
         NDArray kv =
-                kvbProj.forward(ps, new NDList(lat.reshape(b, l, kvLoraRank)), false)
+                kvbProj.forward(ps, new NDList(latent), training)
                         .head()
                         .reshape(b, l, numHeads, nope + vDim)
                         .transpose(0, 2, 1, 3); // [B, N, L, dn+dv]
         NDList kvParts = kv.split(new long[] {nope}, 3);
         NDArray scores =
-                qParts.get(0)
-                        .matMul(kvParts.get(0).transpose(0, 1, 3, 2))
-                        .add(qRot.matMul(keyRot.transpose(0, 1, 3, 2))); // [B, N, S, L]
-        scores = scores.mul(Autograd.scalar(scores, scale)).add(KvCache.mask(m, start, s, l, 0));
-        NDArray ctx = scores.softmax(-1).matMul(kvParts.get(1)); // [B, N, S, dv]
-        NDArray merged = ctx.transpose(0, 2, 1, 3).reshape(b, s, numHeads * vDim);
-        return oProj.forward(ps, new NDList(merged), false).head();
+                qNope.matMul(kvParts.get(0).transpose(0, 1, 3, 2))
+                        .add(qRot.matMul(kRot.transpose(0, 1, 3, 2))); // [B, N, S, L]
+        NDArray merged = AttentionCore.attend(scores, scale, mask, kvParts.get(1));
+        return oProj.forward(ps, new NDList(merged), training);
     }
 
     @Override

@@ -70,7 +70,7 @@ class HfCheckpointsTest {
         Path dir = tmp.resolve(preset);
         float[] before;
         try (NDManager m = NDManager.newBaseManager()) {
-            HfMoeForCausalLm model = new HfMoeForCausalLm(cfg, null);
+            HfMoeForCausalLm model = HfMoeForCausalLm.builder().setConfig(cfg).build();
             model.setInitializer(new NormalInitializer(0.2f), p -> true);
             model.initialize(m, DataType.FLOAT32, new Shape(2, 7));
             before = logits(model, m, ids, shape);
@@ -214,7 +214,8 @@ class HfCheckpointsTest {
         assertTrue(msg.contains("1 unexpected tensor(s)") && msg.contains("surprise"), msg);
         // the DJL factory is lenient by default: it logs and loads
         try (NDManager m = NDManager.newBaseManager()) {
-            HfMoeForCausalLm model = new HfMoeForCausalLm(HfMoeConfig.load(extra), null);
+            HfMoeForCausalLm model =
+                    HfMoeForCausalLm.builder().setConfig(HfMoeConfig.load(extra)).build();
             HfCheckpoints.loadWeights(model, extra, m, false);
             assertTrue(model.isInitialized());
         }

@@ -71,7 +71,7 @@ class HfMoeForCausalLmTest {
         try (LocalProcessGroup g = new LocalProcessGroup();
                 EpContext ctx = useEp ? EpContext.builder().setProcessGroup(g).build() : null;
                 Model model = Model.newInstance("t", Device.cpu(), "PyTorch")) {
-            model.setBlock(new HfMoeForCausalLm(cfg, ctx));
+            model.setBlock(HfMoeForCausalLm.builder().setConfig(cfg).optContext(ctx).build());
             DefaultTrainingConfig tc =
                     new DefaultTrainingConfig(new CausalLmLoss())
                             .optOptimizer(

@@ -101,7 +101,7 @@ class KvCacheTest {
                 LowLatencyBuffer buf = ll ? LowLatencyBuffer.create(group, b, cfg.hiddenSize(),
                         cfg.numExperts(), cfg.topK(), WireFormat.FP32, 10_000) : null) {
             Engine.getInstance().setRandomSeed(5);
-            HfMoeForCausalLm model = new HfMoeForCausalLm(cfg, null);
+            HfMoeForCausalLm model = HfMoeForCausalLm.builder().setConfig(cfg).build();
             model.setInitializer(new NormalInitializer(0.2f), p -> true);
             model.initialize(m, DataType.FLOAT32, new Shape(1, 1));
             LowLatencyMoe moe =

@@ -166,7 +166,7 @@ public final class DecodeRun {
                     out.println("model: " + dir + " (" + cfg.family() + ")");
                 }
             } else {
-                model = new HfMoeForCausalLm(cfg, ctx);
+                model = HfMoeForCausalLm.builder().setConfig(cfg).optContext(ctx).build();
                 model.initialize(manager, DataType.FLOAT32, new Shape(1, 1));
                 ParameterInit.reinitialize(model, o.seed());
                 if (lead) {

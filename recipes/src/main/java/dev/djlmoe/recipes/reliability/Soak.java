@@ -328,8 +328,12 @@ public final class Soak {
         try (EpContext ctx = EpContext.builder().setProcessGroup(group)
                         .optDispatchWire(TrainingPrecision.BF16_WIRE.wire()).build();
                 Model model = Model.newInstance("soak", Device.cpu(), "PyTorch")) {
-            model.setBlock(new HfMoeForCausalLm(config, ctx, PretrainOptions.SEQ_AUX_ALPHA,
-                    TrainingPrecision.BF16_WIRE.experts()));
+            model.setBlock(HfMoeForCausalLm.builder()
+                    .setConfig(config)
+                    .optContext(ctx)
+                    .optSeqAuxAlpha(PretrainOptions.SEQ_AUX_ALPHA)
+                    .optExpertPrecision(TrainingPrecision.BF16_WIRE.experts())
+                    .build());
             DefaultTrainingConfig tc = new DefaultTrainingConfig(new CausalLmLoss())
                     .optOptimizer(Optimizer.adamW().optLearningRateTracker(Tracker.fixed(3e-3f))
                             .build())

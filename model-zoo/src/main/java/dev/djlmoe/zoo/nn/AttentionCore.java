@@ -1,0 +1,52 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.zoo.nn;
+
+import ai.djl.ndarray.NDArray;
+import dev.djlmoe.autograd.Autograd;
+
+/** The steps every attention kind here shares once its scores are computed. */
+final class AttentionCore {
+
+    private AttentionCore() {}
+
+    /**
+     * Scales and masks the scores, weighs the values and merges the heads.
+     *
+     * @param scores {@code [B, N, S, L]} unscaled query-key products
+     * @param scale the softmax scale
+     * @param mask the additive mask, broadcast against the scores
+     * @param values {@code [B, N, L, dv]}
+     * @return {@code [B, S, N * dv]}
+     */
+    static NDArray attend(NDArray scores, double scale, NDArray mask, NDArray values) {
+        long b = scores.getShape().get(0);
+        long n = scores.getShape().get(1);
+        long s = scores.getShape().get(2);
+        long dv = values.getShape().get(3);
+        // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
+        NDArray masked = scores.mul(Autograd.scalar(scores, scale)).add(mask);
+        NDArray ctx = masked.softmax(-1).matMul(values); // [B, N, S, dv]
+        return ctx.transpose(0, 2, 1, 3).reshape(b, s, n * dv);
+    }
+
+    /**
+     * Repeats each of G key/value heads for the {@code N / G} query heads it serves: {@code [B, G,
+     * L, d] -> [B, G, group, L, d] -> [B, N, L, d]}; head h uses kv head {@code h / group}.
+     *
+     * @param kv {@code [B, G, L, d]}
+     * @param group {@code N / G}
+     * @return {@code [B, N, L, d]}, or {@code kv} itself when the group is 1
+     */
+    static NDArray repeatKv(NDArray kv, int group) {
+        if (group == 1) {
+            return kv;
+        }
+        long b = kv.getShape().get(0);
+        long g = kv.getShape().get(1);
+        long l = kv.getShape().get(2);
+        long d = kv.getShape().get(3);
+        return kv.expandDims(2).repeat(2, group).reshape(b, g * group, l, d);
+    }
+}
