@@ -10,6 +10,7 @@
 // it publishes each ring's head back to its sender.
 #include "device_utils.cuh"
 #include "kernels.h"
+#include "ring_wait.cuh"
 #include "wire.cuh"
 
 namespace nep {
@@ -84,9 +85,7 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
       sh.wsrc[warp][lane] = a.y_weights != nullptr ? a.y_weights + row * K : nullptr;
     } else {
       const u64 abs = sh.consumed_base[lane] + (u64)(sp - sh.first[lane]);
-      if (tail_seen < abs + 1)
-        ok = wait_geq<true>(counter_at(a.peers[me], Ctrl::kTail, lane, c), abs + 1, a.wait, lane, kCounterTail, c,
-                            &tail_seen);
+      ok = wait_ring_message(a.peers[me], lane, c, abs, a.wait, tail_seen);
       const uint8_t* slot = ring_at(a.peers[me], a.geom, lane, c) +
                             (long long)(abs % (u64)a.geom.num_slots) * a.geom.slot_bytes;
       sh.src[warp][lane] = slot + a.geom.payload_offset;
@@ -178,9 +177,7 @@ __device__ void send_row(const CombineArgs& a, int s, long long j, u64 abs, u64&
   };
   load_steps(0);
   bool ok = true;
-  const u64 need = abs + 1 > (u64)Q ? abs + 1 - (u64)Q : 0;
-  if (lane == 0 && head_seen < need)
-    ok = wait_geq<true>(counter_at(a.peers[me], Ctrl::kHead, s, c), need, a.wait, s, kCounterHead, c, &head_seen);
+  if (lane == 0) ok = wait_ring_room(a.peers[me], s, c, abs, Q, a.wait, head_seen);
   if (!__shfl_sync(kFull, (int)ok, 0)) return;
   __syncwarp();  // orders lane 0's acquire of the head before every lane's writes into the slot
   uint8_t* slot = ring_at(a.peers[s], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
@@ -276,11 +273,7 @@ __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_con
     sh.lo[gi] = lo;
     sh.n[gi] = (int)(hi - lo);
   }
-  for (int cc = gtid; cc < a.drain_channels; cc += nthr) {
-    const u64 sent = ld_volatile_u64(counter_at(local, Ctrl::kSent, s, cc));
-    u64 seen;
-    if (sent != 0) wait_geq<true>(counter_at(local, Ctrl::kHead, s, cc), sent, a.wait, s, kCounterDrain, cc, &seen);
-  }
+  for (int cc = gtid; cc < a.drain_channels; cc += nthr) wait_ring_drained(local, s, cc, a.wait);
   named_barrier(bar, nthr);
   if (gtid == 0) {
     sh.sent_base[gi] = ld_volatile_u64(counter_at(local, Ctrl::kSent, s, c));

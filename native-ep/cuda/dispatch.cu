@@ -12,6 +12,7 @@
 // Every wait is bounded (wait_geq); a failed wait sets the buffer's abort word, after which every
 // warp skips its remaining work but still meets its barriers, so the kernel always ends.
 #include "device_utils.cuh"
+#include "ring_wait.cuh"
 #ifndef NEP_CUDA_UNROLL
 #define NEP_CUDA_UNROLL 4
 #endif
@@ -53,13 +54,7 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
   bool ok = true;
   if ((ring_dests >> lane) & 1u) {
     const u64 abs = sh.sent_base[lane] + (u64)(sp - sh.first[lane]);
-    const u64 need = abs + 1 > (u64)Q ? abs + 1 - (u64)Q : 0;
-    if (sh.head[warp][lane] < need) {
-      u64 seen = 0;
-      ok = wait_geq<true>(counter_at(a.peers[me], Ctrl::kHead, lane, c), need, a.wait, lane,
-                          kCounterHead, c, &seen);
-      if (ok) sh.head[warp][lane] = seen;
-    }
+    ok = wait_ring_room(a.peers[me], lane, c, abs, Q, a.wait, sh.head[warp][lane]);
     sh.slot[warp][lane] = ring_at(a.peers[lane], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
   }
   if (__ballot_sync(kFull, !ok) != 0) return;
@@ -141,8 +136,7 @@ __device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, 
   const int K = a.num_topk, me = a.rank;
   const long long H = a.hidden;
   bool ok = true;
-  if (lane == 0 && tail_seen < abs + 1)
-    ok = wait_geq<true>(counter_at(a.peers[me], Ctrl::kTail, s, c), abs + 1, a.wait, s, kCounterTail, c, &tail_seen);
+  if (lane == 0) ok = wait_ring_message(a.peers[me], s, c, abs, a.wait, tail_seen);
   if (!__shfl_sync(kFull, (int)ok, 0)) return;
   __syncwarp();  // orders lane 0's acquire before every lane's reads of the message
   const uint8_t* slot = ring + (long long)(abs % (u64)a.geom.num_slots) * a.geom.slot_bytes;
@@ -218,9 +212,7 @@ __global__ void __launch_bounds__(kEpThreads, 1) dispatch_kernel(const __grid_co
     for (int i = tid; i < W * a.drain_channels; i += kSendThreads) {
       const int r = i / a.drain_channels, cc = i % a.drain_channels;
       if (r == me) continue;
-      const u64 sent = ld_volatile_u64(counter_at(local, Ctrl::kSent, r, cc));
-      u64 seen;
-      if (sent != 0) wait_geq<true>(counter_at(local, Ctrl::kHead, r, cc), sent, a.wait, r, kCounterDrain, cc, &seen);
+      wait_ring_drained(local, r, cc, a.wait);
     }
     named_barrier(1, kSendThreads);
     if (tid < W && tid != me) {

@@ -1,5 +1,6 @@
-// Host-side helpers of the CUDA plug-in: the error type every entry point converts into a status
-// and a message, and RAII owners of CUDA resources.
+// Host-side helpers of the CUDA plug-in: check_cuda and RAII owners of CUDA resources. Errors and
+// the C ABI boundary are the core's own (src/error.h, src/api_guard.h, header-only), so the
+// plug-in's entry points report as the core's do without linking the core.
 #ifndef NATIVEEP_CUDA_HOST_UTILS_H_
 #define NATIVEEP_CUDA_HOST_UTILS_H_
 
@@ -7,66 +8,24 @@
 
 #include <cstdint>
 #include <cstring>
-#include <exception>
-#include <sstream>
 #include <string>
 #include <utility>
 
+#include "api_guard.h"
+#include "error.h"
 #include "nativeep/c_api.h"
 
 namespace nep {
 namespace cuda {
 
-class Error : public std::exception {
- public:
-  Error(int code, std::string msg) : code_(code), msg_(std::move(msg)) {}
-  int code() const { return code_; }
-  const char* what() const noexcept override { return msg_.c_str(); }
-
- private:
-  int code_;
-  std::string msg_;
-};
-
-template <class... Args>
-std::string cat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
-}
-
-template <class... Args>
-[[noreturn]] void fail(int code, const Args&... args) {
-  throw Error(code, cat(args...));
-}
+using nep::cat;
+using nep::Error;
+using nep::fail;
+using nep::guarded;
 
 inline void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(NEP_ERR_INTERNAL, what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
-}
-
-// Runs body; converts exceptions into a status and a message in err.
-template <class F>
-int32_t guarded(char* err, int64_t err_cap, F&& body) {
-  auto write = [&](const char* msg) {
-    if (err != nullptr && err_cap > 0) {
-      std::strncpy(err, msg, size_t(err_cap - 1));
-      err[err_cap - 1] = '\0';
-    }
-  };
-  try {
-    body();
-    write("");
-    return NEP_OK;
-  } catch (const Error& e) {
-    write(e.what());
-    return e.code();
-  } catch (const std::bad_alloc&) {
-    write("out of host memory");
-    return NEP_ERR_INTERNAL;
-  } catch (const std::exception& e) {
-    write(e.what());
-    return NEP_ERR_INTERNAL;
-  }
+  if (e != cudaSuccess)
+    fail(NEP_ERR_INTERNAL, what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
 }
 
 // Makes `device` current for the scope and restores the previous one.
@@ -96,7 +55,8 @@ class DeviceMemory {  // cudaMalloc / cudaFree
   ~DeviceMemory() {
     if (ptr_ != nullptr) cudaFree(ptr_);
   }
-  DeviceMemory(DeviceMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(o.bytes_) {}
+  DeviceMemory(DeviceMemory&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(o.bytes_) {}
   DeviceMemory& operator=(DeviceMemory&& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(bytes_, o.bytes_);
@@ -119,7 +79,8 @@ class StreamMemory {  // cudaMallocAsync / cudaFreeAsync on the stream of its la
   ~StreamMemory() {
     if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);
   }
-  StreamMemory(StreamMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), stream_(o.stream_) {}
+  StreamMemory(StreamMemory&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), stream_(o.stream_) {}
   StreamMemory& operator=(StreamMemory&& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(stream_, o.stream_);
@@ -137,7 +98,8 @@ template <class T>
 class MappedHost {  // pinned host memory the GPU writes through a device pointer
  public:
   MappedHost() {
-    check_cuda(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(T), cudaHostAllocMapped), "cudaHostAlloc");
+    check_cuda(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(T), cudaHostAllocMapped),
+               "cudaHostAlloc");
     std::memset(static_cast<void*>(host_), 0, sizeof(T));
     cudaError_t e = cudaHostGetDevicePointer(reinterpret_cast<void**>(&dev_), host_, 0);
     if (e != cudaSuccess) {

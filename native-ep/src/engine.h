@@ -1,5 +1,5 @@
-// Dispatch and combine with DeepEP normal-mode semantics (see ARCHITECTURE.md "EP semantics"),
-// written once against Transport. All three calls are collective over the transport's ranks.
+// Dispatch and combine with DeepEP normal-mode semantics (include/nativeep/c_api.h, "Dispatch and
+// combine"), written once against Transport. All three calls are collective over the transport's ranks.
 #ifndef NATIVEEP_SRC_ENGINE_H_
 #define NATIVEEP_SRC_ENGINE_H_
 

@@ -1,6 +1,7 @@
-// Errors inside native-ep: C++ code throws nep::Error carrying a C ABI status code and a message
-// that names the argument, the value and the limit. The C ABI boundary (api_guard.h) turns it into
-// a status and a message in the caller's buffer; nothing here aborts the process.
+// Errors inside native-ep, the core and the CUDA plug-in alike: C++ code throws nep::Error carrying
+// a C ABI status code and a message that names the argument, the value and the limit. The C ABI
+// boundary (api_guard.h) turns it into a status and a message in the caller's buffer; nothing here
+// aborts the process. Header-only, so the plug-in uses it without linking the core.
 #ifndef NATIVEEP_SRC_ERROR_H_
 #define NATIVEEP_SRC_ERROR_H_
 
@@ -22,12 +23,18 @@ class Error : public std::runtime_error {
   int32_t code_;
 };
 
+// The parts written one after another with operator<<.
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  return os.str();
+}
+
 // Builds the message from its parts with operator<< and throws Error(code, message).
 template <class... Parts>
 [[noreturn]] void fail(int32_t code, const Parts&... parts) {
-  std::ostringstream os;
-  (os << ... << parts);
-  throw Error(code, os.str());
+  throw Error(code, cat(parts...));
 }
 
 template <class... Parts>

@@ -1,5 +1,5 @@
 // Low-latency mode (decoding), DeepEP's LL semantics on CPU ranks of one host (cpu-shm) or a world
-// of one (loopback). See ARCHITECTURE.md "Low-latency mode" and c_api.h "Low-latency mode".
+// of one (loopback). See include/nativeep/c_api.h "Low-latency mode".
 //
 // Memory. Every rank owns one region that every rank maps (a POSIX shared-memory segment for
 // W > 1, exchanged once through the communicator's collectives; anonymous memory for W = 1). The

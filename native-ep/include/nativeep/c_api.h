@@ -121,7 +121,7 @@ int32_t nep_dispatch(nep_comm* comm, const nep_handle* h, int64_t x, int64_t hid
 int32_t nep_combine(nep_comm* comm, const nep_handle* h, int64_t y, int64_t hidden, int32_t wire,
                     int64_t y_weights, int64_t out, int64_t out_weights, char* err, int64_t err_cap);
 
-/* ---- Rendezvous store (phase 2) -------------------------------------------------------------- */
+/* ---- Rendezvous store ------------------------------------------------------------------------ */
 
 /*
  * A small key-value store over TCP for bootstrap: rank 0 (or the launcher) serves it on
@@ -157,7 +157,7 @@ int32_t nep_store_add(nep_store* store, const char* key, int64_t delta, int64_t*
                       char* err, int64_t err_cap);
 void nep_store_close(nep_store* store);
 
-/* ---- Multi-process communicators and collectives (phase 2) ----------------------------------- */
+/* ---- Multi-process communicators and collectives --------------------------------------------- */
 
 /*
  * cpu-shm communicator between the processes of one host (collective over all ranks). Rendezvous
@@ -183,7 +183,7 @@ int32_t nep_all_gather(nep_comm* comm, int64_t in, int64_t bytes, int64_t out, c
                        int64_t err_cap);
 int32_t nep_barrier(nep_comm* comm, char* err, int64_t err_cap);
 
-/* ---- Low-latency mode (decoding; issue 7) ---------------------------------------------------- */
+/* ---- Low-latency mode (decoding) ------------------------------------------------------------- */
 
 /*
  * DeepEP's low-latency (LL) semantics for a few tokens per rank: fixed receive buffers sized by

@@ -1,6 +1,7 @@
 /*
- * nativeep CUDA C ABI: the entry points of the CUDA plug-in (libnativeep_cuda.so), called by the
- * core, by Java through JavaCPP, by the GPU test drivers and by the benchmark.
+ * nativeep CUDA C ABI: the entry points of the CUDA plug-in (libnativeep_cuda.so), a library of its
+ * own that the core never loads: Java loads it through JavaCPP (NativeEpCuda) when a GPU is used,
+ * and the GPU test drivers and the benchmark link it.
  *
  * Conventions (as in c_api.h): every function that can fail returns an int status (NEP_OK = 0,
  * codes from c_api.h) and writes a NUL-terminated message into `err` (capacity `err_cap` bytes).
@@ -249,7 +250,7 @@ int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_handle* h, int64_t
                          int64_t out, int32_t out_dtype, int64_t out_weights, int32_t num_sms,
                          int64_t stream, char* err, int64_t err_cap);
 
-/* ---- Low-latency mode (decoding; issue 7) ---------------------------------------------------- */
+/* ---- Low-latency mode (decoding) ------------------------------------------------------------- */
 
 /*
  * The cuda-ipc low-latency (LL) mode: the CPU contract of c_api.h "Low-latency mode" on GPUs of one
