@@ -122,7 +122,8 @@ nep_cuda_buffer::nep_cuda_buffer(int32_t rank_, int32_t world_size, int32_t devi
   if (rank_ < 0 || rank_ >= world_size)
     fail(NEP_ERR_INVALID_ARGUMENT, "rank=", rank_, " is outside [0, ", world_size, ")");
   if (timeout_ms_ < 0) fail(NEP_ERR_INVALID_ARGUMENT, "timeout_ms=", timeout_ms_, " is negative");
-  const int64_t min_bytes = (int64_t)Ctrl::kRingOffset + (64LL << 20);
+  // 64 MiB in all, the control region included (EpBuffer.MIN_CUDA_BUFFER_BYTES on the Java side).
+  const int64_t min_bytes = 64LL << 20;
   if (buffer_bytes < min_bytes)
     fail(NEP_ERR_INVALID_ARGUMENT, "buffer_bytes=", buffer_bytes, " is below the minimum ",
          min_bytes);

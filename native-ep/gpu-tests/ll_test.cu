@@ -803,7 +803,8 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
         c.tokens = uneven;
         c.mask = 0.15 * i;
         c.dwire = [i](int r) { return std::vector<int>{NEP_WIRE_FP8, NEP_WIRE_MXFP8, NEP_WIRE_FP8, NEP_WIRE_BF16}[(i + r) % 4]; };
-        if (i == 2) c.dflags = [](int) { return NEP_CUDA_LL_ROUND_SCALE; };
+        // Power-of-two scales where this rank's wire is FP8 (list entries 0 and 2).
+        if (i == 2) c.dflags = [i](int r) { return (i + r) % 2 == 0 ? NEP_CUDA_LL_ROUND_SCALE : 0; };
         if (i == 1) {
           c.x_dtype = NEP_DTYPE_FP32;
           c.recv_dtype = NEP_DTYPE_FP32;

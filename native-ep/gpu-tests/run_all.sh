@@ -40,7 +40,7 @@ summary="$out/summary.txt"
 
 echo "=== build ($(date +%T)) into $build"
 if ! { cmake -S "$root/native-ep" -B "$build" -DNEP_BUILD_CUDA=ON -DNEP_BUILD_TESTS=OFF -DNEP_GPU_TESTS=ON >"$out/build.log" 2>&1 &&
-       cmake --build "$build" -j "$(nproc)" --target nativeep_cuda ep_test ll_test >>"$out/build.log" 2>&1; }; then
+       cmake --build "$build" -j "$(nproc)" --target nativeep_cuda ep_test ll_test adamw_test >>"$out/build.log" 2>&1; }; then
   echo "build failed:"; tail -30 "$out/build.log"; exit 1
 fi
 grep -q "compute-sanitizer not found" "$out/build.log" && echo "note: compute-sanitizer not found, the sanitizer tests are not registered"

@@ -65,7 +65,7 @@ public final class EpBuffer implements AutoCloseable {
     /** Default size of the CUDA buffer, 1 GiB. */
     public static final long DEFAULT_CUDA_BUFFER_BYTES = 1L << 30;
 
-    /** Smallest accepted CUDA buffer, 64 MiB (the plug-in adds its control region on top). */
+    /** Smallest accepted CUDA buffer, 64 MiB (the plug-in's control region included). */
     public static final long MIN_CUDA_BUFFER_BYTES = 64L << 20;
 
     /** Default number of SMs of GPU dispatch and combine (capped to the device's count). */
