@@ -29,8 +29,8 @@
 #include <map>
 #include <string>
 
-#include "../src/store_core.h"
-#include "../src/store_protocol.h"
+#include "../src/main/native/store_core.h"
+#include "../src/main/native/store_protocol.h"
 
 namespace {
 

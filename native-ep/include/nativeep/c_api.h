@@ -127,7 +127,7 @@ int32_t nep_combine(nep_comm* comm, const nep_handle* h, int64_t y, int64_t hidd
  * A small key-value store over TCP for bootstrap: rank 0 (or the launcher) serves it on
  * MASTER_ADDR:MASTER_PORT for the whole job; every rank, rank 0 included, connects as a client.
  * Clients present the job token on connect. The wire protocol is documented in
- * native-ep/src/store_protocol.h so other clients (Java) can speak it directly.
+ * native-ep/src/main/native/store_protocol.h so other clients (Java) can speak it directly.
  * Limits: keys up to 1024 bytes, values up to 1 MiB.
  */
 typedef struct nep_store_server nep_store_server;

@@ -1,5 +1,5 @@
 // Host-side helpers of the CUDA plug-in: check_cuda and RAII owners of CUDA resources. Errors and
-// the C ABI boundary are the core's own (src/error.h, src/api_guard.h, header-only), so the
+// the C ABI boundary are the core's own (../error.h, ../api_guard.h, header-only), so the
 // plug-in's entry points report as the core's do without linking the core.
 #ifndef NATIVEEP_CUDA_HOST_UTILS_H_
 #define NATIVEEP_CUDA_HOST_UTILS_H_
