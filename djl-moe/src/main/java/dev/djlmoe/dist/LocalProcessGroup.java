@@ -4,7 +4,7 @@
 package dev.djlmoe.dist;
 
 import ai.djl.ndarray.NDArray;
-import dev.djlmoe.ep.NativeCall;
+import dev.djlmoe.core.NativeCall;
 import dev.djlmoe.nativeep.NativeEp;
 import org.bytedeco.javacpp.PointerPointer;
 

@@ -3,7 +3,7 @@
  */
 package dev.djlmoe.dist;
 
-import dev.djlmoe.ep.NativeCall;
+import dev.djlmoe.core.NativeCall;
 import dev.djlmoe.nativeep.NativeEp;
 import java.nio.charset.StandardCharsets;
 import org.bytedeco.javacpp.BytePointer;
@@ -84,7 +84,7 @@ public final class RendezvousStore implements AutoCloseable {
      * @param key the key
      * @param timeoutMillis the longest wait
      * @return the value
-     * @throws dev.djlmoe.ep.EpTimeoutException naming the key when the wait expires
+     * @throws dev.djlmoe.core.EpTimeoutException naming the key when the wait expires
      */
     public String waitFor(String key, long timeoutMillis) {
         try (NativeCall call = new NativeCall();

@@ -3,7 +3,7 @@
  */
 package dev.djlmoe.dist;
 
-import dev.djlmoe.ep.NativeCall;
+import dev.djlmoe.core.NativeCall;
 import dev.djlmoe.nativeep.NativeEp;
 import org.bytedeco.javacpp.PointerPointer;
 

@@ -6,6 +6,8 @@ package dev.djlmoe.ep;
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
+import dev.djlmoe.core.NativeCall;
+import dev.djlmoe.core.NativeMemory;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.nativeep.NativeEp;
 import org.bytedeco.javacpp.PointerPointer;

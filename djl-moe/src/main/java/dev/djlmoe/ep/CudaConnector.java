@@ -4,6 +4,9 @@
 package dev.djlmoe.ep;
 
 import ai.djl.Device;
+import dev.djlmoe.core.EpException;
+import dev.djlmoe.core.EpPeerException;
+import dev.djlmoe.core.NativeCall;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.nativeep.NativeEp;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;

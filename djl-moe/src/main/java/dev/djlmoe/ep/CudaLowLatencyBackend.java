@@ -8,6 +8,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.core.TorchMemory;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.nativeep.cuda.CudaEpException;
 import dev.djlmoe.nativeep.cuda.CudaLowLatencyBuffer;

@@ -5,6 +5,7 @@ package dev.djlmoe.ep;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
+import dev.djlmoe.core.NativeCall;
 
 /**
  * One engine behind {@link EpBuffer}: the CPU engine ({@link CpuBackend}) or the CUDA plug-in

@@ -6,6 +6,8 @@ package dev.djlmoe.ep;
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
+import dev.djlmoe.core.NativeMemory;
+import dev.djlmoe.core.TorchMemory;
 import java.util.ArrayList;
 import java.util.List;
 

@@ -3,6 +3,9 @@
  */
 package dev.djlmoe.ep;
 
+import dev.djlmoe.core.EpPeerException;
+import dev.djlmoe.core.EpTimeoutException;
+
 /**
  * The receive phase of a low-latency dispatch or combine whose send phase has returned: other work
  * runs between the send and {@link #await()}, which waits for every rank's data and returns the

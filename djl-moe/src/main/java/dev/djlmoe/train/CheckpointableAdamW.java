@@ -12,7 +12,7 @@ import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.training.optimizer.Optimizer;
 import ai.djl.training.tracker.ParameterTracker;
 import ai.djl.training.tracker.Tracker;
-import dev.djlmoe.ep.NativeMemory;
+import dev.djlmoe.core.NativeMemory;
 import dev.djlmoe.nativeep.cuda.CudaAdamW;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
 import java.util.HashMap;

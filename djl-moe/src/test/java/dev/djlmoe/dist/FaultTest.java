@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.djlmoe.reliability.FaultRanks;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
@@ -45,7 +46,7 @@ class FaultTest {
         int faulty = 2;
         long timeout = 20_000;
         MultiRank.Result r =
-                MultiRank.builder(FaultRank.class, w)
+                MultiRank.builder(FaultRanks.class, w)
                         .args("exit-mid-dispatch", Integer.toString(faulty))
                         .rankTimeoutMillis(timeout)
                         .timeout(Duration.ofMinutes(2))
@@ -74,7 +75,7 @@ class FaultTest {
         long timeout = 4_000;
         long late = 1_500; // rank 1 arrives late but within the timeout: that alone is fine
         MultiRank.Result r =
-                MultiRank.builder(FaultRank.class, w)
+                MultiRank.builder(FaultRanks.class, w)
                         .args("join")
                         .omitRank(missing)
                         .rankEnv(k -> k == 1
@@ -111,7 +112,7 @@ class FaultTest {
     void missingRankZeroMeansNoStoreAndAClearTimeout() {
         long timeout = 3_000;
         MultiRank.Result r =
-                MultiRank.builder(FaultRank.class, 2)
+                MultiRank.builder(FaultRanks.class, 2)
                         .args("join")
                         .omitRank(0)
                         .rankTimeoutMillis(timeout)
@@ -131,7 +132,7 @@ class FaultTest {
     @Test
     void simulatedTwoHostsFailAtStartNamingTheMissingTransport() {
         MultiRank.Result r =
-                MultiRank.builder(FaultRank.class, 4)
+                MultiRank.builder(FaultRanks.class, 4)
                         .localWorldSize(2)
                         .args("join")
                         .rankTimeoutMillis(60_000)

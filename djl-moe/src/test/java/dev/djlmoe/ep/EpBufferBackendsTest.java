@@ -13,11 +13,13 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.Device;
+import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.core.NativeMemory;
+import dev.djlmoe.core.TorchMemory;
 import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
 import java.lang.reflect.Proxy;

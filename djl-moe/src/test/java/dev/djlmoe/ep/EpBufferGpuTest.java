@@ -16,6 +16,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.core.TorchMemory;
 import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
 import dev.djlmoe.testing.TestDevice;

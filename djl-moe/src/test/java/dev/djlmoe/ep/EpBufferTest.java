@@ -15,6 +15,8 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.core.NativeCall;
+import dev.djlmoe.core.NativeMemory;
 import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.nativeep.NativeEp;
 import org.junit.jupiter.api.AfterAll;

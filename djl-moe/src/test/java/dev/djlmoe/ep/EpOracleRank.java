@@ -6,6 +6,7 @@ package dev.djlmoe.ep;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.core.NativeCall;
 import dev.djlmoe.dist.MultiRank;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.dist.ProcessGroups;

@@ -6,7 +6,10 @@ package dev.djlmoe.reliability;
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.core.EpException;
+import dev.djlmoe.core.EpPeerException;
 import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.dist.MultiRank;
 import dev.djlmoe.dist.ProcessGroup;
@@ -15,9 +18,7 @@ import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.ep.CombineResult;
 import dev.djlmoe.ep.DispatchResult;
 import dev.djlmoe.ep.EpBuffer;
-import dev.djlmoe.ep.EpException;
 import dev.djlmoe.ep.EpHandle;
-import dev.djlmoe.ep.EpPeerException;
 import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.testing.TestDevice;
 import java.io.IOException;
@@ -28,9 +29,17 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
 /**
- * One rank of {@link FaultInjectionTest} (started through {@link MultiRank}). Modes:
+ * One rank of {@link FaultInjectionTest} and {@code dist.FaultTest} (started through {@link
+ * MultiRank}). Modes:
  *
  * <ul>
+ *   <li>{@code join}: joins the job, checks an all-reduce and a barrier, leaves. On failure
+ *       prints {@code JOIN FAILED after <ms> ms: <exception>: <message>} and exits 3. With {@code
+ *       FAULT_JOIN_DELAY_MS} set, the rank sleeps that long first (a late rank).
+ *   <li>{@code exit-mid-dispatch <F>}: joins, then every rank loops over large dispatches and
+ *       combines; rank F halts the JVM (exit 3, no clean-up) a few milliseconds into its first
+ *       large dispatch. The other ranks print {@code PEER FAILURE after <ms> ms in <op>:
+ *       <exception>: <message>} and exit 0, or exit 1 if no failure was seen.
  *   <li>{@code stall F}: after a warm-up exchange every rank loops over large dispatches and
  *       combines; rank F stops its whole process with SIGSTOP a few milliseconds into the first
  *       one. The others print {@code PEER FAILURE after <ms> ms in <op>: <class>: <message>},
@@ -85,6 +94,9 @@ public final class FaultRanks {
 
     private static int run(String[] args) throws Exception {
         String mode = args[0];
+        if (mode.equals("join") || mode.equals("exit-mid-dispatch")) {
+            return join(args);
+        }
         RankEnvironment env = RankEnvironment.fromSystem();
         long me = ProcessHandle.current().pid();
         Files.writeString(MultiRank.outDir().resolve("pid-" + env.rank()), Long.toString(me));
@@ -105,6 +117,106 @@ public final class FaultRanks {
                 default:
                     throw new IllegalArgumentException("unknown mode " + mode);
             }
+        }
+    }
+
+    private static int join(String[] args) throws InterruptedException {
+        RankEnvironment env = RankEnvironment.fromSystem();
+        String delay = System.getenv("FAULT_JOIN_DELAY_MS");
+        if (delay != null && !delay.isEmpty()) {
+            Thread.sleep(Long.parseLong(delay)); // a rank that arrives late
+        }
+        long t0 = System.nanoTime();
+        ProcessGroup group;
+        try {
+            group = ProcessGroups.create(env);
+        } catch (RuntimeException e) {
+            System.out.printf(Locale.ROOT, "JOIN FAILED after %d ms: %s: %s%n",
+                    (System.nanoTime() - t0) / 1_000_000, e.getClass().getSimpleName(),
+                    e.getMessage());
+            return 3;
+        }
+        try (group;
+                NDManager m = NDManager.newBaseManager()) {
+            System.out.printf(Locale.ROOT, "joined as rank %d of %d after %d ms%n", group.rank(),
+                    group.worldSize(), (System.nanoTime() - t0) / 1_000_000);
+            try (NDArray v = m.create(new float[] {group.rank() + 1})) {
+                group.allReduceSum(v);
+                int w = group.worldSize();
+                if (v.getFloat() != w * (w + 1) / 2f) {
+                    System.out.println("all-reduce gave " + v.getFloat());
+                    return 1;
+                }
+            }
+            group.barrier();
+            if (args.length >= 2 && args[0].equals("exit-mid-dispatch")) {
+                return exitMidDispatch(group, m, Integer.parseInt(args[1]));
+            }
+            return 0;
+        }
+    }
+
+    private static int exitMidDispatch(ProcessGroup group, NDManager m, int faulty)
+            throws InterruptedException {
+        int w = group.worldSize();
+        int me = group.rank();
+        int tokens = 1024;
+        int hidden = 7168;
+        int topk = 4;
+        int experts = 8 * w;
+        long[] idx = routing(tokens, topk, experts, 7 + me);
+        CountDownLatch entering = new CountDownLatch(1);
+        if (me == faulty) {
+            Thread killer =
+                    new Thread(
+                            () -> {
+                                try {
+                                    entering.await();
+                                    Thread.sleep(5);
+                                } catch (InterruptedException e) {
+                                    return;
+                                }
+                                System.out.println("rank " + me + ": exiting mid-dispatch");
+                                System.out.flush();
+                                Runtime.getRuntime().halt(3);
+                            },
+                            "fault-injector");
+            killer.setDaemon(true);
+            killer.start();
+        }
+        try (EpBuffer buffer = EpBuffer.create(group);
+                NDArray x = m.randomNormal(new Shape(tokens, hidden));
+                NDArray topk4 = m.create(idx, new Shape(tokens, topk))) {
+            // A small warm-up exchange proves the job works before the fault.
+            try (NDManager sm = m.newSubManager()) {
+                NDArray small = sm.ones(new Shape(tokens, 8), DataType.FLOAT32);
+                DispatchResult d = buffer.dispatch(small, topk4, null, experts, 1, WireFormat.FP32);
+                d.handle().close();
+            }
+            long begin = System.nanoTime();
+            String op = "dispatch";
+            try {
+                for (int it = 0; it < 50; it++) {
+                    try (NDManager sm = m.newSubManager()) {
+                        op = "dispatch " + it;
+                        entering.countDown();
+                        DispatchResult d =
+                                buffer.dispatch(x, topk4, null, experts, 1, WireFormat.FP32);
+                        try (EpHandle h = d.handle()) {
+                            op = "combine " + it;
+                            CombineResult c = buffer.combine(d.recvX(), null, h, WireFormat.FP32);
+                            c.out().close();
+                        }
+                    }
+                }
+            } catch (EpException e) {
+                report("PEER FAILURE", begin, op, e);
+                // Stay a moment so every peer can read this rank's abort reason.
+                TimeUnit.MILLISECONDS.sleep(500);
+                return 0;
+            }
+            System.out.println("no failure seen: rank " + faulty + " did not stop the job");
+            return 1;
         }
     }
 

@@ -10,12 +10,12 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import dev.djlmoe.core.EpException;
 import dev.djlmoe.dist.MultiRank;
 import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.dist.RendezvousStore;
 import dev.djlmoe.dist.ShmProcessGroup;
 import dev.djlmoe.dist.StoreServer;
-import dev.djlmoe.ep.EpException;
 import dev.djlmoe.nativeep.NativeEp;
 import java.io.DataInputStream;
 import java.io.IOException;

@@ -4,7 +4,7 @@
 package dev.djlmoe.recipes.cli;
 
 import ai.djl.engine.Engine;
-import dev.djlmoe.ep.NativeCall;
+import dev.djlmoe.core.NativeCall;
 import dev.djlmoe.nativeep.NativeEp;
 import java.util.Locale;
 import org.bytedeco.javacpp.IntPointer;

@@ -3,15 +3,14 @@
  */
 package dev.djlmoe.recipes.cli;
 
-import dev.djlmoe.ep.EpPeerException;
-import dev.djlmoe.ep.EpTimeoutException;
+import dev.djlmoe.core.EpPeerException;
+import dev.djlmoe.core.EpTimeoutException;
 import dev.djlmoe.recipes.launch.ParentWatch;
 import dev.djlmoe.train.NonFiniteGradientException;
 import java.io.PrintWriter;
 import java.io.UncheckedIOException;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.NoSuchFileException;
-import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.ParameterException;
@@ -19,6 +18,7 @@ import picocli.CommandLine.ParseResult;
 import picocli.CommandLine.RunLast;
 import picocli.CommandLine.ScopeType;
 import picocli.CommandLine.UnmatchedArgumentException;
+import picocli.CommandLine;
 
 /**
  * The {@code djl-moe} command-line tool. Without arguments it runs the embedded default: {@code

@@ -3,10 +3,10 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import dev.djlmoe.core.EpException;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.dist.ProcessGroups;
 import dev.djlmoe.dist.RankEnvironment;
-import dev.djlmoe.ep.EpException;
 import dev.djlmoe.recipes.reliability.Soak;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;

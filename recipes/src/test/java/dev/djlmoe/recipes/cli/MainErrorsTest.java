@@ -6,8 +6,8 @@ package dev.djlmoe.recipes.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 
-import dev.djlmoe.ep.EpPeerException;
-import dev.djlmoe.ep.EpTimeoutException;
+import dev.djlmoe.core.EpPeerException;
+import dev.djlmoe.core.EpTimeoutException;
 import java.io.UncheckedIOException;
 import java.nio.file.NoSuchFileException;
 import org.junit.jupiter.api.Test;

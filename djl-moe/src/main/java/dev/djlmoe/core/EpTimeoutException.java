@@ -1,10 +1,10 @@
 /*
  * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
  */
-package dev.djlmoe.ep;
+package dev.djlmoe.core;
 
-/** A peer rank failed, left, or disagreed on a collective call. */
-public class EpPeerException extends EpException {
+/** A wait expired; the message names the rank, the peer and what was waited on. */
+public class EpTimeoutException extends EpException {
 
     private static final long serialVersionUID = 1L;
 
@@ -12,9 +12,9 @@ public class EpPeerException extends EpException {
      * Creates an exception.
      *
      * @param status the native status code
-     * @param message the diagnostic, naming the peer
+     * @param message the diagnostic
      */
-    public EpPeerException(int status, String message) {
+    public EpTimeoutException(int status, String message) {
         super(status, message);
     }
 }

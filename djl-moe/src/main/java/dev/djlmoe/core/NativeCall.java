@@ -1,7 +1,7 @@
 /*
  * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
  */
-package dev.djlmoe.ep;
+package dev.djlmoe.core;
 
 import dev.djlmoe.nativeep.NativeEp;
 import java.nio.charset.StandardCharsets;

@@ -1,7 +1,7 @@
 /*
  * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
  */
-package dev.djlmoe.ep;
+package dev.djlmoe.core;
 
 /** A failure of an expert-parallel operation that is not a bad argument: see the subclasses. */
 public class EpException extends RuntimeException {

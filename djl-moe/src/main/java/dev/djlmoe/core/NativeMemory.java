@@ -1,7 +1,7 @@
 /*
  * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
  */
-package dev.djlmoe.ep;
+package dev.djlmoe.core;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
@@ -125,7 +125,7 @@ public final class NativeMemory {
      * @param b another device
      * @return true when the same
      */
-    static boolean sameDevice(Device a, Device b) {
+    public static boolean sameDevice(Device a, Device b) {
         if (Device.Type.CPU.equals(a.getDeviceType())) {
             return Device.Type.CPU.equals(b.getDeviceType());
         }
@@ -186,7 +186,7 @@ public final class NativeMemory {
      * @param device the GPU of the call
      * @throws IllegalArgumentException naming the argument when its device or dtype is wrong
      */
-    static void checkGpuArray(NDArray array, String name, DataType dtype, Device device) {
+    public static void checkGpuArray(NDArray array, String name, DataType dtype, Device device) {
         if (!device.isGpu()) {
             throw new IllegalArgumentException(
                     "argument '" + name + "': device " + device + " is not a GPU");

@@ -1,7 +1,7 @@
 /*
  * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
  */
-package dev.djlmoe.ep;
+package dev.djlmoe.core;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
@@ -29,7 +29,7 @@ import org.bytedeco.javacpp.LongPointer;
  * security manager) every method that needs it throws an {@link IllegalStateException} that says
  * so, rather than risk reading strided memory as if it were row-major.
  */
-final class TorchMemory {
+public final class TorchMemory {
 
     private static final String LIBRARY = "ai.djl.pytorch.jni.PyTorchLibrary";
 
@@ -43,7 +43,7 @@ final class TorchMemory {
      * @param name the argument name, for error messages
      * @return true when contiguous
      */
-    static boolean isContiguous(NDArray array, String name) {
+    public static boolean isContiguous(NDArray array, String name) {
         PtNDArray pt = pytorch(array, name);
         Object r = invoke(Reflection.get().isContiguous, pt.getHandle());
         return (Boolean) r;
@@ -57,7 +57,7 @@ final class TorchMemory {
      * @param name the argument name, for error messages
      * @return the new contiguous array
      */
-    static NDArray toContiguous(NDArray array, String name) {
+    public static NDArray toContiguous(NDArray array, String name) {
         PtNDArray pt = pytorch(array, name);
         long handle = (Long) invoke(Reflection.get().toContiguous, pt.getHandle());
         return new PtNDArray(pt.getManager(), handle);
@@ -74,7 +74,7 @@ final class TorchMemory {
      * @throws IllegalArgumentException naming the argument when the data type has no native
      *     counterpart or libtorch refuses the tensor
      */
-    static long dataAddress(NDArray array, String name, DataType dtype) {
+    public static long dataAddress(NDArray array, String name, DataType dtype) {
         PtNDArray pt = pytorch(array, name);
         if (array.getShape().size() == 0) {
             return 0L;
@@ -107,7 +107,7 @@ final class TorchMemory {
      * @param device the device
      * @return the array
      */
-    static NDArray empty(NDManager manager, Shape shape, DataType dtype, Device device) {
+    public static NDArray empty(NDManager manager, Shape shape, DataType dtype, Device device) {
         if (NativeMemory.sameDevice(device, manager.getDevice())) {
             return manager.create(shape, dtype);
         }
