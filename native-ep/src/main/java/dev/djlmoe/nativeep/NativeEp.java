@@ -20,8 +20,9 @@ import org.bytedeco.javacpp.annotation.Properties;
  *
  * <p>Every tensor argument is the raw address of a contiguous buffer (CPU memory or, for the CUDA
  * entry points, device memory). Functions that can fail return a status ({@link #NEP_OK} on
- * success) and write a message into {@code err}. Callers use {@link NativeStatus#check} rather than
- * these methods directly; the higher-level API lives in {@code dev.djlmoe.ep}.
+ * success) and write a message into {@code err}. Callers check it through {@code
+ * dev.djlmoe.core.NativeCall#check} (a module above this one) rather than call these methods
+ * directly; the higher-level API lives in {@code dev.djlmoe.ep}.
  */
 @Properties(
         target = "dev.djlmoe.nativeep.NativeEp",
