@@ -157,6 +157,31 @@ public final class EpTrainer {
      */
     public StepResult stepWithGradientHook(
             NDList data, NDList labels, Consumer<List<NDArray>> gradientHook) {
+        return run(data, labels, gradientHook, null);
+    }
+
+    /**
+     * Runs one training step and hands this rank's predictions (the model's forward output) to
+     * {@code predictions}, for the fit loop's listeners.
+     */
+    StepResult stepWithPredictions(NDList data, NDList labels, Consumer<NDList> predictions) {
+        return run(data, labels, null, predictions);
+    }
+
+    /**
+     * Returns the process group of the EP context.
+     *
+     * @return the group, or null without a context (one rank)
+     */
+    ProcessGroup group() {
+        return group;
+    }
+
+    private StepResult run(
+            NDList data,
+            NDList labels,
+            Consumer<List<NDArray>> gradientHook,
+            Consumer<NDList> predictions) {
         long begin = System.nanoTime();
         EpStats stats = context == null ? null : context.buffer().stats();
         long ep0 = stats == null ? 0 : stats.totalNanos();
@@ -177,6 +202,9 @@ public final class EpTrainer {
             }
             lossValue = loss.getFloat();
             tape.backward(total);
+            if (predictions != null) {
+                predictions.accept(preds);
+            }
         }
         // Gradient handles are new DJL arrays over the parameters' gradients: close them after use.
         List<NDArray> dense = gradients(denseParams);
