@@ -159,6 +159,19 @@ public final class Pretrain {
             List<Path> extraFiles,
             Map<String, Object> extra) {
 
+        /** Refuses a job without a command, model configuration, data or settings. */
+        public Job {
+            if (command == null || config == null || data == null || opts == null) {
+                throw new IllegalArgumentException(
+                        "Pretrain.Job: command, config, data and opts are required; got command="
+                                + command + ", config=" + (config == null ? "null" : "set")
+                                + ", data=" + (data == null ? "null" : "set") + ", opts="
+                                + (opts == null ? "null" : "set"));
+            }
+            extraFiles = extraFiles == null ? List.of() : extraFiles;
+            extra = extra == null ? Map.of() : extra;
+        }
+
         /**
          * A pre-training job.
          *
@@ -217,7 +230,6 @@ public final class Pretrain {
         HfMoeConfig cfg = job.config();
         Arch arch =
                 new Arch(
-                        cfg.toString(),
                         cfg.vocabSize(),
                         cfg.numExperts(),
                         cfg.numLayers(),
@@ -263,7 +275,6 @@ public final class Pretrain {
 
     /** The model being trained, seen by the loop. */
     private record Arch(
-            String description,
             long vocab,
             int experts,
             int layers,
@@ -441,8 +452,7 @@ public final class Pretrain {
         TokenSource source = job.data();
         int world = env.worldSize();
         checkFits(opts, world, arch.experts(), arch.vocab(), source);
-        boolean hf = job.config() != null;
-        Path ckptRoot = hf ? opts.effectiveCheckpointDir() : null;
+        Path ckptRoot = opts.effectiveCheckpointDir();
         Path resumeFrom = null;
         TrainingCheckpoint.State resumed = null;
         List<String> warnings = new ArrayList<>();
@@ -451,9 +461,6 @@ public final class Pretrain {
             warnings.addAll(TrainingCheckpoint.removeLeftovers(ckptRoot));
         }
         if (opts.resume() != null) {
-            if (!hf) {
-                throw new IllegalArgumentException("--resume needs a Hugging Face model");
-            }
             resumeFrom = TrainingCheckpoint.resolve(opts.resume(), warnings);
             resumed = TrainingCheckpoint.readState(resumeFrom);
             warnings.addAll(checkResume(resumed, job, resumeFrom, world));
@@ -532,7 +539,7 @@ public final class Pretrain {
                         Locale.ROOT,
                         "model: %s, %d layers, H=%d, %d experts (top-%d, %d shared), %,d"
                                 + " parameters per rank; EP size %d, precision %s%n",
-                        hf ? job.config().family().modelType() : arch.description(),
+                        job.config().family().modelType(),
                         arch.layers(),
                         arch.hidden(),
                         arch.experts(),

@@ -183,5 +183,10 @@ class CliTest {
         e = assertThrows(IllegalArgumentException.class, () -> Pretrain.checkJob(odd, 2));
         assertTrue(e.getMessage().contains("--batch 5 is not divisible by the EP size 2"),
                 e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> Pretrain.Job.pretrain(null,
+                        new CorpusSource(TextCorpus.embedded(), 0.05, 1),
+                        PretrainOptions.defaults()));
+        assertTrue(e.getMessage().contains("config=null"), e.getMessage());
     }
 }
