@@ -30,7 +30,7 @@ public final class DeviceFlag {
      *     GPU
      */
     public static Device resolve(String flag, int localRank) {
-        String f = flag == null ? AUTO : flag;
+        String f = check(flag);
         if (localRank < 0) {
             throw new IllegalArgumentException("localRank " + localRank + " is negative");
         }
@@ -46,13 +46,25 @@ public final class DeviceFlag {
                 }
                 return Device.gpu(localRank % gpus);
             }
-            case AUTO: {
+            default: { // AUTO
                 int gpus = Engine.getInstance().getGpuCount();
                 return gpus > 0 ? Device.gpu(localRank % gpus) : Device.cpu();
             }
-            default:
-                throw new IllegalArgumentException(
-                        "--device " + f + " is not cpu, gpu or auto");
         }
+    }
+
+    /**
+     * Checks the flag's value without asking the engine about devices.
+     *
+     * @param flag {@code cpu}, {@code gpu} or {@code auto} ({@code null} means {@code auto})
+     * @return the value, {@code auto} for {@code null}
+     * @throws IllegalArgumentException for another value
+     */
+    public static String check(String flag) {
+        String f = flag == null ? AUTO : flag;
+        if (!"cpu".equals(f) && !"gpu".equals(f) && !AUTO.equals(f)) {
+            throw new IllegalArgumentException("--device " + f + " is not cpu, gpu or auto");
+        }
+        return f;
     }
 }

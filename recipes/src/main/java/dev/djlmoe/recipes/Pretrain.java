@@ -479,7 +479,7 @@ public final class Pretrain {
                     "--model " + job.initFrom() + ": no such checkpoint directory");
         }
         Engine.getInstance().setRandomSeed((int) opts.seed());
-        Device device = trainingDevice(opts.device(), env.localRank());
+        Device device = DeviceFlag.resolve(opts.device(), env.localRank());
         boolean lead = env.rank() == 0;
         PrintStream log = lead ? out : new PrintStream(OutputStream.nullOutputStream());
         try (ProcessGroup group = ProcessGroups.create(env);
@@ -568,19 +568,6 @@ public final class Pretrain {
                         stop, observer, ckptRoot);
             }
         }
-    }
-
-    /**
-     * The device a rank trains on: {@code cpu}; {@code gpu}, GPU {@code localRank mod count}
-     * (ranks of a host may share GPUs); {@code auto}, the GPU when the engine sees one.
-     *
-     * @param flag the {@code --device} value
-     * @param localRank the rank on its host
-     * @return the device
-     * @throws IllegalArgumentException for an unknown value, or {@code gpu} without a GPU
-     */
-    public static Device trainingDevice(String flag, int localRank) {
-        return DeviceFlag.resolve(flag, localRank);
     }
 
     private static Tracker schedule(PretrainOptions opts) {

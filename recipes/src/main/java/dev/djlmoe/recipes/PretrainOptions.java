@@ -6,7 +6,6 @@ package dev.djlmoe.recipes;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 
 /**
@@ -64,9 +63,6 @@ public record PretrainOptions(
     /** {@link #checkpointEvery} of a run that writes no checkpoints ({@code --no-checkpoints}). */
     public static final int NO_CHECKPOINTS = -1;
 
-    /** {@link #device}: the GPU when the engine sees one, else the CPU. */
-    public static final String AUTO_DEVICE = DeviceFlag.AUTO;
-
     /** Default number of checkpoints kept. */
     public static final int KEEP_CHECKPOINTS = 3;
 
@@ -101,7 +97,7 @@ public record PretrainOptions(
             Path runDir) {
         this(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm, biasUpdateRate,
                 precision, seed, useEp, logEvery, runDir, WEIGHT_DECAY, SEQ_AUX_ALPHA, 0, null,
-                KEEP_CHECKPOINTS, null, AUTO_DEVICE);
+                KEEP_CHECKPOINTS, null, DeviceFlag.AUTO);
     }
 
     /**
@@ -121,9 +117,7 @@ public record PretrainOptions(
      * @throws IllegalArgumentException naming the bad setting, its value and the limit
      */
     public void validate() {
-        if (device != null && !List.of("cpu", "gpu", AUTO_DEVICE).contains(device)) {
-            throw new IllegalArgumentException("--device " + device + " is not cpu, gpu or auto");
-        }
+        DeviceFlag.check(device);
         if (precision == null) {
             throw new IllegalArgumentException("--precision must be given");
         }

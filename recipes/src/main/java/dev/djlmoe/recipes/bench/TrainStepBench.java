@@ -8,6 +8,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.nativeep.cuda.CudaDeviceInfo;
+import dev.djlmoe.recipes.DeviceFlag;
 import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.PretrainOptions;
 import dev.djlmoe.recipes.StopSignal;
@@ -306,7 +307,7 @@ public final class TrainStepBench {
         }
         PretrainOptions opts = o.pretrainOptions();
         opts.validate();
-        Device device = Pretrain.trainingDevice(opts.device(), env.localRank());
+        Device device = DeviceFlag.resolve(opts.device(), env.localRank());
         CudaDeviceInfo before = device.isGpu() ? CudaDeviceInfo.query(device.getDeviceId()) : null;
         GpuPeak peak = o.peak() != null ? o.peak() : before == null ? null : GpuPeak.of(before.name());
         String deviceName = before != null

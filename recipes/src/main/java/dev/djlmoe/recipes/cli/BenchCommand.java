@@ -6,7 +6,7 @@ package dev.djlmoe.recipes.cli;
 import ai.djl.Device;
 import dev.djlmoe.dist.RankEnvironment;
 import dev.djlmoe.ep.WireFormat;
-import dev.djlmoe.recipes.Pretrain;
+import dev.djlmoe.recipes.DeviceFlag;
 import dev.djlmoe.recipes.bench.BenchTable;
 import dev.djlmoe.recipes.bench.EpBench;
 import dev.djlmoe.recipes.bench.MoeLayerBench;
@@ -73,7 +73,7 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
             return launched;
         }
         RankEnvironment env = RankEnvironment.fromSystem();
-        Device layerDevice = Pretrain.trainingDevice(device, 0);
+        Device layerDevice = DeviceFlag.resolve(device, 0);
         EpBench.Options d = EpBench.Options.defaults();
         EpBench.Options epOpts =
                 quick
@@ -155,7 +155,7 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
             }
             MoeLayerBench.run(
                     new MoeLayerBench.Size(tokens, hidden, experts, topk, width, iters, !noNaive),
-                    Pretrain.trainingDevice(device, 0), System.out);
+                    DeviceFlag.resolve(device, 0), System.out);
             return 0;
         }
     }

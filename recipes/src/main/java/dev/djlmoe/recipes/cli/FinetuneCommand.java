@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import dev.djlmoe.recipes.DeviceFlag;
 import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.PretrainOptions;
 import dev.djlmoe.recipes.StopSignal;
@@ -46,7 +47,7 @@ public final class FinetuneCommand implements Callable<Integer>, RankCountCheck 
     public static final PretrainOptions DEFAULTS =
             new PretrainOptions(100, 8, 128, 1e-4f, 10, 1.0f, 0f, TrainingPrecision.FP32, 42,
                     true, 10, Path.of("runs", "finetune"), 0.0f, 0f, 0, null,
-                    PretrainOptions.KEEP_CHECKPOINTS, null, PretrainOptions.AUTO_DEVICE);
+                    PretrainOptions.KEEP_CHECKPOINTS, null, DeviceFlag.AUTO);
 
     @Spec CommandSpec spec;
 
