@@ -49,17 +49,17 @@ public final class Autograd {
     }
 
     /**
-     * Returns a 0-d array holding {@code value}, with {@code like}'s data type, device and
-     * manager, in storage that the engine (libtorch) owns.
+     * Returns a 0-d array holding {@code value}, with {@code like}'s data type, device and manager,
+     * in storage that the engine (libtorch) owns.
      *
      * <p>Use it instead of DJL's {@code mul(Number)}, {@code div(Number)}, {@code pow(Number)},
      * {@code maximum(Number)} ... on arrays in the autograd graph. DJL 0.36 implements those by
      * making the scalar from Java data (an array over a direct {@code ByteBuffer}) and closing it
      * right after the operation, while autograd keeps that scalar for the backward pass (the
      * derivative of {@code x * c} is {@code c}). Once the garbage collector frees the buffer, the
-     * backward reads freed memory: gradients come out zero or garbage, depending on GC timing
-     * (seen as sporadic, unreproducible divergence of training runs). The same holds for any array
-     * made from Java data and closed while the graph still uses it.
+     * backward reads freed memory: gradients come out zero or garbage, depending on GC timing (seen
+     * as sporadic, unreproducible divergence of training runs). The same holds for any array made
+     * from Java data and closed while the graph still uses it.
      *
      * @param like gives data type, device and manager
      * @param value the value

@@ -134,8 +134,13 @@ public final class Tape implements AutoCloseable {
             NDList inputGrads = e.vjp.apply(grads);
             if (inputGrads.size() != e.inputs.size()) {
                 throw new IllegalStateException(
-                        "tape entry " + i + ": vjp returned " + inputGrads.size()
-                                + " gradients for " + e.inputs.size() + " inputs");
+                        "tape entry "
+                                + i
+                                + ": vjp returned "
+                                + inputGrads.size()
+                                + " gradients for "
+                                + e.inputs.size()
+                                + " inputs");
             }
             push(e.inputs, inputGrads);
         }
@@ -157,7 +162,9 @@ public final class Tape implements AutoCloseable {
             }
             if (!x.getShape().equals(g.getShape())) {
                 throw new IllegalStateException(
-                        "gradient of shape " + g.getShape() + " for an array of shape "
+                        "gradient of shape "
+                                + g.getShape()
+                                + " for an array of shape "
                                 + x.getShape());
             }
             xs.add(x);
@@ -189,9 +196,7 @@ public final class Tape implements AutoCloseable {
         }
     }
 
-    /**
-     * Drops the entries and closes the kept resources; the arrays belong to their managers.
-     */
+    /** Drops the entries and closes the kept resources; the arrays belong to their managers. */
     @Override
     public void close() {
         if (closed) {

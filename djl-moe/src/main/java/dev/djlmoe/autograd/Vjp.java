@@ -9,8 +9,8 @@ import ai.djl.ndarray.NDList;
  * The vector-Jacobian product of an operation recorded on a {@link Tape}.
  *
  * <p>Given the gradients of the operation's recorded outputs (one per output, never null: outputs
- * that received no gradient get zeros), returns one gradient per recorded input, in order; an
- * entry may be {@code null} when that input gets no gradient.
+ * that received no gradient get zeros), returns one gradient per recorded input, in order; an entry
+ * may be {@code null} when that input gets no gradient.
  */
 @FunctionalInterface
 public interface Vjp {

@@ -14,8 +14,8 @@ import org.bytedeco.javacpp.Pointer;
  * Reads the data address of an NDArray without copying (the memory contract with DJL).
  *
  * <p>CPU: {@code toByteBuffer(true)} aliases the storage of a contiguous CPU tensor; for a
- * non-contiguous one DJL first makes a contiguous copy owned by the same manager, so the address
- * is never a mis-read of strided memory.
+ * non-contiguous one DJL first makes a contiguous copy owned by the same manager, so the address is
+ * never a mis-read of strided memory.
  *
  * <p>GPU: {@link #gpuAddress} is the device address of the tensor's storage, read through libtorch
  * (no copy); it refuses a non-contiguous array, which {@link #contiguous} turns into a contiguous
@@ -54,8 +54,13 @@ public final class NativeMemory {
         ByteBuffer buf = array.toByteBuffer(true);
         if (!buf.isDirect() || buf.capacity() < bytes) {
             throw new IllegalStateException(
-                    "argument '" + name + "': DJL did not expose a direct buffer of " + bytes
-                            + " bytes (got " + buf.capacity() + ")");
+                    "argument '"
+                            + name
+                            + "': DJL did not expose a direct buffer of "
+                            + bytes
+                            + " bytes (got "
+                            + buf.capacity()
+                            + ")");
         }
         try (Pointer p = new Pointer(buf)) {
             return p.address() + buf.position();
@@ -63,11 +68,11 @@ public final class NativeMemory {
     }
 
     /**
-     * Returns the address of an output array's own storage, after the checks of {@link
-     * #address}: native writes there must reach the array. DJL hands out a private copy of a
-     * non-contiguous array's data, so one bit of the first element is flipped through one view of
-     * the data and looked for through another (only the tensor's own storage shows it; a copy
-     * starts from the original), then put back.
+     * Returns the address of an output array's own storage, after the checks of {@link #address}:
+     * native writes there must reach the array. DJL hands out a private copy of a non-contiguous
+     * array's data, so one bit of the first element is flipped through one view of the data and
+     * looked for through another (only the tensor's own storage shows it; a copy starts from the
+     * original), then put back.
      *
      * @param array the array native code will write
      * @param name the argument name, for error messages
@@ -89,7 +94,10 @@ public final class NativeMemory {
         first.putInt(first.position(), bits);
         if (!own) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' with shape " + array.getShape()
+                    "argument '"
+                            + name
+                            + "' with shape "
+                            + array.getShape()
                             + " is not contiguous: native code would write into a copy (pass a"
                             + " contiguous array, e.g. one returned by an earlier call)");
         }
@@ -110,8 +118,15 @@ public final class NativeMemory {
         Device d = array.getDevice();
         if (!sameDevice(d, device)) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' is on device " + d + " but " + reference + " is on "
-                            + device + ": every array of one call must be on the same device"
+                    "argument '"
+                            + name
+                            + "' is on device "
+                            + d
+                            + " but "
+                            + reference
+                            + " is on "
+                            + device
+                            + ": every array of one call must be on the same device"
                             + " (CPU arrays run on the CPU engine, GPU arrays on the CUDA"
                             + " plug-in)");
         }
@@ -133,9 +148,9 @@ public final class NativeMemory {
     }
 
     /**
-     * Returns the array itself when its tensor is contiguous, else a contiguous copy on its
-     * device, attached to its manager (close it once native code is done with it). Works for
-     * arrays of DJL's PyTorch engine on any device.
+     * Returns the array itself when its tensor is contiguous, else a contiguous copy on its device,
+     * attached to its manager (close it once native code is done with it). Works for arrays of
+     * DJL's PyTorch engine on any device.
      *
      * @param array the array
      * @param name the argument name, for error messages
@@ -149,8 +164,8 @@ public final class NativeMemory {
     }
 
     /**
-     * Returns the device address of a contiguous GPU array's storage (no copy), after checking
-     * its device and dtype. The array's own storage is what native code reads and writes, so the
+     * Returns the device address of a contiguous GPU array's storage (no copy), after checking its
+     * device and dtype. The array's own storage is what native code reads and writes, so the
      * address serves inputs and outputs alike; a non-contiguous array is refused (pass an input
      * through {@link #contiguous} first).
      *
@@ -169,7 +184,12 @@ public final class NativeMemory {
         }
         if (!TorchMemory.isContiguous(array, name)) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' with shape " + array.getShape() + " on " + device
+                    "argument '"
+                            + name
+                            + "' with shape "
+                            + array.getShape()
+                            + " on "
+                            + device
                             + " is not contiguous: native code reads and writes an array's own"
                             + " row-major storage (pass a contiguous array, e.g. one returned by"
                             + " an earlier call)");
@@ -194,7 +214,11 @@ public final class NativeMemory {
         checkDevice(array, name, device, "the call");
         if (array.getDataType() != dtype) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' has dtype " + array.getDataType() + ", expected "
+                    "argument '"
+                            + name
+                            + "' has dtype "
+                            + array.getDataType()
+                            + ", expected "
                             + dtype);
         }
     }
@@ -209,7 +233,10 @@ public final class NativeMemory {
         Device device = array.getDevice();
         if (!Device.Type.CPU.equals(device.getDeviceType())) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' is on device " + device
+                    "argument '"
+                            + name
+                            + "' is on device "
+                            + device
                             + "; the cpu-shm and loopback transports take CPU tensors");
         }
     }

@@ -20,8 +20,8 @@ import org.bytedeco.javacpp.LongPointer;
 
 /**
  * The libtorch side of the memory contract for arrays of DJL's PyTorch engine on any device: the
- * data address of a tensor's storage (a device address on a GPU) without a copy, whether the
- * tensor is contiguous, a contiguous copy, and an empty array on a given device.
+ * data address of a tensor's storage (a device address on a GPU) without a copy, whether the tensor
+ * is contiguous, a contiguous copy, and an empty array on a given device.
  *
  * <p>DJL 0.36 has no public contiguity test; its package-private {@code
  * ai.djl.pytorch.jni.PyTorchLibrary} has one ({@code torchIsContiguous}, {@code
@@ -64,8 +64,8 @@ public final class TorchMemory {
     }
 
     /**
-     * Returns the address of the first element of the array's data (device memory for a GPU
-     * array), without a copy and without checking contiguity.
+     * Returns the address of the first element of the array's data (device memory for a GPU array),
+     * without a copy and without checking contiguity.
      *
      * @param array the array, of DJL's PyTorch engine
      * @param name the argument name, for error messages
@@ -89,7 +89,10 @@ public final class TorchMemory {
             long address = out.get();
             if (address == 0) {
                 throw new IllegalStateException(
-                        "argument '" + name + "' with shape " + array.getShape()
+                        "argument '"
+                                + name
+                                + "' with shape "
+                                + array.getShape()
                                 + ": libtorch returned a null data address");
             }
             return address;
@@ -98,8 +101,7 @@ public final class TorchMemory {
 
     /**
      * Allocates an uninitialised array on a device, attached to {@code manager} whatever the
-     * manager's own device is (an array moved to a GPU with {@code toDevice} keeps a CPU
-     * manager).
+     * manager's own device is (an array moved to a GPU with {@code toDevice} keeps a CPU manager).
      *
      * @param manager the manager that owns the new array
      * @param shape the shape
@@ -121,7 +123,10 @@ public final class TorchMemory {
     private static PtNDArray pytorch(NDArray array, String name) {
         if (!(array instanceof PtNDArray)) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' is a " + array.getClass().getName()
+                    "argument '"
+                            + name
+                            + "' is a "
+                            + array.getClass().getName()
                             + "; arrays passed to native code must come from DJL's PyTorch"
                             + " engine");
         }
@@ -146,7 +151,10 @@ public final class TorchMemory {
                 return NativeEp.NEP_TORCH_BOOL;
             default:
                 throw new IllegalArgumentException(
-                        "argument '" + name + "' has dtype " + dtype
+                        "argument '"
+                                + name
+                                + "' has dtype "
+                                + dtype
                                 + ", which has no native element type (float32, float16,"
                                 + " float64, int64, int32, uint8, boolean)");
         }
@@ -171,9 +179,14 @@ public final class TorchMemory {
 
     private static IllegalStateException unavailable(String member, Throwable cause) {
         return new IllegalStateException(
-                "cannot reach " + LIBRARY + "." + member + " of DJL's PyTorch engine through"
+                "cannot reach "
+                        + LIBRARY
+                        + "."
+                        + member
+                        + " of DJL's PyTorch engine through"
                         + " reflection (DJL 0.36 is expected); without it a GPU array's"
-                        + " contiguity cannot be checked: " + cause,
+                        + " contiguity cannot be checked: "
+                        + cause,
                 cause);
     }
 

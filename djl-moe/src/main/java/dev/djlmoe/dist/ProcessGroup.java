@@ -51,16 +51,16 @@ public interface ProcessGroup extends AutoCloseable {
     NativeEp.nep_comm comm();
 
     /**
-     * Sums a float32 or float64 array over all ranks, in place, in rank order (deterministic); a GPU
-     * array is summed through host memory.
+     * Sums a float32 or float64 array over all ranks, in place, in rank order (deterministic); a
+     * GPU array is summed through host memory.
      *
      * @param array the array, the same shape on every rank
      */
     void allReduceSum(NDArray array);
 
     /**
-     * Gathers the same number of bytes from every rank, in rank order (collective). Meant for
-     * small bootstrap exchanges, such as the connection blobs of the CUDA EP buffer.
+     * Gathers the same number of bytes from every rank, in rank order (collective). Meant for small
+     * bootstrap exchanges, such as the connection blobs of the CUDA EP buffer.
      *
      * @param mine this rank's bytes, of the same length on every rank
      * @return {@code worldSize() * mine.length} bytes, rank r's at offset {@code r * mine.length}
@@ -69,9 +69,7 @@ public interface ProcessGroup extends AutoCloseable {
      */
     byte[] allGather(byte[] mine);
 
-    /**
-     * Blocks until every rank has arrived.
-     */
+    /** Blocks until every rank has arrived. */
     void barrier();
 
     /** Releases the communicator. */

@@ -42,7 +42,8 @@ public final class ProcessGroups {
             }
             return t;
         } catch (NumberFormatException e) {
-            throw new IllegalArgumentException("DJL_MOE_TIMEOUT_MS = '" + v + "' is not a number", e);
+            throw new IllegalArgumentException(
+                    "DJL_MOE_TIMEOUT_MS = '" + v + "' is not a number", e);
         }
     }
 }

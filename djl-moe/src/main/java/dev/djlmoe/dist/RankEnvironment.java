@@ -79,7 +79,14 @@ public record RankEnvironment(
         }
         if (x < min || x > max) {
             throw new IllegalArgumentException(
-                    "environment variable " + name + " = " + x + " is outside [" + min + ", " + max
+                    "environment variable "
+                            + name
+                            + " = "
+                            + x
+                            + " is outside ["
+                            + min
+                            + ", "
+                            + max
                             + "]");
         }
         return x;

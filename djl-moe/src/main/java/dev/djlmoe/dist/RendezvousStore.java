@@ -33,7 +33,8 @@ public final class RendezvousStore implements AutoCloseable {
      * @param timeoutMillis how long to keep trying to connect
      * @return the client
      */
-    public static RendezvousStore connect(String host, int port, String jobToken, long timeoutMillis) {
+    public static RendezvousStore connect(
+            String host, int port, String jobToken, long timeoutMillis) {
         try (NativeCall call = new NativeCall();
                 PointerPointer<NativeEp.nep_store> out = new PointerPointer<>(1)) {
             call.check(

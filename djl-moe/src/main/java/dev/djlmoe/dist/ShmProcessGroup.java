@@ -105,18 +105,26 @@ public final class ShmProcessGroup implements ProcessGroup {
             if (t == DataType.FLOAT32) {
                 call.check(
                         NativeEp.nep_all_reduce_sum_f32(
-                                comm(), NativeMemory.address(array, "array", t), n, call.err(),
+                                comm(),
+                                NativeMemory.address(array, "array", t),
+                                n,
+                                call.err(),
                                 call.cap()),
                         "all-reduce");
             } else if (t == DataType.FLOAT64) {
                 call.check(
                         NativeEp.nep_all_reduce_sum_f64(
-                                comm(), NativeMemory.address(array, "array", t), n, call.err(),
+                                comm(),
+                                NativeMemory.address(array, "array", t),
+                                n,
+                                call.err(),
                                 call.cap()),
                         "all-reduce");
             } else {
                 throw new IllegalArgumentException(
-                        "argument 'array' has dtype " + t + "; all-reduce takes float32 or float64");
+                        "argument 'array' has dtype "
+                                + t
+                                + "; all-reduce takes float32 or float64");
             }
         }
     }
@@ -134,7 +142,11 @@ public final class ShmProcessGroup implements ProcessGroup {
             in.put(mine);
             call.check(
                     NativeEp.nep_all_gather(
-                            comm(), in.address(), mine.length, out.address(), call.err(),
+                            comm(),
+                            in.address(),
+                            mine.length,
+                            out.address(),
+                            call.err(),
                             call.cap()),
                     "rank " + rank() + " all-gather of " + mine.length + " bytes");
             out.get(all);

@@ -11,8 +11,8 @@ import org.bytedeco.javacpp.PointerPointer;
  * The rendezvous key-value store, served by rank 0 for the whole job on the address it is given
  * (loopback for one host). It accepts only peers that present the job token and bounds message
  * sizes. It refuses to start on an address other than loopback with an empty token, and bounds
- * handshakes: a peer must present the token within 10 s of connecting, and at most 64 peers may
- * be waiting to do so (the oldest is closed first), so idle connections cannot crowd out ranks.
+ * handshakes: a peer must present the token within 10 s of connecting, and at most 64 peers may be
+ * waiting to do so (the oldest is closed first), so idle connections cannot crowd out ranks.
  */
 public final class StoreServer implements AutoCloseable {
 
@@ -36,7 +36,8 @@ public final class StoreServer implements AutoCloseable {
         try (NativeCall call = new NativeCall();
                 PointerPointer<NativeEp.nep_store_server> out = new PointerPointer<>(1)) {
             call.check(
-                    NativeEp.nep_store_server_create(host, port, jobToken, out, call.err(), call.cap()),
+                    NativeEp.nep_store_server_create(
+                            host, port, jobToken, out, call.err(), call.cap()),
                     "store server " + host + ":" + port);
             return new StoreServer(new NativeEp.nep_store_server(out.get(0)));
         }

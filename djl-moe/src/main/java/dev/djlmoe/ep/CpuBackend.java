@@ -48,8 +48,7 @@ final class CpuBackend implements EpBackend {
                             NativeMemory.address(tokensPerRank, "tokens_per_rank", DataType.INT32),
                             NativeMemory.address(
                                     tokensPerExpert, "tokens_per_expert", DataType.INT32),
-                            NativeMemory.address(
-                                    isTokenInRank, "is_token_in_rank", DataType.UINT8),
+                            NativeMemory.address(isTokenInRank, "is_token_in_rank", DataType.UINT8),
                             call.err(),
                             call.cap()),
                     "layout");

@@ -19,14 +19,14 @@ import java.util.Set;
 
 /**
  * The CUDA plug-in behind {@link EpBuffer}: arrays on one GPU, passed by the device addresses of
- * their storage, over a {@link CudaEpBuffer} connected through cuda-ipc (the ranks of one host)
- * or NCCL (several hosts). Made by {@link CudaConnector}.
+ * their storage, over a {@link CudaEpBuffer} connected through cuda-ipc (the ranks of one host) or
+ * NCCL (several hosts). Made by {@link CudaConnector}.
  *
  * <p>Every call is enqueued on the legacy default stream, the one libtorch uses, so DJL's
  * operations and the EP kernels stay ordered without any host synchronisation; the notify step
  * waits for the GPU because the host must learn how many rows arrive. Dispatch and combine are
- * asynchronous: a failure on the device is reported by the next call or by {@link
- * #synchronize()}. Tensors stay float32 ({@code NEP_DTYPE_FP32}); the wire format is separate.
+ * asynchronous: a failure on the device is reported by the next call or by {@link #synchronize()}.
+ * Tensors stay float32 ({@code NEP_DTYPE_FP32}); the wire format is separate.
  */
 final class CudaBackend implements EpBackend {
 
@@ -81,13 +81,20 @@ final class CudaBackend implements EpBackend {
     static void checkHidden(long hidden, WireFormat wire) {
         if (hidden % 8 != 0) {
             throw new IllegalArgumentException(
-                    "hidden size " + hidden + " is not a multiple of 8, which a GPU row needs"
+                    "hidden size "
+                            + hidden
+                            + " is not a multiple of 8, which a GPU row needs"
                             + " (16-byte rows of bf16)");
         }
         if (wire.blockSize() > 1 && hidden % wire.blockSize() != 0) {
             throw new IllegalArgumentException(
-                    "hidden size " + hidden + " is not a multiple of " + wire.blockSize()
-                            + ", which the " + wire + " wire needs on a GPU (whole scaling blocks;"
+                    "hidden size "
+                            + hidden
+                            + " is not a multiple of "
+                            + wire.blockSize()
+                            + ", which the "
+                            + wire
+                            + " wire needs on a GPU (whole scaling blocks;"
                             + " the CPU engine also takes a partial last block)");
         }
     }
@@ -183,7 +190,9 @@ final class CudaBackend implements EpBackend {
     public void checkCombineWire(WireFormat wire) {
         if (wire != WireFormat.FP32 && wire != WireFormat.BF16) {
             throw new IllegalArgumentException(
-                    "argument 'wire' = " + wire + ": combine on a GPU (CUDA plug-in) supports the"
+                    "argument 'wire' = "
+                            + wire
+                            + ": combine on a GPU (CUDA plug-in) supports the"
                             + " FP32 and BF16 wires only; FP8 and MXFP8 combine run on the CPU"
                             + " engine (CPU arrays)");
         }
@@ -254,7 +263,8 @@ final class CudaBackend implements EpBackend {
      */
     static RuntimeException translate(CudaEpException e, int rank, Device device) {
         RuntimeException t =
-                NativeCall.exception(e.status(), "rank " + rank + " (" + device + "), " + e.getMessage());
+                NativeCall.exception(
+                        e.status(), "rank " + rank + " (" + device + "), " + e.getMessage());
         t.initCause(e);
         return t;
     }
@@ -276,8 +286,8 @@ final class CudaBackend implements EpBackend {
     }
 
     /**
-     * Releases every routing still open (the plug-in frees a handle through its buffer), waits
-     * for the other ranks (no peer may still be using this rank's memory), then the buffer. With
+     * Releases every routing still open (the plug-in frees a handle through its buffer), waits for
+     * the other ranks (no peer may still be using this rank's memory), then the buffer. With
      * several ranks this is collective; a failed barrier (a peer that died) still releases the
      * buffer, then is thrown.
      */

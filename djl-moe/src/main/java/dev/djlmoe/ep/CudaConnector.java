@@ -155,11 +155,15 @@ final class CudaConnector {
                             public CudaLowLatencyBuffer create() {
                                 if (group.localWorldSize() < world) {
                                     throw new IllegalArgumentException(
-                                            "argument '" + argument + "' is on device " + device
+                                            "argument '"
+                                                    + argument
+                                                    + "' is on device "
+                                                    + device
                                                     + ": the low-latency mode on GPUs joins the"
                                                     + " ranks of one host (cuda-ipc), but"
                                                     + " LOCAL_WORLD_SIZE = "
-                                                    + group.localWorldSize() + " < WORLD_SIZE = "
+                                                    + group.localWorldSize()
+                                                    + " < WORLD_SIZE = "
                                                     + world);
                                 }
                                 return CudaLowLatencyBuffer.create(
@@ -263,14 +267,25 @@ final class CudaConnector {
             count = CudaEpBuffer.deviceCount();
         } catch (LinkageError e) {
             throw new IllegalStateException(
-                    "argument '" + argument + "' is on device " + device + ", but the CUDA"
-                            + " plug-in (libnativeep_cuda.so) cannot be loaded: " + e.getMessage(),
+                    "argument '"
+                            + argument
+                            + "' is on device "
+                            + device
+                            + ", but the CUDA"
+                            + " plug-in (libnativeep_cuda.so) cannot be loaded: "
+                            + e.getMessage(),
                     e);
         }
         if (device.getDeviceId() < 0 || device.getDeviceId() >= count) {
             throw new IllegalArgumentException(
-                    "argument '" + argument + "' is on device " + device + ", but the CUDA"
-                            + " plug-in sees " + count + " GPU(s) (no driver, a build without"
+                    "argument '"
+                            + argument
+                            + "' is on device "
+                            + device
+                            + ", but the CUDA"
+                            + " plug-in sees "
+                            + count
+                            + " GPU(s) (no driver, a build without"
                             + " CUDA, or CUDA_VISIBLE_DEVICES): pass CPU arrays to run on the"
                             + " CPU engine");
         }
@@ -283,8 +298,12 @@ final class CudaConnector {
         }
         if (numSms > deviceSms) {
             throw new IllegalArgumentException(
-                    "num_sms = " + numSms + " (EpBuffer.Builder.optNumSms) exceeds the "
-                            + deviceSms + " SMs of " + device);
+                    "num_sms = "
+                            + numSms
+                            + " (EpBuffer.Builder.optNumSms) exceeds the "
+                            + deviceSms
+                            + " SMs of "
+                            + device);
         }
         return numSms;
     }
@@ -297,7 +316,13 @@ final class CudaConnector {
             RuntimeException t =
                     NativeCall.exception(
                             c.status(),
-                            "rank " + group.rank() + " (" + device + "), " + step + ": "
+                            "rank "
+                                    + group.rank()
+                                    + " ("
+                                    + device
+                                    + "), "
+                                    + step
+                                    + ": "
                                     + c.getMessage());
             t.initCause(c);
             return t;
@@ -310,11 +335,12 @@ final class CudaConnector {
         int status = NativeEp.NEP_OK;
         byte[] body = payload;
         if (failure != null) {
-            status = failure instanceof EpException
-                    ? ((EpException) failure).getStatus()
-                    : failure instanceof IllegalArgumentException
-                            ? NativeEp.NEP_ERR_INVALID_ARGUMENT
-                            : NativeEp.NEP_ERR_INTERNAL;
+            status =
+                    failure instanceof EpException
+                            ? ((EpException) failure).getStatus()
+                            : failure instanceof IllegalArgumentException
+                                    ? NativeEp.NEP_ERR_INVALID_ARGUMENT
+                                    : NativeEp.NEP_ERR_INTERNAL;
             String m = String.valueOf(failure.getMessage());
             body = m.getBytes(StandardCharsets.UTF_8);
             if (status == NativeEp.NEP_OK) {
@@ -350,8 +376,18 @@ final class CudaConnector {
                 String message = new String(payloadOf(records[r]), StandardCharsets.UTF_8);
                 throw new EpPeerException(
                         NativeEp.NEP_ERR_PEER,
-                        "rank " + rank + " (" + device + "), " + step + ": rank " + r
-                                + " failed (status " + status + "): " + message);
+                        "rank "
+                                + rank
+                                + " ("
+                                + device
+                                + "), "
+                                + step
+                                + ": rank "
+                                + r
+                                + " failed (status "
+                                + status
+                                + "): "
+                                + message);
             }
         }
     }

@@ -48,8 +48,8 @@ final class CudaLowLatencyBackend {
     }
 
     /**
-     * Enqueues the send phase of a dispatch; the op's receive allocates the outputs on the GPU
-     * with {@code x}'s manager.
+     * Enqueues the send phase of a dispatch; the op's receive allocates the outputs on the GPU with
+     * {@code x}'s manager.
      *
      * @param owner the facade, owner of the handle the receive makes
      * @param x {@code [T, H]} float32
@@ -135,14 +135,21 @@ final class CudaLowLatencyBackend {
                 new CudaLowLatencyRouting(h, recvCount.duplicate(), srcInfo, range);
         LowLatencyHandle handle =
                 new LowLatencyHandle(
-                        owner, device, tokens, topk, el, w, owner.maxTokensPerRank(),
-                        owner.hidden(), routing);
+                        owner,
+                        device,
+                        tokens,
+                        topk,
+                        el,
+                        w,
+                        owner.maxTokensPerRank(),
+                        owner.hidden(),
+                        routing);
         return new LowLatencyDispatch(recvX, recvCount, handle);
     }
 
     /**
-     * Enqueues the send phase of a combine; {@code topkIdx} and {@code topkWeights} are read by
-     * the receive, so they (or their contiguous copies) are kept until the op is released.
+     * Enqueues the send phase of a combine; {@code topkIdx} and {@code topkWeights} are read by the
+     * receive, so they (or their contiguous copies) are kept until the op is released.
      *
      * @param routing the dispatch's routing
      * @param y {@code [E/W, W * Tm, H]} float32

@@ -9,9 +9,9 @@ import dev.djlmoe.nativeep.cuda.CudaLowLatencyBuffer;
 /**
  * The CUDA plug-in's routing of one low-latency dispatch: the plug-in's handle, and the counts,
  * source tokens and per-rank ranges its receive wrote into device arrays (copied to the host on
- * request). The plug-in's handle is valid until a later dispatch send reuses its half of the
- * buffer (two dispatches later when every call is a dispatch); a combine with a stale handle is
- * refused with the calls named.
+ * request). The plug-in's handle is valid until a later dispatch send reuses its half of the buffer
+ * (two dispatches later when every call is a dispatch); a combine with a stale handle is refused
+ * with the calls named.
  */
 final class CudaLowLatencyRouting implements LowLatencyRouting {
 

@@ -8,9 +8,9 @@ import ai.djl.ndarray.NDList;
 import dev.djlmoe.autograd.Tape;
 
 /**
- * Dispatch and combine as differentiable operations on a {@link Tape}, using their duality:
- * the backward of dispatch is a combine of the gradients (the routing weights' gradient included)
- * and the backward of combine is a cached dispatch with the same handle.
+ * Dispatch and combine as differentiable operations on a {@link Tape}, using their duality: the
+ * backward of dispatch is a combine of the gradients (the routing weights' gradient included) and
+ * the backward of combine is a cached dispatch with the same handle.
  */
 public final class EpAutograd {
 
@@ -29,8 +29,8 @@ public final class EpAutograd {
      * @param expertAlignment per-expert count padding
      * @param wire forward wire format
      * @param backwardWire wire format of the gradients' combine
-     * @return the dispatch result; its handle is owned by the tape when one is given, otherwise
-     *     by the caller
+     * @return the dispatch result; its handle is owned by the tape when one is given, otherwise by
+     *     the caller
      */
     public static DispatchResult dispatch(
             Tape tape,
@@ -62,11 +62,7 @@ public final class EpAutograd {
                             return new NDList(c.out(), c.outWeights());
                         });
         return new DispatchResult(
-                leaves.get(0),
-                d.recvTopkIdx(),
-                leaves.get(1),
-                d.recvTokensPerExpert(),
-                handle);
+                leaves.get(0), d.recvTopkIdx(), leaves.get(1), d.recvTokensPerExpert(), handle);
     }
 
     /**

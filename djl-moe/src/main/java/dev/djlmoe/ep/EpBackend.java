@@ -13,8 +13,8 @@ import dev.djlmoe.core.NativeCall;
  *
  * <p>{@link EpBuffer} checks every argument (shapes, dtypes, devices, handle ownership) and
  * allocates the outputs on the backend's device before it calls a backend; a backend turns the
- * arrays into native addresses, runs the native call and turns a native failure into the
- * exception of its status ({@link NativeCall#exception}). Arrays that may be null are optional.
+ * arrays into native addresses, runs the native call and turns a native failure into the exception
+ * of its status ({@link NativeCall#exception}). Arrays that may be null are optional.
  */
 interface EpBackend extends AutoCloseable {
 

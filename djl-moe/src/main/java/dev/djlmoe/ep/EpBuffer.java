@@ -21,9 +21,9 @@ import java.time.Duration;
 /**
  * The Java face of expert-parallel dispatch and combine, with DeepEP's normal-mode semantics.
  *
- * <p>Per rank: {@code x [T, H]} float32, {@code topk_idx [T, K]} int64 with {@code -1} for an
- * empty slot, {@code topk_weights [T, K]} float32; {@code E} experts split in contiguous blocks of
- * {@code E / W} over the {@code W} ranks of the process group.
+ * <p>Per rank: {@code x [T, H]} float32, {@code topk_idx [T, K]} int64 with {@code -1} for an empty
+ * slot, {@code topk_weights [T, K]} float32; {@code E} experts split in contiguous blocks of {@code
+ * E / W} over the {@code W} ranks of the process group.
  *
  * <ul>
  *   <li>{@link #layout}: tokens per rank (a token counts once per rank), tokens per expert,
@@ -38,32 +38,32 @@ import java.time.Duration;
  * {@code Buffer} picks its path: CPU arrays run on the CPU engine (loopback or cpu-shm over the
  * process group's communicator); GPU arrays run on the CUDA plug-in (cuda-ipc between the GPUs of
  * one host, NCCL when {@code LOCAL_WORLD_SIZE < WORLD_SIZE}). Every array of one call must be on
- * the same device, and a handle serves arrays on the device of the dispatch that made it. The
- * CUDA buffer is created on the GPU of the arrays at the first GPU call and connected through the
+ * the same device, and a handle serves arrays on the device of the dispatch that made it. The CUDA
+ * buffer is created on the GPU of the arrays at the first GPU call and connected through the
  * process group ({@link ProcessGroup#allGather}); that first call is collective whatever it is
  * (every rank makes its first GPU call together), and one buffer drives one GPU. GPU work goes on
  * the legacy default stream, the one libtorch uses, so DJL's operations and the EP kernels stay
  * ordered; dispatch and combine on a GPU are asynchronous (a failure on the device is reported by
  * the next call or by {@link #synchronize()}), while notify waits for the GPU since the host must
- * learn how many rows arrive, and {@link #layout} waits so that a bad index is reported by it. On
- * a GPU, combine takes the {@link WireFormat#FP32} and {@link WireFormat#BF16} wires only.
+ * learn how many rows arrive, and {@link #layout} waits so that a bad index is reported by it. On a
+ * GPU, combine takes the {@link WireFormat#FP32} and {@link WireFormat#BF16} wires only.
  *
  * <p>Every argument is checked (shape, dtype, device, index range) before native code runs; bad
- * input raises {@link IllegalArgumentException} naming the argument, the value and the limit.
- * Both backends raise the same exceptions for the same native status ({@link EpTimeoutException},
- * {@link EpPeerException}, {@link EpException}). Inputs are read in place (a non-contiguous array
- * is made contiguous first); outputs are ordinary NDArrays allocated on the input's device,
- * attached to the input's {@link NDManager} and written in place; cached dispatch and combine also
- * take a caller's output array to reuse ({@link #dispatch(NDArray, EpHandle, WireFormat,
- * NDArray)}, {@link #combine(NDArray, EpHandle, WireFormat, NDArray)}), which spares the page
- * faults (or allocations) of a fresh large output. Dispatch and combine are collective: every rank
- * of the group calls them in the same order.
+ * input raises {@link IllegalArgumentException} naming the argument, the value and the limit. Both
+ * backends raise the same exceptions for the same native status ({@link EpTimeoutException}, {@link
+ * EpPeerException}, {@link EpException}). Inputs are read in place (a non-contiguous array is made
+ * contiguous first); outputs are ordinary NDArrays allocated on the input's device, attached to the
+ * input's {@link NDManager} and written in place; cached dispatch and combine also take a caller's
+ * output array to reuse ({@link #dispatch(NDArray, EpHandle, WireFormat, NDArray)}, {@link
+ * #combine(NDArray, EpHandle, WireFormat, NDArray)}), which spares the page faults (or allocations)
+ * of a fresh large output. Dispatch and combine are collective: every rank of the group calls them
+ * in the same order.
  *
- * <p>Non-finite values are not looked for here: that would be one more pass over every {@code
- * [T, H]} element of every call. They travel as they are on the FP32 and BF16 wires and become NaN
- * on the FP8 and MXFP8 wires (e4m3 has no infinity) without spoiling the rest of their scaling
- * block. Training detects them where it costs nothing: {@code EpTrainer} refuses a step whose
- * global gradient norm is not finite, before the optimizer runs.
+ * <p>Non-finite values are not looked for here: that would be one more pass over every {@code [T,
+ * H]} element of every call. They travel as they are on the FP32 and BF16 wires and become NaN on
+ * the FP8 and MXFP8 wires (e4m3 has no infinity) without spoiling the rest of their scaling block.
+ * Training detects them where it costs nothing: {@code EpTrainer} refuses a step whose global
+ * gradient norm is not finite, before the optimizer runs.
  */
 public final class EpBuffer implements AutoCloseable {
 
@@ -97,8 +97,8 @@ public final class EpBuffer implements AutoCloseable {
     }
 
     /**
-     * Creates a buffer over a process group with the default settings. The group stays owned by
-     * the caller.
+     * Creates a buffer over a process group with the default settings. The group stays owned by the
+     * caller.
      *
      * @param group the ranks of the EP job
      * @return the buffer
@@ -194,9 +194,9 @@ public final class EpBuffer implements AutoCloseable {
     }
 
     /**
-     * Computes where this rank's tokens go. On a GPU this waits for the device (so that a bad
-     * index is reported here); it does not communicate, but a first GPU call creates the CUDA
-     * buffer, which is collective.
+     * Computes where this rank's tokens go. On a GPU this waits for the device (so that a bad index
+     * is reported here); it does not communicate, but a first GPU call creates the CUDA buffer,
+     * which is collective.
      *
      * @param topkIdx {@code [T, K]} int64 expert ids in {@code [-1, E)}
      * @param numExperts E, a positive multiple of the world size
@@ -257,8 +257,7 @@ public final class EpBuffer implements AutoCloseable {
      * @param numExperts E
      * @param expertAlignment per-expert padding of the received counts (>= 1)
      * @param wire the format rows travel in
-     * @return the received rows, local top-k, weights, counts and the handle (owned by the
-     *     caller)
+     * @return the received rows, local top-k, weights, counts and the handle (owned by the caller)
      */
     public DispatchResult dispatch(
             NDArray x,
@@ -277,8 +276,13 @@ public final class EpBuffer implements AutoCloseable {
             long[] ws = checkMatrix(topkWeights, "topk_weights", DataType.FLOAT32);
             if (ws[0] != tk[0] || ws[1] != tk[1]) {
                 throw new IllegalArgumentException(
-                        "argument 'topk_weights' has shape " + topkWeights.getShape()
-                                + ", expected (" + tk[0] + ", " + tk[1] + ") like topk_idx");
+                        "argument 'topk_weights' has shape "
+                                + topkWeights.getShape()
+                                + ", expected ("
+                                + tk[0]
+                                + ", "
+                                + tk[1]
+                                + ") like topk_idx");
             }
             NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'x'");
         }
@@ -295,8 +299,8 @@ public final class EpBuffer implements AutoCloseable {
     }
 
     /**
-     * Cached dispatch: moves another {@code [T, H]} tensor along the routing of an earlier
-     * dispatch (how the backward of combine runs). Collective.
+     * Cached dispatch: moves another {@code [T, H]} tensor along the routing of an earlier dispatch
+     * (how the backward of combine runs). Collective.
      *
      * @param x {@code [T, H]} float32 with T equal to the handle's, on the handle's device
      * @param handle the routing from an earlier dispatch of this buffer
@@ -352,8 +356,11 @@ public final class EpBuffer implements AutoCloseable {
         NativeMemory.checkDevice(x, "x", device, "'handle' (its dispatch)");
         if (xs[0] != handle.numTokens()) {
             throw new IllegalArgumentException(
-                    "argument 'x' has " + xs[0] + " rows but the handle routes "
-                            + handle.numTokens() + " tokens");
+                    "argument 'x' has "
+                            + xs[0]
+                            + " rows but the handle routes "
+                            + handle.numTokens()
+                            + " tokens");
         }
         long hidden = xs[1];
         checkHidden(hidden, wire, device);
@@ -410,7 +417,10 @@ public final class EpBuffer implements AutoCloseable {
         NativeMemory.checkDevice(y, "y", device, "'handle' (its dispatch)");
         if (ys[0] != handle.numRecv()) {
             throw new IllegalArgumentException(
-                    "argument 'y' has " + ys[0] + " rows, expected " + handle.numRecv()
+                    "argument 'y' has "
+                            + ys[0]
+                            + " rows, expected "
+                            + handle.numRecv()
                             + " (one per received token)");
         }
         EpBackend backend = backendFor(device, "y");
@@ -422,8 +432,13 @@ public final class EpBuffer implements AutoCloseable {
             long[] ws = checkMatrix(yWeights, "y_weights", DataType.FLOAT32);
             if (ws[0] != handle.numRecv() || ws[1] != k) {
                 throw new IllegalArgumentException(
-                        "argument 'y_weights' has shape " + yWeights.getShape() + ", expected ("
-                                + handle.numRecv() + ", " + k + ")");
+                        "argument 'y_weights' has shape "
+                                + yWeights.getShape()
+                                + ", expected ("
+                                + handle.numRecv()
+                                + ", "
+                                + k
+                                + ")");
             }
             NativeMemory.checkDevice(yWeights, "y_weights", device, "'handle' (its dispatch)");
         }
@@ -470,8 +485,8 @@ public final class EpBuffer implements AutoCloseable {
 
     /**
      * Waits for the GPU work of this buffer queued so far and reports its first failure on the
-     * device (a wait that timed out names the rank, the peer and the counter). Nothing to wait
-     * for on the CPU, where every call is synchronous.
+     * device (a wait that timed out names the rank, the peer and the counter). Nothing to wait for
+     * on the CPU, where every call is synchronous.
      */
     public void synchronize() {
         checkOpen();
@@ -487,19 +502,26 @@ public final class EpBuffer implements AutoCloseable {
         }
         if (!device.isGpu()) {
             throw new IllegalArgumentException(
-                    "argument '" + argument + "' is on device " + device + "; EpBuffer takes CPU"
+                    "argument '"
+                            + argument
+                            + "' is on device "
+                            + device
+                            + "; EpBuffer takes CPU"
                             + " arrays (CPU engine) or GPU arrays (CUDA plug-in)");
         }
         if (cuda == null) {
-            long millis =
-                    timeout != null ? timeout.toMillis() : ProcessGroups.timeoutMillis();
-            cuda =
-                    CudaConnector.connect(
-                            group, device, argument, cudaBufferBytes, numSms, millis);
+            long millis = timeout != null ? timeout.toMillis() : ProcessGroups.timeoutMillis();
+            cuda = CudaConnector.connect(group, device, argument, cudaBufferBytes, numSms, millis);
         } else if (!NativeMemory.sameDevice(cuda.device(), device)) {
             throw new IllegalArgumentException(
-                    "argument '" + argument + "' is on device " + device + " but this EpBuffer's"
-                            + " CUDA buffer is on " + cuda.device() + " (one rank drives one GPU;"
+                    "argument '"
+                            + argument
+                            + "' is on device "
+                            + device
+                            + " but this EpBuffer's"
+                            + " CUDA buffer is on "
+                            + cuda.device()
+                            + " (one rank drives one GPU;"
                             + " move the arrays there or use another EpBuffer)");
         }
         return cuda;
@@ -508,8 +530,8 @@ public final class EpBuffer implements AutoCloseable {
     /**
      * Checks a caller's output array: float32, shape {@code [rows, cols]}, on the call's device,
      * its own contiguous storage (DJL hands native code a private copy of a non-contiguous CPU
-     * array, and native code reads a GPU array's storage as row-major, so rows written there
-     * would be lost or scattered) and no overlap with the input.
+     * array, and native code reads a GPU array's storage as row-major, so rows written there would
+     * be lost or scattered) and no overlap with the input.
      */
     private static void checkOutput(
             NDArray out,
@@ -522,8 +544,15 @@ public final class EpBuffer implements AutoCloseable {
         long[] os = checkMatrix(out, name, DataType.FLOAT32);
         if (os[0] != rows || os[1] != cols) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' has shape " + out.getShape() + ", expected (" + rows
-                            + ", " + cols + ")");
+                    "argument '"
+                            + name
+                            + "' has shape "
+                            + out.getShape()
+                            + ", expected ("
+                            + rows
+                            + ", "
+                            + cols
+                            + ")");
         }
         NativeMemory.checkDevice(out, name, device, "'handle' (its dispatch)");
         NativeMemory.checkDevice(input, inputName, device, "'handle' (its dispatch)");
@@ -546,7 +575,10 @@ public final class EpBuffer implements AutoCloseable {
         long ib = input.getShape().size() * 4;
         if (i != 0 && o < i + ib && i < o + ob) {
             throw new IllegalArgumentException(
-                    "argument '" + name + "' shares memory with '" + inputName
+                    "argument '"
+                            + name
+                            + "' shares memory with '"
+                            + inputName
                             + "': the output must not overlap the input");
         }
     }
@@ -558,8 +590,10 @@ public final class EpBuffer implements AutoCloseable {
         }
         if (numExperts % worldSize != 0) {
             throw new IllegalArgumentException(
-                    "argument 'num_experts' = " + numExperts
-                            + " is not divisible by the world size " + worldSize);
+                    "argument 'num_experts' = "
+                            + numExperts
+                            + " is not divisible by the world size "
+                            + worldSize);
         }
     }
 
@@ -582,8 +616,13 @@ public final class EpBuffer implements AutoCloseable {
         }
         if (NativeEp.nep_wire_row_bytes(wire.code(), hidden) < 0) {
             throw new IllegalArgumentException(
-                    "hidden size " + hidden + " is not supported by wire format " + wire
-                            + " (scaling block of " + wire.blockSize() + " channels)");
+                    "hidden size "
+                            + hidden
+                            + " is not supported by wire format "
+                            + wire
+                            + " (scaling block of "
+                            + wire.blockSize()
+                            + " channels)");
         }
         if (device.isGpu()) {
             CudaBackend.checkHidden(hidden, wire);
@@ -620,7 +659,9 @@ public final class EpBuffer implements AutoCloseable {
         }
         if (tk[1] > numExperts) {
             throw new IllegalArgumentException(
-                    "argument 'topk_idx' has K = " + tk[1] + " columns, more than num_experts = "
+                    "argument 'topk_idx' has K = "
+                            + tk[1]
+                            + " columns, more than num_experts = "
                             + numExperts);
         }
         return tk;
@@ -634,8 +675,8 @@ public final class EpBuffer implements AutoCloseable {
 
     /**
      * Closes the buffer. Once a GPU call has created the CUDA buffer this is collective with
-     * several ranks (every rank waits for the others before the GPU memory that peers write into
-     * is freed), and it releases the GPU handles still open.
+     * several ranks (every rank waits for the others before the GPU memory that peers write into is
+     * freed), and it releases the GPU handles still open.
      */
     @Override
     public void close() {
@@ -723,29 +764,38 @@ public final class EpBuffer implements AutoCloseable {
             }
             if (cudaBufferBytes < MIN_CUDA_BUFFER_BYTES) {
                 throw new IllegalArgumentException(
-                        "EpBuffer.Builder: argument 'cudaBufferBytes' = " + cudaBufferBytes
-                                + " is below the minimum " + MIN_CUDA_BUFFER_BYTES + " (64 MiB)");
+                        "EpBuffer.Builder: argument 'cudaBufferBytes' = "
+                                + cudaBufferBytes
+                                + " is below the minimum "
+                                + MIN_CUDA_BUFFER_BYTES
+                                + " (64 MiB)");
             }
             if (numSms != null && (numSms < 1 || numSms > MAX_NUM_SMS)) {
                 throw new IllegalArgumentException(
-                        "EpBuffer.Builder: argument 'numSms' = " + numSms + " is outside [1, "
-                                + MAX_NUM_SMS + "]");
+                        "EpBuffer.Builder: argument 'numSms' = "
+                                + numSms
+                                + " is outside [1, "
+                                + MAX_NUM_SMS
+                                + "]");
             }
             if (timeout != null) {
                 if (timeout.isNegative() || timeout.isZero()) {
                     throw new IllegalArgumentException(
-                            "EpBuffer.Builder: argument 'timeout' = " + timeout
+                            "EpBuffer.Builder: argument 'timeout' = "
+                                    + timeout
                                     + " must be positive");
                 }
                 try {
                     if (timeout.toMillis() < 1) {
                         throw new IllegalArgumentException(
-                                "EpBuffer.Builder: argument 'timeout' = " + timeout
+                                "EpBuffer.Builder: argument 'timeout' = "
+                                        + timeout
                                         + " is below 1 ms");
                     }
                 } catch (ArithmeticException e) {
                     throw new IllegalArgumentException(
-                            "EpBuffer.Builder: argument 'timeout' = " + timeout
+                            "EpBuffer.Builder: argument 'timeout' = "
+                                    + timeout
                                     + " exceeds Long.MAX_VALUE ms",
                             e);
                 }

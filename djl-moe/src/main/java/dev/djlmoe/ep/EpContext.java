@@ -193,8 +193,8 @@ public final class EpContext implements AutoCloseable {
         }
 
         /**
-         * Pads each local expert's received count to a multiple of {@code alignment} (32 for
-         * MXFP8 grouped GEMMs).
+         * Pads each local expert's received count to a multiple of {@code alignment} (32 for MXFP8
+         * grouped GEMMs).
          *
          * @param alignment the alignment, >= 1
          * @return this builder

@@ -10,10 +10,10 @@ import ai.djl.Device;
  * cached dispatch or a combine reuses it without recomputing the layout; the backward of both EP
  * operations uses it too.
  *
- * <p>Owned by the {@link EpBuffer} that created it and valid until {@link #close()}, with arrays
- * on the {@link #device()} of the dispatch that made it (the CPU engine's routing for CPU arrays,
- * the CUDA plug-in's for GPU arrays). Counts are host values; on a GPU the source indices are
- * written by the first dispatch with the handle.
+ * <p>Owned by the {@link EpBuffer} that created it and valid until {@link #close()}, with arrays on
+ * the {@link #device()} of the dispatch that made it (the CPU engine's routing for CPU arrays, the
+ * CUDA plug-in's for GPU arrays). Counts are host values; on a GPU the source indices are written
+ * by the first dispatch with the handle.
  */
 public final class EpHandle implements AutoCloseable {
 
@@ -29,8 +29,8 @@ public final class EpHandle implements AutoCloseable {
     }
 
     /**
-     * Returns the backend's routing after checking that the handle is open and belongs to
-     * {@code buffer}.
+     * Returns the backend's routing after checking that the handle is open and belongs to {@code
+     * buffer}.
      *
      * @param buffer the buffer that wants to use it
      * @return the routing
@@ -48,8 +48,8 @@ public final class EpHandle implements AutoCloseable {
     }
 
     /**
-     * Returns the device of the dispatch that made this handle; the arrays of every call that
-     * uses it must be there.
+     * Returns the device of the dispatch that made this handle; the arrays of every call that uses
+     * it must be there.
      *
      * @return the device
      */
@@ -194,8 +194,8 @@ public final class EpHandle implements AutoCloseable {
     }
 
     /**
-     * Returns whether {@link #close()} was called (or the buffer was closed, which releases the
-     * GPU handles it still holds).
+     * Returns whether {@link #close()} was called (or the buffer was closed, which releases the GPU
+     * handles it still holds).
      *
      * @return true when closed
      */

@@ -4,8 +4,8 @@
 package dev.djlmoe.ep;
 
 /**
- * The routing of one dispatch as a backend keeps it (the native handle of the CPU engine or of
- * the CUDA plug-in), behind the public {@link EpHandle}. Counts are host values; the methods that
+ * The routing of one dispatch as a backend keeps it (the native handle of the CPU engine or of the
+ * CUDA plug-in), behind the public {@link EpHandle}. Counts are host values; the methods that
  * return arrays copy them out.
  */
 interface EpRouting extends AutoCloseable {
@@ -61,8 +61,8 @@ interface EpRouting extends AutoCloseable {
     int[] recvTokensPerExpert(boolean aligned);
 
     /**
-     * Returns the rank prefix matrix, row-major: {@code [i * W + j]} = rows ranks {@code 0..i}
-     * send to rank {@code j}.
+     * Returns the rank prefix matrix, row-major: {@code [i * W + j]} = rows ranks {@code 0..i} send
+     * to rank {@code j}.
      *
      * @return {@code [W * W]}
      */

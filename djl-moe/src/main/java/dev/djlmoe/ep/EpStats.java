@@ -4,9 +4,9 @@
 package dev.djlmoe.ep;
 
 /**
- * Running totals of the communication done by one {@link EpBuffer}: calls, bytes put on the wire
- * by this rank and wall time, for dispatch and combine. Read and reset by the training loop to
- * log EP bytes and time per step.
+ * Running totals of the communication done by one {@link EpBuffer}: calls, bytes put on the wire by
+ * this rank and wall time, for dispatch and combine. Read and reset by the training loop to log EP
+ * bytes and time per step.
  */
 public final class EpStats {
 

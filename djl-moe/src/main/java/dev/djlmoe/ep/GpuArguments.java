@@ -15,9 +15,9 @@ import java.util.List;
  * The device addresses of one GPU call's arrays, and the contiguous copies made for its
  * non-contiguous inputs, which {@link #close()} releases once the call is enqueued.
  *
- * <p>Releasing a copy right after the launch is safe because the kernels run on the stream
- * libtorch allocates on (the legacy default stream): libtorch's caching allocator hands the
- * memory to later work of that stream only, which runs after the kernel that reads it.
+ * <p>Releasing a copy right after the launch is safe because the kernels run on the stream libtorch
+ * allocates on (the legacy default stream): libtorch's caching allocator hands the memory to later
+ * work of that stream only, which runs after the kernel that reads it.
  */
 final class GpuArguments implements AutoCloseable {
 

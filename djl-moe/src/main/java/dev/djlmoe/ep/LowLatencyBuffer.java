@@ -44,16 +44,16 @@ import org.bytedeco.javacpp.PointerPointer;
  *
  * <p><b>Two backends, one API.</b> As with {@link EpBuffer}, the device of a call's arrays picks
  * the engine: CPU arrays run on the CPU engine (the buffer made by {@link #create}), GPU arrays on
- * the CUDA plug-in, whose low-latency buffer (same shape: {@code max_tokens_per_rank}, H, E,
- * {@code max_topk}, {@code max_wire}, timeout) is created on the GPU of the arrays at the first GPU
- * call and connected over cuda-ipc through the process group; that first call is collective
- * (every rank makes its first GPU call together), and the GPU mode joins the ranks of one host.
- * On a GPU, sends and receives are enqueued on the stream libtorch uses, with no host
- * synchronisation: {@link LowLatencyHook#await()} returns at once, a failure on the device is
- * reported by a later call or by {@link #synchronize()}, {@link LowLatencyHook#rowsSent()} and
- * {@link LowLatencyHook#bytesSent()} are -1, and a handle is valid until a later dispatch send
- * reuses its half of the buffer. Every array of one call must be on the same device, and a
- * combine's on the device of its dispatch.
+ * the CUDA plug-in, whose low-latency buffer (same shape: {@code max_tokens_per_rank}, H, E, {@code
+ * max_topk}, {@code max_wire}, timeout) is created on the GPU of the arrays at the first GPU call
+ * and connected over cuda-ipc through the process group; that first call is collective (every rank
+ * makes its first GPU call together), and the GPU mode joins the ranks of one host. On a GPU, sends
+ * and receives are enqueued on the stream libtorch uses, with no host synchronisation: {@link
+ * LowLatencyHook#await()} returns at once, a failure on the device is reported by a later call or
+ * by {@link #synchronize()}, {@link LowLatencyHook#rowsSent()} and {@link
+ * LowLatencyHook#bytesSent()} are -1, and a handle is valid until a later dispatch send reuses its
+ * half of the buffer. Every array of one call must be on the same device, and a combine's on the
+ * device of its dispatch.
  */
 public final class LowLatencyBuffer implements AutoCloseable {
 
@@ -599,8 +599,8 @@ public final class LowLatencyBuffer implements AutoCloseable {
     }
 
     /**
-     * Returns the GPU whose CUDA low-latency buffer this buffer holds, or null before its first
-     * GPU call.
+     * Returns the GPU whose CUDA low-latency buffer this buffer holds, or null before its first GPU
+     * call.
      *
      * @return the device, or null
      */
@@ -624,8 +624,13 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             timeoutMs);
         } else if (!NativeMemory.sameDevice(cuda.device(), device)) {
             throw new IllegalArgumentException(
-                    "argument '" + argument + "' is on device " + device + " but this"
-                            + " LowLatencyBuffer's CUDA buffer is on " + cuda.device()
+                    "argument '"
+                            + argument
+                            + "' is on device "
+                            + device
+                            + " but this"
+                            + " LowLatencyBuffer's CUDA buffer is on "
+                            + cuda.device()
                             + " (one rank drives one GPU)");
         }
         return cuda;
@@ -634,7 +639,11 @@ public final class LowLatencyBuffer implements AutoCloseable {
     private static void checkCpuDevice(Device device, String argument) {
         if (!Device.Type.CPU.equals(device.getDeviceType())) {
             throw new IllegalArgumentException(
-                    "argument '" + argument + "' is on device " + device + "; LowLatencyBuffer"
+                    "argument '"
+                            + argument
+                            + "' is on device "
+                            + device
+                            + "; LowLatencyBuffer"
                             + " takes CPU arrays (CPU engine) or GPU arrays (CUDA plug-in)");
         }
     }
@@ -642,9 +651,9 @@ public final class LowLatencyBuffer implements AutoCloseable {
     /**
      * Releases this rank's reference to the CPU buffers (hooks still pending keep them until they
      * are awaited or closed; not collective: every rank keeps its own mapping of the others'
-     * memory) and, once a GPU call has made it, the CUDA buffer: its pending receives are
-     * abandoned and, with several ranks, every rank waits for the others before its GPU memory is
-     * freed (collective).
+     * memory) and, once a GPU call has made it, the CUDA buffer: its pending receives are abandoned
+     * and, with several ranks, every rank waits for the others before its GPU memory is freed
+     * (collective).
      */
     @Override
     public void close() {

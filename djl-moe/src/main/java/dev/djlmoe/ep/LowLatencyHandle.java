@@ -63,7 +63,7 @@ public final class LowLatencyHandle implements AutoCloseable {
         if (buffer != owner) {
             throw new IllegalArgumentException(
                     "argument 'handle' was made by another LowLatencyBuffer; combine needs the"
-                        + " buffer whose dispatch produced it");
+                            + " buffer whose dispatch produced it");
         }
         return routing;
     }

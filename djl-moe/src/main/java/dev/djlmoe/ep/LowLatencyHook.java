@@ -15,8 +15,8 @@ import dev.djlmoe.core.EpTimeoutException;
  * buffered); a third send fails until one of them is awaited or closed. Closing a hook that was
  * never awaited abandons its receive (the data is dropped and the buffer released). On a GPU the
  * receive is enqueued on the stream libtorch uses, so {@link #await()} returns at once and DJL's
- * operations on the result run after it; a failure on the device is reported by a later call.
- * Not thread-safe.
+ * operations on the result run after it; a failure on the device is reported by a later call. Not
+ * thread-safe.
  *
  * @param <R> the result: {@link LowLatencyDispatch} or the combined {@code NDArray}
  */

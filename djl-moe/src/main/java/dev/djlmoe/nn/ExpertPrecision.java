@@ -7,10 +7,10 @@ package dev.djlmoe.nn;
  * Numerics of the routed experts' GEMMs.
  *
  * <p>On CPU, {@link #MXFP8} is an emulation: tensors stay float32, but every GEMM input is rounded
- * as MXFP8 would store it (OCP MX v1.0: e4m3 elements, one E8M0 power-of-two scale per 32
- * elements along the reduction dimension), so training sees MXFP8's rounding error. It does not
- * make anything faster; real MXFP8 speed needs FP8 tensor cores (e.g. NVIDIA Blackwell's block
- * scaled MMA).
+ * as MXFP8 would store it (OCP MX v1.0: e4m3 elements, one E8M0 power-of-two scale per 32 elements
+ * along the reduction dimension), so training sees MXFP8's rounding error. It does not make
+ * anything faster; real MXFP8 speed needs FP8 tensor cores (e.g. NVIDIA Blackwell's block scaled
+ * MMA).
  */
 public enum ExpertPrecision {
     /** Plain float32 GEMMs. */

@@ -10,8 +10,8 @@ import dev.djlmoe.ep.WireFormat;
  * How the MoE layers of a model exchange tokens in low-latency mode during decoding ({@link
  * MoeLayer#forwardLowLatency}): the {@link LowLatencyBuffer} shared by the layers (one rank's;
  * every rank runs the same layers in the same order), the wire formats, and the time spent in the
- * low-latency dispatch and combine (send plus receive; the work overlapped between them, the
- * shared experts, is not counted).
+ * low-latency dispatch and combine (send plus receive; the work overlapped between them, the shared
+ * experts, is not counted).
  *
  * <p>Not thread-safe: one decoding loop per rank.
  */
@@ -43,7 +43,8 @@ public final class LowLatencyMoe {
             throw new IllegalArgumentException("argument 'buffer' is null");
         }
         if (dispatchWire == null || combineWire == null) {
-            throw new IllegalArgumentException("the dispatch and combine wire formats are required");
+            throw new IllegalArgumentException(
+                    "the dispatch and combine wire formats are required");
         }
         if (roundScale && dispatchWire != WireFormat.FP8) {
             throw new IllegalArgumentException(

@@ -245,11 +245,11 @@ public final class MoeLayer extends AbstractBlock {
 
     /**
      * The decode-step forward with low-latency dispatch and combine (inference only): the router
-     * picks experts, {@link LowLatencyBuffer#dispatchSend} sends one message per
-     * (token, expert) pair, the shared experts run while the messages travel, the receive hook
-     * completes, each local expert runs on its received rows, and the low-latency combine sums
-     * {@code w_k · y_k} at the source. Collective: every rank of the buffer calls it for the same
-     * layers in the same order (a rank may pass zero tokens).
+     * picks experts, {@link LowLatencyBuffer#dispatchSend} sends one message per (token, expert)
+     * pair, the shared experts run while the messages travel, the receive hook completes, each
+     * local expert runs on its received rows, and the low-latency combine sums {@code w_k * y_k} at
+     * the source. Collective: every rank of the buffer calls it for the same layers in the same
+     * order (a rank may pass zero tokens).
      *
      * @param ps the parameter store
      * @param input {@code [B, S, H]} or {@code [T, H]} float32 with {@code T = B·S <=
@@ -267,13 +267,28 @@ public final class MoeLayer extends AbstractBlock {
             throw new IllegalArgumentException("argument 'll' (the low-latency settings) is null");
         }
         LowLatencyBuffer buf = ll.buffer();
-        if (buf.numExperts() != routerConfig.getNumExperts() || buf.hidden() != hiddenSize
-                || buf.worldSize() != worldSize || buf.rank() != rank) {
+        if (buf.numExperts() != routerConfig.getNumExperts()
+                || buf.hidden() != hiddenSize
+                || buf.worldSize() != worldSize
+                || buf.rank() != rank) {
             throw new IllegalArgumentException(
-                    "the LowLatencyBuffer (E = " + buf.numExperts() + ", H = " + buf.hidden()
-                            + ", rank " + buf.rank() + " of " + buf.worldSize()
-                            + ") does not match this MoeLayer (E = " + routerConfig.getNumExperts()
-                            + ", H = " + hiddenSize + ", rank " + rank + " of " + worldSize + ")");
+                    "the LowLatencyBuffer (E = "
+                            + buf.numExperts()
+                            + ", H = "
+                            + buf.hidden()
+                            + ", rank "
+                            + buf.rank()
+                            + " of "
+                            + buf.worldSize()
+                            + ") does not match this MoeLayer (E = "
+                            + routerConfig.getNumExperts()
+                            + ", H = "
+                            + hiddenSize
+                            + ", rank "
+                            + rank
+                            + " of "
+                            + worldSize
+                            + ")");
         }
         long tokens = inShape.size() / hiddenSize;
         NDArray u = input.reshape(tokens, hiddenSize); // [T, H]
@@ -385,8 +400,7 @@ public final class MoeLayer extends AbstractBlock {
         Shape flat = new Shape(-1L, hiddenSize);
         gate.initialize(manager, dataType, flat);
         long k = routerConfig.getTopK();
-        experts.initialize(
-                manager, dataType, flat, new Shape(-1L, k), new Shape(-1L, k));
+        experts.initialize(manager, dataType, flat, new Shape(-1L, k), new Shape(-1L, k));
         if (sharedExperts != null) {
             sharedExperts.initialize(manager, dataType, flat);
         }
@@ -479,8 +493,8 @@ public final class MoeLayer extends AbstractBlock {
 
         /**
          * Sets the weight of the sequence-wise balance loss (default 0 = off; DeepSeek-V3 uses
-         * 1e-4). The trainer adds it to the step's loss ({@link #takeAuxLoss()}); it needs
-         * {@code [B, S, H]} input.
+         * 1e-4). The trainer adds it to the step's loss ({@link #takeAuxLoss()}); it needs {@code
+         * [B, S, H]} input.
          *
          * @param alpha the loss weight
          * @return this builder
@@ -502,7 +516,8 @@ public final class MoeLayer extends AbstractBlock {
             }
             if (expertIntermediateSize <= 0) {
                 throw new IllegalArgumentException(
-                        "MoeLayer: expert intermediate size " + expertIntermediateSize
+                        "MoeLayer: expert intermediate size "
+                                + expertIntermediateSize
                                 + " must be positive");
             }
             if (router == null) {
@@ -524,7 +539,9 @@ public final class MoeLayer extends AbstractBlock {
                 int w = context.group().worldSize();
                 if (e % w != 0) {
                     throw new IllegalArgumentException(
-                            "MoeLayer: num experts " + e + " is not divisible by the EP world size "
+                            "MoeLayer: num experts "
+                                    + e
+                                    + " is not divisible by the EP world size "
                                     + w);
                 }
             }

@@ -369,9 +369,9 @@ public class MoeRouter extends AbstractBlock {
             weights = normalised;
         }
         if (config.getRoutedScalingFactor() != 1f) {
-            // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
-            NDArray scaled =
-                    weights.mul(Autograd.scalar(weights, config.getRoutedScalingFactor()));
+            // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd
+            // keeps.
+            NDArray scaled = weights.mul(Autograd.scalar(weights, config.getRoutedScalingFactor()));
             weights.close();
             weights = scaled;
         }

@@ -54,10 +54,12 @@ public final class Mxfp8Numerics {
             long src = NativeMemory.address(in, "x", DataType.FLOAT32);
             long dst = NativeMemory.address(out, "out", DataType.FLOAT32);
             call.check(
-                    NativeEp.nep_encode_rows(wire, src, rows, d, buf.address(), call.err(), call.cap()),
+                    NativeEp.nep_encode_rows(
+                            wire, src, rows, d, buf.address(), call.err(), call.cap()),
                     "mxfp8 encode");
             call.check(
-                    NativeEp.nep_decode_rows(wire, buf.address(), rows, d, dst, call.err(), call.cap()),
+                    NativeEp.nep_decode_rows(
+                            wire, buf.address(), rows, d, dst, call.err(), call.cap()),
                     "mxfp8 decode");
         }
         return out;

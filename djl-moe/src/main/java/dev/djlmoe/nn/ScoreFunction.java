@@ -1,7 +1,6 @@
 package dev.djlmoe.nn;
 
 import ai.djl.ndarray.NDArray;
-
 import java.util.Locale;
 
 /**

@@ -13,13 +13,13 @@ import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.dist.ProcessGroup;
 
 /**
- * One rank's share of a global batch, and the way back: the rows of the other ranks gathered into
- * a global array.
+ * One rank's share of a global batch, and the way back: the rows of the other ranks gathered into a
+ * global array.
  *
  * <p>Sharding rule: every array of a global batch of {@code B} rows (axis 0) is cut into {@code W}
  * contiguous blocks, rank {@code r} taking rows {@code [floor(r B / W), floor((r + 1) B / W))}, so
- * shares differ by at most one row and the blocks in rank order are the batch. {@code B} must be
- * at least {@code W}: every rank takes part in every step's dispatch with at least one row.
+ * shares differ by at most one row and the blocks in rank order are the batch. {@code B} must be at
+ * least {@code W}: every rank takes part in every step's dispatch with at least one row.
  *
  * <p>Gathering places each rank's rows at its offset of a zero array of the global shape and sums
  * it over the ranks (all-reduce): adding zeros is exact, so the result is bit for bit the

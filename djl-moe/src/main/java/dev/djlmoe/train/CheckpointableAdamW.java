@@ -19,13 +19,13 @@ import java.util.HashMap;
 import java.util.Map;
 
 /**
- * AdamW (decoupled weight decay) whose state can be saved and restored, for exact resume: DJL's
- * own optimizers keep their moments private. The update is the arithmetic of DJL's {@code AdamW}:
- * on the CPU the engine's {@code adamUpdate} itself; on a GPU one kernel that reads and writes each
+ * AdamW (decoupled weight decay) whose state can be saved and restored, for exact resume: DJL's own
+ * optimizers keep their moments private. The update is the arithmetic of DJL's {@code AdamW}: on
+ * the CPU the engine's {@code adamUpdate} itself; on a GPU one kernel that reads and writes each
  * array once ({@link CudaAdamW}; the engine's update makes a dozen passes with three temporaries).
  *
- * <p>State per parameter id: first moment, second moment and update count. {@link #exportState}
- * and {@link #importState} move it by parameter id; checkpoints translate ids to parameter names.
+ * <p>State per parameter id: first moment, second moment and update count. {@link #exportState} and
+ * {@link #importState} move it by parameter id; checkpoints translate ids to parameter names.
  */
 public final class CheckpointableAdamW extends Optimizer {
 
@@ -78,15 +78,16 @@ public final class CheckpointableAdamW extends Optimizer {
     /**
      * Updates one parameter from its own gradient, scaled first by {@code gradScale} (gradient
      * clipping's factor), and zeroes that gradient: the same numbers as scaling the gradient in
-     * place and then {@link #update} through DJL's trainer, which copies every gradient first. On
-     * a GPU (unless turned off, {@link #FUSED_PROPERTY}) the update is one pass over the weight,
+     * place and then {@link #update} through DJL's trainer, which copies every gradient first. On a
+     * GPU (unless turned off, {@link #FUSED_PROPERTY}) the update is one pass over the weight,
      * gradient and moments ({@link CudaAdamW}) instead of the engine's dozen.
      *
      * @param parameterId the parameter's id
      * @param weight the parameter's array, with its gradient
      * @param gradScale the factor for the gradient (1 = none)
      */
-    public synchronized void updateFromGradient(String parameterId, NDArray weight, float gradScale) {
+    public synchronized void updateFromGradient(
+            String parameterId, NDArray weight, float gradScale) {
         try (NDArray grad = weight.getGradient()) {
             if (gradScale != 1f && !fused(weight)) {
                 grad.muli(gradScale); // as GradientClipping.clip scales it
@@ -96,11 +97,10 @@ public final class CheckpointableAdamW extends Optimizer {
     }
 
     /**
-     * Whether this process lets updates of arrays on a GPU take the one-pass kernel: yes unless
-     * the system property {@value #FUSED_PROPERTY} is {@code false} or the environment variable
-     * {@value #FUSED_ENV} is {@code 0} (to compare with the engine's own update), and only where
-     * the CUDA plug-in sees the GPUs. An optimizer built with {@code optFusedOnGpu(false)} never
-     * does.
+     * Whether this process lets updates of arrays on a GPU take the one-pass kernel: yes unless the
+     * system property {@value #FUSED_PROPERTY} is {@code false} or the environment variable {@value
+     * #FUSED_ENV} is {@code 0} (to compare with the engine's own update), and only where the CUDA
+     * plug-in sees the GPUs. An optimizer built with {@code optFusedOnGpu(false)} never does.
      *
      * @return true when GPU updates may be fused
      */
@@ -109,8 +109,12 @@ public final class CheckpointableAdamW extends Optimizer {
     }
 
     private boolean fused(NDArray weight) {
-        return fusedOnGpu && rescaleGrad == 1f && clipGrad < 0 && weight.getDevice().isGpu()
-                && weight.getDataType() == DataType.FLOAT32 && fusedOnGpu();
+        return fusedOnGpu
+                && rescaleGrad == 1f
+                && clipGrad < 0
+                && weight.getDevice().isGpu()
+                && weight.getDataType() == DataType.FLOAT32
+                && fusedOnGpu();
     }
 
     private void step(
@@ -186,8 +190,12 @@ public final class CheckpointableAdamW extends Optimizer {
         if (!state.mean().getShape().equals(weight.getShape())
                 || !state.variance().getShape().equals(weight.getShape())) {
             throw new IllegalArgumentException(
-                    "optimizer state for " + parameterId + " has shape " + state.mean().getShape()
-                            + ", the parameter has " + weight.getShape());
+                    "optimizer state for "
+                            + parameterId
+                            + " has shape "
+                            + state.mean().getShape()
+                            + ", the parameter has "
+                            + weight.getShape());
         }
         NDArray m = weight.zerosLike();
         m.set(state.mean().toByteBuffer());

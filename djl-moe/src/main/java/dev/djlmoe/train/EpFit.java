@@ -20,15 +20,14 @@ import java.util.Map;
  * The expert-parallel counterpart of DJL's {@code EasyTrain}: fits a model over DJL {@link
  * Dataset}s with {@link EpTrainer}'s step and the DJL trainer's own {@link TrainingListener}s and
  * {@link Evaluator}s, so an existing DJL pipeline (its datasets, logging, evaluator and checkpoint
- * listeners) drives EP training by calling {@code EpFit.fit} where it called {@code
- * EasyTrain.fit}.
+ * listeners) drives EP training by calling {@code EpFit.fit} where it called {@code EasyTrain.fit}.
  *
- * <p>Every rank runs the same loop over the same datasets, which must therefore give every rank
- * the same sequence of global batches (a deterministic sampler, or a random one seeded alike on
- * every rank). Each rank trains on its own share of every global batch ({@link BatchShard}: rank
- * {@code r} of {@code W} takes rows {@code [floor(r B / W), floor((r + 1) B / W))}); the step
- * weighs every rank's loss alike, so with {@code B} divisible by {@code W} the update is the one
- * of the whole batch on one rank.
+ * <p>Every rank runs the same loop over the same datasets, which must therefore give every rank the
+ * same sequence of global batches (a deterministic sampler, or a random one seeded alike on every
+ * rank). Each rank trains on its own share of every global batch ({@link BatchShard}: rank {@code
+ * r} of {@code W} takes rows {@code [floor(r B / W), floor((r + 1) B / W))}); the step weighs every
+ * rank's loss alike, so with {@code B} divisible by {@code W} the update is the one of the whole
+ * batch on one rank.
  *
  * <p>Listeners see the whole global batch: the labels and predictions in {@link BatchData} are
  * gathered from all ranks (bit for bit the one-rank arrays), so the trainer's evaluators, updated

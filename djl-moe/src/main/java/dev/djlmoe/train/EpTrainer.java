@@ -25,8 +25,8 @@ import java.util.Set;
 import java.util.function.Consumer;
 
 /**
- * One expert-parallel training step built on DJL's {@link Trainer} (its model, loss, optimizer
- * and {@code ParameterStore}), replacing {@code EasyTrain.trainBatch}:
+ * One expert-parallel training step built on DJL's {@link Trainer} (its model, loss, optimizer and
+ * {@code ParameterStore}), replacing {@code EasyTrain.trainBatch}:
  *
  * <ol>
  *   <li>forward with the EP context's tape active; loss = task loss + MoE balance losses;
@@ -117,8 +117,8 @@ public final class EpTrainer {
     }
 
     /**
-     * Returns the names of the routed experts' parameters: sharded over the ranks, their first
-     * axis runs over this rank's {@code E / W} experts.
+     * Returns the names of the routed experts' parameters: sharded over the ranks, their first axis
+     * runs over this rank's {@code E / W} experts.
      *
      * @return the names
      */
@@ -287,8 +287,8 @@ public final class EpTrainer {
     }
 
     /**
-     * Applies aux-loss-free balancing and returns the largest max/mean load ratio; MoE layer
-     * i's global load goes into {@code layerLoads[i]}.
+     * Applies aux-loss-free balancing and returns the largest max/mean load ratio; MoE layer i's
+     * global load goes into {@code layerLoads[i]}.
      */
     private float updateBalancingBias(long[][] layerLoads) {
         float worst = 0f;
@@ -410,8 +410,8 @@ public final class EpTrainer {
         }
 
         /**
-         * Sets the EP context the model's MoE layers were built with (default none: one rank,
-         * plain autograd).
+         * Sets the EP context the model's MoE layers were built with (default none: one rank, plain
+         * autograd).
          *
          * @param context the context
          * @return this builder

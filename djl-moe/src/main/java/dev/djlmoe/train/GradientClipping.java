@@ -33,9 +33,10 @@ public final class GradientClipping {
         double dense = sumOfSquares(replicated);
         double local = sumOfSquares(sharded);
         if (group != null && group.worldSize() > 1) {
-            try (NDArray s = replicated.isEmpty() && sharded.isEmpty()
-                    ? null
-                    : anyManagerScalar(replicated, sharded, local)) {
+            try (NDArray s =
+                    replicated.isEmpty() && sharded.isEmpty()
+                            ? null
+                            : anyManagerScalar(replicated, sharded, local)) {
                 if (s != null) {
                     group.allReduceSum(s);
                     local = s.getDouble();

@@ -23,9 +23,14 @@ public class NonFiniteGradientException extends IllegalStateException {
      * @param loss this rank's loss of the step
      */
     public NonFiniteGradientException(double gradNorm, float loss) {
-        super("global gradient norm = " + gradNorm + " (this rank's loss = " + loss
-                + ") is not finite: a NaN or Inf in the inputs, activations or weights; the"
-                + " optimizer step was skipped (parameters unchanged) and the gradients reset");
+        super(
+                "global gradient norm = "
+                        + gradNorm
+                        + " (this rank's loss = "
+                        + loss
+                        + ") is not finite: a NaN or Inf in the inputs, activations or weights; the"
+                        + " optimizer step was skipped (parameters unchanged) and the gradients"
+                        + " reset");
         this.gradNorm = gradNorm;
         this.loss = loss;
     }

@@ -22,9 +22,9 @@ import java.util.Map;
  * Initialises a model's matrices so that the values do not depend on the EP world size: every
  * matrix is drawn from {@code N(0, 1/fan_in)} with a seed derived from the run seed and the
  * parameter's name, and each routed expert's slice from a seed that also names its global expert
- * index. So rank r with experts {@code [r E/W, (r+1) E/W)} holds exactly the values a one-rank
- * run has for those experts, and dense parameters agree on every rank. Vectors (norm weights,
- * biases) keep their initialiser's constants.
+ * index. So rank r with experts {@code [r E/W, (r+1) E/W)} holds exactly the values a one-rank run
+ * has for those experts, and dense parameters agree on every rank. Vectors (norm weights, biases)
+ * keep their initialiser's constants.
  */
 public final class ParameterInit {
 

@@ -8,8 +8,8 @@ import java.util.Locale;
 
 /**
  * A one-line terminal progress bar for training: step, bar, loss, tokens per second and ETA.
- * Redraws in place on a terminal; when output is not a console (logs, CI) prints a plain line
- * every {@code plainEvery} steps instead.
+ * Redraws in place on a terminal; when output is not a console (logs, CI) prints a plain line every
+ * {@code plainEvery} steps instead.
  */
 public final class ProgressBar {
 

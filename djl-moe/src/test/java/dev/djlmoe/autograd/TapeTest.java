@@ -35,8 +35,12 @@ class TapeTest {
                 NDArray hCut = tape.cut(h);
                 // "native" op: y = 3 * h computed without autograd, backward = 3 * grad
                 NDArray out = hCut.stopGradient().mul(3f);
-                y = tape.record(new NDList(hCut), new NDList(out),
-                        g -> new NDList(g.get(0).mul(3f))).head();
+                y =
+                        tape.record(
+                                        new NDList(hCut),
+                                        new NDList(out),
+                                        g -> new NDList(g.get(0).mul(3f)))
+                                .head();
             } else {
                 y = h.mul(3f);
             }
@@ -68,17 +72,27 @@ class TapeTest {
                 Tape tape = new Tape()) {
             NDArray w = m.create(new float[] {1f, 2f});
             w.setRequiresGradient(true);
-            NDArray a = tape.record(new NDList(w.mul(1f)), new NDList(w.stopGradient()),
-                    g -> {
-                        seen[0] = order.incrementAndGet();
-                        return g;
-                    }).head();
-            NDArray b = tape.record(new NDList(a), new NDList(a.stopGradient()),
-                    g -> {
-                        seen[1] = order.incrementAndGet();
-                        return g;
-                    }).head();
-            tape.record(new NDList(b), new NDList(b.stopGradient()),
+            NDArray a =
+                    tape.record(
+                                    new NDList(w.mul(1f)),
+                                    new NDList(w.stopGradient()),
+                                    g -> {
+                                        seen[0] = order.incrementAndGet();
+                                        return g;
+                                    })
+                            .head();
+            NDArray b =
+                    tape.record(
+                                    new NDList(a),
+                                    new NDList(a.stopGradient()),
+                                    g -> {
+                                        seen[1] = order.incrementAndGet();
+                                        return g;
+                                    })
+                            .head();
+            tape.record(
+                    new NDList(b),
+                    new NDList(b.stopGradient()),
                     g -> {
                         throw new AssertionError("an unused output must not run its vjp");
                     });

@@ -78,9 +78,11 @@ class FaultTest {
                 MultiRank.builder(FaultRanks.class, w)
                         .args("join")
                         .omitRank(missing)
-                        .rankEnv(k -> k == 1
-                                ? Map.of("FAULT_JOIN_DELAY_MS", Long.toString(late))
-                                : Map.of())
+                        .rankEnv(
+                                k ->
+                                        k == 1
+                                                ? Map.of("FAULT_JOIN_DELAY_MS", Long.toString(late))
+                                                : Map.of())
                         .rankTimeoutMillis(timeout)
                         .timeout(Duration.ofMinutes(1))
                         .run();
@@ -95,14 +97,16 @@ class FaultTest {
             assertCleanFailureLine(out, "JOIN FAILED");
             // A rank whose own wait is still running when rank 0 gives up (and its store goes)
             // sees the store close instead of its timeout; either way the message names rank 3.
-            assertTrue(out.contains("EpTimeoutException")
+            assertTrue(
+                    out.contains("EpTimeoutException")
                             || (rank != 0 && out.contains("EpPeerException")),
                     r.describeRank(rank));
             assertTrue(out.contains("rank " + missing + " never"), r.describeRank(rank));
             // Each wait of the join has the timeout, so a rank waits for the missing one for
             // the timeout after the late ones arrived (plus JVM start skew on a busy machine).
             long ms = elapsedMillis(out);
-            assertTrue(ms >= timeout - 500 && ms < timeout + late + 15_000,
+            assertTrue(
+                    ms >= timeout - 500 && ms < timeout + late + 15_000,
                     ms + " ms\n" + r.describeRank(rank));
         }
         assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");

@@ -30,19 +30,19 @@ import java.util.stream.Stream;
 
 /**
  * Test harness for multi-process (multi-rank) tests: starts W child JVMs that run a main class on
- * the test classpath with the torchrun environment, as {@code launch} would, and returns their
- * exit codes and outputs.
+ * the test classpath with the torchrun environment, as {@code launch} would, and returns their exit
+ * codes and outputs.
  *
- * <p>Each rank gets {@code RANK}, {@code WORLD_SIZE}, {@code LOCAL_RANK}, {@code
- * LOCAL_WORLD_SIZE}, {@code MASTER_ADDR=127.0.0.1}, {@code MASTER_PORT} (a free port), a random
- * {@code DJL_MOE_JOB_TOKEN}, {@code DJL_OFFLINE=true}, {@code OPT_OUT_TRACKING=true}, {@code
+ * <p>Each rank gets {@code RANK}, {@code WORLD_SIZE}, {@code LOCAL_RANK}, {@code LOCAL_WORLD_SIZE},
+ * {@code MASTER_ADDR=127.0.0.1}, {@code MASTER_PORT} (a free port), a random {@code
+ * DJL_MOE_JOB_TOKEN}, {@code DJL_OFFLINE=true}, {@code OPT_OUT_TRACKING=true}, {@code
  * DJL_MOE_TIMEOUT_MS} and {@link #OUT_DIR} (a directory shared by the ranks for result files), and
  * runs with {@code -Xmx1g}, one PyTorch thread and the test JVM's {@code -Ddjlmoe.test.device}
  * ({@link TestDevice}); the rest of the environment (DJL's engine variables such as {@code
- * PYTORCH_LIBRARY_PATH} included) is inherited. Output (stdout and stderr merged) goes to
- * {@code rank-N.log} in that directory, never to the test JVM's own streams (which Surefire owns).
- * A hard timeout kills every child and its descendants; so does a shutdown hook of the test JVM,
- * and children that call {@link #watchParent()} exit when the test JVM dies.
+ * PYTORCH_LIBRARY_PATH} included) is inherited. Output (stdout and stderr merged) goes to {@code
+ * rank-N.log} in that directory, never to the test JVM's own streams (which Surefire owns). A hard
+ * timeout kills every child and its descendants; so does a shutdown hook of the test JVM, and
+ * children that call {@link #watchParent()} exit when the test JVM dies.
  *
  * <p>{@code /dev/shm} is listed before and after a run: names of the native transport's segments
  * ({@code nep-*}) that appeared during the run and are still there after the children exited are
@@ -73,8 +73,8 @@ public final class MultiRank {
     }
 
     /**
-     * In a child: exits the process when the harness's pipe on standard input closes (the test
-     * JVM died), so a killed test run leaves no orphan ranks. A no-op outside the harness.
+     * In a child: exits the process when the harness's pipe on standard input closes (the test JVM
+     * died), so a killed test run leaves no orphan ranks. A no-op outside the harness.
      */
     public static void watchParent() {
         if (!"1".equals(System.getenv(PARENT_WATCH))) {
@@ -432,8 +432,15 @@ public final class MultiRank {
          */
         public String describe() {
             StringBuilder b = new StringBuilder();
-            b.append(String.format(Locale.ROOT, "run %s (W=%d) in %d ms%s, logs in %s%n", name,
-                    worldSize, wallMillis, timedOut ? ", KILLED AT THE HARD TIMEOUT" : "", dir));
+            b.append(
+                    String.format(
+                            Locale.ROOT,
+                            "run %s (W=%d) in %d ms%s, logs in %s%n",
+                            name,
+                            worldSize,
+                            wallMillis,
+                            timedOut ? ", KILLED AT THE HARD TIMEOUT" : "",
+                            dir));
             for (int r = 0; r < worldSize; r++) {
                 b.append(describeRank(r));
             }
@@ -448,8 +455,7 @@ public final class MultiRank {
          */
         public String describeRank(int rank) {
             int c = exitCodes[rank];
-            String code =
-                    c == NOT_STARTED ? "not started" : c == KILLED ? "killed" : "exit " + c;
+            String code = c == NOT_STARTED ? "not started" : c == KILLED ? "killed" : "exit " + c;
             String out = output(rank);
             if (out.length() > TAIL_CHARS) {
                 out = "..." + out.substring(out.length() - TAIL_CHARS);
@@ -458,8 +464,8 @@ public final class MultiRank {
         }
 
         /**
-         * Throws an {@link AssertionError} with the failing ranks' output unless every started
-         * rank exited with 0 before the hard timeout.
+         * Throws an {@link AssertionError} with the failing ranks' output unless every started rank
+         * exited with 0 before the hard timeout.
          */
         public void assertAllSucceeded() {
             StringBuilder bad = new StringBuilder();
@@ -471,9 +477,15 @@ public final class MultiRank {
             }
             if (timedOut || bad.length() > 0) {
                 throw new AssertionError(
-                        String.format(Locale.ROOT, "run %s (W=%d, %d ms)%s failed; logs in %s%n%s",
-                                name, worldSize, wallMillis,
-                                timedOut ? " hit the hard timeout and" : "", dir, bad));
+                        String.format(
+                                Locale.ROOT,
+                                "run %s (W=%d, %d ms)%s failed; logs in %s%n%s",
+                                name,
+                                worldSize,
+                                wallMillis,
+                                timedOut ? " hit the hard timeout and" : "",
+                                dir,
+                                bad));
             }
         }
     }
@@ -521,8 +533,8 @@ public final class MultiRank {
     }
 
     /**
-     * Returns the segments that are not in {@code before} and are still there after a grace
-     * period (other processes' segments exist only during their set-up, a leak stays).
+     * Returns the segments that are not in {@code before} and are still there after a grace period
+     * (other processes' segments exist only during their set-up, a leak stays).
      *
      * @param before the names seen before the run
      * @return the names left behind

@@ -20,8 +20,16 @@ public final class MultiRankProbe {
         MultiRank.watchParent();
         StringBuilder b = new StringBuilder("env");
         for (String k :
-                new String[] {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                    "DJL_OFFLINE", "OPT_OUT_TRACKING", "DJL_MOE_TIMEOUT_MS"}) {
+                new String[] {
+                    "RANK",
+                    "WORLD_SIZE",
+                    "LOCAL_RANK",
+                    "LOCAL_WORLD_SIZE",
+                    "MASTER_ADDR",
+                    "DJL_OFFLINE",
+                    "OPT_OUT_TRACKING",
+                    "DJL_MOE_TIMEOUT_MS"
+                }) {
             b.append(' ').append(k).append('=').append(System.getenv(k));
         }
         b.append(" port=").append(System.getenv("MASTER_PORT") != null);

@@ -22,10 +22,16 @@ class MultiRankTest {
         for (int rank = 0; rank < 3; rank++) {
             assertEquals(10 * rank, r.exitCode(rank), r.describe());
             String out = r.output(rank);
-            assertTrue(out.contains("RANK=" + rank + " WORLD_SIZE=3 LOCAL_RANK=" + (rank % 2)
-                    + " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 DJL_OFFLINE=true"
-                    + " OPT_OUT_TRACKING=true DJL_MOE_TIMEOUT_MS=30000 port=true token=true"
-                    + " threads=1"), out);
+            assertTrue(
+                    out.contains(
+                            "RANK="
+                                    + rank
+                                    + " WORLD_SIZE=3 LOCAL_RANK="
+                                    + (rank % 2)
+                                    + " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 DJL_OFFLINE=true"
+                                    + " OPT_OUT_TRACKING=true DJL_MOE_TIMEOUT_MS=30000 port=true"
+                                    + " token=true threads=1"),
+                    out);
         }
         AssertionError e = assertThrows(AssertionError.class, r::assertAllSucceeded);
         assertTrue(e.getMessage().contains("rank 1 (exit 10)"), e.getMessage());

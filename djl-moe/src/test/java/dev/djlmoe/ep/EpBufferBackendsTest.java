@@ -33,11 +33,11 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /**
- * The parts of "one buffer, two backends" that run without a GPU: the memory contract on CPU
- * arrays (non-contiguous inputs are made contiguous, never mis-read; libtorch's data address is
- * the one DJL exposes), the device checks of a call (arrays on another device are refused with
- * both devices named), the builder's validation and the process group's byte all-gather.
- * {@code EpBufferGpuTest} compares the CUDA backend with the CPU engine on a GPU host.
+ * The parts of "one buffer, two backends" that run without a GPU: the memory contract on CPU arrays
+ * (non-contiguous inputs are made contiguous, never mis-read; libtorch's data address is the one
+ * DJL exposes), the device checks of a call (arrays on another device are refused with both devices
+ * named), the builder's validation and the process group's byte all-gather. {@code EpBufferGpuTest}
+ * compares the CUDA backend with the CPU engine on a GPU host.
  */
 class EpBufferBackendsTest {
 
@@ -59,7 +59,9 @@ class EpBufferBackendsTest {
         manager.close();
     }
 
-    /** {@code values} as {@code [rows, cols]}: a transposed view of a {@code [cols, rows]} array. */
+    /**
+     * {@code values} as {@code [rows, cols]}: a transposed view of a {@code [cols, rows]} array.
+     */
     private static NDArray transposedView(NDManager m, float[] values, int rows, int cols) {
         float[] t = new float[values.length];
         for (int r = 0; r < rows; r++) {
@@ -161,10 +163,13 @@ class EpBufferBackendsTest {
             // The GPU address path refuses CPU arrays.
             assertMessage(
                     () -> NativeMemory.gpuAddress(a, "a", DataType.FLOAT32, Device.cpu()),
-                    "'a'", "not a GPU");
+                    "'a'",
+                    "not a GPU");
             assertMessage(
                     () -> NativeMemory.gpuAddress(a, "a", DataType.FLOAT32, Device.gpu(0)),
-                    "'a'", "cpu()", "gpu(0)");
+                    "'a'",
+                    "cpu()",
+                    "gpu(0)");
         }
     }
 
@@ -176,36 +181,87 @@ class EpBufferBackendsTest {
             NDArray idx = m.create(new long[] {0, 1, 2, 3, 1, 2, 3, 0}, new Shape(4, 2));
             NDArray w = m.ones(new Shape(4, 2));
             assertMessage(
-                    () -> buffer.dispatch(x, onGpu(new Shape(4, 2), DataType.INT64), w, 4, 1,
-                            WireFormat.FP32),
-                    "'topk_idx'", "gpu(0)", "'x'", "cpu()", "same device");
+                    () ->
+                            buffer.dispatch(
+                                    x,
+                                    onGpu(new Shape(4, 2), DataType.INT64),
+                                    w,
+                                    4,
+                                    1,
+                                    WireFormat.FP32),
+                    "'topk_idx'",
+                    "gpu(0)",
+                    "'x'",
+                    "cpu()",
+                    "same device");
             assertMessage(
-                    () -> buffer.dispatch(x, idx, onGpu(new Shape(4, 2), DataType.FLOAT32), 4, 1,
-                            WireFormat.FP32),
-                    "'topk_weights'", "gpu(0)", "cpu()");
+                    () ->
+                            buffer.dispatch(
+                                    x,
+                                    idx,
+                                    onGpu(new Shape(4, 2), DataType.FLOAT32),
+                                    4,
+                                    1,
+                                    WireFormat.FP32),
+                    "'topk_weights'",
+                    "gpu(0)",
+                    "cpu()");
             assertMessage(
-                    () -> buffer.dispatch(onGpu(new Shape(4, h), DataType.FLOAT32), idx, null, 4,
-                            1, WireFormat.FP32),
-                    "'topk_idx'", "cpu()", "'x'", "gpu(0)");
+                    () ->
+                            buffer.dispatch(
+                                    onGpu(new Shape(4, h), DataType.FLOAT32),
+                                    idx,
+                                    null,
+                                    4,
+                                    1,
+                                    WireFormat.FP32),
+                    "'topk_idx'",
+                    "cpu()",
+                    "'x'",
+                    "gpu(0)");
             DispatchResult r = buffer.dispatch(x, idx, w, 4, 1, WireFormat.FP32);
             try (EpHandle handle = r.handle()) {
                 assertTrue(NativeMemory.sameDevice(Device.cpu(), handle.device()));
                 assertMessage(
-                        () -> buffer.dispatch(onGpu(new Shape(4, h), DataType.FLOAT32), handle,
-                                WireFormat.FP32),
-                        "'x'", "gpu(0)", "'handle'", "cpu()");
+                        () ->
+                                buffer.dispatch(
+                                        onGpu(new Shape(4, h), DataType.FLOAT32),
+                                        handle,
+                                        WireFormat.FP32),
+                        "'x'",
+                        "gpu(0)",
+                        "'handle'",
+                        "cpu()");
                 assertMessage(
-                        () -> buffer.dispatch(x, handle, WireFormat.FP32,
-                                onGpu(new Shape(4, h), DataType.FLOAT32)),
-                        "'out'", "gpu(0)", "cpu()");
+                        () ->
+                                buffer.dispatch(
+                                        x,
+                                        handle,
+                                        WireFormat.FP32,
+                                        onGpu(new Shape(4, h), DataType.FLOAT32)),
+                        "'out'",
+                        "gpu(0)",
+                        "cpu()");
                 assertMessage(
-                        () -> buffer.combine(r.recvX(), onGpu(new Shape(4, 2), DataType.FLOAT32),
-                                handle, WireFormat.FP32),
-                        "'y_weights'", "gpu(0)", "cpu()");
+                        () ->
+                                buffer.combine(
+                                        r.recvX(),
+                                        onGpu(new Shape(4, 2), DataType.FLOAT32),
+                                        handle,
+                                        WireFormat.FP32),
+                        "'y_weights'",
+                        "gpu(0)",
+                        "cpu()");
                 assertMessage(
-                        () -> buffer.combine(r.recvX(), handle, WireFormat.FP32,
-                                onGpu(new Shape(4, h), DataType.FLOAT32)),
-                        "'out'", "gpu(0)", "cpu()");
+                        () ->
+                                buffer.combine(
+                                        r.recvX(),
+                                        handle,
+                                        WireFormat.FP32,
+                                        onGpu(new Shape(4, h), DataType.FLOAT32)),
+                        "'out'",
+                        "gpu(0)",
+                        "cpu()");
                 // Still usable after every refusal.
                 CombineResult c = buffer.combine(r.recvX(), null, handle, WireFormat.FP32);
                 assertArrayEquals(x.toFloatArray(), c.out().toFloatArray());
@@ -221,11 +277,22 @@ class EpBufferBackendsTest {
         try (EpBuffer b = EpBuffer.create(group)) {
             assertMessage(
                     () -> b.layout(onGpu(new Shape(4, 2), DataType.INT64), 4),
-                    "'topk_idx'", "gpu(0)", "GPU(s)", "CPU");
+                    "'topk_idx'",
+                    "gpu(0)",
+                    "GPU(s)",
+                    "CPU");
             assertMessage(
-                    () -> b.dispatch(onGpu(new Shape(4, 8), DataType.FLOAT32),
-                            onGpu(new Shape(4, 2), DataType.INT64), null, 4, 1, WireFormat.FP32),
-                    "'topk_idx'", "gpu(0)", "CPU");
+                    () ->
+                            b.dispatch(
+                                    onGpu(new Shape(4, 8), DataType.FLOAT32),
+                                    onGpu(new Shape(4, 2), DataType.INT64),
+                                    null,
+                                    4,
+                                    1,
+                                    WireFormat.FP32),
+                    "'topk_idx'",
+                    "gpu(0)",
+                    "CPU");
             assertNull(b.cudaDevice());
         }
     }
@@ -236,26 +303,36 @@ class EpBufferBackendsTest {
         assertMessage(() -> EpBuffer.create(null), "'group'", "null");
         assertMessage(
                 () -> EpBuffer.builder().setGroup(group).optCudaBufferBytes(1 << 20).build(),
-                "'cudaBufferBytes' = 1048576", String.valueOf(EpBuffer.MIN_CUDA_BUFFER_BYTES));
+                "'cudaBufferBytes' = 1048576",
+                String.valueOf(EpBuffer.MIN_CUDA_BUFFER_BYTES));
         assertMessage(
                 () -> EpBuffer.builder().setGroup(group).optNumSms(0).build(),
-                "'numSms' = 0", "[1, 128]");
+                "'numSms' = 0",
+                "[1, 128]");
         assertMessage(
                 () -> EpBuffer.builder().setGroup(group).optNumSms(129).build(),
-                "'numSms' = 129", "[1, 128]");
+                "'numSms' = 129",
+                "[1, 128]");
         assertMessage(
                 () -> EpBuffer.builder().setGroup(group).optTimeout(Duration.ZERO).build(),
-                "'timeout'", "positive");
+                "'timeout'",
+                "positive");
         assertMessage(
                 () -> EpBuffer.builder().setGroup(group).optTimeout(Duration.ofSeconds(-1)).build(),
-                "'timeout'", "positive");
+                "'timeout'",
+                "positive");
         assertMessage(
                 () -> EpBuffer.builder().setGroup(group).optTimeout(Duration.ofNanos(10)).build(),
-                "'timeout'", "1 ms");
+                "'timeout'",
+                "1 ms");
         assertMessage(
-                () -> EpBuffer.builder().setGroup(group)
-                        .optTimeout(Duration.ofSeconds(Long.MAX_VALUE)).build(),
-                "'timeout'", "Long.MAX_VALUE");
+                () ->
+                        EpBuffer.builder()
+                                .setGroup(group)
+                                .optTimeout(Duration.ofSeconds(Long.MAX_VALUE))
+                                .build(),
+                "'timeout'",
+                "Long.MAX_VALUE");
         try (EpBuffer d = EpBuffer.create(group)) {
             assertEquals(EpBuffer.DEFAULT_CUDA_BUFFER_BYTES, d.cudaBufferBytes());
             assertEquals(1L << 30, d.cudaBufferBytes());
@@ -263,8 +340,13 @@ class EpBufferBackendsTest {
             assertNull(d.timeout());
             assertNull(d.cudaDevice());
         }
-        try (EpBuffer b = EpBuffer.builder().setGroup(group).optCudaBufferBytes(256L << 20)
-                .optNumSms(20).optTimeout(Duration.ofSeconds(5)).build();
+        try (EpBuffer b =
+                        EpBuffer.builder()
+                                .setGroup(group)
+                                .optCudaBufferBytes(256L << 20)
+                                .optNumSms(20)
+                                .optTimeout(Duration.ofSeconds(5))
+                                .build();
                 NDManager m = manager.newSubManager()) {
             assertEquals(256L << 20, b.cudaBufferBytes());
             assertEquals(20, b.numSms());
@@ -307,8 +389,9 @@ class EpBufferBackendsTest {
                                     case "hashCode" -> System.identityHashCode(proxy);
                                     case "equals" -> proxy == args[0];
                                     case "size" -> shape.size();
-                                    default -> throw new UnsupportedOperationException(
-                                            "a fake GPU array cannot " + method.getName());
+                                    default ->
+                                            throw new UnsupportedOperationException(
+                                                    "a fake GPU array cannot " + method.getName());
                                 });
     }
 

@@ -30,15 +30,15 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /**
- * One {@link EpBuffer} at W = 1 with both backends: the same random inputs (uneven routing,
- * {@code -1} slots, a hot expert) go through the CPU engine as CPU arrays and through the CUDA
- * plug-in as GPU arrays, and every result must be bitwise the same (the plug-in's codecs are those
- * of the CPU engine): dispatch on the four wires, combine on FP32 and BF16, the handle's counts and
- * indices, layout, cached dispatch into reused outputs, strided GPU inputs. Then the named errors
- * of mixed devices and of a GPU index past the visible devices. Skipped without a GPU (CI is
- * CPU-only); run it on a GPU host with DJL's PyTorch engine built for it (FACTS.md, "DJL on a GPU
- * host"): {@code bin/gpu-java-tests} does, with {@code -Ddjlmoe.test.device=gpu}, under which a
- * missing GPU is a failure.
+ * One {@link EpBuffer} at W = 1 with both backends: the same random inputs (uneven routing, {@code
+ * -1} slots, a hot expert) go through the CPU engine as CPU arrays and through the CUDA plug-in as
+ * GPU arrays, and every result must be bitwise the same (the plug-in's codecs are those of the CPU
+ * engine): dispatch on the four wires, combine on FP32 and BF16, the handle's counts and indices,
+ * layout, cached dispatch into reused outputs, strided GPU inputs. Then the named errors of mixed
+ * devices and of a GPU index past the visible devices. Skipped without a GPU (CI is CPU-only); run
+ * it on a GPU host with DJL's PyTorch engine built for it (FACTS.md, "DJL on a GPU host"): {@code
+ * bin/gpu-java-tests} does, with {@code -Ddjlmoe.test.device=gpu}, under which a missing GPU is a
+ * failure.
  */
 class EpBufferGpuTest {
 
@@ -69,7 +69,9 @@ class EpBufferGpuTest {
     void needsAGpu() {
         Assumptions.assumeTrue(
                 buffer != null,
-                "no GPU: DJL sees " + Engine.getInstance().getGpuCount() + ", the CUDA plug-in "
+                "no GPU: DJL sees "
+                        + Engine.getInstance().getGpuCount()
+                        + ", the CUDA plug-in "
                         + CudaEpBuffer.deviceCount());
     }
 
@@ -129,9 +131,10 @@ class EpBufferGpuTest {
                 assertEquals(Device.gpu(0), gpu.recvTopkWeights().getDevice());
                 sameHandles(hc, hg);
                 sameBits(wire + " recv_x", cpu.recvX().toFloatArray(), gpu.recvX().toFloatArray());
-                assertArrayEquals(
-                        cpu.recvTopkIdx().toLongArray(), gpu.recvTopkIdx().toLongArray());
-                sameBits(wire + " recv_topk_weights", cpu.recvTopkWeights().toFloatArray(),
+                assertArrayEquals(cpu.recvTopkIdx().toLongArray(), gpu.recvTopkIdx().toLongArray());
+                sameBits(
+                        wire + " recv_topk_weights",
+                        cpu.recvTopkWeights().toFloatArray(),
                         gpu.recvTopkWeights().toFloatArray());
                 assertArrayEquals(cpu.recvTokensPerExpert(), gpu.recvTokensPerExpert());
             }
@@ -139,13 +142,17 @@ class EpBufferGpuTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = WireFormat.class, names = {"FP32", "BF16"})
+    @EnumSource(
+            value = WireFormat.class,
+            names = {"FP32", "BF16"})
     void combineOnTheGpuEqualsTheCpuEngine(WireFormat wire) {
         try (NDManager c = cpuManager.newSubManager();
                 NDManager g = gpuManager.newSubManager()) {
             Inputs in = new Inputs(c, g, 200 + wire.ordinal(), 257);
-            DispatchResult cpu = buffer.dispatch(in.xCpu, in.idxCpu, in.wCpu, E, 1, WireFormat.FP32);
-            DispatchResult gpu = buffer.dispatch(in.xGpu, in.idxGpu, in.wGpu, E, 1, WireFormat.FP32);
+            DispatchResult cpu =
+                    buffer.dispatch(in.xCpu, in.idxCpu, in.wCpu, E, 1, WireFormat.FP32);
+            DispatchResult gpu =
+                    buffer.dispatch(in.xGpu, in.idxGpu, in.wGpu, E, 1, WireFormat.FP32);
             try (EpHandle hc = cpu.handle();
                     EpHandle hg = gpu.handle()) {
                 float[] y = cpu.recvX().mul(0.37f).add(0.5f).toFloatArray();
@@ -160,12 +167,14 @@ class EpBufferGpuTest {
                 assertEquals(Device.gpu(0), og.outWeights().getDevice());
                 assertSame(yGpu.getManager(), og.out().getManager());
                 // An output for a GPU array held by a CPU manager is still made on the GPU.
-                NDArray empty = TorchMemory.empty(c, new Shape(2, 3), DataType.FLOAT32,
-                        Device.gpu(0));
+                NDArray empty =
+                        TorchMemory.empty(c, new Shape(2, 3), DataType.FLOAT32, Device.gpu(0));
                 assertEquals(Device.gpu(0), empty.getDevice());
                 assertSame(c, empty.getManager());
                 sameBits(wire + " out", oc.out().toFloatArray(), og.out().toFloatArray());
-                sameBits(wire + " out_weights", oc.outWeights().toFloatArray(),
+                sameBits(
+                        wire + " out_weights",
+                        oc.outWeights().toFloatArray(),
                         og.outWeights().toFloatArray());
                 buffer.synchronize();
             }
@@ -186,29 +195,37 @@ class EpBufferGpuTest {
                 NDArray out = g.full(new Shape(in.d.tokens, H), Float.NaN);
                 for (int round = 0; round < 3; round++) {
                     float[] x2 = RoutingData.randomRows(310 + round, in.d.tokens, H, 1f + round);
-                    NDArray expect = buffer.dispatch(c.create(x2, new Shape(in.d.tokens, H)), hc,
-                            WireFormat.BF16);
+                    NDArray expect =
+                            buffer.dispatch(
+                                    c.create(x2, new Shape(in.d.tokens, H)), hc, WireFormat.BF16);
                     // The GPU input is a transposed view: made contiguous first, never mis-read.
-                    NDArray strided = g.create(transpose(x2, in.d.tokens, H),
-                            new Shape(H, in.d.tokens)).transpose();
+                    NDArray strided =
+                            g.create(transpose(x2, in.d.tokens, H), new Shape(H, in.d.tokens))
+                                    .transpose();
                     assertSame(recv, buffer.dispatch(strided, hg, WireFormat.BF16, recv));
-                    sameBits("cached dispatch, round " + round, expect.toFloatArray(),
+                    sameBits(
+                            "cached dispatch, round " + round,
+                            expect.toFloatArray(),
                             recv.toFloatArray());
                     NDArray yc = expect.mul(0.5f);
                     NDArray cOut = buffer.combine(yc, null, hc, WireFormat.BF16).out();
                     NDArray yg = g.create(yc.toFloatArray(), new Shape(r, H));
                     assertSame(out, buffer.combine(yg, hg, WireFormat.BF16, out));
-                    sameBits("reused combine, round " + round, cOut.toFloatArray(),
+                    sameBits(
+                            "reused combine, round " + round,
+                            cOut.toFloatArray(),
                             out.toFloatArray());
                 }
                 // The reused GPU output must be the array's own contiguous storage.
                 NDArray transposed = g.zeros(new Shape(H, r)).transpose();
-                assertMessage(() -> buffer.dispatch(in.xGpu, hg, WireFormat.BF16, transposed),
-                        "'out'", "not contiguous");
+                assertMessage(
+                        () -> buffer.dispatch(in.xGpu, hg, WireFormat.BF16, transposed),
+                        "'out'",
+                        "not contiguous");
                 // x itself as the output: a wrong shape, or (when every token is routed) an
                 // overlap with the input.
-                assertMessage(() -> buffer.dispatch(in.xGpu, hg, WireFormat.BF16, in.xGpu),
-                        "'out'");
+                assertMessage(
+                        () -> buffer.dispatch(in.xGpu, hg, WireFormat.BF16, in.xGpu), "'out'");
             }
         }
     }
@@ -222,8 +239,7 @@ class EpBufferGpuTest {
             EpLayout lg = buffer.layout(in.idxGpu, E);
             assertEquals(Device.gpu(0), lg.tokensPerExpert().getDevice());
             assertArrayEquals(lc.tokensPerRank().toIntArray(), lg.tokensPerRank().toIntArray());
-            assertArrayEquals(
-                    lc.tokensPerExpert().toIntArray(), lg.tokensPerExpert().toIntArray());
+            assertArrayEquals(lc.tokensPerExpert().toIntArray(), lg.tokensPerExpert().toIntArray());
             assertArrayEquals(
                     lc.isTokenInRank().toBooleanArray(), lg.isTokenInRank().toBooleanArray());
             // A bad index is reported by layout itself, with its place, as on the CPU.
@@ -245,42 +261,80 @@ class EpBufferGpuTest {
             Inputs in = new Inputs(c, g, 500, 64);
             assertMessage(
                     () -> buffer.dispatch(in.xGpu, in.idxCpu, null, E, 1, WireFormat.FP32),
-                    "'topk_idx'", "cpu()", "'x'", "gpu(0)");
+                    "'topk_idx'",
+                    "cpu()",
+                    "'x'",
+                    "gpu(0)");
             assertMessage(
                     () -> buffer.dispatch(in.xGpu, in.idxGpu, in.wCpu, E, 1, WireFormat.FP32),
-                    "'topk_weights'", "cpu()", "gpu(0)");
+                    "'topk_weights'",
+                    "cpu()",
+                    "gpu(0)");
             assertMessage(
                     () -> buffer.dispatch(in.xCpu, in.idxGpu, null, E, 1, WireFormat.FP32),
-                    "'topk_idx'", "gpu(0)", "'x'", "cpu()");
-            DispatchResult gpu = buffer.dispatch(in.xGpu, in.idxGpu, in.wGpu, E, 1, WireFormat.FP32);
-            DispatchResult cpu = buffer.dispatch(in.xCpu, in.idxCpu, in.wCpu, E, 1, WireFormat.FP32);
+                    "'topk_idx'",
+                    "gpu(0)",
+                    "'x'",
+                    "cpu()");
+            DispatchResult gpu =
+                    buffer.dispatch(in.xGpu, in.idxGpu, in.wGpu, E, 1, WireFormat.FP32);
+            DispatchResult cpu =
+                    buffer.dispatch(in.xCpu, in.idxCpu, in.wCpu, E, 1, WireFormat.FP32);
             try (EpHandle hg = gpu.handle();
                     EpHandle hc = cpu.handle()) {
-                assertMessage(() -> buffer.dispatch(in.xCpu, hg, WireFormat.FP32),
-                        "'x'", "cpu()", "'handle'", "gpu(0)");
-                assertMessage(() -> buffer.dispatch(in.xGpu, hc, WireFormat.FP32),
-                        "'x'", "gpu(0)", "'handle'", "cpu()");
-                assertMessage(() -> buffer.combine(cpu.recvX(), null, hg, WireFormat.FP32),
-                        "'y'", "cpu()", "gpu(0)");
                 assertMessage(
-                        () -> buffer.combine(gpu.recvX(), cpu.recvTopkWeights(), hg,
-                                WireFormat.FP32),
-                        "'y_weights'", "cpu()", "gpu(0)");
+                        () -> buffer.dispatch(in.xCpu, hg, WireFormat.FP32),
+                        "'x'",
+                        "cpu()",
+                        "'handle'",
+                        "gpu(0)");
                 assertMessage(
-                        () -> buffer.dispatch(in.xGpu, hg, WireFormat.FP32,
-                                c.zeros(new Shape(hg.numRecv(), H))),
-                        "'out'", "cpu()", "gpu(0)");
+                        () -> buffer.dispatch(in.xGpu, hc, WireFormat.FP32),
+                        "'x'",
+                        "gpu(0)",
+                        "'handle'",
+                        "cpu()");
+                assertMessage(
+                        () -> buffer.combine(cpu.recvX(), null, hg, WireFormat.FP32),
+                        "'y'",
+                        "cpu()",
+                        "gpu(0)");
+                assertMessage(
+                        () ->
+                                buffer.combine(
+                                        gpu.recvX(), cpu.recvTopkWeights(), hg, WireFormat.FP32),
+                        "'y_weights'",
+                        "cpu()",
+                        "gpu(0)");
+                assertMessage(
+                        () ->
+                                buffer.dispatch(
+                                        in.xGpu,
+                                        hg,
+                                        WireFormat.FP32,
+                                        c.zeros(new Shape(hg.numRecv(), H))),
+                        "'out'",
+                        "cpu()",
+                        "gpu(0)");
                 for (WireFormat w : new WireFormat[] {WireFormat.FP8, WireFormat.MXFP8}) {
-                    assertMessage(() -> buffer.combine(gpu.recvX(), null, hg, w),
-                            "'wire' = " + w, "FP32", "BF16");
+                    assertMessage(
+                            () -> buffer.combine(gpu.recvX(), null, hg, w),
+                            "'wire' = " + w,
+                            "FP32",
+                            "BF16");
                 }
-                // On a GPU the FP8 wire needs whole 128-channel blocks (the CPU takes partial ones).
+                // On a GPU the FP8 wire needs whole 128-channel blocks (the CPU takes partial
+                // ones).
                 NDArray x96 = g.ones(new Shape(in.d.tokens, 96));
-                assertMessage(() -> buffer.dispatch(x96, hg, WireFormat.FP8),
-                        "hidden size 96", "128", "FP8");
+                assertMessage(
+                        () -> buffer.dispatch(x96, hg, WireFormat.FP8),
+                        "hidden size 96",
+                        "128",
+                        "FP8");
                 // Everything still works after the refusals.
                 CombineResult ok = buffer.combine(gpu.recvX(), null, hg, WireFormat.FP32);
-                sameBits("combine after refusals",
+                sameBits(
+                        "combine after refusals",
                         buffer.combine(cpu.recvX(), null, hc, WireFormat.FP32).out().toFloatArray(),
                         ok.out().toFloatArray());
             }
@@ -288,13 +342,20 @@ class EpBufferGpuTest {
                 try (NDManager g1 = NDManager.newBaseManager(Device.gpu(1))) {
                     Inputs other = new Inputs(c, g1, 501, 64);
                     assertMessage(
-                            () -> buffer.dispatch(other.xGpu, other.idxGpu, null, E, 1,
-                                    WireFormat.FP32),
-                            "'topk_idx'", "gpu(1)", "gpu(0)");
+                            () ->
+                                    buffer.dispatch(
+                                            other.xGpu, other.idxGpu, null, E, 1, WireFormat.FP32),
+                            "'topk_idx'",
+                            "gpu(1)",
+                            "gpu(0)");
                     assertMessage(
-                            () -> buffer.dispatch(in.xGpu, other.idxGpu, null, E, 1,
-                                    WireFormat.FP32),
-                            "'topk_idx'", "gpu(1)", "'x'", "gpu(0)");
+                            () ->
+                                    buffer.dispatch(
+                                            in.xGpu, other.idxGpu, null, E, 1, WireFormat.FP32),
+                            "'topk_idx'",
+                            "gpu(1)",
+                            "'x'",
+                            "gpu(0)");
                 }
             }
         }
@@ -303,8 +364,12 @@ class EpBufferGpuTest {
     @Test
     void aGpuIndexPastTheVisibleDevicesIsANamedError() {
         int n = CudaEpBuffer.deviceCount();
-        RuntimeException e = assertThrows(RuntimeException.class,
-                () -> CudaEpBuffer.create(0, 1, n, EpBuffer.MIN_CUDA_BUFFER_BYTES, 1000).close());
+        RuntimeException e =
+                assertThrows(
+                        RuntimeException.class,
+                        () ->
+                                CudaEpBuffer.create(0, 1, n, EpBuffer.MIN_CUDA_BUFFER_BYTES, 1000)
+                                        .close());
         for (String p : new String[] {"device=" + n, "[0, " + n + ")"}) {
             assertTrue(e.getMessage().contains(p), "message '" + e.getMessage() + "' lacks " + p);
         }
@@ -349,8 +414,18 @@ class EpBufferGpuTest {
             }
         }
         if (bad > 0) {
-            fail(what + ": " + bad + " of " + expected.length + " values differ; the first at "
-                    + first + ": CPU " + expected[first] + ", GPU " + actual[first]);
+            fail(
+                    what
+                            + ": "
+                            + bad
+                            + " of "
+                            + expected.length
+                            + " values differ; the first at "
+                            + first
+                            + ": CPU "
+                            + expected[first]
+                            + ", GPU "
+                            + actual[first]);
         }
     }
 

@@ -143,7 +143,8 @@ class EpBufferTest {
         try (NDManager m = manager.newSubManager()) {
             int h = 40;
             RoutingData d = new RoutingData(5, 33, 4, 16, 0.35, -1);
-            NDArray x = m.create(RoutingData.randomRows(6, d.tokens, h, 1f), new Shape(d.tokens, h));
+            NDArray x =
+                    m.create(RoutingData.randomRows(6, d.tokens, h, 1f), new Shape(d.tokens, h));
             DispatchResult r =
                     buffer.dispatch(x, idxArray(m, d), wArray(m, d), 16, 1, WireFormat.FP32);
             try (EpHandle handle = r.handle()) {
@@ -175,12 +176,15 @@ class EpBufferTest {
         try (NDManager m = manager.newSubManager()) {
             int h = 64;
             RoutingData d = new RoutingData(7, 45, 3, 8, 0.2, 1);
-            NDArray x1 = m.create(RoutingData.randomRows(8, d.tokens, h, 1f), new Shape(d.tokens, h));
-            NDArray x2 = m.create(RoutingData.randomRows(9, d.tokens, h, 2f), new Shape(d.tokens, h));
+            NDArray x1 =
+                    m.create(RoutingData.randomRows(8, d.tokens, h, 1f), new Shape(d.tokens, h));
+            NDArray x2 =
+                    m.create(RoutingData.randomRows(9, d.tokens, h, 2f), new Shape(d.tokens, h));
             DispatchResult r = buffer.dispatch(x1, idxArray(m, d), null, 8, 1, WireFormat.BF16);
             try (EpHandle handle = r.handle()) {
                 NDArray cached = buffer.dispatch(x2, handle, WireFormat.BF16);
-                DispatchResult fresh = buffer.dispatch(x2, idxArray(m, d), null, 8, 1, WireFormat.BF16);
+                DispatchResult fresh =
+                        buffer.dispatch(x2, idxArray(m, d), null, 8, 1, WireFormat.BF16);
                 try (EpHandle h2 = fresh.handle()) {
                     assertArrayEquals(fresh.recvX().toFloatArray(), cached.toFloatArray());
                 }
@@ -196,7 +200,11 @@ class EpBufferTest {
             float[] x = RoutingData.bf16ExactRows(11, d.tokens, h);
             DispatchResult r =
                     buffer.dispatch(
-                            m.create(x, new Shape(d.tokens, h)), idxArray(m, d), null, 4, 1,
+                            m.create(x, new Shape(d.tokens, h)),
+                            idxArray(m, d),
+                            null,
+                            4,
+                            1,
                             WireFormat.BF16);
             try (EpHandle handle = r.handle()) {
                 float[] rx = r.recvX().toFloatArray();
@@ -235,8 +243,8 @@ class EpBufferTest {
             RoutingData d = new RoutingData(12, 40, 2, 4, 0.0, -1);
             float[] x = RoutingData.randomRows(13, d.tokens, h, 3f);
             DispatchResult r =
-                    buffer.dispatch(m.create(x, new Shape(d.tokens, h)), idxArray(m, d), null, 4, 1,
-                            wire);
+                    buffer.dispatch(
+                            m.create(x, new Shape(d.tokens, h)), idxArray(m, d), null, 4, 1, wire);
             try (EpHandle handle = r.handle()) {
                 float[] rx = r.recvX().toFloatArray();
                 double num = 0;
@@ -296,11 +304,23 @@ class EpBufferTest {
                 long wAddr = NativeMemory.address(wire, "wire", DataType.UINT8);
                 call.check(
                         NativeEp.nep_encode_rows(
-                                WireFormat.FP32.code(), srcAddr, 1, 4, wAddr, call.err(), call.cap()),
+                                WireFormat.FP32.code(),
+                                srcAddr,
+                                1,
+                                4,
+                                wAddr,
+                                call.err(),
+                                call.cap()),
                         "encode");
                 call.check(
                         NativeEp.nep_decode_rows(
-                                WireFormat.FP32.code(), wAddr, 1, 4, dstAddr, call.err(), call.cap()),
+                                WireFormat.FP32.code(),
+                                wAddr,
+                                1,
+                                4,
+                                dstAddr,
+                                call.err(),
+                                call.cap()),
                         "decode");
             }
             // dst was written by native code through the address DJL exposed: no copy back.
@@ -311,8 +331,14 @@ class EpBufferTest {
             long addr = NativeMemory.address(col, "col", DataType.FLOAT32);
             NDArray out = m.zeros(new Shape(3, 2));
             call.check(
-                    NativeEp.nep_decode_rows(0, addr, 3, 2,
-                            NativeMemory.address(out, "out", DataType.FLOAT32), call.err(), call.cap()),
+                    NativeEp.nep_decode_rows(
+                            0,
+                            addr,
+                            3,
+                            2,
+                            NativeMemory.address(out, "out", DataType.FLOAT32),
+                            call.err(),
+                            call.cap()),
                     "decode");
             assertArrayEquals(new float[] {1, 4, 2, 5, 3, 6}, out.toFloatArray());
         }
@@ -324,35 +350,61 @@ class EpBufferTest {
             NDArray x = m.ones(new Shape(4, 8));
             NDArray idx = m.create(new long[] {0, 1, 2, 3, 1, 2, 3, 0}, new Shape(4, 2));
             assertMessage(
-                    () -> buffer.dispatch(x.toType(DataType.FLOAT64, false), idx, null, 4, 1,
-                            WireFormat.FP32),
-                    "'x'", "float64");
+                    () ->
+                            buffer.dispatch(
+                                    x.toType(DataType.FLOAT64, false),
+                                    idx,
+                                    null,
+                                    4,
+                                    1,
+                                    WireFormat.FP32),
+                    "'x'",
+                    "float64");
             assertMessage(
-                    () -> buffer.dispatch(m.ones(new Shape(4, 2, 4)), idx, null, 4, 1,
-                            WireFormat.FP32),
-                    "'x'", "2 dimensions");
+                    () ->
+                            buffer.dispatch(
+                                    m.ones(new Shape(4, 2, 4)), idx, null, 4, 1, WireFormat.FP32),
+                    "'x'",
+                    "2 dimensions");
             assertMessage(
-                    () -> buffer.dispatch(x, idx.toType(DataType.INT32, false), null, 4, 1,
-                            WireFormat.FP32),
-                    "'topk_idx'", "int32");
+                    () ->
+                            buffer.dispatch(
+                                    x,
+                                    idx.toType(DataType.INT32, false),
+                                    null,
+                                    4,
+                                    1,
+                                    WireFormat.FP32),
+                    "'topk_idx'",
+                    "int32");
             assertMessage(
-                    () -> buffer.dispatch(m.ones(new Shape(5, 8)), idx, null, 4, 1, WireFormat.FP32),
-                    "'topk_idx'", "5");
+                    () ->
+                            buffer.dispatch(
+                                    m.ones(new Shape(5, 8)), idx, null, 4, 1, WireFormat.FP32),
+                    "'topk_idx'",
+                    "5");
             NDArray outOfRange = m.create(new long[] {0, 1, 2, 9, 1, 2, 3, 0}, new Shape(4, 2));
             assertMessage(
                     () -> buffer.dispatch(x, outOfRange, null, 4, 1, WireFormat.FP32),
-                    "topk_idx", "9");
+                    "topk_idx",
+                    "9");
             NDArray belowRange = m.create(new long[] {0, 1, 2, -2, 1, 2, 3, 0}, new Shape(4, 2));
-            assertMessage(
-                    () -> buffer.layout(belowRange, 4), "topk_idx", "-2");
+            assertMessage(() -> buffer.layout(belowRange, 4), "topk_idx", "-2");
             NDArray dup = m.create(new long[] {0, 1, 2, 2, 1, 2, 3, 0}, new Shape(4, 2));
             assertMessage(() -> buffer.dispatch(x, dup, null, 4, 1, WireFormat.FP32), "2");
             assertMessage(
                     () -> buffer.dispatch(x, idx, null, 0, 1, WireFormat.FP32), "num_experts", "0");
             assertMessage(
-                    () -> buffer.dispatch(x, m.zeros(new Shape(4, 5), DataType.INT64), null, 4, 1,
-                            WireFormat.FP32),
-                    "K = 5", "num_experts = 4");
+                    () ->
+                            buffer.dispatch(
+                                    x,
+                                    m.zeros(new Shape(4, 5), DataType.INT64),
+                                    null,
+                                    4,
+                                    1,
+                                    WireFormat.FP32),
+                    "K = 5",
+                    "num_experts = 4");
             assertMessage(
                     () -> buffer.dispatch(x, idx, m.ones(new Shape(4, 3)), 4, 1, WireFormat.FP32),
                     "'topk_weights'");
@@ -362,10 +414,12 @@ class EpBufferTest {
             EpHandle handle = r.handle();
             assertMessage(
                     () -> buffer.combine(m.ones(new Shape(3, 8)), null, handle, WireFormat.FP32),
-                    "'y'", "3 rows");
+                    "'y'",
+                    "3 rows");
             assertMessage(
                     () -> buffer.dispatch(m.ones(new Shape(2, 8)), handle, WireFormat.FP32),
-                    "'x'", "2 rows");
+                    "'x'",
+                    "2 rows");
             try (LocalProcessGroup g2 = new LocalProcessGroup();
                     EpBuffer other = EpBuffer.create(g2)) {
                 assertMessage(
@@ -374,8 +428,7 @@ class EpBufferTest {
             }
             handle.close();
             assertTrue(handle.isClosed());
-            assertMessage(
-                    () -> buffer.combine(r.recvX(), null, handle, WireFormat.FP32), "closed");
+            assertMessage(() -> buffer.combine(r.recvX(), null, handle, WireFormat.FP32), "closed");
             // The library is still usable after every refusal.
             DispatchResult ok = buffer.dispatch(x, idx, null, 4, 1, WireFormat.FP32);
             try (EpHandle h2 = ok.handle()) {
@@ -391,24 +444,33 @@ class EpBufferTest {
         try (NDManager m = manager.newSubManager()) {
             int h = 300; // partial scaling blocks on the FP8 and MXFP8 wires
             RoutingData d = new RoutingData(11, 57, 4, 16, 0.3, 2);
-            DispatchResult r = buffer.dispatch(
-                    m.create(RoutingData.randomRows(12, d.tokens, h, 1f), new Shape(d.tokens, h)),
-                    idxArray(m, d), null, 16, 1, wire);
+            DispatchResult r =
+                    buffer.dispatch(
+                            m.create(
+                                    RoutingData.randomRows(12, d.tokens, h, 1f),
+                                    new Shape(d.tokens, h)),
+                            idxArray(m, d),
+                            null,
+                            16,
+                            1,
+                            wire);
             try (EpHandle handle = r.handle()) {
                 long rows = handle.numRecv();
                 NDArray recv = m.full(new Shape(rows, h), Float.NaN); // poisoned, then reused
                 NDArray out = m.full(new Shape(d.tokens, h), Float.NaN);
                 for (int round = 0; round < 3; round++) {
-                    NDArray x = m.create(
-                            RoutingData.randomRows(20 + round, d.tokens, h, 1f + round),
-                            new Shape(d.tokens, h));
+                    NDArray x =
+                            m.create(
+                                    RoutingData.randomRows(20 + round, d.tokens, h, 1f + round),
+                                    new Shape(d.tokens, h));
                     NDArray fresh = buffer.dispatch(x, handle, wire);
                     assertSame(recv, buffer.dispatch(x, handle, wire, recv));
                     assertArrayEquals(fresh.toFloatArray(), recv.toFloatArray(), "round " + round);
                     NDArray y = fresh.mul(0.5f + round);
                     NDArray freshOut = buffer.combine(y, null, handle, wire).out();
                     assertSame(out, buffer.combine(y, handle, wire, out));
-                    assertArrayEquals(freshOut.toFloatArray(), out.toFloatArray(), "round " + round);
+                    assertArrayEquals(
+                            freshOut.toFloatArray(), out.toFloatArray(), "round " + round);
                 }
             }
         }
@@ -425,24 +487,35 @@ class EpBufferTest {
             assertEquals(4, handle.numRecv());
             assertMessage(
                     () -> buffer.dispatch(x, handle, WireFormat.FP32, m.zeros(new Shape(3, h))),
-                    "'out'", "(3, 8)", "expected (4, 8)");
+                    "'out'",
+                    "(3, 8)",
+                    "expected (4, 8)");
             assertMessage(
-                    () -> buffer.dispatch(x, handle, WireFormat.FP32,
-                            m.zeros(new Shape(4, h), DataType.FLOAT64)),
-                    "'out'", "float64");
-            assertMessage(
-                    () -> buffer.dispatch(x, handle, WireFormat.FP32, null), "'out'", "null");
+                    () ->
+                            buffer.dispatch(
+                                    x,
+                                    handle,
+                                    WireFormat.FP32,
+                                    m.zeros(new Shape(4, h), DataType.FLOAT64)),
+                    "'out'",
+                    "float64");
+            assertMessage(() -> buffer.dispatch(x, handle, WireFormat.FP32, null), "'out'", "null");
             // A transposed view is not contiguous: DJL would hand native code a copy.
             NDArray transposed = m.zeros(new Shape(h, 4)).transpose();
             assertMessage(
                     () -> buffer.dispatch(x, handle, WireFormat.FP32, transposed),
-                    "'out'", "not contiguous");
+                    "'out'",
+                    "not contiguous");
             assertMessage(
-                    () -> buffer.dispatch(x, handle, WireFormat.FP32, x), "'out'", "'x'", "overlap");
+                    () -> buffer.dispatch(x, handle, WireFormat.FP32, x),
+                    "'out'",
+                    "'x'",
+                    "overlap");
             NDArray y = r.recvX();
             assertMessage(
                     () -> buffer.combine(y, handle, WireFormat.FP32, m.zeros(new Shape(4, h + 1))),
-                    "'out'", "expected (4, 8)");
+                    "'out'",
+                    "expected (4, 8)");
             assertMessage(
                     () -> buffer.combine(y, handle, WireFormat.FP32, y), "'out'", "'y'", "overlap");
             handle.close();

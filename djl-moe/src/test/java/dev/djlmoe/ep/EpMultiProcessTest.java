@@ -34,9 +34,16 @@ class EpMultiProcessTest {
             String out = r.output(rank);
             assertTrue(out.contains("oracle: OK"), r.describeRank(rank));
             for (String scenario :
-                    List.of("random", "zero-tokens", "one-expert", "all-empty", "big-rows",
+                    List.of(
+                            "random",
+                            "zero-tokens",
+                            "one-expert",
+                            "all-empty",
+                            "big-rows",
                             "many-tokens")) {
-                assertTrue(out.contains("ok " + scenario + " "), scenario + "\n" + r.describeRank(rank));
+                assertTrue(
+                        out.contains("ok " + scenario + " "),
+                        scenario + "\n" + r.describeRank(rank));
             }
             assertTrue(out.contains("pressure BF16: 20 repeats"), r.describeRank(rank));
             assertTrue(out.contains("pressure FP8: 20 repeats"), r.describeRank(rank));

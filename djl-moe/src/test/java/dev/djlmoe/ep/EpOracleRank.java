@@ -23,11 +23,11 @@ import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
 
 /**
- * One rank of the multi-process dispatch/combine test (started by {@code EpMultiRankTest}
- * through {@link MultiRank}). Every rank generates, from the same seeds, the inputs of
- * <em>all</em> ranks and computes what a plain all-to-all must deliver (the oracle below, written
- * with loops over arrays and nothing from the code under test), then runs layout, dispatch, cached
- * dispatch and combine through the cpu-shm transport and compares:
+ * One rank of the multi-process dispatch/combine test (started by {@code EpMultiRankTest} through
+ * {@link MultiRank}). Every rank generates, from the same seeds, the inputs of <em>all</em> ranks
+ * and computes what a plain all-to-all must deliver (the oracle below, written with loops over
+ * arrays and nothing from the code under test), then runs layout, dispatch, cached dispatch and
+ * combine through the cpu-shm transport and compares:
  *
  * <ul>
  *   <li>layout: tokens per rank (deduplicated), tokens per expert, token-in-rank;
@@ -40,8 +40,8 @@ import org.bytedeco.javacpp.FloatPointer;
  *       stated tolerance of the raw row;
  *   <li>local top-k ids, zeroed non-local weights, cached dispatch bitwise equal to a fresh one;
  *   <li>combine: each rank returns {@code y = recv_x * (rank + 1)}; the output must be, bitwise,
- *       the fp32 sum in rank order of the round-tripped rows of the ranks that got the token
- *       (zeros for a token sent nowhere), and the weights must round-trip exactly.
+ *       the fp32 sum in rank order of the round-tripped rows of the ranks that got the token (zeros
+ *       for a token sent nowhere), and the weights must round-trip exactly.
  * </ul>
  *
  * <p>Then the pressure check: 20 repeats of dispatch + combine must hash identically. A mutation
@@ -104,23 +104,56 @@ public final class EpOracleRank {
     static List<Scenario> scenarios(int w) {
         List<Scenario> s = new ArrayList<>();
         // Uneven tokens per rank, -1 slots, random data.
-        s.add(new Scenario("random", 11, 256, 4, 4, 0.15, Routing.RANDOM, 1,
-                r -> 40 + 37 * r, false));
+        s.add(
+                new Scenario(
+                        "random", 11, 256, 4, 4, 0.15, Routing.RANDOM, 1, r -> 40 + 37 * r, false));
         // The last rank has no tokens; hidden not a multiple of any scaling block.
-        s.add(new Scenario("zero-tokens", 12, 200, 3, 2, 0.2, Routing.RANDOM, 4,
-                r -> r == w - 1 ? 0 : 25 + 9 * r, true));
+        s.add(
+                new Scenario(
+                        "zero-tokens",
+                        12,
+                        200,
+                        3,
+                        2,
+                        0.2,
+                        Routing.RANDOM,
+                        4,
+                        r -> r == w - 1 ? 0 : 25 + 9 * r,
+                        true));
         // Every token's only expert lives on rank 1 (or 0 when W = 1): one receiver gets all.
-        s.add(new Scenario("one-expert", 13, 128, 4, 2, 0.0, Routing.ONE_EXPERT, 32,
-                r -> 30 + r, true));
+        s.add(
+                new Scenario(
+                        "one-expert",
+                        13,
+                        128,
+                        4,
+                        2,
+                        0.0,
+                        Routing.ONE_EXPERT,
+                        32,
+                        r -> 30 + r,
+                        true));
         // No slot is used: nothing moves, combine returns zeros.
-        s.add(new Scenario("all-empty", 14, 64, 2, 2, 1.0, Routing.ALL_EMPTY, 1,
-                r -> 7 + r, false));
+        s.add(
+                new Scenario(
+                        "all-empty", 14, 64, 2, 2, 1.0, Routing.ALL_EMPTY, 1, r -> 7 + r, false));
         // Rows larger than a ring slot (fp32: 266 KB > 256 KiB): travel in pieces.
-        s.add(new Scenario("big-rows", 15, 66560, 2, 2, 0.1, Routing.RANDOM, 32,
-                r -> 3 + r, false));
+        s.add(
+                new Scenario(
+                        "big-rows", 15, 66560, 2, 2, 0.1, Routing.RANDOM, 32, r -> 3 + r, false));
         // Many small rows: the rings wrap many times; MXFP8-style 32-alignment.
-        s.add(new Scenario("many-tokens", 16, 128, 6, 8, 0.05, Routing.RANDOM, 32,
-                r -> 1500 - 100 * r, true));
+        s.add(
+                new Scenario(
+                        "many-tokens",
+                        16,
+                        128,
+                        6,
+                        8,
+                        0.05,
+                        Routing.RANDOM,
+                        32,
+                        r -> 1500 - 100 * r,
+                        true));
         return s;
     }
 
@@ -205,13 +238,14 @@ public final class EpOracleRank {
         switch (wire) {
             case FP32:
                 return x.clone();
-            case BF16: {
-                float[] y = new float[x.length];
-                for (int i = 0; i < x.length; i++) {
-                    y[i] = bf16(x[i]);
+            case BF16:
+                {
+                    float[] y = new float[x.length];
+                    for (int i = 0; i < x.length; i++) {
+                        y[i] = bf16(x[i]);
+                    }
+                    return y;
                 }
-                return y;
-            }
             default:
                 return nativeRoundTrip(wire, x, rows, h);
         }
@@ -226,10 +260,26 @@ public final class EpOracleRank {
                 BytePointer enc = new BytePointer(rb * rows);
                 FloatPointer out = new FloatPointer((long) rows * h);
                 NativeCall call = new NativeCall()) {
-            call.check(NativeEp.nep_encode_rows(wire.code(), in.address(), rows, h,
-                    enc.address(), call.err(), call.cap()), "encode");
-            call.check(NativeEp.nep_decode_rows(wire.code(), enc.address(), rows, h,
-                    out.address(), call.err(), call.cap()), "decode");
+            call.check(
+                    NativeEp.nep_encode_rows(
+                            wire.code(),
+                            in.address(),
+                            rows,
+                            h,
+                            enc.address(),
+                            call.err(),
+                            call.cap()),
+                    "encode");
+            call.check(
+                    NativeEp.nep_decode_rows(
+                            wire.code(),
+                            enc.address(),
+                            rows,
+                            h,
+                            out.address(),
+                            call.err(),
+                            call.cap()),
+                    "decode");
             float[] y = new float[rows * h];
             out.get(y);
             return y;
@@ -237,7 +287,8 @@ public final class EpOracleRank {
     }
 
     /** Null when decoded is within the stated fp8/mxfp8 tolerance of x, else the first miss. */
-    static String withinWireTolerance(WireFormat wire, float[] x, float[] decoded, int rows, int h) {
+    static String withinWireTolerance(
+            WireFormat wire, float[] x, float[] decoded, int rows, int h) {
         int block = wire.blockSize();
         for (int i = 0; i < rows; i++) {
             for (int b0 = 0; b0 < h; b0 += block) {
@@ -261,9 +312,16 @@ public final class EpOracleRank {
                     double err = Math.abs((double) decoded[j] - x[j]);
                     double tol = rel * Math.abs(x[j]) + scale / 512 + 1e-30;
                     if (!(err <= tol)) {
-                        return String.format(Locale.ROOT,
+                        return String.format(
+                                Locale.ROOT,
                                 "row %d channel %d: %s decoded %g from %g, error %g > tolerance %g",
-                                i, b0 + c, wire, decoded[j], x[j], err, tol);
+                                i,
+                                b0 + c,
+                                wire,
+                                decoded[j],
+                                x[j],
+                                err,
+                                tol);
                     }
                 }
             }
@@ -386,8 +444,8 @@ public final class EpOracleRank {
         }
 
         /**
-         * Combine at this rank when every rank r returns rt(x) * (r + 1) for each token it got:
-         * the sum, in rank order, of those rows after another wire round trip.
+         * Combine at this rank when every rank r returns rt(x) * (r + 1) for each token it got: the
+         * sum, in rank order, of those rows after another wire round trip.
          */
         float[] combined(WireFormat wire) {
             RankData d = all[me];
@@ -432,8 +490,14 @@ public final class EpOracleRank {
         }
         for (int i = 0; i < expected.length; i++) {
             if (Float.floatToRawIntBits(expected[i]) != Float.floatToRawIntBits(actual[i])) {
-                return String.format(Locale.ROOT, "%s: row %d column %d is %s, expected %s",
-                        what, i / cols, i % cols, actual[i], expected[i]);
+                return String.format(
+                        Locale.ROOT,
+                        "%s: row %d column %d is %s, expected %s",
+                        what,
+                        i / cols,
+                        i % cols,
+                        actual[i],
+                        expected[i]);
             }
         }
         return null;
@@ -445,8 +509,14 @@ public final class EpOracleRank {
         }
         for (int i = 0; i < expected.length; i++) {
             if (expected[i] != actual[i]) {
-                return String.format(Locale.ROOT, "%s: row %d column %d is %d, expected %d",
-                        what, i / cols, i % cols, actual[i], expected[i]);
+                return String.format(
+                        Locale.ROOT,
+                        "%s: row %d column %d is %d, expected %d",
+                        what,
+                        i / cols,
+                        i % cols,
+                        actual[i],
+                        expected[i]);
             }
         }
         return null;
@@ -480,7 +550,8 @@ public final class EpOracleRank {
         RankData d = ex.all[me];
         int k = ex.k;
         int h = ex.h;
-        String ctx = String.format(Locale.ROOT, "rank %d, scenario %s, wire %s", me, sc.name(), wire);
+        String ctx =
+                String.format(Locale.ROOT, "rank %d, scenario %s, wire %s", me, sc.name(), wire);
         try (NDManager m = manager.newSubManager()) {
             NDArray x = m.create(d.x, new Shape(d.tokens, h));
             NDArray x2 = m.create(d.x2, new Shape(d.tokens, h));
@@ -505,8 +576,9 @@ public final class EpOracleRank {
                 }
             }
             check(ctx, exact("layout tokens_per_rank", perRank, l.tokensPerRank().toIntArray()));
-            check(ctx, exact("layout tokens_per_expert", perExpert,
-                    l.tokensPerExpert().toIntArray()));
+            check(
+                    ctx,
+                    exact("layout tokens_per_expert", perExpert, l.tokensPerExpert().toIntArray()));
             boolean[] ir = l.isTokenInRank().toBooleanArray();
             long[] irl = new long[ir.length];
             for (int i = 0; i < ir.length; i++) {
@@ -517,10 +589,19 @@ public final class EpOracleRank {
             DispatchResult r = buffer.dispatch(x, idx, w, ex.e, sc.alignment(), wire);
             try (EpHandle handle = r.handle()) {
                 int n = ex.numRecv();
-                check(ctx, handle.numRecv() == n ? null
-                        : "received " + handle.numRecv() + " rows, expected " + n);
-                check(ctx, handle.numTokens() == d.tokens ? null
-                        : "handle routes " + handle.numTokens() + " tokens, expected " + d.tokens);
+                check(
+                        ctx,
+                        handle.numRecv() == n
+                                ? null
+                                : "received " + handle.numRecv() + " rows, expected " + n);
+                check(
+                        ctx,
+                        handle.numTokens() == d.tokens
+                                ? null
+                                : "handle routes "
+                                        + handle.numTokens()
+                                        + " tokens, expected "
+                                        + d.tokens);
                 int[][] prefix = handle.rankPrefixMatrix();
                 for (int i = 0; i < world; i++) {
                     for (int j = 0; j < world; j++) {
@@ -528,28 +609,53 @@ public final class EpOracleRank {
                         for (int s = 0; s <= i; s++) {
                             sum += ex.counts[s][j];
                         }
-                        check(ctx, prefix[i][j] == sum ? null
-                                : "rank_prefix_matrix[" + i + "][" + j + "] = " + prefix[i][j]
-                                        + ", expected " + sum);
+                        check(
+                                ctx,
+                                prefix[i][j] == sum
+                                        ? null
+                                        : "rank_prefix_matrix["
+                                                + i
+                                                + "]["
+                                                + j
+                                                + "] = "
+                                                + prefix[i][j]
+                                                + ", expected "
+                                                + sum);
                     }
                 }
                 check(ctx, exact("recv_src_idx", ex.recvSrcIdx, handle.recvSrcIdx()));
                 boolean[][] hin = handle.isTokenInRank();
                 for (int t = 0; t < d.tokens; t++) {
                     for (int q = 0; q < world; q++) {
-                        check(ctx, hin[t][q] == (inRank[t * world + q] == 1) ? null
-                                : "handle is_token_in_rank[" + t + "][" + q + "] = " + hin[t][q]);
+                        check(
+                                ctx,
+                                hin[t][q] == (inRank[t * world + q] == 1)
+                                        ? null
+                                        : "handle is_token_in_rank["
+                                                + t
+                                                + "]["
+                                                + q
+                                                + "] = "
+                                                + hin[t][q]);
                     }
                 }
-                check(ctx, exact("recv_tokens_per_expert (raw)", ex.perExpertRaw,
-                        handle.recvTokensPerExpert(false)));
+                check(
+                        ctx,
+                        exact(
+                                "recv_tokens_per_expert (raw)",
+                                ex.perExpertRaw,
+                                handle.recvTokensPerExpert(false)));
                 int[] aligned = new int[ex.el];
                 int a = sc.alignment();
                 for (int i = 0; i < ex.el; i++) {
                     aligned[i] = (ex.perExpertRaw[i] + a - 1) / a * a;
                 }
-                check(ctx, exact("recv_tokens_per_expert (aligned to " + a + ")", aligned,
-                        r.recvTokensPerExpert()));
+                check(
+                        ctx,
+                        exact(
+                                "recv_tokens_per_expert (aligned to " + a + ")",
+                                aligned,
+                                r.recvTokensPerExpert()));
 
                 // Rows: provenance and order (tag channels) and every value after the wire.
                 float[] rx = r.recvX().toFloatArray();
@@ -562,27 +668,44 @@ public final class EpOracleRank {
                     check(ctx, withinWireTolerance(wire, ex.recvRowsRaw(), rx, n, h));
                 }
                 if (sc.bf16Exact() && wire == WireFormat.BF16) {
-                    check(ctx, bitwise("recv_x (bf16-exact data, lossless)", ex.recvRowsRaw(),
-                            rx, h));
+                    check(
+                            ctx,
+                            bitwise("recv_x (bf16-exact data, lossless)", ex.recvRowsRaw(), rx, h));
                 }
-                check(ctx, exact("recv_topk_idx (local ids)", ex.recvIdx(),
-                        r.recvTopkIdx().toLongArray(), k));
-                check(ctx, bitwise("recv_topk_weights", ex.recvWeights(),
-                        r.recvTopkWeights().toFloatArray(), k));
+                check(
+                        ctx,
+                        exact(
+                                "recv_topk_idx (local ids)",
+                                ex.recvIdx(),
+                                r.recvTopkIdx().toLongArray(),
+                                k));
+                check(
+                        ctx,
+                        bitwise(
+                                "recv_topk_weights",
+                                ex.recvWeights(),
+                                r.recvTopkWeights().toFloatArray(),
+                                k));
 
                 // Mutation check: the comparisons above must notice a one-ulp change and a swap.
                 if (n >= 2 && wire == WireFormat.FP32) {
                     float[] bad = rx.clone();
                     bad[h + h / 2] = Math.nextUp(bad[h + h / 2]);
-                    check(ctx, bitwise("mutation", expRows, bad, h) != null ? null
-                            : "the bitwise comparison missed a one-ulp change");
+                    check(
+                            ctx,
+                            bitwise("mutation", expRows, bad, h) != null
+                                    ? null
+                                    : "the bitwise comparison missed a one-ulp change");
                     float[] swapped = rx.clone();
                     System.arraycopy(rx, 0, swapped, h, h);
                     System.arraycopy(rx, h, swapped, 0, h);
-                    boolean same = Arrays.equals(Arrays.copyOf(rx, h),
-                            Arrays.copyOfRange(rx, h, 2 * h));
-                    check(ctx, same || bitwise("mutation", expRows, swapped, h) != null ? null
-                            : "the comparison missed two swapped rows");
+                    boolean same =
+                            Arrays.equals(Arrays.copyOf(rx, h), Arrays.copyOfRange(rx, h, 2 * h));
+                    check(
+                            ctx,
+                            same || bitwise("mutation", expRows, swapped, h) != null
+                                    ? null
+                                    : "the comparison missed two swapped rows");
                 }
 
                 // Cached dispatch of another tensor equals a fresh dispatch of it.
@@ -590,19 +713,30 @@ public final class EpOracleRank {
                 DispatchResult fresh = buffer.dispatch(x2, idx, w, ex.e, sc.alignment(), wire);
                 try (EpHandle h2 = fresh.handle()) {
                     float[] c = cached.toFloatArray();
-                    check(ctx, bitwise("cached dispatch vs fresh dispatch", fresh.recvX()
-                            .toFloatArray(), c, h));
+                    check(
+                            ctx,
+                            bitwise(
+                                    "cached dispatch vs fresh dispatch",
+                                    fresh.recvX().toFloatArray(),
+                                    c,
+                                    h));
                     check(ctx, bitwise("cached dispatch vs oracle", ex.recvRows(wire, true), c, h));
-                    check(ctx, exact("fresh dispatch recv_src_idx", ex.recvSrcIdx,
-                            h2.recvSrcIdx()));
+                    check(
+                            ctx,
+                            exact("fresh dispatch recv_src_idx", ex.recvSrcIdx, h2.recvSrcIdx()));
                 }
 
                 // Combine: rows come back scaled by (rank + 1); weights round-trip.
                 NDArray y = r.recvX().mul((float) (me + 1));
                 CombineResult cr = buffer.combine(y, r.recvTopkWeights(), handle, wire);
                 check(ctx, bitwise("combine out", ex.combined(wire), cr.out().toFloatArray(), h));
-                check(ctx, bitwise("combine weights", ex.combinedWeights(),
-                        cr.outWeights().toFloatArray(), k));
+                check(
+                        ctx,
+                        bitwise(
+                                "combine weights",
+                                ex.combinedWeights(),
+                                cr.outWeights().toFloatArray(),
+                                k));
             }
         }
     }
@@ -613,9 +747,21 @@ public final class EpOracleRank {
         for (int i = 0; i < ex.numRecv(); i++) {
             int src = (int) rx[i * h] + 128;
             int tok = (int) rx[i * h + 1] * 256 + (int) rx[i * h + 2];
-            check(ctx, src == ex.recvSrcRank[i] && tok == ex.recvSrcIdx[i] ? null
-                    : "row " + i + " carries (rank " + src + ", token " + tok + "), expected (rank "
-                            + ex.recvSrcRank[i] + ", token " + ex.recvSrcIdx[i] + ")");
+            check(
+                    ctx,
+                    src == ex.recvSrcRank[i] && tok == ex.recvSrcIdx[i]
+                            ? null
+                            : "row "
+                                    + i
+                                    + " carries (rank "
+                                    + src
+                                    + ", token "
+                                    + tok
+                                    + "), expected (rank "
+                                    + ex.recvSrcRank[i]
+                                    + ", token "
+                                    + ex.recvSrcIdx[i]
+                                    + ")");
         }
         // Order: by source rank, then source token.
         for (int i = 1; i < ex.numRecv(); i++) {
@@ -623,15 +769,28 @@ public final class EpOracleRank {
             int s1 = (int) rx[i * h] + 128;
             int t0 = (int) rx[(i - 1) * h + 1] * 256 + (int) rx[(i - 1) * h + 2];
             int t1 = (int) rx[i * h + 1] * 256 + (int) rx[i * h + 2];
-            check(ctx, s0 < s1 || (s0 == s1 && t0 < t1) ? null
-                    : "rows " + (i - 1) + " and " + i + " are out of (rank, token) order");
+            check(
+                    ctx,
+                    s0 < s1 || (s0 == s1 && t0 < t1)
+                            ? null
+                            : "rows " + (i - 1) + " and " + i + " are out of (rank, token) order");
         }
     }
 
     /** 20 repeats of dispatch + combine must give the same hash of every output. */
     private void pressure(WireFormat wire) {
-        Scenario sc = new Scenario("pressure", 17, 512, 6, 8, 0.1, Routing.RANDOM, 1,
-                r -> 384 + 17 * r, false);
+        Scenario sc =
+                new Scenario(
+                        "pressure",
+                        17,
+                        512,
+                        6,
+                        8,
+                        0.1,
+                        Routing.RANDOM,
+                        1,
+                        r -> 384 + 17 * r,
+                        false);
         RankData d = generate(sc, me, world);
         int e = sc.expertsPerRank() * world;
         long first = 0;
@@ -657,10 +816,15 @@ public final class EpOracleRank {
                     if (rep == 0) {
                         first = hash;
                     }
-                    check("rank " + me + ", pressure " + wire + ", repeat " + rep,
-                            hash == first ? null
-                                    : String.format(Locale.ROOT, "hash %08x differs from %08x",
-                                            hash, first));
+                    check(
+                            "rank " + me + ", pressure " + wire + ", repeat " + rep,
+                            hash == first
+                                    ? null
+                                    : String.format(
+                                            Locale.ROOT,
+                                            "hash %08x differs from %08x",
+                                            hash,
+                                            first));
                 }
             }
         }
@@ -685,8 +849,15 @@ public final class EpOracleRank {
             for (int r = 0; r < w; r++) {
                 for (int i = 0; i < len; i++) {
                     if (all[r * len + i] != (byte) (r * 31 + i)) {
-                        throw new Mismatch("all-gather of " + len + " bytes: rank " + r
-                                + " byte " + i + " = " + all[r * len + i]);
+                        throw new Mismatch(
+                                "all-gather of "
+                                        + len
+                                        + " bytes: rank "
+                                        + r
+                                        + " byte "
+                                        + i
+                                        + " = "
+                                        + all[r * len + i]);
                     }
                 }
             }
@@ -718,7 +889,10 @@ public final class EpOracleRank {
             rank.pressure(WireFormat.FP8);
             checkAllGather(group);
             group.barrier();
-            System.out.printf(Locale.ROOT, "oracle: OK, %d checks in %.1f s%n", rank.checks,
+            System.out.printf(
+                    Locale.ROOT,
+                    "oracle: OK, %d checks in %.1f s%n",
+                    rank.checks,
                     (System.nanoTime() - t0) / 1e9);
             code = 0;
         } catch (Mismatch e) {

@@ -27,12 +27,12 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /**
- * One {@link LowLatencyBuffer} at W = 1 with both backends: the same inputs (uneven routing,
- * {@code -1} slots, a hot expert) dispatched and combined as CPU arrays (CPU engine) and as GPU
- * arrays (CUDA plug-in) on every wire. Received rows, counts, source tokens and ranges must be the
- * same bits; the combined sums agree to float32 rounding (the two engines may contract the
- * weighted sum differently). Then the hook on a GPU and the named errors of mixed devices. Skipped
- * without a GPU.
+ * One {@link LowLatencyBuffer} at W = 1 with both backends: the same inputs (uneven routing, {@code
+ * -1} slots, a hot expert) dispatched and combined as CPU arrays (CPU engine) and as GPU arrays
+ * (CUDA plug-in) on every wire. Received rows, counts, source tokens and ranges must be the same
+ * bits; the combined sums agree to float32 rounding (the two engines may contract the weighted sum
+ * differently). Then the hook on a GPU and the named errors of mixed devices. Skipped without a
+ * GPU.
  */
 class LowLatencyBufferGpuTest {
 
@@ -64,7 +64,9 @@ class LowLatencyBufferGpuTest {
     void needsAGpu() {
         Assumptions.assumeTrue(
                 buffer != null,
-                "no GPU: DJL sees " + Engine.getInstance().getGpuCount() + ", the CUDA plug-in "
+                "no GPU: DJL sees "
+                        + Engine.getInstance().getGpuCount()
+                        + ", the CUDA plug-in "
                         + CudaEpBuffer.deviceCount());
     }
 
@@ -121,9 +123,18 @@ class LowLatencyBufferGpuTest {
                         for (int ch = 0; ch < H; ch++) {
                             if (Float.floatToRawIntBits(rc[at + ch])
                                     != Float.floatToRawIntBits(rg[at + ch])) {
-                                fail(wire + ": recv_x of local expert " + e + ", row " + r
-                                        + ", channel " + ch + ": CPU " + rc[at + ch] + ", GPU "
-                                        + rg[at + ch]);
+                                fail(
+                                        wire
+                                                + ": recv_x of local expert "
+                                                + e
+                                                + ", row "
+                                                + r
+                                                + ", channel "
+                                                + ch
+                                                + ": CPU "
+                                                + rc[at + ch]
+                                                + ", GPU "
+                                                + rg[at + ch]);
                             }
                         }
                     }
@@ -185,15 +196,25 @@ class LowLatencyBufferGpuTest {
             NDArray idxG = g.create(d.idx, new Shape(tokens, K));
             NDArray wG = g.create(d.weights, new Shape(tokens, K));
             NDArray xG = g.create(RoutingData.randomRows(731, tokens, H, 1f), new Shape(tokens, H));
-            assertMessage(() -> buffer.dispatchSend(xG, idxC, WireFormat.BF16, false),
-                    "'topk_idx'", "cpu()", "'x'", "gpu(0)");
+            assertMessage(
+                    () -> buffer.dispatchSend(xG, idxC, WireFormat.BF16, false),
+                    "'topk_idx'",
+                    "cpu()",
+                    "'x'",
+                    "gpu(0)");
             LowLatencyDispatch r = buffer.dispatch(xG, idxG, WireFormat.BF16, false);
             try (LowLatencyHandle h = r.handle()) {
                 NDArray yC = c.zeros(r.recvX().getShape());
-                assertMessage(() -> buffer.combineSend(yC, idxG, wG, h, WireFormat.BF16),
-                        "'y'", "cpu()", "gpu(0)");
-                assertMessage(() -> buffer.combineSend(r.recvX(), idxC, wG, h, WireFormat.BF16),
-                        "'topk_idx'", "cpu()", "gpu(0)");
+                assertMessage(
+                        () -> buffer.combineSend(yC, idxG, wG, h, WireFormat.BF16),
+                        "'y'",
+                        "cpu()",
+                        "gpu(0)");
+                assertMessage(
+                        () -> buffer.combineSend(r.recvX(), idxC, wG, h, WireFormat.BF16),
+                        "'topk_idx'",
+                        "cpu()",
+                        "gpu(0)");
                 NDArray out = buffer.combine(r.recvX(), idxG, wG, h, WireFormat.BF16);
                 assertEquals(Device.gpu(0), out.getDevice());
             }

@@ -14,9 +14,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
-
 import dev.djlmoe.dist.LocalProcessGroup;
-
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -397,7 +395,7 @@ class LowLatencyBufferTest {
                     LowLatencyBuffer.create(group, 4, H, E, K, WireFormat.FP8, 1000)) {
                 assertRefused(
                         "needs 512 bytes per row but this LowLatencyBuffer was created for FP8 (264"
-                            + " bytes per row)",
+                                + " bytes per row)",
                         () -> narrow.dispatchSend(x2, i2, WireFormat.BF16, false));
                 assertEquals(4, narrow.maxTokensPerRank());
                 assertEquals(1, narrow.worldSize());

@@ -15,33 +15,32 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
-import java.util.Random;
 
 /**
  * One rank of the multi-process low-latency test ({@code LowLatencyMultiProcessTest}, started
- * through {@link MultiRank}). Every rank generates, from the same seeds, the inputs of
- * <em>all</em> ranks, so it knows with plain loops what each of its local experts must receive
- * (the all-gathered selections) and what combine must return; then it runs the steps through the
- * cpu-shm low-latency buffer and compares.
+ * through {@link MultiRank}). Every rank generates, from the same seeds, the inputs of <em>all</em>
+ * ranks, so it knows with plain loops what each of its local experts must receive (the all-gathered
+ * selections) and what combine must return; then it runs the steps through the cpu-shm low-latency
+ * buffer and compares.
  *
  * <p>Rows carry an index channel: the first 128 channels (one FP8 scaling block) hold the source
  * rank, the token index in two base-8 digits and the step number mod 8, all integers in [0, 7],
  * with a 7 in channel 127 so the block's amax is 7 and the FP8 scale {@code 7 / 448 = 2^-6} is
- * exact; these channels survive bf16 and fp8 (with or without power-of-two scales) bit-exactly.
- * The other 128 channels are Gaussian data (bf16: equal to Java's round-to-nearest-even; fp8: within
+ * exact; these channels survive bf16 and fp8 (with or without power-of-two scales) bit-exactly. The
+ * other 128 channels are Gaussian data (bf16: equal to Java's round-to-nearest-even; fp8: within
  * the codec's stated bound). A row from an earlier step, or from another source, fails the check.
  *
  * <p>Per step: dispatch send; between send and receive, DJL math and a normal-mode {@link EpBuffer}
  * dispatch + combine on the same ranks; the receive; checks of counts (= all-gathered selections),
- * layout ranges, source info, every row's source and data; experts answer {@code y = (g + 1) x}
- * for global expert g; combine (bf16 wire) against {@code x · Σ_k w_k (g_k + 1)} over the unmasked
+ * layout ranges, source info, every row's source and data; experts answer {@code y = (g + 1) x} for
+ * global expert g; combine (bf16 wire) against {@code x · Σ_k w_k (g_k + 1)} over the unmasked
  * slots computed in float64 (DeepEP's calc_diff below 1e-5 after a bf16 dispatch, below 9e-4 after
  * an fp8 one; per element within 2^-7 of the sum of magnitudes after bf16), tokens routed nowhere
  * exactly zero, messages sent = selected slots (-1 never sent). The received arrays are filled with
  * NaN after their check, before the next step's receive, so memory the allocator hands back holds
  * poison rather than plausible rows. Then: two dispatches pending at once with a third refused, the
- * two combines pending at once; a tensor larger than max_tokens_per_rank refused by every rank
- * with the argument, value and limit named, after which the buffer still works.
+ * two combines pending at once; a tensor larger than max_tokens_per_rank refused by every rank with
+ * the argument, value and limit named, after which the buffer still works.
  *
  * <p>Prints {@code ok <step>} per step and {@code ll-oracle: OK}; exits 1 on a mismatch, 2 on an
  * unexpected exception.
@@ -55,8 +54,14 @@ public final class LowLatencyOracleRank {
     private static final int INDEX_BLOCK = 128;
 
     /** One step's settings. */
-    record Step(String name, long seed, WireFormat wire, boolean roundScale, double emptyRate,
-            int hotExpert, int zeroRank) {}
+    record Step(
+            String name,
+            long seed,
+            WireFormat wire,
+            boolean roundScale,
+            double emptyRate,
+            int hotExpert,
+            int zeroRank) {}
 
     /** One source rank's inputs. */
     static final class RankData {
@@ -97,8 +102,14 @@ public final class LowLatencyOracleRank {
     RankData data(Step st, int rank) {
         RankData d = new RankData();
         d.tokens = tokensOf(st, rank, world);
-        d.routing = new RoutingData(st.seed() * 131 + rank, d.tokens, K, numExperts,
-                st.emptyRate(), st.hotExpert());
+        d.routing =
+                new RoutingData(
+                        st.seed() * 131 + rank,
+                        d.tokens,
+                        K,
+                        numExperts,
+                        st.emptyRate(),
+                        st.hotExpert());
         float[] noise = RoutingData.randomRows(st.seed() * 977 + rank, d.tokens, H, 1f);
         d.x = new float[d.tokens * H];
         for (int t = 0; t < d.tokens; t++) {
@@ -167,7 +178,8 @@ public final class LowLatencyOracleRank {
     void checkDispatch(Step st, RankData[] all, LowLatencyDispatch r) {
         int el = EXPERTS_PER_RANK;
         int n = world * TM;
-        expect(r.recvX().getShape().equals(new Shape(el, n, H)),
+        expect(
+                r.recvX().getShape().equals(new Shape(el, n, H)),
                 st.name() + ": recv_x shape " + r.recvX().getShape());
         int[] count = r.recvCount().toIntArray();
         expect(Arrays.equals(count, r.handle().recvCount()), st.name() + ": handle counts");
@@ -177,9 +189,17 @@ public final class LowLatencyOracleRank {
         for (int e = 0; e < el; e++) {
             int g = me * el + e;
             List<Src> want = expected(all, g);
-            expect(count[e] == want.size(), String.format(Locale.ROOT,
-                    "%s: local expert %d (global %d) received %d rows, the all-gathered selections"
-                            + " are %d", st.name(), e, g, count[e], want.size()));
+            expect(
+                    count[e] == want.size(),
+                    String.format(
+                            Locale.ROOT,
+                            "%s: local expert %d (global %d) received %d rows, the all-gathered"
+                                    + " selections are %d",
+                            st.name(),
+                            e,
+                            g,
+                            count[e],
+                            want.size()));
             int begin = 0;
             for (int s = 0; s < world; s++) {
                 int c = 0;
@@ -187,37 +207,77 @@ public final class LowLatencyOracleRank {
                     c += x.rank() == s ? 1 : 0;
                 }
                 long lr = range[e * world + s];
-                expect((lr >>> 32) == begin && (lr & 0xFFFFFFFFL) == c, String.format(Locale.ROOT,
-                        "%s: layout range of expert %d from rank %d = (%d, %d), expected (%d, %d)",
-                        st.name(), g, s, lr >>> 32, lr & 0xFFFFFFFFL, begin, c));
+                expect(
+                        (lr >>> 32) == begin && (lr & 0xFFFFFFFFL) == c,
+                        String.format(
+                                Locale.ROOT,
+                                "%s: layout range of expert %d from rank %d = (%d, %d), expected"
+                                        + " (%d, %d)",
+                                st.name(),
+                                g,
+                                s,
+                                lr >>> 32,
+                                lr & 0xFFFFFFFFL,
+                                begin,
+                                c));
                 begin += c;
             }
             for (int i = 0; i < want.size(); i++) {
                 Src w = want.get(i);
                 int row = e * n + i;
-                expect(src[row] == w.token(), String.format(Locale.ROOT,
-                        "%s: src_info of expert %d row %d = %d, expected token %d of rank %d",
-                        st.name(), g, i, src[row], w.token(), w.rank()));
+                expect(
+                        src[row] == w.token(),
+                        String.format(
+                                Locale.ROOT,
+                                "%s: src_info of expert %d row %d = %d, expected token %d of rank"
+                                        + " %d",
+                                st.name(),
+                                g,
+                                i,
+                                src[row],
+                                w.token(),
+                                w.rank()));
                 int o = row * H;
                 int gotRank = (int) rx[o];
                 int gotToken = (int) rx[o + 1] * 8 + (int) rx[o + 2];
-                boolean exact = rx[o] == w.rank() && rx[o + 1] == ((w.token() >> 3) & 7)
-                        && rx[o + 2] == (w.token() & 7) && rx[o + 3] == stepTag(st)
-                        && rx[o + INDEX_BLOCK - 1] == 7;
-                expect(exact, String.format(Locale.ROOT,
-                        "%s: expert %d row %d carries (rank %s, token %s, step tag %s), expected"
-                                + " (rank %d, token %d, step tag %d) exactly on %s",
-                        st.name(), g, i, rx[o], gotToken, rx[o + 3], w.rank(), w.token(),
-                        stepTag(st), st.wire()));
-                float[] sent = Arrays.copyOfRange(all[w.rank()].x, w.token() * H,
-                        (w.token() + 1) * H);
+                boolean exact =
+                        rx[o] == w.rank()
+                                && rx[o + 1] == ((w.token() >> 3) & 7)
+                                && rx[o + 2] == (w.token() & 7)
+                                && rx[o + 3] == stepTag(st)
+                                && rx[o + INDEX_BLOCK - 1] == 7;
+                expect(
+                        exact,
+                        String.format(
+                                Locale.ROOT,
+                                "%s: expert %d row %d carries (rank %s, token %s, step tag %s),"
+                                    + " expected (rank %d, token %d, step tag %d) exactly on %s",
+                                st.name(),
+                                g,
+                                i,
+                                rx[o],
+                                gotToken,
+                                rx[o + 3],
+                                w.rank(),
+                                w.token(),
+                                stepTag(st),
+                                st.wire()));
+                float[] sent =
+                        Arrays.copyOfRange(all[w.rank()].x, w.token() * H, (w.token() + 1) * H);
                 float[] got = Arrays.copyOfRange(rx, o, o + H);
                 if (st.wire() == WireFormat.BF16) {
                     for (int c = INDEX_BLOCK; c < H; c++) {
                         if (got[c] != EpOracleRank.bf16(sent[c])) {
-                            fail(String.format(Locale.ROOT,
-                                    "%s: expert %d row %d channel %d = %s, bf16(x) = %s",
-                                    st.name(), g, i, c, got[c], EpOracleRank.bf16(sent[c])));
+                            fail(
+                                    String.format(
+                                            Locale.ROOT,
+                                            "%s: expert %d row %d channel %d = %s, bf16(x) = %s",
+                                            st.name(),
+                                            g,
+                                            i,
+                                            c,
+                                            got[c],
+                                            EpOracleRank.bf16(sent[c])));
                         }
                     }
                 } else {
@@ -230,7 +290,8 @@ public final class LowLatencyOracleRank {
                 }
             }
             if (want.size() < n) {
-                expect(src[e * n + want.size()] == -1,
+                expect(
+                        src[e * n + want.size()] == -1,
                         st.name() + ": src_info past the count of expert " + g + " is not -1");
             }
         }
@@ -257,15 +318,29 @@ public final class LowLatencyOracleRank {
                 double want = factor * d.x[t * H + c];
                 double got = out[t * H + c];
                 if (!any && got != 0.0) {
-                    fail(String.format(Locale.ROOT, "%s: token %d is routed nowhere but combine"
-                            + " gave %s in channel %d", st.name(), t, got, c));
+                    fail(
+                            String.format(
+                                    Locale.ROOT,
+                                    "%s: token %d is routed nowhere but combine"
+                                            + " gave %s in channel %d",
+                                    st.name(),
+                                    t,
+                                    got,
+                                    c));
                 }
                 if (st.wire() == WireFormat.BF16
-                        && Math.abs(got - want) > Math.scalb(mag * Math.abs(d.x[t * H + c]), -7)
-                                + 1e-30) {
-                    fail(String.format(Locale.ROOT, "%s: token %d channel %d combined %s,"
-                            + " x * sum w (g + 1) = %s (bound 2^-7 of the magnitudes)", st.name(),
-                            t, c, got, want));
+                        && Math.abs(got - want)
+                                > Math.scalb(mag * Math.abs(d.x[t * H + c]), -7) + 1e-30) {
+                    fail(
+                            String.format(
+                                    Locale.ROOT,
+                                    "%s: token %d channel %d combined %s, x * sum w (g + 1) = %s"
+                                            + " (bound 2^-7 of the magnitudes)",
+                                    st.name(),
+                                    t,
+                                    c,
+                                    got,
+                                    want));
                 }
                 double a = got + 1.0;
                 double b = want + 1.0;
@@ -276,8 +351,15 @@ public final class LowLatencyOracleRank {
         }
         double diff = den == 0 ? 0 : 1.0 - 2.0 * num / den;
         double tol = st.wire() == WireFormat.BF16 ? 1e-5 : 9e-4;
-        expect(diff < tol, String.format(Locale.ROOT, "%s: calc_diff %.3g >= %.0g on %s dispatch",
-                st.name(), diff, tol, st.wire()));
+        expect(
+                diff < tol,
+                String.format(
+                        Locale.ROOT,
+                        "%s: calc_diff %.3g >= %.0g on %s dispatch",
+                        st.name(),
+                        diff,
+                        tol,
+                        st.wire()));
     }
 
     /** Expert answers: y[e] = (g + 1) recv_x[e] for local expert e with global id g. */
@@ -315,9 +397,13 @@ public final class LowLatencyOracleRank {
                 }
                 for (int c = 0; c < H; c++) {
                     double want = (double) holders * d.x[t * H + c];
-                    expect(Math.abs(out[t * H + c] - want) <= 1e-6 * Math.abs(want),
-                            st.name() + ": normal-mode combine between LL send and receive, token "
-                                    + t + " channel " + c);
+                    expect(
+                            Math.abs(out[t * H + c] - want) <= 1e-6 * Math.abs(want),
+                            st.name()
+                                    + ": normal-mode combine between LL send and receive, token "
+                                    + t
+                                    + " channel "
+                                    + c);
                 }
             }
         }
@@ -333,8 +419,14 @@ public final class LowLatencyOracleRank {
             NDArray[] in = inputs(m, mine);
             LowLatencyHook<LowLatencyDispatch> hook =
                     ll.dispatchSend(in[0], in[1], st.wire(), st.roundScale());
-            expect(hook.rowsSent() == selected(mine), st.name() + ": dispatch sent "
-                    + hook.rowsSent() + " messages, " + selected(mine) + " slots are selected");
+            expect(
+                    hook.rowsSent() == selected(mine),
+                    st.name()
+                            + ": dispatch sent "
+                            + hook.rowsSent()
+                            + " messages, "
+                            + selected(mine)
+                            + " slots are selected");
             // Other work between send and receive: DJL math and a normal-mode round.
             NDArray work = in[0].matMul(in[0].transpose()).sum();
             expect(Float.isFinite(work.getFloat()), st.name() + ": work between send and receive");
@@ -345,7 +437,8 @@ public final class LowLatencyOracleRank {
                 checkDispatch(st, all, r);
                 NDArray y = experts(m, r.recvX());
                 LowLatencyHook<NDArray> ch = ll.combineSend(y, in[1], in[2], h, WireFormat.BF16);
-                expect(ch.rowsSent() == Arrays.stream(r.recvCount().toIntArray()).sum(),
+                expect(
+                        ch.rowsSent() == Arrays.stream(r.recvCount().toIntArray()).sum(),
                         st.name() + ": combine sent " + ch.rowsSent() + " rows");
                 NDArray out = ch.await();
                 ch.close();
@@ -373,8 +466,13 @@ public final class LowLatencyOracleRank {
                 ll.dispatchSend(ia[0], ia[1], a.wire(), false);
                 fail("a third pending send was accepted");
             } catch (IllegalArgumentException e) {
-                expect(e.getMessage().contains("low-latency call " + ha.callIndex()
-                        + " (a dispatch) still awaits its receive"), "third send: " + e.getMessage());
+                expect(
+                        e.getMessage()
+                                .contains(
+                                        "low-latency call "
+                                                + ha.callIndex()
+                                                + " (a dispatch) still awaits its receive"),
+                        "third send: " + e.getMessage());
             }
             LowLatencyDispatch rb = hb.await();
             LowLatencyDispatch ra = ha.await();
@@ -397,7 +495,9 @@ public final class LowLatencyOracleRank {
         System.out.printf(Locale.ROOT, "ok double-buffer%n");
     }
 
-    /** Every rank passes TM + 1 tokens: refused before anything is sent; the buffer stays usable. */
+    /**
+     * Every rank passes TM + 1 tokens: refused before anything is sent; the buffer stays usable.
+     */
     void oversize() {
         try (NDManager m = manager.newSubManager()) {
             NDArray x = m.zeros(new Shape(TM + 1, H));
@@ -406,8 +506,11 @@ public final class LowLatencyOracleRank {
                 ll.dispatchSend(x, idx, WireFormat.BF16, false);
                 fail("a tensor of " + (TM + 1) + " tokens was accepted");
             } catch (IllegalArgumentException e) {
-                String want = "argument 'x' has " + (TM + 1)
-                        + " rows (tokens), more than max_tokens_per_rank = " + TM;
+                String want =
+                        "argument 'x' has "
+                                + (TM + 1)
+                                + " rows (tokens), more than max_tokens_per_rank = "
+                                + TM;
                 expect(e.getMessage().contains(want), "oversize message: " + e.getMessage());
             }
         }
@@ -439,9 +542,15 @@ public final class LowLatencyOracleRank {
         try (ProcessGroup group = ProcessGroups.create(env);
                 NDManager manager = NDManager.newBaseManager();
                 EpBuffer normal = EpBuffer.create(group);
-                LowLatencyBuffer ll = LowLatencyBuffer.create(group, TM, H,
-                        EXPERTS_PER_RANK * group.worldSize(), K, WireFormat.BF16,
-                        ProcessGroups.timeoutMillis())) {
+                LowLatencyBuffer ll =
+                        LowLatencyBuffer.create(
+                                group,
+                                TM,
+                                H,
+                                EXPERTS_PER_RANK * group.worldSize(),
+                                K,
+                                WireFormat.BF16,
+                                ProcessGroups.timeoutMillis())) {
             LowLatencyOracleRank rank =
                     new LowLatencyOracleRank(group.rank(), group.worldSize(), manager, ll, normal);
             long t0 = System.nanoTime();
@@ -455,7 +564,10 @@ public final class LowLatencyOracleRank {
             rank.oversize();
             rank.runStep(new Step("after-refusal", 7, WireFormat.BF16, false, 0.25, 0, -1));
             group.barrier();
-            System.out.printf(Locale.ROOT, "ll-oracle: OK, %d checks in %.1f s%n", rank.checks,
+            System.out.printf(
+                    Locale.ROOT,
+                    "ll-oracle: OK, %d checks in %.1f s%n",
+                    rank.checks,
                     (System.nanoTime() - t0) / 1e9);
             code = 0;
         } catch (EpOracleRank.Mismatch e) {

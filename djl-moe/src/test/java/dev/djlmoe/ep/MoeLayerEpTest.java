@@ -89,8 +89,7 @@ class MoeLayerEpTest {
         Engine.getInstance().setRandomSeed(42);
         l.initialize(m, DataType.FLOAT32, new Shape(2, 16, H));
         // A hot expert: the correction bias (selection only) pulls expert 5 into every token.
-        NDArray bias =
-                l.getGate().getCorrectionBias().getArray();
+        NDArray bias = l.getGate().getCorrectionBias().getArray();
         bias.set(new NDIndex(5), 1.0f);
         return l;
     }
@@ -102,8 +101,11 @@ class MoeLayerEpTest {
         NDList r = MoeRouter.route(u2d, gw, gb, l.getRouterConfig());
         NDArray idx = r.get(0);
         NDArray w = r.get(1);
-        NDArray coef = idx.oneHot(E).toType(DataType.FLOAT32, false)
-                .mul(w.expandDims(2)).sum(new int[] {1}); // [T, E]
+        NDArray coef =
+                idx.oneHot(E)
+                        .toType(DataType.FLOAT32, false)
+                        .mul(w.expandDims(2))
+                        .sum(new int[] {1}); // [T, E]
         RoutedExperts ex = l.getExperts();
         NDArray g = ex.getParameters().get(RoutedExperts.GATE_PROJ).getArray();
         NDArray up = ex.getParameters().get(RoutedExperts.UP_PROJ).getArray();
@@ -112,7 +114,8 @@ class MoeLayerEpTest {
         for (int e = 0; e < E; e++) {
             NDArray a = u2d.matMul(g.get(e).transpose());
             NDArray b = u2d.matMul(up.get(e).transpose());
-            NDArray y = a.mul(Activation.sigmoid(a)).mul(b).matMul(down.get(e).transpose()); // [T, H]
+            NDArray y =
+                    a.mul(Activation.sigmoid(a)).mul(b).matMul(down.get(e).transpose()); // [T, H]
             NDArray term = y.mul(coef.get(new NDIndex(":, {}:{}", e, e + 1)));
             out = out == null ? term : out.add(term);
         }
@@ -287,8 +290,18 @@ class MoeLayerEpTest {
             float d = Math.abs(expected[i] - actual[i]);
             if (!(d <= tol * scale)) {
                 throw new AssertionError(
-                        what + "[" + i + "]: expected " + expected[i] + " but was " + actual[i]
-                                + " (tolerance " + tol + " x " + scale + ")");
+                        what
+                                + "["
+                                + i
+                                + "]: expected "
+                                + expected[i]
+                                + " but was "
+                                + actual[i]
+                                + " (tolerance "
+                                + tol
+                                + " x "
+                                + scale
+                                + ")");
             }
         }
     }

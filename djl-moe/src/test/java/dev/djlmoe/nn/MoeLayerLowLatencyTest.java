@@ -48,13 +48,17 @@ class MoeLayerLowLatencyTest {
         manager = NDManager.newBaseManager();
         group = new LocalProcessGroup();
         buffer = LowLatencyBuffer.create(group, TM, H, E, K, WireFormat.FP32, 10_000);
-        layer = MoeLayer.builder()
-                .setHiddenSize(H)
-                .setExpertIntermediateSize(I)
-                .setRouter(MoeRouter.builder().setNumExperts(E).setTopK(K)
-                        .optCorrectionBias(true))
-                .optNumSharedExperts(1)
-                .build();
+        layer =
+                MoeLayer.builder()
+                        .setHiddenSize(H)
+                        .setExpertIntermediateSize(I)
+                        .setRouter(
+                                MoeRouter.builder()
+                                        .setNumExperts(E)
+                                        .setTopK(K)
+                                        .optCorrectionBias(true))
+                        .optNumSharedExperts(1)
+                        .build();
         Engine.getInstance().setRandomSeed(42);
         layer.initialize(manager, DataType.FLOAT32, new Shape(TM, H));
         // A hot expert: the router bias favours expert 5 in every top-k.
@@ -117,20 +121,28 @@ class MoeLayerLowLatencyTest {
 
     @Test
     void narrowWiresMeetDeepEpBounds() {
-        float[][] bf16 = both(new Shape(TM, H), 7,
-                new LowLatencyMoe(buffer, WireFormat.BF16, WireFormat.BF16, false));
+        float[][] bf16 =
+                both(
+                        new Shape(TM, H),
+                        7,
+                        new LowLatencyMoe(buffer, WireFormat.BF16, WireFormat.BF16, false));
         assertTrue(calcDiff(bf16[0], bf16[1]) < 1e-5, "bf16 " + calcDiff(bf16[0], bf16[1]));
-        float[][] fp8 = both(new Shape(TM, H), 8,
-                new LowLatencyMoe(buffer, WireFormat.FP8, WireFormat.BF16, true));
+        float[][] fp8 =
+                both(
+                        new Shape(TM, H),
+                        8,
+                        new LowLatencyMoe(buffer, WireFormat.FP8, WireFormat.BF16, true));
         assertTrue(calcDiff(fp8[0], fp8[1]) < 9e-4, "fp8 " + calcDiff(fp8[0], fp8[1]));
     }
 
     @Test
     void zeroTokensGiveAnEmptyOutput() {
         try (NDManager m = manager.newSubManager()) {
-            NDArray out = layer.forwardLowLatency(new ParameterStore(m, false),
-                    m.zeros(new Shape(0, H)),
-                    new LowLatencyMoe(buffer, WireFormat.BF16, WireFormat.BF16, false));
+            NDArray out =
+                    layer.forwardLowLatency(
+                            new ParameterStore(m, false),
+                            m.zeros(new Shape(0, H)),
+                            new LowLatencyMoe(buffer, WireFormat.BF16, WireFormat.BF16, false));
             assertEquals(new Shape(0, H), out.getShape());
         }
     }
@@ -141,26 +153,53 @@ class MoeLayerLowLatencyTest {
         try (NDManager m = manager.newSubManager();
                 LowLatencyBuffer other = LowLatencyBuffer.create(group, TM, H, 2 * E, K)) {
             ParameterStore ps = new ParameterStore(m, false);
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> layer.forwardLowLatency(ps, m.zeros(new Shape(TM + 1, H)), ll));
-            assertTrue(e.getMessage().contains(
-                    "argument 'x' has 13 rows (tokens), more than max_tokens_per_rank = 12"),
+            IllegalArgumentException e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () -> layer.forwardLowLatency(ps, m.zeros(new Shape(TM + 1, H)), ll));
+            assertTrue(
+                    e.getMessage()
+                            .contains(
+                                    "argument 'x' has 13 rows (tokens), more than"
+                                            + " max_tokens_per_rank = 12"),
                     e.getMessage());
-            e = assertThrows(IllegalArgumentException.class, () -> layer.forwardLowLatency(ps,
-                    m.zeros(new Shape(2, H)),
-                    new LowLatencyMoe(other, WireFormat.BF16, WireFormat.BF16, false)));
-            assertTrue(e.getMessage().contains("(E = 16, H = 64, rank 0 of 1) does not match this"
-                    + " MoeLayer (E = 8"), e.getMessage());
-            e = assertThrows(IllegalArgumentException.class,
-                    () -> layer.forwardLowLatency(ps, m.zeros(new Shape(2, H + 1)), ll));
+            e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () ->
+                                    layer.forwardLowLatency(
+                                            ps,
+                                            m.zeros(new Shape(2, H)),
+                                            new LowLatencyMoe(
+                                                    other,
+                                                    WireFormat.BF16,
+                                                    WireFormat.BF16,
+                                                    false)));
+            assertTrue(
+                    e.getMessage()
+                            .contains(
+                                    "(E = 16, H = 64, rank 0 of 1) does not match this"
+                                            + " MoeLayer (E = 8"),
+                    e.getMessage());
+            e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () -> layer.forwardLowLatency(ps, m.zeros(new Shape(2, H + 1)), ll));
             assertTrue(e.getMessage().contains("expected last axis 64"), e.getMessage());
-            e = assertThrows(IllegalArgumentException.class,
-                    () -> new LowLatencyMoe(buffer, WireFormat.BF16, WireFormat.BF16, true));
+            e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () ->
+                                    new LowLatencyMoe(
+                                            buffer, WireFormat.BF16, WireFormat.BF16, true));
             assertTrue(e.getMessage().contains("needs an FP8 dispatch wire"), e.getMessage());
         }
         // Still usable after the refusals.
-        float[][] r = both(new Shape(4, H), 9,
-                new LowLatencyMoe(buffer, WireFormat.FP32, WireFormat.FP32, false));
+        float[][] r =
+                both(
+                        new Shape(4, H),
+                        9,
+                        new LowLatencyMoe(buffer, WireFormat.FP32, WireFormat.FP32, false));
         assertTrue(calcDiff(r[0], r[1]) < 1e-12);
     }
 }

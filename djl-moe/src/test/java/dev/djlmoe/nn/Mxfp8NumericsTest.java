@@ -9,7 +9,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
@@ -66,7 +65,10 @@ class Mxfp8NumericsTest {
                 System.arraycopy(x, row * d, one, 0, d);
                 double[] ref = mxfp8(one);
                 for (int i = 0; i < d; i++) {
-                    assertEquals(ref[i], q[row * d + i], Math.abs(ref[i]) * 1e-6,
+                    assertEquals(
+                            ref[i],
+                            q[row * d + i],
+                            Math.abs(ref[i]) * 1e-6,
                             "row " + row + " element " + i + " of " + one[i]);
                 }
             }
@@ -81,7 +83,11 @@ class Mxfp8NumericsTest {
             x.setRequiresGradient(true);
             NDArray q = Mxfp8Numerics.fakeQuantize(x);
             float[] v = q.toFloatArray();
-            assertEquals(1.0f, v[1], 0f, "1.0625 is between e4m3 neighbours 1.0 and 1.125: ties to even");
+            assertEquals(
+                    1.0f,
+                    v[1],
+                    0f,
+                    "1.0625 is between e4m3 neighbours 1.0 and 1.125: ties to even");
             assertTrue(v[2] != 3.3f, "3.3 is not representable");
             gc.backward(q.mul(m.create(new float[] {1, 2, 3, 4}, new Shape(1, 4))).sum());
             assertArrayEquals(new float[] {1, 2, 3, 4}, x.getGradient().toFloatArray(), 0f);
@@ -111,15 +117,28 @@ class Mxfp8NumericsTest {
         try (NDManager m = NDManager.newBaseManager()) {
             Engine.getInstance().setRandomSeed(3);
             NDArray x = m.randomNormal(new Shape(16, 64));
-            NDArray idx = m.create(new long[] {0, 1, 1, 2, 2, 3, 3, 0, 0, 2, 1, 3, 2, 0, 3, 1,
-                0, 1, 1, 2, 2, 3, 3, 0, 0, 2, 1, 3, 2, 0, 3, 1}, new Shape(16, 2));
+            NDArray idx =
+                    m.create(
+                            new long[] {
+                                0, 1, 1, 2, 2, 3, 3, 0, 0, 2, 1, 3, 2, 0, 3, 1, 0, 1, 1, 2, 2, 3, 3,
+                                0, 0, 2, 1, 3, 2, 0, 3, 1
+                            },
+                            new Shape(16, 2));
             NDArray w = m.randomUniform(0.2f, 1f, new Shape(16, 2));
-            NDArray g = m.randomNormal(0, 0.1f, new Shape(4, 32, 64), ai.djl.ndarray.types.DataType.FLOAT32);
-            NDArray u = m.randomNormal(0, 0.1f, new Shape(4, 32, 64), ai.djl.ndarray.types.DataType.FLOAT32);
-            NDArray d = m.randomNormal(0, 0.1f, new Shape(4, 64, 32), ai.djl.ndarray.types.DataType.FLOAT32);
+            NDArray g =
+                    m.randomNormal(
+                            0, 0.1f, new Shape(4, 32, 64), ai.djl.ndarray.types.DataType.FLOAT32);
+            NDArray u =
+                    m.randomNormal(
+                            0, 0.1f, new Shape(4, 32, 64), ai.djl.ndarray.types.DataType.FLOAT32);
+            NDArray d =
+                    m.randomNormal(
+                            0, 0.1f, new Shape(4, 64, 32), ai.djl.ndarray.types.DataType.FLOAT32);
             float[] fp32 = RoutedExperts.routedExperts(x, idx, w, g, u, d).head().toFloatArray();
-            float[] mx = RoutedExperts.routedExperts(x, idx, w, g, u, d, ExpertPrecision.MXFP8, null)
-                    .head().toFloatArray();
+            float[] mx =
+                    RoutedExperts.routedExperts(x, idx, w, g, u, d, ExpertPrecision.MXFP8, null)
+                            .head()
+                            .toFloatArray();
             double num = 0;
             double den = 0;
             for (int i = 0; i < fp32.length; i++) {

@@ -7,7 +7,6 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
-
 import java.util.Random;
 
 /** Shared helpers of the {@code dev.djlmoe.nn} tests: random data and tolerant comparisons. */

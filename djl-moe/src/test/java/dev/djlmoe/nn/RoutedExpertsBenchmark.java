@@ -8,12 +8,10 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.GradientCollector;
-
-import org.junit.jupiter.api.Tag;
-import org.junit.jupiter.api.Test;
-
 import java.util.Locale;
 import java.util.Random;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
 
 /**
  * Forward + backward speed of {@link RoutedExperts} against DJL's own dense matrix products.
@@ -27,8 +25,8 @@ import java.util.Random;
  * System properties (defaults): {@code bench.tokens} 4096, {@code bench.topk} 6, {@code
  * bench.experts} 64, {@code bench.hidden} 1024, {@code bench.inter} 512, {@code bench.iters} 3.
  *
- * <p>Three measurements alternate within every iteration, so that other load on shared cores
- * slows them alike:
+ * <p>Three measurements alternate within every iteration, so that other load on shared cores slows
+ * them alike:
  *
  * <ol>
  *   <li>routed experts: {@link RoutedExperts#routedExperts} on T rows with K distinct random

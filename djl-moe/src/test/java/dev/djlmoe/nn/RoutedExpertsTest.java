@@ -3,7 +3,6 @@ package dev.djlmoe.nn;
 import static dev.djlmoe.nn.NnTestSupport.assertClose;
 import static dev.djlmoe.nn.NnTestSupport.gaussian;
 import static dev.djlmoe.nn.NnTestSupport.widen;
-
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -17,13 +16,11 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
 import ai.djl.training.ParameterStore;
-
+import java.util.Arrays;
+import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-
-import java.util.Arrays;
-import java.util.Random;
 
 /**
  * RoutedExperts against a dense masked reference built from plain DJL ops and against float64

@@ -4,7 +4,6 @@ import static dev.djlmoe.nn.NnTestSupport.assertClose;
 import static dev.djlmoe.nn.NnTestSupport.gaussian;
 import static dev.djlmoe.nn.NnTestSupport.sigmoid;
 import static dev.djlmoe.nn.NnTestSupport.widen;
-
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -15,13 +14,11 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.training.ParameterStore;
-
+import java.util.Arrays;
+import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-
-import java.util.Arrays;
-import java.util.Random;
 
 class SwiGluMlpTest {
 

@@ -18,12 +18,12 @@ import org.junit.jupiter.api.Test;
 /**
  * Faults between rank processes (JVMs started by {@link MultiRank}) that {@code
  * dev.djlmoe.dist.FaultTest} does not cover: a rank stopped with SIGSTOP past the timeout, a rank
- * killed with SIGKILL during an all-reduce, and ranks that disagree on a collective call's
- * hidden size, wire format or top-k. Each live rank must fail within the configured timeout with
- * an exception naming the rank and the operation, the library must stay usable where the
- * failure allows it, and no shared-memory segment may be left. The killed-mid-dispatch case runs on
- * {@link TestDevice}'s device: the CPU engine in CI, the CUDA backend (ranks sharing the GPU) with
- * {@code -Ddjlmoe.test.device=gpu}.
+ * killed with SIGKILL during an all-reduce, and ranks that disagree on a collective call's hidden
+ * size, wire format or top-k. Each live rank must fail within the configured timeout with an
+ * exception naming the rank and the operation, the library must stay usable where the failure
+ * allows it, and no shared-memory segment may be left. The killed-mid-dispatch case runs on {@link
+ * TestDevice}'s device: the CPU engine in CI, the CUDA backend (ranks sharing the GPU) with {@code
+ * -Ddjlmoe.test.device=gpu}.
  */
 class FaultInjectionTest {
 
@@ -49,11 +49,12 @@ class FaultInjectionTest {
         int w = 3;
         int stopped = 1;
         long timeout = 8_000;
-        MultiRank.Result r = MultiRank.builder(FaultRanks.class, w)
-                .args("stall", Integer.toString(stopped))
-                .rankTimeoutMillis(timeout)
-                .timeout(Duration.ofMinutes(2))
-                .run();
+        MultiRank.Result r =
+                MultiRank.builder(FaultRanks.class, w)
+                        .args("stall", Integer.toString(stopped))
+                        .rankTimeoutMillis(timeout)
+                        .timeout(Duration.ofMinutes(2))
+                        .run();
         assertFalse(r.timedOut(), r.describe());
         for (int rank = 0; rank < w; rank++) {
             String out = r.output(rank);
@@ -61,7 +62,8 @@ class FaultInjectionTest {
                 // Woken by a peer, it fails at once instead of hanging or corrupting anything.
                 assertEquals(4, r.exitCode(rank), r.describeRank(rank));
                 String line = failureLine(out, "RESUMED FAILURE");
-                assertTrue(line.contains("EpPeerException") || line.contains("EpTimeoutException"),
+                assertTrue(
+                        line.contains("EpPeerException") || line.contains("EpTimeoutException"),
                         line);
                 continue;
             }
@@ -69,8 +71,8 @@ class FaultInjectionTest {
             String line = failureLine(out, "PEER FAILURE");
             // "rank R timed out after 8000 ms in dispatch: waiting for rank 1 (...)", directly
             // or through the peer that timed out first.
-            assertTrue(line.contains("EpTimeoutException") || line.contains("EpPeerException"),
-                    line);
+            assertTrue(
+                    line.contains("EpTimeoutException") || line.contains("EpPeerException"), line);
             assertTrue(line.contains("timed out after " + timeout + " ms in "), line);
             assertTrue(line.contains("waiting for rank " + stopped + " "), line);
             assertTrue(line.matches(".* in (dispatch|combine)[ :].*"), line);
@@ -85,11 +87,12 @@ class FaultInjectionTest {
         int w = 3;
         int killed = 2;
         long timeout = 30_000;
-        MultiRank.Result r = MultiRank.builder(FaultRanks.class, w)
-                .args("kill-allreduce", Integer.toString(killed))
-                .rankTimeoutMillis(timeout)
-                .timeout(Duration.ofMinutes(2))
-                .run();
+        MultiRank.Result r =
+                MultiRank.builder(FaultRanks.class, w)
+                        .args("kill-allreduce", Integer.toString(killed))
+                        .rankTimeoutMillis(timeout)
+                        .timeout(Duration.ofMinutes(2))
+                        .run();
         assertFalse(r.timedOut(), r.describe());
         assertEquals(137, r.exitCode(killed), r.describeRank(killed)); // 128 + SIGKILL
         for (int rank = 0; rank < w; rank++) {
@@ -113,11 +116,12 @@ class FaultInjectionTest {
         int w = 2;
         int killed = 1;
         long timeout = 10_000;
-        MultiRank.Result r = MultiRank.builder(FaultRanks.class, w)
-                .args("kill-dispatch", Integer.toString(killed))
-                .rankTimeoutMillis(timeout)
-                .timeout(Duration.ofMinutes(2))
-                .run();
+        MultiRank.Result r =
+                MultiRank.builder(FaultRanks.class, w)
+                        .args("kill-dispatch", Integer.toString(killed))
+                        .rankTimeoutMillis(timeout)
+                        .timeout(Duration.ofMinutes(2))
+                        .run();
         assertFalse(r.timedOut(), r.describe());
         assertEquals(137, r.exitCode(killed), r.describeRank(killed)); // 128 + SIGKILL
         String out = r.output(0);
@@ -139,16 +143,19 @@ class FaultInjectionTest {
 
     @Test
     void ranksThatDisagreeOnACallFailNamingTheValueAndGoOn() {
-        MultiRank.Result r = MultiRank.builder(FaultRanks.class, 2)
-                .args("mismatch")
-                .rankTimeoutMillis(20_000)
-                .timeout(Duration.ofMinutes(1))
-                .run();
+        MultiRank.Result r =
+                MultiRank.builder(FaultRanks.class, 2)
+                        .args("mismatch")
+                        .rankTimeoutMillis(20_000)
+                        .timeout(Duration.ofMinutes(1))
+                        .run();
         r.assertAllSucceeded();
         for (int rank = 0; rank < 2; rank++) {
             String out = r.output(rank);
-            assertTrue(out.contains("passed hidden = 32 but rank") || out.contains(
-                    "passed hidden = 64 but rank"), r.describeRank(rank));
+            assertTrue(
+                    out.contains("passed hidden = 32 but rank")
+                            || out.contains("passed hidden = 64 but rank"),
+                    r.describeRank(rank));
             assertTrue(out.contains("STILL WORKS: true"), r.describeRank(rank));
         }
         assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");

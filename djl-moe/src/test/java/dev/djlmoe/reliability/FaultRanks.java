@@ -33,8 +33,8 @@ import java.util.concurrent.TimeUnit;
  * MultiRank}). Modes:
  *
  * <ul>
- *   <li>{@code join}: joins the job, checks an all-reduce and a barrier, leaves. On failure
- *       prints {@code JOIN FAILED after <ms> ms: <exception>: <message>} and exits 3. With {@code
+ *   <li>{@code join}: joins the job, checks an all-reduce and a barrier, leaves. On failure prints
+ *       {@code JOIN FAILED after <ms> ms: <exception>: <message>} and exits 3. With {@code
  *       FAULT_JOIN_DELAY_MS} set, the rank sleeps that long first (a late rank).
  *   <li>{@code exit-mid-dispatch <F>}: joins, then every rank loops over large dispatches and
  *       combines; rank F halts the JVM (exit 3, no clean-up) a few milliseconds into its first
@@ -42,9 +42,9 @@ import java.util.concurrent.TimeUnit;
  *       <exception>: <message>} and exit 0, or exit 1 if no failure was seen.
  *   <li>{@code stall F}: after a warm-up exchange every rank loops over large dispatches and
  *       combines; rank F stops its whole process with SIGSTOP a few milliseconds into the first
- *       one. The others print {@code PEER FAILURE after <ms> ms in <op>: <class>: <message>},
- *       send SIGCONT to rank F (its pid is in the shared directory) and exit 0; the resumed rank
- *       F prints {@code RESUMED FAILURE ...} and exits 4.
+ *       one. The others print {@code PEER FAILURE after <ms> ms in <op>: <class>: <message>}, send
+ *       SIGCONT to rank F (its pid is in the shared directory) and exit 0; the resumed rank F
+ *       prints {@code RESUMED FAILURE ...} and exits 4.
  *   <li>{@code kill-allreduce F}: every rank loops over 32 MiB all-reduces; rank F is killed with
  *       SIGKILL a few milliseconds into the first. The others print the failure and exit 0.
  *   <li>{@code kill-dispatch F}: on {@link TestDevice}'s device (the CPU engine, or the CUDA
@@ -55,8 +55,8 @@ import java.util.concurrent.TimeUnit;
  *       dispatch and combine through a fresh one-rank buffer on the device, printing {@code STILL
  *       USABLE: true} and exiting 0 (1 when not usable).
  *   <li>{@code mismatch}: rank 0 and rank 1 call dispatch with different hidden sizes, then with
- *       different wire formats; both must get {@link EpPeerException} naming the disagreement,
- *       then a matching dispatch must work on both (exit 0).
+ *       different wire formats; both must get {@link EpPeerException} naming the disagreement, then
+ *       a matching dispatch must work on both (exit 0).
  * </ul>
  *
  * <p>A rank that sees no failure exits 1; an unexpected exception exits 2.
@@ -85,9 +85,10 @@ public final class FaultRanks {
 
     private static void signal(String sig, long pid) throws IOException, InterruptedException {
         // The shell's built-in kill: no procps package needed.
-        Process p = new ProcessBuilder("sh", "-c", "kill -" + sig + " " + pid)
-                .redirectErrorStream(true)
-                .start();
+        Process p =
+                new ProcessBuilder("sh", "-c", "kill -" + sig + " " + pid)
+                        .redirectErrorStream(true)
+                        .start();
         p.getInputStream().readAllBytes();
         p.waitFor(10, TimeUnit.SECONDS);
     }
@@ -103,8 +104,12 @@ public final class FaultRanks {
         try (ProcessGroup group = ProcessGroups.create(env);
                 NDManager m = NDManager.newBaseManager();
                 EpBuffer buffer = EpBuffer.create(group)) {
-            System.out.printf(Locale.ROOT, "joined as rank %d of %d, pid %d%n", group.rank(),
-                    group.worldSize(), me);
+            System.out.printf(
+                    Locale.ROOT,
+                    "joined as rank %d of %d, pid %d%n",
+                    group.rank(),
+                    group.worldSize(),
+                    me);
             switch (mode) {
                 case "stall":
                     return stall(group, buffer, m, Integer.parseInt(args[1]));
@@ -131,15 +136,22 @@ public final class FaultRanks {
         try {
             group = ProcessGroups.create(env);
         } catch (RuntimeException e) {
-            System.out.printf(Locale.ROOT, "JOIN FAILED after %d ms: %s: %s%n",
-                    (System.nanoTime() - t0) / 1_000_000, e.getClass().getSimpleName(),
+            System.out.printf(
+                    Locale.ROOT,
+                    "JOIN FAILED after %d ms: %s: %s%n",
+                    (System.nanoTime() - t0) / 1_000_000,
+                    e.getClass().getSimpleName(),
                     e.getMessage());
             return 3;
         }
         try (group;
                 NDManager m = NDManager.newBaseManager()) {
-            System.out.printf(Locale.ROOT, "joined as rank %d of %d after %d ms%n", group.rank(),
-                    group.worldSize(), (System.nanoTime() - t0) / 1_000_000);
+            System.out.printf(
+                    Locale.ROOT,
+                    "joined as rank %d of %d after %d ms%n",
+                    group.rank(),
+                    group.worldSize(),
+                    (System.nanoTime() - t0) / 1_000_000);
             try (NDArray v = m.create(new float[] {group.rank() + 1})) {
                 group.allReduceSum(v);
                 int w = group.worldSize();
@@ -222,24 +234,32 @@ public final class FaultRanks {
 
     /** Starts a thread that sends {@code sig} to this process a few ms after {@code go}. */
     private static void selfSignalAfter(CountDownLatch go, String sig) {
-        Thread t = new Thread(() -> {
-            try {
-                go.await();
-                Thread.sleep(5);
-                System.out.println("sending SIG" + sig + " to myself");
-                System.out.flush();
-                signal(sig, ProcessHandle.current().pid());
-            } catch (InterruptedException | IOException e) {
-                // the test fails on the missing signal
-            }
-        }, "fault-injector");
+        Thread t =
+                new Thread(
+                        () -> {
+                            try {
+                                go.await();
+                                Thread.sleep(5);
+                                System.out.println("sending SIG" + sig + " to myself");
+                                System.out.flush();
+                                signal(sig, ProcessHandle.current().pid());
+                            } catch (InterruptedException | IOException e) {
+                                // the test fails on the missing signal
+                            }
+                        },
+                        "fault-injector");
         t.setDaemon(true);
         t.start();
     }
 
     private static void report(String what, long begin, String op, Exception e) {
-        System.out.printf(Locale.ROOT, "%s after %d ms in %s: %s: %s%n", what,
-                (System.nanoTime() - begin) / 1_000_000, op, e.getClass().getSimpleName(),
+        System.out.printf(
+                Locale.ROOT,
+                "%s after %d ms in %s: %s: %s%n",
+                what,
+                (System.nanoTime() - begin) / 1_000_000,
+                op,
+                e.getClass().getSimpleName(),
                 e.getMessage());
         System.out.flush();
     }
@@ -269,7 +289,8 @@ public final class FaultRanks {
         NDArray idx = m.create(routing(tokens, 4, experts, 7 + group.rank()), new Shape(tokens, 4));
         try (NDManager sm = m.newSubManager()) {
             buffer.dispatch(sm.ones(new Shape(tokens, 8)), idx, null, experts, 1, WireFormat.FP32)
-                    .handle().close();
+                    .handle()
+                    .close();
         }
         long begin = System.nanoTime();
         String op = "dispatch";
@@ -293,8 +314,10 @@ public final class FaultRanks {
             }
             report("PEER FAILURE", begin, op, e);
             if (group.rank() == (faulty + 1) % w) {
-                long pid = Long.parseLong(
-                        Files.readString(MultiRank.outDir().resolve("pid-" + faulty)).trim());
+                long pid =
+                        Long.parseLong(
+                                Files.readString(MultiRank.outDir().resolve("pid-" + faulty))
+                                        .trim());
                 System.out.println("sending SIGCONT to rank " + faulty + " (pid " + pid + ")");
                 signal("CONT", pid);
             }
@@ -346,11 +369,18 @@ public final class FaultRanks {
                 EpBuffer buffer = EpBuffer.create(group)) {
             System.out.println("arrays on " + device);
             NDArray x = m.randomNormal(new Shape(tokens, hidden));
-            NDArray idx = m.create(routing(tokens, 4, experts, 11 + group.rank()),
-                    new Shape(tokens, 4));
+            NDArray idx =
+                    m.create(routing(tokens, 4, experts, 11 + group.rank()), new Shape(tokens, 4));
             try (NDManager sm = m.newSubManager()) {
-                buffer.dispatch(sm.ones(new Shape(tokens, 128)), idx, null, experts, 1,
-                        WireFormat.FP32).handle().close();
+                buffer.dispatch(
+                                sm.ones(new Shape(tokens, 128)),
+                                idx,
+                                null,
+                                experts,
+                                1,
+                                WireFormat.FP32)
+                        .handle()
+                        .close();
                 buffer.synchronize();
             }
             begin = System.nanoTime();
@@ -359,8 +389,8 @@ public final class FaultRanks {
                     try (NDManager sm = m.newSubManager()) {
                         op = "dispatch " + it;
                         entering.countDown();
-                        DispatchResult d = buffer.dispatch(x, idx, null, experts, 1,
-                                WireFormat.FP32);
+                        DispatchResult d =
+                                buffer.dispatch(x, idx, null, experts, 1, WireFormat.FP32);
                         try (EpHandle h = d.handle()) {
                             op = "combine " + it;
                             buffer.combine(d.recvX(), null, h, WireFormat.FP32).out().close();
@@ -378,8 +408,8 @@ public final class FaultRanks {
                 buffer.close(); // collective: its barrier fails too, yet the memory is released
                 System.out.println("CLOSE: ok");
             } catch (RuntimeException e) {
-                System.out.println("CLOSE: " + e.getClass().getSimpleName() + ": "
-                        + e.getMessage());
+                System.out.println(
+                        "CLOSE: " + e.getClass().getSimpleName() + ": " + e.getMessage());
             }
             boolean usable = stillUsable(m);
             System.out.println("STILL USABLE: " + usable);
@@ -391,8 +421,11 @@ public final class FaultRanks {
     private static boolean stillUsable(NDManager m) {
         try (NDManager sm = m.newSubManager();
                 LocalProcessGroup alone = new LocalProcessGroup();
-                EpBuffer fresh = EpBuffer.builder().setGroup(alone)
-                        .optCudaBufferBytes(EpBuffer.MIN_CUDA_BUFFER_BYTES).build()) {
+                EpBuffer fresh =
+                        EpBuffer.builder()
+                                .setGroup(alone)
+                                .optCudaBufferBytes(EpBuffer.MIN_CUDA_BUFFER_BYTES)
+                                .build()) {
             float sum = sm.ones(new Shape(1000)).mul(2f).sum().getFloat();
             int tokens = 64;
             int hidden = 256;
@@ -409,8 +442,12 @@ public final class FaultRanks {
                 out = fresh.combine(d.recvX(), null, h, WireFormat.FP32).out().toFloatArray();
             }
             boolean same = java.util.Arrays.equals(xs, out);
-            System.out.printf(Locale.ROOT, "after the failure on %s: sum %.1f (expected 2000.0),"
-                    + " one-rank dispatch and combine %s%n", m.getDevice(), sum,
+            System.out.printf(
+                    Locale.ROOT,
+                    "after the failure on %s: sum %.1f (expected 2000.0),"
+                            + " one-rank dispatch and combine %s%n",
+                    m.getDevice(),
+                    sum,
                     same ? "exact" : "WRONG");
             return sum == 2000f && same;
         } catch (RuntimeException e) {
@@ -426,23 +463,43 @@ public final class FaultRanks {
         int failures = 0;
         // Different hidden sizes.
         try (NDManager sm = m.newSubManager()) {
-            buffer.dispatch(sm.ones(new Shape(3, rank == 0 ? 64 : 32)), idx, null, experts, 1,
-                    WireFormat.FP32).handle().close();
+            buffer.dispatch(
+                            sm.ones(new Shape(3, rank == 0 ? 64 : 32)),
+                            idx,
+                            null,
+                            experts,
+                            1,
+                            WireFormat.FP32)
+                    .handle()
+                    .close();
             System.out.println("hidden mismatch was accepted");
         } catch (EpPeerException e) {
             System.out.println("HIDDEN MISMATCH: " + e.getMessage());
-            failures += e.getMessage().contains("passed hidden = ")
-                    && e.getMessage().contains("all ranks must agree") ? 1 : 0;
+            failures +=
+                    e.getMessage().contains("passed hidden = ")
+                                    && e.getMessage().contains("all ranks must agree")
+                            ? 1
+                            : 0;
         }
         // Different wire formats.
         try (NDManager sm = m.newSubManager()) {
-            buffer.dispatch(sm.ones(new Shape(3, 64)), idx, null, experts, 1,
-                    rank == 0 ? WireFormat.BF16 : WireFormat.FP8).handle().close();
+            buffer.dispatch(
+                            sm.ones(new Shape(3, 64)),
+                            idx,
+                            null,
+                            experts,
+                            1,
+                            rank == 0 ? WireFormat.BF16 : WireFormat.FP8)
+                    .handle()
+                    .close();
             System.out.println("wire mismatch was accepted");
         } catch (EpPeerException e) {
             System.out.println("WIRE MISMATCH: " + e.getMessage());
-            failures += e.getMessage().contains("passed wire = ")
-                    && e.getMessage().contains("all ranks must agree") ? 1 : 0;
+            failures +=
+                    e.getMessage().contains("passed wire = ")
+                                    && e.getMessage().contains("all ranks must agree")
+                            ? 1
+                            : 0;
         }
         // Different K (top-k columns) in the notify step.
         try (NDManager sm = m.newSubManager()) {
@@ -458,8 +515,8 @@ public final class FaultRanks {
             NDArray x = sm.ones(new Shape(3, 64));
             DispatchResult d = buffer.dispatch(x, idx, null, experts, 1, WireFormat.FP32);
             try (EpHandle h = d.handle()) {
-                float[] out = buffer.combine(d.recvX(), null, h, WireFormat.FP32).out()
-                        .toFloatArray();
+                float[] out =
+                        buffer.combine(d.recvX(), null, h, WireFormat.FP32).out().toFloatArray();
                 // Every token is routed, through 1 or 2 ranks: sum of ones over those ranks.
                 boolean ok = out[0] >= 1f && out[64] >= 1f && out[128] >= 1f;
                 System.out.println("STILL WORKS: " + ok);

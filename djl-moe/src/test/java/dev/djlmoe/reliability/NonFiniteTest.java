@@ -33,11 +33,11 @@ import org.junit.jupiter.api.Test;
 
 /**
  * NaN and Inf where detection is cheap: the training step's global gradient norm (computed for
- * clipping anyway and agreed over ranks). A step whose inputs hold a NaN or an Inf must be
- * refused with {@link NonFiniteGradientException} before the optimizer runs: parameters
- * bit-identical, gradients reset, and the next clean step trains normally. Where detection is not
- * cheap (every element of dispatch/combine inputs, checkpoint weights) nothing is checked; see
- * the issue 8 report.
+ * clipping anyway and agreed over ranks). A step whose inputs hold a NaN or an Inf must be refused
+ * with {@link NonFiniteGradientException} before the optimizer runs: parameters bit-identical,
+ * gradients reset, and the next clean step trains normally. Where detection is not cheap (every
+ * element of dispatch/combine inputs, checkpoint weights) nothing is checked; see the issue 8
+ * report.
  */
 class NonFiniteTest {
 
@@ -57,18 +57,33 @@ class NonFiniteTest {
                 EpContext ctx = EpContext.builder().setProcessGroup(group).build();
                 Model model = Model.newInstance("nan", Device.cpu(), "PyTorch");
                 NDManager m = NDManager.newBaseManager()) {
-            model.setBlock(MoeLayer.builder().setHiddenSize(h).setExpertIntermediateSize(8)
-                    .setRouter(MoeRouter.builder().setNumExperts(4).setTopK(2)
-                            .optCorrectionBias(true))
-                    .optContext(ctx).build());
-            DefaultTrainingConfig tc = new DefaultTrainingConfig(Loss.l2Loss())
-                    .optOptimizer(Optimizer.adamW()
-                            .optLearningRateTracker(Tracker.fixed(1e-2f)).build())
-                    .optDevices(new Device[] {Device.cpu()});
+            model.setBlock(
+                    MoeLayer.builder()
+                            .setHiddenSize(h)
+                            .setExpertIntermediateSize(8)
+                            .setRouter(
+                                    MoeRouter.builder()
+                                            .setNumExperts(4)
+                                            .setTopK(2)
+                                            .optCorrectionBias(true))
+                            .optContext(ctx)
+                            .build());
+            DefaultTrainingConfig tc =
+                    new DefaultTrainingConfig(Loss.l2Loss())
+                            .optOptimizer(
+                                    Optimizer.adamW()
+                                            .optLearningRateTracker(Tracker.fixed(1e-2f))
+                                            .build())
+                            .optDevices(new Device[] {Device.cpu()});
             try (Trainer trainer = model.newTrainer(tc)) {
                 trainer.initialize(new Shape(6, h));
-                EpTrainer ep = EpTrainer.builder().setTrainer(trainer).optContext(ctx)
-                        .optMaxGradNorm(1f).optBiasUpdateRate(1e-3f).build();
+                EpTrainer ep =
+                        EpTrainer.builder()
+                                .setTrainer(trainer)
+                                .optContext(ctx)
+                                .optMaxGradNorm(1f)
+                                .optBiasUpdateRate(1e-3f)
+                                .build();
                 NDArray x = m.randomNormal(new Shape(6, h));
                 NDArray y = m.randomNormal(new Shape(6, h));
                 StepResult first = ep.step(new NDList(x), new NDList(y));
@@ -78,22 +93,30 @@ class NonFiniteTest {
                     float[] poisoned = x.toFloatArray();
                     poisoned[17] = bad;
                     NDArray px = m.create(poisoned, x.getShape());
-                    NonFiniteGradientException e = assertThrows(NonFiniteGradientException.class,
-                            () -> ep.step(new NDList(px), new NDList(y)), "input with " + bad);
+                    NonFiniteGradientException e =
+                            assertThrows(
+                                    NonFiniteGradientException.class,
+                                    () -> ep.step(new NDList(px), new NDList(y)),
+                                    "input with " + bad);
                     assertFalse(Double.isFinite(e.gradNorm()), e.getMessage());
-                    assertTrue(e.getMessage().contains("global gradient norm = NaN")
-                            || e.getMessage().contains("Infinity"), e.getMessage());
+                    assertTrue(
+                            e.getMessage().contains("global gradient norm = NaN")
+                                    || e.getMessage().contains("Infinity"),
+                            e.getMessage());
                     assertTrue(e.getMessage().contains("parameters unchanged"), e.getMessage());
                     List<float[]> after = snapshot(model);
                     for (int i = 0; i < before.size(); i++) {
-                        assertArrayEquals(before.get(i), after.get(i), "parameter " + i
-                                + " changed by a refused step");
+                        assertArrayEquals(
+                                before.get(i),
+                                after.get(i),
+                                "parameter " + i + " changed by a refused step");
                     }
                 }
                 // The gradients were reset: the next clean step is finite and trains.
                 List<float[]> before = snapshot(model);
                 StepResult next = ep.step(new NDList(x), new NDList(y));
-                assertTrue(Float.isFinite(next.loss()) && Float.isFinite(next.gradNorm()),
+                assertTrue(
+                        Float.isFinite(next.loss()) && Float.isFinite(next.gradNorm()),
                         "loss " + next.loss() + ", norm " + next.gradNorm());
                 List<float[]> after = snapshot(model);
                 boolean changed = false;

@@ -45,8 +45,8 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The security properties of issue 8, through the Java API: the rendezvous store listens only on
- * the address it is given, refuses peers without the job's token (without echoing it), bounds
- * every size on the server side too (a hostile client need not use our client), and shared-memory
+ * the address it is given, refuses peers without the job's token (without echoing it), bounds every
+ * size on the server side too (a hostile client need not use our client), and shared-memory
  * segments are owner-only, unlinked once mapped and named unpredictably.
  */
 class SecurityTest {
@@ -84,16 +84,19 @@ class SecurityTest {
         try (StoreServer server = StoreServer.start("127.0.0.1", 0, TOKEN)) {
             List<String> l = listeners(server.port());
             // 127.0.0.1 in /proc/net/tcp's little-endian hex; never 00000000 (every interface).
-            assertEquals(List.of("/proc/net/tcp 0100007F:" + String.format("%04X", server.port())),
-                    l);
+            assertEquals(
+                    List.of("/proc/net/tcp 0100007F:" + String.format("%04X", server.port())), l);
         }
         // Bound to 127.0.0.2, it is not reachable at 127.0.0.1 on the same port.
         try (StoreServer server = StoreServer.start("127.0.0.2", 0, TOKEN)) {
             int port = server.port();
-            assertEquals(List.of("/proc/net/tcp 0200007F:" + String.format("%04X", port)),
+            assertEquals(
+                    List.of("/proc/net/tcp 0200007F:" + String.format("%04X", port)),
                     listeners(port));
-            EpException e = assertThrows(EpException.class,
-                    () -> RendezvousStore.connect("127.0.0.1", port, TOKEN, 300));
+            EpException e =
+                    assertThrows(
+                            EpException.class,
+                            () -> RendezvousStore.connect("127.0.0.1", port, TOKEN, 300));
             assertTrue(e.getMessage().contains("127.0.0.1:" + port), e.getMessage());
             try (RendezvousStore ok = RendezvousStore.connect("127.0.0.2", port, TOKEN, 2000)) {
                 ok.set("k", "v");
@@ -106,11 +109,15 @@ class SecurityTest {
     void aWrongTokenIsRefusedWithoutEchoingTheRightOne() {
         try (StoreServer server = StoreServer.start("127.0.0.1", 0, TOKEN)) {
             int port = server.port();
-            for (String wrong : new String[] {"", "wrong", TOKEN.substring(1), TOKEN + "0",
-                TOKEN.toUpperCase()}) {
-                EpException e = assertThrows(EpException.class,
-                        () -> RendezvousStore.connect("127.0.0.1", port, wrong, 2000),
-                        "token '" + wrong + "'");
+            for (String wrong :
+                    new String[] {
+                        "", "wrong", TOKEN.substring(1), TOKEN + "0", TOKEN.toUpperCase()
+                    }) {
+                EpException e =
+                        assertThrows(
+                                EpException.class,
+                                () -> RendezvousStore.connect("127.0.0.1", port, wrong, 2000),
+                                "token '" + wrong + "'");
                 assertEquals(NativeEp.NEP_ERR_PEER, e.getStatus(), e.getMessage());
                 assertTrue(e.getMessage().contains("wrong job token"), e.getMessage());
                 assertFalse(e.getMessage().contains(TOKEN), "the message leaks the token");
@@ -124,8 +131,11 @@ class SecurityTest {
     // ---- a hostile client speaking the documented protocol (store_protocol.h) directly ----------
 
     private static byte[] frame(byte[] body) {
-        return ByteBuffer.allocate(4 + body.length).order(ByteOrder.LITTLE_ENDIAN)
-                .putInt(body.length).put(body).array();
+        return ByteBuffer.allocate(4 + body.length)
+                .order(ByteOrder.LITTLE_ENDIAN)
+                .putInt(body.length)
+                .put(body)
+                .array();
     }
 
     private static byte[] request(int op, byte[]... blobs) {
@@ -198,8 +208,11 @@ class SecurityTest {
                 OutputStream o = s.getOutputStream();
                 o.write(frame(request(1, token)));
                 assertEquals("0", reply(s.getInputStream())[0]);
-                o.write(ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN)
-                        .putInt(Integer.MAX_VALUE).array());
+                o.write(
+                        ByteBuffer.allocate(4)
+                                .order(ByteOrder.LITTLE_ENDIAN)
+                                .putInt(Integer.MAX_VALUE)
+                                .array());
                 String[] r = reply(s.getInputStream());
                 assertEquals("3", r[0]);
                 assertTrue(r[1].contains("2147483647 bytes exceeds the limit"), r[1]);
@@ -231,7 +244,8 @@ class SecurityTest {
                         full = r[1];
                     }
                 }
-                assertTrue(full != null && full.contains("store is full (limit 67108864 bytes)"),
+                assertTrue(
+                        full != null && full.contains("store is full (limit 67108864 bytes)"),
                         "after " + stored + " MiB: " + full);
                 assertEquals(63, stored);
                 // The store still answers within its bound.
@@ -249,8 +263,11 @@ class SecurityTest {
     void anEmptyTokenIsRefusedOffLoopbackNamingTheAddressAndTheVariable() throws Exception {
         for (String host : new String[] {"0.0.0.0", "10.11.12.13"}) {
             int port = freePort();
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> StoreServer.start(host, port, ""), host);
+            IllegalArgumentException e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () -> StoreServer.start(host, port, ""),
+                            host);
             String m = e.getMessage();
             assertTrue(m.contains("refusing to listen on " + host + ":" + port), m);
             assertTrue(m.contains("not a loopback address") && m.contains("empty job token"), m);
@@ -261,8 +278,8 @@ class SecurityTest {
         // way before anything listens.
         int port = freePort();
         RankEnvironment open = new RankEnvironment(0, 2, 0, 2, "0.0.0.0", port, "");
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> new ShmProcessGroup(open, 2000));
+        IllegalArgumentException e =
+                assertThrows(IllegalArgumentException.class, () -> new ShmProcessGroup(open, 2000));
         assertTrue(e.getMessage().contains("0.0.0.0:" + port), e.getMessage());
         assertEquals(List.of(), listeners(port));
         // On loopback no token is needed (one host, no launcher).
@@ -368,7 +385,8 @@ class SecurityTest {
                 // ... and closes those at the handshake deadline (10 s after they were accepted).
                 long sinceOpen = (System.nanoTime() - opened) / 1_000_000;
                 for (Socket s : open) {
-                    assertTrue(closedWithin(s, (int) Math.max(1, 15_000 - sinceOpen)),
+                    assertTrue(
+                            closedWithin(s, (int) Math.max(1, 15_000 - sinceOpen)),
                             "an idle connection outlived the handshake deadline");
                 }
                 long all = (System.nanoTime() - opened) / 1_000_000;
@@ -385,7 +403,8 @@ class SecurityTest {
     }
 
     private static final Pattern SEGMENT =
-            Pattern.compile("^(\\S+) \\S+ \\S+ \\S+ \\S+\\s+(/dev/shm/nep-[0-9a-f]{32}) \\(deleted\\)$");
+            Pattern.compile(
+                    "^(\\S+) \\S+ \\S+ \\S+ \\S+\\s+(/dev/shm/nep-[0-9a-f]{32}) \\(deleted\\)$");
 
     /** The mapped transport segments of this JVM: range to path, from /proc/self/maps. */
     private static List<String[]> mappedSegments() throws IOException {
@@ -395,8 +414,8 @@ class SecurityTest {
                 continue;
             }
             Matcher m = SEGMENT.matcher(line);
-            assertTrue(m.matches(), "a segment mapping that is still linked or oddly named: "
-                    + line);
+            assertTrue(
+                    m.matches(), "a segment mapping that is still linked or oddly named: " + line);
             out.add(new String[] {m.group(1), m.group(2)});
         }
         return out;
@@ -424,8 +443,8 @@ class SecurityTest {
                     names.add(s[1]);
                     Path link = Paths.get("/proc/self/map_files/" + s[0]);
                     try {
-                        modes.add(PosixFilePermissions.toString(
-                                Files.getPosixFilePermissions(link)));
+                        modes.add(
+                                PosixFilePermissions.toString(Files.getPosixFilePermissions(link)));
                         modeChecked = true;
                     } catch (IOException | SecurityException ex) {
                         // map_files needs CAP_SYS_ADMIN on some kernels: the native test

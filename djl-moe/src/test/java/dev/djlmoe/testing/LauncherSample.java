@@ -11,9 +11,9 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
- * Tests that {@link TestLauncherTest} runs through {@link TestLauncher}: one passes, one fails,
- * one is skipped, a parameterised one passes twice. Not a test class of its own (Surefire's
- * name patterns leave it out).
+ * Tests that {@link TestLauncherTest} runs through {@link TestLauncher}: one passes, one fails, one
+ * is skipped, a parameterised one passes twice. Not a test class of its own (Surefire's name
+ * patterns leave it out).
  */
 class LauncherSample {
 

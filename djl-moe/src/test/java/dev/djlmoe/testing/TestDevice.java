@@ -34,7 +34,10 @@ public final class TestDevice {
         String v = System.getProperty(PROPERTY, "cpu").trim().toLowerCase(Locale.ROOT);
         if (!v.equals("cpu") && !v.equals("gpu")) {
             throw new IllegalStateException(
-                    "system property " + PROPERTY + " = '" + System.getProperty(PROPERTY)
+                    "system property "
+                            + PROPERTY
+                            + " = '"
+                            + System.getProperty(PROPERTY)
                             + "' is not cpu or gpu");
         }
         return v;
@@ -62,7 +65,10 @@ public final class TestDevice {
         int gpus = Engine.getInstance().getGpuCount();
         if (gpus < 1) {
             throw new IllegalStateException(
-                    PROPERTY + "=gpu but the PyTorch engine sees " + gpus + " GPUs (DJL's JNI must"
+                    PROPERTY
+                            + "=gpu but the PyTorch engine sees "
+                            + gpus
+                            + " GPUs (DJL's JNI must"
                             + " be built for this host's libtorch: bin/build-djl-jni)");
         }
         return Device.gpu(0);
@@ -99,7 +105,8 @@ public final class TestDevice {
      * @param why what the test checks that needs a GPU
      */
     public static void assumeGpu(String why) {
-        Assumptions.assumeTrue(isGpu(),
+        Assumptions.assumeTrue(
+                isGpu(),
                 "GPU-only (" + why + "); run with -D" + PROPERTY + "=gpu (bin/gpu-java-tests)");
     }
 }

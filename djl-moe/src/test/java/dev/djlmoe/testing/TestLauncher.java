@@ -31,8 +31,8 @@ import org.junit.platform.launcher.core.LauncherDiscoveryRequestBuilder;
 import org.junit.platform.launcher.core.LauncherFactory;
 
 /**
- * Runs chosen JUnit tests outside Maven (on a GPU host there is a Java runtime and the jars, but
- * no Maven) and prints one line per test and a verdict:
+ * Runs chosen JUnit tests outside Maven (on a GPU host there is a Java runtime and the jars, but no
+ * Maven) and prints one line per test and a verdict:
  *
  * <pre>
  * java -cp ... dev.djlmoe.testing.TestLauncher [--allow-skips] [--summary FILE] SELECTOR...
@@ -104,13 +104,20 @@ public final class TestLauncher {
         Launcher launcher = LauncherFactory.create();
         Listener listener = new Listener(out, summary);
         launcher.execute(request, listener);
-        boolean ok = listener.failed == 0 && listener.passed > 0
-                && (allowSkips || listener.skipped == 0);
-        String verdict = String.format(Locale.ROOT,
-                "java tests (%s): %d passed, %d failed, %d skipped%s -> %s",
-                TestDevice.flag(), listener.passed, listener.failed, listener.skipped,
-                allowSkips ? " (skips allowed)" : " (a skip counts as not passed)",
-                ok ? "PASS" : "FAIL");
+        boolean ok =
+                listener.failed == 0
+                        && listener.passed > 0
+                        && (allowSkips || listener.skipped == 0);
+        String verdict =
+                String.format(
+                        Locale.ROOT,
+                        "java tests (%s): %d passed, %d failed, %d skipped%s -> %s",
+                        TestDevice.flag(),
+                        listener.passed,
+                        listener.failed,
+                        listener.skipped,
+                        allowSkips ? " (skips allowed)" : " (a skip counts as not passed)",
+                        ok ? "PASS" : "FAIL");
         listener.line(verdict);
         return ok ? 0 : 1;
     }
@@ -192,37 +199,70 @@ public final class TestLauncher {
                     line(String.format(Locale.ROOT, "SKIP  %s: %s", name(id), message(result)));
                 } else {
                     failed++;
-                    line(String.format(Locale.ROOT, "FAIL  %s  (%.1f s): %s", name(id), secs,
-                            message(result)));
+                    line(
+                            String.format(
+                                    Locale.ROOT,
+                                    "FAIL  %s  (%.1f s): %s",
+                                    name(id),
+                                    secs,
+                                    message(result)));
                     result.getThrowable().ifPresent(this::trace);
                 }
             } else if (s != TestExecutionResult.Status.SUCCESSFUL && isClass(id)) {
                 // Set-up or tear-down of a class (@BeforeAll, @AfterAll) failed or was aborted.
                 if (s == TestExecutionResult.Status.ABORTED) {
                     skipped++;
-                    line(String.format(Locale.ROOT, "SKIP  %s (class): %s", name(id),
-                            message(result)));
+                    line(
+                            String.format(
+                                    Locale.ROOT,
+                                    "SKIP  %s (class): %s",
+                                    name(id),
+                                    message(result)));
                 } else {
                     failed++;
-                    line(String.format(Locale.ROOT, "FAIL  %s (class): %s", name(id),
-                            message(result)));
+                    line(
+                            String.format(
+                                    Locale.ROOT,
+                                    "FAIL  %s (class): %s",
+                                    name(id),
+                                    message(result)));
                     result.getThrowable().ifPresent(this::trace);
                 }
             }
         }
 
         private static boolean isClass(TestIdentifier id) {
-            return id.getSource().map(src -> src instanceof
-                    org.junit.platform.engine.support.descriptor.ClassSource).orElse(false);
+            return id.getSource()
+                    .map(
+                            src ->
+                                    src
+                                            instanceof
+                                            org.junit.platform.engine.support.descriptor
+                                                    .ClassSource)
+                    .orElse(false);
         }
 
         private String name(TestIdentifier id) {
-            String cls = id.getSource()
-                    .map(src -> src instanceof org.junit.platform.engine.support.descriptor
-                            .MethodSource ms ? simple(ms.getClassName())
-                            : src instanceof org.junit.platform.engine.support.descriptor
-                                    .ClassSource cs ? simple(cs.getClassName()) : "")
-                    .orElse("");
+            String cls =
+                    id.getSource()
+                            .map(
+                                    src ->
+                                            src
+                                                            instanceof
+                                                            org.junit.platform.engine.support
+                                                                            .descriptor.MethodSource
+                                                                    ms
+                                                    ? simple(ms.getClassName())
+                                                    : src
+                                                                    instanceof
+                                                                    org.junit.platform.engine
+                                                                                    .support
+                                                                                    .descriptor
+                                                                                    .ClassSource
+                                                                            cs
+                                                            ? simple(cs.getClassName())
+                                                            : "")
+                            .orElse("");
             String display = id.getDisplayName();
             if (plan != null && id.isTest()) {
                 // A parameterised case's display name is its arguments: add the method's name.
@@ -255,8 +295,12 @@ public final class TestLauncher {
             out.flush();
             if (summary != null) {
                 try {
-                    Files.writeString(summary, s + "\n", StandardCharsets.UTF_8,
-                            StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+                    Files.writeString(
+                            summary,
+                            s + "\n",
+                            StandardCharsets.UTF_8,
+                            StandardOpenOption.CREATE,
+                            StandardOpenOption.APPEND);
                 } catch (IOException e) {
                     throw new UncheckedIOException(e);
                 }

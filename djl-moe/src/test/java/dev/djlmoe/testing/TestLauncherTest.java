@@ -86,8 +86,10 @@ class TestLauncherTest {
             assertEquals("-Ddjlmoe.test.device=cpu", TestDevice.jvmOption());
             System.setProperty(TestDevice.PROPERTY, "tpu");
             IllegalStateException e = assertThrows(IllegalStateException.class, TestDevice::flag);
-            assertTrue(e.getMessage().contains(TestDevice.PROPERTY) && e.getMessage()
-                    .contains("'tpu'"), e.getMessage());
+            assertTrue(
+                    e.getMessage().contains(TestDevice.PROPERTY)
+                            && e.getMessage().contains("'tpu'"),
+                    e.getMessage());
         } finally {
             if (before == null) {
                 System.clearProperty(TestDevice.PROPERTY);

@@ -21,8 +21,8 @@ import org.junit.jupiter.api.Test;
  * {@link CheckpointableAdamW#updateFromGradient} (what {@link EpTrainer} calls per parameter)
  * against the way DJL's trainer drives the optimizer (gradient scaled in place, copied, {@link
  * CheckpointableAdamW#update}): bit-identical with the engine's update (the CPU, or a GPU with
- * {@code optFusedOnGpu(false)}), and on a GPU the one-pass kernel within float rounding of it.
- * Runs on {@link TestDevice}'s device.
+ * {@code optFusedOnGpu(false)}), and on a GPU the one-pass kernel within float rounding of it. Runs
+ * on {@link TestDevice}'s device.
  */
 class CheckpointableAdamWTest {
 
@@ -37,8 +37,8 @@ class CheckpointableAdamWTest {
     }
 
     /** Weights after `steps` updates, starting from the same numbers on every call. */
-    private static float[][] train(Device device, boolean direct, boolean fused, float scale,
-            int steps) {
+    private static float[][] train(
+            Device device, boolean direct, boolean fused, float scale, int steps) {
         CheckpointableAdamW opt = adam(fused);
         float[][] out = new float[SIZES.length][];
         try (NDManager m = NDManager.newBaseManager(device)) {
@@ -81,7 +81,9 @@ class CheckpointableAdamWTest {
             float[][] viaTrainer = train(d, false, false, scale, 3);
             float[][] direct = train(d, true, false, scale, 3);
             for (int i = 0; i < SIZES.length; i++) {
-                assertArrayEquals(viaTrainer[i], direct[i],
+                assertArrayEquals(
+                        viaTrainer[i],
+                        direct[i],
                         "engine update, n=" + SIZES[i] + ", scale " + scale + " on " + d);
             }
         }
@@ -99,8 +101,11 @@ class CheckpointableAdamWTest {
             }
             return;
         }
-        assertTrue(CheckpointableAdamW.fusedOnGpu(),
-                "the plug-in must see the GPU (and " + CheckpointableAdamW.FUSED_ENV + " be unset)");
+        assertTrue(
+                CheckpointableAdamW.fusedOnGpu(),
+                "the plug-in must see the GPU (and "
+                        + CheckpointableAdamW.FUSED_ENV
+                        + " be unset)");
         for (float scale : new float[] {1f, 0.37f}) {
             for (boolean direct : new boolean[] {true, false}) {
                 float[][] engine = train(d, direct, false, scale, 4);
@@ -108,13 +113,22 @@ class CheckpointableAdamWTest {
                 for (int i = 0; i < SIZES.length; i++) {
                     double worst = 0;
                     for (int j = 0; j < engine[i].length; j++) {
-                        double diff = Math.abs(fused[i][j] - engine[i][j])
-                                / (1e-3 + Math.abs(engine[i][j]));
+                        double diff =
+                                Math.abs(fused[i][j] - engine[i][j])
+                                        / (1e-3 + Math.abs(engine[i][j]));
                         worst = Math.max(worst, diff);
                     }
-                    assertTrue(worst <= 1e-6, "fused vs engine on " + d + ", n=" + SIZES[i]
-                            + ", scale " + scale + (direct ? ", direct" : ", via the trainer")
-                            + ": relative difference " + worst);
+                    assertTrue(
+                            worst <= 1e-6,
+                            "fused vs engine on "
+                                    + d
+                                    + ", n="
+                                    + SIZES[i]
+                                    + ", scale "
+                                    + scale
+                                    + (direct ? ", direct" : ", via the trainer")
+                                    + ": relative difference "
+                                    + worst);
                 }
             }
         }

@@ -40,10 +40,9 @@ import java.util.TreeMap;
 /**
  * One rank of {@link EpFitTest}: a user-style DJL model (linear, {@link MoeLayer}, linear
  * classifier) trained with {@link EpFit#fit} on an {@code ArrayDataset}, with DJL's logging,
- * evaluator and checkpoint listeners and a counting listener. Writes {@code fit-w{W}-r{r}.txt}
- * to the run's directory: listener call counts, the loss each training batch's listeners saw
- * (computed from their global labels and predictions), DJL's training result and the checkpoint
- * files.
+ * evaluator and checkpoint listeners and a counting listener. Writes {@code fit-w{W}-r{r}.txt} to
+ * the run's directory: listener call counts, the loss each training batch's listeners saw (computed
+ * from their global labels and predictions), DJL's training result and the checkpoint files.
  */
 public final class EpFitRank {
 
@@ -136,39 +135,63 @@ public final class EpFitRank {
                 EpContext ctx = EpContext.builder().setProcessGroup(group).build();
                 Model model = Model.newInstance("fit", Device.cpu(), "PyTorch");
                 NDManager m = NDManager.newBaseManager()) {
-            SequentialBlock net = new SequentialBlock()
-                    .add(Linear.builder().setUnits(HIDDEN).build())
-                    .add(MoeLayer.builder().setHiddenSize(HIDDEN).setExpertIntermediateSize(16)
-                            .setRouter(MoeRouter.builder().setNumExperts(EXPERTS).setTopK(2)
-                                    .optCorrectionBias(true))
-                            .optNumSharedExperts(1).optContext(ctx).build())
-                    .add(Linear.builder().setUnits(CLASSES).build());
+            SequentialBlock net =
+                    new SequentialBlock()
+                            .add(Linear.builder().setUnits(HIDDEN).build())
+                            .add(
+                                    MoeLayer.builder()
+                                            .setHiddenSize(HIDDEN)
+                                            .setExpertIntermediateSize(16)
+                                            .setRouter(
+                                                    MoeRouter.builder()
+                                                            .setNumExperts(EXPERTS)
+                                                            .setTopK(2)
+                                                            .optCorrectionBias(true))
+                                            .optNumSharedExperts(1)
+                                            .optContext(ctx)
+                                            .build())
+                            .add(Linear.builder().setUnits(CLASSES).build());
             model.setBlock(net);
             Recorder recorder = new Recorder();
             String tag = "w" + group.worldSize() + "-r" + group.rank();
             Path ckpt = MultiRank.outDir().resolve("ckpt-" + tag);
-            DefaultTrainingConfig config = new DefaultTrainingConfig(Loss.softmaxCrossEntropyLoss())
-                    .addEvaluator(new Accuracy())
-                    .optOptimizer(Optimizer.adam()
-                            .optLearningRateTracker(Tracker.fixed(1e-2f)).build())
-                    .optDevices(new Device[] {Device.cpu()})
-                    .addTrainingListeners(TrainingListener.Defaults.logging())
-                    .addTrainingListeners(new SaveModelTrainingListener(ckpt.toString(), null, 1))
-                    .addTrainingListeners(recorder);
+            DefaultTrainingConfig config =
+                    new DefaultTrainingConfig(Loss.softmaxCrossEntropyLoss())
+                            .addEvaluator(new Accuracy())
+                            .optOptimizer(
+                                    Optimizer.adam()
+                                            .optLearningRateTracker(Tracker.fixed(1e-2f))
+                                            .build())
+                            .optDevices(new Device[] {Device.cpu()})
+                            .addTrainingListeners(TrainingListener.Defaults.logging())
+                            .addTrainingListeners(
+                                    new SaveModelTrainingListener(ckpt.toString(), null, 1))
+                            .addTrainingListeners(recorder);
             try (Trainer trainer = model.newTrainer(config)) {
                 trainer.initialize(new Shape(BATCH, FEATURES));
                 ParameterInit.reinitialize(net, 2024);
-                EpTrainer ep = EpTrainer.builder().setTrainer(trainer).optContext(ctx)
-                        .optMaxGradNorm(1f).optBiasUpdateRate(1e-3f).build();
+                EpTrainer ep =
+                        EpTrainer.builder()
+                                .setTrainer(trainer)
+                                .optContext(ctx)
+                                .optMaxGradNorm(1f)
+                                .optBiasUpdateRate(1e-3f)
+                                .build();
                 EpFit.fit(ep, EPOCHS, dataset(m, TRAIN_ROWS, 1), dataset(m, VALIDATE_ROWS, 2));
                 List<String> out = new ArrayList<>();
-                out.add(String.format(Locale.ROOT, "counts %d %d %d %d", recorder.epochs,
-                        recorder.trainBatches, recorder.validateBatches, recorder.labelRows));
+                out.add(
+                        String.format(
+                                Locale.ROOT,
+                                "counts %d %d %d %d",
+                                recorder.epochs,
+                                recorder.trainBatches,
+                                recorder.validateBatches,
+                                recorder.labelRows));
                 for (float l : recorder.losses) {
                     out.add("loss " + l);
                 }
-                Map<String, Float> result = new TreeMap<>(trainer.getTrainingResult()
-                        .getEvaluations());
+                Map<String, Float> result =
+                        new TreeMap<>(trainer.getTrainingResult().getEvaluations());
                 result.forEach((k, v) -> out.add("result " + k + " " + v));
                 try (var files = Files.list(ckpt)) {
                     files.map(p -> "file " + p.getFileName()).sorted().forEach(out::add);

@@ -29,11 +29,12 @@ class EpFitTest {
     static final double CURVE_TOL = 1e-4;
 
     private static List<String> run(int worldSize) throws IOException {
-        MultiRank.Result r = MultiRank.builder(EpFitRank.class, worldSize)
-                .timeout(Duration.ofMinutes(3))
-                .rankTimeoutMillis(60_000)
-                .name("ep-fit-w" + worldSize)
-                .run();
+        MultiRank.Result r =
+                MultiRank.builder(EpFitRank.class, worldSize)
+                        .timeout(Duration.ofMinutes(3))
+                        .rankTimeoutMillis(60_000)
+                        .name("ep-fit-w" + worldSize)
+                        .run();
         r.assertAllSucceeded();
         assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
         List<String> first = null;
@@ -77,18 +78,31 @@ class EpFitTest {
         List<String> one = run(1);
         int batchesPerEpoch = EpFitRank.TRAIN_ROWS / EpFitRank.BATCH;
         int epochs = EpFitRank.EPOCHS;
-        assertTrue(one.contains(String.format("counts %d %d %d %d", epochs,
-                epochs * batchesPerEpoch, epochs * EpFitRank.VALIDATE_ROWS / EpFitRank.BATCH,
-                (long) epochs * EpFitRank.TRAIN_ROWS)), one.toString());
+        assertTrue(
+                one.contains(
+                        String.format(
+                                "counts %d %d %d %d",
+                                epochs,
+                                epochs * batchesPerEpoch,
+                                epochs * EpFitRank.VALIDATE_ROWS / EpFitRank.BATCH,
+                                (long) epochs * EpFitRank.TRAIN_ROWS)),
+                one.toString());
         List<Double> loss = values(one, "loss");
         assertEquals(epochs * batchesPerEpoch, loss.size());
-        double firstEpoch = loss.subList(0, batchesPerEpoch).stream()
-                .mapToDouble(Double::doubleValue).average().orElseThrow();
-        double lastEpoch = loss.subList(loss.size() - batchesPerEpoch, loss.size()).stream()
-                .mapToDouble(Double::doubleValue).average().orElseThrow();
+        double firstEpoch =
+                loss.subList(0, batchesPerEpoch).stream()
+                        .mapToDouble(Double::doubleValue)
+                        .average()
+                        .orElseThrow();
+        double lastEpoch =
+                loss.subList(loss.size() - batchesPerEpoch, loss.size()).stream()
+                        .mapToDouble(Double::doubleValue)
+                        .average()
+                        .orElseThrow();
         assertTrue(lastEpoch < 0.8 * firstEpoch, "loss " + firstEpoch + " -> " + lastEpoch);
         Map<String, Double> res = results(one);
-        assertTrue(res.containsKey("train_loss") && res.containsKey("validate_Accuracy"),
+        assertTrue(
+                res.containsKey("train_loss") && res.containsKey("validate_Accuracy"),
                 res.toString());
         for (int e = 1; e <= epochs; e++) {
             String file = String.format("file fit-%04d.params", e);
@@ -99,13 +113,17 @@ class EpFitTest {
         List<Double> loss2 = values(two, "loss");
         assertEquals(loss.size(), loss2.size());
         for (int i = 0; i < loss.size(); i++) {
-            assertTrue(Math.abs(loss2.get(i) - loss.get(i)) <= CURVE_TOL,
+            assertTrue(
+                    Math.abs(loss2.get(i) - loss.get(i)) <= CURVE_TOL,
                     "batch " + i + ": W=2 " + loss2.get(i) + ", W=1 " + loss.get(i));
         }
         Map<String, Double> res2 = results(two);
         assertEquals(res.keySet(), res2.keySet());
-        res.forEach((k, v) -> assertTrue(Math.abs(res2.get(k) - v) <= CURVE_TOL,
-                k + ": W=2 " + res2.get(k) + ", W=1 " + v));
+        res.forEach(
+                (k, v) ->
+                        assertTrue(
+                                Math.abs(res2.get(k) - v) <= CURVE_TOL,
+                                k + ": W=2 " + res2.get(k) + ", W=1 " + v));
         assertEquals(one.get(0), two.get(0), "listener counts");
     }
 }

@@ -42,16 +42,22 @@ public final class NativeEp {
 
     /** Success. */
     public static final int NEP_OK = 0;
+
     /** A shape, index, dtype or range check failed. */
     public static final int NEP_ERR_INVALID_ARGUMENT = 1;
+
     /** A size exceeds a buffer or a documented limit. */
     public static final int NEP_ERR_CAPACITY = 2;
+
     /** A wait expired. */
     public static final int NEP_ERR_TIMEOUT = 3;
+
     /** A peer failed, left or disagreed on a collective call. */
     public static final int NEP_ERR_PEER = 4;
+
     /** The feature is not built in or not available here. */
     public static final int NEP_ERR_UNSUPPORTED = 5;
+
     /** A system call or an invariant failed. */
     public static final int NEP_ERR_INTERNAL = 6;
 
@@ -93,7 +99,9 @@ public final class NativeEp {
 
     // ---- version and codecs ----
 
-    /** @return the ABI version of the loaded library */
+    /**
+     * @return the ABI version of the loaded library
+     */
     public static native int nep_abi_version();
 
     /**
@@ -104,10 +112,22 @@ public final class NativeEp {
     public static native long nep_wire_row_bytes(int wire, long hidden);
 
     public static native int nep_encode_rows(
-            int wire, long x, long rows, long hidden, long out, @Cast("char*") BytePointer err, long errCap);
+            int wire,
+            long x,
+            long rows,
+            long hidden,
+            long out,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_decode_rows(
-            int wire, long in, long rows, long hidden, long out, @Cast("char*") BytePointer err, long errCap);
+            int wire,
+            long in,
+            long rows,
+            long hidden,
+            long out,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     // ---- layout ----
 
@@ -195,6 +215,7 @@ public final class NativeEp {
             long outWeights,
             @Cast("char*") BytePointer err,
             long errCap);
+
     // ---- rendezvous store ----
 
     /** Opaque store server ({@code nep_store_server}). */
@@ -313,17 +334,24 @@ public final class NativeEp {
             nep_comm comm, long data, long count, @Cast("char*") BytePointer err, long errCap);
 
     public static native int nep_all_gather(
-            nep_comm comm, long in, long bytes, long out, @Cast("char*") BytePointer err,
+            nep_comm comm,
+            long in,
+            long bytes,
+            long out,
+            @Cast("char*") BytePointer err,
             long errCap);
 
-    public static native int nep_barrier(nep_comm comm, @Cast("char*") BytePointer err, long errCap);
+    public static native int nep_barrier(
+            nep_comm comm, @Cast("char*") BytePointer err, long errCap);
 
     // ---- low-latency mode (issue 7) ----
 
     /** Flag of {@link #nep_ll_dispatch_send}: FP8 scales rounded up to powers of two. */
     public static final int NEP_LL_ROUND_SCALE = 1;
+
     /** {@link #nep_ll_op_kind} of a dispatch. */
     public static final int NEP_LL_DISPATCH = 1;
+
     /** {@link #nep_ll_op_kind} of a combine. */
     public static final int NEP_LL_COMBINE = 2;
 
@@ -492,16 +520,22 @@ public final class NativeEp {
 
     /** Element type float32 of {@link #nep_torch_data_address}. */
     public static final int NEP_TORCH_FLOAT32 = 0;
+
     /** Element type float16. */
     public static final int NEP_TORCH_FLOAT16 = 1;
+
     /** Element type int64. */
     public static final int NEP_TORCH_INT64 = 2;
+
     /** Element type int32. */
     public static final int NEP_TORCH_INT32 = 3;
+
     /** Element type uint8. */
     public static final int NEP_TORCH_UINT8 = 4;
+
     /** Element type bool. */
     public static final int NEP_TORCH_BOOL = 5;
+
     /** Element type float64. */
     public static final int NEP_TORCH_FLOAT64 = 6;
 
@@ -517,7 +551,11 @@ public final class NativeEp {
      * @return a status
      */
     public static native int nep_torch_data_address(
-            long tensor, int elementType, @Cast("int64_t*") LongPointer address, @Cast("char*") BytePointer err, long errCap);
+            long tensor,
+            int elementType,
+            @Cast("int64_t*") LongPointer address,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     /**
      * Sets libtorch's C++ log threshold in this process (0 info, 1 warning, 2 error, 3 fatal):

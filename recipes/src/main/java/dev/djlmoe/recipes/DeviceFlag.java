@@ -7,11 +7,11 @@ import ai.djl.Device;
 import ai.djl.engine.Engine;
 
 /**
- * The {@code --device cpu|gpu|auto} flag of the commands that run a model ({@code pretrain},
- * {@code finetune}, {@code decode}, {@code bench}): which device a rank uses.
+ * The {@code --device cpu|gpu|auto} flag of the commands that run a model ({@code pretrain}, {@code
+ * finetune}, {@code decode}, {@code bench}): which device a rank uses.
  *
- * <p>Rank {@code r} of a host uses GPU {@code LOCAL_RANK mod (GPUs the engine sees)}, so ranks
- * may share a GPU. {@code auto} is the GPU when the engine sees one, else the CPU.
+ * <p>Rank {@code r} of a host uses GPU {@code LOCAL_RANK mod (GPUs the engine sees)}, so ranks may
+ * share a GPU. {@code auto} is the GPU when the engine sees one, else the CPU.
  */
 public final class DeviceFlag {
 
@@ -37,19 +37,22 @@ public final class DeviceFlag {
         switch (f) {
             case "cpu":
                 return Device.cpu();
-            case "gpu": {
-                int gpus = Engine.getInstance().getGpuCount();
-                if (gpus == 0) {
-                    throw new IllegalArgumentException(
-                            "--device gpu: the PyTorch engine sees no GPU (it needs a CUDA libtorch:"
-                                    + " see bin/build-djl-jni and the README's GPU section)");
+            case "gpu":
+                {
+                    int gpus = Engine.getInstance().getGpuCount();
+                    if (gpus == 0) {
+                        throw new IllegalArgumentException(
+                                "--device gpu: the PyTorch engine sees no GPU (it needs a CUDA"
+                                        + " libtorch: see bin/build-djl-jni and the README's GPU"
+                                        + " section)");
+                    }
+                    return Device.gpu(localRank % gpus);
                 }
-                return Device.gpu(localRank % gpus);
-            }
-            default: { // AUTO
-                int gpus = Engine.getInstance().getGpuCount();
-                return gpus > 0 ? Device.gpu(localRank % gpus) : Device.cpu();
-            }
+            default:
+                { // AUTO
+                    int gpus = Engine.getInstance().getGpuCount();
+                    return gpus > 0 ? Device.gpu(localRank % gpus) : Device.cpu();
+                }
         }
     }
 

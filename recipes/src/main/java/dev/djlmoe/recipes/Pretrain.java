@@ -61,15 +61,16 @@ import java.util.function.Function;
  *
  * <p>Every rank runs this with the same arguments ({@code launch} or any torchrun-style launcher
  * sets the rank environment); each takes its share of the global batch and holds {@code E / W}
- * experts. Determinism: the batch of a step depends only on the step, the engine's random
- * generator is re-seeded from {@code (seed, step)} before every step, and a checkpoint holds the
- * exact float32 weights, AdamW moments and update counts (which drive the learning-rate
- * schedule), and the routers' correction biases (part of the weights) — so a resumed run repeats
- * the numbers of an uninterrupted one bit for bit.
+ * experts. Determinism: the batch of a step depends only on the step, the engine's random generator
+ * is re-seeded from {@code (seed, step)} before every step, and a checkpoint holds the exact
+ * float32 weights, AdamW moments and update counts (which drive the learning-rate schedule), and
+ * the routers' correction biases (part of the weights) — so a resumed run repeats the numbers of an
+ * uninterrupted one bit for bit.
  */
 public final class Pretrain {
 
-    private static final org.slf4j.Logger LOGGER = org.slf4j.LoggerFactory.getLogger(Pretrain.class);
+    private static final org.slf4j.Logger LOGGER =
+            org.slf4j.LoggerFactory.getLogger(Pretrain.class);
 
     /** Global batches of held-out data evaluated at the end of a run (when the data have any). */
     public static final int HELD_OUT_BATCHES = 8;
@@ -126,8 +127,8 @@ public final class Pretrain {
         default void stepDone(int step, EpTrainer trainer, StepResult result) {}
 
         /**
-         * Whether {@link #gradients} is to be called: an observer that only times steps says no,
-         * so the step runs exactly as without an observer.
+         * Whether {@link #gradients} is to be called: an observer that only times steps says no, so
+         * the step runs exactly as without an observer.
          *
          * @return true (the default) to see the gradients
          */
@@ -164,8 +165,12 @@ public final class Pretrain {
             if (command == null || config == null || data == null || opts == null) {
                 throw new IllegalArgumentException(
                         "Pretrain.Job: command, config, data and opts are required; got command="
-                                + command + ", config=" + (config == null ? "null" : "set")
-                                + ", data=" + (data == null ? "null" : "set") + ", opts="
+                                + command
+                                + ", config="
+                                + (config == null ? "null" : "set")
+                                + ", data="
+                                + (data == null ? "null" : "set")
+                                + ", opts="
                                 + (opts == null ? "null" : "set"));
             }
             extraFiles = extraFiles == null ? List.of() : extraFiles;
@@ -236,12 +241,13 @@ public final class Pretrain {
                         cfg.hiddenSize(),
                         cfg.topK(),
                         cfg.numSharedExperts(),
-                        ctx -> HfMoeForCausalLm.builder()
-                                .setConfig(cfg)
-                                .optContext(ctx)
-                                .optSeqAuxAlpha(job.opts().seqAuxAlpha())
-                                .optExpertPrecision(job.opts().precision().experts())
-                                .build());
+                        ctx ->
+                                HfMoeForCausalLm.builder()
+                                        .setConfig(cfg)
+                                        .optContext(ctx)
+                                        .optSeqAuxAlpha(job.opts().seqAuxAlpha())
+                                        .optExpertPrecision(job.opts().precision().experts())
+                                        .build());
         try {
             return train(job, arch, out, stop, observer, env);
         } catch (IOException e) {
@@ -308,17 +314,25 @@ public final class Pretrain {
      * @throws IllegalArgumentException naming the setting, its value and the EP sizes that work
      */
     public static void checkEpSize(PretrainOptions opts, int experts, int worldSize) {
-        checkDivides("the model's " + experts + " routed experts", experts, worldSize,
+        checkDivides(
+                "the model's " + experts + " routed experts",
+                experts,
+                worldSize,
                 "each rank holds E / W experts");
         if (opts.batch() % worldSize != 0) {
             throw new IllegalArgumentException(
-                    "--batch " + opts.batch() + " is not divisible by the EP size " + worldSize
+                    "--batch "
+                            + opts.batch()
+                            + " is not divisible by the EP size "
+                            + worldSize
                             + " (each rank takes batch / W sequences)");
         }
         if (!opts.useEp() && worldSize > 1) {
             throw new IllegalArgumentException(
                     "--no-ep keeps every expert on one rank: run it without launch (EP size 1),"
-                            + " not with " + worldSize + " ranks");
+                            + " not with "
+                            + worldSize
+                            + " ranks");
         }
     }
 
@@ -334,8 +348,13 @@ public final class Pretrain {
     public static void checkDivides(String what, int count, int worldSize, String why) {
         if (worldSize < 1 || count % worldSize != 0) {
             throw new IllegalArgumentException(
-                    what + " are not divisible by the EP size " + worldSize + " (" + why
-                            + "): use an EP size that divides " + count
+                    what
+                            + " are not divisible by the EP size "
+                            + worldSize
+                            + " ("
+                            + why
+                            + "): use an EP size that divides "
+                            + count
                             + epSizesDividing(count));
         }
     }
@@ -356,8 +375,11 @@ public final class Pretrain {
         if (d.size() < 2) {
             return "";
         }
-        return " (" + String.join(", ", d.subList(0, d.size() - 1)) + " or "
-                + d.get(d.size() - 1) + ")";
+        return " ("
+                + String.join(", ", d.subList(0, d.size() - 1))
+                + " or "
+                + d.get(d.size() - 1)
+                + ")";
     }
 
     private static void checkFits(
@@ -366,7 +388,9 @@ public final class Pretrain {
         checkEpSize(opts, experts, worldSize);
         if (vocab < data.vocabSize()) {
             throw new IllegalArgumentException(
-                    "the model's vocab_size " + vocab + " is smaller than the data's vocabulary "
+                    "the model's vocab_size "
+                            + vocab
+                            + " is smaller than the data's vocabulary "
                             + data.vocabSize());
         }
         data.checkBatch(opts.batch(), opts.seqLen());
@@ -378,8 +402,13 @@ public final class Pretrain {
         List<String> warnings = new ArrayList<>();
         if (!job.command().equals(state.command())) {
             throw new IllegalArgumentException(
-                    "--resume " + ckpt + ": the checkpoint was written by '" + state.command()
-                            + "', not '" + job.command() + "'");
+                    "--resume "
+                            + ckpt
+                            + ": the checkpoint was written by '"
+                            + state.command()
+                            + "', not '"
+                            + job.command()
+                            + "'");
         }
         Map<String, Object> now = job.opts().trajectorySettings();
         List<String> conflicts = new ArrayList<>();
@@ -387,45 +416,69 @@ public final class Pretrain {
             Object then = state.settings().get(e.getKey());
             if (!same(then, e.getValue())) {
                 if ("steps".equals(e.getKey())) {
-                    warnings.add("--steps " + e.getValue() + " differs from the checkpoint's run ("
-                            + then + "): the cosine schedule is stretched to the new length, so"
-                            + " the continuation is not what either uninterrupted run gives");
+                    warnings.add(
+                            "--steps "
+                                    + e.getValue()
+                                    + " differs from the checkpoint's run ("
+                                    + then
+                                    + "): the cosine schedule is stretched to the new length, so"
+                                    + " the continuation is not what either uninterrupted run"
+                                    + " gives");
                 } else {
-                    conflicts.add("--" + e.getKey() + " " + e.getValue() + " (checkpoint: " + then
-                            + ")");
+                    conflicts.add(
+                            "--" + e.getKey() + " " + e.getValue() + " (checkpoint: " + then + ")");
                 }
             }
         }
         if (!conflicts.isEmpty()) {
             throw new IllegalArgumentException(
-                    "--resume " + ckpt + ": settings differ from the checkpoint's: "
+                    "--resume "
+                            + ckpt
+                            + ": settings differ from the checkpoint's: "
                             + String.join(", ", conflicts)
                             + "; resume with the settings of the interrupted run");
         }
         Object fp = state.data().get("fingerprint");
         if (!job.data().fingerprint().equals(fp)) {
             throw new IllegalArgumentException(
-                    "--resume " + ckpt + ": the data differ from the checkpoint's ("
-                            + job.data().fingerprint() + " vs " + fp
+                    "--resume "
+                            + ckpt
+                            + ": the data differ from the checkpoint's ("
+                            + job.data().fingerprint()
+                            + " vs "
+                            + fp
                             + "); resume with the same --data");
         }
         HfMoeConfig saved = HfMoeConfig.load(ckpt);
         if (!saved.toJson().equals(job.config().toJson())) {
             throw new IllegalArgumentException(
-                    "--resume " + ckpt + ": the model differs from the checkpoint's config.json"
-                            + " (" + saved + " vs " + job.config() + "); resume with the same"
+                    "--resume "
+                            + ckpt
+                            + ": the model differs from the checkpoint's config.json"
+                            + " ("
+                            + saved
+                            + " vs "
+                            + job.config()
+                            + "); resume with the same"
                             + " --model");
         }
         if (state.worldSize() != worldSize) {
-            warnings.add("the checkpoint was written with EP size " + state.worldSize()
-                    + ", this run has " + worldSize + ": training continues, but sums over"
-                    + " tokens run in another order, so the numbers are not bit-identical to an"
-                    + " uninterrupted run");
+            warnings.add(
+                    "the checkpoint was written with EP size "
+                            + state.worldSize()
+                            + ", this run has "
+                            + worldSize
+                            + ": training continues, but sums over tokens run in another order, so"
+                            + " the numbers are not bit-identical to an uninterrupted run");
         }
         if (state.step() > job.opts().steps()) {
             throw new IllegalArgumentException(
-                    "--resume " + ckpt + ": the checkpoint is at step " + state.step()
-                            + ", beyond --steps " + job.opts().steps());
+                    "--resume "
+                            + ckpt
+                            + ": the checkpoint is at step "
+                            + state.step()
+                            + ", beyond --steps "
+                            + job.opts().steps());
         }
         return warnings;
     }
@@ -469,9 +522,15 @@ public final class Pretrain {
             // A fresh run never replaces an earlier run's step-N: those move aside first.
             Path earlier = TrainingCheckpoint.setAsideEarlierRun(ckptRoot);
             if (earlier != null) {
-                warnings.add(ckptRoot + " held the checkpoints of an earlier run: moved them to "
-                        + earlier + " (continue that run with --resume " + earlier + "); this"
-                        + " run starts fresh and writes its own into " + ckptRoot);
+                warnings.add(
+                        ckptRoot
+                                + " held the checkpoints of an earlier run: moved them to "
+                                + earlier
+                                + " (continue that run with --resume "
+                                + earlier
+                                + "); this"
+                                + " run starts fresh and writes its own into "
+                                + ckptRoot);
             }
         }
         if (job.initFrom() != null && !Files.isDirectory(job.initFrom())) {
@@ -518,12 +577,16 @@ public final class Pretrain {
                 }
                 long start = 0;
                 if (resumeFrom != null) {
-                    int restored = TrainingCheckpoint.loadOptimizer(resumeFrom, hfModel,
-                            optimizer, group.rank());
+                    int restored =
+                            TrainingCheckpoint.loadOptimizer(
+                                    resumeFrom, hfModel, optimizer, group.rank());
                     start = resumed.step();
                     if (start > 0 && restored == 0) {
                         throw new IllegalArgumentException(
-                                "--resume " + resumeFrom + ": the checkpoint of step " + start
+                                "--resume "
+                                        + resumeFrom
+                                        + ": the checkpoint of step "
+                                        + start
                                         + " holds no optimizer state (optimizer-*.safetensors)");
                     }
                 }
@@ -561,11 +624,16 @@ public final class Pretrain {
                     log.println("warning: " + w);
                 }
                 if (resumeFrom != null) {
-                    log.printf(Locale.ROOT, "resumed from %s at step %d of %d%n", resumeFrom,
-                            start, opts.steps());
+                    log.printf(
+                            Locale.ROOT,
+                            "resumed from %s at step %d of %d%n",
+                            resumeFrom,
+                            start,
+                            opts.steps());
                 }
-                return loop(job, arch, ep, trainer, optimizer, hfModel, group, lr, start, log,
-                        stop, observer, ckptRoot);
+                return loop(
+                        job, arch, ep, trainer, optimizer, hfModel, group, lr, start, log, stop,
+                        observer, ckptRoot);
             }
         }
     }
@@ -602,7 +670,8 @@ public final class Pretrain {
         TokenSource source = job.data();
         boolean lead = group.rank() == 0;
         ProgressBar bar =
-                new ProgressBar(log, opts.steps(), System.console() != null, opts.logEvery(), start);
+                new ProgressBar(
+                        log, opts.steps(), System.console() != null, opts.logEvery(), start);
         List<Float> losses = new ArrayList<>();
         List<StepRecord> records = new ArrayList<>();
         List<HeldOutRecord> heldOutRecords = new ArrayList<>();
@@ -645,8 +714,9 @@ public final class Pretrain {
                         r = ep.step(data, labels);
                     } else {
                         int at = (int) step;
-                        r = ep.stepWithGradientHook(data, labels,
-                                g -> observer.gradients(at, ep, g));
+                        r =
+                                ep.stepWithGradientHook(
+                                        data, labels, g -> observer.gradients(at, ep, g));
                     }
                 }
                 if (observer != null) {
@@ -665,9 +735,10 @@ public final class Pretrain {
                                 r.maxLoadImbalance(),
                                 r.expertLoad(),
                                 source.unigramEntropy(),
-                                r.layerLoads().length == 0 ? null
-                                        : new ExpertLoads(group.worldSize(), moeLayerIds,
-                                                r.layerLoads()));
+                                r.layerLoads().length == 0
+                                        ? null
+                                        : new ExpertLoads(
+                                                group.worldSize(), moeLayerIds, r.layerLoads()));
                 records.add(rec);
                 if (metrics != null) {
                     metrics.write(rec);
@@ -696,8 +767,10 @@ public final class Pretrain {
                                 100 * r.epShare(),
                                 r.maxLoadImbalance()));
                 long done = step + 1;
-                if (ckptRoot != null && opts.checkpointEvery() > 0
-                        && done % opts.checkpointEvery() == 0 && done < opts.steps()) {
+                if (ckptRoot != null
+                        && opts.checkpointEvery() > 0
+                        && done % opts.checkpointEvery() == 0
+                        && done < opts.steps()) {
                     lastCheckpoint = save(job, ckptRoot, done, hfModel, optimizer, group);
                     lastSaved = done;
                     log.println("checkpoint: " + lastCheckpoint);
@@ -710,14 +783,20 @@ public final class Pretrain {
         }
         if (ckptRoot != null && step > lastSaved) {
             lastCheckpoint = save(job, ckptRoot, step, hfModel, optimizer, group);
-            log.println("checkpoint: " + lastCheckpoint
-                    + (step < opts.steps() ? "  (continue with --resume " + ckptRoot + ")" : ""));
+            log.println(
+                    "checkpoint: "
+                            + lastCheckpoint
+                            + (step < opts.steps()
+                                    ? "  (continue with --resume " + ckptRoot + ")"
+                                    : ""));
         }
         if (!stopped && job.output() != null) {
             HfCheckpoints.save(hfModel, job.output());
             if (lead) {
                 for (Path f : job.extraFiles()) {
-                    Files.copy(f, job.output().resolve(f.getFileName().toString()),
+                    Files.copy(
+                            f,
+                            job.output().resolve(f.getFileName().toString()),
                             StandardCopyOption.REPLACE_EXISTING);
                 }
             }
@@ -738,22 +817,41 @@ public final class Pretrain {
         }
         if (lead && metricsPath != null && !records.isEmpty()) {
             try {
-                Plots.loss(Map.of(job.command(), new RunMetrics(records, heldOutRecords)),
-                        "djl-moe " + job.command(), opts.runDir().resolve("loss.png"));
-                Plots.expertLoad(records, "expert load per MoE layer",
+                Plots.loss(
+                        Map.of(job.command(), new RunMetrics(records, heldOutRecords)),
+                        "djl-moe " + job.command(),
+                        opts.runDir().resolve("loss.png"));
+                Plots.expertLoad(
+                        records,
+                        "expert load per MoE layer",
                         opts.runDir().resolve("expert-load.png"));
                 log.println("wrote " + metricsPath + ", loss.png, expert-load.png");
             } catch (LinkageError e) {
                 // A Java runtime without java.desktop (a jlink-ed one on a GPU host) draws
                 // nothing; the run and its metrics stand.
-                log.println("wrote " + metricsPath + "; no plots: this Java runtime lacks "
-                        + "java.desktop (" + e + "); draw them later with 'djl-moe plot'");
+                log.println(
+                        "wrote "
+                                + metricsPath
+                                + "; no plots: this Java runtime lacks "
+                                + "java.desktop ("
+                                + e
+                                + "); draw them later with 'djl-moe plot'");
             }
         }
         if (losses.isEmpty()) {
             log.printf(Locale.ROOT, "done: no steps run (at step %d of %d)%n", step, opts.steps());
-            return new Result(losses, Float.NaN, Float.NaN, 0, 0, start, step, stopped,
-                    source.unigramEntropy(), heldOut, lastCheckpoint);
+            return new Result(
+                    losses,
+                    Float.NaN,
+                    Float.NaN,
+                    0,
+                    0,
+                    start,
+                    step,
+                    stopped,
+                    source.unigramEntropy(),
+                    heldOut,
+                    lastCheckpoint);
         }
         int tail = Math.max(1, losses.size() / 10);
         float fin = 0;
@@ -763,8 +861,18 @@ public final class Pretrain {
         fin /= tail;
         double tps = nanos == 0 ? 0 : tokens / (nanos / 1e9);
         Result res =
-                new Result(losses, losses.get(0), fin, tps, nanos == 0 ? 0 : (double) epNanos / nanos,
-                        start, step, stopped, source.unigramEntropy(), heldOut, lastCheckpoint);
+                new Result(
+                        losses,
+                        losses.get(0),
+                        fin,
+                        tps,
+                        nanos == 0 ? 0 : (double) epNanos / nanos,
+                        start,
+                        step,
+                        stopped,
+                        source.unigramEntropy(),
+                        heldOut,
+                        lastCheckpoint);
         log.printf(
                 Locale.ROOT,
                 "done: loss %.4f -> %.4f (%s); unigram baseline %.4f;"
@@ -777,9 +885,13 @@ public final class Pretrain {
                 100 * res.epShare());
         if (!Double.isNaN(heldOut)) {
             double below = held.unigramEntropy() - heldOut;
-            log.printf(Locale.ROOT,
+            log.printf(
+                    Locale.ROOT,
                     "held-out loss %.4f nats/token vs unigram baseline %.4f (%.2f nats %s)%n",
-                    heldOut, held.unigramEntropy(), Math.abs(below), below >= 0 ? "below" : "above");
+                    heldOut,
+                    held.unigramEntropy(),
+                    Math.abs(below),
+                    below >= 0 ? "below" : "above");
         }
         return res;
     }
@@ -810,16 +922,24 @@ public final class Pretrain {
         data.put("tokens_consumed", step * o.batch() * o.seqLen());
         Map<String, Object> rng = new LinkedHashMap<>();
         rng.put("seed", o.seed());
-        rng.put("scheme", "the engine's generator is re-seeded before step s with"
-                + " hash(seed, s); data windows and order are drawn from (seed, s)");
+        rng.put(
+                "scheme",
+                "the engine's generator is re-seeded before step s with"
+                        + " hash(seed, s); data windows and order are drawn from (seed, s)");
         rng.put("next_step_seed", (long) stepSeed(o.seed(), step));
         Map<String, Object> extra = new LinkedHashMap<>(job.extra());
         extra.put("model", job.config().toString());
         TrainingCheckpoint.State state =
-                new TrainingCheckpoint.State(step, group.worldSize(), job.command(),
-                        o.trajectorySettings(), data, rng, extra);
-        return TrainingCheckpoint.save(root, state, model, optimizer, group, job.extraFiles(),
-                o.keepCheckpoints());
+                new TrainingCheckpoint.State(
+                        step,
+                        group.worldSize(),
+                        job.command(),
+                        o.trajectorySettings(),
+                        data,
+                        rng,
+                        extra);
+        return TrainingCheckpoint.save(
+                root, state, model, optimizer, group, job.extraFiles(), o.keepCheckpoints());
     }
 
     /**
@@ -855,8 +975,8 @@ public final class Pretrain {
     }
 
     /**
-     * The model layer index of each MoE layer, in forward order (0, 1, ... when the config does
-     * not say which layers are MoE layers or says otherwise than the model holds).
+     * The model layer index of each MoE layer, in forward order (0, 1, ... when the config does not
+     * say which layers are MoE layers or says otherwise than the model holds).
      */
     static int[] moeLayerIds(HfMoeConfig cfg, int moeLayers) {
         List<Integer> fromConfig = new ArrayList<>();

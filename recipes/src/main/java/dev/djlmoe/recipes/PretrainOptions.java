@@ -95,9 +95,26 @@ public record PretrainOptions(
             boolean useEp,
             int logEvery,
             Path runDir) {
-        this(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm, biasUpdateRate,
-                precision, seed, useEp, logEvery, runDir, WEIGHT_DECAY, SEQ_AUX_ALPHA, 0, null,
-                KEEP_CHECKPOINTS, null, DeviceFlag.AUTO);
+        this(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                WEIGHT_DECAY,
+                SEQ_AUX_ALPHA,
+                0,
+                null,
+                KEEP_CHECKPOINTS,
+                null,
+                DeviceFlag.AUTO);
     }
 
     /**
@@ -107,8 +124,19 @@ public record PretrainOptions(
      * @return the options
      */
     public static PretrainOptions defaults() {
-        return new PretrainOptions(300, 16, 64, 3e-3f, 20, 1.0f, 1e-3f, TrainingPrecision.FP32,
-                42, true, 25, Path.of("runs", "pretrain"));
+        return new PretrainOptions(
+                300,
+                16,
+                64,
+                3e-3f,
+                20,
+                1.0f,
+                1e-3f,
+                TrainingPrecision.FP32,
+                42,
+                true,
+                25,
+                Path.of("runs", "pretrain"));
     }
 
     /**
@@ -177,8 +205,8 @@ public record PretrainOptions(
     }
 
     /**
-     * The settings that decide the numbers a run produces, by flag name (stored in checkpoints
-     * and compared on resume).
+     * The settings that decide the numbers a run produces, by flag name (stored in checkpoints and
+     * compared on resume).
      *
      * @return flag name to value
      */
@@ -214,9 +242,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withRunDir(Path dir) {
-        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, dir, weightDecay, seqAuxAlpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                dir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 
     /**
@@ -226,9 +271,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withPrecision(TrainingPrecision p) {
-        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, p, seed, useEp, logEvery, runDir, weightDecay, seqAuxAlpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                p,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 
     /**
@@ -238,9 +300,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withSteps(int n) {
-        return new PretrainOptions(n, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                n,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 
     /**
@@ -251,9 +330,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withBatch(int b, int s) {
-        return new PretrainOptions(steps, b, s, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                steps,
+                b,
+                s,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 
     /**
@@ -264,9 +360,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withLearningRate(float lr, int warmup) {
-        return new PretrainOptions(steps, batch, seqLen, lr, warmup, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                lr,
+                warmup,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 
     /**
@@ -278,9 +391,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withCheckpoints(int every, Path dir, int keep) {
-        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, every, dir, keep, resume, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                every,
+                dir,
+                keep,
+                resume,
+                device);
     }
 
     /**
@@ -290,9 +420,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withResume(Path checkpoint) {
-        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, checkpointEvery, checkpointDir, keepCheckpoints, checkpoint, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                checkpoint,
+                device);
     }
 
     /**
@@ -302,9 +449,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withDevice(String d) {
-        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, runDir, weightDecay, seqAuxAlpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume, d);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                d);
     }
 
     /**
@@ -314,9 +478,26 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withLogEvery(int every) {
-        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, every, runDir, weightDecay, seqAuxAlpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                every,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 
     /**
@@ -327,8 +508,25 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withRegularisation(float decay, float alpha) {
-        return new PretrainOptions(steps, batch, seqLen, learningRate, warmupSteps, maxGradNorm,
-                biasUpdateRate, precision, seed, useEp, logEvery, runDir, decay, alpha,
-                checkpointEvery, checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                learningRate,
+                warmupSteps,
+                maxGradNorm,
+                biasUpdateRate,
+                precision,
+                seed,
+                useEp,
+                logEvery,
+                runDir,
+                decay,
+                alpha,
+                checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 }

@@ -8,8 +8,8 @@ import java.util.concurrent.atomic.AtomicReference;
 import sun.misc.Signal;
 
 /**
- * Turns SIGINT (Ctrl-C) and SIGTERM into a request that the training loop sees between steps, so
- * a run can save a checkpoint and exit cleanly instead of dying mid-step. The same signal a second
+ * Turns SIGINT (Ctrl-C) and SIGTERM into a request that the training loop sees between steps, so a
+ * run can save a checkpoint and exit cleanly instead of dying mid-step. The same signal a second
  * time exits at once (status 130). A different signal after the first (Ctrl-C reaches a rank from
  * the terminal, then SIGTERM from {@code launch}, which stops its ranks that way) is the same
  * request.
@@ -54,8 +54,11 @@ public final class StopSignal {
             Runtime.getRuntime().halt(130);
         }
         if (signals.incrementAndGet() == 1) {
-            System.err.println("djl-moe: SIG" + name + " received, stopping after this step"
-                    + " (a checkpoint is written); send it again to exit at once");
+            System.err.println(
+                    "djl-moe: SIG"
+                            + name
+                            + " received, stopping after this step"
+                            + " (a checkpoint is written); send it again to exit at once");
         }
     }
 

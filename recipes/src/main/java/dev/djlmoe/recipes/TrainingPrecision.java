@@ -7,8 +7,8 @@ import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.nn.ExpertPrecision;
 
 /**
- * The {@code --precision} of a run: what travels on the dispatch wire and how the experts'
- * GEMMs round. DJL tensors stay float32 throughout.
+ * The {@code --precision} of a run: what travels on the dispatch wire and how the experts' GEMMs
+ * round. DJL tensors stay float32 throughout.
  */
 public enum TrainingPrecision {
     /** fp32 everywhere. */

@@ -3,7 +3,7 @@
  */
 
 /**
- * The pretraining recipe ({@link dev.djlmoe.recipes.Pretrain} and its options) and the flags
- * it shares with the other commands (device, precision, stop signal).
+ * The pretraining recipe ({@link dev.djlmoe.recipes.Pretrain} and its options) and the flags it
+ * shares with the other commands (device, precision, stop signal).
  */
 package dev.djlmoe.recipes;

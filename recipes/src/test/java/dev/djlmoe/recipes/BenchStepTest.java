@@ -29,8 +29,8 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * {@code bench step} on the CPU with the tiny model: the printed report and the JSON hold figures
- * that agree with each other, with {@link TrainingPlan}'s FLOP count and with the model's
- * parameter count; bad flags are named; the MFU arithmetic and the GPU peak table.
+ * that agree with each other, with {@link TrainingPlan}'s FLOP count and with the model's parameter
+ * count; bad flags are named; the MFU arithmetic and the GPU peak table.
  */
 class BenchStepTest {
 
@@ -52,18 +52,38 @@ class BenchStepTest {
     @Test
     void tinyModelOnTheCpuReportsConsistentFigures(@TempDir Path tmp) throws Exception {
         Path json = tmp.resolve("step.json");
-        Printed p = cli("bench", "step", "--model", "tiny", "--layers", "0", "--batch", "2",
-                "--seq-len", "32", "--device", "cpu", "--warmup", "1", "--steps", "2", "--json",
-                json.toString());
+        Printed p =
+                cli(
+                        "bench",
+                        "step",
+                        "--model",
+                        "tiny",
+                        "--layers",
+                        "0",
+                        "--batch",
+                        "2",
+                        "--seq-len",
+                        "32",
+                        "--device",
+                        "cpu",
+                        "--warmup",
+                        "1",
+                        "--steps",
+                        "2",
+                        "--json",
+                        json.toString());
         assertEquals(0, p.run().code(), p.run().err() + p.stdout());
         Map<String, Object> m = Json.parseObject(Files.readString(json), json.toString());
 
         HfMoeConfig tiny = HfMoeConfig.preset("tiny");
         TrainingPlan plan = new TrainingPlan(tiny, 1, 2, 32, TrainingPrecision.FP32);
-        assertEquals(plan.forwardFlopsPerTokenTotal(),
+        assertEquals(
+                plan.forwardFlopsPerTokenTotal(),
                 ((Number) m.get("forward_flops_per_token")).longValue());
-        assertEquals(3.0 * plan.forwardFlopsPerTokenTotal() * 64,
-                ((Number) m.get("step_flops")).doubleValue(), 1e-6);
+        assertEquals(
+                3.0 * plan.forwardFlopsPerTokenTotal() * 64,
+                ((Number) m.get("step_flops")).doubleValue(),
+                1e-6);
         // The model as built has exactly the parameters its config counts.
         assertEquals(tiny.numParameters(), ((Number) m.get("parameters")).longValue());
         assertEquals(tiny.numParameters(), ((Number) m.get("parameters_config")).longValue());
@@ -82,8 +102,10 @@ class BenchStepTest {
         double tps = ((Number) m.get("tokens_per_second")).doubleValue();
         assertTrue(tps > 0, "tokens/s " + tps);
         assertEquals(64 / (mean / 1e3), tps, 1e-6 * tps);
-        assertEquals(3.0 * plan.forwardFlopsPerTokenTotal() * 64 / (mean / 1e3) / 1e12,
-                ((Number) m.get("model_tflops_per_second")).doubleValue(), 1e-9);
+        assertEquals(
+                3.0 * plan.forwardFlopsPerTokenTotal() * 64 / (mean / 1e3) / 1e12,
+                ((Number) m.get("model_tflops_per_second")).doubleValue(),
+                1e-9);
 
         // Random tokens over the whole vocabulary: an untrained model starts near ln V.
         List<?> losses = (List<?>) m.get("losses");
@@ -101,7 +123,8 @@ class BenchStepTest {
 
         String out = p.stdout();
         assertTrue(out.contains("bench step: tiny (deepseek_v3, 4 layers: 1 dense + 3 MoE"), out);
-        assertTrue(out.contains(String.format(java.util.Locale.ROOT, "tokens/s      %,.0f", tps)),
+        assertTrue(
+                out.contains(String.format(java.util.Locale.ROOT, "tokens/s      %,.0f", tps)),
                 out);
         assertTrue(out.contains(TrainingPlan.flops(plan.stepFlopsPerRank()) + " per step"), out);
         assertTrue(out.contains("MFU           n/a"), out);
@@ -115,18 +138,20 @@ class BenchStepTest {
         assertTrue(p.run().err().contains("--warmup 0 must be >= 1"), p.run().err());
         p = cli("bench", "step", "--model", "deepseek-v3-16b", "--layers", "1");
         assertEquals(1, p.run().code());
-        assertTrue(p.run().err().contains("--layers 1: num_hidden_layers 1 leaves no MoE layer"),
+        assertTrue(
+                p.run().err().contains("--layers 1: num_hidden_layers 1 leaves no MoE layer"),
                 p.run().err());
         p = cli("bench", "step", "--model", "tiny", "--device", "tpu");
         assertEquals(1, p.run().code());
         assertTrue(p.run().err().contains("--device tpu is not cpu, gpu or auto"), p.run().err());
         p = cli("bench", "step", "--model", "tiny", "--peak-tflops", "fast");
         assertEquals(1, p.run().code());
-        assertTrue(p.run().err().contains("--peak-tflops 'fast' is not BF16[,TF32]"),
-                p.run().err());
+        assertTrue(
+                p.run().err().contains("--peak-tflops 'fast' is not BF16[,TF32]"), p.run().err());
         p = cli("bench", "ep", "--device", "gpu");
         assertEquals(1, p.run().code());
-        assertTrue(p.run().err().contains("--device gpu: bench ep runs on the CPU only"),
+        assertTrue(
+                p.run().err().contains("--device gpu: bench ep runs on the CPU only"),
                 p.run().err());
     }
 
@@ -134,13 +159,24 @@ class BenchStepTest {
     void mfuIsTheFlopRateOverThePeak() {
         HfMoeConfig cut = HfMoeConfig.preset("deepseek-v3-16b").withNumLayers(4);
         TrainStepBench.Options o =
-                new TrainStepBench.Options("x", cut, 1, 4096, "gpu", TrainingPrecision.FP32, 3, 4,
-                        null, 1);
+                new TrainStepBench.Options(
+                        "x", cut, 1, 4096, "gpu", TrainingPrecision.FP32, 3, 4, null, 1);
         GpuPeak h100 = GpuPeak.of("NVIDIA H100 80GB HBM3");
         TrainStepBench.Result r =
-                new TrainStepBench.Result(o, Device.gpu(0), "H100", true, true,
-                        cut.numParameters(), new double[] {150, 160, 170, 180}, new float[7], 0.1,
-                        h100, 1L << 30, 40L << 30, 80L << 30);
+                new TrainStepBench.Result(
+                        o,
+                        Device.gpu(0),
+                        "H100",
+                        true,
+                        true,
+                        cut.numParameters(),
+                        new double[] {150, 160, 170, 180},
+                        new float[7],
+                        0.1,
+                        h100,
+                        1L << 30,
+                        40L << 30,
+                        80L << 30);
         double flops = new TrainingPlan(cut, 1, 1, 4096, TrainingPrecision.FP32).stepFlopsPerRank();
         assertEquals(165, r.meanMillis(), 1e-12);
         assertEquals(165, r.medianMillis(), 1e-12);

@@ -29,7 +29,11 @@ public final class CliRank {
         }
         int code;
         try {
-            code = Main.execute(new PrintWriter(System.out, true), new PrintWriter(System.out, true), a);
+            code =
+                    Main.execute(
+                            new PrintWriter(System.out, true),
+                            new PrintWriter(System.out, true),
+                            a);
         } catch (Throwable e) {
             e.printStackTrace(System.out);
             code = 2;

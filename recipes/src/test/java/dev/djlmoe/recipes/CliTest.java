@@ -27,9 +27,9 @@ import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
 
 /**
- * The command line: {@code --help} on every command, and one test per kind of user error (bad
- * flag, bad value, missing file, a dataset too small for one batch, experts that do not divide
- * over the ranks), each giving a message that names the problem and a non-zero exit code.
+ * The command line: {@code --help} on every command, and one test per kind of user error (bad flag,
+ * bad value, missing file, a dataset too small for one batch, experts that do not divide over the
+ * ranks), each giving a message that names the problem and a non-zero exit code.
  */
 class CliTest {
 
@@ -66,13 +66,25 @@ class CliTest {
             assertTrue(r.out().contains("-h, --help"), path + ": " + r.out());
             names.add(String.join(" ", path));
         }
-        for (String c : new String[] {"pretrain", "finetune", "plan", "bench", "bench layer",
-                "bench ep", "launch", "plot", "study"}) {
+        for (String c :
+                new String[] {
+                    "pretrain",
+                    "finetune",
+                    "plan",
+                    "bench",
+                    "bench layer",
+                    "bench ep",
+                    "launch",
+                    "plot",
+                    "study"
+                }) {
             assertTrue(names.contains(c), "no command '" + c + "' in " + names);
         }
         Run pre = cli("pretrain", "--help");
-        for (String flag : new String[] {"--checkpoint-every", "--resume", "--ep", "--data",
-                "--model", "--precision"}) {
+        for (String flag :
+                new String[] {
+                    "--checkpoint-every", "--resume", "--ep", "--data", "--model", "--precision"
+                }) {
             assertTrue(pre.out().contains(flag), flag + " in\n" + pre.out());
         }
         assertTrue(pre.out().contains("(default 300)"), pre.out());
@@ -113,8 +125,13 @@ class CliTest {
         Path nowhere = tmp.resolve("nowhere");
         Run r = cli("pretrain", "--data", nowhere.resolve("text.txt").toString());
         assertEquals(1, r.code());
-        assertTrue(r.err().contains("--data " + nowhere.resolve("text.txt")
-                + ": no such file or directory"), r.err());
+        assertTrue(
+                r.err()
+                        .contains(
+                                "--data "
+                                        + nowhere.resolve("text.txt")
+                                        + ": no such file or directory"),
+                r.err());
         r = cli("pretrain", "--resume", nowhere.toString(), "--run-dir", tmp.toString());
         assertEquals(1, r.code());
         assertTrue(r.err().contains("--resume " + nowhere + ": no such directory"), r.err());
@@ -129,7 +146,8 @@ class CliTest {
     @Test
     void datasetTooSmallForOneBatch(@TempDir Path tmp) throws Exception {
         Path text = tmp.resolve("short.txt");
-        Files.writeString(text, "It was the best of times, it was the worst of times.\n".repeat(10));
+        Files.writeString(
+                text, "It was the best of times, it was the worst of times.\n".repeat(10));
         Run r = cli("pretrain", "--data", text.toString(), "--run-dir", tmp.toString());
         assertEquals(1, r.code());
         assertTrue(r.err().contains("too small for one batch"), r.err());
@@ -141,12 +159,24 @@ class CliTest {
         Files.writeString(model.resolve("config.json"), HfMoeConfig.preset("tiny").toJson());
         Files.writeString(model.resolve("tokenizer.json"), ByteTokenizer.huggingFaceJson());
         Path data = tmp.resolve("three.jsonl");
-        Files.writeString(data, "{\"prompt\": \"1+1=\", \"response\": \"2\"}\n"
-                + "{\"prompt\": \"2+2=\", \"response\": \"4\"}\n{\"text\": \"three\"}\n");
-        r = cli("finetune", "--model", model.toString(), "--data", data.toString(), "--batch",
-                "8", "--run-dir", tmp.resolve("ft").toString());
+        Files.writeString(
+                data,
+                "{\"prompt\": \"1+1=\", \"response\": \"2\"}\n"
+                        + "{\"prompt\": \"2+2=\", \"response\": \"4\"}\n{\"text\": \"three\"}\n");
+        r =
+                cli(
+                        "finetune",
+                        "--model",
+                        model.toString(),
+                        "--data",
+                        data.toString(),
+                        "--batch",
+                        "8",
+                        "--run-dir",
+                        tmp.resolve("ft").toString());
         assertEquals(1, r.code());
-        assertTrue(r.err().contains("too small for one batch") && r.err().contains("gives 3"),
+        assertTrue(
+                r.err().contains("too small for one batch") && r.err().contains("gives 3"),
                 r.err());
         // A malformed line is named by file and line.
         Files.writeString(data, "{\"prompt\": \"1+1=\", \"response\": \"2\"}\n{\"question\": 1}\n");
@@ -159,34 +189,46 @@ class CliTest {
     void expertsMustDivideOverTheRanks() {
         Run r = cli("plan", "--model", "tiny", "--ep", "3");
         assertEquals(1, r.code());
-        assertTrue(r.err().contains("8 routed experts are not divisible by the EP size 3"),
-                r.err());
+        assertTrue(
+                r.err().contains("8 routed experts are not divisible by the EP size 3"), r.err());
         // The training loop checks before any rank joins a process group: W = 3, rank 0.
         Pretrain.Job job =
-                Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"),
+                Pretrain.Job.pretrain(
+                        HfMoeConfig.preset("tiny"),
                         new CorpusSource(TextCorpus.embedded(), 0.05, 1),
                         PretrainOptions.defaults().withBatch(12, 64).withRunDir(null));
         IllegalArgumentException e =
-                assertThrows(IllegalArgumentException.class,
-                        () -> Pretrain.run(job, new PrintStream(OutputStream.nullOutputStream()),
-                                StopSignal.none(), null,
-                                new RankEnvironment(0, 3, 0, 3, "127.0.0.1", 1, "")));
-        assertTrue(e.getMessage().contains("8 routed experts are not divisible by the EP size 3"),
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () ->
+                                Pretrain.run(
+                                        job,
+                                        new PrintStream(OutputStream.nullOutputStream()),
+                                        StopSignal.none(),
+                                        null,
+                                        new RankEnvironment(0, 3, 0, 3, "127.0.0.1", 1, "")));
+        assertTrue(
+                e.getMessage().contains("8 routed experts are not divisible by the EP size 3"),
                 e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> Pretrain.checkJob(job, 8 * 5));
+        e = assertThrows(IllegalArgumentException.class, () -> Pretrain.checkJob(job, 8 * 5));
         assertTrue(e.getMessage().contains("EP size 40"), e.getMessage());
         Pretrain.Job odd =
-                Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"),
+                Pretrain.Job.pretrain(
+                        HfMoeConfig.preset("tiny"),
                         new CorpusSource(TextCorpus.embedded(), 0.05, 1),
                         PretrainOptions.defaults().withBatch(5, 64));
         e = assertThrows(IllegalArgumentException.class, () -> Pretrain.checkJob(odd, 2));
-        assertTrue(e.getMessage().contains("--batch 5 is not divisible by the EP size 2"),
+        assertTrue(
+                e.getMessage().contains("--batch 5 is not divisible by the EP size 2"),
                 e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> Pretrain.Job.pretrain(null,
-                        new CorpusSource(TextCorpus.embedded(), 0.05, 1),
-                        PretrainOptions.defaults()));
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () ->
+                                Pretrain.Job.pretrain(
+                                        null,
+                                        new CorpusSource(TextCorpus.embedded(), 0.05, 1),
+                                        PretrainOptions.defaults()));
         assertTrue(e.getMessage().contains("config=null"), e.getMessage());
     }
 }

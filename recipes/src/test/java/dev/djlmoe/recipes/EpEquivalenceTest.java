@@ -27,16 +27,16 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * Expert parallelism changes where experts live, not the numbers: the pretrain recipe on the
- * {@code HfMoeForCausalLm} of the {@code tiny} preset (MLA attention, 3 MoE layers of 8 experts)
- * with W = 2 and W = 4 ranks (spawned JVMs over cpu-shm, the global batch split over the ranks)
- * against W = 1 holding every expert.
+ * Expert parallelism changes where experts live, not the numbers: the pretrain recipe on the {@code
+ * HfMoeForCausalLm} of the {@code tiny} preset (MLA attention, 3 MoE layers of 8 experts) with W =
+ * 2 and W = 4 ranks (spawned JVMs over cpu-shm, the global batch split over the ranks) against W =
+ * 1 holding every expert.
  *
  * <ul>
- *   <li>step 1: the same loss and the same gradient for every parameter, expert gradients
- *       gathered per global expert from the ranks' shards, to float32 tolerance ({@link
- *       #GRAD_TOL} of the tensor's largest magnitude; the differences come only from the order of
- *       float sums over tokens);
+ *   <li>step 1: the same loss and the same gradient for every parameter, expert gradients gathered
+ *       per global expert from the ranks' shards, to float32 tolerance ({@link #GRAD_TOL} of the
+ *       tensor's largest magnitude; the differences come only from the order of float sums over
+ *       tokens);
  *   <li>{@link #STEPS} steps of the recipe (AdamW, warm-up and cosine decay, global-norm clipping,
  *       aux-loss-free bias updates): loss curves within {@link #CURVE_TOL};
  *   <li>what must agree across ranks does, bitwise: dense parameters and router biases after the
@@ -65,8 +65,8 @@ class EpEquivalenceTest {
     static final double GRAD_TOL = 1e-5;
 
     /**
-     * Curves: |loss_W(s) - loss_1(s)| <= CURVE_TOL at every step s. Measured: within 1e-6 over
-     * the 100 steps (float rounding only). A routing near-tie that flips differently at W ranks would
+     * Curves: |loss_W(s) - loss_1(s)| <= CURVE_TOL at every step s. Measured: within 1e-6 over the
+     * 100 steps (float rounding only). A routing near-tie that flips differently at W ranks would
      * jump by ~1e-3 and stay; the failure message then shows whether the first MoE layer's expert
      * loads split at that step. (Before the fix described in {@code Autograd.scalar}, GC-freed
      * scalars made curves jump by 1e-2 at random steps.)
@@ -94,8 +94,8 @@ class EpEquivalenceTest {
     /**
      * Long run: the first steps still agree exactly (within {@link #CURVE_TOL}): rounding
      * differences need many steps to grow (measured: first over 1e-4 at step 210, at 65 with a
-     * 200-step schedule), while a rank-dependent bug (local instead of global expert loads for
-     * the balancing bias, say) parts the curves within a few steps.
+     * 200-step schedule), while a rank-dependent bug (local instead of global expert loads for the
+     * balancing bias, say) parts the curves within a few steps.
      */
     static final int LONG_EXACT_STEPS = 50;
 
@@ -111,44 +111,56 @@ class EpEquivalenceTest {
     private static void assertDevices(MultiRank.Result r) {
         for (int rank = 0; rank < r.worldSize(); rank++) {
             String expected = TestDevice.rankDevice(rank).toString();
-            assertEquals(expected, lines(r, "device-rank" + rank + ".txt").get(0).trim(),
+            assertEquals(
+                    expected,
+                    lines(r, "device-rank" + rank + ".txt").get(0).trim(),
                     r.name() + ": the device rank " + rank + " trained on");
         }
     }
 
     private static synchronized MultiRank.Result longRun(int w) {
-        return LONG_RUNS.computeIfAbsent(w, k -> {
-            MultiRank.Result r =
-                    MultiRank.builder(EquivalenceRank.class, k)
-                            .args("curve", Integer.toString(LONG_STEPS), Integer.toString(BATCH),
-                                    Integer.toString(SEQ))
-                            .timeout(Duration.ofMinutes(6))
-                            .rankTimeoutMillis(60_000)
-                            .name("long-w" + k)
-                            .run();
-            r.assertAllSucceeded();
-            assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
-            assertDevices(r);
-            return r;
-        });
+        return LONG_RUNS.computeIfAbsent(
+                w,
+                k -> {
+                    MultiRank.Result r =
+                            MultiRank.builder(EquivalenceRank.class, k)
+                                    .args(
+                                            "curve",
+                                            Integer.toString(LONG_STEPS),
+                                            Integer.toString(BATCH),
+                                            Integer.toString(SEQ))
+                                    .timeout(Duration.ofMinutes(6))
+                                    .rankTimeoutMillis(60_000)
+                                    .name("long-w" + k)
+                                    .run();
+                    r.assertAllSucceeded();
+                    assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+                    assertDevices(r);
+                    return r;
+                });
     }
 
     private static synchronized MultiRank.Result curveRun(int w) {
-        return RUNS.computeIfAbsent(w, k -> {
-            MultiRank.Result r =
-                    MultiRank.builder(EquivalenceRank.class, k)
-                            .args("curve", Integer.toString(STEPS), Integer.toString(BATCH),
-                                    Integer.toString(SEQ))
-                            .timeout(Duration.ofMinutes(4))
-                            .rankTimeoutMillis(60_000)
-                            .name("curve-w" + k)
-                            .env("EQ_TRACE", System.getenv().getOrDefault("EQ_TRACE", ""))
-                            .run();
-            r.assertAllSucceeded();
-            assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
-            assertDevices(r);
-            return r;
-        });
+        return RUNS.computeIfAbsent(
+                w,
+                k -> {
+                    MultiRank.Result r =
+                            MultiRank.builder(EquivalenceRank.class, k)
+                                    .args(
+                                            "curve",
+                                            Integer.toString(STEPS),
+                                            Integer.toString(BATCH),
+                                            Integer.toString(SEQ))
+                                    .timeout(Duration.ofMinutes(4))
+                                    .rankTimeoutMillis(60_000)
+                                    .name("curve-w" + k)
+                                    .env("EQ_TRACE", System.getenv().getOrDefault("EQ_TRACE", ""))
+                                    .run();
+                    r.assertAllSucceeded();
+                    assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
+                    assertDevices(r);
+                    return r;
+                });
     }
 
     record Grad(boolean expert, long[] shape, float[] values) {}
@@ -205,7 +217,8 @@ class EpEquivalenceTest {
         MultiRank.Result many = curveRun(w);
         float l1 = Float.parseFloat(Files.readString(one.file("loss1-rank0.txt")));
         float lw = Float.parseFloat(Files.readString(many.file("loss1-rank0.txt")));
-        assertTrue(Math.abs(lw - l1) <= LOSS_TOL * Math.abs(l1),
+        assertTrue(
+                Math.abs(lw - l1) <= LOSS_TOL * Math.abs(l1),
                 "step-1 loss " + lw + " at W=" + w + " vs " + l1 + " at W=1");
 
         Map<String, Grad> ref = readGradients(one.file("grads-rank0.bin"));
@@ -237,8 +250,11 @@ class EpEquivalenceTest {
             } else {
                 gathered = ranks.get(0).get(name).values();
                 for (int r = 1; r < w; r++) {
-                    assertTrue(java.util.Arrays.equals(gathered, ranks.get(r).get(name).values()),
-                            name + ": averaged dense gradient differs between rank 0 and rank " + r);
+                    assertTrue(
+                            java.util.Arrays.equals(gathered, ranks.get(r).get(name).values()),
+                            name
+                                    + ": averaged dense gradient differs between rank 0 and rank "
+                                    + r);
                 }
             }
             double scale = 0;
@@ -253,14 +269,30 @@ class EpEquivalenceTest {
                 worst = rel;
                 worstName = name;
             }
-            assertTrue(rel <= GRAD_TOL, String.format(Locale.ROOT,
-                    "%s: max |g_W - g_1| = %.3g, %.3g of max |g_1| = %.3g (W=%d)", name, diff, rel,
-                    scale, w));
+            assertTrue(
+                    rel <= GRAD_TOL,
+                    String.format(
+                            Locale.ROOT,
+                            "%s: max |g_W - g_1| = %.3g, %.3g of max |g_1| = %.3g (W=%d)",
+                            name,
+                            diff,
+                            rel,
+                            scale,
+                            w));
         }
         assertTrue(experts >= 3, "only " + experts + " expert parameters compared");
-        System.out.printf(Locale.ROOT,
+        System.out.printf(
+                Locale.ROOT,
                 "W=%d step 1: loss %.7f vs %.7f; %d gradients (%d expert) within %.1e, worst %.2e"
-                        + " (%s)%n", w, lw, l1, ref.size(), experts, GRAD_TOL, worst, worstName);
+                        + " (%s)%n",
+                w,
+                lw,
+                l1,
+                ref.size(),
+                experts,
+                GRAD_TOL,
+                worst,
+                worstName);
     }
 
     @ParameterizedTest(name = "W = {0}")
@@ -272,7 +304,8 @@ class EpEquivalenceTest {
         assertEquals(STEPS, ref.length);
         assertEquals(STEPS, got.length);
         for (int r = 1; r < w; r++) {
-            assertTrue(java.util.Arrays.equals(got, losses(many, r)),
+            assertTrue(
+                    java.util.Arrays.equals(got, losses(many, r)),
                     "rank " + r + " reports another loss curve than rank 0");
         }
         double worst = 0;
@@ -291,17 +324,37 @@ class EpEquivalenceTest {
             }
             List<String> l1 = lines(curveRun(1), "loads-rank0.txt");
             List<String> lw = lines(many, "loads-rank0.txt");
-            throw new AssertionError(String.format(Locale.ROOT,
-                    "W=%d: loss differs by %.3g at step %d (%.5f vs %.5f at W=1); first step over"
-                            + " %.1e: %d%n  W=1 loss, grad norm, first-layer loads: %s%n  W=%d: %s",
-                    w, worst, at + 1, got[at], ref[at], CURVE_TOL, first + 1, l1.get(first), w,
-                    lw.get(first)));
+            throw new AssertionError(
+                    String.format(
+                            Locale.ROOT,
+                            "W=%d: loss differs by %.3g at step %d (%.5f vs %.5f at W=1); first"
+                                + " step over %.1e: %d%n  W=1 loss, grad norm, first-layer loads:"
+                                + " %s%n  W=%d: %s",
+                            w,
+                            worst,
+                            at + 1,
+                            got[at],
+                            ref[at],
+                            CURVE_TOL,
+                            first + 1,
+                            l1.get(first),
+                            w,
+                            lw.get(first)));
         }
-        assertTrue(ref[STEPS - 1] < ref[0] - 0.5, "the model did not learn: " + ref[0] + " -> "
-                + ref[STEPS - 1]);
-        System.out.printf(Locale.ROOT,
-                "W=%d: %d-step loss curve within %.4f of W=1 (worst %.2e at step %d; %.4f -> %.4f)%n",
-                w, STEPS, CURVE_TOL, worst, at + 1, got[0], got[STEPS - 1]);
+        assertTrue(
+                ref[STEPS - 1] < ref[0] - 0.5,
+                "the model did not learn: " + ref[0] + " -> " + ref[STEPS - 1]);
+        System.out.printf(
+                Locale.ROOT,
+                "W=%d: %d-step loss curve within %.4f of W=1 (worst %.2e at step %d; %.4f ->"
+                        + " %.4f)%n",
+                w,
+                STEPS,
+                CURVE_TOL,
+                worst,
+                at + 1,
+                got[0],
+                got[STEPS - 1]);
     }
 
     @Test
@@ -338,12 +391,24 @@ class EpEquivalenceTest {
                 }
             }
         }
-        String figures = String.format(Locale.ROOT,
-                "W=2 vs W=1 over %d steps: %d-step averages within %.2e (worst at step %d), last"
-                        + " window %.2e; largest single-step difference %.3g, first over %.0e at"
-                        + " step %d; loss %.4f -> %.4f (W=1 %.4f -> %.4f)",
-                LONG_STEPS, LONG_WINDOW, worstAvg, worstAt, lastGap, worstStep, CURVE_TOL,
-                firstOver, got[0], got[LONG_STEPS - 1], ref[0], ref[LONG_STEPS - 1]);
+        String figures =
+                String.format(
+                        Locale.ROOT,
+                        "W=2 vs W=1 over %d steps: %d-step averages within %.2e (worst at step %d),"
+                            + " last window %.2e; largest single-step difference %.3g, first over"
+                            + " %.0e at step %d; loss %.4f -> %.4f (W=1 %.4f -> %.4f)",
+                        LONG_STEPS,
+                        LONG_WINDOW,
+                        worstAvg,
+                        worstAt,
+                        lastGap,
+                        worstStep,
+                        CURVE_TOL,
+                        firstOver,
+                        got[0],
+                        got[LONG_STEPS - 1],
+                        ref[0],
+                        ref[LONG_STEPS - 1]);
         System.out.println(figures);
         assertTrue(firstOver < 0 || firstOver > LONG_EXACT_STEPS, figures);
         assertTrue(worstAvg <= LONG_TOL, figures);
@@ -358,7 +423,9 @@ class EpEquivalenceTest {
         String first = Files.readString(many.file("replicated-rank0.txt"));
         assertTrue(first.contains("replicated parameters"), first);
         for (int r = 1; r < w; r++) {
-            assertEquals(first, Files.readString(many.file("replicated-rank" + r + ".txt")),
+            assertEquals(
+                    first,
+                    Files.readString(many.file("replicated-rank" + r + ".txt")),
                     "rank " + r + " holds other replicated state than rank 0");
         }
     }
@@ -375,7 +442,8 @@ class EpEquivalenceTest {
                         .run();
         r.assertAllSucceeded();
         for (int rank = 0; rank < w; rank++) {
-            assertEquals(TestDevice.device().toString(),
+            assertEquals(
+                    TestDevice.device().toString(),
                     lines(r, "device-rank" + rank + ".txt").get(0).trim(),
                     "the device rank " + rank + " trained on");
             assertTrue(r.output(rank).contains("repeat: 20 identical"), r.describeRank(rank));

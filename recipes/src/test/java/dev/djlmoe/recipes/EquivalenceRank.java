@@ -49,11 +49,11 @@ import java.util.zip.CRC32;
  *   <li>{@code curve <steps> <batch> <seqLen>}: the pretrain recipe ({@link Pretrain#run}) on the
  *       {@link HfMoeForCausalLm} of the {@code tiny} preset (a 4-layer DeepSeek-V3 with MLA,
  *       group-limited sigmoid routing and a shared expert) and synthetic text, the global batch
- *       split over the ranks. Writes {@code grads-rank<r>.bin} (loss and every averaged
- *       gradient of step 1, with the parameter names and whether each is a routed-expert shard),
- *       {@code losses-rank<r>.txt} (the loss of every step) and {@code replicated-rank<r>.txt}
- *       (hashes of everything that must agree across ranks: the dense parameters and router
- *       biases, and the averaged dense gradients, at the last step).
+ *       split over the ranks. Writes {@code grads-rank<r>.bin} (loss and every averaged gradient of
+ *       step 1, with the parameter names and whether each is a routed-expert shard), {@code
+ *       losses-rank<r>.txt} (the loss of every step) and {@code replicated-rank<r>.txt} (hashes of
+ *       everything that must agree across ranks: the dense parameters and router biases, and the
+ *       averaged dense gradients, at the last step).
  *   <li>{@code repeat <reps> <batch> <seqLen>}: the same training step (same parameters, same
  *       batch; the optimizer's learning rate is 0) run {@code reps} times with bf16 dispatch;
  *       prints {@code repeat: <reps> identical, hash <h>} or exits 1. The second half of the
@@ -62,12 +62,12 @@ import java.util.zip.CRC32;
  *
  * <p>Both modes train on {@link TestDevice}'s device (the CPU, or the rank's GPU with {@code
  * -Ddjlmoe.test.device=gpu}, which {@link MultiRank} passes on; ranks share GPU 0 when there is
- * one) and write it to {@code device-rank<r>.txt} (the device of the first gradient), so the
- * test can tell that no rank fell back to another device.
+ * one) and write it to {@code device-rank<r>.txt} (the device of the first gradient), so the test
+ * can tell that no rank fell back to another device.
  *
  * <p>Diagnostics: with {@code EQ_TRACE=1} a curve run appends, per step and parameter, the sum of
- * squares of the averaged gradient to {@code trace-rank<r>.txt}; with {@code EQ_NOEP=1} it runs
- * the MoE layers without the EP buffer (plain autograd, one rank).
+ * squares of the averaged gradient to {@code trace-rank<r>.txt}; with {@code EQ_NOEP=1} it runs the
+ * MoE layers without the EP buffer (plain autograd, one rank).
  */
 public final class EquivalenceRank {
 
@@ -100,10 +100,20 @@ public final class EquivalenceRank {
         Path dir = MultiRank.outDir();
         PretrainOptions d = PretrainOptions.defaults();
         PretrainOptions opts =
-                new PretrainOptions(steps, batch, seqLen, d.learningRate(), Math.min(10, steps),
-                        d.maxGradNorm(), d.biasUpdateRate(), TrainingPrecision.FP32, d.seed(),
-                        System.getenv().getOrDefault("EQ_NOEP", "").isEmpty(),
-                        Math.max(1, steps / 4), null).withDevice(TestDevice.flag());
+                new PretrainOptions(
+                                steps,
+                                batch,
+                                seqLen,
+                                d.learningRate(),
+                                Math.min(10, steps),
+                                d.maxGradNorm(),
+                                d.biasUpdateRate(),
+                                TrainingPrecision.FP32,
+                                d.seed(),
+                                System.getenv().getOrDefault("EQ_NOEP", "").isEmpty(),
+                                Math.max(1, steps / 4),
+                                null)
+                        .withDevice(TestDevice.flag());
         Pretrain.StepObserver observer =
                 new Pretrain.StepObserver() {
                     private float lastLoss;
@@ -121,12 +131,19 @@ public final class EquivalenceRank {
                                     ss += (double) f * f;
                                     finite &= Float.isFinite(f);
                                 }
-                                t.append(step).append(' ').append(nm.get(i)).append(' ')
-                                        .append(ss).append(finite ? "" : " NONFINITE").append('\n');
+                                t.append(step)
+                                        .append(' ')
+                                        .append(nm.get(i))
+                                        .append(' ')
+                                        .append(ss)
+                                        .append(finite ? "" : " NONFINITE")
+                                        .append('\n');
                             }
                             try {
-                                Files.writeString(dir.resolve("trace-rank" + rank + ".txt"),
-                                        t.toString(), java.nio.file.StandardOpenOption.CREATE,
+                                Files.writeString(
+                                        dir.resolve("trace-rank" + rank + ".txt"),
+                                        t.toString(),
+                                        java.nio.file.StandardOpenOption.CREATE,
                                         java.nio.file.StandardOpenOption.APPEND);
                             } catch (IOException e) {
                                 throw new java.io.UncheckedIOException(e);
@@ -134,13 +151,15 @@ public final class EquivalenceRank {
                         }
                         try {
                             if (step == 0) {
-                                writeGradients(dir.resolve("grads-rank" + rank + ".bin"),
-                                        trainer, grads);
+                                writeGradients(
+                                        dir.resolve("grads-rank" + rank + ".bin"), trainer, grads);
                                 writeDevice(dir, rank, grads.get(0));
                             }
                             if (step == steps - 1) {
-                                writeReplicated(dir.resolve("replicated-rank" + rank + ".txt"),
-                                        trainer, grads);
+                                writeReplicated(
+                                        dir.resolve("replicated-rank" + rank + ".txt"),
+                                        trainer,
+                                        grads);
                             }
                         } catch (IOException e) {
                             throw new java.io.UncheckedIOException(e);
@@ -152,11 +171,17 @@ public final class EquivalenceRank {
                     @Override
                     public void stepDone(int step, EpTrainer trainer, StepResult r) {
                         lastLoss = r.loss();
-                        loads.append(String.format(Locale.ROOT, "%.9g %.9g %s%n", r.loss(), r.gradNorm(),
-                                java.util.Arrays.toString(r.expertLoad())));
+                        loads.append(
+                                String.format(
+                                        Locale.ROOT,
+                                        "%.9g %.9g %s%n",
+                                        r.loss(),
+                                        r.gradNorm(),
+                                        java.util.Arrays.toString(r.expertLoad())));
                         if (step == steps - 1) {
                             try {
-                                Files.writeString(dir.resolve("loads-rank" + rank + ".txt"),
+                                Files.writeString(
+                                        dir.resolve("loads-rank" + rank + ".txt"),
                                         loads.toString());
                             } catch (IOException e) {
                                 throw new java.io.UncheckedIOException(e);
@@ -164,7 +189,8 @@ public final class EquivalenceRank {
                         }
                         if (step == 0) {
                             try {
-                                Files.writeString(dir.resolve("loss1-rank" + rank + ".txt"),
+                                Files.writeString(
+                                        dir.resolve("loss1-rank" + rank + ".txt"),
                                         Float.toString(lastLoss));
                             } catch (IOException e) {
                                 throw new java.io.UncheckedIOException(e);
@@ -173,16 +199,24 @@ public final class EquivalenceRank {
                     }
                 };
         Pretrain.Result res =
-                Pretrain.run(HfMoeConfig.preset("tiny"),
-                        new SyntheticBigramSource(256, 4, d.seed()), opts, System.out,
-                        StopSignal.none(), observer);
+                Pretrain.run(
+                        HfMoeConfig.preset("tiny"),
+                        new SyntheticBigramSource(256, 4, d.seed()),
+                        opts,
+                        System.out,
+                        StopSignal.none(),
+                        observer);
         StringBuilder b = new StringBuilder();
         for (float l : res.losses()) {
             b.append(Float.toString(l)).append('\n');
         }
         Files.writeString(dir.resolve("losses-rank" + rank + ".txt"), b.toString());
-        System.out.printf(Locale.ROOT, "curve: %d steps, loss %.5f -> %.5f%n", steps,
-                res.firstLoss(), res.losses().get(res.losses().size() - 1));
+        System.out.printf(
+                Locale.ROOT,
+                "curve: %d steps, loss %.5f -> %.5f%n",
+                steps,
+                res.firstLoss(),
+                res.losses().get(res.losses().size() - 1));
         return 0;
     }
 
@@ -205,8 +239,8 @@ public final class EquivalenceRank {
         List<String> names = trainer.parameterNames();
         Set<String> experts = trainer.expertParameterNames();
         if (names.size() != grads.size()) {
-            throw new IllegalStateException(names.size() + " names for " + grads.size()
-                    + " gradients");
+            throw new IllegalStateException(
+                    names.size() + " names for " + grads.size() + " gradients");
         }
         try (DataOutputStream out =
                 new DataOutputStream(new BufferedOutputStream(Files.newOutputStream(file)))) {
@@ -250,10 +284,15 @@ public final class EquivalenceRank {
                 dense.update(grads.get(i).toByteArray());
             }
         }
-        Files.writeString(file, String.format(Locale.ROOT,
-                "replicated parameters (%d, router biases included) %08x%n"
-                        + "averaged dense gradients %08x%n", n, params.getValue(),
-                dense.getValue()));
+        Files.writeString(
+                file,
+                String.format(
+                        Locale.ROOT,
+                        "replicated parameters (%d, router biases included) %08x%n"
+                                + "averaged dense gradients %08x%n",
+                        n,
+                        params.getValue(),
+                        dense.getValue()));
     }
 
     private static int repeat(String[] args) {
@@ -271,11 +310,12 @@ public final class EquivalenceRank {
                                 .optCombineWire(WireFormat.BF16)
                                 .build();
                 Model model = Model.newInstance("moe-lm", TestDevice.device(), "PyTorch")) {
-            model.setBlock(HfMoeForCausalLm.builder()
-                    .setConfig(config)
-                    .optContext(ctx)
-                    .optSeqAuxAlpha(PretrainOptions.SEQ_AUX_ALPHA)
-                    .build());
+            model.setBlock(
+                    HfMoeForCausalLm.builder()
+                            .setConfig(config)
+                            .optContext(ctx)
+                            .optSeqAuxAlpha(PretrainOptions.SEQ_AUX_ALPHA)
+                            .build());
             DefaultTrainingConfig tc =
                     new DefaultTrainingConfig(new CausalLmLoss())
                             .optOptimizer(
@@ -319,16 +359,22 @@ public final class EquivalenceRank {
                                                 device.append(grads.get(0).getDevice());
                                             }
                                         });
-                        crc.update(ByteBuffer.allocate(8).putFloat(r.loss())
-                                .putFloat(r.gradNorm()).array());
+                        crc.update(
+                                ByteBuffer.allocate(8)
+                                        .putFloat(r.loss())
+                                        .putFloat(r.gradNorm())
+                                        .array());
                     }
                     long h = crc.getValue();
                     if (rep == 0) {
                         first = h;
                     } else if (h != first) {
-                        System.out.printf(Locale.ROOT,
-                                "repeat %d: hash %08x differs from the first step's %08x%n", rep,
-                                h, first);
+                        System.out.printf(
+                                Locale.ROOT,
+                                "repeat %d: hash %08x differs from the first step's %08x%n",
+                                rep,
+                                h,
+                                first);
                         return 1;
                     }
                 }
@@ -336,9 +382,12 @@ public final class EquivalenceRank {
                     gc.interrupt();
                 }
                 writeDevice(MultiRank.outDir(), group.rank(), device.toString());
-                System.out.printf(Locale.ROOT,
-                        "repeat: %d identical (the last %d under GC pressure), hash %08x%n", reps,
-                        reps - reps / 2, first);
+                System.out.printf(
+                        Locale.ROOT,
+                        "repeat: %d identical (the last %d under GC pressure), hash %08x%n",
+                        reps,
+                        reps - reps / 2,
+                        first);
                 return 0;
             }
         }

@@ -28,9 +28,9 @@ import org.junit.jupiter.api.io.TempDir;
  * preset at W = 1 on the GPU (the MoE layers through the EP buffer's CUDA backend), the device's
  * used memory (cudaMemGetInfo, which counts what libtorch's caching allocator holds) sampled every
  * {@link #EVERY} steps through the CUDA plug-in ({@link CudaDeviceInfo}, as {@code bench step}
- * reports it). From the sample after {@link #WARM_UP} steps on, no sample may exceed it by
- * more than {@link #GROWTH_LIMIT}: an array kept alive per step (the smallest activation here is
- * about 256 KiB) would add hundreds of MiB over the run.
+ * reports it). From the sample after {@link #WARM_UP} steps on, no sample may exceed it by more
+ * than {@link #GROWTH_LIMIT}: an array kept alive per step (the smallest activation here is about
+ * 256 KiB) would add hundreds of MiB over the run.
  *
  * <p>GPU-only: skipped on the CPU (a thousand steps would take minutes of CI, and the CPU has no
  * device memory to sample); run by {@code bin/gpu-java-tests}.
@@ -53,22 +53,30 @@ class GpuMemoryTest {
                     public void stepDone(int step, EpTrainer t, StepResult r) {
                         int done = step + 1;
                         if (done % EVERY == 0) {
-                            samples.add(new long[] {done,
-                                    CudaDeviceInfo.query(device.getDeviceId()).usedBytes()});
+                            samples.add(
+                                    new long[] {
+                                        done, CudaDeviceInfo.query(device.getDeviceId()).usedBytes()
+                                    });
                         }
                     }
                 };
-        PretrainOptions o = PretrainOptions.defaults()
-                .withSteps(STEPS)
-                .withBatch(8, 32)
-                .withRunDir(tmp.resolve("run"))
-                .withLogEvery(STEPS)
-                .withCheckpoints(PretrainOptions.NO_CHECKPOINTS, null, 0)
-                .withDevice(TestDevice.flag());
-        Pretrain.Result res = Pretrain.run(
-                Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"),
-                        new CorpusSource(TextCorpus.embedded(), 0.05, 42), o),
-                new PrintStream(OutputStream.nullOutputStream()), StopSignal.none(), sampler);
+        PretrainOptions o =
+                PretrainOptions.defaults()
+                        .withSteps(STEPS)
+                        .withBatch(8, 32)
+                        .withRunDir(tmp.resolve("run"))
+                        .withLogEvery(STEPS)
+                        .withCheckpoints(PretrainOptions.NO_CHECKPOINTS, null, 0)
+                        .withDevice(TestDevice.flag());
+        Pretrain.Result res =
+                Pretrain.run(
+                        Pretrain.Job.pretrain(
+                                HfMoeConfig.preset("tiny"),
+                                new CorpusSource(TextCorpus.embedded(), 0.05, 42),
+                                o),
+                        new PrintStream(OutputStream.nullOutputStream()),
+                        StopSignal.none(),
+                        sampler);
         assertEquals(STEPS, res.losses().size(), "steps run");
         assertEquals(STEPS / EVERY, samples.size(), "samples");
 
@@ -85,11 +93,19 @@ class GpuMemoryTest {
                 worstStep = s[0];
             }
         }
-        String figures = String.format(Locale.ROOT,
-                "%s used memory (MiB) by step:%s; largest growth after step %d: %.1f MiB (step %d),"
-                        + " limit %d MiB; loss %.4f -> %.4f",
-                device, curve, WARM_UP, worst / 1048576.0, worstStep, GROWTH_LIMIT >> 20,
-                res.firstLoss(), res.losses().get(STEPS - 1));
+        String figures =
+                String.format(
+                        Locale.ROOT,
+                        "%s used memory (MiB) by step:%s; largest growth after step %d: %.1f MiB"
+                                + " (step %d), limit %d MiB; loss %.4f -> %.4f",
+                        device,
+                        curve,
+                        WARM_UP,
+                        worst / 1048576.0,
+                        worstStep,
+                        GROWTH_LIMIT >> 20,
+                        res.firstLoss(),
+                        res.losses().get(STEPS - 1));
         System.out.println(figures);
         assertTrue(base > 0, "no sample at step " + WARM_UP + ": " + figures);
         assertTrue(worst <= GROWTH_LIMIT, figures);

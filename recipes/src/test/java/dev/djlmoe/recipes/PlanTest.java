@@ -20,16 +20,16 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * {@code plan} for the README's headline example, {@code deepseek-v3-16b} at EP = 8 with MXFP8, 1
- * x 4096 tokens per rank, against numbers worked out by hand from the preset (vocab 102400, H
- * 2048, 27 layers of which the first is dense with width 10944, 16 heads, MLA without q-LoRA:
- * kv-LoRA 512, nope 128, rope 64, v 128; 64 routed experts of width 1408, top-6, 2 shared).
+ * {@code plan} for the README's headline example, {@code deepseek-v3-16b} at EP = 8 with MXFP8, 1 x
+ * 4096 tokens per rank, against numbers worked out by hand from the preset (vocab 102400, H 2048,
+ * 27 layers of which the first is dense with width 10944, 16 heads, MLA without q-LoRA: kv-LoRA
+ * 512, nope 128, rope 64, v 128; 64 routed experts of width 1408, top-6, 2 shared).
  */
 class PlanTest {
 
     private static final TrainingPlan PLAN =
-            new TrainingPlan(HfMoeConfig.preset("deepseek-v3-16b"), 8, 1, 4096,
-                    TrainingPrecision.MXFP8);
+            new TrainingPlan(
+                    HfMoeConfig.preset("deepseek-v3-16b"), 8, 1, 4096, TrainingPrecision.MXFP8);
 
     @Test
     void memoryPerRankByHand() {
@@ -40,8 +40,12 @@ class PlanTest {
         // Dense part: embedding and head 2 * 102400 * 2048 = 419,430,400; final norm 2048;
         // 27 layers * (attention + two norms 4096); the dense MLP 3 * 2048 * 10944 = 67,239,936;
         // 26 MoE layers * (router 64 * 2048 + bias 64 + shared 2 * 3 * 2048 * 1408 = 17,301,504).
-        long dense = 419_430_400L + 2_048L + 27L * (attention + 4_096L) + 67_239_936L
-                + 26L * (131_072L + 64L + 17_301_504L);
+        long dense =
+                419_430_400L
+                        + 2_048L
+                        + 27L * (attention + 4_096L)
+                        + 67_239_936L
+                        + 26L * (131_072L + 64L + 17_301_504L);
         assertEquals(1_311_634_560L, dense);
         // Routed experts: 26 * 64 * 3 * 2048 * 1408 = 14,394,851,328, an eighth per rank.
         long perRank = dense + 14_394_851_328L / 8;
@@ -67,7 +71,8 @@ class PlanTest {
     void stepFlopsByHand() {
         Map<String, Long> f = PLAN.forwardFlopsPerToken();
         // 2 FLOPs per multiply-add, per token, forward.
-        assertEquals(2L * 27 * (6_291_456L + 1_179_648L + 2_097_152L + 4_194_304L),
+        assertEquals(
+                2L * 27 * (6_291_456L + 1_179_648L + 2_097_152L + 4_194_304L),
                 f.get("attention projections"));
         assertEquals(2L * 27 * (16 * 4096 * 192 + 16 * 4096 * 128), f.get("attention scores"));
         assertEquals(2L * 67_239_936L, f.get("dense MLP"));
@@ -110,11 +115,19 @@ class PlanTest {
         assertTrue(r.contains("74.16 TFLOP"), r);
         assertTrue(r.contains("routed experts (MXFP8)"), r);
         IllegalArgumentException e =
-                assertThrows(IllegalArgumentException.class,
-                        () -> new TrainingPlan(HfMoeConfig.preset("deepseek-v3-16b"), 6, 1, 4096,
-                                TrainingPrecision.MXFP8));
-        assertTrue(e.getMessage().contains("64 routed experts")
-                && e.getMessage().contains("EP size 6"), e.getMessage());
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () ->
+                                new TrainingPlan(
+                                        HfMoeConfig.preset("deepseek-v3-16b"),
+                                        6,
+                                        1,
+                                        4096,
+                                        TrainingPrecision.MXFP8));
+        assertTrue(
+                e.getMessage().contains("64 routed experts")
+                        && e.getMessage().contains("EP size 6"),
+                e.getMessage());
     }
 
     @Test
@@ -125,8 +138,19 @@ class PlanTest {
         CliTest.Run r;
         System.setOut(new PrintStream(printed, true, StandardCharsets.UTF_8));
         try {
-            r = CliTest.cli("plan", "--model", "deepseek-v3-16b", "--layers", "4", "--ep", "1",
-                    "--precision", "fp32", "--save-config", file.toString());
+            r =
+                    CliTest.cli(
+                            "plan",
+                            "--model",
+                            "deepseek-v3-16b",
+                            "--layers",
+                            "4",
+                            "--ep",
+                            "1",
+                            "--precision",
+                            "fp32",
+                            "--save-config",
+                            file.toString());
         } finally {
             System.setOut(stdout);
         }
@@ -135,12 +159,16 @@ class PlanTest {
         HfMoeConfig saved = HfMoeConfig.load(file);
         assertEquals(4, saved.numLayers());
         assertEquals(3, saved.numMoeLayers());
-        assertEquals(HfMoeConfig.preset("deepseek-v3-16b").withNumLayers(4).toMap(),
-                saved.toMap());
+        assertEquals(HfMoeConfig.preset("deepseek-v3-16b").withNumLayers(4).toMap(), saved.toMap());
         // Forward FLOPs per token of 1 dense + 3 MoE layers, by hand as in stepFlopsByHand.
-        long perToken = 2L * 4 * 13_762_560L + 2L * 4 * (16 * 4096 * 192 + 16 * 4096 * 128)
-                + 2L * 67_239_936L + 2L * 3 * 64 * 2048 + 2L * 3 * 6 * 3 * 2048 * 1408
-                + 2L * 3 * 2 * 3 * 2048 * 1408 + 2L * 2048 * 102400;
+        long perToken =
+                2L * 4 * 13_762_560L
+                        + 2L * 4 * (16 * 4096 * 192 + 16 * 4096 * 128)
+                        + 2L * 67_239_936L
+                        + 2L * 3 * 64 * 2048
+                        + 2L * 3 * 6 * 3 * 2048 * 1408
+                        + 2L * 3 * 2 * 3 * 2048 * 1408
+                        + 2L * 2048 * 102400;
         TrainingPlan cut = new TrainingPlan(saved, 1, 1, 4096, TrainingPrecision.FP32);
         assertEquals(perToken, cut.forwardFlopsPerTokenTotal());
         assertTrue(out.contains("deepseek-v3-16b --layers 4 (deepseek_v3, 4 layers"), out);
@@ -149,8 +177,8 @@ class PlanTest {
 
         r = CliTest.cli("plan", "--model", "deepseek-v3-16b", "--layers", "1");
         assertEquals(1, r.code());
-        assertTrue(r.err().contains("--layers 1: num_hidden_layers 1 leaves no MoE layer"),
-                r.err());
+        assertTrue(
+                r.err().contains("--layers 1: num_hidden_layers 1 leaves no MoE layer"), r.err());
         r = CliTest.cli("pretrain", "--layers", "0");
         assertEquals(1, r.code());
         assertTrue(r.err().contains("--layers 0: num_hidden_layers 0 must be >= 1"), r.err());
@@ -161,9 +189,12 @@ class PlanTest {
         // native-ep/bench/train_step_bench.sh falls back on this file when plan cannot run; the
         // torch baseline must train exactly what bench step trains.
         Path file = Path.of("..", "native-ep", "bench", "deepseek-v3-16b-4layers.config.json");
-        assertEquals(HfMoeConfig.preset("deepseek-v3-16b").withNumLayers(4).toMap(),
+        assertEquals(
+                HfMoeConfig.preset("deepseek-v3-16b").withNumLayers(4).toMap(),
                 HfMoeConfig.load(file).toMap(),
-                file + " differs from the preset: regenerate it with djl-moe plan --model"
-                        + " deepseek-v3-16b --layers 4 --save-config " + file);
+                file
+                        + " differs from the preset: regenerate it with djl-moe plan --model"
+                        + " deepseek-v3-16b --layers 4 --save-config "
+                        + file);
     }
 }

@@ -41,7 +41,8 @@ class PretrainTest {
         assertTrue(c.bytes().length > 200_000, "corpus of " + c.bytes().length + " bytes");
         CorpusSource src = new CorpusSource(c, 0.05, 42);
         // English bytes: the unigram entropy is near 3 nats, far below log(256) = 5.55.
-        assertTrue(src.unigramEntropy() > 2.8 && src.unigramEntropy() < 3.4,
+        assertTrue(
+                src.unigramEntropy() > 2.8 && src.unigramEntropy() < 3.4,
                 "unigram " + src.unigramEntropy());
         // A step's batch depends only on the step, and its windows are next-byte pairs.
         TokenBatch a = src.batch(7, 4, 16);
@@ -51,7 +52,8 @@ class PretrainTest {
             assertEquals(a.labels()[i], a.inputs()[i + 1]);
         }
         assertTrue(!java.util.Arrays.equals(a.inputs(), src.batch(8, 4, 16).inputs()));
-        assertEquals("Hello, Wonderland!",
+        assertEquals(
+                "Hello, Wonderland!",
                 ByteTokenizer.decode(ByteTokenizer.encode("Hello, Wonderland!")));
     }
 
@@ -59,22 +61,33 @@ class PretrainTest {
     void embeddedDefaultLearnsWellBelowTheUnigramBaseline(@TempDir Path runDir) throws Exception {
         CorpusSource src = new CorpusSource(TextCorpus.embedded(), 0.05, 42);
         PretrainOptions opts =
-                PretrainOptions.defaults().withSteps(STEPS).withRunDir(runDir).withLogEvery(50)
+                PretrainOptions.defaults()
+                        .withSteps(STEPS)
+                        .withRunDir(runDir)
+                        .withLogEvery(50)
                         .withPrecision(TrainingPrecision.BF16_WIRE);
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
         Pretrain.Result r =
-                Pretrain.run(Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"), src, opts),
-                        new PrintStream(buf, true, StandardCharsets.UTF_8), StopSignal.none(),
+                Pretrain.run(
+                        Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"), src, opts),
+                        new PrintStream(buf, true, StandardCharsets.UTF_8),
+                        StopSignal.none(),
                         null);
         String log = buf.toString(StandardCharsets.UTF_8);
         assertEquals(STEPS, r.losses().size());
         double unigram = src.unigramEntropy();
         // Starts near log(256) = 5.55 and ends well below what byte frequencies alone allow.
         assertTrue(r.firstLoss() > 5.0f, "first loss " + r.firstLoss());
-        assertTrue(r.finalLoss() < unigram - 0.5,
-                "final loss " + r.finalLoss() + " not 0.5 nat below the unigram baseline "
-                        + unigram + "\n" + log);
-        assertTrue(r.heldOutLoss() < src.heldOut().unigramEntropy() - 0.4,
+        assertTrue(
+                r.finalLoss() < unigram - 0.5,
+                "final loss "
+                        + r.finalLoss()
+                        + " not 0.5 nat below the unigram baseline "
+                        + unigram
+                        + "\n"
+                        + log);
+        assertTrue(
+                r.heldOutLoss() < src.heldOut().unigramEntropy() - 0.4,
                 "held-out loss " + r.heldOutLoss() + "\n" + log);
         assertTrue(log.contains("unigram baseline"), log);
         assertTrue(log.contains("held-out loss"), log);
@@ -95,8 +108,10 @@ class PretrainTest {
         assertEquals(tiny.firstKDenseReplace(), last.layers()[0]);
         assertEquals(tiny.numLayers() - tiny.firstKDenseReplace(), last.loads().length);
         for (long[] row : last.loads()) {
-            assertEquals((long) opts.batch() * opts.seqLen() * 2,
-                    java.util.Arrays.stream(row).sum(), "selections of a layer");
+            assertEquals(
+                    (long) opts.batch() * opts.seqLen() * 2,
+                    java.util.Arrays.stream(row).sum(),
+                    "selections of a layer");
         }
         assertEquals(unigram, recs.get(STEPS - 1).unigramBaseline(), 1e-12);
         List<HeldOutRecord> held = MetricsFile.readRun(runDir.resolve("metrics.jsonl")).heldOut();
@@ -105,15 +120,21 @@ class PretrainTest {
         assertEquals(r.heldOutLoss(), held.get(0).loss(), 1e-12);
         for (String png : new String[] {"loss.png", "expert-load.png"}) {
             byte[] head = Files.readAllBytes(runDir.resolve(png));
-            assertTrue(head.length > 1000 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G',
+            assertTrue(
+                    head.length > 1000 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G',
                     png + " is a PNG");
         }
         // The checkpoint at exit: a Hugging Face checkpoint plus the training state.
         Path ck = TrainingCheckpoint.resolve(runDir.resolve("checkpoints"));
         assertEquals(TrainingCheckpoint.dirName(STEPS), ck.getFileName().toString());
         assertEquals(ck, r.checkpoint());
-        for (String f : new String[] {"config.json", "model.safetensors",
-                "optimizer-00001-of-00001.safetensors", "trainer_state.json"}) {
+        for (String f :
+                new String[] {
+                    "config.json",
+                    "model.safetensors",
+                    "optimizer-00001-of-00001.safetensors",
+                    "trainer_state.json"
+                }) {
             assertTrue(Files.isRegularFile(ck.resolve(f)), f);
         }
         TrainingCheckpoint.State st = TrainingCheckpoint.readState(ck);
@@ -125,19 +146,51 @@ class PretrainTest {
     @Test
     void badSettingsAreRefusedByName() {
         IllegalArgumentException e =
-                assertThrows(IllegalArgumentException.class,
-                        () -> new PretrainOptions(0, 1, 8, 1e-3f, 0, 0f, 0f,
-                                TrainingPrecision.FP32, 1, true, 1, null).validate());
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () ->
+                                new PretrainOptions(
+                                                0,
+                                                1,
+                                                8,
+                                                1e-3f,
+                                                0,
+                                                0f,
+                                                0f,
+                                                TrainingPrecision.FP32,
+                                                1,
+                                                true,
+                                                1,
+                                                null)
+                                        .validate());
         assertTrue(e.getMessage().contains("--steps"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> new PretrainOptions(1, 1, 1, 1e-3f, 0, 0f, 0f, TrainingPrecision.FP32, 1,
-                        true, 1, null).validate());
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () ->
+                                new PretrainOptions(
+                                                1,
+                                                1,
+                                                1,
+                                                1e-3f,
+                                                0,
+                                                0f,
+                                                0f,
+                                                TrainingPrecision.FP32,
+                                                1,
+                                                true,
+                                                1,
+                                                null)
+                                        .validate());
         assertTrue(e.getMessage().contains("--seq-len"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> PretrainOptions.defaults().withCheckpoints(-7, null, 0).validate());
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> PretrainOptions.defaults().withCheckpoints(-7, null, 0).validate());
         assertTrue(e.getMessage().contains("--checkpoint-every -7"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> TrainingPrecision.parse("fp4"));
-        assertTrue(e.getMessage().contains("fp4") && e.getMessage().contains("--precision"),
+        assertTrue(
+                e.getMessage().contains("fp4") && e.getMessage().contains("--precision"),
                 e.getMessage());
         assertEquals(300, PretrainOptions.defaults().steps());
     }

@@ -10,7 +10,6 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import ai.djl.ndarray.NDArray;
 import dev.djlmoe.dist.MultiRank;
 import dev.djlmoe.recipes.checkpoint.CheckpointManifest;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
@@ -66,9 +65,13 @@ class ResumeTest {
         return new CorpusSource(TextCorpus.embedded(), 0.05, 42);
     }
 
-    private static Pretrain.Result run(PretrainOptions o, StopSignal stop, Pretrain.StepObserver obs) {
-        return Pretrain.run(Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"), data(), o),
-                new PrintStream(OutputStream.nullOutputStream()), stop, obs);
+    private static Pretrain.Result run(
+            PretrainOptions o, StopSignal stop, Pretrain.StepObserver obs) {
+        return Pretrain.run(
+                Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"), data(), o),
+                new PrintStream(OutputStream.nullOutputStream()),
+                stop,
+                obs);
     }
 
     @Test
@@ -93,7 +96,8 @@ class ResumeTest {
         assertTrue(first.stopped());
         assertEquals(STOP, first.endStep());
         Path ckpts = tmp.resolve("part").resolve("checkpoints");
-        assertEquals(TrainingCheckpoint.dirName(STOP),
+        assertEquals(
+                TrainingCheckpoint.dirName(STOP),
                 TrainingCheckpoint.resolve(ckpts).getFileName().toString());
 
         List<String> misplaced = new ArrayList<>();
@@ -104,13 +108,24 @@ class ResumeTest {
                     public void stepDone(int step, EpTrainer t, StepResult r) {
                         if (checked.isEmpty()) { // the first step after loading the checkpoint
                             checked.add(step);
-                            t.trainer().getModel().getBlock().getParameters().forEach(p -> {
-                                if (!p.getValue().getArray().getDevice()
-                                        .equals(TestDevice.device())) {
-                                    misplaced.add(p.getKey() + " on "
-                                            + p.getValue().getArray().getDevice());
-                                }
-                            });
+                            t.trainer()
+                                    .getModel()
+                                    .getBlock()
+                                    .getParameters()
+                                    .forEach(
+                                            p -> {
+                                                if (!p.getValue()
+                                                        .getArray()
+                                                        .getDevice()
+                                                        .equals(TestDevice.device())) {
+                                                    misplaced.add(
+                                                            p.getKey()
+                                                                    + " on "
+                                                                    + p.getValue()
+                                                                            .getArray()
+                                                                            .getDevice());
+                                                }
+                                            });
                         }
                     }
                 };
@@ -123,7 +138,8 @@ class ResumeTest {
         List<Float> resumed = new ArrayList<>(first.losses());
         resumed.addAll(rest.losses());
         assertBitwiseEqual(full.losses(), resumed);
-        assertSameFiles(tmp.resolve("full/checkpoints").resolve(TrainingCheckpoint.dirName(STEPS)),
+        assertSameFiles(
+                tmp.resolve("full/checkpoints").resolve(TrainingCheckpoint.dirName(STEPS)),
                 ckpts.resolve(TrainingCheckpoint.dirName(STEPS)));
         // The resumed run's metrics file holds every step once, with the same losses.
         List<StepRecord> a = MetricsFile.read(tmp.resolve("full/metrics.jsonl"));
@@ -142,9 +158,13 @@ class ResumeTest {
         // The comparison can fail: a resume with other settings is refused, and a checkpoint
         // whose data position is off by one step does not reproduce the losses.
         IllegalArgumentException e =
-                assertThrows(IllegalArgumentException.class,
-                        () -> run(part.withLearningRate(1e-3f, 2).withResume(ckpts),
-                                StopSignal.none(), null));
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () ->
+                                run(
+                                        part.withLearningRate(1e-3f, 2).withResume(ckpts),
+                                        StopSignal.none(),
+                                        null));
         assertTrue(e.getMessage().contains("--lr"), e.getMessage());
         Path early = tmp.resolve("full/checkpoints").resolve(TrainingCheckpoint.dirName(STOP));
         Path off = tmp.resolve("off");
@@ -164,7 +184,9 @@ class ResumeTest {
         Pretrain.Result shifted =
                 run(options(tmp.resolve("shifted")).withResume(off), StopSignal.none(), null);
         assertEquals(STEPS - STOP + 1, shifted.losses().size());
-        assertNotEquals(full.losses().subList(STOP - 1, STEPS), shifted.losses(),
+        assertNotEquals(
+                full.losses().subList(STOP - 1, STEPS),
+                shifted.losses(),
                 "a resume at the wrong data position must show in the losses");
     }
 
@@ -172,10 +194,26 @@ class ResumeTest {
     void resumedRunEqualsUninterruptedOneAtW2() throws IOException {
         MultiRank.Result full =
                 MultiRank.builder(CliRank.class, 2)
-                        .args("pretrain", "--steps", "" + STEPS, "--batch", "8", "--seq-len",
-                                "32", "--warmup", "2", "--checkpoint-every", "" + STOP,
-                                "--keep-checkpoints", "0", "--log-every", "1", "--run-dir",
-                                "@OUT/full", "--device", TestDevice.flag())
+                        .args(
+                                "pretrain",
+                                "--steps",
+                                "" + STEPS,
+                                "--batch",
+                                "8",
+                                "--seq-len",
+                                "32",
+                                "--warmup",
+                                "2",
+                                "--checkpoint-every",
+                                "" + STOP,
+                                "--keep-checkpoints",
+                                "0",
+                                "--log-every",
+                                "1",
+                                "--run-dir",
+                                "@OUT/full",
+                                "--device",
+                                TestDevice.flag())
                         .timeout(Duration.ofMinutes(3))
                         .name("resume-full")
                         .run();
@@ -183,20 +221,44 @@ class ResumeTest {
         Path out = full.file("full");
         Path early = out.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(STOP));
         // Sharded per rank, Hugging Face index, optimizer shards.
-        for (String f : new String[] {"model-00001-of-00002.safetensors",
-                "model-00002-of-00002.safetensors", "model.safetensors.index.json",
-                "optimizer-00001-of-00002.safetensors", "optimizer-00002-of-00002.safetensors",
-                "trainer_state.json", "config.json", "tokenizer.json"}) {
+        for (String f :
+                new String[] {
+                    "model-00001-of-00002.safetensors",
+                    "model-00002-of-00002.safetensors",
+                    "model.safetensors.index.json",
+                    "optimizer-00001-of-00002.safetensors",
+                    "optimizer-00002-of-00002.safetensors",
+                    "trainer_state.json",
+                    "config.json",
+                    "tokenizer.json"
+                }) {
             assertTrue(Files.isRegularFile(early.resolve(f)), f);
         }
         assertEquals(2, TrainingCheckpoint.readState(early).worldSize());
 
         MultiRank.Result resumed =
                 MultiRank.builder(CliRank.class, 2)
-                        .args("pretrain", "--steps", "" + STEPS, "--batch", "8", "--seq-len",
-                                "32", "--warmup", "2", "--checkpoint-every", "" + STOP,
-                                "--keep-checkpoints", "0", "--log-every", "1", "--run-dir",
-                                "@OUT/resumed", "--resume", early.toString(), "--device",
+                        .args(
+                                "pretrain",
+                                "--steps",
+                                "" + STEPS,
+                                "--batch",
+                                "8",
+                                "--seq-len",
+                                "32",
+                                "--warmup",
+                                "2",
+                                "--checkpoint-every",
+                                "" + STOP,
+                                "--keep-checkpoints",
+                                "0",
+                                "--log-every",
+                                "1",
+                                "--run-dir",
+                                "@OUT/resumed",
+                                "--resume",
+                                early.toString(),
+                                "--device",
                                 TestDevice.flag())
                         .timeout(Duration.ofMinutes(3))
                         .name("resume-rest")
@@ -210,17 +272,22 @@ class ResumeTest {
         assertEquals(STEPS - STOP, b.size());
         for (int i = 0; i < STEPS - STOP; i++) {
             assertEquals(a.get(STOP + i).step(), b.get(i).step());
-            assertEquals(Double.doubleToLongBits(a.get(STOP + i).loss()),
-                    Double.doubleToLongBits(b.get(i).loss()), "loss of step " + b.get(i).step());
+            assertEquals(
+                    Double.doubleToLongBits(a.get(STOP + i).loss()),
+                    Double.doubleToLongBits(b.get(i).loss()),
+                    "loss of step " + b.get(i).step());
         }
-        assertSameFiles(out.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(STEPS)),
+        assertSameFiles(
+                out.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(STEPS)),
                 out2.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(STEPS)));
     }
 
     private static void assertBitwiseEqual(List<Float> a, List<Float> b) {
         assertEquals(a.size(), b.size(), "steps");
         for (int i = 0; i < a.size(); i++) {
-            assertEquals(Float.floatToIntBits(a.get(i)), Float.floatToIntBits(b.get(i)),
+            assertEquals(
+                    Float.floatToIntBits(a.get(i)),
+                    Float.floatToIntBits(b.get(i)),
                     "loss of step " + (i + 1) + ": " + a.get(i) + " vs " + b.get(i));
         }
     }
@@ -229,14 +296,18 @@ class ResumeTest {
     static void assertSameFiles(Path a, Path b) throws IOException {
         List<Path> files;
         try (Stream<Path> s = Files.list(a)) {
-            files = s.filter(p -> p.getFileName().toString().endsWith(".safetensors")).sorted()
-                    .toList();
+            files =
+                    s.filter(p -> p.getFileName().toString().endsWith(".safetensors"))
+                            .sorted()
+                            .toList();
         }
         assertFalse(files.isEmpty(), "no safetensors in " + a);
         for (Path f : files) {
             Path g = b.resolve(f.getFileName().toString());
             assertTrue(Files.isRegularFile(g), g + " missing");
-            assertArrayEquals(Files.readAllBytes(f), Files.readAllBytes(g),
+            assertArrayEquals(
+                    Files.readAllBytes(f),
+                    Files.readAllBytes(g),
                     f.getFileName() + " differs between " + a + " and " + b);
         }
     }

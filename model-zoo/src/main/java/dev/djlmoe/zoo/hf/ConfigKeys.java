@@ -8,8 +8,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Typed access to the keys of a {@code config.json}, with errors that name the file, the key,
- * what it must be and what it is.
+ * Typed access to the keys of a {@code config.json}, with errors that name the file, the key, what
+ * it must be and what it is.
  */
 final class ConfigKeys {
     private final Map<String, Object> raw;
@@ -66,7 +66,12 @@ final class ConfigKeys {
     private IllegalArgumentException bad(String key, String expected) {
         Object v = raw.get(key);
         return new IllegalArgumentException(
-                source + ": " + key + " must be " + expected + ", found "
+                source
+                        + ": "
+                        + key
+                        + " must be "
+                        + expected
+                        + ", found "
                         + (raw.containsKey(key) ? Json.typeName(v) + " " + v : "nothing"));
     }
 

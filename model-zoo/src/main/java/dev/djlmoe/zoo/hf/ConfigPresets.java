@@ -41,18 +41,25 @@ final class ConfigPresets {
         String key = name.toLowerCase(Locale.ROOT);
         if (!NAMES.contains(key)) {
             throw new IllegalArgumentException(
-                    "unknown preset \"" + name + "\": expected "
-                            + String.join(", ", NAMES.subList(0, NAMES.size() - 1)) + " or "
+                    "unknown preset \""
+                            + name
+                            + "\": expected "
+                            + String.join(", ", NAMES.subList(0, NAMES.size() - 1))
+                            + " or "
                             + NAMES.get(NAMES.size() - 1));
         }
         String resource = "presets/" + key + ".json";
         try (InputStream in = ConfigPresets.class.getResourceAsStream(resource)) {
             if (in == null) {
-                throw new IllegalStateException("preset " + key + ": resource " + resource
-                        + " is missing from the model-zoo jar");
+                throw new IllegalStateException(
+                        "preset "
+                                + key
+                                + ": resource "
+                                + resource
+                                + " is missing from the model-zoo jar");
             }
-            return Json.parseObject(new String(in.readAllBytes(), StandardCharsets.UTF_8),
-                    "preset " + key);
+            return Json.parseObject(
+                    new String(in.readAllBytes(), StandardCharsets.UTF_8), "preset " + key);
         } catch (JsonException e) {
             throw new IllegalStateException(e.getMessage(), e);
         } catch (IOException e) {

@@ -13,8 +13,8 @@ import java.util.Set;
 /**
  * The settings of an {@link HfMoeConfig} as read from {@code config.json}: the keys every family
  * shares are read here, the rest by the family's reader ({@link DeepseekConfigReader}, {@link
- * Qwen3MoeConfigReader}); then the settings are checked against each other. Filled once, while
- * the configuration is built, and never changed after.
+ * Qwen3MoeConfigReader}); then the settings are checked against each other. Filled once, while the
+ * configuration is built, and never changed after.
  */
 final class ConfigValues {
     HfMoeConfig.Family family;
@@ -69,8 +69,11 @@ final class ConfigValues {
             }
         }
         if (v.family == null) {
-            throw keys.fail("model_type \"" + type
-                    + "\" is not supported: expected deepseek_v3, deepseek_v2 or qwen3_moe");
+            throw keys.fail(
+                    "model_type \""
+                            + type
+                            + "\" is not supported: expected deepseek_v3, deepseek_v2 or"
+                            + " qwen3_moe");
         }
         v.vocabSize = keys.posLong("vocab_size");
         v.hiddenSize = keys.posLong("hidden_size");
@@ -78,8 +81,8 @@ final class ConfigValues {
         v.moeIntermediateSize = keys.posLong("moe_intermediate_size");
         v.numLayers = keys.posInt("num_hidden_layers");
         v.numHeads = keys.posInt("num_attention_heads");
-        v.numKvHeads = keys.has("num_key_value_heads")
-                ? keys.posInt("num_key_value_heads") : v.numHeads;
+        v.numKvHeads =
+                keys.has("num_key_value_heads") ? keys.posInt("num_key_value_heads") : v.numHeads;
         String act = keys.str("hidden_act", "silu");
         if (!"silu".equals(act) && !"swish".equals(act)) {
             throw keys.fail("hidden_act \"" + act + "\" is not supported: expected \"silu\"");
@@ -98,12 +101,19 @@ final class ConfigValues {
         }
         v.topK = keys.posInt("num_experts_per_tok");
         if (v.topK > v.numExperts) {
-            throw keys.fail("num_experts_per_tok = " + v.topK + " exceeds the " + v.numExperts
-                    + " routed experts");
+            throw keys.fail(
+                    "num_experts_per_tok = "
+                            + v.topK
+                            + " exceeds the "
+                            + v.numExperts
+                            + " routed experts");
         }
         if (v.numHeads % v.numKvHeads != 0) {
-            throw keys.fail("num_attention_heads = " + v.numHeads
-                    + " is not a multiple of num_key_value_heads = " + v.numKvHeads);
+            throw keys.fail(
+                    "num_attention_heads = "
+                            + v.numHeads
+                            + " is not a multiple of num_key_value_heads = "
+                            + v.numKvHeads);
         }
         if (v.qkRopeHeadDim % 2 != 0) {
             throw keys.fail("the rotary dimension " + v.qkRopeHeadDim + " must be even");
@@ -127,12 +137,16 @@ final class ConfigValues {
             boolean finite = t instanceof Number && Double.isFinite(((Number) t).doubleValue());
             if (t != null && !finite) {
                 // Never fall back to a default silently: the file says something else.
-                throw keys.fail("rope_parameters.rope_theta must be a finite number, found "
-                        + Json.typeName(t) + " " + t);
+                throw keys.fail(
+                        "rope_parameters.rope_theta must be a finite number, found "
+                                + Json.typeName(t)
+                                + " "
+                                + t);
             }
-            theta = t instanceof Number
-                    ? ((Number) t).doubleValue()
-                    : keys.num("rope_theta", 10000);
+            theta =
+                    t instanceof Number
+                            ? ((Number) t).doubleValue()
+                            : keys.num("rope_theta", 10000);
         } else {
             theta = keys.num("rope_theta", 10000);
             if (keys.has("rope_scaling") && keys.get("rope_scaling") instanceof Map) {
@@ -141,15 +155,16 @@ final class ConfigValues {
         }
         String type = "default";
         if (params != null) {
-            Object t = params.containsKey("rope_type")
-                    ? params.get("rope_type")
-                    : params.get("type");
+            Object t =
+                    params.containsKey("rope_type") ? params.get("rope_type") : params.get("type");
             if (t instanceof String) {
                 type = (String) t;
             }
         }
-        long maxPos = keys.has("max_position_embeddings")
-                ? keys.posLong("max_position_embeddings") : 4096;
+        long maxPos =
+                keys.has("max_position_embeddings")
+                        ? keys.posLong("max_position_embeddings")
+                        : 4096;
         RotaryEmbedding.Settings s =
                 new RotaryEmbedding.Settings(
                         (int) dim,

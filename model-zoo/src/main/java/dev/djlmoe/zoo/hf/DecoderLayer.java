@@ -26,9 +26,8 @@ import dev.djlmoe.zoo.nn.RmsNorm;
  *
  * <p>Input and output {@code [B, S, H]}. Children (Hugging Face names): {@code self_attn}, {@code
  * mlp}, {@code input_layernorm}, {@code post_attention_layernorm}. In a training step with an EP
- * tape, the layer cuts the graph at its input and before the MLP so each backward walk stays
- * inside one layer. For decoding, {@link #forwardCached} runs new tokens against a {@link
- * KvCache}.
+ * tape, the layer cuts the graph at its input and before the MLP so each backward walk stays inside
+ * one layer. For decoding, {@link #forwardCached} runs new tokens against a {@link KvCache}.
  */
 public final class DecoderLayer extends AbstractBlock {
 
@@ -63,8 +62,7 @@ public final class DecoderLayer extends AbstractBlock {
         this.mlp = addChildBlock("mlp", mlp);
         inputNorm = addChildBlock("input_layernorm", RmsNorm.builder().optEps(rmsEps).build());
         postAttnNorm =
-                addChildBlock(
-                        "post_attention_layernorm", RmsNorm.builder().optEps(rmsEps).build());
+                addChildBlock("post_attention_layernorm", RmsNorm.builder().optEps(rmsEps).build());
     }
 
     /**
@@ -111,22 +109,29 @@ public final class DecoderLayer extends AbstractBlock {
         if (tape != null) {
             x = tape.cut(x);
         }
-        NDArray a = selfAttn.forward(ps, new NDList(inputNorm.forward(ps, new NDList(x), training)
-                .head()), training).head();
+        NDArray a =
+                selfAttn.forward(
+                                ps,
+                                new NDList(inputNorm.forward(ps, new NDList(x), training).head()),
+                                training)
+                        .head();
         NDArray h = x.add(a);
         if (tape != null) {
             h = tape.cut(h);
         }
         NDArray m =
-                mlp.forward(ps, new NDList(postAttnNorm.forward(ps, new NDList(h), training).head()),
+                mlp.forward(
+                                ps,
+                                new NDList(
+                                        postAttnNorm.forward(ps, new NDList(h), training).head()),
                                 training)
                         .head();
         return new NDList(h.add(m));
     }
 
     /**
-     * The incremental forward of this layer (inference, with a KV cache): attention through
-     * {@link CachedAttention#forwardCached}; the MLP's ordinary forward, or {@link
+     * The incremental forward of this layer (inference, with a KV cache): attention through {@link
+     * CachedAttention#forwardCached}; the MLP's ordinary forward, or {@link
      * MoeLayer#forwardLowLatency} for an MoE MLP when {@code lowLatency} is given.
      *
      * @param ps the parameter store

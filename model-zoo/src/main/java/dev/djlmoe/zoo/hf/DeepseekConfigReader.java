@@ -5,11 +5,11 @@ package dev.djlmoe.zoo.hf;
 
 /**
  * Reads the keys of the DeepSeek families ({@code deepseek_v3}, {@code deepseek_v2}) as
- * transformers does: Multi-head Latent Attention sizes, {@code first_k_dense_replace} dense
- * layers, shared experts, group-limited routing; for V3 the sigmoid router with {@code
- * norm_topk_prob} (default true) and {@code rope_interleave} (default true); for V2 the {@code
- * topk_method} ({@code greedy} or {@code group_limited_greedy}), interleaved RoPE and weights never
- * renormalised (transformers ignores {@code norm_topk_prob} there).
+ * transformers does: Multi-head Latent Attention sizes, {@code first_k_dense_replace} dense layers,
+ * shared experts, group-limited routing; for V3 the sigmoid router with {@code norm_topk_prob}
+ * (default true) and {@code rope_interleave} (default true); for V2 the {@code topk_method} ({@code
+ * greedy} or {@code group_limited_greedy}), interleaved RoPE and weights never renormalised
+ * (transformers ignores {@code norm_topk_prob} there).
  */
 final class DeepseekConfigReader {
 
@@ -44,8 +44,11 @@ final class DeepseekConfigReader {
         }
         v.topkMethod = keys.str("topk_method", "greedy");
         if (!"greedy".equals(v.topkMethod) && !"group_limited_greedy".equals(v.topkMethod)) {
-            throw keys.fail("topk_method \"" + v.topkMethod + "\" is not supported for"
-                    + " deepseek_v2: expected greedy or group_limited_greedy");
+            throw keys.fail(
+                    "topk_method \""
+                            + v.topkMethod
+                            + "\" is not supported for"
+                            + " deepseek_v2: expected greedy or group_limited_greedy");
         }
         v.normTopkProb = false;
     }

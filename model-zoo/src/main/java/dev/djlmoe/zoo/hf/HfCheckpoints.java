@@ -42,21 +42,20 @@ import java.util.regex.Pattern;
  * HfMoeForCausalLm}, with expert parallelism.
  *
  * <p>Loading maps every Hugging Face tensor to its parameter ({@link HfMoeForCausalLm#hfTensors()})
- * and reads it straight from the memory-mapped files into the parameter's array, widening F16,
- * BF16 and FP8 (with {@code weight_scale_inv} block dequantisation) to float32. Under EP a rank
- * reads only its own experts ({@code E / W} from {@code rank * E / W}). Routed experts may be
- * stored per expert ({@code mlp.experts.{e}.gate_proj.weight}, what transformers writes) or fused
- * ({@code mlp.experts.gate_up_proj [E, 2I, H]}, {@code mlp.experts.down_proj [E, H, I]}).
- * Missing tensors, shape mismatches and (in strict mode) tensors the model does not use fail with
- * the names, the file, the expected and the found shape. Ignored without complaint:
- * multi-token-prediction layers ({@code model.layers.{i}} for {@code i >= num_hidden_layers}),
- * {@code lm_head.weight} of a tied model, {@code rotary_emb.inv_freq} buffers, and other ranks'
- * experts.
+ * and reads it straight from the memory-mapped files into the parameter's array, widening F16, BF16
+ * and FP8 (with {@code weight_scale_inv} block dequantisation) to float32. Under EP a rank reads
+ * only its own experts ({@code E / W} from {@code rank * E / W}). Routed experts may be stored per
+ * expert ({@code mlp.experts.{e}.gate_proj.weight}, what transformers writes) or fused ({@code
+ * mlp.experts.gate_up_proj [E, 2I, H]}, {@code mlp.experts.down_proj [E, H, I]}). Missing tensors,
+ * shape mismatches and (in strict mode) tensors the model does not use fail with the names, the
+ * file, the expected and the found shape. Ignored without complaint: multi-token-prediction layers
+ * ({@code model.layers.{i}} for {@code i >= num_hidden_layers}), {@code lm_head.weight} of a tied
+ * model, {@code rotary_emb.inv_freq} buffers, and other ranks' experts.
  *
  * <p>Saving writes what transformers reads back: {@code config.json} and the tensors under their
  * Hugging Face names, every file through a temporary name and a rename. With one rank: {@code
- * model.safetensors}. With W ranks: rank r writes {@code model-0000{r+1}-of-0000W.safetensors}
- * with its experts (rank 0 adds every replicated tensor), then rank 0 writes {@code
+ * model.safetensors}. With W ranks: rank r writes {@code model-0000{r+1}-of-0000W.safetensors} with
+ * its experts (rank 0 adds every replicated tensor), then rank 0 writes {@code
  * model.safetensors.index.json} and {@code config.json} after a barrier.
  */
 public final class HfCheckpoints {
@@ -152,8 +151,13 @@ public final class HfCheckpoints {
         }
         if (!missing.isEmpty()) {
             throw new SafetensorsException(
-                    ckpt.dir() + ": missing " + missing.size() + " tensor(s) that the "
-                            + cfg.family().modelType() + " model needs: " + head(missing));
+                    ckpt.dir()
+                            + ": missing "
+                            + missing.size()
+                            + " tensor(s) that the "
+                            + cfg.family().modelType()
+                            + " model needs: "
+                            + head(missing));
         }
         List<String> extra = new ArrayList<>();
         for (String name : new TreeSet<>(ckpt.names())) {
@@ -164,18 +168,26 @@ public final class HfCheckpoints {
         }
         if (!extra.isEmpty() && !strict) {
             LOGGER.warn(
-                    "{}: {} tensor(s) not used by the model: {}", ckpt.dir(), extra.size(),
+                    "{}: {} tensor(s) not used by the model: {}",
+                    ckpt.dir(),
+                    extra.size(),
                     head(extra));
         } else if (!extra.isEmpty()) {
             throw new SafetensorsException(
-                    ckpt.dir() + ": " + extra.size() + " unexpected tensor(s) that the "
-                            + cfg.family().modelType() + " model does not use: " + head(extra));
+                    ckpt.dir()
+                            + ": "
+                            + extra.size()
+                            + " unexpected tensor(s) that the "
+                            + cfg.family().modelType()
+                            + " model does not use: "
+                            + head(extra));
         }
     }
 
     private static boolean ignorable(HfMoeConfig cfg, String name, Set<String> used) {
         if (name.endsWith(SafetensorsCheckpoint.SCALE_SUFFIX)) {
-            String base = name.substring(0, name.length() - SafetensorsCheckpoint.SCALE_SUFFIX.length());
+            String base =
+                    name.substring(0, name.length() - SafetensorsCheckpoint.SCALE_SUFFIX.length());
             return used.contains(base) || ignorable(cfg, base, used);
         }
         if (name.endsWith("rotary_emb.inv_freq")) {
@@ -333,12 +345,23 @@ public final class HfCheckpoints {
             long[] found = ckpt.info(fused).shape();
             long e = found.length == 3 ? found[0] : -1;
             long rows = t.name().endsWith("down_proj.weight") ? t.shape()[0] : 2 * t.shape()[0];
-            if (found.length != 3 || found[1] != rows || found[2] != t.shape()[1]
+            if (found.length != 3
+                    || found[1] != rows
+                    || found[2] != t.shape()[1]
                     || e <= globalExpert(t)) {
                 throw new SafetensorsException(
-                        "tensor '" + fused + "' in " + ckpt.info(fused).file() + " has shape "
-                                + Arrays.toString(found) + ", expected [E, " + rows + ", "
-                                + t.shape()[1] + "] holding expert " + globalExpert(t));
+                        "tensor '"
+                                + fused
+                                + "' in "
+                                + ckpt.info(fused).file()
+                                + " has shape "
+                                + Arrays.toString(found)
+                                + ", expected [E, "
+                                + rows
+                                + ", "
+                                + t.shape()[1]
+                                + "] holding expert "
+                                + globalExpert(t));
             }
         }
 
@@ -397,7 +420,8 @@ public final class HfCheckpoints {
                         t.shape(),
                         () -> {
                             try (NDArray s = arr.get(slot)) {
-                                return s.toByteBuffer().order(ByteOrder.nativeOrder())
+                                return s.toByteBuffer()
+                                        .order(ByteOrder.nativeOrder())
                                         .asFloatBuffer();
                             }
                         });
@@ -416,8 +440,10 @@ public final class HfCheckpoints {
             long totalBytes = 0;
             int local = cfg.numExperts() / world;
             for (HfTensor t : tensors) {
-                long[] shape = t.expertSlot() >= 0 ? t.shape() : t.parameter().getArray()
-                        .getShape().getShape();
+                long[] shape =
+                        t.expertSlot() >= 0
+                                ? t.shape()
+                                : t.parameter().getArray().getShape().getShape();
                 long n = 1;
                 for (long d : shape) {
                     n *= d;
@@ -430,8 +456,11 @@ public final class HfCheckpoints {
                 // This tensor names one of rank 0's experts: list the same tensor of every rank.
                 int g = globalExpert(t);
                 for (int r = 0; r < world; r++) {
-                    String name = t.name().replace(
-                            ".mlp.experts." + g + ".", ".mlp.experts." + (g + r * local) + ".");
+                    String name =
+                            t.name()
+                                    .replace(
+                                            ".mlp.experts." + g + ".",
+                                            ".mlp.experts." + (g + r * local) + ".");
                     weightMap.put(name, shardName(r, world));
                     totalBytes += n * dtype.size();
                 }

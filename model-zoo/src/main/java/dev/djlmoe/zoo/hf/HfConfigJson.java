@@ -14,8 +14,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The {@code config.json} file of an {@link HfMoeConfig}: read with a size bound, written back
- * with the keys it was read with.
+ * The {@code config.json} file of an {@link HfMoeConfig}: read with a size bound, written back with
+ * the keys it was read with.
  */
 final class HfConfigJson {
 
@@ -26,8 +26,8 @@ final class HfConfigJson {
      *
      * @param path the directory or the file
      * @return the configuration; messages name the file
-     * @throws IOException if the file is missing, larger than {@link
-     *     HfMoeConfig#MAX_CONFIG_BYTES} or not valid JSON
+     * @throws IOException if the file is missing, larger than {@link HfMoeConfig#MAX_CONFIG_BYTES}
+     *     or not valid JSON
      * @throws IllegalArgumentException naming the key if a setting is missing or unsupported
      */
     static HfMoeConfig load(Path path) throws IOException {
@@ -37,8 +37,13 @@ final class HfConfigJson {
         }
         long size = Files.size(file);
         if (size > HfMoeConfig.MAX_CONFIG_BYTES) {
-            throw new IOException(file + ": " + size + " bytes, larger than the "
-                    + HfMoeConfig.MAX_CONFIG_BYTES + " accepted for config.json");
+            throw new IOException(
+                    file
+                            + ": "
+                            + size
+                            + " bytes, larger than the "
+                            + HfMoeConfig.MAX_CONFIG_BYTES
+                            + " accepted for config.json");
         }
         return parse(Files.readString(file, StandardCharsets.UTF_8), file.toString());
     }

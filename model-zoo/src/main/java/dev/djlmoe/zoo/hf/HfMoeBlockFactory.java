@@ -29,9 +29,9 @@ import java.util.Map;
  * </pre>
  *
  * <p>Arguments: {@code strict} ({@code "true"}: a tensor the model does not use is an error;
- * default {@code "false"}: it is logged). The parameters belong to the model's manager; the
- * model runs with every expert local (for expert parallelism load through {@link
- * HfCheckpoints#load} with an EP context).
+ * default {@code "false"}: it is logged). The parameters belong to the model's manager; the model
+ * runs with every expert local (for expert parallelism load through {@link HfCheckpoints#load} with
+ * an EP context).
  */
 public class HfMoeBlockFactory implements BlockFactory {
 
@@ -44,7 +44,8 @@ public class HfMoeBlockFactory implements BlockFactory {
     public Block newBlock(Model model, Path modelPath, Map<String, ?> arguments)
             throws IOException {
         Path dir = Files.isRegularFile(modelPath) ? modelPath.getParent() : modelPath;
-        boolean strict = arguments != null && "true".equals(String.valueOf(arguments.get("strict")));
+        boolean strict =
+                arguments != null && "true".equals(String.valueOf(arguments.get("strict")));
         HfMoeForCausalLm block =
                 HfMoeForCausalLm.builder().setConfig(HfMoeConfig.load(dir)).build();
         HfCheckpoints.loadWeights(block, dir, model.getNDManager(), strict);

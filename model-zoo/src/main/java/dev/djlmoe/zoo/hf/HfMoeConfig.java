@@ -104,7 +104,8 @@ public final class HfMoeConfig {
             routerBuilder().buildConfig();
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(
-                    source + ": router settings (n_routed_experts or num_experts, "
+                    source
+                            + ": router settings (n_routed_experts or num_experts, "
                             + "num_experts_per_tok, n_group, topk_group, routed_scaling_factor): "
                             + e.getMessage(),
                     e);
@@ -154,11 +155,11 @@ public final class HfMoeConfig {
      * Returns a named preset (a {@code config.json} kept as a resource of this module).
      *
      * <ul>
-     *   <li>{@code deepseek-v3-671b}: DeepSeek-V3 (61 layers, 3 dense, 256 routed experts of
-     *       which 8 active in 4 of 8 groups, 1 shared, q-LoRA 1536, kv-LoRA 512, YaRN x40).
-     *   <li>{@code deepseek-v3-16b}: the TorchTitan 16B shape: dim 2048, 27 layers with 1 dense,
-     *       64 routed experts, 6 active, 2 shared, MoE width 1408, dense width 10944, 16 heads,
-     *       MLA kv-LoRA 512 without q-LoRA, RoPE 64 + nope 128, v 128, vocab 102400.
+     *   <li>{@code deepseek-v3-671b}: DeepSeek-V3 (61 layers, 3 dense, 256 routed experts of which
+     *       8 active in 4 of 8 groups, 1 shared, q-LoRA 1536, kv-LoRA 512, YaRN x40).
+     *   <li>{@code deepseek-v3-16b}: the TorchTitan 16B shape: dim 2048, 27 layers with 1 dense, 64
+     *       routed experts, 6 active, 2 shared, MoE width 1408, dense width 10944, 16 heads, MLA
+     *       kv-LoRA 512 without q-LoRA, RoPE 64 + nope 128, v 128, vocab 102400.
      *   <li>{@code tiny}: a 4-layer DeepSeek-V3 for tests and the embedded default.
      *   <li>{@code tiny-deepseek-v2}, {@code tiny-qwen3-moe}: tiny models of the other families.
      * </ul>
@@ -206,8 +207,7 @@ public final class HfMoeConfig {
      */
     public HfMoeConfig withNumLayers(int numLayers) {
         if (numLayers < 1) {
-            throw new IllegalArgumentException(
-                    "num_hidden_layers " + numLayers + " must be >= 1");
+            throw new IllegalArgumentException("num_hidden_layers " + numLayers + " must be >= 1");
         }
         Map<String, Object> changes = new LinkedHashMap<>();
         changes.put("num_hidden_layers", (long) numLayers);
@@ -222,13 +222,18 @@ public final class HfMoeConfig {
         }
         HfMoeConfig cut = with(changes);
         if (cut.numMoeLayers() == 0) {
-            String why = v.family.isMla()
-                    ? "the first first_k_dense_replace = " + v.firstKDenseReplace
-                            + " layers are dense; use more than " + v.firstKDenseReplace
-                            + " layers"
-                    : "layers " + new TreeSet<>(v.mlpOnlyLayers) + " are dense"
-                            + " (mlp_only_layers) and decoder_sparse_step is "
-                            + v.decoderSparseStep;
+            String why =
+                    v.family.isMla()
+                            ? "the first first_k_dense_replace = "
+                                    + v.firstKDenseReplace
+                                    + " layers are dense; use more than "
+                                    + v.firstKDenseReplace
+                                    + " layers"
+                            : "layers "
+                                    + new TreeSet<>(v.mlpOnlyLayers)
+                                    + " are dense"
+                                    + " (mlp_only_layers) and decoder_sparse_step is "
+                                    + v.decoderSparseStep;
             throw new IllegalArgumentException(
                     "num_hidden_layers " + numLayers + " leaves no MoE layer: " + why);
         }
@@ -264,7 +269,8 @@ public final class HfMoeConfig {
         if (v.family.isMla()) {
             return i >= v.firstKDenseReplace;
         }
-        return !v.mlpOnlyLayers.contains(i) && v.numExperts > 0
+        return !v.mlpOnlyLayers.contains(i)
+                && v.numExperts > 0
                 && (i + 1) % v.decoderSparseStep == 0;
     }
 
@@ -357,8 +363,7 @@ public final class HfMoeConfig {
     }
 
     /**
-     * Counts every parameter that is not a routed expert; see {@link
-     * MemoryPlan#denseParameters}.
+     * Counts every parameter that is not a routed expert; see {@link MemoryPlan#denseParameters}.
      *
      * @return the count
      */
@@ -386,150 +391,215 @@ public final class HfMoeConfig {
         return v.family;
     }
 
-    /** @return {@code vocab_size} */
+    /**
+     * @return {@code vocab_size}
+     */
     public long vocabSize() {
         return v.vocabSize;
     }
 
-    /** @return {@code hidden_size} */
+    /**
+     * @return {@code hidden_size}
+     */
     public long hiddenSize() {
         return v.hiddenSize;
     }
 
-    /** @return {@code intermediate_size}, the dense MLP width */
+    /**
+     * @return {@code intermediate_size}, the dense MLP width
+     */
     public long intermediateSize() {
         return v.intermediateSize;
     }
 
-    /** @return {@code moe_intermediate_size}, the width of one expert */
+    /**
+     * @return {@code moe_intermediate_size}, the width of one expert
+     */
     public long moeIntermediateSize() {
         return v.moeIntermediateSize;
     }
 
-    /** @return {@code num_hidden_layers} */
+    /**
+     * @return {@code num_hidden_layers}
+     */
     public int numLayers() {
         return v.numLayers;
     }
 
-    /** @return {@code num_attention_heads} */
+    /**
+     * @return {@code num_attention_heads}
+     */
     public int numHeads() {
         return v.numHeads;
     }
 
-    /** @return {@code num_key_value_heads} */
+    /**
+     * @return {@code num_key_value_heads}
+     */
     public int numKvHeads() {
         return v.numKvHeads;
     }
 
-    /** @return the head size of grouped-query attention (the rotary size for MLA) */
+    /**
+     * @return the head size of grouped-query attention (the rotary size for MLA)
+     */
     public long headDim() {
         return v.headDim;
     }
 
-    /** @return {@code q_lora_rank}, 0 for none */
+    /**
+     * @return {@code q_lora_rank}, 0 for none
+     */
     public long qLoraRank() {
         return v.qLoraRank;
     }
 
-    /** @return {@code kv_lora_rank} */
+    /**
+     * @return {@code kv_lora_rank}
+     */
     public long kvLoraRank() {
         return v.kvLoraRank;
     }
 
-    /** @return {@code qk_nope_head_dim} */
+    /**
+     * @return {@code qk_nope_head_dim}
+     */
     public long qkNopeHeadDim() {
         return v.qkNopeHeadDim;
     }
 
-    /** @return {@code qk_rope_head_dim} */
+    /**
+     * @return {@code qk_rope_head_dim}
+     */
     public long qkRopeHeadDim() {
         return v.qkRopeHeadDim;
     }
 
-    /** @return {@code v_head_dim} */
+    /**
+     * @return {@code v_head_dim}
+     */
     public long vHeadDim() {
         return v.vHeadDim;
     }
 
-    /** @return the number of routed experts */
+    /**
+     * @return the number of routed experts
+     */
     public int numExperts() {
         return v.numExperts;
     }
 
-    /** @return {@code n_shared_experts} (0 for none) */
+    /**
+     * @return {@code n_shared_experts} (0 for none)
+     */
     public int numSharedExperts() {
         return v.numSharedExperts;
     }
 
-    /** @return {@code num_experts_per_tok} */
+    /**
+     * @return {@code num_experts_per_tok}
+     */
     public int topK() {
         return v.topK;
     }
 
-    /** @return {@code n_group} */
+    /**
+     * @return {@code n_group}
+     */
     public int numGroups() {
         return v.numGroups;
     }
 
-    /** @return {@code topk_group} */
+    /**
+     * @return {@code topk_group}
+     */
     public int topkGroup() {
         return v.topkGroup;
     }
 
-    /** @return {@code norm_topk_prob} as the family's router applies it */
+    /**
+     * @return {@code norm_topk_prob} as the family's router applies it
+     */
     public boolean normTopkProb() {
         return v.normTopkProb;
     }
 
-    /** @return {@code routed_scaling_factor} */
+    /**
+     * @return {@code routed_scaling_factor}
+     */
     public float routedScalingFactor() {
         return v.routedScalingFactor;
     }
 
-    /** @return {@code first_k_dense_replace} */
+    /**
+     * @return {@code first_k_dense_replace}
+     */
     public int firstKDenseReplace() {
         return v.firstKDenseReplace;
     }
 
-    /** @return {@code rms_norm_eps} */
+    /**
+     * @return {@code rms_norm_eps}
+     */
     public float rmsNormEps() {
         return v.rmsNormEps;
     }
 
-    /** @return {@code tie_word_embeddings} */
+    /**
+     * @return {@code tie_word_embeddings}
+     */
     public boolean tieWordEmbeddings() {
         return v.tieWordEmbeddings;
     }
 
-    /** @return {@code attention_bias} */
+    /**
+     * @return {@code attention_bias}
+     */
     public boolean attentionBias() {
         return v.attentionBias;
     }
 
-    /** @return the sliding window of attention, 0 for none */
+    /**
+     * @return the sliding window of attention, 0 for none
+     */
     public int slidingWindow() {
         return v.slidingWindow;
     }
 
-    /** @return the rotary embedding settings */
+    /**
+     * @return the rotary embedding settings
+     */
     public RotaryEmbedding.Settings rope() {
         return v.rope;
     }
 
-    /** @return the FP8 block size of {@code weight_scale_inv} dequantisation */
+    /**
+     * @return the FP8 block size of {@code weight_scale_inv} dequantisation
+     */
     public int[] fp8BlockSize() {
         return v.fp8BlockSize.clone();
     }
 
-    /** @return {@code initializer_range} */
+    /**
+     * @return {@code initializer_range}
+     */
     public float initializerRange() {
         return v.initializerRange;
     }
 
     @Override
     public String toString() {
-        return v.family.modelType() + "{layers=" + v.numLayers + ", hidden=" + v.hiddenSize
-                + ", experts=" + v.numExperts + ", topK=" + v.topK + ", params=" + numParameters()
+        return v.family.modelType()
+                + "{layers="
+                + v.numLayers
+                + ", hidden="
+                + v.hiddenSize
+                + ", experts="
+                + v.numExperts
+                + ", topK="
+                + v.topK
+                + ", params="
+                + numParameters()
                 + "}";
     }
 }

@@ -33,8 +33,8 @@ import java.util.Collections;
 import java.util.List;
 
 /**
- * A Hugging Face Mixture-of-Experts causal language model (DeepSeek-V3, DeepSeek-V2, Qwen3-MoE)
- * as a DJL block, built from an {@link HfMoeConfig} by {@link #builder()}.
+ * A Hugging Face Mixture-of-Experts causal language model (DeepSeek-V3, DeepSeek-V2, Qwen3-MoE) as
+ * a DJL block, built from an {@link HfMoeConfig} by {@link #builder()}.
  *
  * <pre>
  *   h = embed_tokens(ids)                                    [B, S, H]
@@ -46,8 +46,8 @@ import java.util.List;
  * GroupedQueryAttention} with q/k norm for Qwen3-MoE; the MLP of a layer is a dense {@link
  * SwiGluMlp} or a {@link MoeLayer} ({@link HfMoeConfig#isMoeLayer}). With an {@link EpContext}
  * every MoE layer holds only this rank's {@code E / W} experts and exchanges tokens through the EP
- * buffer. Decoder layers are {@link DecoderLayer}s, which cut the EP tape at their input and
- * before the MLP.
+ * buffer. Decoder layers are {@link DecoderLayer}s, which cut the EP tape at their input and before
+ * the MLP.
  *
  * <p>Input {@code ids [B, S]} int64; output {@code logits [B, S, V]} float32. Parameter names in
  * Hugging Face form: {@link #hfTensors()}. For decoding, {@link #forwardCached} runs new tokens
@@ -62,8 +62,8 @@ public final class HfMoeForCausalLm extends AbstractBlock {
      *
      * @param name the Hugging Face name ({@code model.layers.3.mlp.experts.17.up_proj.weight})
      * @param parameter the parameter holding it
-     * @param expertSlot for a routed expert: its slice of the stacked parameter (local index);
-     *     -1 when the tensor is the whole parameter
+     * @param expertSlot for a routed expert: its slice of the stacked parameter (local index); -1
+     *     when the tensor is the whole parameter
      * @param shape the tensor's shape in the checkpoint
      */
     public record HfTensor(String name, Parameter parameter, int expertSlot, long[] shape) {}
@@ -85,7 +85,9 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                 addChildBlock(
                         "embed_tokens",
                         new TokenEmbedding(
-                                config.vocabSize(), config.hiddenSize(), config.initializerRange()));
+                                config.vocabSize(),
+                                config.hiddenSize(),
+                                config.initializerRange()));
         for (int i = 0; i < config.numLayers(); i++) {
             Block mlp;
             if (config.isMoeLayer(i)) {
@@ -117,7 +119,10 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                         ? null
                         : addChildBlock(
                                 "lm_head",
-                                Linear.builder().setUnits(config.vocabSize()).optBias(false).build());
+                                Linear.builder()
+                                        .setUnits(config.vocabSize())
+                                        .optBias(false)
+                                        .build());
     }
 
     /**
@@ -199,8 +204,8 @@ public final class HfMoeForCausalLm extends AbstractBlock {
 
     /**
      * Lists every tensor of this rank's part of the model under its Hugging Face name: all dense
-     * parameters, and the routed experts this rank holds ({@code experts.{g}} for global ids g
-     * from {@link MoeLayer#firstLocalExpert()}).
+     * parameters, and the routed experts this rank holds ({@code experts.{g}} for global ids g from
+     * {@link MoeLayer#firstLocalExpert()}).
      *
      * @return the tensors, in checkpoint order
      */
@@ -239,7 +244,9 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                 addSwiGlu(out, p + "mlp.", (SwiGluMlp) mlp);
             }
             add(out, p + "input_layernorm.weight", normWeight(layer.getInputNorm()));
-            add(out, p + "post_attention_layernorm.weight",
+            add(
+                    out,
+                    p + "post_attention_layernorm.weight",
                     normWeight(layer.getPostAttentionNorm()));
         }
         add(out, "model.norm.weight", normWeight(norm));
@@ -286,7 +293,8 @@ public final class HfMoeForCausalLm extends AbstractBlock {
             throw new IllegalArgumentException(
                     "token ids must have shape [B, S], got " + ids.getShape());
         }
-        if (ids.getDataType() == DataType.INT32 || ids.getDataType() == DataType.INT8
+        if (ids.getDataType() == DataType.INT32
+                || ids.getDataType() == DataType.INT8
                 || ids.getDataType() == DataType.UINT8) {
             ids = ids.toType(DataType.INT64, false);
         }
@@ -320,12 +328,12 @@ public final class HfMoeForCausalLm extends AbstractBlock {
     }
 
     /**
-     * The incremental forward (inference, with a KV cache): runs S new tokens of each sequence,
-     * the one of sequence b at positions {@code start[b] .. start[b] + S - 1}, attending to the
-     * cached positions before them, and appends their keys and values to the cache. Prefill a
-     * batch of right-padded prompts with {@code start = 0} (logits at padding positions are
-     * meaningless; later calls overwrite the padding), then decode one token per sequence per call
-     * with {@code start[b]} = the tokens sequence b holds.
+     * The incremental forward (inference, with a KV cache): runs S new tokens of each sequence, the
+     * one of sequence b at positions {@code start[b] .. start[b] + S - 1}, attending to the cached
+     * positions before them, and appends their keys and values to the cache. Prefill a batch of
+     * right-padded prompts with {@code start = 0} (logits at padding positions are meaningless;
+     * later calls overwrite the padding), then decode one token per sequence per call with {@code
+     * start[b]} = the tokens sequence b holds.
      *
      * <p>The MoE layers run their normal forward (with an EP context: the normal-mode {@code
      * EpBuffer} dispatch and combine) when {@code lowLatency} is null, and {@link
@@ -343,7 +351,10 @@ public final class HfMoeForCausalLm extends AbstractBlock {
             ParameterStore ps, NDArray ids, KvCache cache, long[] start, LowLatencyMoe lowLatency) {
         if (ids.getShape().dimension() != 2 || ids.getShape().get(0) != cache.batch()) {
             throw new IllegalArgumentException(
-                    "argument 'ids' has shape " + ids.getShape() + ", expected [" + cache.batch()
+                    "argument 'ids' has shape "
+                            + ids.getShape()
+                            + ", expected ["
+                            + cache.batch()
                             + ", S] (the cache's batch)");
         }
         if (ids.getDataType() != DataType.INT64) {
@@ -449,7 +460,8 @@ public final class HfMoeForCausalLm extends AbstractBlock {
             }
             if (!(seqAuxAlpha >= 0) || Float.isInfinite(seqAuxAlpha)) {
                 throw new IllegalArgumentException(
-                        "HfMoeForCausalLm: seqAuxAlpha " + seqAuxAlpha
+                        "HfMoeForCausalLm: seqAuxAlpha "
+                                + seqAuxAlpha
                                 + " must be finite and >= 0");
             }
             if (precision == null) {
@@ -458,7 +470,8 @@ public final class HfMoeForCausalLm extends AbstractBlock {
             }
             if (context != null && config.numExperts() % context.group().worldSize() != 0) {
                 throw new IllegalArgumentException(
-                        "n_routed_experts = " + config.numExperts()
+                        "n_routed_experts = "
+                                + config.numExperts()
                                 + " is not divisible by the EP world size "
                                 + context.group().worldSize());
             }

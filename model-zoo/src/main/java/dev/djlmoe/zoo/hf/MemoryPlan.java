@@ -16,19 +16,19 @@ import java.util.Locale;
  *       shared experts, routers, head) plus {@code 1 / W} of the routed experts.
  *   <li>Gradients: one per trainable parameter (the correction biases have none).
  *   <li>Optimizer state: AdamW's two moments per trainable parameter.
- *   <li>Activations: an estimate of what autograd keeps for the backward pass of {@code T = B *
- *       S} tokens per rank, per token and layer: the inputs and outputs of the two RMSNorms
- *       ({@code 4H}); for MLA the query ({@code N (dn + dr)}, with q-LoRA also {@code 2 r_q}),
- *       the rotated query ({@code N dr}), the {@code kv_a} output ({@code r_kv + dr}), the normed
- *       latent ({@code r_kv}), the {@code kv_b} output ({@code N (dn + dv)}), the rotated key
- *       ({@code dr}), the context ({@code N dv}) and the attention probabilities ({@code N S});
- *       for grouped-query attention {@code q, k, v}, their rotations, probabilities and context;
- *       a dense MLP keeps {@code 3 I} (gate, up, their product); an MoE layer keeps the router
- *       scores ({@code E}), the {@code K} dispatched copies of the token ({@code K H}) with their
- *       expert activations ({@code 3 K I_moe}) — balanced routing sends each rank {@code K T}
- *       copies whatever W is — and the shared experts' {@code 3 n_shared I_moe}; outside the
- *       layers the embedding output and final norm ({@code 2H}) and the logits with their
- *       log-softmax ({@code 2V}).
+ *   <li>Activations: an estimate of what autograd keeps for the backward pass of {@code T = B * S}
+ *       tokens per rank, per token and layer: the inputs and outputs of the two RMSNorms ({@code
+ *       4H}); for MLA the query ({@code N (dn + dr)}, with q-LoRA also {@code 2 r_q}), the rotated
+ *       query ({@code N dr}), the {@code kv_a} output ({@code r_kv + dr}), the normed latent
+ *       ({@code r_kv}), the {@code kv_b} output ({@code N (dn + dv)}), the rotated key ({@code
+ *       dr}), the context ({@code N dv}) and the attention probabilities ({@code N S}); for
+ *       grouped-query attention {@code q, k, v}, their rotations, probabilities and context; a
+ *       dense MLP keeps {@code 3 I} (gate, up, their product); an MoE layer keeps the router scores
+ *       ({@code E}), the {@code K} dispatched copies of the token ({@code K H}) with their expert
+ *       activations ({@code 3 K I_moe}) — balanced routing sends each rank {@code K T} copies
+ *       whatever W is — and the shared experts' {@code 3 n_shared I_moe}; outside the layers the
+ *       embedding output and final norm ({@code 2H}) and the logits with their log-softmax ({@code
+ *       2V}).
  * </ul>
  *
  * @param config the model
@@ -52,8 +52,7 @@ public record MemoryPlan(HfMoeConfig config, int epSize, long batch, long seqLen
     public MemoryPlan {
         if (epSize <= 0 || config.numExperts() % epSize != 0) {
             throw new IllegalArgumentException(
-                    "EP size " + epSize + " must divide n_routed_experts = "
-                            + config.numExperts());
+                    "EP size " + epSize + " must divide n_routed_experts = " + config.numExperts());
         }
         if (batch <= 0 || seqLen <= 0) {
             throw new IllegalArgumentException(
@@ -78,13 +77,16 @@ public record MemoryPlan(HfMoeConfig config, int epSize, long batch, long seqLen
      * @return {@code moe_layers * E * 3 * H * I}
      */
     public static long routedExpertParameters(HfMoeConfig config) {
-        return (long) config.numMoeLayers() * config.numExperts() * 3L * config.hiddenSize()
+        return (long) config.numMoeLayers()
+                * config.numExperts()
+                * 3L
+                * config.hiddenSize()
                 * config.moeIntermediateSize();
     }
 
     /**
-     * Counts every parameter of a model that is not a routed expert (embeddings, attention,
-     * norms, dense MLPs, shared experts, routers and correction biases, head).
+     * Counts every parameter of a model that is not a routed expert (embeddings, attention, norms,
+     * dense MLPs, shared experts, routers and correction biases, head).
      *
      * @param config the model
      * @return the count
@@ -244,7 +246,8 @@ public record MemoryPlan(HfMoeConfig config, int epSize, long batch, long seqLen
         long perToken = 2 * config.hiddenSize() + 2 * config.vocabSize();
         for (int i = 0; i < config.numLayers(); i++) {
             perToken += attentionActivationsPerToken();
-            perToken += config.isMoeLayer(i) ? moeActivationsPerToken() : denseActivationsPerToken();
+            perToken +=
+                    config.isMoeLayer(i) ? moeActivationsPerToken() : denseActivationsPerToken();
         }
         return perToken * batch * seqLen;
     }
@@ -269,20 +272,35 @@ public record MemoryPlan(HfMoeConfig config, int epSize, long batch, long seqLen
      */
     public String report() {
         StringBuilder sb = new StringBuilder();
-        sb.append(String.format(Locale.ROOT,
-                "memory plan: %s, EP size %d, %d x %d tokens per rank (float32)%n",
-                config, epSize, batch, seqLen));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "memory plan: %s, EP size %d, %d x %d tokens per rank (float32)%n",
+                        config,
+                        epSize,
+                        batch,
+                        seqLen));
         row(sb, "parameters", parametersPerRank());
         row(sb, "gradients", gradientsPerRank());
         row(sb, "optimizer (AdamW)", optimizerStatePerRank());
         row(sb, "activations", activationsPerRank());
-        sb.append(String.format(Locale.ROOT, "  %-18s %18s %10.2f GiB%n", "total", "",
-                totalBytesPerRank() / (double) (1L << 30)));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "  %-18s %18s %10.2f GiB%n",
+                        "total",
+                        "",
+                        totalBytesPerRank() / (double) (1L << 30)));
         return sb.toString();
     }
 
     private static void row(StringBuilder sb, String what, long elements) {
-        sb.append(String.format(Locale.ROOT, "  %-18s %,18d %10.2f GiB%n", what, elements,
-                elements * BYTES / (double) (1L << 30)));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "  %-18s %,18d %10.2f GiB%n",
+                        what,
+                        elements,
+                        elements * BYTES / (double) (1L << 30)));
     }
 }

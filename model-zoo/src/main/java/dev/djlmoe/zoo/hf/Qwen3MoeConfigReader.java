@@ -25,11 +25,15 @@ final class Qwen3MoeConfigReader {
      * @param v the settings to fill (the shared keys already read)
      */
     static void read(ConfigKeys keys, ConfigValues v) {
-        v.headDim = keys.has("head_dim") && !keys.isNull("head_dim")
-                ? keys.posLong("head_dim") : v.hiddenSize / v.numHeads;
+        v.headDim =
+                keys.has("head_dim") && !keys.isNull("head_dim")
+                        ? keys.posLong("head_dim")
+                        : v.hiddenSize / v.numHeads;
         v.qkRopeHeadDim = v.headDim;
-        v.numExperts = keys.has("num_experts") ? keys.posInt("num_experts")
-                : keys.posInt("num_local_experts");
+        v.numExperts =
+                keys.has("num_experts")
+                        ? keys.posInt("num_experts")
+                        : keys.posInt("num_local_experts");
         v.decoderSparseStep = keys.posInt("decoder_sparse_step", 1);
         Set<Integer> only = new HashSet<>();
         if (keys.has("mlp_only_layers") && !keys.isNull("mlp_only_layers")) {
@@ -43,7 +47,9 @@ final class Qwen3MoeConfigReader {
         v.mlpOnlyLayers = Collections.unmodifiableSet(only);
         v.normTopkProb = keys.bool("norm_topk_prob", false);
         boolean sliding = keys.bool("use_sliding_window", false);
-        v.slidingWindow = sliding && keys.has("sliding_window") && !keys.isNull("sliding_window")
-                ? keys.posInt("sliding_window") : 0;
+        v.slidingWindow =
+                sliding && keys.has("sliding_window") && !keys.isNull("sliding_window")
+                        ? keys.posInt("sliding_window")
+                        : 0;
     }
 }

@@ -6,8 +6,8 @@ package dev.djlmoe.zoo.io;
 import java.util.Locale;
 
 /**
- * The element types of the safetensors format, with the conversions to and from float32 that
- * the reader and writer use (DJL tensors here are always float32).
+ * The element types of the safetensors format, with the conversions to and from float32 that the
+ * reader and writer use (DJL tensors here are always float32).
  */
 public enum DType {
     /** IEEE float64. */
@@ -81,8 +81,8 @@ public enum DType {
     }
 
     /**
-     * Parses the safetensors spelling of a dtype ({@code "F32"}, {@code "BF16"}, {@code
-     * "F8_E4M3"}, ...).
+     * Parses the safetensors spelling of a dtype ({@code "F32"}, {@code "BF16"}, {@code "F8_E4M3"},
+     * ...).
      *
      * @param name the name in the header
      * @return the dtype, or null if unknown

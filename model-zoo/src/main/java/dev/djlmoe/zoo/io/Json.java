@@ -24,13 +24,13 @@ import java.util.concurrent.ConcurrentHashMap;
  * config.json}.
  *
  * <p>Parsing is Jackson's streaming tokenizer under {@link StreamReadConstraints}: the nesting
- * depth is bounded by the caller and number literals by {@value #MAX_NUMBER_CHARS} characters;
- * the length of the whole text is bounded by the caller (see {@link #checkHeap}), which bounds
- * strings and keys too. Duplicate object keys are refused, and every error names the source and
- * the character offset ({@code invalid JSON at offset N: what}). Values map to {@link Map}
- * (insertion ordered), {@link List}, {@link String}, {@link Long} (an integer literal that fits),
- * {@link Double} (any other number; one beyond the range of a double is refused), {@link Boolean}
- * and {@code null}.
+ * depth is bounded by the caller and number literals by {@value #MAX_NUMBER_CHARS} characters; the
+ * length of the whole text is bounded by the caller (see {@link #checkHeap}), which bounds strings
+ * and keys too. Duplicate object keys are refused, and every error names the source and the
+ * character offset ({@code invalid JSON at offset N: what}). Values map to {@link Map} (insertion
+ * ordered), {@link List}, {@link String}, {@link Long} (an integer literal that fits), {@link
+ * Double} (any other number; one beyond the range of a double is refused), {@link Boolean} and
+ * {@code null}.
  */
 public final class Json {
 
@@ -55,9 +55,9 @@ public final class Json {
 
     /**
      * Refuses a text too large to parse in this JVM's heap: JSON has no references, so its only
-     * "bomb" is size, and a valid text near a format's size limit (100 MB for a safetensors
-     * header) can need more heap than the JVM has. Allows texts up to half the maximum heap
-     * divided by {@link #HEAP_BYTES_PER_TEXT_BYTE} (about 16 MiB per GiB of {@code -Xmx}).
+     * "bomb" is size, and a valid text near a format's size limit (100 MB for a safetensors header)
+     * can need more heap than the JVM has. Allows texts up to half the maximum heap divided by
+     * {@link #HEAP_BYTES_PER_TEXT_BYTE} (about 16 MiB per GiB of {@code -Xmx}).
      *
      * @param textBytes the length of the text, in bytes
      * @param source what the text is, for the message
@@ -68,10 +68,16 @@ public final class Json {
         long limit = maxHeap / 2 / HEAP_BYTES_PER_TEXT_BYTE;
         if (textBytes > limit) {
             throw new JsonException(
-                    source + ": " + textBytes + " bytes of JSON, more than the limit of " + limit
-                            + " bytes that this JVM's maximum heap of " + (maxHeap >> 20)
+                    source
+                            + ": "
+                            + textBytes
+                            + " bytes of JSON, more than the limit of "
+                            + limit
+                            + " bytes that this JVM's maximum heap of "
+                            + (maxHeap >> 20)
                             + " MiB (-Xmx) can parse safely (up to "
-                            + HEAP_BYTES_PER_TEXT_BYTE + " bytes of heap per byte)");
+                            + HEAP_BYTES_PER_TEXT_BYTE
+                            + " bytes of heap per byte)");
         }
     }
 
@@ -117,12 +123,11 @@ public final class Json {
      * @throws JsonException if the text is not one JSON object
      */
     @SuppressWarnings("unchecked")
-    public static Map<String, Object> parseObject(String text, String source)
-            throws JsonException {
+    public static Map<String, Object> parseObject(String text, String source) throws JsonException {
         Object v = parse(text, source, DEFAULT_MAX_DEPTH);
         if (!(v instanceof Map)) {
-            throw new JsonException(source + ": expected a JSON object at the top level, found "
-                    + typeName(v));
+            throw new JsonException(
+                    source + ": expected a JSON object at the top level, found " + typeName(v));
         }
         return (Map<String, Object>) v;
     }
@@ -238,8 +243,11 @@ public final class Json {
         double d = Double.parseDouble(s);
         if (Double.isInfinite(d)) {
             // 1e400 would become Infinity, which JSON cannot write back and no setting means.
-            throw error(source, p.currentTokenLocation(),
-                    "number " + (s.length() > 40 ? s.substring(0, 40) + "..." : s)
+            throw error(
+                    source,
+                    p.currentTokenLocation(),
+                    "number "
+                            + (s.length() > 40 ? s.substring(0, 40) + "..." : s)
                             + " is beyond the range of a double (about 1.8e308)");
         }
         return d;
@@ -270,11 +278,14 @@ public final class Json {
             return "unexpected token" + msg.substring("Unrecognized token".length());
         }
         int quote = msg.indexOf('\'');
-        if (msg.startsWith("Unrecognized character escape") && quote >= 0
+        if (msg.startsWith("Unrecognized character escape")
+                && quote >= 0
                 && quote + 1 < msg.length()) {
             return "bad escape '\\" + printable(msg.charAt(quote + 1)) + "'";
         }
-        return msg.isEmpty() ? "malformed" : Character.toLowerCase(msg.charAt(0)) + msg.substring(1);
+        return msg.isEmpty()
+                ? "malformed"
+                : Character.toLowerCase(msg.charAt(0)) + msg.substring(1);
     }
 
     private static JsonException error(String source, JsonLocation at, String what) {

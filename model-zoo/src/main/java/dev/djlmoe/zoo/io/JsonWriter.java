@@ -8,10 +8,10 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Writes the values {@link Json} parses back as JSON text: keys in map order, integral doubles
- * with a trailing {@code .0} (so they read back as doubles), negative zero kept, non-finite
- * numbers refused, {@code long[]} on one line. Two layouts: indented by 2 spaces with {@code
- * "key": value} (as transformers writes {@code config.json}), and compact (safetensors headers).
+ * Writes the values {@link Json} parses back as JSON text: keys in map order, integral doubles with
+ * a trailing {@code .0} (so they read back as doubles), negative zero kept, non-finite numbers
+ * refused, {@code long[]} on one line. Two layouts: indented by 2 spaces with {@code "key": value}
+ * (as transformers writes {@code config.json}), and compact (safetensors headers).
  */
 final class JsonWriter {
 

@@ -17,15 +17,15 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * The safetensors weights of a Hugging Face checkpoint directory: one {@code model.safetensors},
- * or shards listed in {@code model.safetensors.index.json} (its {@code weight_map}), every file
+ * The safetensors weights of a Hugging Face checkpoint directory: one {@code model.safetensors}, or
+ * shards listed in {@code model.safetensors.index.json} (its {@code weight_map}), every file
  * memory-mapped ({@link SafetensorsFile}).
  *
- * <p>Reads widen F16, BF16 and FP8 to float32. An {@code F8_E4M3} weight {@code X.weight} that
- * has a companion {@code X.weight_scale_inv} (DeepSeek-V3's block quantisation) is dequantised
- * on read: {@code w[i, j] = q[i, j] * scale_inv[i / bm, j / bn]} with blocks of {@code [bm, bn]}
- * (128 x 128 unless the checkpoint's {@code quantization_config.weight_block_size} says
- * otherwise); partial edge blocks use their block's scale.
+ * <p>Reads widen F16, BF16 and FP8 to float32. An {@code F8_E4M3} weight {@code X.weight} that has
+ * a companion {@code X.weight_scale_inv} (DeepSeek-V3's block quantisation) is dequantised on read:
+ * {@code w[i, j] = q[i, j] * scale_inv[i / bm, j / bn]} with blocks of {@code [bm, bn]} (128 x 128
+ * unless the checkpoint's {@code quantization_config.weight_block_size} says otherwise); partial
+ * edge blocks use their block's scale.
  */
 public final class SafetensorsCheckpoint implements AutoCloseable {
 
@@ -87,7 +87,10 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
                     Path p = dir.resolve(f);
                     if (!Files.isRegularFile(p)) {
                         throw new SafetensorsException(
-                                index + ": lists shard '" + f + "', which does not exist in "
+                                index
+                                        + ": lists shard '"
+                                        + f
+                                        + "', which does not exist in "
                                         + dir);
                     }
                     SafetensorsFile sf = SafetensorsFile.open(p, windowSize);
@@ -98,7 +101,11 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
                     SafetensorsFile sf = byName.get(e.getValue());
                     if (!sf.tensors().containsKey(e.getKey())) {
                         throw new SafetensorsException(
-                                index + ": puts tensor '" + e.getKey() + "' in " + e.getValue()
+                                index
+                                        + ": puts tensor '"
+                                        + e.getKey()
+                                        + "' in "
+                                        + e.getValue()
                                         + ", but that shard has no such tensor");
                     }
                     owner.put(e.getKey(), sf);
@@ -108,7 +115,11 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
                         SafetensorsFile o = owner.get(name);
                         if (o != null && o != sf) {
                             throw new SafetensorsException(
-                                    "tensor '" + name + "' is in both " + o.path() + " and "
+                                    "tensor '"
+                                            + name
+                                            + "' is in both "
+                                            + o.path()
+                                            + " and "
                                             + sf.path());
                         }
                         owner.putIfAbsent(name, sf);
@@ -122,7 +133,11 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
                 }
             } else {
                 throw new SafetensorsException(
-                        dir + ": no " + SINGLE_FILE + " and no " + INDEX_FILE
+                        dir
+                                + ": no "
+                                + SINGLE_FILE
+                                + " and no "
+                                + INDEX_FILE
                                 + ": not a safetensors checkpoint directory");
             }
         } catch (IOException | RuntimeException e) {
@@ -137,8 +152,13 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
     /** Escapes control characters, so a hostile name cannot garble a message. */
     private static String printable(String s) {
         StringBuilder b = new StringBuilder();
-        s.chars().forEach(c -> b.append(c < 0x20 || c == 0x7f
-                ? String.format("\\u%04x", c) : String.valueOf((char) c)));
+        s.chars()
+                .forEach(
+                        c ->
+                                b.append(
+                                        c < 0x20 || c == 0x7f
+                                                ? String.format("\\u%04x", c)
+                                                : String.valueOf((char) c)));
         return b.toString();
     }
 
@@ -146,13 +166,19 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
         long size = Files.size(index);
         if (size > MAX_INDEX_BYTES) {
             throw new SafetensorsException(
-                    index + ": " + size + " bytes, more than the " + MAX_INDEX_BYTES
+                    index
+                            + ": "
+                            + size
+                            + " bytes, more than the "
+                            + MAX_INDEX_BYTES
                             + " accepted for a shard index");
         }
         Map<String, Object> root;
         try {
             Json.checkHeap(size, index.toString());
-            root = Json.parseObject(Files.readString(index, StandardCharsets.UTF_8), index.toString());
+            root =
+                    Json.parseObject(
+                            Files.readString(index, StandardCharsets.UTF_8), index.toString());
         } catch (JsonException e) {
             throw new SafetensorsException(e.getMessage(), e);
         }
@@ -165,12 +191,20 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
         for (Map.Entry<?, ?> e : ((Map<?, ?>) wm).entrySet()) {
             if (!(e.getValue() instanceof String)) {
                 throw new SafetensorsException(
-                        index + ": weight_map[\"" + e.getKey() + "\"] must be a file name, found "
+                        index
+                                + ": weight_map[\""
+                                + e.getKey()
+                                + "\"] must be a file name, found "
                                 + Json.typeName(e.getValue()));
             }
             String f = (String) e.getValue();
-            boolean valid = !f.isEmpty() && !f.contains("/") && !f.contains("\\")
-                    && !f.equals("..") && !f.equals(".") && f.chars().allMatch(c -> c >= 0x20);
+            boolean valid =
+                    !f.isEmpty()
+                            && !f.contains("/")
+                            && !f.contains("\\")
+                            && !f.equals("..")
+                            && !f.equals(".")
+                            && f.chars().allMatch(c -> c >= 0x20);
             if (valid) {
                 try {
                     // A lone UTF-16 surrogate (a JSON escape can make one) cannot become a path:
@@ -182,7 +216,10 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
             }
             if (!valid) {
                 throw new SafetensorsException(
-                        index + ": weight_map[\"" + printable(String.valueOf(e.getKey())) + "\"] = '"
+                        index
+                                + ": weight_map[\""
+                                + printable(String.valueOf(e.getKey()))
+                                + "\"] = '"
                                 + printable(f)
                                 + "' is not a plain file name in the checkpoint directory");
             }
@@ -192,8 +229,7 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
     }
 
     /**
-     * Sets the FP8 block size used for {@code weight_scale_inv} dequantisation (default 128 x
-     * 128).
+     * Sets the FP8 block size used for {@code weight_scale_inv} dequantisation (default 128 x 128).
      *
      * @param rows block rows
      * @param cols block columns
@@ -263,8 +299,14 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
         TensorInfo ti = info(name);
         if (!Arrays.equals(ti.shape(), expected)) {
             throw new SafetensorsException(
-                    "tensor '" + name + "' in " + ti.file() + " has shape " + ti.shapeString()
-                            + ", expected " + Arrays.toString(expected));
+                    "tensor '"
+                            + name
+                            + "' in "
+                            + ti.file()
+                            + " has shape "
+                            + ti.shapeString()
+                            + ", expected "
+                            + Arrays.toString(expected));
         }
         return ti;
     }
@@ -300,7 +342,12 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
         }
         if (ti.shape().length != 2) {
             throw new SafetensorsException(
-                    "FP8 tensor '" + name + "' in " + ti.file() + " has shape " + ti.shapeString()
+                    "FP8 tensor '"
+                            + name
+                            + "' in "
+                            + ti.file()
+                            + " has shape "
+                            + ti.shapeString()
                             + ", expected 2 dimensions for block dequantisation");
         }
         long rows = ti.shape()[0];
@@ -350,7 +397,12 @@ public final class SafetensorsCheckpoint implements AutoCloseable {
         TensorInfo ti = info(name);
         if (ti.numel() > Integer.MAX_VALUE - 8) {
             throw new SafetensorsException(
-                    "tensor '" + name + "' in " + ti.file() + " has " + ti.numel()
+                    "tensor '"
+                            + name
+                            + "' in "
+                            + ti.file()
+                            + " has "
+                            + ti.numel()
                             + " elements, too many for one Java array");
         }
         float[] out = new float[(int) ti.numel()];

@@ -32,9 +32,9 @@ import java.util.Map;
  * declared size before it is checked against the file, so a lying header fails with a message
  * instead of an out-of-memory error.
  *
- * <p>The data are read through {@link FileChannel#map} windows of at most {@code windowSize}
- * bytes (1 GiB by default), mapped lazily, so files and tensors larger than 2 GiB work. Reads copy
- * (and widen to float32) into caller buffers; the file is never written.
+ * <p>The data are read through {@link FileChannel#map} windows of at most {@code windowSize} bytes
+ * (1 GiB by default), mapped lazily, so files and tensors larger than 2 GiB work. Reads copy (and
+ * widen to float32) into caller buffers; the file is never written.
  *
  * <p>Instances are safe for concurrent reads.
  */
@@ -108,21 +108,32 @@ public final class SafetensorsFile implements AutoCloseable {
             long size = ch.size();
             if (size < 8) {
                 throw new SafetensorsException(
-                        path + ": truncated file: " + size
-                                + " bytes, a safetensors file needs at least 8 (the header length)");
+                        path
+                                + ": truncated file: "
+                                + size
+                                + " bytes, a safetensors file needs at least 8 (the header"
+                                + " length)");
             }
             ByteBuffer lenBuf = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
             readFully(ch, lenBuf, 0);
             long headerLen = lenBuf.getLong(0);
             if (headerLen < 2 || headerLen > MAX_HEADER_BYTES) {
                 throw new SafetensorsException(
-                        path + ": bad header length " + Long.toUnsignedString(headerLen)
-                                + ": expected 2.." + MAX_HEADER_BYTES + " bytes");
+                        path
+                                + ": bad header length "
+                                + Long.toUnsignedString(headerLen)
+                                + ": expected 2.."
+                                + MAX_HEADER_BYTES
+                                + " bytes");
             }
             if (8 + headerLen > size) {
                 throw new SafetensorsException(
-                        path + ": header length " + headerLen + " runs past the end of the file ("
-                                + size + " bytes): truncated file or a header length that lies");
+                        path
+                                + ": header length "
+                                + headerLen
+                                + " runs past the end of the file ("
+                                + size
+                                + " bytes): truncated file or a header length that lies");
             }
             try {
                 Json.checkHeap(headerLen, path + ": header");
@@ -133,12 +144,13 @@ public final class SafetensorsFile implements AutoCloseable {
             readFully(ch, hb, 8);
             String json;
             try {
-                json = StandardCharsets.UTF_8
-                        .newDecoder()
-                        .onMalformedInput(CodingErrorAction.REPORT)
-                        .onUnmappableCharacter(CodingErrorAction.REPORT)
-                        .decode(hb.flip())
-                        .toString();
+                json =
+                        StandardCharsets.UTF_8
+                                .newDecoder()
+                                .onMalformedInput(CodingErrorAction.REPORT)
+                                .onUnmappableCharacter(CodingErrorAction.REPORT)
+                                .decode(hb.flip())
+                                .toString();
             } catch (CharacterCodingException e) {
                 throw new SafetensorsException(path + ": header is not valid UTF-8", e);
             }
@@ -158,7 +170,12 @@ public final class SafetensorsFile implements AutoCloseable {
             Map<String, String> meta = new LinkedHashMap<>();
             Map<String, TensorInfo> infos = parseHeader(path, header, size - dataStart, meta);
             return new SafetensorsFile(
-                    path, ch, size, dataStart, windowSize, Collections.unmodifiableMap(infos),
+                    path,
+                    ch,
+                    size,
+                    dataStart,
+                    windowSize,
+                    Collections.unmodifiableMap(infos),
                     Collections.unmodifiableMap(meta));
         } catch (IOException | RuntimeException e) {
             ch.close();
@@ -176,13 +193,17 @@ public final class SafetensorsFile implements AutoCloseable {
             if ("__metadata__".equals(name)) {
                 if (!(v instanceof Map)) {
                     throw new SafetensorsException(
-                            path + ": __metadata__ must be an object of strings, found "
+                            path
+                                    + ": __metadata__ must be an object of strings, found "
                                     + Json.typeName(v));
                 }
                 for (Map.Entry<?, ?> m : ((Map<?, ?>) v).entrySet()) {
                     if (!(m.getValue() instanceof String)) {
                         throw new SafetensorsException(
-                                path + ": __metadata__." + m.getKey() + " must be a string, found "
+                                path
+                                        + ": __metadata__."
+                                        + m.getKey()
+                                        + " must be a string, found "
                                         + Json.typeName(m.getValue()));
                     }
                     meta.put((String) m.getKey(), (String) m.getValue());
@@ -202,7 +223,10 @@ public final class SafetensorsFile implements AutoCloseable {
             DType dtype = DType.fromName((String) dt);
             if (dtype == null) {
                 throw new SafetensorsException(
-                        where + ": unknown dtype \"" + dt + "\": expected one of "
+                        where
+                                + ": unknown dtype \""
+                                + dt
+                                + "\": expected one of "
                                 + java.util.Arrays.toString(DType.values()));
             }
             long[] shape = longArray(t.get("shape"), where, "shape");
@@ -210,14 +234,19 @@ public final class SafetensorsFile implements AutoCloseable {
             for (long d : shape) {
                 if (d < 0) {
                     throw new SafetensorsException(
-                            where + ": negative dimension " + d + " in shape "
+                            where
+                                    + ": negative dimension "
+                                    + d
+                                    + " in shape "
                                     + java.util.Arrays.toString(shape));
                 }
                 try {
                     numel = Math.multiplyExact(numel, d);
                 } catch (ArithmeticException ex) {
                     throw new SafetensorsException(
-                            where + ": shape " + java.util.Arrays.toString(shape)
+                            where
+                                    + ": shape "
+                                    + java.util.Arrays.toString(shape)
                                     + " has more than 2^63 elements");
                 }
             }
@@ -226,32 +255,56 @@ public final class SafetensorsFile implements AutoCloseable {
                 need = Math.multiplyExact(numel, (long) dtype.size());
             } catch (ArithmeticException ex) {
                 throw new SafetensorsException(
-                        where + ": shape " + java.util.Arrays.toString(shape) + " of " + dtype
+                        where
+                                + ": shape "
+                                + java.util.Arrays.toString(shape)
+                                + " of "
+                                + dtype
                                 + " needs more than 2^63 bytes");
             }
             long[] off = longArray(t.get("data_offsets"), where, "data_offsets");
             if (off.length != 2) {
                 throw new SafetensorsException(
-                        where + ": data_offsets must be [begin, end], found "
+                        where
+                                + ": data_offsets must be [begin, end], found "
                                 + java.util.Arrays.toString(off));
             }
             long begin = off[0];
             long end = off[1];
             if (begin < 0 || end < begin) {
                 throw new SafetensorsException(
-                        where + ": bad data_offsets [" + begin + ", " + end
+                        where
+                                + ": bad data_offsets ["
+                                + begin
+                                + ", "
+                                + end
                                 + "]: expected 0 <= begin <= end");
             }
             if (end - begin != need) {
                 throw new SafetensorsException(
-                        where + ": data_offsets [" + begin + ", " + end + "] span "
-                                + (end - begin) + " bytes, but " + dtype + " "
-                                + java.util.Arrays.toString(shape) + " needs " + need);
+                        where
+                                + ": data_offsets ["
+                                + begin
+                                + ", "
+                                + end
+                                + "] span "
+                                + (end - begin)
+                                + " bytes, but "
+                                + dtype
+                                + " "
+                                + java.util.Arrays.toString(shape)
+                                + " needs "
+                                + need);
             }
             if (end > dataLen) {
                 throw new SafetensorsException(
-                        where + ": data ends at byte " + end + " of the data section, but the file"
-                                + " has only " + dataLen + " data bytes (truncated file?)");
+                        where
+                                + ": data ends at byte "
+                                + end
+                                + " of the data section, but the file"
+                                + " has only "
+                                + dataLen
+                                + " data bytes (truncated file?)");
             }
             for (Object k : t.keySet()) {
                 if (!"dtype".equals(k) && !"shape".equals(k) && !"data_offsets".equals(k)) {
@@ -269,9 +322,20 @@ public final class SafetensorsFile implements AutoCloseable {
             }
             if (prev != null && ti.begin() < prev.end()) {
                 throw new SafetensorsException(
-                        path + ": tensors '" + prev.name() + "' [" + prev.begin() + ", "
-                                + prev.end() + ") and '" + ti.name() + "' [" + ti.begin() + ", "
-                                + ti.end() + ") overlap");
+                        path
+                                + ": tensors '"
+                                + prev.name()
+                                + "' ["
+                                + prev.begin()
+                                + ", "
+                                + prev.end()
+                                + ") and '"
+                                + ti.name()
+                                + "' ["
+                                + ti.begin()
+                                + ", "
+                                + ti.end()
+                                + ") overlap");
             }
             prev = ti;
         }
@@ -282,7 +346,10 @@ public final class SafetensorsFile implements AutoCloseable {
             throws SafetensorsException {
         if (!(v instanceof List)) {
             throw new SafetensorsException(
-                    where + ": \"" + field + "\" must be an array of integers, found "
+                    where
+                            + ": \""
+                            + field
+                            + "\" must be an array of integers, found "
                             + Json.typeName(v));
         }
         List<?> l = (List<?>) v;
@@ -398,15 +465,19 @@ public final class SafetensorsFile implements AutoCloseable {
      * @param firstElement the first element, in row-major order
      * @param count how many elements
      * @param dst the destination; its position advances by {@code count}
-     * @throws SafetensorsException if the dtype is not floating point or the range is outside
-     *     the tensor
+     * @throws SafetensorsException if the dtype is not floating point or the range is outside the
+     *     tensor
      * @throws IOException if the file cannot be read
      */
     public void readFloats(TensorInfo ti, long firstElement, long count, FloatBuffer dst)
             throws IOException {
         if (!ti.dtype().isFloating()) {
             throw new SafetensorsException(
-                    path + ": tensor '" + ti.name() + "' has dtype " + ti.dtype()
+                    path
+                            + ": tensor '"
+                            + ti.name()
+                            + "' has dtype "
+                            + ti.dtype()
                             + ", expected a floating-point dtype (F32, F16, BF16, F8_E4M3, F64)");
         }
         checkRange(ti, firstElement, count);
@@ -477,7 +548,11 @@ public final class SafetensorsFile implements AutoCloseable {
         TensorInfo ti = info(name);
         if (ti.numel() > Integer.MAX_VALUE - 8) {
             throw new SafetensorsException(
-                    path + ": tensor '" + name + "' has " + ti.numel()
+                    path
+                            + ": tensor '"
+                            + name
+                            + "' has "
+                            + ti.numel()
                             + " elements, too many for one Java array: read it in ranges");
         }
         float[] out = new float[(int) ti.numel()];
@@ -497,7 +572,11 @@ public final class SafetensorsFile implements AutoCloseable {
         TensorInfo ti = info(name);
         if (ti.dtype().isFloating()) {
             throw new SafetensorsException(
-                    path + ": tensor '" + name + "' has dtype " + ti.dtype()
+                    path
+                            + ": tensor '"
+                            + name
+                            + "' has dtype "
+                            + ti.dtype()
                             + ", expected an integer dtype");
         }
         if (ti.numel() > (1 << 27)) {
@@ -550,8 +629,16 @@ public final class SafetensorsFile implements AutoCloseable {
     private void checkRange(TensorInfo ti, long first, long count) throws SafetensorsException {
         if (first < 0 || count < 0 || first + count > ti.numel()) {
             throw new SafetensorsException(
-                    path + ": tensor '" + ti.name() + "': elements [" + first + ", "
-                            + (first + count) + ") are outside its " + ti.numel() + " elements");
+                    path
+                            + ": tensor '"
+                            + ti.name()
+                            + "': elements ["
+                            + first
+                            + ", "
+                            + (first + count)
+                            + ") are outside its "
+                            + ti.numel()
+                            + " elements");
         }
     }
 

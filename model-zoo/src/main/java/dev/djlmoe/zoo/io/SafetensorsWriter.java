@@ -83,8 +83,14 @@ public final class SafetensorsWriter {
     public SafetensorsWriter add(String name, DType dtype, long[] shape, float[] values) {
         if (numel(shape) != values.length) {
             throw new IllegalArgumentException(
-                    "tensor '" + name + "': shape " + Arrays.toString(shape) + " needs "
-                            + numel(shape) + " values, got " + values.length);
+                    "tensor '"
+                            + name
+                            + "': shape "
+                            + Arrays.toString(shape)
+                            + " needs "
+                            + numel(shape)
+                            + " values, got "
+                            + values.length);
         }
         return add(name, dtype, shape, () -> FloatBuffer.wrap(values));
     }
@@ -219,8 +225,14 @@ public final class SafetensorsWriter {
                 long n = numel(e.shape);
                 if (src.remaining() != n) {
                     throw new IOException(
-                            "tensor '" + e.name + "': source gave " + src.remaining()
-                                    + " values, shape " + Arrays.toString(e.shape) + " needs " + n);
+                            "tensor '"
+                                    + e.name
+                                    + "': source gave "
+                                    + src.remaining()
+                                    + " values, shape "
+                                    + Arrays.toString(e.shape)
+                                    + " needs "
+                                    + n);
                 }
                 while (src.hasRemaining()) {
                     if (e.dtype == DType.F32) {
@@ -254,7 +266,10 @@ public final class SafetensorsWriter {
             }
         }
         try {
-            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE,
+            Files.move(
+                    tmp,
+                    target,
+                    StandardCopyOption.ATOMIC_MOVE,
                     StandardCopyOption.REPLACE_EXISTING);
         } catch (AtomicMoveNotSupportedException e) {
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
@@ -271,8 +286,13 @@ public final class SafetensorsWriter {
      */
     private static Path newTempFile(Path dir, Path target) throws IOException {
         for (int attempt = 0; ; attempt++) {
-            Path tmp = dir.resolve("." + target.getFileName() + "."
-                    + Long.toUnsignedString(TEMP_NAMES.nextLong(), 36) + ".tmp");
+            Path tmp =
+                    dir.resolve(
+                            "."
+                                    + target.getFileName()
+                                    + "."
+                                    + Long.toUnsignedString(TEMP_NAMES.nextLong(), 36)
+                                    + ".tmp");
             try {
                 return Files.createFile(tmp);
             } catch (java.nio.file.FileAlreadyExistsException e) {
@@ -292,8 +312,8 @@ public final class SafetensorsWriter {
     }
 
     /**
-     * Writes a text file through a temporary name and a rename (for {@code config.json} and
-     * shard indexes).
+     * Writes a text file through a temporary name and a rename (for {@code config.json} and shard
+     * indexes).
      *
      * @param target the file
      * @param text the content, written as UTF-8
@@ -309,7 +329,10 @@ public final class SafetensorsWriter {
                 ch.force(true);
             }
             try {
-                Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE,
+                Files.move(
+                        tmp,
+                        target,
+                        StandardCopyOption.ATOMIC_MOVE,
                         StandardCopyOption.REPLACE_EXISTING);
             } catch (AtomicMoveNotSupportedException e) {
                 Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);

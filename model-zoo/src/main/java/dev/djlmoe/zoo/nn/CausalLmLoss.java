@@ -9,8 +9,8 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.training.loss.Loss;
 
 /**
- * Next-token cross-entropy: mean over positions whose label is not {@link #IGNORE_INDEX} of
- * {@code -log softmax(logits)[label]}.
+ * Next-token cross-entropy: mean over positions whose label is not {@link #IGNORE_INDEX} of {@code
+ * -log softmax(logits)[label]}.
  *
  * <p>Predictions {@code logits [B, S, V]} float32; labels {@code [B, S]} int64 in {@code [0, V)} or
  * {@code -100} (not counted, e.g. prompt tokens in fine-tuning).

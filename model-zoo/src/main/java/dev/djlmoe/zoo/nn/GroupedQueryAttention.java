@@ -29,8 +29,7 @@ import ai.djl.util.PairList;
  *
  * <p>Input {@code x [B, S, H]} float32; output {@code [B, S, H]}.
  */
-public final class GroupedQueryAttention extends AbstractBlock
-        implements CachedAttention {
+public final class GroupedQueryAttention extends AbstractBlock implements CachedAttention {
 
     private static final byte VERSION = 1;
 
@@ -55,9 +54,15 @@ public final class GroupedQueryAttention extends AbstractBlock
         headDim = b.headDim;
         slidingWindow = b.slidingWindow;
         rotary = b.rotary;
-        qProj = addChildBlock("q_proj", MultiHeadLatentAttention.linear(numHeads * headDim, b.bias));
-        kProj = addChildBlock("k_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
-        vProj = addChildBlock("v_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
+        qProj =
+                addChildBlock(
+                        "q_proj", MultiHeadLatentAttention.linear(numHeads * headDim, b.bias));
+        kProj =
+                addChildBlock(
+                        "k_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
+        vProj =
+                addChildBlock(
+                        "v_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
         oProj = addChildBlock("o_proj", MultiHeadLatentAttention.linear(hiddenSize, b.bias));
         if (b.qkNorm) {
             qNorm = addChildBlock("q_norm", RmsNorm.builder().optEps(b.eps).build());
@@ -126,8 +131,8 @@ public final class GroupedQueryAttention extends AbstractBlock
     }
 
     /**
-     * The incremental (KV-cached) forward: attends the new tokens to every cached position of
-     * their sequence and appends their keys and values to the cache (inference only).
+     * The incremental (KV-cached) forward: attends the new tokens to every cached position of their
+     * sequence and appends their keys and values to the cache (inference only).
      *
      * @param ps the parameter store
      * @param x {@code [B, S, H]} the new tokens' inputs
@@ -157,9 +162,16 @@ public final class GroupedQueryAttention extends AbstractBlock
     private NDList project(ParameterStore ps, NDArray x, boolean training) {
         long b = x.getShape().get(0);
         long s = x.getShape().get(1);
-        NDArray q = qProj.forward(ps, new NDList(x), training).head().reshape(b, s, numHeads, headDim);
-        NDArray k = kProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
-        NDArray v = vProj.forward(ps, new NDList(x), training).head().reshape(b, s, numKvHeads, headDim);
+        NDArray q =
+                qProj.forward(ps, new NDList(x), training).head().reshape(b, s, numHeads, headDim);
+        NDArray k =
+                kProj.forward(ps, new NDList(x), training)
+                        .head()
+                        .reshape(b, s, numKvHeads, headDim);
+        NDArray v =
+                vProj.forward(ps, new NDList(x), training)
+                        .head()
+                        .reshape(b, s, numKvHeads, headDim);
         if (qNorm != null) {
             q = qNorm.forward(ps, new NDList(q), training).head();
             k = kNorm.forward(ps, new NDList(k), training).head();
@@ -288,11 +300,20 @@ public final class GroupedQueryAttention extends AbstractBlock
          * @return the block
          */
         public GroupedQueryAttention build() {
-            if (hiddenSize <= 0 || numHeads <= 0 || numKvHeads <= 0 || headDim <= 0
+            if (hiddenSize <= 0
+                    || numHeads <= 0
+                    || numKvHeads <= 0
+                    || headDim <= 0
                     || numHeads % numKvHeads != 0) {
                 throw new IllegalArgumentException(
-                        "GroupedQueryAttention: hidden=" + hiddenSize + " heads=" + numHeads
-                                + " kv_heads=" + numKvHeads + " head_dim=" + headDim
+                        "GroupedQueryAttention: hidden="
+                                + hiddenSize
+                                + " heads="
+                                + numHeads
+                                + " kv_heads="
+                                + numKvHeads
+                                + " head_dim="
+                                + headDim
                                 + ": sizes must be positive and kv_heads must divide heads");
             }
             if (rotary == null || rotary.settings().dim() != headDim) {

@@ -10,18 +10,18 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 
 /**
- * The key/value cache of a decoder for incremental decoding: per attention layer up to two
- * arrays {@code [B, h, capacity, d]} (what each attention kind keeps: {@link
- * GroupedQueryAttention} the rotated keys and the values of its kv heads; {@link
- * MultiHeadLatentAttention} the normalised latent {@code [B, 1, capacity, kv_lora_rank]} and the
- * rotated shared key {@code [B, 1, capacity, qk_rope_head_dim]}).
+ * The key/value cache of a decoder for incremental decoding: per attention layer up to two arrays
+ * {@code [B, h, capacity, d]} (what each attention kind keeps: {@link GroupedQueryAttention} the
+ * rotated keys and the values of its kv heads; {@link MultiHeadLatentAttention} the normalised
+ * latent {@code [B, 1, capacity, kv_lora_rank]} and the rotated shared key {@code [B, 1, capacity,
+ * qk_rope_head_dim]}).
  *
- * <p>Sequences of one batch may be at different positions: a call writes the new tokens of
- * sequence b at positions {@code start[b] .. start[b] + S - 1} and each query at position p sees
- * the keys at positions {@code <= p} (within the sliding window, if any). Keys that were never
- * written or belong to padding beyond a sequence's end are masked, so right-padded prompts may be
- * prefilled together. The arrays belong to a manager of the cache (closed with it), are
- * allocated on first use and are float32.
+ * <p>Sequences of one batch may be at different positions: a call writes the new tokens of sequence
+ * b at positions {@code start[b] .. start[b] + S - 1} and each query at position p sees the keys at
+ * positions {@code <= p} (within the sliding window, if any). Keys that were never written or
+ * belong to padding beyond a sequence's end are masked, so right-padded prompts may be prefilled
+ * together. The arrays belong to a manager of the cache (closed with it), are allocated on first
+ * use and are float32.
  */
 public final class KvCache implements AutoCloseable {
 
@@ -41,8 +41,13 @@ public final class KvCache implements AutoCloseable {
     public KvCache(NDManager parent, int numLayers, int batch, int capacity) {
         if (numLayers < 1 || batch < 1 || capacity < 1) {
             throw new IllegalArgumentException(
-                    "KvCache: layers = " + numLayers + ", batch = " + batch + ", capacity = "
-                            + capacity + ": all must be >= 1");
+                    "KvCache: layers = "
+                            + numLayers
+                            + ", batch = "
+                            + batch
+                            + ", capacity = "
+                            + capacity
+                            + ": all must be >= 1");
         }
         this.manager = parent.newSubManager();
         this.batch = batch;
@@ -78,15 +83,23 @@ public final class KvCache implements AutoCloseable {
     public long checkStart(long[] start, long s) {
         if (start == null || start.length != batch) {
             throw new IllegalArgumentException(
-                    "argument 'start' has " + (start == null ? "null" : start.length)
-                            + " entries, expected one per sequence (" + batch + ")");
+                    "argument 'start' has "
+                            + (start == null ? "null" : start.length)
+                            + " entries, expected one per sequence ("
+                            + batch
+                            + ")");
         }
         long end = 0;
         for (int b = 0; b < batch; b++) {
             if (start[b] < 0 || start[b] + s > capacity) {
                 throw new IllegalArgumentException(
-                        "sequence " + b + " writes positions " + start[b] + " .. "
-                                + (start[b] + s - 1) + ", outside the cache capacity "
+                        "sequence "
+                                + b
+                                + " writes positions "
+                                + start[b]
+                                + " .. "
+                                + (start[b] + s - 1)
+                                + ", outside the cache capacity "
                                 + capacity);
             }
             end = Math.max(end, start[b] + s);
@@ -118,8 +131,14 @@ public final class KvCache implements AutoCloseable {
             arrays[layer][slot] = a;
         } else if (a.getShape().get(1) != vs.get(1) || a.getShape().get(3) != vs.get(3)) {
             throw new IllegalArgumentException(
-                    "KvCache layer " + layer + " slot " + slot + " holds " + a.getShape()
-                            + ", the new values are " + vs);
+                    "KvCache layer "
+                            + layer
+                            + " slot "
+                            + slot
+                            + " holds "
+                            + a.getShape()
+                            + ", the new values are "
+                            + vs);
         }
         for (int b = 0; b < batch; b++) {
             NDArray row = values.get(new NDIndex("{}:{}", b, b + 1));
@@ -158,8 +177,8 @@ public final class KvCache implements AutoCloseable {
     }
 
     /**
-     * The rotary tables at each new token's own position: {@code {cos, sin}}, each {@code [B, 1,
-     * S, d/2]}, for {@link RotaryEmbedding#apply} on {@code [B, heads, S, d]}.
+     * The rotary tables at each new token's own position: {@code {cos, sin}}, each {@code [B, 1, S,
+     * d/2]}, for {@link RotaryEmbedding#apply} on {@code [B, heads, S, d]}.
      *
      * @param rotary the model's rotary embedding
      * @param m where to create them

@@ -33,13 +33,12 @@ import ai.djl.util.PairList;
  *
  * <p>Children (Hugging Face names): {@code q_proj} or {@code q_a_proj}, {@code q_a_layernorm},
  * {@code q_b_proj}; {@code kv_a_proj_with_mqa}, {@code kv_a_layernorm}, {@code kv_b_proj}, {@code
- * o_proj}. {@code q_a_proj}, {@code kv_a_proj_with_mqa} and {@code o_proj} have a bias when
- * {@code attention_bias}.
+ * o_proj}. {@code q_a_proj}, {@code kv_a_proj_with_mqa} and {@code o_proj} have a bias when {@code
+ * attention_bias}.
  *
  * <p>Input {@code x [B, S, H]} float32; output {@code [B, S, H]}.
  */
-public final class MultiHeadLatentAttention extends AbstractBlock
-        implements CachedAttention {
+public final class MultiHeadLatentAttention extends AbstractBlock implements CachedAttention {
 
     private static final byte VERSION = 1;
     private static final float LATENT_NORM_EPS = 1e-6f;
@@ -77,7 +76,9 @@ public final class MultiHeadLatentAttention extends AbstractBlock
         if (qLoraRank > 0) {
             qProj = null;
             qaProj = addChildBlock("q_a_proj", linear(qLoraRank, b.bias));
-            qaNorm = addChildBlock("q_a_layernorm", RmsNorm.builder().optEps(LATENT_NORM_EPS).build());
+            qaNorm =
+                    addChildBlock(
+                            "q_a_layernorm", RmsNorm.builder().optEps(LATENT_NORM_EPS).build());
             qbProj = addChildBlock("q_b_proj", linear(numHeads * qk, false));
         } else {
             qProj = addChildBlock("q_proj", linear(numHeads * qk, false));
@@ -86,7 +87,8 @@ public final class MultiHeadLatentAttention extends AbstractBlock
             qbProj = null;
         }
         kvaProj = addChildBlock("kv_a_proj_with_mqa", linear(kvLoraRank + rope, b.bias));
-        kvaNorm = addChildBlock("kv_a_layernorm", RmsNorm.builder().optEps(LATENT_NORM_EPS).build());
+        kvaNorm =
+                addChildBlock("kv_a_layernorm", RmsNorm.builder().optEps(LATENT_NORM_EPS).build());
         kvbProj = addChildBlock("kv_b_proj", linear(numHeads * (nope + vDim), false));
         oProj = addChildBlock("o_proj", linear(hiddenSize, b.bias));
     }
@@ -130,9 +132,9 @@ public final class MultiHeadLatentAttention extends AbstractBlock
     }
 
     /**
-     * The incremental (KV-cached) forward: attends the new tokens to every cached position of
-     * their sequence and appends their latent and rotary key to the cache (inference only). The
-     * cache keeps what MLA compresses to: the normalised latent {@code c} (slot 0, {@code [B, 1,
+     * The incremental (KV-cached) forward: attends the new tokens to every cached position of their
+     * sequence and appends their latent and rotary key to the cache (inference only). The cache
+     * keeps what MLA compresses to: the normalised latent {@code c} (slot 0, {@code [B, 1,
      * capacity, r]}) and the rotated shared key (slot 1, {@code [B, 1, capacity, dr]}); {@code
      * kv_b} expands the latent of the visible positions at each call.
      *
@@ -347,13 +349,28 @@ public final class MultiHeadLatentAttention extends AbstractBlock
          * @return the block
          */
         public MultiHeadLatentAttention build() {
-            if (hiddenSize <= 0 || numHeads <= 0 || kvLoraRank <= 0 || qkNopeHeadDim < 0
-                    || qkRopeHeadDim <= 0 || vHeadDim <= 0 || qLoraRank < 0) {
+            if (hiddenSize <= 0
+                    || numHeads <= 0
+                    || kvLoraRank <= 0
+                    || qkNopeHeadDim < 0
+                    || qkRopeHeadDim <= 0
+                    || vHeadDim <= 0
+                    || qLoraRank < 0) {
                 throw new IllegalArgumentException(
-                        "MultiHeadLatentAttention: sizes must be positive: hidden=" + hiddenSize
-                                + " heads=" + numHeads + " kv_lora=" + kvLoraRank + " nope="
-                                + qkNopeHeadDim + " rope=" + qkRopeHeadDim + " v=" + vHeadDim
-                                + " q_lora=" + qLoraRank);
+                        "MultiHeadLatentAttention: sizes must be positive: hidden="
+                                + hiddenSize
+                                + " heads="
+                                + numHeads
+                                + " kv_lora="
+                                + kvLoraRank
+                                + " nope="
+                                + qkNopeHeadDim
+                                + " rope="
+                                + qkRopeHeadDim
+                                + " v="
+                                + vHeadDim
+                                + " q_lora="
+                                + qLoraRank);
             }
             if (rotary == null || rotary.settings().dim() != qkRopeHeadDim) {
                 throw new IllegalArgumentException(

@@ -87,7 +87,9 @@ public final class RotaryEmbedding {
                     break;
                 default:
                     throw new IllegalArgumentException(
-                            "rope_type \"" + type + "\" is not supported: expected default,"
+                            "rope_type \""
+                                    + type
+                                    + "\" is not supported: expected default,"
                                     + " linear or yarn");
             }
             double prf = number("partial_rotary_factor", 1.0);

@@ -37,7 +37,10 @@ public final class TokenEmbedding extends AbstractBlock {
         super(VERSION);
         if (vocabSize <= 0 || hiddenSize <= 0) {
             throw new IllegalArgumentException(
-                    "TokenEmbedding: vocab size " + vocabSize + " and hidden size " + hiddenSize
+                    "TokenEmbedding: vocab size "
+                            + vocabSize
+                            + " and hidden size "
+                            + hiddenSize
                             + " must be positive");
         }
         this.vocabSize = vocabSize;
@@ -97,7 +100,9 @@ public final class TokenEmbedding extends AbstractBlock {
         // from one run to the next when libtorch uses more than one thread.
         NDArray flat = ids.flatten();
         NDArray rows =
-                ids.getNDArrayInternal().embedding(flat, weight, SparseFormat.DENSE).head(); // [N, H]
+                ids.getNDArrayInternal()
+                        .embedding(flat, weight, SparseFormat.DENSE)
+                        .head(); // [N, H]
         // Results of an op on the table belong to the table's (long-lived) manager: hand them to
         // the manager of the ids, which the caller closes after the step.
         rows.attach(ids.getManager());

@@ -44,8 +44,13 @@ public final class EpLoadRank {
             float[] logits = HfCheckpointsTest.logits(model, m, exp.ids(), exp.idsShape());
             new SafetensorsWriter()
                     .add("logits", DType.F32, exp.logitsShape(), logits)
-                    .add("local_experts", DType.F32, new long[] {2}, new float[] {
-                        first.getExperts().getNumExperts(), first.firstLocalExpert()})
+                    .add(
+                            "local_experts",
+                            DType.F32,
+                            new long[] {2},
+                            new float[] {
+                                first.getExperts().getNumExperts(), first.firstLocalExpert()
+                            })
                     .write(out.resolve("rank-" + env.rank() + ".safetensors"));
             HfCheckpoints.save(model, out.resolve("saved"));
         }

@@ -46,9 +46,18 @@ class ExpertParallelLoadTest {
         HfMoeConfig cfg = HfMoeConfig.load(ckpt);
         int local = cfg.numExperts() / WORLD;
         for (int r = 0; r < WORLD; r++) {
-            try (SafetensorsFile f = SafetensorsFile.open(tmp.resolve("rank-" + r + ".safetensors"))) {
-                assertArrayEquals(new float[] {local, r * local}, f.readFloats("local_experts"),
-                        "rank " + r + " holds experts [" + r * local + ", " + (r + 1) * local + ")");
+            try (SafetensorsFile f =
+                    SafetensorsFile.open(tmp.resolve("rank-" + r + ".safetensors"))) {
+                assertArrayEquals(
+                        new float[] {local, r * local},
+                        f.readFloats("local_experts"),
+                        "rank "
+                                + r
+                                + " holds experts ["
+                                + r * local
+                                + ", "
+                                + (r + 1) * local
+                                + ")");
                 double rel = Fixtures.relativeError(f.readFloats("logits"), single);
                 assertTrue(rel < 1e-5, "rank " + r + ": relative error vs 1 rank " + rel);
             }

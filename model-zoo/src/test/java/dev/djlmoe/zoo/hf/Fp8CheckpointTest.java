@@ -24,9 +24,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * A DeepSeek-V3 checkpoint whose routed experts are FP8 E4M3 with 128x128 {@code
- * weight_scale_inv} blocks (the layout of the released DeepSeek-V3 weights) loads to exactly the
- * dequantised values: the same logits as an F32 checkpoint of those values.
+ * A DeepSeek-V3 checkpoint whose routed experts are FP8 E4M3 with 128x128 {@code weight_scale_inv}
+ * blocks (the layout of the released DeepSeek-V3 weights) loads to exactly the dequantised values:
+ * the same logits as an F32 checkpoint of those values.
  */
 class Fp8CheckpointTest {
 
@@ -85,7 +85,12 @@ class Fp8CheckpointTest {
                     deq[i] = DType.e4m3ToFloat(q[i]) * scale;
                 }
                 put(header, data, t, "F8_E4M3", shape, q);
-                put(header, data, t + "_scale_inv", "F32", new long[] {1, 1},
+                put(
+                        header,
+                        data,
+                        t + "_scale_inv",
+                        "F32",
+                        new long[] {1, 1},
                         f32(new float[] {scale}));
                 refWriter.add(t, DType.F32, shape, deq);
                 quantised++;
@@ -116,8 +121,13 @@ class Fp8CheckpointTest {
         return b.array();
     }
 
-    private static void put(Map<String, Object> header, ByteArrayOutputStream data, String name,
-            String dtype, long[] shape, byte[] bytes) {
+    private static void put(
+            Map<String, Object> header,
+            ByteArrayOutputStream data,
+            String name,
+            String dtype,
+            long[] shape,
+            byte[] bytes) {
         Map<String, Object> t = new LinkedHashMap<>();
         t.put("dtype", dtype);
         List<Object> s = new java.util.ArrayList<>();

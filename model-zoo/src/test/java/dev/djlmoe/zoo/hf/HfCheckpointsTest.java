@@ -59,8 +59,10 @@ class HfCheckpointsTest {
     @ParameterizedTest
     @ValueSource(strings = {"tiny", "tiny-deepseek-v2", "tiny-qwen3-moe"})
     void randomModelSaveLoadGivesIdenticalLogits(String preset) throws IOException {
-        HfMoeConfig cfg = preset.equals("tiny") ? HfMoeConfig.preset(preset).with(
-                Map.of("tie_word_embeddings", true)) : HfMoeConfig.preset(preset);
+        HfMoeConfig cfg =
+                preset.equals("tiny")
+                        ? HfMoeConfig.preset(preset).with(Map.of("tie_word_embeddings", true))
+                        : HfMoeConfig.preset(preset);
         long[] ids = new long[2 * 7];
         Random r = new Random(3);
         for (int i = 0; i < ids.length; i++) {
@@ -84,7 +86,8 @@ class HfCheckpointsTest {
                 assertEquals(cfg.tieWordEmbeddings(), !c.has("lm_head.weight"));
             }
         }
-        assertEquals(cfg.toMap().get("model_type"), HfMoeConfig.load(dir).toMap().get("model_type"));
+        assertEquals(
+                cfg.toMap().get("model_type"), HfMoeConfig.load(dir).toMap().get("model_type"));
         float[] after = run(dir, ids, shape);
         assertArrayEquals(before, after, "float32 save/load is exact");
     }
@@ -139,7 +142,10 @@ class HfCheckpointsTest {
 
     /** Copies a checkpoint into one model.safetensors, changing tensors on the way. */
     static void rewrite(
-            Path src, Path dst, BiFunction<String, float[], float[]> change, Map<String, long[]> add)
+            Path src,
+            Path dst,
+            BiFunction<String, float[], float[]> change,
+            Map<String, long[]> add)
             throws IOException {
         Files.createDirectories(dst);
         Files.copy(src.resolve("config.json"), dst.resolve("config.json"));
@@ -181,7 +187,10 @@ class HfCheckpointsTest {
     void missingTensorIsNamed() throws IOException {
         Path d = tmp.resolve("missing");
         String gone = "model.layers.1.mlp.experts.3.up_proj.weight";
-        rewrite(Fixtures.dir("deepseek_v3_qlora_yarn"), d, (n, v) -> n.equals(gone) ? null : v,
+        rewrite(
+                Fixtures.dir("deepseek_v3_qlora_yarn"),
+                d,
+                (n, v) -> n.equals(gone) ? null : v,
                 Map.of());
         String msg = loadError(d);
         assertTrue(msg.contains("missing 1 tensor(s)") && msg.contains(gone), msg);
@@ -191,24 +200,39 @@ class HfCheckpointsTest {
     void shapeMismatchNamesExpectedAndFound() throws IOException {
         Path d = tmp.resolve("shape");
         String bad = "model.layers.0.self_attn.kv_b_proj.weight";
-        rewrite(Fixtures.dir("deepseek_v3_qlora_yarn"), d,
-                (n, v) -> n.equals(bad) ? new float[v.length - 16] : v, Map.of());
+        rewrite(
+                Fixtures.dir("deepseek_v3_qlora_yarn"),
+                d,
+                (n, v) -> n.equals(bad) ? new float[v.length - 16] : v,
+                Map.of());
         String msg = loadError(d);
-        assertTrue(msg.contains(bad) && msg.contains("has shape [1776]")
-                && msg.contains("expected [112, 16]"), msg);
+        assertTrue(
+                msg.contains(bad)
+                        && msg.contains("has shape [1776]")
+                        && msg.contains("expected [112, 16]"),
+                msg);
     }
 
     @Test
     void unexpectedTensorsFailStrictLoadsButMtpLayersAreIgnored() throws IOException {
         Path mtp = tmp.resolve("mtp");
-        rewrite(Fixtures.dir("deepseek_v3_qlora_yarn"), mtp, (n, v) -> v,
-                Map.of("model.layers.3.eh_proj.weight", new long[] {32, 64},
-                        "model.layers.3.mlp.experts.0.gate_proj.weight", new long[] {16, 32}));
+        rewrite(
+                Fixtures.dir("deepseek_v3_qlora_yarn"),
+                mtp,
+                (n, v) -> v,
+                Map.of(
+                        "model.layers.3.eh_proj.weight",
+                        new long[] {32, 64},
+                        "model.layers.3.mlp.experts.0.gate_proj.weight",
+                        new long[] {16, 32}));
         Fixtures.Expected exp = Fixtures.expected("deepseek_v3_qlora_yarn");
-        assertTrue(Fixtures.relativeError(run(mtp, exp.ids(), exp.idsShape()), exp.logits())
-                < 1e-4);
+        assertTrue(
+                Fixtures.relativeError(run(mtp, exp.ids(), exp.idsShape()), exp.logits()) < 1e-4);
         Path extra = tmp.resolve("extra");
-        rewrite(Fixtures.dir("deepseek_v3_qlora_yarn"), extra, (n, v) -> v,
+        rewrite(
+                Fixtures.dir("deepseek_v3_qlora_yarn"),
+                extra,
+                (n, v) -> v,
                 Map.of("model.layers.0.self_attn.surprise.weight", new long[] {2}));
         String msg = loadError(extra);
         assertTrue(msg.contains("1 unexpected tensor(s)") && msg.contains("surprise"), msg);
@@ -270,13 +294,17 @@ class HfCheckpointsTest {
                         IllegalArgumentException.class,
                         () -> HfMoeConfig.preset("tiny").with(Map.of("model_type", "llama")));
         assertTrue(e.getMessage().contains("model_type \"llama\""), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> HfMoeConfig.preset("tiny").with(Map.of("num_experts_per_tok", 99L)));
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> HfMoeConfig.preset("tiny").with(Map.of("num_experts_per_tok", 99L)));
         assertTrue(e.getMessage().contains("num_experts_per_tok = 99"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> HfMoeConfig.preset("tiny").with(Map.of("hidden_size", "big")));
-        assertTrue(e.getMessage().contains("hidden_size must be a positive integer"),
-                e.getMessage());
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> HfMoeConfig.preset("tiny").with(Map.of("hidden_size", "big")));
+        assertTrue(
+                e.getMessage().contains("hidden_size must be a positive integer"), e.getMessage());
         assertFalse(HfMoeConfig.preset("tiny").isMoeLayer(0));
     }
 }

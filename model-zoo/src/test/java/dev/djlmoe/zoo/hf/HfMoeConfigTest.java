@@ -66,8 +66,14 @@ class HfMoeConfigTest {
         Files.writeString(f, c.toJson());
         HfMoeConfig again = HfMoeConfig.load(f);
         assertEquals(c.toMap(), again.toMap());
-        for (String p : new String[] {"deepseek-v3-671b", "deepseek-v3-16b", "tiny",
-            "tiny-deepseek-v2", "tiny-qwen3-moe"}) {
+        for (String p :
+                new String[] {
+                    "deepseek-v3-671b",
+                    "deepseek-v3-16b",
+                    "tiny",
+                    "tiny-deepseek-v2",
+                    "tiny-qwen3-moe"
+                }) {
             HfMoeConfig preset = HfMoeConfig.preset(p);
             assertEquals(preset.toMap(), HfMoeConfig.parse(preset.toJson(), p).toMap(), p);
         }
@@ -79,8 +85,7 @@ class HfMoeConfigTest {
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class, () -> HfMoeConfig.parse(bad, "x"));
         assertTrue(e.getMessage().contains("rope_type \"longrope\""), e.getMessage());
-        String v2 = LEGACY_V3.replace("deepseek_v3", "deepseek_v2")
-                .replace("noaux_tc", "mystery");
+        String v2 = LEGACY_V3.replace("deepseek_v3", "deepseek_v2").replace("noaux_tc", "mystery");
         e = assertThrows(IllegalArgumentException.class, () -> HfMoeConfig.parse(v2, "x"));
         assertTrue(e.getMessage().contains("topk_method \"mystery\""), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> HfMoeConfig.preset("gpt-5"));
@@ -98,7 +103,8 @@ class HfMoeConfigTest {
         // for the whole difference, and the 4-layer model is the 2.25 B parameters of issue 15.
         long moeLayer = four.numParameters() - three.numParameters();
         assertEquals(full.numParameters() - four.numParameters(), 23 * moeLayer);
-        assertTrue(four.numParameters() > 2_200_000_000L && four.numParameters() < 2_300_000_000L,
+        assertTrue(
+                four.numParameters() > 2_200_000_000L && four.numParameters() < 2_300_000_000L,
                 "parameters " + four.numParameters());
         // Only num_hidden_layers changed, and the cut survives config.json.
         Map<String, Object> a = new LinkedHashMap<>(full.toMap());
@@ -110,12 +116,16 @@ class HfMoeConfigTest {
         // More layers continue the pattern.
         assertEquals(5, HfMoeConfig.preset("tiny").withNumLayers(6).numMoeLayers());
 
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> HfMoeConfig.preset("tiny").withNumLayers(0));
+        IllegalArgumentException e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> HfMoeConfig.preset("tiny").withNumLayers(0));
         assertTrue(e.getMessage().contains("num_hidden_layers 0 must be >= 1"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> full.withNumLayers(1));
-        assertTrue(e.getMessage().contains("num_hidden_layers 1 leaves no MoE layer")
-                && e.getMessage().contains("first_k_dense_replace = 1"), e.getMessage());
+        assertTrue(
+                e.getMessage().contains("num_hidden_layers 1 leaves no MoE layer")
+                        && e.getMessage().contains("first_k_dense_replace = 1"),
+                e.getMessage());
     }
 
     @Test
@@ -125,12 +135,12 @@ class HfMoeConfigTest {
         assertEquals(1, qwen.withNumLayers(2).numMoeLayers());
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class, () -> qwen.withNumLayers(1));
-        assertTrue(e.getMessage().contains("leaves no MoE layer")
-                && e.getMessage().contains("mlp_only_layers"), e.getMessage());
-        HfMoeConfig wide = qwen.with(Map.of("mlp_only_layers",
-                List.of(0L, 2L, 5L)));
-        assertEquals(List.of(0L, 2L),
-                wide.withNumLayers(4).toMap().get("mlp_only_layers"));
+        assertTrue(
+                e.getMessage().contains("leaves no MoE layer")
+                        && e.getMessage().contains("mlp_only_layers"),
+                e.getMessage());
+        HfMoeConfig wide = qwen.with(Map.of("mlp_only_layers", List.of(0L, 2L, 5L)));
+        assertEquals(List.of(0L, 2L), wide.withNumLayers(4).toMap().get("mlp_only_layers"));
         assertEquals(2, wide.withNumLayers(4).numMoeLayers()); // layers 1 and 3
     }
 }

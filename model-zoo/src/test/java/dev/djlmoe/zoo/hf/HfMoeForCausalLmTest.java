@@ -118,7 +118,9 @@ class HfMoeForCausalLmTest {
                 assertEquals(moeLayers, res.layerLoads().length, "rows of layer loads");
                 for (long[] row : res.layerLoads()) {
                     assertEquals(cfg.numExperts(), row.length, "experts in a layer's loads");
-                    assertEquals((long) B * S * cfg.topK(), Arrays.stream(row).sum(),
+                    assertEquals(
+                            (long) B * S * cfg.topK(),
+                            Arrays.stream(row).sum(),
                             "selections in a layer: " + Arrays.toString(row));
                 }
                 assertTrue(Arrays.equals(res.layerLoads()[0], res.expertLoad()));
@@ -129,7 +131,8 @@ class HfMoeForCausalLmTest {
                     for (long l : load) {
                         total += l;
                     }
-                    assertTrue(load[HOT] * load.length > 2 * total,
+                    assertTrue(
+                            load[HOT] * load.length > 2 * total,
                             "expert " + HOT + " is not hot: loads " + Arrays.toString(load));
                 }
                 return new Run(grads, Set.copyOf(ep.expertParameterNames()));
@@ -163,11 +166,12 @@ class HfMoeForCausalLmTest {
             for (float v : a) {
                 scale = Math.max(scale, Math.abs(v));
             }
-            assertTrue(scale > 1e-6f,
-                    preset + ": " + name + " got no gradient (max " + scale + ")");
+            assertTrue(
+                    scale > 1e-6f, preset + ": " + name + " got no gradient (max " + scale + ")");
             for (int j = 0; j < a.length; j++) {
                 float d = Math.abs(a[j] - b[j]);
-                assertTrue(d <= 1e-4f * scale + 1e-7f,
+                assertTrue(
+                        d <= 1e-4f * scale + 1e-7f,
                         preset + ": " + name + " [" + j + "]: " + a[j] + " vs " + b[j]);
             }
             experts += epRun.experts().contains(name) ? 1 : 0;

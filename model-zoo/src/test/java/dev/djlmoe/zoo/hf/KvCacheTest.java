@@ -30,11 +30,11 @@ import org.junit.jupiter.params.provider.CsvSource;
  * The KV-cached incremental forward of {@link HfMoeForCausalLm} (MLA with and without a query
  * latent, GQA with q/k norm, GQA with a sliding window) against the full-recompute forward: three
  * right-padded prompts of different lengths (5, 2, 7 tokens; padding with random tokens) are
- * prefilled together, then four tokens per sequence are fed one step at a time; every logit row
- * the incremental path produces must equal, within {@link #TOL} (float32), the last row of the
- * full forward of that sequence alone. With {@code ll} the MoE layers of the decode steps go
- * through {@link HfMoeForCausalLm#forwardCached}'s low-latency path (one rank, fp32 wires), which
- * must agree with the same reference.
+ * prefilled together, then four tokens per sequence are fed one step at a time; every logit row the
+ * incremental path produces must equal, within {@link #TOL} (float32), the last row of the full
+ * forward of that sequence alone. With {@code ll} the MoE layers of the decode steps go through
+ * {@link HfMoeForCausalLm#forwardCached}'s low-latency path (one rank, fp32 wires), which must
+ * agree with the same reference.
  */
 class KvCacheTest {
 
@@ -98,8 +98,17 @@ class KvCacheTest {
         }
         try (NDManager m = NDManager.newBaseManager();
                 LocalProcessGroup group = new LocalProcessGroup();
-                LowLatencyBuffer buf = ll ? LowLatencyBuffer.create(group, b, cfg.hiddenSize(),
-                        cfg.numExperts(), cfg.topK(), WireFormat.FP32, 10_000) : null) {
+                LowLatencyBuffer buf =
+                        ll
+                                ? LowLatencyBuffer.create(
+                                        group,
+                                        b,
+                                        cfg.hiddenSize(),
+                                        cfg.numExperts(),
+                                        cfg.topK(),
+                                        WireFormat.FP32,
+                                        10_000)
+                                : null) {
             Engine.getInstance().setRandomSeed(5);
             HfMoeForCausalLm model = HfMoeForCausalLm.builder().setConfig(cfg).build();
             model.setInitializer(new NormalInitializer(0.2f), p -> true);
@@ -118,15 +127,27 @@ class KvCacheTest {
                     }
                 }
                 float[] pre =
-                        model.forwardCached(ps, s.create(padded, new Shape(b, maxPrompt)), cache,
-                                new long[b], null).toFloatArray();
+                        model.forwardCached(
+                                        ps,
+                                        s.create(padded, new Shape(b, maxPrompt)),
+                                        cache,
+                                        new long[b],
+                                        null)
+                                .toFloatArray();
                 for (int q = 0; q < b; q++) {
                     for (int i = 0; i < PROMPT[q]; i++) {
-                        float[] got = Arrays.copyOfRange(pre, (q * maxPrompt + i) * vocab,
-                                (q * maxPrompt + i + 1) * vocab);
-                        worst = Math.max(worst, check(got,
-                                fullLastRow(model, m, Arrays.copyOf(seq[q], i + 1)),
-                                preset + " prefill seq " + q + " pos " + i));
+                        float[] got =
+                                Arrays.copyOfRange(
+                                        pre,
+                                        (q * maxPrompt + i) * vocab,
+                                        (q * maxPrompt + i + 1) * vocab);
+                        worst =
+                                Math.max(
+                                        worst,
+                                        check(
+                                                got,
+                                                fullLastRow(model, m, Arrays.copyOf(seq[q], i + 1)),
+                                                preset + " prefill seq " + q + " pos " + i));
                     }
                 }
                 for (int step = 0; step < STEPS; step++) {
@@ -137,31 +158,46 @@ class KvCacheTest {
                         ids[q] = seq[q][PROMPT[q] + step];
                     }
                     NDArray logits =
-                            model.forwardCached(ps, s.create(ids, new Shape(b, 1)), cache, start,
-                                    moe);
+                            model.forwardCached(
+                                    ps, s.create(ids, new Shape(b, 1)), cache, start, moe);
                     assertEquals(new Shape(b, 1, vocab), logits.getShape());
                     float[] all = logits.toFloatArray();
                     for (int q = 0; q < b; q++) {
-                        worst = Math.max(worst, check(
-                                Arrays.copyOfRange(all, q * vocab, (q + 1) * vocab),
-                                fullLastRow(model, m, Arrays.copyOf(seq[q], (int) start[q] + 1)),
-                                preset + " step " + step + " seq " + q));
+                        worst =
+                                Math.max(
+                                        worst,
+                                        check(
+                                                Arrays.copyOfRange(all, q * vocab, (q + 1) * vocab),
+                                                fullLastRow(
+                                                        model,
+                                                        m,
+                                                        Arrays.copyOf(seq[q], (int) start[q] + 1)),
+                                                preset + " step " + step + " seq " + q));
                     }
                 }
                 if (ll) {
-                    assertEquals((long) STEPS * cfg.numMoeLayers(), moe.calls(),
+                    assertEquals(
+                            (long) STEPS * cfg.numMoeLayers(),
+                            moe.calls(),
                             "every decode step's MoE layers went through the low-latency path");
                 }
                 // Positions past the capacity are refused, naming the sequence and the capacity.
                 IllegalArgumentException e =
-                        assertThrows(IllegalArgumentException.class, () -> model.forwardCached(ps,
-                                s.create(new long[b], new Shape(b, 1)), cache,
-                                new long[] {0, cache.capacity(), 0}, null));
-                assertTrue(e.getMessage().contains("sequence 1 writes positions "
-                        + cache.capacity()), e.getMessage());
+                        assertThrows(
+                                IllegalArgumentException.class,
+                                () ->
+                                        model.forwardCached(
+                                                ps,
+                                                s.create(new long[b], new Shape(b, 1)),
+                                                cache,
+                                                new long[] {0, cache.capacity(), 0},
+                                                null));
+                assertTrue(
+                        e.getMessage().contains("sequence 1 writes positions " + cache.capacity()),
+                        e.getMessage());
             }
-            System.out.printf("KvCacheTest %s ll=%s: worst relative logit error %.2e%n", preset,
-                    ll, worst);
+            System.out.printf(
+                    "KvCacheTest %s ll=%s: worst relative logit error %.2e%n", preset, ll, worst);
         }
     }
 }

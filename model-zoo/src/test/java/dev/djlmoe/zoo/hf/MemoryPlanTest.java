@@ -24,8 +24,12 @@ class MemoryPlanTest {
         //   routed 64*3*2048*1408 = 553,648,128
         assertEquals(13_763_072L, cfg.attentionParameters());
         long routed = 26L * 553_648_128L;
-        long dense = 419_430_400L + 2_048L + 27L * (13_763_072L + 4_096L) + 67_239_936L
-                + 26L * (131_072L + 64L + 17_301_504L);
+        long dense =
+                419_430_400L
+                        + 2_048L
+                        + 27L * (13_763_072L + 4_096L)
+                        + 67_239_936L
+                        + 26L * (131_072L + 64L + 17_301_504L);
         assertEquals(14_394_851_328L, routed);
         assertEquals(1_311_634_560L, dense);
         assertEquals(15_706_485_888L, cfg.numParameters());
@@ -42,8 +46,7 @@ class MemoryPlanTest {
         long perToken = 27L * 85_120L + 32_832L + 26L * 46_144L + 208_896L;
         assertEquals(3_739_712L, perToken);
         assertEquals(perToken * 4096L, plan.activationsPerRank());
-        long bytes = 4L * (3_110_990_976L + 3_110_989_312L + 6_221_978_624L
-                + 15_317_860_352L);
+        long bytes = 4L * (3_110_990_976L + 3_110_989_312L + 6_221_978_624L + 15_317_860_352L);
         assertEquals(bytes, plan.totalBytesPerRank());
         String report = plan.report();
         System.out.print(report);

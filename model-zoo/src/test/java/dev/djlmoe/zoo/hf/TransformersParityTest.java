@@ -59,13 +59,14 @@ class TransformersParityTest {
             NDList out = predictor.predict(new NDList(ids));
             NDArray logits = out.singletonOrThrow();
             assertEquals(device, logits.getDevice(), name + ": logits' device");
-            assertEquals(device, model.getBlock().getParameters().valueAt(0).getArray()
-                    .getDevice(), name + ": weights' device");
+            assertEquals(
+                    device,
+                    model.getBlock().getParameters().valueAt(0).getArray().getDevice(),
+                    name + ": weights' device");
             assertArrayEquals(exp.logitsShape(), logits.getShape().getShape(), name + " shape");
             assertTrue(logits.getDataType() == DataType.FLOAT32, "float32 logits");
             double rel = Fixtures.relativeError(logits.toFloatArray(), exp.logits());
-            System.out.printf("%s on %s: relative error vs transformers %.3g%n", name, device,
-                    rel);
+            System.out.printf("%s on %s: relative error vs transformers %.3g%n", name, device, rel);
             assertTrue(rel <= TOLERANCE, name + ": relative error " + rel + " > " + TOLERANCE);
         }
     }

@@ -94,7 +94,8 @@ class SafetensorsTest {
                     continue;
                 }
                 assertEquals(
-                        rb.getShort(2 * i), DType.floatToBf16(src[i]),
+                        rb.getShort(2 * i),
+                        DType.floatToBf16(src[i]),
                         "bf16 of 0x" + Integer.toHexString(Float.floatToRawIntBits(src[i])));
             }
         }
@@ -138,9 +139,13 @@ class SafetensorsTest {
         byte[] before = Files.readAllBytes(p);
         SafetensorsWriter w =
                 new SafetensorsWriter()
-                        .add("y", DType.F32, new long[] {4}, () -> {
-                            throw new IOException("disk on fire");
-                        });
+                        .add(
+                                "y",
+                                DType.F32,
+                                new long[] {4},
+                                () -> {
+                                    throw new IOException("disk on fire");
+                                });
         assertThrows(IOException.class, () -> w.write(p));
         assertArrayEquals(before, Files.readAllBytes(p));
         try (Stream<Path> s = Files.list(tmp)) {
@@ -153,13 +158,21 @@ class SafetensorsTest {
     void readsFilesLargerThan2GiB() throws IOException {
         long gap = (1L << 31) + 4096;
         String header =
-                "{\"big\":{\"dtype\":\"F8_E4M3\",\"shape\":[" + gap
-                        + "],\"data_offsets\":[0," + gap + "]},\"tail\":{\"dtype\":\"BF16\","
-                        + "\"shape\":[3],\"data_offsets\":[" + gap + "," + (gap + 6) + "]}}";
+                "{\"big\":{\"dtype\":\"F8_E4M3\",\"shape\":["
+                        + gap
+                        + "],\"data_offsets\":[0,"
+                        + gap
+                        + "]},\"tail\":{\"dtype\":\"BF16\","
+                        + "\"shape\":[3],\"data_offsets\":["
+                        + gap
+                        + ","
+                        + (gap + 6)
+                        + "]}}";
         Path p = tmp.resolve("big.safetensors");
         byte[] h = header.getBytes(StandardCharsets.UTF_8);
         try (RandomAccessFile raf = new RandomAccessFile(p.toFile(), "rw")) {
-            ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(h.length);
+            ByteBuffer len =
+                    ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(h.length);
             raf.write(len.array());
             raf.write(h);
             long dataStart = 8 + h.length;
@@ -169,7 +182,8 @@ class SafetensorsTest {
             raf.write(0x40); // e4m3 2.0
             raf.seek(dataStart + gap);
             ByteBuffer tail = ByteBuffer.allocate(6).order(ByteOrder.LITTLE_ENDIAN);
-            tail.putShort(DType.floatToBf16(1.5f)).putShort(DType.floatToBf16(-2f))
+            tail.putShort(DType.floatToBf16(1.5f))
+                    .putShort(DType.floatToBf16(-2f))
                     .putShort(DType.floatToBf16(3.25f));
             raf.write(tail.array());
         }
@@ -290,13 +304,15 @@ class SafetensorsTest {
     void shardedIndexErrors() throws IOException {
         Path dir = tmp.resolve("sharded");
         Files.createDirectories(dir);
-        new SafetensorsWriter().add("x", DType.F32, new long[] {1}, new float[] {1})
+        new SafetensorsWriter()
+                .add("x", DType.F32, new long[] {1}, new float[] {1})
                 .write(dir.resolve("a.safetensors"));
         String index = "{\"weight_map\": {\"x\": \"a.safetensors\", \"y\": \"b.safetensors\"}}";
         Files.writeString(dir.resolve(SafetensorsCheckpoint.INDEX_FILE), index);
         SafetensorsException e =
                 assertThrows(SafetensorsException.class, () -> SafetensorsCheckpoint.open(dir));
-        assertTrue(e.getMessage().contains("'b.safetensors', which does not exist"), e.getMessage());
+        assertTrue(
+                e.getMessage().contains("'b.safetensors', which does not exist"), e.getMessage());
         Files.writeString(
                 dir.resolve(SafetensorsCheckpoint.INDEX_FILE),
                 "{\"weight_map\": {\"x\": \"a.safetensors\", \"z\": \"a.safetensors\"}}");

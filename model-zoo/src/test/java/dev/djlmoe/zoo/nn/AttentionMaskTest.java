@@ -35,7 +35,9 @@ class AttentionMaskTest {
                     assertEquals(new Shape(c[0], c[0]), mask.getShape());
                     assertEquals(DataType.FLOAT32, mask.getDataType());
                     assertEquals(sm.getDevice(), mask.getDevice());
-                    assertArrayEquals(byDefinition(c[0], c[1]), mask.toFloatArray(),
+                    assertArrayEquals(
+                            byDefinition(c[0], c[1]),
+                            mask.toFloatArray(),
                             "S=" + c[0] + ", window " + c[1]);
                     assertEquals(sm, mask.getManager()); // the temporaries are gone, not the mask
                 }

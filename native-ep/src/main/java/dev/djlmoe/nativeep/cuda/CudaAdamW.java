@@ -5,11 +5,11 @@ package dev.djlmoe.nativeep.cuda;
 
 /**
  * AdamW in one pass over GPU memory ({@code nep_cuda_adamw_f32}): weight, gradient and the two
- * moments of one parameter, float32 device arrays of the same length, updated in place on a
- * stream, with the gradient scaled first (a clipping factor) and optionally zeroed after it is
- * read. The arithmetic is that of DJL's {@code adamUpdate}: decoupled weight decay {@code w -= (w
- * lr) wd}, then {@code m = b1 m + (1 - b1) g}, {@code v = b2 v + (1 - b2) g^2}, {@code w -= m lr_c
- * / (sqrt(v) + eps)}.
+ * moments of one parameter, float32 device arrays of the same length, updated in place on a stream,
+ * with the gradient scaled first (a clipping factor) and optionally zeroed after it is read. The
+ * arithmetic is that of DJL's {@code adamUpdate}: decoupled weight decay {@code w -= (w lr) wd},
+ * then {@code m = b1 m + (1 - b1) g}, {@code v = b2 v + (1 - b2) g^2}, {@code w -= m lr_c /
+ * (sqrt(v) + eps)}.
  */
 public final class CudaAdamW {
 
@@ -48,8 +48,8 @@ public final class CudaAdamW {
      * @param step the hyper-parameters
      * @param zeroGrad whether to set the gradient to 0 after reading it
      * @param stream the CUDA stream (0 = the legacy default stream, libtorch's)
-     * @throws IllegalArgumentException naming the argument when an address is not GPU memory of
-     *     the device holding n floats, the arrays overlap, or a hyper-parameter is out of range
+     * @throws IllegalArgumentException naming the argument when an address is not GPU memory of the
+     *     device holding n floats, the arrays overlap, or a hyper-parameter is out of range
      * @throws CudaEpException when the plug-in has no CUDA or the launch fails
      */
     public static void update(
@@ -65,9 +65,22 @@ public final class CudaAdamW {
         try (CudaCall call = new CudaCall()) {
             call.check(
                     NativeEpCuda.nep_cuda_adamw_f32(
-                            device, weight, grad, mean, variance, n, step.lr(),
-                            step.lrCorrected(), step.weightDecay(), step.beta1(), step.beta2(),
-                            step.eps(), step.gradScale(), zeroGrad ? 1 : 0, stream, call.err(),
+                            device,
+                            weight,
+                            grad,
+                            mean,
+                            variance,
+                            n,
+                            step.lr(),
+                            step.lrCorrected(),
+                            step.weightDecay(),
+                            step.beta1(),
+                            step.beta2(),
+                            step.eps(),
+                            step.gradScale(),
+                            zeroGrad ? 1 : 0,
+                            stream,
+                            call.err(),
                             call.cap()),
                     "AdamW on GPU " + device);
         }

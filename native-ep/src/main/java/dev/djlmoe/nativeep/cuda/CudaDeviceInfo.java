@@ -8,16 +8,16 @@ import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.LongPointer;
 
 /**
- * Name, memory and SM count of one CUDA device, as the plug-in's CUDA runtime sees them
- * ({@code nep_cuda_device_info}): for reports such as benchmarks, which need the GPU's name to
- * know its peak FLOP rate and the memory in use to report a peak.
+ * Name, memory and SM count of one CUDA device, as the plug-in's CUDA runtime sees them ({@code
+ * nep_cuda_device_info}): for reports such as benchmarks, which need the GPU's name to know its
+ * peak FLOP rate and the memory in use to report a peak.
  *
  * @param device the device index
  * @param name the device name, e.g. {@code "NVIDIA H100 80GB HBM3"}
  * @param totalBytes the device's memory
  * @param freeBytes the memory no context or process holds ({@code cudaMemGetInfo}); {@code
- *     totalBytes - freeBytes} is what every process on the device holds, its CUDA contexts and
- *     the caching allocators' reservations included
+ *     totalBytes - freeBytes} is what every process on the device holds, its CUDA contexts and the
+ *     caching allocators' reservations included
  * @param smCount the number of streaming multiprocessors
  */
 public record CudaDeviceInfo(
@@ -46,8 +46,7 @@ public record CudaDeviceInfo(
                     NativeEpCuda.nep_cuda_device_info(
                             device, name, NAME_CAPACITY, total, free, sms, call.err(), call.cap()),
                     "device info of GPU " + device);
-            return new CudaDeviceInfo(
-                    device, text(name), total.get(), free.get(), sms.get());
+            return new CudaDeviceInfo(device, text(name), total.get(), free.get(), sms.get());
         }
     }
 

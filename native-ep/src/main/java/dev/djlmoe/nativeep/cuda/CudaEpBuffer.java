@@ -33,7 +33,9 @@ public final class CudaEpBuffer implements AutoCloseable {
         this.device = device;
     }
 
-    /** @return the number of CUDA devices this process sees (0 without a driver) */
+    /**
+     * @return the number of CUDA devices this process sees (0 without a driver)
+     */
     public static int deviceCount() {
         return NativeEpCuda.nep_cuda_device_count();
     }
@@ -48,22 +50,32 @@ public final class CudaEpBuffer implements AutoCloseable {
      * @param timeoutMillis bound of every wait of later calls (0 = 30 s)
      * @return the unconnected buffer
      */
-    public static CudaEpBuffer create(int rank, int world, int device, long bytes, long timeoutMillis) {
+    public static CudaEpBuffer create(
+            int rank, int world, int device, long bytes, long timeoutMillis) {
         try (CudaCall call = new CudaCall();
                 PointerPointer<NativeEpCuda.nep_cuda_buffer> out = new PointerPointer<>(1)) {
             call.check(
-                    NativeEpCuda.nep_cuda_buffer_create(rank, world, device, bytes, timeoutMillis, out, call.err(), call.cap()),
+                    NativeEpCuda.nep_cuda_buffer_create(
+                            rank, world, device, bytes, timeoutMillis, out, call.err(), call.cap()),
                     "create CUDA EP buffer of rank " + rank);
-            return new CudaEpBuffer(new NativeEpCuda.nep_cuda_buffer(out.get(0)), rank, world, device);
+            return new CudaEpBuffer(
+                    new NativeEpCuda.nep_cuda_buffer(out.get(0)), rank, world, device);
         }
     }
 
-    /** @return this rank's connection blob ({@link NativeEpCuda#NEP_CUDA_EXPORT_BYTES} bytes) */
+    /**
+     * @return this rank's connection blob ({@link NativeEpCuda#NEP_CUDA_EXPORT_BYTES} bytes)
+     */
     public byte[] exportBlob() {
         try (CudaCall call = new CudaCall();
                 BytePointer out = new BytePointer(NativeEpCuda.NEP_CUDA_EXPORT_BYTES)) {
             call.check(
-                    NativeEpCuda.nep_cuda_buffer_export(open(), out, NativeEpCuda.NEP_CUDA_EXPORT_BYTES, call.err(), call.cap()),
+                    NativeEpCuda.nep_cuda_buffer_export(
+                            open(),
+                            out,
+                            NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
+                            call.err(),
+                            call.cap()),
                     "export");
             byte[] b = new byte[NativeEpCuda.NEP_CUDA_EXPORT_BYTES];
             out.get(b);
@@ -79,15 +91,23 @@ public final class CudaEpBuffer implements AutoCloseable {
     public void connect(byte[] allBlobs) {
         try (CudaCall call = new CudaCall();
                 BytePointer p = new BytePointer(allBlobs)) {
-            call.check(NativeEpCuda.nep_cuda_buffer_connect(open(), p, allBlobs.length, call.err(), call.cap()), "connect (cuda-ipc)");
+            call.check(
+                    NativeEpCuda.nep_cuda_buffer_connect(
+                            open(), p, allBlobs.length, call.err(), call.cap()),
+                    "connect (cuda-ipc)");
         }
     }
 
-    /** @return a new NCCL unique id (rank 0 makes it, every rank passes it to {@link #connectNccl}) */
+    /**
+     * @return a new NCCL unique id (rank 0 makes it, every rank passes it to {@link #connectNccl})
+     */
     public static byte[] ncclUniqueId() {
         try (CudaCall call = new CudaCall();
                 BytePointer out = new BytePointer(NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES)) {
-            call.check(NativeEpCuda.nep_cuda_nccl_unique_id(out, NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES, call.err(), call.cap()), "NCCL id");
+            call.check(
+                    NativeEpCuda.nep_cuda_nccl_unique_id(
+                            out, NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES, call.err(), call.cap()),
+                    "NCCL id");
             byte[] b = new byte[NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES];
             out.get(b);
             return b;
@@ -102,38 +122,51 @@ public final class CudaEpBuffer implements AutoCloseable {
     public void connectNccl(byte[] uniqueId) {
         try (CudaCall call = new CudaCall();
                 BytePointer p = new BytePointer(uniqueId)) {
-            call.check(NativeEpCuda.nep_cuda_buffer_connect_nccl(open(), p, uniqueId.length, call.err(), call.cap()), "connect (nccl)");
+            call.check(
+                    NativeEpCuda.nep_cuda_buffer_connect_nccl(
+                            open(), p, uniqueId.length, call.err(), call.cap()),
+                    "connect (nccl)");
         }
     }
 
-    /** @return {@link NativeEpCuda#NEP_CUDA_TRANSPORT_IPC}, {@code _NCCL} or {@code _NONE} */
+    /**
+     * @return {@link NativeEpCuda#NEP_CUDA_TRANSPORT_IPC}, {@code _NCCL} or {@code _NONE}
+     */
     public int transport() {
         return NativeEpCuda.nep_cuda_buffer_transport(open());
     }
 
-    /** @return this rank */
+    /**
+     * @return this rank
+     */
     public int rank() {
         return rank;
     }
 
-    /** @return the number of ranks */
+    /**
+     * @return the number of ranks
+     */
     public int worldSize() {
         return world;
     }
 
-    /** @return the CUDA device */
+    /**
+     * @return the CUDA device
+     */
     public int device() {
         return device;
     }
 
-    /** @return the device's multiprocessors (upper bound of {@code numSms}) */
+    /**
+     * @return the device's multiprocessors (upper bound of {@code numSms})
+     */
     public int deviceSms() {
         return NativeEpCuda.nep_cuda_buffer_num_device_sms(open());
     }
 
     /**
-     * Layout of this rank's routing, without any exchange (asynchronous; a bad index or a
-     * duplicate in a row is reported by the next {@link #sync(long)}); see {@code nep_cuda_layout}.
+     * Layout of this rank's routing, without any exchange (asynchronous; a bad index or a duplicate
+     * in a row is reported by the next {@link #sync(long)}); see {@code nep_cuda_layout}.
      *
      * @param topkIdx device address of topk_idx [T, K] int64
      * @param numTokens T
@@ -156,8 +189,17 @@ public final class CudaEpBuffer implements AutoCloseable {
         try (CudaCall call = new CudaCall()) {
             call.check(
                     NativeEpCuda.nep_cuda_layout(
-                            open(), topkIdx, numTokens, numTopk, numExperts, tokensPerRank, tokensPerExpert, isTokenInRank,
-                            stream, call.err(), call.cap()),
+                            open(),
+                            topkIdx,
+                            numTokens,
+                            numTopk,
+                            numExperts,
+                            tokensPerRank,
+                            tokensPerExpert,
+                            isTokenInRank,
+                            stream,
+                            call.err(),
+                            call.cap()),
                     "layout");
         }
     }
@@ -173,12 +215,27 @@ public final class CudaEpBuffer implements AutoCloseable {
      * @param stream the stream
      * @return the routing of the dispatch
      */
-    public Handle notify(long topkIdx, long numTokens, int numTopk, int numExperts, int expertAlignment, long stream) {
+    public Handle notify(
+            long topkIdx,
+            long numTokens,
+            int numTopk,
+            int numExperts,
+            int expertAlignment,
+            long stream) {
         try (CudaCall call = new CudaCall();
                 PointerPointer<NativeEpCuda.nep_cuda_handle> out = new PointerPointer<>(1)) {
             call.check(
                     NativeEpCuda.nep_cuda_dispatch_notify(
-                            open(), topkIdx, numTokens, numTopk, numExperts, expertAlignment, stream, out, call.err(), call.cap()),
+                            open(),
+                            topkIdx,
+                            numTokens,
+                            numTopk,
+                            numExperts,
+                            expertAlignment,
+                            stream,
+                            out,
+                            call.err(),
+                            call.cap()),
                     "notify");
             return new Handle(new NativeEpCuda.nep_cuda_handle(out.get(0)));
         }
@@ -218,8 +275,22 @@ public final class CudaEpBuffer implements AutoCloseable {
         try (CudaCall call = new CudaCall()) {
             call.check(
                     NativeEpCuda.nep_cuda_dispatch(
-                            open(), h.open(), x, xDtype, hidden, wire, topkIdx, topkWeights, recvX, recvDtype, recvTopkIdx,
-                            recvTopkWeights, numSms, stream, call.err(), call.cap()),
+                            open(),
+                            h.open(),
+                            x,
+                            xDtype,
+                            hidden,
+                            wire,
+                            topkIdx,
+                            topkWeights,
+                            recvX,
+                            recvDtype,
+                            recvTopkIdx,
+                            recvTopkWeights,
+                            numSms,
+                            stream,
+                            call.err(),
+                            call.cap()),
                     "dispatch");
         }
     }
@@ -240,12 +311,33 @@ public final class CudaEpBuffer implements AutoCloseable {
      * @param stream the stream
      */
     public void combine(
-            Handle h, long y, int yDtype, long hidden, int wire, long yWeights, long out, int outDtype, long outWeights, int numSms,
+            Handle h,
+            long y,
+            int yDtype,
+            long hidden,
+            int wire,
+            long yWeights,
+            long out,
+            int outDtype,
+            long outWeights,
+            int numSms,
             long stream) {
         try (CudaCall call = new CudaCall()) {
             call.check(
                     NativeEpCuda.nep_cuda_combine(
-                            open(), h.open(), y, yDtype, hidden, wire, yWeights, out, outDtype, outWeights, numSms, stream, call.err(),
+                            open(),
+                            h.open(),
+                            y,
+                            yDtype,
+                            hidden,
+                            wire,
+                            yWeights,
+                            out,
+                            outDtype,
+                            outWeights,
+                            numSms,
+                            stream,
+                            call.err(),
                             call.cap()),
                     "combine");
         }
@@ -261,7 +353,10 @@ public final class CudaEpBuffer implements AutoCloseable {
      */
     public void allReduceSum(long data, long count, int dtype, long stream) {
         try (CudaCall call = new CudaCall()) {
-            call.check(NativeEpCuda.nep_cuda_all_reduce_sum(open(), data, count, dtype, stream, call.err(), call.cap()), "all-reduce");
+            call.check(
+                    NativeEpCuda.nep_cuda_all_reduce_sum(
+                            open(), data, count, dtype, stream, call.err(), call.cap()),
+                    "all-reduce");
         }
     }
 
@@ -308,27 +403,37 @@ public final class CudaEpBuffer implements AutoCloseable {
             return h;
         }
 
-        /** @return T, this rank's tokens */
+        /**
+         * @return T, this rank's tokens
+         */
         public long numTokens() {
             return NativeEpCuda.nep_cuda_handle_num_tokens(open());
         }
 
-        /** @return R, the rows this rank receives */
+        /**
+         * @return R, the rows this rank receives
+         */
         public long numRecv() {
             return NativeEpCuda.nep_cuda_handle_num_recv(open());
         }
 
-        /** @return K, the top-k slots per token */
+        /**
+         * @return K, the top-k slots per token
+         */
         public int numTopk() {
             return NativeEpCuda.nep_cuda_handle_num_topk(open());
         }
 
-        /** @return E, the experts over all ranks */
+        /**
+         * @return E, the experts over all ranks
+         */
         public int numExperts() {
             return NativeEpCuda.nep_cuda_handle_num_experts(open());
         }
 
-        /** @return E / W */
+        /**
+         * @return E / W
+         */
         public int numLocalExperts() {
             return NativeEpCuda.nep_cuda_handle_num_local_experts(open());
         }
@@ -381,19 +486,27 @@ public final class CudaEpBuffer implements AutoCloseable {
             int n = (int) (numTokens() * world);
             try (CudaCall call = new CudaCall();
                     BytePointer p = new BytePointer(Math.max(n, 1))) {
-                call.check(NativeEpCuda.nep_cuda_handle_copy_is_token_in_rank(open(), p, call.err(), call.cap()), "is_token_in_rank");
+                call.check(
+                        NativeEpCuda.nep_cuda_handle_copy_is_token_in_rank(
+                                open(), p, call.err(), call.cap()),
+                        "is_token_in_rank");
                 byte[] v = new byte[n];
                 p.get(v);
                 return v;
             }
         }
 
-        /** @return the source token index of each received row (after a dispatch) */
+        /**
+         * @return the source token index of each received row (after a dispatch)
+         */
         public int[] recvSrcIdx() {
             int n = (int) numRecv();
             try (CudaCall call = new CudaCall();
                     IntPointer p = new IntPointer(Math.max(n, 1))) {
-                call.check(NativeEpCuda.nep_cuda_handle_copy_recv_src_idx(open(), p, call.err(), call.cap()), "recv_src_idx");
+                call.check(
+                        NativeEpCuda.nep_cuda_handle_copy_recv_src_idx(
+                                open(), p, call.err(), call.cap()),
+                        "recv_src_idx");
                 int[] v = new int[n];
                 p.get(v);
                 return v;

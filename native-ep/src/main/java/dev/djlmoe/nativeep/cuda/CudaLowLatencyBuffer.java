@@ -10,10 +10,11 @@ import org.bytedeco.javacpp.PointerPointer;
  * One rank's low-latency (decoding) buffer on a GPU, over the CUDA plug-in ({@code cuda_api.h}
  * "Low-latency mode"): fixed receive buffers sized by {@code maxTokensPerRank}, one message per
  * (token, expert) pair, the weighted sum of combine done at the source rank, send and receive as
- * separate calls, and no host synchronisation (a whole decode step can be captured in a CUDA graph).
+ * separate calls, and no host synchronisation (a whole decode step can be captured in a CUDA
+ * graph).
  *
- * <p>Set-up as {@link CudaEpBuffer}: {@link #create}, exchange {@link #exportBlob()} through the job's
- * rendezvous, {@link #connect}. Then every rank issues the same sequence of sends:
+ * <p>Set-up as {@link CudaEpBuffer}: {@link #create}, exchange {@link #exportBlob()} through the
+ * job's rendezvous, {@link #connect}. Then every rank issues the same sequence of sends:
  *
  * <pre>{@code
  * try (Op d = buf.dispatchSend(x, BF16, T, H, topkIdx, K, FP8, 0, stream);       // x [T, H], topk_idx [T, K]
@@ -24,10 +25,10 @@ import org.bytedeco.javacpp.PointerPointer;
  * }</pre>
  *
  * Tensor arguments are device addresses of contiguous row-major buffers; {@code stream} is a {@code
- * cudaStream_t} as a long (0: the legacy default stream). Failures on the GPU (a wait that timed out
- * names the rank, the peer and the counter; a bad expert index) are reported by {@link #sync(long)}
- * or the next call. Invalid arguments throw {@link IllegalArgumentException}, every other failure a
- * {@link CudaEpException}. Close ops and handles before the buffer.
+ * cudaStream_t} as a long (0: the legacy default stream). Failures on the GPU (a wait that timed
+ * out names the rank, the peer and the counter; a bad expert index) are reported by {@link
+ * #sync(long)} or the next call. Invalid arguments throw {@link IllegalArgumentException}, every
+ * other failure a {@link CudaEpException}. Close ops and handles before the buffer.
  */
 public final class CudaLowLatencyBuffer implements AutoCloseable {
 
@@ -65,19 +66,36 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
                 PointerPointer<NativeEpCuda.nep_cuda_ll_buffer> out = new PointerPointer<>(1)) {
             call.check(
                     NativeEpCuda.nep_cuda_ll_buffer_create(
-                            rank, world, device, maxTokensPerRank, hidden, numExperts, maxTopk, maxWire, timeoutMillis, out,
-                            call.err(), call.cap()),
+                            rank,
+                            world,
+                            device,
+                            maxTokensPerRank,
+                            hidden,
+                            numExperts,
+                            maxTopk,
+                            maxWire,
+                            timeoutMillis,
+                            out,
+                            call.err(),
+                            call.cap()),
                     "create CUDA low-latency buffer of rank " + rank);
             return new CudaLowLatencyBuffer(new NativeEpCuda.nep_cuda_ll_buffer(out.get(0)));
         }
     }
 
-    /** @return this rank's connection blob ({@link NativeEpCuda#NEP_CUDA_EXPORT_BYTES} bytes) */
+    /**
+     * @return this rank's connection blob ({@link NativeEpCuda#NEP_CUDA_EXPORT_BYTES} bytes)
+     */
     public byte[] exportBlob() {
         try (CudaCall call = new CudaCall();
                 BytePointer out = new BytePointer(NativeEpCuda.NEP_CUDA_EXPORT_BYTES)) {
             call.check(
-                    NativeEpCuda.nep_cuda_ll_buffer_export(open(), out, NativeEpCuda.NEP_CUDA_EXPORT_BYTES, call.err(), call.cap()),
+                    NativeEpCuda.nep_cuda_ll_buffer_export(
+                            open(),
+                            out,
+                            NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
+                            call.err(),
+                            call.cap()),
                     "export");
             byte[] b = new byte[NativeEpCuda.NEP_CUDA_EXPORT_BYTES];
             out.get(b);
@@ -93,7 +111,10 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
     public void connect(byte[] allBlobs) {
         try (CudaCall call = new CudaCall();
                 BytePointer p = new BytePointer(allBlobs)) {
-            call.check(NativeEpCuda.nep_cuda_ll_buffer_connect(open(), p, allBlobs.length, call.err(), call.cap()), "connect");
+            call.check(
+                    NativeEpCuda.nep_cuda_ll_buffer_connect(
+                            open(), p, allBlobs.length, call.err(), call.cap()),
+                    "connect");
         }
     }
 
@@ -104,21 +125,30 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      */
     public void setNumSms(int numSms) {
         try (CudaCall call = new CudaCall()) {
-            call.check(NativeEpCuda.nep_cuda_ll_buffer_set_num_sms(open(), numSms, call.err(), call.cap()), "set num_sms");
+            call.check(
+                    NativeEpCuda.nep_cuda_ll_buffer_set_num_sms(
+                            open(), numSms, call.err(), call.cap()),
+                    "set num_sms");
         }
     }
 
-    /** @return Tm */
+    /**
+     * @return Tm
+     */
     public long maxTokensPerRank() {
         return NativeEpCuda.nep_cuda_ll_buffer_max_tokens_per_rank(open());
     }
 
-    /** @return E / W */
+    /**
+     * @return E / W
+     */
     public int numLocalExperts() {
         return NativeEpCuda.nep_cuda_ll_buffer_num_local_experts(open());
     }
 
-    /** @return the device memory of the shared buffer, in bytes */
+    /**
+     * @return the device memory of the shared buffer, in bytes
+     */
     public long bytes() {
         return NativeEpCuda.nep_cuda_ll_buffer_bytes(open());
     }
@@ -138,12 +168,32 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      * @return the pending op (its receive is {@link Op#dispatchRecv})
      */
     public Op dispatchSend(
-            long x, int xDtype, long numTokens, long hidden, long topkIdx, int numTopk, int wire, int flags, long stream) {
+            long x,
+            int xDtype,
+            long numTokens,
+            long hidden,
+            long topkIdx,
+            int numTopk,
+            int wire,
+            int flags,
+            long stream) {
         try (CudaCall call = new CudaCall();
                 PointerPointer<NativeEpCuda.nep_cuda_ll_op> out = new PointerPointer<>(1)) {
             call.check(
                     NativeEpCuda.nep_cuda_ll_dispatch_send(
-                            open(), x, xDtype, numTokens, hidden, topkIdx, numTopk, wire, flags, stream, out, call.err(), call.cap()),
+                            open(),
+                            x,
+                            xDtype,
+                            numTokens,
+                            hidden,
+                            topkIdx,
+                            numTopk,
+                            wire,
+                            flags,
+                            stream,
+                            out,
+                            call.err(),
+                            call.cap()),
                     "low-latency dispatch send");
             return new Op(new NativeEpCuda.nep_cuda_ll_op(out.get(0)));
         }
@@ -161,12 +211,23 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      * @param stream the CUDA stream
      * @return the pending op (its receive is {@link Op#combineRecv})
      */
-    public Op combineSend(Handle h, long y, int yDtype, long topkIdx, long topkWeights, int wire, long stream) {
+    public Op combineSend(
+            Handle h, long y, int yDtype, long topkIdx, long topkWeights, int wire, long stream) {
         try (CudaCall call = new CudaCall();
                 PointerPointer<NativeEpCuda.nep_cuda_ll_op> out = new PointerPointer<>(1)) {
             call.check(
                     NativeEpCuda.nep_cuda_ll_combine_send(
-                            open(), h.open(), y, yDtype, topkIdx, topkWeights, wire, stream, out, call.err(), call.cap()),
+                            open(),
+                            h.open(),
+                            y,
+                            yDtype,
+                            topkIdx,
+                            topkWeights,
+                            wire,
+                            stream,
+                            out,
+                            call.err(),
+                            call.cap()),
                     "low-latency combine send");
             return new Op(new NativeEpCuda.nep_cuda_ll_op(out.get(0)));
         }
@@ -179,7 +240,8 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      */
     public void sync(long stream) {
         try (CudaCall call = new CudaCall()) {
-            call.check(NativeEpCuda.nep_cuda_ll_sync(open(), stream, call.err(), call.cap()), "sync");
+            call.check(
+                    NativeEpCuda.nep_cuda_ll_sync(open(), stream, call.err(), call.cap()), "sync");
         }
     }
 
@@ -207,12 +269,16 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
             this.op = op;
         }
 
-        /** @return the call's number (1-based, the same on every rank) */
+        /**
+         * @return the call's number (1-based, the same on every rank)
+         */
         public long callIndex() {
             return NativeEpCuda.nep_cuda_ll_op_call_index(open());
         }
 
-        /** @return whether the receive is still to be issued */
+        /**
+         * @return whether the receive is still to be issued
+         */
         public boolean isPending() {
             return NativeEpCuda.nep_cuda_ll_op_is_pending(open()) != 0;
         }
@@ -228,12 +294,27 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
          * @param stream the CUDA stream
          * @return the routing combine needs
          */
-        public Handle dispatchRecv(long recvX, int recvDtype, long recvCount, long recvSrcInfo, long recvLayoutRange, long stream) {
+        public Handle dispatchRecv(
+                long recvX,
+                int recvDtype,
+                long recvCount,
+                long recvSrcInfo,
+                long recvLayoutRange,
+                long stream) {
             try (CudaCall call = new CudaCall();
                     PointerPointer<NativeEpCuda.nep_cuda_ll_handle> out = new PointerPointer<>(1)) {
                 call.check(
                         NativeEpCuda.nep_cuda_ll_dispatch_recv(
-                                open(), recvX, recvDtype, recvCount, recvSrcInfo, recvLayoutRange, stream, out, call.err(), call.cap()),
+                                open(),
+                                recvX,
+                                recvDtype,
+                                recvCount,
+                                recvSrcInfo,
+                                recvLayoutRange,
+                                stream,
+                                out,
+                                call.err(),
+                                call.cap()),
                         "low-latency dispatch receive");
                 return new Handle(new NativeEpCuda.nep_cuda_ll_handle(out.get(0)));
             }
@@ -248,7 +329,9 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
          */
         public void combineRecv(long out, int outDtype, long stream) {
             try (CudaCall call = new CudaCall()) {
-                call.check(NativeEpCuda.nep_cuda_ll_combine_recv(open(), out, outDtype, stream, call.err(), call.cap()),
+                call.check(
+                        NativeEpCuda.nep_cuda_ll_combine_recv(
+                                open(), out, outDtype, stream, call.err(), call.cap()),
                         "low-latency combine receive");
             }
         }
@@ -279,7 +362,9 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
             this.h = h;
         }
 
-        /** @return T this rank dispatched */
+        /**
+         * @return T this rank dispatched
+         */
         public long numTokens() {
             return NativeEpCuda.nep_cuda_ll_handle_num_tokens(open());
         }

@@ -37,12 +37,16 @@ public final class DeviceMemory implements AutoCloseable {
     public static DeviceMemory allocate(int device, long bytes) {
         try (CudaCall call = new CudaCall();
                 LongPointer out = new LongPointer(1)) {
-            call.check(NativeEpCuda.nep_cuda_malloc(device, bytes, out, call.err(), call.cap()), "cudaMalloc");
+            call.check(
+                    NativeEpCuda.nep_cuda_malloc(device, bytes, out, call.err(), call.cap()),
+                    "cudaMalloc");
             return new DeviceMemory(device, bytes, out.get());
         }
     }
 
-    /** @return the device address */
+    /**
+     * @return the device address
+     */
     public long address() {
         if (address == 0) {
             throw new IllegalStateException("device memory is freed");
@@ -50,7 +54,9 @@ public final class DeviceMemory implements AutoCloseable {
         return address;
     }
 
-    /** @return the size in bytes */
+    /**
+     * @return the size in bytes
+     */
     public long bytes() {
         return bytes;
     }
@@ -62,7 +68,10 @@ public final class DeviceMemory implements AutoCloseable {
      */
     public void fill(int value) {
         try (CudaCall call = new CudaCall()) {
-            call.check(NativeEpCuda.nep_cuda_memset(device, address(), value, bytes, call.err(), call.cap()), "cudaMemset");
+            call.check(
+                    NativeEpCuda.nep_cuda_memset(
+                            device, address(), value, bytes, call.err(), call.cap()),
+                    "cudaMemset");
         }
     }
 
@@ -71,7 +80,10 @@ public final class DeviceMemory implements AutoCloseable {
             throw new IllegalArgumentException(n + " bytes do not fit in " + bytes);
         }
         try (CudaCall call = new CudaCall()) {
-            call.check(NativeEpCuda.nep_cuda_memcpy(device, address(), p.address(), n, call.err(), call.cap()), "upload");
+            call.check(
+                    NativeEpCuda.nep_cuda_memcpy(
+                            device, address(), p.address(), n, call.err(), call.cap()),
+                    "upload");
         }
     }
 
@@ -80,32 +92,43 @@ public final class DeviceMemory implements AutoCloseable {
             throw new IllegalArgumentException(n + " bytes exceed " + bytes);
         }
         try (CudaCall call = new CudaCall()) {
-            call.check(NativeEpCuda.nep_cuda_memcpy(device, p.address(), address(), n, call.err(), call.cap()), "download");
+            call.check(
+                    NativeEpCuda.nep_cuda_memcpy(
+                            device, p.address(), address(), n, call.err(), call.cap()),
+                    "download");
         }
     }
 
-    /** @param v values to copy to the start of this memory */
+    /**
+     * @param v values to copy to the start of this memory
+     */
     public void upload(float[] v) {
         try (FloatPointer p = new FloatPointer(v)) {
             copyIn(p, 4L * v.length);
         }
     }
 
-    /** @param v values to copy to the start of this memory */
+    /**
+     * @param v values to copy to the start of this memory
+     */
     public void upload(long[] v) {
         try (LongPointer p = new LongPointer(v)) {
             copyIn(p, 8L * v.length);
         }
     }
 
-    /** @param v values to copy to the start of this memory */
+    /**
+     * @param v values to copy to the start of this memory
+     */
     public void upload(short[] v) {
         try (ShortPointer p = new ShortPointer(v)) {
             copyIn(p, 2L * v.length);
         }
     }
 
-    /** @param v receives the first {@code v.length} values of this memory */
+    /**
+     * @param v receives the first {@code v.length} values of this memory
+     */
     public void download(float[] v) {
         try (FloatPointer p = new FloatPointer(v.length)) {
             copyOut(p, 4L * v.length);
@@ -113,7 +136,9 @@ public final class DeviceMemory implements AutoCloseable {
         }
     }
 
-    /** @param v receives the first {@code v.length} values of this memory */
+    /**
+     * @param v receives the first {@code v.length} values of this memory
+     */
     public void download(long[] v) {
         try (LongPointer p = new LongPointer(v.length)) {
             copyOut(p, 8L * v.length);
@@ -121,7 +146,9 @@ public final class DeviceMemory implements AutoCloseable {
         }
     }
 
-    /** @param v receives the first {@code v.length} values of this memory */
+    /**
+     * @param v receives the first {@code v.length} values of this memory
+     */
     public void download(int[] v) {
         try (IntPointer p = new IntPointer(v.length)) {
             copyOut(p, 4L * v.length);
@@ -129,7 +156,9 @@ public final class DeviceMemory implements AutoCloseable {
         }
     }
 
-    /** @param v receives the first {@code v.length} bytes of this memory */
+    /**
+     * @param v receives the first {@code v.length} bytes of this memory
+     */
     public void download(byte[] v) {
         try (BytePointer p = new BytePointer(v.length)) {
             copyOut(p, v.length);
@@ -141,7 +170,9 @@ public final class DeviceMemory implements AutoCloseable {
     public void close() {
         if (address != 0) {
             try (CudaCall call = new CudaCall()) {
-                call.check(NativeEpCuda.nep_cuda_free(device, address, call.err(), call.cap()), "cudaFree");
+                call.check(
+                        NativeEpCuda.nep_cuda_free(device, address, call.err(), call.cap()),
+                        "cudaFree");
             } finally {
                 address = 0;
             }

@@ -19,8 +19,8 @@ import org.bytedeco.javacpp.annotation.Properties;
  * JavaCPP binding of the CUDA plug-in's C ABI ({@code nativeep/cuda_api.h}, library {@code
  * libnativeep_cuda.so}).
  *
- * <p>This class is separate from {@code NativeEp} so that CPU-only users never load the plug-in:
- * it is loaded the first time this class is used. The plug-in links the CUDA runtime statically and
+ * <p>This class is separate from {@code NativeEp} so that CPU-only users never load the plug-in: it
+ * is loaded the first time this class is used. The plug-in links the CUDA runtime statically and
  * needs only the NVIDIA driver at run time; without a driver {@link #nep_cuda_device_count()}
  * returns 0. A build made without nvcc ships a stand-in library whose entry points all fail with
  * {@code NEP_ERR_UNSUPPORTED}. Tensor arguments are raw device addresses; {@link CudaEpBuffer} is
@@ -44,22 +44,31 @@ public final class NativeEpCuda {
 
     /** Element type fp32. */
     public static final int NEP_DTYPE_FP32 = 0;
+
     /** Element type bf16. */
     public static final int NEP_DTYPE_BF16 = 1;
+
     /** Size of one rank's exported cuda-ipc blob. */
     public static final int NEP_CUDA_EXPORT_BYTES = 256;
+
     /** Size of an NCCL unique id. */
     public static final int NEP_CUDA_NCCL_ID_BYTES = 128;
+
     /** Not connected yet. */
     public static final int NEP_CUDA_TRANSPORT_NONE = 0;
+
     /** CUDA IPC over NVLink (ranks of one host). */
     public static final int NEP_CUDA_TRANSPORT_IPC = 1;
+
     /** NCCL (ranks on several hosts). */
     public static final int NEP_CUDA_TRANSPORT_NCCL = 2;
+
     /** Low-latency dispatch flag: FP8 wire with scales rounded up to powers of two. */
     public static final int NEP_CUDA_LL_ROUND_SCALE = 1;
+
     /** Low-latency op kind: dispatch. */
     public static final int NEP_CUDA_LL_DISPATCH = 1;
+
     /** Low-latency op kind: combine. */
     public static final int NEP_CUDA_LL_COMBINE = 2;
 
@@ -160,15 +169,30 @@ public final class NativeEpCuda {
     // ---- device memory ----
 
     public static native int nep_cuda_malloc(
-            int device, long bytes, @Cast("int64_t*") LongPointer address, @Cast("char*") BytePointer err, long errCap);
+            int device,
+            long bytes,
+            @Cast("int64_t*") LongPointer address,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
-    public static native int nep_cuda_free(int device, long address, @Cast("char*") BytePointer err, long errCap);
+    public static native int nep_cuda_free(
+            int device, long address, @Cast("char*") BytePointer err, long errCap);
 
     public static native int nep_cuda_memcpy(
-            int device, long dst, long src, long bytes, @Cast("char*") BytePointer err, long errCap);
+            int device,
+            long dst,
+            long src,
+            long bytes,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_memset(
-            int device, long address, int value, long bytes, @Cast("char*") BytePointer err, long errCap);
+            int device,
+            long address,
+            int value,
+            long bytes,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_device_info(
             int device,
@@ -212,7 +236,11 @@ public final class NativeEpCuda {
             long errCap);
 
     public static native int nep_cuda_buffer_export(
-            @Const nep_cuda_buffer buf, @Cast("uint8_t*") BytePointer out, long cap, @Cast("char*") BytePointer err, long errCap);
+            @Const nep_cuda_buffer buf,
+            @Cast("uint8_t*") BytePointer out,
+            long cap,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_buffer_connect(
             nep_cuda_buffer buf,
@@ -221,10 +249,14 @@ public final class NativeEpCuda {
             @Cast("char*") BytePointer err,
             long errCap);
 
-    public static native int nep_cuda_nccl_version(IntPointer version, @Cast("char*") BytePointer err, long errCap);
+    public static native int nep_cuda_nccl_version(
+            IntPointer version, @Cast("char*") BytePointer err, long errCap);
 
     public static native int nep_cuda_nccl_unique_id(
-            @Cast("uint8_t*") BytePointer out, long cap, @Cast("char*") BytePointer err, long errCap);
+            @Cast("uint8_t*") BytePointer out,
+            long cap,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_buffer_connect_nccl(
             nep_cuda_buffer buf,
@@ -236,7 +268,13 @@ public final class NativeEpCuda {
     public static native int nep_cuda_buffer_transport(@Const nep_cuda_buffer buf);
 
     public static native int nep_cuda_all_reduce_sum(
-            nep_cuda_buffer buf, long data, long count, int dtype, long stream, @Cast("char*") BytePointer err, long errCap);
+            nep_cuda_buffer buf,
+            long data,
+            long count,
+            int dtype,
+            long stream,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_buffer_set_timeout(
             nep_cuda_buffer buf, long timeoutMs, @Cast("char*") BytePointer err, long errCap);
@@ -249,7 +287,8 @@ public final class NativeEpCuda {
 
     public static native int nep_cuda_buffer_num_device_sms(@Const nep_cuda_buffer buf);
 
-    public static native int nep_cuda_sync(nep_cuda_buffer buf, long stream, @Cast("char*") BytePointer err, long errCap);
+    public static native int nep_cuda_sync(
+            nep_cuda_buffer buf, long stream, @Cast("char*") BytePointer err, long errCap);
 
     public static native void nep_cuda_buffer_destroy(nep_cuda_buffer buf);
 
@@ -290,14 +329,20 @@ public final class NativeEpCuda {
 
     public static native int nep_cuda_handle_num_local_experts(@Const nep_cuda_handle h);
 
-    public static native void nep_cuda_handle_recv_tokens_per_expert(@Const nep_cuda_handle h, int aligned, IntPointer out);
+    public static native void nep_cuda_handle_recv_tokens_per_expert(
+            @Const nep_cuda_handle h, int aligned, IntPointer out);
 
-    public static native void nep_cuda_handle_rank_prefix_matrix(@Const nep_cuda_handle h, IntPointer out);
+    public static native void nep_cuda_handle_rank_prefix_matrix(
+            @Const nep_cuda_handle h, IntPointer out);
 
-    public static native void nep_cuda_handle_rank_num_tokens(@Const nep_cuda_handle h, IntPointer out);
+    public static native void nep_cuda_handle_rank_num_tokens(
+            @Const nep_cuda_handle h, IntPointer out);
 
     public static native int nep_cuda_handle_copy_is_token_in_rank(
-            @Const nep_cuda_handle h, @Cast("uint8_t*") BytePointer out, @Cast("char*") BytePointer err, long errCap);
+            @Const nep_cuda_handle h,
+            @Cast("uint8_t*") BytePointer out,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_handle_copy_recv_src_idx(
             @Const nep_cuda_handle h, IntPointer out, @Cast("char*") BytePointer err, long errCap);
@@ -357,7 +402,11 @@ public final class NativeEpCuda {
             long errCap);
 
     public static native int nep_cuda_ll_buffer_export(
-            @Const nep_cuda_ll_buffer buf, @Cast("uint8_t*") BytePointer out, long cap, @Cast("char*") BytePointer err, long errCap);
+            @Const nep_cuda_ll_buffer buf,
+            @Cast("uint8_t*") BytePointer out,
+            long cap,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_ll_buffer_connect(
             nep_cuda_ll_buffer buf,
@@ -394,7 +443,8 @@ public final class NativeEpCuda {
 
     public static native long nep_cuda_ll_buffer_bytes(@Const nep_cuda_ll_buffer buf);
 
-    public static native int nep_cuda_ll_sync(nep_cuda_ll_buffer buf, long stream, @Cast("char*") BytePointer err, long errCap);
+    public static native int nep_cuda_ll_sync(
+            nep_cuda_ll_buffer buf, long stream, @Cast("char*") BytePointer err, long errCap);
 
     public static native int nep_cuda_ll_buffer_poison(
             nep_cuda_ll_buffer buf, long stream, @Cast("char*") BytePointer err, long errCap);
@@ -442,7 +492,12 @@ public final class NativeEpCuda {
             long errCap);
 
     public static native int nep_cuda_ll_combine_recv(
-            nep_cuda_ll_op op, long out, int outDtype, long stream, @Cast("char*") BytePointer err, long errCap);
+            nep_cuda_ll_op op,
+            long out,
+            int outDtype,
+            long stream,
+            @Cast("char*") BytePointer err,
+            long errCap);
 
     public static native int nep_cuda_ll_op_kind(@Const nep_cuda_ll_op op);
 

@@ -18,9 +18,9 @@ import org.bytedeco.javacpp.PointerPointer;
 /**
  * Java on the GPU: W JVMs (one per GPU) run dispatch and combine through the Java API ({@link
  * CudaEpBuffer}, JavaCPP) on device memory that the plug-in allocates, and check every result
- * against a plain all-to-all computed in Java from the same seeds. The ranks find each other through
- * the project's rendezvous store (nep_store_*, served by the parent), which carries the cuda-ipc
- * blobs or the NCCL id.
+ * against a plain all-to-all computed in Java from the same seeds. The ranks find each other
+ * through the project's rendezvous store (nep_store_*, served by the parent), which carries the
+ * cuda-ipc blobs or the NCCL id.
  *
  * <pre>
  *   java -cp ... dev.djlmoe.nativeep.cuda.CudaEpJavaCheck --world 2 [--transport ipc|nccl] [--no-bench]
@@ -50,9 +50,15 @@ public final class CudaEpJavaCheck {
         int r = Integer.parseInt(rank);
         int rc;
         try {
-            rc = new Rank(r, world, Integer.parseInt(opt(args, "--port", "0")), opt(args, "--token", ""),
-                            opt(args, "--transport", "ipc"), !Arrays.asList(args).contains("--no-bench"))
-                    .run(Arrays.asList(args).contains("--store-only"));
+            rc =
+                    new Rank(
+                                    r,
+                                    world,
+                                    Integer.parseInt(opt(args, "--port", "0")),
+                                    opt(args, "--token", ""),
+                                    opt(args, "--transport", "ipc"),
+                                    !Arrays.asList(args).contains("--no-bench"))
+                            .run(Arrays.asList(args).contains("--store-only"));
         } catch (Throwable t) {
             System.out.println("[java rank " + r + "] fatal: " + t);
             t.printStackTrace(System.out);
@@ -75,7 +81,10 @@ public final class CudaEpJavaCheck {
 
     private static int parent(String[] args, int world) throws Exception {
         long timeoutS = Long.parseLong(opt(args, "--timeout-s", "240"));
-        Loader.load(NativeEpCuda.class);  // unpack the libraries once, before the ranks start; no CUDA call here
+        Loader.load(
+                NativeEpCuda
+                        .class); // unpack the libraries once, before the ranks start; no CUDA call
+        // here
         String token = Long.toHexString(System.nanoTime());
         BytePointer err = new BytePointer(2048);
         PointerPointer<NativeEp.nep_store_server> out = new PointerPointer<>(1);
@@ -89,9 +98,22 @@ public final class CudaEpJavaCheck {
         String java = ProcessHandle.current().info().command().orElse("java");
         List<Process> procs = new ArrayList<>();
         for (int r = 0; r < world; r++) {
-            List<String> cmd = new ArrayList<>(List.of(java, "-Xmx8g", "-cp", System.getProperty("java.class.path"),
-                    CudaEpJavaCheck.class.getName(), "--rank", String.valueOf(r), "--world", String.valueOf(world),
-                    "--port", String.valueOf(port), "--token", token));
+            List<String> cmd =
+                    new ArrayList<>(
+                            List.of(
+                                    java,
+                                    "-Xmx8g",
+                                    "-cp",
+                                    System.getProperty("java.class.path"),
+                                    CudaEpJavaCheck.class.getName(),
+                                    "--rank",
+                                    String.valueOf(r),
+                                    "--world",
+                                    String.valueOf(world),
+                                    "--port",
+                                    String.valueOf(port),
+                                    "--token",
+                                    token));
             for (String a : args) {
                 if (a.equals("--no-bench") || a.equals("--store-only")) {
                     cmd.add(a);
@@ -114,7 +136,12 @@ public final class CudaEpJavaCheck {
             Process p = procs.get(r);
             long left = Math.max(1, deadline - System.nanoTime());
             if (!p.waitFor(left, TimeUnit.NANOSECONDS)) {
-                System.out.println("[java parent] rank " + r + " still running after " + timeoutS + " s: ending all ranks");
+                System.out.println(
+                        "[java parent] rank "
+                                + r
+                                + " still running after "
+                                + timeoutS
+                                + " s: ending all ranks");
                 procs.forEach(Process::destroyForcibly);
                 failed = world;
                 break;
@@ -127,7 +154,11 @@ public final class CudaEpJavaCheck {
             }
         }
         NativeEp.nep_store_server_destroy(server);
-        System.out.println("CudaEpJavaCheck world " + world + ": " + (failed == 0 ? "PASS" : failed + " ranks failed -> FAIL"));
+        System.out.println(
+                "CudaEpJavaCheck world "
+                        + world
+                        + ": "
+                        + (failed == 0 ? "PASS" : failed + " ranks failed -> FAIL"));
         return failed == 0 ? 0 : 1;
     }
 
@@ -140,14 +171,21 @@ public final class CudaEpJavaCheck {
         final float[] weights;
         final float[] x;
 
-        Inputs(long seed, int rank, int tokens, int hidden, int topkN, int experts, boolean gaussian) {
+        Inputs(
+                long seed,
+                int rank,
+                int tokens,
+                int hidden,
+                int topkN,
+                int experts,
+                boolean gaussian) {
             this.tokens = tokens;
             SplitMix rng = new SplitMix(seed * 1000003L + rank);
             topk = new long[tokens * topkN];
             weights = new float[tokens * topkN];
             int[] perm = new int[experts];
             for (int t = 0; t < tokens; t++) {
-                boolean nowhere = rng.nextInt(20) == 0;  // 5% of tokens go nowhere
+                boolean nowhere = rng.nextInt(20) == 0; // 5% of tokens go nowhere
                 for (int e = 0; e < experts; e++) {
                     perm[e] = e;
                 }
@@ -156,7 +194,7 @@ public final class CudaEpJavaCheck {
                     int tmp = perm[k];
                     perm[k] = perm[j];
                     perm[j] = tmp;
-                    boolean masked = nowhere || rng.nextInt(10) == 0;  // 10% of slots are -1
+                    boolean masked = nowhere || rng.nextInt(10) == 0; // 10% of slots are -1
                     topk[t * topkN + k] = masked ? -1 : perm[k];
                     weights[t * topkN + k] = (rng.nextInt(1000) + 1) / 1024f;
                 }
@@ -242,7 +280,10 @@ public final class CudaEpJavaCheck {
             byte[] b = value.getBytes(StandardCharsets.UTF_8);
             try (BytePointer err = new BytePointer(2048);
                     BytePointer v = new BytePointer(b)) {
-                storeCall(NativeEp.nep_store_set(store, key, v, b.length, err, 2048), err, "store set " + key);
+                storeCall(
+                        NativeEp.nep_store_set(store, key, v, b.length, err, 2048),
+                        err,
+                        "store set " + key);
             }
         }
 
@@ -250,7 +291,10 @@ public final class CudaEpJavaCheck {
             try (BytePointer err = new BytePointer(2048);
                     BytePointer v = new BytePointer(1 << 16);
                     LongPointer len = new LongPointer(1)) {
-                storeCall(NativeEp.nep_store_wait(store, key, 100_000, v, 1 << 16, len, err, 2048), err, "store wait " + key);
+                storeCall(
+                        NativeEp.nep_store_wait(store, key, 100_000, v, 1 << 16, len, err, 2048),
+                        err,
+                        "store wait " + key);
                 byte[] b = new byte[(int) len.get()];
                 v.get(b);
                 return new String(b, StandardCharsets.UTF_8);
@@ -279,10 +323,14 @@ public final class CudaEpJavaCheck {
         int run(boolean storeOnly) {
             try (BytePointer err = new BytePointer(2048);
                     PointerPointer<NativeEp.nep_store> out = new PointerPointer<>(1)) {
-                storeCall(NativeEp.nep_store_connect("127.0.0.1", port, token, 120_000, out, err, 2048), err, "store connect");
+                storeCall(
+                        NativeEp.nep_store_connect(
+                                "127.0.0.1", port, token, 120_000, out, err, 2048),
+                        err,
+                        "store connect");
                 store = new NativeEp.nep_store(out.get(0));
             }
-            if (storeOnly) {  // the rendezvous alone (no GPU): all-gather a blob, meet at barriers
+            if (storeOnly) { // the rendezvous alone (no GPU): all-gather a blob, meet at barriers
                 byte[] blob = new byte[NativeEpCuda.NEP_CUDA_EXPORT_BYTES];
                 Arrays.fill(blob, (byte) (me + 1));
                 byte[] all = allGather("blob", blob);
@@ -297,35 +345,62 @@ public final class CudaEpJavaCheck {
                 return ok ? 0 : 1;
             }
             int devices = CudaEpBuffer.deviceCount();
-            log("JVM " + System.getProperty("java.version") + ", " + devices + " CUDA devices, plug-in ABI "
-                    + NativeEpCuda.nep_cuda_abi_version());
+            log(
+                    "JVM "
+                            + System.getProperty("java.version")
+                            + ", "
+                            + devices
+                            + " CUDA devices, plug-in ABI "
+                            + NativeEpCuda.nep_cuda_abi_version());
             if (devices < 1) {
                 log("FAIL: no CUDA device visible");
                 return 1;
             }
             dev = me % devices; // ranks may share a GPU (their kernels then time-slice)
             if (transport.equals("nccl") && devices < world) {
-                log("FAIL: the nccl transport needs one GPU per rank (world " + world + ", " + devices + " GPUs)");
+                log(
+                        "FAIL: the nccl transport needs one GPU per rank (world "
+                                + world
+                                + ", "
+                                + devices
+                                + " GPUs)");
                 return 1;
             }
             try (CudaEpBuffer buf = CudaEpBuffer.create(me, world, dev, 1L << 30, 20_000)) {
                 if (transport.equals("nccl")) {
-                    byte[] id = me == 0 ? CudaEpBuffer.ncclUniqueId() : new byte[NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES];
+                    byte[] id =
+                            me == 0
+                                    ? CudaEpBuffer.ncclUniqueId()
+                                    : new byte[NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES];
                     byte[] all = allGather("ncclid", id);
                     buf.connectNccl(Arrays.copyOf(all, NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES));
                 } else {
                     buf.connect(allGather("blob", buf.exportBlob()));
                 }
                 barrier();
-                log("connected (" + (buf.transport() == NativeEpCuda.NEP_CUDA_TRANSPORT_NCCL ? "nccl" : "cuda-ipc") + "), device "
-                        + buf.device() + " with " + buf.deviceSms() + " SMs");
+                log(
+                        "connected ("
+                                + (buf.transport() == NativeEpCuda.NEP_CUDA_TRANSPORT_NCCL
+                                        ? "nccl"
+                                        : "cuda-ipc")
+                                + "), device "
+                                + buf.device()
+                                + " with "
+                                + buf.deviceSms()
+                                + " SMs");
                 long c0 = checks;
                 long f0 = failures;
                 long t0 = System.nanoTime();
                 checkCase(buf);
                 barrier();
-                log(String.format("case routing+bf16/fp8/mxfp8 dispatch+combine %s (%d checks, %d failed, %.1f s)",
-                        failures == f0 ? "PASS" : "FAIL", checks - c0, failures - f0, (System.nanoTime() - t0) * 1e-9));
+                log(
+                        String.format(
+                                "case routing+bf16/fp8/mxfp8 dispatch+combine %s (%d checks, %d"
+                                        + " failed, %.1f s)",
+                                failures == f0 ? "PASS" : "FAIL",
+                                checks - c0,
+                                failures - f0,
+                                (System.nanoTime() - t0) * 1e-9));
                 if (bench) {
                     benchCase(buf);
                     barrier();
@@ -369,7 +444,7 @@ public final class CudaEpJavaCheck {
                     }
                 }
             }
-            List<int[]> rows = new ArrayList<>();  // (source rank, token)
+            List<int[]> rows = new ArrayList<>(); // (source rank, token)
             int[] prefix = new int[world * world];
             for (int i = 0; i < world; i++) {
                 for (int j = 0; j < world; j++) {
@@ -405,24 +480,35 @@ public final class CudaEpJavaCheck {
                 dW.upload(mine.weights);
                 dX.upload(mine.x);
                 dG.upload(g[me].x);
-                try (CudaEpBuffer.Handle h = buf.notify(dTopk.address(), tMine, topkN, experts, align, 0)) {
-                    check(h.numRecv() == rCount, "num_recv " + h.numRecv() + ", expected " + rCount);
+                try (CudaEpBuffer.Handle h =
+                        buf.notify(dTopk.address(), tMine, topkN, experts, align, 0)) {
+                    check(
+                            h.numRecv() == rCount,
+                            "num_recv " + h.numRecv() + ", expected " + rCount);
                     if (h.numRecv() != rCount) {
                         return;
                     }
-                    check(Arrays.equals(h.rankPrefixMatrix(world), prefix), "rank prefix matrix " + Arrays.toString(h.rankPrefixMatrix(world))
-                            + ", expected " + Arrays.toString(prefix));
+                    check(
+                            Arrays.equals(h.rankPrefixMatrix(world), prefix),
+                            "rank prefix matrix "
+                                    + Arrays.toString(h.rankPrefixMatrix(world))
+                                    + ", expected "
+                                    + Arrays.toString(prefix));
                     int[] tokensOf = new int[world];
                     for (int s = 0; s < world; s++) {
                         tokensOf[s] = in[s].tokens;
                     }
                     check(Arrays.equals(h.rankNumTokens(world), tokensOf), "rank tokens");
-                    check(Arrays.equals(h.recvTokensPerExpert(false), raw), "recv tokens per expert (raw)");
+                    check(
+                            Arrays.equals(h.recvTokensPerExpert(false), raw),
+                            "recv tokens per expert (raw)");
                     int[] aligned = new int[el];
                     for (int e = 0; e < el; e++) {
                         aligned[e] = (raw[e] + align - 1) / align * align;
                     }
-                    check(Arrays.equals(h.recvTokensPerExpert(true), aligned), "recv tokens per expert (aligned)");
+                    check(
+                            Arrays.equals(h.recvTokensPerExpert(true), aligned),
+                            "recv tokens per expert (aligned)");
                     byte[] itr = h.isTokenInRank(world);
                     boolean itrOk = itr.length == tMine * world;
                     for (int t = 0; t < tMine && itrOk; t++) {
@@ -434,14 +520,29 @@ public final class CudaEpJavaCheck {
 
                     // Dispatch: fp32 x, bf16 wire, fp32 out, with expert ids and weights.
                     cur = "dispatch bf16 wire";
-                    try (DeviceMemory rx = DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * hidden);
-                            DeviceMemory ri = DeviceMemory.allocate(dev, 8L * Math.max(rCount, 1) * topkN);
-                            DeviceMemory rw = DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * topkN)) {
+                    try (DeviceMemory rx =
+                                    DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * hidden);
+                            DeviceMemory ri =
+                                    DeviceMemory.allocate(dev, 8L * Math.max(rCount, 1) * topkN);
+                            DeviceMemory rw =
+                                    DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * topkN)) {
                         rx.fill(0xff);
                         ri.fill(0x5a);
                         rw.fill(0xff);
-                        buf.dispatch(h, dX.address(), FP32, hidden, WIRE_BF16, dTopk.address(), dW.address(), rx.address(), FP32,
-                                ri.address(), rw.address(), 24, 0);
+                        buf.dispatch(
+                                h,
+                                dX.address(),
+                                FP32,
+                                hidden,
+                                WIRE_BF16,
+                                dTopk.address(),
+                                dW.address(),
+                                rx.address(),
+                                FP32,
+                                ri.address(),
+                                rw.address(),
+                                24,
+                                0);
                         buf.sync(0);
                         float[] gotX = new float[rCount * hidden];
                         long[] gotIdx = new long[rCount * topkN];
@@ -455,7 +556,13 @@ public final class CudaEpJavaCheck {
                         for (int i = 0; i < rCount; i++) {
                             int s = rows.get(i)[0];
                             int t = rows.get(i)[1];
-                            if (!Arrays.equals(gotX, i * hidden, (i + 1) * hidden, in[s].x, t * hidden, (t + 1) * hidden)) {
+                            if (!Arrays.equals(
+                                    gotX,
+                                    i * hidden,
+                                    (i + 1) * hidden,
+                                    in[s].x,
+                                    t * hidden,
+                                    (t + 1) * hidden)) {
                                 badRows++;
                             }
                             boolean ok = src[i] == t;
@@ -463,36 +570,75 @@ public final class CudaEpJavaCheck {
                                 long e = in[s].topk[t * topkN + k];
                                 boolean local = e >= me * el && e < (me + 1) * el;
                                 ok &= gotIdx[i * topkN + k] == (local ? e - me * el : -1);
-                                ok &= Float.floatToRawIntBits(gotW[i * topkN + k])
-                                        == Float.floatToRawIntBits(local ? in[s].weights[t * topkN + k] : 0f);
+                                ok &=
+                                        Float.floatToRawIntBits(gotW[i * topkN + k])
+                                                == Float.floatToRawIntBits(
+                                                        local ? in[s].weights[t * topkN + k] : 0f);
                             }
                             badMeta += ok ? 0 : 1;
                         }
-                        check(badRows == 0, badRows + " of " + rCount + " recv_x rows differ from the source rows");
-                        check(badMeta == 0, badMeta + " of " + rCount + " rows have a wrong recv_src_idx, local expert id or weight");
+                        check(
+                                badRows == 0,
+                                badRows
+                                        + " of "
+                                        + rCount
+                                        + " recv_x rows differ from the source rows");
+                        check(
+                                badMeta == 0,
+                                badMeta
+                                        + " of "
+                                        + rCount
+                                        + " rows have a wrong recv_src_idx, local expert id or"
+                                        + " weight");
                         // A flipped bit must be seen by the comparison above.
                         if (rCount > 0) {
                             float[] m = gotX.clone();
-                            m[(rCount / 2) * hidden + 3] = Math.nextUp(m[(rCount / 2) * hidden + 3]);
+                            m[(rCount / 2) * hidden + 3] =
+                                    Math.nextUp(m[(rCount / 2) * hidden + 3]);
                             int s = rows.get(rCount / 2)[0];
                             int t = rows.get(rCount / 2)[1];
-                            check(!Arrays.equals(m, (rCount / 2) * hidden, (rCount / 2 + 1) * hidden, in[s].x, t * hidden, (t + 1) * hidden),
+                            check(
+                                    !Arrays.equals(
+                                            m,
+                                            (rCount / 2) * hidden,
+                                            (rCount / 2 + 1) * hidden,
+                                            in[s].x,
+                                            t * hidden,
+                                            (t + 1) * hidden),
                                     "mutation check");
                         }
 
-                        // Combine: y = recv_x * (me + 1) (fp32, exact in bf16), bf16 wire, fp32 out, weights too.
+                        // Combine: y = recv_x * (me + 1) (fp32, exact in bf16), bf16 wire, fp32
+                        // out, weights too.
                         cur = "combine bf16 wire";
                         float[] y = new float[rCount * hidden];
                         for (int i = 0; i < y.length; i++) {
                             y[i] = gotX[i] * (me + 1);
                         }
-                        try (DeviceMemory dy = DeviceMemory.allocate(dev, 4L * Math.max(rCount, 1) * hidden);
-                                DeviceMemory out = DeviceMemory.allocate(dev, 4L * Math.max(tMine, 1) * hidden);
-                                DeviceMemory outW = DeviceMemory.allocate(dev, 4L * Math.max(tMine, 1) * topkN)) {
+                        try (DeviceMemory dy =
+                                        DeviceMemory.allocate(
+                                                dev, 4L * Math.max(rCount, 1) * hidden);
+                                DeviceMemory out =
+                                        DeviceMemory.allocate(
+                                                dev, 4L * Math.max(tMine, 1) * hidden);
+                                DeviceMemory outW =
+                                        DeviceMemory.allocate(
+                                                dev, 4L * Math.max(tMine, 1) * topkN)) {
                             dy.upload(y);
                             out.fill(0xff);
                             outW.fill(0xff);
-                            buf.combine(h, dy.address(), FP32, hidden, WIRE_BF16, rw.address(), out.address(), FP32, outW.address(), 24, 0);
+                            buf.combine(
+                                    h,
+                                    dy.address(),
+                                    FP32,
+                                    hidden,
+                                    WIRE_BF16,
+                                    rw.address(),
+                                    out.address(),
+                                    FP32,
+                                    outW.address(),
+                                    24,
+                                    0);
                             buf.sync(0);
                             float[] gotOut = new float[tMine * hidden];
                             float[] gotOutW = new float[tMine * topkN];
@@ -508,26 +654,53 @@ public final class CudaEpJavaCheck {
                                             acc += mine.x[t * hidden + c] * (r + 1);
                                         }
                                     }
-                                    if (Float.floatToRawIntBits(acc) != Float.floatToRawIntBits(gotOut[t * hidden + c])) {
+                                    if (Float.floatToRawIntBits(acc)
+                                            != Float.floatToRawIntBits(gotOut[t * hidden + c])) {
                                         badOut++;
                                     }
                                 }
                                 for (int k = 0; k < topkN; k++) {
-                                    float want = mine.topk[t * topkN + k] >= 0 ? mine.weights[t * topkN + k] : 0f;
-                                    if (Float.floatToRawIntBits(want) != Float.floatToRawIntBits(gotOutW[t * topkN + k])) {
+                                    float want =
+                                            mine.topk[t * topkN + k] >= 0
+                                                    ? mine.weights[t * topkN + k]
+                                                    : 0f;
+                                    if (Float.floatToRawIntBits(want)
+                                            != Float.floatToRawIntBits(gotOutW[t * topkN + k])) {
                                         badW++;
                                     }
                                 }
                             }
-                            check(badOut == 0, badOut + " combined values differ from the fp32 sum in rank order");
-                            check(badW == 0, badW + " combined weights differ from the original weights (0 for -1 slots)");
+                            check(
+                                    badOut == 0,
+                                    badOut
+                                            + " combined values differ from the fp32 sum in rank"
+                                            + " order");
+                            check(
+                                    badW == 0,
+                                    badW
+                                            + " combined weights differ from the original weights"
+                                            + " (0 for -1 slots)");
                         }
 
-                        // Cached dispatch (same handle, no expert ids) of Gaussian rows, FP8 and MXFP8 wire, fp32 out.
+                        // Cached dispatch (same handle, no expert ids) of Gaussian rows, FP8 and
+                        // MXFP8 wire, fp32 out.
                         for (int wire : new int[] {WIRE_FP8, WIRE_MXFP8}) {
                             cur = "cached dispatch " + (wire == WIRE_FP8 ? "fp8" : "mxfp8");
                             rx.fill(0xff);
-                            buf.dispatch(h, dG.address(), FP32, hidden, wire, 0, 0, rx.address(), FP32, 0, 0, 16, 0);
+                            buf.dispatch(
+                                    h,
+                                    dG.address(),
+                                    FP32,
+                                    hidden,
+                                    wire,
+                                    0,
+                                    0,
+                                    rx.address(),
+                                    FP32,
+                                    0,
+                                    0,
+                                    16,
+                                    0);
                             buf.sync(0);
                             float[] q = new float[rCount * hidden];
                             rx.download(q);
@@ -545,7 +718,10 @@ public final class CudaEpJavaCheck {
                             }
                             double rel = den > 0 ? Math.sqrt(num / den) : 0;
                             double bound = wire == WIRE_FP8 ? 5e-2 : 6e-2;
-                            log(String.format("%s: relative error (float64) %.3e, bound %.0e", cur, rel, bound));
+                            log(
+                                    String.format(
+                                            "%s: relative error (float64) %.3e, bound %.0e",
+                                            cur, rel, bound));
                             check(Double.isFinite(rel) && rel < bound, "relative error " + rel);
                         }
                     }
@@ -564,7 +740,9 @@ public final class CudaEpJavaCheck {
         static double median(double[] v) {
             double[] s = v.clone();
             Arrays.sort(s);
-            return s.length % 2 == 1 ? s[s.length / 2] : 0.5 * (s[s.length / 2 - 1] + s[s.length / 2]);
+            return s.length % 2 == 1
+                    ? s[s.length / 2]
+                    : 0.5 * (s[s.length / 2 - 1] + s[s.length / 2]);
         }
 
         void benchCase(CudaEpBuffer buf) {
@@ -611,19 +789,43 @@ public final class CudaEpJavaCheck {
                     }
                 }
                 long rCount = h.numRecv();
-                try (DeviceMemory rx = DeviceMemory.allocate(dev, 2L * Math.max(rCount, 1) * hidden);
+                try (DeviceMemory rx =
+                                DeviceMemory.allocate(dev, 2L * Math.max(rCount, 1) * hidden);
                         DeviceMemory out = DeviceMemory.allocate(dev, 2L * tokens * hidden)) {
                     String[] names = {"fp8", "bf16"};
                     int[] wires = {WIRE_FP8, WIRE_BF16};
                     StringBuilder sb = new StringBuilder();
-                    sb.append(String.format("java host-timed, %d tokens, H=%d, top-%d of %d, %d SMs, median of %d after %d: notify %.1f us",
-                            tokens, hidden, topkN, experts, sms, iters, warm, median(notify)));
+                    sb.append(
+                            String.format(
+                                    "java host-timed, %d tokens, H=%d, top-%d of %d, %d SMs, median"
+                                            + " of %d after %d: notify %.1f us",
+                                    tokens,
+                                    hidden,
+                                    topkN,
+                                    experts,
+                                    sms,
+                                    iters,
+                                    warm,
+                                    median(notify)));
                     for (int w = 0; w < wires.length; w++) {
                         double[] d = new double[iters];
                         barrier();
                         for (int i = 0; i < warm + iters; i++) {
                             long t0 = System.nanoTime();
-                            buf.dispatch(h, dX.address(), BF16, hidden, wires[w], 0, 0, rx.address(), BF16, 0, 0, sms, 0);
+                            buf.dispatch(
+                                    h,
+                                    dX.address(),
+                                    BF16,
+                                    hidden,
+                                    wires[w],
+                                    0,
+                                    0,
+                                    rx.address(),
+                                    BF16,
+                                    0,
+                                    0,
+                                    sms,
+                                    0);
                             buf.sync(0);
                             if (i >= warm) {
                                 d[i - warm] = (System.nanoTime() - t0) * 1e-3;
@@ -635,13 +837,28 @@ public final class CudaEpJavaCheck {
                     barrier();
                     for (int i = 0; i < warm + iters; i++) {
                         long t0 = System.nanoTime();
-                        buf.combine(h, rx.address(), BF16, hidden, WIRE_BF16, 0, out.address(), BF16, 0, sms, 0);
+                        buf.combine(
+                                h,
+                                rx.address(),
+                                BF16,
+                                hidden,
+                                WIRE_BF16,
+                                0,
+                                out.address(),
+                                BF16,
+                                0,
+                                sms,
+                                0);
                         buf.sync(0);
                         if (i >= warm) {
                             c[i - warm] = (System.nanoTime() - t0) * 1e-3;
                         }
                     }
-                    sb.append(String.format(", combine bf16 %.1f us (each: the JNI call + a host sync; %d rows received)", median(c), rCount));
+                    sb.append(
+                            String.format(
+                                    ", combine bf16 %.1f us (each: the JNI call + a host sync; %d"
+                                            + " rows received)",
+                                    median(c), rCount));
                     log(sb.toString());
                 } finally {
                     h.close();

@@ -26,11 +26,15 @@ class NativeEpCudaTest {
     @Test
     void withoutADeviceCallsFailWithAMessage() {
         if (CudaEpBuffer.deviceCount() > 0) {
-            return;  // a GPU machine: CudaEpJavaCheck covers it
+            return; // a GPU machine: CudaEpJavaCheck covers it
         }
         RuntimeException e =
-                assertThrows(RuntimeException.class, () -> CudaEpBuffer.create(0, 1, 0, 256L << 20, 0));
-        assertTrue(e.getMessage().contains("device=0") || e.getMessage().contains("without its CUDA plug-in"), e.getMessage());
+                assertThrows(
+                        RuntimeException.class, () -> CudaEpBuffer.create(0, 1, 0, 256L << 20, 0));
+        assertTrue(
+                e.getMessage().contains("device=0")
+                        || e.getMessage().contains("without its CUDA plug-in"),
+                e.getMessage());
         assertThrows(RuntimeException.class, () -> DeviceMemory.allocate(0, 1024));
     }
 
@@ -41,37 +45,51 @@ class NativeEpCudaTest {
         assertTrue(e.getMessage().contains("device info of GPU " + n), e.getMessage());
         if (!e.getMessage().contains("without its CUDA plug-in")) {
             assertTrue(e instanceof IllegalArgumentException, e.toString());
-            assertTrue(e.getMessage().contains("device=" + n + " is outside [0, " + n + ")"),
+            assertTrue(
+                    e.getMessage().contains("device=" + n + " is outside [0, " + n + ")"),
                     e.getMessage());
         }
         if (n > 0) {
             CudaDeviceInfo info = CudaDeviceInfo.query(0);
             assertTrue(!info.name().isEmpty() && info.smCount() > 0, info.toString());
-            assertTrue(info.totalBytes() > 0 && info.freeBytes() <= info.totalBytes()
-                    && info.usedBytes() > 0, info.toString()); // at least this CUDA context
+            assertTrue(
+                    info.totalBytes() > 0
+                            && info.freeBytes() <= info.totalBytes()
+                            && info.usedBytes() > 0,
+                    info.toString()); // at least this CUDA context
         }
     }
 
     @Test
     void adamWRefusesBadArgumentsByName() {
         CudaAdamW.Step step = new CudaAdamW.Step(1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1f);
-        RuntimeException e = assertThrows(RuntimeException.class,
-                () -> CudaAdamW.update(0, 16, 32, 48, 64, -1, step, false, 0));
+        RuntimeException e =
+                assertThrows(
+                        RuntimeException.class,
+                        () -> CudaAdamW.update(0, 16, 32, 48, 64, -1, step, false, 0));
         assertTrue(e.getMessage().contains("AdamW on GPU 0"), e.getMessage());
         if (!e.getMessage().contains("without its CUDA plug-in")) {
             assertTrue(e instanceof IllegalArgumentException, e.toString());
             assertTrue(e.getMessage().contains("n=-1 is negative"), e.getMessage());
-            e = assertThrows(IllegalArgumentException.class,
-                    () -> CudaAdamW.update(0, 16, 16, 48, 64, 8, step, false, 0));
+            e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () -> CudaAdamW.update(0, 16, 16, 48, 64, 8, step, false, 0));
             assertTrue(e.getMessage().contains("four different arrays"), e.getMessage());
-            CudaAdamW.Step nan = new CudaAdamW.Step(Float.NaN, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1f);
-            e = assertThrows(IllegalArgumentException.class,
-                    () -> CudaAdamW.update(0, 16, 32, 48, 64, 8, nan, false, 0));
+            CudaAdamW.Step nan =
+                    new CudaAdamW.Step(Float.NaN, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1f);
+            e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () -> CudaAdamW.update(0, 16, 32, 48, 64, 8, nan, false, 0));
             assertTrue(e.getMessage().contains("lr=nan is not finite"), e.getMessage());
             int n = CudaEpBuffer.deviceCount();
-            e = assertThrows(IllegalArgumentException.class,
-                    () -> CudaAdamW.update(n, 16, 32, 48, 64, 8, step, false, 0));
-            assertTrue(e.getMessage().contains("device=" + n + " is outside [0, " + n + ")"),
+            e =
+                    assertThrows(
+                            IllegalArgumentException.class,
+                            () -> CudaAdamW.update(n, 16, 32, 48, 64, 8, step, false, 0));
+            assertTrue(
+                    e.getMessage().contains("device=" + n + " is outside [0, " + n + ")"),
                     e.getMessage());
         }
         CudaAdamW.update(0, 0, 0, 0, 0, 0, step, false, 0); // nothing to do: no call fails
@@ -80,7 +98,8 @@ class NativeEpCudaTest {
     @Test
     void invalidArgumentsNameTheValue() {
         RuntimeException e =
-                assertThrows(RuntimeException.class, () -> CudaEpBuffer.create(0, 0, 0, 256L << 20, 0));
+                assertThrows(
+                        RuntimeException.class, () -> CudaEpBuffer.create(0, 0, 0, 256L << 20, 0));
         if (!e.getMessage().contains("without its CUDA plug-in")) {
             assertTrue(e instanceof IllegalArgumentException, e.toString());
             assertTrue(e.getMessage().contains("world_size=0"), e.getMessage());
@@ -92,15 +111,21 @@ class NativeEpCudaTest {
         try (org.bytedeco.javacpp.BytePointer err = new org.bytedeco.javacpp.BytePointer(1024);
                 org.bytedeco.javacpp.PointerPointer<NativeEpCuda.nep_cuda_ll_buffer> out =
                         new org.bytedeco.javacpp.PointerPointer<>(1)) {
-            int rc = NativeEpCuda.nep_cuda_ll_buffer_create(0, 0, 0, 128, 7168, 256, 8, 2, 0, out, err, 1024);
+            int rc =
+                    NativeEpCuda.nep_cuda_ll_buffer_create(
+                            0, 0, 0, 128, 7168, 256, 8, 2, 0, out, err, 1024);
             String msg = err.getString();
             assertTrue(rc != 0, "world_size=0 must be refused");
-            assertTrue(msg.contains("world_size=0") || msg.contains("without its CUDA plug-in"), msg);
+            assertTrue(
+                    msg.contains("world_size=0") || msg.contains("without its CUDA plug-in"), msg);
             if (CudaEpBuffer.deviceCount() == 0) {
-                rc = NativeEpCuda.nep_cuda_ll_buffer_create(0, 1, 0, 128, 7168, 256, 8, 2, 0, out, err, 1024);
+                rc =
+                        NativeEpCuda.nep_cuda_ll_buffer_create(
+                                0, 1, 0, 128, 7168, 256, 8, 2, 0, out, err, 1024);
                 msg = err.getString();
                 assertTrue(rc != 0, "no device: create must fail");
-                assertTrue(msg.contains("device=0") || msg.contains("without its CUDA plug-in"), msg);
+                assertTrue(
+                        msg.contains("device=0") || msg.contains("without its CUDA plug-in"), msg);
             }
             assertEquals(-1L, NativeEpCuda.nep_cuda_ll_buffer_max_tokens_per_rank(null));
             assertEquals(-1, NativeEpCuda.nep_cuda_ll_op_kind(null));
@@ -110,14 +135,22 @@ class NativeEpCudaTest {
     @Test
     void lowLatencyWrapperRefusesBadArgumentsNamingThem() {
         RuntimeException e =
-                assertThrows(RuntimeException.class, () -> CudaLowLatencyBuffer.create(0, 1, 0, 0, 7168, 256, 8, 2, 0));
+                assertThrows(
+                        RuntimeException.class,
+                        () -> CudaLowLatencyBuffer.create(0, 1, 0, 0, 7168, 256, 8, 2, 0));
         if (!e.getMessage().contains("without its CUDA plug-in")) {
             assertTrue(e instanceof IllegalArgumentException, e.toString());
             assertTrue(e.getMessage().contains("max_tokens_per_rank=0"), e.getMessage());
         }
-        e = assertThrows(RuntimeException.class, () -> CudaLowLatencyBuffer.create(0, 3, 0, 128, 7168, 256, 8, 2, 0));
+        e =
+                assertThrows(
+                        RuntimeException.class,
+                        () -> CudaLowLatencyBuffer.create(0, 3, 0, 128, 7168, 256, 8, 2, 0));
         if (!e.getMessage().contains("without its CUDA plug-in")) {
-            assertTrue(e.getMessage().contains("num_experts=256 is not a positive multiple of world_size=3"), e.getMessage());
+            assertTrue(
+                    e.getMessage()
+                            .contains("num_experts=256 is not a positive multiple of world_size=3"),
+                    e.getMessage());
         }
     }
 }

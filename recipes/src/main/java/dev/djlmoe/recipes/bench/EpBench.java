@@ -37,47 +37,47 @@ import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
 
 /**
- * Expert-parallel communication and training-step benchmark, one process per rank (start it
- * with {@code djl-moe launch --nproc-per-node W bench ep}). Prints figures; asserts nothing.
+ * Expert-parallel communication and training-step benchmark, one process per rank (start it with
+ * {@code djl-moe launch --nproc-per-node W bench ep}). Prints figures; asserts nothing.
  *
  * <p><b>Dispatch and combine</b> at DeepEP's token shape (default 4096 tokens per rank, H = 7168,
  * top-8 of 256 experts, uniform random routing) for every wire format. For each operation:
  *
  * <ul>
- *   <li>time: per iteration, each rank's time from a barrier to the end of the call, and of
- *       that the slowest rank (a collective ends with its slowest rank); then the median over
- *       the iterations. The rows the bound applies to ({@code dispatch}: cached dispatch, {@code
+ *   <li>time: per iteration, each rank's time from a barrier to the end of the call, and of that
+ *       the slowest rank (a collective ends with its slowest rank); then the median over the
+ *       iterations. The rows the bound applies to ({@code dispatch}: cached dispatch, {@code
  *       combine}) write into output arrays reused from call to call ({@link
  *       EpBuffer#dispatch(NDArray, EpHandle, WireFormat, NDArray)}, {@link
  *       EpBuffer#combine(NDArray, EpHandle, WireFormat, NDArray)}), as the memcpy that sets the
  *       bound writes into a destination touched before timing; {@code disp-new} and {@code
  *       comb-new} are the same calls into new arrays, whose first-touch page faults (the kernel
- *       zero-fills every 4 KiB page) are not copies and are not in the bound; {@code +notify} is
- *       a fresh dispatch (layout, count exchange and new outputs included);
+ *       zero-fills every 4 KiB page) are not copies and are not in the bound; {@code +notify} is a
+ *       fresh dispatch (layout, count exchange and new outputs included);
  *   <li>payload GB/s: the wire bytes of the rows a rank receives in dispatch (and sends back in
  *       combine), {@code R * row_bytes(wire)}, averaged over ranks, over that time (DeepEP's
  *       per-rank logical bandwidth);
  *   <li>copy bound: the cpu-shm transport moves each row twice through memory: the sender encodes
- *       it from the fp32 tensor into a shared ring (reads {@code 4H} bytes, writes {@code b}
- *       wire bytes), the receiver decodes it into its fp32 tensor (reads {@code b}, writes
- *       {@code 4H}; combine's additions also read the accumulator). Counting a memcpy of n bytes
- *       as n, a rank that sends S rows and receives R rows must copy {@code (S + R)(4H + b) / 2}
- *       bytes in dispatch. The bandwidth is measured in the same iterations: each one starts with
- *       a 256 MiB memcpy on every rank at once, timed as the operations are (barrier to the end
- *       of the slowest rank's copy), so a machine whose memory bandwidth drifts (shared hosts)
- *       moves the bound with the operations, and the copy also evicts the caches the previous
- *       call warmed. The bound of an iteration is the largest rank's bytes over that iteration's
- *       bandwidth; the column shows its median;
+ *       it from the fp32 tensor into a shared ring (reads {@code 4H} bytes, writes {@code b} wire
+ *       bytes), the receiver decodes it into its fp32 tensor (reads {@code b}, writes {@code 4H};
+ *       combine's additions also read the accumulator). Counting a memcpy of n bytes as n, a rank
+ *       that sends S rows and receives R rows must copy {@code (S + R)(4H + b) / 2} bytes in
+ *       dispatch. The bandwidth is measured in the same iterations: each one starts with a 256 MiB
+ *       memcpy on every rank at once, timed as the operations are (barrier to the end of the
+ *       slowest rank's copy), so a machine whose memory bandwidth drifts (shared hosts) moves the
+ *       bound with the operations, and the copy also evicts the caches the previous call warmed.
+ *       The bound of an iteration is the largest rank's bytes over that iteration's bandwidth; the
+ *       column shows its median;
  *   <li>ratio: per iteration, bound time over measured time (1.0 = as fast as memcpy moving the
  *       same bytes); the median over the iterations.
  * </ul>
  *
  * <p><b>Training step</b>: the tiny model's EP training step ({@link Pretrain}) with the global
- * batch split over the ranks: tokens per second over all ranks and the share of step time spent
- * in EP dispatch and combine (forward and backward), after warm-up steps.
+ * batch split over the ranks: tokens per second over all ranks and the share of step time spent in
+ * EP dispatch and combine (forward and backward), after warm-up steps.
  *
- * <p>Everything here runs on the CPU (the cpu-shm transport), whatever the engine's default
- * device: the bound is a host memcpy. The CUDA kernels have their own benchmark ({@code
+ * <p>Everything here runs on the CPU (the cpu-shm transport), whatever the engine's default device:
+ * the bound is a host memcpy. The CUDA kernels have their own benchmark ({@code
  * native-ep/bench/run_gpu.sh bench:2}) and the GPU training step {@code bench step}.
  */
 public final class EpBench {
@@ -131,12 +131,16 @@ public final class EpBench {
         PrintStream log = env.rank() == 0 ? out : new PrintStream(OutputStream.nullOutputStream());
         if (o.experts() % env.worldSize() != 0) {
             throw new IllegalArgumentException(
-                    "--experts " + o.experts() + " is not divisible by the world size "
+                    "--experts "
+                            + o.experts()
+                            + " is not divisible by the world size "
                             + env.worldSize());
         }
-        log.printf(Locale.ROOT,
+        log.printf(
+                Locale.ROOT,
                 "EP benchmark: W=%d ranks on one host (cpu-shm%s), %d CPU cores%n",
-                env.worldSize(), env.worldSize() == 1 ? ": loopback for W=1" : "",
+                env.worldSize(),
+                env.worldSize() == 1 ? ": loopback for W=1" : "",
                 Runtime.getRuntime().availableProcessors());
         try (ProcessGroup group = ProcessGroups.create(env);
                 EpBuffer buffer = EpBuffer.create(group);
@@ -150,8 +154,8 @@ public final class EpBench {
     }
 
     /**
-     * The memcpy that sets the bound: {@code MEMCPY_BYTES} from one native buffer to another,
-     * both touched (and copied once) before the first timed copy.
+     * The memcpy that sets the bound: {@code MEMCPY_BYTES} from one native buffer to another, both
+     * touched (and copied once) before the first timed copy.
      */
     private static final class CopyProbe implements AutoCloseable {
         private final BytePointer src = new BytePointer(MEMCPY_BYTES);
@@ -178,7 +182,11 @@ public final class EpBench {
     }
 
     private static void communication(
-            Options o, ProcessGroup group, EpBuffer buffer, NDManager m, CopyProbe probe,
+            Options o,
+            ProcessGroup group,
+            EpBuffer buffer,
+            NDManager m,
+            CopyProbe probe,
             PrintStream log) {
         int w = group.worldSize();
         int t = o.tokens();
@@ -218,13 +226,29 @@ public final class EpBench {
             }
             double[] sentAll = gather(group, sent);
             double[] recvAll = gather(group, recv);
-            log.printf(Locale.ROOT,
+            log.printf(
+                    Locale.ROOT,
                     "shape: %d tokens/rank, H=%d, top-%d of %d experts (%d per rank), uniform"
                             + " routing; rows per rank: sent %.0f, received %.0f (mean), %d timed"
                             + " iterations%n",
-                    t, h, k, e, e / w, mean(sentAll), mean(recvAll), o.iters());
-            log.printf(Locale.ROOT, "%-6s %-8s %9s %9s %8s %9s %7s%n", "wire", "op", "time ms",
-                    "payload", "GB/s", "bound ms", "ratio");
+                    t,
+                    h,
+                    k,
+                    e,
+                    e / w,
+                    mean(sentAll),
+                    mean(recvAll),
+                    o.iters());
+            log.printf(
+                    Locale.ROOT,
+                    "%-6s %-8s %9s %9s %8s %9s %7s%n",
+                    "wire",
+                    "op",
+                    "time ms",
+                    "payload",
+                    "GB/s",
+                    "bound ms",
+                    "ratio");
             for (WireFormat wire : o.wires()) {
                 long rb = NativeEp.nep_wire_row_bytes(wire.code(), h);
                 double fp = 4.0 * h;
@@ -321,23 +345,30 @@ public final class EpBench {
                 row(log, wire, "+notify", slowest(group, fresh), payload, dBound);
                 row(log, wire, "disp-new", slowest(group, cachedNew), payload, dBound);
                 row(log, wire, "comb-new", slowest(group, combNew), payload, cBound);
-                log.printf(Locale.ROOT,
+                log.printf(
+                        Locale.ROOT,
                         "%-6s %-8s %9.2f GB/s per rank, all ranks copying 256 MiB at once (median"
                                 + " of the iterations; min %.2f, max %.2f)%n",
-                        wire.name().toLowerCase(Locale.ROOT), "memcpy",
-                        MEMCPY_BYTES / median(copyMax) / 1e9, MEMCPY_BYTES / max(copyMax) / 1e9,
+                        wire.name().toLowerCase(Locale.ROOT),
+                        "memcpy",
+                        MEMCPY_BYTES / median(copyMax) / 1e9,
+                        MEMCPY_BYTES / max(copyMax) / 1e9,
                         MEMCPY_BYTES / min(copyMax) / 1e9);
-                log.printf(Locale.ROOT,
+                log.printf(
+                        Locale.ROOT,
                         "%-6s %-8s %9.1f ms with a reused output, %.1f ms with a fresh one: the"
                                 + " codec and copies of a dispatch without a peer%n",
-                        wire.name().toLowerCase(Locale.ROOT), "no-peer", tWarm * 1e3,
+                        wire.name().toLowerCase(Locale.ROOT),
+                        "no-peer",
+                        tWarm * 1e3,
                         tFreshOut * 1e3);
             }
-            log.println("  dispatch: cached (data only), combine: both into reused outputs (the"
-                    + " bound applies to them); +notify: fresh dispatch, layout and count exchange"
-                    + " and new outputs included; disp-new, comb-new: dispatch and combine into new"
-                    + " outputs (first-touch page faults included); payload = MB received per rank"
-                    + " (dispatch) or sent back (combine)");
+            log.println(
+                    "  dispatch: cached (data only), combine: both into reused outputs (the bound"
+                        + " applies to them); +notify: fresh dispatch, layout and count exchange"
+                        + " and new outputs included; disp-new, comb-new: dispatch and combine into"
+                        + " new outputs (first-touch page faults included); payload = MB received"
+                        + " per rank (dispatch) or sent back (combine)");
         } finally {
             x.close();
             topk.close();
@@ -363,10 +394,26 @@ public final class EpBench {
             for (long done = 0; done < rows; ) {
                 long src = done % t;
                 long n = Math.min(chunk, Math.min(rows - done, t - src));
-                call.check(NativeEp.nep_encode_rows(wire.code(), xa + src * h * 4, n, h,
-                        scratch.address(), call.err(), call.cap()), "encode");
-                call.check(NativeEp.nep_decode_rows(wire.code(), scratch.address(), n, h,
-                        oa + done * h * 4, call.err(), call.cap()), "decode");
+                call.check(
+                        NativeEp.nep_encode_rows(
+                                wire.code(),
+                                xa + src * h * 4,
+                                n,
+                                h,
+                                scratch.address(),
+                                call.err(),
+                                call.cap()),
+                        "encode");
+                call.check(
+                        NativeEp.nep_decode_rows(
+                                wire.code(),
+                                scratch.address(),
+                                n,
+                                h,
+                                oa + done * h * 4,
+                                call.err(),
+                                call.cap()),
+                        "decode");
                 done += n;
             }
             return (System.nanoTime() - t0) / 1e9;
@@ -377,24 +424,46 @@ public final class EpBench {
      * Prints one operation's row from its per-iteration slowest-rank times and bounds (seconds):
      * median time, payload GB/s at that time, median bound, median of the per-iteration ratios.
      */
-    private static void row(PrintStream log, WireFormat wire, String op, double[] s,
-            double payload, double[] bound) {
+    private static void row(
+            PrintStream log,
+            WireFormat wire,
+            String op,
+            double[] s,
+            double payload,
+            double[] bound) {
         double[] ratio = new double[s.length];
         for (int i = 0; i < s.length; i++) {
             ratio[i] = bound[i] / s[i];
         }
         double t = median(s);
-        log.printf(Locale.ROOT, "%-6s %-8s %9.1f %7.0fMB %8.2f %9.1f %7.2f%n",
-                wire.name().toLowerCase(Locale.ROOT), op, t * 1e3, payload / 1e6,
-                payload / t / 1e9, median(bound) * 1e3, median(ratio));
+        log.printf(
+                Locale.ROOT,
+                "%-6s %-8s %9.1f %7.0fMB %8.2f %9.1f %7.2f%n",
+                wire.name().toLowerCase(Locale.ROOT),
+                op,
+                t * 1e3,
+                payload / 1e6,
+                payload / t / 1e9,
+                median(bound) * 1e3,
+                median(ratio));
     }
 
     private static void training(Options o, RankEnvironment env, PrintStream log) {
         PretrainOptions d = PretrainOptions.defaults();
         PretrainOptions opts =
-                new PretrainOptions(o.trainSteps(), o.trainBatch(), o.trainSeqLen(),
-                        d.learningRate(), d.warmupSteps(), d.maxGradNorm(), d.biasUpdateRate(),
-                        d.precision(), d.seed(), true, Math.max(1, o.trainSteps()), null)
+                new PretrainOptions(
+                                o.trainSteps(),
+                                o.trainBatch(),
+                                o.trainSeqLen(),
+                                d.learningRate(),
+                                d.warmupSteps(),
+                                d.maxGradNorm(),
+                                d.biasUpdateRate(),
+                                d.precision(),
+                                d.seed(),
+                                true,
+                                Math.max(1, o.trainSteps()),
+                                null)
                         .withDevice("cpu");
         int skip = Math.min(5, o.trainSteps() / 3);
         long[] sums = new long[3]; // tokens, step ns, EP ns after warm-up
@@ -409,14 +478,26 @@ public final class EpBench {
                         }
                     }
                 };
-        Pretrain.run(HfMoeConfig.preset("tiny"), new SyntheticBigramSource(256, 4, d.seed()), opts,
-                new PrintStream(OutputStream.nullOutputStream()), StopSignal.none(), observer);
+        Pretrain.run(
+                HfMoeConfig.preset("tiny"),
+                new SyntheticBigramSource(256, 4, d.seed()),
+                opts,
+                new PrintStream(OutputStream.nullOutputStream()),
+                StopSignal.none(),
+                observer);
         double tps = sums[0] / (sums[1] / 1e9);
-        log.printf(Locale.ROOT,
+        log.printf(
+                Locale.ROOT,
                 "training step (tiny model, global batch %d x %d tokens, W=%d): %.0f tokens/s,"
                         + " EP dispatch+combine %.1f%% of step time (steps %d-%d of %d)%n",
-                o.trainBatch(), o.trainSeqLen(), env.worldSize(), tps, 100.0 * sums[2] / sums[1],
-                skip + 1, o.trainSteps(), o.trainSteps());
+                o.trainBatch(),
+                o.trainSeqLen(),
+                env.worldSize(),
+                tps,
+                100.0 * sums[2] / sums[1],
+                skip + 1,
+                o.trainSteps(),
+                o.trainSteps());
     }
 
     /** Every rank's array ({@code a} has the same length on every rank), indexed by rank. */

@@ -29,8 +29,8 @@ import java.util.Locale;
  * against DJL's own dense {@code matMul} at the per-expert shape and against a naive layer that
  * runs every expert on every token with masks. Prints figures; asserts nothing.
  *
- * <p>On a GPU the EP buffer takes its CUDA backend (one rank), and every timing ends by waiting
- * for the device's queued work (a one-element copy to the host), so asynchronous kernels are not
+ * <p>On a GPU the EP buffer takes its CUDA backend (one rank), and every timing ends by waiting for
+ * the device's queued work (a one-element copy to the host), so asynchronous kernels are not
  * mistaken for finished ones.
  */
 public final class MoeLayerBench {
@@ -46,8 +46,8 @@ public final class MoeLayerBench {
      * @param iters timed iterations (median reported)
      * @param naive also time the naive masked layer
      */
-    public record Size(int tokens, int hidden, int experts, int topk, int width, int iters,
-            boolean naive) {
+    public record Size(
+            int tokens, int hidden, int experts, int topk, int width, int iters, boolean naive) {
         /**
          * The size the foundation issue names: T=4096, H=1024, E=64, K=6, I=512.
          *
@@ -69,8 +69,13 @@ public final class MoeLayerBench {
      * @param naiveSeconds median time of the naive masked layer (NaN if not run)
      * @param speedupOverNaive naive time over EP layer time
      */
-    public record Result(double layerSeconds, double tokensPerSecond, double expertFlopsPerSecond,
-            double denseFlopsPerSecond, double efficiency, double naiveSeconds,
+    public record Result(
+            double layerSeconds,
+            double tokensPerSecond,
+            double expertFlopsPerSecond,
+            double denseFlopsPerSecond,
+            double efficiency,
+            double naiveSeconds,
             double speedupOverNaive) {}
 
     private MoeLayerBench() {}
@@ -134,8 +139,12 @@ public final class MoeLayerBench {
                     }
                     probe.toFloatArray(); // waits for the device
                     if (System.getenv("DJL_MOE_BENCH_VERBOSE") != null) {
-                        out.printf(Locale.ROOT, "  iter %d: forward %.1f ms, backward %.1f ms%n", it,
-                                (fwd - t0) / 1e6, (System.nanoTime() - fwd) / 1e6);
+                        out.printf(
+                                Locale.ROOT,
+                                "  iter %d: forward %.1f ms, backward %.1f ms%n",
+                                it,
+                                (fwd - t0) / 1e6,
+                                (System.nanoTime() - fwd) / 1e6);
                     }
                     if (it >= 0) {
                         times[it] = (System.nanoTime() - t0) / 1e9;
@@ -153,22 +162,51 @@ public final class MoeLayerBench {
                 naiveSec = naiveLayer(m, probe, layer, x, Math.max(1, size.iters() / 2));
             }
             Result r =
-                    new Result(layerSec, t / layerSec, expertFlops / layerSec, dense,
-                            expertFlops / layerSec / dense, naiveSec, naiveSec / layerSec);
-            out.printf(Locale.ROOT,
-                    "MoE layer fwd+bwd, T=%d H=%d E=%d K=%d I=%d, %s:%n", t, h, e, k, i,
-                    device.isGpu() ? "on " + device
+                    new Result(
+                            layerSec,
+                            t / layerSec,
+                            expertFlops / layerSec,
+                            dense,
+                            expertFlops / layerSec / dense,
+                            naiveSec,
+                            naiveSec / layerSec);
+            out.printf(
+                    Locale.ROOT,
+                    "MoE layer fwd+bwd, T=%d H=%d E=%d K=%d I=%d, %s:%n",
+                    t,
+                    h,
+                    e,
+                    k,
+                    i,
+                    device.isGpu()
+                            ? "on " + device
                             : Runtime.getRuntime().availableProcessors() + " CPU cores");
-            out.printf(Locale.ROOT, "  EP layer        %8.1f ms  %9.0f tokens/s  %6.1f GFLOP/s (experts)%n",
-                    layerSec * 1e3, r.tokensPerSecond(), r.expertFlopsPerSecond() / 1e9);
-            out.printf(Locale.ROOT, "  dense matMul    [%d x %d] x [%d x %d]: %6.1f GFLOP/s%n",
-                    Math.round(pairs / e), h, h, i, dense / 1e9);
-            out.printf(Locale.ROOT, "  efficiency      %.2f (expert FLOP rate / dense matMul rate)%n",
+            out.printf(
+                    Locale.ROOT,
+                    "  EP layer        %8.1f ms  %9.0f tokens/s  %6.1f GFLOP/s (experts)%n",
+                    layerSec * 1e3,
+                    r.tokensPerSecond(),
+                    r.expertFlopsPerSecond() / 1e9);
+            out.printf(
+                    Locale.ROOT,
+                    "  dense matMul    [%d x %d] x [%d x %d]: %6.1f GFLOP/s%n",
+                    Math.round(pairs / e),
+                    h,
+                    h,
+                    i,
+                    dense / 1e9);
+            out.printf(
+                    Locale.ROOT,
+                    "  efficiency      %.2f (expert FLOP rate / dense matMul rate)%n",
                     r.efficiency());
             if (size.naive()) {
-                out.printf(Locale.ROOT, "  naive layer     %8.1f ms  (every expert on every token, masked)%n",
+                out.printf(
+                        Locale.ROOT,
+                        "  naive layer     %8.1f ms  (every expert on every token, masked)%n",
                         naiveSec * 1e3);
-                out.printf(Locale.ROOT, "  speed-up        %.2fx over the naive layer%n",
+                out.printf(
+                        Locale.ROOT,
+                        "  speed-up        %.2fx over the naive layer%n",
                         r.speedupOverNaive());
             }
             return r;
@@ -220,13 +258,18 @@ public final class MoeLayerBench {
                 long t0 = System.nanoTime();
                 try (GradientCollector gc = Engine.getInstance().newGradientCollector()) {
                     NDList r = MoeRouter.route(u, gw, null, layer.getRouterConfig());
-                    NDArray coef = r.get(0).oneHot(e).toType(DataType.FLOAT32, false)
-                            .mul(r.get(1).expandDims(2)).sum(new int[] {1}); // [T, E]
+                    NDArray coef =
+                            r.get(0)
+                                    .oneHot(e)
+                                    .toType(DataType.FLOAT32, false)
+                                    .mul(r.get(1).expandDims(2))
+                                    .sum(new int[] {1}); // [T, E]
                     NDArray out = null;
                     for (int j = 0; j < e; j++) {
                         NDArray a = u.matMul(gp.get(j).transpose());
                         NDArray b = u.matMul(up.get(j).transpose());
-                        NDArray y = a.mul(Activation.sigmoid(a)).mul(b).matMul(dp.get(j).transpose());
+                        NDArray y =
+                                a.mul(Activation.sigmoid(a)).mul(b).matMul(dp.get(j).transpose());
                         NDArray term = y.mul(coef.get(new NDIndex(":, {}:{}", j, j + 1)));
                         out = out == null ? term : out.add(term);
                     }

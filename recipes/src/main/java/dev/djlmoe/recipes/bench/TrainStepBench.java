@@ -29,22 +29,22 @@ import java.util.Locale;
 import java.util.Map;
 
 /**
- * The training step of the {@code pretrain} recipe on one rank, timed: the same code a user's
- * run executes ({@link Pretrain}: the model on its device, the EP training step with the tape, the
+ * The training step of the {@code pretrain} recipe on one rank, timed: the same code a user's run
+ * executes ({@link Pretrain}: the model on its device, the EP training step with the tape, the
  * gradient clipping, AdamW, aux-loss-free balancing, the recipe's defaults for all of them), on
  * uniformly random tokens, warm-up steps and then timed steps.
  *
  * <p>Per timed step: the wall time from the end of the previous step to the end of this one, each
- * end taken after the device finished its queued work (a one-element copy to the host, which on
- * a GPU waits for the stream libtorch and the EP kernels run on), so it holds the whole loop
+ * end taken after the device finished its queued work (a one-element copy to the host, which on a
+ * GPU waits for the stream libtorch and the EP kernels run on), so it holds the whole loop
  * iteration a pre-training run makes. Model FLOPs are {@link TrainingPlan}'s: 3 forwards (forward
  * plus a backward of twice its cost) of the matrix products, per token times the step's tokens;
  * model FLOP utilisation (MFU) divides the FLOP rate by the GPU's dense peak (bf16 tensor cores,
- * the usual denominator, and TF32, what float32 products reach with TF32 allowed). Memory on a
- * GPU is {@code cudaMemGetInfo}'s total minus free after the timed steps: libtorch's caching
- * allocator keeps what it once reserved, so this is its peak reservation, plus the CUDA context,
- * library workspaces and the EP buffer, as a process's footprint on the device is usually
- * reported; the figure before the model was built is printed beside it.
+ * the usual denominator, and TF32, what float32 products reach with TF32 allowed). Memory on a GPU
+ * is {@code cudaMemGetInfo}'s total minus free after the timed steps: libtorch's caching allocator
+ * keeps what it once reserved, so this is its peak reservation, plus the CUDA context, library
+ * workspaces and the EP buffer, as a process's footprint on the device is usually reported; the
+ * figure before the model was built is printed beside it.
  */
 public final class TrainStepBench {
 
@@ -87,7 +87,8 @@ public final class TrainStepBench {
          */
         public void validate() {
             if (config == null || precision == null) {
-                throw new IllegalArgumentException("bench step: a model and a precision are needed");
+                throw new IllegalArgumentException(
+                        "bench step: a model and a precision are needed");
             }
             if (batch < 1) {
                 throw new IllegalArgumentException("--batch " + batch + " must be >= 1");
@@ -96,35 +97,63 @@ public final class TrainStepBench {
                 throw new IllegalArgumentException("--seq-len " + seqLen + " must be >= 2");
             }
             if ((long) batch * seqLen > Integer.MAX_VALUE) {
-                throw new IllegalArgumentException("--batch " + batch + " x --seq-len " + seqLen
-                        + " tokens exceed " + Integer.MAX_VALUE);
+                throw new IllegalArgumentException(
+                        "--batch "
+                                + batch
+                                + " x --seq-len "
+                                + seqLen
+                                + " tokens exceed "
+                                + Integer.MAX_VALUE);
             }
             if (warmup < 1) {
-                throw new IllegalArgumentException("--warmup " + warmup + " must be >= 1 (the"
-                        + " first step also builds kernels and caches, so it is never timed)");
+                throw new IllegalArgumentException(
+                        "--warmup "
+                                + warmup
+                                + " must be >= 1 (the first step also builds kernels and caches, so"
+                                + " it is never timed)");
             }
             if (steps < 1) {
                 throw new IllegalArgumentException("--steps " + steps + " must be >= 1");
             }
             if ((long) warmup + steps > Integer.MAX_VALUE) {
-                throw new IllegalArgumentException("--warmup " + warmup + " + --steps " + steps
-                        + " exceed " + Integer.MAX_VALUE);
+                throw new IllegalArgumentException(
+                        "--warmup "
+                                + warmup
+                                + " + --steps "
+                                + steps
+                                + " exceed "
+                                + Integer.MAX_VALUE);
             }
         }
 
         /**
          * The recipe's settings for this benchmark: {@code pretrain}'s defaults (AdamW, clipping,
-         * balancing, balance loss) with this batch, precision, device and step count, and no
-         * files.
+         * balancing, balance loss) with this batch, precision, device and step count, and no files.
          *
          * @return the options
          */
         public PretrainOptions pretrainOptions() {
             PretrainOptions d = PretrainOptions.defaults();
-            return new PretrainOptions(warmup + steps, batch, seqLen, d.learningRate(),
-                    d.warmupSteps(), d.maxGradNorm(), d.biasUpdateRate(), precision, seed, true,
-                    Integer.MAX_VALUE, null, d.weightDecay(), d.seqAuxAlpha(),
-                    PretrainOptions.NO_CHECKPOINTS, null, 0, null, device);
+            return new PretrainOptions(
+                    warmup + steps,
+                    batch,
+                    seqLen,
+                    d.learningRate(),
+                    d.warmupSteps(),
+                    d.maxGradNorm(),
+                    d.biasUpdateRate(),
+                    precision,
+                    seed,
+                    true,
+                    Integer.MAX_VALUE,
+                    null,
+                    d.weightDecay(),
+                    d.seqAuxAlpha(),
+                    PretrainOptions.NO_CHECKPOINTS,
+                    null,
+                    0,
+                    null,
+                    device);
         }
 
         /**
@@ -169,17 +198,23 @@ public final class TrainStepBench {
             long memoryAfter,
             long memoryTotal) {
 
-        /** @return tokens of one step */
+        /**
+         * @return tokens of one step
+         */
         public long tokensPerStep() {
             return (long) options.batch() * options.seqLen();
         }
 
-        /** @return mean wall time of a timed step, ms */
+        /**
+         * @return mean wall time of a timed step, ms
+         */
         public double meanMillis() {
             return Arrays.stream(stepMillis).average().orElse(Double.NaN);
         }
 
-        /** @return median wall time of a timed step, ms */
+        /**
+         * @return median wall time of a timed step, ms
+         */
         public double medianMillis() {
             double[] c = stepMillis.clone();
             Arrays.sort(c);
@@ -187,27 +222,37 @@ public final class TrainStepBench {
             return n % 2 == 1 ? c[n / 2] : (c[n / 2 - 1] + c[n / 2]) / 2;
         }
 
-        /** @return tokens over the timed steps' total time */
+        /**
+         * @return tokens over the timed steps' total time
+         */
         public double tokensPerSecond() {
             return tokensPerStep() / (meanMillis() / 1e3);
         }
 
-        /** @return model FLOPs of one step ({@link TrainingPlan#stepFlopsPerRank()}) */
+        /**
+         * @return model FLOPs of one step ({@link TrainingPlan#stepFlopsPerRank()})
+         */
         public double stepFlops() {
             return options.plan().stepFlopsPerRank();
         }
 
-        /** @return model FLOPs per second over the timed steps */
+        /**
+         * @return model FLOPs per second over the timed steps
+         */
         public double flopsPerSecond() {
             return stepFlops() / (meanMillis() / 1e3);
         }
 
-        /** @return FLOP rate over the bf16 dense peak, or NaN without a peak */
+        /**
+         * @return FLOP rate over the bf16 dense peak, or NaN without a peak
+         */
         public double mfuBf16() {
             return peak == null ? Double.NaN : flopsPerSecond() / peak.bf16();
         }
 
-        /** @return FLOP rate over the TF32 dense peak, or NaN without a peak */
+        /**
+         * @return FLOP rate over the TF32 dense peak, or NaN without a peak
+         */
         public double mfuTf32() {
             return peak == null ? Double.NaN : flopsPerSecond() / peak.tf32();
         }
@@ -241,10 +286,13 @@ public final class TrainStepBench {
             m.put("memory_in_use_before_bytes", memoryBefore < 0 ? null : memoryBefore);
             m.put("memory_in_use_after_bytes", memoryAfter < 0 ? null : memoryAfter);
             m.put("memory_total_bytes", memoryTotal < 0 ? null : memoryTotal);
-            m.put("memory_note", memoryAfter < 0 ? "not measured on the CPU"
-                    : "cudaMemGetInfo total - free after the timed steps: libtorch's caching"
-                            + " allocator's peak reservation plus the CUDA context, library"
-                            + " workspaces and the EP buffer");
+            m.put(
+                    "memory_note",
+                    memoryAfter < 0
+                            ? "not measured on the CPU"
+                            : "cudaMemGetInfo total - free after the timed steps: libtorch's"
+                                    + " caching allocator's peak reservation plus the CUDA context,"
+                                    + " library workspaces and the EP buffer");
             List<Object> l = new ArrayList<>();
             for (float v : losses) {
                 l.add(Float.isFinite(v) ? (Object) (double) v : null);
@@ -282,9 +330,11 @@ public final class TrainStepBench {
         m.put("timed_steps", (long) o.steps());
         m.put("forward_flops_per_token", plan.forwardFlopsPerTokenTotal());
         m.put("step_flops", plan.stepFlopsPerRank());
-        m.put("flops_note", "TrainingPlan: matrix products only, 2 FLOPs per multiply-add, a step"
-                + " = 3 forwards (backward = 2 x forward), attention scores over the full"
-                + " sequence");
+        m.put(
+                "flops_note",
+                "TrainingPlan: matrix products only, 2 FLOPs per multiply-add, a step"
+                        + " = 3 forwards (backward = 2 x forward), attention scores over the full"
+                        + " sequence");
         return m;
     }
 
@@ -302,17 +352,22 @@ public final class TrainStepBench {
         RankEnvironment env = RankEnvironment.fromSystem();
         if (env.worldSize() != 1) {
             throw new IllegalArgumentException(
-                    "bench step runs on one rank; it was started as rank " + env.rank() + " of "
-                            + env.worldSize() + " (run it without launch)");
+                    "bench step runs on one rank; it was started as rank "
+                            + env.rank()
+                            + " of "
+                            + env.worldSize()
+                            + " (run it without launch)");
         }
         PretrainOptions opts = o.pretrainOptions();
         opts.validate();
         Device device = DeviceFlag.resolve(opts.device(), env.localRank());
         CudaDeviceInfo before = device.isGpu() ? CudaDeviceInfo.query(device.getDeviceId()) : null;
-        GpuPeak peak = o.peak() != null ? o.peak() : before == null ? null : GpuPeak.of(before.name());
-        String deviceName = before != null
-                ? before.name() + ", " + before.smCount() + " SMs"
-                : "CPU, " + Runtime.getRuntime().availableProcessors() + " cores";
+        GpuPeak peak =
+                o.peak() != null ? o.peak() : before == null ? null : GpuPeak.of(before.name());
+        String deviceName =
+                before != null
+                        ? before.name() + ", " + before.smCount() + " SMs"
+                        : "CPU, " + Runtime.getRuntime().availableProcessors() + " cores";
         String tf32Env = System.getenv(TF32_ENV);
         boolean tf32 = device.isGpu() && "1".equals(tf32Env);
         boolean fusedAdamW = device.isGpu() && CheckpointableAdamW.fusedOnGpu();
@@ -348,8 +403,12 @@ public final class TrainStepBench {
                             millis[timed] = (now - last) / 1e6;
                             ep[0] += r.epNanos();
                             ep[1] += r.stepNanos();
-                            out.printf(Locale.ROOT, "  step %d: %.1f ms, loss %.4f%n", step + 1,
-                                    millis[timed], r.loss());
+                            out.printf(
+                                    Locale.ROOT,
+                                    "  step %d: %.1f ms, loss %.4f%n",
+                                    step + 1,
+                                    millis[timed],
+                                    r.loss());
                         }
                         if (step == total - 1 && device.isGpu()) {
                             CudaDeviceInfo after = CudaDeviceInfo.query(device.getDeviceId());
@@ -359,18 +418,38 @@ public final class TrainStepBench {
                         last = System.nanoTime();
                     }
                 };
-        PrintStream log = recipeLog != null ? recipeLog
-                : new PrintStream(OutputStream.nullOutputStream());
+        PrintStream log =
+                recipeLog != null ? recipeLog : new PrintStream(OutputStream.nullOutputStream());
         Pretrain.run(
-                new Pretrain.Job("pretrain", o.config(), null,
-                        new RandomTokenSource((int) Math.min(Integer.MAX_VALUE,
-                                o.config().vocabSize()), o.seed()),
-                        opts, null, List.of(), Map.of()),
-                log, StopSignal.none(), timer, env);
+                new Pretrain.Job(
+                        "pretrain",
+                        o.config(),
+                        null,
+                        new RandomTokenSource(
+                                (int) Math.min(Integer.MAX_VALUE, o.config().vocabSize()),
+                                o.seed()),
+                        opts,
+                        null,
+                        List.of(),
+                        Map.of()),
+                log,
+                StopSignal.none(),
+                timer,
+                env);
         Result res =
-                new Result(o, device, deviceName, tf32, fusedAdamW, params[0], millis, losses,
-                        ep[1] == 0 ? 0 : (double) ep[0] / ep[1], peak,
-                        before == null ? -1 : before.usedBytes(), memAfter[0],
+                new Result(
+                        o,
+                        device,
+                        deviceName,
+                        tf32,
+                        fusedAdamW,
+                        params[0],
+                        millis,
+                        losses,
+                        ep[1] == 0 ? 0 : (double) ep[0] / ep[1],
+                        peak,
+                        before == null ? -1 : before.usedBytes(),
+                        memAfter[0],
                         before == null ? -1 : before.totalBytes());
         report(res, out);
         return res;
@@ -384,65 +463,112 @@ public final class TrainStepBench {
             boolean fusedAdamW,
             PrintStream out) {
         HfMoeConfig c = o.config();
-        out.printf(Locale.ROOT,
+        out.printf(
+                Locale.ROOT,
                 "bench step: %s (%s, %d layers: %d dense + %d MoE, H=%d, %d routed experts top-%d,"
                         + " %d shared), %,d parameters%n",
-                o.modelName(), c.family().modelType(), c.numLayers(),
-                c.numLayers() - c.numMoeLayers(), c.numMoeLayers(), c.hiddenSize(),
-                c.numExperts(), c.topK(), c.numSharedExperts(), c.numParameters());
-        out.printf(Locale.ROOT, "  device %s: %s; precision %s; float32 matrix products %s%n",
-                device, deviceName, o.precision().flag(),
-                !device.isGpu() ? "on the CPU"
-                        : tf32 ? "in TF32 (" + TF32_ENV + "=1)"
+                o.modelName(),
+                c.family().modelType(),
+                c.numLayers(),
+                c.numLayers() - c.numMoeLayers(),
+                c.numMoeLayers(),
+                c.hiddenSize(),
+                c.numExperts(),
+                c.topK(),
+                c.numSharedExperts(),
+                c.numParameters());
+        out.printf(
+                Locale.ROOT,
+                "  device %s: %s; precision %s; float32 matrix products %s%n",
+                device,
+                deviceName,
+                o.precision().flag(),
+                !device.isGpu()
+                        ? "on the CPU"
+                        : tf32
+                                ? "in TF32 (" + TF32_ENV + "=1)"
                                 : "in IEEE float32 (TF32 off; " + TF32_ENV + "=1 allows it)");
-        out.printf(Locale.ROOT,
+        out.printf(
+                Locale.ROOT,
                 "  %d x %d random tokens per step; the pretrain recipe's step (EP at W=1, AdamW,"
                         + " clipping, balancing); %d warm-up + %d timed steps%n",
-                o.batch(), o.seqLen(), o.warmup(), o.steps());
-        out.printf(Locale.ROOT, "  AdamW: %s%n", fusedAdamW
-                ? "one pass over memory per parameter on the GPU (" + CheckpointableAdamW.FUSED_ENV
-                        + "=0 for the engine's own update)"
-                : "the engine's adamUpdate");
+                o.batch(),
+                o.seqLen(),
+                o.warmup(),
+                o.steps());
+        out.printf(
+                Locale.ROOT,
+                "  AdamW: %s%n",
+                fusedAdamW
+                        ? "one pass over memory per parameter on the GPU ("
+                                + CheckpointableAdamW.FUSED_ENV
+                                + "=0 for the engine's own update)"
+                        : "the engine's adamUpdate");
     }
 
     private static void report(Result r, PrintStream out) {
         Options o = r.options();
         TrainingPlan plan = o.plan();
-        out.printf(Locale.ROOT, "  parameters    %,d as built (%,d by the config's count)%n",
-                r.parameters(), o.config().numParameters());
-        out.printf(Locale.ROOT, "  step time     mean %.1f ms, median %.1f ms over %d steps%n",
-                r.meanMillis(), r.medianMillis(), o.steps());
+        out.printf(
+                Locale.ROOT,
+                "  parameters    %,d as built (%,d by the config's count)%n",
+                r.parameters(),
+                o.config().numParameters());
+        out.printf(
+                Locale.ROOT,
+                "  step time     mean %.1f ms, median %.1f ms over %d steps%n",
+                r.meanMillis(),
+                r.medianMillis(),
+                o.steps());
         out.printf(Locale.ROOT, "  tokens/s      %,.0f%n", r.tokensPerSecond());
-        out.printf(Locale.ROOT,
-                "  model FLOPs   %s per step (3 x %s forward per token x %d tokens; TrainingPlan)%n",
+        out.printf(
+                Locale.ROOT,
+                "  model FLOPs   %s per step (3 x %s forward per token x %d tokens;"
+                        + " TrainingPlan)%n",
                 TrainingPlan.flops(r.stepFlops()),
-                TrainingPlan.flops(plan.forwardFlopsPerTokenTotal()), r.tokensPerStep());
+                TrainingPlan.flops(plan.forwardFlopsPerTokenTotal()),
+                r.tokensPerStep());
         out.printf(Locale.ROOT, "  achieved      %s/s%n", TrainingPlan.flops(r.flopsPerSecond()));
         if (r.peak() != null) {
-            out.printf(Locale.ROOT,
+            out.printf(
+                    Locale.ROOT,
                     "  MFU           %.1f%% of the dense bf16 peak (%.1f TFLOP/s, %s; the MFU"
                             + " figure); %.1f%% of the dense TF32 peak (%.1f TFLOP/s)%n",
-                    100 * r.mfuBf16(), r.peak().bf16() / 1e12, r.peak().gpu(), 100 * r.mfuTf32(),
+                    100 * r.mfuBf16(),
+                    r.peak().bf16() / 1e12,
+                    r.peak().gpu(),
+                    100 * r.mfuTf32(),
                     r.peak().tf32() / 1e12);
         } else {
-            out.printf(Locale.ROOT, "  MFU           n/a (%s: no known peak; --peak-tflops"
-                    + " BF16[,TF32] gives one)%n", r.device().isGpu() ? "GPU not in the table"
-                            : "the CPU");
+            out.printf(
+                    Locale.ROOT,
+                    "  MFU           n/a (%s: no known peak; --peak-tflops"
+                            + " BF16[,TF32] gives one)%n",
+                    r.device().isGpu() ? "GPU not in the table" : "the CPU");
         }
         if (r.memoryAfter() >= 0) {
-            out.printf(Locale.ROOT,
+            out.printf(
+                    Locale.ROOT,
                     "  GPU memory    %.2f GiB in use after the timed steps, of %.2f GiB"
                             + " (cudaMemGetInfo total - free: the caching allocator's peak"
                             + " reservation + CUDA context + workspaces + EP buffer); %.2f GiB"
                             + " before the model%n",
-                    gib(r.memoryAfter()), gib(r.memoryTotal()), gib(r.memoryBefore()));
+                    gib(r.memoryAfter()),
+                    gib(r.memoryTotal()),
+                    gib(r.memoryBefore()));
         }
         float first = r.losses()[0];
         float last = r.losses()[r.losses().length - 1];
-        out.printf(Locale.ROOT, "  loss          %.4f -> %.4f (random tokens: ln V = %.4f)%n",
-                first, last, Math.log(o.config().vocabSize()));
-        out.printf(Locale.ROOT, "  EP share      %.1f%% of the timed steps in dispatch and"
-                + " combine%n", 100 * r.epShare());
+        out.printf(
+                Locale.ROOT,
+                "  loss          %.4f -> %.4f (random tokens: ln V = %.4f)%n",
+                first,
+                last,
+                Math.log(o.config().vocabSize()));
+        out.printf(
+                Locale.ROOT,
+                "  EP share      %.1f%% of the timed steps in dispatch and" + " combine%n",
+                100 * r.epShare());
     }
 
     private static double gib(long bytes) {

@@ -3,7 +3,7 @@
  */
 
 /**
- * Benchmarks behind {@code djl-moe bench}: EP dispatch and combine, one MoE layer, and the
- * training step with its model FLOPs utilisation.
+ * Benchmarks behind {@code djl-moe bench}: EP dispatch and combine, one MoE layer, and the training
+ * step with its model FLOPs utilisation.
  */
 package dev.djlmoe.recipes.bench;

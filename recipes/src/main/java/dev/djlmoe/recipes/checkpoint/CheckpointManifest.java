@@ -25,9 +25,9 @@ import java.util.stream.Stream;
 /**
  * The manifest of a training checkpoint, {@value #FILE}: the size and SHA-256 of every other file
  * in it, written last by {@link TrainingCheckpoint#save}. A checkpoint is complete when its
- * manifest exists and every file it lists has that size and hash; a save interrupted at any
- * point (a rank killed, a full disk) leaves either no manifest or a directory that is not yet
- * renamed to {@code step-*}, so it is never taken for complete.
+ * manifest exists and every file it lists has that size and hash; a save interrupted at any point
+ * (a rank killed, a full disk) leaves either no manifest or a directory that is not yet renamed to
+ * {@code step-*}, so it is never taken for complete.
  *
  * <pre>
  * {"format": "djl-moe-checkpoint-manifest", "version": 1, "step": 4,
@@ -48,10 +48,11 @@ public final class CheckpointManifest {
     private static List<Path> contentFiles(Path dir) throws IOException {
         try (Stream<Path> s = Files.list(dir)) {
             return s.filter(Files::isRegularFile)
-                    .filter(p -> {
-                        String n = p.getFileName().toString();
-                        return !n.equals(FILE) && !n.startsWith(".");
-                    })
+                    .filter(
+                            p -> {
+                                String n = p.getFileName().toString();
+                                return !n.equals(FILE) && !n.startsWith(".");
+                            })
                     .sorted()
                     .toList();
         }
@@ -85,8 +86,8 @@ public final class CheckpointManifest {
      *
      * @param dir the checkpoint
      * @param hashes also compare SHA-256 (else sizes only)
-     * @return null when complete, else what is wrong (naming the file, the value and the
-     *     expected one)
+     * @return null when complete, else what is wrong (naming the file, the value and the expected
+     *     one)
      * @throws IOException when a file cannot be read
      */
     @SuppressWarnings("unchecked")
@@ -132,7 +133,10 @@ public final class CheckpointManifest {
             if (hashes) {
                 String h = sha256(f);
                 if (!h.equals(want.get("sha256"))) {
-                    return e.getKey() + " has SHA-256 " + h + ", the manifest says "
+                    return e.getKey()
+                            + " has SHA-256 "
+                            + h
+                            + ", the manifest says "
                             + want.get("sha256");
                 }
             }

@@ -59,13 +59,12 @@ import java.util.stream.Stream;
  *
  * All ranks write into {@code .step-NNNNNNNN.partial} and flush their files to disk; after a
  * barrier rank 0 writes {@link CheckpointManifest#FILE} last (every file's size and SHA-256),
- * flushes the directory, renames it to its final name and points {@code latest} at it (both
- * renames are atomic on one file system), then removes the oldest checkpoints beyond the number
- * to keep. An interrupted save leaves only a {@code .partial} directory, never a damaged
- * checkpoint: every surviving rank removes it when the save fails or its process is stopped,
- * and {@link #removeLeftovers} removes what a job killed as a whole left. {@link
- * #resolve(Path, List)} takes only checkpoints whose files match their manifest, falling back to
- * the newest complete one.
+ * flushes the directory, renames it to its final name and points {@code latest} at it (both renames
+ * are atomic on one file system), then removes the oldest checkpoints beyond the number to keep. An
+ * interrupted save leaves only a {@code .partial} directory, never a damaged checkpoint: every
+ * surviving rank removes it when the save fails or its process is stopped, and {@link
+ * #removeLeftovers} removes what a job killed as a whole left. {@link #resolve(Path, List)} takes
+ * only checkpoints whose files match their manifest, falling back to the newest complete one.
  */
 public final class TrainingCheckpoint {
 
@@ -125,10 +124,10 @@ public final class TrainingCheckpoint {
 
     /**
      * Resolves a {@code --resume} argument: a checkpoint (it holds {@link #STATE_FILE}; its files
-     * must match its manifest) or a checkpoint directory (the checkpoint its {@link #LATEST}
-     * names, else the newest {@code step-*}; one whose files do not match its manifest is
-     * skipped with a warning, and the newest complete one before it is taken). Leftovers of
-     * interrupted saves ({@code .step-*.partial}) are never candidates.
+     * must match its manifest) or a checkpoint directory (the checkpoint its {@link #LATEST} names,
+     * else the newest {@code step-*}; one whose files do not match its manifest is skipped with a
+     * warning, and the newest complete one before it is taken). Leftovers of interrupted saves
+     * ({@code .step-*.partial}) are never candidates.
      *
      * @param path the argument
      * @param warnings receives a line for every checkpoint skipped or not verifiable
@@ -157,8 +156,10 @@ public final class TrainingCheckpoint {
             throw new IllegalArgumentException(flag + " " + path + ": no such directory");
         }
         Path run = path.resolve(RUN_CHECKPOINTS);
-        if (!Files.isRegularFile(path.resolve(STATE_FILE)) && stepDirs(path).isEmpty()
-                && !Files.exists(path.resolve(LATEST)) && Files.isDirectory(run)) {
+        if (!Files.isRegularFile(path.resolve(STATE_FILE))
+                && stepDirs(path).isEmpty()
+                && !Files.exists(path.resolve(LATEST))
+                && Files.isDirectory(run)) {
             path = run; // a run directory: its checkpoints
         }
         if (Files.isRegularFile(path.resolve(STATE_FILE))) {
@@ -168,8 +169,11 @@ public final class TrainingCheckpoint {
             }
             if (!Files.exists(path.resolve(CheckpointManifest.FILE))) {
                 // Written before checkpoints had manifests (their renames were atomic already).
-                warnings.add(path + " has no " + CheckpointManifest.FILE
-                        + ": its files cannot be verified");
+                warnings.add(
+                        path
+                                + " has no "
+                                + CheckpointManifest.FILE
+                                + ": its files cannot be verified");
                 return path;
             }
             throw new IllegalArgumentException(
@@ -181,8 +185,14 @@ public final class TrainingCheckpoint {
             String name = Files.readString(latest, StandardCharsets.UTF_8).strip();
             Path p = path.resolve(name);
             if (!STEP_DIR.matcher(name).matches() || !Files.isRegularFile(p.resolve(STATE_FILE))) {
-                warnings.add(path + ": '" + LATEST + "' names " + name + ", which is not a"
-                        + " complete checkpoint; taking the newest complete one");
+                warnings.add(
+                        path
+                                + ": '"
+                                + LATEST
+                                + "' names "
+                                + name
+                                + ", which is not a"
+                                + " complete checkpoint; taking the newest complete one");
             } else {
                 // The one 'latest' names first, then the others newest first.
                 steps.remove(p);
@@ -197,8 +207,11 @@ public final class TrainingCheckpoint {
                 return p;
             }
             if (!Files.exists(p.resolve(CheckpointManifest.FILE))) {
-                warnings.add(p + " has no " + CheckpointManifest.FILE
-                        + ": its files cannot be verified");
+                warnings.add(
+                        p
+                                + " has no "
+                                + CheckpointManifest.FILE
+                                + ": its files cannot be verified");
                 return p;
             }
             warnings.add("skipping " + p + ": not a complete checkpoint: " + problem);
@@ -206,12 +219,21 @@ public final class TrainingCheckpoint {
         }
         if (!rejected.isEmpty()) {
             throw new IllegalArgumentException(
-                    flag + " " + path + ": no complete checkpoint there; rejected: "
+                    flag
+                            + " "
+                            + path
+                            + ": no complete checkpoint there; rejected: "
                             + String.join("; ", rejected));
         }
         throw new IllegalArgumentException(
-                flag + " " + path + ": no complete checkpoint there (expected " + STATE_FILE
-                        + " in a checkpoint, or '" + LATEST + "' / step-* directories in a"
+                flag
+                        + " "
+                        + path
+                        + ": no complete checkpoint there (expected "
+                        + STATE_FILE
+                        + " in a checkpoint, or '"
+                        + LATEST
+                        + "' / step-* directories in a"
                         + " checkpoint directory)");
     }
 
@@ -231,8 +253,10 @@ public final class TrainingCheckpoint {
         }
         List<Path> found;
         try (Stream<Path> s = Files.list(root)) {
-            found = s.filter(p -> LEFTOVER.matcher(p.getFileName().toString()).matches())
-                    .sorted().toList();
+            found =
+                    s.filter(p -> LEFTOVER.matcher(p.getFileName().toString()).matches())
+                            .sorted()
+                            .toList();
         }
         for (Path p : found) {
             deleteTree(p);
@@ -243,10 +267,10 @@ public final class TrainingCheckpoint {
 
     /**
      * Sets aside the checkpoints of an earlier run before a fresh run (one that does not resume)
-     * writes into the same checkpoint directory: the directory is renamed to the first free
-     * {@code NAME.1}, {@code NAME.2}, ..., so the fresh run's {@code step-N} never replaces the
-     * earlier run's and {@code --resume} of the new name continues the earlier run. Only one
-     * process of a job may call this (rank 0), before the job saves anything.
+     * writes into the same checkpoint directory: the directory is renamed to the first free {@code
+     * NAME.1}, {@code NAME.2}, ..., so the fresh run's {@code step-N} never replaces the earlier
+     * run's and {@code --resume} of the new name continues the earlier run. Only one process of a
+     * job may call this (rank 0), before the job saves anything.
      *
      * @param root the checkpoint directory
      * @return where the earlier run's checkpoints now are, or null when there were none
@@ -271,14 +295,20 @@ public final class TrainingCheckpoint {
                 return root.isAbsolute() ? to : root.resolveSibling(to.getFileName());
             }
         }
-        throw new IllegalArgumentException(root + ": " + root.getFileName() + ".1 to .9999 all"
-                + " exist already; remove old runs or pass another --run-dir");
+        throw new IllegalArgumentException(
+                root
+                        + ": "
+                        + root.getFileName()
+                        + ".1 to .9999 all"
+                        + " exist already; remove old runs or pass another --run-dir");
     }
 
     private static List<Path> stepDirs(Path root) throws IOException {
         try (Stream<Path> s = Files.list(root)) {
-            return s.filter(p -> STEP_DIR.matcher(p.getFileName().toString()).matches()
-                            && Files.isRegularFile(p.resolve(STATE_FILE)))
+            return s.filter(
+                            p ->
+                                    STEP_DIR.matcher(p.getFileName().toString()).matches()
+                                            && Files.isRegularFile(p.resolve(STATE_FILE)))
                     .sorted(Comparator.comparing(p -> p.getFileName().toString()))
                     .toList();
         }
@@ -337,8 +367,10 @@ public final class TrainingCheckpoint {
                 Map<String, Object> m = Json.parseObject(json, source);
                 if (!FORMAT.equals(m.get("format"))) {
                     throw new IllegalArgumentException(
-                            source + ": not a djl-moe training checkpoint (format "
-                                    + m.get("format") + ")");
+                            source
+                                    + ": not a djl-moe training checkpoint (format "
+                                    + m.get("format")
+                                    + ")");
                 }
                 return new State(
                         ((Number) m.get("step")).longValue(),
@@ -416,7 +448,9 @@ public final class TrainingCheckpoint {
             FaultInjection.duringCheckpointSave(rank, state.step(), optimizerFile);
             if (rank == 0) {
                 for (Path f : extraFiles) {
-                    Files.copy(f, partial.resolve(f.getFileName().toString()),
+                    Files.copy(
+                            f,
+                            partial.resolve(f.getFileName().toString()),
                             StandardCopyOption.REPLACE_EXISTING);
                 }
                 SafetensorsWriter.writeTextAtomically(partial.resolve(STATE_FILE), state.toJson());
@@ -540,11 +574,15 @@ public final class TrainingCheckpoint {
             return;
         }
         int slot = t.expertSlot();
-        w.add(name, DType.F32, t.shape(), () -> {
-            try (NDArray s = a.get(slot)) {
-                return s.toByteBuffer().order(ByteOrder.nativeOrder()).asFloatBuffer();
-            }
-        });
+        w.add(
+                name,
+                DType.F32,
+                t.shape(),
+                () -> {
+                    try (NDArray s = a.get(slot)) {
+                        return s.toByteBuffer().order(ByteOrder.nativeOrder()).asFloatBuffer();
+                    }
+                });
     }
 
     /** Every trainable parameter must have a Hugging Face name, or its state would be lost. */
@@ -556,7 +594,9 @@ public final class TrainingCheckpoint {
         for (var p : model.getParameters()) {
             if (p.getValue().requiresGradient() && !named.containsKey(p.getValue())) {
                 throw new IllegalStateException(
-                        "parameter " + p.getKey() + " has no Hugging Face name: its optimizer"
+                        "parameter "
+                                + p.getKey()
+                                + " has no Hugging Face name: its optimizer"
                                 + " state cannot be checkpointed");
             }
         }
@@ -577,9 +617,15 @@ public final class TrainingCheckpoint {
             throws IOException {
         List<SafetensorsFile> files = new ArrayList<>();
         try (Stream<Path> s = Files.list(checkpoint)) {
-            for (Path p : s.filter(p -> p.getFileName().toString().startsWith("optimizer-")
-                            && p.getFileName().toString().endsWith(".safetensors"))
-                    .sorted().toList()) {
+            for (Path p :
+                    s.filter(
+                                    p ->
+                                            p.getFileName().toString().startsWith("optimizer-")
+                                                    && p.getFileName()
+                                                            .toString()
+                                                            .endsWith(".safetensors"))
+                            .sorted()
+                            .toList()) {
                 files.add(SafetensorsFile.open(p));
             }
         }
@@ -626,23 +672,32 @@ public final class TrainingCheckpoint {
                     continue; // saved before the first update
                 }
                 if (present != ts.size()) {
-                    throw new IOException(checkpoint + ": optimizer state of " + ts.get(0).name()
-                            + " is incomplete (" + present + " of " + ts.size() + " tensors)");
+                    throw new IOException(
+                            checkpoint
+                                    + ": optimizer state of "
+                                    + ts.get(0).name()
+                                    + " is incomplete ("
+                                    + present
+                                    + " of "
+                                    + ts.size()
+                                    + " tensors)");
                 }
                 NDArray w = p.getArray();
                 long count = -1;
                 for (HfTensor t : ts) {
                     Long c = counts.get(t.name());
                     if (c == null || (count >= 0 && c != count)) {
-                        throw new IOException(checkpoint + ": no or inconsistent update count for "
-                                + t.name());
+                        throw new IOException(
+                                checkpoint + ": no or inconsistent update count for " + t.name());
                     }
                     count = c;
                 }
                 NDManager m = w.getManager();
                 try (NDArray mean = read(m, w.getShape(), ts, EXP_AVG, where);
                         NDArray var = read(m, w.getShape(), ts, EXP_AVG_SQ, where)) {
-                    optimizer.importState(p.getId(), w,
+                    optimizer.importState(
+                            p.getId(),
+                            w,
                             new CheckpointableAdamW.State(mean, var, Math.toIntExact(count)));
                 }
                 restored++;
@@ -675,11 +730,19 @@ public final class TrainingCheckpoint {
                 n *= d;
             }
             if (n != slice) {
-                throw new IOException(f.path() + ": " + name + " has " + n + " elements, the"
-                        + " parameter needs " + slice);
+                throw new IOException(
+                        f.path()
+                                + ": "
+                                + name
+                                + " has "
+                                + n
+                                + " elements, the"
+                                + " parameter needs "
+                                + slice);
             }
-            FloatBuffer fb = FloatBuffer.wrap(all, (int) (Math.max(0, t.expertSlot()) * slice),
-                    (int) slice).slice();
+            FloatBuffer fb =
+                    FloatBuffer.wrap(all, (int) (Math.max(0, t.expertSlot()) * slice), (int) slice)
+                            .slice();
             f.readFloats(info, 0, slice, fb);
         }
         return m.create(all, shape);

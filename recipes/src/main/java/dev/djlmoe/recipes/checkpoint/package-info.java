@@ -3,7 +3,7 @@
  */
 
 /**
- * Training checkpoints: what a resumed run needs (weights, optimizer state, step, data
- * position) written under a temporary name and renamed, with a manifest.
+ * Training checkpoints: what a resumed run needs (weights, optimizer state, step, data position)
+ * written under a temporary name and renamed, with a manifest.
  */
 package dev.djlmoe.recipes.checkpoint;

@@ -44,23 +44,39 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
     @Option(names = "--quick", description = "small shapes (seconds instead of minutes)")
     boolean quick;
 
-    @Option(names = "--ep", description = "ranks for the EP benchmark (like launch --nproc-per-node; default: the launcher's WORLD_SIZE, else 1)")
+    @Option(
+            names = "--ep",
+            description =
+                    "ranks for the EP benchmark (like launch --nproc-per-node; default: the"
+                            + " launcher's WORLD_SIZE, else 1)")
     Integer ep;
 
     @Option(names = "--no-naive", description = "skip the naive masked MoE layer")
     boolean noNaive;
 
-    @Option(names = "--device", description = "where the MoE layer benchmark runs: cpu, gpu or auto, the GPU when the engine sees one (default ${DEFAULT-VALUE}); the EP benchmark runs on the CPU whatever this says (cpu-shm against a host memcpy bound); 'bench step' times the training step on a GPU")
+    @Option(
+            names = "--device",
+            description =
+                    "where the MoE layer benchmark runs: cpu, gpu or auto, the GPU when the engine"
+                        + " sees one (default ${DEFAULT-VALUE}); the EP benchmark runs on the CPU"
+                        + " whatever this says (cpu-shm against a host memcpy bound); 'bench step'"
+                        + " times the training step on a GPU")
     String device = "auto";
 
     @Override
     public void checkRanks(int worldSize) {
         int experts = quick ? QUICK_EXPERTS : EpBench.Options.defaults().experts();
-        dev.djlmoe.recipes.Pretrain.checkDivides("the EP benchmark's " + experts + " experts"
-                + (quick ? " (--quick)" : ""), experts, worldSize, "each rank holds E / W");
+        dev.djlmoe.recipes.Pretrain.checkDivides(
+                "the EP benchmark's " + experts + " experts" + (quick ? " (--quick)" : ""),
+                experts,
+                worldSize,
+                "each rank holds E / W");
         int tiny = dev.djlmoe.zoo.hf.HfMoeConfig.preset("tiny").numExperts();
-        dev.djlmoe.recipes.Pretrain.checkDivides("the training step's 'tiny' model's " + tiny
-                + " routed experts", tiny, worldSize, "each rank holds E / W");
+        dev.djlmoe.recipes.Pretrain.checkDivides(
+                "the training step's 'tiny' model's " + tiny + " routed experts",
+                tiny,
+                worldSize,
+                "each rank holds E / W");
     }
 
     /** Routed experts of the {@code --quick} EP benchmark. */
@@ -77,14 +93,21 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
         EpBench.Options d = EpBench.Options.defaults();
         EpBench.Options epOpts =
                 quick
-                        ? new EpBench.Options(512, 1024, 4, QUICK_EXPERTS, 3,
-                                List.of(WireFormat.FP32, WireFormat.BF16, WireFormat.MXFP8), 8,
-                                8, 32)
+                        ? new EpBench.Options(
+                                512,
+                                1024,
+                                4,
+                                QUICK_EXPERTS,
+                                3,
+                                List.of(WireFormat.FP32, WireFormat.BF16, WireFormat.MXFP8),
+                                8,
+                                8,
+                                32)
                         : d;
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
         PrintStream capture = new PrintStream(buf, true, StandardCharsets.UTF_8);
-        System.out.println("running the EP benchmark on " + env.worldSize()
-                + " rank(s) on the CPU ...");
+        System.out.println(
+                "running the EP benchmark on " + env.worldSize() + " rank(s) on the CPU ...");
         EpBench.run(epOpts, capture);
         if (env.rank() != 0) {
             return 0; // the layer benchmark runs on one rank
@@ -107,7 +130,8 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
             System.out.println("(the EP benchmark's report had no rows this table reads; it was:)");
             System.out.print(report);
         }
-        System.out.printf("%n%d CPU cores; 'bench ep' and 'bench layer' print the full reports%n",
+        System.out.printf(
+                "%n%d CPU cores; 'bench ep' and 'bench layer' print the full reports%n",
                 Runtime.getRuntime().availableProcessors());
         return 0;
     }
@@ -116,7 +140,9 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
     @Command(
             name = "layer",
             mixinStandardHelpOptions = true,
-            description = "Benchmark the MoE layer (forward+backward) against dense matMul and a naive layer.")
+            description =
+                    "Benchmark the MoE layer (forward+backward) against dense matMul and a naive"
+                            + " layer.")
     public static final class Layer implements Callable<Integer> {
 
         private static final MoeLayerBench.Size D = MoeLayerBench.Size.standard();
@@ -133,7 +159,9 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
         @Option(names = "--topk", description = "K (default ${DEFAULT-VALUE})")
         int topk = D.topk();
 
-        @Option(names = "--width", description = "expert intermediate size (default ${DEFAULT-VALUE})")
+        @Option(
+                names = "--width",
+                description = "expert intermediate size (default ${DEFAULT-VALUE})")
         int width = D.width();
 
         @Option(names = "--iters", description = "timed iterations (default ${DEFAULT-VALUE})")
@@ -142,7 +170,11 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
         @Option(names = "--no-naive", description = "skip the naive masked layer")
         boolean noNaive;
 
-        @Option(names = "--device", description = "cpu, gpu or auto: the GPU when the engine sees one (default ${DEFAULT-VALUE}); on a GPU the EP buffer takes its CUDA backend")
+        @Option(
+                names = "--device",
+                description =
+                        "cpu, gpu or auto: the GPU when the engine sees one (default"
+                            + " ${DEFAULT-VALUE}); on a GPU the EP buffer takes its CUDA backend")
         String device = "auto";
 
         @Override
@@ -150,12 +182,23 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
             if (tokens < 1 || hidden < 1 || topk < 1 || experts < topk || width < 1 || iters < 1) {
                 throw new IllegalArgumentException(
                         "need --tokens, --hidden, --topk, --width, --iters >= 1 and --experts >="
-                                + " --topk; got " + tokens + ", " + hidden + ", " + topk + ", "
-                                + width + ", " + iters + ", " + experts);
+                                + " --topk; got "
+                                + tokens
+                                + ", "
+                                + hidden
+                                + ", "
+                                + topk
+                                + ", "
+                                + width
+                                + ", "
+                                + iters
+                                + ", "
+                                + experts);
             }
             MoeLayerBench.run(
                     new MoeLayerBench.Size(tokens, hidden, experts, topk, width, iters, !noNaive),
-                    DeviceFlag.resolve(device, 0), System.out);
+                    DeviceFlag.resolve(device, 0),
+                    System.out);
             return 0;
         }
     }

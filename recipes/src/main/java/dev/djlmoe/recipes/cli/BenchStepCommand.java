@@ -23,54 +23,88 @@ import picocli.CommandLine.Option;
         description = {
             "Benchmark the training step on one rank: ms per step, tokens/s, MFU, GPU memory.",
             "The pretrain recipe's own step (EP at W=1, AdamW, clipping, balancing, its defaults)"
-                    + " on random tokens: warm-up steps, then timed steps, each ended by waiting for"
-                    + " the device. Model FLOPs are plan's (3 forwards of the matrix products);"
-                    + " MFU is against the GPU's dense bf16 peak, and the TF32 one is printed"
-                    + " beside it; GPU memory is cudaMemGetInfo's total - free after the timed"
-                    + " steps (the caching allocator's peak reservation, the CUDA context, the EP"
-                    + " buffer). Float32 products run in TF32 when TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1"
-                    + " is set. One rank only (not under launch)."
+                + " on random tokens: warm-up steps, then timed steps, each ended by waiting for"
+                + " the device. Model FLOPs are plan's (3 forwards of the matrix products); MFU is"
+                + " against the GPU's dense bf16 peak, and the TF32 one is printed beside it; GPU"
+                + " memory is cudaMemGetInfo's total - free after the timed steps (the caching"
+                + " allocator's peak reservation, the CUDA context, the EP buffer). Float32"
+                + " products run in TF32 when TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 is set. One rank"
+                + " only (not under launch)."
         },
-        footer = {"", "Examples:",
+        footer = {
+            "",
+            "Examples:",
             "  djl-moe bench step",
             "  djl-moe bench step --model tiny --batch 4 --seq-len 64 --device cpu --steps 2",
-            "  TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 djl-moe bench step --json step.json"})
+            "  TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 djl-moe bench step --json step.json"
+        })
 public final class BenchStepCommand implements Callable<Integer> {
 
-    @Option(names = "--model", description = "a preset, a config.json or a checkpoint directory (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--model",
+            description =
+                    "a preset, a config.json or a checkpoint directory (default ${DEFAULT-VALUE})")
     String model = "deepseek-v3-16b";
 
-    @Option(names = "--layers", paramLabel = "N", description = "decoder layers: the model cut (or extended) to N, its first_k_dense_replace dense layers first; 0 = the model's own (default ${DEFAULT-VALUE}: deepseek-v3-16b becomes 1 dense + 3 MoE layers, 2.25 B parameters)")
+    @Option(
+            names = "--layers",
+            paramLabel = "N",
+            description =
+                    "decoder layers: the model cut (or extended) to N, its first_k_dense_replace"
+                            + " dense layers first; 0 = the model's own (default ${DEFAULT-VALUE}:"
+                            + " deepseek-v3-16b becomes 1 dense + 3 MoE layers, 2.25 B parameters)")
     int layers = 4;
 
     @Option(names = "--batch", description = "sequences per step (default ${DEFAULT-VALUE})")
     int batch = 1;
 
-    @Option(names = {"--seq-len", "--seq"}, description = "tokens per sequence (default ${DEFAULT-VALUE})")
+    @Option(
+            names = {"--seq-len", "--seq"},
+            description = "tokens per sequence (default ${DEFAULT-VALUE})")
     int seqLen = 4096;
 
-    @Option(names = "--device", description = "cpu, gpu or auto: the GPU when the engine sees one, as pretrain --device (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--device",
+            description =
+                    "cpu, gpu or auto: the GPU when the engine sees one, as pretrain --device"
+                            + " (default ${DEFAULT-VALUE})")
     String device = "auto";
 
-    @Option(names = "--precision", description = "fp32, bf16-wire, fp8-wire or mxfp8, as pretrain --precision (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--precision",
+            description =
+                    "fp32, bf16-wire, fp8-wire or mxfp8, as pretrain --precision (default"
+                            + " ${DEFAULT-VALUE})")
     String precision = "fp32";
 
-    @Option(names = "--warmup", description = "untimed steps first, at least 1 (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--warmup",
+            description = "untimed steps first, at least 1 (default ${DEFAULT-VALUE})")
     int warmup = 3;
 
     @Option(names = "--steps", description = "timed steps (default ${DEFAULT-VALUE})")
     int steps = 5;
 
-    @Option(names = "--peak-tflops", paramLabel = "BF16[,TF32]", description = "the GPU's dense peak TFLOP/s for MFU (default: from the GPU's name: H100, H200, A100)")
+    @Option(
+            names = "--peak-tflops",
+            paramLabel = "BF16[,TF32]",
+            description =
+                    "the GPU's dense peak TFLOP/s for MFU (default: from the GPU's name: H100,"
+                            + " H200, A100)")
     String peakTflops;
 
     @Option(names = "--seed", description = "initial weights and tokens (default ${DEFAULT-VALUE})")
     long seed = 42;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "also write the figures (or the error) to FILE as JSON")
+    @Option(
+            names = "--json",
+            paramLabel = "FILE",
+            description = "also write the figures (or the error) to FILE as JSON")
     Path json;
 
-    @Option(names = "--recipe-log", description = "also print the pretrain recipe's own log (model line, progress)")
+    @Option(
+            names = "--recipe-log",
+            description = "also print the pretrain recipe's own log (model line, progress)")
     boolean recipeLog;
 
     @Override

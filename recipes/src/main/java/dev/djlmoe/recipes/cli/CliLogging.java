@@ -153,8 +153,9 @@ public final class CliLogging {
         }
         try (NativeCall call = new NativeCall();
                 IntPointer previous = new IntPointer(1)) {
-            call.check(NativeEp.nep_torch_set_log_level(threshold, previous, call.err(),
-                    call.cap()), "setting libtorch's log threshold");
+            call.check(
+                    NativeEp.nep_torch_set_log_level(threshold, previous, call.err(), call.cap()),
+                    "setting libtorch's log threshold");
             return previous.get();
         }
     }

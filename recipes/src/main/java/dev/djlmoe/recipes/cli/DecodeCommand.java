@@ -38,43 +38,85 @@ public final class DecodeCommand implements Callable<Integer>, RankCountCheck {
 
     @Spec CommandSpec spec;
 
-    @Option(names = "--model", description = "a Hugging Face checkpoint directory (config.json + safetensors, e.g. a finetune output), a training run's checkpoint directory (its newest checkpoint), or a preset with random weights (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--model",
+            description =
+                    "a Hugging Face checkpoint directory (config.json + safetensors, e.g. a"
+                            + " finetune output), a training run's checkpoint directory (its newest"
+                            + " checkpoint), or a preset with random weights (default"
+                            + " ${DEFAULT-VALUE})")
     String model = "tiny";
 
-    @Option(names = "--prompt", description = "a prompt (repeat for a batch; at least one per EP rank; default: 4 built-in prompts)")
+    @Option(
+            names = "--prompt",
+            description =
+                    "a prompt (repeat for a batch; at least one per EP rank; default: 4 built-in"
+                            + " prompts)")
     List<String> prompts;
 
-    @Option(names = "--new-tokens", description = "tokens to generate per prompt (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--new-tokens",
+            description = "tokens to generate per prompt (default ${DEFAULT-VALUE})")
     int newTokens = 16;
 
-    @Option(names = "--exchange", description = "MoE exchange of the decode steps: ll (low-latency buffer) or normal (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--exchange",
+            description =
+                    "MoE exchange of the decode steps: ll (low-latency buffer) or normal (default"
+                            + " ${DEFAULT-VALUE})")
     String exchange = "ll";
 
-    @Option(names = "--prefill", description = "MoE exchange of the prefill: normal (the normal-mode EP buffer) or ll (the low-latency buffer, sized for the prompts; needs --exchange ll) (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--prefill",
+            description =
+                    "MoE exchange of the prefill: normal (the normal-mode EP buffer) or ll (the"
+                            + " low-latency buffer, sized for the prompts; needs --exchange ll)"
+                            + " (default ${DEFAULT-VALUE})")
     String prefill = "normal";
 
-    @Option(names = "--dispatch-wire", description = "low-latency dispatch wire: fp8, bf16, fp32, mxfp8 (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--dispatch-wire",
+            description =
+                    "low-latency dispatch wire: fp8, bf16, fp32, mxfp8 (default ${DEFAULT-VALUE})")
     String dispatchWire = "fp8";
 
-    @Option(names = "--combine-wire", description = "low-latency combine wire: bf16, fp32 (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--combine-wire",
+            description = "low-latency combine wire: bf16, fp32 (default ${DEFAULT-VALUE})")
     String combineWire = "bf16";
 
-    @Option(names = "--seed", description = "seed of the random weights of a preset (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--seed",
+            description = "seed of the random weights of a preset (default ${DEFAULT-VALUE})")
     long seed = 42;
 
-    @Option(names = "--output", paramLabel = "FILE", description = "also write the sequences as JSON Lines (rank 0)")
+    @Option(
+            names = "--output",
+            paramLabel = "FILE",
+            description = "also write the sequences as JSON Lines (rank 0)")
     Path output;
 
-    @Option(names = "--device", description = "cpu, gpu or auto: auto is the GPU when the engine sees one (rank r uses GPU LOCAL_RANK mod GPUs). On a GPU, FP8 wires need a hidden size that is a multiple of 128 (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--device",
+            description =
+                    "cpu, gpu or auto: auto is the GPU when the engine sees one (rank r uses GPU"
+                        + " LOCAL_RANK mod GPUs). On a GPU, FP8 wires need a hidden size that is a"
+                        + " multiple of 128 (default ${DEFAULT-VALUE})")
     String device = DeviceFlag.AUTO;
 
-    @Option(names = "--ep", description = "EP ranks to start on this host (like launch --nproc-per-node; default: the launcher's WORLD_SIZE, else 1)")
+    @Option(
+            names = "--ep",
+            description =
+                    "EP ranks to start on this host (like launch --nproc-per-node; default: the"
+                            + " launcher's WORLD_SIZE, else 1)")
     Integer ep;
 
     @Override
     public void checkRanks(int worldSize) throws IOException {
-        DecodeRun.checkRanks(model, prompts == null || prompts.isEmpty() ? DEFAULT_PROMPTS.size()
-                : prompts.size(), worldSize);
+        DecodeRun.checkRanks(
+                model,
+                prompts == null || prompts.isEmpty() ? DEFAULT_PROMPTS.size() : prompts.size(),
+                worldSize);
     }
 
     @Override
@@ -87,24 +129,33 @@ public final class DecodeCommand implements Callable<Integer>, RankCountCheck {
         switch (exchange.toLowerCase(java.util.Locale.ROOT)) {
             case "ll" -> ex = DecodeRun.Exchange.LL;
             case "normal" -> ex = DecodeRun.Exchange.NORMAL;
-            default -> throw new IllegalArgumentException(
-                    "--exchange " + exchange + ": expected ll or normal");
+            default ->
+                    throw new IllegalArgumentException(
+                            "--exchange " + exchange + ": expected ll or normal");
         }
         boolean llPrefill;
         switch (prefill.toLowerCase(java.util.Locale.ROOT)) {
             case "ll" -> llPrefill = true;
             case "normal" -> llPrefill = false;
-            default -> throw new IllegalArgumentException(
-                    "--prefill " + prefill + ": expected normal or ll");
+            default ->
+                    throw new IllegalArgumentException(
+                            "--prefill " + prefill + ": expected normal or ll");
         }
         if (llPrefill && ex != DecodeRun.Exchange.LL) {
             throw new IllegalArgumentException("--prefill ll needs --exchange ll");
         }
-        DecodeRun.Options o = new DecodeRun.Options(model,
-                prompts == null || prompts.isEmpty() ? DEFAULT_PROMPTS : prompts, newTokens, ex,
-                llPrefill,
-                WireFormat.fromName(dispatchWire), WireFormat.fromName(combineWire), seed, output,
-                device);
+        DecodeRun.Options o =
+                new DecodeRun.Options(
+                        model,
+                        prompts == null || prompts.isEmpty() ? DEFAULT_PROMPTS : prompts,
+                        newTokens,
+                        ex,
+                        llPrefill,
+                        WireFormat.fromName(dispatchWire),
+                        WireFormat.fromName(combineWire),
+                        seed,
+                        output,
+                        device);
         DecodeRun.run(o, RankEnvironment.fromSystem(), System.out);
         return 0;
     }

@@ -42,29 +42,48 @@ public final class EpBenchCommand implements Callable<Integer> {
     @Option(names = "--experts", description = "E (default ${DEFAULT-VALUE})")
     int experts = D.experts();
 
-    @Option(names = "--iters", description = "timed iterations per operation (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--iters",
+            description = "timed iterations per operation (default ${DEFAULT-VALUE})")
     int iters = D.iters();
 
-    @Option(names = "--wires", split = ",", description = "wire formats (default fp32,bf16,fp8,mxfp8)")
+    @Option(
+            names = "--wires",
+            split = ",",
+            description = "wire formats (default fp32,bf16,fp8,mxfp8)")
     List<String> wires = List.of("fp32", "bf16", "fp8", "mxfp8");
 
-    @Option(names = "--train-steps", description = "training steps, 0 = skip (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--train-steps",
+            description = "training steps, 0 = skip (default ${DEFAULT-VALUE})")
     int trainSteps = D.trainSteps();
 
-    @Option(names = "--train-batch", description = "global batch in sequences (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--train-batch",
+            description = "global batch in sequences (default ${DEFAULT-VALUE})")
     int trainBatch = D.trainBatch();
 
-    @Option(names = "--train-seq-len", description = "tokens per sequence (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--train-seq-len",
+            description = "tokens per sequence (default ${DEFAULT-VALUE})")
     int trainSeqLen = D.trainSeqLen();
 
-    @Option(names = "--device", description = "cpu, the only device this benchmark runs on (default ${DEFAULT-VALUE}): it measures the cpu-shm transport against a host memcpy bound; gpu is refused (the CUDA kernels: native-ep/bench/run_gpu.sh bench:2; the GPU training step: bench step --device gpu)")
+    @Option(
+            names = "--device",
+            description =
+                    "cpu, the only device this benchmark runs on (default ${DEFAULT-VALUE}): it"
+                        + " measures the cpu-shm transport against a host memcpy bound; gpu is"
+                        + " refused (the CUDA kernels: native-ep/bench/run_gpu.sh bench:2; the GPU"
+                        + " training step: bench step --device gpu)")
     String device = "cpu";
 
     @Override
     public Integer call() {
         if (!"cpu".equals(device)) {
             throw new IllegalArgumentException(
-                    "--device " + device + ": bench ep runs on the CPU only (the cpu-shm transport"
+                    "--device "
+                            + device
+                            + ": bench ep runs on the CPU only (the cpu-shm transport"
                             + " against a host memcpy bound); for GPUs use"
                             + " native-ep/bench/run_gpu.sh bench:2 (the CUDA kernels) or"
                             + " 'bench step --device gpu' (the training step)");
@@ -76,11 +95,27 @@ public final class EpBenchCommand implements Callable<Integer> {
         if (tokens < 1 || hidden < 1 || topk < 1 || experts < topk || iters < 1) {
             throw new IllegalArgumentException(
                     "need --tokens, --hidden, --topk, --iters >= 1 and --experts >= --topk; got "
-                            + tokens + ", " + hidden + ", " + topk + ", " + iters + ", " + experts);
+                            + tokens
+                            + ", "
+                            + hidden
+                            + ", "
+                            + topk
+                            + ", "
+                            + iters
+                            + ", "
+                            + experts);
         }
         EpBench.run(
-                new EpBench.Options(tokens, hidden, topk, experts, iters, w, trainSteps,
-                        trainBatch, trainSeqLen),
+                new EpBench.Options(
+                        tokens,
+                        hidden,
+                        topk,
+                        experts,
+                        iters,
+                        w,
+                        trainSteps,
+                        trainBatch,
+                        trainSeqLen),
                 System.out);
         return 0;
     }

@@ -39,38 +39,75 @@ import picocli.CommandLine.Spec;
                     + " \"response\": ...} (loss on the response only); the tokenizer's end token"
                     + " follows each text and response."
         },
-        footer = {"", "Example:",
-            "  djl-moe finetune --model ckpt/ --data chat.jsonl --ep 2 --lr 1e-4"})
+        footer = {
+            "",
+            "Example:",
+            "  djl-moe finetune --model ckpt/ --data chat.jsonl --ep 2 --lr 1e-4"
+        })
 public final class FinetuneCommand implements Callable<Integer>, RankCountCheck {
 
     /** Defaults of fine-tuning. */
     public static final PretrainOptions DEFAULTS =
-            new PretrainOptions(100, 8, 128, 1e-4f, 10, 1.0f, 0f, TrainingPrecision.FP32, 42,
-                    true, 10, Path.of("runs", "finetune"), 0.0f, 0f, 0, null,
-                    PretrainOptions.KEEP_CHECKPOINTS, null, DeviceFlag.AUTO);
+            new PretrainOptions(
+                    100,
+                    8,
+                    128,
+                    1e-4f,
+                    10,
+                    1.0f,
+                    0f,
+                    TrainingPrecision.FP32,
+                    42,
+                    true,
+                    10,
+                    Path.of("runs", "finetune"),
+                    0.0f,
+                    0f,
+                    0,
+                    null,
+                    PretrainOptions.KEEP_CHECKPOINTS,
+                    null,
+                    DeviceFlag.AUTO);
 
     @Spec CommandSpec spec;
 
     @Mixin TrainingFlags flags;
 
-    @Option(names = "--model", required = true, paramLabel = "DIR",
+    @Option(
+            names = "--model",
+            required = true,
+            paramLabel = "DIR",
             description = "Hugging Face checkpoint directory (config.json + safetensors)")
     Path modelDir;
 
-    @Option(names = "--data", required = true, paramLabel = "FILE",
-            description = "JSONL dataset: {\"text\": ...} or {\"prompt\": ..., \"response\": ...} per line")
+    @Option(
+            names = "--data",
+            required = true,
+            paramLabel = "FILE",
+            description =
+                    "JSONL dataset: {\"text\": ...} or {\"prompt\": ..., \"response\": ...} per"
+                            + " line")
     Path data;
 
-    @Option(names = "--tokenizer", paramLabel = "PATH",
+    @Option(
+            names = "--tokenizer",
+            paramLabel = "PATH",
             description = "tokenizer.json, or a directory holding it (default: the one in --model)")
     Path tokenizer;
 
-    @Option(names = "--encoding", paramLabel = "CHARSET",
-            description = "the encoding of the --data file (default UTF-8); text that is not valid in it is refused with the line and byte offset named")
+    @Option(
+            names = "--encoding",
+            paramLabel = "CHARSET",
+            description =
+                    "the encoding of the --data file (default UTF-8); text that is not valid in it"
+                            + " is refused with the line and byte offset named")
     String encoding = "UTF-8";
 
-    @Option(names = "--output", paramLabel = "DIR",
-            description = "where the fine-tuned Hugging Face checkpoint goes (default: RUN-DIR/model)")
+    @Option(
+            names = "--output",
+            paramLabel = "DIR",
+            description =
+                    "where the fine-tuned Hugging Face checkpoint goes (default: RUN-DIR/model)")
     Path output;
 
     /** Picocli's defaults for this command. */
@@ -129,20 +166,36 @@ public final class FinetuneCommand implements Callable<Integer>, RankCountCheck 
         JsonlDataset ds;
         List<Path> extra = new ArrayList<>();
         try (HfTextEncoder enc = HfTextEncoder.open(tok)) {
-            ds = JsonlDataset.load(data, enc, opts.seqLen(), config.vocabSize(),
-                    TextDecoding.charset(encoding));
+            ds =
+                    JsonlDataset.load(
+                            data,
+                            enc,
+                            opts.seqLen(),
+                            config.vocabSize(),
+                            TextDecoding.charset(encoding));
             extra.add(enc.file());
             Path cfg = enc.file().resolveSibling("tokenizer_config.json");
             if (Files.isRegularFile(cfg)) {
                 extra.add(cfg);
             }
         }
-        Path out = output != null ? output
-                : (opts.runDir() != null ? opts.runDir().resolve("model") : Path.of("finetuned"));
+        Path out =
+                output != null
+                        ? output
+                        : (opts.runDir() != null
+                                ? opts.runDir().resolve("model")
+                                : Path.of("finetuned"));
         Map<String, Object> facts = new LinkedHashMap<>();
         facts.put("base_model", modelDir.toAbsolutePath().toString());
         facts.put("dataset", data.toAbsolutePath().toString());
-        return new Pretrain.Job("finetune", config, modelDir, ds.source(config.vocabSize(),
-                opts.seed()), opts, out, extra, facts);
+        return new Pretrain.Job(
+                "finetune",
+                config,
+                modelDir,
+                ds.source(config.vocabSize(), opts.seed()),
+                opts,
+                out,
+                extra,
+                facts);
     }
 }

@@ -19,11 +19,11 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * {@code djl-moe fuzz}: mutation-fuzzes the parsers of untrusted files (safetensors, JSON,
- * {@code config.json}, shard index) for a bounded time and reports the inputs tried. Exit 0 when
- * every input ended in a result or a clean refusal, 1 on any finding (saved under {@code
- * --findings}). The native argument checks and codecs have their own fuzzer: {@code
- * native-ep/fuzz/run.sh SECONDS}.
+ * {@code djl-moe fuzz}: mutation-fuzzes the parsers of untrusted files (safetensors, JSON, {@code
+ * config.json}, shard index) for a bounded time and reports the inputs tried. Exit 0 when every
+ * input ended in a result or a clean refusal, 1 on any finding (saved under {@code --findings}).
+ * The native argument checks and codecs have their own fuzzer: {@code native-ep/fuzz/run.sh
+ * SECONDS}.
  */
 @Command(
         name = "fuzz",
@@ -41,7 +41,9 @@ public final class FuzzCommand implements Callable<Integer> {
     @Option(names = "--seed", description = "random seed (default ${DEFAULT-VALUE})")
     long seed = 1;
 
-    @Option(names = "--timeout-ms", description = "longest time one input may take (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--timeout-ms",
+            description = "longest time one input may take (default ${DEFAULT-VALUE})")
     long timeoutMs = 5_000;
 
     @Option(names = "--max-input-bytes", description = "largest input (default ${DEFAULT-VALUE})")
@@ -50,7 +52,9 @@ public final class FuzzCommand implements Callable<Integer> {
     @Option(names = "--target", description = "only this target: safetensors, json, config, index")
     String only;
 
-    @Option(names = "--findings", description = "where inputs of findings go (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--findings",
+            description = "where inputs of findings go (default ${DEFAULT-VALUE})")
     Path findings = Path.of("runs", "fuzz-findings");
 
     @Override
@@ -64,26 +68,48 @@ public final class FuzzCommand implements Callable<Integer> {
             if (only != null) {
                 targets.removeIf(t -> !t.name().equals(only));
                 if (targets.isEmpty()) {
-                    throw new IllegalArgumentException("--target '" + only
-                            + "' is not one of safetensors, json, config, index");
+                    throw new IllegalArgumentException(
+                            "--target '"
+                                    + only
+                                    + "' is not one of safetensors, json, config, index");
                 }
             }
-            System.out.printf(Locale.ROOT, "fuzz: %s for %.0f s, seed %d, %d ms per input at most,"
-                    + " inputs up to %d bytes, max heap %d MiB%n",
-                    targets.stream().map(MutationFuzzer.Target::name).toList(), seconds, seed,
-                    timeoutMs, maxInputBytes, Runtime.getRuntime().maxMemory() >> 20);
-            MutationFuzzer.Report r = new MutationFuzzer(targets, seed, timeoutMs, maxInputBytes,
-                    findings, System.out).run(seconds);
+            System.out.printf(
+                    Locale.ROOT,
+                    "fuzz: %s for %.0f s, seed %d, %d ms per input at most,"
+                            + " inputs up to %d bytes, max heap %d MiB%n",
+                    targets.stream().map(MutationFuzzer.Target::name).toList(),
+                    seconds,
+                    seed,
+                    timeoutMs,
+                    maxInputBytes,
+                    Runtime.getRuntime().maxMemory() >> 20);
+            MutationFuzzer.Report r =
+                    new MutationFuzzer(
+                                    targets, seed, timeoutMs, maxInputBytes, findings, System.out)
+                            .run(seconds);
             for (Map.Entry<String, MutationFuzzer.Counts> e : r.counts().entrySet()) {
                 MutationFuzzer.Counts c = e.getValue();
-                System.out.printf(Locale.ROOT, "fuzz: %-12s %9d inputs: %8d parsed, %9d refused"
-                        + " cleanly, %d findings; %.0f us per input, slowest %.1f ms%n",
-                        e.getKey(), c.inputs(), c.accepted(), c.refused(), c.findings(),
-                        c.nanos() / 1e3 / Math.max(1, c.inputs()), c.slowestNanos() / 1e6);
+                System.out.printf(
+                        Locale.ROOT,
+                        "fuzz: %-12s %9d inputs: %8d parsed, %9d refused"
+                                + " cleanly, %d findings; %.0f us per input, slowest %.1f ms%n",
+                        e.getKey(),
+                        c.inputs(),
+                        c.accepted(),
+                        c.refused(),
+                        c.findings(),
+                        c.nanos() / 1e3 / Math.max(1, c.inputs()),
+                        c.slowestNanos() / 1e6);
             }
-            System.out.printf(Locale.ROOT, "fuzz: %d inputs tried in %.1f s (%.0f/s), %d findings%s%n",
-                    r.inputs(), r.millis() / 1e3, r.inputs() / Math.max(1e-3, r.millis() / 1e3),
-                    r.findings(), r.hang() ? " (stopped by an input over the time limit)" : "");
+            System.out.printf(
+                    Locale.ROOT,
+                    "fuzz: %d inputs tried in %.1f s (%.0f/s), %d findings%s%n",
+                    r.inputs(),
+                    r.millis() / 1e3,
+                    r.inputs() / Math.max(1e-3, r.millis() / 1e3),
+                    r.findings(),
+                    r.hang() ? " (stopped by an input over the time limit)" : "");
             return r.findings() == 0 ? 0 : 1;
         } finally {
             try (Stream<Path> s = Files.walk(scratch)) {

@@ -17,8 +17,8 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.ParameterException;
-import picocli.CommandLine.ParseResult;
 import picocli.CommandLine.Parameters;
+import picocli.CommandLine.ParseResult;
 
 /**
  * {@code djl-moe launch}: starts the local ranks of an expert-parallel job, each running another
@@ -35,7 +35,9 @@ import picocli.CommandLine.Parameters;
         footer = {"", "Example:", "  djl-moe launch --nproc-per-node 4 pretrain --steps 200"})
 public final class LaunchCommand implements Callable<Integer> {
 
-    @Option(names = "--nproc-per-node", description = "ranks on this host (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--nproc-per-node",
+            description = "ranks on this host (default ${DEFAULT-VALUE})")
     int nprocPerNode = 2;
 
     @Option(names = "--nnodes", description = "hosts in the job (default ${DEFAULT-VALUE})")
@@ -49,13 +51,18 @@ public final class LaunchCommand implements Callable<Integer> {
 
     @Option(
             names = "--master-port",
-            description = "rank 0's store port; 0 picks a free one (one host only; default ${DEFAULT-VALUE})")
+            description =
+                    "rank 0's store port; 0 picks a free one (one host only; default"
+                            + " ${DEFAULT-VALUE})")
     int masterPort;
 
     @Option(names = "--rank-heap", description = "-Xmx of each rank (default ${DEFAULT-VALUE})")
     String rankHeap = "3g";
 
-    @Parameters(arity = "1..*", paramLabel = "COMMAND", description = "the djl-moe sub-command each rank runs, with its options")
+    @Parameters(
+            arity = "1..*",
+            paramLabel = "COMMAND",
+            description = "the djl-moe sub-command each rank runs, with its options")
     List<String> rankArgs = new ArrayList<>();
 
     @Override
@@ -72,8 +79,8 @@ public final class LaunchCommand implements Callable<Integer> {
     }
 
     /**
-     * Parses the ranks' command line here and runs its {@link RankCountCheck}, so a command line
-     * or an EP size that cannot work is refused once, before any rank starts.
+     * Parses the ranks' command line here and runs its {@link RankCountCheck}, so a command line or
+     * an EP size that cannot work is refused once, before any rank starts.
      *
      * @param rankArgs the sub-command and its options
      * @param worldSize the job's ranks
@@ -87,8 +94,12 @@ public final class LaunchCommand implements Callable<Integer> {
         try {
             parsed = cli.parseArgs(rankArgs.toArray(String[]::new));
         } catch (ParameterException e) {
-            throw new IllegalArgumentException("the ranks' command '" + String.join(" ", rankArgs)
-                    + "' does not parse: " + e.getMessage(), e);
+            throw new IllegalArgumentException(
+                    "the ranks' command '"
+                            + String.join(" ", rankArgs)
+                            + "' does not parse: "
+                            + e.getMessage(),
+                    e);
         }
         List<CommandLine> chain = parsed.asCommandLineList();
         Object command = chain.get(chain.size() - 1).getCommand();
@@ -126,7 +137,8 @@ public final class LaunchCommand implements Callable<Integer> {
             if (nnodes > 1) {
                 throw new IllegalArgumentException(
                         "--master-port 0 (pick a free port) works on one host only; give a port for"
-                                + " --nnodes " + nnodes);
+                                + " --nnodes "
+                                + nnodes);
             }
             try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
                 port = s.getLocalPort();
@@ -154,8 +166,8 @@ public final class LaunchCommand implements Callable<Integer> {
 
     /**
      * Handles {@code --ep N} of a training command: outside a launched job with N > 1, starts N
-     * local ranks running the same command without {@code --ep}; inside one, checks that N is
-     * the job's world size.
+     * local ranks running the same command without {@code --ep}; inside one, checks that N is the
+     * job's world size.
      *
      * @param ep the flag's value, or null when not given
      * @param spec the command (for its name and arguments)
@@ -175,7 +187,10 @@ public final class LaunchCommand implements Callable<Integer> {
         if (world != null) {
             if (!world.trim().equals(Integer.toString(ep))) {
                 throw new IllegalArgumentException(
-                        "--ep " + ep + " but the launcher started WORLD_SIZE = " + world.trim()
+                        "--ep "
+                                + ep
+                                + " but the launcher started WORLD_SIZE = "
+                                + world.trim()
                                 + " ranks: drop --ep or make them agree");
             }
             return null;

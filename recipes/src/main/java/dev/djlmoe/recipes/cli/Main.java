@@ -11,6 +11,7 @@ import java.io.PrintWriter;
 import java.io.UncheckedIOException;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.NoSuchFileException;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.ParameterException;
@@ -18,7 +19,6 @@ import picocli.CommandLine.ParseResult;
 import picocli.CommandLine.RunLast;
 import picocli.CommandLine.ScopeType;
 import picocli.CommandLine.UnmatchedArgumentException;
-import picocli.CommandLine;
 
 /**
  * The {@code djl-moe} command-line tool. Without arguments it runs the embedded default: {@code
@@ -50,14 +50,23 @@ public final class Main implements Runnable {
     private static final java.util.Set<String> WITHOUT_ENGINE =
             java.util.Set.of("plan", "plot", "fuzz", "launch");
 
-    @Option(names = "--verbose", scope = ScopeType.INHERIT,
-            description = "show the start-up and library log lines that are hidden by default"
-                    + " (DJL's engine, libtorch warnings); same as --log-level info")
+    @Option(
+            names = "--verbose",
+            scope = ScopeType.INHERIT,
+            description =
+                    "show the start-up and library log lines that are hidden by default"
+                            + " (DJL's engine, libtorch warnings); same as --log-level info")
     boolean verbose;
 
-    @Option(names = "--log-level", paramLabel = "LEVEL", scope = ScopeType.INHERIT,
-            description = "log level of the libraries: error, warn, info, debug, trace (default:"
-                    + " quiet; the environment variable " + CliLogging.ENV + " sets it too)")
+    @Option(
+            names = "--log-level",
+            paramLabel = "LEVEL",
+            scope = ScopeType.INHERIT,
+            description =
+                    "log level of the libraries: error, warn, info, debug, trace (default:"
+                            + " quiet; the environment variable "
+                            + CliLogging.ENV
+                            + " sets it too)")
     String logLevel;
 
     /**
@@ -71,8 +80,8 @@ public final class Main implements Runnable {
             // The embedded default: the tiny model pre-trained with 2 EP ranks on this host.
             args = new String[] {"launch", "--nproc-per-node", "2", "pretrain"};
         }
-        int code = execute(new PrintWriter(System.out, true), new PrintWriter(System.err, true),
-                args);
+        int code =
+                execute(new PrintWriter(System.out, true), new PrintWriter(System.err, true), args);
         System.exit(code);
     }
 
@@ -150,12 +159,13 @@ public final class Main implements Runnable {
             help |= p.isUsageHelpRequested() || p.isVersionHelpRequested();
         }
         if (top != null && !help && !WITHOUT_ENGINE.contains(top)) {
-            CommandLine last = parsed.asCommandLineList().get(parsed.asCommandLineList().size() - 1);
+            CommandLine last =
+                    parsed.asCommandLineList().get(parsed.asCommandLineList().size() - 1);
             try {
                 CliLogging.startEngine();
             } catch (RuntimeException | LinkageError e) {
-                throw new CommandLine.ExecutionException(last, "DJL's PyTorch engine did not"
-                        + " start: " + e.getMessage(), e);
+                throw new CommandLine.ExecutionException(
+                        last, "DJL's PyTorch engine did not" + " start: " + e.getMessage(), e);
             }
         }
         return new RunLast().execute(parsed);
@@ -176,8 +186,8 @@ public final class Main implements Runnable {
             if (t instanceof java.io.IOException) {
                 return t.getMessage();
             }
-            if (!(t instanceof UncheckedIOException) && !(t instanceof RuntimeException
-                    && t.getClass() == RuntimeException.class)) {
+            if (!(t instanceof UncheckedIOException)
+                    && !(t instanceof RuntimeException && t.getClass() == RuntimeException.class)) {
                 break;
             }
         }
@@ -186,12 +196,13 @@ public final class Main implements Runnable {
 
     /**
      * The message of a failure of the job rather than of this program (a peer rank that died or
-     * failed, a wait that timed out), or null: such failures name the rank and operation
-     * themselves and need no stack trace.
+     * failed, a wait that timed out), or null: such failures name the rank and operation themselves
+     * and need no stack trace.
      */
     static String jobFailure(Throwable e) {
         for (Throwable t = e; t != null; t = t.getCause()) {
-            if (t instanceof EpPeerException || t instanceof EpTimeoutException
+            if (t instanceof EpPeerException
+                    || t instanceof EpTimeoutException
                     || t instanceof NonFiniteGradientException) {
                 return t.getMessage();
             }

@@ -29,13 +29,19 @@ import picocli.CommandLine.Parameters;
                     + " blocks of experts separated and named. They go next to the first file"
                     + " unless --out says otherwise."
         },
-        footer = {"", "Example:", "  djl-moe plot runs/pretrain/metrics.jsonl runs/other/metrics.jsonl"})
+        footer = {
+            "",
+            "Example:",
+            "  djl-moe plot runs/pretrain/metrics.jsonl runs/other/metrics.jsonl"
+        })
 public final class PlotCommand implements Callable<Integer> {
 
     @Parameters(arity = "1..*", paramLabel = "METRICS", description = "metrics.jsonl files")
     List<Path> files;
 
-    @Option(names = "--out", paramLabel = "DIR",
+    @Option(
+            names = "--out",
+            paramLabel = "DIR",
             description = "output directory (default: the first metrics file's directory)")
     Path out;
 
@@ -57,9 +63,12 @@ public final class PlotCommand implements Callable<Integer> {
         }
         Path out = this.out != null ? this.out : outputDir(files.get(0));
         Plots.loss(runs, "loss", out.resolve("loss.png"));
-        Plots.expertLoad(runs.values().iterator().next().steps(), "expert load per MoE layer",
+        Plots.expertLoad(
+                runs.values().iterator().next().steps(),
+                "expert load per MoE layer",
                 out.resolve("expert-load.png"));
-        System.out.println("wrote " + out.resolve("loss.png") + " and " + out.resolve("expert-load.png"));
+        System.out.println(
+                "wrote " + out.resolve("loss.png") + " and " + out.resolve("expert-load.png"));
         return 0;
     }
 

@@ -56,24 +56,36 @@ public final class PretrainCommand implements Callable<Integer>, RankCountCheck 
 
     @Option(
             names = "--model",
-            description = "a preset (tiny, tiny-deepseek-v2, tiny-qwen3-moe, deepseek-v3-16b, deepseek-v3-671b), a config.json or a checkpoint directory holding one (default ${DEFAULT-VALUE})")
+            description =
+                    "a preset (tiny, tiny-deepseek-v2, tiny-qwen3-moe, deepseek-v3-16b,"
+                        + " deepseek-v3-671b), a config.json or a checkpoint directory holding one"
+                        + " (default ${DEFAULT-VALUE})")
     String modelName;
 
     @Option(
             names = "--layers",
             paramLabel = "N",
-            description = "decoder layers: the model cut (or extended) to N layers, its first_k_dense_replace dense layers first, e.g. --model deepseek-v3-16b --layers 4 = 1 dense + 3 MoE (default: the model's own)")
+            description =
+                    "decoder layers: the model cut (or extended) to N layers, its"
+                        + " first_k_dense_replace dense layers first, e.g. --model deepseek-v3-16b"
+                        + " --layers 4 = 1 dense + 3 MoE (default: the model's own)")
     Integer layers;
 
     @Option(
             names = "--data",
-            description = "'embedded' (the shipped public-domain corpus), 'synthetic' (random bigram text), or a UTF-8 .txt file, a .jsonl file of {\"text\": ...} lines, or a directory of them (default ${DEFAULT-VALUE})")
+            description =
+                    "'embedded' (the shipped public-domain corpus), 'synthetic' (random bigram"
+                        + " text), or a UTF-8 .txt file, a .jsonl file of {\"text\": ...} lines, or"
+                        + " a directory of them (default ${DEFAULT-VALUE})")
     String data;
 
     @Option(
             names = "--encoding",
             paramLabel = "CHARSET",
-            description = "the encoding of the --data files, e.g. ISO-8859-1 or UTF-16 (default ${DEFAULT-VALUE}); text that is not valid in it is refused with the file, line and byte offset named")
+            description =
+                    "the encoding of the --data files, e.g. ISO-8859-1 or UTF-16 (default"
+                            + " ${DEFAULT-VALUE}); text that is not valid in it is refused with the"
+                            + " file, line and byte offset named")
     String encoding;
 
     /** Picocli's defaults for this command. */
@@ -136,8 +148,8 @@ public final class PretrainCommand implements Callable<Integer>, RankCountCheck 
     }
 
     /**
-     * The exit code of a training run: 1, with the reason on standard error (rank 0), when the
-     * loss did not fall over a run of two or more steps; else 0.
+     * The exit code of a training run: 1, with the reason on standard error (rank 0), when the loss
+     * did not fall over a run of two or more steps; else 0.
      *
      * @param r the run's result
      * @param spec the command (its error stream and name)
@@ -148,10 +160,16 @@ public final class PretrainCommand implements Callable<Integer>, RankCountCheck 
             return 0;
         }
         if (RankEnvironment.fromSystem().rank() == 0) {
-            spec.commandLine().getErr().printf(Locale.ROOT, "%s: error: the loss did not fall"
-                    + " (%.4f at the first step, %.4f at the end): the run finished, but it did"
-                    + " not learn; try a lower --lr or more --steps, and check --data%n",
-                    spec.qualifiedName(), r.firstLoss(), r.finalLoss());
+            spec.commandLine()
+                    .getErr()
+                    .printf(
+                            Locale.ROOT,
+                            "%s: error: the loss did not fall (%.4f at the first step, %.4f at the"
+                                + " end): the run finished, but it did not learn; try a lower --lr"
+                                + " or more --steps, and check --data%n",
+                            spec.qualifiedName(),
+                            r.firstLoss(),
+                            r.finalLoss());
             spec.commandLine().getErr().flush();
         }
         return 1;
@@ -184,8 +202,11 @@ public final class PretrainCommand implements Callable<Integer>, RankCountCheck 
             return HfMoeConfig.preset(name);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(
-                    "--model " + name + ": not a config.json, a directory or a preset: "
-                            + e.getMessage(), e);
+                    "--model "
+                            + name
+                            + ": not a config.json, a directory or a preset: "
+                            + e.getMessage(),
+                    e);
         }
     }
 

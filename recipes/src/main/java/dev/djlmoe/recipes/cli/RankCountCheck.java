@@ -8,8 +8,8 @@ import java.io.IOException;
 /**
  * A command that can tell, before any rank starts, whether it can run on a number of ranks (for
  * example whether the model's routed experts divide over them). {@code launch} and {@code --ep N}
- * call it once in the launcher, so a bad EP size is refused in one message instead of once per
- * rank after every rank has started.
+ * call it once in the launcher, so a bad EP size is refused in one message instead of once per rank
+ * after every rank has started.
  */
 public interface RankCountCheck {
 

@@ -21,8 +21,8 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * {@code djl-moe study}: the MXFP8 convergence study — the tiny model trained for the same steps
- * at fp32 and at mxfp8, both loss curves in one PNG and the final gap in a table.
+ * {@code djl-moe study}: the MXFP8 convergence study — the tiny model trained for the same steps at
+ * fp32 and at mxfp8, both loss curves in one PNG and the final gap in a table.
  */
 @Command(
         name = "study",
@@ -57,7 +57,8 @@ public final class StudyCommand implements Callable<Integer> {
         HfMoeConfig config = PretrainCommand.model(model);
         Map<String, RunMetrics> runs = new LinkedHashMap<>();
         Map<String, Pretrain.Result> results = new LinkedHashMap<>();
-        for (TrainingPrecision p : new TrainingPrecision[] {TrainingPrecision.FP32, TrainingPrecision.MXFP8}) {
+        for (TrainingPrecision p :
+                new TrainingPrecision[] {TrainingPrecision.FP32, TrainingPrecision.MXFP8}) {
             Path dir = out.resolve(p.flag());
             PretrainOptions opts =
                     PretrainOptions.defaults()
@@ -65,16 +66,35 @@ public final class StudyCommand implements Callable<Integer> {
                             .withPrecision(p)
                             .withRunDir(dir)
                             .withCheckpoints(PretrainOptions.NO_CHECKPOINTS, null, 0);
-            opts = new PretrainOptions(opts.steps(), opts.batch(), opts.seqLen(),
-                    opts.learningRate(), opts.warmupSteps(), opts.maxGradNorm(),
-                    opts.biasUpdateRate(), p, seed, true, opts.logEvery(), dir,
-                    opts.weightDecay(), opts.seqAuxAlpha(), opts.checkpointEvery(), null, 0, null,
-                    opts.device());
+            opts =
+                    new PretrainOptions(
+                            opts.steps(),
+                            opts.batch(),
+                            opts.seqLen(),
+                            opts.learningRate(),
+                            opts.warmupSteps(),
+                            opts.maxGradNorm(),
+                            opts.biasUpdateRate(),
+                            p,
+                            seed,
+                            true,
+                            opts.logEvery(),
+                            dir,
+                            opts.weightDecay(),
+                            opts.seqAuxAlpha(),
+                            opts.checkpointEvery(),
+                            null,
+                            0,
+                            null,
+                            opts.device());
             TokenSource source = PretrainCommand.source(data, seed);
             System.out.println("== " + p.flag());
             Pretrain.Result r =
-                    Pretrain.run(Pretrain.Job.pretrain(config, source, opts), System.out,
-                            StopSignal.none(), null);
+                    Pretrain.run(
+                            Pretrain.Job.pretrain(config, source, opts),
+                            System.out,
+                            StopSignal.none(),
+                            null);
             runs.put(p.flag(), MetricsFile.readRun(dir.resolve("metrics.jsonl")));
             results.put(p.flag(), r);
         }
@@ -83,13 +103,18 @@ public final class StudyCommand implements Callable<Integer> {
         Pretrain.Result a = results.get("fp32");
         Pretrain.Result b = results.get("mxfp8");
         System.out.println();
-        System.out.println("| precision | final loss (mean of last 10% of steps) | held-out loss |");
+        System.out.println(
+                "| precision | final loss (mean of last 10% of steps) | held-out loss |");
         System.out.println("| --- | --- | --- |");
         System.out.printf(Locale.ROOT, "| fp32 | %.4f | %.4f |%n", a.finalLoss(), a.heldOutLoss());
         System.out.printf(Locale.ROOT, "| mxfp8 | %.4f | %.4f |%n", b.finalLoss(), b.heldOutLoss());
         float gap = b.finalLoss() - a.finalLoss();
-        System.out.printf(Locale.ROOT, "| gap | %+.4f (%.2f%%) | %+.4f |%n", gap,
-                100.0 * gap / a.finalLoss(), b.heldOutLoss() - a.heldOutLoss());
+        System.out.printf(
+                Locale.ROOT,
+                "| gap | %+.4f (%.2f%%) | %+.4f |%n",
+                gap,
+                100.0 * gap / a.finalLoss(),
+                b.heldOutLoss() - a.heldOutLoss());
         System.out.println("plot: " + png);
         return 0;
     }

@@ -18,71 +18,126 @@ import picocli.CommandLine.Option;
  */
 public final class TrainingFlags {
 
-    @Option(names = "--steps", description = "optimizer steps of the whole run (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--steps",
+            description = "optimizer steps of the whole run (default ${DEFAULT-VALUE})")
     int steps;
 
-    @Option(names = "--batch", description = "global batch in sequences, split over the ranks (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--batch",
+            description =
+                    "global batch in sequences, split over the ranks (default ${DEFAULT-VALUE})")
     int batch;
 
     @Option(names = "--seq-len", description = "tokens per sequence (default ${DEFAULT-VALUE})")
     int seqLen;
 
-    @Option(names = "--lr", description = "peak AdamW learning rate; cosine decay to a tenth of it (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--lr",
+            description =
+                    "peak AdamW learning rate; cosine decay to a tenth of it (default"
+                            + " ${DEFAULT-VALUE})")
     float lr;
 
     @Option(names = "--warmup", description = "linear warm-up steps (default ${DEFAULT-VALUE})")
     int warmup;
 
-    @Option(names = "--weight-decay", description = "AdamW decoupled weight decay (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--weight-decay",
+            description = "AdamW decoupled weight decay (default ${DEFAULT-VALUE})")
     float weightDecay;
 
-    @Option(names = "--clip", description = "global gradient-norm clip, 0 = off (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--clip",
+            description = "global gradient-norm clip, 0 = off (default ${DEFAULT-VALUE})")
     float clip;
 
-    @Option(names = "--bias-rate", description = "aux-loss-free balancing gamma, 0 = frozen router biases (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--bias-rate",
+            description =
+                    "aux-loss-free balancing gamma, 0 = frozen router biases (default"
+                            + " ${DEFAULT-VALUE})")
     float biasRate;
 
-    @Option(names = "--seq-aux-alpha", description = "weight of the sequence-wise balance loss, 0 = off (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--seq-aux-alpha",
+            description =
+                    "weight of the sequence-wise balance loss, 0 = off (default ${DEFAULT-VALUE})")
     float seqAuxAlpha;
 
     @Option(
             names = "--precision",
-            description = "fp32, bf16-wire, fp8-wire or mxfp8 (MXFP8 dispatch wire + emulated MXFP8 expert GEMMs) (default ${DEFAULT-VALUE})")
+            description =
+                    "fp32, bf16-wire, fp8-wire or mxfp8 (MXFP8 dispatch wire + emulated MXFP8"
+                            + " expert GEMMs) (default ${DEFAULT-VALUE})")
     String precision;
 
-    @Option(names = "--seed", description = "random seed: initialisation, data order, random ops (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--seed",
+            description =
+                    "random seed: initialisation, data order, random ops (default"
+                            + " ${DEFAULT-VALUE})")
     long seed;
 
     @Option(
             names = "--ep",
-            description = "EP size: start this many local ranks (like launch --nproc-per-node); under a launcher it must equal WORLD_SIZE (default: the launcher's WORLD_SIZE, else 1)")
+            description =
+                    "EP size: start this many local ranks (like launch --nproc-per-node); under a"
+                        + " launcher it must equal WORLD_SIZE (default: the launcher's WORLD_SIZE,"
+                        + " else 1)")
     Integer ep;
 
-    @Option(names = "--device", description = "cpu, gpu or auto: the GPU when the engine sees one (rank r on GPU LOCAL_RANK mod the GPU count), else the CPU (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--device",
+            description =
+                    "cpu, gpu or auto: the GPU when the engine sees one (rank r on GPU LOCAL_RANK"
+                            + " mod the GPU count), else the CPU (default ${DEFAULT-VALUE})")
     String device;
 
-    @Option(names = "--no-ep", description = "run MoE layers locally without the EP buffer (one rank only)")
+    @Option(
+            names = "--no-ep",
+            description = "run MoE layers locally without the EP buffer (one rank only)")
     boolean noEp;
 
-    @Option(names = "--run-dir", description = "where metrics.jsonl, the plots and checkpoints go (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--run-dir",
+            description =
+                    "where metrics.jsonl, the plots and checkpoints go (default ${DEFAULT-VALUE})")
     Path runDir;
 
-    @Option(names = "--checkpoint-every", description = "steps between checkpoints; 0 = only at exit (a checkpoint is always written at the end and on Ctrl-C) (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--checkpoint-every",
+            description =
+                    "steps between checkpoints; 0 = only at exit (a checkpoint is always written at"
+                            + " the end and on Ctrl-C) (default ${DEFAULT-VALUE})")
     int checkpointEvery;
 
     @Option(names = "--no-checkpoints", description = "write no checkpoints at all")
     boolean noCheckpoints;
 
-    @Option(names = "--checkpoint-dir", description = "where checkpoints go (default: RUN-DIR/checkpoints)")
+    @Option(
+            names = "--checkpoint-dir",
+            description = "where checkpoints go (default: RUN-DIR/checkpoints)")
     Path checkpointDir;
 
-    @Option(names = "--keep-checkpoints", description = "newest checkpoints kept, 0 = all (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--keep-checkpoints",
+            description = "newest checkpoints kept, 0 = all (default ${DEFAULT-VALUE})")
     int keepCheckpoints;
 
-    @Option(names = "--resume", paramLabel = "DIR", description = "continue from a checkpoint (or the newest in a checkpoint directory), bit-identically to an uninterrupted run")
+    @Option(
+            names = "--resume",
+            paramLabel = "DIR",
+            description =
+                    "continue from a checkpoint (or the newest in a checkpoint directory),"
+                            + " bit-identically to an uninterrupted run")
     Path resume;
 
-    @Option(names = "--log-every", description = "steps between progress lines when not on a terminal (default ${DEFAULT-VALUE})")
+    @Option(
+            names = "--log-every",
+            description =
+                    "steps between progress lines when not on a terminal (default"
+                            + " ${DEFAULT-VALUE})")
     int logEvery;
 
     /**
@@ -91,10 +146,26 @@ public final class TrainingFlags {
      * @return the options (not yet validated)
      */
     PretrainOptions toOptions() {
-        return new PretrainOptions(steps, batch, seqLen, lr, warmup, clip, biasRate,
-                TrainingPrecision.parse(precision), seed, !noEp, logEvery, runDir, weightDecay,
-                seqAuxAlpha, noCheckpoints ? PretrainOptions.NO_CHECKPOINTS : checkpointEvery,
-                checkpointDir, keepCheckpoints, resume, device);
+        return new PretrainOptions(
+                steps,
+                batch,
+                seqLen,
+                lr,
+                warmup,
+                clip,
+                biasRate,
+                TrainingPrecision.parse(precision),
+                seed,
+                !noEp,
+                logEvery,
+                runDir,
+                weightDecay,
+                seqAuxAlpha,
+                noCheckpoints ? PretrainOptions.NO_CHECKPOINTS : checkpointEvery,
+                checkpointDir,
+                keepCheckpoints,
+                resume,
+                device);
     }
 
     /** Defaults of a command, by long option name. */

@@ -3,7 +3,7 @@
  */
 
 /**
- * The {@code djl-moe} command line: {@link dev.djlmoe.recipes.cli.Main} and one class per
- * command (pretrain, finetune, launch, bench, plan, plot, decode, fuzz, soak, study).
+ * The {@code djl-moe} command line: {@link dev.djlmoe.recipes.cli.Main} and one class per command
+ * (pretrain, finetune, launch, bench, plan, plot, decode, fuzz, soak, study).
  */
 package dev.djlmoe.recipes.cli;

@@ -14,10 +14,10 @@ import java.util.Map;
  * The byte-level tokenizer of the embedded default: token id = byte value of the UTF-8 text
  * (vocabulary 256, no merges), so any text encodes and nothing is unknown.
  *
- * <p>Its end-of-text token is {@link #EOS} = 255: the byte 0xFF never occurs in UTF-8, so the id
- * is free without growing the vocabulary, and checkpoints written before it existed (vocabulary
- * 256) keep their shape. Fine-tuning appends it after each text and response, and generation ends
- * a sequence there.
+ * <p>Its end-of-text token is {@link #EOS} = 255: the byte 0xFF never occurs in UTF-8, so the id is
+ * free without growing the vocabulary, and checkpoints written before it existed (vocabulary 256)
+ * keep their shape. Fine-tuning appends it after each text and response, and generation ends a
+ * sequence there.
  *
  * <p>{@link #huggingFaceJson()} writes the same tokenizer as a Hugging Face {@code tokenizer.json}
  * (a byte-level BPE without merges, GPT-2's byte-to-character alphabet, id = byte, and id 255 the
@@ -191,8 +191,8 @@ public final class ByteTokenizer {
     }
 
     /**
-     * Returns the {@code tokenizer_config.json} that goes with {@link #huggingFaceJson()}: it
-     * names {@value #EOS_TOKEN} the {@code eos_token}.
+     * Returns the {@code tokenizer_config.json} that goes with {@link #huggingFaceJson()}: it names
+     * {@value #EOS_TOKEN} the {@code eos_token}.
      *
      * @return the JSON text
      */
@@ -204,9 +204,9 @@ public final class ByteTokenizer {
     }
 
     /**
-     * Whether a parsed {@code tokenizer.json} is this byte-level tokenizer, with or without its
-     * end token (checkpoints written before the end token existed have byte 0xFF's character
-     * at id 255).
+     * Whether a parsed {@code tokenizer.json} is this byte-level tokenizer, with or without its end
+     * token (checkpoints written before the end token existed have byte 0xFF's character at id
+     * 255).
      *
      * @param root the parsed file
      * @return true for a byte-level BPE without merges whose ids are the byte values
@@ -221,8 +221,11 @@ public final class ByteTokenizer {
         }
         char[] map = byteToChar();
         for (int b = 0; b < VOCAB; b++) {
-            Object id = vocab.get(b == EOS && vocab.containsKey(EOS_TOKEN)
-                    ? EOS_TOKEN : String.valueOf(map[b]));
+            Object id =
+                    vocab.get(
+                            b == EOS && vocab.containsKey(EOS_TOKEN)
+                                    ? EOS_TOKEN
+                                    : String.valueOf(map[b]));
             if (!(id instanceof Number n) || n.longValue() != b) {
                 return false;
             }

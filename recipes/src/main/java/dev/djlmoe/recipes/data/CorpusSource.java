@@ -67,8 +67,12 @@ public final class CorpusSource implements TokenSource {
         int span = to - from - seqLen; // windows of seqLen + 1 bytes
         if (span < 1) {
             throw new IllegalArgumentException(
-                    corpus.name() + ": " + (to - from) + " bytes cannot hold one sequence of "
-                            + (seqLen + 1) + " tokens");
+                    corpus.name()
+                            + ": "
+                            + (to - from)
+                            + " bytes cannot hold one sequence of "
+                            + (seqLen + 1)
+                            + " tokens");
         }
         byte[] b = corpus.bytes();
         long[] in = new long[batch * seqLen];
@@ -91,9 +95,13 @@ public final class CorpusSource implements TokenSource {
 
     @Override
     public String describe() {
-        return String.format(Locale.ROOT,
+        return String.format(
+                Locale.ROOT,
                 "%s: %,d bytes, byte-level tokens, %,d for training, %,d held out",
-                corpus.name(), end, trainEnd, end - trainEnd);
+                corpus.name(),
+                end,
+                trainEnd,
+                end - trainEnd);
     }
 
     @Override
@@ -105,11 +113,17 @@ public final class CorpusSource implements TokenSource {
     public void checkBatch(int batch, int seqLen) {
         long need = (long) batch * (seqLen + 1);
         if (trainEnd < need) {
-            throw new IllegalArgumentException(String.format(Locale.ROOT,
-                    "the data are too small for one batch: %s has %,d training tokens, one batch of"
-                            + " %d sequences x %d tokens (+1 label) needs %,d; give more text or a"
-                            + " smaller --batch / --seq-len",
-                    corpus.name(), trainEnd, batch, seqLen, need));
+            throw new IllegalArgumentException(
+                    String.format(
+                            Locale.ROOT,
+                            "the data are too small for one batch: %s has %,d training tokens, one"
+                                + " batch of %d sequences x %d tokens (+1 label) needs %,d; give"
+                                + " more text or a smaller --batch / --seq-len",
+                            corpus.name(),
+                            trainEnd,
+                            batch,
+                            seqLen,
+                            need));
         }
     }
 
@@ -139,7 +153,8 @@ public final class CorpusSource implements TokenSource {
             public void checkBatch(int batch, int seqLen) {
                 if (self.end - self.trainEnd <= seqLen) {
                     throw new IllegalArgumentException(
-                            "the held-out split (" + (self.end - self.trainEnd)
+                            "the held-out split ("
+                                    + (self.end - self.trainEnd)
                                     + " bytes) is shorter than one sequence");
                 }
             }

@@ -20,8 +20,8 @@ import java.util.Map;
  * A Hugging Face {@code tokenizer.json} through DJL's Hugging Face tokenizers (the Rust library,
  * bundled in the jar, runs offline). The end-of-sequence token is {@code eos_token} of a {@code
  * tokenizer_config.json} next to the file, when there is one; without one, djl-moe's byte-level
- * tokenizer (a pre-training checkpoint's, also one written before it had an end token) ends
- * texts with {@link ByteTokenizer#EOS}, and any other tokenizer has no end token.
+ * tokenizer (a pre-training checkpoint's, also one written before it had an end token) ends texts
+ * with {@link ByteTokenizer#EOS}, and any other tokenizer has no end token.
  */
 public final class HfTextEncoder implements TextEncoder, AutoCloseable {
 
@@ -31,7 +31,11 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
     private final long eos;
     private final boolean eosImplied;
 
-    private HfTextEncoder(HuggingFaceTokenizer tokenizer, Path file, String sha256, long eos,
+    private HfTextEncoder(
+            HuggingFaceTokenizer tokenizer,
+            Path file,
+            String sha256,
+            long eos,
             boolean eosImplied) {
         this.tokenizer = tokenizer;
         this.file = file;
@@ -52,7 +56,9 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
         Path file = Files.isDirectory(path) ? path.resolve("tokenizer.json") : path;
         if (!Files.isRegularFile(file)) {
             throw new IllegalArgumentException(
-                    "no tokenizer at " + file + ": fine-tuning needs the checkpoint's"
+                    "no tokenizer at "
+                            + file
+                            + ": fine-tuning needs the checkpoint's"
                             + " tokenizer.json (or give one with --tokenizer)");
         }
         byte[] bytes = Files.readAllBytes(file);
@@ -64,21 +70,24 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
         }
         HuggingFaceTokenizer tok;
         try {
-            tok = HuggingFaceTokenizer.builder()
-                    .optTokenizerPath(file)
-                    .optAddSpecialTokens(false)
-                    .optTruncation(false)
-                    .optPadding(false)
-                    .build();
+            tok =
+                    HuggingFaceTokenizer.builder()
+                            .optTokenizerPath(file)
+                            .optAddSpecialTokens(false)
+                            .optTruncation(false)
+                            .optPadding(false)
+                            .build();
         } catch (RuntimeException e) {
-            throw new IOException(file + ": not a Hugging Face tokenizer.json: " + e.getMessage(), e);
+            throw new IOException(
+                    file + ": not a Hugging Face tokenizer.json: " + e.getMessage(), e);
         }
         long eos = -1;
         Path cfg = file.resolveSibling("tokenizer_config.json");
         if (Files.isRegularFile(cfg)) {
             try {
                 Map<String, Object> m =
-                        Json.parseObject(Files.readString(cfg, StandardCharsets.UTF_8), cfg.toString());
+                        Json.parseObject(
+                                Files.readString(cfg, StandardCharsets.UTF_8), cfg.toString());
                 Object e = m.get("eos_token");
                 if (e instanceof Map<?, ?> em) {
                     e = em.get("content");
@@ -88,8 +97,14 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
                     if (ids.length != 1) {
                         tok.close();
                         throw new IllegalArgumentException(
-                                cfg + ": eos_token '" + s + "' is not one token of " + file
-                                        + " (it encodes to " + ids.length + " tokens)");
+                                cfg
+                                        + ": eos_token '"
+                                        + s
+                                        + "' is not one token of "
+                                        + file
+                                        + " (it encodes to "
+                                        + ids.length
+                                        + " tokens)");
                     }
                     eos = ids[0];
                 }
@@ -101,8 +116,9 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
         boolean implied = false;
         if (eos < 0 && bytes.length < (1 << 20)) {
             try {
-                Map<String, Object> root = Json.parseObject(
-                        new String(bytes, StandardCharsets.UTF_8), file.toString());
+                Map<String, Object> root =
+                        Json.parseObject(
+                                new String(bytes, StandardCharsets.UTF_8), file.toString());
                 if (ByteTokenizer.isByteLevel(root)) {
                     eos = ByteTokenizer.EOS;
                     implied = true;
@@ -157,7 +173,11 @@ public final class HfTextEncoder implements TextEncoder, AutoCloseable {
     public String describe() {
         // An implied end token changes the data, so it is part of the fingerprint; a named one
         // is already in the tokenizer files.
-        return "tokenizer " + file + " (sha256 " + sha256.substring(0, 16) + ")"
+        return "tokenizer "
+                + file
+                + " (sha256 "
+                + sha256.substring(0, 16)
+                + ")"
                 + (eosImplied ? ", end token " + eos + " (byte-level)" : "");
     }
 

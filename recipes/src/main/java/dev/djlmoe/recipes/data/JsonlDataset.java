@@ -26,16 +26,16 @@ import java.util.SplittableRandom;
  * <p>Each non-blank line is an object of one of two kinds:
  *
  * <ul>
- *   <li>{@code {"text": "..."}}: plain text; every token is a target. Text longer than one
- *       sequence is cut into consecutive sequences.
+ *   <li>{@code {"text": "..."}}: plain text; every token is a target. Text longer than one sequence
+ *       is cut into consecutive sequences.
  *   <li>{@code {"prompt": "...", "response": "..."}} ({@code "completion"} is accepted for {@code
  *       "response"}): the loss is on the response only — the labels of prompt tokens are {@link
  *       CausalLmLoss#IGNORE_INDEX}. Prompt and response are tokenized separately and joined, so the
  *       boundary is exact. An example longer than one sequence is truncated at its end.
  * </ul>
  *
- * The tokenizer's end-of-sequence token, when it has one, follows each text and response (and is
- * a target). Short sequences are padded with id 0 and ignored labels.
+ * The tokenizer's end-of-sequence token, when it has one, follows each text and response (and is a
+ * target). Short sequences are padded with id 0 and ignored labels.
  */
 public final class JsonlDataset {
 
@@ -85,8 +85,8 @@ public final class JsonlDataset {
      * @param vocabSize the model's vocabulary (every id must be below it)
      * @return the dataset
      * @throws IOException when the file cannot be read
-     * @throws IllegalArgumentException naming the file and line of a malformed record, an id out
-     *     of the vocabulary, or a dataset without targets
+     * @throws IllegalArgumentException naming the file and line of a malformed record, an id out of
+     *     the vocabulary, or a dataset without targets
      */
     public static JsonlDataset load(Path file, TextEncoder encoder, int seqLen, long vocabSize)
             throws IOException {
@@ -107,8 +107,9 @@ public final class JsonlDataset {
      * @throws IllegalArgumentException naming the file and line of a malformed record or text, an
      *     id out of the vocabulary, or a dataset without targets
      */
-    public static JsonlDataset load(Path file, TextEncoder encoder, int seqLen, long vocabSize,
-            Charset encoding) throws IOException {
+    public static JsonlDataset load(
+            Path file, TextEncoder encoder, int seqLen, long vocabSize, Charset encoding)
+            throws IOException {
         if (!Files.isRegularFile(file)) {
             throw new IllegalArgumentException("--data " + file + ": no such file");
         }
@@ -150,8 +151,10 @@ public final class JsonlDataset {
                 chat = true;
             } else {
                 throw new IllegalArgumentException(
-                        where + ": expected {\"text\": string} or {\"prompt\": string,"
-                                + " \"response\": string}, got keys " + o.keySet());
+                        where
+                                + ": expected {\"text\": string} or {\"prompt\": string,"
+                                + " \"response\": string}, got keys "
+                                + o.keySet());
             }
             if (encoder.eosId() >= 0) {
                 ids.add(encoder.eosId());
@@ -160,8 +163,13 @@ public final class JsonlDataset {
             for (long id : ids) {
                 if (id < 0 || id >= vocabSize) {
                     throw new IllegalArgumentException(
-                            where + ": the tokenizer gave id " + id + ", outside the model's"
-                                    + " vocabulary [0, " + vocabSize + ")");
+                            where
+                                    + ": the tokenizer gave id "
+                                    + id
+                                    + ", outside the model's"
+                                    + " vocabulary [0, "
+                                    + vocabSize
+                                    + ")");
                 }
             }
             if (ids.size() < 2) {
@@ -197,8 +205,10 @@ public final class JsonlDataset {
         }
         if (out.isEmpty()) {
             throw new IllegalArgumentException(
-                    file + ": no training targets (no non-empty text or response in "
-                            + examples + " example(s))");
+                    file
+                            + ": no training targets (no non-empty text or response in "
+                            + examples
+                            + " example(s))");
         }
         double h = 0;
         for (long c : counts) {
@@ -216,8 +226,17 @@ public final class JsonlDataset {
         } catch (NoSuchAlgorithmException e) {
             throw new IllegalStateException(e);
         }
-        return new JsonlDataset(file, out, seqLen, fp, examples, truncated, targets, h,
-                encoder.describe(), encoder.eosId());
+        return new JsonlDataset(
+                file,
+                out,
+                seqLen,
+                fp,
+                examples,
+                truncated,
+                targets,
+                h,
+                encoder.describe(),
+                encoder.eosId());
     }
 
     private static void append(List<Long> ids, List<Boolean> target, long[] tokens, boolean t) {
@@ -267,8 +286,8 @@ public final class JsonlDataset {
 
     /**
      * Returns the batches of a training run: each epoch visits every sequence once in an order
-     * shuffled by {@code (seed, epoch)}; step {@code s} takes the global sequences {@code s * B}
-     * to {@code (s + 1) * B - 1} of that endless stream.
+     * shuffled by {@code (seed, epoch)}; step {@code s} takes the global sequences {@code s * B} to
+     * {@code (s + 1) * B - 1} of that endless stream.
      *
      * @param vocabSize the model's vocabulary
      * @param seed fixes the order
@@ -337,11 +356,18 @@ public final class JsonlDataset {
 
         @Override
         public String describe() {
-            return String.format(Locale.ROOT,
+            return String.format(
+                    Locale.ROOT,
                     "%s: %d examples -> %d sequences of %d tokens, %,d target tokens%s; %s; %s",
-                    file, examples, sequences.size(), seqLen, targets,
-                    truncated > 0 ? " (" + truncated + " truncated)" : "", tokenizer,
-                    eos >= 0 ? "end token " + eos + " after each text and response"
+                    file,
+                    examples,
+                    sequences.size(),
+                    seqLen,
+                    targets,
+                    truncated > 0 ? " (" + truncated + " truncated)" : "",
+                    tokenizer,
+                    eos >= 0
+                            ? "end token " + eos + " after each text and response"
                             : "NO end token (the tokenizer names no eos_token in a"
                                     + " tokenizer_config.json): nothing marks where a text or"
                                     + " response ends, so the model will not learn to stop");
@@ -355,11 +381,16 @@ public final class JsonlDataset {
         @Override
         public void checkBatch(int batch, int len) {
             if (sequences.size() < batch) {
-                throw new IllegalArgumentException(String.format(Locale.ROOT,
-                        "the data are too small for one batch: %s gives %d training sequence(s)"
-                                + " of %d tokens, one step needs --batch %d; add examples or lower"
-                                + " --batch",
-                        file, sequences.size(), seqLen, batch));
+                throw new IllegalArgumentException(
+                        String.format(
+                                Locale.ROOT,
+                                "the data are too small for one batch: %s gives %d training"
+                                    + " sequence(s) of %d tokens, one step needs --batch %d; add"
+                                    + " examples or lower --batch",
+                                file,
+                                sequences.size(),
+                                seqLen,
+                                batch));
             }
         }
     }

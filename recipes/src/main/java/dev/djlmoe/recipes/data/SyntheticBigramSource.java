@@ -6,10 +6,9 @@ package dev.djlmoe.recipes.data;
 import java.util.Random;
 
 /**
- * Synthetic text from a fixed random bigram model: each token is followed by one of {@code
- * fanOut} successors with fixed probabilities. The conditional entropy ({@link
- * #conditionalEntropy()}) is far below the unigram entropy, so a model that learns falls well
- * below the unigram baseline.
+ * Synthetic text from a fixed random bigram model: each token is followed by one of {@code fanOut}
+ * successors with fixed probabilities. The conditional entropy ({@link #conditionalEntropy()}) is
+ * far below the unigram entropy, so a model that learns falls well below the unigram baseline.
  */
 public final class SyntheticBigramSource implements TokenSource {
 
@@ -28,7 +27,11 @@ public final class SyntheticBigramSource implements TokenSource {
     public SyntheticBigramSource(int vocab, int fanOut, long seed) {
         if (vocab < 2 || fanOut < 1 || fanOut > vocab) {
             throw new IllegalArgumentException(
-                    "vocab " + vocab + " and fan-out " + fanOut + " must satisfy 1 <= fanOut <= vocab, vocab >= 2");
+                    "vocab "
+                            + vocab
+                            + " and fan-out "
+                            + fanOut
+                            + " must satisfy 1 <= fanOut <= vocab, vocab >= 2");
         }
         this.vocab = vocab;
         this.seed = seed;
@@ -52,8 +55,13 @@ public final class SyntheticBigramSource implements TokenSource {
 
     @Override
     public String describe() {
-        return "synthetic bigram text (V=" + vocab + ", " + successors[0].length
-                + " successors per token, seed " + seed + ")";
+        return "synthetic bigram text (V="
+                + vocab
+                + ", "
+                + successors[0].length
+                + " successors per token, seed "
+                + seed
+                + ")";
     }
 
     @Override

@@ -35,8 +35,8 @@ public record TextCorpus(String name, byte[] bytes) {
     public static final String RESOURCE_DIR = "/dev/djlmoe/recipes/corpus/";
 
     /**
-     * Loads the public-domain corpus shipped with djl-moe (see {@code README.md} next to it for
-     * the sources).
+     * Loads the public-domain corpus shipped with djl-moe (see {@code README.md} next to it for the
+     * sources).
      *
      * @return the corpus
      */
@@ -56,8 +56,8 @@ public record TextCorpus(String name, byte[] bytes) {
         if (files.isEmpty()) {
             throw new IllegalStateException("the embedded corpus index lists no files");
         }
-        return new TextCorpus("embedded public-domain corpus (" + files.size() + " texts)",
-                all.toByteArray());
+        return new TextCorpus(
+                "embedded public-domain corpus (" + files.size() + " texts)", all.toByteArray());
     }
 
     private static byte[] resource(String name) {
@@ -74,8 +74,8 @@ public record TextCorpus(String name, byte[] bytes) {
 
     /**
      * Reads text from a path: a UTF-8 text file, a JSON-lines file ({@code .jsonl}: the {@code
-     * "text"} field of every line, one document per line), or a directory (every {@code .txt}
-     * and {@code .jsonl} file in it, sorted by name).
+     * "text"} field of every line, one document per line), or a directory (every {@code .txt} and
+     * {@code .jsonl} file in it, sorted by name).
      *
      * @param path the file or directory
      * @return the corpus
@@ -106,10 +106,15 @@ public record TextCorpus(String name, byte[] bytes) {
         if (Files.isDirectory(path)) {
             List<Path> files;
             try (Stream<Path> s = Files.list(path)) {
-                files = s.filter(p -> {
-                    String n = p.getFileName().toString();
-                    return Files.isRegularFile(p) && (n.endsWith(".txt") || n.endsWith(".jsonl"));
-                }).sorted().toList();
+                files =
+                        s.filter(
+                                        p -> {
+                                            String n = p.getFileName().toString();
+                                            return Files.isRegularFile(p)
+                                                    && (n.endsWith(".txt") || n.endsWith(".jsonl"));
+                                        })
+                                .sorted()
+                                .toList();
             }
             if (files.isEmpty()) {
                 throw new IllegalArgumentException(
@@ -132,7 +137,8 @@ public record TextCorpus(String name, byte[] bytes) {
             if (!f.getFileName().toString().endsWith(".jsonl")) {
                 // Valid UTF-8 stays byte for byte as it was (data fingerprints do not change).
                 return encoding.equals(StandardCharsets.UTF_8)
-                        ? raw : text.getBytes(StandardCharsets.UTF_8);
+                        ? raw
+                        : text.getBytes(StandardCharsets.UTF_8);
             }
             StringBuilder sb = new StringBuilder();
             int n = 0;

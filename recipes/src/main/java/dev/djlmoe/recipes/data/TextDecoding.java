@@ -35,8 +35,12 @@ public final class TextDecoding {
         try {
             return Charset.forName(name.trim());
         } catch (IllegalCharsetNameException | UnsupportedCharsetException e) {
-            throw new IllegalArgumentException("--encoding '" + name + "' is not a character"
-                    + " encoding this Java runtime knows (e.g. UTF-8, ISO-8859-1, UTF-16)", e);
+            throw new IllegalArgumentException(
+                    "--encoding '"
+                            + name
+                            + "' is not a character"
+                            + " encoding this Java runtime knows (e.g. UTF-8, ISO-8859-1, UTF-16)",
+                    e);
         }
     }
 
@@ -53,28 +57,38 @@ public final class TextDecoding {
      */
     public static String decode(byte[] bytes, Charset cs, String file) {
         int start = 0;
-        if (cs.equals(StandardCharsets.UTF_8) && bytes.length >= 3 && (bytes[0] & 0xFF) == 0xEF
-                && (bytes[1] & 0xFF) == 0xBB && (bytes[2] & 0xFF) == 0xBF) {
+        if (cs.equals(StandardCharsets.UTF_8)
+                && bytes.length >= 3
+                && (bytes[0] & 0xFF) == 0xEF
+                && (bytes[1] & 0xFF) == 0xBB
+                && (bytes[2] & 0xFF) == 0xBF) {
             start = 3;
         }
-        CharsetDecoder dec = cs.newDecoder()
-                .onMalformedInput(CodingErrorAction.REPORT)
-                .onUnmappableCharacter(CodingErrorAction.REPORT);
+        CharsetDecoder dec =
+                cs.newDecoder()
+                        .onMalformedInput(CodingErrorAction.REPORT)
+                        .onUnmappableCharacter(CodingErrorAction.REPORT);
         ByteBuffer in = ByteBuffer.wrap(bytes, start, bytes.length - start);
-        CharBuffer out = CharBuffer.allocate((int) Math.min(Integer.MAX_VALUE - 16,
-                (long) (bytes.length * (double) dec.maxCharsPerByte()) + 16));
+        CharBuffer out =
+                CharBuffer.allocate(
+                        (int)
+                                Math.min(
+                                        Integer.MAX_VALUE - 16,
+                                        (long) (bytes.length * (double) dec.maxCharsPerByte())
+                                                + 16));
         CoderResult r = dec.decode(in, out, true);
         if (!r.isError()) {
             r = dec.flush(out);
         }
         if (r.isError()) {
-            throw new IllegalArgumentException(malformed(bytes, in.position(), r.length(), cs,
-                    file));
+            throw new IllegalArgumentException(
+                    malformed(bytes, in.position(), r.length(), cs, file));
         }
         if (r.isOverflow()) {
             // Cannot happen with the buffer sized by maxCharsPerByte; decode the plain way.
             try {
-                return dec.reset().decode(ByteBuffer.wrap(bytes, start, bytes.length - start))
+                return dec.reset()
+                        .decode(ByteBuffer.wrap(bytes, start, bytes.length - start))
                         .toString();
             } catch (CharacterCodingException e) {
                 throw new IllegalArgumentException(file + ": not valid " + cs.name(), e);
@@ -100,15 +114,27 @@ public final class TextDecoding {
         }
         String hint = "";
         if (cs.equals(StandardCharsets.UTF_8)) {
-            boolean utf16 = b.length >= 2 && (((b[0] & 0xFF) == 0xFF && (b[1] & 0xFF) == 0xFE)
-                    || ((b[0] & 0xFF) == 0xFE && (b[1] & 0xFF) == 0xFF));
-            hint = utf16
-                    ? " (the file starts with a UTF-16 byte-order mark: pass --encoding UTF-16)"
-                    : " (a Latin-1 or Windows-1252 file? pass --encoding ISO-8859-1 or"
-                            + " windows-1252, or convert it: iconv -f latin1 -t utf-8)";
+            boolean utf16 =
+                    b.length >= 2
+                            && (((b[0] & 0xFF) == 0xFF && (b[1] & 0xFF) == 0xFE)
+                                    || ((b[0] & 0xFF) == 0xFE && (b[1] & 0xFF) == 0xFF));
+            hint =
+                    utf16
+                            ? " (the file starts with a UTF-16 byte-order mark: pass --encoding"
+                                    + " UTF-16)"
+                            : " (a Latin-1 or Windows-1252 file? pass --encoding ISO-8859-1 or"
+                                    + " windows-1252, or convert it: iconv -f latin1 -t utf-8)";
         }
-        return String.format(Locale.ROOT,
+        return String.format(
+                Locale.ROOT,
                 "%s: not valid %s text at line %d (byte offset %d in the file, %d in the line):"
-                        + " %s%s", file, cs.name(), line, at, at - lineStart, hex, hint);
+                        + " %s%s",
+                file,
+                cs.name(),
+                line,
+                at,
+                at - lineStart,
+                hex,
+                hint);
     }
 }

@@ -4,9 +4,9 @@
 package dev.djlmoe.recipes.data;
 
 /**
- * A deterministic stream of training batches: the batch of a step depends only on the step (and
- * the source's own settings), so a run's data position is its step and a resumed run reads
- * exactly the batches an uninterrupted one would.
+ * A deterministic stream of training batches: the batch of a step depends only on the step (and the
+ * source's own settings), so a run's data position is its step and a resumed run reads exactly the
+ * batches an uninterrupted one would.
  */
 public interface TokenSource {
 

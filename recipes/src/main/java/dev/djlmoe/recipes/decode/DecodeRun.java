@@ -73,16 +73,40 @@ public final class DecodeRun {
      * @param device {@code cpu}, {@code gpu} or {@code auto} (see {@link DeviceFlag}); the model,
      *     the KV cache and the low-latency buffer's arrays live there
      */
-    public record Options(String model, List<String> prompts, int newTokens, Exchange exchange,
-            boolean lowLatencyPrefill, WireFormat dispatchWire, WireFormat combineWire, long seed,
-            Path output, String device) {
+    public record Options(
+            String model,
+            List<String> prompts,
+            int newTokens,
+            Exchange exchange,
+            boolean lowLatencyPrefill,
+            WireFormat dispatchWire,
+            WireFormat combineWire,
+            long seed,
+            Path output,
+            String device) {
 
         /** The settings without a device choice: {@code auto}. */
-        public Options(String model, List<String> prompts, int newTokens, Exchange exchange,
-                boolean lowLatencyPrefill, WireFormat dispatchWire, WireFormat combineWire,
-                long seed, Path output) {
-            this(model, prompts, newTokens, exchange, lowLatencyPrefill, dispatchWire, combineWire,
-                    seed, output, DeviceFlag.AUTO);
+        public Options(
+                String model,
+                List<String> prompts,
+                int newTokens,
+                Exchange exchange,
+                boolean lowLatencyPrefill,
+                WireFormat dispatchWire,
+                WireFormat combineWire,
+                long seed,
+                Path output) {
+            this(
+                    model,
+                    prompts,
+                    newTokens,
+                    exchange,
+                    lowLatencyPrefill,
+                    dispatchWire,
+                    combineWire,
+                    seed,
+                    output,
+                    DeviceFlag.AUTO);
         }
     }
 
@@ -94,8 +118,8 @@ public final class DecodeRun {
      * @param llShare the share of the decode time in low-latency dispatch and combine (the slowest
      *     rank's), 0 without it
      */
-    public record Summary(long[][] tokens, float[][] margins, double tokensPerSecond,
-            double llShare) {}
+    public record Summary(
+            long[][] tokens, float[][] margins, double tokensPerSecond, double llShare) {}
 
     private DecodeRun() {}
 
@@ -125,9 +149,14 @@ public final class DecodeRun {
         }
         long maxPos = cfg.rope().maxPositionEmbeddings();
         if (longest + o.newTokens() > maxPos) {
-            throw new IllegalArgumentException("the longest prompt (" + longest + " tokens) plus"
-                    + " --new-tokens " + o.newTokens() + " exceed max_position_embeddings = "
-                    + maxPos);
+            throw new IllegalArgumentException(
+                    "the longest prompt ("
+                            + longest
+                            + " tokens) plus"
+                            + " --new-tokens "
+                            + o.newTokens()
+                            + " exceed max_position_embeddings = "
+                            + maxPos);
         }
         int rank = env.rank();
         int first = rank * (p / world) + Math.min(rank, p % world);
@@ -152,13 +181,20 @@ public final class DecodeRun {
         Device device = DeviceFlag.resolve(o.device(), env.localRank());
         Engine.getInstance().setRandomSeed((int) o.seed());
         try (ProcessGroup group = ProcessGroups.create(env);
-                EpContext ctx = world > 1 ? EpContext.builder().setProcessGroup(group).build()
-                        : null;
+                EpContext ctx =
+                        world > 1 ? EpContext.builder().setProcessGroup(group).build() : null;
                 NDManager manager = NDManager.newBaseManager(device);
-                LowLatencyBuffer buf = o.exchange() == Exchange.LL
-                        ? LowLatencyBuffer.create(group, capacity, cfg.hiddenSize(),
-                                cfg.numExperts(), cfg.topK(), wider(o, cfg.hiddenSize()), ProcessGroups.timeoutMillis())
-                        : null) {
+                LowLatencyBuffer buf =
+                        o.exchange() == Exchange.LL
+                                ? LowLatencyBuffer.create(
+                                        group,
+                                        capacity,
+                                        cfg.hiddenSize(),
+                                        cfg.numExperts(),
+                                        cfg.topK(),
+                                        wider(o, cfg.hiddenSize()),
+                                        ProcessGroups.timeoutMillis())
+                                : null) {
             HfMoeForCausalLm model;
             if (dir != null) {
                 model = HfCheckpoints.load(dir, manager, ctx);
@@ -170,24 +206,40 @@ public final class DecodeRun {
                 model.initialize(manager, DataType.FLOAT32, new Shape(1, 1));
                 ParameterInit.reinitialize(model, o.seed());
                 if (lead) {
-                    out.println("model: preset " + o.model() + " with RANDOM weights (seed "
-                            + o.seed() + "; no checkpoint given): the tokens are not meaningful");
+                    out.println(
+                            "model: preset "
+                                    + o.model()
+                                    + " with RANDOM weights (seed "
+                                    + o.seed()
+                                    + "; no checkpoint given): the tokens are not meaningful");
                 }
             }
-            LowLatencyMoe ll = buf == null ? null
-                    : new LowLatencyMoe(buf, o.dispatchWire(), o.combineWire(), false);
+            LowLatencyMoe ll =
+                    buf == null
+                            ? null
+                            : new LowLatencyMoe(buf, o.dispatchWire(), o.combineWire(), false);
             if (lead) {
-                out.printf(Locale.ROOT, "decode: %d prompt(s) on %d EP rank(s) (%d per rank at"
-                        + " most, rank 0 on %s), %d new tokens each; prefill: %s; decode steps: %s%n",
-                        p, world, maxPerRank, device, o.newTokens(),
-                        llPrefill ? "low-latency (max_tokens_per_rank " + capacity + ")"
+                out.printf(
+                        Locale.ROOT,
+                        "decode: %d prompt(s) on %d EP rank(s) (%d per rank at most, rank 0 on %s),"
+                                + " %d new tokens each; prefill: %s; decode steps: %s%n",
+                        p,
+                        world,
+                        maxPerRank,
+                        device,
+                        o.newTokens(),
+                        llPrefill
+                                ? "low-latency (max_tokens_per_rank " + capacity + ")"
                                 : "normal mode",
-                        ll == null ? (world > 1 ? "normal-mode EP buffer" : "local experts")
-                                : "low-latency dispatch " + o.dispatchWire() + " / combine "
+                        ll == null
+                                ? (world > 1 ? "normal-mode EP buffer" : "local experts")
+                                : "low-latency dispatch "
+                                        + o.dispatchWire()
+                                        + " / combine "
                                         + o.combineWire());
             }
-            GreedyDecoder.Result r = GreedyDecoder.generate(model, manager, local, o.newTokens(), ll,
-                    llPrefill);
+            GreedyDecoder.Result r =
+                    GreedyDecoder.generate(model, manager, local, o.newTokens(), ll, llPrefill);
             // Gather: tokens of every prompt, and per rank (decode time, LL time).
             // Layout: [P * N] tokens, [P * N] margins, then [W] x (decode time, LL time).
             int pn = p * o.newTokens();
@@ -230,8 +282,14 @@ public final class DecodeRun {
         }
     }
 
-    private static void report(Options o, Tokens tokens, Summary s,
-            GreedyDecoder.Result r, LowLatencyMoe ll, PrintStream out) throws IOException {
+    private static void report(
+            Options o,
+            Tokens tokens,
+            Summary s,
+            GreedyDecoder.Result r,
+            LowLatencyMoe ll,
+            PrintStream out)
+            throws IOException {
         List<String> lines = new ArrayList<>();
         for (int q = 0; q < tokens.prompts().length; q++) {
             // A sequence ends at the end token: the text stops there, the printed ids show it;
@@ -252,20 +310,43 @@ public final class DecodeRun {
                 gaps.append(sep).append(String.format(Locale.ROOT, "%.6g", s.margins()[q][i]));
             }
             String text = tokens.text(java.util.Arrays.copyOf(gen, n));
-            out.printf(Locale.ROOT, "[%d] %s -> %s%s [%s]%n", q, quote(o.prompts().get(q)),
-                    quote(text), ended ? " <end>" : "", shown);
-            lines.add("{\"prompt\": " + quote(o.prompts().get(q)) + ", \"text\": " + quote(text)
-                    + ", \"end_at\": " + (ended ? n : -1) + ", \"tokens\": [" + ids
-                    + "], \"margins\": [" + gaps + "]}");
+            out.printf(
+                    Locale.ROOT,
+                    "[%d] %s -> %s%s [%s]%n",
+                    q,
+                    quote(o.prompts().get(q)),
+                    quote(text),
+                    ended ? " <end>" : "",
+                    shown);
+            lines.add(
+                    "{\"prompt\": "
+                            + quote(o.prompts().get(q))
+                            + ", \"text\": "
+                            + quote(text)
+                            + ", \"end_at\": "
+                            + (ended ? n : -1)
+                            + ", \"tokens\": ["
+                            + ids
+                            + "], \"margins\": ["
+                            + gaps
+                            + "]}");
         }
-        out.printf(Locale.ROOT, "prefill (rank 0): %.1f ms; decode: %d step(s), %.1f tokens/s over"
-                + " all ranks%n", r.prefillNanos() / 1e6, r.decodeSteps(), s.tokensPerSecond());
+        out.printf(
+                Locale.ROOT,
+                "prefill (rank 0): %.1f ms; decode: %d step(s), %.1f tokens/s over"
+                        + " all ranks%n",
+                r.prefillNanos() / 1e6,
+                r.decodeSteps(),
+                s.tokensPerSecond());
         if (ll != null) {
-            out.printf(Locale.ROOT, "low-latency dispatch + combine: %.1f%% of decode time"
-                    + " (slowest rank; rank 0: dispatch %.1f us, combine %.1f us per MoE layer"
-                    + " call, %d calls)%n", 100 * s.llShare(),
+            out.printf(
+                    Locale.ROOT,
+                    "low-latency dispatch + combine: %.1f%% of decode time (slowest rank; rank 0:"
+                            + " dispatch %.1f us, combine %.1f us per MoE layer call, %d calls)%n",
+                    100 * s.llShare(),
                     ll.calls() == 0 ? 0 : ll.dispatchNanos() / 1e3 / ll.calls(),
-                    ll.calls() == 0 ? 0 : ll.combineNanos() / 1e3 / ll.calls(), ll.calls());
+                    ll.calls() == 0 ? 0 : ll.combineNanos() / 1e3 / ll.calls(),
+                    ll.calls());
         }
         if (o.output() != null) {
             SafetensorsWriter.writeTextAtomically(o.output(), String.join("\n", lines) + "\n");
@@ -304,12 +385,19 @@ public final class DecodeRun {
     }
 
     private static void checkRanks(HfMoeConfig cfg, int prompts, int worldSize) {
-        Pretrain.checkDivides("the model's " + cfg.numExperts() + " routed experts",
-                cfg.numExperts(), worldSize, "each rank holds E / W experts");
+        Pretrain.checkDivides(
+                "the model's " + cfg.numExperts() + " routed experts",
+                cfg.numExperts(),
+                worldSize,
+                "each rank holds E / W experts");
         if (prompts < worldSize) {
-            throw new IllegalArgumentException(prompts + " prompt(s) for " + worldSize
-                    + " EP ranks: every rank decodes at least one; pass at least " + worldSize
-                    + " --prompt");
+            throw new IllegalArgumentException(
+                    prompts
+                            + " prompt(s) for "
+                            + worldSize
+                            + " EP ranks: every rank decodes at least one; pass at least "
+                            + worldSize
+                            + " --prompt");
         }
     }
 
@@ -321,8 +409,13 @@ public final class DecodeRun {
         try {
             return HfMoeConfig.preset(model);
         } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("--model " + model + ": not a checkpoint directory,"
-                    + " a run directory or a preset: " + e.getMessage(), e);
+            throw new IllegalArgumentException(
+                    "--model "
+                            + model
+                            + ": not a checkpoint directory,"
+                            + " a run directory or a preset: "
+                            + e.getMessage(),
+                    e);
         }
     }
 
@@ -331,13 +424,18 @@ public final class DecodeRun {
         Path p = Path.of(model);
         if (!Files.isDirectory(p)) {
             if (Files.exists(p)) {
-                throw new IllegalArgumentException("--model " + model + ": a file, not a"
-                        + " checkpoint directory (give the directory that holds config.json)");
+                throw new IllegalArgumentException(
+                        "--model "
+                                + model
+                                + ": a file, not a checkpoint directory (give the directory that"
+                                + " holds config.json)");
             }
             if (model.contains("/") || model.contains(java.io.File.separator)) {
-                throw new IllegalArgumentException("--model " + model + ": no such directory"
-                        + " (a checkpoint directory, a run directory, or a preset name such as"
-                        + " tiny)");
+                throw new IllegalArgumentException(
+                        "--model "
+                                + model
+                                + ": no such directory (a checkpoint directory, a run directory, or"
+                                + " a preset name such as tiny)");
             }
             return null;
         }
@@ -380,9 +478,13 @@ public final class DecodeRun {
             tok = null;
             eos = ByteTokenizer.EOS;
             if (cfg.vocabSize() < ByteTokenizer.VOCAB) {
-                throw new IllegalArgumentException("the model has no tokenizer.json and its"
-                        + " vocabulary (" + cfg.vocabSize() + ") is smaller than the byte"
-                        + " tokenizer's " + ByteTokenizer.VOCAB);
+                throw new IllegalArgumentException(
+                        "the model has no tokenizer.json and its"
+                                + " vocabulary ("
+                                + cfg.vocabSize()
+                                + ") is smaller than the byte"
+                                + " tokenizer's "
+                                + ByteTokenizer.VOCAB);
             }
             for (int q = 0; q < out.length; q++) {
                 out[q] = ByteTokenizer.encode(prompts.get(q));
@@ -390,8 +492,8 @@ public final class DecodeRun {
         }
         for (int q = 0; q < out.length; q++) {
             if (out[q].length == 0) {
-                throw new IllegalArgumentException("prompt " + q + " (" + quote(prompts.get(q))
-                        + ") encodes to no tokens");
+                throw new IllegalArgumentException(
+                        "prompt " + q + " (" + quote(prompts.get(q)) + ") encodes to no tokens");
             }
         }
         return new Tokens(out, eos, tok);

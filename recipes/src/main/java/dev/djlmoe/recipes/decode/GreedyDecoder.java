@@ -13,10 +13,11 @@ import dev.djlmoe.zoo.nn.KvCache;
 
 /**
  * Greedy generation with a KV cache on one rank: one prefill of the right-padded prompts (the MoE
- * layers in their normal mode: local experts, or the normal-mode EP buffer with expert
- * parallelism; or low-latency mode when the prefill's tokens fit the buffer), then one token per sequence per decode step through {@link
- * HfMoeForCausalLm#forwardCached} (the MoE layers in low-latency mode when a {@link LowLatencyMoe}
- * is given). Collective with EP: every rank runs the same number of steps.
+ * layers in their normal mode: local experts, or the normal-mode EP buffer with expert parallelism;
+ * or low-latency mode when the prefill's tokens fit the buffer), then one token per sequence per
+ * decode step through {@link HfMoeForCausalLm#forwardCached} (the MoE layers in low-latency mode
+ * when a {@link LowLatencyMoe} is given). Collective with EP: every rank runs the same number of
+ * steps.
  */
 public final class GreedyDecoder {
 
@@ -28,10 +29,14 @@ public final class GreedyDecoder {
      *     greedy choice was from a tie (a run on other hardware may flip a choice only near 0)
      * @param prefillNanos the prefill forward
      * @param decodeNanos the decode steps (all of them)
-     * @param decodeSteps the decode forwards ({@code newTokens - 1}: the first token comes from
-     *     the prefill)
+     * @param decodeSteps the decode forwards ({@code newTokens - 1}: the first token comes from the
+     *     prefill)
      */
-    public record Result(long[][] tokens, float[][] margins, long prefillNanos, long decodeNanos,
+    public record Result(
+            long[][] tokens,
+            float[][] margins,
+            long prefillNanos,
+            long decodeNanos,
             int decodeSteps) {}
 
     private GreedyDecoder() {}
@@ -46,12 +51,17 @@ public final class GreedyDecoder {
      * @param newTokens tokens to generate per prompt (>= 1)
      * @param lowLatency the low-latency MoE exchange of the decode steps, or null for the normal
      *     forward (its timers restart at the first decode step)
-     * @param lowLatencyPrefill whether the prefill uses {@code lowLatency} too (it needs {@code B
-     *     · longest prompt <= max_tokens_per_rank}); else it runs the normal forward
+     * @param lowLatencyPrefill whether the prefill uses {@code lowLatency} too (it needs {@code B ·
+     *     longest prompt <= max_tokens_per_rank}); else it runs the normal forward
      * @return the tokens and timings
      */
-    public static Result generate(HfMoeForCausalLm model, NDManager manager, long[][] prompts,
-            int newTokens, LowLatencyMoe lowLatency, boolean lowLatencyPrefill) {
+    public static Result generate(
+            HfMoeForCausalLm model,
+            NDManager manager,
+            long[][] prompts,
+            int newTokens,
+            LowLatencyMoe lowLatency,
+            boolean lowLatencyPrefill) {
         if (newTokens < 1) {
             throw new IllegalArgumentException("new tokens " + newTokens + " must be >= 1");
         }
@@ -73,8 +83,13 @@ public final class GreedyDecoder {
             long t0 = System.nanoTime();
             try (NDManager s = manager.newSubManager()) {
                 ParameterStore ps = new ParameterStore(s, false);
-                NDArray logits = model.forwardCached(ps, s.create(padded, new Shape(b, maxPrompt)),
-                        cache, new long[b], lowLatencyPrefill ? lowLatency : null); // [B, P, V]
+                NDArray logits =
+                        model.forwardCached(
+                                ps,
+                                s.create(padded, new Shape(b, maxPrompt)),
+                                cache,
+                                new long[b],
+                                lowLatencyPrefill ? lowLatency : null); // [B, P, V]
                 int v = (int) logits.getShape().get(2);
                 float[] all = logits.toFloatArray();
                 for (int q = 0; q < b; q++) {
@@ -97,8 +112,13 @@ public final class GreedyDecoder {
                         ids[q] = out[q][step - 1];
                         start[q] = prompts[q].length + step - 1L;
                     }
-                    NDArray logits = model.forwardCached(ps, s.create(ids, new Shape(b, 1)), cache,
-                            start, lowLatency); // [B, 1, V]
+                    NDArray logits =
+                            model.forwardCached(
+                                    ps,
+                                    s.create(ids, new Shape(b, 1)),
+                                    cache,
+                                    start,
+                                    lowLatency); // [B, 1, V]
                     int v = (int) logits.getShape().get(2);
                     float[] all = logits.toFloatArray();
                     for (int q = 0; q < b; q++) {

@@ -32,7 +32,8 @@ public record LaunchSpec(
      */
     public void validate() {
         if (nprocPerNode < 1) {
-            throw new IllegalArgumentException("--nproc-per-node " + nprocPerNode + " must be >= 1");
+            throw new IllegalArgumentException(
+                    "--nproc-per-node " + nprocPerNode + " must be >= 1");
         }
         if (nnodes < 1) {
             throw new IllegalArgumentException("--nnodes " + nnodes + " must be >= 1");

@@ -20,9 +20,9 @@ import java.util.concurrent.TimeUnit;
 /**
  * Starts the local ranks of a job as child processes with the torchrun environment ({@code RANK},
  * {@code WORLD_SIZE}, {@code LOCAL_RANK}, {@code LOCAL_WORLD_SIZE}, {@code MASTER_ADDR}, {@code
- * MASTER_PORT}), forwards their output line by line with a {@code [rank N]} prefix, and
- * propagates the first failure: the other ranks are stopped (then killed after a grace period)
- * and the launcher returns that rank's exit code.
+ * MASTER_PORT}), forwards their output line by line with a {@code [rank N]} prefix, and propagates
+ * the first failure: the other ranks are stopped (then killed after a grace period) and the
+ * launcher returns that rank's exit code.
  *
  * <p>No orphans: a shutdown hook kills the ranks when the launcher is stopped, and each rank gets
  * {@code DJL_MOE_PARENT_WATCH=1}, telling it to exit when its standard input (a pipe from the
@@ -137,8 +137,12 @@ public final class Launcher {
             int code = running.get(i).exitValue();
             if (code != 0) {
                 int rank = spec.nodeRank() * spec.nprocPerNode() + i;
-                out.println("[launch] rank " + rank + " exited with code " + code
-                        + "; stopping the other ranks");
+                out.println(
+                        "[launch] rank "
+                                + rank
+                                + " exited with code "
+                                + code
+                                + "; stopping the other ranks");
                 stopOthers();
                 return code;
             }

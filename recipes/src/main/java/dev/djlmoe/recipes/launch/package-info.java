@@ -3,7 +3,7 @@
  */
 
 /**
- * The {@code launch} command's machinery: it spawns the local ranks with the torchrun
- * environment, forwards their output with a rank prefix and watches the parent process.
+ * The {@code launch} command's machinery: it spawns the local ranks with the torchrun environment,
+ * forwards their output with a rank prefix and watches the parent process.
  */
 package dev.djlmoe.recipes.launch;

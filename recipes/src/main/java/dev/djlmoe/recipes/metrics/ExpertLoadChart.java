@@ -22,11 +22,10 @@ import org.jfree.chart.ui.RectangleEdge;
 import org.jfree.data.xy.DefaultXYZDataset;
 
 /**
- * Expert load over time as heat maps, one per MoE layer stacked over a shared step axis: x is
- * the step, y the expert (expert 0 at the top), the colour the expert's share of the tokens its
- * layer routed ({@link HeatScale}: brighter is hotter). Where the metrics record the EP layout,
- * white lines separate the ranks' blocks of experts and the right-hand axis names each block's
- * rank.
+ * Expert load over time as heat maps, one per MoE layer stacked over a shared step axis: x is the
+ * step, y the expert (expert 0 at the top), the colour the expert's share of the tokens its layer
+ * routed ({@link HeatScale}: brighter is hotter). Where the metrics record the EP layout, white
+ * lines separate the ranks' blocks of experts and the right-hand axis names each block's rank.
  */
 final class ExpertLoadChart {
 
@@ -45,8 +44,8 @@ final class ExpertLoadChart {
     private ExpertLoadChart() {}
 
     /**
-     * The image size for a number of MoE layers and experts: one panel per layer, each 6 pixels
-     * per expert between 110 and 300 (60 to 300 with more than 16 layers).
+     * The image size for a number of MoE layers and experts: one panel per layer, each 6 pixels per
+     * expert between 110 and 300 (60 to 300 with more than 16 layers).
      *
      * @param layers MoE layers drawn
      * @param experts experts per layer
@@ -76,7 +75,8 @@ final class ExpertLoadChart {
             plot.add(layerPlot(grid, i, scale), 1);
         }
         if (grid.columns() > 0) {
-            steps.setRange(grid.firstStep() - 0.5,
+            steps.setRange(
+                    grid.firstStep() - 0.5,
                     grid.firstStep() + grid.columns() * grid.binSteps() - 0.5);
         }
         JFreeChart chart = new JFreeChart(title, JFreeChart.DEFAULT_TITLE_FONT, plot, false);
@@ -84,10 +84,16 @@ final class ExpertLoadChart {
         Font small = new Font(Font.SANS_SERIF, Font.PLAIN, 11);
         List<String> lines = new ArrayList<>();
         if (grid.experts() > 0) {
-            lines.add(String.format(Locale.ROOT, "colour: each expert's share of its layer's"
-                    + " routed tokens (balanced: 1/%d = %.3f)%s", grid.experts(),
-                    1.0 / grid.experts(), grid.layout() == null ? ""
-                            : "; white lines separate the ranks' experts"));
+            lines.add(
+                    String.format(
+                            Locale.ROOT,
+                            "colour: each expert's share of its layer's"
+                                    + " routed tokens (balanced: 1/%d = %.3f)%s",
+                            grid.experts(),
+                            1.0 / grid.experts(),
+                            grid.layout() == null
+                                    ? ""
+                                    : "; white lines separate the ranks' experts"));
         }
         lines.addAll(grid.notes());
         for (String line : lines) {
@@ -142,8 +148,9 @@ final class ExpertLoadChart {
             ranks.setInverted(true);
             p.setRangeAxis(1, ranks);
             for (int r = 1; r < layout.epSize(); r++) {
-                ValueMarker m = new ValueMarker(r * layout.expertsPerRank() - 0.5, SEPARATOR,
-                        new BasicStroke(2f));
+                ValueMarker m =
+                        new ValueMarker(
+                                r * layout.expertsPerRank() - 0.5, SEPARATOR, new BasicStroke(2f));
                 p.addRangeMarker(m);
             }
         }

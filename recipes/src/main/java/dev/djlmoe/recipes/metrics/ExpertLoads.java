@@ -14,34 +14,48 @@ import java.util.Map;
  *
  * @param epSize the EP size (ranks the experts are split over; 1 when every rank holds all)
  * @param layers the model layer index of each MoE layer (e.g. {@code [1, 2]} when layer 0 is dense)
- * @param loads {@code loads[i][e]}: tokens routed to expert e of MoE layer {@code layers[i]} in
- *     the step, over all ranks
+ * @param loads {@code loads[i][e]}: tokens routed to expert e of MoE layer {@code layers[i]} in the
+ *     step, over all ranks
  */
 public record ExpertLoads(int epSize, int[] layers, long[][] loads) {
 
     /**
      * Checks the layout.
      *
-     * @throws IllegalArgumentException when the EP size is below 1, the layer indices and load
-     *     rows differ in number, rows differ in length, or the EP size does not divide the experts
+     * @throws IllegalArgumentException when the EP size is below 1, the layer indices and load rows
+     *     differ in number, rows differ in length, or the EP size does not divide the experts
      */
     public ExpertLoads {
         if (epSize < 1) {
             throw new IllegalArgumentException("epSize " + epSize + " must be >= 1");
         }
         if (layers.length != loads.length) {
-            throw new IllegalArgumentException("layers has " + layers.length
-                    + " entries but loads has " + loads.length + " rows; they must match");
+            throw new IllegalArgumentException(
+                    "layers has "
+                            + layers.length
+                            + " entries but loads has "
+                            + loads.length
+                            + " rows; they must match");
         }
         for (int i = 0; i < loads.length; i++) {
             if (loads[i].length != loads[0].length) {
-                throw new IllegalArgumentException("loads row " + i + " has " + loads[i].length
-                        + " experts, row 0 has " + loads[0].length + "; rows must match");
+                throw new IllegalArgumentException(
+                        "loads row "
+                                + i
+                                + " has "
+                                + loads[i].length
+                                + " experts, row 0 has "
+                                + loads[0].length
+                                + "; rows must match");
             }
         }
         if (loads.length > 0 && loads[0].length % epSize != 0) {
-            throw new IllegalArgumentException("epSize " + epSize + " does not divide the "
-                    + loads[0].length + " experts of each layer");
+            throw new IllegalArgumentException(
+                    "epSize "
+                            + epSize
+                            + " does not divide the "
+                            + loads[0].length
+                            + " experts of each layer");
         }
     }
 
@@ -64,8 +78,8 @@ public record ExpertLoads(int epSize, int[] layers, long[][] loads) {
     }
 
     /**
-     * Returns whether another step's loads have the same layers, experts and EP size (so they
-     * can share one heat map with one rank layout).
+     * Returns whether another step's loads have the same layers, experts and EP size (so they can
+     * share one heat map with one rank layout).
      *
      * @param o the other step's loads
      * @return true when layout and shape agree
@@ -76,7 +90,9 @@ public record ExpertLoads(int epSize, int[] layers, long[][] loads) {
 
     /** Appends the JSON fields {@code "ep_size"}, {@code "moe_layers"}, {@code "layer_loads"}. */
     void appendJson(StringBuilder sb) {
-        sb.append("\"ep_size\":").append(epSize).append(",\"moe_layers\":")
+        sb.append("\"ep_size\":")
+                .append(epSize)
+                .append(",\"moe_layers\":")
                 .append(Arrays.toString(layers).replace(" ", ""))
                 .append(",\"layer_loads\":[");
         for (int i = 0; i < loads.length; i++) {
@@ -101,16 +117,18 @@ public record ExpertLoads(int epSize, int[] layers, long[][] loads) {
         for (int i = 0; i < loads.length; i++) {
             loads[i] = longs(rowList.get(i), "layer_loads[" + i + "]");
         }
-        long[] ids = line.containsKey("moe_layers") ? longs(line.get("moe_layers"), "moe_layers")
-                : indices(loads.length);
+        long[] ids =
+                line.containsKey("moe_layers")
+                        ? longs(line.get("moe_layers"), "moe_layers")
+                        : indices(loads.length);
         int[] layers = new int[ids.length];
         for (int i = 0; i < ids.length; i++) {
             layers[i] = Math.toIntExact(ids[i]);
         }
         Object ep = line.get("ep_size");
         if (ep != null && !(ep instanceof Long)) {
-            throw new IllegalArgumentException("metrics field 'ep_size' = '" + ep
-                    + "' is not a whole number");
+            throw new IllegalArgumentException(
+                    "metrics field 'ep_size' = '" + ep + "' is not a whole number");
         }
         return new ExpertLoads(ep == null ? 1 : Math.toIntExact((Long) ep), layers, loads);
     }
@@ -125,8 +143,8 @@ public record ExpertLoads(int epSize, int[] layers, long[][] loads) {
 
     private static List<?> list(Object v, String name) {
         if (!(v instanceof List<?> l)) {
-            throw new IllegalArgumentException("metrics field '" + name + "' = '" + v
-                    + "' is not an array");
+            throw new IllegalArgumentException(
+                    "metrics field '" + name + "' = '" + v + "' is not an array");
         }
         return l;
     }
@@ -141,8 +159,8 @@ public record ExpertLoads(int epSize, int[] layers, long[][] loads) {
         List<Long> out = new ArrayList<>(l.size());
         for (Object x : l) {
             if (!(x instanceof Long n)) {
-                throw new IllegalArgumentException("metrics field '" + name + "' holds '" + x
-                        + "', not a whole number");
+                throw new IllegalArgumentException(
+                        "metrics field '" + name + "' holds '" + x + "', not a whole number");
             }
             out.add(n);
         }

@@ -8,14 +8,17 @@ import java.awt.Paint;
 import org.jfree.chart.renderer.PaintScale;
 
 /**
- * The expert-load heat map's colours: from near black (no tokens) through purple and orange to
- * pale yellow (the largest share), so a hot expert is brighter than a cold one.
+ * The expert-load heat map's colours: from near black (no tokens) through purple and orange to pale
+ * yellow (the largest share), so a hot expert is brighter than a cold one.
  */
 final class HeatScale implements PaintScale {
 
     /** Colour stops at 0, 1/4, 1/2, 3/4 and 1 of the scale. */
     private static final int[][] STOPS = {
-        {0x00, 0x00, 0x04}, {0x57, 0x10, 0x6E}, {0xBC, 0x37, 0x54}, {0xF9, 0x8E, 0x09},
+        {0x00, 0x00, 0x04},
+        {0x57, 0x10, 0x6E},
+        {0xBC, 0x37, 0x54},
+        {0xF9, 0x8E, 0x09},
         {0xFC, 0xFF, 0xA4}
     };
 

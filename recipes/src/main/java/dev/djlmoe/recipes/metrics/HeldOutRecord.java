@@ -23,8 +23,15 @@ public record HeldOutRecord(long step, double loss, double unigramBaseline) {
      * @return the JSON object, no newline
      */
     public String toJson() {
-        return "{\"step\":" + step + ",\"" + MARK + "\":" + StepRecord.num(loss)
-                + ",\"held_out_unigram_baseline\":" + StepRecord.num(unigramBaseline) + "}";
+        return "{\"step\":"
+                + step
+                + ",\""
+                + MARK
+                + "\":"
+                + StepRecord.num(loss)
+                + ",\"held_out_unigram_baseline\":"
+                + StepRecord.num(unigramBaseline)
+                + "}";
     }
 
     /** Whether a parsed metrics line is a held-out line. */

@@ -7,8 +7,8 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * A run's expert loads over time as a grid of shares: for each MoE layer, each column of steps
- * and each expert, the expert's share of the tokens the layer routed in those steps. Long runs are
+ * A run's expert loads over time as a grid of shares: for each MoE layer, each column of steps and
+ * each expert, the expert's share of the tokens the layer routed in those steps. Long runs are
  * binned into at most a given number of columns of equal width.
  *
  * @param layerNames a name per MoE layer ("layer 3", or "first MoE layer" for old metrics)
@@ -97,7 +97,8 @@ record LoadGrid(
             int otherEp = 0;
             for (StepRecord r : records) {
                 ExpertLoads l = r.layerLoads();
-                if (l == null || l.experts() != layout.experts()
+                if (l == null
+                        || l.experts() != layout.experts()
                         || !java.util.Arrays.equals(l.layers(), layout.layers())) {
                     skipped++;
                     continue;
@@ -110,8 +111,13 @@ record LoadGrid(
                 notes.add(skipped + " steps without these layers' loads are left blank");
             }
             if (otherEp != 0) {
-                notes.add("the EP size changed during the run (" + otherEp + " -> "
-                        + layout.epSize() + "): ranks are marked as at step " + last.step());
+                notes.add(
+                        "the EP size changed during the run ("
+                                + otherEp
+                                + " -> "
+                                + layout.epSize()
+                                + "): ranks are marked as at step "
+                                + last.step());
             }
             names = new String[layout.layers().length];
             for (int i = 0; i < names.length; i++) {
@@ -129,10 +135,11 @@ record LoadGrid(
                 }
             }
             names = experts == 0 ? new String[0] : new String[] {"first MoE layer"};
-            notes.add(experts == 0
-                    ? "these metrics hold no expert loads (no MoE layer?)"
-                    : "these metrics predate per-layer loads and the EP layout: first MoE layer"
-                            + " only, ranks not marked");
+            notes.add(
+                    experts == 0
+                            ? "these metrics hold no expert loads (no MoE layer?)"
+                            : "these metrics predate per-layer loads and the EP layout: first MoE"
+                                    + " layer only, ranks not marked");
         }
         if (used.isEmpty()) {
             return new LoadGrid(new String[0], 0, 0, 1, new double[0][][], null, notes);

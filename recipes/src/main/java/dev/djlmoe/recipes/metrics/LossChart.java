@@ -19,8 +19,8 @@ import org.jfree.data.xy.XYSeriesCollection;
 
 /**
  * The loss chart of one or more runs: each run's training loss against step, its unigram baseline
- * as a dashed horizontal line (the loss of predicting each token from its frequency alone: a
- * model below it has learnt more than token frequencies) and its held-out evaluations as markers.
+ * as a dashed horizontal line (the loss of predicting each token from its frequency alone: a model
+ * below it has learnt more than token frequencies) and its held-out evaluations as markers.
  */
 final class LossChart {
 
@@ -87,15 +87,27 @@ final class LossChart {
             lossRenderer.setSeriesStroke(losses.getSeriesCount() - 1, new BasicStroke(1.5f));
             double base = m.unigramBaseline();
             if (Double.isFinite(base) && first <= last) {
-                XYSeries b = new XYSeries(String.format(Locale.ROOT, "%sunigram baseline (%.3f)",
-                        one ? "" : name + " ", base));
+                XYSeries b =
+                        new XYSeries(
+                                String.format(
+                                        Locale.ROOT,
+                                        "%sunigram baseline (%.3f)",
+                                        one ? "" : name + " ",
+                                        base));
                 b.add(first, base);
                 b.add(last, base);
                 baselines.addSeries(b);
                 int k = baselines.getSeriesCount() - 1;
                 baseRenderer.setSeriesPaint(k, baselineColour(i, runs.size()));
-                baseRenderer.setSeriesStroke(k, new BasicStroke(2f, BasicStroke.CAP_BUTT,
-                        BasicStroke.JOIN_MITER, 10f, new float[] {8f, 4f}, 0f));
+                baseRenderer.setSeriesStroke(
+                        k,
+                        new BasicStroke(
+                                2f,
+                                BasicStroke.CAP_BUTT,
+                                BasicStroke.JOIN_MITER,
+                                10f,
+                                new float[] {8f, 4f},
+                                0f));
             }
             if (!m.heldOut().isEmpty()) {
                 XYSeries h = new XYSeries(one ? "held-out loss" : name + " held-out");

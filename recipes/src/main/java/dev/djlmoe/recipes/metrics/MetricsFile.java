@@ -80,8 +80,8 @@ public final class MetricsFile implements AutoCloseable {
     }
 
     /**
-     * Reads a metrics file: its step records and held-out evaluations, each in step order and
-     * the last of each step kept.
+     * Reads a metrics file: its step records and held-out evaluations, each in step order and the
+     * last of each step kept.
      *
      * @param path the file
      * @return the run's metrics

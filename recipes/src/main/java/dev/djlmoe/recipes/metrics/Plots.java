@@ -15,10 +15,10 @@ import org.jfree.chart.JFreeChart;
 
 /**
  * PNG plots of a run, drawn headless: loss curves with the unigram baseline and held-out points
- * ({@code loss.png}), and expert load over time per MoE layer ({@code expert-load.png}).
- * Nothing from {@code java.desktop} appears in this class's signatures, so a caller on a Java
- * runtime without it meets the missing classes only inside these methods (as a {@link
- * LinkageError} it can catch).
+ * ({@code loss.png}), and expert load over time per MoE layer ({@code expert-load.png}). Nothing
+ * from {@code java.desktop} appears in this class's signatures, so a caller on a Java runtime
+ * without it meets the missing classes only inside these methods (as a {@link LinkageError} it can
+ * catch).
  */
 public final class Plots {
 
@@ -52,9 +52,9 @@ public final class Plots {
     }
 
     /**
-     * Draws each run's training loss against step, its unigram baseline as a dashed horizontal
-     * line (where its metrics record one) and its held-out losses as markers at the steps they
-     * were measured, with a legend.
+     * Draws each run's training loss against step, its unigram baseline as a dashed horizontal line
+     * (where its metrics record one) and its held-out losses as markers at the steps they were
+     * measured, with a legend.
      *
      * @param runs run name to its metrics, in legend order
      * @param title the chart title
@@ -69,8 +69,8 @@ public final class Plots {
     /**
      * Draws expert load over the run as one heat map per MoE layer (step across, expert down,
      * colour the expert's share of its layer's routed tokens), with the ranks' blocks of experts
-     * separated and named. Records without per-layer loads (older metrics files) give the first
-     * MoE layer's heat map without ranks, and a note saying so.
+     * separated and named. Records without per-layer loads (older metrics files) give the first MoE
+     * layer's heat map without ranks, and a note saying so.
      *
      * @param records the run's records
      * @param title the chart title
@@ -80,7 +80,9 @@ public final class Plots {
     public static void expertLoad(List<StepRecord> records, String title, Path png)
             throws IOException {
         LoadGrid grid = LoadGrid.of(records, ExpertLoadChart.MAX_COLUMNS);
-        save(ExpertLoadChart.create(grid, title), png,
+        save(
+                ExpertLoadChart.create(grid, title),
+                png,
                 ExpertLoadChart.size(grid.layerNames().length, grid.experts()));
     }
 

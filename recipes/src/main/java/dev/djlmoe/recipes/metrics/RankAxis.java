@@ -36,8 +36,8 @@ final class RankAxis extends NumberAxis {
     RankAxis(int ranks, int perRank) {
         super(null);
         if (ranks < 1 || perRank < 1) {
-            throw new IllegalArgumentException("ranks " + ranks + " and perRank " + perRank
-                    + " must be >= 1");
+            throw new IllegalArgumentException(
+                    "ranks " + ranks + " and perRank " + perRank + " must be >= 1");
         }
         this.ranks = ranks;
         this.perRank = perRank;
@@ -62,8 +62,8 @@ final class RankAxis extends NumberAxis {
             Graphics2D g2, AxisState state, Rectangle2D dataArea, RectangleEdge edge) {
         List<NumberTick> ticks = new ArrayList<>();
         int every = (ranks + MAX_LABELS - 1) / MAX_LABELS;
-        TextAnchor anchor = edge == RectangleEdge.LEFT ? TextAnchor.CENTER_RIGHT
-                : TextAnchor.CENTER_LEFT;
+        TextAnchor anchor =
+                edge == RectangleEdge.LEFT ? TextAnchor.CENTER_RIGHT : TextAnchor.CENTER_LEFT;
         for (int r = 0; r < ranks; r += every) {
             ticks.add(new NumberTick(centre(r), "rank " + r, anchor, anchor, 0.0));
         }

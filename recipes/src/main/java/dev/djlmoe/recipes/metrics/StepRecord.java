@@ -21,8 +21,8 @@ import java.util.Map;
  * @param epMillis milliseconds rank 0 spent in dispatch and combine
  * @param loadImbalance the largest max/mean expert load over MoE layers
  * @param expertLoad per-expert selections of the first MoE layer, over all ranks
- * @param unigramBaseline the unigram baseline of the training data in nats per token, or NaN
- *     when not recorded (metrics files written before it was)
+ * @param unigramBaseline the unigram baseline of the training data in nats per token, or NaN when
+ *     not recorded (metrics files written before it was)
  * @param layerLoads every MoE layer's loads and the EP layout, or null when not recorded
  */
 public record StepRecord(
@@ -51,10 +51,28 @@ public record StepRecord(
      * @param loadImbalance the largest max/mean expert load
      * @param expertLoad the first MoE layer's loads
      */
-    public StepRecord(long step, double loss, double lr, double gradNorm, double tokensPerSecond,
-            long epBytes, double epMillis, double loadImbalance, long[] expertLoad) {
-        this(step, loss, lr, gradNorm, tokensPerSecond, epBytes, epMillis, loadImbalance,
-                expertLoad, Double.NaN, null);
+    public StepRecord(
+            long step,
+            double loss,
+            double lr,
+            double gradNorm,
+            double tokensPerSecond,
+            long epBytes,
+            double epMillis,
+            double loadImbalance,
+            long[] expertLoad) {
+        this(
+                step,
+                loss,
+                lr,
+                gradNorm,
+                tokensPerSecond,
+                epBytes,
+                epMillis,
+                loadImbalance,
+                expertLoad,
+                Double.NaN,
+                null);
     }
 
     /**
@@ -64,19 +82,21 @@ public record StepRecord(
      */
     public String toJson() {
         StringBuilder sb = new StringBuilder();
-        sb.append(String.format(
-                Locale.ROOT,
-                "{\"step\":%d,\"loss\":%s,\"lr\":%s,\"grad_norm\":%s,\"tokens_per_s\":%s,"
-                        + "\"ep_bytes\":%d,\"ep_ms\":%s,\"load_imbalance\":%s,\"expert_load\":%s",
-                step,
-                num(loss),
-                num(lr),
-                num(gradNorm),
-                num(tokensPerSecond),
-                epBytes,
-                num(epMillis),
-                num(loadImbalance),
-                Arrays.toString(expertLoad).replace(" ", "")));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "{\"step\":%d,\"loss\":%s,\"lr\":%s,\"grad_norm\":%s,"
+                                + "\"tokens_per_s\":%s,\"ep_bytes\":%d,\"ep_ms\":%s,"
+                                + "\"load_imbalance\":%s,\"expert_load\":%s",
+                        step,
+                        num(loss),
+                        num(lr),
+                        num(gradNorm),
+                        num(tokensPerSecond),
+                        epBytes,
+                        num(epMillis),
+                        num(loadImbalance),
+                        Arrays.toString(expertLoad).replace(" ", "")));
         if (Double.isFinite(unigramBaseline)) {
             sb.append(",\"unigram_baseline\":").append(unigramBaseline);
         }
@@ -136,8 +156,8 @@ public record StepRecord(
      */
     static double field(Map<String, Object> o, String name) {
         if (!o.containsKey(name)) {
-            throw new IllegalArgumentException("metrics line lacks field '" + name + "': "
-                    + Json.writeCompact(o));
+            throw new IllegalArgumentException(
+                    "metrics line lacks field '" + name + "': " + Json.writeCompact(o));
         }
         Object v = o.get(name);
         if (v == null) {

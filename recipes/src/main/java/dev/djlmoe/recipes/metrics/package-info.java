@@ -3,7 +3,7 @@
  */
 
 /**
- * A run's metrics ({@code metrics.jsonl}: step and held-out records, expert loads) and the
- * plots drawn from them (loss, expert-load heat map).
+ * A run's metrics ({@code metrics.jsonl}: step and held-out records, expert loads) and the plots
+ * drawn from them (loss, expert-load heat map).
  */
 package dev.djlmoe.recipes.metrics;

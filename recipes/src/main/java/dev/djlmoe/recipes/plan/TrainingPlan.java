@@ -13,27 +13,27 @@ import java.util.Map;
 import java.util.SplittableRandom;
 
 /**
- * What one training step of a model costs per expert-parallel rank, before renting hardware:
- * memory ({@link MemoryPlan}: parameters, gradients, AdamW state, activations, float32 as djl-moe
- * trains), FLOPs and EP traffic.
+ * What one training step of a model costs per expert-parallel rank, before renting hardware: memory
+ * ({@link MemoryPlan}: parameters, gradients, AdamW state, activations, float32 as djl-moe trains),
+ * FLOPs and EP traffic.
  *
  * <p><b>FLOPs</b> count multiply-adds of the matrix products as 2 FLOPs (norms, softmax,
  * activations are left out); backward costs twice the forward (no recomputation), so a step is 3
  * forwards. Per token and layer the forward is 2 times: MLA {@code H r_q + r_q N (dn + dr)} (or
- * {@code H N (dn + dr)} without q-LoRA) {@code + H (r_kv + dr) + r_kv N (dn + dv) + N dv H} for
- * the projections and {@code N S (dn + dr) + N S dv} for scores and context over the full
- * sequence (the causal mask is applied, not skipped); grouped-query attention likewise with {@code
- * H N d + 2 H G d + N d H} and {@code 2 N S d}; a dense MLP {@code 3 H I}; an MoE MLP {@code H E}
- * (router) {@code + K 3 H I_moe} (routed experts, the GEMMs MXFP8 runs in FP8) {@code + n_shared
- * 3 H I_moe}; the LM head {@code H V}. Under balanced routing each rank computes {@code K T}
- * expert rows whatever W is, so the FLOPs per rank are those of its own {@code T} tokens.
+ * {@code H N (dn + dr)} without q-LoRA) {@code + H (r_kv + dr) + r_kv N (dn + dv) + N dv H} for the
+ * projections and {@code N S (dn + dr) + N S dv} for scores and context over the full sequence (the
+ * causal mask is applied, not skipped); grouped-query attention likewise with {@code H N d + 2 H G
+ * d + N d H} and {@code 2 N S d}; a dense MLP {@code 3 H I}; an MoE MLP {@code H E} (router) {@code
+ * + K 3 H I_moe} (routed experts, the GEMMs MXFP8 runs in FP8) {@code + n_shared 3 H I_moe}; the LM
+ * head {@code H V}. Under balanced routing each rank computes {@code K T} expert rows whatever W
+ * is, so the FLOPs per rank are those of its own {@code T} tokens.
  *
- * <p><b>EP traffic</b>: the token rows a rank sends to other ranks. A token goes once to every
- * rank that holds at least one of its experts; with routing spread evenly (each token's experts
- * drawn uniformly, within {@code topk_group} of {@code n_group} groups when the model limits
- * groups) a token reaches {@link #remoteRanksPerToken()} other ranks on average. Forward dispatch
- * carries each row in the precision's wire format, forward combine and both backward exchanges in
- * fp32 (djl-moe's defaults). Rows only: routing indices and weights add {@code 12 K} bytes.
+ * <p><b>EP traffic</b>: the token rows a rank sends to other ranks. A token goes once to every rank
+ * that holds at least one of its experts; with routing spread evenly (each token's experts drawn
+ * uniformly, within {@code topk_group} of {@code n_group} groups when the model limits groups) a
+ * token reaches {@link #remoteRanksPerToken()} other ranks on average. Forward dispatch carries
+ * each row in the precision's wire format, forward combine and both backward exchanges in fp32
+ * (djl-moe's defaults). Rows only: routing indices and weights add {@code 12 K} bytes.
  *
  * @param config the model
  * @param epSize W
@@ -56,9 +56,14 @@ public record TrainingPlan(
     public TrainingPlan {
         if (epSize < 1 || config.numExperts() % epSize != 0) {
             throw new IllegalArgumentException(
-                    "the model's " + config.numExperts() + " routed experts are not divisible by"
-                            + " the EP size " + epSize + " (each rank holds E / W experts): use an"
-                            + " EP size that divides " + config.numExperts());
+                    "the model's "
+                            + config.numExperts()
+                            + " routed experts are not divisible by"
+                            + " the EP size "
+                            + epSize
+                            + " (each rank holds E / W experts): use an"
+                            + " EP size that divides "
+                            + config.numExperts());
         }
         if (batch < 1 || seqLen < 1) {
             throw new IllegalArgumentException(
@@ -102,8 +107,10 @@ public record TrainingPlan(
             long dr = c.qkRopeHeadDim();
             long dv = c.vHeadDim();
             long rkv = c.kvLoraRank();
-            long q = c.qLoraRank() > 0 ? h * c.qLoraRank() + c.qLoraRank() * n * (dn + dr)
-                    : h * n * (dn + dr);
+            long q =
+                    c.qLoraRank() > 0
+                            ? h * c.qLoraRank() + c.qLoraRank() * n * (dn + dr)
+                            : h * n * (dn + dr);
             proj = q + h * (rkv + dr) + rkv * n * (dn + dv) + n * dv * h;
             scores = n * seqLen * (dn + dr) + n * seqLen * dv;
         } else {
@@ -292,16 +299,37 @@ public record TrainingPlan(
         HfMoeConfig c = config;
         MemoryPlan mem = memory();
         StringBuilder sb = new StringBuilder();
-        sb.append(String.format(Locale.ROOT,
-                "plan: %s (%s, %d layers, H=%d, %d routed experts top-%d, %d shared, %,d"
-                        + " parameters), EP size %d, precision %s%n",
-                name, c.family().modelType(), c.numLayers(), c.hiddenSize(), c.numExperts(),
-                c.topK(), c.numSharedExperts(), c.numParameters(), epSize, precision.flag()));
-        sb.append(String.format(Locale.ROOT,
-                "tokens per step: %d x %d = %,d per rank, %,d over %d ranks%n%n",
-                batch, seqLen, tokensPerRank(), tokensPerRank() * epSize, epSize));
-        sb.append(String.format(Locale.ROOT, "%-34s %18s %10s%n",
-                "memory per rank (float32)", "elements", "GiB"));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "plan: %s (%s, %d layers, H=%d, %d routed experts top-%d, %d shared, %,d"
+                                + " parameters), EP size %d, precision %s%n",
+                        name,
+                        c.family().modelType(),
+                        c.numLayers(),
+                        c.hiddenSize(),
+                        c.numExperts(),
+                        c.topK(),
+                        c.numSharedExperts(),
+                        c.numParameters(),
+                        epSize,
+                        precision.flag()));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "tokens per step: %d x %d = %,d per rank, %,d over %d ranks%n%n",
+                        batch,
+                        seqLen,
+                        tokensPerRank(),
+                        tokensPerRank() * epSize,
+                        epSize));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "%-34s %18s %10s%n",
+                        "memory per rank (float32)",
+                        "elements",
+                        "GiB"));
         memRow(sb, "parameters", mem.parametersPerRank());
         memRow(sb, "gradients", mem.gradientsPerRank());
         memRow(sb, "optimizer (AdamW m and v)", mem.optimizerStatePerRank());
@@ -309,11 +337,21 @@ public record TrainingPlan(
         double total = mem.totalBytesPerRank() / (double) (1L << 30);
         sb.append(String.format(Locale.ROOT, "  %-32s %18s %10.2f%n", "total", "", total));
         if (gpuMemoryGiB > 0) {
-            sb.append(String.format(Locale.ROOT, "  %s in %.0f GiB per device%n",
-                    total <= gpuMemoryGiB ? "fits" : "does NOT fit", gpuMemoryGiB));
+            sb.append(
+                    String.format(
+                            Locale.ROOT,
+                            "  %s in %.0f GiB per device%n",
+                            total <= gpuMemoryGiB ? "fits" : "does NOT fit",
+                            gpuMemoryGiB));
         }
-        sb.append(String.format(Locale.ROOT, "%n%-34s %18s %14s %7s%n",
-                "step FLOPs (fwd + bwd = 3 x fwd)", "fwd per token", "per rank/step", "share"));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "%n%-34s %18s %14s %7s%n",
+                        "step FLOPs (fwd + bwd = 3 x fwd)",
+                        "fwd per token",
+                        "per rank/step",
+                        "share"));
         double tot = forwardFlopsPerTokenTotal();
         for (Map.Entry<String, Long> e : forwardFlopsPerToken().entrySet()) {
             String label = e.getKey();
@@ -323,43 +361,77 @@ public record TrainingPlan(
             if ("attention scores".equals(label)) {
                 label += " (S=" + seqLen + ")";
             }
-            sb.append(String.format(Locale.ROOT, "  %-32s %18s %14s %6.1f%%%n", label,
-                    flops(e.getValue()), flops(3.0 * e.getValue() * tokensPerRank()),
-                    100 * e.getValue() / tot));
+            sb.append(
+                    String.format(
+                            Locale.ROOT,
+                            "  %-32s %18s %14s %6.1f%%%n",
+                            label,
+                            flops(e.getValue()),
+                            flops(3.0 * e.getValue() * tokensPerRank()),
+                            100 * e.getValue() / tot));
         }
-        sb.append(String.format(Locale.ROOT, "  %-32s %18s %14s%n", "total",
-                flops(tot), flops(stepFlopsPerRank())));
-        sb.append(String.format(Locale.ROOT, "  all %d ranks: %s per step%n", epSize,
-                flops(stepFlopsGlobal())));
-        sb.append(String.format(Locale.ROOT,
-                "%nEP traffic sent per rank per step (%d MoE layers; a token reaches %.2f other"
-                        + " ranks on average)%n",
-                c.numMoeLayers(), remoteRanksPerToken()));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "  %-32s %18s %14s%n",
+                        "total",
+                        flops(tot),
+                        flops(stepFlopsPerRank())));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "  all %d ranks: %s per step%n",
+                        epSize,
+                        flops(stepFlopsGlobal())));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "%nEP traffic sent per rank per step (%d MoE layers; a token reaches %.2f"
+                                + " other ranks on average)%n",
+                        c.numMoeLayers(),
+                        remoteRanksPerToken()));
         double sum = 0;
         for (Map.Entry<String, Double> e : epBytesPerRank().entrySet()) {
-            String wire = e.getKey().startsWith("dispatch")
-                    ? precision.wire().name().toLowerCase(Locale.ROOT) : "fp32";
-            sb.append(String.format(Locale.ROOT, "  %-32s %12.2f GB  (%s, %d B per row)%n",
-                    e.getKey(), e.getValue() / 1e9, wire,
-                    rowBytes(e.getKey().startsWith("dispatch") ? precision.wire()
-                            : WireFormat.FP32, c.hiddenSize())));
+            String wire =
+                    e.getKey().startsWith("dispatch")
+                            ? precision.wire().name().toLowerCase(Locale.ROOT)
+                            : "fp32";
+            sb.append(
+                    String.format(
+                            Locale.ROOT,
+                            "  %-32s %12.2f GB  (%s, %d B per row)%n",
+                            e.getKey(),
+                            e.getValue() / 1e9,
+                            wire,
+                            rowBytes(
+                                    e.getKey().startsWith("dispatch")
+                                            ? precision.wire()
+                                            : WireFormat.FP32,
+                                    c.hiddenSize())));
             sum += e.getValue();
         }
         sb.append(String.format(Locale.ROOT, "  %-32s %12.2f GB%n", "total", sum / 1e9));
         if (precision == TrainingPrecision.MXFP8) {
-            sb.append(String.format(Locale.ROOT,
-                    "%nmxfp8: %.1f%% of the step's FLOPs are routed-expert GEMMs, which run in"
-                            + " MXFP8 on FP8 tensor cores with MX scaling (e.g. NVIDIA Blackwell);"
-                            + " on CPU djl-moe emulates the numerics in float32, and memory stays"
-                            + " float32 either way.%n",
-                    100 * expertFlopShare()));
+            sb.append(
+                    String.format(
+                            Locale.ROOT,
+                            "%nmxfp8: %.1f%% of the step's FLOPs are routed-expert GEMMs, which run"
+                                + " in MXFP8 on FP8 tensor cores with MX scaling (e.g. NVIDIA"
+                                + " Blackwell); on CPU djl-moe emulates the numerics in float32,"
+                                + " and memory stays float32 either way.%n",
+                            100 * expertFlopShare()));
         }
         return sb.toString();
     }
 
     private static void memRow(StringBuilder sb, String what, long elements) {
-        sb.append(String.format(Locale.ROOT, "  %-32s %,18d %10.2f%n", what, elements,
-                elements * MemoryPlan.BYTES / (double) (1L << 30)));
+        sb.append(
+                String.format(
+                        Locale.ROOT,
+                        "  %-32s %,18d %10.2f%n",
+                        what,
+                        elements,
+                        elements * MemoryPlan.BYTES / (double) (1L << 30)));
     }
 
     /**

@@ -10,8 +10,8 @@ import java.nio.file.Path;
 import java.util.Locale;
 
 /**
- * Deterministic fault injection for reliability tests, switched on by the environment (the
- * launcher passes its environment to every rank) and inert otherwise.
+ * Deterministic fault injection for reliability tests, switched on by the environment (the launcher
+ * passes its environment to every rank) and inert otherwise.
  *
  * <p>{@value #CHECKPOINT_KILL}{@code =RANK:STEP}: while saving the checkpoint of step {@code STEP},
  * rank {@code RANK} writes its model shard and its optimizer file, cuts the optimizer file to half
@@ -60,8 +60,12 @@ public final class FaultInjection {
             // the kill below still interrupts the save
         }
         PrintStream out = System.out;
-        out.printf(Locale.ROOT, "fault injection: rank %d kills itself (SIGKILL) while saving"
-                + " the checkpoint of step %d%n", rank, step);
+        out.printf(
+                Locale.ROOT,
+                "fault injection: rank %d kills itself (SIGKILL) while saving"
+                        + " the checkpoint of step %d%n",
+                rank,
+                step);
         out.flush();
         killSelf();
     }

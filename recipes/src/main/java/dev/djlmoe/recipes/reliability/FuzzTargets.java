@@ -22,10 +22,10 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The parsers of untrusted input that {@code djl-moe fuzz} drives: the safetensors reader (a
- * whole file: length field, JSON header, data, then every tensor read back), the bounded JSON
- * parser, {@code config.json} interpretation and the shard index. Their clean refusals are
- * {@link SafetensorsException} / {@link JsonException} (and other {@link IOException}s) and, for
+ * The parsers of untrusted input that {@code djl-moe fuzz} drives: the safetensors reader (a whole
+ * file: length field, JSON header, data, then every tensor read back), the bounded JSON parser,
+ * {@code config.json} interpretation and the shard index. Their clean refusals are {@link
+ * SafetensorsException} / {@link JsonException} (and other {@link IOException}s) and, for
  * configuration values, {@link IllegalArgumentException}; everything else is a finding.
  */
 public final class FuzzTargets {
@@ -59,7 +59,8 @@ public final class FuzzTargets {
     static List<byte[]> safetensorsSeeds(Path dir) throws IOException {
         List<byte[]> seeds = new ArrayList<>();
         Path p = dir.resolve("seed.safetensors");
-        new SafetensorsWriter().add("a", DType.F32, new long[] {2, 3}, new float[6])
+        new SafetensorsWriter()
+                .add("a", DType.F32, new long[] {2, 3}, new float[6])
                 .add("b", DType.BF16, new long[] {4}, new float[] {1, -2, 3.5f, 0})
                 .add("empty", DType.F32, new long[] {0, 5}, new float[0])
                 .metadata("format", "pt")
@@ -67,23 +68,33 @@ public final class FuzzTargets {
         seeds.add(Files.readAllBytes(p));
         Files.deleteIfExists(p);
         // The other dtypes, written by hand (the writer makes F32 and BF16 only).
-        seeds.add(raw("{\"model.layers.0.mlp.experts.0.gate_proj.weight\":{\"dtype\":\"F16\","
-                + "\"shape\":[2,2],\"data_offsets\":[0,8]},\"w8\":{\"dtype\":\"F8_E4M3\","
-                + "\"shape\":[1,4],\"data_offsets\":[8,12]},\"w8_scale_inv\":{\"dtype\":\"F32\","
-                + "\"shape\":[1,1],\"data_offsets\":[12,16]}}", 16));
-        seeds.add(raw("{\"__metadata__\":{\"format\":\"pt\"},\"ids\":{\"dtype\":\"I64\","
-                + "\"shape\":[3],\"data_offsets\":[0,24]},\"mask\":{\"dtype\":\"BOOL\","
-                + "\"shape\":[2],\"data_offsets\":[24,26]},\"d\":{\"dtype\":\"F64\","
-                + "\"shape\":[1],\"data_offsets\":[26,34]},\"e5\":{\"dtype\":\"F8_E5M2\","
-                + "\"shape\":[2],\"data_offsets\":[34,36]}}", 36));
+        seeds.add(
+                raw(
+                        "{\"model.layers.0.mlp.experts.0.gate_proj.weight\":{\"dtype\":\"F16\","
+                                + "\"shape\":[2,2],\"data_offsets\":[0,8]},"
+                                + "\"w8\":{\"dtype\":\"F8_E4M3\","
+                                + "\"shape\":[1,4],\"data_offsets\":[8,12]},"
+                                + "\"w8_scale_inv\":{\"dtype\":\"F32\","
+                                + "\"shape\":[1,1],\"data_offsets\":[12,16]}}",
+                        16));
+        seeds.add(
+                raw(
+                        "{\"__metadata__\":{\"format\":\"pt\"},\"ids\":{\"dtype\":\"I64\","
+                            + "\"shape\":[3],\"data_offsets\":[0,24]},\"mask\":{\"dtype\":\"BOOL\","
+                            + "\"shape\":[2],\"data_offsets\":[24,26]},\"d\":{\"dtype\":\"F64\","
+                            + "\"shape\":[1],\"data_offsets\":[26,34]},"
+                            + "\"e5\":{\"dtype\":\"F8_E5M2\","
+                            + "\"shape\":[2],\"data_offsets\":[34,36]}}",
+                        36));
         return seeds;
     }
 
     /** A safetensors file from a header text and {@code dataBytes} bytes of 0x3c. */
     private static byte[] raw(String header, int dataBytes) {
         byte[] h = header.getBytes(StandardCharsets.UTF_8);
-        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(8 + h.length + dataBytes)
-                .order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        java.nio.ByteBuffer b =
+                java.nio.ByteBuffer.allocate(8 + h.length + dataBytes)
+                        .order(java.nio.ByteOrder.LITTLE_ENDIAN);
         b.putLong(h.length).put(h);
         while (b.hasRemaining()) {
             b.put((byte) 0x3c);
@@ -131,12 +142,15 @@ public final class FuzzTargets {
 
     static MutationFuzzer.Target json() {
         List<byte[]> seeds = new ArrayList<>();
-        seeds.add("{\"a\": [1, 2.5, -3e-6, true, null, \"q\\\"\\u00e9\"], \"b\": {}}"
-                .getBytes(StandardCharsets.UTF_8));
-        seeds.add("{\"weight_map\": {\"x\": \"a.safetensors\"}, \"metadata\": {\"total_size\": 4}}"
-                .getBytes(StandardCharsets.UTF_8));
-        seeds.add("[[[[1]]], {\"k\": [{\"z\": -0.0}]}, \"\\ud83d\\ude00\"]"
-                .getBytes(StandardCharsets.UTF_8));
+        seeds.add(
+                "{\"a\": [1, 2.5, -3e-6, true, null, \"q\\\"\\u00e9\"], \"b\": {}}"
+                        .getBytes(StandardCharsets.UTF_8));
+        seeds.add(
+                "{\"weight_map\": {\"x\": \"a.safetensors\"}, \"metadata\": {\"total_size\": 4}}"
+                        .getBytes(StandardCharsets.UTF_8));
+        seeds.add(
+                "[[[[1]]], {\"k\": [{\"z\": -0.0}]}, \"\\ud83d\\ude00\"]"
+                        .getBytes(StandardCharsets.UTF_8));
         return new MutationFuzzer.Target() {
             @Override
             public String name() {
@@ -185,10 +199,11 @@ public final class FuzzTargets {
 
     static MutationFuzzer.Target config() {
         List<byte[]> seeds = new ArrayList<>();
-        for (String preset : new String[] {"tiny", "tiny-deepseek-v2", "tiny-qwen3-moe",
-            "deepseek-v3-671b"}) {
-            seeds.add(Json.write(HfMoeConfig.preset(preset).toMap())
-                    .getBytes(StandardCharsets.UTF_8));
+        for (String preset :
+                new String[] {"tiny", "tiny-deepseek-v2", "tiny-qwen3-moe", "deepseek-v3-671b"}) {
+            seeds.add(
+                    Json.write(HfMoeConfig.preset(preset).toMap())
+                            .getBytes(StandardCharsets.UTF_8));
         }
         return new MutationFuzzer.Target() {
             @Override
@@ -203,8 +218,9 @@ public final class FuzzTargets {
 
             @Override
             public void run(byte[] input) throws Exception {
-                HfMoeConfig c = HfMoeConfig.parse(new String(input, StandardCharsets.UTF_8),
-                        "fuzz/config.json");
+                HfMoeConfig c =
+                        HfMoeConfig.parse(
+                                new String(input, StandardCharsets.UTF_8), "fuzz/config.json");
                 c.toMap();
             }
 
@@ -217,13 +233,17 @@ public final class FuzzTargets {
 
     static MutationFuzzer.Target index(Path dir) throws IOException {
         Path ckpt = Files.createDirectories(dir.resolve("sharded"));
-        new SafetensorsWriter().add("x", DType.F32, new long[] {2}, new float[] {1, 2})
+        new SafetensorsWriter()
+                .add("x", DType.F32, new long[] {2}, new float[] {1, 2})
                 .write(ckpt.resolve("a.safetensors"));
-        new SafetensorsWriter().add("y", DType.BF16, new long[] {1}, new float[] {3})
+        new SafetensorsWriter()
+                .add("y", DType.BF16, new long[] {1}, new float[] {3})
                 .write(ckpt.resolve("b.safetensors"));
-        List<byte[]> seeds = List.of(("{\"metadata\": {\"total_size\": 10}, \"weight_map\": "
-                + "{\"x\": \"a.safetensors\", \"y\": \"b.safetensors\"}}")
-                .getBytes(StandardCharsets.UTF_8));
+        List<byte[]> seeds =
+                List.of(
+                        ("{\"metadata\": {\"total_size\": 10}, \"weight_map\": "
+                                        + "{\"x\": \"a.safetensors\", \"y\": \"b.safetensors\"}}")
+                                .getBytes(StandardCharsets.UTF_8));
         Path indexFile = ckpt.resolve(SafetensorsCheckpoint.INDEX_FILE);
         return new MutationFuzzer.Target() {
             @Override

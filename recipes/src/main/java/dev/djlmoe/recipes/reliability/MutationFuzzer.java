@@ -25,11 +25,11 @@ import java.util.concurrent.TimeoutException;
  * A seeded, time-bounded mutation fuzzer for parsers of untrusted files (issue 8).
  *
  * <p>Each round picks a target (round robin), a seed or an earlier input that reached a new
- * outcome, and applies one to four mutations: bit flips, interesting bytes, dictionary tokens
- * (JSON syntax, field names, dtypes, boundary numbers), deletions, duplications, splices with
- * another seed, deep nesting, and truncation or extension. The target runs on a worker thread
- * with a per-input time limit. A <em>clean</em> outcome is a normal return or an exception the
- * target declares as its refusal (e.g. {@code SafetensorsException}); anything else (a {@link
+ * outcome, and applies one to four mutations: bit flips, interesting bytes, dictionary tokens (JSON
+ * syntax, field names, dtypes, boundary numbers), deletions, duplications, splices with another
+ * seed, deep nesting, and truncation or extension. The target runs on a worker thread with a
+ * per-input time limit. A <em>clean</em> outcome is a normal return or an exception the target
+ * declares as its refusal (e.g. {@code SafetensorsException}); anything else (a {@link
  * RuntimeException} of another type, {@link OutOfMemoryError}, {@link StackOverflowError}, a
  * time-out) is a <em>finding</em>: its input is saved and counted. A hang ends the run, since a
  * stuck thread cannot be stopped safely.
@@ -141,8 +141,8 @@ public final class MutationFuzzer {
      * @param hang whether the run ended on an input that exceeded the time limit
      * @param findingFiles saved inputs of the findings
      */
-    public record Report(Map<String, Counts> counts, long millis, boolean hang,
-            List<Path> findingFiles) {
+    public record Report(
+            Map<String, Counts> counts, long millis, boolean hang, List<Path> findingFiles) {
 
         /**
          * Returns the inputs tried over all targets.
@@ -164,15 +164,70 @@ public final class MutationFuzzer {
     }
 
     private static final String[] TOKENS = {
-        "{", "}", "[", "]", "\"", ":", ",", "\\", "\\u0000", "\\ud800", "null", "true", "false",
-        "\"dtype\"", "\"shape\"", "\"data_offsets\"", "\"__metadata__\"", "\"F32\"", "\"F16\"",
-        "\"BF16\"", "\"F64\"", "\"I64\"", "\"I32\"", "\"U8\"", "\"BOOL\"", "\"F8_E4M3\"",
-        "\"F8_E5M2\"", "\"F7\"", "0", "-0", "-1", "1", "2", "7", "8", "255", "256", "65536",
-        "2147483647", "2147483648", "4294967296", "9223372036854775807", "9223372036854775808",
-        "-9223372036854775808", "18446744073709551616", "1e400", "-1e400", "1.5", "1e-400",
-        "0.0", "[0,0]", "[]", "{}", "[[[[[[[[[[[[", "]]]]]]]]]]]]", "\"model_type\"",
-        "\"deepseek_v3\"", "\"qwen3_moe\"", "\"hidden_size\"", "\"n_routed_experts\"",
-        "\"num_experts_per_tok\"", "\"rope_parameters\"", "\"weight_map\"", "\"../x\"",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ":",
+        ",",
+        "\\",
+        "\\u0000",
+        "\\ud800",
+        "null",
+        "true",
+        "false",
+        "\"dtype\"",
+        "\"shape\"",
+        "\"data_offsets\"",
+        "\"__metadata__\"",
+        "\"F32\"",
+        "\"F16\"",
+        "\"BF16\"",
+        "\"F64\"",
+        "\"I64\"",
+        "\"I32\"",
+        "\"U8\"",
+        "\"BOOL\"",
+        "\"F8_E4M3\"",
+        "\"F8_E5M2\"",
+        "\"F7\"",
+        "0",
+        "-0",
+        "-1",
+        "1",
+        "2",
+        "7",
+        "8",
+        "255",
+        "256",
+        "65536",
+        "2147483647",
+        "2147483648",
+        "4294967296",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "18446744073709551616",
+        "1e400",
+        "-1e400",
+        "1.5",
+        "1e-400",
+        "0.0",
+        "[0,0]",
+        "[]",
+        "{}",
+        "[[[[[[[[[[[[",
+        "]]]]]]]]]]]]",
+        "\"model_type\"",
+        "\"deepseek_v3\"",
+        "\"qwen3_moe\"",
+        "\"hidden_size\"",
+        "\"n_routed_experts\"",
+        "\"num_experts_per_tok\"",
+        "\"rope_parameters\"",
+        "\"weight_map\"",
+        "\"../x\"",
         "\"/etc/passwd\""
     };
 
@@ -193,14 +248,24 @@ public final class MutationFuzzer {
      * @param findingsDir where inputs of findings are saved
      * @param log where progress goes
      */
-    public MutationFuzzer(List<Target> targets, long seed, long timeoutMillis, int maxInputBytes,
-            Path findingsDir, PrintStream log) {
+    public MutationFuzzer(
+            List<Target> targets,
+            long seed,
+            long timeoutMillis,
+            int maxInputBytes,
+            Path findingsDir,
+            PrintStream log) {
         if (targets.isEmpty()) {
             throw new IllegalArgumentException("no fuzz targets");
         }
         if (timeoutMillis < 1 || maxInputBytes < 16) {
-            throw new IllegalArgumentException("timeout " + timeoutMillis + " ms must be >= 1"
-                    + " and max input " + maxInputBytes + " bytes >= 16");
+            throw new IllegalArgumentException(
+                    "timeout "
+                            + timeoutMillis
+                            + " ms must be >= 1"
+                            + " and max input "
+                            + maxInputBytes
+                            + " bytes >= 16");
         }
         this.targets = targets;
         this.seed = seed;
@@ -241,10 +306,12 @@ public final class MutationFuzzer {
                 Counts c = counts.get(t.name());
                 c.inputs++;
                 long t0 = System.nanoTime();
-                Future<?> f = worker.submit(() -> {
-                    t.run(input);
-                    return null;
-                });
+                Future<?> f =
+                        worker.submit(
+                                () -> {
+                                    t.run(input);
+                                    return null;
+                                });
                 String outcome;
                 Throwable bad = null;
                 try {
@@ -255,7 +322,8 @@ public final class MutationFuzzer {
                     Throwable cause = e.getCause();
                     if (t.isCleanRefusal(cause)) {
                         c.refused++;
-                        outcome = cause.getClass().getSimpleName() + ":" + shape(cause.getMessage());
+                        outcome =
+                                cause.getClass().getSimpleName() + ":" + shape(cause.getMessage());
                     } else {
                         bad = cause;
                         outcome = "finding";
@@ -265,8 +333,12 @@ public final class MutationFuzzer {
                     hang = true;
                     c.findings++;
                     saved.add(save(t, input, "hang", "no result after " + timeoutMillis + " ms"));
-                    log.printf(Locale.ROOT, "fuzz: %s: an input ran longer than %d ms (saved %s);"
-                            + " stopping%n", t.name(), timeoutMillis, saved.get(saved.size() - 1));
+                    log.printf(
+                            Locale.ROOT,
+                            "fuzz: %s: an input ran longer than %d ms (saved %s);" + " stopping%n",
+                            t.name(),
+                            timeoutMillis,
+                            saved.get(saved.size() - 1));
                     break;
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
@@ -279,8 +351,13 @@ public final class MutationFuzzer {
                     c.findings++;
                     Path file = save(t, input, bad.getClass().getSimpleName(), stack(bad));
                     saved.add(file);
-                    log.printf(Locale.ROOT, "fuzz: %s: FINDING %s: %s (input saved to %s)%n",
-                            t.name(), bad.getClass().getName(), bad.getMessage(), file);
+                    log.printf(
+                            Locale.ROOT,
+                            "fuzz: %s: FINDING %s: %s (input saved to %s)%n",
+                            t.name(),
+                            bad.getClass().getName(),
+                            bad.getMessage(),
+                            file);
                     if (bad instanceof VirtualMachineError) {
                         worker.shutdownNow();
                         worker = newWorker();
@@ -293,7 +370,10 @@ public final class MutationFuzzer {
                 long now = System.nanoTime();
                 if (now > nextReport) {
                     nextReport = now + 5_000_000_000L;
-                    log.printf(Locale.ROOT, "fuzz: %.0f s, %d inputs%n", (now - begin) / 1e9,
+                    log.printf(
+                            Locale.ROOT,
+                            "fuzz: %.0f s, %d inputs%n",
+                            (now - begin) / 1e9,
                             counts.values().stream().mapToLong(x -> x.inputs).sum());
                 }
             }
@@ -304,21 +384,27 @@ public final class MutationFuzzer {
     }
 
     private static ExecutorService newWorker() {
-        return Executors.newSingleThreadExecutor(r -> {
-            // A small stack is plenty for bounded-depth parsers; deep recursion becomes a finding.
-            Thread th = new Thread(null, r, "fuzz-worker", 1 << 20);
-            th.setDaemon(true);
-            return th;
-        });
+        return Executors.newSingleThreadExecutor(
+                r -> {
+                    // A small stack is plenty for bounded-depth parsers; deep recursion becomes a
+                    // finding.
+                    Thread th = new Thread(null, r, "fuzz-worker", 1 << 20);
+                    th.setDaemon(true);
+                    return th;
+                });
     }
 
-    /** The message with digits and quoted text erased: outcomes that differ only in values merge. */
+    /**
+     * The message with digits and quoted text erased: outcomes that differ only in values merge.
+     */
     private static String shape(String message) {
         if (message == null) {
             return "";
         }
-        String m = message.replaceAll("\\d+", "#").replaceAll("'[^']*'", "''")
-                .replaceAll("\"[^\"]*\"", "\"\"");
+        String m =
+                message.replaceAll("\\d+", "#")
+                        .replaceAll("'[^']*'", "''")
+                        .replaceAll("\"[^\"]*\"", "\"\"");
         int colon = m.indexOf(": ");
         return colon >= 0 && m.startsWith("/") ? m.substring(colon + 2) : m;
     }
@@ -333,8 +419,8 @@ public final class MutationFuzzer {
 
     private Path save(Target t, byte[] input, String kind, String detail) throws IOException {
         Files.createDirectories(findingsDir);
-        String base = t.name() + "-" + kind + "-" + Integer.toHexString(java.util.Arrays.hashCode(
-                input));
+        String base =
+                t.name() + "-" + kind + "-" + Integer.toHexString(java.util.Arrays.hashCode(input));
         Path file = findingsDir.resolve(base + ".bin");
         Files.write(file, input);
         // getBytes replaces what UTF-8 cannot hold (a lone surrogate in a message).
@@ -381,76 +467,117 @@ public final class MutationFuzzer {
                     b[i] ^= (byte) (1 << r.nextInt(8));
                 }
                 return b;
-            case 1: { // an interesting byte
-                byte[] bytes = {'{', '}', '[', ']', '"', ':', ',', '\\', '-', '0', '9', 'e', '.',
-                    0, (byte) 0x80, (byte) 0xff, (byte) 0xc0, ' ', '\n'};
-                if (len > 0) {
-                    b[r.nextInt(len)] = bytes[r.nextInt(bytes.length)];
+            case 1:
+                { // an interesting byte
+                    byte[] bytes = {
+                        '{',
+                        '}',
+                        '[',
+                        ']',
+                        '"',
+                        ':',
+                        ',',
+                        '\\',
+                        '-',
+                        '0',
+                        '9',
+                        'e',
+                        '.',
+                        0,
+                        (byte) 0x80,
+                        (byte) 0xff,
+                        (byte) 0xc0,
+                        ' ',
+                        '\n'
+                    };
+                    if (len > 0) {
+                        b[r.nextInt(len)] = bytes[r.nextInt(bytes.length)];
+                    }
+                    return b;
                 }
-                return b;
-            }
             case 2: // a dictionary token inserted
             case 3:
-                return insert(b, at, TOKENS[r.nextInt(TOKENS.length)]
-                        .getBytes(StandardCharsets.UTF_8));
-            case 4: { // a dictionary token replaces a run of digits or a word
-                if (len == 0) {
-                    return b;
+                return insert(
+                        b, at, TOKENS[r.nextInt(TOKENS.length)].getBytes(StandardCharsets.UTF_8));
+            case 4:
+                { // a dictionary token replaces a run of digits or a word
+                    if (len == 0) {
+                        return b;
+                    }
+                    int i = r.nextInt(len);
+                    int j = i;
+                    while (j < len
+                            && (Character.isLetterOrDigit(b[j]) || b[j] == '-' || b[j] == '.')) {
+                        j++;
+                    }
+                    byte[] tok = TOKENS[r.nextInt(TOKENS.length)].getBytes(StandardCharsets.UTF_8);
+                    return insert(delete(b, i, Math.max(i, j)), i, tok);
                 }
-                int i = r.nextInt(len);
-                int j = i;
-                while (j < len && (Character.isLetterOrDigit(b[j]) || b[j] == '-' || b[j] == '.')) {
-                    j++;
+            case 5:
+                { // delete a range
+                    if (len == 0) {
+                        return b;
+                    }
+                    int from = r.nextInt(len);
+                    int to = Math.min(len, from + 1 + r.nextInt(Math.min(64, len - from)));
+                    return delete(b, from, to);
                 }
-                byte[] tok = TOKENS[r.nextInt(TOKENS.length)].getBytes(StandardCharsets.UTF_8);
-                return insert(delete(b, i, Math.max(i, j)), i, tok);
-            }
-            case 5: { // delete a range
-                if (len == 0) {
-                    return b;
+            case 6:
+                { // duplicate a range
+                    if (len == 0) {
+                        return b;
+                    }
+                    int from = r.nextInt(len);
+                    int to = Math.min(len, from + 1 + r.nextInt(256));
+                    return insert(b, at, java.util.Arrays.copyOfRange(b, from, to));
                 }
-                int from = r.nextInt(len);
-                int to = Math.min(len, from + 1 + r.nextInt(Math.min(64, len - from)));
-                return delete(b, from, to);
-            }
-            case 6: { // duplicate a range
-                if (len == 0) {
-                    return b;
+            case 7:
+                { // splice with another input
+                    byte[] other = pool.get(r.nextInt(pool.size()));
+                    if (other.length == 0) {
+                        return b;
+                    }
+                    int from = r.nextInt(other.length);
+                    int to = Math.min(other.length, from + 1 + r.nextInt(512));
+                    return insert(b, at, java.util.Arrays.copyOfRange(other, from, to));
                 }
-                int from = r.nextInt(len);
-                int to = Math.min(len, from + 1 + r.nextInt(256));
-                return insert(b, at, java.util.Arrays.copyOfRange(b, from, to));
-            }
-            case 7: { // splice with another input
-                byte[] other = pool.get(r.nextInt(pool.size()));
-                if (other.length == 0) {
-                    return b;
+            case 8:
+                { // deep nesting
+                    int depth = 1 + r.nextInt(r.nextBoolean() ? 16 : 4096);
+                    byte[] open = new byte[depth];
+                    java.util.Arrays.fill(open, r.nextBoolean() ? (byte) '[' : (byte) '{');
+                    return insert(b, at, open);
                 }
-                int from = r.nextInt(other.length);
-                int to = Math.min(other.length, from + 1 + r.nextInt(512));
-                return insert(b, at, java.util.Arrays.copyOfRange(other, from, to));
-            }
-            case 8: { // deep nesting
-                int depth = 1 + r.nextInt(r.nextBoolean() ? 16 : 4096);
-                byte[] open = new byte[depth];
-                java.util.Arrays.fill(open, r.nextBoolean() ? (byte) '[' : (byte) '{');
-                return insert(b, at, open);
-            }
             case 9: // truncate
                 return java.util.Arrays.copyOf(b, len == 0 ? 0 : r.nextInt(len));
-            default: { // overwrite 8 bytes with a little-endian boundary value (length fields)
-                long[] vals = {0, 1, 2, -1, Long.MIN_VALUE, Long.MAX_VALUE, 1L << 31, 1L << 32,
-                    100L << 20, (100L << 20) + 1, len - 8L, len - 7L, len, r.nextInt(1 << 16)};
-                long v = vals[r.nextInt(vals.length)];
-                int i = r.nextInt(4) == 0 || len < 8 ? 0 : r.nextInt(len - 7);
-                if (len < 8) {
-                    b = java.util.Arrays.copyOf(b, 8);
+            default:
+                { // overwrite 8 bytes with a little-endian boundary value (length fields)
+                    long[] vals = {
+                        0,
+                        1,
+                        2,
+                        -1,
+                        Long.MIN_VALUE,
+                        Long.MAX_VALUE,
+                        1L << 31,
+                        1L << 32,
+                        100L << 20,
+                        (100L << 20) + 1,
+                        len - 8L,
+                        len - 7L,
+                        len,
+                        r.nextInt(1 << 16)
+                    };
+                    long v = vals[r.nextInt(vals.length)];
+                    int i = r.nextInt(4) == 0 || len < 8 ? 0 : r.nextInt(len - 7);
+                    if (len < 8) {
+                        b = java.util.Arrays.copyOf(b, 8);
+                    }
+                    for (int k = 0; k < 8; k++) {
+                        b[i + k] = (byte) (v >>> (8 * k));
+                    }
+                    return b;
                 }
-                for (int k = 0; k < 8; k++) {
-                    b[i + k] = (byte) (v >>> (8 * k));
-                }
-                return b;
-            }
         }
     }
 }

@@ -47,16 +47,17 @@ import org.bytedeco.javacpp.Pointer;
 /**
  * A bounded soak of one rank (issue 8): thousands of dispatch/combine steps with random layouts
  * (tokens, hidden size, experts, top-k, -1 slots, alignment, weights, cached dispatch) and random
- * wire formats, checked against the identity-expert oracle, run twice with the same seeds; then
- * a short training run of the {@code tiny} {@link HfMoeForCausalLm} (bf16 dispatch), also twice. Meanwhile it samples the process's resident memory, native
- * allocations (JavaCPP {@link Pointer#physicalBytes()}, {@link Pointer#totalBytes()}, {@link
- * Pointer#totalCount()}), open file descriptors, mapped shared-memory segments and names in
- * {@code /dev/shm}. It passes when every step matched the oracle, both repeats hash to the same
- * value, and every sampled quantity is flat after warm-up.
+ * wire formats, checked against the identity-expert oracle, run twice with the same seeds; then a
+ * short training run of the {@code tiny} {@link HfMoeForCausalLm} (bf16 dispatch), also twice.
+ * Meanwhile it samples the process's resident memory, native allocations (JavaCPP {@link
+ * Pointer#physicalBytes()}, {@link Pointer#totalBytes()}, {@link Pointer#totalCount()}), open file
+ * descriptors, mapped shared-memory segments and names in {@code /dev/shm}. It passes when every
+ * step matched the oracle, both repeats hash to the same value, and every sampled quantity is flat
+ * after warm-up.
  *
  * <p>Collective: every rank of the group runs it with the same settings. The layout of a step
- * (hidden size, wire, experts, top-k, alignment) comes from a seed shared by the ranks; each
- * rank's tokens and routing from its own seed.
+ * (hidden size, wire, experts, top-k, alignment) comes from a seed shared by the ranks; each rank's
+ * tokens and routing from its own seed.
  */
 public final class Soak {
 
@@ -74,16 +75,33 @@ public final class Soak {
      * @param killAtStep the step of the first repeat at which every rank runs a 32 MiB all-reduce
      *     and {@code killRank} is killed with SIGKILL a few milliseconds into it (-1 = never)
      */
-    public record Options(int steps, int repeats, int trainSteps, int sampleEvery, int maxTokens,
-            long seed, double rssToleranceMb, int killRank, int killAtStep) {
+    public record Options(
+            int steps,
+            int repeats,
+            int trainSteps,
+            int sampleEvery,
+            int maxTokens,
+            long seed,
+            double rssToleranceMb,
+            int killRank,
+            int killAtStep) {
 
         /** Checks the settings. */
         public void validate() {
             if (steps < 1 || repeats < 1 || trainSteps < 0 || sampleEvery < 1 || maxTokens < 0) {
-                throw new IllegalArgumentException("soak: --steps " + steps + ", --repeats "
-                        + repeats + " and --sample-every " + sampleEvery + " must be >= 1,"
-                        + " --train-steps " + trainSteps + " and --max-tokens " + maxTokens
-                        + " >= 0");
+                throw new IllegalArgumentException(
+                        "soak: --steps "
+                                + steps
+                                + ", --repeats "
+                                + repeats
+                                + " and --sample-every "
+                                + sampleEvery
+                                + " must be >= 1,"
+                                + " --train-steps "
+                                + trainSteps
+                                + " and --max-tokens "
+                                + maxTokens
+                                + " >= 0");
             }
         }
     }
@@ -102,8 +120,16 @@ public final class Soak {
      * @param segmentsMapped distinct {@code /dev/shm/nep-*} mappings of this process
      * @param segmentsLinked {@code nep-*} names in {@code /dev/shm}
      */
-    public record Sample(String phase, long step, long rssKb, long physicalBytes,
-            long pointerBytes, long pointerCount, long heapUsed, int fds, int segmentsMapped,
+    public record Sample(
+            String phase,
+            long step,
+            long rssKb,
+            long physicalBytes,
+            long pointerBytes,
+            long pointerCount,
+            long heapUsed,
+            int fds,
+            int segmentsMapped,
             int segmentsLinked) {}
 
     private final ProcessGroup group;
@@ -162,9 +188,15 @@ public final class Soak {
                     }
                 }
                 dispatchHashes.add(hash);
-                out.printf(Locale.ROOT, "soak: rank %d repeat %d: %d dispatch/combine steps in"
-                        + " %.1f s, output hash %016x%n", group.rank(), rep, opts.steps(),
-                        (System.nanoTime() - begin) / 1e9, hash);
+                out.printf(
+                        Locale.ROOT,
+                        "soak: rank %d repeat %d: %d dispatch/combine steps in"
+                                + " %.1f s, output hash %016x%n",
+                        group.rank(),
+                        rep,
+                        opts.steps(),
+                        (System.nanoTime() - begin) / 1e9,
+                        hash);
             }
         }
         List<Long> trainHashes = new ArrayList<>();
@@ -185,8 +217,8 @@ public final class Soak {
     private static final int[] HIDDEN = {1, 7, 32, 100, 128, 129, 256, 300, 1024};
     private static final int[] ALIGN = {1, 1, 4, 32};
 
-    private long step(EpBuffer buffer, NDManager root, Random shared, Random mine, long hash,
-            int w) {
+    private long step(
+            EpBuffer buffer, NDManager root, Random shared, Random mine, long hash, int w) {
         WireFormat wire = WireFormat.values()[shared.nextInt(4)];
         int hidden = HIDDEN[shared.nextInt(HIDDEN.length)];
         int experts = w * (1 << shared.nextInt(4));
@@ -251,11 +283,12 @@ public final class Soak {
 
     /** With identity experts, combine(dispatch(x)) = x times the ranks the token went to. */
     private void checkOracle(WireFormat wire, float[] x, int[] ranksOf, int hidden, float[] out) {
-        double rel = switch (wire) {
-            case FP32 -> 0;
-            case BF16 -> 1.0 / 256;
-            case FP8, MXFP8 -> 1.0 / 8;
-        };
+        double rel =
+                switch (wire) {
+                    case FP32 -> 0;
+                    case BF16 -> 1.0 / 256;
+                    case FP8, MXFP8 -> 1.0 / 8;
+                };
         for (int t = 0; t < ranksOf.length; t++) {
             float amax = 0;
             for (int c = 0; c < hidden; c++) {
@@ -272,9 +305,16 @@ public final class Soak {
                 double tol = ranksOf[t] * (rel * Math.abs(x[t * hidden + c]) + rel * amax / 64);
                 if (!(Math.abs(got - want) <= tol)) {
                     if (oracleFailures++ == 0) {
-                        firstOracleFailure = String.format(Locale.ROOT, "step %d wire %s token %d"
-                                + " channel %d: got %g, want %g", globalStep, wire, t, c, got,
-                                want);
+                        firstOracleFailure =
+                                String.format(
+                                        Locale.ROOT,
+                                        "step %d wire %s token %d" + " channel %d: got %g, want %g",
+                                        globalStep,
+                                        wire,
+                                        t,
+                                        c,
+                                        got,
+                                        want);
                     }
                     return;
                 }
@@ -292,18 +332,29 @@ public final class Soak {
     private void killDuringAllReduce(NDManager root) {
         boolean victim = group.rank() == opts.killRank();
         if (victim) {
-            Thread t = new Thread(() -> {
-                try {
-                    Thread.sleep(5);
-                    out.println("soak: rank " + group.rank() + " kills itself (SIGKILL) during"
-                            + " an all-reduce");
-                    out.flush();
-                    new ProcessBuilder("sh", "-c", "kill -KILL "
-                            + ProcessHandle.current().pid()).start().waitFor();
-                } catch (IOException | InterruptedException e) {
-                    // the run then ends without the fault and the caller sees exit 0
-                }
-            }, "soak-fault");
+            Thread t =
+                    new Thread(
+                            () -> {
+                                try {
+                                    Thread.sleep(5);
+                                    out.println(
+                                            "soak: rank "
+                                                    + group.rank()
+                                                    + " kills itself (SIGKILL) during"
+                                                    + " an all-reduce");
+                                    out.flush();
+                                    new ProcessBuilder(
+                                                    "sh",
+                                                    "-c",
+                                                    "kill -KILL " + ProcessHandle.current().pid())
+                                            .start()
+                                            .waitFor();
+                                } catch (IOException | InterruptedException e) {
+                                    // the run then ends without the fault and the caller sees exit
+                                    // 0
+                                }
+                            },
+                            "soak-fault");
             t.setDaemon(true);
             t.start();
         }
@@ -314,7 +365,8 @@ public final class Soak {
         }
     }
 
-    // ---- training --------------------------------------------------------------------------------
+    // ---- training
+    // --------------------------------------------------------------------------------
 
     private long train(int rep) {
         HfMoeConfig config = HfMoeConfig.preset("tiny");
@@ -325,33 +377,48 @@ public final class Soak {
         long hash = 0xcbf29ce484222325L;
         long begin = System.nanoTime();
         List<Float> losses = new ArrayList<>();
-        try (EpContext ctx = EpContext.builder().setProcessGroup(group)
-                        .optDispatchWire(TrainingPrecision.BF16_WIRE.wire()).build();
+        try (EpContext ctx =
+                        EpContext.builder()
+                                .setProcessGroup(group)
+                                .optDispatchWire(TrainingPrecision.BF16_WIRE.wire())
+                                .build();
                 Model model = Model.newInstance("soak", Device.cpu(), "PyTorch")) {
-            model.setBlock(HfMoeForCausalLm.builder()
-                    .setConfig(config)
-                    .optContext(ctx)
-                    .optSeqAuxAlpha(PretrainOptions.SEQ_AUX_ALPHA)
-                    .optExpertPrecision(TrainingPrecision.BF16_WIRE.experts())
-                    .build());
-            DefaultTrainingConfig tc = new DefaultTrainingConfig(new CausalLmLoss())
-                    .optOptimizer(Optimizer.adamW().optLearningRateTracker(Tracker.fixed(3e-3f))
-                            .build())
-                    .optDevices(new Device[] {Device.cpu()});
+            model.setBlock(
+                    HfMoeForCausalLm.builder()
+                            .setConfig(config)
+                            .optContext(ctx)
+                            .optSeqAuxAlpha(PretrainOptions.SEQ_AUX_ALPHA)
+                            .optExpertPrecision(TrainingPrecision.BF16_WIRE.experts())
+                            .build());
+            DefaultTrainingConfig tc =
+                    new DefaultTrainingConfig(new CausalLmLoss())
+                            .optOptimizer(
+                                    Optimizer.adamW()
+                                            .optLearningRateTracker(Tracker.fixed(3e-3f))
+                                            .build())
+                            .optDevices(new Device[] {Device.cpu()});
             try (Trainer trainer = model.newTrainer(tc)) {
                 int localBatch = batch / group.worldSize();
                 trainer.initialize(new Shape(localBatch, seqLen));
                 ParameterInit.reinitialize(model.getBlock(), opts.seed());
-                EpTrainer ep = EpTrainer.builder().setTrainer(trainer).optContext(ctx)
-                        .optMaxGradNorm(1f).optBiasUpdateRate(1e-3f).build();
+                EpTrainer ep =
+                        EpTrainer.builder()
+                                .setTrainer(trainer)
+                                .optContext(ctx)
+                                .optMaxGradNorm(1f)
+                                .optBiasUpdateRate(1e-3f)
+                                .build();
                 for (int step = 0; step < opts.trainSteps(); step++) {
-                    TokenBatch b = source.batch(step, batch, seqLen)
-                            .shard(group.rank(), group.worldSize());
+                    TokenBatch b =
+                            source.batch(step, batch, seqLen)
+                                    .shard(group.rank(), group.worldSize());
                     StepResult r;
                     try (NDManager sm = trainer.getManager().newSubManager()) {
                         Shape shape = new Shape(b.batch(), b.seqLen());
-                        r = ep.step(new NDList(sm.create(b.inputs(), shape)),
-                                new NDList(sm.create(b.labels(), shape)));
+                        r =
+                                ep.step(
+                                        new NDList(sm.create(b.inputs(), shape)),
+                                        new NDList(sm.create(b.labels(), shape)));
                     }
                     losses.add(r.loss());
                     hash = (hash ^ Float.floatToRawIntBits(r.loss())) * 0x100000001b3L;
@@ -362,21 +429,38 @@ public final class Soak {
                 }
             }
         }
-        out.printf(Locale.ROOT, "soak: rank %d training run %d: %d steps in %.1f s, loss %.4f ->"
-                + " %.4f, loss hash %016x%n", group.rank(), rep, opts.trainSteps(),
-                (System.nanoTime() - begin) / 1e9, losses.get(0), losses.get(losses.size() - 1),
+        out.printf(
+                Locale.ROOT,
+                "soak: rank %d training run %d: %d steps in %.1f s, loss %.4f ->"
+                        + " %.4f, loss hash %016x%n",
+                group.rank(),
+                rep,
+                opts.trainSteps(),
+                (System.nanoTime() - begin) / 1e9,
+                losses.get(0),
+                losses.get(losses.size() - 1),
                 hash);
         return hash;
     }
 
-    // ---- sampling and the verdict ----------------------------------------------------------------
+    // ---- sampling and the verdict
+    // ----------------------------------------------------------------
 
     private void sample(String phase) {
         System.gc();
         Runtime rt = Runtime.getRuntime();
-        samples.add(new Sample(phase, globalStep, rssKb(), Pointer.physicalBytes(),
-                Pointer.totalBytes(), Pointer.totalCount(), rt.totalMemory() - rt.freeMemory(),
-                count(Paths.get("/proc/self/fd")), mappedSegments(), linkedSegments()));
+        samples.add(
+                new Sample(
+                        phase,
+                        globalStep,
+                        rssKb(),
+                        Pointer.physicalBytes(),
+                        Pointer.totalBytes(),
+                        Pointer.totalCount(),
+                        rt.totalMemory() - rt.freeMemory(),
+                        count(Paths.get("/proc/self/fd")),
+                        mappedSegments(),
+                        linkedSegments()));
     }
 
     private static long rssKb() {
@@ -396,13 +480,14 @@ public final class Soak {
     private static java.util.Set<String> fdTargets() {
         java.util.Set<String> out = new java.util.TreeSet<>();
         try (Stream<Path> s = Files.list(Paths.get("/proc/self/fd"))) {
-            s.forEach(p -> {
-                try {
-                    out.add(Files.readSymbolicLink(p).toString());
-                } catch (IOException e) {
-                    // closed meanwhile (the directory stream's own descriptor)
-                }
-            });
+            s.forEach(
+                    p -> {
+                        try {
+                            out.add(Files.readSymbolicLink(p).toString());
+                        } catch (IOException e) {
+                            // closed meanwhile (the directory stream's own descriptor)
+                        }
+                    });
         } catch (IOException e) {
             // no /proc
         }
@@ -419,8 +504,11 @@ public final class Soak {
 
     private static int mappedSegments() {
         try (Stream<String> lines = Files.lines(Paths.get("/proc/self/maps"))) {
-            return (int) lines.filter(l -> l.contains("/dev/shm/nep-"))
-                    .map(l -> l.substring(l.indexOf("/dev/shm/nep-"))).distinct().count();
+            return (int)
+                    lines.filter(l -> l.contains("/dev/shm/nep-"))
+                            .map(l -> l.substring(l.indexOf("/dev/shm/nep-")))
+                            .distinct()
+                            .count();
         } catch (IOException e) {
             return -1;
         }
@@ -434,20 +522,33 @@ public final class Soak {
         }
     }
 
-    private boolean report(List<Long> dispatchHashes, List<Long> trainHashes, long steps,
-            double seconds) {
+    private boolean report(
+            List<Long> dispatchHashes, List<Long> trainHashes, long steps, double seconds) {
         int r = group.rank();
-        out.printf(Locale.ROOT, "soak: rank %d samples (step, phase, RSS MiB, physical MiB,"
-                + " JavaCPP bytes/pointers, heap MiB after GC, fds, segments mapped/linked):%n", r);
+        out.printf(
+                Locale.ROOT,
+                "soak: rank %d samples (step, phase, RSS MiB, physical MiB, JavaCPP bytes/pointers,"
+                        + " heap MiB after GC, fds, segments mapped/linked):%n",
+                r);
         for (Sample s : samples) {
-            out.printf(Locale.ROOT, "soak: rank %d   %6d %-16s %7.1f %7.1f %8d/%-4d %6.1f %4d %d/%d%n",
-                    r, s.step(), s.phase(), s.rssKb() / 1024.0, s.physicalBytes() / 1048576.0,
-                    s.pointerBytes(), s.pointerCount(), s.heapUsed() / 1048576.0, s.fds(),
-                    s.segmentsMapped(), s.segmentsLinked());
+            out.printf(
+                    Locale.ROOT,
+                    "soak: rank %d   %6d %-16s %7.1f %7.1f %8d/%-4d %6.1f %4d %d/%d%n",
+                    r,
+                    s.step(),
+                    s.phase(),
+                    s.rssKb() / 1024.0,
+                    s.physicalBytes() / 1048576.0,
+                    s.pointerBytes(),
+                    s.pointerCount(),
+                    s.heapUsed() / 1048576.0,
+                    s.fds(),
+                    s.segmentsMapped(),
+                    s.segmentsLinked());
         }
         // Warm-up: the first 20% of the dispatch/combine samples (JIT, arenas, DJL caches).
-        List<Sample> dc = samples.stream().filter(s -> s.phase().equals("dispatch/combine"))
-                .toList();
+        List<Sample> dc =
+                samples.stream().filter(s -> s.phase().equals("dispatch/combine")).toList();
         List<Sample> steady = dc.stream().filter(x -> x.step() >= warmupSteps()).toList();
         boolean ok = true;
         List<String> problems = new ArrayList<>();
@@ -456,30 +557,52 @@ public final class Soak {
             // RSS moves by tens of MiB from step to step (tensor sizes vary): compare the means
             // of the first and last thirds of the steady samples, and show the range.
             int third = Math.max(1, steady.size() / 3);
-            double head = steady.subList(0, third).stream().mapToLong(Sample::rssKb).average()
-                    .getAsDouble();
-            double tail = steady.subList(steady.size() - third, steady.size()).stream()
-                    .mapToLong(Sample::rssKb).average().getAsDouble();
+            double head =
+                    steady.subList(0, third).stream()
+                            .mapToLong(Sample::rssKb)
+                            .average()
+                            .getAsDouble();
+            double tail =
+                    steady.subList(steady.size() - third, steady.size()).stream()
+                            .mapToLong(Sample::rssKb)
+                            .average()
+                            .getAsDouble();
             long rssGrowKb = Math.round(tail - head);
             long rssMin = steady.stream().mapToLong(Sample::rssKb).min().getAsLong();
             long rssMax = steady.stream().mapToLong(Sample::rssKb).max().getAsLong();
             double slopeKbPerStep = slope(steady);
-            long ptrBytesDrift = steady.stream().mapToLong(Sample::pointerBytes).max().getAsLong()
-                    - steady.stream().mapToLong(Sample::pointerBytes).min().getAsLong();
-            long ptrCountDrift = steady.stream().mapToLong(Sample::pointerCount).max().getAsLong()
-                    - steady.stream().mapToLong(Sample::pointerCount).min().getAsLong();
+            long ptrBytesDrift =
+                    steady.stream().mapToLong(Sample::pointerBytes).max().getAsLong()
+                            - steady.stream().mapToLong(Sample::pointerBytes).min().getAsLong();
+            long ptrCountDrift =
+                    steady.stream().mapToLong(Sample::pointerCount).max().getAsLong()
+                            - steady.stream().mapToLong(Sample::pointerCount).min().getAsLong();
             long heapGrow = steady.get(steady.size() - 1).heapUsed() - first.heapUsed();
-            int fdDrift = steady.stream().mapToInt(Sample::fds).max().getAsInt()
-                    - steady.stream().mapToInt(Sample::fds).min().getAsInt();
-            int segDrift = steady.stream().mapToInt(Sample::segmentsMapped).max().getAsInt()
-                    - steady.stream().mapToInt(Sample::segmentsMapped).min().getAsInt();
-            out.printf(Locale.ROOT, "soak: rank %d after warm-up (%d samples, steps %d-%d): RSS"
-                    + " %.1f-%.1f MiB, last third %+.1f MiB against the first (slope %.3f"
-                    + " KiB/step), JavaCPP bytes drift %d, pointers drift %d, heap %+.1f MiB, fds"
-                    + " drift %d, mapped segments drift %d%n", r, steady.size(), first.step(),
-                    steady.get(steady.size() - 1).step(), rssMin / 1024.0, rssMax / 1024.0,
-                    rssGrowKb / 1024.0, slopeKbPerStep, ptrBytesDrift, ptrCountDrift,
-                    heapGrow / 1048576.0, fdDrift, segDrift);
+            int fdDrift =
+                    steady.stream().mapToInt(Sample::fds).max().getAsInt()
+                            - steady.stream().mapToInt(Sample::fds).min().getAsInt();
+            int segDrift =
+                    steady.stream().mapToInt(Sample::segmentsMapped).max().getAsInt()
+                            - steady.stream().mapToInt(Sample::segmentsMapped).min().getAsInt();
+            out.printf(
+                    Locale.ROOT,
+                    "soak: rank %d after warm-up (%d samples, steps %d-%d): RSS %.1f-%.1f MiB, last"
+                        + " third %+.1f MiB against the first (slope %.3f KiB/step), JavaCPP bytes"
+                        + " drift %d, pointers drift %d, heap %+.1f MiB, fds drift %d, mapped"
+                        + " segments drift %d%n",
+                    r,
+                    steady.size(),
+                    first.step(),
+                    steady.get(steady.size() - 1).step(),
+                    rssMin / 1024.0,
+                    rssMax / 1024.0,
+                    rssGrowKb / 1024.0,
+                    slopeKbPerStep,
+                    ptrBytesDrift,
+                    ptrCountDrift,
+                    heapGrow / 1048576.0,
+                    fdDrift,
+                    segDrift);
             if (fdsAtWarmup != null) {
                 java.util.Set<String> now = fdTargets();
                 java.util.Set<String> added = new java.util.TreeSet<>(now);
@@ -487,17 +610,29 @@ public final class Soak {
                 java.util.Set<String> gone = new java.util.TreeSet<>(fdsAtWarmup);
                 gone.removeAll(now);
                 if (!added.isEmpty() || !gone.isEmpty()) {
-                    out.printf(Locale.ROOT, "soak: rank %d descriptors since warm-up: opened %s,"
-                            + " closed %s%n", r, added, gone);
+                    out.printf(
+                            Locale.ROOT,
+                            "soak: rank %d descriptors since warm-up: opened %s," + " closed %s%n",
+                            r,
+                            added,
+                            gone);
                 }
             }
             if (rssGrowKb > opts.rssToleranceMb() * 1024) {
-                problems.add("RSS grew by " + rssGrowKb / 1024 + " MiB after warm-up (tolerance "
-                        + opts.rssToleranceMb() + ")");
+                problems.add(
+                        "RSS grew by "
+                                + rssGrowKb / 1024
+                                + " MiB after warm-up (tolerance "
+                                + opts.rssToleranceMb()
+                                + ")");
             }
             if (ptrBytesDrift != 0 || ptrCountDrift != 0) {
-                problems.add("JavaCPP allocations drift: " + ptrBytesDrift + " bytes, "
-                        + ptrCountDrift + " pointers");
+                problems.add(
+                        "JavaCPP allocations drift: "
+                                + ptrBytesDrift
+                                + " bytes, "
+                                + ptrCountDrift
+                                + " pointers");
             }
             // The JVM opens a file or two lazily (a jar, /dev/urandom): a leak grows further.
             if (fdDrift > 2 || segDrift != 0) {
@@ -514,14 +649,25 @@ public final class Soak {
             // dispatch/combine phase: the mean of its last third against its first third.
             List<Sample> lastRun = tr.subList(tr.size() / 2, tr.size());
             int third = Math.max(1, lastRun.size() / 3);
-            double head = lastRun.subList(0, third).stream().mapToLong(Sample::rssKb).average()
-                    .getAsDouble();
-            double tail = lastRun.subList(lastRun.size() - third, lastRun.size()).stream()
-                    .mapToLong(Sample::rssKb).average().getAsDouble();
+            double head =
+                    lastRun.subList(0, third).stream()
+                            .mapToLong(Sample::rssKb)
+                            .average()
+                            .getAsDouble();
+            double tail =
+                    lastRun.subList(lastRun.size() - third, lastRun.size()).stream()
+                            .mapToLong(Sample::rssKb)
+                            .average()
+                            .getAsDouble();
             long grow = Math.round(tail - head);
-            out.printf(Locale.ROOT, "soak: rank %d training (last run): RSS last third %+.1f MiB"
-                    + " against the first, JavaCPP bytes %d -> %d%n", r, grow / 1024.0,
-                    lastRun.get(0).pointerBytes(), lastRun.get(lastRun.size() - 1).pointerBytes());
+            out.printf(
+                    Locale.ROOT,
+                    "soak: rank %d training (last run): RSS last third %+.1f MiB"
+                            + " against the first, JavaCPP bytes %d -> %d%n",
+                    r,
+                    grow / 1024.0,
+                    lastRun.get(0).pointerBytes(),
+                    lastRun.get(lastRun.size() - 1).pointerBytes());
             if (grow > opts.rssToleranceMb() * 1024) {
                 problems.add("RSS grew by " + grow / 1024 + " MiB during the last training run");
             }
@@ -533,20 +679,31 @@ public final class Soak {
             long d = samples.get(i).rssKb() - samples.get(i - 1).rssKb();
             // (dispatch/combine samples swing by tens of MiB with the step's tensor sizes)
             if (d > 16 * 1024 && samples.get(i).phase().equals("training")) {
-                rises.add(String.format(Locale.ROOT, "%+.1f MiB at step %d (%s)", d / 1024.0,
-                        samples.get(i).step(), samples.get(i).phase()));
+                rises.add(
+                        String.format(
+                                Locale.ROOT,
+                                "%+.1f MiB at step %d (%s)",
+                                d / 1024.0,
+                                samples.get(i).step(),
+                                samples.get(i).phase()));
             }
         }
         if (!rises.isEmpty()) {
-            out.printf(Locale.ROOT, "soak: rank %d training RSS rises over 16 MiB between two"
-                    + " samples: %s%n",
-                    r, rises);
+            out.printf(
+                    Locale.ROOT,
+                    "soak: rank %d training RSS rises over 16 MiB between two" + " samples: %s%n",
+                    r,
+                    rises);
         }
         Sample end = samples.get(samples.size() - 1);
         int expectedMapped = group.worldSize() > 1 ? group.worldSize() : 0;
         if (end.segmentsMapped() != expectedMapped) {
-            problems.add("mapped segments at the end: " + end.segmentsMapped() + ", expected "
-                    + expectedMapped + " (the communicator's)");
+            problems.add(
+                    "mapped segments at the end: "
+                            + end.segmentsMapped()
+                            + ", expected "
+                            + expectedMapped
+                            + " (the communicator's)");
         }
         if (dispatchHashes.stream().distinct().count() > 1) {
             problems.add("dispatch/combine outputs differ between repeats: " + dispatchHashes);
@@ -555,14 +712,22 @@ public final class Soak {
             problems.add("training losses differ between repeats: " + trainHashes);
         }
         if (oracleFailures > 0) {
-            problems.add(oracleFailures + " steps differ from the oracle, first: "
-                    + firstOracleFailure);
+            problems.add(
+                    oracleFailures + " steps differ from the oracle, first: " + firstOracleFailure);
         }
         ok = problems.isEmpty();
-        out.printf(Locale.ROOT, "soak: rank %d %s: %d dispatch/combine steps, %d training steps,"
-                + " %.1f s; hashes %s / %s%s%n", r, ok ? "PASSED" : "FAILED", steps,
-                opts.trainSteps() * trainHashes.size(), seconds, hex(dispatchHashes),
-                hex(trainHashes), ok ? "" : ": " + String.join("; ", problems));
+        out.printf(
+                Locale.ROOT,
+                "soak: rank %d %s: %d dispatch/combine steps, %d training steps,"
+                        + " %.1f s; hashes %s / %s%s%n",
+                r,
+                ok ? "PASSED" : "FAILED",
+                steps,
+                opts.trainSteps() * trainHashes.size(),
+                seconds,
+                hex(dispatchHashes),
+                hex(trainHashes),
+                ok ? "" : ": " + String.join("; ", problems));
         return ok;
     }
 

@@ -3,7 +3,7 @@
  */
 
 /**
- * Bounded fuzzing of the native argument checks and codecs, soaking, and fault injection for
- * the reliability tests.
+ * Bounded fuzzing of the native argument checks and codecs, soaking, and fault injection for the
+ * reliability tests.
  */
 package dev.djlmoe.recipes.reliability;

@@ -21,9 +21,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Checkpoint completeness without training: the manifest catches a missing, truncated or
- * altered file; {@link TrainingCheckpoint#resolve(Path, List)} skips incomplete checkpoints (with
- * a warning naming the file and both sizes) and never takes a {@code .partial} directory; {@link
+ * Checkpoint completeness without training: the manifest catches a missing, truncated or altered
+ * file; {@link TrainingCheckpoint#resolve(Path, List)} skips incomplete checkpoints (with a warning
+ * naming the file and both sizes) and never takes a {@code .partial} directory; {@link
  * TrainingCheckpoint#removeLeftovers} removes exactly the leftovers of interrupted saves.
  */
 class CheckpointManifestTest {
@@ -32,9 +32,13 @@ class CheckpointManifestTest {
     private static Path fakeCheckpoint(Path root, long step, boolean manifest) throws IOException {
         Path d = Files.createDirectories(root.resolve(TrainingCheckpoint.dirName(step)));
         Random r = new Random(step);
-        for (String n : new String[] {"model-00001-of-00002.safetensors",
-                "model-00002-of-00002.safetensors", "optimizer-00001-of-00002.safetensors",
-                "config.json"}) {
+        for (String n :
+                new String[] {
+                    "model-00001-of-00002.safetensors",
+                    "model-00002-of-00002.safetensors",
+                    "optimizer-00001-of-00002.safetensors",
+                    "config.json"
+                }) {
             byte[] b = new byte[1000 + r.nextInt(5000)];
             r.nextBytes(b);
             Files.write(d.resolve(n), b);
@@ -60,8 +64,12 @@ class CheckpointManifestTest {
         try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "rw")) {
             raf.setLength(size - 1);
         }
-        assertEquals("model-00002-of-00002.safetensors has " + (size - 1)
-                + " bytes, the manifest says " + size, CheckpointManifest.verify(c, false));
+        assertEquals(
+                "model-00002-of-00002.safetensors has "
+                        + (size - 1)
+                        + " bytes, the manifest says "
+                        + size,
+                CheckpointManifest.verify(c, false));
         // Same size, one byte flipped: only the hash sees it.
         orig[17] ^= 1;
         Files.write(f, orig);
@@ -97,13 +105,23 @@ class CheckpointManifestTest {
             raf.setLength(size / 2);
         }
         assertEquals(root.resolve("step-00000002"), TrainingCheckpoint.resolve(root, warnings));
-        assertEquals(List.of("skipping " + four + ": not a complete checkpoint:"
-                + " optimizer-00001-of-00002.safetensors has " + (size / 2)
-                + " bytes, the manifest says " + size), warnings);
+        assertEquals(
+                List.of(
+                        "skipping "
+                                + four
+                                + ": not a complete checkpoint:"
+                                + " optimizer-00001-of-00002.safetensors has "
+                                + (size / 2)
+                                + " bytes, the manifest says "
+                                + size),
+                warnings);
         // Named directly, the torn checkpoint is refused naming the file.
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> TrainingCheckpoint.resolve(four, new ArrayList<>()));
-        assertTrue(e.getMessage().contains("not a complete checkpoint: optimizer-00001"),
+        IllegalArgumentException e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> TrainingCheckpoint.resolve(four, new ArrayList<>()));
+        assertTrue(
+                e.getMessage().contains("not a complete checkpoint: optimizer-00001"),
                 e.getMessage());
         // 'latest' naming something that is not there falls back too.
         Files.writeString(root.resolve(TrainingCheckpoint.LATEST), "step-00000008\n");
@@ -113,8 +131,10 @@ class CheckpointManifestTest {
         // Only partial leftovers: no checkpoint at all.
         Path only = Files.createDirectories(root.resolve("only"));
         Files.move(partial, only.resolve(".step-00000006.partial"));
-        e = assertThrows(IllegalArgumentException.class,
-                () -> TrainingCheckpoint.resolve(only, new ArrayList<>()));
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> TrainingCheckpoint.resolve(only, new ArrayList<>()));
         assertTrue(e.getMessage().contains("no complete checkpoint there"), e.getMessage());
     }
 
@@ -125,12 +145,19 @@ class CheckpointManifestTest {
         Path two = fakeCheckpoint(dir, 2, true);
         assertEquals(two, TrainingCheckpoint.resolve(run, new ArrayList<>(), "--model"));
         Files.delete(two.resolve(TrainingCheckpoint.STATE_FILE));
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> TrainingCheckpoint.resolve(run, new ArrayList<>(), "--model"));
-        assertTrue(e.getMessage().startsWith("--model " + dir + ": no complete checkpoint there"),
+        IllegalArgumentException e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> TrainingCheckpoint.resolve(run, new ArrayList<>(), "--model"));
+        assertTrue(
+                e.getMessage().startsWith("--model " + dir + ": no complete checkpoint there"),
                 e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> TrainingCheckpoint.resolve(run.resolve("nowhere"), new ArrayList<>()));
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () ->
+                                TrainingCheckpoint.resolve(
+                                        run.resolve("nowhere"), new ArrayList<>()));
         assertTrue(e.getMessage().startsWith("--resume "), e.getMessage());
     }
 
@@ -144,15 +171,21 @@ class CheckpointManifestTest {
         Files.writeString(root.resolve(TrainingCheckpoint.LATEST), "step-00000002\n");
         Files.writeString(root.resolve("notes.txt"), "mine");
         List<String> removed = TrainingCheckpoint.removeLeftovers(root);
-        assertEquals(List.of(
-                "removed " + root.resolve(".latest.123456.tmp")
-                        + " (left by an interrupted checkpoint save)",
-                "removed " + root.resolve(".step-00000004.partial")
-                        + " (left by an interrupted checkpoint save)",
-                "removed " + root.resolve(".step-00000006.old")
-                        + " (left by an interrupted checkpoint save)"), removed);
+        assertEquals(
+                List.of(
+                        "removed "
+                                + root.resolve(".latest.123456.tmp")
+                                + " (left by an interrupted checkpoint save)",
+                        "removed "
+                                + root.resolve(".step-00000004.partial")
+                                + " (left by an interrupted checkpoint save)",
+                        "removed "
+                                + root.resolve(".step-00000006.old")
+                                + " (left by an interrupted checkpoint save)"),
+                removed);
         try (Stream<Path> s = Files.list(root)) {
-            assertEquals(List.of("latest", "notes.txt", "step-00000002"),
+            assertEquals(
+                    List.of("latest", "notes.txt", "step-00000002"),
                     s.map(p -> p.getFileName().toString()).sorted().toList());
         }
         assertNull(CheckpointManifest.verify(keep, true));

@@ -50,10 +50,14 @@ class EarlierRunTest {
         assertEquals(moved.resolve("step-00000300"), TrainingCheckpoint.resolve(moved));
         // The second run writes step 300 again; a third run sets the second one aside too.
         checkpoint(root, 300);
-        assertEquals(tmp.resolve("run").resolve("checkpoints.2"),
+        assertEquals(
+                tmp.resolve("run").resolve("checkpoints.2"),
                 TrainingCheckpoint.setAsideEarlierRun(root));
-        assertTrue(java.util.Arrays.equals(firstModel,
-                Files.readAllBytes(moved.resolve("step-00000300").resolve("model.safetensors"))),
+        assertTrue(
+                java.util.Arrays.equals(
+                        firstModel,
+                        Files.readAllBytes(
+                                moved.resolve("step-00000300").resolve("model.safetensors"))),
                 "the first run's checkpoint is untouched");
     }
 
@@ -61,8 +65,17 @@ class EarlierRunTest {
     void aSecondPretrainRunIntoTheSameRunDirectoryKeepsTheFirstRunsCheckpoint(@TempDir Path tmp)
             throws IOException {
         Path run = tmp.resolve("run");
-        String[] args = {"pretrain", "--steps", "2", "--batch", "2", "--seq-len", "16",
-            "--run-dir", run.toString()};
+        String[] args = {
+            "pretrain",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--seq-len",
+            "16",
+            "--run-dir",
+            run.toString()
+        };
         java.io.StringWriter out = new java.io.StringWriter();
         java.io.PrintWriter w = new java.io.PrintWriter(out, true);
         dev.djlmoe.recipes.cli.Main.execute(w, w, args);
@@ -77,11 +90,13 @@ class EarlierRunTest {
         dev.djlmoe.recipes.cli.Main.execute(w, w, again);
         Path kept = run.resolve("checkpoints.1").resolve("step-00000002");
         assertTrue(Files.isDirectory(kept), "the first run's checkpoints were not set aside");
-        assertTrue(java.util.Arrays.equals(state,
-                Files.readAllBytes(kept.resolve(TrainingCheckpoint.STATE_FILE))));
+        assertTrue(
+                java.util.Arrays.equals(
+                        state, Files.readAllBytes(kept.resolve(TrainingCheckpoint.STATE_FILE))));
         assertEquals(firstManifest, Files.readString(kept.resolve(CheckpointManifest.FILE)));
         assertNull(CheckpointManifest.verify(kept, true));
-        assertFalse(firstManifest.equals(Files.readString(first.resolve(CheckpointManifest.FILE))),
+        assertFalse(
+                firstManifest.equals(Files.readString(first.resolve(CheckpointManifest.FILE))),
                 "the second run wrote its own step 2");
     }
 
@@ -95,12 +110,24 @@ class EarlierRunTest {
             raf.setLength(size - 10);
         }
         List<String> warnings = new ArrayList<>();
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> TrainingCheckpoint.resolve(root, warnings));
-        assertTrue(e.getMessage().contains("--resume " + root + ": no complete checkpoint there;"
-                + " rejected: step-00000300 (model.safetensors has " + (size - 10)
-                + " bytes, the manifest says " + size + ")"), e.getMessage());
-        assertFalse(e.getMessage().contains("expected " + TrainingCheckpoint.STATE_FILE),
+        IllegalArgumentException e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> TrainingCheckpoint.resolve(root, warnings));
+        assertTrue(
+                e.getMessage()
+                        .contains(
+                                "--resume "
+                                        + root
+                                        + ": no complete checkpoint there;"
+                                        + " rejected: step-00000300 (model.safetensors has "
+                                        + (size - 10)
+                                        + " bytes, the manifest says "
+                                        + size
+                                        + ")"),
+                e.getMessage());
+        assertFalse(
+                e.getMessage().contains("expected " + TrainingCheckpoint.STATE_FILE),
                 e.getMessage());
     }
 

@@ -69,15 +69,18 @@ class CliHelpTest {
             }
             for (int i = 0; i < lines.length; i++) {
                 if (lines[i].equals("Example:")) {
-                    assertTrue(i + 1 < lines.length && lines[i + 1].startsWith("  djl-moe "),
+                    assertTrue(
+                            i + 1 < lines.length && lines[i + 1].startsWith("  djl-moe "),
                             path + ": the example is not one line: " + r.out());
-                    assertTrue(i + 2 == lines.length || lines[i + 2].isBlank(),
+                    assertTrue(
+                            i + 2 == lines.length || lines[i + 2].isBlank(),
                             path + ": the example continues: " + r.out());
                 }
             }
         }
         String decode = cli("decode", "--help").out();
-        assertTrue(decode.contains("\nExample:\n  djl-moe decode --ep 2 --model runs/pretrain"),
+        assertTrue(
+                decode.contains("\nExample:\n  djl-moe decode --ep 2 --model runs/pretrain"),
                 decode);
     }
 
@@ -103,8 +106,12 @@ class CliHelpTest {
     void anUnknownLogLevelIsRefusedByName() {
         Run r = cli("plan", "--log-level", "loud");
         assertEquals(2, r.code());
-        assertTrue(r.err().contains("--log-level 'loud' is not one of error, warn, info, debug,"
-                + " trace"), r.err());
+        assertTrue(
+                r.err()
+                        .contains(
+                                "--log-level 'loud' is not one of error, warn, info, debug,"
+                                        + " trace"),
+                r.err());
         assertTrue(cli("plan", "--model", "tiny", "--ep", "2", "--log-level", "warn").code() == 0);
     }
 }

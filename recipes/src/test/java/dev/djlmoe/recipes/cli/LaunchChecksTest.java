@@ -15,9 +15,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * An EP size that cannot work is refused by the launcher, once, before any rank starts ({@code
- * --ep N} and {@code launch}), with the sizes that would work; {@code decode --model} with a path
- * that does not exist says so.
+ * An EP size that cannot work is refused by the launcher, once, before any rank starts ({@code --ep
+ * N} and {@code launch}), with the sizes that would work; {@code decode --model} with a path that
+ * does not exist says so.
  */
 class LaunchChecksTest {
 
@@ -47,36 +47,52 @@ class LaunchChecksTest {
     }
 
     @Test
-    void pretrainFinetuneAndLaunchRefuseExpertsThatDoNotDivide(@TempDir Path tmp)
-            throws Exception {
-        String experts = "the model's 8 routed experts are not divisible by the EP size 3 (each"
-                + " rank holds E / W experts): use an EP size that divides 8 (1, 2, 4 or 8)";
+    void pretrainFinetuneAndLaunchRefuseExpertsThatDoNotDivide(@TempDir Path tmp) throws Exception {
+        String experts =
+                "the model's 8 routed experts are not divisible by the EP size 3 (each rank holds E"
+                        + " / W experts): use an EP size that divides 8 (1, 2, 4 or 8)";
         refusedBeforeAnyRank(cli("pretrain", "--ep", "3"), experts);
         refusedBeforeAnyRank(cli("launch", "--nproc-per-node", "3", "pretrain"), experts);
         refusedBeforeAnyRank(cli("launch", "--nproc-per-node", "3", "decode"), experts);
-        refusedBeforeAnyRank(cli("pretrain", "--ep", "2", "--batch", "5"),
+        refusedBeforeAnyRank(
+                cli("pretrain", "--ep", "2", "--batch", "5"),
                 "--batch 5 is not divisible by the EP size 2");
         Path model = tmp.resolve("model");
         Files.createDirectories(model);
-        Files.writeString(model.resolve("config.json"),
+        Files.writeString(
+                model.resolve("config.json"),
                 dev.djlmoe.zoo.hf.HfMoeConfig.preset("tiny").toJson());
-        refusedBeforeAnyRank(cli("finetune", "--model", model.toString(), "--data", "x.jsonl",
-                "--ep", "3", "--batch", "6"), experts);
+        refusedBeforeAnyRank(
+                cli(
+                        "finetune",
+                        "--model",
+                        model.toString(),
+                        "--data",
+                        "x.jsonl",
+                        "--ep",
+                        "3",
+                        "--batch",
+                        "6"),
+                experts);
         // The ranks' command line is parsed once too.
-        refusedBeforeAnyRank(cli("launch", "--nproc-per-node", "2", "pretrain", "--stepz", "3"),
+        refusedBeforeAnyRank(
+                cli("launch", "--nproc-per-node", "2", "pretrain", "--stepz", "3"),
                 "does not parse: Unknown options: '--stepz'");
     }
 
     @Test
     void decodeAndBenchNameTheirOwnLimits() {
-        refusedBeforeAnyRank(cli("decode", "--ep", "3"),
+        refusedBeforeAnyRank(
+                cli("decode", "--ep", "3"),
                 "the model's 8 routed experts are not divisible by the EP size 3");
-        refusedBeforeAnyRank(cli("decode", "--ep", "2", "--prompt", "only one"),
+        refusedBeforeAnyRank(
+                cli("decode", "--ep", "2", "--prompt", "only one"),
                 "1 prompt(s) for 2 EP ranks: every rank decodes at least one; pass at least 2"
                         + " --prompt");
         Run r = cli("bench", "--ep", "3", "--quick");
-        refusedBeforeAnyRank(r, "the EP benchmark's 16 experts (--quick) are not divisible by the"
-                + " EP size 3");
+        refusedBeforeAnyRank(
+                r,
+                "the EP benchmark's 16 experts (--quick) are not divisible by the" + " EP size 3");
         assertFalse(r.err().contains("--experts"), "bench has no --experts: " + r.err());
     }
 
@@ -88,7 +104,11 @@ class LaunchChecksTest {
         assertFalse(r.err().contains("unknown preset"), r.err());
         r = cli("decode", "--model", "tiny-mistral");
         assertEquals(1, r.code());
-        assertTrue(r.err().contains("--model tiny-mistral: not a checkpoint directory, a run"
-                + " directory or a preset"), r.err());
+        assertTrue(
+                r.err()
+                        .contains(
+                                "--model tiny-mistral: not a checkpoint directory, a run"
+                                        + " directory or a preset"),
+                r.err());
     }
 }

@@ -24,8 +24,8 @@ import org.junit.jupiter.api.io.TempDir;
 class PlotAndStateTest {
 
     private static int cli(StringWriter err, String... args) {
-        return Main.execute(new PrintWriter(new StringWriter(), true), new PrintWriter(err, true),
-                args);
+        return Main.execute(
+                new PrintWriter(new StringWriter(), true), new PrintWriter(err, true), args);
     }
 
     @Test
@@ -35,7 +35,8 @@ class PlotAndStateTest {
         Files.writeString(empty, "\n");
         StringWriter err = new StringWriter();
         assertEquals(1, cli(err, "plot", empty.toString()));
-        assertTrue(err.toString().contains("metrics file " + empty + " holds no steps"),
+        assertTrue(
+                err.toString().contains("metrics file " + empty + " holds no steps"),
                 err.toString());
         assertFalse(Files.exists(empty.resolveSibling("loss.png")));
 
@@ -43,8 +44,19 @@ class PlotAndStateTest {
         Files.createDirectories(run.getParent());
         StringBuilder sb = new StringBuilder();
         for (int s = 1; s <= 3; s++) {
-            sb.append(new StepRecord(s, 5.0 - s, 1e-3, 1.0, 1000, 10, 1.0, 1.2,
-                    new long[] {3, 5, 4, 4}).toJson()).append('\n');
+            sb.append(
+                            new StepRecord(
+                                            s,
+                                            5.0 - s,
+                                            1e-3,
+                                            1.0,
+                                            1000,
+                                            10,
+                                            1.0,
+                                            1.2,
+                                            new long[] {3, 5, 4, 4})
+                                    .toJson())
+                    .append('\n');
         }
         Files.writeString(run, sb.toString());
         err = new StringWriter();

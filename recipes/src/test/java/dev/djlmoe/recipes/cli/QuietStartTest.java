@@ -18,23 +18,29 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The command line starts quietly: no DJL start-up lines and no libtorch deprecation warning
- * before the first useful line, in one process and in the ranks a launcher starts; {@code
- * --verbose} brings them back. Runs the real {@code Main} in child JVMs (logging is configured
- * once per process).
+ * The command line starts quietly: no DJL start-up lines and no libtorch deprecation warning before
+ * the first useful line, in one process and in the ranks a launcher starts; {@code --verbose}
+ * brings them back. Runs the real {@code Main} in child JVMs (logging is configured once per
+ * process).
  */
 class QuietStartTest {
 
     /** Lines that a default start must not print. */
-    private static final List<String> NOISE = List.of("ai.djl.util.cuda.CudaUtils",
-            "INFO ai.djl", "AutoNonVariableTypeMode");
+    private static final List<String> NOISE =
+            List.of("ai.djl.util.cuda.CudaUtils", "INFO ai.djl", "AutoNonVariableTypeMode");
 
     private static String run(Path tmp, String... args) throws IOException, InterruptedException {
-        List<String> cmd = new ArrayList<>(List.of(
-                ProcessHandle.current().info().command().orElse("java"), "-Xmx1g",
-                "-cp", System.getProperty("java.class.path"), Main.class.getName()));
+        List<String> cmd =
+                new ArrayList<>(
+                        List.of(
+                                ProcessHandle.current().info().command().orElse("java"),
+                                "-Xmx1g",
+                                "-cp",
+                                System.getProperty("java.class.path"),
+                                Main.class.getName()));
         cmd.addAll(List.of(args));
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).directory(tmp.toFile());
+        ProcessBuilder pb =
+                new ProcessBuilder(cmd).redirectErrorStream(true).directory(tmp.toFile());
         pb.environment().remove(CliLogging.ENV);
         pb.environment().put("DJL_OFFLINE", "true");
         pb.environment().put("OPT_OUT_TRACKING", "true");
@@ -49,8 +55,19 @@ class QuietStartTest {
     }
 
     private static String[] shortRun(Path dir, String... more) {
-        List<String> a = new ArrayList<>(List.of("pretrain", "--steps", "2", "--batch", "2",
-                "--seq-len", "16", "--no-checkpoints", "--run-dir", dir.toString()));
+        List<String> a =
+                new ArrayList<>(
+                        List.of(
+                                "pretrain",
+                                "--steps",
+                                "2",
+                                "--batch",
+                                "2",
+                                "--seq-len",
+                                "16",
+                                "--no-checkpoints",
+                                "--run-dir",
+                                dir.toString()));
         a.addAll(List.of(more));
         return a.toArray(String[]::new);
     }
@@ -70,9 +87,22 @@ class QuietStartTest {
 
     @Test
     void launchedRanksAreQuietToo(@TempDir Path tmp) throws Exception {
-        String out = run(tmp, "launch", "--nproc-per-node", "2",
-                "pretrain", "--steps", "2", "--batch", "2",
-                "--seq-len", "16", "--no-checkpoints", "--run-dir", tmp.resolve("two").toString());
+        String out =
+                run(
+                        tmp,
+                        "launch",
+                        "--nproc-per-node",
+                        "2",
+                        "pretrain",
+                        "--steps",
+                        "2",
+                        "--batch",
+                        "2",
+                        "--seq-len",
+                        "16",
+                        "--no-checkpoints",
+                        "--run-dir",
+                        tmp.resolve("two").toString());
         for (String n : NOISE) {
             assertFalse(out.contains(n), "'" + n + "' in a launched job:\n" + out);
         }
@@ -96,8 +126,10 @@ class QuietStartTest {
         assertEquals(CliLogging.Level.WARN, CliLogging.resolve(null, false, "warn"));
         assertEquals(CliLogging.Level.ERROR, CliLogging.resolve("error", false, "debug"));
         assertEquals(CliLogging.Level.INFO, CliLogging.resolve("error", true, null));
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> CliLogging.resolve(null, false, "chatty"));
+        IllegalArgumentException e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> CliLogging.resolve(null, false, "chatty"));
         assertTrue(e.getMessage().contains(CliLogging.ENV + " 'chatty'"), e.getMessage());
     }
 }

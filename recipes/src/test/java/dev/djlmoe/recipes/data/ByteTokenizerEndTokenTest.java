@@ -33,15 +33,20 @@ class ByteTokenizerEndTokenTest {
 
     @Test
     void aNewCheckpointsTokenizerNamesItsEndToken(@TempDir Path tmp) throws Exception {
-        Path dir = write(tmp.resolve("new"), ByteTokenizer.huggingFaceJson(),
-                ByteTokenizer.tokenizerConfigJson());
+        Path dir =
+                write(
+                        tmp.resolve("new"),
+                        ByteTokenizer.huggingFaceJson(),
+                        ByteTokenizer.tokenizerConfigJson());
         try (HfTextEncoder enc = HfTextEncoder.open(dir)) {
             assertEquals(ByteTokenizer.EOS, enc.eosId());
             assertFalse(enc.eosImplied());
             String text = "na\u00efve caf\u00e9, \"quoted\"\n\u00ff";
             assertArrayEquals(ByteTokenizer.encode(text), enc.encode(text), "ids are bytes");
-            assertArrayEquals(new long[] {ByteTokenizer.EOS},
-                    enc.encode(ByteTokenizer.EOS_TOKEN), "the end token is one id");
+            assertArrayEquals(
+                    new long[] {ByteTokenizer.EOS},
+                    enc.encode(ByteTokenizer.EOS_TOKEN),
+                    "the end token is one id");
             long[] ids = ByteTokenizer.encode("stop here");
             long[] withEnd = new long[ids.length + 3];
             System.arraycopy(ids, 0, withEnd, 0, ids.length);
@@ -54,8 +59,7 @@ class ByteTokenizerEndTokenTest {
     }
 
     @Test
-    void anOldCheckpointsTokenizerStillLoadsAndGetsTheEndToken(@TempDir Path tmp)
-            throws Exception {
+    void anOldCheckpointsTokenizerStillLoadsAndGetsTheEndToken(@TempDir Path tmp) throws Exception {
         // What pre-training wrote before the end token: id 255 is byte 0xFF's character.
         String old = ByteTokenizer.huggingFaceJson(List.of(), List.of());
         assertTrue(ByteTokenizer.isByteLevel(Json.parseObject(old, "old")));
@@ -71,13 +75,18 @@ class ByteTokenizerEndTokenTest {
     @Test
     void anotherTokenizerWithoutConfigHasNoEndTokenAndTheDataSaySo(@TempDir Path tmp)
             throws Exception {
-        Path dir = write(tmp.resolve("bpe"),
-                ByteTokenizer.huggingFaceJson(List.of("h e", "a n"), List.of()), null);
+        Path dir =
+                write(
+                        tmp.resolve("bpe"),
+                        ByteTokenizer.huggingFaceJson(List.of("h e", "a n"), List.of()),
+                        null);
         Path data = tmp.resolve("d.jsonl");
         Files.writeString(data, "{\"prompt\": \"hi\", \"response\": \" there\"}\n");
         try (HfTextEncoder enc = HfTextEncoder.open(dir)) {
-            assertFalse(ByteTokenizer.isByteLevel(
-                    Json.parseObject(Files.readString(dir.resolve("tokenizer.json")), "bpe")));
+            assertFalse(
+                    ByteTokenizer.isByteLevel(
+                            Json.parseObject(
+                                    Files.readString(dir.resolve("tokenizer.json")), "bpe")));
             assertEquals(-1, enc.eosId());
             JsonlDataset ds = JsonlDataset.load(data, enc, 16, 300);
             String d = ds.source(300, 1).describe();
@@ -87,8 +96,11 @@ class ByteTokenizerEndTokenTest {
 
     @Test
     void fineTuningAppendsTheEndTokenAsATarget(@TempDir Path tmp) throws Exception {
-        Path dir = write(tmp.resolve("new"), ByteTokenizer.huggingFaceJson(),
-                ByteTokenizer.tokenizerConfigJson());
+        Path dir =
+                write(
+                        tmp.resolve("new"),
+                        ByteTokenizer.huggingFaceJson(),
+                        ByteTokenizer.tokenizerConfigJson());
         Path data = tmp.resolve("d.jsonl");
         Files.writeString(data, "{\"prompt\": \"1+1=\", \"response\": \"2\"}\n");
         try (HfTextEncoder enc = HfTextEncoder.open(dir)) {

@@ -21,8 +21,9 @@ import org.junit.jupiter.api.io.TempDir;
 class TextDecodingTest {
 
     /** "caf\u00e9 au lait\nna\u00efve\n" in Latin-1: 0xE9 at byte 3 of line 1. */
-    private static final byte[] LATIN1 = {'c', 'a', 'f', (byte) 0xE9, ' ', 'a', 'u', '\n', 'n',
-        'a', (byte) 0xEF, 'v', 'e', '\n'};
+    private static final byte[] LATIN1 = {
+        'c', 'a', 'f', (byte) 0xE9, ' ', 'a', 'u', '\n', 'n', 'a', (byte) 0xEF, 'v', 'e', '\n'
+    };
 
     @Test
     void malformedUtf8IsNamedByFileLineAndOffset(@TempDir Path tmp) throws Exception {
@@ -30,15 +31,21 @@ class TextDecodingTest {
         Files.write(f, LATIN1);
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class, () -> TextCorpus.load(f));
-        assertTrue(e.getMessage().contains(f + ": not valid UTF-8 text at line 1 (byte offset 3"
-                + " in the file, 3 in the line): 0xE9"), e.getMessage());
+        assertTrue(
+                e.getMessage()
+                        .contains(
+                                f
+                                        + ": not valid UTF-8 text at line 1 (byte offset 3"
+                                        + " in the file, 3 in the line): 0xE9"),
+                e.getMessage());
         assertTrue(e.getMessage().contains("--encoding ISO-8859-1"), e.getMessage());
         // The second line's offsets, once the first is valid.
         byte[] second = LATIN1.clone();
         second[3] = 'e';
         Files.write(f, second);
         e = assertThrows(IllegalArgumentException.class, () -> TextCorpus.load(f));
-        assertTrue(e.getMessage().contains("line 2 (byte offset 10 in the file, 2 in the line)"),
+        assertTrue(
+                e.getMessage().contains("line 2 (byte offset 10 in the file, 2 in the line)"),
                 e.getMessage());
     }
 
@@ -48,7 +55,8 @@ class TextDecodingTest {
         Files.write(f, "\uFEFFhello\n".getBytes(StandardCharsets.UTF_16LE));
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class, () -> TextCorpus.load(f));
-        assertTrue(e.getMessage().contains("UTF-16 byte-order mark: pass --encoding UTF-16"),
+        assertTrue(
+                e.getMessage().contains("UTF-16 byte-order mark: pass --encoding UTF-16"),
                 e.getMessage());
         TextCorpus c = TextCorpus.load(f, TextDecoding.charset("UTF-16"));
         assertArrayEquals("hello\n".getBytes(StandardCharsets.UTF_8), c.bytes());
@@ -60,8 +68,9 @@ class TextDecodingTest {
         Files.write(f, LATIN1);
         TextCorpus c = TextCorpus.load(f, TextDecoding.charset("ISO-8859-1"));
         assertEquals("caf\u00e9 au\nna\u00efve\n", new String(c.bytes(), StandardCharsets.UTF_8));
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> TextDecoding.charset("klingon-8"));
+        IllegalArgumentException e =
+                assertThrows(
+                        IllegalArgumentException.class, () -> TextDecoding.charset("klingon-8"));
         assertTrue(e.getMessage().contains("--encoding 'klingon-8'"), e.getMessage());
     }
 
@@ -85,19 +94,19 @@ class TextDecodingTest {
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class, () -> TextCorpus.load(f));
         assertTrue(e.getMessage().contains(f + ": not valid UTF-8 text at line 2"), e.getMessage());
-        TextEncoder bytes = new TextEncoder() {
-            @Override
-            public long[] encode(String text) {
-                return ByteTokenizer.encode(text);
-            }
+        TextEncoder bytes =
+                new TextEncoder() {
+                    @Override
+                    public long[] encode(String text) {
+                        return ByteTokenizer.encode(text);
+                    }
 
-            @Override
-            public String describe() {
-                return "bytes";
-            }
-        };
-        e = assertThrows(IllegalArgumentException.class,
-                () -> JsonlDataset.load(f, bytes, 8, 256));
+                    @Override
+                    public String describe() {
+                        return "bytes";
+                    }
+                };
+        e = assertThrows(IllegalArgumentException.class, () -> JsonlDataset.load(f, bytes, 8, 256));
         assertTrue(e.getMessage().contains(f + ": not valid UTF-8 text at line 2"), e.getMessage());
         JsonlDataset ds = JsonlDataset.load(f, bytes, 8, 256, StandardCharsets.ISO_8859_1);
         assertEquals(2, ds.size());

@@ -8,8 +8,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * A launcher in its own JVM for the orphan test: runs {@link Launcher} with {@code args[0]}
- * {@link LauncherProbe} ranks in mode {@code args[1]}; the test kills this process.
+ * A launcher in its own JVM for the orphan test: runs {@link Launcher} with {@code args[0]} {@link
+ * LauncherProbe} ranks in mode {@code args[1]}; the test kills this process.
  */
 public final class LauncherHost {
 
@@ -23,8 +23,9 @@ public final class LauncherHost {
      */
     public static void main(String[] args) throws Exception {
         System.out.println("launcher pid " + ProcessHandle.current().pid());
-        System.exit(new Launcher(spec(Integer.parseInt(args[0]), args[1], 30_000), System.out,
-                Map.of()).run());
+        System.exit(
+                new Launcher(spec(Integer.parseInt(args[0]), args[1], 30_000), System.out, Map.of())
+                        .run());
     }
 
     /**

@@ -36,10 +36,15 @@ public final class LauncherProbe {
         switch (args[0]) {
             case "echo":
                 System.out.print("step 1/2\rstep 2/2\n");
-                System.out.println("env WORLD_SIZE=" + System.getenv("WORLD_SIZE") + " LOCAL_RANK="
-                        + System.getenv("LOCAL_RANK") + " DJL_OFFLINE="
-                        + System.getenv("DJL_OFFLINE") + " OPT_OUT_TRACKING="
-                        + System.getenv("OPT_OUT_TRACKING"));
+                System.out.println(
+                        "env WORLD_SIZE="
+                                + System.getenv("WORLD_SIZE")
+                                + " LOCAL_RANK="
+                                + System.getenv("LOCAL_RANK")
+                                + " DJL_OFFLINE="
+                                + System.getenv("DJL_OFFLINE")
+                                + " OPT_OUT_TRACKING="
+                                + System.getenv("OPT_OUT_TRACKING"));
                 System.exit(0);
                 break;
             case "cascade":

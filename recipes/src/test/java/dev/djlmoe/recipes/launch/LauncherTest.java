@@ -26,9 +26,9 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * The launcher with real child processes ({@link LauncherProbe} ranks, no DJL): rank-prefixed
- * output, the first failure's exit code propagated and the other ranks killed, and no orphan
- * ranks after the launcher itself is killed (SIGTERM: its shutdown hook; SIGKILL: the ranks'
- * parent watch), checked by pid.
+ * output, the first failure's exit code propagated and the other ranks killed, and no orphan ranks
+ * after the launcher itself is killed (SIGTERM: its shutdown hook; SIGKILL: the ranks' parent
+ * watch), checked by pid.
  */
 class LauncherTest {
 
@@ -76,8 +76,14 @@ class LauncherTest {
             assertTrue(text.contains("[rank " + r + "] rank " + r + " to stderr"), text);
             assertTrue(text.contains("[rank " + r + "] step 1/2\n"), text);
             assertTrue(text.contains("[rank " + r + "] step 2/2\n"), text);
-            assertTrue(text.contains("[rank " + r + "] env WORLD_SIZE=3 LOCAL_RANK=" + r
-                    + " DJL_OFFLINE=true OPT_OUT_TRACKING=true"), text);
+            assertTrue(
+                    text.contains(
+                            "[rank "
+                                    + r
+                                    + "] env WORLD_SIZE=3 LOCAL_RANK="
+                                    + r
+                                    + " DJL_OFFLINE=true OPT_OUT_TRACKING=true"),
+                    text);
         }
         assertEquals(3, rankPids(text).size(), text);
     }
@@ -89,7 +95,9 @@ class LauncherTest {
         long t0 = System.currentTimeMillis() + 4_000;
         long begin = System.nanoTime();
         int code =
-                new Launcher(LauncherHost.spec(3, "cascade", 2_000), out,
+                new Launcher(
+                                LauncherHost.spec(3, "cascade", 2_000),
+                                out,
                                 Map.of("PROBE_T0", Long.toString(t0)))
                         .run();
         long ms = (System.nanoTime() - begin) / 1_000_000;
@@ -143,7 +151,8 @@ class LauncherTest {
                 host.destroy();
             }
             assertTrue(host.waitFor(30, TimeUnit.SECONDS), "the launcher did not die");
-            assertTrue(waitDead(pids, 15_000),
+            assertTrue(
+                    waitDead(pids, 15_000),
                     "orphan ranks " + pids + " after " + signal + " of the launcher\n" + read(log));
         } finally {
             host.destroyForcibly();
@@ -167,10 +176,25 @@ class LauncherTest {
         cmd.add("dev.djlmoe.recipes.cli.Main");
         // --verbose reaches the ranks: rank 1, which logs nothing of its own, prints DJL's
         // start-up lines, so its forwarded output shows.
-        cmd.addAll(List.of("launch", "--verbose", "--nproc-per-node", "2", "--rank-heap", "1g",
-                "pretrain",
-                "--steps", "12", "--warmup", "0", "--batch", "8", "--seq-len", "32",
-                "--run-dir", runDir.toString()));
+        cmd.addAll(
+                List.of(
+                        "launch",
+                        "--verbose",
+                        "--nproc-per-node",
+                        "2",
+                        "--rank-heap",
+                        "1g",
+                        "pretrain",
+                        "--steps",
+                        "12",
+                        "--warmup",
+                        "0",
+                        "--batch",
+                        "8",
+                        "--seq-len",
+                        "32",
+                        "--run-dir",
+                        runDir.toString()));
         ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.environment().put("DJL_OFFLINE", "true");
         pb.environment().put("OPT_OUT_TRACKING", "true");
@@ -185,7 +209,8 @@ class LauncherTest {
             assertTrue(text.contains("EP size 2"), text);
             assertTrue(text.contains("[rank 0] done: loss"), text);
             assertTrue(text.contains("[rank 1] "), "rank 1's output is not forwarded\n" + text);
-            assertTrue(text.contains("[rank 1] [main] INFO ai.djl"),
+            assertTrue(
+                    text.contains("[rank 1] [main] INFO ai.djl"),
                     "the launcher's --verbose did not reach rank 1\n" + text);
         } finally {
             p.destroyForcibly();

@@ -17,20 +17,30 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Metrics lines with per-layer loads, the EP layout, the unigram baseline and held-out points
- * read back as written; lines of older files (none of these) still read; bad fields are named.
+ * Metrics lines with per-layer loads, the EP layout, the unigram baseline and held-out points read
+ * back as written; lines of older files (none of these) still read; bad fields are named.
  */
 class MetricsRecordsTest {
 
     static StepRecord step(long s, double loss, ExpertLoads loads) {
-        return new StepRecord(s, loss, 1e-3, 0.5, 1000, 64, 2.0, 1.25,
-                loads == null ? new long[] {1, 2, 3, 2} : loads.loads()[0], 3.125, loads);
+        return new StepRecord(
+                s,
+                loss,
+                1e-3,
+                0.5,
+                1000,
+                64,
+                2.0,
+                1.25,
+                loads == null ? new long[] {1, 2, 3, 2} : loads.loads()[0],
+                3.125,
+                loads);
     }
 
     @Test
     void recordsRoundTripAndHeldOutLinesAreKeptApart(@TempDir Path tmp) throws Exception {
-        ExpertLoads loads = new ExpertLoads(2, new int[] {1, 3},
-                new long[][] {{5, 0, 7, 12}, {1, 2, 3, 18}});
+        ExpertLoads loads =
+                new ExpertLoads(2, new int[] {1, 3}, new long[][] {{5, 0, 7, 12}, {1, 2, 3, 18}});
         Path f = tmp.resolve("metrics.jsonl");
         try (MetricsFile m = new MetricsFile(f)) {
             m.write(step(1, 4.0, loads));
@@ -55,9 +65,10 @@ class MetricsRecordsTest {
     @Test
     void olderLinesReadWithoutTheNewFields(@TempDir Path tmp) throws Exception {
         // A line as metrics files were written before per-layer loads and baselines.
-        String old = "{\"step\":7,\"loss\":2.5,\"lr\":0.001,\"grad_norm\":null,"
-                + "\"tokens_per_s\":900.0,\"ep_bytes\":10,\"ep_ms\":1.5,\"load_imbalance\":1.1,"
-                + "\"expert_load\":[3,5,4,4]}";
+        String old =
+                "{\"step\":7,\"loss\":2.5,\"lr\":0.001,\"grad_norm\":null,"
+                    + "\"tokens_per_s\":900.0,\"ep_bytes\":10,\"ep_ms\":1.5,\"load_imbalance\":1.1,"
+                    + "\"expert_load\":[3,5,4,4]}";
         Path f = tmp.resolve("metrics.jsonl");
         Files.writeString(f, old + "\n");
         RunMetrics run = MetricsFile.readRun(f);
@@ -70,7 +81,8 @@ class MetricsRecordsTest {
         assertTrue(run.heldOut().isEmpty());
         assertTrue(Double.isNaN(run.unigramBaseline()));
         // The old constructor writes the old line.
-        assertEquals(old.replace("\"grad_norm\":null", "\"grad_norm\":1.0"),
+        assertEquals(
+                old.replace("\"grad_norm\":null", "\"grad_norm\":1.0"),
                 new StepRecord(7, 2.5, 0.001, 1.0, 900.0, 10, 1.5, 1.1, new long[] {3, 5, 4, 4})
                         .toJson());
     }
@@ -79,26 +91,45 @@ class MetricsRecordsTest {
     void badFieldsAreNamed(@TempDir Path tmp) throws Exception {
         Path f = tmp.resolve("metrics.jsonl");
         String good = step(1, 4.0, null).toJson();
-        Files.writeString(f, good + "\n" + good.replace("\"expert_load\":[1,2,3,2]",
-                "\"expert_load\":[1,2,3,2],\"layer_loads\":[[1,\"x\"]]") + "\n");
+        Files.writeString(
+                f,
+                good
+                        + "\n"
+                        + good.replace(
+                                "\"expert_load\":[1,2,3,2]",
+                                "\"expert_load\":[1,2,3,2],\"layer_loads\":[[1,\"x\"]]")
+                        + "\n");
         IllegalArgumentException e =
                 assertThrows(IllegalArgumentException.class, () -> MetricsFile.readRun(f));
-        assertTrue(e.getMessage().contains("line 2") && e.getMessage().contains("layer_loads[0]")
-                && e.getMessage().contains("'x'"), e.getMessage());
+        assertTrue(
+                e.getMessage().contains("line 2")
+                        && e.getMessage().contains("layer_loads[0]")
+                        && e.getMessage().contains("'x'"),
+                e.getMessage());
 
-        e = assertThrows(IllegalArgumentException.class,
-                () -> new ExpertLoads(3, new int[] {0}, new long[][] {{1, 2, 3, 4}}));
-        assertTrue(e.getMessage().contains("epSize 3") && e.getMessage().contains("4 experts"),
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> new ExpertLoads(3, new int[] {0}, new long[][] {{1, 2, 3, 4}}));
+        assertTrue(
+                e.getMessage().contains("epSize 3") && e.getMessage().contains("4 experts"),
                 e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> new ExpertLoads(1, new int[] {0, 1}, new long[][] {{1, 2}}));
-        assertTrue(e.getMessage().contains("layers has 2") && e.getMessage().contains("1 rows"),
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> new ExpertLoads(1, new int[] {0, 1}, new long[][] {{1, 2}}));
+        assertTrue(
+                e.getMessage().contains("layers has 2") && e.getMessage().contains("1 rows"),
                 e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> MetricsFile.readRun(write(tmp, "{\"step\":1,\"loss\":\"high\"}")));
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> MetricsFile.readRun(write(tmp, "{\"step\":1,\"loss\":\"high\"}")));
         assertTrue(e.getMessage().contains("'loss' = 'high' is not a number"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class,
-                () -> MetricsFile.readRun(write(tmp, "{\"step\":1,")));
+        e =
+                assertThrows(
+                        IllegalArgumentException.class,
+                        () -> MetricsFile.readRun(write(tmp, "{\"step\":1,")));
         assertTrue(e.getMessage().contains("line 1"), e.getMessage());
     }
 
@@ -129,8 +160,8 @@ class MetricsRecordsTest {
         assertEquals(0.25, g.share()[1][5][2], 1e-12);
         assertTrue(g.share()[0][200][1] > 1.9 * g.share()[0][200][0]);
         assertArrayEquals(new String[] {"layer 1", "layer 2"}, g.layerNames());
-        assertTrue(g.notes().stream().anyMatch(n -> n.contains(bin + " steps")),
-                g.notes().toString());
+        assertTrue(
+                g.notes().stream().anyMatch(n -> n.contains(bin + " steps")), g.notes().toString());
         assertThrows(IllegalArgumentException.class, () -> LoadGrid.of(recs, 0));
     }
 }

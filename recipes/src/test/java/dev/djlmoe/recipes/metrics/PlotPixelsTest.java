@@ -27,9 +27,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The written PNGs hold what they claim, checked at pixel coordinates computed from the charts'
- * own axes: the heat map's hot experts are bright where they are hot, ranks are separated and
- * named; the loss plot's baseline and held-out markers sit at their values; older metrics plot.
+ * The written PNGs hold what they claim, checked at pixel coordinates computed from the charts' own
+ * axes: the heat map's hot experts are bright where they are hot, ranks are separated and named;
+ * the loss plot's baseline and held-out markers sit at their values; older metrics plot.
  */
 class PlotPixelsTest {
 
@@ -100,7 +100,8 @@ class PlotPixelsTest {
                 int rgb = img.getRGB(x, y(l0, e, a0));
                 assertFalse(near(rgb, Color.WHITE, 8), "cell of expert " + e + " drawn");
                 if (e != 5) {
-                    assertTrue(hot > brightness(rgb) + 60,
+                    assertTrue(
+                            hot > brightness(rgb) + 60,
                             "expert 5 " + hot + " vs expert " + e + " " + brightness(rgb));
                 }
             }
@@ -117,7 +118,8 @@ class PlotPixelsTest {
             Rectangle2D a = k == 0 ? a0 : a1;
             int sep = y(p, 3.5, a);
             int x = px(plot.getDomainAxis(), plot.getDomainAxisEdge(), 10, a);
-            assertTrue(near(img.getRGB(x, sep), ExpertLoadChart.SEPARATOR, 40),
+            assertTrue(
+                    near(img.getRGB(x, sep), ExpertLoadChart.SEPARATOR, 40),
                     "separator at y " + sep + ": " + Integer.toHexString(img.getRGB(x, sep)));
             assertFalse(near(img.getRGB(x, y(p, 1.5, a)), ExpertLoadChart.SEPARATOR, 40));
             RankAxis ranks = (RankAxis) p.getRangeAxis(1);
@@ -146,12 +148,22 @@ class PlotPixelsTest {
         List<StepRecord> steps = new ArrayList<>();
         for (int s = 1; s <= 60; s++) {
             StepRecord r = MetricsRecordsTest.step(s, 2.0 + 3.5 * Math.exp(-s / 12.0), null);
-            steps.add(new StepRecord(r.step(), r.loss(), r.lr(), r.gradNorm(),
-                    r.tokensPerSecond(), r.epBytes(), r.epMillis(), r.loadImbalance(),
-                    r.expertLoad(), baseline, null));
+            steps.add(
+                    new StepRecord(
+                            r.step(),
+                            r.loss(),
+                            r.lr(),
+                            r.gradNorm(),
+                            r.tokensPerSecond(),
+                            r.epBytes(),
+                            r.epMillis(),
+                            r.loadImbalance(),
+                            r.expertLoad(),
+                            baseline,
+                            null));
         }
-        List<HeldOutRecord> held = List.of(new HeldOutRecord(30, 2.9, 3.0),
-                new HeldOutRecord(60, 2.45, 3.0));
+        List<HeldOutRecord> held =
+                List.of(new HeldOutRecord(30, 2.9, 3.0), new HeldOutRecord(60, 2.45, 3.0));
         Map<String, RunMetrics> runs = new LinkedHashMap<>();
         runs.put("pretrain", new RunMetrics(steps, held));
         Path png = tmp.resolve("loss.png");
@@ -168,18 +180,27 @@ class PlotPixelsTest {
         // Held-out markers: their colour at their (step, loss).
         for (HeldOutRecord h : held) {
             int x = px(p.getDomainAxis(), p.getDomainAxisEdge(), h.step(), a);
-            int yy = (int) Math.floor(p.getRangeAxis().valueToJava2D(h.loss(), a,
-                    p.getRangeAxisEdge()));
-            assertTrue(near(img.getRGB(x, yy), LossChart.heldOutColour(0), 30),
-                    "held-out marker at step " + h.step() + ": "
+            int yy =
+                    (int)
+                            Math.floor(
+                                    p.getRangeAxis()
+                                            .valueToJava2D(h.loss(), a, p.getRangeAxisEdge()));
+            assertTrue(
+                    near(img.getRGB(x, yy), LossChart.heldOutColour(0), 30),
+                    "held-out marker at step "
+                            + h.step()
+                            + ": "
                             + Integer.toHexString(img.getRGB(x, yy)));
         }
         // The baseline: its colour along y(baseline) where the loss curve is elsewhere, and not
         // half a nat above.
-        int yBase = (int) Math.floor(p.getRangeAxis().valueToJava2D(baseline, a,
-                p.getRangeAxisEdge()));
-        int yAbove = (int) Math.floor(p.getRangeAxis().valueToJava2D(baseline + 0.5, a,
-                p.getRangeAxisEdge()));
+        int yBase =
+                (int) Math.floor(p.getRangeAxis().valueToJava2D(baseline, a, p.getRangeAxisEdge()));
+        int yAbove =
+                (int)
+                        Math.floor(
+                                p.getRangeAxis()
+                                        .valueToJava2D(baseline + 0.5, a, p.getRangeAxisEdge()));
         int hits = 0;
         int tried = 0;
         for (int s = 20; s <= 60; s++) {
@@ -191,14 +212,16 @@ class PlotPixelsTest {
             boolean hit = false;
             for (int dy = -2; dy <= 2; dy++) {
                 hit |= near(img.getRGB(x, yBase + dy), LossChart.BASELINE, 40);
-                assertFalse(near(img.getRGB(x, yAbove + dy), LossChart.BASELINE, 40),
+                assertFalse(
+                        near(img.getRGB(x, yAbove + dy), LossChart.BASELINE, 40),
                         "baseline colour half a nat above the baseline at step " + s);
             }
             hits += hit ? 1 : 0;
         }
         assertTrue(tried > 20 && hits > tried / 2, "baseline drawn at " + hits + " of " + tried);
         // The legend names the curve, the baseline with its value and the held-out points.
-        assertEquals(List.of("training loss", "unigram baseline (3.100)", "held-out loss"),
+        assertEquals(
+                List.of("training loss", "unigram baseline (3.100)", "held-out loss"),
                 labels(chart));
     }
 
@@ -206,8 +229,17 @@ class PlotPixelsTest {
     void olderMetricsStillPlotWithANote(@TempDir Path tmp) throws Exception {
         List<StepRecord> old = new ArrayList<>();
         for (int s = 1; s <= 10; s++) {
-            old.add(new StepRecord(s, 5.0 - 0.1 * s, 1e-3, 1.0, 1000, 10, 1.0, 1.2,
-                    new long[] {3, 9, 4, 4}));
+            old.add(
+                    new StepRecord(
+                            s,
+                            5.0 - 0.1 * s,
+                            1e-3,
+                            1.0,
+                            1000,
+                            10,
+                            1.0,
+                            1.2,
+                            new long[] {3, 9, 4, 4}));
         }
         Path loss = tmp.resolve("loss.png");
         Path load = tmp.resolve("expert-load.png");
@@ -217,22 +249,29 @@ class PlotPixelsTest {
         assertEquals(ExpertLoadChart.size(1, 4).height, img.getHeight());
         LoadGrid grid = LoadGrid.of(old, ExpertLoadChart.MAX_COLUMNS);
         assertEquals(List.of("first MoE layer"), List.of(grid.layerNames()));
-        assertTrue(grid.notes().get(0).contains("predate per-layer loads"),
-                grid.notes().toString());
+        assertTrue(
+                grid.notes().get(0).contains("predate per-layer loads"), grid.notes().toString());
         JFreeChart chart = ExpertLoadChart.create(grid, "t");
         ChartRenderingInfo info = new ChartRenderingInfo();
         chart.createBufferedImage(img.getWidth(), img.getHeight(), info);
         XYPlot p = ((CombinedDomainXYPlot) chart.getXYPlot()).getSubplots().get(0);
         assertEquals(null, p.getRangeAxis(1), "no rank axis without a layout");
         Rectangle2D a = info.getPlotInfo().getSubplotInfo(0).getDataArea();
-        int x = (int) Math.floor(chart.getXYPlot().getDomainAxis().valueToJava2D(5, a,
-                chart.getXYPlot().getDomainAxisEdge()));
-        assertTrue(brightness(img.getRGB(x, y(p, 1, a))) > brightness(img.getRGB(x, y(p, 0, a)))
-                + 60, "expert 1 (9 of 20 selections) brighter than expert 0 (3)");
+        int x =
+                (int)
+                        Math.floor(
+                                chart.getXYPlot()
+                                        .getDomainAxis()
+                                        .valueToJava2D(
+                                                5, a, chart.getXYPlot().getDomainAxisEdge()));
+        assertTrue(
+                brightness(img.getRGB(x, y(p, 1, a))) > brightness(img.getRGB(x, y(p, 0, a))) + 60,
+                "expert 1 (9 of 20 selections) brighter than expert 0 (3)");
         BufferedImage l = ImageIO.read(loss.toFile());
         assertEquals(Plots.LOSS_WIDTH, l.getWidth());
-        assertEquals(List.of("training loss"), labels(LossChart.create(
-                Map.of("old", RunMetrics.of(old)), "t")));
+        assertEquals(
+                List.of("training loss"),
+                labels(LossChart.create(Map.of("old", RunMetrics.of(old)), "t")));
     }
 
     private static List<String> labels(JFreeChart chart) {

@@ -30,8 +30,8 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
- * A rank killed with SIGKILL in the middle of a checkpoint save, end to end through {@code
- * djl-moe launch --nproc-per-node 2 pretrain} (issue 8). The fault hook {@value
+ * A rank killed with SIGKILL in the middle of a checkpoint save, end to end through {@code djl-moe
+ * launch --nproc-per-node 2 pretrain} (issue 8). The fault hook {@value
  * FaultInjection#CHECKPOINT_KILL} makes rank 1 tear its optimizer file and kill itself while the
  * checkpoint of step {@link #KILL_STEP} is being written. Then:
  *
@@ -47,9 +47,9 @@ import org.junit.jupiter.params.provider.ValueSource;
  * </ul>
  *
  * Before the resume, the test also plants what a killed rank 0 or a damaged disk would leave: a
- * {@code .partial} directory, and a newer {@code step-*} (named by {@code latest}) whose
- * optimizer file is torn. The resume must remove the first and skip the second, each with a log
- * line, and still continue from the last complete checkpoint.
+ * {@code .partial} directory, and a newer {@code step-*} (named by {@code latest}) whose optimizer
+ * file is torn. The resume must remove the first and skip the second, each with a log line, and
+ * still continue from the last complete checkpoint.
  */
 class CheckpointSaveFaultTest {
 
@@ -60,13 +60,29 @@ class CheckpointSaveFaultTest {
     private record Run(int code, String out, long millis, Path tmp) {}
 
     private static List<String> pretrainArgs(Path runDir) {
-        return List.of("pretrain", "--steps", "" + STEPS, "--batch", "8", "--seq-len", "32",
-                "--warmup", "2", "--checkpoint-every", "" + EVERY, "--keep-checkpoints", "0",
-                "--log-every", "1", "--run-dir", runDir.toString());
+        return List.of(
+                "pretrain",
+                "--steps",
+                "" + STEPS,
+                "--batch",
+                "8",
+                "--seq-len",
+                "32",
+                "--warmup",
+                "2",
+                "--checkpoint-every",
+                "" + EVERY,
+                "--keep-checkpoints",
+                "0",
+                "--log-every",
+                "1",
+                "--run-dir",
+                runDir.toString());
     }
 
-    private static Run launch(Path work, String name, List<String> rankArgs,
-            Map<String, String> env) throws Exception {
+    private static Run launch(
+            Path work, String name, List<String> rankArgs, Map<String, String> env)
+            throws Exception {
         Path log = work.resolve(name + ".log");
         Path tmp = Files.createDirectories(work.resolve(name + "-tmpdir"));
         List<String> cmd = new ArrayList<>();
@@ -90,8 +106,12 @@ class CheckpointSaveFaultTest {
         long begin = System.nanoTime();
         Process p = pb.start();
         try {
-            assertTrue(p.waitFor(240, TimeUnit.SECONDS), "launch " + name + " did not finish\n"
-                    + Files.readString(log, StandardCharsets.UTF_8));
+            assertTrue(
+                    p.waitFor(240, TimeUnit.SECONDS),
+                    "launch "
+                            + name
+                            + " did not finish\n"
+                            + Files.readString(log, StandardCharsets.UTF_8));
         } finally {
             p.descendants().forEach(ProcessHandle::destroyForcibly);
             p.destroyForcibly();
@@ -127,13 +147,16 @@ class CheckpointSaveFaultTest {
         assertFalse(fa.isEmpty(), "no safetensors in " + a);
         assertEquals(fa, names(b).stream().filter(n -> n.endsWith(".safetensors")).toList());
         for (String n : fa) {
-            assertArrayEquals(Files.readAllBytes(a.resolve(n)), Files.readAllBytes(b.resolve(n)),
+            assertArrayEquals(
+                    Files.readAllBytes(a.resolve(n)),
+                    Files.readAllBytes(b.resolve(n)),
                     n + " differs between " + a + " and " + b);
         }
     }
 
     /** The uninterrupted run, shared by both victims. */
     private static Path fullDir;
+
     private static Run full;
 
     private static synchronized void uninterrupted(Path work) throws Exception {
@@ -148,26 +171,41 @@ class CheckpointSaveFaultTest {
     @ValueSource(ints = {1, 0})
     void aRankKilledDuringASaveLeavesThePreviousCheckpointAndResumeMatchesAnUninterruptedRun(
             int victim) throws Exception {
-        Path work = Files.createTempDirectory(
-                Files.createDirectories(Paths.get("target", "checkpoint-fault")), "run-");
+        Path work =
+                Files.createTempDirectory(
+                        Files.createDirectories(Paths.get("target", "checkpoint-fault")), "run-");
         Set<String> shmBefore = MultiRank.shmNames();
         uninterrupted(work);
 
         Path runDir = work.resolve("killed");
-        Run killed = launch(work, "killed", pretrainArgs(runDir),
-                Map.of(FaultInjection.CHECKPOINT_KILL, victim + ":" + KILL_STEP));
+        Run killed =
+                launch(
+                        work,
+                        "killed",
+                        pretrainArgs(runDir),
+                        Map.of(FaultInjection.CHECKPOINT_KILL, victim + ":" + KILL_STEP));
         String out = killed.out();
         assertNotEquals(0, killed.code(), out);
         assertEquals(137, killed.code(), "the killed rank's status (128 + SIGKILL)\n" + out);
-        assertTrue(out.contains("[rank " + victim + "] fault injection: rank " + victim
-                + " kills itself (SIGKILL) while saving the checkpoint of step " + KILL_STEP), out);
+        assertTrue(
+                out.contains(
+                        "[rank "
+                                + victim
+                                + "] fault injection: rank "
+                                + victim
+                                + " kills itself (SIGKILL) while saving the checkpoint of step "
+                                + KILL_STEP),
+                out);
         assertTrue(out.contains("[launch] rank " + victim + " exited with code 137"), out);
         assertFalse(out.contains("checkpoints/" + TrainingCheckpoint.dirName(KILL_STEP)), out);
         // Promptly: the uninterrupted run's time (start-up included) plus the store timeout is
         // a generous bound; a hang would run into the 240 s limit of launch().
-        System.out.printf("checkpoint fault: uninterrupted run %d ms, run with rank %d killed"
-                + " %d ms (exit %d)%n", full.millis(), victim, killed.millis(), killed.code());
-        assertTrue(killed.millis() < full.millis() + 30_000,
+        System.out.printf(
+                "checkpoint fault: uninterrupted run %d ms, run with rank %d killed"
+                        + " %d ms (exit %d)%n",
+                full.millis(), victim, killed.millis(), killed.code());
+        assertTrue(
+                killed.millis() < full.millis() + 30_000,
                 "killed run took " + killed.millis() + " ms, the full run " + full.millis());
 
         // Nothing left behind, and the previous checkpoint intact and current.
@@ -175,9 +213,12 @@ class CheckpointSaveFaultTest {
         assertEquals(List.of(), files(killed.tmp()), "temporary files left");
         Path ckpts = runDir.resolve("checkpoints");
         Path previous = ckpts.resolve(TrainingCheckpoint.dirName(KILL_STEP - EVERY));
-        assertEquals(List.of(TrainingCheckpoint.LATEST, TrainingCheckpoint.dirName(EVERY)),
-                names(ckpts), "the checkpoint directory after the kill");
-        assertEquals(TrainingCheckpoint.dirName(EVERY),
+        assertEquals(
+                List.of(TrainingCheckpoint.LATEST, TrainingCheckpoint.dirName(EVERY)),
+                names(ckpts),
+                "the checkpoint directory after the kill");
+        assertEquals(
+                TrainingCheckpoint.dirName(EVERY),
                 Files.readString(ckpts.resolve(TrainingCheckpoint.LATEST)).strip());
         assertNull(CheckpointManifest.verify(previous, true));
         assertTensorsEqualAt(fullDir, runDir, KILL_STEP - EVERY);
@@ -188,32 +229,61 @@ class CheckpointSaveFaultTest {
         Files.writeString(partial.resolve("model-00001-of-00002.safetensors"), "torn");
         Path damaged = ckpts.resolve(TrainingCheckpoint.dirName(KILL_STEP));
         Files.createDirectories(damaged);
-        Path fullAtKill = fullDir.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(KILL_STEP));
+        Path fullAtKill =
+                fullDir.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(KILL_STEP));
         for (String n : names(fullAtKill)) {
             Files.copy(fullAtKill.resolve(n), damaged.resolve(n));
         }
         String torn = TrainingCheckpoint.optimizerFile(1, 2);
         long size = Files.size(damaged.resolve(torn));
-        try (var ch = java.nio.channels.FileChannel.open(damaged.resolve(torn),
-                java.nio.file.StandardOpenOption.WRITE)) {
+        try (var ch =
+                java.nio.channels.FileChannel.open(
+                        damaged.resolve(torn), java.nio.file.StandardOpenOption.WRITE)) {
             ch.truncate(size / 2);
         }
-        Files.writeString(ckpts.resolve(TrainingCheckpoint.LATEST),
+        Files.writeString(
+                ckpts.resolve(TrainingCheckpoint.LATEST),
                 TrainingCheckpoint.dirName(KILL_STEP) + "\n");
 
         // Resume the checkpoint directory in the same run directory: it continues from the
         // previous checkpoint and ends exactly where the uninterrupted run ended.
-        Run resumed = launch(work, "resumed",
-                concat(pretrainArgs(runDir), List.of("--resume", ckpts.toString())), Map.of());
+        Run resumed =
+                launch(
+                        work,
+                        "resumed",
+                        concat(pretrainArgs(runDir), List.of("--resume", ckpts.toString())),
+                        Map.of());
         assertEquals(0, resumed.code(), resumed.out());
-        assertTrue(resumed.out().contains("[rank 0] warning: removed " + partial
-                + " (left by an interrupted checkpoint save)"), resumed.out());
-        assertTrue(resumed.out().contains("[rank 0] warning: skipping " + damaged
-                + ": not a complete checkpoint: " + torn + " has " + (size / 2)
-                + " bytes, the manifest says " + size), resumed.out());
+        assertTrue(
+                resumed.out()
+                        .contains(
+                                "[rank 0] warning: removed "
+                                        + partial
+                                        + " (left by an interrupted checkpoint save)"),
+                resumed.out());
+        assertTrue(
+                resumed.out()
+                        .contains(
+                                "[rank 0] warning: skipping "
+                                        + damaged
+                                        + ": not a complete checkpoint: "
+                                        + torn
+                                        + " has "
+                                        + (size / 2)
+                                        + " bytes, the manifest says "
+                                        + size),
+                resumed.out());
         assertFalse(Files.exists(partial), partial + " is still there");
-        assertTrue(resumed.out().contains("resumed from " + previous + " at step "
-                + (KILL_STEP - EVERY) + " of " + STEPS), resumed.out());
+        assertTrue(
+                resumed.out()
+                        .contains(
+                                "resumed from "
+                                        + previous
+                                        + " at step "
+                                        + (KILL_STEP - EVERY)
+                                        + " of "
+                                        + STEPS),
+                resumed.out());
         assertEquals(lossBits(fullDir), lossBits(runDir), "losses of the resumed run");
         assertEquals(STEPS, lossBits(runDir).size());
         assertTensorsEqualAt(fullDir, runDir, STEPS);
@@ -221,7 +291,8 @@ class CheckpointSaveFaultTest {
     }
 
     private static void assertTensorsEqualAt(Path a, Path b, int step) throws IOException {
-        assertSameTensors(a.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(step)),
+        assertSameTensors(
+                a.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(step)),
                 b.resolve("checkpoints").resolve(TrainingCheckpoint.dirName(step)));
     }
 

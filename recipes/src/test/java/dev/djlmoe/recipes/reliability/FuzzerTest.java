@@ -56,9 +56,15 @@ class FuzzerTest {
     @Test
     void theRealParsersSurviveAShortRun() throws Exception {
         ByteArrayOutputStream log = new ByteArrayOutputStream();
-        MutationFuzzer.Report r = new MutationFuzzer(FuzzTargets.all(tmp), 11, 5_000, 16 << 10,
-                tmp.resolve("findings"), new PrintStream(log, true, StandardCharsets.UTF_8))
-                .run(4);
+        MutationFuzzer.Report r =
+                new MutationFuzzer(
+                                FuzzTargets.all(tmp),
+                                11,
+                                5_000,
+                                16 << 10,
+                                tmp.resolve("findings"),
+                                new PrintStream(log, true, StandardCharsets.UTF_8))
+                        .run(4);
         String text = log.toString(StandardCharsets.UTF_8);
         assertEquals(0, r.findings(), text);
         assertFalse(r.hang(), text);
@@ -68,7 +74,8 @@ class FuzzerTest {
             assertTrue(c.refused() > 0, e.getKey() + ": nothing was refused");
             assertEquals(c.inputs(), c.accepted() + c.refused(), e.getKey());
         }
-        assertEquals(List.of("safetensors", "json", "config", "index"),
+        assertEquals(
+                List.of("safetensors", "json", "config", "index"),
                 List.copyOf(r.counts().keySet()));
         System.out.println("fuzz smoke: " + r.inputs() + " inputs in " + r.millis() + " ms");
     }
@@ -76,11 +83,21 @@ class FuzzerTest {
     @Test
     void aPlantedUncheckedExceptionIsFoundAndSaved() throws Exception {
         ByteArrayOutputStream log = new ByteArrayOutputStream();
-        MutationFuzzer.Report r = new MutationFuzzer(
-                List.of(planted("planted", "-1", () -> {
-                    throw new NullPointerException("planted bug");
-                })), 3, 5_000, 4096, tmp.resolve("f1"),
-                new PrintStream(log, true, StandardCharsets.UTF_8)).run(3);
+        MutationFuzzer.Report r =
+                new MutationFuzzer(
+                                List.of(
+                                        planted(
+                                                "planted",
+                                                "-1",
+                                                () -> {
+                                                    throw new NullPointerException("planted bug");
+                                                })),
+                                3,
+                                5_000,
+                                4096,
+                                tmp.resolve("f1"),
+                                new PrintStream(log, true, StandardCharsets.UTF_8))
+                        .run(3);
         String text = log.toString(StandardCharsets.UTF_8);
         assertTrue(r.findings() > 0, text);
         assertTrue(text.contains("FINDING java.lang.NullPointerException: planted bug"), text);
@@ -92,15 +109,25 @@ class FuzzerTest {
     void aHangEndsTheRunAndIsReported() throws Exception {
         ByteArrayOutputStream log = new ByteArrayOutputStream();
         long begin = System.nanoTime();
-        MutationFuzzer.Report r = new MutationFuzzer(
-                List.of(planted("sleepy", "null", () -> {
-                    try {
-                        Thread.sleep(60_000);
-                    } catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                    }
-                })), 5, 200, 4096, tmp.resolve("f2"),
-                new PrintStream(log, true, StandardCharsets.UTF_8)).run(30);
+        MutationFuzzer.Report r =
+                new MutationFuzzer(
+                                List.of(
+                                        planted(
+                                                "sleepy",
+                                                "null",
+                                                () -> {
+                                                    try {
+                                                        Thread.sleep(60_000);
+                                                    } catch (InterruptedException e) {
+                                                        Thread.currentThread().interrupt();
+                                                    }
+                                                })),
+                                5,
+                                200,
+                                4096,
+                                tmp.resolve("f2"),
+                                new PrintStream(log, true, StandardCharsets.UTF_8))
+                        .run(30);
         long ms = (System.nanoTime() - begin) / 1_000_000;
         String text = log.toString(StandardCharsets.UTF_8);
         assertTrue(r.hang(), text);

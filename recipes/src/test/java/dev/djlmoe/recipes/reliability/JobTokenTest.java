@@ -34,8 +34,15 @@ class JobTokenTest {
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
         PrintStream out = new PrintStream(buf, true, StandardCharsets.UTF_8);
         // The ranks only print (nothing listens on the port).
-        LaunchSpec spec = new LaunchSpec(3, 1, 0, "127.0.0.1", 29999,
-                List.of("sh", "-c", "echo token=$" + Launcher.JOB_TOKEN), 5_000);
+        LaunchSpec spec =
+                new LaunchSpec(
+                        3,
+                        1,
+                        0,
+                        "127.0.0.1",
+                        29999,
+                        List.of("sh", "-c", "echo token=$" + Launcher.JOB_TOKEN),
+                        5_000);
         assertEquals(0, new Launcher(spec, out, env).run());
         String text = buf.toString(StandardCharsets.UTF_8);
         Set<String> seen = new TreeSet<>();
@@ -61,7 +68,8 @@ class JobTokenTest {
         assertTrue(tb.matches("[0-9a-f]{32}"), tb);
         assertNotEquals(ta, tb, "two jobs got the same token");
         // A token given by the caller (the same on every host of a multi-host job) is kept.
-        assertEquals(Set.of("given-by-the-caller"),
+        assertEquals(
+                Set.of("given-by-the-caller"),
                 tokens(Map.of(Launcher.JOB_TOKEN, "given-by-the-caller")));
     }
 }

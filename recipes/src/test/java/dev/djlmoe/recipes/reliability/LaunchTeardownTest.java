@@ -25,14 +25,14 @@ import org.junit.jupiter.api.Test;
 
 /**
  * {@code djl-moe launch} with real EP ranks running {@code soak} (issue 8): a clean short soak
- * passes on two ranks; and when one of three ranks is killed with SIGKILL during an all-reduce,
- * the launcher stops the job and exits non-zero, no rank outlives it, and neither a shared-memory
+ * passes on two ranks; and when one of three ranks is killed with SIGKILL during an all-reduce, the
+ * launcher stops the job and exits non-zero, no rank outlives it, and neither a shared-memory
  * segment nor a temporary file is left behind.
  */
 class LaunchTeardownTest {
 
-    private static final Pattern PID = Pattern.compile("\\[rank (\\d+)\\] soak: rank \\d+ of \\d+"
-            + " \\(pid (\\d+)\\)");
+    private static final Pattern PID =
+            Pattern.compile("\\[rank (\\d+)\\] soak: rank \\d+ of \\d+" + " \\(pid (\\d+)\\)");
 
     private record Run(int code, String out, List<Long> pids, Path tmp) {}
 
@@ -47,8 +47,14 @@ class LaunchTeardownTest {
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));
         cmd.add("dev.djlmoe.recipes.cli.Main");
-        cmd.addAll(List.of("launch", "--nproc-per-node", Integer.toString(ranks), "--rank-heap",
-                "512m", "soak"));
+        cmd.addAll(
+                List.of(
+                        "launch",
+                        "--nproc-per-node",
+                        Integer.toString(ranks),
+                        "--rank-heap",
+                        "512m",
+                        "soak"));
         cmd.addAll(soakArgs);
         ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.environment().put("DJL_OFFLINE", "true");
@@ -61,7 +67,8 @@ class LaunchTeardownTest {
         pb.redirectOutput(log.toFile());
         Process p = pb.start();
         try {
-            assertTrue(p.waitFor(timeoutMs, TimeUnit.MILLISECONDS),
+            assertTrue(
+                    p.waitFor(timeoutMs, TimeUnit.MILLISECONDS),
                     "launch did not finish\n" + read(log));
         } finally {
             p.descendants().forEach(ProcessHandle::destroyForcibly);
@@ -100,11 +107,25 @@ class LaunchTeardownTest {
     @Test
     void aShortSoakPassesOnTwoRanks() throws Exception {
         Set<String> before = MultiRank.shmNames();
-        Run r = launch(2, List.of("--steps", "60", "--repeats", "2", "--train-steps", "3",
-                "--sample-every", "10", "--max-tokens", "64"), 180_000);
+        Run r =
+                launch(
+                        2,
+                        List.of(
+                                "--steps",
+                                "60",
+                                "--repeats",
+                                "2",
+                                "--train-steps",
+                                "3",
+                                "--sample-every",
+                                "10",
+                                "--max-tokens",
+                                "64"),
+                        180_000);
         assertEquals(0, r.code(), r.out());
         for (int rank = 0; rank < 2; rank++) {
-            assertTrue(r.out().contains("[rank " + rank + "] soak: rank " + rank + " PASSED"),
+            assertTrue(
+                    r.out().contains("[rank " + rank + "] soak: rank " + rank + " PASSED"),
                     r.out());
         }
         assertEquals(List.of(), MultiRank.newShmNames(before), "segments left in /dev/shm");
@@ -115,16 +136,34 @@ class LaunchTeardownTest {
     void aRankKilledDuringAllReduceTearsTheJobDown() throws Exception {
         Set<String> before = MultiRank.shmNames();
         long begin = System.nanoTime();
-        Run r = launch(3, List.of("--steps", "100000", "--repeats", "1", "--train-steps", "0",
-                "--max-tokens", "32", "--kill-rank", "1", "--kill-at-step", "5"), 180_000);
+        Run r =
+                launch(
+                        3,
+                        List.of(
+                                "--steps",
+                                "100000",
+                                "--repeats",
+                                "1",
+                                "--train-steps",
+                                "0",
+                                "--max-tokens",
+                                "32",
+                                "--kill-rank",
+                                "1",
+                                "--kill-at-step",
+                                "5"),
+                        180_000);
         long ms = (System.nanoTime() - begin) / 1_000_000;
         String out = r.out();
         assertNotEquals(0, r.code(), out);
         assertEquals(137, r.code(), "the killed rank's status (128 + SIGKILL)\n" + out);
-        assertTrue(out.contains("[launch] rank 1 exited with code 137; stopping the other ranks"),
+        assertTrue(
+                out.contains("[launch] rank 1 exited with code 137; stopping the other ranks"),
                 out);
-        assertTrue(out.contains("[rank 1] soak: rank 1 kills itself (SIGKILL) during an"
-                + " all-reduce"), out);
+        assertTrue(
+                out.contains(
+                        "[rank 1] soak: rank 1 kills itself (SIGKILL) during an" + " all-reduce"),
+                out);
         assertEquals(3, r.pids().size(), out);
         assertTrue(allDead(r.pids(), 15_000), "ranks outlived the launcher: " + r.pids());
         // 100000 steps would take many minutes: the job was stopped, not run to the end.
