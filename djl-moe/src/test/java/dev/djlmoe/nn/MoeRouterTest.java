@@ -34,27 +34,13 @@ import java.util.Comparator;
 import java.util.Random;
 import java.util.function.Supplier;
 import java.util.stream.IntStream;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-class MoeRouterTest {
+class MoeRouterTest extends ManagerPerTest {
 
     private static final int T = 48;
     private static final int H = 24;
     private static final int E = 16;
-
-    private NDManager manager;
-
-    @BeforeEach
-    void setUp() {
-        manager = NDManager.newBaseManager();
-    }
-
-    @AfterEach
-    void tearDown() {
-        manager.close();
-    }
 
     /** The float64 loop reference of the router: model.py's Gate, written out. */
     static final class Reference {
@@ -175,17 +161,22 @@ class MoeRouterTest {
         assertClose("scores", ref.scores, out.get(2).toFloatArray(), 1e-7, 1e-5);
     }
 
+    /**
+     * DeepSeek-V3's routing at test size: sigmoid scores, top-4 of E experts from the best 2 of 4
+     * groups, a correction bias.
+     */
+    private static MoeRouter.Builder groupLimitedWithBias() {
+        return MoeRouter.builder()
+                .setNumExperts(E)
+                .setTopK(4)
+                .optNumGroups(4)
+                .optTopkGroup(2)
+                .optCorrectionBias(true);
+    }
+
     @Test
     void groupLimitedSigmoidWithBiasMatchesLoopReference() {
-        RouterConfig config =
-                MoeRouter.builder()
-                        .setNumExperts(E)
-                        .setTopK(4)
-                        .optNumGroups(4)
-                        .optTopkGroup(2)
-                        .optCorrectionBias(true)
-                        .optRoutedScalingFactor(2.5f)
-                        .buildConfig();
+        RouterConfig config = groupLimitedWithBias().optRoutedScalingFactor(2.5f).buildConfig();
         for (long seed = 1; seed <= 3; seed++) {
             checkAgainstReference(config, true, 2, seed);
         }
@@ -238,14 +229,7 @@ class MoeRouterTest {
 
     @Test
     void blockForwardEqualsFunctionalFormAndNamesParametersLikeHuggingFace() {
-        MoeRouter router =
-                MoeRouter.builder()
-                        .setNumExperts(E)
-                        .setTopK(4)
-                        .optNumGroups(4)
-                        .optTopkGroup(2)
-                        .optCorrectionBias(true)
-                        .build();
+        MoeRouter router = groupLimitedWithBias().build();
         router.initialize(manager, DataType.FLOAT32, new Shape(T, H));
         assertEquals(
                 Arrays.asList(MoeRouter.WEIGHT, MoeRouter.CORRECTION_BIAS),
@@ -381,15 +365,7 @@ class MoeRouterTest {
 
     @Test
     void gradientReachesWeightThroughNormalisedSigmoidWeights() {
-        RouterConfig config =
-                MoeRouter.builder()
-                        .setNumExperts(E)
-                        .setTopK(4)
-                        .optNumGroups(4)
-                        .optTopkGroup(2)
-                        .optCorrectionBias(true)
-                        .optRoutedScalingFactor(2.5f)
-                        .buildConfig();
+        RouterConfig config = groupLimitedWithBias().optRoutedScalingFactor(2.5f).buildConfig();
         int t = 8;
         int k = 4;
         Random random = new Random(41);
@@ -437,14 +413,7 @@ class MoeRouterTest {
 
     @Test
     void optimizerLeavesCorrectionBiasAlone() {
-        MoeRouter router =
-                MoeRouter.builder()
-                        .setNumExperts(E)
-                        .setTopK(4)
-                        .optNumGroups(4)
-                        .optTopkGroup(2)
-                        .optCorrectionBias(true)
-                        .build();
+        MoeRouter router = groupLimitedWithBias().build();
         try (Model model = Model.newInstance("router-test")) {
             model.setBlock(router);
             DefaultTrainingConfig trainingConfig =

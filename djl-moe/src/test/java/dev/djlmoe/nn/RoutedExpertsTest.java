@@ -11,15 +11,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
 import ai.djl.training.ParameterStore;
 import java.util.Arrays;
 import java.util.Random;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -27,22 +24,10 @@ import org.junit.jupiter.api.Test;
  * loops. Gradient tolerance: |got - want| <= 1e-5 + 1e-4 |want| (float32, different summation
  * order).
  */
-class RoutedExpertsTest {
+class RoutedExpertsTest extends ManagerPerTest {
 
     private static final double ATOL = 1e-5;
     private static final double RTOL = 1e-4;
-
-    private NDManager manager;
-
-    @BeforeEach
-    void setUp() {
-        manager = NDManager.newBaseManager();
-    }
-
-    @AfterEach
-    void tearDown() {
-        manager.close();
-    }
 
     /** Every expert on every row; the weight of expert e in row r is sum_k w[r,k] [idx[r,k]==e]. */
     static NDArray denseReference(

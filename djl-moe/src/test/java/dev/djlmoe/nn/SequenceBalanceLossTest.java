@@ -7,33 +7,18 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.training.GradientCollector;
 import java.util.Random;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-class SequenceBalanceLossTest {
+class SequenceBalanceLossTest extends ManagerPerTest {
 
     private static final int B = 3;
     private static final int S = 7;
     private static final int E = 8;
     private static final int K = 2;
-
-    private NDManager manager;
-
-    @BeforeEach
-    void setUp() {
-        manager = NDManager.newBaseManager();
-    }
-
-    @AfterEach
-    void tearDown() {
-        manager.close();
-    }
 
     /** Loop reference in float64, straight from the DeepSeek-V3 formula. */
     static double reference(double[] s, long[] idx, int b, int seq, int e, int k, double alpha) {
