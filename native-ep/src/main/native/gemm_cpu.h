@@ -1,0 +1,40 @@
+// The CPU path of the grouped FP8 GEMMs (include/nativeep/gemm_api.h): quantisers built on the
+// wire codecs (codec.h) and the grouped GEMMs, written plainly as the oracle of the GPU kernels.
+// Arguments are checked by the callers (gemm_args.h); these functions trust them.
+#ifndef NATIVEEP_SRC_GEMM_CPU_H_
+#define NATIVEEP_SRC_GEMM_CPU_H_
+
+#include <cstdint>
+
+#include "gemm_args.h"
+#include "gemm_parallel.h"
+
+namespace nep {
+namespace gemm {
+
+// x [m, k] -> q [m, k], s [m, row_scale_bytes]: the wire row of each x row, split.
+void quantize_rows(Format f, const float* x, int64_t m, int64_t k, uint8_t* q, uint8_t* s);
+
+// w [groups, n, k] -> q, s as nep_gemm_quantize_weights describes.
+void quantize_weights(Format f, const float* w, int64_t groups, int64_t n, int64_t k,
+                      bool transpose, uint8_t* q, uint8_t* s);
+
+// x [m, c] -> q [c, Mp], s [c, Mp / block]: each group's padded column quantised as one row.
+void quantize_rows_t_grouped(Format f, const float* x, int64_t c, const Groups& groups, uint8_t* q,
+                             uint8_t* s);
+
+// The grouped GEMMs of gemm_api.h.
+void grouped_m(const GroupedM& args, const uint8_t* a, const uint8_t* sa, const uint8_t* b,
+               const uint8_t* sb, void* c);
+void grouped_k(const GroupedK& args, const uint8_t* a, const uint8_t* sa, const uint8_t* b,
+               const uint8_t* sb, float* c);
+
+// One promotion step of the accumulation (gemm_api.h, "Numerics"), shared by the CPU path and the
+// tests: acc + p * (sa * sb) for FP8_BLOCK, acc + p * 2^(ea + eb - 254) for MXFP8.
+float promote_fp8(float acc, float p, float sa, float sb);
+float promote_mx(float acc, float p, uint8_t ea, uint8_t eb);
+
+}  // namespace gemm
+}  // namespace nep
+
+#endif  // NATIVEEP_SRC_GEMM_CPU_H_
