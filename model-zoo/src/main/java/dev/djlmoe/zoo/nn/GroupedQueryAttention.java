@@ -9,7 +9,6 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
-import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
@@ -25,20 +24,19 @@ import ai.djl.util.PairList;
  * </pre>
  *
  * <p>Children (Hugging Face names): {@code q_proj}, {@code k_proj}, {@code v_proj}, {@code o_proj}
- * (biases when {@code attention_bias}), {@code q_norm}, {@code k_norm} (with q/k norm).
+ * (biases when {@code attention_bias}), {@code q_norm}, {@code k_norm} (with q/k norm). The rotary
+ * embedding has size {@code d}.
  *
  * <p>Input {@code x [B, S, H]} float32; output {@code [B, S, H]}.
  */
-public final class GroupedQueryAttention extends AbstractBlock implements CachedAttention {
+public final class GroupedQueryAttention extends CausalAttention {
 
     private static final byte VERSION = 1;
 
-    private final long hiddenSize;
     private final int numHeads;
     private final int numKvHeads;
     private final long headDim;
     private final int slidingWindow;
-    private final RotaryEmbedding rotary;
     private final Linear qProj;
     private final Linear kProj;
     private final Linear vProj;
@@ -47,23 +45,15 @@ public final class GroupedQueryAttention extends AbstractBlock implements Cached
     private final RmsNorm kNorm;
 
     private GroupedQueryAttention(Builder b) {
-        super(VERSION);
-        hiddenSize = b.hiddenSize;
+        super(VERSION, b);
         numHeads = b.numHeads;
         numKvHeads = b.numKvHeads;
         headDim = b.headDim;
         slidingWindow = b.slidingWindow;
-        rotary = b.rotary;
-        qProj =
-                addChildBlock(
-                        "q_proj", MultiHeadLatentAttention.linear(numHeads * headDim, b.bias));
-        kProj =
-                addChildBlock(
-                        "k_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
-        vProj =
-                addChildBlock(
-                        "v_proj", MultiHeadLatentAttention.linear(numKvHeads * headDim, b.bias));
-        oProj = addChildBlock("o_proj", MultiHeadLatentAttention.linear(hiddenSize, b.bias));
+        qProj = addChildBlock("q_proj", linear(numHeads * headDim, b.bias));
+        kProj = addChildBlock("k_proj", linear(numKvHeads * headDim, b.bias));
+        vProj = addChildBlock("v_proj", linear(numKvHeads * headDim, b.bias));
+        oProj = addChildBlock("o_proj", linear(hiddenSize, b.bias));
         if (b.qkNorm) {
             qNorm = addChildBlock("q_norm", RmsNorm.builder().optEps(b.eps).build());
             kNorm = addChildBlock("k_norm", RmsNorm.builder().optEps(b.eps).build());
@@ -125,8 +115,8 @@ public final class GroupedQueryAttention extends AbstractBlock implements Cached
         NDList qkv = project(ps, x, training);
         NDManager m = x.getManager();
         NDArray[] cs = rotary.cosSin(m, s);
-        NDArray q = RotaryEmbedding.apply(qkv.get(0), cs[0], cs[1], rotary.settings().layout());
-        NDArray k = RotaryEmbedding.apply(qkv.get(1), cs[0], cs[1], rotary.settings().layout());
+        NDArray q = rotate(qkv.get(0), cs);
+        NDArray k = rotate(qkv.get(1), cs);
         return attend(ps, q, k, qkv.get(2), mask(m, s, slidingWindow), training);
     }
 
@@ -149,8 +139,8 @@ public final class GroupedQueryAttention extends AbstractBlock implements Cached
         NDList qkv = project(ps, x, false);
         NDManager m = x.getManager();
         NDArray[] cs = KvCache.rope(rotary, m, start, s); // [B, 1, S, d/2]
-        NDArray q = RotaryEmbedding.apply(qkv.get(0), cs[0], cs[1], rotary.settings().layout());
-        NDArray k = RotaryEmbedding.apply(qkv.get(1), cs[0], cs[1], rotary.settings().layout());
+        NDArray q = rotate(qkv.get(0), cs);
+        NDArray k = rotate(qkv.get(1), cs);
         NDArray keys = cache.append(layer, 0, k, start); // [B, G, L, d]
         NDArray values = cache.append(layer, 1, qkv.get(2), start);
         long l = keys.getShape().get(2);
@@ -204,33 +194,19 @@ public final class GroupedQueryAttention extends AbstractBlock implements Cached
         }
     }
 
-    @Override
-    public Shape[] getOutputShapes(Shape[] inputShapes) {
-        return new Shape[] {inputShapes[0]};
-    }
-
     /** Builds a {@link GroupedQueryAttention}. */
-    public static final class Builder {
-        private long hiddenSize;
+    public static final class Builder extends CausalAttention.BaseBuilder<Builder> {
         private int numHeads;
         private int numKvHeads;
         private long headDim;
-        private boolean bias;
         private boolean qkNorm;
         private float eps = 1e-6f;
         private int slidingWindow;
-        private RotaryEmbedding rotary;
 
         Builder() {}
 
-        /**
-         * Sets the model width H (required).
-         *
-         * @param h H
-         * @return this builder
-         */
-        public Builder setHiddenSize(long h) {
-            hiddenSize = h;
+        @Override
+        Builder self() {
             return this;
         }
 
@@ -246,28 +222,6 @@ public final class GroupedQueryAttention extends AbstractBlock implements Cached
             this.numHeads = numHeads;
             this.numKvHeads = numKvHeads;
             this.headDim = headDim;
-            return this;
-        }
-
-        /**
-         * Sets the rotary embedding (required, of size d).
-         *
-         * @param rotary the shared rotary embedding
-         * @return this builder
-         */
-        public Builder setRotary(RotaryEmbedding rotary) {
-            this.rotary = rotary;
-            return this;
-        }
-
-        /**
-         * Sets whether the projections have biases (default false).
-         *
-         * @param bias {@code attention_bias}
-         * @return this builder
-         */
-        public Builder optBias(boolean bias) {
-            this.bias = bias;
             return this;
         }
 
@@ -316,11 +270,7 @@ public final class GroupedQueryAttention extends AbstractBlock implements Cached
                                 + headDim
                                 + ": sizes must be positive and kv_heads must divide heads");
             }
-            if (rotary == null || rotary.settings().dim() != headDim) {
-                throw new IllegalArgumentException(
-                        "GroupedQueryAttention: setRotary needs a rotary embedding of size "
-                                + headDim);
-            }
+            checkRotary("GroupedQueryAttention", headDim);
             return new GroupedQueryAttention(this);
         }
     }

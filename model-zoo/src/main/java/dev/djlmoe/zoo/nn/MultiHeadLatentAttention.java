@@ -8,7 +8,6 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
-import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
@@ -27,9 +26,9 @@ import ai.djl.util.PairList;
  *   y            = o_proj(softmax(score) v)                        [B, S, H]
  * </pre>
  *
- * The rotary key is shared by all heads. The two latent norms use epsilon 1e-6 (as transformers).
- * {@code scale} is {@code (dn + dr)^-0.5}, times {@code mscale^2} under YaRN (the caller passes
- * it).
+ * The rotary key is shared by all heads; the rotary embedding has size {@code dr}. The two latent
+ * norms use epsilon 1e-6 (as transformers). {@code scale} is {@code (dn + dr)^-0.5}, times {@code
+ * mscale^2} under YaRN (the caller passes it).
  *
  * <p>Children (Hugging Face names): {@code q_proj} or {@code q_a_proj}, {@code q_a_layernorm},
  * {@code q_b_proj}; {@code kv_a_proj_with_mqa}, {@code kv_a_layernorm}, {@code kv_b_proj}, {@code
@@ -38,12 +37,11 @@ import ai.djl.util.PairList;
  *
  * <p>Input {@code x [B, S, H]} float32; output {@code [B, S, H]}.
  */
-public final class MultiHeadLatentAttention extends AbstractBlock implements CachedAttention {
+public final class MultiHeadLatentAttention extends CausalAttention {
 
     private static final byte VERSION = 1;
     private static final float LATENT_NORM_EPS = 1e-6f;
 
-    private final long hiddenSize;
     private final int numHeads;
     private final long qLoraRank;
     private final long kvLoraRank;
@@ -51,7 +49,6 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
     private final long rope;
     private final long vDim;
     private final double scale;
-    private final RotaryEmbedding rotary;
     private final Linear qProj;
     private final Linear qaProj;
     private final RmsNorm qaNorm;
@@ -62,15 +59,13 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
     private final Linear oProj;
 
     private MultiHeadLatentAttention(Builder b) {
-        super(VERSION);
-        hiddenSize = b.hiddenSize;
+        super(VERSION, b);
         numHeads = b.numHeads;
         qLoraRank = b.qLoraRank;
         kvLoraRank = b.kvLoraRank;
         nope = b.qkNopeHeadDim;
         rope = b.qkRopeHeadDim;
         vDim = b.vHeadDim;
-        rotary = b.rotary;
         scale = b.scale > 0 ? b.scale : 1.0 / Math.sqrt(nope + rope);
         long qk = nope + rope;
         if (qLoraRank > 0) {
@@ -91,10 +86,6 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
                 addChildBlock("kv_a_layernorm", RmsNorm.builder().optEps(LATENT_NORM_EPS).build());
         kvbProj = addChildBlock("kv_b_proj", linear(numHeads * (nope + vDim), false));
         oProj = addChildBlock("o_proj", linear(hiddenSize, b.bias));
-    }
-
-    static Linear linear(long units, boolean bias) {
-        return Linear.builder().setUnits(units).optBias(bias).build();
     }
 
     /**
@@ -124,9 +115,8 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
         NDList latent = latent(ps, x, training);
         NDManager m = x.getManager();
         NDArray[] cs = rotary.cosSin(m, s);
-        RotaryEmbedding.Layout layout = rotary.settings().layout();
-        NDArray qRot = RotaryEmbedding.apply(q.get(1), cs[0], cs[1], layout);
-        NDArray kRot = RotaryEmbedding.apply(latent.get(1), cs[0], cs[1], layout);
+        NDArray qRot = rotate(q.get(1), cs);
+        NDArray kRot = rotate(latent.get(1), cs);
         NDArray mask = GroupedQueryAttention.mask(m, s, 0);
         return attend(ps, q.get(0), qRot, latent.get(0), kRot, mask, training);
     }
@@ -154,9 +144,8 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
         NDList latent = latent(ps, x, false);
         NDManager m = x.getManager();
         NDArray[] cs = KvCache.rope(rotary, m, start, s);
-        RotaryEmbedding.Layout layout = rotary.settings().layout();
-        NDArray qRot = RotaryEmbedding.apply(q.get(1), cs[0], cs[1], layout);
-        NDArray kRot = RotaryEmbedding.apply(latent.get(1), cs[0], cs[1], layout);
+        NDArray qRot = rotate(q.get(1), cs);
+        NDArray kRot = rotate(latent.get(1), cs);
         NDArray lat = cache.append(layer, 0, latent.get(0).reshape(b, 1, s, kvLoraRank), start);
         NDArray keyRot = cache.append(layer, 1, kRot, start); // [B, 1, L, dr]
         long l = lat.getShape().get(2);
@@ -239,34 +228,20 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
         oProj.initialize(manager, dataType, new Shape(-1L, (long) numHeads * vDim));
     }
 
-    @Override
-    public Shape[] getOutputShapes(Shape[] inputShapes) {
-        return new Shape[] {inputShapes[0]};
-    }
-
     /** Builds a {@link MultiHeadLatentAttention}. */
-    public static final class Builder {
-        private long hiddenSize;
+    public static final class Builder extends CausalAttention.BaseBuilder<Builder> {
         private int numHeads;
         private long qLoraRank;
         private long kvLoraRank;
         private long qkNopeHeadDim;
         private long qkRopeHeadDim;
         private long vHeadDim;
-        private boolean bias;
         private double scale;
-        private RotaryEmbedding rotary;
 
         Builder() {}
 
-        /**
-         * Sets the model width H (required).
-         *
-         * @param h H
-         * @return this builder
-         */
-        public Builder setHiddenSize(long h) {
-            hiddenSize = h;
+        @Override
+        Builder self() {
             return this;
         }
 
@@ -300,17 +275,6 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
         }
 
         /**
-         * Sets the rotary embedding (required; its size must be {@code qk_rope_head_dim}).
-         *
-         * @param rotary the shared rotary embedding
-         * @return this builder
-         */
-        public Builder setRotary(RotaryEmbedding rotary) {
-            this.rotary = rotary;
-            return this;
-        }
-
-        /**
          * Sets {@code q_lora_rank} (default 0: a plain {@code q_proj}).
          *
          * @param rank the query latent size
@@ -318,17 +282,6 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
          */
         public Builder optQLoraRank(long rank) {
             qLoraRank = rank;
-            return this;
-        }
-
-        /**
-         * Sets {@code attention_bias} (default false).
-         *
-         * @param bias whether q_a, kv_a and o have biases
-         * @return this builder
-         */
-        public Builder optBias(boolean bias) {
-            this.bias = bias;
             return this;
         }
 
@@ -372,11 +325,7 @@ public final class MultiHeadLatentAttention extends AbstractBlock implements Cac
                                 + " q_lora="
                                 + qLoraRank);
             }
-            if (rotary == null || rotary.settings().dim() != qkRopeHeadDim) {
-                throw new IllegalArgumentException(
-                        "MultiHeadLatentAttention: setRotary needs a rotary embedding of size "
-                                + qkRopeHeadDim);
-            }
+            checkRotary("MultiHeadLatentAttention", qkRopeHeadDim);
             return new MultiHeadLatentAttention(this);
         }
     }
