@@ -7,20 +7,13 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.djlmoe.dist.RankEnvironment;
+import dev.djlmoe.dist.MultiRank;
 import dev.djlmoe.zoo.io.SafetensorsCheckpoint;
 import dev.djlmoe.zoo.io.SafetensorsFile;
-import java.io.IOException;
-import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.Paths;
-import java.util.ArrayList;
-import java.util.List;
-import java.util.Map;
+import java.time.Duration;
 import java.util.TreeSet;
-import java.util.UUID;
-import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -83,59 +76,14 @@ class ExpertParallelLoadTest {
         assertArrayEquals(single, back, "the EP-sharded save loads back on one rank");
     }
 
-    static void runRanks(Path ckpt, Path out) throws IOException, InterruptedException {
-        int port;
-        try (ServerSocket s = new ServerSocket(0)) {
-            port = s.getLocalPort();
-        }
-        String java = Paths.get(System.getProperty("java.home"), "bin", "java").toString();
-        List<Process> procs = new ArrayList<>();
-        String token = UUID.randomUUID().toString();
-        for (int r = 0; r < WORLD; r++) {
-            ProcessBuilder pb =
-                    new ProcessBuilder(
-                            java,
-                            "-Xmx1g",
-                            "-Dai.djl.offline=true",
-                            "-Dai.djl.pytorch.num_threads=1",
-                            "-Dai.djl.pytorch.num_interop_threads=1",
-                            "-cp",
-                            System.getProperty("java.class.path"),
-                            EpLoadRank.class.getName(),
-                            ckpt.toString(),
-                            out.toString());
-            Map<String, String> env = pb.environment();
-            env.put("RANK", String.valueOf(r));
-            env.put("WORLD_SIZE", String.valueOf(WORLD));
-            env.put("LOCAL_RANK", String.valueOf(r));
-            env.put("LOCAL_WORLD_SIZE", String.valueOf(WORLD));
-            env.put("MASTER_ADDR", "127.0.0.1");
-            env.put("MASTER_PORT", String.valueOf(port));
-            env.put(RankEnvironment.JOB_TOKEN, token);
-            env.put("DJL_OFFLINE", "true");
-            env.put("OPT_OUT_TRACKING", "true");
-            env.put("DJL_MOE_TIMEOUT_MS", "60000");
-            pb.redirectErrorStream(true);
-            pb.redirectOutput(out.resolve("rank-" + r + ".log").toFile());
-            procs.add(pb.start());
-        }
-        try {
-            for (int r = 0; r < WORLD; r++) {
-                Process p = procs.get(r);
-                boolean done = p.waitFor(150, TimeUnit.SECONDS);
-                String log = Files.readString(out.resolve("rank-" + r + ".log"));
-                assertTrue(done, "rank " + r + " timed out:\n" + tail(log));
-                assertEquals(0, p.exitValue(), "rank " + r + " failed:\n" + tail(log));
-            }
-        } finally {
-            for (Process p : procs) {
-                p.descendants().forEach(ProcessHandle::destroyForcibly);
-                p.destroyForcibly();
-            }
-        }
-    }
-
-    private static String tail(String log) {
-        return log.length() > 6000 ? log.substring(log.length() - 6000) : log;
+    /** Runs {@link EpLoadRank} on {@value #WORLD} ranks, writing into {@code out}. */
+    static void runRanks(Path ckpt, Path out) {
+        MultiRank.builder(EpLoadRank.class, WORLD)
+                .args(ckpt.toString(), out.toString())
+                .timeout(Duration.ofSeconds(150))
+                .rankTimeoutMillis(60_000)
+                .name("ep-load")
+                .run()
+                .assertAllSucceeded();
     }
 }

@@ -11,23 +11,29 @@ import dev.djlmoe.zoo.io.TensorInfo;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.stream.Stream;
 
 /** The transformers-written fixtures of {@code src/test/fixtures/hf} (generate_fixtures.py). */
 final class Fixtures {
 
     static final Path ROOT = Paths.get("src/test/fixtures/hf");
 
-    /** Every model fixture. */
-    static final String[] MODELS = {
-        "deepseek_v3_qlora_yarn",
-        "deepseek_v3_tied",
-        "deepseek_v2_lite",
-        "deepseek_v2_group",
-        "qwen3_moe_sharded",
-        "qwen3_moe_tied_bias"
-    };
-
     private Fixtures() {}
+
+    /**
+     * Every model fixture, for {@code @MethodSource("dev.djlmoe.zoo.hf.Fixtures#models")}.
+     *
+     * @return the fixtures' names
+     */
+    static Stream<String> models() {
+        return Stream.of(
+                "deepseek_v3_qlora_yarn",
+                "deepseek_v3_tied",
+                "deepseek_v2_lite",
+                "deepseek_v2_group",
+                "qwen3_moe_sharded",
+                "qwen3_moe_tied_bias");
+    }
 
     static Path dir(String name) {
         return ROOT.resolve(name);

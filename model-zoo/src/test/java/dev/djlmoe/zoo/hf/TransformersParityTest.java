@@ -17,7 +17,7 @@ import ai.djl.repository.zoo.Criteria;
 import ai.djl.repository.zoo.ZooModel;
 import dev.djlmoe.testing.TestDevice;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.MethodSource;
 
 /**
  * Each architecture against the transformers library itself: tiny random checkpoints written by
@@ -31,15 +31,7 @@ class TransformersParityTest {
     static final double TOLERANCE = 1e-4;
 
     @ParameterizedTest
-    @ValueSource(
-            strings = {
-                "deepseek_v3_qlora_yarn",
-                "deepseek_v3_tied",
-                "deepseek_v2_lite",
-                "deepseek_v2_group",
-                "qwen3_moe_sharded",
-                "qwen3_moe_tied_bias"
-            })
+    @MethodSource("dev.djlmoe.zoo.hf.Fixtures#models")
     void criteriaPredictorMatchesTransformers(String name) throws Exception {
         Fixtures.Expected exp = Fixtures.expected(name);
         Device device = TestDevice.device();

@@ -128,6 +128,21 @@ class HostileFilesTest {
                 .getCurrentThreadAllocatedBytes();
     }
 
+    /** Opens a file (expected to be refused), then checks what opening it allocated. */
+    private static Executable openAllocatingAtMost(Path file, long maxBytes) {
+        return () -> {
+            long before = allocatedBytes();
+            try {
+                SafetensorsFile.open(file).close();
+            } finally {
+                long used = allocatedBytes() - before;
+                assertTrue(
+                        used <= maxBytes,
+                        "opening " + file + " allocated " + used + " bytes, more than " + maxBytes);
+            }
+        };
+    }
+
     // ---- the table ----------------------------------------------------------------------------
 
     private static List<Case> cases() throws IOException {
@@ -185,15 +200,7 @@ class HostileFilesTest {
                             "safetensors",
                             "header larger than this heap can parse",
                             SafetensorsException.class,
-                            () -> {
-                                long before = allocatedBytes();
-                                try {
-                                    SafetensorsFile.open(bomb).close();
-                                } finally {
-                                    long used = allocatedBytes() - before;
-                                    assertTrue(used < (4 << 20), "allocated " + used + " bytes");
-                                }
-                            },
+                            openAllocatingAtMost(bomb, 4 << 20),
                             bomb.toString(),
                             (heapLimit + 1) + " bytes of JSON",
                             "limit of " + heapLimit + " bytes",
@@ -386,17 +393,8 @@ class HostileFilesTest {
                         "safetensors",
                         "2 MiB of empty objects",
                         SafetensorsException.class,
-                        () -> {
-                            long before = allocatedBytes();
-                            try {
-                                SafetensorsFile.open(objBomb).close();
-                            } finally {
-                                long used = allocatedBytes() - before;
-                                assertTrue(
-                                        used <= Json.HEAP_BYTES_PER_TEXT_BYTE * (2L << 20) * 5 / 4,
-                                        "allocated " + used + " bytes for a 2 MiB header");
-                            }
-                        },
+                        openAllocatingAtMost(
+                                objBomb, Json.HEAP_BYTES_PER_TEXT_BYTE * (2L << 20) * 5 / 4),
                         "tensor 'a'",
                         "expected an object, found array"));
         // Reads of a valid file outside what it declares.
