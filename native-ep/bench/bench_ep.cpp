@@ -54,7 +54,8 @@ constexpr size_t kMemcpyBytes = size_t{256} << 20;
 // 4H is a multiple of 64), filled with v.
 struct AlignedFloats {
   explicit AlignedFloats(size_t n, float v = 0.0f)
-      : size(n), data(static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64))) {
+      : size(n),
+        data(static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64))) {
     if (data == nullptr) {
       std::fprintf(stderr, "cannot allocate %zu floats\n", n);
       std::exit(2);
@@ -77,20 +78,25 @@ struct WireFigures {
 int run_rank(const Options& o, int world, int rank, int port) {
   char err[2048];
   nep_comm* comm = nullptr;
-  if (!ok(nep_comm_create_shm(rank, world, rank, world, "127.0.0.1", port, "bench-ep", 120000, &comm, err, sizeof err),
+  if (!ok(nep_comm_create_shm(rank, world, rank, world, "127.0.0.1", port, "bench-ep", 120000,
+                              &comm, err, sizeof err),
           "nep_comm_create_shm", err, rank)) {
     return 2;
   }
   bool good = true;
-  auto barrier = [&] { good = good && ok(nep_barrier(comm, err, sizeof err), "nep_barrier", err, rank); };
+  auto barrier = [&] {
+    good = good && ok(nep_barrier(comm, err, sizeof err), "nep_barrier", err, rank);
+  };
   auto gather = [&](const void* mine, size_t bytes, void* all) {
-    good = good && ok(nep_all_gather(comm, reinterpret_cast<int64_t>(mine), static_cast<int64_t>(bytes),
-                                     reinterpret_cast<int64_t>(all), err, sizeof err),
-                      "nep_all_gather", err, rank);
+    good = good &&
+           ok(nep_all_gather(comm, reinterpret_cast<int64_t>(mine), static_cast<int64_t>(bytes),
+                             reinterpret_cast<int64_t>(all), err, sizeof err),
+              "nep_all_gather", err, rank);
   };
 
   // The memcpy that sets the bound, run on every rank at the start of each iteration.
-  AlignedFloats copy_src(kMemcpyBytes / sizeof(float), 1.0f), copy_dst(kMemcpyBytes / sizeof(float), 2.0f);
+  AlignedFloats copy_src(kMemcpyBytes / sizeof(float), 1.0f),
+      copy_dst(kMemcpyBytes / sizeof(float), 2.0f);
   std::memcpy(copy_dst.data, copy_src.data, kMemcpyBytes);  // warms page tables
 
   const int64_t t = o.tokens, h = o.hidden, k = o.topk;
@@ -108,8 +114,8 @@ int run_rank(const Options& o, int world, int rank, int port) {
     }
   }
   nep_handle* hd = nullptr;
-  if (!good || !ok(nep_dispatch_notify(comm, reinterpret_cast<int64_t>(idx.data()), t, static_cast<int32_t>(k),
-                                       o.experts, 1, &hd, err, sizeof err),
+  if (!good || !ok(nep_dispatch_notify(comm, reinterpret_cast<int64_t>(idx.data()), t,
+                                       static_cast<int32_t>(k), o.experts, 1, &hd, err, sizeof err),
                    "nep_dispatch_notify", err, rank)) {
     return 1;
   }
@@ -130,7 +136,8 @@ int run_rank(const Options& o, int world, int rank, int port) {
   const int64_t oa = reinterpret_cast<int64_t>(out.data);
 
   std::vector<WireFigures> mine;
-  std::vector<std::vector<double>> slowest_times;  // per wire: [iteration][memcpy, dispatch, combine]
+  std::vector<std::vector<double>>
+      slowest_times;  // per wire: [iteration][memcpy, dispatch, combine]
   for (int32_t wire : o.wires) {
     // Per iteration: this rank's memcpy, dispatch and combine times (us).
     std::vector<double> times(static_cast<size_t>(3 * o.iters));
@@ -141,11 +148,13 @@ int run_rank(const Options& o, int world, int rank, int port) {
       const double c1 = now_us();
       barrier();
       const double t0 = now_us();
-      good = good && ok(nep_dispatch(comm, hd, xa, h, wire, 0, ra, 0, 0, err, sizeof err), "nep_dispatch", err, rank);
+      good = good && ok(nep_dispatch(comm, hd, xa, h, wire, 0, ra, 0, 0, err, sizeof err),
+                        "nep_dispatch", err, rank);
       const double t1 = now_us();
       barrier();
       const double t2 = now_us();
-      good = good && ok(nep_combine(comm, hd, ra, h, wire, 0, oa, 0, err, sizeof err), "nep_combine", err, rank);
+      good = good && ok(nep_combine(comm, hd, ra, h, wire, 0, oa, 0, err, sizeof err),
+                        "nep_combine", err, rank);
       const double t3 = now_us();
       if (it >= 0) {
         times[3 * it] = c1 - c0;
@@ -159,7 +168,8 @@ int run_rank(const Options& o, int world, int rank, int port) {
     gather(times.data(), times.size() * sizeof(double), all_times.data());
     std::vector<double> slowest(times.size(), 0.0);
     for (int r = 0; r < world; ++r) {
-      for (size_t i = 0; i < times.size(); ++i) slowest[i] = std::max(slowest[i], all_times[r * times.size() + i]);
+      for (size_t i = 0; i < times.size(); ++i)
+        slowest[i] = std::max(slowest[i], all_times[r * times.size() + i]);
     }
     if (!good) break;
     double num = 0.0, den = 0.0;
@@ -175,12 +185,14 @@ int run_rank(const Options& o, int world, int rank, int port) {
     const double fp = 4.0 * static_cast<double>(h);
     slowest_times.push_back(slowest);
     mine.push_back({(sent + recv) * (fp + row_bytes) / 2,
-                    (sent + recv) * (fp + row_bytes) / 2 + (sent - reached) * fp / 2, recv * row_bytes, num, den});
+                    (sent + recv) * (fp + row_bytes) / 2 + (sent - reached) * fp / 2,
+                    recv * row_bytes, num, den});
   }
   if (!good) return 1;
   std::vector<WireFigures> all(mine.size() * world);
   gather(mine.data(), mine.size() * sizeof(WireFigures), all.data());
-  std::vector<double> counts = {static_cast<double>(sent), static_cast<double>(recv)}, all_counts(2 * world);
+  std::vector<double> counts = {static_cast<double>(sent), static_cast<double>(recv)},
+                      all_counts(2 * world);
   gather(counts.data(), counts.size() * sizeof(double), all_counts.data());
   if (!good) return 1;
 
@@ -190,12 +202,14 @@ int run_rank(const Options& o, int world, int rank, int port) {
       mean_sent += all_counts[2 * r] / world;
       mean_recv += all_counts[2 * r + 1] / world;
     }
-    std::printf("\nW=%d ranks, %lld tokens/rank, H=%lld, top-%d of %d experts, uniform routing; rows per rank: "
-                "sent %.0f, received %.0f (mean); %d iterations after 1 warm-up\n",
-                world, static_cast<long long>(t), static_cast<long long>(h), o.topk, o.experts, mean_sent, mean_recv,
-                o.iters);
-    std::printf("%-6s %-9s %9s %9s %8s %9s %7s %8s   %s\n", "wire", "op", "time ms", "payload", "GB/s", "bound ms",
-                "ratio", "memcpy", "calc_diff");
+    std::printf(
+        "\nW=%d ranks, %lld tokens/rank, H=%lld, top-%d of %d experts, uniform routing; rows per "
+        "rank: "
+        "sent %.0f, received %.0f (mean); %d iterations after 1 warm-up\n",
+        world, static_cast<long long>(t), static_cast<long long>(h), o.topk, o.experts, mean_sent,
+        mean_recv, o.iters);
+    std::printf("%-6s %-9s %9s %9s %8s %9s %7s %8s   %s\n", "wire", "op", "time ms", "payload",
+                "GB/s", "bound ms", "ratio", "memcpy", "calc_diff");
     const size_t n = mine.size();
     for (size_t wi = 0; wi < n; ++wi) {
       double dcopy = 0, ccopy = 0, payload = 0, num = 0, den = 0;
@@ -223,11 +237,12 @@ int run_rank(const Options& o, int world, int rank, int port) {
       const double copy_gbs = static_cast<double>(kMemcpyBytes) / median(copy_us) / 1e3;
       const double d = median(d_us), c = median(c_us);
       const char* label = nep_bench::wire_label(o.wires[wi]);
-      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f %8.2f\n", label, "dispatch", d / 1e3, payload / 1e6,
-                  payload / (d * 1e3), median(d_bound) / 1e3, median(d_ratio), copy_gbs);
-      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f %8.2f   %.3g\n", label, "combine", c / 1e3,
-                  payload / 1e6, payload / (c * 1e3), median(c_bound) / 1e3, median(c_ratio), copy_gbs,
-                  1.0 - 2.0 * num / den);
+      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f %8.2f\n", label, "dispatch", d / 1e3,
+                  payload / 1e6, payload / (d * 1e3), median(d_bound) / 1e3, median(d_ratio),
+                  copy_gbs);
+      std::printf("%-6s %-9s %9.1f %7.0fMB %8.2f %9.1f %7.2f %8.2f   %.3g\n", label, "combine",
+                  c / 1e3, payload / 1e6, payload / (c * 1e3), median(c_bound) / 1e3,
+                  median(c_ratio), copy_gbs, 1.0 - 2.0 * num / den);
     }
     std::fflush(stdout);
   }
@@ -252,7 +267,8 @@ int main(int argc, char** argv) {
         o.wires.push_back(w);
       }
     } else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench_ep.cpp)\n", a.c_str());
+      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench_ep.cpp)\n",
+                   a.c_str());
       return 2;
     }
   }
@@ -260,7 +276,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "need --tokens, --hidden, --topk, --iters >= 1 and --experts >= --topk\n");
     return 2;
   }
-  std::printf("bench_ep: normal-mode dispatch/combine over cpu-shm (%ld CPUs online)\n", sysconf(_SC_NPROCESSORS_ONLN));
-  return nep_bench::run_worlds(o, "bench-ep", std::chrono::minutes(20),
-                               [&](int world, int rank, int port) { return run_rank(o, world, rank, port); });
+  std::printf("bench_ep: normal-mode dispatch/combine over cpu-shm (%ld CPUs online)\n",
+              sysconf(_SC_NPROCESSORS_ONLN));
+  return nep_bench::run_worlds(
+      o, "bench-ep", std::chrono::minutes(20),
+      [&](int world, int rank, int port) { return run_rank(o, world, rank, port); });
 }

@@ -20,7 +20,9 @@
 namespace nep_bench {
 
 inline double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration<double, std::micro>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 inline double median(std::vector<double> v) {
@@ -32,7 +34,8 @@ inline double median(std::vector<double> v) {
 
 // Reports a failed call and returns false.
 inline bool ok(int32_t rc, const char* what, const char* err, int rank) {
-  if (rc != NEP_OK) std::fprintf(stderr, "rank %d: %s failed (status %d): %s\n", rank, what, rc, err);
+  if (rc != NEP_OK)
+    std::fprintf(stderr, "rank %d: %s failed (status %d): %s\n", rank, what, rc, err);
   return rc == NEP_OK;
 }
 
@@ -177,7 +180,8 @@ int fork_world(int world, const char* job, std::chrono::seconds deadline, RankFn
     if (running > 0 && std::chrono::steady_clock::now() > end) {
       for (int r = 0; r < world; ++r) {
         if (pids[r] > 0) {
-          std::fprintf(stderr, "deadline of %llds passed: rank %d killed\n", static_cast<long long>(deadline.count()), r);
+          std::fprintf(stderr, "deadline of %llds passed: rank %d killed\n",
+                       static_cast<long long>(deadline.count()), r);
           kill(pids[r], SIGKILL);
           waitpid(pids[r], nullptr, 0);
         }
@@ -205,7 +209,9 @@ int run_worlds(const Shape& s, const char* job, std::chrono::seconds deadline, R
       std::fprintf(stderr, "world %d does not divide %d experts\n", world, s.experts);
       return 2;
     }
-    worst = std::max(worst, fork_world(world, job, deadline, [&](int rank, int port) { return run_rank(world, rank, port); }));
+    worst = std::max(worst, fork_world(world, job, deadline, [&](int rank, int port) {
+      return run_rank(world, rank, port);
+    }));
   }
   return worst;
 }

@@ -58,23 +58,27 @@ enum Metric {
   kNormalCombine,
   kMetrics
 };
-const char* kMetricNames[kMetrics] = {
-    "LL dispatch (send+recv)", "LL combine (send+recv)", "  hook: dispatch send", "  hook: dispatch recv",
-    "  hook: combine send",    "  hook: combine recv",   "normal dispatch (notify+data)", "normal combine"};
+const char* kMetricNames[kMetrics] = {"LL dispatch (send+recv)",       "LL combine (send+recv)",
+                                      "  hook: dispatch send",         "  hook: dispatch recv",
+                                      "  hook: combine send",          "  hook: combine recv",
+                                      "normal dispatch (notify+data)", "normal combine"};
 
 // One rank of one world size. Returns the process exit code.
 int run_rank(const Options& o, int world, int rank, int port) {
   char err[2048];
   nep_comm* comm = nullptr;
-  if (!ok(nep_comm_create_shm(rank, world, rank, world, "127.0.0.1", port, "bench-ll", 120000, &comm, err, sizeof err),
+  if (!ok(nep_comm_create_shm(rank, world, rank, world, "127.0.0.1", port, "bench-ll", 120000,
+                              &comm, err, sizeof err),
           "nep_comm_create_shm", err, rank)) {
     return 2;
   }
-  const int32_t max_wire = nep_wire_row_bytes(o.dispatch_wire, o.hidden) >= nep_wire_row_bytes(o.combine_wire, o.hidden)
-                               ? o.dispatch_wire
-                               : o.combine_wire;
+  const int32_t max_wire =
+      nep_wire_row_bytes(o.dispatch_wire, o.hidden) >= nep_wire_row_bytes(o.combine_wire, o.hidden)
+          ? o.dispatch_wire
+          : o.combine_wire;
   nep_ll_buffer* buf = nullptr;
-  if (!ok(nep_ll_buffer_create(comm, o.tokens, o.hidden, o.experts, o.topk, max_wire, 120000, &buf, err, sizeof err),
+  if (!ok(nep_ll_buffer_create(comm, o.tokens, o.hidden, o.experts, o.topk, max_wire, 120000, &buf,
+                               err, sizeof err),
           "nep_ll_buffer_create", err, rank)) {
     return 2;
   }
@@ -86,7 +90,8 @@ int run_rank(const Options& o, int world, int rank, int port) {
   std::mt19937_64 rng(1234 + rank);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uni(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(t * h)), w(static_cast<size_t>(t * k)), out(static_cast<size_t>(t * h));
+  std::vector<float> x(static_cast<size_t>(t * h)), w(static_cast<size_t>(t * k)),
+      out(static_cast<size_t>(t * h));
   std::vector<int64_t> idx(static_cast<size_t>(t * k));
   for (float& v : x) v = normal(rng);
   std::vector<int64_t> perm(static_cast<size_t>(o.experts));
@@ -102,21 +107,27 @@ int run_rank(const Options& o, int world, int rank, int port) {
   // recv_x [El, W*T, H] is large (E * T * H floats over all ranks) but only received rows are
   // touched: map it lazily. The identity expert combines recv_x itself (y = recv_x).
   const size_t recv_bytes = static_cast<size_t>(local) * rows * h * sizeof(float);
-  void* mapped = mmap(nullptr, recv_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* mapped = mmap(nullptr, recv_bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mapped == MAP_FAILED) {
     std::fprintf(stderr, "rank %d: cannot map recv_x (%zu bytes)\n", rank, recv_bytes);
     return 2;
   }
   float* recv_x = static_cast<float*>(mapped);
   std::vector<int32_t> recv_count(static_cast<size_t>(local));
-  const int64_t xa = reinterpret_cast<int64_t>(x.data()), ia = reinterpret_cast<int64_t>(idx.data());
-  const int64_t wa = reinterpret_cast<int64_t>(w.data()), oa = reinterpret_cast<int64_t>(out.data());
-  const int64_t ra = reinterpret_cast<int64_t>(recv_x), ca = reinterpret_cast<int64_t>(recv_count.data());
+  const int64_t xa = reinterpret_cast<int64_t>(x.data()),
+                ia = reinterpret_cast<int64_t>(idx.data());
+  const int64_t wa = reinterpret_cast<int64_t>(w.data()),
+                oa = reinterpret_cast<int64_t>(out.data());
+  const int64_t ra = reinterpret_cast<int64_t>(recv_x),
+                ca = reinterpret_cast<int64_t>(recv_count.data());
 
   std::vector<std::vector<double>> samples(kMetrics);
   int64_t dispatch_bytes = 0, combine_bytes = 0;
   bool good = true;
-  auto barrier = [&] { good = good && ok(nep_barrier(comm, err, sizeof err), "nep_barrier", err, rank); };
+  auto barrier = [&] {
+    good = good && ok(nep_barrier(comm, err, sizeof err), "nep_barrier", err, rank);
+  };
 
   // One LL step; split = true inserts a barrier between each send and its receive.
   auto ll_step = [&](bool split, bool record) {
@@ -124,14 +135,15 @@ int run_rank(const Options& o, int world, int rank, int port) {
     nep_ll_handle* hd = nullptr;
     barrier();
     double t0 = now_us();
-    good = good && ok(nep_ll_dispatch_send(buf, xa, t, h, ia, static_cast<int32_t>(k), o.dispatch_wire, o.flags, &op,
-                                           err, sizeof err),
+    good = good && ok(nep_ll_dispatch_send(buf, xa, t, h, ia, static_cast<int32_t>(k),
+                                           o.dispatch_wire, o.flags, &op, err, sizeof err),
                       "nep_ll_dispatch_send", err, rank);
     if (!good) return;
     double t1 = now_us();
     if (split) barrier();
     double t2 = now_us();
-    good = good && ok(nep_ll_dispatch_recv(op, ra, ca, 0, 0, &hd, err, sizeof err), "nep_ll_dispatch_recv", err, rank);
+    good = good && ok(nep_ll_dispatch_recv(op, ra, ca, 0, 0, &hd, err, sizeof err),
+                      "nep_ll_dispatch_recv", err, rank);
     double t3 = now_us();
     dispatch_bytes = nep_ll_op_bytes_sent(op);
     nep_ll_op_destroy(op);
@@ -146,14 +158,15 @@ int run_rank(const Options& o, int world, int rank, int port) {
     }
     barrier();
     t0 = now_us();
-    good = good && ok(nep_ll_combine_send(buf, hd, ra, h, ia, wa, t, static_cast<int32_t>(k), o.combine_wire, &op, err,
-                                          sizeof err),
+    good = good && ok(nep_ll_combine_send(buf, hd, ra, h, ia, wa, t, static_cast<int32_t>(k),
+                                          o.combine_wire, &op, err, sizeof err),
                       "nep_ll_combine_send", err, rank);
     if (!good) return;
     t1 = now_us();
     if (split) barrier();
     t2 = now_us();
-    good = good && ok(nep_ll_combine_recv(op, oa, err, sizeof err), "nep_ll_combine_recv", err, rank);
+    good =
+        good && ok(nep_ll_combine_recv(op, oa, err, sizeof err), "nep_ll_combine_recv", err, rank);
     t3 = now_us();
     combine_bytes = nep_ll_op_bytes_sent(op);
     nep_ll_op_destroy(op);
@@ -174,18 +187,21 @@ int run_rank(const Options& o, int world, int rank, int port) {
     nep_handle* nh = nullptr;
     barrier();
     const double t0 = now_us();
-    good = good && ok(nep_dispatch_notify(comm, ia, t, static_cast<int32_t>(k), o.experts, 1, &nh, err, sizeof err),
+    good = good && ok(nep_dispatch_notify(comm, ia, t, static_cast<int32_t>(k), o.experts, 1, &nh,
+                                          err, sizeof err),
                       "nep_dispatch_notify", err, rank);
     if (!good) return;
     const int64_t r = nep_handle_num_recv(nh);
-    if (static_cast<int64_t>(normal_recv.size()) < r * h) normal_recv.resize(static_cast<size_t>(r * h));
+    if (static_cast<int64_t>(normal_recv.size()) < r * h)
+      normal_recv.resize(static_cast<size_t>(r * h));
     const int64_t na = reinterpret_cast<int64_t>(normal_recv.data());
-    good = good && ok(nep_dispatch(comm, nh, xa, h, o.dispatch_wire, 0, na, 0, 0, err, sizeof err), "nep_dispatch",
-                      err, rank);
+    good = good && ok(nep_dispatch(comm, nh, xa, h, o.dispatch_wire, 0, na, 0, 0, err, sizeof err),
+                      "nep_dispatch", err, rank);
     const double t1 = now_us();
     barrier();
     const double t2 = now_us();
-    good = good && ok(nep_combine(comm, nh, na, h, o.combine_wire, 0, oa, 0, err, sizeof err), "nep_combine", err, rank);
+    good = good && ok(nep_combine(comm, nh, na, h, o.combine_wire, 0, oa, 0, err, sizeof err),
+                      "nep_combine", err, rank);
     const double t3 = now_us();
     nep_handle_destroy(nh);
     if (record) {
@@ -245,7 +261,8 @@ int run_rank(const Options& o, int world, int rank, int port) {
   mine[kMetrics + 2] = static_cast<double>(combine_bytes);
   mine[kMetrics + 3] = copy_us;
   std::vector<double> all(mine.size() * world);
-  if (!ok(nep_all_gather(comm, reinterpret_cast<int64_t>(mine.data()), static_cast<int64_t>(mine.size() * 8),
+  if (!ok(nep_all_gather(comm, reinterpret_cast<int64_t>(mine.data()),
+                         static_cast<int64_t>(mine.size() * 8),
                          reinterpret_cast<int64_t>(all.data()), err, sizeof err),
           "nep_all_gather", err, rank)) {
     return 1;
@@ -259,12 +276,14 @@ int run_rank(const Options& o, int world, int rank, int port) {
       dbytes += all[r * n + kMetrics + 1] / world;
       cbytes += all[r * n + kMetrics + 2] / world;
     }
-    std::printf("\nW=%d ranks, %lld tokens/rank, H=%lld, top-%d of %d experts, dispatch %s%s, combine %s; "
-                "%d iterations after %d warm-up; LL buffer %.1f MiB/rank\n",
-                world, static_cast<long long>(t), static_cast<long long>(h), o.topk, o.experts,
-                wire_label(o.dispatch_wire), o.flags ? " (pow2 scales)" : "", wire_label(o.combine_wire), o.iters,
-                o.warmup, static_cast<double>(nep_ll_buffer_bytes(buf)) / (1 << 20));
-    std::printf("  %-32s %12s %12s   %s\n", "median over iterations (us)", "max rank", "mean rank", "per rank");
+    std::printf(
+        "\nW=%d ranks, %lld tokens/rank, H=%lld, top-%d of %d experts, dispatch %s%s, combine %s; "
+        "%d iterations after %d warm-up; LL buffer %.1f MiB/rank\n",
+        world, static_cast<long long>(t), static_cast<long long>(h), o.topk, o.experts,
+        wire_label(o.dispatch_wire), o.flags ? " (pow2 scales)" : "", wire_label(o.combine_wire),
+        o.iters, o.warmup, static_cast<double>(nep_ll_buffer_bytes(buf)) / (1 << 20));
+    std::printf("  %-32s %12s %12s   %s\n", "median over iterations (us)", "max rank", "mean rank",
+                "per rank");
     for (int m = 0; m < kMetrics; ++m) {
       double mx = 0.0, mean = 0.0;
       std::string per;
@@ -278,14 +297,25 @@ int run_rank(const Options& o, int world, int rank, int port) {
       }
       std::printf("  %-32s %12.1f %12.1f   [%s]\n", kMetricNames[m], mx, mean, per.c_str());
     }
-    const double d_us = [&] { double v = 0; for (int r = 0; r < world; ++r) v = std::max(v, all[r * n + kDispatch]); return v; }();
-    const double c_us = [&] { double v = 0; for (int r = 0; r < world; ++r) v = std::max(v, all[r * n + kCombine]); return v; }();
-    std::printf("  bytes sent per rank: dispatch %.2f MB (%.2f GB/s at the max-rank median), combine %.2f MB (%.2f GB/s)\n",
-                dbytes / 1e6, dbytes / d_us / 1e3, cbytes / 1e6, cbytes / c_us / 1e3);
+    const double d_us = [&] {
+      double v = 0;
+      for (int r = 0; r < world; ++r) v = std::max(v, all[r * n + kDispatch]);
+      return v;
+    }();
+    const double c_us = [&] {
+      double v = 0;
+      for (int r = 0; r < world; ++r) v = std::max(v, all[r * n + kCombine]);
+      return v;
+    }();
+    std::printf(
+        "  bytes sent per rank: dispatch %.2f MB (%.2f GB/s at the max-rank median), combine %.2f "
+        "MB (%.2f GB/s)\n",
+        dbytes / 1e6, dbytes / d_us / 1e3, cbytes / 1e6, cbytes / c_us / 1e3);
     std::printf("  combine sanity: calc_diff(out, x * sum w) = %.3g (max over ranks)\n", max_diff);
-    std::printf("  machine reference: memcpy of %.1f MB (T*K float32 rows, what a rank's receive writes) "
-                "takes %.0f us (one rank at a time; mean of their medians)\n",
-                static_cast<double>(t * k * h * 4) / 1e6, copy);
+    std::printf(
+        "  machine reference: memcpy of %.1f MB (T*K float32 rows, what a rank's receive writes) "
+        "takes %.0f us (one rank at a time; mean of their medians)\n",
+        static_cast<double>(t * k * h * 4) / 1e6, copy);
     std::fflush(stdout);
   }
   munmap(mapped, recv_bytes);
@@ -311,12 +341,15 @@ int main(int argc, char** argv) {
     } else if (a == "--round-scale") {
       o.flags = NEP_LL_ROUND_SCALE;
     } else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench_ll.cpp)\n", a.c_str());
+      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench_ll.cpp)\n",
+                   a.c_str());
       return 2;
     }
   }
   if (o.dispatch_wire < 0 || o.combine_wire < 0) return 2;
-  std::printf("bench_ll: low-latency dispatch/combine over cpu-shm (%ld CPUs online)\n", sysconf(_SC_NPROCESSORS_ONLN));
-  return nep_bench::run_worlds(o, "bench-ll", std::chrono::minutes(10),
-                               [&](int world, int rank, int port) { return run_rank(o, world, rank, port); });
+  std::printf("bench_ll: low-latency dispatch/combine over cpu-shm (%ld CPUs online)\n",
+              sysconf(_SC_NPROCESSORS_ONLN));
+  return nep_bench::run_worlds(
+      o, "bench-ll", std::chrono::minutes(10),
+      [&](int world, int rank, int port) { return run_rank(o, world, rank, port); });
 }

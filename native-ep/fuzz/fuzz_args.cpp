@@ -55,22 +55,23 @@ class FuzzInput {
   int64_t pick(int64_t lo, int64_t hi, bool allow_extreme = true) {
     const uint8_t sel = byte();
     if (allow_extreme && sel >= 240) {
-      static const int64_t kExtreme[] = {0,
-                                         -1,
-                                         -2,
-                                         std::numeric_limits<int32_t>::min(),
-                                         std::numeric_limits<int32_t>::max(),
-                                         static_cast<int64_t>(std::numeric_limits<int32_t>::max()) + 1,
-                                         std::numeric_limits<int64_t>::min(),
-                                         std::numeric_limits<int64_t>::max(),
-                                         1 << 16,
-                                         1 << 20,
-                                         -(1 << 20),
-                                         65537,
-                                         3,
-                                         127,
-                                         129,
-                                         33};
+      static const int64_t kExtreme[] = {
+          0,
+          -1,
+          -2,
+          std::numeric_limits<int32_t>::min(),
+          std::numeric_limits<int32_t>::max(),
+          static_cast<int64_t>(std::numeric_limits<int32_t>::max()) + 1,
+          std::numeric_limits<int64_t>::min(),
+          std::numeric_limits<int64_t>::max(),
+          1 << 16,
+          1 << 20,
+          -(1 << 20),
+          65537,
+          3,
+          127,
+          129,
+          33};
       return kExtreme[sel - 240];
     }
     const uint64_t span = static_cast<uint64_t>(hi - lo) + 1;
@@ -103,7 +104,8 @@ class FuzzInput {
 
 // An error buffer of an exact, fuzzed capacity (0 means a null buffer).
 struct ErrBuf {
-  explicit ErrBuf(int64_t cap) : cap_(cap), data_(cap > 0 ? new char[static_cast<size_t>(cap)] : nullptr) {
+  explicit ErrBuf(int64_t cap)
+      : cap_(cap), data_(cap > 0 ? new char[static_cast<size_t>(cap)] : nullptr) {
     if (data_) std::memset(data_.get(), 'x', static_cast<size_t>(cap));
   }
   char* get() { return data_.get(); }
@@ -117,7 +119,8 @@ void check_status(int32_t rc, ErrBuf& err, const char* what) {
   if (err.get() == nullptr) return;
   const char* m = err.get();
   const size_t len = strnlen(m, static_cast<size_t>(err.cap()));
-  if (len == static_cast<size_t>(err.cap())) violated(what, "message not NUL-terminated within err_cap");
+  if (len == static_cast<size_t>(err.cap()))
+    violated(what, "message not NUL-terminated within err_cap");
   if (rc == NEP_OK) {
     if (len != 0) violated(what, "success with a message");
     return;
@@ -167,11 +170,11 @@ void fuzz_layout(FuzzInput& in) {
   std::vector<int32_t> per_rank(sane_outputs ? w : 0), per_expert(sane_outputs ? e : 0);
   std::vector<uint8_t> in_rank(sane_outputs ? static_cast<size_t>(t * w) : 0);
   ErrBuf err(err_cap(in));
-  const int32_t rc = nep_layout(sane ? reinterpret_cast<int64_t>(idx.data()) : 0, t, k, e, w,
-                                sane_outputs ? reinterpret_cast<int64_t>(per_rank.data()) : 0,
-                                sane_outputs ? reinterpret_cast<int64_t>(per_expert.data()) : 0,
-                                sane_outputs && t > 0 ? reinterpret_cast<int64_t>(in_rank.data()) : 0,
-                                err.get(), err.cap());
+  const int32_t rc = nep_layout(
+      sane ? reinterpret_cast<int64_t>(idx.data()) : 0, t, k, e, w,
+      sane_outputs ? reinterpret_cast<int64_t>(per_rank.data()) : 0,
+      sane_outputs ? reinterpret_cast<int64_t>(per_expert.data()) : 0,
+      sane_outputs && t > 0 ? reinterpret_cast<int64_t>(in_rank.data()) : 0, err.get(), err.cap());
   check_status(rc, err, "nep_layout");
   if (rc != NEP_OK || !sane_outputs) return;
   // Oracle: counts from a plain loop.
@@ -191,7 +194,8 @@ void fuzz_layout(FuzzInput& in) {
     }
     for (int32_t r = 0; r < w; ++r) {
       pr[r] += seen[r];
-      if (in_rank[i * w + r] != seen[r]) violated("nep_layout", "is_token_in_rank differs from the oracle");
+      if (in_rank[i * w + r] != seen[r])
+        violated("nep_layout", "is_token_in_rank differs from the oracle");
     }
   }
   if (pr != per_rank || pe != per_expert) violated("nep_layout", "counts differ from the oracle");
@@ -208,13 +212,14 @@ void fuzz_dispatch(FuzzInput& in, nep_comm* comm) {
   std::vector<int64_t> idx(sane ? static_cast<size_t>(t * k) : 0);
   for (auto& v : idx) {
     const uint8_t sel = in.byte();
-    v = sel < 230 && e > 0 ? static_cast<int64_t>(in.byte()) % (static_cast<int64_t>(e) + 1) - 1 : in.pick(-3, 60);
+    v = sel < 230 && e > 0 ? static_cast<int64_t>(in.byte()) % (static_cast<int64_t>(e) + 1) - 1
+                           : in.pick(-3, 60);
   }
   ErrBuf err(err_cap(in));
   nep_handle* h = nullptr;
   int32_t rc = nep_dispatch_notify(in.flag() && in.flag() ? nullptr : comm,
-                                   sane ? reinterpret_cast<int64_t>(idx.data()) : 0,
-                                   t, k, e, align, &h, err.get(), err.cap());
+                                   sane ? reinterpret_cast<int64_t>(idx.data()) : 0, t, k, e, align,
+                                   &h, err.get(), err.cap());
   check_status(rc, err, "nep_dispatch_notify");
   if (rc != NEP_OK) {
     if (h != nullptr) violated("nep_dispatch_notify", "failure returned a handle");
@@ -228,10 +233,12 @@ void fuzz_dispatch(FuzzInput& in, nep_comm* comm) {
   static const int64_t kBadHidden[] = {0, -1, -5, std::numeric_limits<int32_t>::min(),
                                        std::numeric_limits<int64_t>::min()};
   const int64_t hidden = valid_hidden ? in.pick(1, 300, false) : kBadHidden[in.byte() % 5];
-  const int32_t wire = in.byte() < 230 ? static_cast<int32_t>(in.byte() % 4) : static_cast<int32_t>(in.pick(-3, 9));
+  const int32_t wire =
+      in.byte() < 230 ? static_cast<int32_t>(in.byte() % 4) : static_cast<int32_t>(in.pick(-3, 9));
   const bool ok_hidden = hidden >= 1 && hidden <= 300;
   std::vector<float> x(ok_hidden ? static_cast<size_t>(t * hidden) : 0);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(in.byte()) - 128) / 8.0f;
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = static_cast<float>(static_cast<int>(in.byte()) - 128) / 8.0f;
   std::vector<float> w(sane ? static_cast<size_t>(t * k) : 0, 0.5f);
   std::vector<float> recv_x(ok_hidden ? static_cast<size_t>(recv * hidden) : 0);
   std::vector<int64_t> recv_idx(static_cast<size_t>(recv * k));
@@ -242,8 +249,8 @@ void fuzz_dispatch(FuzzInput& in, nep_comm* comm) {
   rc = nep_dispatch(comm, h, ok_hidden ? reinterpret_cast<int64_t>(x.data()) : 0, hidden, wire,
                     weights ? reinterpret_cast<int64_t>(w.data()) : 0,
                     null_recv || !ok_hidden ? 0 : reinterpret_cast<int64_t>(recv_x.data()),
-                    reinterpret_cast<int64_t>(recv_idx.data()), weights ? reinterpret_cast<int64_t>(recv_w.data()) : 0,
-                    err2.get(), err2.cap());
+                    reinterpret_cast<int64_t>(recv_idx.data()),
+                    weights ? reinterpret_cast<int64_t>(recv_w.data()) : 0, err2.get(), err2.cap());
   check_status(rc, err2, "nep_dispatch");
   if (rc == NEP_OK && (!ok_hidden || wire < 0 || wire > 3 || null_recv)) {
     violated("nep_dispatch", "accepted an invalid hidden size, wire format or null recv_x");
@@ -254,7 +261,8 @@ void fuzz_dispatch(FuzzInput& in, nep_comm* comm) {
     rc = nep_combine(comm, h, reinterpret_cast<int64_t>(recv_x.data()), hidden, wire, 0,
                      reinterpret_cast<int64_t>(out.data()), 0, err3.get(), err3.cap());
     check_status(rc, err3, "nep_combine");
-    if (rc != NEP_OK) violated("nep_combine", "failed after a successful dispatch with the same arguments");
+    if (rc != NEP_OK)
+      violated("nep_combine", "failed after a successful dispatch with the same arguments");
     if (wire == NEP_WIRE_FP32) {
       for (int64_t i = 0; i < t; ++i) {
         bool routed = false;
@@ -266,7 +274,8 @@ void fuzz_dispatch(FuzzInput& in, nep_comm* comm) {
       }
     } else {
       for (float v : out) {
-        if (!std::isfinite(v) || std::fabs(v) > 17.0f) violated("nep_combine", "lossy round trip out of range");
+        if (!std::isfinite(v) || std::fabs(v) > 17.0f)
+          violated("nep_combine", "lossy round trip out of range");
       }
     }
   }
@@ -276,21 +285,25 @@ void fuzz_dispatch(FuzzInput& in, nep_comm* comm) {
 // ---- mode 2: codecs --------------------------------------------------------------------------
 
 void fuzz_codecs(FuzzInput& in) {
-  const int32_t wire = in.byte() < 230 ? static_cast<int32_t>(in.byte() % 4) : static_cast<int32_t>(in.pick(-3, 9));
+  const int32_t wire =
+      in.byte() < 230 ? static_cast<int32_t>(in.byte() % 4) : static_cast<int32_t>(in.pick(-3, 9));
   const int64_t hidden = in.byte() < 240 ? in.pick(1, 400, false) : in.pick(-3, 0);
   int64_t rows = in.byte() < 245 ? in.pick(0, 6, false) : -in.pick(1, 5, false);
   if (hidden > 400 && rows > 0) rows = 0;  // no buffer that large: only the checks run
   const int64_t row_bytes = nep_wire_row_bytes(wire, hidden);
-  const bool valid = wire >= 0 && wire <= 3 && hidden >= 1 && hidden <= std::numeric_limits<int64_t>::max() / 8;
-  if (valid != (row_bytes > 0)) violated("nep_wire_row_bytes", "validity disagrees with the documented rules");
+  const bool valid =
+      wire >= 0 && wire <= 3 && hidden >= 1 && hidden <= std::numeric_limits<int64_t>::max() / 8;
+  if (valid != (row_bytes > 0))
+    violated("nep_wire_row_bytes", "validity disagrees with the documented rules");
   const bool sized = valid && rows >= 0;
   // Decode arbitrary bytes.
   std::vector<uint8_t> bytes(sized ? static_cast<size_t>(rows * row_bytes) : 0);
   for (auto& b : bytes) b = in.byte();
   std::vector<float> dec(sized ? static_cast<size_t>(rows * hidden) : 0);
   ErrBuf err(err_cap(in));
-  int32_t rc = nep_decode_rows(wire, sized ? reinterpret_cast<int64_t>(bytes.data()) : 0, rows, hidden,
-                               sized ? reinterpret_cast<int64_t>(dec.data()) : 0, err.get(), err.cap());
+  int32_t rc =
+      nep_decode_rows(wire, sized ? reinterpret_cast<int64_t>(bytes.data()) : 0, rows, hidden,
+                      sized ? reinterpret_cast<int64_t>(dec.data()) : 0, err.get(), err.cap());
   check_status(rc, err, "nep_decode_rows");
   if (rc == NEP_OK && !sized) violated("nep_decode_rows", "accepted invalid arguments");
   if (rc != NEP_OK && sized) violated("nep_decode_rows", "valid arguments refused");
@@ -347,7 +360,8 @@ void fuzz_codecs(FuzzInput& in) {
                              1e-38;
           if (!std::isfinite(d) || std::fabs(static_cast<double>(d) - v) > tol) {
             char msg[160];
-            std::snprintf(msg, sizeof msg, "e4m3 error too large: wire %d x %g decoded %g amax %g", wire, v, d, amax);
+            std::snprintf(msg, sizeof msg, "e4m3 error too large: wire %d x %g decoded %g amax %g",
+                          wire, v, d, amax);
             violated("codec", msg);
           }
         }
@@ -373,11 +387,13 @@ void fuzz_ll(FuzzInput& in, nep_comm* comm) {
   int32_t e = static_cast<int32_t>(in.byte() < 240 ? in.pick(1, 16, false) : in.pick(-2, 0));
   if (e > 64 && e <= kLlMaxExperts) e = -e;
   const int32_t max_topk = static_cast<int32_t>(in.pick(-1, 18, false));
-  const int32_t max_wire = static_cast<int32_t>(in.byte() < 240 ? in.byte() % 4 : in.pick(-2, 6, false));
+  const int32_t max_wire =
+      static_cast<int32_t>(in.byte() < 240 ? in.byte() % 4 : in.pick(-2, 6, false));
   const int64_t timeout = in.byte() < 250 ? 2000 : in.pick(-2, 0, false);
   ErrBuf err(err_cap(in));
   nep_ll_buffer* buf = nullptr;
-  int32_t rc = nep_ll_buffer_create(comm, tm, hidden, e, max_topk, max_wire, timeout, &buf, err.get(), err.cap());
+  int32_t rc = nep_ll_buffer_create(comm, tm, hidden, e, max_topk, max_wire, timeout, &buf,
+                                    err.get(), err.cap());
   check_status(rc, err, "nep_ll_buffer_create");
   if (rc == NEP_OK && (hidden > kLlMaxHidden || e > kLlMaxExperts)) {
     violated("nep_ll_buffer_create", "accepted a hidden size or expert count above the limits");
@@ -389,16 +405,20 @@ void fuzz_ll(FuzzInput& in, nep_comm* comm) {
   for (auto& v : x) v = static_cast<float>(static_cast<int>(in.byte()) - 128) / 16.0f;
   std::vector<int64_t> idx(static_cast<size_t>(t * std::max(k, 0)));
   for (auto& v : idx) {
-    v = in.byte() < 230 ? static_cast<int64_t>(in.byte()) % (static_cast<int64_t>(e) + 1) - 1 : in.pick(-3, 40);
+    v = in.byte() < 230 ? static_cast<int64_t>(in.byte()) % (static_cast<int64_t>(e) + 1) - 1
+                        : in.pick(-3, 40);
   }
-  const int32_t wire = static_cast<int32_t>(in.byte() < 230 ? in.byte() % 4 : in.pick(-2, 6, false));
+  const int32_t wire =
+      static_cast<int32_t>(in.byte() < 230 ? in.byte() % 4 : in.pick(-2, 6, false));
   const int32_t flags = static_cast<int32_t>(in.byte() < 200 ? 0 : in.pick(0, 4, false));
   nep_ll_op* op = nullptr;
   ErrBuf err2(err_cap(in));
-  rc = nep_ll_dispatch_send(buf, reinterpret_cast<int64_t>(x.data()), t, hidden, reinterpret_cast<int64_t>(idx.data()),
-                            k, wire, flags, &op, err2.get(), err2.cap());
+  rc = nep_ll_dispatch_send(buf, reinterpret_cast<int64_t>(x.data()), t, hidden,
+                            reinterpret_cast<int64_t>(idx.data()), k, wire, flags, &op, err2.get(),
+                            err2.cap());
   check_status(rc, err2, "nep_ll_dispatch_send");
-  if (rc == NEP_OK && t > tm) violated("nep_ll_dispatch_send", "accepted more tokens than max_tokens_per_rank");
+  if (rc == NEP_OK && t > tm)
+    violated("nep_ll_dispatch_send", "accepted more tokens than max_tokens_per_rank");
   if (rc == NEP_OK) {
     const int32_t el = nep_ll_buffer_num_local_experts(buf);
     const int64_t n = static_cast<int64_t>(nep_ll_buffer_world_size(buf)) * tm;
@@ -406,15 +426,18 @@ void fuzz_ll(FuzzInput& in, nep_comm* comm) {
     std::vector<int32_t> count(static_cast<size_t>(el));
     nep_ll_handle* h = nullptr;
     ErrBuf err3(512);
-    rc = nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(recv_x.data()), reinterpret_cast<int64_t>(count.data()), 0,
-                              0, &h, err3.get(), err3.cap());
+    rc = nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(recv_x.data()),
+                              reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err3.get(),
+                              err3.cap());
     check_status(rc, err3, "nep_ll_dispatch_recv");
     if (rc != NEP_OK) violated("nep_ll_dispatch_recv", "receive failed on loopback");
     std::vector<float> wts(idx.size(), 0.25f);
     nep_ll_op* op2 = nullptr;
     ErrBuf err4(512);
-    rc = nep_ll_combine_send(buf, h, reinterpret_cast<int64_t>(recv_x.data()), hidden, reinterpret_cast<int64_t>(idx.data()),
-                             reinterpret_cast<int64_t>(wts.data()), t, k, wire, &op2, err4.get(), err4.cap());
+    rc = nep_ll_combine_send(buf, h, reinterpret_cast<int64_t>(recv_x.data()), hidden,
+                             reinterpret_cast<int64_t>(idx.data()),
+                             reinterpret_cast<int64_t>(wts.data()), t, k, wire, &op2, err4.get(),
+                             err4.cap());
     check_status(rc, err4, "nep_ll_combine_send");
     if (rc == NEP_OK) {
       std::vector<float> out(static_cast<size_t>(t * hidden));
@@ -444,7 +467,8 @@ nep_comm* loopback() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   FuzzInput in(data + 1, size - 1);
-  static const int forced = std::getenv("NEP_FUZZ_MODE") ? std::atoi(std::getenv("NEP_FUZZ_MODE")) : -1;
+  static const int forced =
+      std::getenv("NEP_FUZZ_MODE") ? std::atoi(std::getenv("NEP_FUZZ_MODE")) : -1;
   switch (forced >= 0 ? forced : data[0] % 4) {
     case 0: fuzz_layout(in); break;
     case 1: fuzz_dispatch(in, loopback()); break;

@@ -53,10 +53,17 @@ class FuzzInput {
     return s;
   }
   int64_t i64() {
-    static const int64_t kInteresting[] = {0, 1, -1, 50, 3000, std::numeric_limits<int64_t>::max(),
+    static const int64_t kInteresting[] = {0,
+                                           1,
+                                           -1,
+                                           50,
+                                           3000,
+                                           std::numeric_limits<int64_t>::max(),
                                            std::numeric_limits<int64_t>::min(),
-                                           std::numeric_limits<int64_t>::max() - 1, -3000,
-                                           std::numeric_limits<int32_t>::max(), 1LL << 40};
+                                           std::numeric_limits<int64_t>::max() - 1,
+                                           -3000,
+                                           std::numeric_limits<int32_t>::max(),
+                                           1LL << 40};
     const uint8_t sel = byte();
     if (sel < 200) return kInteresting[sel % (sizeof kInteresting / sizeof kInteresting[0])];
     int64_t v = 0;
@@ -95,7 +102,7 @@ std::string built_frame(FuzzInput& in) {
     nep::store::put_i64(body, in.i64());
   }
   const uint8_t twist = in.byte();
-  if (twist >= 240) body += in.bytes(twist - 239);          // trailing bytes
+  if (twist >= 240) body += in.bytes(twist - 239);                // trailing bytes
   if (twist >= 225 && twist < 240) body.resize(body.size() / 2);  // truncated fields
   std::string frame;
   uint32_t len = static_cast<uint32_t>(body.size());
@@ -122,14 +129,17 @@ void drain_replies(Conn& c, bool was_authed) {
   while (out.size() - pos >= 4) {
     nep::store::Reader lr(out.data() + pos, 4);
     const uint32_t len = lr.u32();
-    if (len > nep::store::kMaxFrameBytes) violated("reply", "frame of " + std::to_string(len) + " bytes");
+    if (len > nep::store::kMaxFrameBytes)
+      violated("reply", "frame of " + std::to_string(len) + " bytes");
     if (out.size() - pos - 4 < len) violated("reply", "incomplete reply frame");
     nep::store::Reader r(out.data() + pos + 4, len);
     const uint8_t status = r.u8();
-    if (!r.ok() || status > nep::store::kAuth) violated("reply", "status " + std::to_string(status));
+    if (!r.ok() || status > nep::store::kAuth)
+      violated("reply", "status " + std::to_string(status));
     if (status == nep::store::kBadRequest || status == nep::store::kAuth) {
       const std::string message = r.blob(nep::store::kMaxFrameBytes);
-      if (!r.ok() || !r.at_end() || message.empty()) violated("reply", "error reply without a message blob");
+      if (!r.ok() || !r.at_end() || message.empty())
+        violated("reply", "error reply without a message blob");
     }
     if (!was_authed && status != nep::store::kAuth && status != nep::store::kOk) {
       violated("unauthenticated", "reply with status " + std::to_string(status));
@@ -147,12 +157,14 @@ void check_store(const StoreCore& core, Conn* conns, int n) {
   uint64_t bytes = 0;
   for (const auto& kv : core.data()) bytes += kv.first.size() + kv.second.size();
   if (bytes != core.stored_bytes()) {
-    violated("store", "counted " + std::to_string(bytes) + " bytes, the store says " + std::to_string(core.stored_bytes()));
+    violated("store", "counted " + std::to_string(bytes) + " bytes, the store says " +
+                          std::to_string(core.stored_bytes()));
   }
   if (bytes > nep::store::kMaxStoreBytes) violated("store", "above kMaxStoreBytes");
   for (int i = 0; i < n; ++i) {
     const Session& s = conns[i].s;
-    if (s.waiting && core.data().count(s.wait_key) != 0) violated("wait", "waiting for a key that is set: " + s.wait_key);
+    if (s.waiting && core.data().count(s.wait_key) != 0)
+      violated("wait", "waiting for a key that is set: " + s.wait_key);
     if (s.waiting && !s.authed) violated("wait", "an unauthenticated connection waits");
   }
 }
@@ -178,13 +190,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (auto& w : conns) {
         const bool was_waiting = w.s.waiting;
         const bool answered = StoreCore::expire_wait(w.s, now);
-        if (answered && (!was_waiting || now < w.s.wait_deadline_ms)) violated("expire", "answered early");
+        if (answered && (!was_waiting || now < w.s.wait_deadline_ms))
+          violated("expire", "answered early");
         drain_replies(w, w.s.authed);
       }
       check_store(core, conns, kConns);
       continue;
     }
-    const std::string add = kind == 0 ? in.bytes(in.byte()) : kind == 1 ? built_frame(in) : hello_frame(in);
+    const std::string add = kind == 0   ? in.bytes(in.byte())
+                            : kind == 1 ? built_frame(in)
+                                        : hello_frame(in);
     if (c.refused || c.s.close_after_flush) {
       // The server closed it after its last reply; a new connection takes its place.
       c = Conn{};
@@ -192,10 +207,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     c.s.in += add;
     const bool was_authed = c.s.authed;
     const bool was_waiting = c.s.waiting;
-    const std::map<std::string, std::string> before = was_authed ? std::map<std::string, std::string>{} : core.data();
+    const std::map<std::string, std::string> before =
+        was_authed ? std::map<std::string, std::string>{} : core.data();
     core.consume(c.s, now, for_each);
-    if (!c.s.authed && core.data() != before) violated("unauthenticated", "input changed the store");
-    if (was_waiting && c.s.waiting && !c.s.out.empty()) violated("wait", "a waiting connection got a reply");
+    if (!c.s.authed && core.data() != before)
+      violated("unauthenticated", "input changed the store");
+    if (was_waiting && c.s.waiting && !c.s.out.empty())
+      violated("wait", "a waiting connection got a reply");
     for (auto& w : conns) drain_replies(w, &w == &c ? was_authed : w.s.authed);
     if (c.refused && !c.s.close_after_flush) violated("auth", "refused but not closed");
     if (c.s.close_after_flush) {

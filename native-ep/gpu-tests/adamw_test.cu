@@ -36,8 +36,8 @@ struct Hyper {
 };
 
 // The specification, one rounding per step (std::fmaf where the kernel fuses).
-void reference(std::vector<float>& w, std::vector<float>& g, std::vector<float>& m, std::vector<float>& v, const Hyper& h,
-               bool zero) {
+void reference(std::vector<float>& w, std::vector<float>& g, std::vector<float>& m,
+               std::vector<float>& v, const Hyper& h, bool zero) {
   const float omb1 = 1.0f - h.beta1, omb2 = 1.0f - h.beta2;
   for (size_t i = 0; i < w.size(); ++i) {
     volatile float grad = h.grad_scale == 1.0f ? g[i] : g[i] * h.grad_scale;
@@ -67,8 +67,8 @@ int64_t ulps(float a, float b) {
 }
 
 void run_case(int64_t n, int offset, const Hyper& h, bool zero, int steps) {
-  const std::string name = "n=" + std::to_string(n) + " offset=" + std::to_string(offset) + (zero ? " zero-grad" : "") +
-                           " scale=" + std::to_string(h.grad_scale);
+  const std::string name = "n=" + std::to_string(n) + " offset=" + std::to_string(offset) +
+                           (zero ? " zero-grad" : "") + " scale=" + std::to_string(h.grad_scale);
   std::mt19937 rng(1234 + (unsigned)n + offset);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> w(n), g(n), m(n), v(n);
@@ -91,8 +91,9 @@ void run_case(int64_t n, int offset, const Hyper& h, bool zero, int steps) {
     cuda_ok(cudaMemcpy(pg, g.data(), n * 4, cudaMemcpyHostToDevice), "upload g");
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after the uploads");
     Err e;
-    const int32_t st = nep_cuda_adamw_f32(0, (int64_t)pw, (int64_t)pg, (int64_t)pm, (int64_t)pv, n, h.lr, h.lr_corrected, h.wd,
-                                          h.beta1, h.beta2, h.eps, h.grad_scale, zero ? 1 : 0, 0, e.msg, sizeof(e.msg));
+    const int32_t st = nep_cuda_adamw_f32(0, (int64_t)pw, (int64_t)pg, (int64_t)pm, (int64_t)pv, n,
+                                          h.lr, h.lr_corrected, h.wd, h.beta1, h.beta2, h.eps,
+                                          h.grad_scale, zero ? 1 : 0, 0, e.msg, sizeof(e.msg));
     expect(st == NEP_OK, name + ": status " + std::to_string(st) + " " + e.msg);
     reference(w, g, m, v, h, zero);
   }
@@ -103,45 +104,57 @@ void run_case(int64_t n, int offset, const Hyper& h, bool zero, int steps) {
   cuda_ok(cudaMemcpy(gv.data(), pv, n * 4, cudaMemcpyDeviceToHost), "download v");
   int64_t worst = 0;
   for (int64_t i = 0; i < n; ++i) {
-    worst = std::max({worst, ulps(gw[i], w[i]), ulps(gm[i], m[i]), ulps(gv[i], v[i]), ulps(gg[i], g[i])});
+    worst = std::max(
+        {worst, ulps(gw[i], w[i]), ulps(gm[i], m[i]), ulps(gv[i], v[i]), ulps(gg[i], g[i])});
   }
-  // Every step is specified to the rounding; allow 1 ulp for a host compiler that fuses differently.
-  expect(worst <= 1, name + ": largest difference from the reference " + std::to_string(worst) + " ulp");
-  std::printf("%s %s: %d steps, largest difference %lld ulp\n", worst <= 1 ? "ok  " : "FAIL", name.c_str(), steps, (long long)worst);
+  // Every step is specified to the rounding; allow 1 ulp for a host compiler that fuses
+  // differently.
+  expect(worst <= 1,
+         name + ": largest difference from the reference " + std::to_string(worst) + " ulp");
+  std::printf("%s %s: %d steps, largest difference %lld ulp\n", worst <= 1 ? "ok  " : "FAIL",
+              name.c_str(), steps, (long long)worst);
 }
 
 void expect_refused(int32_t st, const Err& e, const std::string& needle, const std::string& what) {
   const bool ok = st == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, needle.c_str()) != nullptr;
-  expect(ok, what + ": status " + std::to_string(st) + ", message '" + e.msg + "' (wanted '" + needle + "')");
+  expect(ok, what + ": status " + std::to_string(st) + ", message '" + e.msg + "' (wanted '" +
+                 needle + "')");
   if (ok) std::printf("ok   refused %s: %s\n", what.c_str(), e.msg);
 }
 
 void bad_arguments() {
   const int64_t n = 1000;
   DevMem a(n * 4), b(n * 4), c(n * 4), d(n * 4);
-  const int64_t w = (int64_t)a.get(), g = (int64_t)b.get(), m = (int64_t)c.get(), v = (int64_t)d.get();
+  const int64_t w = (int64_t)a.get(), g = (int64_t)b.get(), m = (int64_t)c.get(),
+                v = (int64_t)d.get();
   std::vector<float> host(n);
   Err e;
-  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, -1, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)), e,
-                 "n=-1 is negative", "negative n");
-  expect_refused(nep_cuda_adamw_f32(0, w, 0, m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)), e,
-                 "one is null", "null grad");
-  expect_refused(nep_cuda_adamw_f32(0, w, w, m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)), e,
-                 "four different arrays", "grad aliasing weight");
-  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, n, NAN, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)), e,
-                 "lr=nan is not finite", "NaN learning rate");
-  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, n, 1e-3f, 1e-3f, 0.01f, 1.0f, 0.999f, 1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)), e,
-                 "beta1=1 is outside [0, 1)", "beta1 = 1");
-  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, n + (1 << 20), 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0, 0, e.msg,
-                                    sizeof(e.msg)),
+  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, -1, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1,
+                                    0, 0, e.msg, sizeof(e.msg)),
+                 e, "n=-1 is negative", "negative n");
+  expect_refused(nep_cuda_adamw_f32(0, w, 0, m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1,
+                                    0, 0, e.msg, sizeof(e.msg)),
+                 e, "one is null", "null grad");
+  expect_refused(nep_cuda_adamw_f32(0, w, w, m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1,
+                                    0, 0, e.msg, sizeof(e.msg)),
+                 e, "four different arrays", "grad aliasing weight");
+  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, n, NAN, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0,
+                                    0, e.msg, sizeof(e.msg)),
+                 e, "lr=nan is not finite", "NaN learning rate");
+  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, n, 1e-3f, 1e-3f, 0.01f, 1.0f, 0.999f, 1e-8f, 1,
+                                    0, 0, e.msg, sizeof(e.msg)),
+                 e, "beta1=1 is outside [0, 1)", "beta1 = 1");
+  expect_refused(nep_cuda_adamw_f32(0, w, g, m, v, n + (1 << 20), 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f,
+                                    1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)),
                  e, "bytes for the shape given", "span past the allocation");
-  expect_refused(nep_cuda_adamw_f32(0, w, (int64_t)host.data(), m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0, 0, e.msg,
-                                    sizeof(e.msg)),
+  expect_refused(nep_cuda_adamw_f32(0, w, (int64_t)host.data(), m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f,
+                                    0.999f, 1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)),
                  e, "grad=", "host memory as grad");
   int count = 0;
   cuda_ok(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  expect_refused(nep_cuda_adamw_f32(count, w, g, m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1, 0, 0, e.msg, sizeof(e.msg)), e,
-                 "is outside [0, ", "device past the visible ones");
+  expect_refused(nep_cuda_adamw_f32(count, w, g, m, v, n, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f,
+                                    1, 0, 0, e.msg, sizeof(e.msg)),
+                 e, "is outside [0, ", "device past the visible ones");
   cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize after the refusals");
 }
 
@@ -152,7 +165,8 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--probe-gpu") == 0) return 0;  // sanitize.sh asks first
   try {
     cuda_ok(cudaSetDevice(0), "cudaSetDevice");
-    const Hyper plain{3e-3f, 3e-3f * std::sqrt(1 - 0.999f) / (1 - 0.9f), 0.01f, 0.9f, 0.999f, 1e-8f, 1.0f};
+    const Hyper plain{3e-3f, 3e-3f * std::sqrt(1 - 0.999f) / (1 - 0.9f), 0.01f, 0.9f, 0.999f, 1e-8f,
+                      1.0f};
     Hyper clipped = plain;
     clipped.grad_scale = 0.37f;
     for (int64_t n : {1, 3, 4, 5, 1024, 1000003}) run_case(n, 0, plain, false, 3);
@@ -164,6 +178,7 @@ int main(int argc, char** argv) {
     ++g_fail;
     std::printf("FAIL %s\n", ex.what());
   }
-  std::printf("adamw_test: %s\n", g_fail == 0 ? "all passed" : (std::to_string(g_fail) + " failures").c_str());
+  std::printf("adamw_test: %s\n",
+              g_fail == 0 ? "all passed" : (std::to_string(g_fail) + " failures").c_str());
   return g_fail == 0 ? 0 : 1;
 }

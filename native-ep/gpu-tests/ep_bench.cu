@@ -55,7 +55,8 @@ double median(std::vector<double> v) {
 
 // Each block copies its share of `bytes` from src to every peer destination, 16 bytes per thread
 // per step, peers interleaved so that all links are busy at once.
-__global__ void peer_copy_kernel(const uint4* __restrict__ src, uint4* const* dst, int ndst, long long words) {
+__global__ void peer_copy_kernel(const uint4* __restrict__ src, uint4* const* dst, int ndst,
+                                 long long words) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += stride) {
     const uint4 v = src[i];
@@ -79,7 +80,8 @@ struct Series {
 
 // Times body() `iters` times after `warmup` untimed calls, with an L2 flush before each call.
 template <class F>
-std::vector<double> time_series(nep_cuda_buffer* buf, DevMem& flush, int warmup, int iters, F body) {
+std::vector<double> time_series(nep_cuda_buffer* buf, DevMem& flush, int warmup, int iters,
+                                F body) {
   for (int i = 0; i < warmup; ++i) {
     cuda_ok(cudaMemsetAsync(flush.get(), i & 0xff, flush.bytes(), 0), "flush");
     body();
@@ -99,11 +101,17 @@ std::vector<double> time_series(nep_cuda_buffer* buf, DevMem& flush, int warmup,
 }
 
 struct RankResult {  // what each rank reports to rank 0, per (sms, wire)
-  double dispatch_us, dispatch_topk_us, combine_us, dispatch_min, dispatch_max, combine_min, combine_max;
+  double dispatch_us, dispatch_topk_us, combine_us, dispatch_min, dispatch_max, combine_min,
+      combine_max;
   long long recv_rows;
 };
 
-const char* wire_str(int w) { return w == NEP_WIRE_BF16 ? "bf16" : w == NEP_WIRE_FP8 ? "fp8" : w == NEP_WIRE_MXFP8 ? "mxfp8" : "fp32"; }
+const char* wire_str(int w) {
+  return w == NEP_WIRE_BF16    ? "bf16"
+         : w == NEP_WIRE_FP8   ? "fp8"
+         : w == NEP_WIRE_MXFP8 ? "mxfp8"
+                               : "fp32";
+}
 
 int rank_main(Exchange& ex, const Opts& o) {
   const int me = ex.rank(), W = ex.world();
@@ -139,8 +147,9 @@ int rank_main(Exchange& ex, const Opts& o) {
   ex.barrier();
   const double layout_us = median(time_series(buf.get(), flush, o.warmup, o.iters, [&] {
     Err le;
-    nep_ok(nep_cuda_layout(buf.get(), dtopk.addr(), T, o.topk, o.experts, tpr.addr(), tpe.addr(), inr.addr(), 0, le.msg, sizeof(le.msg)), le,
-           "nep_cuda_layout");
+    nep_ok(nep_cuda_layout(buf.get(), dtopk.addr(), T, o.topk, o.experts, tpr.addr(), tpe.addr(),
+                           inr.addr(), 0, le.msg, sizeof(le.msg)),
+           le, "nep_cuda_layout");
   }));
   std::vector<double> notify_host;
   ex.barrier();
@@ -148,16 +157,21 @@ int rank_main(Exchange& ex, const Opts& o) {
   for (int i = 0; i < o.warmup + o.iters; ++i) {
     nep_cuda_handle* hr = nullptr;
     const auto t0 = std::chrono::steady_clock::now();
-    nep_ok(nep_cuda_dispatch_notify(buf.get(), dtopk.addr(), T, o.topk, o.experts, 1, 0, &hr, e.msg, sizeof(e.msg)), e, "notify");
+    nep_ok(nep_cuda_dispatch_notify(buf.get(), dtopk.addr(), T, o.topk, o.experts, 1, 0, &hr, e.msg,
+                                    sizeof(e.msg)),
+           e, "notify");
     const auto t1 = std::chrono::steady_clock::now();
-    if (i >= o.warmup) notify_host.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    if (i >= o.warmup)
+      notify_host.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
     h.reset(hr);
   }
   const double notify_us = median(notify_host);
   const int64_t R = nep_cuda_handle_num_recv(h.get());
 
-  DevMem recv_x(static_cast<size_t>(std::max<int64_t>(R, 1) * H * 2)), recv_idx(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 8)),
-      recv_w(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 4)), out(static_cast<size_t>(T * H * 2));
+  DevMem recv_x(static_cast<size_t>(std::max<int64_t>(R, 1) * H * 2)),
+      recv_idx(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 8)),
+      recv_w(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 4)),
+      out(static_cast<size_t>(T * H * 2));
   const int wires[3] = {NEP_WIRE_FP8, NEP_WIRE_BF16, NEP_WIRE_MXFP8};
   std::vector<RankResult> mine;
   for (int sms : o.sms) {
@@ -167,9 +181,10 @@ int rank_main(Exchange& ex, const Opts& o) {
       ex.barrier();
       std::vector<double> d = time_series(buf.get(), flush, o.warmup, o.iters, [&] {
         Err de;
-        nep_ok(nep_cuda_dispatch(buf.get(), h.get(), dx.addr(), NEP_DTYPE_BF16, H, wire, 0, 0, recv_x.addr(), NEP_DTYPE_BF16, 0, 0, sms, 0,
-                                 de.msg, sizeof(de.msg)),
-               de, "dispatch");
+        nep_ok(
+            nep_cuda_dispatch(buf.get(), h.get(), dx.addr(), NEP_DTYPE_BF16, H, wire, 0, 0,
+                              recv_x.addr(), NEP_DTYPE_BF16, 0, 0, sms, 0, de.msg, sizeof(de.msg)),
+            de, "dispatch");
       });
       r.dispatch_us = median(d);
       r.dispatch_min = *std::min_element(d.begin(), d.end());
@@ -177,16 +192,17 @@ int rank_main(Exchange& ex, const Opts& o) {
       ex.barrier();
       r.dispatch_topk_us = median(time_series(buf.get(), flush, o.warmup / 2, o.iters / 2, [&] {
         Err de;
-        nep_ok(nep_cuda_dispatch(buf.get(), h.get(), dx.addr(), NEP_DTYPE_BF16, H, wire, dtopk.addr(), dw.addr(), recv_x.addr(),
-                                 NEP_DTYPE_BF16, recv_idx.addr(), recv_w.addr(), sms, 0, de.msg, sizeof(de.msg)),
+        nep_ok(nep_cuda_dispatch(buf.get(), h.get(), dx.addr(), NEP_DTYPE_BF16, H, wire,
+                                 dtopk.addr(), dw.addr(), recv_x.addr(), NEP_DTYPE_BF16,
+                                 recv_idx.addr(), recv_w.addr(), sms, 0, de.msg, sizeof(de.msg)),
                de, "dispatch with topk");
       }));
       ex.barrier();
       // Combine the received bf16 rows (bf16 wire), as DeepEP's benchmark does.
       std::vector<double> c = time_series(buf.get(), flush, o.warmup, o.iters, [&] {
         Err ce;
-        nep_ok(nep_cuda_combine(buf.get(), h.get(), recv_x.addr(), NEP_DTYPE_BF16, H, NEP_WIRE_BF16, 0, out.addr(), NEP_DTYPE_BF16, 0, sms,
-                                0, ce.msg, sizeof(ce.msg)),
+        nep_ok(nep_cuda_combine(buf.get(), h.get(), recv_x.addr(), NEP_DTYPE_BF16, H, NEP_WIRE_BF16,
+                                0, out.addr(), NEP_DTYPE_BF16, 0, sms, 0, ce.msg, sizeof(ce.msg)),
                ce, "combine");
       });
       r.combine_us = median(c);
@@ -206,8 +222,11 @@ int rank_main(Exchange& ex, const Opts& o) {
     for (int q = 0; q < W; ++q) {
       if (q == me) continue;
       int64_t addr = 0, cap = 0;
-      nep_ok(nep_cuda_buffer_peer_scratch(buf.get(), q, &addr, &cap, e.msg, sizeof(e.msg)), e, "peer_scratch");
-      if (cap < bytes * W) throw std::runtime_error("copy limit: scratch of " + std::to_string(cap) + " bytes < " + std::to_string(bytes * W));
+      nep_ok(nep_cuda_buffer_peer_scratch(buf.get(), q, &addr, &cap, e.msg, sizeof(e.msg)), e,
+             "peer_scratch");
+      if (cap < bytes * W)
+        throw std::runtime_error("copy limit: scratch of " + std::to_string(cap) + " bytes < " +
+                                 std::to_string(bytes * W));
       dst.push_back(reinterpret_cast<uint4*>(addr + me * bytes));
     }
     DevMem ddst(dst.size() * sizeof(uint4*));
@@ -221,7 +240,8 @@ int rank_main(Exchange& ex, const Opts& o) {
         ex.barrier();
         TimingEvent a, b;
         cuda_ok(cudaEventRecord(a.get(), 0), "rec");
-        peer_copy_kernel<<<blocks, 1024>>>(static_cast<const uint4*>(src.get()), static_cast<uint4* const*>(ddst.get()), int(dst.size()),
+        peer_copy_kernel<<<blocks, 1024>>>(static_cast<const uint4*>(src.get()),
+                                           static_cast<uint4* const*>(ddst.get()), int(dst.size()),
                                            bytes / 16);
         cuda_ok(cudaGetLastError(), "peer_copy_kernel");
         cuda_ok(cudaEventRecord(b.get(), 0), "rec");
@@ -243,7 +263,9 @@ int rank_main(Exchange& ex, const Opts& o) {
         cuda_ok(cudaEventRecord(a.get(), 0), "rec");
         for (size_t q = 0; q < dst.size(); ++q) {
           cuda_ok(cudaStreamWaitEvent(streams[q].get(), a.get(), 0), "wait");
-          cuda_ok(cudaMemcpyAsync(dst[q], src.get(), size_t(bytes), cudaMemcpyDeviceToDevice, streams[q].get()), "cudaMemcpyAsync peer");
+          cuda_ok(cudaMemcpyAsync(dst[q], src.get(), size_t(bytes), cudaMemcpyDeviceToDevice,
+                                  streams[q].get()),
+                  "cudaMemcpyAsync peer");
           cuda_ok(cudaEventRecord(ends[q].get(), streams[q].get()), "rec");
           cuda_ok(cudaStreamWaitEvent(0, ends[q].get(), 0), "wait");
         }
@@ -275,23 +297,31 @@ int rank_main(Exchange& ex, const Opts& o) {
     return s / W;
   };
   const double fp8_factor = (1.0 + 4.0 / 128.0) / 2.0;
-  std::printf("\nep_bench (%s): %d x GPU, %lld tokens/rank, H=%lld, top-%d of %d experts; median of %d after %d warm-up, L2 flushed\n", transport_name(o.transport), W,
-              (long long)T, (long long)H, o.topk, o.experts, o.iters - 1, o.warmup);
+  std::printf(
+      "\nep_bench (%s): %d x GPU, %lld tokens/rank, H=%lld, top-%d of %d experts; median of %d "
+      "after %d warm-up, L2 flushed\n",
+      transport_name(o.transport), W, (long long)T, (long long)H, o.topk, o.experts, o.iters - 1,
+      o.warmup);
   std::printf("layout %.1f us (mean over ranks), notify (layout + exchange + host sync) %.1f us\n",
-              mean_of([&](int q) { return all_sm[size_t(q)].layout_us; }), mean_of([&](int q) { return all_sm[size_t(q)].notify_us; }));
-  std::printf("%-6s %-4s %12s %10s %14s %12s %10s\n", "wire", "SMs", "dispatch us", "GB/s", "disp+topk us", "combine us", "GB/s");
+              mean_of([&](int q) { return all_sm[size_t(q)].layout_us; }),
+              mean_of([&](int q) { return all_sm[size_t(q)].notify_us; }));
+  std::printf("%-6s %-4s %12s %10s %14s %12s %10s\n", "wire", "SMs", "dispatch us", "GB/s",
+              "disp+topk us", "combine us", "GB/s");
   std::ostringstream js;
   time_t now = time(nullptr);
   char date[32];
   strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
-  js << "{\n  \"machine\": \"" << o.machine << "\",\n  \"date\": \"" << date << "\",\n  \"transport\": \""
-     << transport_name(o.transport) << "\",\n  \"gpus\": " << W
-     << ",\n  \"workload\": {\"tokens_per_rank\": " << T << ", \"hidden\": " << H << ", \"topk\": " << o.topk << ", \"experts\": " << o.experts
+  js << "{\n  \"machine\": \"" << o.machine << "\",\n  \"date\": \"" << date
+     << "\",\n  \"transport\": \"" << transport_name(o.transport) << "\",\n  \"gpus\": " << W
+     << ",\n  \"workload\": {\"tokens_per_rank\": " << T << ", \"hidden\": " << H
+     << ", \"topk\": " << o.topk << ", \"experts\": " << o.experts
      << ", \"x_dtype\": \"bf16\", \"recv_dtype\": \"bf16\", \"combine_wire\": \"bf16\"},\n"
-     << "  \"timing\": {\"method\": \"cuda events, 256MB L2 flush before each call\", \"warmup\": " << o.warmup << ", \"iters\": " << o.iters - 1
+     << "  \"timing\": {\"method\": \"cuda events, 256MB L2 flush before each call\", \"warmup\": "
+     << o.warmup << ", \"iters\": " << o.iters - 1
      << ", \"stat\": \"median per rank, mean over ranks\"},\n"
      << "  \"layout_us\": " << mean_of([&](int q) { return all_sm[size_t(q)].layout_us; })
-     << ",\n  \"notify_us_host\": " << mean_of([&](int q) { return all_sm[size_t(q)].notify_us; }) << ",\n  \"runs\": [\n";
+     << ",\n  \"notify_us_host\": " << mean_of([&](int q) { return all_sm[size_t(q)].notify_us; })
+     << ",\n  \"runs\": [\n";
   size_t idx = 0;
   bool first = true;
   for (int sms : o.sms) {
@@ -303,15 +333,21 @@ int rank_main(Exchange& ex, const Opts& o) {
       const double rows = mean_of([&](int q) { return double(at(q).recv_rows); });
       const double bf16_bytes = rows * double(H) * 2.0;
       const double d_bytes = wire == NEP_WIRE_BF16 ? bf16_bytes : bf16_bytes * fp8_factor;
-      const double d_gbps = d_bytes / (d_us * 1e-6) / 1e9, c_gbps = bf16_bytes / (c_us * 1e-6) / 1e9;
-      std::printf("%-6s %-4d %12.1f %10.1f %14.1f %12.1f %10.1f\n", wire_str(wire), sms, d_us, d_gbps, dt_us, c_us, c_gbps);
-      js << (first ? "" : ",\n") << "    {\"wire\": \"" << wire_str(wire) << "\", \"sms\": " << sms << ", \"recv_rows_mean\": " << rows
-         << ", \"dispatch_us\": " << d_us << ", \"dispatch_gbps\": " << d_gbps << ", \"dispatch_with_topk_us\": " << dt_us
+      const double d_gbps = d_bytes / (d_us * 1e-6) / 1e9,
+                   c_gbps = bf16_bytes / (c_us * 1e-6) / 1e9;
+      std::printf("%-6s %-4d %12.1f %10.1f %14.1f %12.1f %10.1f\n", wire_str(wire), sms, d_us,
+                  d_gbps, dt_us, c_us, c_gbps);
+      js << (first ? "" : ",\n") << "    {\"wire\": \"" << wire_str(wire) << "\", \"sms\": " << sms
+         << ", \"recv_rows_mean\": " << rows << ", \"dispatch_us\": " << d_us
+         << ", \"dispatch_gbps\": " << d_gbps << ", \"dispatch_with_topk_us\": " << dt_us
          << ", \"combine_us\": " << c_us << ", \"combine_gbps\": " << c_gbps << ", \"per_rank\": [";
       for (int q = 0; q < W; ++q)
-        js << (q ? ", " : "") << "{\"rank\": " << q << ", \"recv_rows\": " << at(q).recv_rows << ", \"dispatch_us\": " << at(q).dispatch_us
-           << ", \"dispatch_min_us\": " << at(q).dispatch_min << ", \"dispatch_max_us\": " << at(q).dispatch_max
-           << ", \"combine_us\": " << at(q).combine_us << ", \"combine_min_us\": " << at(q).combine_min
+        js << (q ? ", " : "") << "{\"rank\": " << q << ", \"recv_rows\": " << at(q).recv_rows
+           << ", \"dispatch_us\": " << at(q).dispatch_us
+           << ", \"dispatch_min_us\": " << at(q).dispatch_min
+           << ", \"dispatch_max_us\": " << at(q).dispatch_max
+           << ", \"combine_us\": " << at(q).combine_us
+           << ", \"combine_min_us\": " << at(q).combine_min
            << ", \"combine_max_us\": " << at(q).combine_max << "}";
       js << "]}";
       first = false;
@@ -321,11 +357,14 @@ int rank_main(Exchange& ex, const Opts& o) {
   const double ck = mean_of([&](int q) { return all_sm[size_t(q)].copy_kernel; });
   const double cka = mean_of([&](int q) { return all_sm[size_t(q)].copy_kernel_all; });
   const double ce = mean_of([&](int q) { return all_sm[size_t(q)].copy_engine; });
-  std::printf("copy limit (each GPU writing %lld MiB to each of its %d peers at once, outgoing GB/s per GPU): kernel %d SMs %.1f, kernel all SMs %.1f, "
-              "copy engines %.1f\n",
-              (long long)o.copy_mb, W - 1, o.sms[0], ck, cka, ce);
-  js << "\n  ],\n  \"copy_limit\": {\"bytes_per_peer\": " << (o.copy_mb << 20) << ", \"kernel_sms\": " << o.sms[0]
-     << ", \"kernel_gbps_per_gpu\": " << ck << ", \"kernel_all_sms_gbps_per_gpu\": " << cka << ", \"copy_engine_gbps_per_gpu\": " << ce
+  std::printf(
+      "copy limit (each GPU writing %lld MiB to each of its %d peers at once, outgoing GB/s per "
+      "GPU): kernel %d SMs %.1f, kernel all SMs %.1f, "
+      "copy engines %.1f\n",
+      (long long)o.copy_mb, W - 1, o.sms[0], ck, cka, ce);
+  js << "\n  ],\n  \"copy_limit\": {\"bytes_per_peer\": " << (o.copy_mb << 20)
+     << ", \"kernel_sms\": " << o.sms[0] << ", \"kernel_gbps_per_gpu\": " << ck
+     << ", \"kernel_all_sms_gbps_per_gpu\": " << cka << ", \"copy_engine_gbps_per_gpu\": " << ce
      << "}\n}\n";
   if (!o.json.empty()) {
     FILE* f = std::fopen(o.json.c_str(), "w");

@@ -2,7 +2,8 @@
 // dispatch (fresh and cached), combine and the error paths against the host oracle (oracle.h),
 // which every rank computes from the same seed for all ranks' inputs.
 //
-//   ep_test --world 2 [--quick] [--timeout-test] [--only NAME|errors] [--transport ipc|nccl|auto] [--probe-gpu]
+//   ep_test --world 2 [--quick] [--timeout-test] [--only NAME|errors] [--transport ipc|nccl|auto]
+//   [--probe-gpu]
 //
 // Ranks run as forked processes on GPU rank % device_count, so --world 2 also runs on one GPU. With
 // no GPU the driver prints why and exits 77 (CTest's skip code); --probe-gpu only does that check.
@@ -64,14 +65,17 @@ struct Ctx {
 };
 
 std::string wire_name(int w) {
-  return w == NEP_WIRE_FP32 ? "fp32" : w == NEP_WIRE_BF16 ? "bf16" : w == NEP_WIRE_FP8 ? "fp8" : "mxfp8";
+  return w == NEP_WIRE_FP32   ? "fp32"
+         : w == NEP_WIRE_BF16 ? "bf16"
+         : w == NEP_WIRE_FP8  ? "fp8"
+                              : "mxfp8";
 }
 
 // Compares rows of bytes; reports how many rows differ and the first difference. Returns the
 // number of differing rows.
 template <class Describe>
-long compare_rows(Ctx* ctx, const std::string& what, const uint8_t* exp, const uint8_t* got, int64_t rows, int64_t row_bytes,
-                  int elem_bytes, Describe describe) {
+long compare_rows(Ctx* ctx, const std::string& what, const uint8_t* exp, const uint8_t* got,
+                  int64_t rows, int64_t row_bytes, int elem_bytes, Describe describe) {
   long bad = 0;
   int64_t first = -1, first_col = -1;
   for (int64_t i = 0; i < rows; ++i) {
@@ -88,23 +92,30 @@ long compare_rows(Ctx* ctx, const std::string& what, const uint8_t* exp, const u
     }
   }
   if (ctx != nullptr) {
-    std::string msg = what + ": " + std::to_string(bad) + " of " + std::to_string(rows) + " rows differ";
-    if (first >= 0) msg += "; first row " + std::to_string(first) + " (" + describe(first) + "), element " + std::to_string(first_col);
+    std::string msg =
+        what + ": " + std::to_string(bad) + " of " + std::to_string(rows) + " rows differ";
+    if (first >= 0)
+      msg += "; first row " + std::to_string(first) + " (" + describe(first) + "), element " +
+             std::to_string(first_col);
     ctx->check(bad == 0, msg);
   }
   return bad;
 }
 
 template <class T>
-void compare_vec(Ctx& ctx, const std::string& what, const std::vector<T>& exp, const std::vector<T>& got) {
+void compare_vec(Ctx& ctx, const std::string& what, const std::vector<T>& exp,
+                 const std::vector<T>& got) {
   size_t bad = 0, first = size_t(-1);
   for (size_t i = 0; i < std::min(exp.size(), got.size()); ++i)
     if (std::memcmp(&exp[i], &got[i], sizeof(T)) != 0) {
       if (first == size_t(-1)) first = i;
       ++bad;
     }
-  std::string msg = what + ": sizes " + std::to_string(exp.size()) + "/" + std::to_string(got.size()) + ", " + std::to_string(bad) + " differ";
-  if (first != size_t(-1)) msg += "; first at " + std::to_string(first) + " expected " + std::to_string((double)exp[first]) + " got " + std::to_string((double)got[first]);
+  std::string msg = what + ": sizes " + std::to_string(exp.size()) + "/" +
+                    std::to_string(got.size()) + ", " + std::to_string(bad) + " differ";
+  if (first != size_t(-1))
+    msg += "; first at " + std::to_string(first) + " expected " +
+           std::to_string((double)exp[first]) + " got " + std::to_string((double)got[first]);
   ctx.check(exp.size() == got.size() && bad == 0, msg);
 }
 
@@ -112,8 +123,8 @@ struct DispatchOut {
   DevMem x, idx, w;
 };
 
-int32_t do_dispatch(Ctx& ctx, nep_cuda_handle* h, const Case& c, const DevMem& dx, const DevMem* dtopk, const DevMem* dw,
-                    DispatchOut& out, int sms, Err& e) {
+int32_t do_dispatch(Ctx& ctx, nep_cuda_handle* h, const Case& c, const DevMem& dx,
+                    const DevMem* dtopk, const DevMem* dw, DispatchOut& out, int sms, Err& e) {
   const int64_t R = nep_cuda_handle_num_recv(h), H = c.p.hidden, K = c.p.topk;
   out.x = DevMem(size_t(std::max<int64_t>(R, 1) * H * dtype_bytes(c.recv_dtype)));
   out.idx = DevMem(static_cast<size_t>(std::max<int64_t>(R, 1) * K * 8));
@@ -121,9 +132,10 @@ int32_t do_dispatch(Ctx& ctx, nep_cuda_handle* h, const Case& c, const DevMem& d
   out.x.poison(0xff);
   out.idx.poison(0x5a);
   out.w.poison(0xff);
-  int32_t st = nep_cuda_dispatch(ctx.buf, h, dx.addr(), c.p.x_dtype, H, c.wire, dtopk ? dtopk->addr() : 0, dw ? dw->addr() : 0,
-                                 out.x.addr(), c.recv_dtype, dtopk ? out.idx.addr() : 0, dw ? out.w.addr() : 0, sms, 0, e.msg,
-                                 sizeof(e.msg));
+  int32_t st =
+      nep_cuda_dispatch(ctx.buf, h, dx.addr(), c.p.x_dtype, H, c.wire, dtopk ? dtopk->addr() : 0,
+                        dw ? dw->addr() : 0, out.x.addr(), c.recv_dtype, dtopk ? out.idx.addr() : 0,
+                        dw ? out.w.addr() : 0, sms, 0, e.msg, sizeof(e.msg));
   if (st != NEP_OK) return st;
   return nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
 }
@@ -148,7 +160,8 @@ std::vector<uint8_t> expected_recv(const Problem& p, const Expected& ex, int wir
   std::vector<uint8_t> out(static_cast<size_t>(R * H * ob));
   std::vector<float> row(static_cast<size_t>(H)), scratch;
   for (int64_t i = 0; i < R; ++i) {
-    expect_recv_row(p, wire, recv_dtype, ex.recv_src_rank[i], ex.recv_src_idx[i], row.data(), scratch);
+    expect_recv_row(p, wire, recv_dtype, ex.recv_src_rank[i], ex.recv_src_idx[i], row.data(),
+                    scratch);
     store_dtype(recv_dtype, row.data(), H, out.data() + i * H * ob);
   }
   return out;
@@ -175,12 +188,14 @@ void run_case(Ctx& ctx, const Case& c) {
   // Notify.
   Err e;
   nep_cuda_handle* hraw = nullptr;
-  int32_t st = nep_cuda_dispatch_notify(ctx.buf, T > 0 ? dtopk.addr() : 0, T, int(K), int(E), c.align, 0, &hraw, e.msg, sizeof(e.msg));
+  int32_t st = nep_cuda_dispatch_notify(ctx.buf, T > 0 ? dtopk.addr() : 0, T, int(K), int(E),
+                                        c.align, 0, &hraw, e.msg, sizeof(e.msg));
   ctx.check(st == NEP_OK, std::string("notify status ") + std::to_string(st) + ": " + e.msg);
   if (st != NEP_OK) return;
   HandlePtr h(hraw);
   const int64_t R = nep_cuda_handle_num_recv(h.get());
-  ctx.check(R == ex.num_recv, "num_recv " + std::to_string(R) + ", expected " + std::to_string(ex.num_recv));
+  ctx.check(R == ex.num_recv,
+            "num_recv " + std::to_string(R) + ", expected " + std::to_string(ex.num_recv));
   if (R != ex.num_recv) return;
   std::vector<int32_t> got(static_cast<size_t>(W * W));
   nep_cuda_handle_rank_prefix_matrix(h.get(), got.data());
@@ -192,7 +207,8 @@ void run_case(Ctx& ctx, const Case& c) {
   nep_cuda_handle_recv_tokens_per_expert(h.get(), 0, got.data());
   compare_vec(ctx, "recv_tokens_per_expert (raw)", ex.recv_raw, got);
   nep_cuda_handle_recv_tokens_per_expert(h.get(), 1, got.data());
-  compare_vec(ctx, "recv_tokens_per_expert (aligned " + std::to_string(c.align) + ")", ex.recv_aligned, got);
+  compare_vec(ctx, "recv_tokens_per_expert (aligned " + std::to_string(c.align) + ")",
+              ex.recv_aligned, got);
   {
     std::vector<uint8_t> in_rank(static_cast<size_t>(T * W));
     st = nep_cuda_handle_copy_is_token_in_rank(h.get(), in_rank.data(), e.msg, sizeof(e.msg));
@@ -210,17 +226,20 @@ void run_case(Ctx& ctx, const Case& c) {
   std::vector<uint8_t> got_x(exp_x.size());
   d1.x.download(got_x.data(), got_x.size());
   auto describe = [&](int64_t i) {
-    return "from rank " + std::to_string(ex.recv_src_rank[i]) + " token " + std::to_string(ex.recv_src_idx[i]);
+    return "from rank " + std::to_string(ex.recv_src_rank[i]) + " token " +
+           std::to_string(ex.recv_src_idx[i]);
   };
-  compare_rows(&ctx, "recv_x (" + wire_name(c.wire) + " wire)", exp_x.data(), got_x.data(), R, H * ob, ob, describe);
+  compare_rows(&ctx, "recv_x (" + wire_name(c.wire) + " wire)", exp_x.data(), got_x.data(), R,
+               H * ob, ob, describe);
   {
     // The comparison must see a single flipped bit (guards against a vacuous check).
     if (R > 0) {
       std::vector<uint8_t> mutated = got_x;
       mutated[size_t((R / 2) * H * ob + (H / 3) * ob)] ^= 0x01;
-      ctx.check(compare_rows(nullptr, "", exp_x.data(), mutated.data(), R, H * ob, ob, describe) == 1 ||
-                    compare_rows(nullptr, "", exp_x.data(), got_x.data(), R, H * ob, ob, describe) != 0,
-                "mutation check: a flipped bit in recv_x was not detected");
+      ctx.check(
+          compare_rows(nullptr, "", exp_x.data(), mutated.data(), R, H * ob, ob, describe) == 1 ||
+              compare_rows(nullptr, "", exp_x.data(), got_x.data(), R, H * ob, ob, describe) != 0,
+          "mutation check: a flipped bit in recv_x was not detected");
     }
     std::vector<int32_t> src(static_cast<size_t>(R));
     st = nep_cuda_handle_copy_recv_src_idx(h.get(), src.data(), e.msg, sizeof(e.msg));
@@ -254,19 +273,23 @@ void run_case(Ctx& ctx, const Case& c) {
       for (int64_t i = row0; i < row1; ++i) {
         const uint8_t* rp = got_x.data() + i * H * ob;
         const double src = load_dtype(c.recv_dtype, rp, 0) - 1.0;
-        const double t = load_dtype(c.recv_dtype, rp, H - 256) + 128.0 * load_dtype(c.recv_dtype, rp, H - 128);
-        const bool ok = std::fabs(src - s) < 1e-3 && std::fabs(t - std::nearbyint(t)) < 1e-3 && t > prev + 0.5 &&
-                        std::nearbyint(t) < p.num_tokens(s);
+        const double t =
+            load_dtype(c.recv_dtype, rp, H - 256) + 128.0 * load_dtype(c.recv_dtype, rp, H - 128);
+        const bool ok = std::fabs(src - s) < 1e-3 && std::fabs(t - std::nearbyint(t)) < 1e-3 &&
+                        t > prev + 0.5 && std::nearbyint(t) < p.num_tokens(s);
         if (!ok) {
-          if (bad == 0) first = "row " + std::to_string(i) + " reads source " + std::to_string(src) + " token " + std::to_string(t) +
-                                ", slice of rank " + std::to_string(s) + ", previous token " + std::to_string(prev);
+          if (bad == 0)
+            first = "row " + std::to_string(i) + " reads source " + std::to_string(src) +
+                    " token " + std::to_string(t) + ", slice of rank " + std::to_string(s) +
+                    ", previous token " + std::to_string(prev);
           ++bad;
         }
         prev = (int64_t)std::nearbyint(t);
       }
       row0 = row1;
     }
-    ctx.check(bad == 0, "pattern provenance/order: " + std::to_string(bad) + " rows wrong; " + first);
+    ctx.check(bad == 0,
+              "pattern provenance/order: " + std::to_string(bad) + " rows wrong; " + first);
   }
   // FP8/MXFP8: float64 relative error of the received rows against the original rows.
   if (c.q_bound > 0) {
@@ -275,26 +298,31 @@ void run_case(Ctx& ctx, const Case& c) {
     for (int64_t i = 0; i < R; ++i) {
       p.x_row(ex.recv_src_rank[i], ex.recv_src_idx[i], xr.data());
       for (int64_t hh = 0; hh < H; ++hh) {
-        const double g = load_dtype(c.recv_dtype, got_x.data() + i * H * ob, hh), x = xr[size_t(hh)];
+        const double g = load_dtype(c.recv_dtype, got_x.data() + i * H * ob, hh),
+                     x = xr[size_t(hh)];
         num += (g - x) * (g - x);
         den += x * x;
       }
     }
     const double rel = den > 0 ? std::sqrt(num / den) : 0;
-    std::printf("[rank %d] %s: %s dispatch relative error (float64) %.3e, bound %.1e\n", me, c.name.c_str(), wire_name(c.wire).c_str(), rel,
-                c.q_bound);
-    ctx.check(std::isfinite(rel) && rel < c.q_bound, "dispatch relative error " + std::to_string(rel) + " >= bound " + std::to_string(c.q_bound));
+    std::printf("[rank %d] %s: %s dispatch relative error (float64) %.3e, bound %.1e\n", me,
+                c.name.c_str(), wire_name(c.wire).c_str(), rel, c.q_bound);
+    ctx.check(std::isfinite(rel) && rel < c.q_bound, "dispatch relative error " +
+                                                         std::to_string(rel) + " >= bound " +
+                                                         std::to_string(c.q_bound));
   }
 
   // Cached dispatch, same data, another SM count: equal to the fresh result.
   {
     DispatchOut d2;
     st = do_dispatch(ctx, h.get(), c, dx, &dtopk, &dw, d2, c.cached_sms, e);
-    ctx.check(st == NEP_OK, std::string("cached dispatch status ") + std::to_string(st) + ": " + e.msg);
+    ctx.check(st == NEP_OK,
+              std::string("cached dispatch status ") + std::to_string(st) + ": " + e.msg);
     if (st == NEP_OK) {
       std::vector<uint8_t> g2(got_x.size());
       d2.x.download(g2.data(), g2.size());
-      compare_rows(&ctx, "cached dispatch (sms " + std::to_string(c.cached_sms) + ") == fresh", got_x.data(), g2.data(), R, H * ob, ob, describe);
+      compare_rows(&ctx, "cached dispatch (sms " + std::to_string(c.cached_sms) + ") == fresh",
+                   got_x.data(), g2.data(), R, H * ob, ob, describe);
     }
   }
   // Cached dispatch of other data without topk: equal to the oracle of that data.
@@ -305,12 +333,14 @@ void run_case(Ctx& ctx, const Case& c) {
     upload_x(p2, me, dx2);
     DispatchOut d3;
     st = do_dispatch(ctx, h.get(), c, dx2, nullptr, nullptr, d3, c.cached_sms, e);
-    ctx.check(st == NEP_OK, std::string("cached dispatch (other x) status ") + std::to_string(st) + ": " + e.msg);
+    ctx.check(st == NEP_OK,
+              std::string("cached dispatch (other x) status ") + std::to_string(st) + ": " + e.msg);
     if (st == NEP_OK) {
       const std::vector<uint8_t> exp2 = expected_recv(p2, ex, c.wire, c.recv_dtype);
       std::vector<uint8_t> g3(exp2.size());
       d3.x.download(g3.data(), g3.size());
-      compare_rows(&ctx, "cached dispatch of other x", exp2.data(), g3.data(), R, H * ob, ob, describe);
+      compare_rows(&ctx, "cached dispatch of other x", exp2.data(), g3.data(), R, H * ob, ob,
+                   describe);
     }
   }
 
@@ -319,19 +349,22 @@ void run_case(Ctx& ctx, const Case& c) {
   {
     const int yb = dtype_bytes(c.y_dtype), odb = dtype_bytes(c.out_dtype);
     std::vector<uint8_t> hy(static_cast<size_t>(std::max<int64_t>(R, 1) * H * yb));
-    std::vector<float> recv(static_cast<size_t>(H)), y(static_cast<size_t>(H)), yw(static_cast<size_t>(H)), acc(static_cast<size_t>(H)), scratch;
+    std::vector<float> recv(static_cast<size_t>(H)), y(static_cast<size_t>(H)),
+        yw(static_cast<size_t>(H)), acc(static_cast<size_t>(H)), scratch;
     for (int64_t i = 0; i < R; ++i) {
-      for (int64_t hh = 0; hh < H; ++hh) recv[size_t(hh)] = load_dtype(c.recv_dtype, exp_x.data() + i * H * ob, hh);
+      for (int64_t hh = 0; hh < H; ++hh)
+        recv[size_t(hh)] = load_dtype(c.recv_dtype, exp_x.data() + i * H * ob, hh);
       combine_input_row(c.y_dtype, me, recv.data(), H, y.data());
       store_dtype(c.y_dtype, y.data(), H, hy.data() + i * H * yb);
     }
     DevMem dy(hy.size());
     dy.upload(hy.data(), hy.size());
-    DevMem dout(static_cast<size_t>(std::max<int64_t>(T, 1) * H * odb)), dout_w(static_cast<size_t>(std::max<int64_t>(T, 1) * K * 4));
+    DevMem dout(static_cast<size_t>(std::max<int64_t>(T, 1) * H * odb)),
+        dout_w(static_cast<size_t>(std::max<int64_t>(T, 1) * K * 4));
     dout.poison(0xff);
     dout_w.poison(0xff);
-    st = nep_cuda_combine(ctx.buf, h.get(), dy.addr(), c.y_dtype, H, c.comb_wire, d1.w.addr(), dout.addr(), c.out_dtype, dout_w.addr(),
-                          c.sms, 0, e.msg, sizeof(e.msg));
+    st = nep_cuda_combine(ctx.buf, h.get(), dy.addr(), c.y_dtype, H, c.comb_wire, d1.w.addr(),
+                          dout.addr(), c.out_dtype, dout_w.addr(), c.sms, 0, e.msg, sizeof(e.msg));
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, std::string("combine status ") + std::to_string(st) + ": " + e.msg);
     if (st == NEP_OK) {
@@ -347,7 +380,8 @@ void run_case(Ctx& ctx, const Case& c) {
           combine_input_row(c.y_dtype, r, recv.data(), H, y.data());
           wire_roundtrip(c.comb_wire, y.data(), H, yw.data());
           for (int64_t hh = 0; hh < H; ++hh) acc[size_t(hh)] += yw[size_t(hh)];
-          for (int k = 0; k < K; ++k) wacc[k] += p.owner(htopk[t * K + k]) == r ? hw[t * K + k] : 0.f;
+          for (int k = 0; k < K; ++k)
+            wacc[k] += p.owner(htopk[t * K + k]) == r ? hw[t * K + k] : 0.f;
         }
         for (int64_t hh = 0; hh < H; ++hh) acc[size_t(hh)] = to_dtype(c.out_dtype, acc[size_t(hh)]);
         store_dtype(c.out_dtype, acc.data(), H, exp_out.data() + t * H * odb);
@@ -356,7 +390,8 @@ void run_case(Ctx& ctx, const Case& c) {
       dout.download(got_out.data(), got_out.size());
       dout_w.download(got_w.data(), got_w.size() * 4);
       auto describe_t = [&](int64_t t) { return "token " + std::to_string(t); };
-      compare_rows(&ctx, "combine out (fp32 sum in rank order)", exp_out.data(), got_out.data(), T, H * odb, odb, describe_t);
+      compare_rows(&ctx, "combine out (fp32 sum in rank order)", exp_out.data(), got_out.data(), T,
+                   H * odb, odb, describe_t);
       compare_vec(ctx, "combine out_weights == topk_weights (0 for -1 slots)", exp_w, got_w);
       // Weights round trip: the combined weights are the original weights where the slot is set.
       bool rt = true;
@@ -382,20 +417,24 @@ void run_case(Ctx& ctx, const Case& c) {
           }
         }
         const double rel = den > 0 ? std::sqrt(num / den) : 0;
-        std::printf("[rank %d] %s: combine relative error vs float64 sum of original x %.3e, bound %.1e\n", me, c.name.c_str(), rel,
-                    c.q_bound);
-        ctx.check(std::isfinite(rel) && rel < c.q_bound, "combine relative error " + std::to_string(rel));
+        std::printf(
+            "[rank %d] %s: combine relative error vs float64 sum of original x %.3e, bound %.1e\n",
+            me, c.name.c_str(), rel, c.q_bound);
+        ctx.check(std::isfinite(rel) && rel < c.q_bound,
+                  "combine relative error " + std::to_string(rel));
       }
     }
   }
 
   // Standalone layout entry point.
   {
-    DevMem tpr(size_t(W) * 4), tpe(size_t(E) * 4), inr(static_cast<size_t>(std::max<int64_t>(T, 1) * W));
+    DevMem tpr(size_t(W) * 4), tpe(size_t(E) * 4),
+        inr(static_cast<size_t>(std::max<int64_t>(T, 1) * W));
     tpr.poison(0x7f);
     tpe.poison(0x7f);
     inr.poison(0x7f);
-    st = nep_cuda_layout(ctx.buf, T > 0 ? dtopk.addr() : 0, T, int(K), int(E), tpr.addr(), tpe.addr(), inr.addr(), 0, e.msg, sizeof(e.msg));
+    st = nep_cuda_layout(ctx.buf, T > 0 ? dtopk.addr() : 0, T, int(K), int(E), tpr.addr(),
+                         tpe.addr(), inr.addr(), 0, e.msg, sizeof(e.msg));
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, std::string("layout status ") + std::to_string(st) + ": " + e.msg);
     if (st == NEP_OK) {
@@ -429,7 +468,8 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
   for (int it = 0; it < repeats; ++it) {
     Err e;
     nep_cuda_handle* hraw = nullptr;
-    int32_t st = nep_cuda_dispatch_notify(ctx.buf, T > 0 ? dtopk.addr() : 0, T, int(K), p.experts, c.align, 0, &hraw, e.msg, sizeof(e.msg));
+    int32_t st = nep_cuda_dispatch_notify(ctx.buf, T > 0 ? dtopk.addr() : 0, T, int(K), p.experts,
+                                          c.align, 0, &hraw, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, e.msg);
     if (st != NEP_OK) return;
     HandlePtr h(hraw);
@@ -439,15 +479,18 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
     ctx.check(st == NEP_OK, e.msg);
     if (st != NEP_OK) return;
     // Combine the received rows themselves (bf16 or fp32 as received).
-    DevMem dout(static_cast<size_t>(std::max<int64_t>(T, 1) * H * 4)), dout_w(static_cast<size_t>(std::max<int64_t>(T, 1) * K * 4));
+    DevMem dout(static_cast<size_t>(std::max<int64_t>(T, 1) * H * 4)),
+        dout_w(static_cast<size_t>(std::max<int64_t>(T, 1) * K * 4));
     dout.poison(0xff);
     dout_w.poison(0xff);
-    st = nep_cuda_combine(ctx.buf, h.get(), d.x.addr(), c.recv_dtype, H, NEP_WIRE_BF16, d.w.addr(), dout.addr(), NEP_DTYPE_FP32,
-                          dout_w.addr(), c.sms, 0, e.msg, sizeof(e.msg));
+    st = nep_cuda_combine(ctx.buf, h.get(), d.x.addr(), c.recv_dtype, H, NEP_WIRE_BF16, d.w.addr(),
+                          dout.addr(), NEP_DTYPE_FP32, dout_w.addr(), c.sms, 0, e.msg,
+                          sizeof(e.msg));
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, e.msg);
     if (st != NEP_OK) return;
-    std::vector<uint8_t> a(static_cast<size_t>(R * H * dtype_bytes(c.recv_dtype))), b(static_cast<size_t>(R * K * 8)), cw(static_cast<size_t>(R * K * 4)),
+    std::vector<uint8_t> a(static_cast<size_t>(R * H * dtype_bytes(c.recv_dtype))),
+        b(static_cast<size_t>(R * K * 8)), cw(static_cast<size_t>(R * K * 4)),
         o(static_cast<size_t>(T * H * 4)), ow(static_cast<size_t>(T * K * 4));
     std::vector<int32_t> src(static_cast<size_t>(R));
     d.x.download(a.data(), a.size());
@@ -466,11 +509,14 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
   }
   long diff = 0;
   for (uint64_t v : hashes) diff += v != hashes[0];
-  std::printf("[rank %d] %s: hash %016llx, %ld of %d repeats differ\n", me, ctx.cur.c_str(), (unsigned long long)hashes[0], diff, repeats);
+  std::printf("[rank %d] %s: hash %016llx, %ld of %d repeats differ\n", me, ctx.cur.c_str(),
+              (unsigned long long)hashes[0], diff, repeats);
   ctx.check(diff == 0, "repeats are not bitwise identical");
 }
 
-bool contains(const char* s, const std::string& sub) { return std::string(s).find(sub) != std::string::npos; }
+bool contains(const char* s, const std::string& sub) {
+  return std::string(s).find(sub) != std::string::npos;
+}
 
 // Error paths: each must return the documented status with a message naming the argument, value
 // and limit, and leave the buffer usable.
@@ -492,56 +538,67 @@ void run_negative(Ctx& ctx) {
   dtopk.upload(htopk.data(), htopk.size() * 8);
   Err e;
   nep_cuda_handle* hraw = nullptr;
-  int32_t st = nep_cuda_dispatch_notify(ctx.buf, dtopk.addr(), T, int(K), p.experts, 1, 0, &hraw, e.msg, sizeof(e.msg));
+  int32_t st = nep_cuda_dispatch_notify(ctx.buf, dtopk.addr(), T, int(K), p.experts, 1, 0, &hraw,
+                                        e.msg, sizeof(e.msg));
   ctx.check(st == NEP_OK, e.msg);
   if (st != NEP_OK) return;
   HandlePtr h(hraw);
 
-  st = nep_cuda_combine(ctx.buf, h.get(), dout.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, dout.addr(), NEP_DTYPE_BF16, 0, 4, 0,
-                        e.msg, sizeof(e.msg));
-  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "dispatch"), std::string("combine before dispatch: ") + e.msg);
-  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, 204, NEP_WIRE_FP8, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0,
-                         e.msg, sizeof(e.msg));
-  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "hidden=204") && contains(e.msg, "multiple of 8"),
+  st = nep_cuda_combine(ctx.buf, h.get(), dout.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0,
+                        dout.addr(), NEP_DTYPE_BF16, 0, 4, 0, e.msg, sizeof(e.msg));
+  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "dispatch"),
+            std::string("combine before dispatch: ") + e.msg);
+  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, 204, NEP_WIRE_FP8, 0, 0,
+                         dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
+  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "hidden=204") &&
+                contains(e.msg, "multiple of 8"),
             std::string("fp8 hidden 204: ") + e.msg);
-  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 0,
-                         0, e.msg, sizeof(e.msg));
-  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "num_sms=0"), std::string("num_sms 0: ") + e.msg);
+  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0,
+                         dout.addr(), NEP_DTYPE_BF16, 0, 0, 0, 0, e.msg, sizeof(e.msg));
+  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "num_sms=0"),
+            std::string("num_sms 0: ") + e.msg);
   // Spans the kernels would touch, checked against the allocations before any launch (each of
   // these once launched a kernel that read or wrote far outside its array).
   {
     const int64_t R = nep_cuda_handle_num_recv(h.get());
     // x holds T x 512 bf16; a call that claims 2^20 fp32 channels must be refused, not launched.
-    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_FP32, 1 << 20, NEP_WIRE_FP32, 0, 0, dout.addr(), NEP_DTYPE_FP32, 0, 0, 1,
-                           0, e.msg, sizeof(e.msg));
-    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "x=0x") && contains(e.msg, "needs " + std::to_string(T * 4 << 20))),
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_FP32, 1 << 20, NEP_WIRE_FP32, 0,
+                           0, dout.addr(), NEP_DTYPE_FP32, 0, 0, 1, 0, e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "x=0x") &&
+                         contains(e.msg, "needs " + std::to_string(T * 4 << 20))),
               std::string("x smaller than [T, hidden]: ") + e.msg);
     // recv_x too small for [R, hidden]: the kernel would write past it.
     DevMem small_recv(256);
-    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, small_recv.addr(), NEP_DTYPE_BF16, 0,
-                           0, 4, 0, e.msg, sizeof(e.msg));
-    ctx.check(R == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "recv_x=0x")), std::string("recv_x smaller than [R, hidden]: ") + e.msg);
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0,
+                           0, small_recv.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
+    ctx.check(R == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "recv_x=0x")),
+              std::string("recv_x smaller than [R, hidden]: ") + e.msg);
     // Host memory is not GPU memory.
     std::vector<uint8_t> host_x(size_t(std::max<int64_t>(T, 1) * p.hidden * 2) + 64);
     const int64_t host_addr = (reinterpret_cast<int64_t>(host_x.data()) + 15) / 16 * 16;
-    st = nep_cuda_dispatch(ctx.buf, h.get(), host_addr, NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4,
-                           0, e.msg, sizeof(e.msg));
-    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "host memory")), std::string("x in host memory: ") + e.msg);
+    st = nep_cuda_dispatch(ctx.buf, h.get(), host_addr, NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0,
+                           0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "host memory")),
+              std::string("x in host memory: ") + e.msg);
     // topk_weights [T, K] float32 in an 8-byte allocation.
     DevMem tiny(8);
-    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, dtopk.addr(), tiny.addr(), dout.addr(),
-                           NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
-    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "topk_weights=0x")), std::string("topk_weights too small: ") + e.msg);
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16,
+                           dtopk.addr(), tiny.addr(), dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0,
+                           e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "topk_weights=0x")),
+              std::string("topk_weights too small: ") + e.msg);
   }
   if (g_transport == NEP_CUDA_TRANSPORT_IPC) {  // the nccl transport stages rows outside the buffer
     // Rows too large for the rings: 2^22 fp32 channels (16 MiB a message) leave fewer than the
     // minimum slots per ring in a 1 GiB buffer at every world size; the arrays are real and large
     // enough, so only the capacity can refuse the call.
     const int64_t big_h = int64_t(1) << 22, R = nep_cuda_handle_num_recv(h.get());
-    DevMem big_x(size_t(std::max<int64_t>(T, 1) * big_h * 4)), big_recv(size_t(std::max<int64_t>(R, 1) * big_h * 4));
-    st = nep_cuda_dispatch(ctx.buf, h.get(), big_x.addr(), NEP_DTYPE_FP32, big_h, NEP_WIRE_FP32, 0, 0, big_recv.addr(), NEP_DTYPE_FP32, 0, 0,
-                           1, 0, e.msg, sizeof(e.msg));
-    ctx.check(st == NEP_ERR_CAPACITY && contains(e.msg, "buffer_bytes="), std::string("capacity: ") + e.msg);
+    DevMem big_x(size_t(std::max<int64_t>(T, 1) * big_h * 4)),
+        big_recv(size_t(std::max<int64_t>(R, 1) * big_h * 4));
+    st = nep_cuda_dispatch(ctx.buf, h.get(), big_x.addr(), NEP_DTYPE_FP32, big_h, NEP_WIRE_FP32, 0,
+                           0, big_recv.addr(), NEP_DTYPE_FP32, 0, 0, 1, 0, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_ERR_CAPACITY && contains(e.msg, "buffer_bytes="),
+              std::string("capacity: ") + e.msg);
   } else {
     st = nep_cuda_buffer_peer_scratch(ctx.buf, 0, nullptr, nullptr, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_ERR_UNSUPPORTED, std::string("peer scratch over nccl: ") + e.msg);
@@ -550,25 +607,29 @@ void run_negative(Ctx& ctx) {
     // A real dispatch, then a combine whose out [T, hidden] fp32 would not fit its allocation.
     const int64_t R = nep_cuda_handle_num_recv(h.get());
     DevMem recv(size_t(std::max<int64_t>(R, 1) * p.hidden * 2)), small_out(16);
-    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, recv.addr(), NEP_DTYPE_BF16, 0, 0, 4,
-                           0, e.msg, sizeof(e.msg));
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0,
+                           0, recv.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, std::string("dispatch before the combine checks: ") + e.msg);
-    st = nep_cuda_combine(ctx.buf, h.get(), recv.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, small_out.addr(), NEP_DTYPE_FP32, 0, 4, 0,
-                          e.msg, sizeof(e.msg));
-    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "out=0x")), std::string("out smaller than [T, hidden]: ") + e.msg);
-    st = nep_cuda_combine(ctx.buf, h.get(), small_out.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, dout.addr(), NEP_DTYPE_FP32, 0, 4,
-                          0, e.msg, sizeof(e.msg));
-    ctx.check(R == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "y=0x")), std::string("y smaller than [R, hidden]: ") + e.msg);
+    st = nep_cuda_combine(ctx.buf, h.get(), recv.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0,
+                          small_out.addr(), NEP_DTYPE_FP32, 0, 4, 0, e.msg, sizeof(e.msg));
+    ctx.check(T == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "out=0x")),
+              std::string("out smaller than [T, hidden]: ") + e.msg);
+    st = nep_cuda_combine(ctx.buf, h.get(), small_out.addr(), NEP_DTYPE_BF16, p.hidden,
+                          NEP_WIRE_BF16, 0, dout.addr(), NEP_DTYPE_FP32, 0, 4, 0, e.msg,
+                          sizeof(e.msg));
+    ctx.check(R == 0 || (st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "y=0x")),
+              std::string("y smaller than [R, hidden]: ") + e.msg);
     // The same handle still combines correctly-sized arrays (every rank takes part).
-    st = nep_cuda_combine(ctx.buf, h.get(), recv.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, dout.addr(), NEP_DTYPE_FP32, 0, 4, 0,
-                          e.msg, sizeof(e.msg));
+    st = nep_cuda_combine(ctx.buf, h.get(), recv.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0,
+                          dout.addr(), NEP_DTYPE_FP32, 0, 4, 0, e.msg, sizeof(e.msg));
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
     ctx.check(st == NEP_OK, std::string("combine after the refused ones: ") + e.msg);
   }
-  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), 7, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg,
-                         sizeof(e.msg));
-  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "x_dtype=7"), std::string("dtype 7: ") + e.msg);
+  st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), 7, p.hidden, NEP_WIRE_BF16, 0, 0, dout.addr(),
+                         NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
+  ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, "x_dtype=7"),
+            std::string("dtype 7: ") + e.msg);
   std::printf("[rank %d] errors: host-side checks done (last message: %s)\n", me, e.msg);
 
   // A bad index on rank 0 and a duplicate on the last rank: the bad rank gets INVALID_ARGUMENT
@@ -583,25 +644,32 @@ void run_negative(Ctx& ctx) {
     DevMem dbad(bad.size() * 8);
     dbad.upload(bad.data(), bad.size() * 8);
     nep_cuda_handle* hb = nullptr;
-    st = nep_cuda_dispatch_notify(ctx.buf, dbad.addr(), T, int(K), p.experts, 1, 0, &hb, e.msg, sizeof(e.msg));
+    st = nep_cuda_dispatch_notify(ctx.buf, dbad.addr(), T, int(K), p.experts, 1, 0, &hb, e.msg,
+                                  sizeof(e.msg));
     HandlePtr hbad(hb);
     if (me == bad_rank) {
-      const std::string want = variant == 0 ? "topk_idx[0][1]=" + std::to_string(p.experts) : "topk_idx[1][2]=";
-      ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, want), "bad topk on this rank: status " + std::to_string(st) + ": " + e.msg);
+      const std::string want =
+          variant == 0 ? "topk_idx[0][1]=" + std::to_string(p.experts) : "topk_idx[1][2]=";
+      ctx.check(st == NEP_ERR_INVALID_ARGUMENT && contains(e.msg, want),
+                "bad topk on this rank: status " + std::to_string(st) + ": " + e.msg);
     } else {
       ctx.check(st == NEP_ERR_PEER && contains(e.msg, "rank " + std::to_string(bad_rank)),
-                "bad topk on rank " + std::to_string(bad_rank) + ": status " + std::to_string(st) + ": " + e.msg);
+                "bad topk on rank " + std::to_string(bad_rank) + ": status " + std::to_string(st) +
+                    ": " + e.msg);
     }
     ctx.check(hb == nullptr, "a failed notify returned a handle");
-    if (variant == 1 || me == 0) std::printf("[rank %d] errors: bad topk variant %d -> %d: %s\n", me, variant, st, e.msg);
+    if (variant == 1 || me == 0)
+      std::printf("[rank %d] errors: bad topk variant %d -> %d: %s\n", me, variant, st, e.msg);
   }
   // Ranks that disagree on num_experts.
   if (W > 1) {
     nep_cuda_handle* hm = nullptr;
     const int E = me == 1 ? p.experts * 2 : p.experts;
-    st = nep_cuda_dispatch_notify(ctx.buf, dtopk.addr(), T, int(K), E, 1, 0, &hm, e.msg, sizeof(e.msg));
+    st = nep_cuda_dispatch_notify(ctx.buf, dtopk.addr(), T, int(K), E, 1, 0, &hm, e.msg,
+                                  sizeof(e.msg));
     HandlePtr hmm(hm);
-    ctx.check(st == NEP_ERR_PEER && contains(e.msg, "num_experts"), "num_experts mismatch: status " + std::to_string(st) + ": " + e.msg);
+    ctx.check(st == NEP_ERR_PEER && contains(e.msg, "num_experts"),
+              "num_experts mismatch: status " + std::to_string(st) + ": " + e.msg);
     if (me <= 1) std::printf("[rank %d] errors: num_experts mismatch -> %d: %s\n", me, st, e.msg);
   }
 }
@@ -621,9 +689,11 @@ void run_all_reduce(Ctx& ctx) {
     }
     DevMem d(h.size() * 4);
     d.upload(h.data(), h.size() * 4);
-    int32_t st = nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_FP32, 0, e.msg, sizeof(e.msg));
+    int32_t st =
+        nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_FP32, 0, e.msg, sizeof(e.msg));
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
-    ctx.check(st == NEP_OK, std::string("all-reduce fp32 status ") + std::to_string(st) + ": " + e.msg);
+    ctx.check(st == NEP_OK,
+              std::string("all-reduce fp32 status ") + std::to_string(st) + ": " + e.msg);
     d.download(got.data(), got.size() * 4);
     compare_vec(ctx, "all-reduce fp32 sum", want, got);
   }
@@ -635,9 +705,11 @@ void run_all_reduce(Ctx& ctx) {
     }
     DevMem d(h.size() * 2);
     d.upload(h.data(), h.size() * 2);
-    int32_t st = nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_BF16, 0, e.msg, sizeof(e.msg));
+    int32_t st =
+        nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_BF16, 0, e.msg, sizeof(e.msg));
     if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
-    ctx.check(st == NEP_OK, std::string("all-reduce bf16 status ") + std::to_string(st) + ": " + e.msg);
+    ctx.check(st == NEP_OK,
+              std::string("all-reduce bf16 status ") + std::to_string(st) + ": " + e.msg);
     d.download(got.data(), got.size() * 2);
     compare_vec(ctx, "all-reduce bf16 sum", want, got);
   }
@@ -665,7 +737,8 @@ void run_timeout(Ctx& ctx) {
   int32_t st = nep_cuda_buffer_set_timeout(ctx.buf, 2000, e.msg, sizeof(e.msg));
   ctx.check(st == NEP_OK, e.msg);
   nep_cuda_handle* hraw = nullptr;
-  st = nep_cuda_dispatch_notify(ctx.buf, dtopk.addr(), T, int(K), p.experts, 1, 0, &hraw, e.msg, sizeof(e.msg));
+  st = nep_cuda_dispatch_notify(ctx.buf, dtopk.addr(), T, int(K), p.experts, 1, 0, &hraw, e.msg,
+                                sizeof(e.msg));
   ctx.check(st == NEP_OK, e.msg);
   if (st != NEP_OK) return;
   HandlePtr h(hraw);
@@ -675,13 +748,16 @@ void run_timeout(Ctx& ctx) {
     DispatchOut d;
     const auto t0 = std::chrono::steady_clock::now();
     st = do_dispatch(ctx, h.get(), c, dx, nullptr, nullptr, d, 4, e);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[rank %d] timeout: status %d after %.2f s: %s\n", me, st, secs, e.msg);
-    ctx.check(st == NEP_ERR_TIMEOUT && contains(e.msg, "timed out") && contains(e.msg, "peer"), std::string("expected a timeout: ") + e.msg);
+    ctx.check(st == NEP_ERR_TIMEOUT && contains(e.msg, "timed out") && contains(e.msg, "peer"),
+              std::string("expected a timeout: ") + e.msg);
     ctx.check(secs < 10, "the timeout took " + std::to_string(secs) + " s (limit 2 s + margin)");
-    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0, 0, d.x.addr(), NEP_DTYPE_BF16, 0, 0, 4,
-                           0, e.msg, sizeof(e.msg));
-    ctx.check(st == NEP_ERR_TIMEOUT, "a failed buffer accepted another dispatch: " + std::to_string(st));
+    st = nep_cuda_dispatch(ctx.buf, h.get(), dx.addr(), NEP_DTYPE_BF16, p.hidden, NEP_WIRE_BF16, 0,
+                           0, d.x.addr(), NEP_DTYPE_BF16, 0, 0, 4, 0, e.msg, sizeof(e.msg));
+    ctx.check(st == NEP_ERR_TIMEOUT,
+              "a failed buffer accepted another dispatch: " + std::to_string(st));
   }
 }
 
@@ -711,32 +787,38 @@ std::vector<Case> make_cases(int W, bool quick) {
   };
   {
     Case c = base("bf16-pattern-uneven");
-    c.p.tokens = 700, c.p.token_step = 37, c.p.hidden = 1024, c.p.experts = 64, c.p.data = Data::kPattern;
+    c.p.tokens = 700, c.p.token_step = 37, c.p.hidden = 1024, c.p.experts = 64,
+    c.p.data = Data::kPattern;
     c.sms = 8, c.cached_sms = 5;
     cs.push_back(c);
   }
   {
     Case c = base("fp8-pattern-f32out");
-    c.p.tokens = 300, c.p.token_step = 11, c.p.hidden = 2048, c.p.experts = 64, c.p.data = Data::kPattern;
-    c.wire = NEP_WIRE_FP8, c.recv_dtype = NEP_DTYPE_BF16, c.sms = 6, c.cached_sms = 9, c.out_dtype = NEP_DTYPE_FP32;
+    c.p.tokens = 300, c.p.token_step = 11, c.p.hidden = 2048, c.p.experts = 64,
+    c.p.data = Data::kPattern;
+    c.wire = NEP_WIRE_FP8, c.recv_dtype = NEP_DTYPE_BF16, c.sms = 6, c.cached_sms = 9,
+    c.out_dtype = NEP_DTYPE_FP32;
     cs.push_back(c);
   }
   {
     Case c = base("fp8-random-align32");
     c.p.tokens = 1024, c.p.token_step = 100, c.p.hidden = 2048, c.p.experts = 128;
-    c.wire = NEP_WIRE_FP8, c.align = 32, c.sms = 12, c.cached_sms = 24, c.out_dtype = NEP_DTYPE_FP32, c.q_bound = 0.05;
+    c.wire = NEP_WIRE_FP8, c.align = 32, c.sms = 12, c.cached_sms = 24,
+    c.out_dtype = NEP_DTYPE_FP32, c.q_bound = 0.05;
     cs.push_back(c);
   }
   {
     Case c = base("mxfp8-random-f32recv");
     c.p.tokens = 600, c.p.token_step = 50, c.p.hidden = 1536, c.p.experts = 64;
-    c.wire = NEP_WIRE_MXFP8, c.recv_dtype = NEP_DTYPE_FP32, c.align = 32, c.sms = 7, c.cached_sms = 3;
+    c.wire = NEP_WIRE_MXFP8, c.recv_dtype = NEP_DTYPE_FP32, c.align = 32, c.sms = 7,
+    c.cached_sms = 3;
     c.y_dtype = NEP_DTYPE_FP32, c.q_bound = 0.06;
     cs.push_back(c);
   }
   {
     Case c = base("fp32-wire-h264");
-    c.p.tokens = 333, c.p.token_step = 20, c.p.hidden = 264, c.p.experts = 32, c.p.topk = 4, c.p.x_dtype = NEP_DTYPE_FP32;
+    c.p.tokens = 333, c.p.token_step = 20, c.p.hidden = 264, c.p.experts = 32, c.p.topk = 4,
+    c.p.x_dtype = NEP_DTYPE_FP32;
     c.wire = NEP_WIRE_FP32, c.recv_dtype = NEP_DTYPE_FP32, c.sms = 3, c.cached_sms = 1;
     c.y_dtype = NEP_DTYPE_FP32, c.comb_wire = NEP_WIRE_FP32, c.out_dtype = NEP_DTYPE_FP32;
     cs.push_back(c);
@@ -755,7 +837,8 @@ std::vector<Case> make_cases(int W, bool quick) {
   }
   {
     Case c = base("masked-slots");
-    c.p.tokens = 900, c.p.token_step = 13, c.p.hidden = 768, c.p.experts = 64, c.p.routing = Routing::kMasked;
+    c.p.tokens = 900, c.p.token_step = 13, c.p.hidden = 768, c.p.experts = 64,
+    c.p.routing = Routing::kMasked;
     c.align = 8, c.sms = 16, c.cached_sms = 4;
     cs.push_back(c);
   }
@@ -776,11 +859,14 @@ std::vector<Case> make_cases(int W, bool quick) {
     // (and 200 = 6 x 32 + 8), 64 (the tiny preset's: one half group), as the CPU engine takes them.
     Case c = base("fp8-partial-block-h200");
     c.p.tokens = 257, c.p.token_step = 31, c.p.hidden = 200, c.p.experts = 32;
-    c.wire = NEP_WIRE_FP8, c.sms = 5, c.cached_sms = 3, c.out_dtype = NEP_DTYPE_FP32, c.q_bound = 0.05;
+    c.wire = NEP_WIRE_FP8, c.sms = 5, c.cached_sms = 3, c.out_dtype = NEP_DTYPE_FP32,
+    c.q_bound = 0.05;
     cs.push_back(c);
     Case d = base("mxfp8-partial-group-h200");
-    d.p.tokens = 190, d.p.token_step = 17, d.p.hidden = 200, d.p.experts = 32, d.p.x_dtype = NEP_DTYPE_FP32;
-    d.wire = NEP_WIRE_MXFP8, d.recv_dtype = NEP_DTYPE_FP32, d.sms = 4, d.cached_sms = 6, d.q_bound = 0.06;
+    d.p.tokens = 190, d.p.token_step = 17, d.p.hidden = 200, d.p.experts = 32,
+    d.p.x_dtype = NEP_DTYPE_FP32;
+    d.wire = NEP_WIRE_MXFP8, d.recv_dtype = NEP_DTYPE_FP32, d.sms = 4, d.cached_sms = 6,
+    d.q_bound = 0.06;
     cs.push_back(d);
     Case t = base("fp8-h64-tiny");
     t.p.tokens = 96, t.p.token_step = 9, t.p.hidden = 64, t.p.experts = 8, t.p.topk = 2;
@@ -804,7 +890,9 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
   const int me = ex.rank(), W = ex.world();
   cuda_ok(cudaSetDevice(device_of_rank(me)), "cudaSetDevice");
   BufferPtr buf = make_buffer(ex, int64_t(1) << 30, 10000, g_transport);
-  if (me == 0) std::printf("ep_test world %d: transport %s\n", W, transport_name(nep_cuda_buffer_transport(buf.get())));
+  if (me == 0)
+    std::printf("ep_test world %d: transport %s\n", W,
+                transport_name(nep_cuda_buffer_transport(buf.get())));
   Ctx ctx{ex, buf.get(), me, W};
   std::vector<Case> cases = make_cases(W, quick);
   for (const Case& c : cases) {
@@ -813,9 +901,10 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
     const auto t0 = std::chrono::steady_clock::now();
     run_case(ctx, c);
     ex.barrier();
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("[rank %d] case %-24s %s (%ld checks, %ld failed, %.1f s)\n", me, c.name.c_str(), ctx.failures == f0 ? "PASS" : "FAIL",
-                ctx.checks - c0, ctx.failures - f0, secs);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[rank %d] case %-24s %s (%ld checks, %ld failed, %.1f s)\n", me, c.name.c_str(),
+                ctx.failures == f0 ? "PASS" : "FAIL", ctx.checks - c0, ctx.failures - f0, secs);
     std::fflush(stdout);
   }
   if (only == "errors") {  // the refusals alone (the sanitizers run them)
@@ -836,7 +925,8 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
       f0 = ctx.failures;
       run_case(ctx, c);
       ex.barrier();
-      std::printf("[rank %d] case %-24s %s\n", me, c.name.c_str(), ctx.failures == f0 ? "PASS" : "FAIL");
+      std::printf("[rank %d] case %-24s %s\n", me, c.name.c_str(),
+                  ctx.failures == f0 ? "PASS" : "FAIL");
     }
     {
       const long f0 = ctx.failures;
@@ -844,7 +934,8 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
       c.name = "fp8-repeats";
       run_repeats(ctx, c, 20);
       ex.barrier();
-      std::printf("[rank %d] case %-24s %s\n", me, "fp8-repeats x20", ctx.failures == f0 ? "PASS" : "FAIL");
+      std::printf("[rank %d] case %-24s %s\n", me, "fp8-repeats x20",
+                  ctx.failures == f0 ? "PASS" : "FAIL");
     }
     {
       // A small buffer: rings of ~200 messages, so each ring wraps several times per call.
@@ -857,13 +948,15 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
       ex.barrier();
       ctx.checks += sctx.checks;
       ctx.failures += sctx.failures;
-      std::printf("[rank %d] case %-24s %s (sms %d)\n", me, c.name.c_str(), ctx.failures == f0 ? "PASS" : "FAIL", c.sms);
+      std::printf("[rank %d] case %-24s %s (sms %d)\n", me, c.name.c_str(),
+                  ctx.failures == f0 ? "PASS" : "FAIL", c.sms);
     }
     if (g_transport == NEP_CUDA_TRANSPORT_NCCL) {
       const long f0 = ctx.failures;
       run_all_reduce(ctx);
       ex.barrier();
-      std::printf("[rank %d] case %-24s %s\n", me, "all-reduce", ctx.failures == f0 ? "PASS" : "FAIL");
+      std::printf("[rank %d] case %-24s %s\n", me, "all-reduce",
+                  ctx.failures == f0 ? "PASS" : "FAIL");
     }
     if (timeout_test) {
       const long f0 = ctx.failures;
@@ -879,7 +972,8 @@ int rank_main(Exchange& ex, bool quick, bool timeout_test, const std::string& on
   if (me == 0) {
     long checks = 0, failures = 0;
     for (int r = 0; r < W; ++r) checks += all[2 * r], failures += all[2 * r + 1];
-    std::printf("ep_test world %d: %ld checks, %ld failed -> %s\n", W, checks, failures, failures == 0 ? "PASS" : "FAIL");
+    std::printf("ep_test world %d: %ld checks, %ld failed -> %s\n", W, checks, failures,
+                failures == 0 ? "PASS" : "FAIL");
   }
   return ctx.failures == 0 ? 0 : 1;
 }
@@ -903,7 +997,8 @@ int main(int argc, char** argv) {
   }
   if (!gpu_present("ep_test")) return kSkipNoGpu;
   if (flag(argc, argv, "--probe-gpu")) return 0;
-  const int failed = run_ranks(world, 600, 30, [&](Exchange& ex) { return rank_main(ex, quick, timeout_test, only); });
+  const int failed = run_ranks(
+      world, 600, 30, [&](Exchange& ex) { return rank_main(ex, quick, timeout_test, only); });
   std::printf("ep_test: %d of %d ranks failed\n", failed, world);
   return failed == 0 ? 0 : 1;
 }

@@ -85,7 +85,9 @@ class TimingEvent {
 
 class CudaStream {
  public:
-  CudaStream() { cuda_ok(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  CudaStream() {
+    cuda_ok(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate");
+  }
   ~CudaStream() {
     if (s_) cudaStreamDestroy(s_);
   }
@@ -147,7 +149,8 @@ inline bool gpu_present(const char* driver) {
 }
 
 inline void nep_ok(int32_t st, const Err& e, const char* what) {
-  if (st != NEP_OK) throw std::runtime_error(std::string(what) + " returned " + std::to_string(st) + ": " + e.msg);
+  if (st != NEP_OK)
+    throw std::runtime_error(std::string(what) + " returned " + std::to_string(st) + ": " + e.msg);
 }
 
 // Which transport the drivers connect with: "ipc", "nccl", or "auto" (nccl when LOCAL_WORLD_SIZE is
@@ -157,36 +160,48 @@ inline int parse_transport(const char* s, int world) {
   if (t == "nccl") return NEP_CUDA_TRANSPORT_NCCL;
   if (t == "auto") {
     const char* lws = std::getenv("LOCAL_WORLD_SIZE");
-    return (lws != nullptr && std::atoi(lws) > 0 && std::atoi(lws) < world) ? NEP_CUDA_TRANSPORT_NCCL : NEP_CUDA_TRANSPORT_IPC;
+    return (lws != nullptr && std::atoi(lws) > 0 && std::atoi(lws) < world)
+               ? NEP_CUDA_TRANSPORT_NCCL
+               : NEP_CUDA_TRANSPORT_IPC;
   }
   if (t != "ipc") throw std::runtime_error("--transport " + t + " is not ipc, nccl or auto");
   return NEP_CUDA_TRANSPORT_IPC;
 }
-inline const char* transport_name(int t) { return t == NEP_CUDA_TRANSPORT_NCCL ? "nccl" : "cuda-ipc"; }
+inline const char* transport_name(int t) {
+  return t == NEP_CUDA_TRANSPORT_NCCL ? "nccl" : "cuda-ipc";
+}
 
-// Creates this rank's buffer on GPU device_of_rank(rank) and connects it to the others through the exchange:
-// CUDA IPC handles, or (nccl) the NCCL unique id of rank 0.
-inline BufferPtr make_buffer(Exchange& ex, int64_t bytes, int64_t timeout_ms, int transport = NEP_CUDA_TRANSPORT_IPC) {
+// Creates this rank's buffer on GPU device_of_rank(rank) and connects it to the others through the
+// exchange: CUDA IPC handles, or (nccl) the NCCL unique id of rank 0.
+inline BufferPtr make_buffer(Exchange& ex, int64_t bytes, int64_t timeout_ms,
+                             int transport = NEP_CUDA_TRANSPORT_IPC) {
   Err e;
   nep_cuda_buffer* raw = nullptr;
   const int dev = device_of_rank(ex.rank());
   cuda_ok(cudaSetDevice(dev), "cudaSetDevice");
-  nep_ok(nep_cuda_buffer_create(ex.rank(), ex.world(), dev, bytes, timeout_ms, &raw, e.msg, sizeof(e.msg)), e,
-         "nep_cuda_buffer_create");
+  nep_ok(nep_cuda_buffer_create(ex.rank(), ex.world(), dev, bytes, timeout_ms, &raw, e.msg,
+                                sizeof(e.msg)),
+         e, "nep_cuda_buffer_create");
   BufferPtr buf(raw);
   if (transport == NEP_CUDA_TRANSPORT_NCCL) {
-    std::vector<uint8_t> id(NEP_CUDA_NCCL_ID_BYTES, 0), all(size_t(NEP_CUDA_NCCL_ID_BYTES) * ex.world());
-    if (ex.rank() == 0) nep_ok(nep_cuda_nccl_unique_id(id.data(), (int64_t)id.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_nccl_unique_id");
+    std::vector<uint8_t> id(NEP_CUDA_NCCL_ID_BYTES, 0),
+        all(size_t(NEP_CUDA_NCCL_ID_BYTES) * ex.world());
+    if (ex.rank() == 0)
+      nep_ok(nep_cuda_nccl_unique_id(id.data(), (int64_t)id.size(), e.msg, sizeof(e.msg)), e,
+             "nep_cuda_nccl_unique_id");
     ex.allgather(id.data(), id.size(), all.data());
-    nep_ok(nep_cuda_buffer_connect_nccl(buf.get(), all.data(), NEP_CUDA_NCCL_ID_BYTES, e.msg, sizeof(e.msg)), e,
-           "nep_cuda_buffer_connect_nccl");
+    nep_ok(nep_cuda_buffer_connect_nccl(buf.get(), all.data(), NEP_CUDA_NCCL_ID_BYTES, e.msg,
+                                        sizeof(e.msg)),
+           e, "nep_cuda_buffer_connect_nccl");
     ex.barrier();
     return buf;
   }
   std::vector<uint8_t> mine(NEP_CUDA_EXPORT_BYTES), all(size_t(NEP_CUDA_EXPORT_BYTES) * ex.world());
-  nep_ok(nep_cuda_buffer_export(buf.get(), mine.data(), (int64_t)mine.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_buffer_export");
+  nep_ok(nep_cuda_buffer_export(buf.get(), mine.data(), (int64_t)mine.size(), e.msg, sizeof(e.msg)),
+         e, "nep_cuda_buffer_export");
   ex.allgather(mine.data(), mine.size(), all.data());
-  nep_ok(nep_cuda_buffer_connect(buf.get(), all.data(), (int64_t)all.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_buffer_connect");
+  nep_ok(nep_cuda_buffer_connect(buf.get(), all.data(), (int64_t)all.size(), e.msg, sizeof(e.msg)),
+         e, "nep_cuda_buffer_connect");
   ex.barrier();
   return buf;
 }

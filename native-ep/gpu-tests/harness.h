@@ -47,7 +47,8 @@ class ForkShmExchange : public Exchange {
   };
 
   static Region* map_region() {
-    void* p = mmap(nullptr, sizeof(Region), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void* p =
+        mmap(nullptr, sizeof(Region), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::runtime_error("mmap of the exchange region failed");
     Region* r = static_cast<Region*>(p);
     for (auto& a : r->arrive) a.store(0);
@@ -61,7 +62,9 @@ class ForkShmExchange : public Exchange {
   int world() const override { return world_; }
 
   void allgather(const void* mine, size_t n, void* out) override {
-    if (n > kSlotBytes) throw std::runtime_error("exchange: " + std::to_string(n) + " bytes exceed the slot of " + std::to_string(kSlotBytes));
+    if (n > kSlotBytes)
+      throw std::runtime_error("exchange: " + std::to_string(n) + " bytes exceed the slot of " +
+                               std::to_string(kSlotBytes));
     const uint64_t k = ++calls_;
     const int par = int(k & 1);
     if (n > 0) std::memcpy(r_->slots[par][rank_], mine, n);
@@ -70,13 +73,15 @@ class ForkShmExchange : public Exchange {
     for (int p = 0; p < world_; ++p) {
       while (r_->arrive[p].load(std::memory_order_acquire) < k) {
         if (std::chrono::steady_clock::now() > deadline)
-          throw std::runtime_error("exchange: rank " + std::to_string(rank_) + " waited " + std::to_string(timeout_s_) +
-                                   " s for rank " + std::to_string(p) + " at call " + std::to_string(k));
+          throw std::runtime_error("exchange: rank " + std::to_string(rank_) + " waited " +
+                                   std::to_string(timeout_s_) + " s for rank " + std::to_string(p) +
+                                   " at call " + std::to_string(k));
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
     }
     if (n > 0)
-      for (int p = 0; p < world_; ++p) std::memcpy(static_cast<unsigned char*>(out) + size_t(p) * n, r_->slots[par][p], n);
+      for (int p = 0; p < world_; ++p)
+        std::memcpy(static_cast<unsigned char*>(out) + size_t(p) * n, r_->slots[par][p], n);
   }
 
  private:
@@ -87,7 +92,8 @@ class ForkShmExchange : public Exchange {
 
 // Forks `world` ranks running body(exchange); returns the number of ranks that failed. A rank that
 // fails makes the parent end the others after `grace_s` seconds.
-inline int run_ranks(int world, int timeout_s, int grace_s, const std::function<int(Exchange&)>& body) {
+inline int run_ranks(int world, int timeout_s, int grace_s,
+                     const std::function<int(Exchange&)>& body) {
   ForkShmExchange::Region* region = ForkShmExchange::map_region();
   std::fflush(stdout);
   std::fflush(stderr);
@@ -128,8 +134,11 @@ inline int run_ranks(int world, int timeout_s, int grace_s, const std::function<
         const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (!ok) {
           ++failed;
-          if (WIFEXITED(status)) std::fprintf(stderr, "[parent] rank %d exited with %d\n", r, WEXITSTATUS(status));
-          else std::fprintf(stderr, "[parent] rank %d ended by signal %d\n", r, WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+          if (WIFEXITED(status))
+            std::fprintf(stderr, "[parent] rank %d exited with %d\n", r, WEXITSTATUS(status));
+          else
+            std::fprintf(stderr, "[parent] rank %d ended by signal %d\n", r,
+                         WIFSIGNALED(status) ? WTERMSIG(status) : -1);
           if (kill_deadline == std::chrono::steady_clock::time_point::max())
             kill_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(grace_s);
         }
@@ -139,7 +148,8 @@ inline int run_ranks(int world, int timeout_s, int grace_s, const std::function<
     if (std::chrono::steady_clock::now() > kill_deadline) {
       for (int r = 0; r < world; ++r)
         if (!done[r]) {
-          std::fprintf(stderr, "[parent] ending rank %d (pid %d) after a peer failed\n", r, (int)pids[r]);
+          std::fprintf(stderr, "[parent] ending rank %d (pid %d) after a peer failed\n", r,
+                       (int)pids[r]);
           kill(pids[r], SIGKILL);
         }
       kill_deadline = std::chrono::steady_clock::time_point::max();

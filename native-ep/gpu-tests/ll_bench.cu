@@ -64,7 +64,8 @@ double median(std::vector<double> v) {
 }
 
 struct Result {
-  double dispatch, combine, step, graph_step, dispatch_send, dispatch_recv, combine_send, combine_recv, calc_diff;
+  double dispatch, combine, step, graph_step, dispatch_send, dispatch_recv, combine_send,
+      combine_recv, calc_diff;
   long long recv_rows;
 };
 
@@ -89,7 +90,9 @@ int rank_main(Exchange& ex, const Opts& o, std::vector<Result>* all_out) {
   cfg.timeout_ms = 120000;
   LlBufferPtr buf = make_ll_buffer(ex, cfg);
   Err e;
-  if (o.sms > 0) nep_ok(nep_cuda_ll_buffer_set_num_sms(buf.get(), o.sms, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_buffer_set_num_sms");
+  if (o.sms > 0)
+    nep_ok(nep_cuda_ll_buffer_set_num_sms(buf.get(), o.sms, e.msg, sizeof(e.msg)), e,
+           "nep_cuda_ll_buffer_set_num_sms");
 
   // Inputs: bf16 x, K distinct experts per token, weights in [0.05, 1.05).
   std::vector<float> x(size_t(T * H));
@@ -109,8 +112,8 @@ int rank_main(Exchange& ex, const Opts& o, std::vector<Result>* all_out) {
   }
   std::vector<uint8_t> xb(x.size() * 2);
   store_dtype(NEP_DTYPE_BF16, x.data(), int64_t(x.size()), xb.data());
-  DevMem dx(xb.size()), didx(idx.size() * 8), dw(w.size() * 4), recv(size_t(El * N * H) * 2), count(size_t(El) * 4),
-      out(size_t(T * H) * 2), flush(size_t(256) << 20);
+  DevMem dx(xb.size()), didx(idx.size() * 8), dw(w.size() * 4), recv(size_t(El * N * H) * 2),
+      count(size_t(El) * 4), out(size_t(T * H) * 2), flush(size_t(256) << 20);
   dx.upload(xb.data(), xb.size());
   didx.upload(idx.data(), idx.size() * 8);
   dw.upload(w.data(), w.size() * 4);
@@ -120,30 +123,38 @@ int rank_main(Exchange& ex, const Opts& o, std::vector<Result>* all_out) {
   nep_cuda_ll_op* cop = nullptr;
   nep_cuda_ll_handle* handle = nullptr;
   auto dsend = [&] {
-    nep_ok(nep_cuda_ll_dispatch_send(buf.get(), dx.addr(), NEP_DTYPE_BF16, T, H, didx.addr(), K, NEP_WIRE_FP8, flags, (int64_t)s, &dop,
-                                     e.msg, sizeof(e.msg)),
+    nep_ok(nep_cuda_ll_dispatch_send(buf.get(), dx.addr(), NEP_DTYPE_BF16, T, H, didx.addr(), K,
+                                     NEP_WIRE_FP8, flags, (int64_t)s, &dop, e.msg, sizeof(e.msg)),
            e, "nep_cuda_ll_dispatch_send");
   };
   auto drecv = [&] {
     if (handle != nullptr) nep_cuda_ll_handle_destroy(handle);
     handle = nullptr;
-    nep_ok(nep_cuda_ll_dispatch_recv(dop, recv.addr(), NEP_DTYPE_BF16, count.addr(), 0, 0, (int64_t)s, &handle, e.msg, sizeof(e.msg)), e,
-           "nep_cuda_ll_dispatch_recv");
+    nep_ok(nep_cuda_ll_dispatch_recv(dop, recv.addr(), NEP_DTYPE_BF16, count.addr(), 0, 0,
+                                     (int64_t)s, &handle, e.msg, sizeof(e.msg)),
+           e, "nep_cuda_ll_dispatch_recv");
     nep_cuda_ll_op_destroy(dop);
     dop = nullptr;
   };
   auto csend = [&] {
-    nep_ok(nep_cuda_ll_combine_send(buf.get(), handle, recv.addr(), NEP_DTYPE_BF16, didx.addr(), dw.addr(), NEP_WIRE_BF16, (int64_t)s, &cop,
-                                    e.msg, sizeof(e.msg)),
-           e, "nep_cuda_ll_combine_send");
+    nep_ok(
+        nep_cuda_ll_combine_send(buf.get(), handle, recv.addr(), NEP_DTYPE_BF16, didx.addr(),
+                                 dw.addr(), NEP_WIRE_BF16, (int64_t)s, &cop, e.msg, sizeof(e.msg)),
+        e, "nep_cuda_ll_combine_send");
   };
   auto crecv = [&] {
-    nep_ok(nep_cuda_ll_combine_recv(cop, out.addr(), NEP_DTYPE_BF16, (int64_t)s, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_combine_recv");
+    nep_ok(
+        nep_cuda_ll_combine_recv(cop, out.addr(), NEP_DTYPE_BF16, (int64_t)s, e.msg, sizeof(e.msg)),
+        e, "nep_cuda_ll_combine_recv");
     nep_cuda_ll_op_destroy(cop);
     cop = nullptr;
   };
-  auto sync = [&] { nep_ok(nep_cuda_ll_sync(buf.get(), (int64_t)s, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_sync"); };
-  auto do_flush = [&] { cuda_ok(cudaMemsetAsync(flush.get(), 0, flush.bytes(), s), "cudaMemsetAsync"); };
+  auto sync = [&] {
+    nep_ok(nep_cuda_ll_sync(buf.get(), (int64_t)s, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_sync");
+  };
+  auto do_flush = [&] {
+    cuda_ok(cudaMemsetAsync(flush.get(), 0, flush.bytes(), s), "cudaMemsetAsync");
+  };
 
   // Back-to-back timing of `body` (events around it, flush outside): median microseconds.
   auto series = [&](const std::function<void()>& body) {
@@ -160,13 +171,15 @@ int rank_main(Exchange& ex, const Opts& o, std::vector<Result>* all_out) {
     std::vector<double> v;
     for (int i = o.warmup; i < n; ++i) {
       float ms = 0;
-      cuda_ok(cudaEventElapsedTime(&ms, a[size_t(i)].get(), b[size_t(i)].get()), "cudaEventElapsedTime");
+      cuda_ok(cudaEventElapsedTime(&ms, a[size_t(i)].get(), b[size_t(i)].get()),
+              "cudaEventElapsedTime");
       v.push_back(ms * 1000.0);
     }
     return median(v);
   };
   // One half timed alone: setup (untimed) then barrier, then `timed`, then finish (untimed).
-  auto apart = [&](const std::function<void()>& setup, const std::function<void()>& timed, const std::function<void()>& finish) {
+  auto apart = [&](const std::function<void()>& setup, const std::function<void()>& timed,
+                   const std::function<void()>& finish) {
     std::vector<double> v;
     TimingEvent a, b;
     for (int i = 0; i < o.warmup / 2 + o.iters; ++i) {
@@ -244,8 +257,15 @@ int rank_main(Exchange& ex, const Opts& o, std::vector<Result>* all_out) {
   r.dispatch_send = apart([] {}, dsend, drecv);
   r.dispatch_recv = apart(dsend, drecv, [] {});
   // Combine halves: each iteration needs a fresh dispatch (untimed) for its handle.
-  r.combine_send = apart([&] { dsend(); drecv(); }, csend, crecv);
-  r.combine_recv = apart([&] { dsend(); drecv(); csend(); }, crecv, [] {});
+  r.combine_send = apart([&] {
+    dsend();
+    drecv();
+  }, csend, crecv);
+  r.combine_recv = apart([&] {
+    dsend();
+    drecv();
+    csend();
+  }, crecv, [] {});
   if (handle != nullptr) nep_cuda_ll_handle_destroy(handle);
   ex.barrier();
 
@@ -253,45 +273,63 @@ int rank_main(Exchange& ex, const Opts& o, std::vector<Result>* all_out) {
   ex.allgather(&r, sizeof(r), all.data());
   if (me != 0) return 0;
   *all_out = all;
-  auto mean = [&](double Result::*f) {
+  auto mean = [&](double Result::* f) {
     double sum = 0;
     for (const Result& q : all) sum += q.*f;
     return sum / W;
   };
   const bool one_gpu = ndev < W;
-  std::printf("\nll_bench: %d ranks on %d GPU(s)%s, %lld tokens/rank, H=%lld, top-%d of %d experts, FP8%s dispatch, bf16 combine; "
-              "median of %d after %d warm-up, L2 flushed\n",
-              W, std::min(ndev, W), one_gpu ? " (ranks share a GPU: time-sliced, NOT NVLink figures)" : "", (long long)T, (long long)H, K, E,
-              o.round_scale ? " (round scale)" : "", o.iters, o.warmup);
-  std::printf("dispatch %.1f us, combine %.1f us, step %.1f us, graph step %.1f us\n", mean(&Result::dispatch), mean(&Result::combine),
-              mean(&Result::step), mean(&Result::graph_step));
-  std::printf("hook: dispatch send %.1f us + recv %.1f us, combine send %.1f us + recv %.1f us\n", mean(&Result::dispatch_send),
-              mean(&Result::dispatch_recv), mean(&Result::combine_send), mean(&Result::combine_recv));
-  std::printf("check: calc_diff(out, x * sum w) = %.3g (limit 9e-4), received rows per rank %.1f\n", mean(&Result::calc_diff),
-              [&] { double t = 0; for (const Result& q : all) t += double(q.recv_rows); return t / W; }());
+  std::printf(
+      "\nll_bench: %d ranks on %d GPU(s)%s, %lld tokens/rank, H=%lld, top-%d of %d experts, FP8%s "
+      "dispatch, bf16 combine; "
+      "median of %d after %d warm-up, L2 flushed\n",
+      W, std::min(ndev, W), one_gpu ? " (ranks share a GPU: time-sliced, NOT NVLink figures)" : "",
+      (long long)T, (long long)H, K, E, o.round_scale ? " (round scale)" : "", o.iters, o.warmup);
+  std::printf("dispatch %.1f us, combine %.1f us, step %.1f us, graph step %.1f us\n",
+              mean(&Result::dispatch), mean(&Result::combine), mean(&Result::step),
+              mean(&Result::graph_step));
+  std::printf("hook: dispatch send %.1f us + recv %.1f us, combine send %.1f us + recv %.1f us\n",
+              mean(&Result::dispatch_send), mean(&Result::dispatch_recv),
+              mean(&Result::combine_send), mean(&Result::combine_recv));
+  std::printf("check: calc_diff(out, x * sum w) = %.3g (limit 9e-4), received rows per rank %.1f\n",
+              mean(&Result::calc_diff), [&] {
+    double t = 0;
+    for (const Result& q : all) t += double(q.recv_rows);
+    return t / W;
+  }());
   if (!o.json.empty()) {
     std::ostringstream js;
     time_t now = time(nullptr);
     char date[32];
     strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
-    js << "{\n  \"machine\": \"" << o.machine << "\",\n  \"date\": \"" << date << "\",\n  \"transport\": \"cuda-ipc low-latency\",\n"
+    js << "{\n  \"machine\": \"" << o.machine << "\",\n  \"date\": \"" << date
+       << "\",\n  \"transport\": \"cuda-ipc low-latency\",\n"
        << "  \"ranks\": " << W << ",\n  \"devices\": " << std::min(ndev, W) << ",\n  \"note\": \""
-       << (one_gpu ? "ranks share a GPU and time-slice: not NVLink figures" : "one GPU per rank") << "\",\n"
-       << "  \"workload\": {\"tokens_per_rank\": " << T << ", \"hidden\": " << H << ", \"topk\": " << K << ", \"experts\": " << E
-       << ", \"x_dtype\": \"bf16\", \"dispatch_wire\": \"fp8" << (o.round_scale ? "-round-scale" : "")
+       << (one_gpu ? "ranks share a GPU and time-slice: not NVLink figures" : "one GPU per rank")
+       << "\",\n"
+       << "  \"workload\": {\"tokens_per_rank\": " << T << ", \"hidden\": " << H
+       << ", \"topk\": " << K << ", \"experts\": " << E
+       << ", \"x_dtype\": \"bf16\", \"dispatch_wire\": \"fp8"
+       << (o.round_scale ? "-round-scale" : "")
        << "\", \"recv_dtype\": \"bf16\", \"combine_wire\": \"bf16\"},\n"
-       << "  \"timing\": {\"method\": \"cuda events, 256MB L2 flush between calls\", \"warmup\": " << o.warmup << ", \"iters\": " << o.iters
+       << "  \"timing\": {\"method\": \"cuda events, 256MB L2 flush between calls\", \"warmup\": "
+       << o.warmup << ", \"iters\": " << o.iters
        << ", \"stat\": \"median per rank, mean over ranks\"},\n";
     const std::pair<const char*, double Result::*> fields[] = {
-        {"dispatch_us", &Result::dispatch},         {"combine_us", &Result::combine},
-        {"step_us", &Result::step},                 {"graph_step_us", &Result::graph_step},
-        {"dispatch_send_us", &Result::dispatch_send}, {"dispatch_recv_us", &Result::dispatch_recv},
-        {"combine_send_us", &Result::combine_send}, {"combine_recv_us", &Result::combine_recv},
+        {"dispatch_us", &Result::dispatch},
+        {"combine_us", &Result::combine},
+        {"step_us", &Result::step},
+        {"graph_step_us", &Result::graph_step},
+        {"dispatch_send_us", &Result::dispatch_send},
+        {"dispatch_recv_us", &Result::dispatch_recv},
+        {"combine_send_us", &Result::combine_send},
+        {"combine_recv_us", &Result::combine_recv},
         {"calc_diff", &Result::calc_diff}};
     for (const auto& f : fields) js << "  \"" << f.first << "\": " << mean(f.second) << ",\n";
     js << "  \"per_rank\": [";
     for (int q = 0; q < W; ++q) {
-      js << (q ? ", " : "") << "{\"rank\": " << q << ", \"recv_rows\": " << all[size_t(q)].recv_rows;
+      js << (q ? ", " : "") << "{\"rank\": " << q
+         << ", \"recv_rows\": " << all[size_t(q)].recv_rows;
       for (const auto& f : fields) js << ", \"" << f.first << "\": " << all[size_t(q)].*(f.second);
       js << "}";
     }
@@ -325,7 +363,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::vector<Result> all;
-  const int failed = run_ranks(o.world, 600, 30, [&](Exchange& ex) { return rank_main(ex, o, &all); });
+  const int failed =
+      run_ranks(o.world, 600, 30, [&](Exchange& ex) { return rank_main(ex, o, &all); });
   std::printf("ll_bench: %d of %d ranks failed\n", failed, o.world);
   return failed == 0 ? 0 : 1;
 }

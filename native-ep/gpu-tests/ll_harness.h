@@ -40,14 +40,19 @@ inline LlBufferPtr make_ll_buffer(Exchange& ex, const LlConfig& c) {
   const int dev = device_of_rank(ex.rank());
   cuda_ok(cudaSetDevice(dev), "cudaSetDevice");
   nep_cuda_ll_buffer* raw = nullptr;
-  nep_ok(nep_cuda_ll_buffer_create(ex.rank(), ex.world(), dev, c.max_tokens, c.hidden, c.experts, c.max_topk, c.max_wire, c.timeout_ms,
-                                   &raw, e.msg, sizeof(e.msg)),
-         e, "nep_cuda_ll_buffer_create");
+  nep_ok(
+      nep_cuda_ll_buffer_create(ex.rank(), ex.world(), dev, c.max_tokens, c.hidden, c.experts,
+                                c.max_topk, c.max_wire, c.timeout_ms, &raw, e.msg, sizeof(e.msg)),
+      e, "nep_cuda_ll_buffer_create");
   LlBufferPtr buf(raw);
   std::vector<uint8_t> mine(NEP_CUDA_EXPORT_BYTES), all(size_t(NEP_CUDA_EXPORT_BYTES) * ex.world());
-  nep_ok(nep_cuda_ll_buffer_export(buf.get(), mine.data(), (int64_t)mine.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_ll_buffer_export");
+  nep_ok(
+      nep_cuda_ll_buffer_export(buf.get(), mine.data(), (int64_t)mine.size(), e.msg, sizeof(e.msg)),
+      e, "nep_cuda_ll_buffer_export");
   ex.allgather(mine.data(), mine.size(), all.data());
-  nep_ok(nep_cuda_ll_buffer_connect(buf.get(), all.data(), (int64_t)all.size(), e.msg, sizeof(e.msg)), e, "nep_cuda_ll_buffer_connect");
+  nep_ok(
+      nep_cuda_ll_buffer_connect(buf.get(), all.data(), (int64_t)all.size(), e.msg, sizeof(e.msg)),
+      e, "nep_cuda_ll_buffer_connect");
   ex.barrier();
   return buf;
 }

@@ -46,7 +46,9 @@ int g_pass = 0;
 // Counts the bytes of p[0, n) that differ from `want`.
 __global__ void count_bytes_not(const uint8_t* p, size_t n, uint8_t want, unsigned long long* bad) {
   unsigned long long c = 0;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) c += p[i] != want;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    c += p[i] != want;
   if (c != 0) atomicAdd(bad, c);
 }
 
@@ -87,20 +89,23 @@ double calc_diff(const std::vector<double>& a, const std::vector<double>& b) {
   return xx == 0 ? 0.0 : 1.0 - 2.0 * xy / xx;
 }
 
-double tolerance(int wire) { return wire == NEP_WIRE_FP32 ? 1e-9 : wire == NEP_WIRE_BF16 ? 1e-5 : 9e-4; }
+double tolerance(int wire) {
+  return wire == NEP_WIRE_FP32 ? 1e-9 : wire == NEP_WIRE_BF16 ? 1e-5 : 9e-4;
+}
 
 struct Case {
   std::string name;
   uint64_t seed = 1;
   std::function<int64_t(int)> tokens;  // T of rank r
   int topk = 8;
-  int x_dtype = NEP_DTYPE_BF16, recv_dtype = NEP_DTYPE_BF16, y_dtype = NEP_DTYPE_BF16, out_dtype = NEP_DTYPE_FP32;
+  int x_dtype = NEP_DTYPE_BF16, recv_dtype = NEP_DTYPE_BF16, y_dtype = NEP_DTYPE_BF16,
+      out_dtype = NEP_DTYPE_FP32;
   std::function<int(int)> dwire = [](int) { return NEP_WIRE_BF16; };
   std::function<int(int)> dflags = [](int) { return 0; };
   std::function<int(int)> cwire = [](int) { return NEP_WIRE_BF16; };
-  double mask = 0.0;  // probability of a -1 slot; every 7th token fully masked when > 0
-  bool hot = false;   // 60% of selections among experts 0..3
-  bool factor = true; // experts scale by c_e; false: y = recv_x (graph case)
+  double mask = 0.0;   // probability of a -1 slot; every 7th token fully masked when > 0
+  bool hot = false;    // 60% of selections among experts 0..3
+  bool factor = true;  // experts scale by c_e; false: y = recv_x (graph case)
 };
 
 float expert_factor(int64_t e) { return 0.5f + 0.25f * float(e % 7); }
@@ -110,9 +115,9 @@ struct Inputs {
   int world = 0, topk = 0, experts = 0;
   int64_t hidden = 0;
   std::vector<int64_t> T;
-  std::vector<std::vector<float>> x;     // [s][T, H] values of x_dtype
-  std::vector<std::vector<int64_t>> idx; // [s][T, K]
-  std::vector<std::vector<float>> w;     // [s][T, K]
+  std::vector<std::vector<float>> x;      // [s][T, H] values of x_dtype
+  std::vector<std::vector<int64_t>> idx;  // [s][T, K]
+  std::vector<std::vector<float>> w;      // [s][T, K]
 };
 
 Inputs make_inputs(const Case& c, int world, int64_t H, int E) {
@@ -133,7 +138,8 @@ Inputs make_inputs(const Case& c, int world, int64_t H, int E) {
       for (int64_t h = 0; h < H; ++h) x[t * H + h] = to_dtype(c.x_dtype, float(rng.normal()) * mag);
       int n = 0;
       while (n < c.topk) {
-        int64_t e = c.hot && rng.uniform() < 0.6 ? int64_t(rng.next() % 4) : int64_t(rng.next() % uint64_t(E));
+        int64_t e = c.hot && rng.uniform() < 0.6 ? int64_t(rng.next() % 4)
+                                                 : int64_t(rng.next() % uint64_t(E));
         bool dup = false;
         for (int j = 0; j < n; ++j) dup |= idx[t * c.topk + j] == e;
         if (!dup) idx[t * c.topk + n++] = e;
@@ -178,7 +184,8 @@ class LlTester {
   void poison_shared() {
     Err e;
     ex_.barrier();
-    nep_ok(nep_cuda_ll_buffer_poison(buf_, (int64_t)stream_, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_buffer_poison");
+    nep_ok(nep_cuda_ll_buffer_poison(buf_, (int64_t)stream_, e.msg, sizeof(e.msg)), e,
+           "nep_cuda_ll_buffer_poison");
     nep_ok(nep_cuda_ll_sync(buf_, (int64_t)stream_, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_sync");
     ex_.barrier();
   }
@@ -199,7 +206,8 @@ class LlTester {
     d.range = DevMem(size_t(El_ * W_) * 8);
     d.y = DevMem(size_t(El_ * N_ * H_) * dsize(c.y_dtype));
     d.out = DevMem(std::max<size_t>(size_t(T * H_) * dsize(c.out_dtype), 16));
-    for (DevMem* m : {&d.recv_x, &d.recv_count, &d.src_info, &d.range, &d.y, &d.out}) m->poison(0xFF);
+    for (DevMem* m : {&d.recv_x, &d.recv_count, &d.src_info, &d.range, &d.y, &d.out})
+      m->poison(0xFF);
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     return d;
   }
@@ -207,38 +215,45 @@ class LlTester {
   LlOpPtr dispatch_send(const Case& c, const Inputs& in, RankData& d) {
     Err e;
     nep_cuda_ll_op* op = nullptr;
-    nep_ok(nep_cuda_ll_dispatch_send(buf_, d.x.addr(), c.x_dtype, in.T[me_], H_, d.idx.addr(), c.topk, c.dwire(me_), c.dflags(me_),
-                                     (int64_t)stream_, &op, e.msg, sizeof(e.msg)),
+    nep_ok(nep_cuda_ll_dispatch_send(buf_, d.x.addr(), c.x_dtype, in.T[me_], H_, d.idx.addr(),
+                                     c.topk, c.dwire(me_), c.dflags(me_), (int64_t)stream_, &op,
+                                     e.msg, sizeof(e.msg)),
            e, "nep_cuda_ll_dispatch_send");
     return LlOpPtr(op);
   }
   LlHandlePtr dispatch_recv(const Case& c, nep_cuda_ll_op* op, RankData& d) {
     Err e;
     nep_cuda_ll_handle* h = nullptr;
-    nep_ok(nep_cuda_ll_dispatch_recv(op, d.recv_x.addr(), c.recv_dtype, d.recv_count.addr(), d.src_info.addr(), d.range.addr(),
-                                     (int64_t)stream_, &h, e.msg, sizeof(e.msg)),
+    nep_ok(nep_cuda_ll_dispatch_recv(op, d.recv_x.addr(), c.recv_dtype, d.recv_count.addr(),
+                                     d.src_info.addr(), d.range.addr(), (int64_t)stream_, &h, e.msg,
+                                     sizeof(e.msg)),
            e, "nep_cuda_ll_dispatch_recv");
     return LlHandlePtr(h);
   }
-  LlOpPtr combine_send(const Case& c, nep_cuda_ll_handle* h, RankData& d, int64_t y_addr, int y_dtype) {
+  LlOpPtr combine_send(const Case& c, nep_cuda_ll_handle* h, RankData& d, int64_t y_addr,
+                       int y_dtype) {
     Err e;
     nep_cuda_ll_op* op = nullptr;
-    nep_ok(nep_cuda_ll_combine_send(buf_, h, y_addr, y_dtype, d.idx.addr(), d.w.addr(), c.cwire(me_), (int64_t)stream_, &op, e.msg,
-                                    sizeof(e.msg)),
+    nep_ok(nep_cuda_ll_combine_send(buf_, h, y_addr, y_dtype, d.idx.addr(), d.w.addr(),
+                                    c.cwire(me_), (int64_t)stream_, &op, e.msg, sizeof(e.msg)),
            e, "nep_cuda_ll_combine_send");
     return LlOpPtr(op);
   }
   void combine_recv(const Case& c, nep_cuda_ll_op* op, RankData& d) {
     Err e;
-    nep_ok(nep_cuda_ll_combine_recv(op, d.out.addr(), c.out_dtype, (int64_t)stream_, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_combine_recv");
+    nep_ok(nep_cuda_ll_combine_recv(op, d.out.addr(), c.out_dtype, (int64_t)stream_, e.msg,
+                                    sizeof(e.msg)),
+           e, "nep_cuda_ll_combine_recv");
   }
   void sync() {
     Err e;
     nep_ok(nep_cuda_ll_sync(buf_, (int64_t)stream_, e.msg, sizeof(e.msg)), e, "nep_cuda_ll_sync");
   }
 
-  // Checks the dispatch outputs; returns the expected received values [El][N][H] (fp32 of recv_dtype).
-  std::vector<float> check_dispatch(const Case& c, const Inputs& in, RankData& d, const std::string& label) {
+  // Checks the dispatch outputs; returns the expected received values [El][N][H] (fp32 of
+  // recv_dtype).
+  std::vector<float> check_dispatch(const Case& c, const Inputs& in, RankData& d,
+                                    const std::string& label) {
     const int K = c.topk;
     std::vector<int32_t> count(El_), src(size_t(El_ * N_));
     std::vector<int64_t> range(size_t(El_ * W_));
@@ -264,27 +279,34 @@ class LlTester {
           for (int64_t h = 0; h < H_; ++h) ex[h] = to_dtype(c.recv_dtype, row[h]);
           if (n < N_) {
             check(src[le * N_ + n] == int32_t(t), me_,
-                  label + ": src_info[" + std::to_string(le) + "][" + std::to_string(n) + "]=" + std::to_string(src[le * N_ + n]) +
-                      ", expected token " + std::to_string(t) + " of rank " + std::to_string(s));
+                  label + ": src_info[" + std::to_string(le) + "][" + std::to_string(n) +
+                      "]=" + std::to_string(src[le * N_ + n]) + ", expected token " +
+                      std::to_string(t) + " of rank " + std::to_string(s));
             bool same = true;
-            for (int64_t h = 0; h < H_ && same; ++h) same = load_dtype(c.recv_dtype, got.data(), (le * N_ + n) * H_ + h) == ex[h] ||
-                                                           (std::isnan(ex[h]));
+            for (int64_t h = 0; h < H_ && same; ++h)
+              same = load_dtype(c.recv_dtype, got.data(), (le * N_ + n) * H_ + h) == ex[h] ||
+                     (std::isnan(ex[h]));
             if (!same && ++bad_rows <= 5)
-              check(false, me_, label + ": recv_x row " + std::to_string(n) + " of local expert " + std::to_string(le) + " (rank " +
-                                    std::to_string(s) + " token " + std::to_string(t) + ") differs from the oracle");
+              check(false, me_,
+                    label + ": recv_x row " + std::to_string(n) + " of local expert " +
+                        std::to_string(le) + " (rank " + std::to_string(s) + " token " +
+                        std::to_string(t) + ") differs from the oracle");
           }
           ++n;
         }
         const int64_t want = (begin << 32) | (n - begin);
         check(range[le * W_ + s] == want, me_,
-              label + ": layout_range[" + std::to_string(le) + "][" + std::to_string(s) + "]=" + std::to_string(range[le * W_ + s]) +
-                  ", expected " + std::to_string(want));
+              label + ": layout_range[" + std::to_string(le) + "][" + std::to_string(s) +
+                  "]=" + std::to_string(range[le * W_ + s]) + ", expected " + std::to_string(want));
       }
       check(count[le] == n, me_,
-            label + ": recv_count[" + std::to_string(le) + "]=" + std::to_string(count[le]) + ", expected " + std::to_string(n));
+            label + ": recv_count[" + std::to_string(le) + "]=" + std::to_string(count[le]) +
+                ", expected " + std::to_string(n));
       for (int64_t i = n; i < N_; ++i) {
         if (src[le * N_ + i] != -1) {
-          check(false, me_, label + ": src_info past the count is not -1 (local expert " + std::to_string(le) + ")");
+          check(false, me_,
+                label + ": src_info past the count is not -1 (local expert " + std::to_string(le) +
+                    ")");
           break;
         }
       }
@@ -293,21 +315,25 @@ class LlTester {
       const size_t tail_bytes = size_t((N_ - n) * H_) * rb;
       bool untouched = true;
       for (size_t i = 0; i < tail_bytes && untouched; ++i) untouched = tail[i] == 0xFF;
-      check(untouched, me_, label + ": recv_x rows past recv_count of local expert " + std::to_string(le) + " were written");
+      check(untouched, me_,
+            label + ": recv_x rows past recv_count of local expert " + std::to_string(le) +
+                " were written");
     }
     check(bad_rows == 0, me_, label + ": " + std::to_string(bad_rows) + " received rows differ");
     return expect;
   }
 
   // y = dtype(recv * c_e) for the rows below the count; poisoned rows beyond stay poisoned.
-  void upload_y(const Case& c, const std::vector<float>& recv, RankData& d, const std::vector<int32_t>& count) {
+  void upload_y(const Case& c, const std::vector<float>& recv, RankData& d,
+                const std::vector<int32_t>& count) {
     const int yb = dsize(c.y_dtype);
     std::vector<uint8_t> y(size_t(El_ * N_ * H_) * yb, 0xFF);
     std::vector<float> row(H_);
     for (int le = 0; le < El_; ++le) {
       const float f = c.factor ? expert_factor(int64_t(me_) * El_ + le) : 1.f;
       for (int64_t i = 0; i < count[le]; ++i) {
-        for (int64_t h = 0; h < H_; ++h) row[h] = to_dtype(c.y_dtype, recv[size_t((le * N_ + i) * H_ + h)] * f);
+        for (int64_t h = 0; h < H_; ++h)
+          row[h] = to_dtype(c.y_dtype, recv[size_t((le * N_ + i) * H_ + h)] * f);
         store_dtype(c.y_dtype, row.data(), H_, y.data() + size_t((le * N_ + i) * H_) * yb);
       }
     }
@@ -334,7 +360,8 @@ class LlTester {
         if (e < 0) continue;
         const float f = c.factor ? expert_factor(e) : 1.f;
         const float wk = in.w[me_][t * K + k];
-        for (int64_t h = 0; h < H_; ++h) y[h] = to_dtype(c.y_dtype, to_dtype(c.recv_dtype, rt[h]) * f);
+        for (int64_t h = 0; h < H_; ++h)
+          y[h] = to_dtype(c.y_dtype, to_dtype(c.recv_dtype, rt[h]) * f);
         wire_roundtrip(c.cwire(int(e / El_)), y.data(), H_, v.data());
         for (int64_t h = 0; h < H_; ++h) {
           const float p = wk * v[h];
@@ -351,16 +378,25 @@ class LlTester {
         gotd.push_back(g);
         ideal.push_back(id[h]);
       }
-      if (!same && ++bad <= 5) check(false, me_, label + ": combined token " + std::to_string(t) + " differs from the slot-ordered fp32 sum");
+      if (!same && ++bad <= 5)
+        check(false, me_,
+              label + ": combined token " + std::to_string(t) +
+                  " differs from the slot-ordered fp32 sum");
     }
     check(bad == 0, me_, label + ": " + std::to_string(bad) + " combined tokens differ");
     const double diff = calc_diff(gotd, ideal);
     worst = diff;
     double tol = 0;
-    for (int r = 0; r < W_; ++r) tol = std::max({tol, tolerance(c.dwire(r)), tolerance(c.cwire(r))});
-    if (c.y_dtype == NEP_DTYPE_BF16 || c.recv_dtype == NEP_DTYPE_BF16 || c.out_dtype == NEP_DTYPE_BF16) tol = std::max(tol, 1e-5);
-    check(std::isfinite(diff) && diff < tol, me_, label + ": calc_diff(combine, x * sum w c) = " + std::to_string(diff) + " >= " + std::to_string(tol));
-    if (me_ == 0) std::printf("[rank 0] %-28s calc_diff %.3g (limit %.1g)\n", label.c_str(), worst, tol);
+    for (int r = 0; r < W_; ++r)
+      tol = std::max({tol, tolerance(c.dwire(r)), tolerance(c.cwire(r))});
+    if (c.y_dtype == NEP_DTYPE_BF16 || c.recv_dtype == NEP_DTYPE_BF16 ||
+        c.out_dtype == NEP_DTYPE_BF16)
+      tol = std::max(tol, 1e-5);
+    check(std::isfinite(diff) && diff < tol, me_,
+          label + ": calc_diff(combine, x * sum w c) = " + std::to_string(diff) +
+              " >= " + std::to_string(tol));
+    if (me_ == 0)
+      std::printf("[rank 0] %-28s calc_diff %.3g (limit %.1g)\n", label.c_str(), worst, tol);
   }
 
   // One full step: send, receive, experts, combine; every output checked.
@@ -396,25 +432,29 @@ void report(int rank, const char* name, int before) {
 }
 
 // Normal-mode dispatch + combine (fp32 wire) between an LL send and its receive.
-void normal_round(Exchange& ex, nep_cuda_buffer* nb, const Inputs& in, int x_dtype, cudaStream_t stream) {
+void normal_round(Exchange& ex, nep_cuda_buffer* nb, const Inputs& in, int x_dtype,
+                  cudaStream_t stream) {
   const int me = ex.rank(), K = in.topk;
   const int64_t T = in.T[me], H = in.hidden;
   Err e;
-  DevMem x(std::max<size_t>(size_t(T * H) * dsize(x_dtype), 16)), idx(std::max<size_t>(size_t(T * K) * 8, 16));
+  DevMem x(std::max<size_t>(size_t(T * H) * dsize(x_dtype), 16)),
+      idx(std::max<size_t>(size_t(T * K) * 8, 16));
   const auto xb = to_bytes(x_dtype, in.x[me]);
   x.upload(xb.data(), xb.size());
   idx.upload(in.idx[me].data(), size_t(T * K) * 8);
   nep_cuda_handle* raw = nullptr;
-  nep_ok(nep_cuda_dispatch_notify(nb, idx.addr(), T, K, in.experts, 1, (int64_t)stream, &raw, e.msg, sizeof(e.msg)), e,
-         "nep_cuda_dispatch_notify");
+  nep_ok(nep_cuda_dispatch_notify(nb, idx.addr(), T, K, in.experts, 1, (int64_t)stream, &raw, e.msg,
+                                  sizeof(e.msg)),
+         e, "nep_cuda_dispatch_notify");
   HandlePtr h(raw);
   const int64_t R = nep_cuda_handle_num_recv(h.get());
-  DevMem recv(std::max<size_t>(size_t(R * H) * 4, 16)), out(std::max<size_t>(size_t(T * H) * 4, 16));
-  nep_ok(nep_cuda_dispatch(nb, h.get(), x.addr(), x_dtype, H, NEP_WIRE_FP32, 0, 0, recv.addr(), NEP_DTYPE_FP32, 0, 0, 8, (int64_t)stream,
-                           e.msg, sizeof(e.msg)),
+  DevMem recv(std::max<size_t>(size_t(R * H) * 4, 16)),
+      out(std::max<size_t>(size_t(T * H) * 4, 16));
+  nep_ok(nep_cuda_dispatch(nb, h.get(), x.addr(), x_dtype, H, NEP_WIRE_FP32, 0, 0, recv.addr(),
+                           NEP_DTYPE_FP32, 0, 0, 8, (int64_t)stream, e.msg, sizeof(e.msg)),
          e, "nep_cuda_dispatch");
-  nep_ok(nep_cuda_combine(nb, h.get(), recv.addr(), NEP_DTYPE_FP32, H, NEP_WIRE_FP32, 0, out.addr(), NEP_DTYPE_FP32, 0, 8, (int64_t)stream,
-                          e.msg, sizeof(e.msg)),
+  nep_ok(nep_cuda_combine(nb, h.get(), recv.addr(), NEP_DTYPE_FP32, H, NEP_WIRE_FP32, 0, out.addr(),
+                          NEP_DTYPE_FP32, 0, 8, (int64_t)stream, e.msg, sizeof(e.msg)),
          e, "nep_cuda_combine");
   nep_ok(nep_cuda_sync(nb, (int64_t)stream, e.msg, sizeof(e.msg)), e, "nep_cuda_sync");
   std::vector<float> got(size_t(T * H));
@@ -423,11 +463,14 @@ void normal_round(Exchange& ex, nep_cuda_buffer* nb, const Inputs& in, int x_dty
   for (int64_t t = 0; t < T; ++t) {
     unsigned mask = 0;
     for (int k = 0; k < K; ++k)
-      if (in.idx[me][t * K + k] >= 0) mask |= 1u << (in.idx[me][t * K + k] / (in.experts / in.world));
+      if (in.idx[me][t * K + k] >= 0)
+        mask |= 1u << (in.idx[me][t * K + k] / (in.experts / in.world));
     const float n = float(__builtin_popcount(mask));
     for (int64_t hh = 0; hh < H; ++hh) bad += got[t * H + hh] != in.x[me][t * H + hh] * n;
   }
-  check(bad == 0, me, "normal mode between LL send and receive: " + std::to_string(bad) + " values differ from x * ranks");
+  check(bad == 0, me,
+        "normal mode between LL send and receive: " + std::to_string(bad) +
+            " values differ from x * ranks");
 }
 
 int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout_ms) {
@@ -447,9 +490,16 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
   LlBufferPtr buf = make_ll_buffer(ex, cfg);
   LlTester tt(ex, buf.get(), stream.get());
   if (me == 0)
-    std::printf("[rank 0] ll_test: world %d on %d device(s), Tm=%lld H=%lld E=%d, LL buffer %.1f MB per rank\n", W,
-                [] { int n = 0; cudaGetDeviceCount(&n); return n; }(), (long long)cfg.max_tokens, (long long)cfg.hidden, cfg.experts,
-                nep_cuda_ll_buffer_bytes(buf.get()) / 1e6);
+    std::printf(
+        "[rank 0] ll_test: world %d on %d device(s), Tm=%lld H=%lld E=%d, LL buffer %.1f MB per "
+        "rank\n",
+        W,
+        [] {
+      int n = 0;
+      cudaGetDeviceCount(&n);
+      return n;
+    }(), (long long)cfg.max_tokens, (long long)cfg.hidden, cfg.experts,
+        nep_cuda_ll_buffer_bytes(buf.get()) / 1e6);
 
   // The harness's host copies and poisons are complete before a kernel on this (non-blocking)
   // stream reads them. They once ran on the legacy stream without waiting (cudaMemset returns
@@ -465,20 +515,26 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
       big.poison(0x00);
       big.poison(0xFF);  // a 512 MiB memset; the check below starts at once on the other stream
       bad.poison(0x00);
-      count_bytes_not<<<264, 512, 0, stream.get()>>>(static_cast<const uint8_t*>(big.get()), n, 0xFF,
-                                                      static_cast<unsigned long long*>(bad.get()));
+      count_bytes_not<<<264, 512, 0, stream.get()>>>(static_cast<const uint8_t*>(big.get()), n,
+                                                     0xFF,
+                                                     static_cast<unsigned long long*>(bad.get()));
       cuda_ok(cudaGetLastError(), "count_bytes_not launch");
       cuda_ok(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
       bad.download(&nbad[0], 8);
       big.upload(host.data(), host.size());  // 256 MiB from pageable memory
       bad.poison(0x00);
-      count_bytes_not<<<264, 512, 0, stream.get()>>>(static_cast<const uint8_t*>(big.get()), host.size(), 0x5A,
-                                                      static_cast<unsigned long long*>(bad.get()));
+      count_bytes_not<<<264, 512, 0, stream.get()>>>(static_cast<const uint8_t*>(big.get()),
+                                                     host.size(), 0x5A,
+                                                     static_cast<unsigned long long*>(bad.get()));
       cuda_ok(cudaGetLastError(), "count_bytes_not launch");
       cuda_ok(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
       bad.download(&nbad[1], 8);
-      check(nbad[0] == 0, me, "harness-ordering: a kernel right after poison() saw " + std::to_string(nbad[0]) + " unpoisoned bytes");
-      check(nbad[1] == 0, me, "harness-ordering: a kernel right after upload() saw " + std::to_string(nbad[1]) + " bytes not yet copied");
+      check(nbad[0] == 0, me,
+            "harness-ordering: a kernel right after poison() saw " + std::to_string(nbad[0]) +
+                " unpoisoned bytes");
+      check(nbad[1] == 0, me,
+            "harness-ordering: a kernel right after upload() saw " + std::to_string(nbad[1]) +
+                " bytes not yet copied");
     }
     report(me, "harness-ordering", before);
   }
@@ -528,7 +584,9 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
     c.seed = 5;
     c.tokens = uneven;
     c.mask = 0.3;
-    c.dwire = [](int r) { return std::vector<int>{NEP_WIRE_FP8, NEP_WIRE_BF16, NEP_WIRE_MXFP8, NEP_WIRE_FP32}[r % 4]; };
+    c.dwire = [](int r) {
+      return std::vector<int>{NEP_WIRE_FP8, NEP_WIRE_BF16, NEP_WIRE_MXFP8, NEP_WIRE_FP32}[r % 4];
+    };
     c.cwire = [](int r) { return r % 2 == 0 ? NEP_WIRE_BF16 : NEP_WIRE_FP32; };
     c.out_dtype = NEP_DTYPE_BF16;
     cases.push_back(c);
@@ -585,28 +643,38 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
     RankData d = tt.upload(c, in);
     Err e;
     nep_cuda_ll_op* op = nullptr;
-    int rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, Tm + 1, cfg.hidden, d.idx.addr(), c.topk, NEP_WIRE_BF16, 0,
+    int rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, Tm + 1, cfg.hidden,
+                                       d.idx.addr(), c.topk, NEP_WIRE_BF16, 0,
                                        (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
-    check(rc == NEP_ERR_CAPACITY && op == nullptr && std::strstr(e.msg, "max_tokens_per_rank=64") != nullptr, me,
-          std::string("T > max_tokens_per_rank: rc=") + std::to_string(rc) + " msg=" + e.msg);
-    rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, 4, cfg.hidden, d.idx.addr(), c.topk, NEP_WIRE_BF16, 2,
-                                   (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
-    check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "flags=2") != nullptr, me, std::string("bad flags: ") + e.msg);
-    rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, 4, cfg.hidden, d.idx.addr(), 9, NEP_WIRE_BF16, 0,
-                                   (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
-    check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "num_topk=9") != nullptr, me, std::string("num_topk > max_topk: ") + e.msg);
+    check(rc == NEP_ERR_CAPACITY && op == nullptr &&
+              std::strstr(e.msg, "max_tokens_per_rank=64") != nullptr,
+          me, std::string("T > max_tokens_per_rank: rc=") + std::to_string(rc) + " msg=" + e.msg);
+    rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, 4, cfg.hidden, d.idx.addr(),
+                                   c.topk, NEP_WIRE_BF16, 2, (int64_t)stream.get(), &op, e.msg,
+                                   sizeof(e.msg));
+    check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "flags=2") != nullptr, me,
+          std::string("bad flags: ") + e.msg);
+    rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, 4, cfg.hidden, d.idx.addr(), 9,
+                                   NEP_WIRE_BF16, 0, (int64_t)stream.get(), &op, e.msg,
+                                   sizeof(e.msg));
+    check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "num_topk=9") != nullptr, me,
+          std::string("num_topk > max_topk: ") + e.msg);
     // Arrays smaller than their shapes, or in host memory: refused before any launch (each would
     // have made a kernel read or write outside its allocation).
-    rc = nep_cuda_ll_dispatch_send(buf.get(), d.idx.addr(), NEP_DTYPE_FP32, Tm, cfg.hidden, d.idx.addr(), c.topk, NEP_WIRE_BF16, 0,
-                                   (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
-    check(rc == NEP_ERR_INVALID_ARGUMENT && op == nullptr && std::strstr(e.msg, "x=0x") != nullptr && std::strstr(e.msg, "needs") != nullptr,
+    rc = nep_cuda_ll_dispatch_send(buf.get(), d.idx.addr(), NEP_DTYPE_FP32, Tm, cfg.hidden,
+                                   d.idx.addr(), c.topk, NEP_WIRE_BF16, 0, (int64_t)stream.get(),
+                                   &op, e.msg, sizeof(e.msg));
+    check(rc == NEP_ERR_INVALID_ARGUMENT && op == nullptr &&
+              std::strstr(e.msg, "x=0x") != nullptr && std::strstr(e.msg, "needs") != nullptr,
           me, std::string("x smaller than [T, H]: rc=") + std::to_string(rc) + " msg=" + e.msg);
     {
       std::vector<int64_t> host_idx(size_t(Tm * c.topk) + 2, 0);
       const int64_t host_addr = (reinterpret_cast<int64_t>(host_idx.data()) + 15) / 16 * 16;
-      rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, Tm, cfg.hidden, host_addr, c.topk, NEP_WIRE_BF16, 0,
-                                     (int64_t)stream.get(), &op, e.msg, sizeof(e.msg));
-      check(rc == NEP_ERR_INVALID_ARGUMENT && op == nullptr && std::strstr(e.msg, "topk_idx=0x") != nullptr &&
+      rc = nep_cuda_ll_dispatch_send(buf.get(), d.x.addr(), c.x_dtype, Tm, cfg.hidden, host_addr,
+                                     c.topk, NEP_WIRE_BF16, 0, (int64_t)stream.get(), &op, e.msg,
+                                     sizeof(e.msg));
+      check(rc == NEP_ERR_INVALID_ARGUMENT && op == nullptr &&
+                std::strstr(e.msg, "topk_idx=0x") != nullptr &&
                 std::strstr(e.msg, "host memory") != nullptr,
             me, std::string("topk_idx in host memory: rc=") + std::to_string(rc) + " msg=" + e.msg);
     }
@@ -620,18 +688,23 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
       LlHandlePtr h3 = tt.dispatch_recv(c, o3.get(), d);
       tt.sync();
       nep_cuda_ll_op* cop = nullptr;
-      rc = nep_cuda_ll_combine_send(buf.get(), h1.get(), d.y.addr(), c.y_dtype, d.idx.addr(), d.w.addr(), NEP_WIRE_BF16,
-                                    (int64_t)stream.get(), &cop, e.msg, sizeof(e.msg));
-      check(rc == NEP_ERR_INVALID_ARGUMENT && cop == nullptr && std::strstr(e.msg, "is stale") != nullptr, me,
-            std::string("stale handle: rc=") + std::to_string(rc) + " msg=" + e.msg);
+      rc = nep_cuda_ll_combine_send(buf.get(), h1.get(), d.y.addr(), c.y_dtype, d.idx.addr(),
+                                    d.w.addr(), NEP_WIRE_BF16, (int64_t)stream.get(), &cop, e.msg,
+                                    sizeof(e.msg));
+      check(rc == NEP_ERR_INVALID_ARGUMENT && cop == nullptr &&
+                std::strstr(e.msg, "is stale") != nullptr,
+            me, std::string("stale handle: rc=") + std::to_string(rc) + " msg=" + e.msg);
       // y [El, W*Tm, H] in an allocation of [T, H]: refused, and the handle stays usable.
-      rc = nep_cuda_ll_combine_send(buf.get(), h3.get(), d.x.addr(), c.y_dtype, d.idx.addr(), d.w.addr(), NEP_WIRE_BF16,
-                                    (int64_t)stream.get(), &cop, e.msg, sizeof(e.msg));
-      check(rc == NEP_ERR_INVALID_ARGUMENT && cop == nullptr && std::strstr(e.msg, "y=0x") != nullptr, me,
-            std::string("y smaller than [El, N, H]: rc=") + std::to_string(rc) + " msg=" + e.msg);
+      rc = nep_cuda_ll_combine_send(buf.get(), h3.get(), d.x.addr(), c.y_dtype, d.idx.addr(),
+                                    d.w.addr(), NEP_WIRE_BF16, (int64_t)stream.get(), &cop, e.msg,
+                                    sizeof(e.msg));
+      check(
+          rc == NEP_ERR_INVALID_ARGUMENT && cop == nullptr && std::strstr(e.msg, "y=0x") != nullptr,
+          me, std::string("y smaller than [El, N, H]: rc=") + std::to_string(rc) + " msg=" + e.msg);
       LlOpPtr c3 = tt.combine_send(c, h3.get(), d, d.y.addr(), c.y_dtype);
       DevMem small_out(16);
-      rc = nep_cuda_ll_combine_recv(c3.get(), small_out.addr(), NEP_DTYPE_FP32, (int64_t)stream.get(), e.msg, sizeof(e.msg));
+      rc = nep_cuda_ll_combine_recv(c3.get(), small_out.addr(), NEP_DTYPE_FP32,
+                                    (int64_t)stream.get(), e.msg, sizeof(e.msg));
       check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "out=0x") != nullptr, me,
             std::string("out smaller than [T, H]: rc=") + std::to_string(rc) + " msg=" + e.msg);
       tt.combine_recv(c, c3.get(), d);
@@ -649,18 +722,23 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
     b.seed = 201;
     b.mask = 0.2;
     b.tokens = uneven;
-    const Inputs ia = make_inputs(a, W, cfg.hidden, cfg.experts), ib = make_inputs(b, W, cfg.hidden, cfg.experts);
+    const Inputs ia = make_inputs(a, W, cfg.hidden, cfg.experts),
+                 ib = make_inputs(b, W, cfg.hidden, cfg.experts);
     RankData da = tt.upload(a, ia), db = tt.upload(b, ib);
     tt.poison_shared();
     LlOpPtr oa = tt.dispatch_send(a, ia, da);
     LlOpPtr ob = tt.dispatch_send(b, ib, db);
     Err e;
     nep_cuda_ll_op* third = nullptr;
-    const int rc = nep_cuda_ll_dispatch_send(buf.get(), da.x.addr(), a.x_dtype, ia.T[me], cfg.hidden, da.idx.addr(), a.topk, NEP_WIRE_BF16,
-                                             0, (int64_t)stream.get(), &third, e.msg, sizeof(e.msg));
-    const std::string want_msg = "low-latency call " + std::to_string(nep_cuda_ll_op_call_index(oa.get())) + " (a dispatch) still awaits";
-    check(rc == NEP_ERR_INVALID_ARGUMENT && third == nullptr && std::string(e.msg).find(want_msg) != std::string::npos, me,
-          std::string("third pending send: rc=") + std::to_string(rc) + " msg=" + e.msg);
+    const int rc = nep_cuda_ll_dispatch_send(buf.get(), da.x.addr(), a.x_dtype, ia.T[me],
+                                             cfg.hidden, da.idx.addr(), a.topk, NEP_WIRE_BF16, 0,
+                                             (int64_t)stream.get(), &third, e.msg, sizeof(e.msg));
+    const std::string want_msg = "low-latency call " +
+                                 std::to_string(nep_cuda_ll_op_call_index(oa.get())) +
+                                 " (a dispatch) still awaits";
+    check(rc == NEP_ERR_INVALID_ARGUMENT && third == nullptr &&
+              std::string(e.msg).find(want_msg) != std::string::npos,
+          me, std::string("third pending send: rc=") + std::to_string(rc) + " msg=" + e.msg);
     LlHandlePtr hb = tt.dispatch_recv(b, ob.get(), db);
     LlHandlePtr ha = tt.dispatch_recv(a, oa.get(), da);
     tt.sync();
@@ -678,7 +756,8 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
     tt.sync();
     tt.check_combine(a, ia, da, "double-buffer A");
     tt.check_combine(b, ib, db, "double-buffer B");
-    // The handle of A is now stale after a later dispatch reused its slot? (A used slot 1, B slot 0.)
+    // The handle of A is now stale after a later dispatch reused its slot? (A used slot 1, B slot
+    // 0.)
     report(me, "double-buffer", before);
   }
 
@@ -740,7 +819,8 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
       // Capture.
       cudaGraph_t graph = nullptr;
       cudaGraphExec_t exec = nullptr;
-      cuda_ok(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+      cuda_ok(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal),
+              "cudaStreamBeginCapture");
       LlOpPtr op = tt.dispatch_send(c, in, d);
       LlHandlePtr h = tt.dispatch_recv(c, op.get(), d);
       LlOpPtr cop = tt.combine_send(c, h.get(), d, d.recv_x.addr(), c.recv_dtype);
@@ -765,7 +845,9 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
         tt.sync();
         std::vector<uint8_t> got(eager.size());
         d.out.download(got.data(), size_t(in.T[me] * cfg.hidden) * ob);
-        if (rep < 2) check(got == eager, me, "graph replay " + std::to_string(rep) + " differs from the eager run");
+        if (rep < 2)
+          check(got == eager, me,
+                "graph replay " + std::to_string(rep) + " differs from the eager run");
         tt.check_dispatch(c, in, d, "graph replay " + std::to_string(rep));
         tt.check_combine(c, in, d, "graph replay " + std::to_string(rep));
       }
@@ -802,9 +884,13 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
         c.seed = 40 + i + int(hidden);
         c.tokens = uneven;
         c.mask = 0.15 * i;
-        c.dwire = [i](int r) { return std::vector<int>{NEP_WIRE_FP8, NEP_WIRE_MXFP8, NEP_WIRE_FP8, NEP_WIRE_BF16}[(i + r) % 4]; };
+        c.dwire = [i](int r) {
+          return std::vector<int>{NEP_WIRE_FP8, NEP_WIRE_MXFP8, NEP_WIRE_FP8,
+                                  NEP_WIRE_BF16}[(i + r) % 4];
+        };
         // Power-of-two scales where this rank's wire is FP8 (list entries 0 and 2).
-        if (i == 2) c.dflags = [i](int r) { return (i + r) % 2 == 0 ? NEP_CUDA_LL_ROUND_SCALE : 0; };
+        if (i == 2)
+          c.dflags = [i](int r) { return (i + r) % 2 == 0 ? NEP_CUDA_LL_ROUND_SCALE : 0; };
         if (i == 1) {
           c.x_dtype = NEP_DTYPE_FP32;
           c.recv_dtype = NEP_DTYPE_FP32;
@@ -839,10 +925,11 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
       check(rc == NEP_ERR_INVALID_ARGUMENT && std::strstr(e.msg, "topk_idx[5][2]=") != nullptr, me,
             std::string("bad input on this rank: rc=") + std::to_string(rc) + " msg=" + e.msg);
     else
-      check(rc == NEP_ERR_PEER && std::strstr(e.msg, "rank 0's topk_idx was invalid") != nullptr, me,
-            std::string("bad input on rank 0: rc=") + std::to_string(rc) + " msg=" + e.msg);
+      check(rc == NEP_ERR_PEER && std::strstr(e.msg, "rank 0's topk_idx was invalid") != nullptr,
+            me, std::string("bad input on rank 0: rc=") + std::to_string(rc) + " msg=" + e.msg);
     nep_cuda_ll_op* again = nullptr;
-    const int rc2 = nep_cuda_ll_dispatch_send(b2.get(), d.x.addr(), c.x_dtype, 8, small.hidden, d.idx.addr(), c.topk, NEP_WIRE_BF16, 0,
+    const int rc2 = nep_cuda_ll_dispatch_send(b2.get(), d.x.addr(), c.x_dtype, 8, small.hidden,
+                                              d.idx.addr(), c.topk, NEP_WIRE_BF16, 0,
                                               (int64_t)stream.get(), &again, e.msg, sizeof(e.msg));
     check(rc2 != NEP_OK && again == nullptr, me, "a failed buffer must refuse later calls");
     cuda_ok(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
@@ -869,8 +956,9 @@ int rank_main(Exchange& ex, bool quick, const std::string& only, int64_t timeout
       const int rc = nep_cuda_ll_sync(b3.get(), (int64_t)stream.get(), e.msg, sizeof(e.msg));
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const std::string peer = "waiting for rank " + std::to_string(W - 1);
-      check(rc == NEP_ERR_TIMEOUT && std::strstr(e.msg, peer.c_str()) != nullptr && std::strstr(e.msg, "flag[") != nullptr, me,
-            std::string("timeout: rc=") + std::to_string(rc) + " msg=" + e.msg);
+      check(rc == NEP_ERR_TIMEOUT && std::strstr(e.msg, peer.c_str()) != nullptr &&
+                std::strstr(e.msg, "flag[") != nullptr,
+            me, std::string("timeout: rc=") + std::to_string(rc) + " msg=" + e.msg);
       if (me == 0) std::printf("[rank 0] timeout after %.1f s: %s\n", s, e.msg);
       cuda_ok(cudaStreamSynchronize(stream.get()), "cudaStreamSynchronize");
     }
@@ -894,7 +982,8 @@ int main(int argc, char** argv) {
   }
   if (!gpu_present("ll_test")) return kSkipNoGpu;
   if (flag(argc, argv, "--probe-gpu")) return 0;
-  const int failed = run_ranks(world, 600, 30, [&](Exchange& ex) { return rank_main(ex, quick, only, timeout_ms); });
+  const int failed = run_ranks(
+      world, 600, 30, [&](Exchange& ex) { return rank_main(ex, quick, only, timeout_ms); });
   std::printf("ll_test: %d of %d ranks failed\n", failed, world);
   return failed == 0 ? 0 : 1;
 }

@@ -41,7 +41,8 @@ class E4M3 {
   E4M3() {
     for (int c = 0; c < 256; ++c) {
       const int e = (c >> 3) & 15, m = c & 7;
-      const double mag = e == 0 ? m * std::ldexp(1.0, -9) : (1.0 + m / 8.0) * std::ldexp(1.0, e - 7);
+      const double mag =
+          e == 0 ? m * std::ldexp(1.0, -9) : (1.0 + m / 8.0) * std::ldexp(1.0, e - 7);
       table_[c] = float((c & 0x80) ? -mag : mag);
     }
     table_[0x7f] = table_[0xff] = std::nanf("");
@@ -170,9 +171,9 @@ enum class Data { kRandom, kPattern };
 struct Problem {
   uint64_t seed = 1;
   int world = 2;
-  int64_t tokens = 512;      // tokens of rank 0
-  int64_t token_step = 0;    // rank r has tokens - r * token_step
-  int zero_rank = -1;        // this rank has no tokens
+  int64_t tokens = 512;    // tokens of rank 0
+  int64_t token_step = 0;  // rank r has tokens - r * token_step
+  int zero_rank = -1;      // this rank has no tokens
   int64_t hidden = 1024;
   int topk = 8;
   int experts = 64;
@@ -193,7 +194,8 @@ struct Problem {
       for (int64_t h = 0; h < hidden; ++h) out[h] = float(s + 1);
       for (int64_t h = hidden - 256; h < hidden - 128; ++h) out[h] = float(t & 127);
       for (int64_t h = hidden - 128; h < hidden; ++h) out[h] = float((t >> 7) & 127);
-      if (variant) for (int64_t h = 0; h < hidden - 256; ++h) out[h] = float(-(s + 2));
+      if (variant)
+        for (int64_t h = 0; h < hidden - 256; ++h) out[h] = float(-(s + 2));
       return;
     }
     Rng rng(seed + 1000003ull * variant, 1 + s, 1 + t, 7);
@@ -213,7 +215,8 @@ struct Problem {
     int n = 0;
     while (n < topk) {
       int64_t e;
-      if (routing == Routing::kBiased && rng.uniform() < 0.7) e = int64_t(rng.next() % uint64_t(local_experts()));  // rank 0
+      if (routing == Routing::kBiased && rng.uniform() < 0.7)
+        e = int64_t(rng.next() % uint64_t(local_experts()));  // rank 0
       else e = int64_t(rng.next() % uint64_t(experts));
       bool dup = false;
       for (int j = 0; j < n; ++j) dup |= idx[j] == e;
@@ -230,7 +233,8 @@ struct Problem {
   }
 
   int owner(int64_t e) const { return e < 0 ? -1 : int(e / local_experts()); }
-  bool goes_to(int s, int64_t t, int r, std::vector<int64_t>& idx_scratch, std::vector<float>& w_scratch) const {
+  bool goes_to(int s, int64_t t, int r, std::vector<int64_t>& idx_scratch,
+               std::vector<float>& w_scratch) const {
     topk_row(s, t, idx_scratch.data(), w_scratch.data());
     for (int k = 0; k < topk; ++k)
       if (owner(idx_scratch[k]) == r) return true;
@@ -240,16 +244,16 @@ struct Problem {
 
 // What rank `me` must see, from a plain all-to-all of every rank's inputs.
 struct Expected {
-  std::vector<int32_t> tokens_per_rank;    // [W] of me's tokens
-  std::vector<int32_t> tokens_per_expert;  // [E] of me's tokens
-  std::vector<uint8_t> is_token_in_rank;   // [T_me, W]
-  std::vector<int32_t> rank_prefix;        // [W, W]
-  std::vector<int32_t> rank_tokens;        // [W]
+  std::vector<int32_t> tokens_per_rank;         // [W] of me's tokens
+  std::vector<int32_t> tokens_per_expert;       // [E] of me's tokens
+  std::vector<uint8_t> is_token_in_rank;        // [T_me, W]
+  std::vector<int32_t> rank_prefix;             // [W, W]
+  std::vector<int32_t> rank_tokens;             // [W]
   std::vector<int32_t> recv_raw, recv_aligned;  // [El]
-  std::vector<int> recv_src_rank;          // [R]
-  std::vector<int32_t> recv_src_idx;       // [R]
-  std::vector<int64_t> recv_topk_idx;      // [R, K]
-  std::vector<float> recv_topk_w;          // [R, K]
+  std::vector<int> recv_src_rank;               // [R]
+  std::vector<int32_t> recv_src_idx;            // [R]
+  std::vector<int64_t> recv_topk_idx;           // [R, K]
+  std::vector<float> recv_topk_w;               // [R, K]
   int64_t num_recv = 0;
 };
 
@@ -298,14 +302,17 @@ inline Expected expect_layout(const Problem& p, int me, int alignment) {
     }
   }
   for (int i = 0; i < W; ++i)
-    for (int j = 0; j < W; ++j) ex.rank_prefix[i * W + j] = (i > 0 ? ex.rank_prefix[(i - 1) * W + j] : 0) + count[i * W + j];
+    for (int j = 0; j < W; ++j)
+      ex.rank_prefix[i * W + j] = (i > 0 ? ex.rank_prefix[(i - 1) * W + j] : 0) + count[i * W + j];
   ex.num_recv = ex.rank_prefix[(W - 1) * W + me];
-  for (int e = 0; e < El; ++e) ex.recv_aligned[e] = (ex.recv_raw[e] + alignment - 1) / alignment * alignment;
+  for (int e = 0; e < El; ++e)
+    ex.recv_aligned[e] = (ex.recv_raw[e] + alignment - 1) / alignment * alignment;
   return ex;
 }
 
 // Received row of (s, t) as fp32 values of recv_dtype.
-inline void expect_recv_row(const Problem& p, int wire, int recv_dtype, int s, int64_t t, float* row, std::vector<float>& scratch) {
+inline void expect_recv_row(const Problem& p, int wire, int recv_dtype, int s, int64_t t,
+                            float* row, std::vector<float>& scratch) {
   scratch.resize(size_t(p.hidden));
   p.x_row(s, t, scratch.data());
   wire_roundtrip(wire, scratch.data(), p.hidden, row);

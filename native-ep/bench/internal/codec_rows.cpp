@@ -67,11 +67,12 @@ int main(int argc, char** argv) {
   std::memset(y, 0, sizeof(float) * rows * hidden);
   const size_t bytes = sizeof(float) * rows * hidden;
   const double copy = best_of(4, [&] { std::memcpy(y, x, bytes); });
-  std::printf("codec rows: H=%lld, %lld rows = %.0f MiB of fp32; memcpy of it %.1f ms; default set %s\n",
-              static_cast<long long>(hidden), static_cast<long long>(rows), bytes / 1048576.0, copy * 1e3,
-              nep::codec_isa_name(nep::codec_isa()));
-  std::printf("%-7s %-6s | in cache, us/row: %7s %7s %7s | from memory, ms: %8s %8s %8s\n", "set", "wire", "encode",
-              "decode", "add", "enc>ring", "decode", "stream");
+  std::printf(
+      "codec rows: H=%lld, %lld rows = %.0f MiB of fp32; memcpy of it %.1f ms; default set %s\n",
+      static_cast<long long>(hidden), static_cast<long long>(rows), bytes / 1048576.0, copy * 1e3,
+      nep::codec_isa_name(nep::codec_isa()));
+  std::printf("%-7s %-6s | in cache, us/row: %7s %7s %7s | from memory, ms: %8s %8s %8s\n", "set",
+              "wire", "encode", "decode", "add", "enc>ring", "decode", "stream");
   for (nep::CodecIsa isa : {nep::CodecIsa::kScalar, nep::CodecIsa::kAvx2, nep::CodecIsa::kAvx512}) {
     if (!nep::codec_isa_supported(isa)) continue;
     for (nep::Wire w : {nep::Wire::kFp32, nep::Wire::kBf16, nep::Wire::kFp8, nep::Wire::kMxfp8}) {
@@ -81,28 +82,35 @@ int main(int argc, char** argv) {
       auto per_row = [&](double s) { return s / (reps * cached) * 1e6; };
       const double enc = per_row(best_of(15, [&] {
         for (int r = 0; r < reps; ++r)
-          for (int64_t i = 0; i < cached; ++i) nep::encode_row_isa(isa, w, x + i * hidden, hidden, wire_rows + i * rb);
+          for (int64_t i = 0; i < cached; ++i)
+            nep::encode_row_isa(isa, w, x + i * hidden, hidden, wire_rows + i * rb);
       }));
       const double dec = per_row(best_of(15, [&] {
         for (int r = 0; r < reps; ++r)
-          for (int64_t i = 0; i < cached; ++i) nep::decode_row_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
+          for (int64_t i = 0; i < cached; ++i)
+            nep::decode_row_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
       }));
       const double add = per_row(best_of(15, [&] {
         for (int r = 0; r < reps; ++r)
-          for (int64_t i = 0; i < cached; ++i) nep::decode_add_row_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
+          for (int64_t i = 0; i < cached; ++i)
+            nep::decode_add_row_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
       }));
       const double to_ring = best_of(3, [&] {
-        for (int64_t i = 0; i < rows; ++i) nep::encode_row_isa(isa, w, x + i * hidden, hidden, ring + (i % chunk) * rb);
+        for (int64_t i = 0; i < rows; ++i)
+          nep::encode_row_isa(isa, w, x + i * hidden, hidden, ring + (i % chunk) * rb);
       });
-      for (int64_t i = 0; i < rows; ++i) nep::encode_row_isa(isa, w, x + i * hidden, hidden, wire_rows + i * rb);
+      for (int64_t i = 0; i < rows; ++i)
+        nep::encode_row_isa(isa, w, x + i * hidden, hidden, wire_rows + i * rb);
       const double decode = best_of(3, [&] {
-        for (int64_t i = 0; i < rows; ++i) nep::decode_row_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
+        for (int64_t i = 0; i < rows; ++i)
+          nep::decode_row_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
       });
       const double stream = best_of(3, [&] {
-        for (int64_t i = 0; i < rows; ++i) nep::decode_row_stream_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
+        for (int64_t i = 0; i < rows; ++i)
+          nep::decode_row_stream_isa(isa, w, wire_rows + i * rb, hidden, y + i * hidden);
       });
-      std::printf("%-7s %-6s | %25.2f %7.2f %7.2f | %25.1f %8.1f %8.1f\n", nep::codec_isa_name(isa), nep::wire_name(w),
-                  enc, dec, add, to_ring * 1e3, decode * 1e3, stream * 1e3);
+      std::printf("%-7s %-6s | %25.2f %7.2f %7.2f | %25.1f %8.1f %8.1f\n", nep::codec_isa_name(isa),
+                  nep::wire_name(w), enc, dec, add, to_ring * 1e3, decode * 1e3, stream * 1e3);
     }
   }
   std::free(x);

@@ -33,8 +33,9 @@ extern "C" {
 #define NEP_WIRE_MXFP8 3 /* e4m3 + one E8M0 scale per 32 channels (OCP MX v1.0) */
 
 /* Opaque objects. */
-typedef struct nep_comm nep_comm;     /* a rank's view of the group and its transport */
-typedef struct nep_handle nep_handle; /* routing of one dispatch, reused by combine and cached dispatch */
+typedef struct nep_comm nep_comm; /* a rank's view of the group and its transport */
+typedef struct nep_handle
+    nep_handle; /* routing of one dispatch, reused by combine and cached dispatch */
 
 /* ABI version; bumped on any change of a signature below. */
 int32_t nep_abi_version(void);
@@ -83,12 +84,12 @@ int32_t nep_dispatch_notify(nep_comm* comm, int64_t topk_idx, int64_t num_tokens
                             int32_t num_experts, int32_t expert_alignment, nep_handle** out,
                             char* err, int64_t err_cap);
 
-int64_t nep_handle_num_tokens(const nep_handle* h);      /* T */
-int64_t nep_handle_num_recv(const nep_handle* h);        /* R */
-int32_t nep_handle_num_topk(const nep_handle* h);        /* K */
-int32_t nep_handle_num_experts(const nep_handle* h);     /* E */
+int64_t nep_handle_num_tokens(const nep_handle* h);        /* T */
+int64_t nep_handle_num_recv(const nep_handle* h);          /* R */
+int32_t nep_handle_num_topk(const nep_handle* h);          /* K */
+int32_t nep_handle_num_experts(const nep_handle* h);       /* E */
 int32_t nep_handle_num_local_experts(const nep_handle* h); /* El */
-int32_t nep_handle_world_size(const nep_handle* h);      /* W */
+int32_t nep_handle_world_size(const nep_handle* h);        /* W */
 /* Copies recv_tokens_per_expert [El] int32, aligned (padded) or raw. */
 void nep_handle_recv_tokens_per_expert(const nep_handle* h, int32_t aligned, int32_t* out);
 /* rank_prefix_matrix [W, W] int32: [i][j] = tokens sent by ranks 0..i to rank j. */
@@ -119,7 +120,8 @@ int32_t nep_dispatch(nep_comm* comm, const nep_handle* h, int64_t x, int64_t hid
  * Collective.
  */
 int32_t nep_combine(nep_comm* comm, const nep_handle* h, int64_t y, int64_t hidden, int32_t wire,
-                    int64_t y_weights, int64_t out, int64_t out_weights, char* err, int64_t err_cap);
+                    int64_t y_weights, int64_t out, int64_t out_weights, char* err,
+                    int64_t err_cap);
 
 /* ---- Rendezvous store ------------------------------------------------------------------------ */
 
@@ -146,15 +148,16 @@ int32_t nep_store_connect(const char* host, int32_t port, const char* job_token,
 int32_t nep_store_set(nep_store* store, const char* key, const char* value, int64_t value_len,
                       char* err, int64_t err_cap);
 /* Copies the value into value[0, cap) and its size into *value_len; *value_len = -1 when the key
- * does not exist. NEP_ERR_CAPACITY when the value is larger than cap (*value_len says how large). */
+ * does not exist. NEP_ERR_CAPACITY when the value is larger than cap (*value_len says how large).
+ */
 int32_t nep_store_get(nep_store* store, const char* key, char* value, int64_t cap,
                       int64_t* value_len, char* err, int64_t err_cap);
 /* Like get, but blocks until the key exists; NEP_ERR_TIMEOUT after timeout_ms names the key. */
 int32_t nep_store_wait(nep_store* store, const char* key, int64_t timeout_ms, char* value,
                        int64_t cap, int64_t* value_len, char* err, int64_t err_cap);
 /* Adds delta to the integer at key (a missing key counts as 0) and returns the new value. */
-int32_t nep_store_add(nep_store* store, const char* key, int64_t delta, int64_t* result,
-                      char* err, int64_t err_cap);
+int32_t nep_store_add(nep_store* store, const char* key, int64_t delta, int64_t* result, char* err,
+                      int64_t err_cap);
 void nep_store_close(nep_store* store);
 
 /* ---- Multi-process communicators and collectives --------------------------------------------- */
@@ -284,11 +287,11 @@ int32_t nep_ll_combine_recv(nep_ll_op* op, int64_t out, char* err, int64_t err_c
 
 /* Whether the receive of op would complete without waiting: 1 yes, 0 no (or not pending). */
 int32_t nep_ll_op_ready(nep_ll_op* op);
-int32_t nep_ll_op_kind(const nep_ll_op* op);        /* NEP_LL_DISPATCH / NEP_LL_COMBINE; -1 null */
-int32_t nep_ll_op_is_pending(const nep_ll_op* op);  /* 1 until its receive completed or failed */
-int64_t nep_ll_op_call_index(const nep_ll_op* op);  /* n: the call's number, 1-based */
-int64_t nep_ll_op_rows_sent(const nep_ll_op* op);   /* messages (dispatch) / rows (combine) sent */
-int64_t nep_ll_op_bytes_sent(const nep_ll_op* op);  /* their bytes on the wire, headers included */
+int32_t nep_ll_op_kind(const nep_ll_op* op);       /* NEP_LL_DISPATCH / NEP_LL_COMBINE; -1 null */
+int32_t nep_ll_op_is_pending(const nep_ll_op* op); /* 1 until its receive completed or failed */
+int64_t nep_ll_op_call_index(const nep_ll_op* op); /* n: the call's number, 1-based */
+int64_t nep_ll_op_rows_sent(const nep_ll_op* op);  /* messages (dispatch) / rows (combine) sent */
+int64_t nep_ll_op_bytes_sent(const nep_ll_op* op); /* their bytes on the wire, headers included */
 /* Destroys op; a pending op is abandoned (its buffer is released unread). */
 void nep_ll_op_destroy(nep_ll_op* op);
 

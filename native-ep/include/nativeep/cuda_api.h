@@ -58,7 +58,8 @@ int32_t nep_cuda_device_count(void);
 /* ---- Device memory (for callers without a CUDA runtime of their own, e.g. Java) ------------- */
 
 /* cudaMalloc on `device`; *address receives the device address. */
-int32_t nep_cuda_malloc(int32_t device, int64_t bytes, int64_t* address, char* err, int64_t err_cap);
+int32_t nep_cuda_malloc(int32_t device, int64_t bytes, int64_t* address, char* err,
+                        int64_t err_cap);
 /* cudaFree of an address from nep_cuda_malloc (0 is ignored). */
 int32_t nep_cuda_free(int32_t device, int64_t address, char* err, int64_t err_cap);
 /* Synchronous copy of `bytes` between any two addresses (host or device, cudaMemcpyDefault). */
@@ -88,10 +89,11 @@ int32_t nep_cuda_device_info(int32_t device, char* name, int64_t name_cap, int64
  * != 0 the gradient is set to 0 after it is read. The four arrays must be distinct memory of
  * `device`, each holding n floats; the scalars finite, the betas in [0, 1).
  */
-int32_t nep_cuda_adamw_f32(int32_t device, int64_t weight, int64_t grad, int64_t mean, int64_t variance,
-                           int64_t n, float lr, float lr_corrected, float weight_decay, float beta1,
-                           float beta2, float eps, float grad_scale, int32_t zero_grad, int64_t stream,
-                           char* err, int64_t err_cap);
+int32_t nep_cuda_adamw_f32(int32_t device, int64_t weight, int64_t grad, int64_t mean,
+                           int64_t variance, int64_t n, float lr, float lr_corrected,
+                           float weight_decay, float beta1, float beta2, float eps,
+                           float grad_scale, int32_t zero_grad, int64_t stream, char* err,
+                           int64_t err_cap);
 
 /* ---- Buffer: creation, IPC exchange ---------------------------------------------------------- */
 
@@ -196,13 +198,12 @@ int32_t nep_cuda_layout(nep_cuda_buffer* buf, int64_t topk_idx, int64_t num_toke
  */
 int32_t nep_cuda_dispatch_notify(nep_cuda_buffer* buf, int64_t topk_idx, int64_t num_tokens,
                                  int32_t num_topk, int32_t num_experts, int32_t expert_alignment,
-                                 int64_t stream, nep_cuda_handle** out, char* err,
-                                 int64_t err_cap);
+                                 int64_t stream, nep_cuda_handle** out, char* err, int64_t err_cap);
 
-int64_t nep_cuda_handle_num_tokens(const nep_cuda_handle* h);   /* T */
-int64_t nep_cuda_handle_num_recv(const nep_cuda_handle* h);     /* R */
-int32_t nep_cuda_handle_num_topk(const nep_cuda_handle* h);     /* K */
-int32_t nep_cuda_handle_num_experts(const nep_cuda_handle* h);  /* E */
+int64_t nep_cuda_handle_num_tokens(const nep_cuda_handle* h);        /* T */
+int64_t nep_cuda_handle_num_recv(const nep_cuda_handle* h);          /* R */
+int32_t nep_cuda_handle_num_topk(const nep_cuda_handle* h);          /* K */
+int32_t nep_cuda_handle_num_experts(const nep_cuda_handle* h);       /* E */
 int32_t nep_cuda_handle_num_local_experts(const nep_cuda_handle* h); /* E / W */
 /* Host copies: recv_tokens_per_expert [E/W] (aligned or raw), rank_prefix_matrix [W, W]
  * ([i][j] = rows ranks 0..i send to rank j), tokens of each rank [W]. */
@@ -245,10 +246,10 @@ int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle* h, int64_t x, i
  * zeros. With y_weights [R, K] float32 != 0, out_weights [T, K] float32 gets the same sum.
  * Needs a handle that has been used by a dispatch. Asynchronous, collective.
  */
-int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_handle* h, int64_t y,
-                         int32_t y_dtype, int64_t hidden, int32_t wire, int64_t y_weights,
-                         int64_t out, int32_t out_dtype, int64_t out_weights, int32_t num_sms,
-                         int64_t stream, char* err, int64_t err_cap);
+int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_handle* h, int64_t y, int32_t y_dtype,
+                         int64_t hidden, int32_t wire, int64_t y_weights, int64_t out,
+                         int32_t out_dtype, int64_t out_weights, int32_t num_sms, int64_t stream,
+                         char* err, int64_t err_cap);
 
 /* ---- Low-latency mode (decoding) ------------------------------------------------------------- */
 
@@ -302,8 +303,8 @@ int32_t nep_cuda_ll_buffer_create(int32_t rank, int32_t world_size, int32_t devi
                                   int32_t max_topk, int32_t max_wire, int64_t timeout_ms,
                                   nep_cuda_ll_buffer** out, char* err, int64_t err_cap);
 /* Writes this rank's blob (NEP_CUDA_EXPORT_BYTES bytes) into out. */
-int32_t nep_cuda_ll_buffer_export(const nep_cuda_ll_buffer* buf, uint8_t* out, int64_t cap, char* err,
-                                  int64_t err_cap);
+int32_t nep_cuda_ll_buffer_export(const nep_cuda_ll_buffer* buf, uint8_t* out, int64_t cap,
+                                  char* err, int64_t err_cap);
 /* Opens every peer's LL buffer from the all-gathered blobs (world_size x NEP_CUDA_EXPORT_BYTES). */
 int32_t nep_cuda_ll_buffer_connect(nep_cuda_ll_buffer* buf, const uint8_t* all_blobs, int64_t bytes,
                                    char* err, int64_t err_cap);
@@ -322,7 +323,8 @@ int32_t nep_cuda_ll_buffer_rank(const nep_cuda_ll_buffer* buf);
 int32_t nep_cuda_ll_buffer_world_size(const nep_cuda_ll_buffer* buf);
 int32_t nep_cuda_ll_buffer_device(const nep_cuda_ll_buffer* buf);
 int32_t nep_cuda_ll_buffer_num_sms(const nep_cuda_ll_buffer* buf);
-int64_t nep_cuda_ll_buffer_bytes(const nep_cuda_ll_buffer* buf); /* device memory of the shared buffer */
+int64_t nep_cuda_ll_buffer_bytes(
+    const nep_cuda_ll_buffer* buf); /* device memory of the shared buffer */
 /*
  * Waits (at most the timeout) for the work queued on `stream`, then reports the first device-side
  * error of the buffer, if any.
@@ -332,7 +334,8 @@ int32_t nep_cuda_ll_sync(nep_cuda_ll_buffer* buf, int64_t stream, char* err, int
  * Test hook: fills this rank's data halves with 0xFF bytes (asynchronously on `stream`). Call only
  * while no peer can be writing into them (between host barriers, no send pending anywhere).
  */
-int32_t nep_cuda_ll_buffer_poison(nep_cuda_ll_buffer* buf, int64_t stream, char* err, int64_t err_cap);
+int32_t nep_cuda_ll_buffer_poison(nep_cuda_ll_buffer* buf, int64_t stream, char* err,
+                                  int64_t err_cap);
 void nep_cuda_ll_buffer_destroy(nep_cuda_ll_buffer* buf);
 
 /*
@@ -383,7 +386,8 @@ int32_t nep_cuda_ll_combine_recv(nep_cuda_ll_op* op, int64_t out, int32_t out_dt
 
 int32_t nep_cuda_ll_op_kind(const nep_cuda_ll_op* op);       /* NEP_CUDA_LL_*; -1 for null */
 int32_t nep_cuda_ll_op_is_pending(const nep_cuda_ll_op* op); /* 1 until its receive is enqueued */
-int64_t nep_cuda_ll_op_call_index(const nep_cuda_ll_op* op); /* n, 1-based, the same on every rank */
+int64_t nep_cuda_ll_op_call_index(
+    const nep_cuda_ll_op* op); /* n, 1-based, the same on every rank */
 int64_t nep_cuda_ll_op_num_tokens(const nep_cuda_ll_op* op);
 /*
  * Destroys op. A pending op is abandoned: its receive is enqueued without outputs on the stream of

@@ -14,8 +14,8 @@
 namespace nep {
 
 struct CallHeader {
-  int32_t op = 0;        // which collective (an OpCode)
-  int32_t status = 0;    // NEP_OK or the local validation error
+  int32_t op = 0;      // which collective (an OpCode)
+  int32_t status = 0;  // NEP_OK or the local validation error
   int64_t values[6] = {0, 0, 0, 0, 0, 0};
 };
 

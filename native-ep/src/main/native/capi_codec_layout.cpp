@@ -41,7 +41,8 @@ NEP_EXPORT int32_t nep_encode_rows(int32_t wire, int64_t x, int64_t rows, int64_
     const int64_t row_bytes = nep::wire_row_bytes(w, hidden);
     const float* src = reinterpret_cast<const float*>(x);
     uint8_t* dst = reinterpret_cast<uint8_t*>(out);
-    for (int64_t r = 0; r < rows; ++r) nep::encode_row(w, src + r * hidden, hidden, dst + r * row_bytes);
+    for (int64_t r = 0; r < rows; ++r)
+      nep::encode_row(w, src + r * hidden, hidden, dst + r * row_bytes);
   });
 }
 
@@ -53,7 +54,8 @@ NEP_EXPORT int32_t nep_decode_rows(int32_t wire, int64_t in, int64_t rows, int64
     const int64_t row_bytes = nep::wire_row_bytes(w, hidden);
     const uint8_t* src = reinterpret_cast<const uint8_t*>(in);
     float* dst = reinterpret_cast<float*>(out);
-    for (int64_t r = 0; r < rows; ++r) nep::decode_row(w, src + r * row_bytes, hidden, dst + r * hidden);
+    for (int64_t r = 0; r < rows; ++r)
+      nep::decode_row(w, src + r * row_bytes, hidden, dst + r * hidden);
   });
 }
 

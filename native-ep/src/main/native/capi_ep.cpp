@@ -59,16 +59,23 @@ NEP_EXPORT int32_t nep_dispatch_notify(nep_comm* comm, int64_t topk_idx, int64_t
 }
 
 // Getters return -1 (or write nothing) for a null handle.
-NEP_EXPORT int64_t nep_handle_num_tokens(const nep_handle* h) { return h ? h->impl.num_tokens : -1; }
+NEP_EXPORT int64_t nep_handle_num_tokens(const nep_handle* h) {
+  return h ? h->impl.num_tokens : -1;
+}
 NEP_EXPORT int64_t nep_handle_num_recv(const nep_handle* h) { return h ? h->impl.num_recv : -1; }
 NEP_EXPORT int32_t nep_handle_num_topk(const nep_handle* h) { return h ? h->impl.num_topk : -1; }
-NEP_EXPORT int32_t nep_handle_num_experts(const nep_handle* h) { return h ? h->impl.num_experts : -1; }
+NEP_EXPORT int32_t nep_handle_num_experts(const nep_handle* h) {
+  return h ? h->impl.num_experts : -1;
+}
 NEP_EXPORT int32_t nep_handle_num_local_experts(const nep_handle* h) {
   return h ? h->impl.num_local_experts : -1;
 }
-NEP_EXPORT int32_t nep_handle_world_size(const nep_handle* h) { return h ? h->impl.world_size : -1; }
+NEP_EXPORT int32_t nep_handle_world_size(const nep_handle* h) {
+  return h ? h->impl.world_size : -1;
+}
 
-NEP_EXPORT void nep_handle_recv_tokens_per_expert(const nep_handle* h, int32_t aligned, int32_t* out) {
+NEP_EXPORT void nep_handle_recv_tokens_per_expert(const nep_handle* h, int32_t aligned,
+                                                  int32_t* out) {
   if (h == nullptr || out == nullptr) return;
   const auto& v = aligned ? h->impl.recv_tokens_per_expert_aligned : h->impl.recv_tokens_per_expert;
   std::copy(v.begin(), v.end(), out);

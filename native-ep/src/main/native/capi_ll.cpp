@@ -3,8 +3,8 @@
 #include <memory>
 
 #include "api_guard.h"
-#include "capi_objects.h"
 #include "capi_ll_objects.h"
+#include "capi_objects.h"
 #include "ll_buffer.h"
 #include "nativeep/c_api.h"
 #include "nativeep/export.h"
@@ -67,7 +67,9 @@ NEP_EXPORT int32_t nep_ll_buffer_max_topk(const nep_ll_buffer* b) {
 NEP_EXPORT int32_t nep_ll_buffer_max_wire(const nep_ll_buffer* b) {
   return b && b->impl ? b->impl->config().max_wire : -1;
 }
-NEP_EXPORT int32_t nep_ll_buffer_rank(const nep_ll_buffer* b) { return b && b->impl ? b->impl->rank() : -1; }
+NEP_EXPORT int32_t nep_ll_buffer_rank(const nep_ll_buffer* b) {
+  return b && b->impl ? b->impl->rank() : -1;
+}
 NEP_EXPORT int32_t nep_ll_buffer_world_size(const nep_ll_buffer* b) {
   return b && b->impl ? b->impl->world_size() : -1;
 }
@@ -76,17 +78,18 @@ NEP_EXPORT int64_t nep_ll_buffer_bytes(const nep_ll_buffer* b) {
 }
 NEP_EXPORT void nep_ll_buffer_destroy(nep_ll_buffer* b) { delete b; }
 
-NEP_EXPORT int32_t nep_ll_dispatch_send(nep_ll_buffer* buf, int64_t x, int64_t num_tokens, int64_t hidden,
-                                        int64_t topk_idx, int32_t num_topk, int32_t wire, int32_t flags,
-                                        nep_ll_op** out, char* err, int64_t err_cap) {
+NEP_EXPORT int32_t nep_ll_dispatch_send(nep_ll_buffer* buf, int64_t x, int64_t num_tokens,
+                                        int64_t hidden, int64_t topk_idx, int32_t num_topk,
+                                        int32_t wire, int32_t flags, nep_ll_op** out, char* err,
+                                        int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
     if (out == nullptr) nep::fail_invalid("out is null");
     *out = nullptr;
     nep::LlBuffer& b = buffer_of(buf);
     auto op = std::make_unique<nep_ll_op>();
     op->buffer = buf->impl;
-    op->impl = b.dispatch_send(as_ptr<const float>(x), num_tokens, hidden, as_ptr<const int64_t>(topk_idx),
-                               num_topk, wire, flags);
+    op->impl = b.dispatch_send(as_ptr<const float>(x), num_tokens, hidden,
+                               as_ptr<const int64_t>(topk_idx), num_topk, wire, flags);
     *out = op.release();
   });
 }
@@ -99,16 +102,17 @@ NEP_EXPORT int32_t nep_ll_dispatch_recv(nep_ll_op* op, int64_t recv_x, int64_t r
     *out_handle = nullptr;
     nep_ll_op& o = op_of(op);
     auto h = std::make_unique<nep_ll_handle>();
-    h->impl = o.buffer->dispatch_recv(o.impl, as_ptr<float>(recv_x), as_ptr<int32_t>(recv_count),
-                                      as_ptr<int32_t>(recv_src_info), as_ptr<int64_t>(recv_layout_range));
+    h->impl =
+        o.buffer->dispatch_recv(o.impl, as_ptr<float>(recv_x), as_ptr<int32_t>(recv_count),
+                                as_ptr<int32_t>(recv_src_info), as_ptr<int64_t>(recv_layout_range));
     *out_handle = h.release();
   });
 }
 
-NEP_EXPORT int32_t nep_ll_combine_send(nep_ll_buffer* buf, const nep_ll_handle* h, int64_t y, int64_t hidden,
-                                       int64_t topk_idx, int64_t topk_weights, int64_t num_tokens,
-                                       int32_t num_topk, int32_t wire, nep_ll_op** out, char* err,
-                                       int64_t err_cap) {
+NEP_EXPORT int32_t nep_ll_combine_send(nep_ll_buffer* buf, const nep_ll_handle* h, int64_t y,
+                                       int64_t hidden, int64_t topk_idx, int64_t topk_weights,
+                                       int64_t num_tokens, int32_t num_topk, int32_t wire,
+                                       nep_ll_op** out, char* err, int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
     if (out == nullptr) nep::fail_invalid("out is null");
     *out = nullptr;
@@ -116,8 +120,9 @@ NEP_EXPORT int32_t nep_ll_combine_send(nep_ll_buffer* buf, const nep_ll_handle* 
     if (h == nullptr) nep::fail_invalid("handle is null");
     auto op = std::make_unique<nep_ll_op>();
     op->buffer = buf->impl;
-    op->impl = b.combine_send(h->impl, as_ptr<const float>(y), hidden, as_ptr<const int64_t>(topk_idx),
-                              as_ptr<const float>(topk_weights), num_tokens, num_topk, wire);
+    op->impl =
+        b.combine_send(h->impl, as_ptr<const float>(y), hidden, as_ptr<const int64_t>(topk_idx),
+                       as_ptr<const float>(topk_weights), num_tokens, num_topk, wire);
     *out = op.release();
   });
 }
@@ -143,7 +148,9 @@ NEP_EXPORT int64_t nep_ll_op_call_index(const nep_ll_op* op) {
   return op ? static_cast<int64_t>(op->impl.seq) : -1;
 }
 NEP_EXPORT int64_t nep_ll_op_rows_sent(const nep_ll_op* op) { return op ? op->impl.rows_sent : -1; }
-NEP_EXPORT int64_t nep_ll_op_bytes_sent(const nep_ll_op* op) { return op ? op->impl.bytes_sent : -1; }
+NEP_EXPORT int64_t nep_ll_op_bytes_sent(const nep_ll_op* op) {
+  return op ? op->impl.bytes_sent : -1;
+}
 
 NEP_EXPORT void nep_ll_op_destroy(nep_ll_op* op) {
   if (op == nullptr) return;
@@ -151,12 +158,18 @@ NEP_EXPORT void nep_ll_op_destroy(nep_ll_op* op) {
   delete op;
 }
 
-NEP_EXPORT int64_t nep_ll_handle_num_tokens(const nep_ll_handle* h) { return h ? h->impl.num_tokens : -1; }
-NEP_EXPORT int32_t nep_ll_handle_num_topk(const nep_ll_handle* h) { return h ? h->impl.num_topk : -1; }
+NEP_EXPORT int64_t nep_ll_handle_num_tokens(const nep_ll_handle* h) {
+  return h ? h->impl.num_tokens : -1;
+}
+NEP_EXPORT int32_t nep_ll_handle_num_topk(const nep_ll_handle* h) {
+  return h ? h->impl.num_topk : -1;
+}
 NEP_EXPORT int32_t nep_ll_handle_num_local_experts(const nep_ll_handle* h) {
   return h ? h->impl.num_local_experts : -1;
 }
-NEP_EXPORT int32_t nep_ll_handle_world_size(const nep_ll_handle* h) { return h ? h->impl.world_size : -1; }
+NEP_EXPORT int32_t nep_ll_handle_world_size(const nep_ll_handle* h) {
+  return h ? h->impl.world_size : -1;
+}
 NEP_EXPORT int64_t nep_ll_handle_max_tokens_per_rank(const nep_ll_handle* h) {
   return h ? h->impl.max_tokens : -1;
 }

@@ -38,7 +38,8 @@ nep::Transport& transport_of(nep_comm* comm) {
 }
 
 // Copies a value into the caller's buffer following nep_store_get's contract.
-void copy_value(const std::string& v, char* value, int64_t cap, int64_t* value_len, const char* key) {
+void copy_value(const std::string& v, char* value, int64_t cap, int64_t* value_len,
+                const char* key) {
   *value_len = static_cast<int64_t>(v.size());
   if (static_cast<int64_t>(v.size()) > cap) {
     nep::fail(NEP_ERR_CAPACITY, "value of store key '", key, "' has ", v.size(),
@@ -71,7 +72,8 @@ NEP_EXPORT int32_t nep_store_server_port(const nep_store_server* server) {
 NEP_EXPORT void nep_store_server_destroy(nep_store_server* server) { delete server; }
 
 NEP_EXPORT int32_t nep_store_connect(const char* host, int32_t port, const char* job_token,
-                                     int64_t timeout_ms, nep_store** out, char* err, int64_t err_cap) {
+                                     int64_t timeout_ms, nep_store** out, char* err,
+                                     int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
     if (out == nullptr) nep::fail_invalid("out is null");
     *out = nullptr;
@@ -106,8 +108,9 @@ NEP_EXPORT int32_t nep_store_get(nep_store* store, const char* key, char* value,
   });
 }
 
-NEP_EXPORT int32_t nep_store_wait(nep_store* store, const char* key, int64_t timeout_ms, char* value,
-                                  int64_t cap, int64_t* value_len, char* err, int64_t err_cap) {
+NEP_EXPORT int32_t nep_store_wait(nep_store* store, const char* key, int64_t timeout_ms,
+                                  char* value, int64_t cap, int64_t* value_len, char* err,
+                                  int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
     nep::StoreClient& c = client_of(store);
     const std::string k = required_string(key, "key");
@@ -138,19 +141,23 @@ NEP_EXPORT int32_t nep_comm_create_shm(int32_t rank, int32_t world_size, int32_t
     if (out == nullptr) nep::fail_invalid("out is null");
     *out = nullptr;
     if (world_size < 1) nep::fail_invalid("world_size = ", world_size, " must be >= 1");
-    if (rank < 0 || rank >= world_size) nep::fail_invalid("rank = ", rank, " is outside [0, ", world_size, ")");
+    if (rank < 0 || rank >= world_size)
+      nep::fail_invalid("rank = ", rank, " is outside [0, ", world_size, ")");
     if (local_world_size < 1 || local_world_size > world_size) {
-      nep::fail_invalid("local_world_size = ", local_world_size, " is outside [1, ", world_size, "]");
+      nep::fail_invalid("local_world_size = ", local_world_size, " is outside [1, ", world_size,
+                        "]");
     }
     if (local_world_size != world_size) {
-      nep::fail(NEP_ERR_UNSUPPORTED, "cpu-shm connects the ranks of one host, but world_size = ",
-                world_size, " and local_world_size = ", local_world_size,
+      nep::fail(NEP_ERR_UNSUPPORTED,
+                "cpu-shm connects the ranks of one host, but world_size = ", world_size,
+                " and local_world_size = ", local_world_size,
                 ": ranks on other hosts need a cross-host transport, which is missing for CPU"
                 " tensors (nccl, the cross-host transport, carries GPU tensors only); run all ranks"
                 " on one host");
     }
     if (local_rank != rank) {
-      nep::fail_invalid("local_rank = ", local_rank, " must equal rank = ", rank, " when every rank is on this host");
+      nep::fail_invalid("local_rank = ", local_rank, " must equal rank = ", rank,
+                        " when every rank is on this host");
     }
     if (timeout_ms <= 0) nep::fail_invalid("timeout_ms = ", timeout_ms, " must be > 0");
     nep::StoreClient store(required_string(store_host, "store_host"), store_port,

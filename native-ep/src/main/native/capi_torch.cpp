@@ -47,14 +47,15 @@ class LoadedLibrary {
 
 }  // namespace
 
-NEP_EXPORT int32_t nep_torch_data_address(int64_t tensor, int32_t element_type, int64_t* address, char* err,
-                                          int64_t err_cap) {
+NEP_EXPORT int32_t nep_torch_data_address(int64_t tensor, int32_t element_type, int64_t* address,
+                                          char* err, int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
     if (address == nullptr) nep::fail_invalid("address is null");
     *address = 0;
     if (tensor == 0) nep::fail_invalid("tensor is null");
     const char* name = mutable_data_ptr_symbol(element_type);
-    if (name == nullptr) nep::fail_invalid("element_type = ", element_type, " is not a NEP_TORCH_* type (0..6)");
+    if (name == nullptr)
+      nep::fail_invalid("element_type = ", element_type, " is not a NEP_TORCH_* type (0..6)");
     const LoadedLibrary torch("libtorch_cpu.so");
     using DataPtrFn = void* (*)(const void* self);
     auto fn = reinterpret_cast<DataPtrFn>(torch.symbol(name));
@@ -73,15 +74,18 @@ NEP_EXPORT int32_t nep_torch_data_address(int64_t tensor, int32_t element_type, 
   });
 }
 
-NEP_EXPORT int32_t nep_torch_set_log_level(int32_t level, int32_t* previous, char* err, int64_t err_cap) {
+NEP_EXPORT int32_t nep_torch_set_log_level(int32_t level, int32_t* previous, char* err,
+                                           int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
     if (previous != nullptr) *previous = -1;
-    if (level < 0 || level > 3) nep::fail_invalid("level = ", level, " is outside [0, 3] (info, warning, error, fatal)");
+    if (level < 0 || level > 3)
+      nep::fail_invalid("level = ", level, " is outside [0, 3] (info, warning, error, fatal)");
     const LoadedLibrary c10("libc10.so");
     // A global C++ variable: its symbol is its plain name.
     auto* flag = static_cast<int*>(c10.symbol("FLAGS_caffe2_log_level"));
     if (flag == nullptr)
-      nep::fail(NEP_ERR_UNSUPPORTED, "libc10 is not loaded in this process, or it lacks FLAGS_caffe2_log_level"
+      nep::fail(NEP_ERR_UNSUPPORTED,
+                "libc10 is not loaded in this process, or it lacks FLAGS_caffe2_log_level"
                 " (start DJL's PyTorch engine first)");
     if (previous != nullptr) *previous = *flag;
     *flag = level;

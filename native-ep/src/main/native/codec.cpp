@@ -158,11 +158,13 @@ NEP_CODEC_CLONES void encode_row_dispatch(Wire wire, const float* x, int64_t hid
   fail(NEP_ERR_INTERNAL, "encode: unknown wire format ", static_cast<int32_t>(wire));
 }
 
-NEP_CODEC_CLONES void decode_row_dispatch(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
+NEP_CODEC_CLONES void decode_row_dispatch(Wire wire, const uint8_t* in, int64_t hidden,
+                                          float* out) {
   decode_any<false>(wire, in, hidden, out);
 }
 
-NEP_CODEC_CLONES void decode_add_row_dispatch(Wire wire, const uint8_t* in, int64_t hidden, float* acc) {
+NEP_CODEC_CLONES void decode_add_row_dispatch(Wire wire, const uint8_t* in, int64_t hidden,
+                                              float* acc) {
   decode_any<true>(wire, in, hidden, acc);
 }
 
@@ -187,8 +189,9 @@ const CpuSets& cpu_sets() {
     CpuSets s;
     __builtin_cpu_init();
     s.avx2 = __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("f16c") != 0;
-    s.avx512 = s.avx2 && __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
-               __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512dq") != 0;
+    s.avx512 = s.avx2 && __builtin_cpu_supports("avx512f") != 0 &&
+               __builtin_cpu_supports("avx512bw") != 0 && __builtin_cpu_supports("avx512vl") != 0 &&
+               __builtin_cpu_supports("avx512dq") != 0;
     return s;
   }();
   return sets;
@@ -199,7 +202,8 @@ bool env_flag(const char*) { return false; }
 
 // The first loop that takes the row: the chosen set's, then AVX2's (AVX-512 leaves some rows to
 // it), then the compiled loops.
-void decode_kind(CodecIsa isa, Wire wire, const uint8_t* in, int64_t hidden, float* out, DecodeKind kind) {
+void decode_kind(CodecIsa isa, Wire wire, const uint8_t* in, int64_t hidden, float* out,
+                 DecodeKind kind) {
   if (isa == CodecIsa::kAvx512 && decode_row_avx512(wire, in, hidden, out, kind)) return;
   if (isa != CodecIsa::kScalar && decode_row_avx2(wire, in, hidden, out, kind)) return;
   if (kind == DecodeKind::kAdd) {
@@ -217,7 +221,8 @@ void encode_with(CodecIsa isa, Wire wire, const float* x, int64_t hidden, uint8_
 
 void require_supported(CodecIsa isa) {
   if (!codec_isa_supported(isa)) {
-    fail(NEP_ERR_INTERNAL, "codec: instruction set ", codec_isa_name(isa), " is not available on this CPU");
+    fail(NEP_ERR_INTERNAL, "codec: instruction set ", codec_isa_name(isa),
+         " is not available on this CPU");
   }
 }
 
@@ -262,7 +267,8 @@ bool codec_isa_supported(CodecIsa isa) {
 CodecIsa codec_isa() {
   static const CodecIsa chosen = [] {
     if (env_flag("NEP_CODEC_NO_AVX2")) return CodecIsa::kScalar;
-    if (codec_isa_supported(CodecIsa::kAvx512) && !env_flag("NEP_CODEC_NO_AVX512")) return CodecIsa::kAvx512;
+    if (codec_isa_supported(CodecIsa::kAvx512) && !env_flag("NEP_CODEC_NO_AVX512"))
+      return CodecIsa::kAvx512;
     if (codec_isa_supported(CodecIsa::kAvx2)) return CodecIsa::kAvx2;
     return CodecIsa::kScalar;
   }();
@@ -298,7 +304,9 @@ void decode_row_stream_isa(CodecIsa isa, Wire wire, const uint8_t* in, int64_t h
   decode_kind(isa, wire, in, hidden, out, DecodeKind::kStream);
 }
 
-void encode_row(Wire wire, const float* x, int64_t hidden, uint8_t* out) { encode_with(codec_isa(), wire, x, hidden, out); }
+void encode_row(Wire wire, const float* x, int64_t hidden, uint8_t* out) {
+  encode_with(codec_isa(), wire, x, hidden, out);
+}
 
 void decode_row(Wire wire, const uint8_t* in, int64_t hidden, float* out) {
   decode_kind(codec_isa(), wire, in, hidden, out, DecodeKind::kStore);

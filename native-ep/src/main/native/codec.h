@@ -79,8 +79,8 @@ inline uint16_t bf16_from_float(float f) {
 
 inline float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
 
-constexpr uint32_t kE4m3MaxBits = 0x43E00000u;     // 448.0f
-constexpr uint32_t kE4m3MinNormalBits = 0x3C800000u; // 2^-6
+constexpr uint32_t kE4m3MaxBits = 0x43E00000u;        // 448.0f
+constexpr uint32_t kE4m3MinNormalBits = 0x3C800000u;  // 2^-6
 constexpr uint8_t kE4m3Nan = 0x7F;
 
 // float -> e4m3fn: saturates finite values at +-448, rounds to nearest even (subnormals
@@ -107,7 +107,8 @@ inline float e4m3_to_float(uint8_t c) {
   uint32_t exp = mag >> 3;
   uint32_t sig = (mag & 7u) | (exp != 0 ? 8u : 0u);
   uint32_t eff_exp = exp != 0 ? exp : 1u;
-  float value = static_cast<float>(static_cast<int32_t>(sig)) * bits_float((eff_exp + 127u - 10u) << 23);
+  float value =
+      static_cast<float>(static_cast<int32_t>(sig)) * bits_float((eff_exp + 127u - 10u) << 23);
   uint32_t bits = float_bits(value) | (static_cast<uint32_t>(c & 0x80u) << 24);
   bits = mag == kE4m3Nan ? (0x7FC00000u | (static_cast<uint32_t>(c & 0x80u) << 24)) : bits;
   return bits_float(bits);

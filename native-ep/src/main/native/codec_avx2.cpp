@@ -46,12 +46,13 @@ NEP_AVX2 __m256i e4m3_code8(__m256 v) {
   // exact for every lane on the normal path (sat >= 2^-6 keeps the sum above 960 << 20); the
   // other lanes take the subnormal code below.
   const __m256i odd = _mm256_cmpeq_epi32(_mm256_and_si256(sat, set1(1u << 20)), set1(1u << 20));
-  __m256i code = _mm256_srli_epi32(_mm256_sub_epi32(_mm256_add_epi32(sat, set1(0x7FFFFu - (960u << 20))), odd), 20);
+  __m256i code = _mm256_srli_epi32(
+      _mm256_sub_epi32(_mm256_add_epi32(sat, set1(0x7FFFFu - (960u << 20))), odd), 20);
   if constexpr (kSub) {
     const __m256i is_sub = _mm256_cmpgt_epi32(set1(kE4m3MinNormalBits), sat);
-    const __m256i subnormal =
-        _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(sat), _mm256_set1_ps(16384.0f))),
-                         set1(0x46800000u));
+    const __m256i subnormal = _mm256_sub_epi32(
+        _mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(sat), _mm256_set1_ps(16384.0f))),
+        set1(0x46800000u));
     code = _mm256_blendv_epi8(code, subnormal, is_sub);
   }
   if constexpr (kNonFinite) {
@@ -65,13 +66,17 @@ NEP_AVX2 __m256i e4m3_code8(__m256 v) {
 // Signed saturating packs keep the sign of each 32-bit lane down to its byte, so the signs ride
 // the same packs and permutation as the codes.
 NEP_AVX2 void store_codes32(uint8_t* out, const __m256i c[4], const __m256 v[4]) {
-  const __m256i codes = _mm256_packus_epi16(_mm256_packus_epi32(c[0], c[1]), _mm256_packus_epi32(c[2], c[3]));
-  const __m256i signs = _mm256_packs_epi16(_mm256_packs_epi32(_mm256_castps_si256(v[0]), _mm256_castps_si256(v[1])),
-                                           _mm256_packs_epi32(_mm256_castps_si256(v[2]), _mm256_castps_si256(v[3])));
+  const __m256i codes =
+      _mm256_packus_epi16(_mm256_packus_epi32(c[0], c[1]), _mm256_packus_epi32(c[2], c[3]));
+  const __m256i signs =
+      _mm256_packs_epi16(_mm256_packs_epi32(_mm256_castps_si256(v[0]), _mm256_castps_si256(v[1])),
+                         _mm256_packs_epi32(_mm256_castps_si256(v[2]), _mm256_castps_si256(v[3])));
   // bytes: a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7 -> a0-7 b0-7 c0-7 d0-7
-  const __m256i bytes = _mm256_or_si256(codes, _mm256_and_si256(signs, _mm256_set1_epi8(static_cast<char>(0x80))));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
-                      _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  const __m256i bytes =
+      _mm256_or_si256(codes, _mm256_and_si256(signs, _mm256_set1_epi8(static_cast<char>(0x80))));
+  _mm256_storeu_si256(
+      reinterpret_cast<__m256i*>(out),
+      _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
 // out[0, 32) = e4m3(x[i] * f).
@@ -101,7 +106,8 @@ NEP_AVX2 void abs_range8(const float* x, int64_t groups, __m256i* max, __m256i* 
   __m256i hi = _mm256_setzero_si256(), lo = set1(0xFFFFFFFFu);
   for (int64_t g = 0; g < groups; ++g) {
     prefetch_ahead(x + 8 * g);
-    const __m256i a = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * g)), set1(0x7FFFFFFFu));
+    const __m256i a = _mm256_and_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * g)), set1(0x7FFFFFFFu));
     hi = _mm256_max_epu32(hi, a);
     lo = _mm256_min_epu32(lo, a);
   }
@@ -154,7 +160,8 @@ NEP_AVX2 void encode_fp8_block(const float* x, int64_t n, uint8_t* out, uint8_t*
 NEP_AVX2_FN void encode_fp8(const float* x, int64_t hidden, uint8_t* out) {
   uint8_t* scales = out + hidden;
   for (int64_t b = 0, start = 0; start < hidden; ++b, start += kFp8BlockSize) {
-    encode_fp8_block(x + start, std::min(kFp8BlockSize, hidden - start), out + start, scales + 4 * b);
+    encode_fp8_block(x + start, std::min(kFp8BlockSize, hidden - start), out + start,
+                     scales + 4 * b);
   }
 }
 
@@ -165,7 +172,8 @@ NEP_AVX2_FN void encode_fp8(const float* x, int64_t hidden, uint8_t* out) {
 // power-of-two multiplies (whose first product is exact whenever the final one is at least 2^-126,
 // and anything smaller encodes to a signed zero either way).
 NEP_AVX2 void encode_mxfp8_block(const float* x, int64_t n, uint8_t* out, uint8_t* scale_out) {
-  const int32_t shared_exp = std::clamp(static_cast<int32_t>(finite_amax_bits(x, n) >> 23) - 127 - 8, -127, 127);
+  const int32_t shared_exp =
+      std::clamp(static_cast<int32_t>(finite_amax_bits(x, n) >> 23) - 127 - 8, -127, 127);
   e4m3_encode_run<true, true, true>(x, n, _mm256_set1_ps(pow2f(-shared_exp)), out);
   *scale_out = static_cast<uint8_t>(shared_exp + 127);
 }
@@ -180,13 +188,16 @@ template <bool kMax>
 NEP_AVX2 __m256i transpose_reduce8(const __m256i v[8]) {
   __m256i t[4], u[2];
   for (int j = 0; j < 4; ++j) {
-    t[j] = fold8<kMax>(_mm256_unpacklo_epi32(v[2 * j], v[2 * j + 1]), _mm256_unpackhi_epi32(v[2 * j], v[2 * j + 1]));
+    t[j] = fold8<kMax>(_mm256_unpacklo_epi32(v[2 * j], v[2 * j + 1]),
+                       _mm256_unpackhi_epi32(v[2 * j], v[2 * j + 1]));
   }
   for (int j = 0; j < 2; ++j) {
-    u[j] = fold8<kMax>(_mm256_unpacklo_epi64(t[2 * j], t[2 * j + 1]), _mm256_unpackhi_epi64(t[2 * j], t[2 * j + 1]));
+    u[j] = fold8<kMax>(_mm256_unpacklo_epi64(t[2 * j], t[2 * j + 1]),
+                       _mm256_unpackhi_epi64(t[2 * j], t[2 * j + 1]));
   }
   // u[0] = blocks 0-3 | 0-3 (one partial result per 128-bit half), u[1] = blocks 4-7 | 4-7
-  return fold8<kMax>(_mm256_permute2x128_si256(u[0], u[1], 0x20), _mm256_permute2x128_si256(u[0], u[1], 0x31));
+  return fold8<kMax>(_mm256_permute2x128_si256(u[0], u[1], 0x20),
+                     _mm256_permute2x128_si256(u[0], u[1], 0x31));
 }
 
 // Eight MXFP8 blocks (256 lanes) at once; false (nothing written) when one of them has a
@@ -196,15 +207,20 @@ NEP_AVX2 bool encode_mxfp8_8blocks(const float* x, uint8_t* out, uint8_t* scale_
   __m256i hi[8], lo[8];
   for (int j = 0; j < 8; ++j) abs_range8(x + 32 * j, 4, &hi[j], &lo[j]);
   const __m256i amax = transpose_reduce8<true>(hi);  // lane j: block j, non-finite lanes included
-  if (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(amax, set1(kMaxFinite)))) != 0) return false;
-  // shared_exp = clamp((amax >> 23) - 135, -127, 127) (at most 119); factor 2^-shared_exp; E8M0 byte
-  const __m256i se = _mm256_max_epi32(_mm256_sub_epi32(_mm256_srli_epi32(amax, 23), set1(135)), set1(static_cast<uint32_t>(-127)));
+  if (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(amax, set1(kMaxFinite)))) != 0)
+    return false;
+  // shared_exp = clamp((amax >> 23) - 135, -127, 127) (at most 119); factor 2^-shared_exp; E8M0
+  // byte
+  const __m256i se = _mm256_max_epi32(_mm256_sub_epi32(_mm256_srli_epi32(amax, 23), set1(135)),
+                                      set1(static_cast<uint32_t>(-127)));
   const __m256 factor = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(set1(127), se), 23));
   const __m256i e8m0 = _mm256_add_epi32(se, set1(127));
-  const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(e8m0), _mm256_extracti128_si256(e8m0, 1));
+  const __m128i w16 =
+      _mm_packus_epi32(_mm256_castsi256_si128(e8m0), _mm256_extracti128_si256(e8m0, 1));
   _mm_storel_epi64(reinterpret_cast<__m128i*>(scale_out), _mm_packus_epi16(w16, w16));
   const __m256 smallest = _mm256_mul_ps(_mm256_castsi256_ps(transpose_reduce8<false>(lo)), factor);
-  const int sub = _mm256_movemask_ps(_mm256_cmp_ps(smallest, _mm256_castsi256_ps(set1(kE4m3MinNormalBits)), _CMP_LT_OQ));
+  const int sub = _mm256_movemask_ps(
+      _mm256_cmp_ps(smallest, _mm256_castsi256_ps(set1(kE4m3MinNormalBits)), _CMP_LT_OQ));
   for (int j = 0; j < 8; ++j) {
     const __m256 f = _mm256_permutevar8x32_ps(factor, _mm256_set1_epi32(j));
     if ((sub >> j) & 1) {
@@ -239,9 +255,11 @@ NEP_AVX2_FN void encode_bf16(const float* x, int64_t hidden, uint8_t* out) {
     for (int j = 0; j < 2; ++j) {
       const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 8 * j));
       const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), set1(1));
-      const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, set1(0x7FFFu)), odd), 16);
+      const __m256i rounded =
+          _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, set1(0x7FFFu)), odd), 16);
       const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), set1(0x40));
-      const __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, set1(0x7FFFFFFFu)), set1(0x7F800000u));
+      const __m256i is_nan =
+          _mm256_cmpgt_epi32(_mm256_and_si256(u, set1(0x7FFFFFFFu)), set1(0x7F800000u));
       r[j] = _mm256_blendv_epi8(rounded, quiet, is_nan);
     }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2 * i),
@@ -284,7 +302,8 @@ inline void put1(float* p, float v) {
 template <int kMode>
 NEP_AVX2 int64_t head_floats(const float* out, int64_t n) {
   if constexpr (kMode != kStream) return 0;
-  return std::min<int64_t>(static_cast<int64_t>((32u - (reinterpret_cast<uintptr_t>(out) & 31u)) & 31u) / 4, n);
+  return std::min<int64_t>(
+      static_cast<int64_t>((32u - (reinterpret_cast<uintptr_t>(out) & 31u)) & 31u) / 4, n);
 }
 
 // Streaming stores are weakly ordered: a streaming row ends with a store fence, so the row is
@@ -299,7 +318,8 @@ NEP_AVX2 void end_row() {
 // (e4m3 bias 7, fp16 bias 15; e4m3 subnormals land on fp16 subnormals, which F16C converts
 // exactly). The NaN code (S.1111.111) is not handled: callers check for it.
 NEP_AVX2 void e4m3_decode16_scaled(__m128i codes, __m256* lo, __m256* hi) {
-  const __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(codes), 7), _mm256_set1_epi16(static_cast<short>(0xBF80)));
+  const __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(codes), 7),
+                                     _mm256_set1_epi16(static_cast<short>(0xBF80)));
   *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
   *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
@@ -315,7 +335,8 @@ NEP_AVX2 bool has_nan_code(__m128i codes) {
 // single rounding. Groups of 16 holding a NaN code, the streaming head and the tail run the
 // scalar formula.
 template <int kMode, bool kTwo, bool kVecTwo>
-NEP_AVX2 void e4m3_decode_run(const uint8_t* in, int64_t n, float f1, float f2, float g1, float g2, float* out) {
+NEP_AVX2 void e4m3_decode_run(const uint8_t* in, int64_t n, float f1, float f2, float g1, float g2,
+                              float* out) {
   auto scalar = [&](int64_t i) {
     const float v = kTwo ? e4m3_to_float(in[i]) * f1 * f2 : e4m3_to_float(in[i]) * f1;
     put1<kMode>(out + i, v);
@@ -358,7 +379,8 @@ NEP_AVX2_FN void decode_fp8(const uint8_t* in, int64_t hidden, float* out) {
     float scale;
     std::memcpy(&scale, scales + 4 * b, sizeof scale);
     if (times256_is_exact(scale)) {
-      e4m3_decode_run<kMode, false, false>(in + start, n, scale, 1.0f, scale * 256.0f, 1.0f, out + start);
+      e4m3_decode_run<kMode, false, false>(in + start, n, scale, 1.0f, scale * 256.0f, 1.0f,
+                                           out + start);
     } else {  // (v * 2^-8) * 2^8 is v exactly, then the scalar loop's one multiply
       e4m3_decode_run<kMode, false, true>(in + start, n, scale, 1.0f, 256.0f, scale, out + start);
     }
@@ -391,13 +413,15 @@ NEP_AVX2 void decode_mxfp8_block(const uint8_t* in, int64_t n, uint8_t byte, flo
 template <int kMode>
 NEP_AVX2 void decode_mxfp8_8blocks(const uint8_t* in, const uint8_t* bytes, float* out) {
   // 2^(se + 8) = 2^(byte - 119): exponent field byte + 8
-  const __m256i b32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes)));
+  const __m256i b32 =
+      _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes)));
   const __m256 factor = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(b32, set1(8)), 23));
   for (int j = 0; j < 8; ++j) {
     const uint8_t* ib = in + 32 * j;
     float* ob = out + 32 * j;
     const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ib));
-    const __m256i nan = _mm256_cmpeq_epi8(_mm256_and_si256(codes, _mm256_set1_epi8(0x7F)), _mm256_set1_epi8(0x7F));
+    const __m256i nan =
+        _mm256_cmpeq_epi8(_mm256_and_si256(codes, _mm256_set1_epi8(0x7F)), _mm256_set1_epi8(0x7F));
     if (_mm256_movemask_epi8(nan) != 0) {
       decode_mxfp8_block<kMode>(ib, 32, bytes[j], ob);
       continue;
@@ -418,18 +442,21 @@ NEP_AVX2_FN void decode_mxfp8(const uint8_t* in, int64_t hidden, float* out) {
   for (; aligned && (b + 8) * kMxBlockSize <= hidden; b += 8) {
     const __m128i eight = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + b));
     const __m128i limit = _mm_set1_epi8(static_cast<char>(246));
-    const bool plain = (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(eight, limit), limit)) & 0xFF) == 0xFF;
+    const bool plain =
+        (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(eight, limit), limit)) & 0xFF) == 0xFF;
     const int64_t start = b * kMxBlockSize;
     if (plain) {
       decode_mxfp8_8blocks<kMode>(in + start, scales + b, out + start);
     } else {
       for (int64_t j = b; j < b + 8; ++j) {
-        decode_mxfp8_block<kMode>(in + j * kMxBlockSize, kMxBlockSize, scales[j], out + j * kMxBlockSize);
+        decode_mxfp8_block<kMode>(in + j * kMxBlockSize, kMxBlockSize, scales[j],
+                                  out + j * kMxBlockSize);
       }
     }
   }
   for (int64_t start = b * kMxBlockSize; start < hidden; ++b, start += kMxBlockSize) {
-    decode_mxfp8_block<kMode>(in + start, std::min(kMxBlockSize, hidden - start), scales[b], out + start);
+    decode_mxfp8_block<kMode>(in + start, std::min(kMxBlockSize, hidden - start), scales[b],
+                              out + start);
   }
   end_row<kMode>();
 }

@@ -51,7 +51,8 @@ NEP_AVX512 uint32_t abs_max_bits16(const float* x, int64_t n) {
   __m512i m = _mm512_setzero_si512();
   for (int64_t i = 0; i < n; i += 16) {
     prefetch_ahead(x + i);
-    m = _mm512_max_epu32(m, _mm512_and_si512(_mm512_maskz_loadu_epi32(lanes(n - i), x + i), abs_mask));
+    m = _mm512_max_epu32(m,
+                         _mm512_and_si512(_mm512_maskz_loadu_epi32(lanes(n - i), x + i), abs_mask));
   }
   return static_cast<uint32_t>(_mm512_reduce_max_epu32(m));
 }
@@ -70,8 +71,11 @@ NEP_AVX512 __m128i e4m3_encode16(__m512 v) {
   // every lane on the normal path (sat >= 2^-6 keeps the sum above (120 << 3) << 20); the other
   // lanes take the subnormal code below.
   __m512i code = _mm512_srli_epi32(
-      _mm512_add_epi32(_mm512_add_epi32(sat, _mm512_set1_epi32(static_cast<int>(0x7FFFFu - (960u << 20)))), odd), 20);
-  const __mmask16 is_sub = _mm512_cmplt_epu32_mask(sat, _mm512_set1_epi32(static_cast<int>(kE4m3MinNormalBits)));
+      _mm512_add_epi32(
+          _mm512_add_epi32(sat, _mm512_set1_epi32(static_cast<int>(0x7FFFFu - (960u << 20)))), odd),
+      20);
+  const __mmask16 is_sub =
+      _mm512_cmplt_epu32_mask(sat, _mm512_set1_epi32(static_cast<int>(kE4m3MinNormalBits)));
   if (is_sub != 0) {
     const __m512i subnormal = _mm512_sub_epi32(
         _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(sat), _mm512_set1_ps(16384.0f))),
@@ -93,11 +97,13 @@ NEP_AVX512 void e4m3_encode_run(const float* x, int64_t n, float f, uint8_t* out
   const __m512 m = _mm512_set1_ps(f);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), e4m3_encode16<kNonFinite>(_mm512_mul_ps(_mm512_loadu_ps(x + i), m)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     e4m3_encode16<kNonFinite>(_mm512_mul_ps(_mm512_loadu_ps(x + i), m)));
   }
   if (i < n) {
     const __mmask16 k = lanes(n - i);
-    _mm_mask_storeu_epi8(out + i, k, e4m3_encode16<kNonFinite>(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), m)));
+    _mm_mask_storeu_epi8(
+        out + i, k, e4m3_encode16<kNonFinite>(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), m)));
   }
 }
 
@@ -123,7 +129,8 @@ NEP_AVX512 void put16(float* p, __mmask16 k, __m512 v) {
 template <int kMode>
 NEP_AVX512 int64_t head_floats(const float* out, int64_t n) {
   if constexpr (kMode != kStream) return 0;
-  const int64_t head = static_cast<int64_t>((64u - (reinterpret_cast<uintptr_t>(out) & 63u)) & 63u) / 4;
+  const int64_t head =
+      static_cast<int64_t>((64u - (reinterpret_cast<uintptr_t>(out) & 63u)) & 63u) / 4;
   return std::min(head, n);
 }
 
@@ -145,7 +152,8 @@ NEP_AVX512_FN void decode_fp32_stream(const uint8_t* in, int64_t hidden, float* 
   const float* src = reinterpret_cast<const float*>(in);
   int64_t i = head_floats<kStream>(out, hidden);
   if (i > 0) copy_group_stream(src, i, out);
-  for (; i < hidden; i += 16) copy_group_stream(src + i, std::min<int64_t>(16, hidden - i), out + i);
+  for (; i < hidden; i += 16)
+    copy_group_stream(src + i, std::min<int64_t>(16, hidden - i), out + i);
   end_row<kStream>();
 }
 
@@ -158,7 +166,8 @@ NEP_AVX512 void bf16_group_stream(const uint8_t* in, int64_t count, float* out) 
 NEP_AVX512_FN void decode_bf16_stream(const uint8_t* in, int64_t hidden, float* out) {
   int64_t i = head_floats<kStream>(out, hidden);
   if (i > 0) bf16_group_stream(in, i, out);
-  for (; i < hidden; i += 16) bf16_group_stream(in + 2 * i, std::min<int64_t>(16, hidden - i), out + i);
+  for (; i < hidden; i += 16)
+    bf16_group_stream(in + 2 * i, std::min<int64_t>(16, hidden - i), out + i);
   end_row<kStream>();
 }
 
@@ -171,8 +180,8 @@ NEP_AVX512_FN void encode_bf16(const float* x, int64_t hidden, uint8_t* out) {
     prefetch_ahead(x + i);
     const __m512i u = _mm512_maskz_loadu_epi32(k, x + i);
     const __m512i hi = _mm512_srli_epi32(u, 16);
-    const __m512i rounded =
-        _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, round), _mm512_and_si512(hi, one)), 16);
+    const __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, round), _mm512_and_si512(hi, one)), 16);
     const __mmask16 is_nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
     const __m512i r = _mm512_mask_or_epi32(rounded, is_nan, hi, quiet_bit);
     _mm256_mask_storeu_epi16(out + 2 * i, k, _mm512_cvtepi32_epi16(r));

@@ -39,7 +39,7 @@ __attribute__((always_inline)) inline uint32_t finite_amax_bits(const float* x, 
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t a = xb[i] & 0x7FFFFFFFu;
     const uint32_t finite = a & (0u - static_cast<uint32_t>(a < 0x7F800000u));  // mask, not select:
-    m = m > finite ? m : finite;                                                // GCC 12 vectorises it
+    m = m > finite ? m : finite;  // GCC 12 vectorises it
   }
   return m;
 }

@@ -31,7 +31,8 @@ constexpr int64_t kStreamOutputBytes = 16 << 20;
 bool pages_resident(const void* p, int64_t bytes) {
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   for (int64_t off : {int64_t{0}, bytes / 2, bytes - 1}) {
-    const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(off)) & ~(page - 1);
+    const uintptr_t a =
+        (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(off)) & ~(page - 1);
     unsigned char v = 0;
     if (mincore(reinterpret_cast<void*>(a), 1, &v) != 0 || (v & 1u) == 0) return false;
   }
@@ -50,8 +51,8 @@ enum Slot { kHidden = 0, kWire = 1, kHasIn = 2, kHasOut = 3, kRowsIn = 4, kRowsO
 void check_handle(const Transport& t, const DispatchHandle* h) {
   if (h == nullptr) fail_invalid("handle is null");
   if (h->world_size != t.world_size()) {
-    fail_invalid("handle world_size = ", h->world_size, " does not match comm world_size = ",
-                 t.world_size());
+    fail_invalid("handle world_size = ", h->world_size,
+                 " does not match comm world_size = ", t.world_size());
   }
   if (h->rank != t.rank()) {
     fail_invalid("handle was made on rank ", h->rank, " but comm is rank ", t.rank());
@@ -85,11 +86,11 @@ bool weights_move(const std::vector<CallHeader>& all, int32_t me, const char* in
     }
     if (missing == nullptr) continue;
     if (static_cast<int32_t>(r) == me) {
-      fail_invalid(missing, " is null but weights are being moved (a rank passed ", in_name,
-                   " or ", out_name, ") and this rank has ", rows, " rows for it");
+      fail_invalid(missing, " is null but weights are being moved (a rank passed ", in_name, " or ",
+                   out_name, ") and this rank has ", rows, " rows for it");
     }
-    fail(NEP_ERR_PEER, op_name(all[me].op), ": rank ", r, " passed no ", missing,
-         " for its ", rows, " rows while weights are being moved");
+    fail(NEP_ERR_PEER, op_name(all[me].op), ": rank ", r, " passed no ", missing, " for its ", rows,
+         " rows while weights are being moved");
   }
   return true;
 }
@@ -107,7 +108,8 @@ DispatchHandle dispatch_notify(Transport& transport, const int64_t* topk_idx, in
   mine.values[1] = num_experts;
   auto all = agree(transport, mine, [&] {
     validate_routing(topk_idx, shape);
-    if (expert_alignment < 1) fail_invalid("expert_alignment = ", expert_alignment, " must be >= 1");
+    if (expert_alignment < 1)
+      fail_invalid("expert_alignment = ", expert_alignment, " must be >= 1");
   });
   require_same(all, 0, "num_topk", me);
   require_same(all, 1, "num_experts", me);
@@ -193,7 +195,8 @@ DispatchHandle dispatch_notify(Transport& transport, const int64_t* topk_idx, in
     for (int64_t i = 0; i < n; ++i) {
       const uint8_t* row = buf + i * row_bytes;
       std::memcpy(&h.recv_src_idx[r0 + i], row, 4);
-      std::memcpy(&h.recv_topk_local[(r0 + i) * k_count], row + 4, 4 * static_cast<size_t>(k_count));
+      std::memcpy(&h.recv_topk_local[(r0 + i) * k_count], row + 4,
+                  4 * static_cast<size_t>(k_count));
     }
   });
   RowExchange ex;
@@ -241,10 +244,9 @@ CallHeader data_header(int32_t op, int64_t hidden, int32_t wire, bool has_in, bo
 
 void dispatch(Transport& transport, const DispatchHandle* handle, const DispatchArgs& a) {
   const int32_t me = transport.rank();
-  const CallHeader mine = data_header(kOpDispatch, a.hidden, a.wire, a.topk_weights != nullptr,
-                                      a.recv_topk_weights != nullptr,
-                                      handle != nullptr ? handle->num_tokens : 0,
-                                      handle != nullptr ? handle->num_recv : 0);
+  const CallHeader mine = data_header(
+      kOpDispatch, a.hidden, a.wire, a.topk_weights != nullptr, a.recv_topk_weights != nullptr,
+      handle != nullptr ? handle->num_tokens : 0, handle != nullptr ? handle->num_recv : 0);
   auto all = agree(transport, mine, [&] {
     check_handle(transport, handle);
     check_hidden_wire(a.hidden, a.wire);
@@ -316,10 +318,9 @@ void dispatch(Transport& transport, const DispatchHandle* handle, const Dispatch
 
 void combine(Transport& transport, const DispatchHandle* handle, const CombineArgs& a) {
   const int32_t me = transport.rank();
-  const CallHeader mine = data_header(kOpCombine, a.hidden, a.wire, a.y_weights != nullptr,
-                                      a.out_weights != nullptr,
-                                      handle != nullptr ? handle->num_recv : 0,
-                                      handle != nullptr ? handle->num_tokens : 0);
+  const CallHeader mine = data_header(
+      kOpCombine, a.hidden, a.wire, a.y_weights != nullptr, a.out_weights != nullptr,
+      handle != nullptr ? handle->num_recv : 0, handle != nullptr ? handle->num_tokens : 0);
   auto all = agree(transport, mine, [&] {
     check_handle(transport, handle);
     check_hidden_wire(a.hidden, a.wire);

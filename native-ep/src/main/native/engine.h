@@ -1,5 +1,6 @@
 // Dispatch and combine with DeepEP normal-mode semantics (include/nativeep/c_api.h, "Dispatch and
-// combine"), written once against Transport. All three calls are collective over the transport's ranks.
+// combine"), written once against Transport. All three calls are collective over the transport's
+// ranks.
 #ifndef NATIVEEP_SRC_ENGINE_H_
 #define NATIVEEP_SRC_ENGINE_H_
 
@@ -16,13 +17,13 @@ DispatchHandle dispatch_notify(Transport& transport, const int64_t* topk_idx, in
                                int32_t num_topk, int32_t num_experts, int32_t expert_alignment);
 
 struct DispatchArgs {
-  const float* x = nullptr;                // [T, hidden]
+  const float* x = nullptr;  // [T, hidden]
   int64_t hidden = 0;
-  int32_t wire = 0;                        // NEP_WIRE_*
-  const float* topk_weights = nullptr;     // [T, K] or null
-  float* recv_x = nullptr;                 // [R, hidden]
-  int64_t* recv_topk_idx = nullptr;        // [R, K] or null
-  float* recv_topk_weights = nullptr;      // [R, K] or null
+  int32_t wire = 0;                     // NEP_WIRE_*
+  const float* topk_weights = nullptr;  // [T, K] or null
+  float* recv_x = nullptr;              // [R, hidden]
+  int64_t* recv_topk_idx = nullptr;     // [R, K] or null
+  float* recv_topk_weights = nullptr;   // [R, K] or null
 };
 
 // Moves x to the ranks holding its experts. Weights move when any rank passes topk_weights or
@@ -31,12 +32,12 @@ struct DispatchArgs {
 void dispatch(Transport& transport, const DispatchHandle* handle, const DispatchArgs& args);
 
 struct CombineArgs {
-  const float* y = nullptr;                // [R, hidden]
+  const float* y = nullptr;  // [R, hidden]
   int64_t hidden = 0;
   int32_t wire = 0;
-  const float* y_weights = nullptr;        // [R, K] or null
-  float* out = nullptr;                    // [T, hidden]
-  float* out_weights = nullptr;            // [T, K] or null
+  const float* y_weights = nullptr;  // [R, K] or null
+  float* out = nullptr;              // [T, hidden]
+  float* out_weights = nullptr;      // [T, K] or null
 };
 
 // out[t] = sum over the ranks r that received t, in rank order, of y_r[slot(t, r)] (fp32);

@@ -53,8 +53,8 @@ void validate_routing(const int64_t* topk_idx, const RoutingShape& s) {
     fail(NEP_ERR_CAPACITY, "num_experts = ", s.num_experts, " exceeds the limit ", kMaxExperts);
   }
   if (s.num_experts % s.world_size != 0) {
-    fail_invalid("num_experts = ", s.num_experts, " is not a multiple of world_size = ",
-                 s.world_size);
+    fail_invalid("num_experts = ", s.num_experts,
+                 " is not a multiple of world_size = ", s.world_size);
   }
   if (s.num_tokens > 0 && topk_idx == nullptr) fail_invalid("topk_idx is null");
   constexpr int32_t kQuadraticLimit = 32;
@@ -80,7 +80,8 @@ void compute_layout(const int64_t* topk_idx, const RoutingShape& s, int32_t* tok
   const int32_t w = s.world_size;
   const int64_t local = s.num_experts / w;
   std::vector<int32_t> per_rank(w, 0);
-  if (tokens_per_expert != nullptr) std::fill(tokens_per_expert, tokens_per_expert + s.num_experts, 0);
+  if (tokens_per_expert != nullptr)
+    std::fill(tokens_per_expert, tokens_per_expert + s.num_experts, 0);
   // last_token[r] == t marks rank r as already counted for token t.
   std::vector<int64_t> last_token(w, -1);
   for (int64_t t = 0; t < s.num_tokens; ++t) {

@@ -80,7 +80,7 @@ uint64_t random_id() {
 
 }  // namespace
 
-// ---- Shared structures ---------------------------------------------------------------------------
+// ---- Shared structures --------------------------------------------------------------------------
 
 struct LlBuffer::Header {
   uint64_t magic;
@@ -130,8 +130,8 @@ class LlBuffer::Memory {
   static std::unique_ptr<Memory> anonymous(size_t bytes) {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
-      fail(NEP_ERR_CAPACITY, "cannot map ", bytes, " bytes for the low-latency buffer: ",
-           errno_text(errno));
+      fail(NEP_ERR_CAPACITY, "cannot map ", bytes,
+           " bytes for the low-latency buffer: ", errno_text(errno));
     }
     return std::make_unique<Memory>(static_cast<uint8_t*>(p), bytes);
   }
@@ -145,7 +145,7 @@ class LlBuffer::Memory {
   size_t bytes_ = 0;
 };
 
-// ---- Set-up --------------------------------------------------------------------------------------
+// ---- Set-up -------------------------------------------------------------------------------------
 
 LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
     : config_(config), rank_(transport.rank()), world_(transport.world_size()) {
@@ -186,7 +186,8 @@ LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
       fail_invalid("max_topk = ", c.max_topk, " is outside [1, num_experts = ", c.num_experts, "]");
     }
     if (!wire_is_valid(c.max_wire)) {
-      fail_invalid("max_wire = ", c.max_wire, " is not a wire format (0 fp32, 1 bf16, 2 fp8, 3 mxfp8)");
+      fail_invalid("max_wire = ", c.max_wire,
+                   " is not a wire format (0 fp32, 1 bf16, 2 fp8, 3 mxfp8)");
     }
     if (c.timeout_ms <= 0) fail_invalid("timeout_ms = ", c.timeout_ms, " must be > 0");
     if (c.poll_ms <= 0) fail_invalid("poll_ms = ", c.poll_ms, " must be > 0");
@@ -200,8 +201,8 @@ LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
     flags_bytes_ = round_up(mul_checked(world_, flag_stride_, "flag blocks"), 4096);
     const int64_t dispatch_bytes =
         mul_checked(world_, mul_checked(src_msgs_, msg_stride_, "dispatch area"), "dispatch area");
-    const int64_t combine_bytes =
-        mul_checked(mul_checked(c.max_tokens, c.max_topk, "combine rows"), row_stride_, "combine area");
+    const int64_t combine_bytes = mul_checked(mul_checked(c.max_tokens, c.max_topk, "combine rows"),
+                                              row_stride_, "combine area");
     data_bytes_ = round_up(std::max(dispatch_bytes, combine_bytes), 4096);
     region_bytes_ = kHeaderBytes + 2 * (flags_bytes_ + data_bytes_);
     if (region_bytes_ > kMaxRegionBytes) {
@@ -285,7 +286,8 @@ LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
   };
   try {
     round("low-latency buffer set-up (create)", [&] {
-      memory_[rank_] = std::make_unique<Memory>(ShmSegment::create(static_cast<size_t>(region_bytes_)));
+      memory_[rank_] =
+          std::make_unique<Memory>(ShmSegment::create(static_cast<size_t>(region_bytes_)));
       bases_[rank_] = memory_[rank_]->data();
       init_own(bases_[rank_]);
     });
@@ -293,15 +295,16 @@ LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
     round("low-latency buffer set-up (map)", [&] {
       for (int32_t p = 0; p < world_; ++p) {
         if (p == rank_) continue;
-        memory_[p] = std::make_unique<Memory>(ShmSegment::open(names_[p], static_cast<size_t>(region_bytes_)));
+        memory_[p] = std::make_unique<Memory>(
+            ShmSegment::open(names_[p], static_cast<size_t>(region_bytes_)));
         bases_[p] = memory_[p]->data();
         const Header* ph = header(p);
         if (ph->magic != kLlMagic || ph->rank != p || ph->world != world_ ||
             ph->num_experts != config_.num_experts || ph->max_topk != config_.max_topk ||
             ph->max_tokens != config_.max_tokens || ph->hidden != config_.hidden ||
             ph->slot_row_bytes != slot_row_bytes_ || ph->region_bytes != region_bytes_) {
-          fail(NEP_ERR_PEER, "rank ", rank_, ": the low-latency region of rank ", p, " (", names_[p],
-               ") does not match this rank's configuration");
+          fail(NEP_ERR_PEER, "rank ", rank_, ": the low-latency region of rank ", p, " (",
+               names_[p], ") does not match this rank's configuration");
         }
         if (records[p].pid != static_cast<int32_t>(getpid())) {
           watch_[p] = std::make_unique<PeerWatch>();
@@ -319,13 +322,13 @@ LlBuffer::LlBuffer(Transport& transport, const LlConfig& config)
 
 LlBuffer::~LlBuffer() = default;
 
-// ---- Addresses -----------------------------------------------------------------------------------
+// ---- Addresses ----------------------------------------------------------------------------------
 
 LlBuffer::Header* LlBuffer::header(int32_t r) const { return reinterpret_cast<Header*>(bases_[r]); }
 
 LlBuffer::Flag* LlBuffer::flag(int32_t owner, int32_t slot, int32_t src) const {
-  return reinterpret_cast<Flag*>(bases_[owner] + kHeaderBytes + slot * (flags_bytes_ + data_bytes_) +
-                                 src * flag_stride_);
+  return reinterpret_cast<Flag*>(bases_[owner] + kHeaderBytes +
+                                 slot * (flags_bytes_ + data_bytes_) + src * flag_stride_);
 }
 
 int32_t* LlBuffer::flag_counts(Flag* f) const {
@@ -350,7 +353,7 @@ void LlBuffer::poison_data() {
   }
 }
 
-// ---- Waiting, failures ---------------------------------------------------------------------------
+// ---- Waiting, failures --------------------------------------------------------------------------
 
 void LlBuffer::notify(int32_t peer) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -386,8 +389,8 @@ void LlBuffer::fail_broken(int32_t code, const std::string& message) {
 
 void LlBuffer::check_usable() const {
   if (broken_) {
-    fail(NEP_ERR_PEER, "rank ", rank_, ": the low-latency buffer is unusable after an earlier failure: ",
-         broken_message_);
+    fail(NEP_ERR_PEER, "rank ", rank_,
+         ": the low-latency buffer is unusable after an earlier failure: ", broken_message_);
   }
 }
 
@@ -408,7 +411,8 @@ void LlBuffer::wait_until(int32_t peer, Ready&& ready, Describe&& describe, cons
   if (ready()) return;
   const int64_t deadline = monotonic_ms() + config_.timeout_ms;
   if (config_.spin_us > 0) {
-    const auto spin_end = std::chrono::steady_clock::now() + std::chrono::microseconds(config_.spin_us);
+    const auto spin_end =
+        std::chrono::steady_clock::now() + std::chrono::microseconds(config_.spin_us);
     do {
       sched_yield();
       if (ready()) return;
@@ -446,40 +450,33 @@ void LlBuffer::wait_released(int32_t dest, int32_t slot, uint64_t seq, const cha
   if (seq <= 2) return;
   const uint64_t need = seq - 2;
   std::atomic<uint64_t>& released = header(dest)->released[slot];
-  wait_until(
-      dest, [&] { return released.load(std::memory_order_acquire) >= need; },
-      [&] {
-        std::ostringstream os;
-        os << "waiting for rank " << dest << " to release buffer " << slot << " (counter released["
-           << slot << "] of rank " << dest << " = " << released.load() << ", needs >= " << need
-           << ": rank " << dest << " has not completed the receive of call " << need << ")";
-        return os.str();
-      },
-      what);
+  wait_until(dest, [&] { return released.load(std::memory_order_acquire) >= need; }, [&] {
+    std::ostringstream os;
+    os << "waiting for rank " << dest << " to release buffer " << slot << " (counter released["
+       << slot << "] of rank " << dest << " = " << released.load() << ", needs >= " << need
+       << ": rank " << dest << " has not completed the receive of call " << need << ")";
+    return os.str();
+  }, what);
 }
 
 void LlBuffer::wait_flag(int32_t src, int32_t slot, uint64_t seq, const char* what) {
   Flag* f = flag(rank_, slot, src);
-  wait_until(
-      src,
-      [&] {
-        const uint64_t v = f->seq.load(std::memory_order_acquire);
-        if (v > seq) {
-          fail_broken(NEP_ERR_PEER, "rank " + std::to_string(rank_) + ": " + what + " (call " +
-                                        std::to_string(seq) + ") found call " + std::to_string(v) +
-                                        " from rank " + std::to_string(src) +
-                                        ": the ranks disagree on the sequence of low-latency calls");
-        }
-        return v == seq;
-      },
-      [&] {
-        std::ostringstream os;
-        os << "waiting for rank " << src << "'s data of call " << seq << " (counter flag[" << src
-           << "] of buffer " << slot << " on rank " << rank_ << " = " << f->seq.load()
-           << ", expected " << seq << ")";
-        return os.str();
-      },
-      what);
+  wait_until(src, [&] {
+    const uint64_t v = f->seq.load(std::memory_order_acquire);
+    if (v > seq) {
+      fail_broken(NEP_ERR_PEER, "rank " + std::to_string(rank_) + ": " + what + " (call " +
+                                    std::to_string(seq) + ") found call " + std::to_string(v) +
+                                    " from rank " + std::to_string(src) +
+                                    ": the ranks disagree on the sequence of low-latency calls");
+    }
+    return v == seq;
+  }, [&] {
+    std::ostringstream os;
+    os << "waiting for rank " << src << "'s data of call " << seq << " (counter flag[" << src
+       << "] of buffer " << slot << " on rank " << rank_ << " = " << f->seq.load() << ", expected "
+       << seq << ")";
+    return os.str();
+  }, what);
 }
 
 void LlBuffer::release(const LlOp& op) {
@@ -490,7 +487,7 @@ void LlBuffer::release(const LlOp& op) {
   }
 }
 
-// ---- Calls ---------------------------------------------------------------------------------------
+// ---- Calls --------------------------------------------------------------------------------------
 
 void LlBuffer::check_wire(int32_t wire, int32_t flags) const {
   if (!wire_is_valid(wire)) {
@@ -499,11 +496,13 @@ void LlBuffer::check_wire(int32_t wire, int32_t flags) const {
   const int64_t bytes = wire_row_bytes(static_cast<Wire>(wire), config_.hidden);
   if (bytes > slot_row_bytes_) {
     fail(NEP_ERR_CAPACITY, "wire ", wire_name(static_cast<Wire>(wire)), " needs ", bytes,
-         " bytes per row of ", config_.hidden, " channels but this low-latency buffer was created for ",
+         " bytes per row of ", config_.hidden,
+         " channels but this low-latency buffer was created for ",
          wire_name(static_cast<Wire>(config_.max_wire)), " (", slot_row_bytes_,
          " bytes per row); create it with a wider max_wire");
   }
-  if ((flags & ~1) != 0) fail_invalid("flags = ", flags, " has unknown bits (known: 1 round_scale)");
+  if ((flags & ~1) != 0)
+    fail_invalid("flags = ", flags, " has unknown bits (known: 1 round_scale)");
   if ((flags & 1) != 0 && wire != static_cast<int32_t>(Wire::kFp8)) {
     fail_invalid("flags round_scale (power-of-two scales) needs wire fp8, not ",
                  wire_name(static_cast<Wire>(wire)));
@@ -518,7 +517,8 @@ void LlBuffer::check_op(const LlOp& op, LlKind kind) const {
   }
   switch (op.state) {
     case LlOpState::kPending: break;
-    case LlOpState::kReceived: fail_invalid("the receive of call ", op.seq, " was already completed");
+    case LlOpState::kReceived:
+      fail_invalid("the receive of call ", op.seq, " was already completed");
     case LlOpState::kAbandoned: fail_invalid("call ", op.seq, " was abandoned");
     case LlOpState::kFailed: fail(NEP_ERR_PEER, "call ", op.seq, " failed earlier");
   }
@@ -532,7 +532,8 @@ void LlBuffer::begin_call(LlOp& op, LlKind kind, int32_t wire, int32_t flags) {
     fail_invalid("low-latency call ", pending_[slot], " (a ", kind_name(pending_kind_[slot]),
                  ") still awaits its receive on buffer ", slot,
                  ": at most two calls may await their receive (double buffering); complete it"
-                 " (its hook) or destroy it before issuing call ", seq);
+                 " (its hook) or destroy it before issuing call ",
+                 seq);
   }
   seq_ = seq;
   pending_[slot] = seq;
@@ -547,16 +548,19 @@ void LlBuffer::begin_call(LlOp& op, LlKind kind, int32_t wire, int32_t flags) {
 }
 
 LlOp LlBuffer::dispatch_send(const float* x, int64_t num_tokens, int64_t hidden,
-                             const int64_t* topk_idx, int32_t num_topk, int32_t wire, int32_t flags) {
+                             const int64_t* topk_idx, int32_t num_topk, int32_t wire,
+                             int32_t flags) {
   check_usable();
   check_wire(wire, flags);
   if (hidden != config_.hidden) {
-    fail_invalid("hidden = ", hidden, " differs from the low-latency buffer's hidden = ", config_.hidden);
+    fail_invalid("hidden = ", hidden,
+                 " differs from the low-latency buffer's hidden = ", config_.hidden);
   }
   if (num_tokens < 0) fail_invalid("num_tokens = ", num_tokens, " must be >= 0");
   if (num_tokens > config_.max_tokens) {
-    fail(NEP_ERR_CAPACITY, "x has num_tokens = ", num_tokens, " tokens, more than max_tokens_per_rank = ",
-         config_.max_tokens, " of this low-latency buffer");
+    fail(NEP_ERR_CAPACITY, "x has num_tokens = ", num_tokens,
+         " tokens, more than max_tokens_per_rank = ", config_.max_tokens,
+         " of this low-latency buffer");
   }
   if (num_topk < 1) fail_invalid("num_topk = ", num_topk, " must be >= 1");
   if (num_topk > config_.max_topk) {
@@ -587,7 +591,8 @@ LlOp LlBuffer::dispatch_send(const float* x, int64_t num_tokens, int64_t hidden,
     for (int64_t t = 0; t < num_tokens; ++t) {
       bool routed = false;
       for (int32_t k = 0; k < num_topk; ++k) routed = routed || op.topk_idx[t * num_topk + k] >= 0;
-      if (routed) encode_row_ll(w, pow2, x + t * config_.hidden, config_.hidden, stage_.data() + t * rb);
+      if (routed)
+        encode_row_ll(w, pow2, x + t * config_.hidden, config_.hidden, stage_.data() + t * rb);
     }
     // Other ranks first (rotated so ranks do not all start with the same one), this rank last.
     for (int32_t step = 1; step <= world_; ++step) {
@@ -668,10 +673,12 @@ LlHandle LlBuffer::dispatch_recv(LlOp& op, float* recv_x, int32_t* recv_count,
       }
       if (f->kind != static_cast<int32_t>(LlKind::kDispatch) || !wire_is_valid(f->wire) ||
           wire_row_bytes(static_cast<Wire>(f->wire), hidden) > slot_row_bytes_ || !counts_ok ||
-          total != f->rows || total > src_msgs_ || f->tokens < 0 || f->tokens > config_.max_tokens) {
+          total != f->rows || total > src_msgs_ || f->tokens < 0 ||
+          f->tokens > config_.max_tokens) {
         std::ostringstream os;
-        os << "rank " << rank_ << ": low-latency dispatch receive (call " << op.seq << ") got from rank "
-           << s << " a " << (f->kind == static_cast<int32_t>(LlKind::kCombine) ? "combine" : "message")
+        os << "rank " << rank_ << ": low-latency dispatch receive (call " << op.seq
+           << ") got from rank " << s << " a "
+           << (f->kind == static_cast<int32_t>(LlKind::kCombine) ? "combine" : "message")
            << " with wire " << f->wire << " and " << f->rows
            << " rows: the ranks disagree on the sequence of low-latency calls";
         fail_broken(NEP_ERR_PEER, os.str());
@@ -685,9 +692,10 @@ LlHandle LlBuffer::dispatch_recv(LlOp& op, float* recv_x, int32_t* recv_count,
           MsgHeader mh;
           std::memcpy(&mh, m, sizeof mh);
           if (mh.token < 0 || mh.token >= f->tokens || mh.slot < 0 || mh.slot >= config_.max_topk) {
-            fail_broken(NEP_ERR_PEER, "rank " + std::to_string(rank_) + ": low-latency dispatch from rank " +
-                                          std::to_string(s) + " carries token " + std::to_string(mh.token) +
-                                          " slot " + std::to_string(mh.slot) + ", outside the buffer's limits");
+            fail_broken(NEP_ERR_PEER,
+                        "rank " + std::to_string(rank_) + ": low-latency dispatch from rank " +
+                            std::to_string(s) + " carries token " + std::to_string(mh.token) +
+                            " slot " + std::to_string(mh.slot) + ", outside the buffer's limits");
           }
           const int64_t row = e * per_expert + begin + i;
           decode_row(w, m + kMsgHeaderBytes, hidden, recv_x + row * hidden);
@@ -707,27 +715,32 @@ LlHandle LlBuffer::dispatch_recv(LlOp& op, float* recv_x, int32_t* recv_count,
   op.state = LlOpState::kReceived;
   std::copy(h.recv_count.begin(), h.recv_count.end(), recv_count);
   if (recv_src_info != nullptr) std::copy(h.src_token.begin(), h.src_token.end(), recv_src_info);
-  if (recv_layout_range != nullptr) std::copy(h.layout_range.begin(), h.layout_range.end(), recv_layout_range);
+  if (recv_layout_range != nullptr)
+    std::copy(h.layout_range.begin(), h.layout_range.end(), recv_layout_range);
   return h;
 }
 
-LlOp LlBuffer::combine_send(const LlHandle& h, const float* y, int64_t hidden, const int64_t* topk_idx,
-                            const float* topk_weights, int64_t num_tokens, int32_t num_topk, int32_t wire) {
+LlOp LlBuffer::combine_send(const LlHandle& h, const float* y, int64_t hidden,
+                            const int64_t* topk_idx, const float* topk_weights, int64_t num_tokens,
+                            int32_t num_topk, int32_t wire) {
   check_usable();
   if (h.buffer_id != id_) {
-    fail_invalid("the handle was made by another low-latency buffer; combine needs the buffer whose"
-                 " dispatch produced it");
+    fail_invalid(
+        "the handle was made by another low-latency buffer; combine needs the buffer whose"
+        " dispatch produced it");
   }
   check_wire(wire, 0);
   if (hidden != config_.hidden) {
-    fail_invalid("hidden = ", hidden, " differs from the low-latency buffer's hidden = ", config_.hidden);
+    fail_invalid("hidden = ", hidden,
+                 " differs from the low-latency buffer's hidden = ", config_.hidden);
   }
   if (num_tokens != h.num_tokens) {
-    fail_invalid("num_tokens = ", num_tokens, " differs from the handle's dispatch, which had ", h.num_tokens,
-                 " tokens on this rank");
+    fail_invalid("num_tokens = ", num_tokens, " differs from the handle's dispatch, which had ",
+                 h.num_tokens, " tokens on this rank");
   }
   if (num_topk != h.num_topk) {
-    fail_invalid("num_topk = ", num_topk, " differs from the handle's dispatch, which had K = ", h.num_topk);
+    fail_invalid("num_topk = ", num_topk,
+                 " differs from the handle's dispatch, which had K = ", h.num_topk);
   }
   const int64_t tk = num_tokens * num_topk;
   if (tk > 0 && topk_idx == nullptr) fail_invalid("topk_idx is null");
@@ -767,7 +780,8 @@ LlOp LlBuffer::combine_send(const LlHandle& h, const float* y, int64_t hidden, c
         const int64_t count = range & 0xFFFFFFFF;
         for (int64_t i = 0; i < count; ++i) {
           const int64_t row = e * per_expert + begin + i;
-          encode_row(w, y + row * hidden, hidden, combine_row(d, op.slot, h.src_token[row], h.src_slot[row]));
+          encode_row(w, y + row * hidden, hidden,
+                     combine_row(d, op.slot, h.src_token[row], h.src_slot[row]));
         }
         n += count;
       }
@@ -805,10 +819,12 @@ void LlBuffer::combine_recv(LlOp& op, float* out) {
       wait_flag(q, op.slot, op.seq, "low-latency combine receive");
       const Flag* f = flag(rank_, op.slot, q);
       if (f->kind != static_cast<int32_t>(LlKind::kCombine) || !wire_is_valid(f->wire) ||
-          wire_row_bytes(static_cast<Wire>(f->wire), hidden) > slot_row_bytes_ || f->rows != expected[q]) {
+          wire_row_bytes(static_cast<Wire>(f->wire), hidden) > slot_row_bytes_ ||
+          f->rows != expected[q]) {
         std::ostringstream os;
-        os << "rank " << rank_ << ": low-latency combine receive (call " << op.seq << ") got from rank " << q
-           << " a " << (f->kind == static_cast<int32_t>(LlKind::kDispatch) ? "dispatch" : "combine")
+        os << "rank " << rank_ << ": low-latency combine receive (call " << op.seq
+           << ") got from rank " << q << " a "
+           << (f->kind == static_cast<int32_t>(LlKind::kDispatch) ? "dispatch" : "combine")
            << " with " << f->rows << " rows where this rank's topk_idx selects " << expected[q]
            << " experts of rank " << q
            << ": the ranks disagree on the sequence of low-latency calls or on the handle";

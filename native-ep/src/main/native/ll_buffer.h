@@ -47,14 +47,14 @@ namespace nep {
 constexpr int64_t kMaxLlHidden = int64_t{1} << 24;
 
 struct LlConfig {
-  int64_t max_tokens = 0;     // max_tokens_per_rank: tokens one rank passes to one dispatch
-  int64_t hidden = 0;         // H
-  int32_t num_experts = 0;    // E, a multiple of W
-  int32_t max_topk = 0;       // largest K a call may pass
-  int32_t max_wire = 1;       // widest wire format (NEP_WIRE_*): sizes the row slots
-  int64_t timeout_ms = 30000; // per wait
-  int64_t poll_ms = 20;       // longest futex sleep between liveness checks
-  int64_t spin_us = 50;       // sched_yield phase before sleeping
+  int64_t max_tokens = 0;      // max_tokens_per_rank: tokens one rank passes to one dispatch
+  int64_t hidden = 0;          // H
+  int32_t num_experts = 0;     // E, a multiple of W
+  int32_t max_topk = 0;        // largest K a call may pass
+  int32_t max_wire = 1;        // widest wire format (NEP_WIRE_*): sizes the row slots
+  int64_t timeout_ms = 30000;  // per wait
+  int64_t poll_ms = 20;        // longest futex sleep between liveness checks
+  int64_t spin_us = 50;        // sched_yield phase before sleeping
 };
 
 enum class LlKind : int32_t { kDispatch = 1, kCombine = 2 };
@@ -66,16 +66,16 @@ struct LlOp {
   LlKind kind = LlKind::kDispatch;
   LlOpState state = LlOpState::kPending;
   uint64_t buffer_id = 0;
-  uint64_t seq = 0;      // call number, 1-based, the same on every rank
-  int32_t slot = 0;      // buffer seq % 2
+  uint64_t seq = 0;  // call number, 1-based, the same on every rank
+  int32_t slot = 0;  // buffer seq % 2
   int32_t wire = 0;
   int32_t flags = 0;
   int64_t num_tokens = 0;
   int32_t num_topk = 0;
-  std::vector<int64_t> topk_idx;   // [T, K] this rank's routing (copied at send)
-  std::vector<float> topk_weights; // [T, K] (combine)
-  int64_t rows_sent = 0;           // messages this rank sent (all destinations)
-  int64_t bytes_sent = 0;          // their bytes, headers included
+  std::vector<int64_t> topk_idx;    // [T, K] this rank's routing (copied at send)
+  std::vector<float> topk_weights;  // [T, K] (combine)
+  int64_t rows_sent = 0;            // messages this rank sent (all destinations)
+  int64_t bytes_sent = 0;           // their bytes, headers included
 };
 
 // Routing of one low-latency dispatch as seen by the receiving (expert) rank, plus the source
@@ -129,9 +129,8 @@ class LlBuffer {
 
   // Send phase of a combine of y [El, W * max_tokens, hidden] along handle's routing; topk_idx
   // must equal the dispatched one; topk_weights [T, K] weight the sum at the source.
-  LlOp combine_send(const LlHandle& handle, const float* y, int64_t hidden,
-                    const int64_t* topk_idx, const float* topk_weights, int64_t num_tokens,
-                    int32_t num_topk, int32_t wire);
+  LlOp combine_send(const LlHandle& handle, const float* y, int64_t hidden, const int64_t* topk_idx,
+                    const float* topk_weights, int64_t num_tokens, int32_t num_topk, int32_t wire);
   // Receive phase: out [T, hidden] = sum over unmasked slots k of w[t][k] * row(t, k), fp32,
   // in slot order; zeros for tokens routed nowhere.
   void combine_recv(LlOp& op, float* out);
@@ -185,23 +184,23 @@ class LlBuffer {
   int64_t row_stride_ = 0;      // combine row, 64-aligned
   int64_t src_msgs_ = 0;        // dispatch messages per source area
   int64_t flag_stride_ = 0;
-  int64_t flags_bytes_ = 0;     // per buffer
-  int64_t data_bytes_ = 0;      // per buffer
+  int64_t flags_bytes_ = 0;  // per buffer
+  int64_t data_bytes_ = 0;   // per buffer
   int64_t region_bytes_ = 0;
   std::vector<std::unique_ptr<Memory>> memory_;  // [W] (own + mapped peers) or [1]
   std::vector<uint8_t*> bases_;                  // [W]
   std::vector<std::string> names_;
   std::vector<std::unique_ptr<PeerWatch>> watch_;  // [W]; null for this rank and same-process peers
-  uint64_t seq_ = 0;                 // last call number issued
-  uint64_t pending_[2] = {0, 0};     // call awaiting its receive per buffer, 0 if none
+  uint64_t seq_ = 0;                               // last call number issued
+  uint64_t pending_[2] = {0, 0};  // call awaiting its receive per buffer, 0 if none
   LlKind pending_kind_[2] = {LlKind::kDispatch, LlKind::kDispatch};
   bool broken_ = false;
   std::string broken_message_;
   // Scratch reused across calls.
-  std::vector<uint8_t> stage_;       // encoded rows of one dispatch [T, row bytes]
-  std::vector<int32_t> counts_;      // [W, El]
-  std::vector<int32_t> cursor_;      // [El]
-  std::vector<float> row_scratch_;   // [hidden]
+  std::vector<uint8_t> stage_;      // encoded rows of one dispatch [T, row bytes]
+  std::vector<int32_t> counts_;     // [W, El]
+  std::vector<int32_t> cursor_;     // [El]
+  std::vector<float> row_scratch_;  // [hidden]
 };
 
 }  // namespace nep

@@ -25,8 +25,8 @@ struct FdCloser {
 uint8_t* map_fd(int fd, size_t bytes, const std::string& name) {
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
-    fail(NEP_ERR_INTERNAL, "mmap of shared memory ", name, " (", bytes, " bytes) failed: ",
-         errno_text(errno));
+    fail(NEP_ERR_INTERNAL, "mmap of shared memory ", name, " (", bytes,
+         " bytes) failed: ", errno_text(errno));
   }
   return static_cast<uint8_t*>(p);
 }
@@ -50,8 +50,8 @@ ShmSegment ShmSegment::create(size_t bytes) {
     const int e = errno;
     // EFBIG (the file-size limit, RLIMIT_FSIZE) and ENOSPC (a full tmpfs) mean: no room.
     fail(e == EFBIG || e == ENOSPC ? NEP_ERR_CAPACITY : NEP_ERR_INTERNAL,
-         "cannot size shared memory segment ", s.name_, " in /dev/shm to ", bytes, " bytes: ",
-         errno_text(e));
+         "cannot size shared memory segment ", s.name_, " in /dev/shm to ", bytes,
+         " bytes: ", errno_text(e));
   }
   const int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
   if (rc != 0) {
@@ -67,10 +67,12 @@ ShmSegment ShmSegment::open(const std::string& name, size_t bytes) {
   ShmSegment s;
   s.name_ = name;
   const int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) fail(NEP_ERR_PEER, "shm_open(", name, ") of a peer's segment failed: ", errno_text(errno));
+  if (fd < 0)
+    fail(NEP_ERR_PEER, "shm_open(", name, ") of a peer's segment failed: ", errno_text(errno));
   FdCloser closer{fd};
-  struct stat st {};
-  if (fstat(fd, &st) != 0) fail(NEP_ERR_INTERNAL, "fstat of ", name, " failed: ", errno_text(errno));
+  struct stat st{};
+  if (fstat(fd, &st) != 0)
+    fail(NEP_ERR_INTERNAL, "fstat of ", name, " failed: ", errno_text(errno));
   if (static_cast<size_t>(st.st_size) != bytes) {
     fail(NEP_ERR_PEER, "peer segment ", name, " has ", st.st_size, " bytes, expected ", bytes,
          " (ranks disagree on the transport configuration)");

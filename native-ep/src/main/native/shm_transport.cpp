@@ -63,22 +63,24 @@ struct ShmTransport::Layout {
   static Channel* channel(uint8_t* base, int32_t dest) {
     return reinterpret_cast<Channel*>(base + kHeaderBytes + dest * kChannelBytes);
   }
-  static uint8_t* slot(uint8_t* base, int32_t world, const ShmConfig& c, int32_t dest, uint64_t index) {
+  static uint8_t* slot(uint8_t* base, int32_t world, const ShmConfig& c, int32_t dest,
+                       uint64_t index) {
     const int64_t slot_stride = kSlotHeaderBytes + round64(c.slot_bytes);
-    const int64_t ring = dest * static_cast<int64_t>(c.slots) + static_cast<int64_t>(index % c.slots);
+    const int64_t ring =
+        dest * static_cast<int64_t>(c.slots) + static_cast<int64_t>(index % c.slots);
     return base + kHeaderBytes + world * kChannelBytes + ring * slot_stride;
   }
 };
 
 // Where one exchange_rows call stands.
 struct ShmTransport::Progress {
-  std::vector<int64_t> sent;        // rows published per destination
-  std::vector<int64_t> piece;       // bytes of the current large row published per destination
+  std::vector<int64_t> sent;           // rows published per destination
+  std::vector<int64_t> piece;          // bytes of the current large row published per destination
   std::vector<int64_t> received_from;  // rows consumed per source
-  int32_t src = 0;                  // source being consumed (rank order); with any_source_order,
-                                    // the first source not finished
-  int64_t received = 0;             // rows consumed from src
-  int64_t assembled = 0;            // bytes of the current large row from src
+  int32_t src = 0;                     // source being consumed (rank order); with any_source_order,
+                                       // the first source not finished
+  int64_t received = 0;                // rows consumed from src
+  int64_t assembled = 0;               // bytes of the current large row from src
 };
 
 int64_t ShmTransport::segment_bytes(int32_t world, const ShmConfig& c) {
@@ -91,7 +93,8 @@ ShmTransport::ShmTransport(StoreClient& store, int32_t rank, int32_t world, cons
   if (world < 1) fail_invalid("world_size = ", world, " must be >= 1");
   if (rank < 0 || rank >= world) fail_invalid("rank = ", rank, " is outside [0, ", world, ")");
   if (config.slots < 1) fail_invalid("shm slots = ", config.slots, " must be >= 1");
-  if (config.slot_bytes < 64) fail_invalid("shm slot_bytes = ", config.slot_bytes, " must be >= 64");
+  if (config.slot_bytes < 64)
+    fail_invalid("shm slot_bytes = ", config.slot_bytes, " must be >= 64");
   if (config.timeout_ms <= 0) fail_invalid("timeout_ms = ", config.timeout_ms, " must be > 0");
   if (config.poll_ms <= 0) fail_invalid("poll_ms = ", config.poll_ms, " must be > 0");
   const size_t bytes = static_cast<size_t>(segment_bytes(world, config));
@@ -216,8 +219,9 @@ void ShmTransport::check_peers(const Progress& p, const RowExchange& ex) {
     if (q == rank_) continue;
     const SegmentHeader* h = Layout::header(segments_[q].data());
     if (h->aborted.load(std::memory_order_acquire) != 0) {
-      fail_broken(NEP_ERR_PEER, "rank " + std::to_string(rank_) + ": " + ex.what + " stopped because rank " +
-                                    std::to_string(q) + " failed: " + std::string(h->reason));
+      fail_broken(NEP_ERR_PEER, "rank " + std::to_string(rank_) + ": " + ex.what +
+                                    " stopped because rank " + std::to_string(q) +
+                                    " failed: " + std::string(h->reason));
     }
   }
   const int dead = peers_.first_dead();
@@ -238,20 +242,24 @@ int64_t ShmTransport::published_rows(int32_t src, const RowExchange& ex) const {
   uint8_t* base = segments_[src].data();
   const Channel* ch = Layout::channel(base, rank_);
   int64_t rows = 0;
-  for (uint64_t i = ch->head.load(std::memory_order_acquire), end = ch->tail.load(std::memory_order_acquire);
+  for (uint64_t i = ch->head.load(std::memory_order_acquire),
+                end = ch->tail.load(std::memory_order_acquire);
        i < end; ++i) {
     SlotHeader sh;
     std::memcpy(&sh, Layout::slot(base, world_, config_, rank_, i), sizeof sh);
     if (sh.seq != exchange_seq_) break;
-    const bool row_complete = ex.row_bytes <= config_.slot_bytes || sh.byte_offset + sh.bytes == ex.row_bytes;
+    const bool row_complete =
+        ex.row_bytes <= config_.slot_bytes || sh.byte_offset + sh.bytes == ex.row_bytes;
     if (row_complete) rows += sh.rows;
   }
   return rows;
 }
 
-void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, RowConsumer& consumer) {
+void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer,
+                                 RowConsumer& consumer) {
   if (is_broken_) {
-    fail(NEP_ERR_PEER, "rank ", rank_, ": the cpu-shm communicator is unusable after an earlier failure: ", broken_);
+    fail(NEP_ERR_PEER, "rank ", rank_,
+         ": the cpu-shm communicator is unusable after an earlier failure: ", broken_);
   }
   if (ex.row_bytes <= 0) fail(NEP_ERR_INTERNAL, ex.what, ": row_bytes = ", ex.row_bytes);
   const uint64_t seq = ++exchange_seq_;
@@ -286,7 +294,9 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
         Channel* ch = Layout::channel(own, d);
         while (p.sent[d] < ex.send_rows[d]) {
           const uint64_t tail = ch->tail.load(std::memory_order_relaxed);
-          if (tail - ch->head.load(std::memory_order_acquire) >= static_cast<uint64_t>(config_.slots)) break;
+          if (tail - ch->head.load(std::memory_order_acquire) >=
+              static_cast<uint64_t>(config_.slots))
+            break;
           uint8_t* slot = Layout::slot(own, world_, config_, d, tail);
           uint8_t* payload = slot + kSlotHeaderBytes;
           SlotHeader sh{seq, p.sent[d], 0, 0, 0};
@@ -319,15 +329,15 @@ void ShmTransport::exchange_rows(const RowExchange& ex, RowProducer& producer, R
       auto check_chunk = [&](int32_t src, int64_t received, const SlotHeader& sh) {
         const bool valid = sh.seq == seq && sh.first_row == received && sh.rows >= 1 &&
                            received + sh.rows <= ex.recv_rows[src] &&
-                           (pieces ? (sh.rows == 1 && sh.byte_offset == p.assembled && sh.bytes > 0 &&
-                                      sh.byte_offset + sh.bytes <= rb)
+                           (pieces ? (sh.rows == 1 && sh.byte_offset == p.assembled &&
+                                      sh.bytes > 0 && sh.byte_offset + sh.bytes <= rb)
                                    : (sh.byte_offset == 0 && sh.bytes == sh.rows * rb));
         if (valid) return;
         std::ostringstream os;
         os << "rank " << rank_ << ": " << ex.what << " (exchange " << seq << ", rows " << received
-           << " of " << ex.recv_rows[src] << ") got a chunk from rank " << src
-           << " of exchange " << sh.seq << " starting at row " << sh.first_row << " with "
-           << sh.rows << " rows: the ranks disagree on the sequence of collective calls";
+           << " of " << ex.recv_rows[src] << ") got a chunk from rank " << src << " of exchange "
+           << sh.seq << " starting at row " << sh.first_row << " with " << sh.rows
+           << " rows: the ranks disagree on the sequence of collective calls";
         fail_broken(NEP_ERR_PEER, os.str());
       };
       if (any_order) {

@@ -86,8 +86,8 @@ class ShmTransport final : public Transport {
   uint64_t exchange_seq_ = 0;
   int64_t chunks_published_ = 0;
   int64_t exit_after_chunks_ = -1;
-  bool is_broken_ = false;  // set after a failure
-  std::string broken_;      // its message
+  bool is_broken_ = false;                        // set after a failure
+  std::string broken_;                            // its message
   std::vector<std::vector<uint8_t>> send_stage_;  // per destination, for rows larger than a slot
   std::vector<uint8_t> recv_stage_;
 };

@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "error.h"
@@ -53,14 +53,16 @@ sockaddr_in resolve_ipv4(const std::string& host, int32_t port) {
   return addr;
 }
 
-void wait_fd(int fd, short events, int64_t deadline_ms, const std::string& what, const char* doing) {
+void wait_fd(int fd, short events, int64_t deadline_ms, const std::string& what,
+             const char* doing) {
   for (;;) {
     const int64_t left = deadline_ms - monotonic_ms();
     if (left <= 0) fail(NEP_ERR_TIMEOUT, "timed out ", doing, " ", what);
     pollfd p{fd, events, 0};
     const int rc = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1000)));
     if (rc > 0) return;
-    if (rc < 0 && errno != EINTR) fail(NEP_ERR_INTERNAL, "poll failed ", doing, " ", what, ": ", errno_text(errno));
+    if (rc < 0 && errno != EINTR)
+      fail(NEP_ERR_INTERNAL, "poll failed ", doing, " ", what, ": ", errno_text(errno));
   }
 }
 
@@ -103,7 +105,8 @@ UniqueFd tcp_connect(const std::string& host, int32_t port, int64_t deadline_ms)
     last = errno_text(errno);
     const int64_t left = deadline_ms - monotonic_ms();
     if (left <= 0) {
-      fail(NEP_ERR_TIMEOUT, "store at ", host, ":", port, " not reachable before the timeout (last error: ", last, ")");
+      fail(NEP_ERR_TIMEOUT, "store at ", host, ":", port,
+           " not reachable before the timeout (last error: ", last, ")");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(backoff_ms, left)));
     backoff_ms = std::min<int64_t>(backoff_ms * 2, 200);

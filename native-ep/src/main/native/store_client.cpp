@@ -78,17 +78,23 @@ std::string StoreClient::request(const std::string& body, int64_t deadline_ms) {
 
 void StoreClient::fail_reply(uint8_t status, const std::string& detail, const std::string& key) {
   switch (status) {
-    case kAuth: fail(NEP_ERR_PEER, who_, ": store at ", endpoint_, " refused the connection: ", detail);
-    case kBadRequest: fail(NEP_ERR_INVALID_ARGUMENT, who_, ": store rejected the request for key '", key, "': ", detail);
+    case kAuth:
+      fail(NEP_ERR_PEER, who_, ": store at ", endpoint_, " refused the connection: ", detail);
+    case kBadRequest:
+      fail(NEP_ERR_INVALID_ARGUMENT, who_, ": store rejected the request for key '", key,
+           "': ", detail);
     case kTimeout: fail(NEP_ERR_TIMEOUT, who_, ": timed out waiting for store key '", key, "'");
-    default: fail(NEP_ERR_PEER, who_, ": store at ", endpoint_, " replied with unknown status ", int{status});
+    default:
+      fail(NEP_ERR_PEER, who_, ": store at ", endpoint_, " replied with unknown status ",
+           int{status});
   }
 }
 
 void StoreClient::set(const std::string& key, const std::string& value) {
   check_key(key);
   if (value.size() > kMaxValueBytes) {
-    fail_invalid("store value for '", key, "' has ", value.size(), " bytes, more than the limit ", kMaxValueBytes);
+    fail_invalid("store value for '", key, "' has ", value.size(), " bytes, more than the limit ",
+                 kMaxValueBytes);
   }
   std::string body;
   put_u8(body, kSet);
@@ -127,7 +133,8 @@ std::string StoreClient::wait(const std::string& key, int64_t timeout_ms) {
   Reader r(reply.data(), reply.size());
   const uint8_t status = r.u8();
   if (status == kTimeout) {
-    fail(NEP_ERR_TIMEOUT, who_, ": timed out after ", timeout_ms, " ms waiting for store key '", key, "'");
+    fail(NEP_ERR_TIMEOUT, who_, ": timed out after ", timeout_ms, " ms waiting for store key '",
+         key, "'");
   }
   if (status != kOk) fail_reply(status, r.blob(kMaxFrameBytes), key);
   std::string value = r.blob(kMaxValueBytes);

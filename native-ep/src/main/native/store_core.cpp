@@ -73,9 +73,7 @@ std::optional<Request> parse_request(const char* body, size_t size, std::string*
       q.number = r.i64();
       shape = "malformed ADD (key <= 1024 bytes, i64 delta)";
       break;
-    default:
-      *error = "unknown op " + std::to_string(q.op);
-      return std::nullopt;
+    default: *error = "unknown op " + std::to_string(q.op); return std::nullopt;
   }
   if (!r.ok() || !r.at_end()) {
     *error = shape;
@@ -94,7 +92,8 @@ void StoreCore::consume(Session& s, int64_t now_ms, const ForEachSession& for_ea
     // buffer a large frame.
     const uint32_t limit = s.authed ? kMaxFrameBytes : kMaxHelloFrameBytes;
     if (len > limit) {
-      const std::string what = "frame of " + std::to_string(len) + " bytes exceeds the limit " + std::to_string(limit);
+      const std::string what =
+          "frame of " + std::to_string(len) + " bytes exceeds the limit " + std::to_string(limit);
       if (s.authed) {
         reply_status(s, kBadRequest, what);
       } else {
@@ -118,15 +117,17 @@ bool StoreCore::expire_wait(Session& s, int64_t now_ms) {
   return true;
 }
 
-void StoreCore::handle(Session& s, const std::string& body, int64_t now_ms, const ForEachSession& for_each_waiter) {
+void StoreCore::handle(Session& s, const std::string& body, int64_t now_ms,
+                       const ForEachSession& for_each_waiter) {
   std::string error;
   const std::optional<Request> q = parse_request(body.data(), body.size(), &error);
   if (!s.authed) {
     if (!q || q->op != kHello || !same_token(q->key, token_)) {
       const bool hello = !body.empty() && static_cast<uint8_t>(body[0]) == kHello;
-      reply_status(s, kAuth, !hello ? "the first request must be HELLO with the job token"
-                             : !q   ? error
-                                    : "wrong job token");
+      reply_status(s, kAuth,
+                   !hello ? "the first request must be HELLO with the job token"
+                   : !q   ? error
+                          : "wrong job token");
       s.close_after_flush = true;
       return;
     }
@@ -140,7 +141,8 @@ void StoreCore::handle(Session& s, const std::string& body, int64_t now_ms, cons
       return reply_status(s, kBadRequest, "HELLO on a connection that is already authenticated");
     case kSet:
       if (!store_value(q->key, q->value, for_each_waiter)) {
-        return reply_status(s, kBadRequest, "store is full (limit " + std::to_string(kMaxStoreBytes) + " bytes)");
+        return reply_status(s, kBadRequest,
+                            "store is full (limit " + std::to_string(kMaxStoreBytes) + " bytes)");
       }
       return reply_status(s, kOk);
     case kGet: {
@@ -165,28 +167,31 @@ void StoreCore::handle(Session& s, const std::string& body, int64_t now_ms, cons
         const std::string& v = it->second;
         auto res = std::from_chars(v.data(), v.data() + v.size(), current);
         if (res.ec != std::errc() || res.ptr != v.data() + v.size()) {
-          return reply_status(s, kBadRequest, "ADD on key '" + q->key + "' whose value is not an integer");
+          return reply_status(s, kBadRequest,
+                              "ADD on key '" + q->key + "' whose value is not an integer");
         }
       }
       int64_t next = 0;
       if (__builtin_add_overflow(current, q->number, &next)) {
-        return reply_status(s, kBadRequest, "ADD of " + std::to_string(q->number) + " to key '" + q->key +
-                                                "' = " + std::to_string(current) + " overflows int64");
+        return reply_status(s, kBadRequest,
+                            "ADD of " + std::to_string(q->number) + " to key '" + q->key +
+                                "' = " + std::to_string(current) + " overflows int64");
       }
       if (!store_value(q->key, std::to_string(next), for_each_waiter)) {
-        return reply_status(s, kBadRequest, "store is full (limit " + std::to_string(kMaxStoreBytes) + " bytes)");
+        return reply_status(s, kBadRequest,
+                            "store is full (limit " + std::to_string(kMaxStoreBytes) + " bytes)");
       }
       std::string b;
       put_u8(b, kOk);
       put_i64(b, next);
       return reply(s, b);
     }
-    default:
-      return reply_status(s, kBadRequest, "unknown op " + std::to_string(q->op));
+    default: return reply_status(s, kBadRequest, "unknown op " + std::to_string(q->op));
   }
 }
 
-bool StoreCore::store_value(const std::string& key, const std::string& value, const ForEachSession& for_each_waiter) {
+bool StoreCore::store_value(const std::string& key, const std::string& value,
+                            const ForEachSession& for_each_waiter) {
   auto it = data_.find(key);
   const uint64_t old = it == data_.end() ? 0 : key.size() + it->second.size();
   if (bytes_ - old + key.size() + value.size() > kMaxStoreBytes) return false;

@@ -17,9 +17,9 @@ namespace store {
 // One decoded request body (see store_protocol.h for the layout of each op).
 struct Request {
   uint8_t op = 0;
-  std::string key;    // HELLO: the token presented
-  std::string value;  // SET
-  int64_t number = 0; // WAIT: timeout_ms; ADD: delta
+  std::string key;     // HELLO: the token presented
+  std::string value;   // SET
+  int64_t number = 0;  // WAIT: timeout_ms; ADD: delta
 };
 
 // Parses one frame body. Returns the request, or nullopt with *error set (a message naming the
@@ -28,11 +28,11 @@ std::optional<Request> parse_request(const char* body, size_t size, std::string*
 
 // The protocol state of one connection.
 struct Session {
-  std::string in;               // bytes received and not yet consumed
-  std::string out;              // replies not yet sent
+  std::string in;   // bytes received and not yet consumed
+  std::string out;  // replies not yet sent
   bool authed = false;
   bool close_after_flush = false;  // close once `out` is sent (refused peer, bad frame)
-  bool waiting = false;         // a WAIT is pending (no further request is read meanwhile)
+  bool waiting = false;            // a WAIT is pending (no further request is read meanwhile)
   std::string wait_key;
   int64_t wait_deadline_ms = 0;
 };

@@ -205,7 +205,8 @@ class StoreServer::Impl {
 
   void write_some(Conn& c) {
     while (!c.s.out.empty()) {
-      const ssize_t n = send(c.fd.get(), c.s.out.data(), c.s.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      const ssize_t n =
+          send(c.fd.get(), c.s.out.data(), c.s.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         c.s.out.erase(0, static_cast<size_t>(n));
         continue;
@@ -235,24 +236,27 @@ class StoreServer::Impl {
   std::atomic<bool> stop_{false};
   std::list<Conn> conns_;
   int64_t accept_paused_until_ = 0;
-  std::atomic<int64_t> accepted_{0}, authenticated_{0}, evicted_{0}, hello_timeouts_{0}, refused_full_{0};
+  std::atomic<int64_t> accepted_{0}, authenticated_{0}, evicted_{0}, hello_timeouts_{0},
+      refused_full_{0};
 };
 
 StoreServer::StoreServer(const std::string& host, int32_t port, const std::string& job_token,
                          const StoreServerLimits& limits) {
   if (job_token.size() > store::kMaxKeyBytes) {
-    fail_invalid("job_token has ", job_token.size(), " bytes, more than the limit ", store::kMaxKeyBytes);
+    fail_invalid("job_token has ", job_token.size(), " bytes, more than the limit ",
+                 store::kMaxKeyBytes);
   }
   if (limits.max_connections < 1 || limits.max_unauthenticated < 1 || limits.hello_timeout_ms < 1) {
     fail_invalid("store server limits must be >= 1 (max_connections = ", limits.max_connections,
-                 ", max_unauthenticated = ", limits.max_unauthenticated, ", hello_timeout_ms = ",
-                 limits.hello_timeout_ms, ")");
+                 ", max_unauthenticated = ", limits.max_unauthenticated,
+                 ", hello_timeout_ms = ", limits.hello_timeout_ms, ")");
   }
   if (job_token.empty() && !is_loopback_host(host)) {
-    fail_invalid("store server: refusing to listen on ", host, ":", port,
-                 ", which is not a loopback address, with an empty job token (any host that can reach "
-                 "it could join the job); set DJL_MOE_JOB_TOKEN to a random secret for every rank "
-                 "(djl-moe launch does), or bind 127.0.0.1");
+    fail_invalid(
+        "store server: refusing to listen on ", host, ":", port,
+        ", which is not a loopback address, with an empty job token (any host that can reach "
+        "it could join the job); set DJL_MOE_JOB_TOKEN to a random secret for every rank "
+        "(djl-moe launch does), or bind 127.0.0.1");
   }
   UniqueFd fd = tcp_listen(host, port, &port_);
   impl_ = std::make_unique<Impl>(std::move(fd), job_token, limits);

@@ -15,7 +15,7 @@ namespace nep {
 
 // Bounds on connections (defaults from store_protocol.h; tests shrink them).
 struct StoreServerLimits {
-  int max_connections = store::kMaxConnections;         // authenticated or not
+  int max_connections = store::kMaxConnections;          // authenticated or not
   int max_unauthenticated = store::kMaxUnauthenticated;  // waiting to present the token
   int64_t hello_timeout_ms = store::kHelloTimeoutMs;     // from accept to HELLO
 };

@@ -36,7 +36,7 @@ class RowConsumer {
 };
 
 struct RowExchange {
-  int64_t row_bytes = 0;              // > 0
+  int64_t row_bytes = 0;               // > 0
   const int64_t* send_rows = nullptr;  // [W] rows this rank sends to each rank (itself included)
   const int64_t* recv_rows = nullptr;  // [W] rows this rank receives from each rank
   const char* what = "exchange";       // names the operation in timeout and peer errors
@@ -104,7 +104,9 @@ class GatedFnConsumer final : public RowConsumer {
   void consume(int32_t src, int64_t first, int64_t count, const uint8_t* buf) override {
     fn_(src, first, count, buf);
   }
-  bool ready(int32_t src, int64_t first, int64_t count) override { return ready_(src, first, count); }
+  bool ready(int32_t src, int64_t first, int64_t count) override {
+    return ready_(src, first, count);
+  }
 
  private:
   Fn fn_;

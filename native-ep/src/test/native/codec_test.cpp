@@ -59,14 +59,16 @@ std::vector<float> multi_scale_rows(std::mt19937_64& rng, int64_t rows, int64_t 
 std::vector<uint8_t> encode(Wire w, const std::vector<float>& x, int64_t rows, int64_t hidden) {
   const int64_t rb = nep::wire_row_bytes(w, hidden);
   std::vector<uint8_t> out(static_cast<size_t>(rows * rb), 0xAB);
-  for (int64_t r = 0; r < rows; ++r) nep::encode_row(w, x.data() + r * hidden, hidden, out.data() + r * rb);
+  for (int64_t r = 0; r < rows; ++r)
+    nep::encode_row(w, x.data() + r * hidden, hidden, out.data() + r * rb);
   return out;
 }
 
 std::vector<float> decode(Wire w, const std::vector<uint8_t>& in, int64_t rows, int64_t hidden) {
   const int64_t rb = nep::wire_row_bytes(w, hidden);
   std::vector<float> out(static_cast<size_t>(rows * hidden), std::nanf(""));
-  for (int64_t r = 0; r < rows; ++r) nep::decode_row(w, in.data() + r * rb, hidden, out.data() + r * hidden);
+  for (int64_t r = 0; r < rows; ++r)
+    nep::decode_row(w, in.data() + r * rb, hidden, out.data() + r * hidden);
   return out;
 }
 
@@ -200,7 +202,8 @@ TEST(Fp8Rows, ErrorBoundScaleAndSaturation) {
         for (int64_t i = b0; i < b0 + n; ++i) {
           const double xv = x[r * hidden + i];
           const double q = std::fabs(xv) / scale;
-          const double bound = 0.5 * e4m3_ulp(q) * scale * (1 + 1e-6) + std::ldexp(std::fabs(xv), -22);
+          const double bound =
+              0.5 * e4m3_ulp(q) * scale * (1 + 1e-6) + std::ldexp(std::fabs(xv), -22);
           ASSERT_LE(std::fabs(y[r * hidden + i] - xv), bound)
               << "hidden " << hidden << " row " << r << " channel " << i << " x " << xv;
         }
@@ -225,7 +228,8 @@ TEST(Mxfp8Rows, ErrorBoundScaleAndClipping) {
       for (int64_t b0 = 0, b = 0; b0 < hidden; b0 += 32, ++b) {
         const int64_t n = std::min<int64_t>(32, hidden - b0);
         double amax = 0;
-        for (int64_t i = b0; i < b0 + n; ++i) amax = std::max(amax, std::fabs(static_cast<double>(x[r * hidden + i])));
+        for (int64_t i = b0; i < b0 + n; ++i)
+          amax = std::max(amax, std::fabs(static_cast<double>(x[r * hidden + i])));
         const int scale_byte = wire[r * rb + hidden + b];
         if (amax == 0) {
           EXPECT_EQ(scale_byte, 0);
@@ -286,12 +290,14 @@ TEST(Fp8Rows, ZeroAndTinyBlocksDecodeExactlyOrClose) {
     const int64_t hidden = 160;
     std::vector<float> x(hidden, 0.0f);
     x[3] = -0.0f;
-    for (int64_t i = 128; i < hidden; ++i) x[i] = 1e-40f * static_cast<float>(i - 127);  // subnormal
+    for (int64_t i = 128; i < hidden; ++i)
+      x[i] = 1e-40f * static_cast<float>(i - 127);  // subnormal
     const auto y = decode(w, encode(w, x, 1, hidden), 1, hidden);
     for (int64_t i = 0; i < 128; ++i) EXPECT_EQ(y[i], 0.0f) << nep::wire_name(w) << " " << i;
     for (int64_t i = 128; i < hidden; ++i) {
       ASSERT_TRUE(std::isfinite(y[i]));
-      EXPECT_NEAR(y[i], x[i], 0.07 * std::fabs(x[i]) + std::ldexp(1.0, -136)) << nep::wire_name(w) << " " << i;
+      EXPECT_NEAR(y[i], x[i], 0.07 * std::fabs(x[i]) + std::ldexp(1.0, -136))
+          << nep::wire_name(w) << " " << i;
     }
   }
 }
@@ -328,7 +334,8 @@ TEST(WireRows, DecodeAddAccumulates) {
     std::vector<float> acc(hidden);
     for (int64_t i = 0; i < hidden; ++i) acc[i] = static_cast<float>(i);
     nep::decode_add_row(w, enc.data(), hidden, acc.data());
-    for (int64_t i = 0; i < hidden; ++i) ASSERT_EQ(acc[i], static_cast<float>(i) + plain[i]) << nep::wire_name(w);
+    for (int64_t i = 0; i < hidden; ++i)
+      ASSERT_EQ(acc[i], static_cast<float>(i) + plain[i]) << nep::wire_name(w);
   }
 }
 
@@ -345,7 +352,7 @@ TEST(WireRows, RowLoopsMatchTheScalarConversionsBitForBit) {
     std::uniform_int_distribution<uint32_t> any_bits;
     for (int64_t i = 0; i < rows * hidden; ++i) {
       switch (i % 11) {
-        case 3: x[i] = nep::bits_float(any_bits(rng)); break;            // anything, NaN included
+        case 3: x[i] = nep::bits_float(any_bits(rng)); break;  // anything, NaN included
         case 5: x[i] = nep::bits_float(any_bits(rng) & 0x807FFFFFu); break;  // subnormals
         case 9: x[i] = (i % 2) ? INFINITY : -0.0f; break;
         default: break;
@@ -387,13 +394,15 @@ TEST(WireRows, RowLoopsMatchTheScalarConversionsBitForBit) {
             if (w == Wire::kFp8) {
               const float am = nep::bits_float(std::max(amax, (9u << 23) | 0x600000u));
               const float inv = 448.0f / am, scale = am / 448.0f;
-              for (int64_t i = 0; i < n; ++i) ref[start + i] = nep::e4m3_from_float(xr[start + i] * inv);
+              for (int64_t i = 0; i < n; ++i)
+                ref[start + i] = nep::e4m3_from_float(xr[start + i] * inv);
               std::memcpy(&ref[hidden + 4 * b], &scale, 4);
             } else {
               const int32_t e = std::clamp(static_cast<int32_t>(amax >> 23) - 135, -127, 127);
               const int32_t half = -e / 2;
               const float f1 = nep::pow2f(half), f2 = nep::pow2f(-e - half);
-              for (int64_t i = 0; i < n; ++i) ref[start + i] = nep::e4m3_from_float(xr[start + i] * f1 * f2);
+              for (int64_t i = 0; i < n; ++i)
+                ref[start + i] = nep::e4m3_from_float(xr[start + i] * f1 * f2);
               ref[hidden + b] = static_cast<uint8_t>(e + 127);
             }
           }
@@ -406,10 +415,12 @@ TEST(WireRows, RowLoopsMatchTheScalarConversionsBitForBit) {
     for (Wire w : {Wire::kBf16, Wire::kFp8, Wire::kMxfp8}) {
       const int64_t rb = nep::wire_row_bytes(w, hidden);
       std::vector<uint8_t> in(static_cast<size_t>(rb));
-      for (int64_t i = 0; i < rb; ++i) in[i] = static_cast<uint8_t>((i * 37 + any_bits(rng)) & 0xFF);
+      for (int64_t i = 0; i < rb; ++i)
+        in[i] = static_cast<uint8_t>((i * 37 + any_bits(rng)) & 0xFF);
       if (w == Wire::kFp8) {
         for (int64_t b = 0; hidden + 4 * b < rb; ++b) {
-          const float s = std::ldexp(static_cast<float>(1 + b % 5) / 3.0f, static_cast<int>(b % 40) - 20);
+          const float s =
+              std::ldexp(static_cast<float>(1 + b % 5) / 3.0f, static_cast<int>(b % 40) - 20);
           std::memcpy(&in[hidden + 4 * b], &s, 4);
         }
       }
@@ -465,111 +476,121 @@ TEST(WireRows, EveryInstructionSetMatchesTheScalarLoopsBitForBit) {
   // Rows with NaN and infinities, and rows without (the vector loops have faster paths for
   // blocks that are all finite).
   for (int pass = 0; pass < 2; ++pass)
-  for (int64_t hidden : {7168, 4096, 300, 160, 129, 128, 127, 100, 64, 48, 33, 32, 31, 17, 16, 15, 8, 7, 1}) {
-    const bool finite = pass == 1;
-    const int64_t rows = 4;
-    auto x = multi_scale_rows(rng, rows, hidden);
-    for (int64_t i = 0; i < rows * hidden; ++i) {
-      switch (any_bits(rng) % (finite ? 29 : 13)) {
-        case 0: {  // anything (NaN too, unless finite)
-          uint32_t b = any_bits(rng);
-          if (finite && (b & 0x7F800000u) == 0x7F800000u) b &= 0xFF7FFFFFu;
-          x[i] = nep::bits_float(b);
-          break;
-        }
-        case 1: x[i] = nep::bits_float(any_bits(rng) & 0x807FFFFFu); break;     // subnormal
-        case 2:
-          if (finite) {
-            x[i] = (i % 2) ? -3.4e38f : 3.4e38f;  // near the float maximum
-          } else {
-            x[i] = (i % 2) ? -INFINITY : INFINITY;
+    for (int64_t hidden :
+         {7168, 4096, 300, 160, 129, 128, 127, 100, 64, 48, 33, 32, 31, 17, 16, 15, 8, 7, 1}) {
+      const bool finite = pass == 1;
+      const int64_t rows = 4;
+      auto x = multi_scale_rows(rng, rows, hidden);
+      for (int64_t i = 0; i < rows * hidden; ++i) {
+        switch (any_bits(rng) % (finite ? 29 : 13)) {
+          case 0: {  // anything (NaN too, unless finite)
+            uint32_t b = any_bits(rng);
+            if (finite && (b & 0x7F800000u) == 0x7F800000u) b &= 0xFF7FFFFFu;
+            x[i] = nep::bits_float(b);
+            break;
           }
-          break;
-        case 3: x[i] = (i % 2) ? -0.0f : 0.0f; break;
-        case 4: {  // e4m3 midpoints and bf16 ties at the block scale of 1
-          const uint8_t c = static_cast<uint8_t>(any_bits(rng) % 0x7E);
-          x[i] = static_cast<float>((e4m3_reference(c) + e4m3_reference(static_cast<uint8_t>(c + 1))) / 2.0);
-          break;
-        }
-        case 5: {  // bf16 tie
-          uint32_t b = (any_bits(rng) & 0xFFFF0000u) | 0x8000u;
-          if (finite && (b & 0x7F800000u) == 0x7F800000u) b &= 0xFF7FFFFFu;
-          x[i] = nep::bits_float(b);
-          break;
-        }
-        default: break;
-      }
-    }
-    if (hidden >= 2) x[1] = 448.0f;  // row 0 keeps a block scale of exactly 1 in its first block
-    for (Wire w : {Wire::kFp32, Wire::kBf16, Wire::kFp8, Wire::kMxfp8}) {
-      const int64_t rb = nep::wire_row_bytes(w, hidden);
-      std::vector<uint8_t> want(static_cast<size_t>(rows * rb), 0xCD);
-      for (int64_t r = 0; r < rows; ++r) {
-        nep::encode_row_isa(CodecIsa::kScalar, w, x.data() + r * hidden, hidden, want.data() + r * rb);
-      }
-      // Arbitrary wire bytes: every code, random fp32 scales (some non-finite), 0xFF E8M0 bytes.
-      std::vector<uint8_t> wire_in(static_cast<size_t>(rows * rb));
-      for (auto& b : wire_in) b = static_cast<uint8_t>(any_bits(rng));
-      for (int64_t r = 0; r < rows && w == Wire::kFp8; ++r) {
-        for (int64_t b = 0; hidden + 4 * b < rb; ++b) {
-          // Some random bits (NaN, infinity, subnormal), some near the float maximum (scale * 2^8
-          // would overflow: the vector loops must not fold 2^8 into such a scale), some tiny
-          // (products below 2^-126), the rest ordinary.
-          const float s = (b % 7 == 6)   ? nep::bits_float(any_bits(rng))
-                          : (b % 7 == 5) ? std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f, 120 + static_cast<int>(b % 8))
-                          : (b % 7 == 4) ? std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f, -120 - static_cast<int>(b % 8))
-                                         : std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f,
-                                                      static_cast<int>(any_bits(rng) % 60) - 30);
-          std::memcpy(&wire_in[r * rb + hidden + 4 * b], &s, 4);
+          case 1: x[i] = nep::bits_float(any_bits(rng) & 0x807FFFFFu); break;  // subnormal
+          case 2:
+            if (finite) {
+              x[i] = (i % 2) ? -3.4e38f : 3.4e38f;  // near the float maximum
+            } else {
+              x[i] = (i % 2) ? -INFINITY : INFINITY;
+            }
+            break;
+          case 3: x[i] = (i % 2) ? -0.0f : 0.0f; break;
+          case 4: {  // e4m3 midpoints and bf16 ties at the block scale of 1
+            const uint8_t c = static_cast<uint8_t>(any_bits(rng) % 0x7E);
+            x[i] = static_cast<float>(
+                (e4m3_reference(c) + e4m3_reference(static_cast<uint8_t>(c + 1))) / 2.0);
+            break;
+          }
+          case 5: {  // bf16 tie
+            uint32_t b = (any_bits(rng) & 0xFFFF0000u) | 0x8000u;
+            if (finite && (b & 0x7F800000u) == 0x7F800000u) b &= 0xFF7FFFFFu;
+            x[i] = nep::bits_float(b);
+            break;
+          }
+          default: break;
         }
       }
-      for (int64_t r = 0; r < rows && w == Wire::kMxfp8; ++r) {
-        wire_in[r * rb + hidden] = 0xFF;
-      }
-      std::vector<float> dec_want(static_cast<size_t>(rows * hidden));
-      std::vector<float> add_want(x);
-      for (int64_t r = 0; r < rows; ++r) {
-        nep::decode_row_isa(CodecIsa::kScalar, w, wire_in.data() + r * rb, hidden, dec_want.data() + r * hidden);
-        nep::decode_add_row_isa(CodecIsa::kScalar, w, wire_in.data() + r * rb, hidden, add_want.data() + r * hidden);
-      }
-      for (CodecIsa isa : sets) {
-        const std::string what = std::string(nep::codec_isa_name(isa)) + " " + nep::wire_name(w) +
-                                 " hidden " + std::to_string(hidden) + (finite ? " finite" : "");
-        std::vector<uint8_t> got(static_cast<size_t>(rows * rb), 0xCD);
+      if (hidden >= 2) x[1] = 448.0f;  // row 0 keeps a block scale of exactly 1 in its first block
+      for (Wire w : {Wire::kFp32, Wire::kBf16, Wire::kFp8, Wire::kMxfp8}) {
+        const int64_t rb = nep::wire_row_bytes(w, hidden);
+        std::vector<uint8_t> want(static_cast<size_t>(rows * rb), 0xCD);
         for (int64_t r = 0; r < rows; ++r) {
-          nep::encode_row_isa(isa, w, x.data() + r * hidden, hidden, got.data() + r * rb);
+          nep::encode_row_isa(CodecIsa::kScalar, w, x.data() + r * hidden, hidden,
+                              want.data() + r * rb);
         }
-        for (int64_t i = 0; i < rows * rb; ++i) {
-          ASSERT_EQ(got[i], want[i]) << what << " encode byte " << i;
+        // Arbitrary wire bytes: every code, random fp32 scales (some non-finite), 0xFF E8M0 bytes.
+        std::vector<uint8_t> wire_in(static_cast<size_t>(rows * rb));
+        for (auto& b : wire_in) b = static_cast<uint8_t>(any_bits(rng));
+        for (int64_t r = 0; r < rows && w == Wire::kFp8; ++r) {
+          for (int64_t b = 0; hidden + 4 * b < rb; ++b) {
+            // Some random bits (NaN, infinity, subnormal), some near the float maximum (scale * 2^8
+            // would overflow: the vector loops must not fold 2^8 into such a scale), some tiny
+            // (products below 2^-126), the rest ordinary.
+            const float s = (b % 7 == 6)   ? nep::bits_float(any_bits(rng))
+                            : (b % 7 == 5) ? std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f,
+                                                        120 + static_cast<int>(b % 8))
+                            : (b % 7 == 4) ? std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f,
+                                                        -120 - static_cast<int>(b % 8))
+                                           : std::ldexp(1.0f + static_cast<float>(b % 5) / 3.0f,
+                                                        static_cast<int>(any_bits(rng) % 60) - 30);
+            std::memcpy(&wire_in[r * rb + hidden + 4 * b], &s, 4);
+          }
         }
-        std::vector<float> dec(static_cast<size_t>(rows * hidden), std::nanf("7"));
-        std::vector<float> add(x);
+        for (int64_t r = 0; r < rows && w == Wire::kMxfp8; ++r) {
+          wire_in[r * rb + hidden] = 0xFF;
+        }
+        std::vector<float> dec_want(static_cast<size_t>(rows * hidden));
+        std::vector<float> add_want(x);
         for (int64_t r = 0; r < rows; ++r) {
-          nep::decode_row_isa(isa, w, wire_in.data() + r * rb, hidden, dec.data() + r * hidden);
-          nep::decode_add_row_isa(isa, w, wire_in.data() + r * rb, hidden, add.data() + r * hidden);
+          nep::decode_row_isa(CodecIsa::kScalar, w, wire_in.data() + r * rb, hidden,
+                              dec_want.data() + r * hidden);
+          nep::decode_add_row_isa(CodecIsa::kScalar, w, wire_in.data() + r * rb, hidden,
+                                  add_want.data() + r * hidden);
         }
-        for (int64_t i = 0; i < rows * hidden; ++i) {
-          ASSERT_EQ(bits_of(dec[i]), bits_of(dec_want[i])) << what << " decode element " << i;
-          ASSERT_EQ(bits_of(add[i]), bits_of(add_want[i])) << what << " decode-add element " << i;
-        }
-        // Streaming stores: into a 64-byte-aligned buffer (full vectors stream) and one float
-        // off alignment (every store takes the ordinary path).
-        for (int64_t offset : {0, 1}) {
-          std::vector<float> stream_out(static_cast<size_t>(rows * hidden + 48), std::nanf("9"));
-          float* aligned = stream_out.data();
-          while ((reinterpret_cast<uintptr_t>(aligned) & 63u) != 0) ++aligned;
-          float* base = aligned + offset;
+        for (CodecIsa isa : sets) {
+          const std::string what = std::string(nep::codec_isa_name(isa)) + " " + nep::wire_name(w) +
+                                   " hidden " + std::to_string(hidden) + (finite ? " finite" : "");
+          std::vector<uint8_t> got(static_cast<size_t>(rows * rb), 0xCD);
           for (int64_t r = 0; r < rows; ++r) {
-            nep::decode_row_stream_isa(isa, w, wire_in.data() + r * rb, hidden, base + r * hidden);
+            nep::encode_row_isa(isa, w, x.data() + r * hidden, hidden, got.data() + r * rb);
+          }
+          for (int64_t i = 0; i < rows * rb; ++i) {
+            ASSERT_EQ(got[i], want[i]) << what << " encode byte " << i;
+          }
+          std::vector<float> dec(static_cast<size_t>(rows * hidden), std::nanf("7"));
+          std::vector<float> add(x);
+          for (int64_t r = 0; r < rows; ++r) {
+            nep::decode_row_isa(isa, w, wire_in.data() + r * rb, hidden, dec.data() + r * hidden);
+            nep::decode_add_row_isa(isa, w, wire_in.data() + r * rb, hidden,
+                                    add.data() + r * hidden);
           }
           for (int64_t i = 0; i < rows * hidden; ++i) {
-            ASSERT_EQ(bits_of(base[i]), bits_of(dec_want[i])) << what << " stream offset " << offset << " element " << i;
+            ASSERT_EQ(bits_of(dec[i]), bits_of(dec_want[i])) << what << " decode element " << i;
+            ASSERT_EQ(bits_of(add[i]), bits_of(add_want[i])) << what << " decode-add element " << i;
           }
-          ASSERT_TRUE(std::isnan(base[rows * hidden])) << what << " wrote past the rows";
+          // Streaming stores: into a 64-byte-aligned buffer (full vectors stream) and one float
+          // off alignment (every store takes the ordinary path).
+          for (int64_t offset : {0, 1}) {
+            std::vector<float> stream_out(static_cast<size_t>(rows * hidden + 48), std::nanf("9"));
+            float* aligned = stream_out.data();
+            while ((reinterpret_cast<uintptr_t>(aligned) & 63u) != 0) ++aligned;
+            float* base = aligned + offset;
+            for (int64_t r = 0; r < rows; ++r) {
+              nep::decode_row_stream_isa(isa, w, wire_in.data() + r * rb, hidden,
+                                         base + r * hidden);
+            }
+            for (int64_t i = 0; i < rows * hidden; ++i) {
+              ASSERT_EQ(bits_of(base[i]), bits_of(dec_want[i]))
+                  << what << " stream offset " << offset << " element " << i;
+            }
+            ASSERT_TRUE(std::isnan(base[rows * hidden])) << what << " wrote past the rows";
+          }
         }
       }
     }
-  }
 }
 
 // Masked tails must not touch memory past the row: encode and decode into buffers whose next
@@ -582,12 +603,14 @@ TEST(WireRows, RowLoopsWriteNothingPastTheRow) {
       const int64_t rb = nep::wire_row_bytes(w, hidden);
       std::vector<uint8_t> enc(static_cast<size_t>(rb + 64), 0x5A);
       nep::encode_row(w, x.data(), hidden, enc.data());
-      for (int64_t i = rb; i < rb + 64; ++i) ASSERT_EQ(enc[i], 0x5A) << nep::wire_name(w) << " hidden " << hidden;
+      for (int64_t i = rb; i < rb + 64; ++i)
+        ASSERT_EQ(enc[i], 0x5A) << nep::wire_name(w) << " hidden " << hidden;
       std::vector<float> dec(static_cast<size_t>(hidden + 16), 123.0f);
       nep::decode_row(w, enc.data(), hidden, dec.data());
       nep::decode_add_row(w, enc.data(), hidden, dec.data());
       nep::decode_row_stream(w, enc.data(), hidden, dec.data());
-      for (int64_t i = hidden; i < hidden + 16; ++i) ASSERT_EQ(dec[i], 123.0f) << nep::wire_name(w) << " hidden " << hidden;
+      for (int64_t i = hidden; i < hidden + 16; ++i)
+        ASSERT_EQ(dec[i], 123.0f) << nep::wire_name(w) << " hidden " << hidden;
     }
   }
 }
@@ -599,21 +622,35 @@ TEST(WireRowsCApi, EncodeDecodeAndArgumentErrors) {
   std::vector<uint8_t> buf(rows * nep_wire_row_bytes(NEP_WIRE_BF16, hidden));
   char err[256];
   auto addr = [](const void* p) { return static_cast<int64_t>(reinterpret_cast<intptr_t>(p)); };
-  ASSERT_EQ(nep_encode_rows(NEP_WIRE_BF16, addr(x.data()), rows, hidden, addr(buf.data()), err, sizeof err), NEP_OK) << err;
-  ASSERT_EQ(nep_decode_rows(NEP_WIRE_BF16, addr(buf.data()), rows, hidden, addr(y.data()), err, sizeof err), NEP_OK) << err;
+  ASSERT_EQ(nep_encode_rows(NEP_WIRE_BF16, addr(x.data()), rows, hidden, addr(buf.data()), err,
+                            sizeof err),
+            NEP_OK)
+      << err;
+  ASSERT_EQ(nep_decode_rows(NEP_WIRE_BF16, addr(buf.data()), rows, hidden, addr(y.data()), err,
+                            sizeof err),
+            NEP_OK)
+      << err;
   EXPECT_EQ(x, y);
 
-  EXPECT_EQ(nep_encode_rows(9, addr(x.data()), rows, hidden, addr(buf.data()), err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_encode_rows(9, addr(x.data()), rows, hidden, addr(buf.data()), err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("wire = 9"), std::string::npos) << err;
-  EXPECT_EQ(nep_encode_rows(NEP_WIRE_BF16, addr(x.data()), rows, 0, addr(buf.data()), err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      nep_encode_rows(NEP_WIRE_BF16, addr(x.data()), rows, 0, addr(buf.data()), err, sizeof err),
+      NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("hidden = 0"), std::string::npos) << err;
-  EXPECT_EQ(nep_encode_rows(NEP_WIRE_BF16, 0, rows, hidden, addr(buf.data()), err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_encode_rows(NEP_WIRE_BF16, 0, rows, hidden, addr(buf.data()), err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "x is null");
-  EXPECT_EQ(nep_decode_rows(NEP_WIRE_BF16, addr(buf.data()), -2, hidden, addr(y.data()), err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      nep_decode_rows(NEP_WIRE_BF16, addr(buf.data()), -2, hidden, addr(y.data()), err, sizeof err),
+      NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("rows = -2"), std::string::npos) << err;
-  EXPECT_EQ(nep_decode_rows(NEP_WIRE_BF16, addr(buf.data()), rows, hidden, 0, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_decode_rows(NEP_WIRE_BF16, addr(buf.data()), rows, hidden, 0, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "out is null");
-  EXPECT_EQ(nep_decode_rows(NEP_WIRE_BF16, 0, 0, hidden, 0, err, sizeof err), NEP_OK);  // nothing to do
+  // nothing to do
+  EXPECT_EQ(nep_decode_rows(NEP_WIRE_BF16, 0, 0, hidden, 0, err, sizeof err), NEP_OK);
   // A short buffer truncates and stays NUL-terminated; a null buffer is fine.
   char tiny[6];
   EXPECT_EQ(nep_encode_rows(9, 0, 0, hidden, 0, tiny, sizeof tiny), NEP_ERR_INVALID_ARGUMENT);

@@ -20,7 +20,7 @@ namespace {
 using neptest::RankEnv;
 
 bool shm_name_exists(const std::string& name) {
-  struct stat st {};
+  struct stat st{};
   return stat(("/dev/shm" + name).c_str(), &st) == 0;
 }
 
@@ -59,7 +59,8 @@ TEST(CombineFault, RankExitingMidCombineFailsThePeersNamingItAndTheOperation) {
     } catch (const nep::Error& e) {
       const int64_t took = nep::monotonic_ms() - start;
       const std::string m = e.what();
-      *env.notes += "rank " + std::to_string(env.rank) + " after " + std::to_string(took) + " ms: " + m + "\n";
+      *env.notes += "rank " + std::to_string(env.rank) + " after " + std::to_string(took) +
+                    " ms: " + m + "\n";
       if (e.code() != NEP_ERR_PEER) bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
       if (m.find("rank 2") == std::string::npos || m.find("exited") == std::string::npos ||
           m.find("combine") == std::string::npos) {
@@ -70,7 +71,8 @@ TEST(CombineFault, RankExitingMidCombineFailsThePeersNamingItAndTheOperation) {
         nep::combine(*t, &h, a);
         bad += "a second combine succeeded on the broken communicator\n";
       } catch (const nep::Error& e2) {
-        if (std::string(e2.what()).find("unusable after an earlier failure") == std::string::npos) bad += e2.what();
+        if (std::string(e2.what()).find("unusable after an earlier failure") == std::string::npos)
+          bad += e2.what();
       }
     }
     return bad;

@@ -36,8 +36,8 @@ CommPtr loopback() {
 HandlePtr notify(nep_comm* comm, const neptest::Routing& r, int32_t experts, int32_t align) {
   nep_handle* h = nullptr;
   char err[256];
-  EXPECT_EQ(nep_dispatch_notify(comm, addr(r.idx.data()), r.tokens, r.topk, experts, align, &h,
-                                err, sizeof err),
+  EXPECT_EQ(nep_dispatch_notify(comm, addr(r.idx.data()), r.tokens, r.topk, experts, align, &h, err,
+                                sizeof err),
             NEP_OK)
       << err;
   return HandlePtr(h);
@@ -82,9 +82,10 @@ Combined combine(nep_comm* comm, nep_handle* h, const std::vector<float>& y, int
   neptest::poison(c.out);
   neptest::poison(c.weights);
   char err[256];
-  EXPECT_EQ(nep_combine(comm, h, addr(y.data()), hidden, wire, y_weights ? addr(y_weights->data()) : 0,
-                        addr(c.out.data()), y_weights ? addr(c.weights.data()) : 0, err, sizeof err),
-            NEP_OK)
+  EXPECT_EQ(
+      nep_combine(comm, h, addr(y.data()), hidden, wire, y_weights ? addr(y_weights->data()) : 0,
+                  addr(c.out.data()), y_weights ? addr(c.weights.data()) : 0, err, sizeof err),
+      NEP_OK)
       << err;
   return c;
 }
@@ -152,7 +153,8 @@ TEST(LoopbackEp, DispatchAndCombineMatchTheOracle) {
 
   const Received got = dispatch(comm.get(), h.get(), x, hidden, NEP_WIRE_FP32, &routing.weights);
   for (int64_t r = 0; r < recv; ++r) {
-    ASSERT_EQ(std::memcmp(&got.x[r * hidden], &x[want.src_idx[r] * hidden], hidden * 4), 0) << "row " << r;
+    ASSERT_EQ(std::memcmp(&got.x[r * hidden], &x[want.src_idx[r] * hidden], hidden * 4), 0)
+        << "row " << r;
   }
   EXPECT_EQ(got.ids, want.local_ids);
   EXPECT_EQ(got.weights, want.weights);
@@ -178,8 +180,12 @@ TEST(LoopbackEp, ZeroTokensAndAllRowsUnrouted) {
   ASSERT_EQ(nep_dispatch_notify(comm.get(), 0, 0, 4, 8, 1, &raw, err, sizeof err), NEP_OK) << err;
   HandlePtr h(raw);
   EXPECT_EQ(nep_handle_num_recv(h.get()), 0);
-  EXPECT_EQ(nep_dispatch(comm.get(), h.get(), 0, 64, NEP_WIRE_FP8, 0, 0, 0, 0, err, sizeof err), NEP_OK) << err;
-  EXPECT_EQ(nep_combine(comm.get(), h.get(), 0, 64, NEP_WIRE_BF16, 0, 0, 0, err, sizeof err), NEP_OK) << err;
+  EXPECT_EQ(nep_dispatch(comm.get(), h.get(), 0, 64, NEP_WIRE_FP8, 0, 0, 0, 0, err, sizeof err),
+            NEP_OK)
+      << err;
+  EXPECT_EQ(nep_combine(comm.get(), h.get(), 0, 64, NEP_WIRE_BF16, 0, 0, 0, err, sizeof err),
+            NEP_OK)
+      << err;
 
   // Every token routed nowhere: R = 0 and combine writes exact zeros over the poison.
   neptest::Routing r;
@@ -213,7 +219,8 @@ TEST(LoopbackEp, CachedDispatchEqualsFreshDispatchForEveryWire) {
     const Received cached = dispatch(comm.get(), h.get(), x2, hidden, wire, nullptr);
     auto fresh_h = notify(comm.get(), routing, experts, 1);
     const Received fresh = dispatch(comm.get(), fresh_h.get(), x2, hidden, wire, &routing.weights);
-    EXPECT_EQ(std::memcmp(cached.x.data(), fresh.x.data(), fresh.x.size() * 4), 0) << "wire " << wire;
+    EXPECT_EQ(std::memcmp(cached.x.data(), fresh.x.data(), fresh.x.size() * 4), 0)
+        << "wire " << wire;
     EXPECT_EQ(cached.ids, fresh.ids);
   }
 }
@@ -261,7 +268,8 @@ TEST(LoopbackEp, LossyWiresStayWithinTolerance) {
     for (int64_t r = 0; r < recv; ++r) {
       const float* xs = &x[src[r] * hidden];
       const auto rt = wire_round_trip(wire, xs, hidden);
-      ASSERT_EQ(std::memcmp(rt.data(), &got.x[r * hidden], hidden * 4), 0) << "wire " << wire << " row " << r;
+      ASSERT_EQ(std::memcmp(rt.data(), &got.x[r * hidden], hidden * 4), 0)
+          << "wire " << wire << " row " << r;
       double num = 0, den = 0;
       for (int64_t c = 0; c < hidden; ++c) {
         const double d = static_cast<double>(got.x[r * hidden + c]) - xs[c];
@@ -297,34 +305,83 @@ TEST(LoopbackEp, EveryBadArgumentIsRejectedByName) {
     EXPECT_NE(std::string(err).find(needle), std::string::npos) << "message: " << err;
   };
   nep_handle* out = nullptr;
-  expect_invalid(nep_dispatch_notify(nullptr, addr(routing.idx.data()), 20, 4, 16, 1, &out, err, sizeof err), "comm is null");
-  expect_invalid(nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 4, 16, 1, nullptr, err, sizeof err), "out is null");
-  expect_invalid(nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 4, 16, 0, &out, err, sizeof err), "expert_alignment = 0 must be >= 1");
-  expect_invalid(nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 4, 8, 1, &out, err, sizeof err), "is outside [-1, 8)");
-  expect_invalid(nep_dispatch_notify(comm.get(), 0, 20, 4, 16, 1, &out, err, sizeof err), "topk_idx is null");
-  expect_invalid(nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 0, 16, 1, &out, err, sizeof err), "num_topk = 0");
+  expect_invalid(
+      nep_dispatch_notify(nullptr, addr(routing.idx.data()), 20, 4, 16, 1, &out, err, sizeof err),
+      "comm is null");
+  expect_invalid(nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 4, 16, 1, nullptr,
+                                     err, sizeof err),
+                 "out is null");
+  expect_invalid(nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 4, 16, 0, &out, err,
+                                     sizeof err),
+                 "expert_alignment = 0 must be >= 1");
+  expect_invalid(
+      nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 4, 8, 1, &out, err, sizeof err),
+      "is outside [-1, 8)");
+  expect_invalid(nep_dispatch_notify(comm.get(), 0, 20, 4, 16, 1, &out, err, sizeof err),
+                 "topk_idx is null");
+  expect_invalid(nep_dispatch_notify(comm.get(), addr(routing.idx.data()), 20, 0, 16, 1, &out, err,
+                                     sizeof err),
+                 "num_topk = 0");
   EXPECT_EQ(out, nullptr);
 
-  expect_invalid(nep_dispatch(nullptr, h.get(), addr(x.data()), hidden, 0, 0, addr(rx.data()), 0, 0, err, sizeof err), "comm is null");
-  expect_invalid(nep_dispatch(comm.get(), nullptr, addr(x.data()), hidden, 0, 0, addr(rx.data()), 0, 0, err, sizeof err), "handle is null");
-  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), 0, 0, 0, addr(rx.data()), 0, 0, err, sizeof err), "hidden = 0 must be > 0");
-  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 4, 0, addr(rx.data()), 0, 0, err, sizeof err), "wire = 4 is not a wire format");
-  expect_invalid(nep_dispatch(comm.get(), h.get(), 0, hidden, 0, 0, addr(rx.data()), 0, 0, err, sizeof err), "x is null");
-  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, 0, 0, 0, 0, err, sizeof err), "recv_x is null");
-  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, addr(w.data()), addr(rx.data()), 0, 0, err, sizeof err), "recv_topk_weights is null");
-  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, 0, addr(rx.data()), 0, addr(rw.data()), err, sizeof err), "topk_weights is null");
-  EXPECT_EQ(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, addr(w.data()), addr(rx.data()), addr(ids.data()), addr(rw.data()), err, sizeof err), NEP_OK) << err;
+  expect_invalid(nep_dispatch(nullptr, h.get(), addr(x.data()), hidden, 0, 0, addr(rx.data()), 0, 0,
+                              err, sizeof err),
+                 "comm is null");
+  expect_invalid(nep_dispatch(comm.get(), nullptr, addr(x.data()), hidden, 0, 0, addr(rx.data()), 0,
+                              0, err, sizeof err),
+                 "handle is null");
+  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), 0, 0, 0, addr(rx.data()), 0, 0,
+                              err, sizeof err),
+                 "hidden = 0 must be > 0");
+  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 4, 0, addr(rx.data()), 0,
+                              0, err, sizeof err),
+                 "wire = 4 is not a wire format");
+  expect_invalid(
+      nep_dispatch(comm.get(), h.get(), 0, hidden, 0, 0, addr(rx.data()), 0, 0, err, sizeof err),
+      "x is null");
+  expect_invalid(
+      nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, 0, 0, 0, 0, err, sizeof err),
+      "recv_x is null");
+  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, addr(w.data()),
+                              addr(rx.data()), 0, 0, err, sizeof err),
+                 "recv_topk_weights is null");
+  expect_invalid(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, 0, addr(rx.data()), 0,
+                              addr(rw.data()), err, sizeof err),
+                 "topk_weights is null");
+  EXPECT_EQ(nep_dispatch(comm.get(), h.get(), addr(x.data()), hidden, 0, addr(w.data()),
+                         addr(rx.data()), addr(ids.data()), addr(rw.data()), err, sizeof err),
+            NEP_OK)
+      << err;
 
   std::vector<float> y(recv * hidden, 1.0f), o(20 * hidden), yw(recv * 4), ow(20 * 4);
-  expect_invalid(nep_combine(nullptr, h.get(), addr(y.data()), hidden, 0, 0, addr(o.data()), 0, err, sizeof err), "comm is null");
-  expect_invalid(nep_combine(comm.get(), nullptr, addr(y.data()), hidden, 0, 0, addr(o.data()), 0, err, sizeof err), "handle is null");
-  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), -3, 0, 0, addr(o.data()), 0, err, sizeof err), "hidden = -3 must be > 0");
-  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, -1, 0, addr(o.data()), 0, err, sizeof err), "wire = -1 is not a wire format");
-  expect_invalid(nep_combine(comm.get(), h.get(), 0, hidden, 0, 0, addr(o.data()), 0, err, sizeof err), "y is null");
-  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, 0, 0, 0, err, sizeof err), "out is null");
-  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, addr(yw.data()), addr(o.data()), 0, err, sizeof err), "out_weights is null");
-  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, 0, addr(o.data()), addr(ow.data()), err, sizeof err), "y_weights is null");
-  EXPECT_EQ(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, addr(yw.data()), addr(o.data()), addr(ow.data()), err, sizeof err), NEP_OK) << err;
+  expect_invalid(nep_combine(nullptr, h.get(), addr(y.data()), hidden, 0, 0, addr(o.data()), 0, err,
+                             sizeof err),
+                 "comm is null");
+  expect_invalid(nep_combine(comm.get(), nullptr, addr(y.data()), hidden, 0, 0, addr(o.data()), 0,
+                             err, sizeof err),
+                 "handle is null");
+  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), -3, 0, 0, addr(o.data()), 0, err,
+                             sizeof err),
+                 "hidden = -3 must be > 0");
+  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, -1, 0, addr(o.data()), 0,
+                             err, sizeof err),
+                 "wire = -1 is not a wire format");
+  expect_invalid(
+      nep_combine(comm.get(), h.get(), 0, hidden, 0, 0, addr(o.data()), 0, err, sizeof err),
+      "y is null");
+  expect_invalid(
+      nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, 0, 0, 0, err, sizeof err),
+      "out is null");
+  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, addr(yw.data()),
+                             addr(o.data()), 0, err, sizeof err),
+                 "out_weights is null");
+  expect_invalid(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, 0, addr(o.data()),
+                             addr(ow.data()), err, sizeof err),
+                 "y_weights is null");
+  EXPECT_EQ(nep_combine(comm.get(), h.get(), addr(y.data()), hidden, 0, addr(yw.data()),
+                        addr(o.data()), addr(ow.data()), err, sizeof err),
+            NEP_OK)
+      << err;
 
   EXPECT_EQ(nep_comm_create_loopback(nullptr, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(nep_comm_rank(nullptr), -1);
@@ -354,18 +411,21 @@ TEST(LoopbackEp, LargeOutputsWrittenWithStreamingStoresAreExact) {
     const Received got = dispatch(comm.get(), h.get(), x, hidden, wire, nullptr);
     for (int64_t r = 0; r < recv; ++r) {
       const auto want = wire_round_trip(wire, &x[src[r] * hidden], hidden);
-      ASSERT_EQ(std::memcmp(&got.x[r * hidden], want.data(), hidden * 4), 0) << "wire " << wire << " row " << r;
+      ASSERT_EQ(std::memcmp(&got.x[r * hidden], want.data(), hidden * 4), 0)
+          << "wire " << wire << " row " << r;
     }
     const Combined c = combine(comm.get(), h.get(), got.x, hidden, wire, nullptr);
     std::vector<bool> reached(tokens, false);
     for (int64_t r = 0; r < recv; ++r) {
       reached[src[r]] = true;
       const auto want = wire_round_trip(wire, &got.x[r * hidden], hidden);
-      ASSERT_EQ(std::memcmp(&c.out[src[r] * hidden], want.data(), hidden * 4), 0) << "wire " << wire << " token " << src[r];
+      ASSERT_EQ(std::memcmp(&c.out[src[r] * hidden], want.data(), hidden * 4), 0)
+          << "wire " << wire << " token " << src[r];
     }
     for (int64_t t = 0; t < tokens; ++t) {
       if (reached[t]) continue;
-      for (int64_t i = 0; i < hidden; ++i) ASSERT_EQ(c.out[t * hidden + i], 0.0f) << "wire " << wire << " token " << t;
+      for (int64_t i = 0; i < hidden; ++i)
+        ASSERT_EQ(c.out[t * hidden + i], 0.0f) << "wire " << wire << " token " << t;
     }
   }
 }

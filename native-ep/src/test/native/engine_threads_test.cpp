@@ -16,8 +16,8 @@
 
 namespace {
 
-using neptest::World;
 using neptest::make_world;
+using neptest::World;
 
 void check_world(const World& w, int32_t wire, int32_t align) {
   std::mutex mu;
@@ -84,7 +84,8 @@ TEST(ThreadedEp, DisagreementOnHiddenOrExpertsIsAPeerError) {
   neptest::run_world(2, [&](nep::Transport& t) {
     const auto& r = w.routing[t.rank()];
     try {
-      nep::dispatch_notify(t, r.idx.data(), r.tokens, w.topk, t.rank() == 0 ? w.experts : 2 * w.experts, 1);
+      nep::dispatch_notify(t, r.idx.data(), r.tokens, w.topk,
+                           t.rank() == 0 ? w.experts : 2 * w.experts, 1);
     } catch (const nep::Error& e) {
       std::lock_guard<std::mutex> lock(mu);
       messages[t.rank()] = e.what();
@@ -124,13 +125,16 @@ TEST(ThreadedCollectives, AllReduceIsRankOrderedAndIdenticalEverywhere) {
     neptest::run_world(world, [&](nep::Transport& t) {
       nep::all_reduce_sum(t, got_f[t.rank()].data(), count);
       nep::all_reduce_sum(t, got_d[t.rank()].data(), count);
-      const uint8_t mine[3] = {static_cast<uint8_t>(t.rank()), 7, static_cast<uint8_t>(10 * t.rank())};
+      const uint8_t mine[3] = {static_cast<uint8_t>(t.rank()), 7,
+                               static_cast<uint8_t>(10 * t.rank())};
       gathered[t.rank()].resize(3 * world);
       nep::all_gather(t, mine, 3, gathered[t.rank()].data());
     });
     for (int32_t r = 0; r < world; ++r) {
-      EXPECT_EQ(std::memcmp(got_f[r].data(), want_f.data(), count * 4), 0) << "world " << world << " rank " << r;
-      EXPECT_EQ(std::memcmp(got_d[r].data(), want_d.data(), count * 8), 0) << "world " << world << " rank " << r;
+      EXPECT_EQ(std::memcmp(got_f[r].data(), want_f.data(), count * 4), 0)
+          << "world " << world << " rank " << r;
+      EXPECT_EQ(std::memcmp(got_d[r].data(), want_d.data(), count * 8), 0)
+          << "world " << world << " rank " << r;
       for (int32_t s = 0; s < world; ++s) {
         EXPECT_EQ(gathered[r][3 * s], s);
         EXPECT_EQ(gathered[r][3 * s + 2], 10 * s);

@@ -20,8 +20,8 @@ namespace neptest {
 struct World {
   int32_t world = 1, experts = 8, topk = 4;
   int64_t hidden = 16;
-  std::vector<Routing> routing;         // per rank
-  std::vector<std::vector<float>> x;    // per rank [T, H]
+  std::vector<Routing> routing;       // per rank
+  std::vector<std::vector<float>> x;  // per rank [T, H]
 };
 
 // Uneven tokens per rank (base + 11 r), rank 1 with none, a hot expert, -1 slots, and token 0
@@ -60,7 +60,9 @@ inline std::vector<float> wire_round_trip(int32_t wire, const float* row, int64_
 }
 
 // y on rank r for a received row: depends on the data and on r, so each rank's term differs.
-inline float y_value(float recv, int32_t rank) { return recv * static_cast<float>(rank + 1) + 0.25f; }
+inline float y_value(float recv, int32_t rank) {
+  return recv * static_cast<float>(rank + 1) + 0.25f;
+}
 
 inline std::string check_ep_rank(nep::Transport& t, const World& w, int32_t wire, int32_t align,
                                  int repeats = 2) {
@@ -77,7 +79,8 @@ inline std::string check_ep_rank(nep::Transport& t, const World& w, int32_t wire
       nep::dispatch_notify(t, routing.idx.data(), routing.tokens, topk, w.experts, align);
   const OracleRecv want = oracle_recv(w.routing, me, w.experts);
   const int64_t recv = static_cast<int64_t>(want.src_idx.size());
-  check(h.num_recv == recv, "num_recv " + std::to_string(h.num_recv) + " != " + std::to_string(recv));
+  check(h.num_recv == recv,
+        "num_recv " + std::to_string(h.num_recv) + " != " + std::to_string(recv));
   if (h.num_recv != recv) return bad.str();
   check(h.recv_src_idx == want.src_idx, "recv_src_idx differs from the oracle");
   check(h.recv_tokens_per_expert == want.per_expert, "raw per-expert counts differ");
@@ -90,8 +93,9 @@ inline std::string check_ep_rank(nep::Transport& t, const World& w, int32_t wire
     int64_t upto = 0;
     for (int32_t src : want.src_rank) upto += src <= s;
     check(h.rank_prefix_matrix[s * w.world + me] == upto,
-          "rank_prefix_matrix[" + std::to_string(s) + "][me] = " +
-              std::to_string(h.rank_prefix_matrix[s * w.world + me]) + ", want " + std::to_string(upto));
+          "rank_prefix_matrix[" + std::to_string(s) +
+              "][me] = " + std::to_string(h.rank_prefix_matrix[s * w.world + me]) + ", want " +
+              std::to_string(upto));
   }
 
   // Fresh dispatch with weights.

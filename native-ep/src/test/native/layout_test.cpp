@@ -18,8 +18,8 @@ struct Layout {
   std::vector<uint8_t> in_rank;
 };
 
-Layout oracle_layout(const std::vector<int64_t>& idx, int64_t tokens, int32_t topk,
-                     int32_t experts, int32_t world) {
+Layout oracle_layout(const std::vector<int64_t>& idx, int64_t tokens, int32_t topk, int32_t experts,
+                     int32_t world) {
   Layout l;
   l.per_rank.assign(world, 0);
   l.per_expert.assign(experts, 0);
@@ -48,9 +48,9 @@ int32_t run_layout(const std::vector<int64_t>& idx, int64_t tokens, int32_t topk
   out.per_expert.assign(experts > 0 ? experts : 1, -7);
   out.in_rank.assign(tokens > 0 && world > 0 ? tokens * world : 1, 0xEE);
   char err[512];
-  const int32_t rc = nep_layout(addr(idx.data()), tokens, topk, experts, world,
-                                addr(out.per_rank.data()), addr(out.per_expert.data()),
-                                addr(out.in_rank.data()), err, sizeof err);
+  const int32_t rc =
+      nep_layout(addr(idx.data()), tokens, topk, experts, world, addr(out.per_rank.data()),
+                 addr(out.per_expert.data()), addr(out.in_rank.data()), err, sizeof err);
   message = err;
   return rc;
 }
@@ -91,7 +91,9 @@ TEST(Layout, NullOutputsAreSkippedAndZeroTokensWork) {
   const std::vector<int64_t> idx = {3, 1};
   std::vector<int32_t> per_rank(4, -1);
   char err[256];
-  ASSERT_EQ(nep_layout(addr(idx.data()), 1, 2, 8, 4, addr(per_rank.data()), 0, 0, err, sizeof err), NEP_OK) << err;
+  ASSERT_EQ(nep_layout(addr(idx.data()), 1, 2, 8, 4, addr(per_rank.data()), 0, 0, err, sizeof err),
+            NEP_OK)
+      << err;
   EXPECT_EQ(per_rank, (std::vector<int32_t>{1, 1, 0, 0}));
   ASSERT_EQ(nep_layout(0, 0, 2, 8, 4, addr(per_rank.data()), 0, 0, err, sizeof err), NEP_OK) << err;
   EXPECT_EQ(per_rank, (std::vector<int32_t>{0, 0, 0, 0}));
@@ -144,5 +146,7 @@ TEST(Layout, FindsDuplicatesInWideRows) {
   ASSERT_EQ(run_layout(idx, 1, topk, experts, 2, out, msg), NEP_OK) << msg;
   idx[39] = 17;
   EXPECT_EQ(run_layout(idx, 1, topk, experts, 2, out, msg), NEP_ERR_INVALID_ARGUMENT);
-  EXPECT_EQ(msg, "topk_idx[0] selects expert 17 twice (slots 17 and 39); each expert may appear at most once per token");
+  EXPECT_EQ(msg,
+            "topk_idx[0] selects expert 17 twice (slots 17 and 39); each expert may appear at most "
+            "once per token");
 }

@@ -55,9 +55,9 @@ struct LlWires {
 // One rank's input of one step; the same on every rank for the same (seed, step, rank).
 struct LlInput {
   int64_t tokens = 0;
-  std::vector<int64_t> idx;   // [T, K]
-  std::vector<float> weights; // [T, K]
-  std::vector<float> x;       // [T, H]
+  std::vector<int64_t> idx;    // [T, K]
+  std::vector<float> weights;  // [T, K]
+  std::vector<float> x;        // [T, H]
 };
 
 // The index block is the last 128-channel block (partial when H is not a multiple of 128): its
@@ -79,12 +79,14 @@ inline bool read_index(const float* row, int64_t hidden, int32_t* rank, int64_t*
   const float* b = row + index_base(hidden);
   if (b[0] != 448.0f) return false;
   *rank = static_cast<int32_t>(b[1]);
-  *token = static_cast<int64_t>(b[2]) * 64 + static_cast<int64_t>(b[3]) * 8 + static_cast<int64_t>(b[4]);
+  *token =
+      static_cast<int64_t>(b[2]) * 64 + static_cast<int64_t>(b[3]) * 8 + static_cast<int64_t>(b[4]);
   return static_cast<float>(*rank) == b[1];
 }
 
 inline LlInput ll_input(uint64_t seed, int step, int32_t rank, const LlShape& s, int64_t tokens) {
-  std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(step) * 7919ull + static_cast<uint64_t>(rank));
+  std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(step) * 7919ull +
+                      static_cast<uint64_t>(rank));
   LlInput in;
   in.tokens = tokens;
   Routing r = random_routing(rng, tokens, s.topk, s.experts, 0.2, 0.3, 1 % s.experts);
@@ -102,7 +104,8 @@ inline LlInput ll_input(uint64_t seed, int step, int32_t rank, const LlShape& s,
 // returned to the wrong (token, slot) changes the result.
 inline float expert_factor(int64_t g) { return 1.0f + 0.125f * static_cast<float>(g % 5); }
 
-inline std::vector<float> ll_round_trip(int32_t wire, int32_t flags, const float* row, int64_t hidden) {
+inline std::vector<float> ll_round_trip(int32_t wire, int32_t flags, const float* row,
+                                        int64_t hidden) {
   const auto w = static_cast<nep::Wire>(wire);
   std::vector<uint8_t> buf(static_cast<size_t>(nep::wire_row_bytes(w, hidden)));
   std::vector<float> out(static_cast<size_t>(hidden));
@@ -117,10 +120,10 @@ inline bool same_bits(const float* a, const float* b, int64_t n) {
 
 // Outputs of one dispatch on this rank.
 struct LlRecv {
-  std::vector<float> x;          // [El, N, H]
-  std::vector<int32_t> count;    // [El]
-  std::vector<int32_t> src_info; // [El, N]
-  std::vector<int64_t> range;    // [El, W]
+  std::vector<float> x;           // [El, N, H]
+  std::vector<int32_t> count;     // [El]
+  std::vector<int32_t> src_info;  // [El, N]
+  std::vector<int64_t> range;     // [El, W]
   nep_ll_handle* handle = nullptr;
 };
 
@@ -153,23 +156,26 @@ class LlRankCheck {
   // Inputs of every rank for a step (tokens per rank from tokens_of).
   std::vector<LlInput> inputs(int step, const std::function<int64_t(int32_t)>& tokens_of) const {
     std::vector<LlInput> all;
-    for (int32_t r = 0; r < s_.world; ++r) all.push_back(ll_input(seed_, step, r, s_, tokens_of(r)));
+    for (int32_t r = 0; r < s_.world; ++r)
+      all.push_back(ll_input(seed_, step, r, s_, tokens_of(r)));
     return all;
   }
 
   nep_ll_op* dispatch_send(const LlInput& in, const LlWires& w) {
     nep_ll_op* op = nullptr;
     ok(nep_ll_dispatch_send(buf_, reinterpret_cast<int64_t>(in.x.data()), in.tokens, s_.hidden,
-                            reinterpret_cast<int64_t>(in.idx.data()), s_.topk, w.dispatch, w.flags, &op,
-                            err_, cap()),
+                            reinterpret_cast<int64_t>(in.idx.data()), s_.topk, w.dispatch, w.flags,
+                            &op, err_, cap()),
        "nep_ll_dispatch_send");
     if (op != nullptr) {
       int64_t selected = 0;
       for (int64_t e : in.idx) selected += e >= 0;
       check(nep_ll_op_rows_sent(op) == selected,
             "dispatch sent " + std::to_string(nep_ll_op_rows_sent(op)) + " messages for " +
-                std::to_string(selected) + " selected (token, expert) pairs (-1 slots must not be sent)");
-      check(nep_ll_op_kind(op) == NEP_LL_DISPATCH && nep_ll_op_is_pending(op) == 1, "dispatch op state");
+                std::to_string(selected) +
+                " selected (token, expert) pairs (-1 slots must not be sent)");
+      check(nep_ll_op_kind(op) == NEP_LL_DISPATCH && nep_ll_op_is_pending(op) == 1,
+            "dispatch op state");
     }
     return op;
   }
@@ -186,17 +192,18 @@ class LlRankCheck {
     poison(r.src_info);
     poison(r.range);
     if (op == nullptr) return r;
-    ok(nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(r.x.data()), reinterpret_cast<int64_t>(r.count.data()),
-                            reinterpret_cast<int64_t>(r.src_info.data()), reinterpret_cast<int64_t>(r.range.data()),
-                            &r.handle, err_, cap()),
+    ok(nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(r.x.data()),
+                            reinterpret_cast<int64_t>(r.count.data()),
+                            reinterpret_cast<int64_t>(r.src_info.data()),
+                            reinterpret_cast<int64_t>(r.range.data()), &r.handle, err_, cap()),
        "nep_ll_dispatch_recv");
     nep_ll_op_destroy(op);
     return r;
   }
 
   // Every check of one dispatch's outputs on this rank against the oracle.
-  void check_dispatch(const std::vector<LlInput>& all, const std::vector<LlWires>& wires, const LlRecv& r,
-                      const std::string& label) {
+  void check_dispatch(const std::vector<LlInput>& all, const std::vector<LlWires>& wires,
+                      const LlRecv& r, const std::string& label) {
     const int64_t h = s_.hidden;
     if (r.handle == nullptr) return check(false, label + ": no handle");
     std::vector<int32_t> hc(static_cast<size_t>(local_));
@@ -212,35 +219,42 @@ class LlRankCheck {
         for (int64_t t = 0; t < in.tokens; ++t) {
           for (int32_t k = 0; k < s_.topk; ++k) {
             if (in.idx[t * s_.topk + k] != g) continue;
-            const std::string where = label + ": expert " + std::to_string(e) + " row " + std::to_string(row);
+            const std::string where =
+                label + ": expert " + std::to_string(e) + " row " + std::to_string(row);
             if (row < r.count[e]) {
               const int64_t at = (e * rows_ + row);
               check(r.src_info[at] == t, where + ": src_info " + std::to_string(r.src_info[at]) +
-                                             ", want token " + std::to_string(t) + " of rank " + std::to_string(s));
+                                             ", want token " + std::to_string(t) + " of rank " +
+                                             std::to_string(s));
               const float* got = &r.x[at * h];
               int32_t src_rank = -1;
               int64_t src_token = -1;
               check(read_index(got, h, &src_rank, &src_token) && src_rank == s && src_token == t,
                     where + ": index channel says rank " + std::to_string(src_rank) + " token " +
-                        std::to_string(src_token) + ", want rank " + std::to_string(s) + " token " + std::to_string(t));
+                        std::to_string(src_token) + ", want rank " + std::to_string(s) + " token " +
+                        std::to_string(t));
               const auto want = ll_round_trip(wires[s].dispatch, wires[s].flags, &in.x[t * h], h);
-              check(same_bits(want.data(), got, h), where + ": data differs from the wire round trip");
+              check(same_bits(want.data(), got, h),
+                    where + ": data differs from the wire round trip");
             }
             ++row;
           }
         }
         const int64_t range = r.range[static_cast<int64_t>(e) * s_.world + s];
         check(range == ((begin << 32) | (row - begin)),
-              label + ": layout_range[" + std::to_string(e) + "][" + std::to_string(s) + "] = begin " +
-                  std::to_string(range >> 32) + " count " + std::to_string(range & 0xFFFFFFFF) + ", want " +
-                  std::to_string(begin) + " / " + std::to_string(row - begin));
+              label + ": layout_range[" + std::to_string(e) + "][" + std::to_string(s) +
+                  "] = begin " + std::to_string(range >> 32) + " count " +
+                  std::to_string(range & 0xFFFFFFFF) + ", want " + std::to_string(begin) + " / " +
+                  std::to_string(row - begin));
       }
-      check(r.count[e] == row, label + ": recv_count[" + std::to_string(e) + "] = " + std::to_string(r.count[e]) +
-                                   ", but the all-gathered selections of expert " + std::to_string(g) +
-                                   " are " + std::to_string(row));
+      check(r.count[e] == row, label + ": recv_count[" + std::to_string(e) +
+                                   "] = " + std::to_string(r.count[e]) +
+                                   ", but the all-gathered selections of expert " +
+                                   std::to_string(g) + " are " + std::to_string(row));
       if (row < rows_) {
         const int64_t at = e * rows_ + row;
-        check(r.src_info[at] == -1, label + ": src_info past the count is " + std::to_string(r.src_info[at]));
+        check(r.src_info[at] == -1,
+              label + ": src_info past the count is " + std::to_string(r.src_info[at]));
         uint32_t bits;
         std::memcpy(&bits, &r.x[at * h], 4);
         check(bits == 0xFFFFFFFFu, label + ": recv_x row past the count was written");
@@ -261,17 +275,20 @@ class LlRankCheck {
     return y;
   }
 
-  nep_ll_op* combine_send(const LlRecv& r, const std::vector<float>& y, const LlInput& in, const LlWires& w) {
+  nep_ll_op* combine_send(const LlRecv& r, const std::vector<float>& y, const LlInput& in,
+                          const LlWires& w) {
     nep_ll_op* op = nullptr;
     ok(nep_ll_combine_send(buf_, r.handle, reinterpret_cast<int64_t>(y.data()), s_.hidden,
-                           reinterpret_cast<int64_t>(in.idx.data()), reinterpret_cast<int64_t>(in.weights.data()),
-                           in.tokens, s_.topk, w.combine, &op, err_, cap()),
+                           reinterpret_cast<int64_t>(in.idx.data()),
+                           reinterpret_cast<int64_t>(in.weights.data()), in.tokens, s_.topk,
+                           w.combine, &op, err_, cap()),
        "nep_ll_combine_send");
     if (op != nullptr) {
       int64_t received = 0;
       for (int32_t c : r.count) received += c;
-      check(nep_ll_op_rows_sent(op) == received, "combine sent " + std::to_string(nep_ll_op_rows_sent(op)) +
-                                                     " rows for " + std::to_string(received) + " received");
+      check(nep_ll_op_rows_sent(op) == received,
+            "combine sent " + std::to_string(nep_ll_op_rows_sent(op)) + " rows for " +
+                std::to_string(received) + " received");
     }
     return op;
   }
@@ -280,7 +297,8 @@ class LlRankCheck {
     std::vector<float> out(static_cast<size_t>(tokens * s_.hidden));
     poison(out);
     if (op == nullptr) return out;
-    ok(nep_ll_combine_recv(op, reinterpret_cast<int64_t>(out.data()), err_, cap()), "nep_ll_combine_recv");
+    ok(nep_ll_combine_recv(op, reinterpret_cast<int64_t>(out.data()), err_, cap()),
+       "nep_ll_combine_recv");
     nep_ll_op_destroy(op);
     return out;
   }
@@ -293,7 +311,8 @@ class LlRankCheck {
     // calc_diff runs over the data channels: the index block's large anchor would dilute it.
     const int64_t data_ch = index_base(h);
     std::vector<double> got, ideal(static_cast<size_t>(in.tokens * data_ch), 0.0);
-    for (int64_t t = 0; t < in.tokens; ++t) got.insert(got.end(), &out[t * h], &out[t * h + data_ch]);
+    for (int64_t t = 0; t < in.tokens; ++t)
+      got.insert(got.end(), &out[t * h], &out[t * h + data_ch]);
     for (int64_t t = 0; t < in.tokens; ++t) {
       std::vector<float> acc(static_cast<size_t>(h), 0.0f);
       bool first = true;
@@ -302,21 +321,24 @@ class LlRankCheck {
         if (g < 0) continue;
         const int32_t dest = static_cast<int32_t>(g / local_);
         const float wk = in.weights[t * s_.topk + k];
-        std::vector<float> v = ll_round_trip(wires[me_].dispatch, wires[me_].flags, &in.x[t * h], h);
+        std::vector<float> v =
+            ll_round_trip(wires[me_].dispatch, wires[me_].flags, &in.x[t * h], h);
         for (float& a : v) a *= expert_factor(g);
         const auto back = ll_round_trip(wires[dest].combine, 0, v.data(), h);
         for (int64_t i = 0; i < h; ++i) {
           acc[i] = first ? wk * back[i] : acc[i] + wk * back[i];
-          if (i < data_ch) ideal[t * data_ch + i] += static_cast<double>(wk) * expert_factor(g) * in.x[t * h + i];
+          if (i < data_ch)
+            ideal[t * data_ch + i] += static_cast<double>(wk) * expert_factor(g) * in.x[t * h + i];
         }
         first = false;
       }
-      check(same_bits(acc.data(), &out[t * h], h),
-            label + ": combined token " + std::to_string(t) + " differs from the slot-ordered fp32 sum");
+      check(same_bits(acc.data(), &out[t * h], h), label + ": combined token " + std::to_string(t) +
+                                                       " differs from the slot-ordered fp32 sum");
     }
     const double diff = calc_diff(got, ideal);
     check(!(diff >= tolerance) && std::isfinite(diff),
-          label + ": calc_diff(combined, x * sum w c) = " + std::to_string(diff) + " >= " + std::to_string(tolerance));
+          label + ": calc_diff(combined, x * sum w c) = " + std::to_string(diff) +
+              " >= " + std::to_string(tolerance));
     return diff;
   }
 
@@ -360,8 +382,8 @@ inline void poison_between_steps(LlRankCheck& c) {
 inline void normal_mode_round(LlRankCheck& c, const LlInput& in) {
   const LlShape& s = c.shape();
   nep_handle* h = nullptr;
-  if (!c.ok(nep_dispatch_notify(c.comm(), reinterpret_cast<int64_t>(in.idx.data()), in.tokens, s.topk, s.experts, 1,
-                                &h, c.err(), c.cap()),
+  if (!c.ok(nep_dispatch_notify(c.comm(), reinterpret_cast<int64_t>(in.idx.data()), in.tokens,
+                                s.topk, s.experts, 1, &h, c.err(), c.cap()),
             "nep_dispatch_notify")) {
     return;
   }
@@ -381,7 +403,8 @@ inline void normal_mode_round(LlRankCheck& c, const LlInput& in) {
     for (int64_t i = 0; i < s.hidden; ++i) {
       const float want = in.x[t * s.hidden + i] * static_cast<float>(n);
       if (std::fabs(out[t * s.hidden + i] - want) > 1e-5f * (1.0f + std::fabs(want))) {
-        c.check(false, "normal-mode combine between LL send and receive is wrong at token " + std::to_string(t));
+        c.check(false, "normal-mode combine between LL send and receive is wrong at token " +
+                           std::to_string(t));
         break;
       }
     }
@@ -424,7 +447,8 @@ inline void ll_steps(LlRankCheck& c, int steps) {
     const auto y = c.expert_outputs(r);
     nep_ll_op* cop = c.combine_send(r, y, all[c.rank()], mine);
     float v = 1.0f;
-    c.ok(nep_all_reduce_sum_f32(c.comm(), reinterpret_cast<int64_t>(&v), 1, c.err(), c.cap()), "all_reduce");
+    c.ok(nep_all_reduce_sum_f32(c.comm(), reinterpret_cast<int64_t>(&v), 1, c.err(), c.cap()),
+         "all_reduce");
     c.check(v == static_cast<float>(s.world), "all_reduce between combine send and receive");
     const auto out = c.combine_recv(cop, all[c.rank()].tokens);
     double tol = 0.0;
@@ -444,22 +468,27 @@ inline void ll_double_buffering(LlRankCheck& c, int32_t slow_rank) {
   const int32_t me = c.rank();
   const auto a = c.inputs(100, [&](int32_t r) { return (s.max_tokens + r) / 2; });
   const auto b = c.inputs(101, [&](int32_t r) { return s.max_tokens - r % 2; });
-  const std::vector<LlWires> wa(static_cast<size_t>(s.world), LlWires{NEP_WIRE_FP8, 0, NEP_WIRE_BF16});
-  const std::vector<LlWires> wb(static_cast<size_t>(s.world), LlWires{NEP_WIRE_BF16, 0, NEP_WIRE_FP32});
+  const std::vector<LlWires> wa(static_cast<size_t>(s.world),
+                                LlWires{NEP_WIRE_FP8, 0, NEP_WIRE_BF16});
+  const std::vector<LlWires> wb(static_cast<size_t>(s.world),
+                                LlWires{NEP_WIRE_BF16, 0, NEP_WIRE_FP32});
   nep_ll_op* op_a = c.dispatch_send(a[me], wa[me]);
   nep_ll_op* op_b = c.dispatch_send(b[me], wb[me]);
   const int64_t first = op_a != nullptr ? nep_ll_op_call_index(op_a) : -1;
   nep_ll_op* third = nullptr;
-  const int32_t rc = nep_ll_dispatch_send(c.buffer(), reinterpret_cast<int64_t>(a[me].x.data()), a[me].tokens,
-                                          s.hidden, reinterpret_cast<int64_t>(a[me].idx.data()), s.topk,
-                                          NEP_WIRE_BF16, 0, &third, c.err(), c.cap());
+  const int32_t rc =
+      nep_ll_dispatch_send(c.buffer(), reinterpret_cast<int64_t>(a[me].x.data()), a[me].tokens,
+                           s.hidden, reinterpret_cast<int64_t>(a[me].idx.data()), s.topk,
+                           NEP_WIRE_BF16, 0, &third, c.err(), c.cap());
   const std::string m = c.err();
   c.check(rc == NEP_ERR_INVALID_ARGUMENT && third == nullptr &&
-              m.find("low-latency call " + std::to_string(first) + " (a dispatch) still awaits its receive") !=
-                  std::string::npos,
+              m.find("low-latency call " + std::to_string(first) +
+                     " (a dispatch) still awaits its receive") != std::string::npos,
           "third pending send: status " + std::to_string(rc) + ": " + m);
   auto now_us = [] {
-    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    return std::chrono::duration<double, std::micro>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
   };
   // The slow rank notes when it starts the receive that releases call A's buffer; the others
   // note when their next send on that buffer (combine A) returned: it must be later.
@@ -483,7 +512,8 @@ inline void ll_double_buffering(LlRankCheck& c, int32_t slow_rank) {
   nep_ll_handle_destroy(rb.handle);
   if (slow_rank >= 0 && slow_rank < s.world) {
     // steady_clock is CLOCK_MONOTONIC, one clock for every process of the host.
-    c.ok(nep_all_reduce_sum_f64(c.comm(), reinterpret_cast<int64_t>(marks.data()), s.world, c.err(), c.cap()),
+    c.ok(nep_all_reduce_sum_f64(c.comm(), reinterpret_cast<int64_t>(marks.data()), s.world, c.err(),
+                                c.cap()),
          "all_reduce of the marks");
     if (me != slow_rank) {
       c.check(marks[me] >= marks[slow_rank],
@@ -499,7 +529,8 @@ inline void ll_double_buffering(LlRankCheck& c, int32_t slow_rank) {
 inline void ll_refusals(LlRankCheck& c) {
   const LlShape& s = c.shape();
   const int32_t me = c.rank();
-  auto expect = [&](int32_t rc, int32_t want, const std::vector<std::string>& parts, const std::string& what) {
+  auto expect = [&](int32_t rc, int32_t want, const std::vector<std::string>& parts,
+                    const std::string& what) {
     const std::string m = c.err();
     bool has = rc == want;
     for (const std::string& p : parts) has = has && m.find(p) != std::string::npos;
@@ -509,26 +540,35 @@ inline void ll_refusals(LlRankCheck& c) {
   std::vector<float> x(static_cast<size_t>(big * s.hidden), 1.0f);
   std::vector<int64_t> idx(static_cast<size_t>(big * (s.topk + 1)), -1);
   nep_ll_op* op = nullptr;
-  const int64_t xa = reinterpret_cast<int64_t>(x.data()), ia = reinterpret_cast<int64_t>(idx.data());
-  expect(nep_ll_dispatch_send(c.buffer(), xa, big, s.hidden, ia, s.topk, NEP_WIRE_BF16, 0, &op, c.err(), c.cap()),
+  const int64_t xa = reinterpret_cast<int64_t>(x.data()),
+                ia = reinterpret_cast<int64_t>(idx.data());
+  expect(nep_ll_dispatch_send(c.buffer(), xa, big, s.hidden, ia, s.topk, NEP_WIRE_BF16, 0, &op,
+                              c.err(), c.cap()),
          NEP_ERR_CAPACITY,
-         {"num_tokens = " + std::to_string(big), "max_tokens_per_rank = " + std::to_string(s.max_tokens)},
+         {"num_tokens = " + std::to_string(big),
+          "max_tokens_per_rank = " + std::to_string(s.max_tokens)},
          "T > max_tokens_per_rank");
-  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk + 1, NEP_WIRE_BF16, 0, &op, c.err(), c.cap()),
-         NEP_ERR_CAPACITY, {"num_topk = " + std::to_string(s.topk + 1), "max_topk = " + std::to_string(s.topk)},
+  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk + 1, NEP_WIRE_BF16, 0, &op,
+                              c.err(), c.cap()),
+         NEP_ERR_CAPACITY,
+         {"num_topk = " + std::to_string(s.topk + 1), "max_topk = " + std::to_string(s.topk)},
          "K > max_topk");
   idx[1] = s.experts;
-  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk, NEP_WIRE_BF16, 0, &op, c.err(), c.cap()),
-         NEP_ERR_INVALID_ARGUMENT, {"topk_idx[0][1] = " + std::to_string(s.experts)}, "expert id out of range");
+  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk, NEP_WIRE_BF16, 0, &op,
+                              c.err(), c.cap()),
+         NEP_ERR_INVALID_ARGUMENT, {"topk_idx[0][1] = " + std::to_string(s.experts)},
+         "expert id out of range");
   idx[1] = 0;
   idx[2] = 0;
-  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk, NEP_WIRE_BF16, 0, &op, c.err(), c.cap()),
+  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk, NEP_WIRE_BF16, 0, &op,
+                              c.err(), c.cap()),
          NEP_ERR_INVALID_ARGUMENT, {"selects expert 0 twice"}, "duplicate expert");
   idx[2] = -1;
-  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden + 1, ia, s.topk, NEP_WIRE_BF16, 0, &op, c.err(), c.cap()),
-         NEP_ERR_INVALID_ARGUMENT, {"hidden = " + std::to_string(s.hidden + 1)}, "hidden mismatch");
-  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk, NEP_WIRE_BF16, NEP_LL_ROUND_SCALE, &op,
+  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden + 1, ia, s.topk, NEP_WIRE_BF16, 0, &op,
                               c.err(), c.cap()),
+         NEP_ERR_INVALID_ARGUMENT, {"hidden = " + std::to_string(s.hidden + 1)}, "hidden mismatch");
+  expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk, NEP_WIRE_BF16,
+                              NEP_LL_ROUND_SCALE, &op, c.err(), c.cap()),
          NEP_ERR_INVALID_ARGUMENT, {"round_scale"}, "round_scale with bf16");
   expect(nep_ll_dispatch_send(c.buffer(), xa, 2, s.hidden, ia, s.topk, 9, 0, &op, c.err(), c.cap()),
          NEP_ERR_INVALID_ARGUMENT, {"wire = 9"}, "unknown wire");
@@ -556,15 +596,17 @@ inline void ll_refusals(LlRankCheck& c) {
   }
   nep_ll_op* cop = nullptr;
   expect(nep_ll_combine_send(c.buffer(), r.handle, reinterpret_cast<int64_t>(y.data()), s.hidden,
-                             reinterpret_cast<int64_t>(other.data()), reinterpret_cast<int64_t>(all[me].weights.data()),
-                             all[me].tokens, s.topk, NEP_WIRE_BF16, &cop, c.err(), c.cap()),
+                             reinterpret_cast<int64_t>(other.data()),
+                             reinterpret_cast<int64_t>(all[me].weights.data()), all[me].tokens,
+                             s.topk, NEP_WIRE_BF16, &cop, c.err(), c.cap()),
          NEP_ERR_INVALID_ARGUMENT, {"topk_idx[1][1]", "differs from the dispatched routing"},
          "combine with other routing");
   expect(nep_ll_combine_send(c.buffer(), r.handle, reinterpret_cast<int64_t>(y.data()), s.hidden,
                              reinterpret_cast<int64_t>(all[me].idx.data()),
-                             reinterpret_cast<int64_t>(all[me].weights.data()), all[me].tokens - 1, s.topk,
-                             NEP_WIRE_BF16, &cop, c.err(), c.cap()),
-         NEP_ERR_INVALID_ARGUMENT, {"num_tokens = " + std::to_string(all[me].tokens - 1)}, "combine with other T");
+                             reinterpret_cast<int64_t>(all[me].weights.data()), all[me].tokens - 1,
+                             s.topk, NEP_WIRE_BF16, &cop, c.err(), c.cap()),
+         NEP_ERR_INVALID_ARGUMENT, {"num_tokens = " + std::to_string(all[me].tokens - 1)},
+         "combine with other T");
   cop = c.combine_send(r, y, all[me], wires[me]);
   c.check(cop == nullptr || nep_ll_op_call_index(cop) == call + 1,
           "a refused call consumed a call number (combine is call " +

@@ -35,7 +35,8 @@ struct LoopbackComm {
   int32_t create(int64_t tokens, int64_t hidden, int32_t experts, int32_t topk, int32_t wire,
                  nep_ll_buffer** out) {
     err[0] = '\0';
-    return nep_ll_buffer_create(comm, tokens, hidden, experts, topk, wire, 2000, out, err, sizeof err);
+    return nep_ll_buffer_create(comm, tokens, hidden, experts, topk, wire, 2000, out, err,
+                                sizeof err);
   }
 };
 
@@ -54,15 +55,19 @@ void expect_still_usable(LoopbackComm& c) {
 // that would overflow 4 * hidden (fp32) or hidden + blocks (fp8, mxfp8), for every wire format.
 TEST(LlLimits, HugeHiddenIsRefusedBeforeAnyRowSizeIsComputed) {
   LoopbackComm c;
-  const int64_t huge[] = {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max() / 4 + 1,
-                          std::numeric_limits<int64_t>::max() / 8, int64_t{1} << 40, nep::kMaxLlHidden + 1};
+  const int64_t huge[] = {
+      std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max() / 4 + 1,
+      std::numeric_limits<int64_t>::max() / 8, int64_t{1} << 40, nep::kMaxLlHidden + 1};
   for (int32_t wire = NEP_WIRE_FP32; wire <= NEP_WIRE_MXFP8; ++wire) {
     for (int64_t h : huge) {
-      nep_ll_buffer* buf = reinterpret_cast<nep_ll_buffer*>(0x1);  // poisoned: must be reset to null
-      EXPECT_EQ(c.create(1, h, 8, 2, wire, &buf), NEP_ERR_CAPACITY) << "wire " << wire << " hidden " << h << ": " << c.err;
+      // poisoned: must be reset to null
+      nep_ll_buffer* buf = reinterpret_cast<nep_ll_buffer*>(0x1);
+      EXPECT_EQ(c.create(1, h, 8, 2, wire, &buf), NEP_ERR_CAPACITY)
+          << "wire " << wire << " hidden " << h << ": " << c.err;
       EXPECT_EQ(buf, nullptr);
       EXPECT_EQ(std::string(c.err), "hidden = " + std::to_string(h) + " exceeds the limit " +
-                                        std::to_string(nep::kMaxLlHidden) + " of the low-latency buffer");
+                                        std::to_string(nep::kMaxLlHidden) +
+                                        " of the low-latency buffer");
     }
   }
   // The limit itself is a valid size (its 64 MiB fp32 row fits the region easily).
@@ -82,10 +87,12 @@ TEST(LlLimits, HugeNumExpertsIsRefusedWithoutAllocating) {
   const int32_t huge[] = {std::numeric_limits<int32_t>::max(), nep::kMaxExperts + 1, 1 << 30};
   for (int32_t e : huge) {
     nep_ll_buffer* buf = reinterpret_cast<nep_ll_buffer*>(0x1);
-    EXPECT_EQ(c.create(1, 8, e, 1, NEP_WIRE_FP32, &buf), NEP_ERR_CAPACITY) << "num_experts " << e << ": " << c.err;
+    EXPECT_EQ(c.create(1, 8, e, 1, NEP_WIRE_FP32, &buf), NEP_ERR_CAPACITY)
+        << "num_experts " << e << ": " << c.err;
     EXPECT_EQ(buf, nullptr);
     EXPECT_EQ(std::string(c.err), "num_experts = " + std::to_string(e) + " exceeds the limit " +
-                                      std::to_string(nep::kMaxExperts) + " of the low-latency buffer");
+                                      std::to_string(nep::kMaxExperts) +
+                                      " of the low-latency buffer");
   }
   const int64_t grew = peak_rss_bytes() - before;
   EXPECT_LT(grew, int64_t{256} << 20) << "peak RSS grew by " << grew << " bytes while refusing";
@@ -101,12 +108,16 @@ TEST(LlLimits, HugeNumExpertsIsRefusedWithoutAllocating) {
 TEST(LlLimits, OverflowingProductsAreCapacityErrors) {
   LoopbackComm c;
   nep_ll_buffer* buf = nullptr;
-  EXPECT_EQ(c.create(std::numeric_limits<int64_t>::max(), 8, 8, 2, NEP_WIRE_FP32, &buf), NEP_ERR_CAPACITY);
-  EXPECT_EQ(std::string(c.err), "max_tokens_per_rank = " + std::to_string(std::numeric_limits<int64_t>::max()) +
-                                    " times world_size = 1 exceeds the limit 2147483647 rows per local expert");
-  EXPECT_EQ(c.create(std::numeric_limits<int32_t>::max(), nep::kMaxLlHidden, 1024, 1024, NEP_WIRE_FP32, &buf),
+  EXPECT_EQ(c.create(std::numeric_limits<int64_t>::max(), 8, 8, 2, NEP_WIRE_FP32, &buf),
             NEP_ERR_CAPACITY);
-  EXPECT_NE(std::string(c.err).find("exceeds the limit of 17592186044416 bytes"), std::string::npos) << c.err;
+  EXPECT_EQ(std::string(c.err),
+            "max_tokens_per_rank = " + std::to_string(std::numeric_limits<int64_t>::max()) +
+                " times world_size = 1 exceeds the limit 2147483647 rows per local expert");
+  EXPECT_EQ(c.create(std::numeric_limits<int32_t>::max(), nep::kMaxLlHidden, 1024, 1024,
+                     NEP_WIRE_FP32, &buf),
+            NEP_ERR_CAPACITY);
+  EXPECT_NE(std::string(c.err).find("exceeds the limit of 17592186044416 bytes"), std::string::npos)
+      << c.err;
   EXPECT_EQ(buf, nullptr);
   expect_still_usable(c);
 }

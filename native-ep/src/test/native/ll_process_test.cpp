@@ -23,7 +23,7 @@ using neptest::LlShape;
 using neptest::RankEnv;
 
 bool shm_name_exists(const std::string& name) {
-  struct stat st {};
+  struct stat st{};
   return stat(("/dev/shm" + name).c_str(), &st) == 0;
 }
 
@@ -53,8 +53,8 @@ struct RankLl {
       failure = std::string("nep_comm_create_shm: ") + err + "\n";
       return;
     }
-    if (nep_ll_buffer_create(comm, s.max_tokens, s.hidden, s.experts, s.topk, s.max_wire, timeout_ms, &buf, err,
-                             sizeof err) != NEP_OK) {
+    if (nep_ll_buffer_create(comm, s.max_tokens, s.hidden, s.experts, s.topk, s.max_wire,
+                             timeout_ms, &buf, err, sizeof err) != NEP_OK) {
       failure = std::string("nep_ll_buffer_create: ") + err + "\n";
       return;
     }
@@ -81,7 +81,8 @@ void run_ll(const LlShape& s, int steps, int32_t slow_rank) {
     neptest::ll_refusals(c);
     return c.failures();
   });
-  for (int32_t r = 0; r < s.world; ++r) EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  for (int32_t r = 0; r < s.world; ++r)
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
   expect_no_segments_left(res, static_cast<size_t>(s.world));
 }
 
@@ -140,28 +141,32 @@ TEST(LlProcesses, ReceiveTimeoutNamesRankPeerAndCounter) {
     nep_ll_handle* h = nullptr;
     char err[1024];
     const int64_t start = nep::monotonic_ms();
-    const int32_t rc = nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(x.data()),
-                                            reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, sizeof err);
+    const int32_t rc =
+        nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(x.data()),
+                             reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, sizeof err);
     const int64_t took = nep::monotonic_ms() - start;
     nep_ll_op_destroy(op);
     const std::string m = err;
     std::string bad;
     if (rc != NEP_ERR_TIMEOUT) bad += "status " + std::to_string(rc) + ": " + m + "\n";
-    for (const char* part : {"rank 0 timed out after 600 ms in low-latency dispatch receive",
-                             "waiting for rank 1's data of call 1", "counter flag[1] of buffer 1 on rank 0 = 0"}) {
-      if (m.find(part) == std::string::npos) bad += "message lacks '" + std::string(part) + "': " + m + "\n";
+    for (const char* part :
+         {"rank 0 timed out after 600 ms in low-latency dispatch receive",
+          "waiting for rank 1's data of call 1", "counter flag[1] of buffer 1 on rank 0 = 0"}) {
+      if (m.find(part) == std::string::npos)
+        bad += "message lacks '" + std::string(part) + "': " + m + "\n";
     }
     if (took < 550 || took > 3000) bad += "timed out after " + std::to_string(took) + " ms\n";
     // The buffer is unusable afterwards and says why.
     if (nep_ll_dispatch_send(ll.buf, reinterpret_cast<int64_t>(all[0].x.data()), 4, s.hidden,
-                             reinterpret_cast<int64_t>(all[0].idx.data()), s.topk, NEP_WIRE_BF16, 0, &op, err,
-                             sizeof err) != NEP_ERR_PEER ||
+                             reinterpret_cast<int64_t>(all[0].idx.data()), s.topk, NEP_WIRE_BF16, 0,
+                             &op, err, sizeof err) != NEP_ERR_PEER ||
         std::string(err).find("unusable after an earlier failure") == std::string::npos) {
       bad += std::string("send after the timeout: ") + err + "\n";
     }
     return bad + c.failures();
   });
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
   expect_no_segments_left(res, 2);
 }
 
@@ -185,16 +190,19 @@ TEST(LlProcesses, RankExitingBeforeItSendsFailsThePeersNamingIt) {
     nep_ll_handle* h = nullptr;
     char err[1024];
     const int64_t start = nep::monotonic_ms();
-    const int32_t rc = nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(x.data()),
-                                            reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, sizeof err);
+    const int32_t rc =
+        nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(x.data()),
+                             reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, sizeof err);
     const int64_t took = nep::monotonic_ms() - start;
     nep_ll_op_destroy(op);
     const std::string m = err;
     std::string bad;
     if (rc != NEP_ERR_PEER) bad += "status " + std::to_string(rc) + ": " + m + "\n";
     // The rank that waits for rank 2 sees it exit; a rank may instead see the other one give up.
-    const bool named = m.find("peer rank 2") != std::string::npos && m.find("exited") != std::string::npos;
-    const bool relayed = m.find("failed: ") != std::string::npos && m.find("peer rank 2") != std::string::npos;
+    const bool named =
+        m.find("peer rank 2") != std::string::npos && m.find("exited") != std::string::npos;
+    const bool relayed =
+        m.find("failed: ") != std::string::npos && m.find("peer rank 2") != std::string::npos;
     if (!named && !relayed) bad += "message: " + m + "\n";
     if (took > 5000) bad += "detection took " + std::to_string(took) + " ms\n";
     return bad + c.failures();
@@ -213,7 +221,8 @@ TEST(LlProcesses, RanksDisagreeingOnTheConfigurationFailAtCreation) {
       return std::string("create comm: ") + err + "\n";
     }
     nep_ll_buffer* buf = nullptr;
-    const int32_t rc = nep_ll_buffer_create(comm, 8 + env.rank, 256, 4, 2, NEP_WIRE_BF16, 5000, &buf, err, sizeof err);
+    const int32_t rc = nep_ll_buffer_create(comm, 8 + env.rank, 256, 4, 2, NEP_WIRE_BF16, 5000,
+                                            &buf, err, sizeof err);
     std::string bad;
     if (rc != NEP_ERR_PEER || buf != nullptr ||
         std::string(err).find("passed max_tokens_per_rank = ") == std::string::npos) {
@@ -221,12 +230,14 @@ TEST(LlProcesses, RanksDisagreeingOnTheConfigurationFailAtCreation) {
     }
     // The communicator stays usable: a barrier and then an agreeing creation work.
     if (nep_barrier(comm, err, sizeof err) != NEP_OK) bad += std::string("barrier: ") + err + "\n";
-    if (nep_ll_buffer_create(comm, 8, 256, 4, 2, NEP_WIRE_BF16, 5000, &buf, err, sizeof err) != NEP_OK) {
+    if (nep_ll_buffer_create(comm, 8, 256, 4, 2, NEP_WIRE_BF16, 5000, &buf, err, sizeof err) !=
+        NEP_OK) {
       bad += std::string("agreeing create: ") + err + "\n";
     }
     nep_ll_buffer_destroy(buf);
     nep_comm_destroy(comm);
     return bad;
   });
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
 }

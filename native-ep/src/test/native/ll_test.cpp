@@ -24,8 +24,8 @@ struct Loopback {
 
   explicit Loopback(const LlShape& s, int64_t timeout_ms = 5000) {
     EXPECT_EQ(nep_comm_create_loopback(&comm, err, sizeof err), NEP_OK) << err;
-    EXPECT_EQ(nep_ll_buffer_create(comm, s.max_tokens, s.hidden, s.experts, s.topk, s.max_wire, timeout_ms, &buf,
-                                   err, sizeof err),
+    EXPECT_EQ(nep_ll_buffer_create(comm, s.max_tokens, s.hidden, s.experts, s.topk, s.max_wire,
+                                   timeout_ms, &buf, err, sizeof err),
               NEP_OK)
         << err;
   }
@@ -67,16 +67,20 @@ TEST(LlCodec, Fp8PowerOfTwoScalesCoverTheBlockAndDecodeWithTheFp8Decoder) {
       float scale;
       std::memcpy(&scale, enc.data() + hidden + 4 * b, 4);
       int exp = 0;
-      ASSERT_EQ(std::frexp(scale, &exp), 0.5f) << "scale " << scale << " of block " << b << " is not a power of two";
+      ASSERT_EQ(std::frexp(scale, &exp), 0.5f)
+          << "scale " << scale << " of block " << b << " is not a power of two";
       float amax = 0.0f;
-      for (int64_t i = b * 128; i < std::min(hidden, (b + 1) * 128); ++i) amax = std::max(amax, std::fabs(x[i]));
+      for (int64_t i = b * 128; i < std::min(hidden, (b + 1) * 128); ++i)
+        amax = std::max(amax, std::fabs(x[i]));
       if (amax > 0.0f) {
         EXPECT_LE(amax / scale, 448.0f) << "block " << b << " would clip";
-        EXPECT_GT(amax / scale, 224.0f) << "block " << b << ": the scale is not the smallest power of two";
+        EXPECT_GT(amax / scale, 224.0f)
+            << "block " << b << ": the scale is not the smallest power of two";
       }
       for (int64_t i = b * 128; i < std::min(hidden, (b + 1) * 128); ++i) {
         const float err = std::fabs(dec[i] - x[i]);
-        EXPECT_LE(err, std::max(std::fabs(x[i]) * 0.0625f, scale * std::ldexp(1.0f, -10))) << "channel " << i;
+        EXPECT_LE(err, std::max(std::fabs(x[i]) * 0.0625f, scale * std::ldexp(1.0f, -10)))
+            << "channel " << i;
         if (amax == 0.0f) EXPECT_EQ(dec[i], 0.0f);
       }
     }
@@ -147,15 +151,24 @@ TEST(LlLoopback, ChecksDetectCorruptedOutputs) {
   auto none = [](neptest::LlRecv&) {};
   auto none_out = [](std::vector<float>&) {};
   EXPECT_EQ(run(none, none_out), "");
-  EXPECT_NE(run([&](neptest::LlRecv& r) { r.x[first_row(r) * s.hidden + 7] += 1.0f; }, none_out).find("data differs"), std::string::npos);
-  EXPECT_NE(run([&](neptest::LlRecv& r) { r.x[first_row(r) * s.hidden + 256 + 4] += 1.0f; }, none_out).find("index channel"),
+  EXPECT_NE(run([&](neptest::LlRecv& r) { r.x[first_row(r) * s.hidden + 7] += 1.0f; }, none_out)
+                .find("data differs"),
             std::string::npos);
-  EXPECT_NE(run([&](neptest::LlRecv& r) { r.src_info[first_row(r)] += 1; }, none_out).find("src_info"), std::string::npos);
-  EXPECT_NE(run([](neptest::LlRecv& r) { r.count[2] -= 1; }, none_out).find("all-gathered selections"),
+  EXPECT_NE(
+      run([&](neptest::LlRecv& r) { r.x[first_row(r) * s.hidden + 256 + 4] += 1.0f; }, none_out)
+          .find("index channel"),
+      std::string::npos);
+  EXPECT_NE(
+      run([&](neptest::LlRecv& r) { r.src_info[first_row(r)] += 1; }, none_out).find("src_info"),
+      std::string::npos);
+  EXPECT_NE(
+      run([](neptest::LlRecv& r) { r.count[2] -= 1; }, none_out).find("all-gathered selections"),
+      std::string::npos);
+  EXPECT_NE(run([](neptest::LlRecv& r) { r.range[1] += 1; }, none_out).find("layout_range"),
             std::string::npos);
-  EXPECT_NE(run([](neptest::LlRecv& r) { r.range[1] += 1; }, none_out).find("layout_range"), std::string::npos);
-  EXPECT_NE(run(none, [&](std::vector<float>& o) { o[2 * s.hidden + 3] += 0.5f; }).find("slot-ordered"),
-            std::string::npos);
+  EXPECT_NE(
+      run(none, [&](std::vector<float>& o) { o[2 * s.hidden + 3] += 0.5f; }).find("slot-ordered"),
+      std::string::npos);
   // A gross error also fails the calc_diff bound (not only the bitwise check).
   const std::string gross = run(none, [](std::vector<float>& o) {
     for (float& v : o) v *= 1.5f;
@@ -171,11 +184,12 @@ TEST(LlLoopback, WireWiderThanTheBufferIsRefusedNamingBoth) {
   const auto all = c.inputs(0, [&](int32_t) { return 3; });
   nep_ll_op* op = nullptr;
   EXPECT_EQ(nep_ll_dispatch_send(lb.buf, reinterpret_cast<int64_t>(all[0].x.data()), 3, s.hidden,
-                                 reinterpret_cast<int64_t>(all[0].idx.data()), s.topk, NEP_WIRE_BF16, 0, &op, lb.err,
-                                 sizeof lb.err),
+                                 reinterpret_cast<int64_t>(all[0].idx.data()), s.topk,
+                                 NEP_WIRE_BF16, 0, &op, lb.err, sizeof lb.err),
             NEP_ERR_CAPACITY);
-  EXPECT_NE(std::string(lb.err).find("wire bf16 needs 768 bytes per row of 384 channels but this low-latency buffer "
-                                     "was created for fp8 (396 bytes per row)"),
+  EXPECT_NE(std::string(lb.err).find(
+                "wire bf16 needs 768 bytes per row of 384 channels but this low-latency buffer "
+                "was created for fp8 (396 bytes per row)"),
             std::string::npos)
       << lb.err;
   // FP8 and MXFP8 (396 bytes too) fit; so does a bf16 combine refused the same way.
@@ -185,8 +199,8 @@ TEST(LlLoopback, WireWiderThanTheBufferIsRefusedNamingBoth) {
   const auto y = c.expert_outputs(r);
   EXPECT_EQ(nep_ll_combine_send(lb.buf, r.handle, reinterpret_cast<int64_t>(y.data()), s.hidden,
                                 reinterpret_cast<int64_t>(all[0].idx.data()),
-                                reinterpret_cast<int64_t>(all[0].weights.data()), 3, s.topk, NEP_WIRE_BF16, &op,
-                                lb.err, sizeof lb.err),
+                                reinterpret_cast<int64_t>(all[0].weights.data()), 3, s.topk,
+                                NEP_WIRE_BF16, &op, lb.err, sizeof lb.err),
             NEP_ERR_CAPACITY);
   const auto out = c.combine_recv(c.combine_send(r, y, all[0], wires[0]), 3);
   c.check_combine(all, wires, out, 9e-4, "fp8 combine");
@@ -209,24 +223,26 @@ TEST(LlLoopback, OpMisuseAbandonAndForeignHandles) {
   nep_ll_handle* h = nullptr;
   std::vector<float> recv_x(static_cast<size_t>(8 * 16 * s.hidden));
   std::vector<int32_t> count(8);
-  EXPECT_EQ(nep_ll_dispatch_recv(op, 0, reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, cap),
-            NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      nep_ll_dispatch_recv(op, 0, reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, cap),
+      NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "recv_x is null");
-  EXPECT_EQ(nep_ll_combine_recv(op, reinterpret_cast<int64_t>(recv_x.data()), err, cap), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_ll_combine_recv(op, reinterpret_cast<int64_t>(recv_x.data()), err, cap),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("is a dispatch, not a combine"), std::string::npos) << err;
-  EXPECT_EQ(nep_ll_op_is_pending(op), 1);  // argument errors leave it pending
-  neptest::LlRecv r = c.dispatch_recv(op);   // ... and a good receive still works (destroys op)
+  EXPECT_EQ(nep_ll_op_is_pending(op), 1);   // argument errors leave it pending
+  neptest::LlRecv r = c.dispatch_recv(op);  // ... and a good receive still works (destroys op)
   c.check_dispatch(all, wires, r, "after misuse");
 
   // A second receive of a completed op is refused.
   nep_ll_op* op2 = c.dispatch_send(all[0], wires[0]);
-  ASSERT_EQ(nep_ll_dispatch_recv(op2, reinterpret_cast<int64_t>(recv_x.data()), reinterpret_cast<int64_t>(count.data()),
-                                 0, 0, &h, err, cap),
+  ASSERT_EQ(nep_ll_dispatch_recv(op2, reinterpret_cast<int64_t>(recv_x.data()),
+                                 reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, cap),
             NEP_OK)
       << err;
   nep_ll_handle_destroy(h);
-  EXPECT_EQ(nep_ll_dispatch_recv(op2, reinterpret_cast<int64_t>(recv_x.data()), reinterpret_cast<int64_t>(count.data()),
-                                 0, 0, &h, err, cap),
+  EXPECT_EQ(nep_ll_dispatch_recv(op2, reinterpret_cast<int64_t>(recv_x.data()),
+                                 reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, cap),
             NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("was already completed"), std::string::npos) << err;
   EXPECT_EQ(nep_ll_op_ready(op2), 0);
@@ -251,14 +267,14 @@ TEST(LlLoopback, OpMisuseAbandonAndForeignHandles) {
   nep_ll_op* cop = nullptr;
   EXPECT_EQ(nep_ll_combine_send(lb2.buf, r.handle, reinterpret_cast<int64_t>(y.data()), s.hidden,
                                 reinterpret_cast<int64_t>(all[0].idx.data()),
-                                reinterpret_cast<int64_t>(all[0].weights.data()), 5, s.topk, NEP_WIRE_BF16, &cop, err,
-                                cap),
+                                reinterpret_cast<int64_t>(all[0].weights.data()), 5, s.topk,
+                                NEP_WIRE_BF16, &cop, err, cap),
             NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("made by another low-latency buffer"), std::string::npos) << err;
   EXPECT_EQ(nep_ll_combine_send(lb.buf, nullptr, reinterpret_cast<int64_t>(y.data()), s.hidden,
                                 reinterpret_cast<int64_t>(all[0].idx.data()),
-                                reinterpret_cast<int64_t>(all[0].weights.data()), 5, s.topk, NEP_WIRE_BF16, &cop, err,
-                                cap),
+                                reinterpret_cast<int64_t>(all[0].weights.data()), 5, s.topk,
+                                NEP_WIRE_BF16, &cop, err, cap),
             NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "handle is null");
   // Non-finite weights of selected slots are refused.
@@ -267,8 +283,9 @@ TEST(LlLoopback, OpMisuseAbandonAndForeignHandles) {
   while (all[0].idx[selected] < 0) ++selected;
   bad_w[selected] = std::nanf("");
   EXPECT_EQ(nep_ll_combine_send(lb.buf, r.handle, reinterpret_cast<int64_t>(y.data()), s.hidden,
-                                reinterpret_cast<int64_t>(all[0].idx.data()), reinterpret_cast<int64_t>(bad_w.data()),
-                                5, s.topk, NEP_WIRE_BF16, &cop, err, cap),
+                                reinterpret_cast<int64_t>(all[0].idx.data()),
+                                reinterpret_cast<int64_t>(bad_w.data()), 5, s.topk, NEP_WIRE_BF16,
+                                &cop, err, cap),
             NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("is not finite"), std::string::npos) << err;
   // The buffer outlives its handle's users: destroying the buffer first keeps pending ops valid.
@@ -295,7 +312,8 @@ TEST(LlCApi, CreateChecksEveryArgument) {
   auto create = [&](int64_t t, int64_t h, int32_t e, int32_t k, int32_t wire, int64_t timeout) {
     return nep_ll_buffer_create(comm, t, h, e, k, wire, timeout, &buf, err, sizeof err);
   };
-  EXPECT_EQ(nep_ll_buffer_create(nullptr, 8, 8, 8, 2, 1, 100, &buf, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_ll_buffer_create(nullptr, 8, 8, 8, 2, 1, 100, &buf, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "comm is null");
   EXPECT_EQ(create(0, 8, 8, 2, 1, 100), NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "max_tokens_per_rank = 0 must be >= 1");
@@ -317,7 +335,8 @@ TEST(LlCApi, CreateChecksEveryArgument) {
   nep_ll_handle_destroy(nullptr);
   nep_ll_buffer_destroy(nullptr);
   nep_ll_op* op = nullptr;
-  EXPECT_EQ(nep_ll_dispatch_send(nullptr, 0, 0, 8, 0, 1, 1, 0, &op, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_ll_dispatch_send(nullptr, 0, 0, 8, 0, 1, 1, 0, &op, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "buffer is null");
   EXPECT_EQ(nep_ll_combine_recv(nullptr, 0, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "op is null");

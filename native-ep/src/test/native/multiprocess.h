@@ -36,8 +36,8 @@ struct RankEnv {
 };
 
 struct ProcessResults {
-  std::vector<int> exit_codes;     // 0 pass, 1 checks failed, 2 threw, 3 test exit hook, -signal
-  std::vector<std::string> text;   // failures and notes per rank
+  std::vector<int> exit_codes;    // 0 pass, 1 checks failed, 2 threw, 3 test exit hook, -signal
+  std::vector<std::string> text;  // failures and notes per rank
 };
 
 namespace detail {
@@ -62,8 +62,9 @@ inline std::string read_all(int fd) {
 }
 
 // What a child runs; never returns.
-[[noreturn]] inline void child_main(int32_t rank, int32_t world, int port_read, const std::vector<int>& port_writes,
-                                    int report, int64_t linger_ms,
+[[noreturn]] inline void child_main(int32_t rank, int32_t world, int port_read,
+                                    const std::vector<int>& port_writes, int report,
+                                    int64_t linger_ms,
                                     const std::function<std::string(RankEnv&)>& body) {
   std::string text;
   int code = 0;
@@ -81,7 +82,8 @@ inline std::string read_all(int fd) {
       pollfd p{port_read, POLLIN, 0};
       if (poll(&p, 1, 20000) <= 0) throw nep::Error(NEP_ERR_TIMEOUT, "no store port from rank 0");
       char buf[32] = {0};
-      if (read(port_read, buf, sizeof buf - 1) <= 0) throw nep::Error(NEP_ERR_PEER, "rank 0 died before the store started");
+      if (read(port_read, buf, sizeof buf - 1) <= 0)
+        throw nep::Error(NEP_ERR_PEER, "rank 0 died before the store started");
       env.port = std::atoi(buf);
     }
     nep::StoreClient store(env.host, env.port, env.token, 20000, "rank " + std::to_string(rank));
@@ -107,7 +109,8 @@ inline std::string read_all(int fd) {
       }
     }
   } catch (const nep::Error& e) {
-    text += "rank " + std::to_string(rank) + " threw (status " + std::to_string(e.code()) + "): " + e.what() + "\n";
+    text += "rank " + std::to_string(rank) + " threw (status " + std::to_string(e.code()) +
+            "): " + e.what() + "\n";
     code = 2;
   } catch (const std::exception& e) {
     text += "rank " + std::to_string(rank) + " threw: " + e.what() + "\n";

@@ -3,8 +3,8 @@
 // during an all-reduce, a /dev/shm without room (injected with RLIMIT_FSIZE: the same errno path
 // as a full tmpfs without needing a mount), and the permissions and names of the segments.
 // Every case ends with a clear error on every live rank within the timeout and no segment left.
-#include <gtest/gtest.h>
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -63,7 +63,9 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 nep::ShmConfig small_rings(int64_t timeout_ms) {
   nep::ShmConfig c;
@@ -112,31 +114,39 @@ TEST(Reliability, StoppedRankMakesPeersTimeOutNamingRankAndOperation) {
     entering.store(true);
     try {
       nep::all_reduce_sum(t, data.data(), count);
-      bad += "rank " + std::to_string(env.rank) + ": all_reduce succeeded despite the stopped rank\n";
+      bad +=
+          "rank " + std::to_string(env.rank) + ": all_reduce succeeded despite the stopped rank\n";
     } catch (const nep::Error& e) {
       const int64_t took = nep::monotonic_ms() - start;
       const std::string m = e.what();
-      *env.notes += "rank " + std::to_string(env.rank) + " after " + std::to_string(took) + " ms: " + m + "\n";
+      *env.notes += "rank " + std::to_string(env.rank) + " after " + std::to_string(took) +
+                    " ms: " + m + "\n";
       if (env.rank != 2) {
         // Either this rank's own deadline, or a peer's timeout that names the stopped rank.
-        if (e.code() != NEP_ERR_TIMEOUT && e.code() != NEP_ERR_PEER) bad += "status " + std::to_string(e.code()) + "\n";
-        if (!contains(m, "waiting for rank 2") || !contains(m, "all_reduce") || !contains(m, "timed out after 1500 ms")) {
-          bad += "message does not name the stopped rank, the operation and the timeout: " + m + "\n";
+        if (e.code() != NEP_ERR_TIMEOUT && e.code() != NEP_ERR_PEER)
+          bad += "status " + std::to_string(e.code()) + "\n";
+        if (!contains(m, "waiting for rank 2") || !contains(m, "all_reduce") ||
+            !contains(m, "timed out after 1500 ms")) {
+          bad +=
+              "message does not name the stopped rank, the operation and the timeout: " + m + "\n";
         }
-        if (took < timeout - 100 || took > timeout + 3000) bad += "failed after " + std::to_string(took) + " ms\n";
+        if (took < timeout - 100 || took > timeout + 3000)
+          bad += "failed after " + std::to_string(took) + " ms\n";
         if (env.rank == 0) {
           // Wake the stopped rank: it must now fail cleanly too instead of hanging.
           kill(static_cast<pid_t>(std::stoll(env.store->wait("pid/2", 5000))), SIGCONT);
         }
       } else {
-        if (e.code() != NEP_ERR_PEER && e.code() != NEP_ERR_TIMEOUT) bad += "resumed rank: status " + std::to_string(e.code()) + "\n";
+        if (e.code() != NEP_ERR_PEER && e.code() != NEP_ERR_TIMEOUT)
+          bad += "resumed rank: status " + std::to_string(e.code()) + "\n";
         if (!contains(m, "all_reduce")) bad += "resumed rank: " + m + "\n";
       }
     }
     if (stopper.joinable()) stopper.join();
     return bad;
   }, 60000, 8000);
-  for (int r = 0; r < 3; ++r) EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  for (int r = 0; r < 3; ++r)
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
   for (const auto& t : res.text) std::printf("%s", t.c_str());
   const auto left = left_behind(before);
   EXPECT_TRUE(left.empty()) << "left in /dev/shm: " << join(left);
@@ -170,8 +180,11 @@ TEST(Reliability, RankKilledDuringAllReduceFailsEveryPeerNamingIt) {
       const int64_t took = nep::monotonic_ms() - start;
       const std::string m = e.what();
       if (e.code() != NEP_ERR_PEER) bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
-      if (!contains(m, "rank 1") || !contains(m, "exited during all_reduce")) bad += "message: " + m + "\n";
-      if (took > 5000) bad += "detection took " + std::to_string(took) + " ms (timeout " + std::to_string(timeout) + ")\n";
+      if (!contains(m, "rank 1") || !contains(m, "exited during all_reduce"))
+        bad += "message: " + m + "\n";
+      if (took > 5000)
+        bad += "detection took " + std::to_string(took) + " ms (timeout " +
+               std::to_string(timeout) + ")\n";
     }
     if (killer.joinable()) killer.join();
     return bad;
@@ -207,14 +220,16 @@ TEST(Reliability, NoRoomInDevShmIsACapacityErrorAndThePeerTimesOutNamingTheRank)
       } catch (const nep::Error& e) {
         const std::string m = e.what();
         *env.notes += "rank 1: " + m + "\n";
-        if (e.code() != NEP_ERR_CAPACITY) bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
-        if (!contains(m, "/dev/shm") || !contains(m, std::to_string(need) + " bytes")) bad += "message: " + m + "\n";
+        if (e.code() != NEP_ERR_CAPACITY)
+          bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
+        if (!contains(m, "/dev/shm") || !contains(m, std::to_string(need) + " bytes"))
+          bad += "message: " + m + "\n";
       }
       // The C ABI reports the same, and the library still works with what fits.
       char err[512];
       nep_comm* comm = nullptr;
-      const int32_t rc = nep_comm_create_shm(1, 2, 1, 2, env.host.c_str(), env.port, env.token.c_str(), 1500,
-                                             &comm, err, sizeof err);
+      const int32_t rc = nep_comm_create_shm(1, 2, 1, 2, env.host.c_str(), env.port,
+                                             env.token.c_str(), 1500, &comm, err, sizeof err);
       if (rc != NEP_ERR_CAPACITY || comm != nullptr || !contains(err, "/dev/shm")) {
         bad += "C ABI: status " + std::to_string(rc) + " " + err + "\n";
       }
@@ -232,13 +247,15 @@ TEST(Reliability, NoRoomInDevShmIsACapacityErrorAndThePeerTimesOutNamingTheRank)
     } catch (const nep::Error& e) {
       const std::string m = e.what();
       *env.notes += "rank 0: " + m + "\n";
-      if (e.code() != NEP_ERR_TIMEOUT || !contains(m, "rank 1 never published its shared-memory segment")) {
+      if (e.code() != NEP_ERR_TIMEOUT ||
+          !contains(m, "rank 1 never published its shared-memory segment")) {
         bad += "rank 0: status " + std::to_string(e.code()) + ": " + m + "\n";
       }
     }
     return bad;
   }, 60000, 5000);
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
   for (const auto& t : res.text) std::printf("%s", t.c_str());
   const auto left = left_behind(before);
   EXPECT_TRUE(left.empty()) << "left in /dev/shm: " << join(left);
@@ -251,7 +268,7 @@ TEST(Reliability, SegmentsAreOwnerOnlyWithUnpredictableNamesWhateverTheUmask) {
   for (int i = 0; i < 64; ++i) {
     nep::ShmSegment s = nep::ShmSegment::create(4096);
     EXPECT_TRUE(std::regex_match(s.name(), pattern)) << s.name();
-    struct stat st {};
+    struct stat st{};
     ASSERT_EQ(stat(("/dev/shm" + s.name()).c_str(), &st), 0) << s.name();
     EXPECT_EQ(st.st_mode & 07777, static_cast<mode_t>(0600)) << s.name();
     EXPECT_EQ(st.st_uid, geteuid());
@@ -268,7 +285,9 @@ TEST(Reliability, SegmentsAreOwnerOnlyWithUnpredictableNamesWhateverTheUmask) {
     ADD_FAILURE() << "a 4096-byte segment opened as 8192 bytes";
   } catch (const nep::Error& e) {
     EXPECT_EQ(e.code(), NEP_ERR_PEER);
-    EXPECT_TRUE(contains(e.what(), s.name()) && contains(e.what(), "4096") && contains(e.what(), "8192")) << e.what();
+    EXPECT_TRUE(contains(e.what(), s.name()) && contains(e.what(), "4096") &&
+                contains(e.what(), "8192"))
+        << e.what();
   }
 }
 
@@ -281,8 +300,9 @@ TEST(Reliability, MappedSegmentsOfAJobAreOwnerOnlyAndUnlinked) {
     std::set<std::string> paths;
     for (const auto& m : maps) {
       paths.insert(m.second);
-      if (!contains(m.second, "(deleted)")) bad += "mapped segment still linked: " + m.second + "\n";
-      struct stat st {};
+      if (!contains(m.second, "(deleted)"))
+        bad += "mapped segment still linked: " + m.second + "\n";
+      struct stat st{};
       const std::string link = "/proc/self/map_files/" + m.first;
       if (stat(link.c_str(), &st) == 0) {
         if ((st.st_mode & 07777) != 0600) {
@@ -291,16 +311,19 @@ TEST(Reliability, MappedSegmentsOfAJobAreOwnerOnlyAndUnlinked) {
           bad += os.str() + "\n";
         }
       } else {
-        *env.notes += "map_files not readable here (" + std::string(strerror(errno)) + "): mode not checked\n";
+        *env.notes += "map_files not readable here (" + std::string(strerror(errno)) +
+                      "): mode not checked\n";
       }
     }
-    if (paths.size() != 2) bad += "expected 2 mapped segments, found " + std::to_string(paths.size()) + "\n";
+    if (paths.size() != 2)
+      bad += "expected 2 mapped segments, found " + std::to_string(paths.size()) + "\n";
     std::vector<float> v(16, 1.0f);
     nep::all_reduce_sum(t, v.data(), 16);
     if (v[0] != 2.0f) bad += "all_reduce gave " + std::to_string(v[0]) + "\n";
     return bad;
   });
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(res.exit_codes[r], 0) << "rank " << r << ":\n" << res.text[r];
 }
 
 }  // namespace

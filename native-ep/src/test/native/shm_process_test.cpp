@@ -24,7 +24,7 @@ namespace {
 using neptest::RankEnv;
 
 bool shm_name_exists(const std::string& name) {
-  struct stat st {};
+  struct stat st{};
   return stat(("/dev/shm" + name).c_str(), &st) == 0;
 }
 
@@ -85,7 +85,8 @@ std::string collectives_check(nep::Transport& t) {
   std::vector<int32_t> all(2 * t.world_size(), -1);
   nep::all_gather(t, mine, sizeof mine, all.data());
   for (int32_t r = 0; r < t.world_size(); ++r) {
-    if (all[2 * r] != r || all[2 * r + 1] != 100 + r) bad += "all_gather slot " + std::to_string(r) + " wrong\n";
+    if (all[2 * r] != r || all[2 * r + 1] != 100 + r)
+      bad += "all_gather slot " + std::to_string(r) + " wrong\n";
   }
   return bad;
 }
@@ -95,7 +96,8 @@ void run_ep(int32_t world, const nep::ShmConfig& config, int64_t hidden, int64_t
   const auto res = neptest::run_ranks(world, [&](RankEnv& env) {
     std::string bad;
     auto t = make_transport(env, config, bad);
-    const neptest::World w = neptest::make_world(77 + world, world, hidden, base_tokens, all_to_one);
+    const neptest::World w =
+        neptest::make_world(77 + world, world, hidden, base_tokens, all_to_one);
     for (int32_t wire = NEP_WIRE_FP32; wire <= NEP_WIRE_MXFP8; ++wire) {
       bad += neptest::check_ep_rank(*t, w, wire, wire == NEP_WIRE_MXFP8 ? 32 : 1, repeats);
     }
@@ -143,22 +145,28 @@ TEST(ShmProcesses, CApiCommunicatorDispatchAndCollectives) {
                             env.token.c_str(), 10000, &comm, err, sizeof err) != NEP_OK) {
       return std::string("create: ") + err + "\n";
     }
-    if (nep_comm_rank(comm) != env.rank || nep_comm_world_size(comm) != 2) bad += "rank/world wrong\n";
+    if (nep_comm_rank(comm) != env.rank || nep_comm_world_size(comm) != 2)
+      bad += "rank/world wrong\n";
     const neptest::World w = neptest::make_world(5, 2, 40, 30);
     bad += neptest::check_ep_rank(*comm->transport, w, NEP_WIRE_BF16, 4, 2);
     double v[3] = {1.0 + env.rank, 2.0, 3.0};
-    if (nep_all_reduce_sum_f64(comm, reinterpret_cast<int64_t>(v), 3, err, sizeof err) != NEP_OK) bad += err;
+    if (nep_all_reduce_sum_f64(comm, reinterpret_cast<int64_t>(v), 3, err, sizeof err) != NEP_OK)
+      bad += err;
     if (v[0] != 3.0 || v[1] != 4.0 || v[2] != 6.0) bad += "nep_all_reduce_sum_f64 wrong\n";
     float f[2] = {0.5f, static_cast<float>(env.rank)};
-    if (nep_all_reduce_sum_f32(comm, reinterpret_cast<int64_t>(f), 2, err, sizeof err) != NEP_OK) bad += err;
+    if (nep_all_reduce_sum_f32(comm, reinterpret_cast<int64_t>(f), 2, err, sizeof err) != NEP_OK)
+      bad += err;
     if (f[0] != 1.0f || f[1] != 1.0f) bad += "nep_all_reduce_sum_f32 wrong\n";
     int64_t mine = 10 + env.rank, all[2] = {0, 0};
-    if (nep_all_gather(comm, reinterpret_cast<int64_t>(&mine), 8, reinterpret_cast<int64_t>(all), err, sizeof err) != NEP_OK) bad += err;
+    if (nep_all_gather(comm, reinterpret_cast<int64_t>(&mine), 8, reinterpret_cast<int64_t>(all),
+                       err, sizeof err) != NEP_OK)
+      bad += err;
     if (all[0] != 10 || all[1] != 11) bad += "nep_all_gather wrong\n";
     if (nep_barrier(comm, err, sizeof err) != NEP_OK) bad += err;
     // A mismatched count is a peer disagreement on every rank, not a hang.
     float g[4] = {0, 0, 0, 0};
-    const int32_t rc = nep_all_reduce_sum_f32(comm, reinterpret_cast<int64_t>(g), 3 + env.rank, err, sizeof err);
+    const int32_t rc =
+        nep_all_reduce_sum_f32(comm, reinterpret_cast<int64_t>(g), 3 + env.rank, err, sizeof err);
     if (rc != NEP_ERR_PEER || std::string(err).find("passed count = ") == std::string::npos) {
       bad += "mismatched all_reduce: status " + std::to_string(rc) + " " + err + "\n";
     }
@@ -194,14 +202,16 @@ TEST(ShmProcesses, RankExitingMidDispatchFailsThePeersNamingIt) {
       const int64_t took = nep::monotonic_ms() - start;
       const std::string m = e.what();
       if (e.code() != NEP_ERR_PEER) bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
-      if (m.find("rank 2") == std::string::npos || m.find("exited") == std::string::npos) bad += "message: " + m + "\n";
+      if (m.find("rank 2") == std::string::npos || m.find("exited") == std::string::npos)
+        bad += "message: " + m + "\n";
       if (took > 5000) bad += "detection took " + std::to_string(took) + " ms\n";
       // The communicator stays broken and says why.
       try {
         nep::dispatch(*t, &h, d);
         bad += "second dispatch succeeded\n";
       } catch (const nep::Error& e2) {
-        if (std::string(e2.what()).find("unusable after an earlier failure") == std::string::npos) bad += e2.what();
+        if (std::string(e2.what()).find("unusable after an earlier failure") == std::string::npos)
+          bad += e2.what();
       }
     }
     return bad;
@@ -230,12 +240,14 @@ TEST(ShmProcesses, LateRankTimesOutNamingRankAndCounter) {
       if (env.rank == 0) {
         if (e.code() != NEP_ERR_TIMEOUT) bad += "status " + std::to_string(e.code()) + "\n";
         if (m.find("rank 0 timed out after 700 ms") == std::string::npos ||
-            m.find("waiting for rank 1") == std::string::npos || m.find("rows received 0 of") == std::string::npos) {
+            m.find("waiting for rank 1") == std::string::npos ||
+            m.find("rows received 0 of") == std::string::npos) {
           bad += "message: " + m + "\n";
         }
         if (took < 650 || took > 3000) bad += "timed out after " + std::to_string(took) + " ms\n";
       } else {
-        if (e.code() != NEP_ERR_PEER || m.find("rank 0 failed") == std::string::npos) bad += "late rank: " + m + "\n";
+        if (e.code() != NEP_ERR_PEER || m.find("rank 0 failed") == std::string::npos)
+          bad += "late rank: " + m + "\n";
       }
     }
     return bad;
@@ -254,7 +266,10 @@ TEST(ShmProcesses, MissingRankFailsRendezvousNamingTheKey) {
       return "set-up succeeded without rank 2\n";
     } catch (const nep::Error& e) {
       const std::string m = e.what();
-      if (e.code() == NEP_ERR_TIMEOUT && m.find("rank " + std::to_string(env.rank) + ": timed out after 700 ms waiting for store key 'nep/shm/1/segment/2'") != std::string::npos &&
+      if (e.code() == NEP_ERR_TIMEOUT &&
+          m.find("rank " + std::to_string(env.rank) +
+                 ": timed out after 700 ms waiting for store key 'nep/shm/1/segment/2'") !=
+              std::string::npos &&
           m.find("rank 2 never published its shared-memory segment") != std::string::npos) {
         return "";
       }
@@ -267,15 +282,21 @@ TEST(ShmProcesses, MissingRankFailsRendezvousNamingTheKey) {
 TEST(ShmCApi, OtherHostsAndBadArgumentsFailAtOnce) {
   char err[512];
   nep_comm* comm = nullptr;
-  EXPECT_EQ(nep_comm_create_shm(0, 4, 0, 2, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_UNSUPPORTED);
-  EXPECT_NE(std::string(err).find("world_size = 4 and local_world_size = 2"), std::string::npos) << err;
-  EXPECT_EQ(nep_comm_create_shm(4, 4, 4, 4, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_comm_create_shm(0, 4, 0, 2, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err),
+            NEP_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(err).find("world_size = 4 and local_world_size = 2"), std::string::npos)
+      << err;
+  EXPECT_EQ(nep_comm_create_shm(4, 4, 4, 4, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "rank = 4 is outside [0, 4)");
-  EXPECT_EQ(nep_comm_create_shm(1, 2, 0, 2, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_comm_create_shm(1, 2, 0, 2, "127.0.0.1", 1, "t", 1000, &comm, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(err).find("local_rank = 0 must equal rank = 1"), std::string::npos) << err;
-  EXPECT_EQ(nep_comm_create_shm(0, 2, 0, 2, nullptr, 1, "t", 1000, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_comm_create_shm(0, 2, 0, 2, nullptr, 1, "t", 1000, &comm, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "store_host is null");
-  EXPECT_EQ(nep_comm_create_shm(0, 2, 0, 2, "127.0.0.1", 1, "t", 0, &comm, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_comm_create_shm(0, 2, 0, 2, "127.0.0.1", 1, "t", 0, &comm, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(comm, nullptr);
   EXPECT_EQ(nep_barrier(nullptr, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(err), "comm is null");
@@ -310,7 +331,8 @@ TEST(ShmProcesses, ExchangeRowsSourceGated) {
         }
         return true;
       };
-      auto producer = nep::make_producer([&](int32_t dest, int64_t first, int64_t count, uint8_t* buf) {
+      auto producer =
+          nep::make_producer([&](int32_t dest, int64_t first, int64_t count, uint8_t* buf) {
         for (int64_t i = 0; i < count; ++i) {
           const int64_t row[2] = {env.rank * 1000 + dest, (first + i) * 3 + pass};
           std::memcpy(buf + 16 * i, row, 16);
@@ -318,23 +340,25 @@ TEST(ShmProcesses, ExchangeRowsSourceGated) {
       });
       auto consumer = nep::make_gated_consumer(
           [&](int32_t src, int64_t first, int64_t count, const uint8_t* buf) {
-            if (first != next[src]) bad += "source " + std::to_string(src) + " chunk out of order\n";
-            if (!open(src, first, count)) bad += "chunk of source " + std::to_string(src) + " consumed while gated\n";
-            for (int64_t i = 0; i < count; ++i) {
-              int64_t row[2];
-              std::memcpy(row, buf + 16 * i, 16);
-              if (row[0] != src * 1000 + env.rank || row[1] != (first + i) * 3 + pass) {
-                bad += "row " + std::to_string(first + i) + " from " + std::to_string(src) + " is wrong\n";
-              }
-            }
-            next[src] = first + count;
-          },
-          [&](int32_t src, int64_t first, int64_t count) {
-            int32_t lowest = 0;
-            while (lowest < world && next[lowest] == recv[lowest]) ++lowest;
-            if (src <= lowest) bad += "ready() asked about the lowest unfinished source " + std::to_string(src) + "\n";
-            return open(src, first, count);
-          });
+        if (first != next[src]) bad += "source " + std::to_string(src) + " chunk out of order\n";
+        if (!open(src, first, count))
+          bad += "chunk of source " + std::to_string(src) + " consumed while gated\n";
+        for (int64_t i = 0; i < count; ++i) {
+          int64_t row[2];
+          std::memcpy(row, buf + 16 * i, 16);
+          if (row[0] != src * 1000 + env.rank || row[1] != (first + i) * 3 + pass) {
+            bad +=
+                "row " + std::to_string(first + i) + " from " + std::to_string(src) + " is wrong\n";
+          }
+        }
+        next[src] = first + count;
+      }, [&](int32_t src, int64_t first, int64_t count) {
+        int32_t lowest = 0;
+        while (lowest < world && next[lowest] == recv[lowest]) ++lowest;
+        if (src <= lowest)
+          bad += "ready() asked about the lowest unfinished source " + std::to_string(src) + "\n";
+        return open(src, first, count);
+      });
       nep::RowExchange ex;
       ex.row_bytes = 16;
       ex.send_rows = send.data();
@@ -343,7 +367,9 @@ TEST(ShmProcesses, ExchangeRowsSourceGated) {
       ex.source_gated = true;
       t->exchange_rows(ex, producer, consumer);
       for (int32_t s = 0; s < world; ++s) {
-        if (next[s] != recv[s]) bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) + " rows from " + std::to_string(s) + "\n";
+        if (next[s] != recv[s])
+          bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) +
+                 " rows from " + std::to_string(s) + "\n";
       }
     }
     return bad;
@@ -378,13 +404,15 @@ TEST(ShmProcesses, ExchangeRowsOrderedAndAnySourceOrder) {
       std::vector<int64_t> next(world, 0);
       int32_t last_src = -1;
       bool went_back = false;
-      auto producer = nep::make_producer([&](int32_t dest, int64_t first, int64_t count, uint8_t* buf) {
+      auto producer =
+          nep::make_producer([&](int32_t dest, int64_t first, int64_t count, uint8_t* buf) {
         for (int64_t i = 0; i < count; ++i) {
           const int64_t row[3] = {env.rank, dest, (first + i) * 7 + pass};
           std::memcpy(buf + 24 * i, row, 24);
         }
       });
-      auto consumer = nep::make_consumer([&](int32_t src, int64_t first, int64_t count, const uint8_t* buf) {
+      auto consumer =
+          nep::make_consumer([&](int32_t src, int64_t first, int64_t count, const uint8_t* buf) {
         if (src < last_src) went_back = true;
         last_src = src;
         if (first != next[src]) bad += "source " + std::to_string(src) + " chunk out of order\n";
@@ -392,7 +420,8 @@ TEST(ShmProcesses, ExchangeRowsOrderedAndAnySourceOrder) {
           int64_t row[3];
           std::memcpy(row, buf + 24 * i, 24);
           if (row[0] != src || row[1] != env.rank || row[2] != (first + i) * 7 + pass) {
-            bad += "row " + std::to_string(first + i) + " from " + std::to_string(src) + " is wrong\n";
+            bad +=
+                "row " + std::to_string(first + i) + " from " + std::to_string(src) + " is wrong\n";
           }
         }
         next[src] = first + count;
@@ -405,7 +434,9 @@ TEST(ShmProcesses, ExchangeRowsOrderedAndAnySourceOrder) {
       ex.any_source_order = any_order;
       t->exchange_rows(ex, producer, consumer);
       for (int32_t s = 0; s < world; ++s) {
-        if (next[s] != recv[s]) bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) + " rows from " + std::to_string(s) + "\n";
+        if (next[s] != recv[s])
+          bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) +
+                 " rows from " + std::to_string(s) + "\n";
       }
       if (!any_order && went_back) bad += "ordered exchange interleaved sources\n";
     }

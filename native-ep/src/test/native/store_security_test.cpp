@@ -40,7 +40,9 @@ std::string error_of(Fn&& fn, int32_t* code = nullptr) {
   return "";
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 // Waits up to ms for the server to close fd; true when it did (EOF or reset).
 bool closed_by_server(int fd, int64_t ms) {
@@ -52,7 +54,8 @@ bool closed_by_server(int fd, int64_t ms) {
     if (poll(&p, 1, static_cast<int>(left)) > 0) {
       char b;
       const ssize_t n = recv(fd, &b, 1, MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return true;
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return true;
     }
   }
 }
@@ -95,7 +98,8 @@ TEST(StoreSecurity, EmptyTokenOffLoopbackIsRefusedNamingTheAddressAndTheVariable
   // Through the C ABI (what the Java StoreServer calls): the same refusal, nothing created.
   char err[1024];
   nep_store_server* s = reinterpret_cast<nep_store_server*>(0x1);
-  EXPECT_EQ(nep_store_server_create("0.0.0.0", 0, "", &s, err, sizeof err), NEP_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(nep_store_server_create("0.0.0.0", 0, "", &s, err, sizeof err),
+            NEP_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(s, nullptr);
   EXPECT_TRUE(contains(err, "0.0.0.0:0") && contains(err, "DJL_MOE_JOB_TOKEN")) << err;
 
@@ -144,7 +148,8 @@ TEST(StoreSecurity, AFloodOfIdleConnectionsIsBoundedAndDoesNotBlockRealRanks) {
   nep::StoreServer server(kHost, 0, "tok", limits);
   const int port = server.port();
   std::vector<nep::UniqueFd> idle;
-  for (int i = 0; i < 200; ++i) idle.push_back(nep::tcp_connect(kHost, port, nep::monotonic_ms() + 2000));
+  for (int i = 0; i < 200; ++i)
+    idle.push_back(nep::tcp_connect(kHost, port, nep::monotonic_ms() + 2000));
 
   // A real rank gets in at once although 200 idle connections came first.
   int64_t start = nep::monotonic_ms();
@@ -206,11 +211,13 @@ TEST(StoreSecurity, AFloodOfIdleConnectionsIsBoundedAndDoesNotBlockRealRanks) {
   for (int r = 0; r < 4; ++r) EXPECT_EQ(failures[r], "") << "rank " << r;
   EXPECT_EQ(ok.load(), 4);
   EXPECT_EQ(a.get("count").value(), "80");
-  std::printf("flood: %lld idle connections opened during 80 real connections; counts: accepted %lld, "
-              "authenticated %lld, evicted %lld\n",
-              static_cast<long long>(flood_connects.load()), static_cast<long long>(server.counts().accepted),
-              static_cast<long long>(server.counts().authenticated),
-              static_cast<long long>(server.counts().evicted_unauthenticated));
+  std::printf(
+      "flood: %lld idle connections opened during 80 real connections; counts: accepted %lld, "
+      "authenticated %lld, evicted %lld\n",
+      static_cast<long long>(flood_connects.load()),
+      static_cast<long long>(server.counts().accepted),
+      static_cast<long long>(server.counts().authenticated),
+      static_cast<long long>(server.counts().evicted_unauthenticated));
 }
 
 TEST(StoreSecurity, TheTotalConnectionBoundRefusesTheNextAndRecovers) {
@@ -219,13 +226,17 @@ TEST(StoreSecurity, TheTotalConnectionBoundRefusesTheNextAndRecovers) {
   nep::StoreServer server(kHost, 0, "tok", limits);
   std::vector<std::unique_ptr<nep::StoreClient>> held;
   for (int i = 0; i < 3; ++i) {
-    held.push_back(std::make_unique<nep::StoreClient>(kHost, server.port(), "tok", 3000, "rank " + std::to_string(i)));
+    held.push_back(std::make_unique<nep::StoreClient>(kHost, server.port(), "tok", 3000,
+                                                      "rank " + std::to_string(i)));
   }
   int32_t code = 0;
-  const std::string m = error_of([&] { nep::StoreClient c(kHost, server.port(), "tok", 1000, "rank 3"); }, &code);
+  const std::string m =
+      error_of([&] { nep::StoreClient c(kHost, server.port(), "tok", 1000, "rank 3"); }, &code);
   EXPECT_EQ(code, NEP_ERR_PEER) << m;
   // Closed at once (EOF, or a reset when the HELLO was still unread).
-  EXPECT_TRUE(contains(m, "rank 3: ") && (contains(m, "closed the connection") || contains(m, "reset by peer"))) << m;
+  EXPECT_TRUE(contains(m, "rank 3: ") &&
+              (contains(m, "closed the connection") || contains(m, "reset by peer")))
+      << m;
   EXPECT_GE(server.counts().refused_full, 1);  // the client retried until its deadline
   held.pop_back();
   // Room again once a client left (the server notices the close within a poll round).
@@ -294,7 +305,10 @@ TEST(StoreSecurity, ParseRequestNamesTheShapeOfEveryMalformedOp) {
   std::string error;
   EXPECT_FALSE(nep::store::parse_request("", 0, &error));
   EXPECT_EQ(error, "empty request");
-  const std::string set_short("\x02\x01\x00\x00\x00k\x05\x00\x00\x00" "ab", 12);
+  const std::string set_short(
+      "\x02\x01\x00\x00\x00k\x05\x00\x00\x00"
+      "ab",
+      12);
   EXPECT_FALSE(nep::store::parse_request(set_short.data(), set_short.size(), &error));
   EXPECT_EQ(error, "malformed SET (key <= 1024 bytes, value <= 1 MiB)");
   const std::string wait_short("\x04\x01\x00\x00\x00k\x01\x02", 8);
@@ -303,7 +317,10 @@ TEST(StoreSecurity, ParseRequestNamesTheShapeOfEveryMalformedOp) {
   const std::string unknown("\x07", 1);
   EXPECT_FALSE(nep::store::parse_request(unknown.data(), unknown.size(), &error));
   EXPECT_EQ(error, "unknown op 7");
-  const std::string get("\x03\x02\x00\x00\x00" "ab", 7);
+  const std::string get(
+      "\x03\x02\x00\x00\x00"
+      "ab",
+      7);
   auto q = nep::store::parse_request(get.data(), get.size(), &error);
   ASSERT_TRUE(q);
   EXPECT_EQ(q->op, nep::store::kGet);

@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "nativeep/c_api.h"
 #include "error.h"
+#include "nativeep/c_api.h"
 #include "socket_util.h"
 #include "store_client.h"
 #include "store_protocol.h"
@@ -54,7 +54,8 @@ TEST(Store, SetGetAddWait) {
   EXPECT_EQ(b.add("n", -2), 3);
   EXPECT_EQ(a.get("n").value(), "3");
   int32_t code = 0;
-  EXPECT_NE(error_of([&] { a.add("k", 1); }, &code).find("whose value is not an integer"), std::string::npos);
+  EXPECT_NE(error_of([&] { a.add("k", 1); }, &code).find("whose value is not an integer"),
+            std::string::npos);
   EXPECT_EQ(code, NEP_ERR_INVALID_ARGUMENT);
 
   // wait returns once another client sets the key, not before.
@@ -104,7 +105,8 @@ TEST(Store, ManyClientsAddConcurrently) {
 TEST(Store, RejectsWrongTokenOversizeAndAbsentServer) {
   nep::StoreServer server(kHost, 0, "right");
   int32_t code = 0;
-  std::string m = error_of([&] { nep::StoreClient c(kHost, server.port(), "wrong", 2000, "rank 1"); }, &code);
+  std::string m =
+      error_of([&] { nep::StoreClient c(kHost, server.port(), "wrong", 2000, "rank 1"); }, &code);
   EXPECT_EQ(code, NEP_ERR_PEER);
   EXPECT_NE(m.find("rank 1: store at 127.0.0.1:"), std::string::npos) << m;
   EXPECT_NE(m.find("refused the connection: wrong job token"), std::string::npos) << m;
@@ -120,10 +122,14 @@ TEST(Store, RejectsWrongTokenOversizeAndAbsentServer) {
 
   // Nobody listens on a port that was just released: a timeout naming the address.
   int32_t free_port = 0;
-  { nep::tcp_listen(kHost, 0, &free_port); }
+  {
+    nep::tcp_listen(kHost, 0, &free_port);
+  }
   m = error_of([&] { nep::StoreClient c(kHost, free_port, "right", 300, "rank 5"); }, &code);
   EXPECT_EQ(code, NEP_ERR_TIMEOUT);
-  EXPECT_NE(m.find("rank 5: store at 127.0.0.1:" + std::to_string(free_port) + " not reachable"), std::string::npos) << m;
+  EXPECT_NE(m.find("rank 5: store at 127.0.0.1:" + std::to_string(free_port) + " not reachable"),
+            std::string::npos)
+      << m;
 }
 
 TEST(Store, ServerShutdownFailsAWaitingClient) {
@@ -152,7 +158,8 @@ TEST(Store, RawProtocolMatchesTheDocumentation) {
     char len[4];
     nep::recv_exact(fd.get(), len, 4, nep::monotonic_ms() + 2000, "store");
     const uint32_t n = static_cast<uint8_t>(len[0]) | static_cast<uint8_t>(len[1]) << 8 |
-                       static_cast<uint8_t>(len[2]) << 16 | static_cast<uint32_t>(static_cast<uint8_t>(len[3])) << 24;
+                       static_cast<uint8_t>(len[2]) << 16 |
+                       static_cast<uint32_t>(static_cast<uint8_t>(len[3])) << 24;
     std::string reply(n, '\0');
     nep::recv_exact(fd.get(), reply.data(), n, nep::monotonic_ms() + 2000, "store");
     return reply;
@@ -160,18 +167,40 @@ TEST(Store, RawProtocolMatchesTheDocumentation) {
   // HELLO: op 1, blob "tok" -> status 0.
   EXPECT_EQ(roundtrip(std::string("\x01\x03\x00\x00\x00tok", 8)), std::string("\x00", 1));
   // SET "a" = "xyz": op 2, blob key, blob value -> status 0.
-  EXPECT_EQ(roundtrip(std::string("\x02\x01\x00\x00\x00" "a" "\x03\x00\x00\x00" "xyz", 13)), std::string("\x00", 1));
+  EXPECT_EQ(roundtrip(std::string("\x02\x01\x00\x00\x00"
+                                  "a"
+                                  "\x03\x00\x00\x00"
+                                  "xyz",
+                                  13)),
+            std::string("\x00", 1));
   // GET "a" -> status 0, blob "xyz".
-  EXPECT_EQ(roundtrip(std::string("\x03\x01\x00\x00\x00" "a", 6)), std::string("\x00\x03\x00\x00\x00xyz", 8));
+  EXPECT_EQ(roundtrip(std::string("\x03\x01\x00\x00\x00"
+                                  "a",
+                                  6)),
+            std::string("\x00\x03\x00\x00\x00xyz", 8));
   // GET "b" -> status 1 (not found).
-  EXPECT_EQ(roundtrip(std::string("\x03\x01\x00\x00\x00" "b", 6)), std::string("\x01", 1));
+  EXPECT_EQ(roundtrip(std::string("\x03\x01\x00\x00\x00"
+                                  "b",
+                                  6)),
+            std::string("\x01", 1));
   // ADD "c" += 258 -> status 0, i64 258.
-  EXPECT_EQ(roundtrip(std::string("\x05\x01\x00\x00\x00" "c" "\x02\x01\x00\x00\x00\x00\x00\x00", 14)),
+  EXPECT_EQ(roundtrip(std::string("\x05\x01\x00\x00\x00"
+                                  "c"
+                                  "\x02\x01\x00\x00\x00\x00\x00\x00",
+                                  14)),
             std::string("\x00\x02\x01\x00\x00\x00\x00\x00\x00", 9));
   // WAIT "b" for 50 ms -> status 2 (timeout).
-  EXPECT_EQ(roundtrip(std::string("\x04\x01\x00\x00\x00" "b" "\x32\x00\x00\x00\x00\x00\x00\x00", 14)), std::string("\x02", 1));
+  EXPECT_EQ(roundtrip(std::string("\x04\x01\x00\x00\x00"
+                                  "b"
+                                  "\x32\x00\x00\x00\x00\x00\x00\x00",
+                                  14)),
+            std::string("\x02", 1));
   // Unknown op 9 -> status 3 with a message.
-  EXPECT_EQ(roundtrip(std::string("\x09\x01\x00\x00\x00" "b", 6)).substr(0, 1), std::string("\x03", 1));
+  EXPECT_EQ(roundtrip(std::string("\x09\x01\x00\x00\x00"
+                                  "b",
+                                  6))
+                .substr(0, 1),
+            std::string("\x03", 1));
 }
 
 TEST(Store, FirstRequestMustBeHello) {
@@ -179,7 +208,10 @@ TEST(Store, FirstRequestMustBeHello) {
   nep::UniqueFd fd = nep::tcp_connect(kHost, server.port(), nep::monotonic_ms() + 2000);
   std::string frame;
   nep::store::put_u32(frame, 6);
-  frame += std::string("\x03\x01\x00\x00\x00" "a", 6);
+  frame += std::string(
+      "\x03\x01\x00\x00\x00"
+      "a",
+      6);
   nep::send_all(fd.get(), frame, nep::monotonic_ms() + 2000, "store");
   char head[5];
   nep::recv_exact(fd.get(), head, 5, nep::monotonic_ms() + 2000, "store");
@@ -204,7 +236,8 @@ TEST(StoreCApi, ServerClientRoundTrip) {
   EXPECT_NE(std::string(err).find("has 5 bytes but the buffer holds 3"), std::string::npos) << err;
   ASSERT_EQ(nep_store_get(c, "nothing", buf, sizeof buf, &len, err, sizeof err), NEP_OK) << err;
   EXPECT_EQ(len, -1);
-  EXPECT_EQ(nep_store_wait(c, "nothing", 100, buf, sizeof buf, &len, err, sizeof err), NEP_ERR_TIMEOUT);
+  EXPECT_EQ(nep_store_wait(c, "nothing", 100, buf, sizeof buf, &len, err, sizeof err),
+            NEP_ERR_TIMEOUT);
   EXPECT_NE(std::string(err).find("waiting for store key 'nothing'"), std::string::npos) << err;
   ASSERT_EQ(nep_store_wait(c, "key", 100, buf, sizeof buf, &len, err, sizeof err), NEP_OK) << err;
   int64_t v = 0;
@@ -219,7 +252,9 @@ TEST(StoreCApi, ServerClientRoundTrip) {
   EXPECT_EQ(bad, nullptr);
   nep_store_server* taken = nullptr;
   EXPECT_EQ(nep_store_server_create(kHost, port, "tok", &taken, err, sizeof err), NEP_ERR_INTERNAL);
-  EXPECT_NE(std::string(err).find("cannot bind 127.0.0.1:" + std::to_string(port)), std::string::npos) << err;
+  EXPECT_NE(std::string(err).find("cannot bind 127.0.0.1:" + std::to_string(port)),
+            std::string::npos)
+      << err;
   nep_store_close(c);
   nep_store_server_destroy(server);
   EXPECT_EQ(nep_store_server_port(nullptr), -1);

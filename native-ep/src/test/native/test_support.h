@@ -38,9 +38,8 @@ struct Routing {
   std::vector<float> weights;
 };
 
-inline Routing random_routing(std::mt19937_64& rng, int64_t tokens, int32_t topk,
-                              int32_t experts, double minus_one_share, double hot_share,
-                              int32_t hot = 0) {
+inline Routing random_routing(std::mt19937_64& rng, int64_t tokens, int32_t topk, int32_t experts,
+                              double minus_one_share, double hot_share, int32_t hot = 0) {
   Routing r;
   r.tokens = tokens;
   r.topk = topk;
@@ -71,10 +70,10 @@ inline std::vector<float> random_rows(std::mt19937_64& rng, int64_t rows, int64_
 
 // What rank `me` should receive, written as the plainest all-to-all over every rank's routing.
 struct OracleRecv {
-  std::vector<int32_t> src_rank, src_idx;   // [R]
-  std::vector<int64_t> local_ids;           // [R, K]
-  std::vector<float> weights;               // [R, K], zero where not local
-  std::vector<int32_t> per_expert;          // [El]
+  std::vector<int32_t> src_rank, src_idx;  // [R]
+  std::vector<int64_t> local_ids;          // [R, K]
+  std::vector<float> weights;              // [R, K], zero where not local
+  std::vector<int32_t> per_expert;         // [El]
 };
 
 inline OracleRecv oracle_recv(const std::vector<Routing>& all, int32_t me, int32_t experts) {

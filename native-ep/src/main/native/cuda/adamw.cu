@@ -33,7 +33,8 @@ struct AdamWArgs {
   int zero_grad;     // write 0 into the gradient after reading it
 };
 
-__device__ __forceinline__ void adamw_element(float& w, float& g, float& m, float& v, const AdamWArgs& a) {
+__device__ __forceinline__ void adamw_element(float& w, float& g, float& m, float& v,
+                                              const AdamWArgs& a) {
   const float grad = a.grad_scale == 1.0f ? g : __fmul_rn(g, a.grad_scale);
   if (a.zero_grad) g = 0.0f;
   w = __fsub_rn(w, __fmul_rn(__fmul_rn(w, a.lr), a.weight_decay));
@@ -44,9 +45,10 @@ __device__ __forceinline__ void adamw_element(float& w, float& g, float& m, floa
 }
 
 // Four elements per thread and iteration where every array is 16-byte aligned.
-__global__ void adamw_vec4(float4* __restrict__ w, float4* __restrict__ g, float4* __restrict__ m, float4* __restrict__ v,
-                           int64_t n4, AdamWArgs a) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+__global__ void adamw_vec4(float4* __restrict__ w, float4* __restrict__ g, float4* __restrict__ m,
+                           float4* __restrict__ v, int64_t n4, AdamWArgs a) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
+       i += (int64_t)gridDim.x * blockDim.x) {
     float4 W = w[i], G = g[i], M = m[i], V = v[i];
     adamw_element(W.x, G.x, M.x, V.x, a);
     adamw_element(W.y, G.y, M.y, V.y, a);
@@ -59,9 +61,10 @@ __global__ void adamw_vec4(float4* __restrict__ w, float4* __restrict__ g, float
   }
 }
 
-__global__ void adamw_scalar(float* __restrict__ w, float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
-                             int64_t begin, int64_t n, AdamWArgs a) {
-  for (int64_t i = begin + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+__global__ void adamw_scalar(float* __restrict__ w, float* __restrict__ g, float* __restrict__ m,
+                             float* __restrict__ v, int64_t begin, int64_t n, AdamWArgs a) {
+  for (int64_t i = begin + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
     float W = w[i], G = g[i], M = m[i], V = v[i];
     adamw_element(W, G, M, V, a);
     w[i] = W;
@@ -82,25 +85,35 @@ unsigned grid_for(int64_t items, int threads) {
 
 }  // namespace
 
-NEP_CUDA_EXPORT int32_t nep_cuda_adamw_f32(int32_t device, int64_t weight, int64_t grad, int64_t mean, int64_t variance, int64_t n,
-                                           float lr, float lr_corrected, float weight_decay, float beta1, float beta2, float eps,
-                                           float grad_scale, int32_t zero_grad, int64_t stream, char* err, int64_t err_cap) {
+NEP_CUDA_EXPORT int32_t nep_cuda_adamw_f32(int32_t device, int64_t weight, int64_t grad,
+                                           int64_t mean, int64_t variance, int64_t n, float lr,
+                                           float lr_corrected, float weight_decay, float beta1,
+                                           float beta2, float eps, float grad_scale,
+                                           int32_t zero_grad, int64_t stream, char* err,
+                                           int64_t err_cap) {
   return guarded(err, err_cap, [&] {
     if (n < 0) fail(NEP_ERR_INVALID_ARGUMENT, "n=", n, " is negative");
     if (n == 0) return;
     if (weight == 0 || grad == 0 || mean == 0 || variance == 0)
-      fail(NEP_ERR_INVALID_ARGUMENT, "weight, grad, mean and variance must be device addresses (one is null) for n=", n);
-    if (weight == grad || weight == mean || weight == variance || grad == mean || grad == variance || mean == variance)
-      fail(NEP_ERR_INVALID_ARGUMENT, "weight, grad, mean and variance must be four different arrays");
+      fail(NEP_ERR_INVALID_ARGUMENT,
+           "weight, grad, mean and variance must be device addresses (one is null) for n=", n);
+    if (weight == grad || weight == mean || weight == variance || grad == mean ||
+        grad == variance || mean == variance)
+      fail(NEP_ERR_INVALID_ARGUMENT,
+           "weight, grad, mean and variance must be four different arrays");
     require_finite("lr", lr);
     require_finite("lr_corrected", lr_corrected);
     require_finite("weight_decay", weight_decay);
     require_finite("eps", eps);
     require_finite("grad_scale", grad_scale);
-    if (!(beta1 >= 0.0f && beta1 < 1.0f)) fail(NEP_ERR_INVALID_ARGUMENT, "beta1=", beta1, " is outside [0, 1)");
-    if (!(beta2 >= 0.0f && beta2 < 1.0f)) fail(NEP_ERR_INVALID_ARGUMENT, "beta2=", beta2, " is outside [0, 1)");
+    if (!(beta1 >= 0.0f && beta1 < 1.0f))
+      fail(NEP_ERR_INVALID_ARGUMENT, "beta1=", beta1, " is outside [0, 1)");
+    if (!(beta2 >= 0.0f && beta2 < 1.0f))
+      fail(NEP_ERR_INVALID_ARGUMENT, "beta2=", beta2, " is outside [0, 1)");
     const int count = nep_cuda_device_count();
-    if (device < 0 || device >= count) fail(NEP_ERR_INVALID_ARGUMENT, "device=", device, " is outside [0, ", count, ") (CUDA devices visible)");
+    if (device < 0 || device >= count)
+      fail(NEP_ERR_INVALID_ARGUMENT, "device=", device, " is outside [0, ", count,
+           ") (CUDA devices visible)");
     DeviceGuard guard(device);
     cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
     const SpanChecker check(device, s);
@@ -109,7 +122,8 @@ NEP_CUDA_EXPORT int32_t nep_cuda_adamw_f32(int32_t device, int64_t weight, int64
     check("grad", grad, bytes);
     check("mean", mean, bytes);
     check("variance", variance, bytes);
-    AdamWArgs a{lr, lr_corrected, weight_decay, beta1, 1.0f - beta1, beta2, 1.0f - beta2, eps, grad_scale, zero_grad != 0};
+    AdamWArgs a{lr,    lr_corrected, weight_decay, beta1,      1.0f - beta1,
+                beta2, 1.0f - beta2, eps,          grad_scale, zero_grad != 0};
     float* W = reinterpret_cast<float*>(weight);
     float* G = reinterpret_cast<float*>(grad);
     float* M = reinterpret_cast<float*>(mean);
@@ -119,8 +133,9 @@ NEP_CUDA_EXPORT int32_t nep_cuda_adamw_f32(int32_t device, int64_t weight, int64
     int64_t done = 0;
     if (aligned && n >= 4) {
       const int64_t n4 = n / 4;
-      adamw_vec4<<<grid_for(n4, kThreads), kThreads, 0, s>>>(reinterpret_cast<float4*>(W), reinterpret_cast<float4*>(G),
-                                                             reinterpret_cast<float4*>(M), reinterpret_cast<float4*>(V), n4, a);
+      adamw_vec4<<<grid_for(n4, kThreads), kThreads, 0, s>>>(
+          reinterpret_cast<float4*>(W), reinterpret_cast<float4*>(G), reinterpret_cast<float4*>(M),
+          reinterpret_cast<float4*>(V), n4, a);
       check_cuda(cudaGetLastError(), "AdamW kernel launch");
       done = n4 * 4;
     }

@@ -150,8 +150,7 @@ NEP_EXPORT void nep_cuda_buffer_destroy(nep_cuda_buffer* buf) {
   });
 }
 
-// ---- Layout, notify and the handle
-// ---------------------------------------------------------------
+// ---- Layout, notify and the handle --------------------------------------------------------------
 
 NEP_EXPORT int32_t nep_cuda_layout(nep_cuda_buffer* buf, int64_t topk_idx, int64_t num_tokens,
                                    int32_t num_topk, int32_t num_experts, int64_t tokens_per_rank,

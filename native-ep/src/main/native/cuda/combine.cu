@@ -19,11 +19,13 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
-constexpr int kUnroll = 3;  // sending side: warp-steps (256 channels each) whose loads are in flight together
+// sending side: warp-steps (256 channels each) whose loads are in flight together
+constexpr int kUnroll = 3;
 #ifndef NEP_CUDA_COMBINE_STEPS
 #define NEP_CUDA_COMBINE_STEPS 1
 #endif
-constexpr int kRecvSteps = NEP_CUDA_COMBINE_STEPS;  // receiving side: warp-steps whose loads are in flight together
+// receiving side: warp-steps whose loads are in flight together
+constexpr int kRecvSteps = NEP_CUDA_COMBINE_STEPS;
 
 struct CombineShared {
   int first[kMaxRanks];  // smallest send position among this channel's tokens, per rank
@@ -64,7 +66,8 @@ __device__ __forceinline__ Raw8 load8(const uint8_t* row, long long ch, bool is_
 }
 
 template <int WIRE, int YDT>
-__device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long t, int par, u64& tail_seen) {
+__device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long t, int par,
+                              u64& tail_seen) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int W = a.world, me = a.rank, K = a.num_topk, c = blockIdx.x;
   const long long H = a.hidden;
@@ -116,7 +119,8 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
         for (int u = 0; u < kRecvSteps; ++u) {
           const long long ch = base + u * kWarpChannels + lane * kLaneChannels;
           raw[u][q].a = raw[u][q].b = make_uint4(0, 0, 0, 0);
-          if (present && ch < H) raw[u][q] = r == me ? load8<kYSize>(src, ch, false) : load8<kWSize>(src, ch, true);
+          if (present && ch < H)
+            raw[u][q] = r == me ? load8<kYSize>(src, ch, false) : load8<kWSize>(src, ch, true);
         }
       }
 #pragma unroll
@@ -128,7 +132,8 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
           float v[8];
           if (r == me) {
             raw_to_f32(raw[u][q], YDT, v);
-            if (WIRE == NEP_WIRE_BF16 && YDT == NEP_DTYPE_FP32) unpack_bf16x8(pack_bf16x8(v), v);  // this rank's term on the wire
+            if (WIRE == NEP_WIRE_BF16 && YDT == NEP_DTYPE_FP32)
+              unpack_bf16x8(pack_bf16x8(v), v);  // this rank's term on the wire
           } else {
             raw_to_f32(raw[u][q], WIRE == NEP_WIRE_BF16 ? NEP_DTYPE_BF16 : NEP_DTYPE_FP32, v);
           }
@@ -155,7 +160,8 @@ __device__ void combine_token(const CombineArgs& a, CombineShared& sh, long long
   }
   __syncwarp();
   if (lane == 0)
-    for (unsigned m = mask & ~(1u << me); m != 0; m &= m - 1) atomicAdd(&sh.batch[par][__ffs(m) - 1], 1);
+    for (unsigned m = mask & ~(1u << me); m != 0; m &= m - 1)
+      atomicAdd(&sh.batch[par][__ffs(m) - 1], 1);
 }
 
 template <int WIRE, int YDT>
@@ -180,8 +186,10 @@ __device__ void send_row(const CombineArgs& a, int s, long long j, u64 abs, u64&
   if (lane == 0) ok = wait_ring_room(a.peers[me], s, c, abs, Q, a.wait, head_seen);
   if (!__shfl_sync(kFull, (int)ok, 0)) return;
   __syncwarp();  // orders lane 0's acquire of the head before every lane's writes into the slot
-  uint8_t* slot = ring_at(a.peers[s], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
-  if (a.y_weights != nullptr && lane < K) reinterpret_cast<float*>(slot)[lane] = a.y_weights[j * K + lane];
+  uint8_t* slot =
+      ring_at(a.peers[s], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
+  if (a.y_weights != nullptr && lane < K)
+    reinterpret_cast<float*>(slot)[lane] = a.y_weights[j * K + lane];
   uint8_t* payload = slot + a.geom.payload_offset;
   for (long long base = 0;;) {
 #pragma unroll
@@ -204,7 +212,8 @@ __device__ void send_row(const CombineArgs& a, int s, long long j, u64 abs, u64&
 }
 
 template <int WIRE, int YDT>
-__global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_constant__ CombineArgs a) {
+__global__ void __launch_bounds__(kEpThreads, 1)
+    combine_kernel(const __grid_constant__ CombineArgs a) {
   __shared__ CombineShared sh;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int W = a.world, me = a.rank, c = blockIdx.x, C = a.num_channels;
@@ -216,7 +225,8 @@ __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_con
     sh.first[tid] = INT_MAX;
     sh.count[tid] = 0;
     sh.batch[0][tid] = sh.batch[1][tid] = 0;
-    if (tid < W) sh.consumed_base[tid] = ld_volatile_u64(counter_at(local, Ctrl::kConsumed, tid, c));
+    if (tid < W)
+      sh.consumed_base[tid] = ld_volatile_u64(counter_at(local, Ctrl::kConsumed, tid, c));
   }
   __syncthreads();
   for (long long t = t0 + tid; t < t1; t += kEpThreads) {
@@ -245,12 +255,14 @@ __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_con
         if (n != 0) {
           sh.batch[par][tid] = 0;
           consumed += (u64)n;
-          st_release_sys(counter_at(a.peers[tid], Ctrl::kHead, me, c), sh.consumed_base[tid] + consumed);
+          st_release_sys(counter_at(a.peers[tid], Ctrl::kHead, me, c),
+                         sh.consumed_base[tid] + consumed);
         }
       }
     }
     if (tid < W && tid != me)
-      st_volatile_u64(counter_at(local, Ctrl::kConsumed, tid, c), sh.consumed_base[tid] + (u64)sh.count[tid]);
+      st_volatile_u64(counter_at(local, Ctrl::kConsumed, tid, c),
+                      sh.consumed_base[tid] + (u64)sh.count[tid]);
     return;
   }
 
@@ -292,7 +304,8 @@ __global__ void __launch_bounds__(kEpThreads, 1) combine_kernel(const __grid_con
       if (i < n && !is_aborted(a.wait)) send_row<WIRE, YDT>(a, s, lo + i, base + (u64)i, head_seen);
     }
     named_barrier(bar, nthr);
-    if (gtid == 0) st_release_sys(counter_at(a.peers[s], Ctrl::kTail, me, c), base + (u64)min(k + per_batch, n));
+    if (gtid == 0)
+      st_release_sys(counter_at(a.peers[s], Ctrl::kTail, me, c), base + (u64)min(k + per_batch, n));
   }
   if (gtid == 0) st_volatile_u64(counter_at(local, Ctrl::kSent, s, c), base + (u64)n);
 }
@@ -305,8 +318,12 @@ const void* combine_fn() {
 const void* combine_fn(int wire, int y_dtype) {
   const bool bf = y_dtype == NEP_DTYPE_BF16;
   switch (wire) {
-    case NEP_WIRE_FP32: return bf ? combine_fn<NEP_WIRE_FP32, NEP_DTYPE_BF16>() : combine_fn<NEP_WIRE_FP32, NEP_DTYPE_FP32>();
-    case NEP_WIRE_BF16: return bf ? combine_fn<NEP_WIRE_BF16, NEP_DTYPE_BF16>() : combine_fn<NEP_WIRE_BF16, NEP_DTYPE_FP32>();
+    case NEP_WIRE_FP32:
+      return bf ? combine_fn<NEP_WIRE_FP32, NEP_DTYPE_BF16>()
+                : combine_fn<NEP_WIRE_FP32, NEP_DTYPE_FP32>();
+    case NEP_WIRE_BF16:
+      return bf ? combine_fn<NEP_WIRE_BF16, NEP_DTYPE_BF16>()
+                : combine_fn<NEP_WIRE_BF16, NEP_DTYPE_FP32>();
     default: return nullptr;
   }
 }

@@ -2,8 +2,8 @@
 // bare addresses with shapes; the kernels trust those shapes. So every entry point asks CUDA, for
 // each address, which device holds it and where its allocation ends, and refuses a span
 // [addr, addr + bytes) that is host memory, on another GPU, or runs past its allocation: bad input
-// becomes an error naming the argument, the bytes needed and the bytes there, never an out-of-bounds
-// access (which would end the process and poison the GPU context).
+// becomes an error naming the argument, the bytes needed and the bytes there, never an
+// out-of-bounds access (which would end the process and poison the GPU context).
 //
 // The extent comes from the driver (cuMemGetAddressRange, reached through the runtime's driver
 // entry point, so nothing links libcuda). A span that crosses several mappings laid end to end (a
@@ -41,7 +41,8 @@ inline AddressRangeFn address_range_fn() {
   static const AddressRangeFn fn = [] {
     void* p = nullptr;
     cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &p, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
         q != cudaDriverEntryPointSuccess) {
       cudaGetLastError();
       return AddressRangeFn(nullptr);
@@ -89,32 +90,38 @@ inline long long bytes_mapped_from(unsigned long long addr, long long need) {
 // Throws NEP_ERR_INVALID_ARGUMENT unless [addr, addr + bytes) is memory that kernels on `device`
 // may access: device memory of that GPU (or managed / mapped pinned host memory) inside one
 // allocation. A null address or an empty span passes (callers check which arguments are required).
-inline void check_device_span(const char* name, int64_t addr, long long bytes, int device, bool skip) {
+inline void check_device_span(const char* name, int64_t addr, long long bytes, int device,
+                              bool skip) {
   if (skip || addr == 0 || bytes <= 0) return;
   cudaPointerAttributes at{};
   const cudaError_t e = cudaPointerGetAttributes(&at, reinterpret_cast<const void*>(addr));
   if (e != cudaSuccess) {
     cudaGetLastError();
-    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " is not an address CUDA can query (", cudaGetErrorName(e),
-         "); ", bytes, " bytes of GPU ", device, " memory were expected");
+    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec,
+         " is not an address CUDA can query (", cudaGetErrorName(e), "); ", bytes, " bytes of GPU ",
+         device, " memory were expected");
   }
   if (at.type == cudaMemoryTypeUnregistered)
-    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " is host memory unknown to CUDA; ", bytes, " bytes of GPU ",
-         device, " memory were expected");
+    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec,
+         " is host memory unknown to CUDA; ", bytes, " bytes of GPU ", device,
+         " memory were expected");
   if (at.type == cudaMemoryTypeDevice && at.device != device)
-    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " is memory of GPU ", at.device, " but this buffer is on GPU ",
-         device, " (every array of a call must be on the buffer's GPU)");
+    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " is memory of GPU ",
+         at.device, " but this buffer is on GPU ", device,
+         " (every array of a call must be on the buffer's GPU)");
   const long long have = bytes_mapped_from((unsigned long long)addr, bytes);
   if (have >= 0 && have < bytes)
-    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " needs ", bytes, " bytes for the shape given, but its allocation ends ",
-         have, " bytes after it");
+    fail(NEP_ERR_INVALID_ARGUMENT, name, "=0x", std::hex, addr, std::dec, " needs ", bytes,
+         " bytes for the shape given, but its allocation ends ", have, " bytes after it");
 }
 
 // The same checks, as one object per call: skips everything while its stream is being captured.
 class SpanChecker {
  public:
   SpanChecker(int device, cudaStream_t stream) : device_(device), skip_(stream_capturing(stream)) {}
-  void operator()(const char* name, int64_t addr, long long bytes) const { check_device_span(name, addr, bytes, device_, skip_); }
+  void operator()(const char* name, int64_t addr, long long bytes) const {
+    check_device_span(name, addr, bytes, device_, skip_);
+  }
 
  private:
   int device_;

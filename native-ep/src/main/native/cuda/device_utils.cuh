@@ -12,7 +12,7 @@ namespace cuda {
 
 using u64 = unsigned long long;
 
-// ---- Loads and stores ------------------------------------------------------------------------------
+// ---- Loads and stores ---------------------------------------------------------------------------
 
 __device__ __forceinline__ u64 ld_acquire_sys(const u64* p) {
   u64 v;
@@ -92,14 +92,16 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
-// ---- Failure reporting and bounded waits -------------------------------------------------------------
+// ---- Failure reporting and bounded waits --------------------------------------------------------
 
-__device__ __forceinline__ bool is_aborted(const WaitCtx& w) { return ld_volatile_u32(w.abort) != 0; }
+__device__ __forceinline__ bool is_aborted(const WaitCtx& w) {
+  return ld_volatile_u32(w.abort) != 0;
+}
 
 // Records the first failure of the buffer for the host and makes every other wait of this rank
 // stop. Never traps: the kernel runs to its end with the remaining work skipped.
-__device__ inline void report_failure(const WaitCtx& w, int code, int peer, int counter, int channel,
-                                      long long expected, long long observed) {
+__device__ inline void report_failure(const WaitCtx& w, int code, int peer, int counter,
+                                      int channel, long long expected, long long observed) {
   asm volatile("st.volatile.global.u32 [%0], %1;" ::"l"(w.abort), "r"(1u) : "memory");
   if (atomicCAS(w.err_claim, 0u, 1u) == 0u) {
     volatile ErrorRecord* r = w.record;
@@ -144,7 +146,7 @@ __device__ inline bool wait_geq(const u64* p, u64 target, const WaitCtx& w, int 
   }
 }
 
-// ---- Routing -------------------------------------------------------------------------------------------
+// ---- Routing ------------------------------------------------------------------------------------
 
 // Position of token t among the tokens this rank sends to rank r, or -1.
 __device__ __forceinline__ int send_pos(const RouteView& rv, int world, long long t, int r) {

@@ -25,7 +25,8 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
-constexpr int kUnroll = NEP_CUDA_UNROLL;  // warp-steps (256 channels each) whose loads are in flight together
+// warp-steps (256 channels each) whose loads are in flight together
+constexpr int kUnroll = NEP_CUDA_UNROLL;
 
 struct DispatchShared {
   int first[kMaxRanks];  // smallest send position of this channel's tokens, per destination
@@ -55,7 +56,8 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
   if ((ring_dests >> lane) & 1u) {
     const u64 abs = sh.sent_base[lane] + (u64)(sp - sh.first[lane]);
     ok = wait_ring_room(a.peers[me], lane, c, abs, Q, a.wait, sh.head[warp][lane]);
-    sh.slot[warp][lane] = ring_at(a.peers[lane], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
+    sh.slot[warp][lane] =
+        ring_at(a.peers[lane], a.geom, me, c) + (long long)(abs % (u64)Q) * a.geom.slot_bytes;
   }
   if (__ballot_sync(kFull, !ok) != 0) return;
   __syncwarp();
@@ -73,7 +75,9 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
     const int r = __ffs(m) - 1;
     const int spr = __shfl_sync(kFull, sp, r);
     uint8_t* slot = sh.slot[warp][r];
-    if (lane == 0) *reinterpret_cast<int4*>(slot) = make_int4((int)t, spr, (has_topk ? 1 : 0) | (has_w ? 2 : 0), 0);
+    if (lane == 0)
+      *reinterpret_cast<int4*>(slot) =
+          make_int4((int)t, spr, (has_topk ? 1 : 0) | (has_w ? 2 : 0), 0);
     if (lane < K) {
       if (has_topk) reinterpret_cast<int*>(slot + 16)[lane] = expert;
       if (has_w) reinterpret_cast<float*>(slot + 16 + 4 * K)[lane] = weight;
@@ -89,13 +93,15 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
       const int El = a.local_experts;
       const bool local = expert >= me * El && expert < (me + 1) * El;
       a.recv_topk_idx[row * K + lane] = local ? expert - me * El : -1;
-      if (a.recv_topk_weights != nullptr) a.recv_topk_weights[row * K + lane] = local ? weight : 0.f;
+      if (a.recv_topk_weights != nullptr)
+        a.recv_topk_weights[row * K + lane] = local ? weight : 0.f;
     }
     self_row = static_cast<uint8_t*>(a.recv_x) + row * H * (a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
   }
 
   // Row data: two warp-steps (512 channels) in flight per iteration.
-  const uint8_t* xrow = static_cast<const uint8_t*>(a.x) + t * H * (a.x_dtype == NEP_DTYPE_BF16 ? 2 : 4);
+  const uint8_t* xrow =
+      static_cast<const uint8_t*>(a.x) + t * H * (a.x_dtype == NEP_DTYPE_BF16 ? 2 : 4);
   const long long poff = a.geom.payload_offset;
   for (long long base = 0; base < H; base += kUnroll * kWarpChannels) {
     long long ch[kUnroll];
@@ -130,8 +136,8 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
 }
 
 template <int WIRE>
-__device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, u64 abs, long long row_begin,
-                             long long row_end, u64& tail_seen) {
+__device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, u64 abs,
+                             long long row_begin, long long row_end, u64& tail_seen) {
   const int lane = threadIdx.x & 31, c = blockIdx.x;
   const int K = a.num_topk, me = a.rank;
   const long long H = a.hidden;
@@ -157,10 +163,12 @@ __device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, 
     const bool local = expert >= me * El && expert < (me + 1) * El;
     a.recv_topk_idx[row * K + lane] = local ? expert - me * El : -1;
     if (a.recv_topk_weights != nullptr)
-      a.recv_topk_weights[row * K + lane] = local && (flags & 2) ? ld_volatile_f32(slot + 16 + 4 * K + 4 * lane) : 0.f;
+      a.recv_topk_weights[row * K + lane] =
+          local && (flags & 2) ? ld_volatile_f32(slot + 16 + 4 * K + 4 * lane) : 0.f;
   }
   const uint8_t* payload = slot + a.geom.payload_offset;
-  uint8_t* out_row = static_cast<uint8_t*>(a.recv_x) + row * H * (a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
+  uint8_t* out_row =
+      static_cast<uint8_t*>(a.recv_x) + row * H * (a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
   for (long long base = 0; base < H; base += kUnroll * kWarpChannels) {
     long long ch[kUnroll];
 #pragma unroll
@@ -181,7 +189,8 @@ __device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, 
 }
 
 template <int WIRE>
-__global__ void __launch_bounds__(kEpThreads, 1) dispatch_kernel(const __grid_constant__ DispatchArgs a) {
+__global__ void __launch_bounds__(kEpThreads, 1)
+    dispatch_kernel(const __grid_constant__ DispatchArgs a) {
   __shared__ DispatchShared sh;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int W = a.world, me = a.rank, c = blockIdx.x, C = a.num_channels;
@@ -220,8 +229,9 @@ __global__ void __launch_bounds__(kEpThreads, 1) dispatch_kernel(const __grid_co
       const u64 head = ld_volatile_u64(counter_at(local, Ctrl::kHead, tid, c));
       sh.sent_base[tid] = base;
       for (int w = 0; w < kSendWarps; ++w) sh.head[w][tid] = head;
-      st_release_sys(counter_at(a.peers[tid], Ctrl::kChanCount + size_t(a.parity) * kCounterArray, me, c),
-                     (a.call_id << 32) | (u64)(unsigned)sh.count[tid]);
+      st_release_sys(
+          counter_at(a.peers[tid], Ctrl::kChanCount + size_t(a.parity) * kCounterArray, me, c),
+          (a.call_id << 32) | (u64)(unsigned)sh.count[tid]);
     }
     named_barrier(1, kSendThreads);
     u64 published = 0;
@@ -236,12 +246,14 @@ __global__ void __launch_bounds__(kEpThreads, 1) dispatch_kernel(const __grid_co
         if (n != 0) {
           sh.batch[par][tid] = 0;
           published += (u64)n;
-          st_release_sys(counter_at(a.peers[tid], Ctrl::kTail, me, c), sh.sent_base[tid] + published);
+          st_release_sys(counter_at(a.peers[tid], Ctrl::kTail, me, c),
+                         sh.sent_base[tid] + published);
         }
       }
     }
     if (tid < W && tid != me)
-      st_volatile_u64(counter_at(local, Ctrl::kSent, tid, c), sh.sent_base[tid] + (u64)sh.count[tid]);
+      st_volatile_u64(counter_at(local, Ctrl::kSent, tid, c),
+                      sh.sent_base[tid] + (u64)sh.count[tid]);
     return;
   }
 
@@ -257,8 +269,9 @@ __global__ void __launch_bounds__(kEpThreads, 1) dispatch_kernel(const __grid_co
   const int bar = 2 + gi, nthr = g * 32;
   if (lw == 0 && lane == 0) {
     u64 v = 0;
-    const bool ok = wait_geq<true>(counter_at(local, Ctrl::kChanCount + size_t(a.parity) * kCounterArray, s, c),
-                                   a.call_id << 32, a.wait, s, kCounterChanCount, c, &v);
+    const bool ok =
+        wait_geq<true>(counter_at(local, Ctrl::kChanCount + size_t(a.parity) * kCounterArray, s, c),
+                       a.call_id << 32, a.wait, s, kCounterChanCount, c, &v);
     sh.recv_count[gi] = ok ? (int)(v & 0xffffffffull) : 0;
     sh.recv_base[gi] = ld_volatile_u64(counter_at(local, Ctrl::kConsumed, s, c));
   }
@@ -274,20 +287,23 @@ __global__ void __launch_bounds__(kEpThreads, 1) dispatch_kernel(const __grid_co
 #pragma unroll
     for (int j = 0; j < kBatchPerWarp; ++j) {
       const int i = k + j * g + lw;
-      if (i < cnt && !is_aborted(a.wait)) recv_message<WIRE>(a, ring, s, base + (u64)i, row_begin, row_end, tail_seen);
+      if (i < cnt && !is_aborted(a.wait))
+        recv_message<WIRE>(a, ring, s, base + (u64)i, row_begin, row_end, tail_seen);
     }
     named_barrier(bar, nthr);
     if (lw == 0 && lane == 0)
-      st_release_sys(counter_at(a.peers[s], Ctrl::kHead, me, c), base + (u64)min(k + per_batch, cnt));
+      st_release_sys(counter_at(a.peers[s], Ctrl::kHead, me, c),
+                     base + (u64)min(k + per_batch, cnt));
   }
-  if (lw == 0 && lane == 0) st_volatile_u64(counter_at(local, Ctrl::kConsumed, s, c), base + (u64)cnt);
+  if (lw == 0 && lane == 0)
+    st_volatile_u64(counter_at(local, Ctrl::kConsumed, s, c), base + (u64)cnt);
 }
 
 template <int WIRE>
 cudaError_t launch_dispatch_t(const DispatchArgs& a, cudaStream_t stream) {
   void* params[] = {const_cast<DispatchArgs*>(&a)};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&dispatch_kernel<WIRE>), dim3(a.num_channels),
-                                     dim3(kEpThreads), params, 0, stream);
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&dispatch_kernel<WIRE>),
+                                     dim3(a.num_channels), dim3(kEpThreads), params, 0, stream);
 }
 
 }  // namespace
@@ -303,10 +319,11 @@ cudaError_t launch_dispatch(int wire, const DispatchArgs& a, cudaStream_t stream
 }
 
 cudaError_t dispatch_max_blocks_per_sm(int wire, int* blocks) {
-  const void* f = wire == NEP_WIRE_FP32   ? reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_FP32>)
-                  : wire == NEP_WIRE_BF16 ? reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_BF16>)
-                  : wire == NEP_WIRE_FP8  ? reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_FP8>)
-                                          : reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_MXFP8>);
+  const void* f =
+      wire == NEP_WIRE_FP32   ? reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_FP32>)
+      : wire == NEP_WIRE_BF16 ? reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_BF16>)
+      : wire == NEP_WIRE_FP8  ? reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_FP8>)
+                              : reinterpret_cast<const void*>(&dispatch_kernel<NEP_WIRE_MXFP8>);
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, f, kEpThreads, 0);
 }
 

@@ -166,18 +166,14 @@ void nep_cuda_buffer::export_blob(uint8_t* out, int64_t cap) const {
 void nep_cuda_buffer::connect_ipc(const uint8_t* all_blobs, int64_t n) {
   if (connected()) fail(NEP_ERR_INVALID_ARGUMENT, "buffer of rank ", rank, " is already connected");
   IpcPeers peers(local(), rank);
-  peers.connect<ExportBlob>(
-      all_blobs, n, world, rank, device, "",
-      [&](int p, const ExportBlob& b) {
-        if (std::memcmp(b.id.magic, kBlobMagic, sizeof(kBlobMagic)) != 0 ||
-            b.version != kBlobVersion)
-          fail(NEP_ERR_PEER, "blob ", p, " is not a nativeep CUDA buffer export of version ",
-               kBlobVersion);
-      },
-      [&](int p, const ExportBlob& b) {
-        if (b.bytes != bytes)
-          fail(NEP_ERR_PEER, "rank ", p, " has buffer_bytes=", b.bytes, ", this rank ", bytes);
-      });
+  peers.connect<ExportBlob>(all_blobs, n, world, rank, device, "", [&](int p, const ExportBlob& b) {
+    if (std::memcmp(b.id.magic, kBlobMagic, sizeof(kBlobMagic)) != 0 || b.version != kBlobVersion)
+      fail(NEP_ERR_PEER, "blob ", p, " is not a nativeep CUDA buffer export of version ",
+           kBlobVersion);
+  }, [&](int p, const ExportBlob& b) {
+    if (b.bytes != bytes)
+      fail(NEP_ERR_PEER, "rank ", p, " has buffer_bytes=", b.bytes, ", this rank ", bytes);
+  });
   transport = make_ipc_transport(std::move(peers), world);
 }
 
@@ -289,10 +285,8 @@ void nep_cuda_buffer::wait_stream(cudaStream_t stream, const char* what) {
                   " ms (device busy, or a kernel stuck); the buffer is unusable now");
       fail_buffer(NEP_ERR_TIMEOUT, std::move(why));
     }
-    if (++spins < 2000)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (++spins < 2000) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   check_device_error();
 }
@@ -575,8 +569,7 @@ void nep_cuda_buffer::peer_scratch(int32_t peer, int64_t* address, int64_t* n) c
   *n = bytes - (int64_t)Ctrl::kRingOffset;
 }
 
-// ---- Argument checks shared with the transports
-// --------------------------------------------------
+// ---- Argument checks shared with the transports -------------------------------------------------
 
 void nep::cuda::check_all_reduce_args(int64_t data, int64_t count, int32_t dtype) {
   check_dtype("dtype", dtype);

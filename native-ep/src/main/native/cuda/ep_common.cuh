@@ -77,17 +77,22 @@ __host__ __device__ inline unsigned long long* counter_at(uint8_t* base, size_t 
       base + array + (size_t(i) * kMaxChannels + channel) * kCounterStride);
 }
 
-// ---- Records the GPU writes into mapped host memory ----------------------------------------------
+// ---- Records the GPU writes into mapped host memory ---------------------------------------------
 
-enum KernelId : int32_t { kKernelLayout = 1, kKernelNotify = 2, kKernelDispatch = 3, kKernelCombine = 4 };
+enum KernelId : int32_t {
+  kKernelLayout = 1,
+  kKernelNotify = 2,
+  kKernelDispatch = 3,
+  kKernelCombine = 4
+};
 
 enum CounterId : int32_t {
-  kCounterNotifyFlag = 1,   // notify flag written by the peer
-  kCounterTail = 2,         // ring tail written by the peer (messages published)
-  kCounterHead = 3,         // ring head written by the peer (free space)
-  kCounterChanCount = 4,    // per-channel message count of a dispatch
-  kCounterDrain = 5,        // peer still reading messages of an earlier call
-  kCounterBadMessage = 6,   // a message named a row outside the sender's range
+  kCounterNotifyFlag = 1,  // notify flag written by the peer
+  kCounterTail = 2,        // ring tail written by the peer (messages published)
+  kCounterHead = 3,        // ring head written by the peer (free space)
+  kCounterChanCount = 4,   // per-channel message count of a dispatch
+  kCounterDrain = 5,       // peer still reading messages of an earlier call
+  kCounterBadMessage = 6,  // a message named a row outside the sender's range
 };
 
 struct ErrorRecord {  // first device-side failure of a buffer
@@ -133,7 +138,7 @@ struct NotifyResult {  // what the notify kernel hands the host
   int32_t recv_aligned[kMaxLocalExperts];
 };
 
-// ---- Kernel arguments ------------------------------------------------------------------------------
+// ---- Kernel arguments ---------------------------------------------------------------------------
 
 struct WaitCtx {
   unsigned int* abort;      // local buffer word: set on the first failure, ends every wait
@@ -153,7 +158,8 @@ struct RingGeom {
   long long payload_offset;  // offset of the row payload in a message
 };
 
-__host__ __device__ inline uint8_t* ring_at(uint8_t* base, const RingGeom& g, int src, int channel) {
+__host__ __device__ inline uint8_t* ring_at(uint8_t* base, const RingGeom& g, int src,
+                                            int channel) {
   return base + g.ring_offset + g.src_stride * src + g.ring_bytes * channel;
 }
 
@@ -231,9 +237,11 @@ struct CombineArgs {
   WaitCtx wait;
 };
 
-// ---- Message layouts -------------------------------------------------------------------------------
+// ---- Message layouts ----------------------------------------------------------------------------
 
-__host__ __device__ constexpr long long align_up(long long v, long long a) { return (v + a - 1) / a * a; }
+__host__ __device__ constexpr long long align_up(long long v, long long a) {
+  return (v + a - 1) / a * a;
+}
 
 // Dispatch message: [src token, send position, 2 pad] int32, K expert ids int32, K weights f32,
 // then the wire row at payload_offset.
@@ -247,7 +255,9 @@ __host__ __device__ constexpr long long combine_payload_offset(int num_topk) {
 
 // Wire row: data, then (FP8/MXFP8) the scales at a 16-byte aligned offset.
 __host__ __device__ constexpr long long wire_scale_offset(int wire, long long hidden) {
-  return wire == NEP_WIRE_FP32 ? 4 * hidden : wire == NEP_WIRE_BF16 ? 2 * hidden : align_up(hidden, 16);
+  return wire == NEP_WIRE_FP32   ? 4 * hidden
+         : wire == NEP_WIRE_BF16 ? 2 * hidden
+                                 : align_up(hidden, 16);
 }
 __host__ __device__ constexpr long long wire_row_bytes(int wire, long long hidden) {
   return wire == NEP_WIRE_FP32   ? 4 * hidden

@@ -18,10 +18,11 @@ cudaError_t launch_combine(int wire, const CombineArgs& a, cudaStream_t stream);
 cudaError_t dispatch_max_blocks_per_sm(int wire, int* blocks);
 cudaError_t combine_max_blocks_per_sm(int wire, int* blocks);
 
-// ---- nccl transport (nccl_path.cu; the count record of notify in layout.cu) ----------------------
+// ---- nccl transport (nccl_path.cu; the count record of notify in layout.cu) ---------------------
 
 // Notify: block_prefix of the layout blocks, and this rank's count record for the all-gather:
-// [status, num_tokens, num_topk, num_experts, tokens_per_rank[kMaxRanks], tokens_per_expert[E]] int32.
+// [status, num_tokens, num_topk, num_experts, tokens_per_rank[kMaxRanks], tokens_per_expert[E]]
+// int32.
 struct NcclNotifyArgs {
   int32_t world, num_topk, num_experts, num_blocks;
   long long num_tokens;
@@ -48,8 +49,10 @@ struct NcclStageArgs {
   int32_t in_dtype, out_dtype;
   RouteView route;
   long long send_off[kMaxRanks];  // first stage row of each destination (by send position)
-  uint8_t* send_stage;            // dispatch: rows by (destination, send position); combine: rows by received row
-  const uint8_t* recv_stage;      // dispatch: rows by received row; combine: rows by (rank, send position)
+  uint8_t*
+      send_stage;  // dispatch: rows by (destination, send position); combine: rows by received row
+  const uint8_t*
+      recv_stage;  // dispatch: rows by received row; combine: rows by (rank, send position)
   // dispatch
   const void* x;
   const long long* topk_idx;

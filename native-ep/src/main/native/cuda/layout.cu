@@ -68,7 +68,8 @@ __global__ void __launch_bounds__(kLayoutBlock) layout_kernel(const LayoutArgs a
     const unsigned int ballot = __ballot_sync(0xffffffffu, in);
     pos_in_warp[r] = in ? __popc(ballot & below) : -1;
     if (lane == 0) s_warp_count[warp][r] = __popc(ballot);
-    if (t < a.num_tokens && a.is_token_in_rank != nullptr) a.is_token_in_rank[t * W + r] = in ? 1 : 0;
+    if (t < a.num_tokens && a.is_token_in_rank != nullptr)
+      a.is_token_in_rank[t * W + r] = in ? 1 : 0;
   }
   __syncthreads();
   if (tid < W) {
@@ -130,11 +131,13 @@ __device__ int block_exclusive_scan(int v, int* s_warp, int* total) {
 __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs a) {
   __shared__ int s_warp[32];
   __shared__ int s_ok;
-  __shared__ int s_go;  // step 4's verdict: its own word, so no thread writes a word others may still read
+  __shared__ int
+      s_go;  // step 4's verdict: its own word, so no thread writes a word others may still read
   __shared__ int s_status;
   const int tid = threadIdx.x;
   if (tid == 0)
-    s_status = ld_volatile_s32(&a.layout_err->valid) != 0 ? ld_volatile_s32(&a.layout_err->kind) : 0;
+    s_status =
+        ld_volatile_s32(&a.layout_err->valid) != 0 ? ld_volatile_s32(&a.layout_err->kind) : 0;
   const int W = a.world, me = a.rank, El = a.local_experts;
 
   // 1. block_prefix[b][r]: tokens of layout blocks < b sent to r.
@@ -154,8 +157,8 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
   __syncthreads();
   const int status = s_status;
   for (int p = 0; p < W; ++p) {
-    NotifySlot* slot = reinterpret_cast<NotifySlot*>(a.peers[p] + Ctrl::kNotifySlots +
-                                                     (size_t(a.parity) * kMaxRanks + me) * kNotifySlotStride);
+    NotifySlot* slot = reinterpret_cast<NotifySlot*>(
+        a.peers[p] + Ctrl::kNotifySlots + (size_t(a.parity) * kMaxRanks + me) * kNotifySlotStride);
     if (tid == 0) {
       slot->status = status;
       slot->num_tokens = (int32_t)a.num_tokens;
@@ -163,7 +166,8 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
       slot->num_experts = a.num_experts;
     }
     if (tid < W) slot->tokens_per_rank[tid] = a.tokens_per_rank[tid];
-    for (int e = tid; e < El; e += kNotifyThreads) slot->tokens_per_expert[e] = a.tokens_per_expert[p * El + e];
+    for (int e = tid; e < El; e += kNotifyThreads)
+      slot->tokens_per_expert[e] = a.tokens_per_expert[p * El + e];
   }
   __threadfence_system();
   __syncthreads();
@@ -177,8 +181,8 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
   if (tid == 0) s_ok = 1;
   __syncthreads();
   if (tid < W) {
-    const u64* flag = reinterpret_cast<const u64*>(a.peers[me] + Ctrl::kNotifyFlag +
-                                                   (size_t(a.parity) * kMaxRanks + tid) * kCounterStride);
+    const u64* flag = reinterpret_cast<const u64*>(
+        a.peers[me] + Ctrl::kNotifyFlag + (size_t(a.parity) * kMaxRanks + tid) * kCounterStride);
     u64 seen;
     if (!wait_geq<true>(flag, a.seq, a.wait, tid, kCounterNotifyFlag, -1, &seen)) s_ok = 0;
   }
@@ -186,8 +190,11 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
   if (!s_ok) return;  // the host reads the error record
 
   // 4. Sum the slots addressed to me.
-  const uint8_t* mine = a.peers[me] + Ctrl::kNotifySlots + size_t(a.parity) * kMaxRanks * kNotifySlotStride;
-  auto slot_of = [&](int s) { return reinterpret_cast<const NotifySlot*>(mine + size_t(s) * kNotifySlotStride); };
+  const uint8_t* mine =
+      a.peers[me] + Ctrl::kNotifySlots + size_t(a.parity) * kMaxRanks * kNotifySlotStride;
+  auto slot_of = [&](int s) {
+    return reinterpret_cast<const NotifySlot*>(mine + size_t(s) * kNotifySlotStride);
+  };
   if (tid == 0) {
     int st = kNotifyOk, bad = -1, bad_k = 0, bad_e = 0;
     if (status != 0) {
@@ -253,13 +260,15 @@ __global__ void __launch_bounds__(kNotifyThreads) nccl_notify_kernel(const NcclN
     }
   }
   if (tid == 0) {
-    a.record[0] = ld_volatile_s32(&a.layout_err->valid) != 0 ? ld_volatile_s32(&a.layout_err->kind) : 0;
+    a.record[0] =
+        ld_volatile_s32(&a.layout_err->valid) != 0 ? ld_volatile_s32(&a.layout_err->kind) : 0;
     a.record[1] = (int32_t)a.num_tokens;
     a.record[2] = a.num_topk;
     a.record[3] = a.num_experts;
   }
   if (tid < W) a.record[kNcclRecordHeader + tid] = a.tokens_per_rank[tid];
-  for (int e = tid; e < a.num_experts; e += kNotifyThreads) a.record[kNcclRecordExperts + e] = a.tokens_per_expert[e];
+  for (int e = tid; e < a.num_experts; e += kNotifyThreads)
+    a.record[kNcclRecordExperts + e] = a.tokens_per_expert[e];
 }
 
 }  // namespace
@@ -274,7 +283,8 @@ cudaError_t launch_layout(const LayoutArgs& a, cudaStream_t stream) {
   if (blocks == 0) return cudaSuccess;
   const size_t smem = a.tokens_per_expert != nullptr ? size_t(a.num_experts) * sizeof(int) : 0;
   if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(layout_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e =
+        cudaFuncSetAttribute(layout_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
   layout_kernel<<<(unsigned)blocks, kLayoutBlock, smem, stream>>>(a);

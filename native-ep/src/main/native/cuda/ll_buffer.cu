@@ -196,24 +196,21 @@ void nep_cuda_ll_buffer::connect(const uint8_t* all_blobs, int64_t bytes) {
     fail(NEP_ERR_INVALID_ARGUMENT, "low-latency buffer of rank ", shape.rank,
          " is already connected");
   const LlShape& s = shape;
-  peers.connect<LlBlob>(
-      all_blobs, bytes, s.world, s.rank, device, "'s low-latency buffer",
-      [&](int p, const LlBlob& b) {
-        if (std::memcmp(b.id.magic, kLlBlobMagic, sizeof(kLlBlobMagic)) != 0)
-          fail(NEP_ERR_PEER, "blob ", p,
-               " is not a nativeep low-latency buffer export (nep_cuda_ll_buffer_export)");
-      },
-      [&](int p, const LlBlob& b) {
-        if (b.max_tokens != s.max_tokens || b.hidden != s.hidden ||
-            b.num_experts != s.num_experts || b.max_topk != s.max_topk || b.max_wire != max_wire ||
-            b.bytes != geom.total)
-          fail(NEP_ERR_PEER, "rank ", p,
-               " created its low-latency buffer with (max_tokens_per_rank, hidden, num_experts, "
-               "max_topk, max_wire) = (",
-               b.max_tokens, ", ", b.hidden, ", ", b.num_experts, ", ", b.max_topk, ", ",
-               b.max_wire, "), this rank with (", s.max_tokens, ", ", s.hidden, ", ", s.num_experts,
-               ", ", s.max_topk, ", ", max_wire, ")");
-      });
+  peers.connect<LlBlob>(all_blobs, bytes, s.world, s.rank, device, "'s low-latency buffer",
+                        [&](int p, const LlBlob& b) {
+    if (std::memcmp(b.id.magic, kLlBlobMagic, sizeof(kLlBlobMagic)) != 0)
+      fail(NEP_ERR_PEER, "blob ", p,
+           " is not a nativeep low-latency buffer export (nep_cuda_ll_buffer_export)");
+  }, [&](int p, const LlBlob& b) {
+    if (b.max_tokens != s.max_tokens || b.hidden != s.hidden || b.num_experts != s.num_experts ||
+        b.max_topk != s.max_topk || b.max_wire != max_wire || b.bytes != geom.total)
+      fail(NEP_ERR_PEER, "rank ", p,
+           " created its low-latency buffer with (max_tokens_per_rank, hidden, num_experts, "
+           "max_topk, max_wire) = (",
+           b.max_tokens, ", ", b.hidden, ", ", b.num_experts, ", ", b.max_topk, ", ", b.max_wire,
+           "), this rank with (", s.max_tokens, ", ", s.hidden, ", ", s.num_experts, ", ",
+           s.max_topk, ", ", max_wire, ")");
+  });
   connected = true;
 }
 
@@ -283,10 +280,8 @@ void nep_cuda_ll_buffer::sync(cudaStream_t stream) {
                     " ms (device busy, or a kernel stuck); the low-latency buffer is unusable now");
       throw Error(failure_code, failure);
     }
-    if (spins < 2000)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (spins < 2000) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   check_device_error();
 }
@@ -297,8 +292,7 @@ void nep_cuda_ll_buffer::poison(cudaStream_t stream) {
              "cudaMemsetAsync");
 }
 
-// ---- Call bookkeeping
-// ----------------------------------------------------------------------------
+// ---- Call bookkeeping ---------------------------------------------------------------------------
 
 uint64_t nep_cuda_ll_buffer::next_call(int* half) const {
   const uint64_t n = calls + 1;
@@ -324,16 +318,14 @@ void nep_cuda_ll_buffer::abandon(nep_cuda_ll_op* op) {
       DeviceGuard guard(device);
       if (op->kind == NEP_CUDA_LL_DISPATCH)
         enqueue_dispatch_recv(op, 0, NEP_DTYPE_FP32, 0, 0, 0, op->stream);
-      else
-        enqueue_combine_recv(op, 0, NEP_DTYPE_FP32, op->stream);
+      else enqueue_combine_recv(op, 0, NEP_DTYPE_FP32, op->stream);
     } catch (...) {
     }
   }
   finish(op);
 }
 
-// ---- Dispatch
-// ------------------------------------------------------------------------------------
+// ---- Dispatch -----------------------------------------------------------------------------------
 
 std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::dispatch_send(
     int64_t x, int32_t x_dtype, int64_t num_tokens, int64_t hidden, int64_t topk_idx,
@@ -451,8 +443,7 @@ void nep_cuda_ll_buffer::enqueue_dispatch_recv(nep_cuda_ll_op* op, int64_t recv_
   check_cuda(launch_ll_dispatch_recv(a, 2 * num_sms, stream), "LL dispatch receive launch");
 }
 
-// ---- Combine
-// -------------------------------------------------------------------------------------
+// ---- Combine ------------------------------------------------------------------------------------
 
 std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::combine_send(const nep_cuda_ll_handle* h,
                                                                  int64_t y, int32_t y_dtype,
@@ -514,8 +505,8 @@ std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::combine_send(const nep_cuda_
   a.route_counts = route_counts(h->route_slot);
   peers.copy_bases(a.peers);
   a.wait = wait_ctx(kKernelLlCombineSend);
-  check_cuda(launch_ll_combine_send(a, 2 * num_sms, op->stream),
-             "LL combine send launch");  // two blocks per SM
+  // two blocks per SM
+  check_cuda(launch_ll_combine_send(a, 2 * num_sms, op->stream), "LL combine send launch");
   calls = n;
   pending[half] = op.get();
   return op;

@@ -24,7 +24,8 @@
 //   receive: wait for every source's flag == E + 1 and for the arrival counters to reach the
 //            counts (dispatch: counter - consumed >= count, then consumed[other parity] = counter
 //            value expected after this call; combine: counter >= count, then reset), read, then
-//            the last block sets epoch[b] = released[b] = E + 1. Nothing the host passes depends on n, so a captured graph replays correctly.
+//            the last block sets epoch[b] = released[b] = E + 1. Nothing the host passes depends on
+//            n, so a captured graph replays correctly.
 #ifndef NATIVEEP_CUDA_LL_COMMON_CUH_
 #define NATIVEEP_CUDA_LL_COMMON_CUH_
 
@@ -50,15 +51,15 @@ enum LlKernelId : int32_t {
 
 // Counter ids of the error record (CounterId continues here).
 enum LlCounterId : int32_t {
-  kLlCounterReleased = 21,     // peer has not released the half (still receiving an older call)
-  kLlCounterFlag = 22,         // peer's flag (call number) of this call
-  kLlCounterDispatchRows = 23, // messages of (local expert, peer) arrived
-  kLlCounterCombineRows = 24,  // combine rows from peer arrived
-  kLlCounterKind = 25,         // peer issued the other kind of call (sequences differ)
-  kLlCounterBadInput = 26,     // this rank's topk_idx is invalid (expected = token * 64 + slot)
-  kLlCounterPeerInput = 27,    // peer's topk_idx was invalid
-  kLlCounterPeerAbort = 28,    // peer failed
-  kLlCounterExtraRows = 29,    // more combine rows than the routing expects
+  kLlCounterReleased = 21,      // peer has not released the half (still receiving an older call)
+  kLlCounterFlag = 22,          // peer's flag (call number) of this call
+  kLlCounterDispatchRows = 23,  // messages of (local expert, peer) arrived
+  kLlCounterCombineRows = 24,   // combine rows from peer arrived
+  kLlCounterKind = 25,          // peer issued the other kind of call (sequences differ)
+  kLlCounterBadInput = 26,      // this rank's topk_idx is invalid (expected = token * 64 + slot)
+  kLlCounterPeerInput = 27,     // peer's topk_idx was invalid
+  kLlCounterPeerAbort = 28,     // peer failed
+  kLlCounterExtraRows = 29,     // more combine rows than the routing expects
 };
 
 enum LlStatus : int32_t { kLlStatusOk = 0, kLlStatusBadInput = 1 };
@@ -98,7 +99,8 @@ struct LlGeom {
   }
   // Messages of (le, src) on half b received by the calls before the one with epoch target t, kept
   // in slot t & 1 (the receive of target t reads slot (t + 1) & 1 and writes slot t & 1).
-  __host__ __device__ long long dcons(int b, unsigned long long t, int le, int src, int local, int world) const {
+  __host__ __device__ long long dcons(int b, unsigned long long t, int le, int src, int local,
+                                      int world) const {
     return dcons_off + 4LL * ((((long long)b * 2 + (long long)(t & 1)) * local + le) * world + src);
   }
   __host__ __device__ long long carr(int b, int src, int world) const {
@@ -128,12 +130,12 @@ struct LlDispatchRecvArgs {
   LlShape s;
   LlGeom g;
   int32_t half, out_dtype;
-  void* recv_x;              // null: drain only (abandoned op)
+  void* recv_x;  // null: drain only (abandoned op)
   int32_t* recv_count;
   int32_t* recv_src_info;
   long long* recv_layout_range;
-  int2* route_rows;          // [El][N] {token, (source << 8) | slot}
-  int32_t* route_counts;     // [El]
+  int2* route_rows;       // [El][N] {token, (source << 8) | slot}
+  int32_t* route_counts;  // [El]
   uint8_t* peers[kMaxRanks];
   WaitCtx wait;
 };
@@ -161,7 +163,8 @@ struct LlCombineRecvArgs {
   WaitCtx wait;
 };
 
-cudaError_t ll_prepare_kernels(int device);  // sets the shared-memory limits once per process/device
+// sets the shared-memory limits once per process/device
+cudaError_t ll_prepare_kernels(int device);
 cudaError_t launch_ll_dispatch_send(const LlDispatchSendArgs& a, int blocks, cudaStream_t stream);
 cudaError_t launch_ll_dispatch_recv(const LlDispatchRecvArgs& a, int blocks, cudaStream_t stream);
 cudaError_t launch_ll_combine_send(const LlCombineSendArgs& a, int blocks, cudaStream_t stream);

@@ -17,7 +17,8 @@
 // send -> recv: a send lets the receive after it in the stream launch while it runs (programmatic
 //   dependent launch); the receive waits for its data through the counters and for the kernel
 //   before it only before writing outputs.
-// combine send (two blocks per SM): blocks take received rows (prefix over the per-expert counts), a pass of up to 32
+// combine send (two blocks per SM): blocks take received rows (prefix over the per-expert counts),
+// a pass of up to 32
 //   at once; warps cast (row, slice) items, four in flight, into the source rank's (token, slot)
 //   rows; one arrival count per row after the pass.
 // combine recv: blocks take tokens; out[t] = sum over set slots, in slot order, of w * row, fp32
@@ -39,8 +40,10 @@ namespace {
 
 constexpr int kLlRowsPerPass = 32;  // combine send: rows resolved per pass of a block
 constexpr int kLlFastTopk = 8;      // combine receive: slots loaded at once on the bf16 path
-constexpr int kLlRecvRowsPerPass = 64;  // dispatch receive: rows whose places a block resolves per pass
-constexpr int kLlRecvChunk = 512;       // dispatch receive: channels of a (row, chunk) item (16 per lane)
+// dispatch receive: rows whose places a block resolves per pass
+constexpr int kLlRecvRowsPerPass = 64;
+// dispatch receive: channels of a (row, chunk) item (16 per lane)
+constexpr int kLlRecvChunk = 512;
 
 __device__ __forceinline__ unsigned int ld_acquire_sys_u32(const unsigned int* p) {
   unsigned int v;
@@ -62,8 +65,12 @@ __device__ __forceinline__ void st_volatile_u32(unsigned int* p, unsigned int v)
 // early (the receive waits for its data through the buffer's counters, not through stream order);
 // the receive waits for the grid before it to complete before writing its outputs, which kernels
 // before it may still read.
-__device__ __forceinline__ void let_dependents_launch() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-__device__ __forceinline__ void wait_prior_grid() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void let_dependents_launch() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void wait_prior_grid() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
 
 // Plain loads that skip L1, for rows whose arrival this block has acquired (the acquire and a
 // barrier order them after the senders' stores).
@@ -89,10 +96,11 @@ __device__ __forceinline__ T* at(uint8_t* base, long long off) {
 // Waits until the counter at p (64-bit when kWide) reaches target. Also stops when this rank has
 // failed (abort word) or the peer has (its abort word, read through its mapping).
 template <bool kWide>
-__device__ bool ll_wait(const void* p, unsigned long long target, const WaitCtx& w, const unsigned int* peer_abort,
-                        int peer, int counter, int channel) {
+__device__ bool ll_wait(const void* p, unsigned long long target, const WaitCtx& w,
+                        const unsigned int* peer_abort, int peer, int counter, int channel) {
   auto load = [&]() -> unsigned long long {
-    return kWide ? ld_acquire_sys(static_cast<const u64*>(p)) : ld_acquire_sys_u32(static_cast<const unsigned int*>(p));
+    return kWide ? ld_acquire_sys(static_cast<const u64*>(p))
+                 : ld_acquire_sys_u32(static_cast<const unsigned int*>(p));
   };
   unsigned long long v = load();
   if (v >= target) return true;
@@ -140,10 +148,15 @@ __device__ __forceinline__ Enc8 encode8_fp8_pow2(const float v[8]) {
   return r;
 }
 
-__device__ __forceinline__ void decode_wire8(int wire, const uint8_t* row, long long hidden, long long ch, float v[8]) {
+__device__ __forceinline__ void decode_wire8(int wire, const uint8_t* row, long long hidden,
+                                             long long ch, float v[8]) {
   switch (wire) {
-    case NEP_WIRE_FP32: decode8<NEP_WIRE_FP32>(load_wire8<NEP_WIRE_FP32>(row, hidden, ch), v); break;
-    case NEP_WIRE_BF16: decode8<NEP_WIRE_BF16>(load_wire8<NEP_WIRE_BF16>(row, hidden, ch), v); break;
+    case NEP_WIRE_FP32:
+      decode8<NEP_WIRE_FP32>(load_wire8<NEP_WIRE_FP32>(row, hidden, ch), v);
+      break;
+    case NEP_WIRE_BF16:
+      decode8<NEP_WIRE_BF16>(load_wire8<NEP_WIRE_BF16>(row, hidden, ch), v);
+      break;
     case NEP_WIRE_FP8: decode8<NEP_WIRE_FP8>(load_wire8<NEP_WIRE_FP8>(row, hidden, ch), v); break;
     default: decode8<NEP_WIRE_MXFP8>(load_wire8<NEP_WIRE_MXFP8>(row, hidden, ch), v); break;
   }
@@ -152,8 +165,8 @@ __device__ __forceinline__ void decode_wire8(int wire, const uint8_t* row, long 
 // Publishes the end of a receive of half b: the last block to finish resets what `reset` names,
 // then sets epoch[b] = released[b] = target (unless this rank failed: then the half stays held).
 template <class Reset>
-__device__ void finish_receive(uint8_t* local, const LlGeom& g, int b, unsigned long long target, const WaitCtx& w,
-                               Reset&& reset) {
+__device__ void finish_receive(uint8_t* local, const LlGeom& g, int b, unsigned long long target,
+                               const WaitCtx& w, Reset&& reset) {
   __syncthreads();
   if (threadIdx.x != 0) return;
   __threadfence();
@@ -168,7 +181,7 @@ __device__ void finish_receive(uint8_t* local, const LlGeom& g, int b, unsigned 
   st_release_sys(at<u64>(local, g.released(b)), target);
 }
 
-// ---- dispatch send ------------------------------------------------------------------------------------
+// ---- dispatch send ------------------------------------------------------------------------------
 
 template <int WIRE, bool kRound>
 __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDispatchSendArgs a) {
@@ -201,7 +214,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
   bool ok = true;
   if (tid < W) {
     const unsigned int* peer_abort = at<unsigned int>(a.peers[tid], a.g.abort_off);
-    ok = ll_wait<true>(at<u64>(a.peers[tid], a.g.released(a.half)), epoch, a.wait, peer_abort, tid, kLlCounterReleased, a.half);
+    ok = ll_wait<true>(at<u64>(a.peers[tid], a.g.released(a.half)), epoch, a.wait, peer_abort, tid,
+                       kLlCounterReleased, a.half);
   }
 
   for (int i = tid; i < E * words; i += blockDim.x) bits[i] = 0u;
@@ -229,7 +243,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
     if (bad && tid == 0) {
       const long long key = s_bad, t = key / 64;
       const int k = int(key % 64);
-      report_failure(a.wait, NEP_ERR_INVALID_ARGUMENT, s.rank, kLlCounterBadInput, k, t, a.topk_idx[t * K + k]);
+      report_failure(a.wait, NEP_ERR_INVALID_ARGUMENT, s.rank, kLlCounterBadInput, k, t,
+                     a.topk_idx[t * K + k]);
     }
     for (int d = warp; d < W; d += kLlWarps) {
       uint8_t* f = a.peers[d] + a.g.flag(a.half, s.rank, W);
@@ -249,7 +264,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
       }
       fence_sys();
       __syncwarp();
-      if (lane == 0) st_release_sys(&fl->seq, epoch + 1);  // release: covers the warp's stores (__syncwarp)
+      if (lane == 0)
+        st_release_sys(&fl->seq, epoch + 1);  // release: covers the warp's stores (__syncwarp)
     }
   }
   if (bad) return;
@@ -264,7 +280,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
         int j = 0;
         for (int w = 0; w < int(t >> 5); ++w) j += __popc(row[w]);
         j += __popc(row[t >> 5] & ((1u << (t & 31)) - 1u));
-        dst = a.peers[d] + a.g.half(a.half) + ((long long)(le * W + s.rank) * s.max_tokens + j) * a.g.msg_stride;
+        dst = a.peers[d] + a.g.half(a.half) +
+              ((long long)(le * W + s.rank) * s.max_tokens + j) * a.g.msg_stride;
         *reinterpret_cast<int4*>(dst) = make_int4(int(t), tid, 0, 0);
       }
       s_dst[tid] = dst;
@@ -272,7 +289,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
     __syncthreads();
     const uint8_t* xrow = static_cast<const uint8_t*>(a.x) + t * H * xb;
     int i = 0;
-    for (long long c0 = (long long)warp * kWarpChannels; c0 < H; c0 += (long long)kLlWarps * kWarpChannels, ++i) {
+    for (long long c0 = (long long)warp * kWarpChannels; c0 < H;
+         c0 += (long long)kLlWarps * kWarpChannels, ++i) {
       const long long ch = c0 + lane * kLaneChannels;
       const bool valid = ch < H;
       float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -302,10 +320,10 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
   }
 }
 
-// ---- dispatch recv ------------------------------------------------------------------------------------
+// ---- dispatch recv ------------------------------------------------------------------------------
 
-// Rows of the receive are numbered in output order: unit u = le * W + src (local expert, source), its
-// cnt(u) messages after those of the units before it, so s_pre[u] (an exclusive prefix over the
+// Rows of the receive are numbered in output order: unit u = le * W + src (local expert, source),
+// its cnt(u) messages after those of the units before it, so s_pre[u] (an exclusive prefix over the
 // counts every source published in its flag) is where unit u's rows start. Every block computes the
 // whole prefix (one count per thread, read together with the unit's arrival counter and consumed
 // count), then takes an equal share of the rows [r0, r1): a unit of that share whose counter had
@@ -317,8 +335,9 @@ __global__ void __launch_bounds__(kLlThreads) ll_dispatch_send_kernel(const LlDi
 constexpr int kLlMaxUnits = kMaxLocalExperts * kMaxRanks;
 
 // Waits until (counter - base) mod 2^32 >= cnt: the messages of this call on a never-reset counter.
-__device__ bool ll_wait_count(const unsigned int* p, unsigned int base, unsigned int cnt, const WaitCtx& w,
-                              const unsigned int* peer_abort, int peer, int channel) {
+__device__ bool ll_wait_count(const unsigned int* p, unsigned int base, unsigned int cnt,
+                              const WaitCtx& w, const unsigned int* peer_abort, int peer,
+                              int channel) {
   unsigned int v = ld_acquire_sys_u32(p);
   if (v - base >= cnt) return true;
   const u64 start = global_timer_ns();
@@ -332,26 +351,30 @@ __device__ bool ll_wait_count(const unsigned int* p, unsigned int base, unsigned
         return false;
       }
       if (global_timer_ns() - start > w.timeout_ns) {
-        report_failure(w, NEP_ERR_TIMEOUT, peer, kLlCounterDispatchRows, channel, (long long)cnt, (long long)(v - base));
+        report_failure(w, NEP_ERR_TIMEOUT, peer, kLlCounterDispatchRows, channel, (long long)cnt,
+                       (long long)(v - base));
         return false;
       }
     }
   }
 }
 
-__device__ __forceinline__ void ll_store16(uint8_t* row, int dtype, long long ch, const float v[16]) {
+__device__ __forceinline__ void ll_store16(uint8_t* row, int dtype, long long ch,
+                                           const float v[16]) {
   store_row8(row, dtype, ch, v);
   store_row8(row, dtype, ch + 8, v + 8);
 }
 
-__global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const LlDispatchRecvArgs a) {
+__global__ void __launch_bounds__(kLlThreads, 2)
+    ll_dispatch_recv_kernel(const LlDispatchRecvArgs a) {
   using Scan = cub::BlockScan<int, kLlThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int s_pre[kLlMaxUnits + 1];                // [U + 1] row offsets of the units
-  __shared__ unsigned int s_arrived[kLlMaxUnits / 32];   // unit's messages all seen by the first read
+  __shared__ int s_pre[kLlMaxUnits + 1];  // [U + 1] row offsets of the units
+  __shared__ unsigned int
+      s_arrived[kLlMaxUnits / 32];  // unit's messages all seen by the first read
   __shared__ int s_wire[kMaxRanks];
-  __shared__ const uint8_t* s_src[kLlRecvRowsPerPass];   // wire row of the pass's row i
-  __shared__ uint8_t* s_dst[kLlRecvRowsPerPass];         // output row (null: drain only)
+  __shared__ const uint8_t* s_src[kLlRecvRowsPerPass];  // wire row of the pass's row i
+  __shared__ uint8_t* s_dst[kLlRecvRowsPerPass];        // output row (null: drain only)
   __shared__ int s_rwire[kLlRecvRowsPerPass];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const LlShape& s = a.s;
@@ -359,7 +382,8 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
   const long long H = s.hidden, N = (long long)W * s.max_tokens, Tm = s.max_tokens;
   uint8_t* local = a.peers[s.rank];
   uint8_t* half = local + a.g.half(a.half);
-  const u64 epoch = ld_volatile_u64(at<u64>(local, a.g.epoch(a.half)));  // in flight with the flag read
+  // in flight with the flag read
+  const u64 epoch = ld_volatile_u64(at<u64>(local, a.g.epoch(a.half)));
   const u64 target = epoch + 1;
   bool ok = true, wrote = false;
   for (int i = tid; i < (U + 31) / 32; i += kLlThreads) s_arrived[i] = 0u;
@@ -367,13 +391,15 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
     const LlFlag* fl = at<LlFlag>(local, a.g.flag(a.half, tid, W));
     const unsigned int* peer_abort = at<unsigned int>(a.peers[tid], a.g.abort_off);
     const u64 seq = ld_acquire_sys(&fl->seq);
-    if (seq < target && !ll_wait<true>(&fl->seq, target, a.wait, peer_abort, tid, kLlCounterFlag, a.half)) {
+    if (seq < target &&
+        !ll_wait<true>(&fl->seq, target, a.wait, peer_abort, tid, kLlCounterFlag, a.half)) {
       ok = false;
     } else {
       const int kind = ld_volatile_s32(&fl->kind), status = ld_volatile_s32(&fl->status);
       s_wire[tid] = ld_volatile_s32(&fl->wire);
       if (kind != NEP_CUDA_LL_DISPATCH) {
-        report_failure(a.wait, NEP_ERR_PEER, tid, kLlCounterKind, a.half, NEP_CUDA_LL_DISPATCH, kind);
+        report_failure(a.wait, NEP_ERR_PEER, tid, kLlCounterKind, a.half, NEP_CUDA_LL_DISPATCH,
+                       kind);
         ok = false;
       } else if (status != kLlStatusOk) {
         report_failure(a.wait, NEP_ERR_PEER, tid, kLlCounterPeerInput, a.half, 0, status);
@@ -392,13 +418,16 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
       if (u < U) {
         const int le = u / W, src = u % W;
         const int c = ld_volatile_s32(local + a.g.flag(a.half, src, W) + kLlFlagHeader + 4LL * le);
-        const unsigned int base = ld_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target + 1, le, src, El, W)));
-        const unsigned int got = ld_acquire_sys_u32(at<unsigned int>(local, a.g.darr(a.half, le, src, El, W)));
+        const unsigned int base =
+            ld_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target + 1, le, src, El, W)));
+        const unsigned int got =
+            ld_acquire_sys_u32(at<unsigned int>(local, a.g.darr(a.half, le, src, El, W)));
         s_pre[u] = c;
         sum += c;
         if (got - base >= unsigned(c)) atomicOr(&s_arrived[u >> 5], 1u << (u & 31));
         if (u % G == int(blockIdx.x)) {
-          st_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target, le, src, El, W)), base + unsigned(c));
+          st_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target, le, src, El, W)),
+                          base + unsigned(c));
           wrote = true;
         }
       }
@@ -416,7 +445,8 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
     if (u0 < U && u0 + per >= U) s_pre[U] = excl;
     __syncthreads();
     const int R = s_pre[U];
-    const int r0 = int((long long)R * blockIdx.x / G), r1 = int((long long)R * (blockIdx.x + 1) / G);
+    const int r0 = int((long long)R * blockIdx.x / G),
+              r1 = int((long long)R * (blockIdx.x + 1) / G);
     auto unit_of = [&](int r, int lo, int hi) {  // last u in [lo, hi) with s_pre[u] <= r
       while (hi - lo > 1) {
         const int mid = (lo + hi) >> 1;
@@ -432,13 +462,15 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
         const int cnt = s_pre[u + 1] - s_pre[u];
         if (cnt == 0 || (s_arrived[u >> 5] >> (u & 31)) & 1u) continue;
         const int le = u / W, src = u % W;
-        const unsigned int base = ld_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target + 1, le, src, El, W)));
+        const unsigned int base =
+            ld_volatile_u32(at<unsigned int>(local, a.g.dcons(a.half, target + 1, le, src, El, W)));
         const unsigned int* arr = at<unsigned int>(local, a.g.darr(a.half, le, src, El, W));
         const unsigned int* peer_abort = at<unsigned int>(a.peers[src], a.g.abort_off);
         if (!ll_wait_count(arr, base, unsigned(cnt), a.wait, peer_abort, src, le)) ok = false;
       }
     }
-    if (wrote) __threadfence();  // the consumed counts precede the release of the half (long since stored)
+    if (wrote)
+      __threadfence();  // the consumed counts precede the release of the half (long since stored)
     ok = __syncthreads_and(ok) != 0;
     wait_prior_grid();  // the outputs below may still be read by the kernel before this one
     const int out_b = dtype_size(a.out_dtype);
@@ -454,10 +486,12 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
         const int u = unit_of(r, 0, U), j = r - s_pre[u], le = u / W;
         rsrc = u % W;
         const uint8_t* msg = half + ((long long)u * Tm + j) * a.g.msg_stride;
-        hdr = make_int4(ld_volatile_s32(msg), ld_volatile_s32(msg + 4), 0, 0);  // used after the copy
+        // used after the copy
+        hdr = make_int4(ld_volatile_s32(msg), ld_volatile_s32(msg + 4), 0, 0);
         orow = (long long)le * N + (s_pre[u] - s_pre[le * W]) + j;
         s_src[tid] = msg + kLlMsgHeader;
-        s_dst[tid] = a.recv_x != nullptr ? static_cast<uint8_t*>(a.recv_x) + orow * H * out_b : nullptr;
+        s_dst[tid] =
+            a.recv_x != nullptr ? static_cast<uint8_t*>(a.recv_x) + orow * H * out_b : nullptr;
         s_rwire[tid] = s_wire[rsrc];
       }
       __syncthreads();
@@ -524,10 +558,12 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
         }
         if (a.recv_layout_range != nullptr && tid < W) {
           const int u = le * W + tid;
-          a.recv_layout_range[u] = ((long long)(s_pre[u] - base) << 32) | (long long)(s_pre[u + 1] - s_pre[u]);
+          a.recv_layout_range[u] =
+              ((long long)(s_pre[u] - base) << 32) | (long long)(s_pre[u + 1] - s_pre[u]);
         }
         if (a.recv_src_info != nullptr)
-          for (long long x = total + tid; x < N; x += kLlThreads) a.recv_src_info[(long long)le * N + x] = -1;
+          for (long long x = total + tid; x < N; x += kLlThreads)
+            a.recv_src_info[(long long)le * N + x] = -1;
       }
     }
   }
@@ -548,7 +584,7 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_dispatch_recv_kernel(const L
   st_release_sys(at<u64>(local, a.g.released(a.half)), target);
 }
 
-// ---- combine send -------------------------------------------------------------------------------------
+// ---- combine send -------------------------------------------------------------------------------
 
 template <int WIRE>
 __global__ void __launch_bounds__(kLlThreads, 2) ll_combine_send_kernel(const LlCombineSendArgs a) {
@@ -577,7 +613,8 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_combine_send_kernel(const Ll
   if (2 * tid + 1 == El || 2 * tid + 2 == El) s_pre[El] = excl + c0 + c1;
   if (tid < W) {
     const unsigned int* peer_abort = at<unsigned int>(a.peers[tid], a.g.abort_off);
-    if (!ll_wait<true>(at<u64>(a.peers[tid], a.g.released(a.half)), epoch, a.wait, peer_abort, tid, kLlCounterReleased, a.half))
+    if (!ll_wait<true>(at<u64>(a.peers[tid], a.g.released(a.half)), epoch, a.wait, peer_abort, tid,
+                       kLlCounterReleased, a.half))
       s_ok = 0;
   }
   __syncthreads();
@@ -609,7 +646,8 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_combine_send_kernel(const Ll
       const int le = lo, i = r - s_pre[le];
       const int2 info = a.route_rows[(long long)le * N + i];
       const int t = info.x, src = info.y >> 8, k = info.y & 255;
-      s_dst[tid] = a.peers[src] + a.g.half(a.half) + ((long long)t * s.max_topk + k) * a.g.crow_stride;
+      s_dst[tid] =
+          a.peers[src] + a.g.half(a.half) + ((long long)t * s.max_topk + k) * a.g.crow_stride;
       s_src[tid] = src;
       s_y[tid] = static_cast<const uint8_t*>(a.y) + ((long long)le * N + i) * H * yb;
     }
@@ -645,12 +683,13 @@ __global__ void __launch_bounds__(kLlThreads, 2) ll_combine_send_kernel(const Ll
     }
     fence_sys();
     __syncthreads();
-    if (tid < nrows) red_release_sys_add(at<unsigned int>(a.peers[s_src[tid]], a.g.carr(a.half, s.rank, W)), 1u);
+    if (tid < nrows)
+      red_release_sys_add(at<unsigned int>(a.peers[s_src[tid]], a.g.carr(a.half, s.rank, W)), 1u);
     __syncthreads();
   }
 }
 
-// ---- combine recv -------------------------------------------------------------------------------------
+// ---- combine recv -------------------------------------------------------------------------------
 
 __global__ void __launch_bounds__(kLlThreads) ll_combine_recv_kernel(const LlCombineRecvArgs a) {
   __shared__ int s_expect[kMaxRanks];
@@ -681,10 +720,12 @@ __global__ void __launch_bounds__(kLlThreads) ll_combine_recv_kernel(const LlCom
       const int kind = ld_volatile_s32(&fl->kind);
       s_wire[tid] = ld_volatile_s32(&fl->wire);
       if (kind != NEP_CUDA_LL_COMBINE) {
-        report_failure(a.wait, NEP_ERR_PEER, tid, kLlCounterKind, a.half, NEP_CUDA_LL_COMBINE, kind);
+        report_failure(a.wait, NEP_ERR_PEER, tid, kLlCounterKind, a.half, NEP_CUDA_LL_COMBINE,
+                       kind);
         s_ok = 0;
-      } else if (!ll_wait<false>(at<unsigned int>(local, a.g.carr(a.half, tid, W)), (unsigned long long)s_expect[tid], a.wait,
-                                 peer_abort, tid, kLlCounterCombineRows, a.half)) {
+      } else if (!ll_wait<false>(at<unsigned int>(local, a.g.carr(a.half, tid, W)),
+                                 (unsigned long long)s_expect[tid], a.wait, peer_abort, tid,
+                                 kLlCounterCombineRows, a.half)) {
         s_ok = 0;
       }
     }
@@ -703,7 +744,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_combine_recv_kernel(const LlCom
         s_w[tid] = a.topk_weights[t * K + tid];
       }
       __syncthreads();
-      for (long long cc = (long long)warp * kWarpChannels; cc < H; cc += (long long)kLlWarps * kWarpChannels) {
+      for (long long cc = (long long)warp * kWarpChannels; cc < H;
+           cc += (long long)kLlWarps * kWarpChannels) {
         const long long ch = cc + lane * kLaneChannels;
         if (ch >= H) continue;
         float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -726,7 +768,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_combine_recv_kernel(const LlCom
               float v[8];
               unpack_bf16x8(raw[k], v);
 #pragma unroll
-              for (int i = 0; i < 8; ++i) acc[i] = first ? __fmul_rn(wk[k], v[i]) : __fadd_rn(acc[i], __fmul_rn(wk[k], v[i]));
+              for (int i = 0; i < 8; ++i)
+                acc[i] = first ? __fmul_rn(wk[k], v[i]) : __fadd_rn(acc[i], __fmul_rn(wk[k], v[i]));
               first = false;
             }
           }
@@ -739,7 +782,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_combine_recv_kernel(const LlCom
             float v[8];
             decode_wire8(s_wire[e / El], rows + (t * s.max_topk + k) * a.g.crow_stride, H, ch, v);
 #pragma unroll
-            for (int i = 0; i < 8; ++i) acc[i] = first ? __fmul_rn(w, v[i]) : __fadd_rn(acc[i], __fmul_rn(w, v[i]));
+            for (int i = 0; i < 8; ++i)
+              acc[i] = first ? __fmul_rn(w, v[i]) : __fadd_rn(acc[i], __fmul_rn(w, v[i]));
             first = false;
           }
         }
@@ -756,8 +800,8 @@ __global__ void __launch_bounds__(kLlThreads) ll_combine_recv_kernel(const LlCom
 
 template <int WIRE, bool kRound>
 cudaError_t set_send_smem() {
-  return cudaFuncSetAttribute(ll_dispatch_send_kernel<WIRE, kRound>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              int(kLlSmemLimit));
+  return cudaFuncSetAttribute(ll_dispatch_send_kernel<WIRE, kRound>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, int(kLlSmemLimit));
 }
 
 }  // namespace
@@ -775,13 +819,20 @@ cudaError_t launch_ll_dispatch_send(const LlDispatchSendArgs& a, int blocks, cud
   const size_t smem = size_t(a.s.num_experts) * size_t(a.words) * 4;
   const bool round = (a.flags & NEP_CUDA_LL_ROUND_SCALE) != 0;
   switch (a.wire) {
-    case NEP_WIRE_FP32: ll_dispatch_send_kernel<NEP_WIRE_FP32, false><<<blocks, kLlThreads, smem, stream>>>(a); break;
-    case NEP_WIRE_BF16: ll_dispatch_send_kernel<NEP_WIRE_BF16, false><<<blocks, kLlThreads, smem, stream>>>(a); break;
+    case NEP_WIRE_FP32:
+      ll_dispatch_send_kernel<NEP_WIRE_FP32, false><<<blocks, kLlThreads, smem, stream>>>(a);
+      break;
+    case NEP_WIRE_BF16:
+      ll_dispatch_send_kernel<NEP_WIRE_BF16, false><<<blocks, kLlThreads, smem, stream>>>(a);
+      break;
     case NEP_WIRE_FP8:
-      if (round) ll_dispatch_send_kernel<NEP_WIRE_FP8, true><<<blocks, kLlThreads, smem, stream>>>(a);
+      if (round)
+        ll_dispatch_send_kernel<NEP_WIRE_FP8, true><<<blocks, kLlThreads, smem, stream>>>(a);
       else ll_dispatch_send_kernel<NEP_WIRE_FP8, false><<<blocks, kLlThreads, smem, stream>>>(a);
       break;
-    default: ll_dispatch_send_kernel<NEP_WIRE_MXFP8, false><<<blocks, kLlThreads, smem, stream>>>(a); break;
+    default:
+      ll_dispatch_send_kernel<NEP_WIRE_MXFP8, false><<<blocks, kLlThreads, smem, stream>>>(a);
+      break;
   }
   return cudaGetLastError();
 }
@@ -809,9 +860,15 @@ cudaError_t launch_ll_dispatch_recv(const LlDispatchRecvArgs& a, int blocks, cud
 
 cudaError_t launch_ll_combine_send(const LlCombineSendArgs& a, int blocks, cudaStream_t stream) {
   switch (a.wire) {
-    case NEP_WIRE_FP32: ll_combine_send_kernel<NEP_WIRE_FP32><<<blocks, kLlThreads, 0, stream>>>(a); break;
-    case NEP_WIRE_BF16: ll_combine_send_kernel<NEP_WIRE_BF16><<<blocks, kLlThreads, 0, stream>>>(a); break;
-    case NEP_WIRE_FP8: ll_combine_send_kernel<NEP_WIRE_FP8><<<blocks, kLlThreads, 0, stream>>>(a); break;
+    case NEP_WIRE_FP32:
+      ll_combine_send_kernel<NEP_WIRE_FP32><<<blocks, kLlThreads, 0, stream>>>(a);
+      break;
+    case NEP_WIRE_BF16:
+      ll_combine_send_kernel<NEP_WIRE_BF16><<<blocks, kLlThreads, 0, stream>>>(a);
+      break;
+    case NEP_WIRE_FP8:
+      ll_combine_send_kernel<NEP_WIRE_FP8><<<blocks, kLlThreads, 0, stream>>>(a);
+      break;
     default: ll_combine_send_kernel<NEP_WIRE_MXFP8><<<blocks, kLlThreads, 0, stream>>>(a); break;
   }
   return cudaGetLastError();

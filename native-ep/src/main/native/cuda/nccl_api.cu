@@ -39,17 +39,23 @@ LoadedNccl load() {
   if (lib == nullptr) {
     const char* e = dlerror();
     l.why = cat("NCCL could not be loaded (dlopen(\"", a.path, "\"): ", e ? e : "unknown error",
-                "); install NCCL 2.x (e.g. the nvidia-nccl wheel) and put its lib folder on LD_LIBRARY_PATH, or set NEP_NCCL_LIBRARY");
+                "); install NCCL 2.x (e.g. the nvidia-nccl wheel) and put its lib folder on "
+                "LD_LIBRARY_PATH, or set NEP_NCCL_LIBRARY");
     return l;
   }
   const std::string& p = a.path;
   std::string why;
-  bool ok = sym(lib, p, "ncclGetVersion", &a.GetVersion, &why) && sym(lib, p, "ncclGetUniqueId", &a.GetUniqueId, &why) &&
-            sym(lib, p, "ncclCommInitRank", &a.CommInitRank, &why) && sym(lib, p, "ncclCommDestroy", &a.CommDestroy, &why) &&
-            sym(lib, p, "ncclCommAbort", &a.CommAbort, &why) && sym(lib, p, "ncclCommGetAsyncError", &a.CommGetAsyncError, &why) &&
-            sym(lib, p, "ncclGetErrorString", &a.GetErrorString, &why) && sym(lib, p, "ncclGroupStart", &a.GroupStart, &why) &&
-            sym(lib, p, "ncclGroupEnd", &a.GroupEnd, &why) && sym(lib, p, "ncclSend", &a.Send, &why) &&
-            sym(lib, p, "ncclRecv", &a.Recv, &why) && sym(lib, p, "ncclAllGather", &a.AllGather, &why) &&
+  bool ok = sym(lib, p, "ncclGetVersion", &a.GetVersion, &why) &&
+            sym(lib, p, "ncclGetUniqueId", &a.GetUniqueId, &why) &&
+            sym(lib, p, "ncclCommInitRank", &a.CommInitRank, &why) &&
+            sym(lib, p, "ncclCommDestroy", &a.CommDestroy, &why) &&
+            sym(lib, p, "ncclCommAbort", &a.CommAbort, &why) &&
+            sym(lib, p, "ncclCommGetAsyncError", &a.CommGetAsyncError, &why) &&
+            sym(lib, p, "ncclGetErrorString", &a.GetErrorString, &why) &&
+            sym(lib, p, "ncclGroupStart", &a.GroupStart, &why) &&
+            sym(lib, p, "ncclGroupEnd", &a.GroupEnd, &why) &&
+            sym(lib, p, "ncclSend", &a.Send, &why) && sym(lib, p, "ncclRecv", &a.Recv, &why) &&
+            sym(lib, p, "ncclAllGather", &a.AllGather, &why) &&
             sym(lib, p, "ncclAllReduce", &a.AllReduce, &why);
   if (!ok) {
     l.why = why;

@@ -14,7 +14,9 @@ constexpr unsigned kFull = 0xffffffffu;
 constexpr int kStageThreads = 256;
 constexpr int kStageWarps = kStageThreads / 32;
 
-__device__ __forceinline__ long long warp_id_global() { return (long long)blockIdx.x * kStageWarps + (threadIdx.x >> 5); }
+__device__ __forceinline__ long long warp_id_global() {
+  return (long long)blockIdx.x * kStageWarps + (threadIdx.x >> 5);
+}
 __device__ __forceinline__ long long warps_total() { return (long long)gridDim.x * kStageWarps; }
 
 template <int WIRE>
@@ -42,7 +44,9 @@ __global__ void __launch_bounds__(kStageThreads) dispatch_pack_kernel(const Nccl
       const int r = __ffs(m) - 1;
       const int spr = __shfl_sync(kFull, sp, r);
       uint8_t* slot = a.send_stage + (a.send_off[r] + spr) * a.slot_bytes;
-      if (lane == 0) *reinterpret_cast<int4*>(slot) = make_int4((int)t, spr, (has_topk ? 1 : 0) | (has_w ? 2 : 0), 0);
+      if (lane == 0)
+        *reinterpret_cast<int4*>(slot) =
+            make_int4((int)t, spr, (has_topk ? 1 : 0) | (has_w ? 2 : 0), 0);
       if (lane < K) {
         if (has_topk) reinterpret_cast<int*>(slot + 16)[lane] = expert;
         if (has_w) reinterpret_cast<float*>(slot + 16 + 4 * K)[lane] = weight;
@@ -61,7 +65,9 @@ __global__ void __launch_bounds__(kStageThreads) dispatch_pack_kernel(const Nccl
 #pragma unroll
         for (int r = 0; r < kMaxRanks; ++r)
           if ((dests >> r) & 1u)
-            store_wire8<WIRE>(a.send_stage + (a.send_off[r] + sps[r]) * a.slot_bytes + a.payload_offset, H, ch, lane, e);
+            store_wire8<WIRE>(
+                a.send_stage + (a.send_off[r] + sps[r]) * a.slot_bytes + a.payload_offset, H, ch,
+                lane, e);
       }
     }
   }
@@ -84,7 +90,8 @@ __global__ void __launch_bounds__(kStageThreads) dispatch_unpack_kernel(const Nc
       const bool local = expert >= me * El && expert < (me + 1) * El;
       a.recv_topk_idx[i * K + lane] = local ? expert - me * El : -1;
       if (a.recv_topk_weights != nullptr)
-        a.recv_topk_weights[i * K + lane] = local && (flags & 2) ? reinterpret_cast<const float*>(slot + 16 + 4 * K)[lane] : 0.f;
+        a.recv_topk_weights[i * K + lane] =
+            local && (flags & 2) ? reinterpret_cast<const float*>(slot + 16 + 4 * K)[lane] : 0.f;
     }
     const uint8_t* payload = slot + a.payload_offset;
     uint8_t* out_row = static_cast<uint8_t*>(a.recv_x) + i * H * ob;
@@ -108,7 +115,9 @@ __global__ void __launch_bounds__(kStageThreads) combine_pack_kernel(const NcclS
   const int yb = a.in_dtype == NEP_DTYPE_BF16 ? 2 : 4;
   for (long long i = warp_id_global(); i < a.num_recv; i += warps_total()) {
     uint8_t* slot = a.send_stage + i * a.slot_bytes;
-    if (lane < K) reinterpret_cast<float*>(slot)[lane] = a.y_weights != nullptr ? a.y_weights[i * K + lane] : 0.f;
+    if (lane < K)
+      reinterpret_cast<float*>(slot)[lane] =
+          a.y_weights != nullptr ? a.y_weights[i * K + lane] : 0.f;
     const uint8_t* yrow = static_cast<const uint8_t*>(a.y) + i * H * yb;
     for (long long base = 0; base < H; base += kWarpChannels) {
       const long long ch = base + lane * kLaneChannels;
@@ -139,7 +148,9 @@ __global__ void __launch_bounds__(kStageThreads) combine_reduce_kernel(const Ncc
       float w = 0.f;
 #pragma unroll
       for (int r = 0; r < kMaxRanks; ++r)
-        if ((mask >> r) & 1u) w += reinterpret_cast<const float*>(a.recv_stage + (a.send_off[r] + sps[r]) * a.slot_bytes)[lane];
+        if ((mask >> r) & 1u)
+          w += reinterpret_cast<const float*>(a.recv_stage +
+                                              (a.send_off[r] + sps[r]) * a.slot_bytes)[lane];
       a.out_weights[t * K + lane] = w;
     }
     uint8_t* out_row = static_cast<uint8_t*>(a.out) + t * H * ob;
@@ -152,7 +163,8 @@ __global__ void __launch_bounds__(kStageThreads) combine_reduce_kernel(const Ncc
 #pragma unroll
       for (int r = 0; r < kMaxRanks; ++r) {
         if (!((mask >> r) & 1u)) continue;
-        const uint8_t* payload = a.recv_stage + (a.send_off[r] + sps[r]) * a.slot_bytes + a.payload_offset;
+        const uint8_t* payload =
+            a.recv_stage + (a.send_off[r] + sps[r]) * a.slot_bytes + a.payload_offset;
         float v[8];
         decode8<WIRE>(load_wire8<WIRE>(payload, H, ch), v);
 #pragma unroll
@@ -170,28 +182,40 @@ unsigned grid_for(long long rows) {
 
 }  // namespace
 
-#define NEP_NCCL_LAUNCH(kernel, rows)                                                                \
-  do {                                                                                               \
-    if ((rows) <= 0) return cudaSuccess;                                                             \
-    switch (wire) {                                                                                  \
-      case NEP_WIRE_FP32: kernel<NEP_WIRE_FP32><<<grid_for(rows), kStageThreads, 0, stream>>>(a); break; \
-      case NEP_WIRE_BF16: kernel<NEP_WIRE_BF16><<<grid_for(rows), kStageThreads, 0, stream>>>(a); break; \
-      case NEP_WIRE_FP8: kernel<NEP_WIRE_FP8><<<grid_for(rows), kStageThreads, 0, stream>>>(a); break;   \
-      case NEP_WIRE_MXFP8: kernel<NEP_WIRE_MXFP8><<<grid_for(rows), kStageThreads, 0, stream>>>(a); break; \
-      default: return cudaErrorInvalidValue;                                                         \
-    }                                                                                                \
-    return cudaGetLastError();                                                                       \
+#define NEP_NCCL_LAUNCH(kernel, rows)                                            \
+  do {                                                                           \
+    if ((rows) <= 0) return cudaSuccess;                                         \
+    switch (wire) {                                                              \
+      case NEP_WIRE_FP32:                                                        \
+        kernel<NEP_WIRE_FP32><<<grid_for(rows), kStageThreads, 0, stream>>>(a);  \
+        break;                                                                   \
+      case NEP_WIRE_BF16:                                                        \
+        kernel<NEP_WIRE_BF16><<<grid_for(rows), kStageThreads, 0, stream>>>(a);  \
+        break;                                                                   \
+      case NEP_WIRE_FP8:                                                         \
+        kernel<NEP_WIRE_FP8><<<grid_for(rows), kStageThreads, 0, stream>>>(a);   \
+        break;                                                                   \
+      case NEP_WIRE_MXFP8:                                                       \
+        kernel<NEP_WIRE_MXFP8><<<grid_for(rows), kStageThreads, 0, stream>>>(a); \
+        break;                                                                   \
+      default: return cudaErrorInvalidValue;                                     \
+    }                                                                            \
+    return cudaGetLastError();                                                   \
   } while (0)
 
-#define NEP_NCCL_LAUNCH_COMBINE(kernel, rows)                                                        \
-  do {                                                                                               \
-    if ((rows) <= 0) return cudaSuccess;                                                             \
-    switch (wire) {                                                                                  \
-      case NEP_WIRE_FP32: kernel<NEP_WIRE_FP32><<<grid_for(rows), kStageThreads, 0, stream>>>(a); break; \
-      case NEP_WIRE_BF16: kernel<NEP_WIRE_BF16><<<grid_for(rows), kStageThreads, 0, stream>>>(a); break; \
-      default: return cudaErrorInvalidValue;                                                         \
-    }                                                                                                \
-    return cudaGetLastError();                                                                       \
+#define NEP_NCCL_LAUNCH_COMBINE(kernel, rows)                                   \
+  do {                                                                          \
+    if ((rows) <= 0) return cudaSuccess;                                        \
+    switch (wire) {                                                             \
+      case NEP_WIRE_FP32:                                                       \
+        kernel<NEP_WIRE_FP32><<<grid_for(rows), kStageThreads, 0, stream>>>(a); \
+        break;                                                                  \
+      case NEP_WIRE_BF16:                                                       \
+        kernel<NEP_WIRE_BF16><<<grid_for(rows), kStageThreads, 0, stream>>>(a); \
+        break;                                                                  \
+      default: return cudaErrorInvalidValue;                                    \
+    }                                                                           \
+    return cudaGetLastError();                                                  \
   } while (0)
 
 cudaError_t launch_nccl_dispatch_pack(int wire, const NcclStageArgs& a, cudaStream_t stream) {

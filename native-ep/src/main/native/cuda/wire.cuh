@@ -1,10 +1,10 @@
 // Wire codecs of the cuda-ipc kernels, at the granularity the kernels use: one lane holds 8
-// consecutive channels of a row, a warp 256. A row's last scale group may be partial (lanes past the
-// row end pass zeros, which leave the amax alone). FP8: e4m3 with one fp32 scale per 128 channels (16
-// lanes), scale = max(amax, 1e-4) / 448, values x * (448 / amax) rounded to nearest even with
-// saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels (4 lanes),
-// X = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values x / X saturated.
-// The host oracle of the GPU tests (gpu-tests/oracle.h) mirrors these operations bit for bit.
+// consecutive channels of a row, a warp 256. A row's last scale group may be partial (lanes past
+// the row end pass zeros, which leave the amax alone). FP8: e4m3 with one fp32 scale per 128
+// channels (16 lanes), scale = max(amax, 1e-4) / 448, values x * (448 / amax) rounded to nearest
+// even with saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels (4 lanes), X
+// = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values x / X saturated. The host oracle of
+// the GPU tests (gpu-tests/oracle.h) mirrors these operations bit for bit.
 #ifndef NATIVEEP_CUDA_WIRE_CUH_
 #define NATIVEEP_CUDA_WIRE_CUH_
 
@@ -27,7 +27,7 @@ namespace cuda {
 constexpr int kLaneChannels = 8;
 constexpr int kWarpChannels = 32 * kLaneChannels;
 
-// ---- bf16 <-> f32 ----------------------------------------------------------------------------------
+// ---- bf16 <-> f32 -------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {
   __nv_bfloat162 h = __floats2bfloat162_rn(a, b);  // a in the low half
@@ -37,20 +37,28 @@ __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u 
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 
 __device__ __forceinline__ void unpack_bf16x8(uint4 u, float v[8]) {
-  v[0] = bf16_lo(u.x); v[1] = bf16_hi(u.x);
-  v[2] = bf16_lo(u.y); v[3] = bf16_hi(u.y);
-  v[4] = bf16_lo(u.z); v[5] = bf16_hi(u.z);
-  v[6] = bf16_lo(u.w); v[7] = bf16_hi(u.w);
+  v[0] = bf16_lo(u.x);
+  v[1] = bf16_hi(u.x);
+  v[2] = bf16_lo(u.y);
+  v[3] = bf16_hi(u.y);
+  v[4] = bf16_lo(u.z);
+  v[5] = bf16_hi(u.z);
+  v[6] = bf16_lo(u.w);
+  v[7] = bf16_hi(u.w);
 }
 __device__ __forceinline__ uint4 pack_bf16x8(const float v[8]) {
   return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
                     pack_bf16x2(v[6], v[7]));
 }
 __device__ __forceinline__ void unpack_f32x8(uint4 a, uint4 b, float v[8]) {
-  v[0] = __uint_as_float(a.x); v[1] = __uint_as_float(a.y);
-  v[2] = __uint_as_float(a.z); v[3] = __uint_as_float(a.w);
-  v[4] = __uint_as_float(b.x); v[5] = __uint_as_float(b.y);
-  v[6] = __uint_as_float(b.z); v[7] = __uint_as_float(b.w);
+  v[0] = __uint_as_float(a.x);
+  v[1] = __uint_as_float(a.y);
+  v[2] = __uint_as_float(a.z);
+  v[3] = __uint_as_float(a.w);
+  v[4] = __uint_as_float(b.x);
+  v[5] = __uint_as_float(b.y);
+  v[6] = __uint_as_float(b.z);
+  v[7] = __uint_as_float(b.w);
 }
 
 // Raw 8 channels of a tensor row (bf16: one 16-byte word, fp32: two).
@@ -73,7 +81,8 @@ __device__ __forceinline__ void raw_to_f32(const Raw8& r, int dtype, float v[8])
   if (dtype == NEP_DTYPE_BF16) unpack_bf16x8(r.a, v);
   else unpack_f32x8(r.a, r.b, v);
 }
-__device__ __forceinline__ void store_row8(uint8_t* row, int dtype, long long ch, const float v[8]) {
+__device__ __forceinline__ void store_row8(uint8_t* row, int dtype, long long ch,
+                                           const float v[8]) {
   if (dtype == NEP_DTYPE_BF16) {
     st_v4(row + ch * 2, pack_bf16x8(v));
   } else {
@@ -84,7 +93,7 @@ __device__ __forceinline__ void store_row8(uint8_t* row, int dtype, long long ch
   }
 }
 
-// ---- e4m3 ------------------------------------------------------------------------------------------
+// ---- e4m3 ---------------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint32_t f32x2_to_e4m3x2(float a, float b) {  // a in the low byte
   return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
@@ -101,10 +110,18 @@ __device__ __forceinline__ uint2 quantize_e4m3x8(const float v[8], float mul) {
 }
 __device__ __forceinline__ void dequantize_e4m3x8(uint2 q, float scale, float v[8]) {
   float2 p;
-  p = e4m3x2_to_f32x2(q.x & 0xffffu); v[0] = p.x * scale; v[1] = p.y * scale;
-  p = e4m3x2_to_f32x2(q.x >> 16);     v[2] = p.x * scale; v[3] = p.y * scale;
-  p = e4m3x2_to_f32x2(q.y & 0xffffu); v[4] = p.x * scale; v[5] = p.y * scale;
-  p = e4m3x2_to_f32x2(q.y >> 16);     v[6] = p.x * scale; v[7] = p.y * scale;
+  p = e4m3x2_to_f32x2(q.x & 0xffffu);
+  v[0] = p.x * scale;
+  v[1] = p.y * scale;
+  p = e4m3x2_to_f32x2(q.x >> 16);
+  v[2] = p.x * scale;
+  v[3] = p.y * scale;
+  p = e4m3x2_to_f32x2(q.y & 0xffffu);
+  v[4] = p.x * scale;
+  v[5] = p.y * scale;
+  p = e4m3x2_to_f32x2(q.y >> 16);
+  v[6] = p.x * scale;
+  v[7] = p.y * scale;
 }
 
 __device__ __forceinline__ float lane_amax8(const float v[8]) {
@@ -125,13 +142,13 @@ __device__ __forceinline__ float e8m0_to_f32(uint32_t byte) {
   return byte == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(byte << 23);
 }
 
-// ---- Encoded lane ----------------------------------------------------------------------------------
+// ---- Encoded lane -------------------------------------------------------------------------------
 
 // One lane's 8 channels on the wire. FP8/MXFP8: q (8 bytes) and the group's scale.
 struct Enc8 {
-  uint4 a, b;       // BF16: a; FP32: a, b; FP8/MXFP8: a.x, a.y
-  float scale;      // FP8: fp32 scale; MXFP8: 2^shared_exp as float
-  uint32_t sbyte;   // MXFP8: the E8M0 byte
+  uint4 a, b;      // BF16: a; FP32: a, b; FP8/MXFP8: a.x, a.y
+  float scale;     // FP8: fp32 scale; MXFP8: 2^shared_exp as float
+  uint32_t sbyte;  // MXFP8: the E8M0 byte
 };
 
 // All 32 lanes must call (shuffles); lanes past the row end pass zeros.
