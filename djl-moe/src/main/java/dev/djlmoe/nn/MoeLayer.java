@@ -12,7 +12,6 @@ import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.AbstractBlock;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
-import dev.djlmoe.autograd.Autograd;
 import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.ep.DispatchResult;
 import dev.djlmoe.ep.EpAutograd;
@@ -72,6 +71,7 @@ public final class MoeLayer extends AbstractBlock {
                                 .setHiddenSize(hiddenSize)
                                 .setIntermediateSize(b.expertIntermediateSize)
                                 .optPrecision(b.precision)
+                                .optContext(b.context)
                                 .build());
         if (b.numSharedExperts > 0) {
             sharedExperts =
@@ -177,12 +177,7 @@ public final class MoeLayer extends AbstractBlock {
         }
         long tokens = inShape.size() / hiddenSize;
         NDArray u = input.reshape(tokens, hiddenSize); // [T, H]
-        Tape tape = training && context != null ? context.tape() : null;
-        if (training && context != null && tape == null && Autograd.isRecording()) {
-            throw new IllegalStateException(
-                    "MoeLayer runs in training mode with expert parallelism but no tape is active:"
-                            + " run the step through EpTrainer or EpContext.beginTape()");
-        }
+        Tape tape = StepTape.of(context, training, "MoeLayer");
         if (tape != null) {
             u = tape.cut(u); // bounds the backward walk of the dispatch's inputs to this layer
         }
@@ -222,9 +217,8 @@ public final class MoeLayer extends AbstractBlock {
                     experts.forward(
                                     ps,
                                     new NDList(d.recvX(), d.recvTopkIdx(), d.recvTopkWeights()),
-                                    training,
-                                    expertParams(tape))
-                            .head(); // [R, H]
+                                    training)
+                            .head(); // [R, H], the experts record on the same tape
             out =
                     EpAutograd.combine(
                             tape,
@@ -376,14 +370,6 @@ public final class MoeLayer extends AbstractBlock {
             return NDArrays.concat(pieces, 0).reshape(el, n, hiddenSize);
         }
         return m.zeros(new Shape(el, n, hiddenSize));
-    }
-
-    private static PairList<String, Object> expertParams(Tape tape) {
-        PairList<String, Object> p = new PairList<>();
-        if (tape != null) {
-            p.add(RoutedExperts.TAPE_PARAM, tape);
-        }
-        return p;
     }
 
     private void accumulateLoad(NDArray topkIdx) {

@@ -13,6 +13,7 @@ import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
 import dev.djlmoe.autograd.Tape;
+import dev.djlmoe.ep.EpContext;
 
 /**
  * The routed experts that live on one expert-parallel rank: {@code El} SwiGLU experts applied to
@@ -57,6 +58,11 @@ import dev.djlmoe.autograd.Tape;
  * x, the weights and the three stacked parameters. Duplicate ids in a row are computed twice and
  * summed.
  *
+ * <p>With a quantised {@link ExpertPrecision} in a training step, the gradients entering the
+ * backward GEMMs are rounded through the staged backward: the block records that on the tape of the
+ * {@link EpContext} it was built with ({@link Builder#optContext}), the one place every block of a
+ * model reads the step's tape from.
+ *
  * <p>The block should be constructed using {@link RoutedExperts.Builder}.
  */
 public class RoutedExperts extends AbstractBlock {
@@ -70,9 +76,6 @@ public class RoutedExperts extends AbstractBlock {
     /** Name of the stacked down projection parameter. */
     public static final String DOWN_PROJ = "down_proj";
 
-    /** Key of the forward parameter that hands the step's {@link Tape} to the experts. */
-    public static final String TAPE_PARAM = "djl-moe.tape";
-
     private static final byte VERSION = 1;
 
     private final int numExperts;
@@ -82,6 +85,7 @@ public class RoutedExperts extends AbstractBlock {
     private final Parameter upProj;
     private final Parameter downProj;
     private final ExpertPrecision precision;
+    private final EpContext context;
 
     /**
      * Creates the routed experts; use {@link #builder()}.
@@ -93,6 +97,7 @@ public class RoutedExperts extends AbstractBlock {
         super(VERSION);
         numExperts = builder.numExperts;
         precision = builder.precision;
+        context = builder.context;
         hiddenSize = builder.hiddenSize;
         intermediateSize = builder.intermediateSize;
         float inStd = (float) (1.0 / Math.sqrt(hiddenSize));
@@ -167,11 +172,7 @@ public class RoutedExperts extends AbstractBlock {
                             + " arrays");
         }
         NDArray x = inputs.get(0);
-        Tape tape = null;
-        if (params != null && training) {
-            Object t = params.get(TAPE_PARAM);
-            tape = t instanceof Tape ? (Tape) t : null;
-        }
+        Tape tape = StepTape.of(context, training, "RoutedExperts");
         return routedExperts(
                 x,
                 inputs.get(1),
@@ -238,12 +239,29 @@ public class RoutedExperts extends AbstractBlock {
      * @param gateProj gate_proj: [El, I, H]
      * @param upProj up_proj: [El, I, H]
      * @param downProj down_proj: [El, H, I]
-     * @param precision the GEMM numerics ({@link ExpertPrecision#MXFP8} emulates MXFP8 rounding)
-     * @param tape the step's tape, through which MXFP8 also rounds the backward GEMMs' gradient
-     *     inputs; null for none
+     * @param precision the GEMM numerics ({@link ExpertPrecision#MXFP8} emulates MXFP8 rounding in
+     *     the forward pass; the rounding of the backward GEMMs' gradient inputs needs the staged
+     *     backward, which only the block form records, on the tape of its {@link EpContext})
      * @return NDList of y: [R, H]
+     * @throws IllegalArgumentException on a wrong shape, type or expert id
      */
     public static NDList routedExperts(
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray gateProj,
+            NDArray upProj,
+            NDArray downProj,
+            ExpertPrecision precision) {
+        return routedExperts(x, topkIdx, topkWeights, gateProj, upProj, downProj, precision, null);
+    }
+
+    /**
+     * Applies the routed experts with a choice of GEMM numerics, recording the rounding of the
+     * backward GEMMs' gradient inputs on {@code tape} (the step's tape, which the block reads from
+     * its context; null records nothing).
+     */
+    static NDList routedExperts(
             NDArray x,
             NDArray topkIdx,
             NDArray topkWeights,
@@ -497,6 +515,7 @@ public class RoutedExperts extends AbstractBlock {
         private long hiddenSize;
         private long intermediateSize;
         private ExpertPrecision precision = ExpertPrecision.FP32;
+        private EpContext context;
 
         Builder() {}
 
@@ -544,6 +563,19 @@ public class RoutedExperts extends AbstractBlock {
                 throw new IllegalArgumentException("precision must not be null");
             }
             this.precision = precision;
+            return this;
+        }
+
+        /**
+         * Sets the EP context whose training step's tape the experts record on (default: none). The
+         * tape carries the rounding of the backward GEMMs' gradient inputs of a quantised {@link
+         * ExpertPrecision}; {@link MoeLayer} passes its own context.
+         *
+         * @param context the context shared by the model's MoE layers, or null
+         * @return this Builder
+         */
+        public Builder optContext(EpContext context) {
+            this.context = context;
             return this;
         }
 

@@ -136,7 +136,7 @@ class Mxfp8NumericsTest {
                             0, 0.1f, new Shape(4, 64, 32), ai.djl.ndarray.types.DataType.FLOAT32);
             float[] fp32 = RoutedExperts.routedExperts(x, idx, w, g, u, d).head().toFloatArray();
             float[] mx =
-                    RoutedExperts.routedExperts(x, idx, w, g, u, d, ExpertPrecision.MXFP8, null)
+                    RoutedExperts.routedExperts(x, idx, w, g, u, d, ExpertPrecision.MXFP8)
                             .head()
                             .toFloatArray();
             double num = 0;
