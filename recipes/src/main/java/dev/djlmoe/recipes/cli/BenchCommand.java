@@ -17,6 +17,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
@@ -147,25 +148,14 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
 
         private static final MoeLayerBench.Size D = MoeLayerBench.Size.standard();
 
-        @Option(names = "--tokens", description = "T (default ${DEFAULT-VALUE})")
-        int tokens = D.tokens();
-
-        @Option(names = "--hidden", description = "H (default ${DEFAULT-VALUE})")
-        int hidden = D.hidden();
-
-        @Option(names = "--experts", description = "E (default ${DEFAULT-VALUE})")
-        int experts = D.experts();
-
-        @Option(names = "--topk", description = "K (default ${DEFAULT-VALUE})")
-        int topk = D.topk();
+        @Mixin
+        BenchShapeFlags shape =
+                new BenchShapeFlags(D.tokens(), D.hidden(), D.topk(), D.experts(), D.iters());
 
         @Option(
                 names = "--width",
                 description = "expert intermediate size (default ${DEFAULT-VALUE})")
         int width = D.width();
-
-        @Option(names = "--iters", description = "timed iterations (default ${DEFAULT-VALUE})")
-        int iters = D.iters();
 
         @Option(names = "--no-naive", description = "skip the naive masked layer")
         boolean noNaive;
@@ -179,24 +169,19 @@ public final class BenchCommand implements Callable<Integer>, RankCountCheck {
 
         @Override
         public Integer call() {
-            if (tokens < 1 || hidden < 1 || topk < 1 || experts < topk || width < 1 || iters < 1) {
-                throw new IllegalArgumentException(
-                        "need --tokens, --hidden, --topk, --width, --iters >= 1 and --experts >="
-                                + " --topk; got "
-                                + tokens
-                                + ", "
-                                + hidden
-                                + ", "
-                                + topk
-                                + ", "
-                                + width
-                                + ", "
-                                + iters
-                                + ", "
-                                + experts);
+            shape.check();
+            if (width < 1) {
+                throw new IllegalArgumentException("--width " + width + " must be >= 1");
             }
             MoeLayerBench.run(
-                    new MoeLayerBench.Size(tokens, hidden, experts, topk, width, iters, !noNaive),
+                    new MoeLayerBench.Size(
+                            shape.tokens,
+                            shape.hidden,
+                            shape.experts,
+                            shape.topk,
+                            width,
+                            shape.iters,
+                            !noNaive),
                     DeviceFlag.resolve(device, 0),
                     System.out);
             return 0;

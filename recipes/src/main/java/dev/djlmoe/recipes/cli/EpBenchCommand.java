@@ -9,6 +9,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -30,22 +31,9 @@ public final class EpBenchCommand implements Callable<Integer> {
 
     private static final EpBench.Options D = EpBench.Options.defaults();
 
-    @Option(names = "--tokens", description = "tokens per rank (default ${DEFAULT-VALUE})")
-    int tokens = D.tokens();
-
-    @Option(names = "--hidden", description = "H (default ${DEFAULT-VALUE})")
-    int hidden = D.hidden();
-
-    @Option(names = "--topk", description = "K (default ${DEFAULT-VALUE})")
-    int topk = D.topk();
-
-    @Option(names = "--experts", description = "E (default ${DEFAULT-VALUE})")
-    int experts = D.experts();
-
-    @Option(
-            names = "--iters",
-            description = "timed iterations per operation (default ${DEFAULT-VALUE})")
-    int iters = D.iters();
+    @Mixin
+    BenchShapeFlags shape =
+            new BenchShapeFlags(D.tokens(), D.hidden(), D.topk(), D.experts(), D.iters());
 
     @Option(
             names = "--wires",
@@ -92,26 +80,14 @@ public final class EpBenchCommand implements Callable<Integer> {
         for (String s : wires) {
             w.add(WireFormat.fromName(s.trim()));
         }
-        if (tokens < 1 || hidden < 1 || topk < 1 || experts < topk || iters < 1) {
-            throw new IllegalArgumentException(
-                    "need --tokens, --hidden, --topk, --iters >= 1 and --experts >= --topk; got "
-                            + tokens
-                            + ", "
-                            + hidden
-                            + ", "
-                            + topk
-                            + ", "
-                            + iters
-                            + ", "
-                            + experts);
-        }
+        shape.check();
         EpBench.run(
                 new EpBench.Options(
-                        tokens,
-                        hidden,
-                        topk,
-                        experts,
-                        iters,
+                        shape.tokens,
+                        shape.hidden,
+                        shape.topk,
+                        shape.experts,
+                        shape.iters,
                         w,
                         trainSteps,
                         trainBatch,

@@ -143,41 +143,18 @@ public final class Launcher {
                                 + " exited with code "
                                 + code
                                 + "; stopping the other ranks");
-                stopOthers();
+                killAll();
                 return code;
             }
         }
         return 0;
     }
 
-    private void stopOthers() throws InterruptedException {
-        List<Process> list;
-        synchronized (children) {
-            list = new ArrayList<>(children);
-        }
-        for (Process p : list) {
-            if (p.isAlive()) {
-                // SIGTERM through the handle: Process.destroy() would also close the rank's
-                // standard input (its parent watch would exit at once, before saving a
-                // checkpoint) and output (its last lines would be lost).
-                p.toHandle().destroy();
-            }
-        }
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(spec.graceMillis());
-        for (Process p : list) {
-            long left = deadline - System.nanoTime();
-            if (left > 0) {
-                p.waitFor(left, TimeUnit.NANOSECONDS);
-            }
-            if (p.isAlive()) {
-                p.destroyForcibly();
-            }
-        }
-    }
-
     /**
      * Stops every rank: SIGTERM first, which lets a training rank save a checkpoint and exit, then
-     * SIGKILL for whatever is still alive after the grace period.
+     * SIGKILL for whatever is still alive after the grace period, and for the ranks' own children.
+     * Runs after the first failure, on the way out of {@link #run()} and from the shutdown hook; an
+     * interrupt cuts the grace period short and stays set for the caller.
      */
     private void killAll() {
         List<Process> list;

@@ -85,6 +85,17 @@ class CliHelpTest {
     }
 
     @Test
+    void theBenchmarksShareTheirShapeFlagsButNotTheirDefaults() {
+        String ep = cli("bench", "ep", "--help").out();
+        assertTrue(ep.contains("H (default 7168)"), ep);
+        assertTrue(ep.contains("--experts=<experts>"), ep);
+        assertTrue(ep.contains("E (default 256)"), ep);
+        String layer = cli("bench", "layer", "--help").out();
+        assertTrue(layer.contains("H (default 1024)"), layer);
+        assertTrue(layer.contains("E (default 64)"), layer);
+    }
+
+    @Test
     void errorsNameTheProgramOnce() {
         Run r = cli("--bogus");
         assertEquals(2, r.code());
@@ -93,6 +104,15 @@ class CliHelpTest {
         r = cli("bench", "layer", "--tokens", "0");
         assertEquals(1, r.code());
         assertTrue(r.err().startsWith("djl-moe bench layer: error: need --tokens"), r.err());
+        r = cli("bench", "ep", "--topk", "9", "--experts", "8");
+        assertEquals(1, r.code());
+        assertTrue(
+                r.err().contains("need --tokens, --hidden, --topk, --iters >= 1 and --experts >="),
+                r.err());
+        assertTrue(r.err().contains("--topk 9, --iters 5, --experts 8"), r.err());
+        r = cli("bench", "layer", "--width", "0");
+        assertEquals(1, r.code());
+        assertTrue(r.err().contains("--width 0 must be >= 1"), r.err());
         r = cli("bench", "ep", "--bogus");
         assertEquals(2, r.code());
         assertTrue(r.err().startsWith("djl-moe bench ep: error: Unknown option"), r.err());
