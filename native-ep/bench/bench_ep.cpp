@@ -77,12 +77,8 @@ struct WireFigures {
 
 int run_rank(const Options& o, int world, int rank, int port) {
   char err[2048];
-  nep_comm* comm = nullptr;
-  if (!ok(nep_comm_create_shm(rank, world, rank, world, "127.0.0.1", port, "bench-ep", 120000,
-                              &comm, err, sizeof err),
-          "nep_comm_create_shm", err, rank)) {
-    return 2;
-  }
+  nep_comm* comm = nep_bench::create_comm(world, rank, port, "bench-ep");
+  if (comm == nullptr) return 2;
   bool good = true;
   auto barrier = [&] {
     good = good && ok(nep_barrier(comm, err, sizeof err), "nep_barrier", err, rank);
@@ -104,15 +100,9 @@ int run_rank(const Options& o, int world, int rank, int port) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   AlignedFloats x(static_cast<size_t>(t * h));
   for (size_t i = 0; i < x.size; ++i) x[i] = normal(rng);
-  std::vector<int64_t> idx(static_cast<size_t>(t * k)), perm(static_cast<size_t>(o.experts));
-  for (int64_t i = 0; i < t; ++i) {
-    std::iota(perm.begin(), perm.end(), 0);
-    for (int64_t j = 0; j < k; ++j) {
-      std::uniform_int_distribution<int64_t> pick(j, o.experts - 1);
-      std::swap(perm[j], perm[pick(rng)]);
-      idx[i * k + j] = perm[j];
-    }
-  }
+  std::vector<int64_t> idx(static_cast<size_t>(t * k));
+  nep_bench::distinct_experts(rng, t, k, o.experts,
+                              [&](int64_t i, int64_t j, int64_t e) { idx[i * k + j] = e; });
   nep_handle* hd = nullptr;
   if (!good || !ok(nep_dispatch_notify(comm, reinterpret_cast<int64_t>(idx.data()), t,
                                        static_cast<int32_t>(k), o.experts, 1, &hd, err, sizeof err),

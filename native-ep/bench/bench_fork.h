@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -32,11 +34,37 @@ inline double median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// Routing of t tokens to k distinct uniform experts of `experts` each (a partial Fisher-Yates
+// shuffle per token): calls pick(i, j, expert) for token i's j-th expert, in that order, so pick
+// may draw from rng too.
+template <class Pick>
+void distinct_experts(std::mt19937_64& rng, int64_t t, int64_t k, int32_t experts, Pick pick) {
+  std::vector<int64_t> perm(static_cast<size_t>(experts));
+  for (int64_t i = 0; i < t; ++i) {
+    std::iota(perm.begin(), perm.end(), 0);
+    for (int64_t j = 0; j < k; ++j) {
+      std::uniform_int_distribution<int64_t> draw(j, experts - 1);
+      std::swap(perm[j], perm[draw(rng)]);
+      pick(i, j, perm[j]);
+    }
+  }
+}
+
 // Reports a failed call and returns false.
 inline bool ok(int32_t rc, const char* what, const char* err, int rank) {
   if (rc != NEP_OK)
     std::fprintf(stderr, "rank %d: %s failed (status %d): %s\n", rank, what, rc, err);
   return rc == NEP_OK;
+}
+
+// Creates the rank's cpu-shm communicator (rendezvous on 127.0.0.1:port); nullptr after
+// reporting a failure.
+inline nep_comm* create_comm(int world, int rank, int port, const char* token) {
+  char err[2048];
+  nep_comm* comm = nullptr;
+  const int32_t rc = nep_comm_create_shm(rank, world, rank, world, "127.0.0.1", port, token, 120000,
+                                         &comm, err, sizeof err);
+  return ok(rc, "nep_comm_create_shm", err, rank) ? comm : nullptr;
 }
 
 // NEP_WIRE_* for "fp32", "bf16", "fp8", "mxfp8"; -1 (and a message) otherwise.

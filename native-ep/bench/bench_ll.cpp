@@ -66,12 +66,8 @@ const char* kMetricNames[kMetrics] = {"LL dispatch (send+recv)",       "LL combi
 // One rank of one world size. Returns the process exit code.
 int run_rank(const Options& o, int world, int rank, int port) {
   char err[2048];
-  nep_comm* comm = nullptr;
-  if (!ok(nep_comm_create_shm(rank, world, rank, world, "127.0.0.1", port, "bench-ll", 120000,
-                              &comm, err, sizeof err),
-          "nep_comm_create_shm", err, rank)) {
-    return 2;
-  }
+  nep_comm* comm = nep_bench::create_comm(world, rank, port, "bench-ll");
+  if (comm == nullptr) return 2;
   const int32_t max_wire =
       nep_wire_row_bytes(o.dispatch_wire, o.hidden) >= nep_wire_row_bytes(o.combine_wire, o.hidden)
           ? o.dispatch_wire
@@ -94,16 +90,10 @@ int run_rank(const Options& o, int world, int rank, int port) {
       out(static_cast<size_t>(t * h));
   std::vector<int64_t> idx(static_cast<size_t>(t * k));
   for (float& v : x) v = normal(rng);
-  std::vector<int64_t> perm(static_cast<size_t>(o.experts));
-  for (int64_t i = 0; i < t; ++i) {
-    std::iota(perm.begin(), perm.end(), 0);
-    for (int64_t j = 0; j < k; ++j) {
-      std::uniform_int_distribution<int64_t> pick(j, o.experts - 1);
-      std::swap(perm[j], perm[pick(rng)]);
-      idx[i * k + j] = perm[j];
-      w[i * k + j] = uni(rng);
-    }
-  }
+  nep_bench::distinct_experts(rng, t, k, o.experts, [&](int64_t i, int64_t j, int64_t e) {
+    idx[i * k + j] = e;
+    w[i * k + j] = uni(rng);
+  });
   // recv_x [El, W*T, H] is large (E * T * H floats over all ranks) but only received rows are
   // touched: map it lazily. The identity expert combines recv_x itself (y = recv_x).
   const size_t recv_bytes = static_cast<size_t>(local) * rows * h * sizeof(float);

@@ -14,37 +14,21 @@ to bf16. Each timed call: 256 MB L2 flush, CUDA events around the call, median o
     python3 ll_nccl_baseline.py --world 2 --json out.json
 """
 import argparse
-import json
-import os
-import socket
-import statistics
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+import nccl_common as nc
 
 
 def worker(rank, world, args, port, queue):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NCCL_NVLS_ENABLE="0",
-                      TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
     ndev = torch.cuda.device_count()
-    torch.cuda.set_device(rank % ndev)
-    dev = torch.device("cuda", rank % ndev)
-    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=dev)
+    dev = nc.init_rank(rank, world, port, rank % ndev)
     T, H, K, E = args.tokens, args.hidden, args.topk, args.experts
     El = E // world
-    g = torch.Generator(device=dev).manual_seed(1234 + rank)
-    x = torch.randn(T, H, device=dev, dtype=torch.bfloat16, generator=g)
-    scores = torch.randn(T, E, device=dev, generator=g).abs() + 1
-    topk_idx = scores.topk(K, dim=-1).indices
-    topk_w = torch.rand(T, K, device=dev, generator=g) + 0.05
-    flush = torch.empty(256 << 20, dtype=torch.int8, device=dev)
+    x, topk_idx, topk_w = nc.routed_inputs(args, rank, dev)
+    topk_w = topk_w + 0.05
+    timed = nc.make_timer(dev)
 
     def fp8_cast(rows):
         blocks = rows.float().view(rows.shape[0], H // 128, 128)
@@ -85,21 +69,6 @@ def worker(rank, world, args, port, queue):
         out.index_add_(0, order // K, back.float() * w.unsqueeze(1))
         return out.to(torch.bfloat16)
 
-    def timed(fn, warmup, iters):
-        for _ in range(warmup):
-            flush.zero_()
-            fn()
-        times = []
-        for _ in range(iters):
-            flush.zero_()
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) * 1000.0)
-        return statistics.median(times)
-
     recv_x, handle = dispatch()
     out = combine(recv_x, handle)
     ref = x.float() * topk_w.sum(1, keepdim=True)
@@ -111,29 +80,14 @@ def worker(rank, world, args, port, queue):
     c_us = timed(lambda: combine(recv_x, handle), args.warmup, args.iters)
     res = {"rank": rank, "recv_rows": int(recv_x.shape[0]), "dispatch_us": d_us, "combine_us": c_us,
            "calc_diff": float(diff), "check": bool(ok)}
-    allres = [None] * world
-    dist.all_gather_object(allres, res)
-    if rank == 0:
-        queue.put(allres)
-    dist.barrier()
-    dist.destroy_process_group()
+    nc.gather_results(rank, world, res, queue)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--world", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--hidden", type=int, default=7168)
-    ap.add_argument("--topk", type=int, default=8)
-    ap.add_argument("--experts", type=int, default=256)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--json", default="")
+    nc.add_workload_args(ap, tokens=128)
     args = ap.parse_args()
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    mp.spawn(worker, args=(args.world, args, free_port(), queue), nprocs=args.world, join=True)
-    allres = queue.get()
+    allres = nc.spawn_ranks(worker, args)
     mean = lambda key: sum(r[key] for r in allres) / len(allres)
     ndev = torch.cuda.device_count()
     summary = {"ranks": args.world, "devices": min(ndev, args.world),
@@ -142,13 +96,11 @@ def main():
                "workload": {"tokens_per_rank": args.tokens, "hidden": args.hidden, "topk": args.topk, "experts": args.experts,
                             "dispatch_wire": "fp8 1x128", "combine_wire": "bf16"},
                "dispatch_us": mean("dispatch_us"), "combine_us": mean("combine_us"), "per_rank": allres,
-               "timing": {"warmup": args.warmup, "iters": args.iters, "stat": "median per rank, mean over ranks", "l2_flush": "256MB"}}
+               "timing": nc.timing_summary(args)}
     print(f"torch all_to_all_single LL baseline, {args.world} ranks on {summary['devices']} GPU(s): dispatch "
           f"{summary['dispatch_us']:.1f} us, combine {summary['combine_us']:.1f} us, self-check "
           f"{'ok' if all(r['check'] for r in allres) else 'FAILED'} (calc_diff {mean('calc_diff'):.2g})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
+    nc.write_json(args.json, summary)
 
 
 if __name__ == "__main__":

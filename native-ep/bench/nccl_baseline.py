@@ -11,36 +11,19 @@ Each timed call: 256 MB L2 flush, CUDA events around the call, median of --iters
     python3 nccl_baseline.py --world 2 --json out.json
 """
 import argparse
-import json
-import os
-import socket
-import statistics
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+import nccl_common as nc
 
 
 def worker(rank, world, args, port, queue):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NCCL_NVLS_ENABLE="0",
-                      TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
-    torch.cuda.set_device(rank)
-    dev = torch.device("cuda", rank)
-    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=dev)
+    dev = nc.init_rank(rank, world, port, rank)
     T, H, K, E = args.tokens, args.hidden, args.topk, args.experts
     El = E // world
-    g = torch.Generator(device=dev).manual_seed(1234 + rank)
-    x = torch.randn(T, H, device=dev, dtype=torch.bfloat16, generator=g)
-    scores = torch.randn(T, E, device=dev, generator=g).abs() + 1
-    topk_idx = scores.topk(K, dim=-1).indices
-    topk_w = torch.rand(T, K, device=dev, generator=g)
-    flush = torch.empty(256 << 20, dtype=torch.int8, device=dev)
+    x, topk_idx, topk_w = nc.routed_inputs(args, rank, dev)
+    timed = nc.make_timer(dev)
 
     def dispatch():
         in_rank = torch.zeros(T, world, dtype=torch.bool, device=dev)
@@ -70,21 +53,6 @@ def worker(rank, world, args, port, queue):
         out.index_add_(0, tok, back.float())
         return out.to(torch.bfloat16)
 
-    def timed(fn, warmup, iters):
-        for _ in range(warmup):
-            flush.zero_()
-            fn()
-        times = []
-        for _ in range(iters):
-            flush.zero_()
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) * 1000.0)
-        return statistics.median(times)
-
     recv_x, recv_idx, recv_w, handle = dispatch()
     # Check the baseline itself: combine of the received rows = x times the number of ranks visited.
     out = combine(recv_x, handle)
@@ -97,39 +65,22 @@ def worker(rank, world, args, port, queue):
     dist.barrier()
     c_us = timed(lambda: combine(recv_x, handle), args.warmup, args.iters)
     res = {"rank": rank, "recv_rows": int(recv_x.shape[0]), "dispatch_us": d_us, "combine_us": c_us, "check": bool(ok)}
-    allres = [None] * world
-    dist.all_gather_object(allres, res)
-    if rank == 0:
-        queue.put(allres)
-    dist.barrier()
-    dist.destroy_process_group()
+    nc.gather_results(rank, world, res, queue)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--world", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=4096)
-    ap.add_argument("--hidden", type=int, default=7168)
-    ap.add_argument("--topk", type=int, default=8)
-    ap.add_argument("--experts", type=int, default=256)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--json", default="")
+    nc.add_workload_args(ap, tokens=4096)
     args = ap.parse_args()
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    mp.spawn(worker, args=(args.world, args, free_port(), queue), nprocs=args.world, join=True)
-    allres = queue.get()
+    allres = nc.spawn_ranks(worker, args)
     mean = lambda key: sum(r[key] for r in allres) / len(allres)
     summary = {"gpus": args.world, "torch": torch.__version__, "nccl": ".".join(map(str, torch.cuda.nccl.version())),
                "workload": {"tokens_per_rank": args.tokens, "hidden": args.hidden, "topk": args.topk, "experts": args.experts},
                "dispatch_us": mean("dispatch_us"), "combine_us": mean("combine_us"), "per_rank": allres,
-               "timing": {"warmup": args.warmup, "iters": args.iters, "stat": "median per rank, mean over ranks", "l2_flush": "256MB"}}
+               "timing": nc.timing_summary(args)}
     print(f"torch all_to_all_single baseline, {args.world} GPUs: dispatch {summary['dispatch_us']:.1f} us, "
           f"combine {summary['combine_us']:.1f} us, self-check {'ok' if all(r['check'] for r in allres) else 'FAILED'}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
+    nc.write_json(args.json, summary)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,23 @@ namespace {
 
 constexpr int64_t kMaxHidden = std::numeric_limits<int64_t>::max() / 8;
 
-void check_codec_args(int32_t wire, int64_t x, int64_t rows, int64_t hidden, int64_t out,
-                      const char* x_name, const char* out_name) {
+// Checks the arguments of nep_encode_rows / nep_decode_rows, then calls
+// row(wire, r, wire_row_bytes) for each row r.
+template <typename RowFn>
+void for_each_codec_row(int32_t wire, int64_t in, int64_t rows, int64_t hidden, int64_t out,
+                        const char* in_name, RowFn row) {
   if (!nep::wire_is_valid(wire)) {
     nep::fail_invalid("wire = ", wire, " is not a wire format (0 fp32, 1 bf16, 2 fp8, 3 mxfp8)");
   }
   if (hidden <= 0 || hidden > kMaxHidden) nep::fail_invalid("hidden = ", hidden, " must be > 0");
   if (rows < 0) nep::fail_invalid("rows = ", rows, " must be >= 0");
   if (rows > 0) {
-    nep::require_address(x, x_name);
-    nep::require_address(out, out_name);
+    nep::require_address(in, in_name);
+    nep::require_address(out, "out");
   }
+  const Wire w = static_cast<Wire>(wire);
+  const int64_t row_bytes = nep::wire_row_bytes(w, hidden);
+  for (int64_t r = 0; r < rows; ++r) row(w, r, row_bytes);
 }
 
 }  // namespace
@@ -36,26 +42,22 @@ NEP_EXPORT int64_t nep_wire_row_bytes(int32_t wire, int64_t hidden) {
 NEP_EXPORT int32_t nep_encode_rows(int32_t wire, int64_t x, int64_t rows, int64_t hidden,
                                    int64_t out, char* err, int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
-    check_codec_args(wire, x, rows, hidden, out, "x", "out");
-    const Wire w = static_cast<Wire>(wire);
-    const int64_t row_bytes = nep::wire_row_bytes(w, hidden);
     const float* src = reinterpret_cast<const float*>(x);
     uint8_t* dst = reinterpret_cast<uint8_t*>(out);
-    for (int64_t r = 0; r < rows; ++r)
-      nep::encode_row(w, src + r * hidden, hidden, dst + r * row_bytes);
+    for_each_codec_row(wire, x, rows, hidden, out, "x", [&](Wire w, int64_t r, int64_t bytes) {
+      nep::encode_row(w, src + r * hidden, hidden, dst + r * bytes);
+    });
   });
 }
 
 NEP_EXPORT int32_t nep_decode_rows(int32_t wire, int64_t in, int64_t rows, int64_t hidden,
                                    int64_t out, char* err, int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
-    check_codec_args(wire, in, rows, hidden, out, "in", "out");
-    const Wire w = static_cast<Wire>(wire);
-    const int64_t row_bytes = nep::wire_row_bytes(w, hidden);
     const uint8_t* src = reinterpret_cast<const uint8_t*>(in);
     float* dst = reinterpret_cast<float*>(out);
-    for (int64_t r = 0; r < rows; ++r)
-      nep::decode_row(w, src + r * row_bytes, hidden, dst + r * hidden);
+    for_each_codec_row(wire, in, rows, hidden, out, "in", [&](Wire w, int64_t r, int64_t bytes) {
+      nep::decode_row(w, src + r * bytes, hidden, dst + r * hidden);
+    });
   });
 }
 

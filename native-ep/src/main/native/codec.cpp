@@ -21,6 +21,16 @@ namespace {
 // which are compiled twice (AVX2 and baseline) and picked at load time.
 #define NEP_INLINE inline __attribute__((always_inline))
 
+// Stores v into *out, or adds it (the decoders' two modes).
+template <bool kAdd>
+NEP_INLINE void put(float* out, float v) {
+  if constexpr (kAdd) {
+    *out += v;
+  } else {
+    *out = v;
+  }
+}
+
 inline int64_t num_blocks(int64_t hidden, int64_t block) { return (hidden + block - 1) / block; }
 
 NEP_INLINE void encode_fp32(const float* x, int64_t hidden, uint8_t* out) {
@@ -52,27 +62,15 @@ NEP_INLINE void decode_bf16(const uint8_t* in, int64_t hidden, float* out) {
   for (int64_t i = 0; i < hidden; ++i) {
     uint16_t h;
     std::memcpy(&h, in + 2 * i, sizeof h);
-    float v = bf16_to_float(h);
-    if constexpr (kAdd) {
-      out[i] += v;
-    } else {
-      out[i] = v;
-    }
+    put<kAdd>(&out[i], bf16_to_float(h));
   }
 }
 
 NEP_INLINE void encode_fp8(const float* x, int64_t hidden, uint8_t* out) {
-  uint8_t* scales = out + hidden;
-  for (int64_t b = 0, start = 0; start < hidden; ++b, start += kFp8BlockSize) {
-    const int64_t n = std::min(kFp8BlockSize, hidden - start);
-    const float* xb = x + start;
-    uint8_t* ob = out + start;
-    const float amax = bits_float(std::max(finite_amax_bits(xb, n), kFp8AmaxFloorBits));
-    const float scale = amax / 448.0f;
-    const float inv_scale = 448.0f / amax;  // x * (448 / amax), as DeepEP's per-token cast does
-    for (int64_t i = 0; i < n; ++i) ob[i] = e4m3_from_float(xb[i] * inv_scale);
-    std::memcpy(scales + 4 * b, &scale, sizeof scale);
-  }
+  encode_fp8_blocks(x, hidden, out, [](float amax, float& scale, float& inv_scale) {
+    scale = amax / 448.0f;
+    inv_scale = 448.0f / amax;  // x * (448 / amax), as DeepEP's per-token cast does
+  });
 }
 
 template <bool kAdd>
@@ -85,12 +83,7 @@ NEP_INLINE void decode_fp8(const uint8_t* in, int64_t hidden, float* out) {
     const uint8_t* ib = in + start;
     float* ob = out + start;
     for (int64_t i = 0; i < n; ++i) {
-      float v = e4m3_to_float(ib[i]) * scale;
-      if constexpr (kAdd) {
-        ob[i] += v;
-      } else {
-        ob[i] = v;
-      }
+      put<kAdd>(&ob[i], e4m3_to_float(ib[i]) * scale);
     }
   }
 }
@@ -126,12 +119,7 @@ NEP_INLINE void decode_mxfp8(const uint8_t* in, int64_t hidden, float* out) {
     const uint8_t* ib = in + start;
     float* ob = out + start;
     for (int64_t i = 0; i < n; ++i) {
-      float v = e4m3_to_float(ib[i]) * f1 * f2;
-      if constexpr (kAdd) {
-        ob[i] += v;
-      } else {
-        ob[i] = v;
-      }
+      put<kAdd>(&ob[i], e4m3_to_float(ib[i]) * f1 * f2);
     }
   }
 }

@@ -8,7 +8,9 @@
 #ifndef NATIVEEP_SRC_CODEC_KERNELS_H_
 #define NATIVEEP_SRC_CODEC_KERNELS_H_
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "codec.h"
 
@@ -42,6 +44,26 @@ __attribute__((always_inline)) inline uint32_t finite_amax_bits(const float* x, 
     m = m > finite ? m : finite;  // GCC 12 vectorises it
   }
   return m;
+}
+
+// The compiled FP8 row encoder (codec.h layout: e4m3 values, then one fp32 scale per block of
+// kFp8BlockSize channels). scales(amax, scale, inv_scale) picks a block's scale from its amax,
+// floored at kFp8AmaxFloorBits; the values are x * inv_scale. Always inlined, so it vectorises for
+// the instruction set of the function that calls it.
+template <typename Scales>
+__attribute__((always_inline)) inline void encode_fp8_blocks(const float* x, int64_t hidden,
+                                                             uint8_t* out, Scales scales) {
+  uint8_t* scale_bytes = out + hidden;
+  for (int64_t b = 0, start = 0; start < hidden; ++b, start += kFp8BlockSize) {
+    const int64_t n = std::min(kFp8BlockSize, hidden - start);
+    const float* xb = x + start;
+    uint8_t* ob = out + start;
+    const float amax = bits_float(std::max(finite_amax_bits(xb, n), kFp8AmaxFloorBits));
+    float scale, inv_scale;
+    scales(amax, scale, inv_scale);
+    for (int64_t i = 0; i < n; ++i) ob[i] = e4m3_from_float(xb[i] * inv_scale);
+    std::memcpy(scale_bytes + 4 * b, &scale, sizeof scale);
+  }
 }
 
 enum class CodecIsa : int32_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };

@@ -226,44 +226,75 @@ DispatchHandle dispatch_notify(Transport& transport, const int64_t* topk_idx, in
 
 namespace {
 
-// Fills the header of dispatch or combine; rows_in / rows_out are 0 when the handle is null.
-CallHeader data_header(int32_t op, int64_t hidden, int32_t wire, bool has_in, bool has_out,
-                       int64_t rows_in, int64_t rows_out) {
-  CallHeader h;
-  h.op = op;
-  h.values[kHidden] = hidden;
-  h.values[kWire] = wire;
-  h.values[kHasIn] = has_in ? 1 : 0;
-  h.values[kHasOut] = has_out ? 1 : 0;
-  h.values[kRowsIn] = rows_in;
-  h.values[kRowsOut] = rows_out;
-  return h;
+// A dispatch or combine as this rank calls it: rows flow from `in` to `out`, each with its
+// routing weights when the call moves them (the names are those of the C API's arguments).
+struct DataCall {
+  int32_t op;
+  int64_t hidden;
+  int32_t wire;
+  const void* in;
+  const char* in_name;
+  const void* out;
+  const char* out_name;
+  const void* in_weights;
+  const char* in_weights_name;
+  const void* out_weights;
+  const char* out_weights_name;
+};
+
+// The rows of a dispatch or combine once every rank agrees on the call.
+struct DataRows {
+  bool with_weights;   // every rank moves the routing weights with the rows
+  int64_t data_bytes;  // a row's encoded data
+  int64_t row_bytes;   // data_bytes, then the num_topk weights when they move
+};
+
+// Checks this rank's arguments and agrees with every rank on hidden, wire and whether weights
+// move (dispatch reads num_tokens rows and writes num_recv, combine the reverse).
+DataRows agree_data_call(Transport& transport, const DispatchHandle* handle, const DataCall& c) {
+  const int32_t me = transport.rank();
+  const int64_t tokens = handle != nullptr ? handle->num_tokens : 0;
+  const int64_t recv = handle != nullptr ? handle->num_recv : 0;
+  const bool forward = c.op == kOpDispatch;
+  CallHeader mine;
+  mine.op = c.op;
+  mine.values[kHidden] = c.hidden;
+  mine.values[kWire] = c.wire;
+  mine.values[kHasIn] = c.in_weights != nullptr ? 1 : 0;
+  mine.values[kHasOut] = c.out_weights != nullptr ? 1 : 0;
+  mine.values[kRowsIn] = forward ? tokens : recv;
+  mine.values[kRowsOut] = forward ? recv : tokens;
+  auto all = agree(transport, mine, [&] {
+    check_handle(transport, handle);
+    check_hidden_wire(c.hidden, c.wire);
+    if (mine.values[kRowsIn] > 0 && c.in == nullptr) fail_invalid(c.in_name, " is null");
+    if (mine.values[kRowsOut] > 0 && c.out == nullptr) fail_invalid(c.out_name, " is null");
+  });
+  require_same(all, kHidden, "hidden", me);
+  require_same(all, kWire, "wire", me);
+  DataRows rows;
+  rows.with_weights = weights_move(all, me, c.in_weights_name, c.out_weights_name);
+  rows.data_bytes = wire_row_bytes(static_cast<Wire>(c.wire), c.hidden);
+  rows.row_bytes =
+      rows.data_bytes + (rows.with_weights ? 4 * static_cast<int64_t>(handle->num_topk) : 0);
+  return rows;
 }
 
 }  // namespace
 
 void dispatch(Transport& transport, const DispatchHandle* handle, const DispatchArgs& a) {
-  const int32_t me = transport.rank();
-  const CallHeader mine = data_header(
-      kOpDispatch, a.hidden, a.wire, a.topk_weights != nullptr, a.recv_topk_weights != nullptr,
-      handle != nullptr ? handle->num_tokens : 0, handle != nullptr ? handle->num_recv : 0);
-  auto all = agree(transport, mine, [&] {
-    check_handle(transport, handle);
-    check_hidden_wire(a.hidden, a.wire);
-    if (handle->num_tokens > 0 && a.x == nullptr) fail_invalid("x is null");
-    if (handle->num_recv > 0 && a.recv_x == nullptr) fail_invalid("recv_x is null");
-  });
-  require_same(all, kHidden, "hidden", me);
-  require_same(all, kWire, "wire", me);
-  const bool with_weights = weights_move(all, me, "topk_weights", "recv_topk_weights");
-
+  const DataRows rows =
+      agree_data_call(transport, handle,
+                      {kOpDispatch, a.hidden, a.wire, a.x, "x", a.recv_x, "recv_x", a.topk_weights,
+                       "topk_weights", a.recv_topk_weights, "recv_topk_weights"});
+  const bool with_weights = rows.with_weights;
   const DispatchHandle& h = *handle;
   const int32_t w = h.world_size;
   const int32_t k_count = h.num_topk;
   const int64_t hidden = a.hidden;
   const Wire wire = static_cast<Wire>(a.wire);
-  const int64_t x_bytes = wire_row_bytes(wire, hidden);
-  const int64_t row_bytes = x_bytes + (with_weights ? 4 * static_cast<int64_t>(k_count) : 0);
+  const int64_t x_bytes = rows.data_bytes;
+  const int64_t row_bytes = rows.row_bytes;
 
   if (a.recv_topk_idx != nullptr) {
     for (size_t i = 0; i < h.recv_topk_local.size(); ++i) a.recv_topk_idx[i] = h.recv_topk_local[i];
@@ -317,27 +348,17 @@ void dispatch(Transport& transport, const DispatchHandle* handle, const Dispatch
 }
 
 void combine(Transport& transport, const DispatchHandle* handle, const CombineArgs& a) {
-  const int32_t me = transport.rank();
-  const CallHeader mine = data_header(
-      kOpCombine, a.hidden, a.wire, a.y_weights != nullptr, a.out_weights != nullptr,
-      handle != nullptr ? handle->num_recv : 0, handle != nullptr ? handle->num_tokens : 0);
-  auto all = agree(transport, mine, [&] {
-    check_handle(transport, handle);
-    check_hidden_wire(a.hidden, a.wire);
-    if (handle->num_recv > 0 && a.y == nullptr) fail_invalid("y is null");
-    if (handle->num_tokens > 0 && a.out == nullptr) fail_invalid("out is null");
-  });
-  require_same(all, kHidden, "hidden", me);
-  require_same(all, kWire, "wire", me);
-  const bool with_weights = weights_move(all, me, "y_weights", "out_weights");
-
+  const DataRows rows = agree_data_call(transport, handle,
+                                        {kOpCombine, a.hidden, a.wire, a.y, "y", a.out, "out",
+                                         a.y_weights, "y_weights", a.out_weights, "out_weights"});
+  const bool with_weights = rows.with_weights;
   const DispatchHandle& h = *handle;
   const int32_t w = h.world_size;
   const int32_t k_count = h.num_topk;
   const int64_t hidden = a.hidden;
   const Wire wire = static_cast<Wire>(a.wire);
-  const int64_t y_bytes = wire_row_bytes(wire, hidden);
-  const int64_t row_bytes = y_bytes + (with_weights ? 4 * static_cast<int64_t>(k_count) : 0);
+  const int64_t y_bytes = rows.data_bytes;
+  const int64_t row_bytes = rows.row_bytes;
 
   // Tokens no rank received: exact zeros (the others are fully written below).
   for (int64_t t = 0; t < h.num_tokens; ++t) {

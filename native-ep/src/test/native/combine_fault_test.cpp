@@ -5,7 +5,6 @@
 // chunks of its combine (the transport's test hook, deterministic). The live ranks must fail with
 // NEP_ERR_PEER naming rank 2 and the combine within seconds, stay failed, and leave no segment.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <string>
 #include <vector>
@@ -13,16 +12,12 @@
 #include "engine.h"
 #include "ep_check.h"
 #include "multiprocess.h"
+#include "shm_process.h"
 #include "shm_transport.h"
 
 namespace {
 
 using neptest::RankEnv;
-
-bool shm_name_exists(const std::string& name) {
-  struct stat st{};
-  return stat(("/dev/shm" + name).c_str(), &st) == 0;
-}
 
 }  // namespace
 
@@ -34,8 +29,7 @@ TEST(CombineFault, RankExitingMidCombineFailsThePeersNamingItAndTheOperation) {
   const int64_t hidden = 64;
   const auto res = neptest::run_ranks(3, [&](RankEnv& env) -> std::string {
     std::string bad;
-    auto t = std::make_unique<nep::ShmTransport>(*env.store, env.rank, env.world, c);
-    for (const std::string& n : t->segment_names()) *env.notes += "segment " + n + "\n";
+    auto t = neptest::make_transport(env, c, bad);
     const neptest::World w = neptest::make_world(3, 3, hidden, 400);
     const auto& r = w.routing[env.rank];
     const auto h = nep::dispatch_notify(*t, r.idx.data(), r.tokens, w.topk, w.experts, 1);
@@ -52,45 +46,11 @@ TEST(CombineFault, RankExitingMidCombineFailsThePeersNamingItAndTheOperation) {
     a.hidden = hidden;
     a.out = out.data();
     if (env.rank == 2) t->set_exit_after_chunks(3);
-    const int64_t start = nep::monotonic_ms();
-    try {
-      nep::combine(*t, &h, a);
-      return bad + "combine succeeded although rank 2 exited\n";
-    } catch (const nep::Error& e) {
-      const int64_t took = nep::monotonic_ms() - start;
-      const std::string m = e.what();
-      *env.notes += "rank " + std::to_string(env.rank) + " after " + std::to_string(took) +
-                    " ms: " + m + "\n";
-      if (e.code() != NEP_ERR_PEER) bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
-      if (m.find("rank 2") == std::string::npos || m.find("exited") == std::string::npos ||
-          m.find("combine") == std::string::npos) {
-        bad += "message does not name rank 2, its exit and the combine: " + m + "\n";
-      }
-      if (took > 5000) bad += "detection took " + std::to_string(took) + " ms (timeout 20000)\n";
-      try {
-        nep::combine(*t, &h, a);
-        bad += "a second combine succeeded on the broken communicator\n";
-      } catch (const nep::Error& e2) {
-        if (std::string(e2.what()).find("unusable after an earlier failure") == std::string::npos)
-          bad += e2.what();
-      }
-    }
-    return bad;
+    return bad + neptest::expect_peer_exit(env, 2, "combine", [&] { nep::combine(*t, &h, a); });
   }, 60000, 1000);
   EXPECT_EQ(res.exit_codes[2], 3) << res.text[2];  // the test hook's exit code
   EXPECT_EQ(res.exit_codes[0], 0) << res.text[0];
   EXPECT_EQ(res.exit_codes[1], 0) << res.text[1];
   for (const auto& t : res.text) std::printf("%s", t.c_str());
-  size_t names = 0;
-  for (const std::string& text : res.text) {
-    size_t at = 0;
-    while ((at = text.find("segment ", at)) != std::string::npos) {
-      const size_t end = text.find('\n', at);
-      const std::string n = text.substr(at + 8, end - at - 8);
-      EXPECT_FALSE(shm_name_exists(n)) << n << " left in /dev/shm";
-      ++names;
-      at = end;
-    }
-  }
-  EXPECT_GE(names, 3u);
+  neptest::expect_no_segments_left(res, 3);
 }

@@ -34,6 +34,19 @@ struct LlShape {
   int32_t max_wire = NEP_WIRE_FP32;
 };
 
+// A shape from its numbers, in the order of LlShape's fields.
+inline LlShape ll_shape(int32_t world, int64_t max_tokens, int64_t hidden, int32_t experts,
+                        int32_t topk, int32_t max_wire = NEP_WIRE_FP32) {
+  LlShape s;
+  s.world = world;
+  s.max_tokens = max_tokens;
+  s.hidden = hidden;
+  s.experts = experts;
+  s.topk = topk;
+  s.max_wire = max_wire;
+  return s;
+}
+
 // DeepEP's calc_diff in float64: 1 - 2 sum (x+1)(y+1) / sum ((x+1)^2 + (y+1)^2); 0 when equal.
 inline double calc_diff(const std::vector<double>& x, const std::vector<double>& y) {
   double num = 0.0, den = 0.0;

@@ -6,39 +6,22 @@
 // peers fail at once; ranks that disagree on the configuration fail at creation. After every test
 // no segment of the job is left in /dev/shm.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "ll_check.h"
 #include "multiprocess.h"
+#include "shm_process.h"
 
 namespace {
 
+using neptest::expect_no_segments_left;
 using neptest::LlRankCheck;
 using neptest::LlShape;
 using neptest::RankEnv;
-
-bool shm_name_exists(const std::string& name) {
-  struct stat st{};
-  return stat(("/dev/shm" + name).c_str(), &st) == 0;
-}
-
-void expect_no_segments_left(const neptest::ProcessResults& res, size_t at_least) {
-  std::vector<std::string> names;
-  for (const std::string& text : res.text) {
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("segment ", 0) == 0) names.push_back(line.substr(8));
-    }
-  }
-  EXPECT_GE(names.size(), at_least);
-  for (const std::string& n : names) EXPECT_FALSE(shm_name_exists(n)) << n << " left in /dev/shm";
-}
+using neptest::shm_name_exists;
 
 // The cpu-shm communicator and a low-latency buffer of one rank; notes the LL segment names.
 struct RankLl {
@@ -86,45 +69,49 @@ void run_ll(const LlShape& s, int steps, int32_t slow_rank) {
   expect_no_segments_left(res, static_cast<size_t>(s.world));
 }
 
+// A dispatch receive that should fail: its status, error message and how long it took.
+struct FailedRecv {
+  int32_t rc;
+  std::string message;
+  int64_t took_ms;
+};
+
+// Receives the dispatch of `op` (rows of `hidden` floats from up to `slots` messages) and
+// destroys op.
+FailedRecv failing_dispatch_recv(nep_ll_op* op, int64_t slots, int64_t hidden) {
+  std::vector<float> x(static_cast<size_t>(slots * hidden));
+  std::vector<int32_t> count(2);
+  nep_ll_handle* h = nullptr;
+  char err[1024];
+  const int64_t start = nep::monotonic_ms();
+  const int32_t rc =
+      nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(x.data()),
+                           reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, sizeof err);
+  const int64_t took = nep::monotonic_ms() - start;
+  nep_ll_op_destroy(op);
+  return FailedRecv{rc, err, took};
+}
+
 }  // namespace
 
 TEST(LlProcesses, TwoRanksMoreTopkThanLocalExperts) {
-  LlShape s;
-  s.world = 2;
-  s.max_tokens = 12;
-  s.hidden = 384;
-  s.experts = 6;  // El = 3 < K = 4: a token sends up to 3 messages to one rank
-  s.topk = 4;
+  // El = 3 < K = 4: a token sends up to 3 messages to one rank
+  const LlShape s = neptest::ll_shape(2, 12, 384, 6, 4);
   run_ll(s, 6, 1);
 }
 
 TEST(LlProcesses, ThreeRanksHiddenNotAMultipleOf128) {
-  LlShape s;
-  s.world = 3;
-  s.max_tokens = 10;
-  s.hidden = 300;
-  s.experts = 12;
-  s.topk = 3;
+  const LlShape s = neptest::ll_shape(3, 10, 300, 12, 3);
   run_ll(s, 5, -1);
 }
 
 TEST(LlProcesses, FourRanksStepsDoubleBufferingSlowRankRefusals) {
-  LlShape s;
-  s.world = 4;
-  s.max_tokens = 16;
-  s.hidden = 256;
-  s.experts = 32;
-  s.topk = 6;
+  const LlShape s = neptest::ll_shape(4, 16, 256, 32, 6);
   run_ll(s, 10, 2);
 }
 
 TEST(LlProcesses, ReceiveTimeoutNamesRankPeerAndCounter) {
-  LlShape s;
-  s.world = 2;
-  s.max_tokens = 4;
-  s.hidden = 256;
-  s.experts = 4;
-  s.topk = 2;
+  const LlShape s = neptest::ll_shape(2, 4, 256, 4, 2);
   const auto res = neptest::run_ranks(2, [&](RankEnv& env) -> std::string {
     RankLl ll(env, s, 600);
     if (!ll.failure.empty() || ll.buf == nullptr) return ll.failure;
@@ -136,17 +123,11 @@ TEST(LlProcesses, ReceiveTimeoutNamesRankPeerAndCounter) {
     const auto all = c.inputs(0, [](int32_t) { return 4; });
     nep_ll_op* op = c.dispatch_send(all[0], neptest::LlWires{});
     if (op == nullptr) return c.failures();
-    std::vector<float> x(static_cast<size_t>(2 * 8 * 256));
-    std::vector<int32_t> count(2);
-    nep_ll_handle* h = nullptr;
+    const FailedRecv f = failing_dispatch_recv(op, 2 * 8, 256);
+    const std::string& m = f.message;
+    const int32_t rc = f.rc;
+    const int64_t took = f.took_ms;
     char err[1024];
-    const int64_t start = nep::monotonic_ms();
-    const int32_t rc =
-        nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(x.data()),
-                             reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, sizeof err);
-    const int64_t took = nep::monotonic_ms() - start;
-    nep_ll_op_destroy(op);
-    const std::string m = err;
     std::string bad;
     if (rc != NEP_ERR_TIMEOUT) bad += "status " + std::to_string(rc) + ": " + m + "\n";
     for (const char* part :
@@ -171,12 +152,7 @@ TEST(LlProcesses, ReceiveTimeoutNamesRankPeerAndCounter) {
 }
 
 TEST(LlProcesses, RankExitingBeforeItSendsFailsThePeersNamingIt) {
-  LlShape s;
-  s.world = 3;
-  s.max_tokens = 4;
-  s.hidden = 256;
-  s.experts = 6;
-  s.topk = 2;
+  const LlShape s = neptest::ll_shape(3, 4, 256, 6, 2);
   const auto res = neptest::run_ranks(3, [&](RankEnv& env) -> std::string {
     RankLl ll(env, s, 20000);
     if (!ll.failure.empty() || ll.buf == nullptr) return ll.failure;
@@ -185,17 +161,10 @@ TEST(LlProcesses, RankExitingBeforeItSendsFailsThePeersNamingIt) {
     const auto all = c.inputs(0, [](int32_t) { return 4; });
     nep_ll_op* op = c.dispatch_send(all[env.rank], neptest::LlWires{});
     if (op == nullptr) return c.failures();
-    std::vector<float> x(static_cast<size_t>(2 * 12 * 256));
-    std::vector<int32_t> count(2);
-    nep_ll_handle* h = nullptr;
-    char err[1024];
-    const int64_t start = nep::monotonic_ms();
-    const int32_t rc =
-        nep_ll_dispatch_recv(op, reinterpret_cast<int64_t>(x.data()),
-                             reinterpret_cast<int64_t>(count.data()), 0, 0, &h, err, sizeof err);
-    const int64_t took = nep::monotonic_ms() - start;
-    nep_ll_op_destroy(op);
-    const std::string m = err;
+    const FailedRecv f = failing_dispatch_recv(op, 2 * 12, 256);
+    const std::string& m = f.message;
+    const int32_t rc = f.rc;
+    const int64_t took = f.took_ms;
     std::string bad;
     if (rc != NEP_ERR_PEER) bad += "status " + std::to_string(rc) + ": " + m + "\n";
     // The rank that waits for rank 2 sees it exit; a rank may instead see the other one give up.

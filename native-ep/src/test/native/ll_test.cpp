@@ -37,16 +37,7 @@ struct Loopback {
   Loopback& operator=(const Loopback&) = delete;
 };
 
-LlShape small_shape() {
-  LlShape s;
-  s.world = 1;
-  s.max_tokens = 16;
-  s.hidden = 384;
-  s.experts = 8;
-  s.topk = 4;
-  s.max_wire = NEP_WIRE_FP32;
-  return s;
-}
+LlShape small_shape() { return neptest::ll_shape(1, 16, 384, 8, 4); }
 
 }  // namespace
 

@@ -3,12 +3,10 @@
 // paths: a rank exiting mid-dispatch, a rank arriving late, a rank never arriving. After every
 // test no segment of the job is left in /dev/shm.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,45 +15,32 @@
 #include "ep_check.h"
 #include "multiprocess.h"
 #include "nativeep/c_api.h"
+#include "shm_process.h"
 #include "shm_transport.h"
 
 namespace {
 
+using neptest::expect_no_segments_left;
+using neptest::make_transport;
 using neptest::RankEnv;
+using neptest::shm_name_exists;
 
-bool shm_name_exists(const std::string& name) {
-  struct stat st{};
-  return stat(("/dev/shm" + name).c_str(), &st) == 0;
-}
-
-// Lines "segment <name>" that the children noted.
-std::vector<std::string> noted_segments(const neptest::ProcessResults& res) {
-  std::vector<std::string> names;
-  for (const std::string& text : res.text) {
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("segment ", 0) == 0) names.push_back(line.substr(8));
-    }
+// Runs exchange_rows over t with `ex` (its send_rows and recv_rows set from send and recv), then
+// returns a line for each source s whose rows did not all arrive (next[s]: rows the consumer took).
+std::string exchange_all_rows(nep::Transport& t, nep::RowExchange ex,
+                              const std::vector<int64_t>& send, const std::vector<int64_t>& recv,
+                              nep::RowProducer& producer, nep::RowConsumer& consumer,
+                              const std::vector<int64_t>& next) {
+  ex.send_rows = send.data();
+  ex.recv_rows = recv.data();
+  t.exchange_rows(ex, producer, consumer);
+  std::string bad;
+  for (size_t s = 0; s < recv.size(); ++s) {
+    if (next[s] != recv[s])
+      bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) + " rows from " +
+             std::to_string(s) + "\n";
   }
-  return names;
-}
-
-void expect_no_segments_left(const neptest::ProcessResults& res, size_t expected_at_least) {
-  const auto names = noted_segments(res);
-  EXPECT_GE(names.size(), expected_at_least);
-  for (const std::string& n : names) EXPECT_FALSE(shm_name_exists(n)) << n << " left in /dev/shm";
-}
-
-// Creates the transport, notes its own segment name and checks every name is already unlinked.
-std::unique_ptr<nep::ShmTransport> make_transport(RankEnv& env, const nep::ShmConfig& config,
-                                                  std::string& failures) {
-  auto t = std::make_unique<nep::ShmTransport>(*env.store, env.rank, env.world, config);
-  for (const std::string& n : t->segment_names()) {
-    *env.notes += "segment " + n + "\n";
-    if (shm_name_exists(n)) failures += "segment " + n + " still linked after set-up\n";
-  }
-  return t;
+  return bad;
 }
 
 std::string collectives_check(nep::Transport& t) {
@@ -194,27 +179,7 @@ TEST(ShmProcesses, RankExitingMidDispatchFailsThePeersNamingIt) {
     d.hidden = hidden;
     d.recv_x = recv.data();
     if (env.rank == 2) t->set_exit_after_chunks(3);
-    const int64_t start = nep::monotonic_ms();
-    try {
-      nep::dispatch(*t, &h, d);
-      return bad + "dispatch succeeded although rank 2 exited\n";
-    } catch (const nep::Error& e) {
-      const int64_t took = nep::monotonic_ms() - start;
-      const std::string m = e.what();
-      if (e.code() != NEP_ERR_PEER) bad += "status " + std::to_string(e.code()) + ": " + m + "\n";
-      if (m.find("rank 2") == std::string::npos || m.find("exited") == std::string::npos)
-        bad += "message: " + m + "\n";
-      if (took > 5000) bad += "detection took " + std::to_string(took) + " ms\n";
-      // The communicator stays broken and says why.
-      try {
-        nep::dispatch(*t, &h, d);
-        bad += "second dispatch succeeded\n";
-      } catch (const nep::Error& e2) {
-        if (std::string(e2.what()).find("unusable after an earlier failure") == std::string::npos)
-          bad += e2.what();
-      }
-    }
-    return bad;
+    return bad + neptest::expect_peer_exit(env, 2, "dispatch", [&] { nep::dispatch(*t, &h, d); });
   }, 60000, 1000);
   EXPECT_EQ(res.exit_codes[2], 3) << res.text[2];  // the test hook's exit code
   EXPECT_EQ(res.exit_codes[0], 0) << res.text[0];
@@ -361,16 +326,9 @@ TEST(ShmProcesses, ExchangeRowsSourceGated) {
       });
       nep::RowExchange ex;
       ex.row_bytes = 16;
-      ex.send_rows = send.data();
-      ex.recv_rows = recv.data();
       ex.what = "gated exchange test";
       ex.source_gated = true;
-      t->exchange_rows(ex, producer, consumer);
-      for (int32_t s = 0; s < world; ++s) {
-        if (next[s] != recv[s])
-          bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) +
-                 " rows from " + std::to_string(s) + "\n";
-      }
+      bad += exchange_all_rows(*t, ex, send, recv, producer, consumer, next);
     }
     return bad;
   });
@@ -428,16 +386,9 @@ TEST(ShmProcesses, ExchangeRowsOrderedAndAnySourceOrder) {
       });
       nep::RowExchange ex;
       ex.row_bytes = 24;
-      ex.send_rows = send.data();
-      ex.recv_rows = recv.data();
       ex.what = "exchange test";
       ex.any_source_order = any_order;
-      t->exchange_rows(ex, producer, consumer);
-      for (int32_t s = 0; s < world; ++s) {
-        if (next[s] != recv[s])
-          bad += "got " + std::to_string(next[s]) + " of " + std::to_string(recv[s]) +
-                 " rows from " + std::to_string(s) + "\n";
-      }
+      bad += exchange_all_rows(*t, ex, send, recv, producer, consumer, next);
       if (!any_order && went_back) bad += "ordered exchange interleaved sources\n";
     }
     return bad;
