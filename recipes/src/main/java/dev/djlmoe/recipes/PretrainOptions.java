@@ -236,32 +236,31 @@ public record PretrainOptions(
     }
 
     /**
+     * Returns a builder that starts from these settings.
+     *
+     * @return the builder
+     */
+    public Builder toBuilder() {
+        return new Builder(this);
+    }
+
+    /**
+     * Returns a builder that starts from the embedded default ({@link #defaults()}).
+     *
+     * @return the builder
+     */
+    public static Builder builder() {
+        return defaults().toBuilder();
+    }
+
+    /**
      * Returns a copy with another run directory.
      *
      * @param dir the directory, or null for no files
      * @return the new options
      */
     public PretrainOptions withRunDir(Path dir) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                dir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return toBuilder().optRunDir(dir).build();
     }
 
     /**
@@ -271,26 +270,7 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withPrecision(TrainingPrecision p) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                p,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return toBuilder().optPrecision(p).build();
     }
 
     /**
@@ -300,26 +280,7 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withSteps(int n) {
-        return new PretrainOptions(
-                n,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return toBuilder().optSteps(n).build();
     }
 
     /**
@@ -330,26 +291,7 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withBatch(int b, int s) {
-        return new PretrainOptions(
-                steps,
-                b,
-                s,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return toBuilder().optBatch(b).optSeqLen(s).build();
     }
 
     /**
@@ -360,26 +302,7 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withLearningRate(float lr, int warmup) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                lr,
-                warmup,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return toBuilder().optLearningRate(lr).optWarmupSteps(warmup).build();
     }
 
     /**
@@ -391,26 +314,11 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withCheckpoints(int every, Path dir, int keep) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                every,
-                dir,
-                keep,
-                resume,
-                device);
+        return toBuilder()
+                .optCheckpointEvery(every)
+                .optCheckpointDir(dir)
+                .optKeepCheckpoints(keep)
+                .build();
     }
 
     /**
@@ -420,26 +328,7 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withResume(Path checkpoint) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                checkpoint,
-                device);
+        return toBuilder().optResume(checkpoint).build();
     }
 
     /**
@@ -449,26 +338,7 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withDevice(String d) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                d);
+        return toBuilder().optDevice(d).build();
     }
 
     /**
@@ -478,26 +348,7 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withLogEvery(int every) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                every,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return toBuilder().optLogEvery(every).build();
     }
 
     /**
@@ -508,25 +359,293 @@ public record PretrainOptions(
      * @return the new options
      */
     public PretrainOptions withRegularisation(float decay, float alpha) {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                learningRate,
-                warmupSteps,
-                maxGradNorm,
-                biasUpdateRate,
-                precision,
-                seed,
-                useEp,
-                logEvery,
-                runDir,
-                decay,
-                alpha,
-                checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return toBuilder().optWeightDecay(decay).optSeqAuxAlpha(alpha).build();
+    }
+
+    /**
+     * Builds {@link PretrainOptions} setting by setting, starting from a given set of settings
+     * ({@link PretrainOptions#builder()}, {@link PretrainOptions#toBuilder()}); each setting keeps
+     * the meaning of the record component of the same name.
+     */
+    public static final class Builder {
+        private int steps;
+        private int batch;
+        private int seqLen;
+        private float learningRate;
+        private int warmupSteps;
+        private float maxGradNorm;
+        private float biasUpdateRate;
+        private TrainingPrecision precision;
+        private long seed;
+        private boolean useEp;
+        private int logEvery;
+        private Path runDir;
+        private float weightDecay;
+        private float seqAuxAlpha;
+        private int checkpointEvery;
+        private Path checkpointDir;
+        private int keepCheckpoints;
+        private Path resume;
+        private String device;
+
+        private Builder(PretrainOptions o) {
+            steps = o.steps;
+            batch = o.batch;
+            seqLen = o.seqLen;
+            learningRate = o.learningRate;
+            warmupSteps = o.warmupSteps;
+            maxGradNorm = o.maxGradNorm;
+            biasUpdateRate = o.biasUpdateRate;
+            precision = o.precision;
+            seed = o.seed;
+            useEp = o.useEp;
+            logEvery = o.logEvery;
+            runDir = o.runDir;
+            weightDecay = o.weightDecay;
+            seqAuxAlpha = o.seqAuxAlpha;
+            checkpointEvery = o.checkpointEvery;
+            checkpointDir = o.checkpointDir;
+            keepCheckpoints = o.keepCheckpoints;
+            resume = o.resume;
+            device = o.device;
+        }
+
+        /**
+         * Sets optimizer steps of the whole run.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optSteps(int value) {
+            steps = value;
+            return this;
+        }
+
+        /**
+         * Sets the global batch in sequences.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optBatch(int value) {
+            batch = value;
+            return this;
+        }
+
+        /**
+         * Sets tokens per sequence.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optSeqLen(int value) {
+            seqLen = value;
+            return this;
+        }
+
+        /**
+         * Sets the peak learning rate.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optLearningRate(float value) {
+            learningRate = value;
+            return this;
+        }
+
+        /**
+         * Sets linear warm-up steps.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optWarmupSteps(int value) {
+            warmupSteps = value;
+            return this;
+        }
+
+        /**
+         * Sets the gradient-norm clipping threshold (0 = off).
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optMaxGradNorm(float value) {
+            maxGradNorm = value;
+            return this;
+        }
+
+        /**
+         * Sets gamma of aux-loss-free balancing (0 = off).
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optBiasUpdateRate(float value) {
+            biasUpdateRate = value;
+            return this;
+        }
+
+        /**
+         * Sets the wire and expert GEMM precision.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optPrecision(TrainingPrecision value) {
+            precision = value;
+            return this;
+        }
+
+        /**
+         * Sets the seed.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optSeed(long value) {
+            seed = value;
+            return this;
+        }
+
+        /**
+         * Sets whether MoE layers use the EP buffer.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optUseEp(boolean value) {
+            useEp = value;
+            return this;
+        }
+
+        /**
+         * Sets steps between plain progress lines.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optLogEvery(int value) {
+            logEvery = value;
+            return this;
+        }
+
+        /**
+         * Sets the run directory, or null for no files.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optRunDir(Path value) {
+            runDir = value;
+            return this;
+        }
+
+        /**
+         * Sets AdamW weight decay.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optWeightDecay(float value) {
+            weightDecay = value;
+            return this;
+        }
+
+        /**
+         * Sets the sequence-wise balance loss weight (0 = off).
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optSeqAuxAlpha(float value) {
+            seqAuxAlpha = value;
+            return this;
+        }
+
+        /**
+         * Sets steps between checkpoints (0 = at exit only, {@link PretrainOptions#NO_CHECKPOINTS}
+         * = none).
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optCheckpointEvery(int value) {
+            checkpointEvery = value;
+            return this;
+        }
+
+        /**
+         * Sets the checkpoint directory, or null for the run directory's.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optCheckpointDir(Path value) {
+            checkpointDir = value;
+            return this;
+        }
+
+        /**
+         * Sets newest checkpoints kept (0 = all).
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optKeepCheckpoints(int value) {
+            keepCheckpoints = value;
+            return this;
+        }
+
+        /**
+         * Sets the checkpoint to continue from, or null to start fresh.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optResume(Path value) {
+            resume = value;
+            return this;
+        }
+
+        /**
+         * Sets {@code cpu}, {@code gpu} or {@code auto}.
+         *
+         * @param value the value
+         * @return this builder
+         */
+        public Builder optDevice(String value) {
+            device = value;
+            return this;
+        }
+
+        /**
+         * Builds the settings (not yet validated: {@link PretrainOptions#validate()} checks them).
+         *
+         * @return the options
+         */
+        public PretrainOptions build() {
+            return new PretrainOptions(
+                    steps,
+                    batch,
+                    seqLen,
+                    learningRate,
+                    warmupSteps,
+                    maxGradNorm,
+                    biasUpdateRate,
+                    precision,
+                    seed,
+                    useEp,
+                    logEvery,
+                    runDir,
+                    weightDecay,
+                    seqAuxAlpha,
+                    checkpointEvery,
+                    checkpointDir,
+                    keepCheckpoints,
+                    resume,
+                    device);
+        }
     }
 }

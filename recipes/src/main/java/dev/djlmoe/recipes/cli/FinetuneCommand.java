@@ -3,11 +3,9 @@
  */
 package dev.djlmoe.recipes.cli;
 
-import dev.djlmoe.recipes.DeviceFlag;
 import dev.djlmoe.recipes.Pretrain;
 import dev.djlmoe.recipes.PretrainOptions;
 import dev.djlmoe.recipes.StopSignal;
-import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.data.HfTextEncoder;
 import dev.djlmoe.recipes.data.JsonlDataset;
 import dev.djlmoe.recipes.data.TextDecoding;
@@ -48,26 +46,18 @@ public final class FinetuneCommand implements Callable<Integer>, RankCountCheck 
 
     /** Defaults of fine-tuning. */
     public static final PretrainOptions DEFAULTS =
-            new PretrainOptions(
-                    100,
-                    8,
-                    128,
-                    1e-4f,
-                    10,
-                    1.0f,
-                    0f,
-                    TrainingPrecision.FP32,
-                    42,
-                    true,
-                    10,
-                    Path.of("runs", "finetune"),
-                    0.0f,
-                    0f,
-                    0,
-                    null,
-                    PretrainOptions.KEEP_CHECKPOINTS,
-                    null,
-                    DeviceFlag.AUTO);
+            PretrainOptions.builder()
+                    .optSteps(100)
+                    .optBatch(8)
+                    .optSeqLen(128)
+                    .optLearningRate(1e-4f)
+                    .optWarmupSteps(10)
+                    .optBiasUpdateRate(0f)
+                    .optLogEvery(10)
+                    .optRunDir(Path.of("runs", "finetune"))
+                    .optWeightDecay(0.0f)
+                    .optSeqAuxAlpha(0f)
+                    .build();
 
     @Spec CommandSpec spec;
 

@@ -146,26 +146,28 @@ public final class TrainingFlags {
      * @return the options (not yet validated)
      */
     PretrainOptions toOptions() {
-        return new PretrainOptions(
-                steps,
-                batch,
-                seqLen,
-                lr,
-                warmup,
-                clip,
-                biasRate,
-                TrainingPrecision.parse(precision),
-                seed,
-                !noEp,
-                logEvery,
-                runDir,
-                weightDecay,
-                seqAuxAlpha,
-                noCheckpoints ? PretrainOptions.NO_CHECKPOINTS : checkpointEvery,
-                checkpointDir,
-                keepCheckpoints,
-                resume,
-                device);
+        return PretrainOptions.builder()
+                .optSteps(steps)
+                .optBatch(batch)
+                .optSeqLen(seqLen)
+                .optLearningRate(lr)
+                .optWarmupSteps(warmup)
+                .optMaxGradNorm(clip)
+                .optBiasUpdateRate(biasRate)
+                .optPrecision(TrainingPrecision.parse(precision))
+                .optSeed(seed)
+                .optUseEp(!noEp)
+                .optLogEvery(logEvery)
+                .optRunDir(runDir)
+                .optWeightDecay(weightDecay)
+                .optSeqAuxAlpha(seqAuxAlpha)
+                .optCheckpointEvery(
+                        noCheckpoints ? PretrainOptions.NO_CHECKPOINTS : checkpointEvery)
+                .optCheckpointDir(checkpointDir)
+                .optKeepCheckpoints(keepCheckpoints)
+                .optResume(resume)
+                .optDevice(device)
+                .build();
     }
 
     /** Defaults of a command, by long option name. */
