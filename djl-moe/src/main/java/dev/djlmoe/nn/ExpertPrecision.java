@@ -6,19 +6,28 @@ package dev.djlmoe.nn;
 /**
  * Numerics of the routed experts' GEMMs.
  *
- * <p>On CPU, {@link #MXFP8} is an emulation: tensors stay float32, but every GEMM input is rounded
- * as MXFP8 would store it (OCP MX v1.0: e4m3 elements, one E8M0 power-of-two scale per 32 elements
- * along the reduction dimension), so training sees MXFP8's rounding error. It does not make
- * anything faster; real MXFP8 speed needs FP8 tensor cores (e.g. NVIDIA Blackwell's block scaled
- * MMA).
+ * <p>On CPU, the quantised precisions are emulations: tensors stay float32, but every GEMM input is
+ * rounded as the format would store it, so training sees the format's rounding error. They do not
+ * make anything faster; real speed needs FP8 tensor cores (MXFP8: e.g. NVIDIA Blackwell's block
+ * scaled MMA; {@link #FP8}: any FP8 tensor core, the scales applied around the MMA as DeepSeek-V3
+ * does).
  */
 public enum ExpertPrecision {
     /** Plain float32 GEMMs. */
     FP32,
     /**
-     * MXFP8 numerics: activations and weights quantised along the reduction dimension in the
-     * forward pass with straight-through gradients; with a tape, the gradients entering the
+     * MXFP8 numerics (OCP MX v1.0: e4m3 elements, one E8M0 power-of-two scale per 32 elements along
+     * the reduction dimension): activations and weights quantised along the reduction dimension in
+     * the forward pass with straight-through gradients; with a tape, the gradients entering the
      * backward GEMMs are quantised along their last axis too.
      */
-    MXFP8
+    MXFP8,
+    /**
+     * DeepSeek-V3 numerics: e4m3 elements, activations and gradients in 1x128 tiles along the
+     * reduction axis with fp32 scales, weights in 128x128 blocks with fp32 scales, fp32
+     * accumulation. Forward rounding with straight-through gradients; with a tape, the gradients
+     * entering the backward GEMMs are quantised in 1x128 tiles along their last axis (the reduction
+     * axis of the GEMM that takes them with the weights). See {@link Fp8BlockNumerics}.
+     */
+    FP8
 }

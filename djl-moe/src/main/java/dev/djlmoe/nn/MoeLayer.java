@@ -410,7 +410,7 @@ public final class MoeLayer extends AbstractBlock {
         Builder() {}
 
         /**
-         * Sets the numerics of the routed experts' GEMMs (default fp32; MXFP8 emulates MXFP8
+         * Sets the numerics of the routed experts' GEMMs (default fp32; MXFP8 and FP8 emulate their
          * rounding on CPU).
          *
          * @param precision the numerics

@@ -239,9 +239,9 @@ public class RoutedExperts extends AbstractBlock {
      * @param gateProj gate_proj: [El, I, H]
      * @param upProj up_proj: [El, I, H]
      * @param downProj down_proj: [El, H, I]
-     * @param precision the GEMM numerics ({@link ExpertPrecision#MXFP8} emulates MXFP8 rounding in
-     *     the forward pass; the rounding of the backward GEMMs' gradient inputs needs the staged
-     *     backward, which only the block form records, on the tape of its {@link EpContext})
+     * @param precision the GEMM numerics (a quantised one emulates its rounding in the forward
+     *     pass; the rounding of the backward GEMMs' gradient inputs needs the staged backward,
+     *     which only the block form records, on the tape of its {@link EpContext})
      * @return NDList of y: [R, H]
      * @throws IllegalArgumentException on a wrong shape, type or expert id
      */
@@ -270,7 +270,10 @@ public class RoutedExperts extends AbstractBlock {
             NDArray downProj,
             ExpertPrecision precision,
             Tape tape) {
-        boolean mx = precision == ExpertPrecision.MXFP8;
+        if (precision == null) {
+            throw new IllegalArgumentException("precision must not be null");
+        }
+        GemmRounding rounding = GemmRounding.of(precision); // null: plain float32 GEMMs
         Shape gs = gateProj.getShape();
         if (gs.dimension() != 3) {
             throw new IllegalArgumentException("gateProj must have shape [El, I, H], got " + gs);
@@ -306,13 +309,13 @@ public class RoutedExperts extends AbstractBlock {
             temps.add(rowIdx);
             NDArray sortedX = x.get(rowIdx); // [N, H], rows grouped by expert
             temps.add(sortedX);
-            if (mx) {
-                // MXFP8 numerics: GEMM inputs rounded along their reduction axis (H here and in
-                // the gate/up weights, I in the down weights).
-                sortedX = Mxfp8Numerics.fakeQuantize(sortedX);
-                gateProj = Mxfp8Numerics.fakeQuantize(gateProj);
-                upProj = Mxfp8Numerics.fakeQuantize(upProj);
-                downProj = Mxfp8Numerics.fakeQuantize(downProj);
+            if (rounding != null) {
+                // Quantised numerics: GEMM inputs rounded along their reduction axis (H here and
+                // in the gate/up weights, I in the down weights).
+                sortedX = rounding.activation(sortedX);
+                gateProj = rounding.weight(gateProj);
+                upProj = rounding.weight(upProj);
+                downProj = rounding.weight(downProj);
                 temps.add(sortedX);
             }
             NDList xPieces = sortedX.split(plan.splitPoints(), 0); // El x [c_e, H]
@@ -337,15 +340,15 @@ public class RoutedExperts extends AbstractBlock {
                 NDArray up = Linear.linear(xe, u).singletonOrThrow(); // [c_e, I]
                 NDArray gateIn = gate;
                 NDArray upIn = up;
-                if (mx) {
+                if (rounding != null) {
                     // Tape leaves: the tape reads their gradients later, so they stay open.
-                    gateIn = Mxfp8Numerics.quantizeGradient(tape, gate);
-                    upIn = Mxfp8Numerics.quantizeGradient(tape, up);
+                    gateIn = rounding.gradient(tape, gate);
+                    upIn = rounding.gradient(tape, up);
                 }
                 NDArray sg = SwiGluMlp.silu(gateIn); // [c_e, I]
                 NDArray act = sg.mul(upIn); // [c_e, I]
-                if (mx) {
-                    NDArray rounded = Mxfp8Numerics.fakeQuantize(act);
+                if (rounding != null) {
+                    NDArray rounded = rounding.activation(act);
                     act.close();
                     act = rounded;
                 }
@@ -356,9 +359,9 @@ public class RoutedExperts extends AbstractBlock {
                 }
                 NDArray d = downPieces.get(e).squeeze(0); // [H, I]
                 NDArray ye = Linear.linear(act, d).singletonOrThrow(); // [c_e, H]
-                if (mx && tape != null) {
+                if (rounding != null && tape != null) {
                     // ye is a tape input and its replacement a tape leaf: both stay open.
-                    outputs.add(Mxfp8Numerics.quantizeGradient(tape, ye));
+                    outputs.add(rounding.gradient(tape, ye));
                 } else {
                     outputs.add(ye);
                     temps.add(ye);

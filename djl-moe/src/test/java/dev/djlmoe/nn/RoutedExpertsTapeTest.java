@@ -24,6 +24,8 @@ import java.util.Arrays;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * The one way the routed experts find the staged backward's tape: the active tape of the {@link
@@ -106,9 +108,13 @@ class RoutedExpertsTapeTest {
         }
     }
 
-    @Test
-    void blockRecordsOnItsContextsTapeAndMatchesTheFunctionalFormGivenThatTape() {
-        RoutedExperts block = block(ExpertPrecision.MXFP8, context);
+    @ParameterizedTest
+    @EnumSource(
+            value = ExpertPrecision.class,
+            names = {"MXFP8", "FP8"})
+    void blockRecordsOnItsContextsTapeAndMatchesTheFunctionalFormGivenThatTape(
+            ExpertPrecision precision) {
+        RoutedExperts block = block(precision, context);
         float[] viaContext = blockGradient(block, true);
         float[] viaArgument;
         try (NDManager m = manager.newSubManager();
@@ -125,14 +131,14 @@ class RoutedExpertsTapeTest {
                                     param(block, RoutedExperts.GATE_PROJ),
                                     param(block, RoutedExperts.UP_PROJ),
                                     param(block, RoutedExperts.DOWN_PROJ),
-                                    ExpertPrecision.MXFP8,
+                                    precision,
                                     tape)
                             .head();
             tape.backward(y.mul(y).sum());
             viaArgument = x.getGradient().toFloatArray();
         }
         assertArrayEquals(viaArgument, viaContext, 0f);
-        RoutedExperts unbound = block(ExpertPrecision.MXFP8, null);
+        RoutedExperts unbound = block(precision, null);
         float[] straightThrough = blockGradient(unbound, false);
         assertFalse(
                 Arrays.equals(straightThrough, viaContext),

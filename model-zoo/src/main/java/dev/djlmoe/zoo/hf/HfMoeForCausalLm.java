@@ -436,8 +436,8 @@ public final class HfMoeForCausalLm extends AbstractBlock {
         }
 
         /**
-         * Sets the routed experts' GEMM numerics (default {@link ExpertPrecision#FP32}; MXFP8
-         * emulation for training studies).
+         * Sets the routed experts' GEMM numerics (default {@link ExpertPrecision#FP32}; the MXFP8
+         * and FP8 emulations for training studies).
          *
          * @param precision the numerics
          * @return this builder
