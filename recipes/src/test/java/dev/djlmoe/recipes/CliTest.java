@@ -43,6 +43,17 @@ class CliTest {
         return new Run(code, out.toString(), err.toString());
     }
 
+    /**
+     * Runs the command line and asserts that it refused the input: exit code 1, and {@code message}
+     * in its standard error.
+     */
+    static Run assertRefused(String message, String... args) {
+        Run r = cli(args);
+        assertEquals(1, r.code(), r.err());
+        assertTrue(r.err().contains(message), r.err());
+        return r;
+    }
+
     static void collect(CommandLine c, List<String> path, List<List<String>> out) {
         out.add(path);
         for (Map.Entry<String, CommandLine> e : c.getSubcommands().entrySet()) {
@@ -106,15 +117,10 @@ class CliTest {
         Run r = cli("pretrain", "--steps", "many");
         assertEquals(2, r.code());
         assertTrue(r.err().contains("'--steps'") && r.err().contains("many"), r.err());
-        r = cli("pretrain", "--precision", "fp4");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--precision 'fp4' is not one of"), r.err());
-        r = cli("pretrain", "--batch", "0");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--batch 0 must be >= 1"), r.err());
-        r = cli("pretrain", "--model", "deepseek-v4");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--model deepseek-v4") && r.err().contains("preset"), r.err());
+        assertRefused("--precision 'fp4' is not one of", "pretrain", "--precision", "fp4");
+        assertRefused("--batch 0 must be >= 1", "pretrain", "--batch", "0");
+        r = assertRefused("--model deepseek-v4", "pretrain", "--model", "deepseek-v4");
+        assertTrue(r.err().contains("preset"), r.err());
         r = cli("finetune", "--data", "x.jsonl");
         assertEquals(2, r.code());
         assertTrue(r.err().contains("Missing required option: '--model=DIR'"), r.err());
@@ -123,24 +129,27 @@ class CliTest {
     @Test
     void missingFilesAreNamed(@TempDir Path tmp) {
         Path nowhere = tmp.resolve("nowhere");
-        Run r = cli("pretrain", "--data", nowhere.resolve("text.txt").toString());
-        assertEquals(1, r.code());
-        assertTrue(
-                r.err()
-                        .contains(
-                                "--data "
-                                        + nowhere.resolve("text.txt")
-                                        + ": no such file or directory"),
-                r.err());
-        r = cli("pretrain", "--resume", nowhere.toString(), "--run-dir", tmp.toString());
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--resume " + nowhere + ": no such directory"), r.err());
-        r = cli("finetune", "--model", nowhere.toString(), "--data", "d.jsonl");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--model " + nowhere + ": no such directory"), r.err());
-        r = cli("plot", nowhere.resolve("metrics.jsonl").toString());
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("does not exist"), r.err());
+        Path text = nowhere.resolve("text.txt");
+        assertRefused(
+                "--data " + text + ": no such file or directory",
+                "pretrain",
+                "--data",
+                text.toString());
+        assertRefused(
+                "--resume " + nowhere + ": no such directory",
+                "pretrain",
+                "--resume",
+                nowhere.toString(),
+                "--run-dir",
+                tmp.toString());
+        assertRefused(
+                "--model " + nowhere + ": no such directory",
+                "finetune",
+                "--model",
+                nowhere.toString(),
+                "--data",
+                "d.jsonl");
+        assertRefused("does not exist", "plot", nowhere.resolve("metrics.jsonl").toString());
     }
 
     @Test
@@ -148,9 +157,14 @@ class CliTest {
         Path text = tmp.resolve("short.txt");
         Files.writeString(
                 text, "It was the best of times, it was the worst of times.\n".repeat(10));
-        Run r = cli("pretrain", "--data", text.toString(), "--run-dir", tmp.toString());
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("too small for one batch"), r.err());
+        Run r =
+                assertRefused(
+                        "too small for one batch",
+                        "pretrain",
+                        "--data",
+                        text.toString(),
+                        "--run-dir",
+                        tmp.toString());
         assertTrue(r.err().contains("16 sequences x 64 tokens"), r.err());
 
         // Fine-tuning: 3 examples cannot fill a batch of 8 sequences.
@@ -180,17 +194,24 @@ class CliTest {
                 r.err());
         // A malformed line is named by file and line.
         Files.writeString(data, "{\"prompt\": \"1+1=\", \"response\": \"2\"}\n{\"question\": 1}\n");
-        r = cli("finetune", "--model", model.toString(), "--data", data.toString());
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains(data + " line 2"), r.err());
+        assertRefused(
+                data + " line 2",
+                "finetune",
+                "--model",
+                model.toString(),
+                "--data",
+                data.toString());
     }
 
     @Test
     void expertsMustDivideOverTheRanks() {
-        Run r = cli("plan", "--model", "tiny", "--ep", "3");
-        assertEquals(1, r.code());
-        assertTrue(
-                r.err().contains("8 routed experts are not divisible by the EP size 3"), r.err());
+        assertRefused(
+                "8 routed experts are not divisible by the EP size 3",
+                "plan",
+                "--model",
+                "tiny",
+                "--ep",
+                "3");
         // The training loop checks before any rank joins a process group: W = 3, rank 0.
         Pretrain.Job job =
                 Pretrain.Job.pretrain(

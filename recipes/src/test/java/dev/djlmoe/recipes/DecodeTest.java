@@ -231,31 +231,25 @@ class DecodeTest {
 
     @Test
     void userErrorsAreNamed() {
-        CliTest.Run r = CliTest.cli("decode", "--prompt", "");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("prompt 0 (\"\") encodes to no tokens"), r.err());
-        r = CliTest.cli("decode", "--new-tokens", "0");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--new-tokens 0 must be >= 1"), r.err());
-        r = CliTest.cli("decode", "--exchange", "fast");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--exchange fast: expected ll or normal"), r.err());
-        r = CliTest.cli("decode", "--prefill", "ll", "--exchange", "normal");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--prefill ll needs --exchange ll"), r.err());
-        r = CliTest.cli("decode", "--dispatch-wire", "fp4");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("wire format 'fp4' is not one of"), r.err());
-        r = CliTest.cli("decode", "--new-tokens", "600");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("exceed max_position_embeddings = 512"), r.err());
-        r = CliTest.cli("decode", "--device", "tpu");
-        assertEquals(1, r.code());
-        assertTrue(r.err().contains("--device tpu is not cpu, gpu or auto"), r.err());
+        CliTest.assertRefused("prompt 0 (\"\") encodes to no tokens", "decode", "--prompt", "");
+        CliTest.assertRefused("--new-tokens 0 must be >= 1", "decode", "--new-tokens", "0");
+        CliTest.assertRefused(
+                "--exchange fast: expected ll or normal", "decode", "--exchange", "fast");
+        CliTest.assertRefused(
+                "--prefill ll needs --exchange ll",
+                "decode",
+                "--prefill",
+                "ll",
+                "--exchange",
+                "normal");
+        CliTest.assertRefused(
+                "wire format 'fp4' is not one of", "decode", "--dispatch-wire", "fp4");
+        CliTest.assertRefused(
+                "exceed max_position_embeddings = 512", "decode", "--new-tokens", "600");
+        CliTest.assertRefused("--device tpu is not cpu, gpu or auto", "decode", "--device", "tpu");
         if (ai.djl.engine.Engine.getInstance().getGpuCount() == 0) {
-            r = CliTest.cli("decode", "--device", "gpu");
-            assertEquals(1, r.code());
-            assertTrue(r.err().contains("--device gpu: the PyTorch engine sees no GPU"), r.err());
+            CliTest.assertRefused(
+                    "--device gpu: the PyTorch engine sees no GPU", "decode", "--device", "gpu");
         }
     }
 }

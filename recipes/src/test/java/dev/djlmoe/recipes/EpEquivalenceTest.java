@@ -118,42 +118,33 @@ class EpEquivalenceTest {
         }
     }
 
-    private static synchronized MultiRank.Result longRun(int w) {
-        return LONG_RUNS.computeIfAbsent(
-                w,
-                k -> {
-                    MultiRank.Result r =
-                            MultiRank.builder(EquivalenceRank.class, k)
-                                    .args(
-                                            "curve",
-                                            Integer.toString(LONG_STEPS),
-                                            Integer.toString(BATCH),
-                                            Integer.toString(SEQ))
-                                    .timeout(Duration.ofMinutes(6))
-                                    .rankTimeoutMillis(60_000)
-                                    .name("long-w" + k)
-                                    .run();
-                    r.assertAllSucceeded();
-                    assertEquals(List.of(), r.shmLeftBehind(), "segments left in /dev/shm");
-                    assertDevices(r);
-                    return r;
-                });
+    private static MultiRank.Result longRun(int w) {
+        return curve(LONG_RUNS, "long-w", LONG_STEPS, Duration.ofMinutes(6), w);
     }
 
-    private static synchronized MultiRank.Result curveRun(int w) {
-        return RUNS.computeIfAbsent(
+    private static MultiRank.Result curveRun(int w) {
+        return curve(RUNS, "curve-w", STEPS, Duration.ofMinutes(4), w);
+    }
+
+    /**
+     * The training curve of {@code steps} steps at EP size {@code w}, run once per test run and
+     * kept in {@code runs}; every rank succeeded, left no segment and trained on its device.
+     */
+    private static synchronized MultiRank.Result curve(
+            Map<Integer, MultiRank.Result> runs, String name, int steps, Duration timeout, int w) {
+        return runs.computeIfAbsent(
                 w,
                 k -> {
                     MultiRank.Result r =
                             MultiRank.builder(EquivalenceRank.class, k)
                                     .args(
                                             "curve",
-                                            Integer.toString(STEPS),
+                                            Integer.toString(steps),
                                             Integer.toString(BATCH),
                                             Integer.toString(SEQ))
-                                    .timeout(Duration.ofMinutes(4))
+                                    .timeout(timeout)
                                     .rankTimeoutMillis(60_000)
-                                    .name("curve-w" + k)
+                                    .name(name + k)
                                     .env("EQ_TRACE", System.getenv().getOrDefault("EQ_TRACE", ""))
                                     .run();
                     r.assertAllSucceeded();

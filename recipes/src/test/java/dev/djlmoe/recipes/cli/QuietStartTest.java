@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.djlmoe.recipes.CliProcess;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -30,17 +31,10 @@ class QuietStartTest {
             List.of("ai.djl.util.cuda.CudaUtils", "INFO ai.djl", "AutoNonVariableTypeMode");
 
     private static String run(Path tmp, String... args) throws IOException, InterruptedException {
-        List<String> cmd =
-                new ArrayList<>(
-                        List.of(
-                                ProcessHandle.current().info().command().orElse("java"),
-                                "-Xmx1g",
-                                "-cp",
-                                System.getProperty("java.class.path"),
-                                Main.class.getName()));
-        cmd.addAll(List.of(args));
         ProcessBuilder pb =
-                new ProcessBuilder(cmd).redirectErrorStream(true).directory(tmp.toFile());
+                new ProcessBuilder(CliProcess.cli("1g", List.of(args)))
+                        .redirectErrorStream(true)
+                        .directory(tmp.toFile());
         pb.environment().remove(CliLogging.ENV);
         pb.environment().put("DJL_OFFLINE", "true");
         pb.environment().put("OPT_OUT_TRACKING", "true");
@@ -87,22 +81,9 @@ class QuietStartTest {
 
     @Test
     void launchedRanksAreQuietToo(@TempDir Path tmp) throws Exception {
-        String out =
-                run(
-                        tmp,
-                        "launch",
-                        "--nproc-per-node",
-                        "2",
-                        "pretrain",
-                        "--steps",
-                        "2",
-                        "--batch",
-                        "2",
-                        "--seq-len",
-                        "16",
-                        "--no-checkpoints",
-                        "--run-dir",
-                        tmp.resolve("two").toString());
+        List<String> args = new ArrayList<>(List.of("launch", "--nproc-per-node", "2"));
+        args.addAll(List.of(shortRun(tmp.resolve("two"))));
+        String out = run(tmp, args.toArray(String[]::new));
         for (String n : NOISE) {
             assertFalse(out.contains(n), "'" + n + "' in a launched job:\n" + out);
         }

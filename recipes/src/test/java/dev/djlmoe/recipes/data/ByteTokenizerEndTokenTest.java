@@ -31,13 +31,17 @@ class ByteTokenizerEndTokenTest {
         return dir;
     }
 
+    /** The tokenizer files a checkpoint gets now, in {@code tmp/new}. */
+    private static Path writeNew(Path tmp) throws Exception {
+        return write(
+                tmp.resolve("new"),
+                ByteTokenizer.huggingFaceJson(),
+                ByteTokenizer.tokenizerConfigJson());
+    }
+
     @Test
     void aNewCheckpointsTokenizerNamesItsEndToken(@TempDir Path tmp) throws Exception {
-        Path dir =
-                write(
-                        tmp.resolve("new"),
-                        ByteTokenizer.huggingFaceJson(),
-                        ByteTokenizer.tokenizerConfigJson());
+        Path dir = writeNew(tmp);
         try (HfTextEncoder enc = HfTextEncoder.open(dir)) {
             assertEquals(ByteTokenizer.EOS, enc.eosId());
             assertFalse(enc.eosImplied());
@@ -96,11 +100,7 @@ class ByteTokenizerEndTokenTest {
 
     @Test
     void fineTuningAppendsTheEndTokenAsATarget(@TempDir Path tmp) throws Exception {
-        Path dir =
-                write(
-                        tmp.resolve("new"),
-                        ByteTokenizer.huggingFaceJson(),
-                        ByteTokenizer.tokenizerConfigJson());
+        Path dir = writeNew(tmp);
         Path data = tmp.resolve("d.jsonl");
         Files.writeString(data, "{\"prompt\": \"1+1=\", \"response\": \"2\"}\n");
         try (HfTextEncoder enc = HfTextEncoder.open(dir)) {

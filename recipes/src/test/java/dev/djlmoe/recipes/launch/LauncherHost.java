@@ -3,7 +3,7 @@
  */
 package dev.djlmoe.recipes.launch;
 
-import java.util.ArrayList;
+import dev.djlmoe.recipes.CliProcess;
 import java.util.List;
 import java.util.Map;
 
@@ -37,13 +37,7 @@ public final class LauncherHost {
      * @return the spec
      */
     static LaunchSpec spec(int ranks, String mode, long graceMillis) {
-        List<String> cmd = new ArrayList<>();
-        cmd.add(ProcessHandle.current().info().command().orElse("java"));
-        cmd.add("-Xmx64m");
-        cmd.add("-XX:TieredStopAtLevel=1");
-        cmd.add("-cp");
-        cmd.add(System.getProperty("java.class.path"));
-        cmd.add(LauncherProbe.class.getName());
+        List<String> cmd = CliProcess.java("64m", LauncherProbe.class, "-XX:TieredStopAtLevel=1");
         cmd.add(mode);
         return new LaunchSpec(ranks, 1, 0, "127.0.0.1", 29400, cmd, graceMillis);
     }

@@ -7,6 +7,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.djlmoe.dist.MultiRank;
+import dev.djlmoe.recipes.CliProcess;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -14,7 +16,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -35,27 +36,7 @@ class LauncherTest {
     private static final Pattern PID = Pattern.compile("\\[rank (\\d+)\\] rank \\d+ pid (\\d+)");
 
     private static List<Long> rankPids(String out) {
-        List<Long> pids = new ArrayList<>();
-        Matcher m = PID.matcher(out);
-        while (m.find()) {
-            pids.add(Long.parseLong(m.group(2)));
-        }
-        return pids;
-    }
-
-    private static boolean alive(long pid) {
-        return ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false);
-    }
-
-    private static boolean waitDead(List<Long> pids, long millis) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
-        while (System.nanoTime() < deadline) {
-            if (pids.stream().noneMatch(LauncherTest::alive)) {
-                return true;
-            }
-            Thread.sleep(50);
-        }
-        return pids.stream().noneMatch(LauncherTest::alive);
+        return CliProcess.pids(PID, out);
     }
 
     @Test
@@ -108,7 +89,8 @@ class LauncherTest {
         List<Long> pids = rankPids(text);
         assertEquals(3, pids.size(), text);
         for (long pid : pids) {
-            assertFalse(alive(pid), "rank pid " + pid + " outlived the launcher\n" + text);
+            assertFalse(
+                    MultiRank.isAlive(pid), "rank pid " + pid + " outlived the launcher\n" + text);
         }
         // Rank 2 would sleep a minute: it was stopped, not waited for.
         assertTrue(ms < 30_000, ms + " ms\n" + text);
@@ -119,12 +101,7 @@ class LauncherTest {
     void killingTheLauncherLeavesNoOrphans(String signal) throws Exception {
         Path dir = Files.createDirectories(Paths.get("target", "launcher-test"));
         Path log = Files.createTempFile(dir, "host-" + signal + "-", ".log");
-        List<String> cmd = new ArrayList<>();
-        cmd.add(ProcessHandle.current().info().command().orElse("java"));
-        cmd.add("-Xmx64m");
-        cmd.add("-cp");
-        cmd.add(System.getProperty("java.class.path"));
-        cmd.add(LauncherHost.class.getName());
+        List<String> cmd = CliProcess.java("64m", LauncherHost.class);
         cmd.add("2");
         cmd.add("sleep");
         ProcessBuilder pb = new ProcessBuilder(cmd);
@@ -143,7 +120,7 @@ class LauncherTest {
             }
             assertEquals(2, pids.size(), read(log));
             for (long pid : pids) {
-                assertTrue(alive(pid), "rank " + pid + " is not running\n" + read(log));
+                assertTrue(MultiRank.isAlive(pid), "rank " + pid + " is not running\n" + read(log));
             }
             if (signal.equals("SIGKILL")) {
                 host.destroyForcibly();
@@ -152,7 +129,7 @@ class LauncherTest {
             }
             assertTrue(host.waitFor(30, TimeUnit.SECONDS), "the launcher did not die");
             assertTrue(
-                    waitDead(pids, 15_000),
+                    CliProcess.allDead(pids, 15_000),
                     "orphan ranks " + pids + " after " + signal + " of the launcher\n" + read(log));
         } finally {
             host.destroyForcibly();
@@ -167,54 +144,41 @@ class LauncherTest {
         Path dir = Files.createDirectories(Paths.get("target", "launcher-test"));
         Path log = Files.createTempFile(dir, "launch-pretrain-", ".log");
         Path runDir = Files.createTempDirectory(dir, "run-");
-        List<String> cmd = new ArrayList<>();
-        cmd.add(ProcessHandle.current().info().command().orElse("java"));
-        cmd.add("-Xmx512m");
-        cmd.add("-Dai.djl.offline=true");
-        cmd.add("-cp");
-        cmd.add(System.getProperty("java.class.path"));
-        cmd.add("dev.djlmoe.recipes.cli.Main");
         // --verbose reaches the ranks: rank 1, which logs nothing of its own, prints DJL's
         // start-up lines, so its forwarded output shows.
-        cmd.addAll(
-                List.of(
-                        "launch",
-                        "--verbose",
-                        "--nproc-per-node",
-                        "2",
-                        "--rank-heap",
-                        "1g",
-                        "pretrain",
-                        "--steps",
-                        "12",
-                        "--warmup",
-                        "0",
-                        "--batch",
-                        "8",
-                        "--seq-len",
-                        "32",
-                        "--run-dir",
-                        runDir.toString()));
-        ProcessBuilder pb = new ProcessBuilder(cmd);
-        pb.environment().put("DJL_OFFLINE", "true");
-        pb.environment().put("OPT_OUT_TRACKING", "true");
-        pb.redirectErrorStream(true);
-        pb.redirectOutput(log.toFile());
-        Process p = pb.start();
-        try {
-            assertTrue(p.waitFor(180, TimeUnit.SECONDS), "launch did not finish\n" + read(log));
-            String text = read(log);
-            assertEquals(0, p.exitValue(), text);
-            assertTrue(text.contains("[rank 0] model:"), text);
-            assertTrue(text.contains("EP size 2"), text);
-            assertTrue(text.contains("[rank 0] done: loss"), text);
-            assertTrue(text.contains("[rank 1] "), "rank 1's output is not forwarded\n" + text);
-            assertTrue(
-                    text.contains("[rank 1] [main] INFO ai.djl"),
-                    "the launcher's --verbose did not reach rank 1\n" + text);
-        } finally {
-            p.destroyForcibly();
-        }
+        CliProcess.Run r =
+                CliProcess.run(
+                        log,
+                        "512m",
+                        List.of(
+                                "launch",
+                                "--verbose",
+                                "--nproc-per-node",
+                                "2",
+                                "--rank-heap",
+                                "1g",
+                                "pretrain",
+                                "--steps",
+                                "12",
+                                "--warmup",
+                                "0",
+                                "--batch",
+                                "8",
+                                "--seq-len",
+                                "32",
+                                "--run-dir",
+                                runDir.toString()),
+                        Map.of(),
+                        180_000);
+        String text = r.out();
+        assertEquals(0, r.code(), text);
+        assertTrue(text.contains("[rank 0] model:"), text);
+        assertTrue(text.contains("EP size 2"), text);
+        assertTrue(text.contains("[rank 0] done: loss"), text);
+        assertTrue(text.contains("[rank 1] "), "rank 1's output is not forwarded\n" + text);
+        assertTrue(
+                text.contains("[rank 1] [main] INFO ai.djl"),
+                "the launcher's --verbose did not reach rank 1\n" + text);
     }
 
     private static String read(Path p) throws IOException {

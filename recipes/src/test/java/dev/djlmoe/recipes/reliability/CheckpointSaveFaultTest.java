@@ -11,20 +11,20 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.dist.MultiRank;
+import dev.djlmoe.recipes.CliProcess;
 import dev.djlmoe.recipes.checkpoint.CheckpointManifest;
 import dev.djlmoe.recipes.checkpoint.TrainingCheckpoint;
 import dev.djlmoe.recipes.metrics.MetricsFile;
 import dev.djlmoe.recipes.metrics.StepRecord;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -83,41 +83,16 @@ class CheckpointSaveFaultTest {
     private static Run launch(
             Path work, String name, List<String> rankArgs, Map<String, String> env)
             throws Exception {
-        Path log = work.resolve(name + ".log");
         Path tmp = Files.createDirectories(work.resolve(name + "-tmpdir"));
-        List<String> cmd = new ArrayList<>();
-        cmd.add(ProcessHandle.current().info().command().orElse("java"));
-        cmd.add("-Xmx256m");
-        cmd.add("-Dai.djl.offline=true");
-        cmd.add("-cp");
-        cmd.add(System.getProperty("java.class.path"));
-        cmd.add("dev.djlmoe.recipes.cli.Main");
-        cmd.addAll(List.of("launch", "--nproc-per-node", "2", "--rank-heap", "1g"));
-        cmd.addAll(rankArgs);
-        ProcessBuilder pb = new ProcessBuilder(cmd);
-        pb.environment().put("DJL_OFFLINE", "true");
-        pb.environment().put("OPT_OUT_TRACKING", "true");
-        pb.environment().put("DJL_MOE_TIMEOUT_MS", "30000");
-        pb.environment().put("JAVA_TOOL_OPTIONS", "-Djava.io.tmpdir=" + tmp.toAbsolutePath());
-        pb.environment().put("TMPDIR", tmp.toAbsolutePath().toString());
-        pb.environment().putAll(env);
-        pb.redirectErrorStream(true);
-        pb.redirectOutput(log.toFile());
-        long begin = System.nanoTime();
-        Process p = pb.start();
-        try {
-            assertTrue(
-                    p.waitFor(240, TimeUnit.SECONDS),
-                    "launch "
-                            + name
-                            + " did not finish\n"
-                            + Files.readString(log, StandardCharsets.UTF_8));
-        } finally {
-            p.descendants().forEach(ProcessHandle::destroyForcibly);
-            p.destroyForcibly();
-        }
-        long ms = (System.nanoTime() - begin) / 1_000_000;
-        return new Run(p.exitValue(), Files.readString(log, StandardCharsets.UTF_8), ms, tmp);
+        List<String> args =
+                new ArrayList<>(List.of("launch", "--nproc-per-node", "2", "--rank-heap", "1g"));
+        args.addAll(rankArgs);
+        Map<String, String> jobEnv = new HashMap<>(CliProcess.tmpdirEnv(tmp));
+        jobEnv.put("DJL_MOE_TIMEOUT_MS", "30000");
+        jobEnv.putAll(env);
+        CliProcess.Run r =
+                CliProcess.run(work.resolve(name + ".log"), "256m", args, jobEnv, 240_000);
+        return new Run(r.code(), r.out(), r.millis(), tmp);
     }
 
     private static List<String> names(Path dir) throws IOException {

@@ -9,16 +9,16 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.dist.MultiRank;
+import dev.djlmoe.recipes.CliProcess;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.TimeUnit;
-import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
@@ -40,68 +40,26 @@ class LaunchTeardownTest {
         Path dir = Files.createDirectories(Paths.get("target", "launch-teardown"));
         Path log = Files.createTempFile(dir, "launch-", ".log");
         Path tmp = Files.createTempDirectory(dir, "tmpdir-");
-        List<String> cmd = new ArrayList<>();
-        cmd.add(ProcessHandle.current().info().command().orElse("java"));
-        cmd.add("-Xmx256m");
-        cmd.add("-Dai.djl.offline=true");
-        cmd.add("-cp");
-        cmd.add(System.getProperty("java.class.path"));
-        cmd.add("dev.djlmoe.recipes.cli.Main");
-        cmd.addAll(
-                List.of(
-                        "launch",
-                        "--nproc-per-node",
-                        Integer.toString(ranks),
-                        "--rank-heap",
-                        "512m",
-                        "soak"));
-        cmd.addAll(soakArgs);
-        ProcessBuilder pb = new ProcessBuilder(cmd);
-        pb.environment().put("DJL_OFFLINE", "true");
-        pb.environment().put("OPT_OUT_TRACKING", "true");
-        pb.environment().put("DJL_MOE_TIMEOUT_MS", "30000");
-        // Every JVM of the job (launcher and ranks) puts its temporary files here.
-        pb.environment().put("JAVA_TOOL_OPTIONS", "-Djava.io.tmpdir=" + tmp.toAbsolutePath());
-        pb.environment().put("TMPDIR", tmp.toAbsolutePath().toString());
-        pb.redirectErrorStream(true);
-        pb.redirectOutput(log.toFile());
-        Process p = pb.start();
-        try {
-            assertTrue(
-                    p.waitFor(timeoutMs, TimeUnit.MILLISECONDS),
-                    "launch did not finish\n" + read(log));
-        } finally {
-            p.descendants().forEach(ProcessHandle::destroyForcibly);
-            p.destroyForcibly();
-        }
-        String out = read(log);
-        List<Long> pids = new ArrayList<>();
-        Matcher m = PID.matcher(out);
-        while (m.find()) {
-            pids.add(Long.parseLong(m.group(2)));
-        }
-        return new Run(p.exitValue(), out, pids, tmp);
-    }
-
-    private static String read(Path p) throws IOException {
-        return Files.readString(p, StandardCharsets.UTF_8);
+        List<String> args =
+                new ArrayList<>(
+                        List.of(
+                                "launch",
+                                "--nproc-per-node",
+                                Integer.toString(ranks),
+                                "--rank-heap",
+                                "512m",
+                                "soak"));
+        args.addAll(soakArgs);
+        Map<String, String> env = new HashMap<>(CliProcess.tmpdirEnv(tmp));
+        env.put("DJL_MOE_TIMEOUT_MS", "30000");
+        CliProcess.Run r = CliProcess.run(log, "256m", args, env, timeoutMs);
+        return new Run(r.code(), r.out(), CliProcess.pids(PID, r.out()), tmp);
     }
 
     private static List<String> files(Path dir) throws IOException {
         try (Stream<Path> s = Files.walk(dir)) {
             return s.filter(Files::isRegularFile).map(Path::toString).toList();
         }
-    }
-
-    private static boolean allDead(List<Long> pids, long millis) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
-        while (System.nanoTime() < deadline) {
-            if (pids.stream().noneMatch(MultiRank::isAlive)) {
-                return true;
-            }
-            Thread.sleep(50);
-        }
-        return pids.stream().noneMatch(MultiRank::isAlive);
     }
 
     @Test
@@ -165,7 +123,8 @@ class LaunchTeardownTest {
                         "[rank 1] soak: rank 1 kills itself (SIGKILL) during an" + " all-reduce"),
                 out);
         assertEquals(3, r.pids().size(), out);
-        assertTrue(allDead(r.pids(), 15_000), "ranks outlived the launcher: " + r.pids());
+        assertTrue(
+                CliProcess.allDead(r.pids(), 15_000), "ranks outlived the launcher: " + r.pids());
         // 100000 steps would take many minutes: the job was stopped, not run to the end.
         assertTrue(ms < 150_000, ms + " ms");
         assertFalse(out.contains("PASSED"), out);
