@@ -266,6 +266,16 @@ public final class SafetensorsWriter {
             }
         }
         try {
+            replace(tmp, target);
+        } catch (IOException e) {
+            Files.deleteIfExists(tmp);
+            throw e;
+        }
+    }
+
+    /** Renames a finished temporary file over the target: atomically where the file system can. */
+    private static void replace(Path tmp, Path target) throws IOException {
+        try {
             Files.move(
                     tmp,
                     target,
@@ -273,9 +283,6 @@ public final class SafetensorsWriter {
                     StandardCopyOption.REPLACE_EXISTING);
         } catch (AtomicMoveNotSupportedException e) {
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
-        } catch (IOException e) {
-            Files.deleteIfExists(tmp);
-            throw e;
         }
     }
 
@@ -328,15 +335,7 @@ public final class SafetensorsWriter {
                 writeAll(ch, ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8)));
                 ch.force(true);
             }
-            try {
-                Files.move(
-                        tmp,
-                        target,
-                        StandardCopyOption.ATOMIC_MOVE,
-                        StandardCopyOption.REPLACE_EXISTING);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
-            }
+            replace(tmp, target);
         } finally {
             Files.deleteIfExists(tmp);
         }
