@@ -65,12 +65,14 @@
  * CPU: no alignment demands beyond the types' own (fp32 scales 4-byte aligned).
  * GPU, portable tier (mma.sync m16n8k32 e4m3, sm_89 and newer): any shape and stride; 16-byte
  * aligned addresses and strides make its loads vectorised, others are read byte by byte.
- * GPU, Hopper tier (wgmma fed by TMA, sm_90a): needs K, lda and every base address 16-byte
- * aligned (TMA's rule) and is taken only where they are; the caller pads K with zero columns to
- * reach it. The environment variable NEP_GEMM_TIER picks the tier for every call of the process:
- * "auto" (default), "mma" (the portable tier) or "wgmma" (the Hopper tier; a call it cannot take
- * fails with NEP_ERR_UNSUPPORTED naming the reason). nep_cuda_gemm_last_tier tells which tier the
- * last call on this thread ran.
+ * GPU, Hopper tier (wgmma fed by TMA, built for sm_90a, runs on compute capability 9.0): needs
+ * K and lda multiples of 16 and a, b 16-byte aligned (TMA's rules; the caller pads K with zero
+ * columns to reach them). The environment variable NEP_GEMM_TIER picks the tier for every call of
+ * the process: "auto" (default), "mma" (the portable tier) or "wgmma" (the Hopper tier; a call it
+ * cannot take fails with NEP_ERR_UNSUPPORTED naming the reason). "auto" takes the portable tier
+ * for now: the Hopper tier compiles but has not yet been run against gemm_test on a GPU, so the
+ * default path never reaches it. nep_cuda_gemm_last_tier tells which tier the last call on this
+ * thread ran.
  *
  * Why hand-written kernels: CI compiles every kernel with nvcc alone (no cuBLAS, no CUTLASS);
  * cuBLASLt on Hopper has no MX block scaling and only the GPU host's torch wheel ships it; and the

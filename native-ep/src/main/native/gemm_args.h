@@ -20,17 +20,17 @@ constexpr int64_t kFp8Block = 128;  // FP8_BLOCK: 1x128 row tiles, 128x128 weigh
 constexpr int64_t kMxBlock = 32;    // MXFP8: 1x32 along K
 constexpr int64_t kTokenTile = NEP_GEMM_TOKEN_TILE;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Elements per scale along K: 128 or 32.
-inline int64_t block_of(Format f) { return f == Format::kFp8Block ? kFp8Block : kMxBlock; }
+// Elements per scale along K: 128 or 32. (constexpr: the CUDA kernels call these too.)
+constexpr int64_t block_of(Format f) { return f == Format::kFp8Block ? kFp8Block : kMxBlock; }
 // Bytes of one scale: 4 (fp32) or 1 (E8M0).
-inline int64_t scale_size(Format f) { return f == Format::kFp8Block ? 4 : 1; }
-inline int64_t row_scale_bytes(Format f, int64_t k) {
+constexpr int64_t scale_size(Format f) { return f == Format::kFp8Block ? 4 : 1; }
+constexpr int64_t row_scale_bytes(Format f, int64_t k) {
   return ceil_div(k, block_of(f)) * scale_size(f);
 }
 // Scale bytes of one group's [rows, cols] weight (cols the reduction axis).
-inline int64_t weight_scale_bytes(Format f, int64_t rows, int64_t cols) {
+constexpr int64_t weight_scale_bytes(Format f, int64_t rows, int64_t cols) {
   return f == Format::kFp8Block ? ceil_div(rows, kFp8Block) * ceil_div(cols, kFp8Block) * 4
                                 : rows * ceil_div(cols, kMxBlock);
 }

@@ -1,0 +1,468 @@
+// GPU test of the grouped FP8 GEMMs (include/nativeep/gemm_api.h), one process on GPU 0: every
+// CUDA quantiser against the CPU path's bytes (equal, byte for byte), and every GEMM of every tier
+// against the CPU path on the same quantised inputs, outputs poisoned with NaN first so an
+// unwritten row shows. Cases: odd shapes, empty experts, one token, a hot expert, group starts
+// off any tile boundary, the activation gradient's transposed weights, the K-grouped weight
+// gradient, and the 16B expert shape (24,576 rows over 64 experts, H = 2048, I = 1408, uneven).
+//
+// Bound, GPU against CPU: both promote the same block partial sums by the same float operations;
+// they differ only in how the tensor core rounds inside a block (its accumulator keeps about 14
+// bits, as DeepSeek-V3 measured on Hopper), so |C_gpu - C_cpu| <= 2^-10 * S, S the sum over k of
+// |a_k b_k| of the dequantised operands (a block's error, 4 MMA steps of at most 2^-13 S_block
+// each, is below 2^-11 S_block). Rows outside every group must keep their poison.
+// The Hopper tier takes k and lda multiples of 16 only: the cases with other k run on the portable
+// tier alone (the Hopper tier's refusal is printed as a skip).
+// Large shapes are checked on sampled rows (first, middle and last row of each group) and, for the
+// weight gradient, on three groups (the first, the hot one and the last).
+//
+//   gemm_test [--quick] [--probe-gpu]   exit 0: all passed; 1: a failure; 77: no GPU
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gemm_shapes.h"
+#include "gpu_common.h"
+#include "nativeep/cuda_api.h"
+#include "nativeep/gemm_api.h"
+
+using namespace nepgpu;
+
+namespace {
+
+int g_fail = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    ++g_fail;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+const char* format_name(int32_t f) { return f == NEP_GEMM_FP8_BLOCK ? "fp8-block" : "mxfp8"; }
+int64_t block_of(int32_t f) { return f == NEP_GEMM_FP8_BLOCK ? 128 : 32; }
+
+double e4m3_value(uint8_t c) {
+  const int sign = (c & 0x80) ? -1 : 1, exp = (c >> 3) & 0xF, man = c & 7;
+  if ((c & 0x7F) == 0x7F) return std::nan("");
+  if (exp == 0) return sign * man * std::ldexp(1.0, -9);
+  return sign * (1.0 + man / 8.0) * std::ldexp(1.0, exp - 7);
+}
+
+double scale_value(int32_t f, const uint8_t* s, int64_t j) {
+  if (f == NEP_GEMM_FP8_BLOCK) {
+    float v;
+    std::memcpy(&v, s + 4 * j, 4);
+    return v;
+  }
+  return std::ldexp(1.0, int(s[j]) - 127);
+}
+
+std::vector<float> random_rows(int64_t rows, int64_t k, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> decades(-2.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows * k));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float mag = scale * std::pow(10.0f, decades(rng));
+    for (int64_t i = 0; i < k; ++i) x[r * k + i] = normal(rng) * mag;
+  }
+  return x;
+}
+
+template <class T>
+DevMem upload(const std::vector<T>& h) {
+  DevMem d(std::max<size_t>(h.size() * sizeof(T), 16));
+  d.upload(h.data(), h.size() * sizeof(T));
+  return d;
+}
+
+template <class T>
+std::vector<T> download(const DevMem& d, size_t count) {
+  std::vector<T> h(count);
+  d.download(h.data(), count * sizeof(T));
+  return h;
+}
+
+void sync() { cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
+void expect_same_bytes(const std::vector<uint8_t>& gpu, const std::vector<uint8_t>& cpu,
+                       const std::string& what) {
+  size_t diff = 0, first = 0;
+  for (size_t i = 0; i < cpu.size(); ++i)
+    if (gpu[i] != cpu[i] && diff++ == 0) first = i;
+  expect(diff == 0, what + ": " + std::to_string(diff) +
+                        " bytes differ from the CPU path (first at " + std::to_string(first) + ")");
+}
+
+// Tiers to run: the portable one, and the Hopper one where this build has it.
+bool set_tier(const char* tier) { return setenv("NEP_GEMM_TIER", tier, 1) == 0; }
+
+struct MCase {
+  std::string name;
+  int64_t n, k;
+  std::vector<int64_t> offsets;  // [G + 1]; rows = offsets.back() + tail
+  int64_t tail;                  // rows after the last group (must stay poisoned)
+  bool transposed_weights;       // dX = dY W: weights made as [G, k, n], quantised transposed
+  bool sampled;                  // check sampled rows only
+};
+
+// The M-grouped GEMM: GPU quantisers against the CPU's bytes, then the GEMM of each tier against
+// the CPU GEMM on the same bytes.
+void run_m_case(int32_t f, const MCase& c) {
+  const int32_t groups = int32_t(c.offsets.size() - 1);
+  const int64_t m = c.offsets.back() + c.tail, n = c.n, k = c.k;
+  const std::string name = std::string(format_name(f)) + " " + c.name;
+  const auto x = random_rows(m, k, 17u + uint32_t(k), 1.0f);
+  const auto w = random_rows(groups * n, k, 29u + uint32_t(n), 0.05f);  // [G, n, k] (or [G, k, n])
+  const int64_t sab = nep_gemm_row_scale_bytes(f, k);
+  const int64_t sbb = nep_gemm_weight_scale_bytes(f, groups, n, k, 0);
+  std::vector<uint8_t> qa(m * k), sa(m * sab), qb(groups * n * k), sb(sbb);
+  Err e;
+  nep_ok(nep_gemm_quantize_rows(f, (int64_t)x.data(), m, k, (int64_t)qa.data(), (int64_t)sa.data(),
+                                e.msg, sizeof e.msg),
+         e, "nep_gemm_quantize_rows");
+  // Weights: [G, n, k] directly, or [G, k, n] transposed into [G, n, k].
+  const int64_t wn = c.transposed_weights ? k : n, wk = c.transposed_weights ? n : k;
+  nep_ok(
+      nep_gemm_quantize_weights(f, (int64_t)w.data(), groups, wn, wk, c.transposed_weights ? 1 : 0,
+                                (int64_t)qb.data(), (int64_t)sb.data(), e.msg, sizeof e.msg),
+      e, "nep_gemm_quantize_weights");
+  DevMem dx = upload(x), dw = upload(w);
+  DevMem dqa(qa.size() + 16), dsa(sa.size() + 16), dqb(qb.size() + 16), dsb(sb.size() + 16);
+  nep_ok(nep_cuda_gemm_quantize_rows(0, f, dx.addr(), m, k, dqa.addr(), dsa.addr(), 0, e.msg,
+                                     sizeof e.msg),
+         e, "nep_cuda_gemm_quantize_rows");
+  nep_ok(
+      nep_cuda_gemm_quantize_weights(0, f, dw.addr(), groups, wn, wk, c.transposed_weights ? 1 : 0,
+                                     dqb.addr(), dsb.addr(), 0, e.msg, sizeof e.msg),
+      e, "nep_cuda_gemm_quantize_weights");
+  sync();
+  expect_same_bytes(download<uint8_t>(dqa, qa.size()), qa, name + ": quantize_rows elements");
+  expect_same_bytes(download<uint8_t>(dsa, sa.size()), sa, name + ": quantize_rows scales");
+  expect_same_bytes(download<uint8_t>(dqb, qb.size()), qb, name + ": quantize_weights elements");
+  expect_same_bytes(download<uint8_t>(dsb, sb.size()), sb, name + ": quantize_weights scales");
+  // The GEMM reads the CPU's bytes (equal or not, the GEMMs are compared on the same inputs).
+  dqa.upload(qa.data(), qa.size());
+  dsa.upload(sa.data(), sa.size());
+  dqb.upload(qb.data(), qb.size());
+  dsb.upload(sb.data(), sb.size());
+
+  // Rows the check covers, and the CPU GEMM on exactly those rows (a compact sub-problem).
+  std::vector<int64_t> rows, sub_offsets = {0};
+  for (int32_t g = 0; g < groups; ++g) {
+    const int64_t r0 = c.offsets[g], r1 = c.offsets[g + 1];
+    if (!c.sampled) {
+      for (int64_t r = r0; r < r1; ++r) rows.push_back(r);
+    } else if (r1 > r0) {
+      for (int64_t r : {r0, (r0 + r1) / 2, r1 - 1})
+        if (rows.empty() || rows.back() != r) rows.push_back(r);
+    }
+    sub_offsets.push_back((int64_t)rows.size());
+  }
+  const int64_t ms = (int64_t)rows.size();
+  std::vector<uint8_t> qa_s(std::max<int64_t>(ms, 1) * k), sa_s(std::max<int64_t>(ms, 1) * sab);
+  for (int64_t i = 0; i < ms; ++i) {
+    std::memcpy(&qa_s[i * k], &qa[rows[i] * k], k);
+    std::memcpy(&sa_s[i * sab], &sa[rows[i] * sab], sab);
+  }
+  std::vector<float> cpu(std::max<int64_t>(ms, 1) * n);
+  nep_ok(nep_gemm_grouped_m(f, groups, n, k, ms, sub_offsets.data(), (int64_t)qa_s.data(), 0,
+                            (int64_t)sa_s.data(), 0, (int64_t)qb.data(), (int64_t)sb.data(),
+                            (int64_t)cpu.data(), NEP_GEMM_OUT_FP32, e.msg, sizeof e.msg),
+         e, "nep_gemm_grouped_m");
+
+  for (const char* tier : {"mma", "wgmma"}) {
+    set_tier(tier);
+    for (int32_t dtype : {NEP_GEMM_OUT_FP32, NEP_GEMM_OUT_BF16}) {
+      const int64_t esize = dtype == NEP_GEMM_OUT_FP32 ? 4 : 2;
+      DevMem dc(m * n * esize + 16);
+      dc.poison(0xFF);
+      const int32_t st = nep_cuda_gemm_grouped_m(
+          0, f, groups, n, k, m, c.offsets.data(), dqa.addr(), 0, dsa.addr(), 0, dqb.addr(),
+          dsb.addr(), dc.addr(), dtype, 0, e.msg, sizeof e.msg);
+      if (st == NEP_ERR_UNSUPPORTED && std::strcmp(tier, "wgmma") == 0) {
+        std::printf("skip %s: tier wgmma: %s\n", name.c_str(), e.msg);
+        break;
+      }
+      nep_ok(st, e, "nep_cuda_gemm_grouped_m");
+      sync();
+      const auto raw = download<uint8_t>(dc, m * n * esize);
+      // Poison outside the groups.
+      int64_t written_outside = 0;
+      for (int64_t r = 0; r < m; ++r) {
+        if (r >= c.offsets[0] && r < c.offsets.back()) continue;
+        for (int64_t j = 0; j < n * esize; ++j) written_outside += raw[r * n * esize + j] != 0xFF;
+      }
+      expect(written_outside == 0, name + " tier " + tier + ": " + std::to_string(written_outside) +
+                                       " bytes written outside the groups");
+      double worst = 0;
+      int64_t bad = 0;
+      for (int64_t i = 0; i < ms; ++i) {
+        const int64_t r = rows[i];
+        int32_t g = 0;
+        while (!(r >= c.offsets[g] && r < c.offsets[g + 1])) ++g;
+        for (int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (int64_t kk = 0; kk < k; ++kk)
+            s += std::fabs(
+                e4m3_value(qa[r * k + kk]) * scale_value(f, &sa[r * sab], kk / block_of(f)) *
+                e4m3_value(qb[(g * n + j) * k + kk]) *
+                (f == NEP_GEMM_FP8_BLOCK
+                     ? scale_value(f, &sb[g * (sbb / groups)],
+                                   (j / 128) * ((k + 127) / 128) + kk / 128)
+                     : scale_value(f, &sb[g * (sbb / groups)], j * ((k + 31) / 32) + kk / 32)));
+          double got;
+          if (dtype == NEP_GEMM_OUT_FP32) {
+            float v;
+            std::memcpy(&v, &raw[(r * n + j) * 4], 4);
+            got = v;
+          } else {
+            uint16_t h;
+            std::memcpy(&h, &raw[(r * n + j) * 2], 2);
+            uint32_t u = uint32_t(h) << 16;
+            float v;
+            std::memcpy(&v, &u, 4);
+            got = v;
+          }
+          const double want = cpu[i * n + j];
+          const double bound =
+              std::ldexp(s, -10) + (dtype == NEP_GEMM_OUT_BF16 ? std::fabs(want) / 128 : 0) + 1e-30;
+          const double d = std::fabs(got - want);
+          if (!(d <= bound)) ++bad;
+          if (s > 0) worst = std::max(worst, d / s);
+        }
+      }
+      expect(bad == 0, name + " tier " + tier + (dtype == NEP_GEMM_OUT_FP32 ? " fp32" : " bf16") +
+                           ": " + std::to_string(bad) +
+                           " outputs outside the bound against the CPU path");
+      std::printf("%s %s tier %s %s: %lld rows checked, largest |gpu - cpu| / S = %.3g\n",
+                  bad == 0 ? "ok  " : "FAIL", name.c_str(), tier,
+                  dtype == NEP_GEMM_OUT_FP32 ? "fp32" : "bf16", (long long)ms, worst);
+    }
+  }
+  set_tier("auto");
+}
+
+struct KCase {
+  std::string name;
+  int64_t n, k;
+  std::vector<int64_t> offsets;
+  std::vector<int32_t> check_groups;  // empty: all
+};
+
+void run_k_case(int32_t f, const KCase& c) {
+  const int32_t groups = int32_t(c.offsets.size() - 1);
+  const int64_t m = c.offsets.back() + 3, n = c.n, k = c.k, blk = block_of(f),
+                ss = f == NEP_GEMM_FP8_BLOCK ? 4 : 1;
+  const std::string name = std::string(format_name(f)) + " " + c.name;
+  const auto dy = random_rows(m, n, 41u + uint32_t(n), 1.0f),
+             x = random_rows(m, k, 43u + uint32_t(k), 1.0f);
+  Err e;
+  int64_t mp = 0;
+  std::vector<int64_t> padded(groups + 1);
+  nep_ok(nep_gemm_padded_rows(groups, c.offsets.data(), &mp, padded.data(), e.msg, sizeof e.msg), e,
+         "padded rows");
+  std::vector<uint8_t> qa(n * mp), sa(n * mp / blk * ss), qb(k * mp), sb(k * mp / blk * ss);
+  nep_ok(
+      nep_gemm_quantize_rows_t_grouped(f, (int64_t)dy.data(), m, n, groups, c.offsets.data(),
+                                       (int64_t)qa.data(), (int64_t)sa.data(), e.msg, sizeof e.msg),
+      e, "nep_gemm_quantize_rows_t_grouped dy");
+  nep_ok(
+      nep_gemm_quantize_rows_t_grouped(f, (int64_t)x.data(), m, k, groups, c.offsets.data(),
+                                       (int64_t)qb.data(), (int64_t)sb.data(), e.msg, sizeof e.msg),
+      e, "nep_gemm_quantize_rows_t_grouped x");
+  DevMem ddy = upload(dy), dx = upload(x);
+  DevMem dqa(qa.size() + 16), dsa(sa.size() + 16), dqb(qb.size() + 16), dsb(sb.size() + 16);
+  nep_ok(nep_cuda_gemm_quantize_rows_t_grouped(0, f, ddy.addr(), m, n, groups, c.offsets.data(),
+                                               dqa.addr(), dsa.addr(), 0, e.msg, sizeof e.msg),
+         e, "nep_cuda_gemm_quantize_rows_t_grouped dy");
+  nep_ok(nep_cuda_gemm_quantize_rows_t_grouped(0, f, dx.addr(), m, k, groups, c.offsets.data(),
+                                               dqb.addr(), dsb.addr(), 0, e.msg, sizeof e.msg),
+         e, "nep_cuda_gemm_quantize_rows_t_grouped x");
+  sync();
+  expect_same_bytes(download<uint8_t>(dqa, qa.size()), qa,
+                    name + ": quantize_rows_t_grouped elements");
+  expect_same_bytes(download<uint8_t>(dsa, sa.size()), sa,
+                    name + ": quantize_rows_t_grouped scales");
+  expect_same_bytes(download<uint8_t>(dqb, qb.size()), qb,
+                    name + ": quantize_rows_t_grouped elements (x)");
+  expect_same_bytes(download<uint8_t>(dsb, sb.size()), sb,
+                    name + ": quantize_rows_t_grouped scales (x)");
+  dqa.upload(qa.data(), qa.size());
+  dsa.upload(sa.data(), sa.size());
+  dqb.upload(qb.data(), qb.size());
+  dsb.upload(sb.data(), sb.size());
+  std::vector<int32_t> checked = c.check_groups;
+  if (checked.empty())
+    for (int32_t g = 0; g < groups; ++g) checked.push_back(g);
+  // The CPU path on each checked group alone (its padded columns copied into a one-group problem).
+  std::vector<std::vector<float>> cpu(groups);
+  std::vector<std::vector<double>> sabs(groups);
+  for (int32_t g : checked) {
+    const int64_t len = padded[g + 1] - padded[g], rows = c.offsets[g + 1] - c.offsets[g];
+    const int64_t one[] = {0, rows};
+    std::vector<uint8_t> ga(std::max<int64_t>(n * len, 1)),
+        gsa(std::max<int64_t>(n * len / blk * ss, 4));
+    std::vector<uint8_t> gb(std::max<int64_t>(k * len, 1)),
+        gsb(std::max<int64_t>(k * len / blk * ss, 4));
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(&ga[i * len], &qa[i * mp + padded[g]], len);
+      std::memcpy(&gsa[i * len / blk * ss], &sa[(i * mp + padded[g]) / blk * ss], len / blk * ss);
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      std::memcpy(&gb[j * len], &qb[j * mp + padded[g]], len);
+      std::memcpy(&gsb[j * len / blk * ss], &sb[(j * mp + padded[g]) / blk * ss], len / blk * ss);
+    }
+    cpu[g].resize(n * k);
+    nep_ok(nep_gemm_grouped_k(f, 1, n, k, one, (int64_t)ga.data(), (int64_t)gsa.data(),
+                              (int64_t)gb.data(), (int64_t)gsb.data(), (int64_t)cpu[g].data(),
+                              e.msg, sizeof e.msg),
+           e, "nep_gemm_grouped_k");
+    sabs[g].assign(n * k, 0.0);
+    std::vector<double> da(len), db(len);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t t = 0; t < len; ++t)
+        da[t] = std::fabs(e4m3_value(ga[i * len + t]) *
+                          scale_value(f, &gsa[i * len / blk * ss], t / blk));
+      for (int64_t j = 0; j < k; ++j) {
+        double s = 0;
+        for (int64_t t = 0; t < len; ++t)
+          s += da[t] * std::fabs(e4m3_value(gb[j * len + t]) *
+                                 scale_value(f, &gsb[j * len / blk * ss], t / blk));
+        sabs[g][i * k + j] = s;
+      }
+    }
+  }
+  for (const char* tier : {"mma", "wgmma"}) {
+    set_tier(tier);
+    DevMem dc(groups * n * k * 4 + 16);
+    dc.poison(0xFF);
+    const int32_t st =
+        nep_cuda_gemm_grouped_k(0, f, groups, n, k, c.offsets.data(), dqa.addr(), dsa.addr(),
+                                dqb.addr(), dsb.addr(), dc.addr(), 0, e.msg, sizeof e.msg);
+    if (st == NEP_ERR_UNSUPPORTED && std::strcmp(tier, "wgmma") == 0) {
+      std::printf("skip %s: tier wgmma: %s\n", name.c_str(), e.msg);
+      continue;
+    }
+    nep_ok(st, e, "nep_cuda_gemm_grouped_k");
+    sync();
+    const auto got = download<float>(dc, groups * n * k);
+    int64_t poisoned = 0, bad = 0;
+    double worst = 0;
+    for (float v : got) {
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      poisoned += u == 0xFFFFFFFFu;
+    }
+    for (int32_t g : checked)
+      for (int64_t i = 0; i < n * k; ++i) {
+        const double d = std::fabs(double(got[g * n * k + i]) - cpu[g][i]), s = sabs[g][i];
+        if (!(d <= std::ldexp(s, -10) + 1e-30)) ++bad;
+        if (s > 0) worst = std::max(worst, d / s);
+      }
+    expect(poisoned == 0,
+           name + " tier " + tier + ": " + std::to_string(poisoned) + " outputs left unwritten");
+    expect(bad == 0,
+           name + " tier " + tier + ": " + std::to_string(bad) + " outputs outside the bound");
+    std::printf("%s %s tier %s: %zu groups checked, largest |gpu - cpu| / S = %.3g\n",
+                bad == 0 && poisoned == 0 ? "ok  " : "FAIL", name.c_str(), tier, checked.size(),
+                worst);
+  }
+  set_tier("auto");
+}
+
+void expect_refused(int32_t st, int32_t want, const Err& e, const char* needle, const char* what) {
+  const bool ok = st == want && std::strstr(e.msg, needle) != nullptr;
+  expect(ok, std::string(what) + ": status " + std::to_string(st) + ", message '" + e.msg +
+                 "' (wanted '" + needle + "')");
+  if (ok) std::printf("ok   refused %s: %s\n", what, e.msg);
+}
+
+void bad_arguments() {
+  DevMem a(4096), s(4096), c(4096);
+  std::vector<uint8_t> host(4096);
+  const int64_t off[] = {0, 8, 16};
+  Err e;
+  expect_refused(
+      nep_cuda_gemm_grouped_m(-1, NEP_GEMM_MXFP8, 2, 8, 64, 16, off, a.addr(), 0, s.addr(), 0,
+                              a.addr(), s.addr(), c.addr(), 0, 0, e.msg, sizeof e.msg),
+      NEP_ERR_INVALID_ARGUMENT, e, "device=-1", "device -1");
+  expect_refused(nep_cuda_gemm_grouped_m(0, 7, 2, 8, 64, 16, off, a.addr(), 0, s.addr(), 0,
+                                         a.addr(), s.addr(), c.addr(), 0, 0, e.msg, sizeof e.msg),
+                 NEP_ERR_INVALID_ARGUMENT, e, "format=7", "format 7");
+  expect_refused(
+      nep_cuda_gemm_grouped_m(0, NEP_GEMM_MXFP8, 2, 64, 64, 16, off, a.addr(), 0, s.addr(), 0,
+                              a.addr(), s.addr(), c.addr(), 0, 0, e.msg, sizeof e.msg),
+      NEP_ERR_INVALID_ARGUMENT, e, "c=", "output past its allocation");
+  expect_refused(
+      nep_cuda_gemm_grouped_m(0, NEP_GEMM_MXFP8, 2, 8, 64, 16, off, (int64_t)host.data(), 0,
+                              s.addr(), 0, a.addr(), s.addr(), c.addr(), 0, 0, e.msg, sizeof e.msg),
+      NEP_ERR_INVALID_ARGUMENT, e, "a=", "host memory as a");
+  expect_refused(
+      nep_cuda_gemm_grouped_k(0, NEP_GEMM_FP8_BLOCK, 2, 8, 8, off, a.addr(), s.addr() + 2, a.addr(),
+                              s.addr(), c.addr(), 0, e.msg, sizeof e.msg),
+      NEP_ERR_INVALID_ARGUMENT, e, "sa=", "misaligned fp32 scales");
+  set_tier("bogus");
+  expect_refused(
+      nep_cuda_gemm_grouped_m(0, NEP_GEMM_MXFP8, 2, 8, 64, 16, off, a.addr(), 0, s.addr(), 0,
+                              a.addr(), s.addr(), c.addr(), 0, 0, e.msg, sizeof e.msg),
+      NEP_ERR_INVALID_ARGUMENT, e, "NEP_GEMM_TIER=bogus", "unknown tier");
+  set_tier("auto");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!gpu_present("gemm_test")) return kSkipNoGpu;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--probe-gpu") == 0) return 0;
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+  }
+  try {
+    cuda_ok(cudaSetDevice(0), "cudaSetDevice");
+    const auto split = uneven_split(k16bRows, k16bExperts);
+    const auto off16b = offsets_of(split);
+    std::vector<MCase> m_cases = {
+        {"aligned", 128, 256, {0, 128, 256}, 0, false, false},
+        {"odd shapes", 72, 200, {0, 5, 17, 37}, 3, false, false},
+        {"empty experts, one token", 130, 96, {2, 2, 3, 3, 70, 70}, 5, false, false},
+        {"hot expert, unaligned starts", 200, 304, {3, 4, 500, 510, 517}, 1, false, false},
+        {"k below one block", 33, 17, {0, 20}, 0, false, false},
+        {"activation gradient (transposed weights)", 136, 272, {0, 1, 70, 200}, 0, true, false},
+    };
+    std::vector<KCase> k_cases = {
+        {"weight gradient aligned", 64, 96, {0, 128, 256}, {}},
+        {"weight gradient odd", 37, 70, {0, 5, 150, 151}, {}},
+        {"weight gradient empty, one token, hot, unaligned", 20, 33, {2, 2, 3, 300, 300, 310}, {}},
+    };
+    if (!quick) {
+      m_cases.push_back({"16B gate+up forward [24576, 2816] x 2048", 2 * k16bInter, k16bHidden,
+                         off16b, 0, false, true});
+      m_cases.push_back(
+          {"16B down forward [24576, 2048] x 1408", k16bHidden, k16bInter, off16b, 0, false, true});
+      m_cases.push_back({"16B down activation gradient [24576, 1408] x 2048", k16bInter, k16bHidden,
+                         off16b, 0, true, true});
+      k_cases.push_back(
+          {"16B down weight gradient [64, 2048, 1408]", k16bHidden, k16bInter, off16b, {0, 1, 63}});
+    }
+    for (int32_t f : {NEP_GEMM_FP8_BLOCK, NEP_GEMM_MXFP8}) {
+      for (const MCase& c : m_cases) run_m_case(f, c);
+      for (const KCase& c : k_cases) run_k_case(f, c);
+    }
+    bad_arguments();
+  } catch (const std::exception& ex) {
+    ++g_fail;
+    std::printf("FAIL %s\n", ex.what());
+  }
+  std::printf("gemm_test: %s\n",
+              g_fail == 0 ? "all passed" : (std::to_string(g_fail) + " failures").c_str());
+  return g_fail == 0 ? 0 : 1;
+}

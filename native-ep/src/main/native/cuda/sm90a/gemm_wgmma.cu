@@ -1,0 +1,454 @@
+// Hopper tier of the grouped FP8 GEMMs (gemm_api.h), compiled for sm_90a only: wgmma
+// m64n128k32 e4m3 with both operands in shared memory, fed by TMA (128-byte swizzle) through an
+// mbarrier pipeline. A CTA of 9 warps computes a 128x128 tile of C: warps 0-7 are two consumer
+// warpgroups (64 rows each), warp 8 the producer that keeps kStages stages of 128-wide reduction
+// slices in flight. Per stage the consumers multiply into fresh partial accumulators (4 wgmma k32
+// for FP8_BLOCK, one per MX block for MXFP8) and promote them into fp32 registers with the CPU
+// path's float operations (gemm_device.cuh). Scales are read per stage: A's per row by each
+// thread, B's per column through shared memory.
+//
+// Status: compiles; not yet run on a GPU. The C ABI takes it only when NEP_GEMM_TIER=wgmma.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gemm_device.cuh"
+#include "gemm_kernels.h"
+#include "host_utils.h"
+
+namespace nep {
+namespace cuda {
+namespace gemm {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = 128, kStages = 5;
+constexpr int kTileBytes = kBM * kBK;  // one operand's stage (kBN == kBM)
+constexpr int kConsumerThreads = 256, kThreads = kConsumerThreads + 32;
+
+struct alignas(1024) Smem {
+  uint8_t a[kStages][kTileBytes];
+  uint8_t b[kStages][kTileBytes];
+  uint64_t full[kStages], empty[kStages];
+  float sb[2][2][kBN];     // FP8_BLOCK: B scale per column, per warpgroup and stage parity
+  uint32_t eb[2][2][kBN];  // MXFP8: the stage's four E8M0 bytes per column
+};
+constexpr size_t kSmemBytes = sizeof(Smem) + 1024;  // + alignment slack of the dynamic base
+
+// What a CTA computes: rows [a_row, +128) of A's tensor map against rows [b_row, +128) of B's,
+// over the reduction [red0, red0 + len); rows_a x rows_b of the tile are stored.
+struct Job {
+  int32_t a_row, b_row, red0;
+  int64_t len;
+  int rows_a, rows_b;
+  const uint8_t* sa;  // scales of A's row 0 (stage 0)
+  int64_t ldsa;
+  const uint8_t* sb;  // scales of B's row 0; ldsb = 0: one row of scales for the tile
+  int64_t ldsb;
+  uint8_t* c;
+  int64_t ldc;
+  bool bf16;
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  }
+}
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int32_t inner,
+                                            int32_t outer, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+      "{%2, %3}], [%4];" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_addr(bar))
+      : "memory");
+}
+
+// Shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle TMA writes: 8-row
+// groups 1024 bytes apart; moving 32 elements along K adds 32 bytes to the start address.
+__device__ __forceinline__ uint64_t smem_desc(const void* tile) {
+  const uint64_t addr = smem_addr(tile);
+  return ((addr & 0x3FFFFull) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_wait0() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+}
+
+// d[64] (+)= A(64 x 32) B(128 x 32)^T; scale_d = 0 starts from zero.
+__device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, uint64_t db,
+                                                 int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+__device__ __forceinline__ void named_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+template <Format F>
+__device__ void run_tile(const Job& job, const CUtensorMap* map_a, const CUtensorMap* map_b,
+                         Smem& sm) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int64_t stages = (job.len + kBK - 1) / kBK;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&sm.full[s], 1);
+      mbar_init(&sm.empty[s], kConsumerThreads / 32);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == kConsumerThreads / 32) {  // producer
+    if (lane == 0) {
+      for (int64_t st = 0; st < stages; ++st) {
+        const int s = int(st % kStages);
+        const uint32_t use = uint32_t(st / kStages);
+        if (use > 0) mbar_wait(&sm.empty[s], (use - 1) & 1);
+        mbar_expect_tx(&sm.full[s], 2 * kTileBytes);
+        const int32_t k0 = job.red0 + int32_t(st * kBK);
+        tma_load_2d(sm.a[s], map_a, k0, job.a_row, &sm.full[s]);
+        tma_load_2d(sm.b[s], map_b, k0, job.b_row, &sm.full[s]);
+      }
+    }
+    return;
+  }
+  const int wg = warp / 4, t = threadIdx.x % 128;
+  const int r0 = wg * 64 + (warp % 4) * 16 + lane / 4, r1 = r0 + 8;
+  float acc[64], part[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  for (int64_t st = 0; st < stages; ++st) {
+    const int s = int(st % kStages), buf = int(st & 1);
+    const int64_t k0 = st * kBK;
+    // B's scales for this stage, one column per thread of the warpgroup.
+    if constexpr (F == Format::kFp8Block) {
+      sm.sb[wg][buf][t] =
+          t < job.rows_b ? reinterpret_cast<const float*>(job.sb + t * job.ldsb)[st] : 0.0f;
+    } else {
+      uint32_t packed = 0x7F7F7F7Fu;
+      if (t < job.rows_b) {
+        const uint8_t* row = job.sb + t * job.ldsb + st * 4;
+        packed = 0;
+        for (int j = 0; j < 4; ++j)
+          packed |= uint32_t(k0 + 32 * j < job.len ? row[j] : 127) << (8 * j);
+      }
+      sm.eb[wg][buf][t] = packed;
+    }
+    named_sync(1 + wg, 128);
+    mbar_wait(&sm.full[s], uint32_t(st / kStages) & 1);
+    const uint64_t da = smem_desc(sm.a[s] + wg * 64 * kBK), db = smem_desc(sm.b[s]);
+    if constexpr (F == Format::kFp8Block) {
+      const float sa0 =
+          r0 < job.rows_a ? reinterpret_cast<const float*>(job.sa + r0 * job.ldsa)[st] : 0.f;
+      const float sa1 =
+          r1 < job.rows_a ? reinterpret_cast<const float*>(job.sa + r1 * job.ldsa)[st] : 0.f;
+      wgmma_fence();
+      wgmma_m64n128k32(part, da, db, 0);
+      wgmma_m64n128k32(part, da + 2, db + 2, 1);
+      wgmma_m64n128k32(part, da + 4, db + 4, 1);
+      wgmma_m64n128k32(part, da + 6, db + 6, 1);
+      wgmma_commit();
+      wgmma_wait0();
+      if (lane == 0) mbar_arrive(&sm.empty[s]);
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = j * 8 + (lane % 4) * 2 + (e & 1);
+          acc[j * 4 + e] =
+              promote_fp8(acc[j * 4 + e], part[j * 4 + e], e < 2 ? sa0 : sa1, sm.sb[wg][buf][col]);
+        }
+    } else {
+      for (int ks = 0; ks < 4; ++ks) {
+        if (k0 + 32 * ks >= job.len) break;  // uniform: no MX block there
+        const uint32_t ea0 = r0 < job.rows_a ? job.sa[r0 * job.ldsa + st * 4 + ks] : 127u;
+        const uint32_t ea1 = r1 < job.rows_a ? job.sa[r1 * job.ldsa + st * 4 + ks] : 127u;
+        wgmma_fence();
+        wgmma_m64n128k32(part, da + 2 * ks, db + 2 * ks, 0);
+        wgmma_commit();
+        wgmma_wait0();
+#pragma unroll
+        for (int j = 0; j < 16; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = j * 8 + (lane % 4) * 2 + (e & 1);
+            const uint32_t eb = (sm.eb[wg][buf][col] >> (8 * ks)) & 0xFFu;
+            acc[j * 4 + e] = promote_mx(acc[j * 4 + e], part[j * 4 + e], e < 2 ? ea0 : ea1, eb);
+          }
+      }
+      if (lane == 0) mbar_arrive(&sm.empty[s]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = e < 2 ? r0 : r1, col = j * 8 + (lane % 4) * 2 + (e & 1);
+      if (row >= job.rows_a || col >= job.rows_b) continue;
+      const int64_t at = row * job.ldc + col;
+      if (job.bf16) {
+        reinterpret_cast<uint16_t*>(job.c)[at] = bf16_bits(acc[j * 4 + e]);
+      } else {
+        reinterpret_cast<float*>(job.c)[at] = acc[j * 4 + e];
+      }
+    }
+}
+
+__device__ __forceinline__ Smem& smem_of(uint8_t* raw) {
+  const uintptr_t p = (reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023);
+  return *reinterpret_cast<Smem*>(p);
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+struct MParams {
+  const uint8_t *sa, *sb;
+  uint8_t* c;
+  int64_t n, k, ldsa;
+  bool bf16;
+};
+
+template <Format F>
+__global__ void __launch_bounds__(kThreads, 1)
+    wgmma_grouped_m_kernel(const __grid_constant__ CUtensorMap map_a,
+                           const __grid_constant__ CUtensorMap map_b,
+                           const __grid_constant__ GroupTable t, const MParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t raw[];
+  const int32_t tile = blockIdx.x;
+  int lo = 0, hi = t.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (t.tile_prefix[mid] <= tile) lo = mid;
+    else hi = mid - 1;
+  }
+  const int g = lo;
+  const int64_t row0 = t.offsets[g] + int64_t(tile - t.tile_prefix[g]) * kBM;
+  const int64_t n0 = int64_t(blockIdx.y) * kBN;
+  const int64_t nkb = nep::gemm::ceil_div(p.k, F == Format::kFp8Block ? 128 : 32);
+  const uint8_t* sbg = p.sb + g * nep::gemm::weight_scale_bytes(F, p.n, p.k);
+  Job job;
+  job.a_row = int32_t(row0);
+  job.b_row = int32_t(g * p.n + n0);
+  job.red0 = 0;
+  job.len = p.k;
+  job.rows_a = int(min(int64_t(kBM), t.offsets[g + 1] - row0));
+  job.rows_b = int(min(int64_t(kBN), p.n - n0));
+  job.sa = p.sa + row0 * p.ldsa;
+  job.ldsa = p.ldsa;
+  if constexpr (F == Format::kFp8Block) {
+    job.sb = sbg + (n0 / 128) * nkb * 4;
+    job.ldsb = 0;
+  } else {
+    job.sb = sbg + n0 * nkb;
+    job.ldsb = nkb;
+  }
+  job.c = p.c + (row0 * p.n + n0) * (p.bf16 ? 2 : 4);
+  job.ldc = p.n;
+  job.bf16 = p.bf16;
+  run_tile<F>(job, &map_a, &map_b, smem_of(raw));
+#endif
+}
+
+struct KParams {
+  const uint8_t *sa, *sb;
+  float* c;
+  int64_t n, k;
+};
+
+template <Format F>
+__global__ void __launch_bounds__(kThreads, 1)
+    wgmma_grouped_k_kernel(const __grid_constant__ CUtensorMap map_a,
+                           const __grid_constant__ CUtensorMap map_b,
+                           const __grid_constant__ GroupTable t, const KParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t raw[];
+  const int g = blockIdx.z;
+  const int64_t n0 = int64_t(blockIdx.y) * kBM, k0 = int64_t(blockIdx.x) * kBN;
+  const int64_t mp = t.padded[t.count], p0 = t.padded[g], len = t.padded[g + 1] - p0;
+  const int rows_a = int(min(int64_t(kBM), p.n - n0)), rows_b = int(min(int64_t(kBN), p.k - k0));
+  float* c = p.c + int64_t(g) * p.n * p.k + n0 * p.k + k0;
+  if (len == 0) {
+    for (int i = threadIdx.x; i < kBM * kBN; i += blockDim.x)
+      if (i / kBN < rows_a && i % kBN < rows_b) c[(i / kBN) * p.k + i % kBN] = 0.0f;
+    return;
+  }
+  const int64_t block = F == Format::kFp8Block ? 128 : 32, ss = F == Format::kFp8Block ? 4 : 1;
+  const int64_t scale_row = mp / block * ss, scale0 = p0 / block * ss;
+  Job job;
+  job.a_row = int32_t(n0);
+  job.b_row = int32_t(k0);
+  job.red0 = int32_t(p0);
+  job.len = len;
+  job.rows_a = rows_a;
+  job.rows_b = rows_b;
+  job.sa = p.sa + n0 * scale_row + scale0;
+  job.ldsa = scale_row;
+  job.sb = p.sb + k0 * scale_row + scale0;
+  job.ldsb = scale_row;
+  job.c = reinterpret_cast<uint8_t*>(c);
+  job.ldc = p.k;
+  job.bf16 = false;
+  run_tile<F>(job, &map_a, &map_b, smem_of(raw));
+#endif
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (nothing links libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// A 2D uint8 map of [outer, inner] with `stride` bytes between rows, 128 x 128 boxes, 128-byte
+// swizzle, zeros outside.
+CUtensorMap make_map(const char* name, const void* base, int64_t inner, int64_t outer,
+                     int64_t stride) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cuuint64_t(inner), cuuint64_t(outer)};
+  const cuuint64_t strides[1] = {cuuint64_t(stride)};
+  const cuuint32_t box[2] = {kBK, kBM};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r =
+      encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides,
+                  box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    fail(NEP_ERR_INTERNAL, "cuTensorMapEncodeTiled for ", name, " [", outer, ", ", inner,
+         "] stride ", stride, " failed with CUresult ", int(r));
+  return map;
+}
+
+template <class Kernel>
+void allow_smem(Kernel kernel) {
+  check_cuda(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
+      "cudaFuncSetAttribute (wgmma GEMM shared memory)");
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+const char* wgmma_refusal_m(const GroupedM& args, const void* a, const void* b) {
+  if (encode_fn() == nullptr) return "the driver has no cuTensorMapEncodeTiled";
+  if (args.k % 16 != 0) return "k is not a multiple of 16 (TMA rows must be 16-byte multiples)";
+  if (args.lda % 16 != 0) return "lda is not a multiple of 16 (TMA stride)";
+  if (!aligned16(a) || !aligned16(b)) return "a or b is not 16-byte aligned (TMA)";
+  if (args.m >= (int64_t(1) << 31) || args.groups.count * args.n >= (int64_t(1) << 31) ||
+      args.k >= (int64_t(1) << 31))
+    return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
+  return nullptr;
+}
+
+const char* wgmma_refusal_k(const GroupedK& args, const void* a, const void* b) {
+  if (encode_fn() == nullptr) return "the driver has no cuTensorMapEncodeTiled";
+  if (!aligned16(a) || !aligned16(b)) return "a or b is not 16-byte aligned (TMA)";
+  if (args.groups.padded_rows() >= (int64_t(1) << 31) || args.n >= (int64_t(1) << 31) ||
+      args.k >= (int64_t(1) << 31))
+    return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
+  return nullptr;
+}
+
+void launch_wgmma_grouped_m(const GroupedM& args, const uint8_t* a, const uint8_t* sa,
+                            const uint8_t* b, const uint8_t* sb, void* c, cudaStream_t stream) {
+  const GroupTable table = make_group_table(args.groups, kBM);
+  const int32_t tiles = table.tile_prefix[args.groups.count];
+  if (tiles == 0) return;
+  const CUtensorMap map_a = make_map("a", a, args.k, args.m, args.lda);
+  const CUtensorMap map_b = make_map("b", b, args.k, args.groups.count * args.n, args.k);
+  const MParams p{sa,     sb,        static_cast<uint8_t*>(c),           args.n,
+                  args.k, args.ldsa, args.out_dtype == NEP_GEMM_OUT_BF16};
+  const dim3 grid(unsigned(tiles), unsigned(nep::gemm::ceil_div(args.n, kBN)));
+  if (args.format == Format::kFp8Block) {
+    allow_smem(wgmma_grouped_m_kernel<Format::kFp8Block>);
+    wgmma_grouped_m_kernel<Format::kFp8Block>
+        <<<grid, kThreads, kSmemBytes, stream>>>(map_a, map_b, table, p);
+  } else {
+    allow_smem(wgmma_grouped_m_kernel<Format::kMxfp8>);
+    wgmma_grouped_m_kernel<Format::kMxfp8>
+        <<<grid, kThreads, kSmemBytes, stream>>>(map_a, map_b, table, p);
+  }
+  check_cuda(cudaGetLastError(), "grouped GEMM (wgmma) kernel launch");
+}
+
+void launch_wgmma_grouped_k(const GroupedK& args, const uint8_t* a, const uint8_t* sa,
+                            const uint8_t* b, const uint8_t* sb, float* c, cudaStream_t stream) {
+  const GroupTable table = make_group_table(args.groups, 0);
+  const int64_t mp = args.groups.padded_rows();
+  // An all-empty problem still writes zeros; TMA maps need a non-empty extent.
+  const CUtensorMap map_a = make_map("a", a, mp > 0 ? mp : 128, args.n, mp > 0 ? mp : 128);
+  const CUtensorMap map_b = make_map("b", b, mp > 0 ? mp : 128, args.k, mp > 0 ? mp : 128);
+  const KParams p{sa, sb, c, args.n, args.k};
+  const dim3 grid(unsigned(nep::gemm::ceil_div(args.k, kBN)),
+                  unsigned(nep::gemm::ceil_div(args.n, kBM)), unsigned(args.groups.count));
+  if (args.format == Format::kFp8Block) {
+    allow_smem(wgmma_grouped_k_kernel<Format::kFp8Block>);
+    wgmma_grouped_k_kernel<Format::kFp8Block>
+        <<<grid, kThreads, kSmemBytes, stream>>>(map_a, map_b, table, p);
+  } else {
+    allow_smem(wgmma_grouped_k_kernel<Format::kMxfp8>);
+    wgmma_grouped_k_kernel<Format::kMxfp8>
+        <<<grid, kThreads, kSmemBytes, stream>>>(map_a, map_b, table, p);
+  }
+  check_cuda(cudaGetLastError(), "grouped GEMM (wgmma) kernel launch");
+}
+
+}  // namespace gemm
+}  // namespace cuda
+}  // namespace nep
