@@ -35,14 +35,14 @@ import org.junit.jupiter.api.io.TempDir;
 class BenchStepTest {
 
     /** What one command printed on standard output, and its result. */
-    record Printed(CliTest.Run run, String stdout) {}
+    record Printed(CliCall.Run run, String stdout) {}
 
     static Printed cli(String... args) {
         ByteArrayOutputStream printed = new ByteArrayOutputStream();
         PrintStream stdout = System.out;
         System.setOut(new PrintStream(printed, true, StandardCharsets.UTF_8));
         try {
-            CliTest.Run r = CliTest.cli(args);
+            CliCall.Run r = CliCall.cli(args);
             return new Printed(r, printed.toString(StandardCharsets.UTF_8));
         } finally {
             System.setOut(stdout);

@@ -3,28 +3,26 @@
  */
 package dev.djlmoe.recipes;
 
+import static dev.djlmoe.recipes.CliCall.assertRefused;
+import static dev.djlmoe.recipes.CliCall.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.dist.RankEnvironment;
-import dev.djlmoe.recipes.cli.Main;
+import dev.djlmoe.recipes.CliCall.Run;
 import dev.djlmoe.recipes.data.ByteTokenizer;
 import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import java.io.OutputStream;
 import java.io.PrintStream;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /**
  * The command line: {@code --help} on every command, and one test per kind of user error (bad flag,
@@ -33,40 +31,9 @@ import picocli.CommandLine;
  */
 class CliTest {
 
-    /** What one invocation printed and returned. */
-    record Run(int code, String out, String err) {}
-
-    static Run cli(String... args) {
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        int code = Main.execute(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(code, out.toString(), err.toString());
-    }
-
-    /**
-     * Runs the command line and asserts that it refused the input: exit code 1, and {@code message}
-     * in its standard error.
-     */
-    static Run assertRefused(String message, String... args) {
-        Run r = cli(args);
-        assertEquals(1, r.code(), r.err());
-        assertTrue(r.err().contains(message), r.err());
-        return r;
-    }
-
-    static void collect(CommandLine c, List<String> path, List<List<String>> out) {
-        out.add(path);
-        for (Map.Entry<String, CommandLine> e : c.getSubcommands().entrySet()) {
-            List<String> p = new ArrayList<>(path);
-            p.add(e.getKey());
-            collect(e.getValue(), p, out);
-        }
-    }
-
     @Test
     void everyCommandHasHelp() {
-        List<List<String>> all = new ArrayList<>();
-        collect(new CommandLine(new Main()), new ArrayList<>(), all);
+        List<List<String>> all = CliCall.commandPaths();
         List<String> names = new ArrayList<>();
         for (List<String> path : all) {
             List<String> args = new ArrayList<>(path);

@@ -231,24 +231,24 @@ class DecodeTest {
 
     @Test
     void userErrorsAreNamed() {
-        CliTest.assertRefused("prompt 0 (\"\") encodes to no tokens", "decode", "--prompt", "");
-        CliTest.assertRefused("--new-tokens 0 must be >= 1", "decode", "--new-tokens", "0");
-        CliTest.assertRefused(
+        CliCall.assertRefused("prompt 0 (\"\") encodes to no tokens", "decode", "--prompt", "");
+        CliCall.assertRefused("--new-tokens 0 must be >= 1", "decode", "--new-tokens", "0");
+        CliCall.assertRefused(
                 "--exchange fast: expected ll or normal", "decode", "--exchange", "fast");
-        CliTest.assertRefused(
+        CliCall.assertRefused(
                 "--prefill ll needs --exchange ll",
                 "decode",
                 "--prefill",
                 "ll",
                 "--exchange",
                 "normal");
-        CliTest.assertRefused(
+        CliCall.assertRefused(
                 "wire format 'fp4' is not one of", "decode", "--dispatch-wire", "fp4");
-        CliTest.assertRefused(
+        CliCall.assertRefused(
                 "exceed max_position_embeddings = 512", "decode", "--new-tokens", "600");
-        CliTest.assertRefused("--device tpu is not cpu, gpu or auto", "decode", "--device", "tpu");
+        CliCall.assertRefused("--device tpu is not cpu, gpu or auto", "decode", "--device", "tpu");
         if (ai.djl.engine.Engine.getInstance().getGpuCount() == 0) {
-            CliTest.assertRefused(
+            CliCall.assertRefused(
                     "--device gpu: the PyTorch engine sees no GPU", "decode", "--device", "gpu");
         }
     }

@@ -135,11 +135,11 @@ class PlanTest {
         Path file = tmp.resolve("cut").resolve("config.json");
         ByteArrayOutputStream printed = new ByteArrayOutputStream();
         PrintStream stdout = System.out;
-        CliTest.Run r;
+        CliCall.Run r;
         System.setOut(new PrintStream(printed, true, StandardCharsets.UTF_8));
         try {
             r =
-                    CliTest.cli(
+                    CliCall.cli(
                             "plan",
                             "--model",
                             "deepseek-v3-16b",
@@ -175,11 +175,11 @@ class PlanTest {
         assertTrue(out.contains(TrainingPlan.flops(3.0 * perToken * 4096)), out);
         assertTrue(out.contains("config.json: " + file), out);
 
-        r = CliTest.cli("plan", "--model", "deepseek-v3-16b", "--layers", "1");
+        r = CliCall.cli("plan", "--model", "deepseek-v3-16b", "--layers", "1");
         assertEquals(1, r.code());
         assertTrue(
                 r.err().contains("--layers 1: num_hidden_layers 1 leaves no MoE layer"), r.err());
-        r = CliTest.cli("pretrain", "--layers", "0");
+        r = CliCall.cli("pretrain", "--layers", "0");
         assertEquals(1, r.code());
         assertTrue(r.err().contains("--layers 0: num_hidden_layers 0 must be >= 1"), r.err());
     }

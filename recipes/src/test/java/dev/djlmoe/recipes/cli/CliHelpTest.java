@@ -3,41 +3,22 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import static dev.djlmoe.recipes.CliCall.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
+import dev.djlmoe.recipes.CliCall;
+import dev.djlmoe.recipes.CliCall.Run;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import org.junit.jupiter.api.Test;
-import picocli.CommandLine;
 
 /**
  * What a new user reads first: the help of every command (whole sentences in the command list,
  * lines that fit 80 columns, examples on one line) and the first line of an error.
  */
 class CliHelpTest {
-
-    private record Run(int code, String out, String err) {}
-
-    private static Run cli(String... args) {
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        int code = Main.execute(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(code, out.toString(), err.toString());
-    }
-
-    private static void commands(CommandLine c, List<String> path, List<List<String>> out) {
-        out.add(path);
-        for (Map.Entry<String, CommandLine> e : c.getSubcommands().entrySet()) {
-            List<String> p = new ArrayList<>(path);
-            p.add(e.getKey());
-            commands(e.getValue(), p, out);
-        }
-    }
 
     @Test
     void theCommandListShowsWholeSentences() {
@@ -56,9 +37,7 @@ class CliHelpTest {
 
     @Test
     void everyHelpFitsEightyColumnsAndKeepsItsExampleOnOneLine() {
-        List<List<String>> all = new ArrayList<>();
-        commands(new CommandLine(new Main()), new ArrayList<>(), all);
-        for (List<String> path : all) {
+        for (List<String> path : CliCall.commandPaths()) {
             List<String> args = new ArrayList<>(path);
             args.add("--help");
             Run r = cli(args.toArray(String[]::new));

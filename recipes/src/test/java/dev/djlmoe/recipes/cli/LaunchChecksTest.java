@@ -3,12 +3,12 @@
  */
 package dev.djlmoe.recipes.cli;
 
+import static dev.djlmoe.recipes.CliCall.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
+import dev.djlmoe.recipes.CliCall.Run;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
@@ -20,25 +20,6 @@ import org.junit.jupiter.api.io.TempDir;
  * does not exist says so.
  */
 class LaunchChecksTest {
-
-    private record Run(int code, String out, String err) {
-        /** How often a text occurs in what was printed. */
-        int count(String s) {
-            String all = out + err;
-            int n = 0;
-            for (int i = all.indexOf(s); i >= 0; i = all.indexOf(s, i + 1)) {
-                n++;
-            }
-            return n;
-        }
-    }
-
-    private static Run cli(String... args) {
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        int code = Main.execute(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(code, out.toString(), err.toString());
-    }
 
     private static void refusedBeforeAnyRank(Run r, String message) {
         assertEquals(1, r.code(), r.out() + r.err());
