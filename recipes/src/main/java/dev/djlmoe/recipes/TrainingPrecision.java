@@ -5,6 +5,7 @@ package dev.djlmoe.recipes;
 
 import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.nn.ExpertPrecision;
+import java.util.StringJoiner;
 
 /**
  * The {@code --precision} of a run: what travels on the dispatch wire and how the experts' GEMMs
@@ -21,7 +22,13 @@ public enum TrainingPrecision {
      * MXFP8 on the dispatch wire and MXFP8 numerics (emulated on CPU) in the expert GEMMs, with
      * per-expert token groups padded to 32.
      */
-    MXFP8("mxfp8", WireFormat.MXFP8, ExpertPrecision.MXFP8, 32);
+    MXFP8("mxfp8", WireFormat.MXFP8, ExpertPrecision.MXFP8, 32),
+    /**
+     * FP8 on the dispatch wire and DeepSeek-V3's block-scaled FP8 numerics (emulated on CPU) in the
+     * expert GEMMs: e4m3 with fp32 scales per 1x128 activation and gradient tile and per 128x128
+     * weight block, with per-expert token groups padded to 128 (the row tile of FP8 grouped GEMMs).
+     */
+    FP8("fp8", WireFormat.FP8, ExpertPrecision.FP8, 128);
 
     private final String flag;
     private final WireFormat wire;
@@ -84,7 +91,10 @@ public enum TrainingPrecision {
                 return p;
             }
         }
-        throw new IllegalArgumentException(
-                "--precision '" + s + "' is not one of fp32, bf16-wire, fp8-wire, mxfp8");
+        StringJoiner names = new StringJoiner(", ");
+        for (TrainingPrecision p : values()) {
+            names.add(p.flag);
+        }
+        throw new IllegalArgumentException("--precision '" + s + "' is not one of " + names);
     }
 }

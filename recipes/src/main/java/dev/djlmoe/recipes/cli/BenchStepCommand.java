@@ -73,7 +73,7 @@ public final class BenchStepCommand implements Callable<Integer> {
     @Option(
             names = "--precision",
             description =
-                    "fp32, bf16-wire, fp8-wire or mxfp8, as pretrain --precision (default"
+                    "fp32, bf16-wire, fp8-wire, mxfp8 or fp8, as pretrain --precision (default"
                             + " ${DEFAULT-VALUE})")
     String precision = "fp32";
 

@@ -65,7 +65,7 @@ public final class PlanCommand implements Callable<Integer> {
 
     @Option(
             names = "--precision",
-            description = "fp32, bf16-wire, fp8-wire or mxfp8 (default ${DEFAULT-VALUE})")
+            description = "fp32, bf16-wire, fp8-wire, mxfp8 or fp8 (default ${DEFAULT-VALUE})")
     String precision = "mxfp8";
 
     @Option(

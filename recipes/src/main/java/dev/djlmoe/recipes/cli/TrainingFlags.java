@@ -68,8 +68,9 @@ public final class TrainingFlags {
     @Option(
             names = "--precision",
             description =
-                    "fp32, bf16-wire, fp8-wire or mxfp8 (MXFP8 dispatch wire + emulated MXFP8"
-                            + " expert GEMMs) (default ${DEFAULT-VALUE})")
+                    "fp32, bf16-wire, fp8-wire, mxfp8 (MXFP8 dispatch wire + emulated MXFP8"
+                            + " expert GEMMs) or fp8 (FP8 dispatch wire + emulated DeepSeek-V3"
+                            + " block-scaled FP8 expert GEMMs) (default ${DEFAULT-VALUE})")
     String precision;
 
     @Option(

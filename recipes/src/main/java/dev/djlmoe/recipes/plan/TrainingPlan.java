@@ -4,6 +4,7 @@
 package dev.djlmoe.recipes.plan;
 
 import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.nn.ExpertPrecision;
 import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import dev.djlmoe.zoo.hf.MemoryPlan;
@@ -24,9 +25,9 @@ import java.util.SplittableRandom;
  * projections and {@code N S (dn + dr) + N S dv} for scores and context over the full sequence (the
  * causal mask is applied, not skipped); grouped-query attention likewise with {@code H N d + 2 H G
  * d + N d H} and {@code 2 N S d}; a dense MLP {@code 3 H I}; an MoE MLP {@code H E} (router) {@code
- * + K 3 H I_moe} (routed experts, the GEMMs MXFP8 runs in FP8) {@code + n_shared 3 H I_moe}; the LM
- * head {@code H V}. Under balanced routing each rank computes {@code K T} expert rows whatever W
- * is, so the FLOPs per rank are those of its own {@code T} tokens.
+ * + K 3 H I_moe} (routed experts, the GEMMs mxfp8 and fp8 run in FP8) {@code + n_shared 3 H I_moe};
+ * the LM head {@code H V}. Under balanced routing each rank computes {@code K T} expert rows
+ * whatever W is, so the FLOPs per rank are those of its own {@code T} tokens.
  *
  * <p><b>EP traffic</b>: the token rows a rank sends to other ranks. A token goes once to every rank
  * that holds at least one of its experts; with routing spread evenly (each token's experts drawn
@@ -39,7 +40,7 @@ import java.util.SplittableRandom;
  * @param epSize W
  * @param batch sequences per rank per step
  * @param seqLen tokens per sequence
- * @param precision the run's precision (wire format of dispatch; MXFP8 expert GEMMs)
+ * @param precision the run's precision (wire format of dispatch; MXFP8 or FP8 expert GEMMs)
  */
 public record TrainingPlan(
         HfMoeConfig config, int epSize, long batch, long seqLen, TrainingPrecision precision) {
@@ -175,7 +176,7 @@ public record TrainingPlan(
     }
 
     /**
-     * Share of the step's FLOPs in the routed experts' GEMMs (what MXFP8 runs in FP8).
+     * Share of the step's FLOPs in the routed experts' GEMMs (what mxfp8 and fp8 run in FP8).
      *
      * @return the share in [0, 1]
      */
@@ -355,8 +356,8 @@ public record TrainingPlan(
         double tot = forwardFlopsPerTokenTotal();
         for (Map.Entry<String, Long> e : forwardFlopsPerToken().entrySet()) {
             String label = e.getKey();
-            if ("routed experts".equals(label) && precision == TrainingPrecision.MXFP8) {
-                label += " (MXFP8)";
+            if ("routed experts".equals(label) && precision.experts() != ExpertPrecision.FP32) {
+                label += " (" + precision.experts() + ")";
             }
             if ("attention scores".equals(label)) {
                 label += " (S=" + seqLen + ")";
@@ -419,6 +420,16 @@ public record TrainingPlan(
                                 + " in MXFP8 on FP8 tensor cores with MX scaling (e.g. NVIDIA"
                                 + " Blackwell); on CPU djl-moe emulates the numerics in float32,"
                                 + " and memory stays float32 either way.%n",
+                            100 * expertFlopShare()));
+        } else if (precision == TrainingPrecision.FP8) {
+            sb.append(
+                    String.format(
+                            Locale.ROOT,
+                            "%nfp8: %.1f%% of the step's FLOPs are routed-expert GEMMs, which run"
+                                + " in FP8 with DeepSeek-V3's block scaling (1x128 activation"
+                                + " tiles, 128x128 weight blocks, fp32 scales) on FP8 tensor cores"
+                                + " (e.g. NVIDIA Hopper); on CPU djl-moe emulates the numerics in"
+                                + " float32, and memory stays float32 either way.%n",
                             100 * expertFlopShare()));
         }
         return sb.toString();
