@@ -245,23 +245,18 @@ int run_rank(const Options& o, int world, int rank, int port) {
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&] { return nep_bench::option_value(argc, argv, i); };
-    if (nep_bench::parse_shape_option(argc, argv, i, o)) continue;
-    if (a == "--wires") {
-      o.wires.clear();
-      for (const std::string& v : nep_bench::split_list(next())) {
-        const int32_t w = nep_bench::parse_wire(v);
-        if (w < 0) return 2;
-        o.wires.push_back(w);
-      }
-    } else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench_ep.cpp)\n",
-                   a.c_str());
-      return 2;
+  const bool parsed =
+      nep_bench::parse_options(argc, argv, o, "bench_ep.cpp", [&](const std::string& a, auto next) {
+    if (a != "--wires") return false;
+    o.wires.clear();
+    for (const std::string& v : nep_bench::split_list(next())) {
+      const int32_t w = nep_bench::parse_wire(v);
+      if (w < 0) std::exit(2);
+      o.wires.push_back(w);
     }
-  }
+    return true;
+  });
+  if (!parsed) return 2;
   if (o.tokens < 1 || o.hidden < 1 || o.topk < 1 || o.iters < 1 || o.experts < o.topk) {
     std::fprintf(stderr, "need --tokens, --hidden, --topk, --iters >= 1 and --experts >= --topk\n");
     return 2;

@@ -145,6 +145,22 @@ inline bool parse_shape_option(int argc, char** argv, int& i, Shape& s) {
   return true;
 }
 
+// Parses the command line: Shape's options, and the driver's own through own(option, next), which
+// returns whether it took the option (next() gives its value). False after reporting an unknown
+// option (see the comment at the top of `source`).
+template <class Own>
+bool parse_options(int argc, char** argv, Shape& s, const char* source, Own own) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string option = argv[i];
+    auto next = [&] { return option_value(argc, argv, i); };
+    if (parse_shape_option(argc, argv, i, s) || own(option, next)) continue;
+    std::fprintf(stderr, "unknown option %s (see the comment at the top of %s)\n", option.c_str(),
+                 source);
+    return false;
+  }
+  return true;
+}
+
 // Forks the ranks of one world size. Rank 0 serves the rendezvous store (job token `job`) and
 // tells the others its port through pipes; every rank runs run_rank(rank, port) and exits with
 // its result. Waits for all of them; past `deadline` the ranks still running are killed (the

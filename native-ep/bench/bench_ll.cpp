@@ -318,10 +318,8 @@ int run_rank(const Options& o, int world, int rank, int port) {
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&] { return nep_bench::option_value(argc, argv, i); };
-    if (nep_bench::parse_shape_option(argc, argv, i, o)) continue;
+  const bool parsed =
+      nep_bench::parse_options(argc, argv, o, "bench_ll.cpp", [&](const std::string& a, auto next) {
     if (a == "--warmup") {
       o.warmup = std::atoi(next().c_str());
     } else if (a == "--dispatch-wire") {
@@ -331,11 +329,11 @@ int main(int argc, char** argv) {
     } else if (a == "--round-scale") {
       o.flags = NEP_LL_ROUND_SCALE;
     } else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench_ll.cpp)\n",
-                   a.c_str());
-      return 2;
+      return false;
     }
-  }
+    return true;
+  });
+  if (!parsed) return 2;
   if (o.dispatch_wire < 0 || o.combine_wire < 0) return 2;
   std::printf("bench_ll: low-latency dispatch/combine over cpu-shm (%ld CPUs online)\n",
               sysconf(_SC_NPROCESSORS_ONLN));

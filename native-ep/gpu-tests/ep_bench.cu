@@ -367,11 +367,7 @@ int rank_main(Exchange& ex, const Opts& o) {
      << ", \"kernel_all_sms_gbps_per_gpu\": " << cka << ", \"copy_engine_gbps_per_gpu\": " << ce
      << "}\n}\n";
   if (!o.json.empty()) {
-    FILE* f = std::fopen(o.json.c_str(), "w");
-    if (f == nullptr) throw std::runtime_error("cannot write " + o.json);
-    std::fputs(js.str().c_str(), f);
-    std::fclose(f);
-    std::printf("wrote %s\n", o.json.c_str());
+    write_report(o.json, js.str());
   }
   return 0;
 }

@@ -153,6 +153,26 @@ void upload_x(const Problem& p, int me, DevMem& dx) {
   dx.upload(hx.data(), hx.size());
 }
 
+// Rank me's routed inputs on the host and the device: x, topk_idx [T, K] int64 and topk_weights
+// [T, K] (at least one row, so a rank without tokens still has valid addresses).
+struct Inputs {
+  DevMem x, topk, weights;
+  std::vector<int64_t> h_topk;
+  std::vector<float> h_weights;
+
+  Inputs(const Problem& p, int me) {
+    const int64_t T = p.num_tokens(me), K = p.topk;
+    upload_x(p, me, x);
+    h_topk.resize(static_cast<size_t>(std::max<int64_t>(T, 1) * K));
+    h_weights.resize(h_topk.size());
+    for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &h_topk[t * K], &h_weights[t * K]);
+    topk = DevMem(h_topk.size() * 8);
+    weights = DevMem(h_weights.size() * 4);
+    topk.upload(h_topk.data(), h_topk.size() * 8);
+    weights.upload(h_weights.data(), h_weights.size() * 4);
+  }
+};
+
 // Expected recv_x bytes for a problem.
 std::vector<uint8_t> expected_recv(const Problem& p, const Expected& ex, int wire, int recv_dtype) {
   const int64_t R = ex.num_recv, H = p.hidden;
@@ -176,14 +196,10 @@ void run_case(Ctx& ctx, const Case& c) {
   const Expected ex = expect_layout(p, me, c.align);
 
   // Inputs.
-  DevMem dx;
-  upload_x(p, me, dx);
-  std::vector<int64_t> htopk(static_cast<size_t>(std::max<int64_t>(T, 1) * K));
-  std::vector<float> hw(htopk.size());
-  for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
-  DevMem dtopk(htopk.size() * 8), dw(hw.size() * 4);
-  dtopk.upload(htopk.data(), htopk.size() * 8);
-  dw.upload(hw.data(), hw.size() * 4);
+  Inputs in(p, me);
+  DevMem &dx = in.x, &dtopk = in.topk, &dw = in.weights;
+  std::vector<int64_t>& htopk = in.h_topk;
+  std::vector<float>& hw = in.h_weights;
 
   // Notify.
   Err e;
@@ -456,14 +472,8 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
   const Problem& p = c.p;
   const int me = ctx.me;
   const int64_t T = p.num_tokens(me), H = p.hidden, K = p.topk;
-  DevMem dx;
-  upload_x(p, me, dx);
-  std::vector<int64_t> htopk(static_cast<size_t>(std::max<int64_t>(T, 1) * K));
-  std::vector<float> hw(htopk.size());
-  for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
-  DevMem dtopk(htopk.size() * 8), dw(hw.size() * 4);
-  dtopk.upload(htopk.data(), htopk.size() * 8);
-  dw.upload(hw.data(), hw.size() * 4);
+  Inputs in(p, me);
+  DevMem &dx = in.x, &dtopk = in.topk, &dw = in.weights;
   std::vector<uint64_t> hashes;
   for (int it = 0; it < repeats; ++it) {
     Err e;
@@ -514,6 +524,16 @@ void run_repeats(Ctx& ctx, const Case& c, int repeats) {
   ctx.check(diff == 0, "repeats are not bitwise identical");
 }
 
+// W ranks with `tokens` tokens each, hidden 512 and 8 experts per rank.
+Problem small_problem(int W, int64_t tokens) {
+  Problem p;
+  p.world = W;
+  p.tokens = tokens;
+  p.hidden = 512;
+  p.experts = 8 * W;
+  return p;
+}
+
 bool contains(const char* s, const std::string& sub) {
   return std::string(s).find(sub) != std::string::npos;
 }
@@ -522,20 +542,13 @@ bool contains(const char* s, const std::string& sub) {
 // and limit, and leave the buffer usable.
 void run_negative(Ctx& ctx) {
   ctx.cur = "errors";
-  Problem p;
-  p.world = ctx.W;
-  p.tokens = 64;
-  p.hidden = 512;
-  p.experts = 8 * ctx.W;
+  const Problem p = small_problem(ctx.W, 64);
   const int me = ctx.me, W = ctx.W;
   const int64_t T = p.num_tokens(me), K = p.topk;
-  DevMem dx;
-  upload_x(p, me, dx);
-  std::vector<int64_t> htopk(static_cast<size_t>(T * K));
-  std::vector<float> hw(htopk.size());
-  for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
-  DevMem dtopk(htopk.size() * 8), dout(size_t(64) << 20);
-  dtopk.upload(htopk.data(), htopk.size() * 8);
+  Inputs in(p, me);
+  DevMem &dx = in.x, &dtopk = in.topk;
+  std::vector<int64_t>& htopk = in.h_topk;
+  DevMem dout(size_t(64) << 20);
   Err e;
   nep_cuda_handle* hraw = nullptr;
   int32_t st = nep_cuda_dispatch_notify(ctx.buf, dtopk.addr(), T, int(K), p.experts, 1, 0, &hraw,
@@ -676,63 +689,44 @@ void run_negative(Ctx& ctx) {
 
 // nccl transport: the dense-gradient all-reduce, fp32 and bf16, of integers that every order of
 // summation gives exactly.
+// Sums n values of `dtype` (T: its host type) over the ranks, rank r contributing value(i, r + 1),
+// and compares with value(i, 1 + 2 + ... + W).
+template <class T, class Value>
+void check_all_reduce(Ctx& ctx, int32_t dtype, const std::string& name, int64_t n, Value value) {
+  const int me = ctx.me, W = ctx.W;
+  std::vector<T> h(static_cast<size_t>(n)), want(h.size()), got(h.size());
+  for (int64_t i = 0; i < n; ++i) {
+    h[size_t(i)] = value(i, me + 1);
+    want[size_t(i)] = value(i, W * (W + 1) / 2);
+  }
+  Err e;
+  DevMem d(h.size() * sizeof(T));
+  d.upload(h.data(), h.size() * sizeof(T));
+  int32_t st = nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, dtype, 0, e.msg, sizeof(e.msg));
+  if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
+  ctx.check(st == NEP_OK, "all-reduce " + name + " status " + std::to_string(st) + ": " + e.msg);
+  d.download(got.data(), got.size() * sizeof(T));
+  compare_vec(ctx, "all-reduce " + name + " sum", want, got);
+}
+
 void run_all_reduce(Ctx& ctx) {
   ctx.cur = "all-reduce";
-  const int me = ctx.me, W = ctx.W;
   const int64_t n = (int64_t(1) << 20) + 3;
-  Err e;
-  {
-    std::vector<float> h(static_cast<size_t>(n)), want(h.size()), got(h.size());
-    for (int64_t i = 0; i < n; ++i) {
-      h[size_t(i)] = float((i % 1000) * (me + 1));
-      want[size_t(i)] = float((i % 1000) * (W * (W + 1) / 2));
-    }
-    DevMem d(h.size() * 4);
-    d.upload(h.data(), h.size() * 4);
-    int32_t st =
-        nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_FP32, 0, e.msg, sizeof(e.msg));
-    if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
-    ctx.check(st == NEP_OK,
-              std::string("all-reduce fp32 status ") + std::to_string(st) + ": " + e.msg);
-    d.download(got.data(), got.size() * 4);
-    compare_vec(ctx, "all-reduce fp32 sum", want, got);
-  }
-  {
-    std::vector<uint16_t> h(static_cast<size_t>(n)), want(h.size()), got(h.size());
-    for (int64_t i = 0; i < n; ++i) {
-      h[size_t(i)] = f32_to_bf16(float((i % 16) * (me + 1)));
-      want[size_t(i)] = f32_to_bf16(float((i % 16) * (W * (W + 1) / 2)));
-    }
-    DevMem d(h.size() * 2);
-    d.upload(h.data(), h.size() * 2);
-    int32_t st =
-        nep_cuda_all_reduce_sum(ctx.buf, d.addr(), n, NEP_DTYPE_BF16, 0, e.msg, sizeof(e.msg));
-    if (st == NEP_OK) st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
-    ctx.check(st == NEP_OK,
-              std::string("all-reduce bf16 status ") + std::to_string(st) + ": " + e.msg);
-    d.download(got.data(), got.size() * 2);
-    compare_vec(ctx, "all-reduce bf16 sum", want, got);
-  }
+  check_all_reduce<float>(ctx, NEP_DTYPE_FP32, "fp32", n,
+                          [](int64_t i, int k) { return float((i % 1000) * k); });
+  check_all_reduce<uint16_t>(ctx, NEP_DTYPE_BF16, "bf16", n,
+                             [](int64_t i, int k) { return f32_to_bf16(float((i % 16) * k)); });
 }
 
 // One rank skips a dispatch: the others must fail within the timeout with a message naming the
 // rank, the peer and the counter, and their buffers must stay failed.
 void run_timeout(Ctx& ctx) {
   ctx.cur = "timeout";
-  Problem p;
-  p.world = ctx.W;
-  p.tokens = 256;
-  p.hidden = 512;
-  p.experts = 8 * ctx.W;
+  const Problem p = small_problem(ctx.W, 256);
   const int me = ctx.me;
   const int64_t T = p.num_tokens(me), K = p.topk;
-  DevMem dx;
-  upload_x(p, me, dx);
-  std::vector<int64_t> htopk(static_cast<size_t>(T * K));
-  std::vector<float> hw(htopk.size());
-  for (int64_t t = 0; t < T; ++t) p.topk_row(me, t, &htopk[t * K], &hw[t * K]);
-  DevMem dtopk(htopk.size() * 8);
-  dtopk.upload(htopk.data(), htopk.size() * 8);
+  Inputs in(p, me);
+  DevMem &dx = in.x, &dtopk = in.topk;
   Err e;
   int32_t st = nep_cuda_buffer_set_timeout(ctx.buf, 2000, e.msg, sizeof(e.msg));
   ctx.check(st == NEP_OK, e.msg);

@@ -19,6 +19,15 @@
 
 namespace nepgpu {
 
+// Writes a benchmark's JSON report to path and says so; throws when it cannot.
+inline void write_report(const std::string& path, const std::string& text) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) throw std::runtime_error("cannot write " + path);
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+  std::printf("wrote %s\n", path.c_str());
+}
+
 inline void cuda_ok(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }

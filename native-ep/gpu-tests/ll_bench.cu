@@ -334,11 +334,7 @@ int rank_main(Exchange& ex, const Opts& o, std::vector<Result>* all_out) {
       js << "}";
     }
     js << "]\n}\n";
-    FILE* f = std::fopen(o.json.c_str(), "w");
-    if (f == nullptr) throw std::runtime_error("cannot write " + o.json);
-    std::fputs(js.str().c_str(), f);
-    std::fclose(f);
-    std::printf("wrote %s\n", o.json.c_str());
+    write_report(o.json, js.str());
   }
   return r.calc_diff < 9e-4 ? 0 : 3;
 }

@@ -229,15 +229,7 @@ __global__ void __launch_bounds__(kEpThreads, 1)
       sh.consumed_base[tid] = ld_volatile_u64(counter_at(local, Ctrl::kConsumed, tid, c));
   }
   __syncthreads();
-  for (long long t = t0 + tid; t < t1; t += kEpThreads) {
-    for (int r = 0; r < W; ++r) {
-      const int p = send_pos(a.route, W, t, r);
-      if (p >= 0) {
-        atomicMin(&sh.first[r], p);
-        atomicAdd(&sh.count[r], 1);
-      }
-    }
-  }
+  count_channel_tokens(a.route, W, t0, t1, sh.first, sh.count);
   __syncthreads();
 
   if (warp < kRecvWarps) {
@@ -250,32 +242,17 @@ __global__ void __launch_bounds__(kEpThreads, 1)
       const int par = (int)(b & 1);
       if (t < t1 && !is_aborted(a.wait)) combine_token<WIRE, YDT>(a, sh, t, par, tail_seen);
       named_barrier(1, kRecvThreads);
-      if (tid < W && tid != me) {
-        const int n = sh.batch[par][tid];
-        if (n != 0) {
-          sh.batch[par][tid] = 0;
-          consumed += (u64)n;
-          st_release_sys(counter_at(a.peers[tid], Ctrl::kHead, me, c),
-                         sh.consumed_base[tid] + consumed);
-        }
-      }
+      publish_batch(a.peers, Ctrl::kHead, W, me, c, sh.batch[par], sh.consumed_base, consumed);
     }
-    if (tid < W && tid != me)
-      st_volatile_u64(counter_at(local, Ctrl::kConsumed, tid, c),
-                      sh.consumed_base[tid] + (u64)sh.count[tid]);
+    record_ring_end(local, Ctrl::kConsumed, W, me, c, sh.consumed_base, sh.count);
     return;
   }
 
   // Sending warps: a group of g warps per peer.
-  const int npeers = W - 1;
-  if (npeers == 0) return;
-  const int sw = warp - kRecvWarps;
-  const int g = kSendWarps / npeers;
-  const int gi = sw / g;
-  if (gi >= npeers) return;
-  const int s = gi < me ? gi : gi + 1;
-  const int lw = sw - gi * g;
-  const int bar = 2 + gi, nthr = g * 32;
+  PeerGroup pg;
+  if (!peer_group(warp - kRecvWarps, kSendWarps, W, me, pg)) return;
+  const int g = pg.size, gi = pg.index, s = pg.peer, lw = pg.warp;
+  const int bar = pg.barrier, nthr = pg.threads;
   const int gtid = lw * 32 + lane;
   if (gtid == 0) {
     const long long p0 = recv_row_begin(a.route, W, s, me), p1 = a.route.rank_prefix[s * W + me];

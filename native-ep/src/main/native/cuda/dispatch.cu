@@ -204,15 +204,7 @@ __global__ void __launch_bounds__(kEpThreads, 1)
     sh.batch[0][tid] = sh.batch[1][tid] = 0;
   }
   __syncthreads();
-  for (long long t = t0 + tid; t < t1; t += kEpThreads) {
-    for (int r = 0; r < W; ++r) {
-      const int p = send_pos(a.route, W, t, r);
-      if (p >= 0) {
-        atomicMin(&sh.first[r], p);
-        atomicAdd(&sh.count[r], 1);
-      }
-    }
-  }
+  count_channel_tokens(a.route, W, t0, t1, sh.first, sh.count);
   __syncthreads();
 
   if (warp < kSendWarps) {
@@ -241,32 +233,17 @@ __global__ void __launch_bounds__(kEpThreads, 1)
       const int par = (int)(b & 1);
       if (t < t1 && !is_aborted(a.wait)) send_token<WIRE>(a, sh, t, par);
       named_barrier(1, kSendThreads);
-      if (tid < W && tid != me) {
-        const int n = sh.batch[par][tid];
-        if (n != 0) {
-          sh.batch[par][tid] = 0;
-          published += (u64)n;
-          st_release_sys(counter_at(a.peers[tid], Ctrl::kTail, me, c),
-                         sh.sent_base[tid] + published);
-        }
-      }
+      publish_batch(a.peers, Ctrl::kTail, W, me, c, sh.batch[par], sh.sent_base, published);
     }
-    if (tid < W && tid != me)
-      st_volatile_u64(counter_at(local, Ctrl::kSent, tid, c),
-                      sh.sent_base[tid] + (u64)sh.count[tid]);
+    record_ring_end(local, Ctrl::kSent, W, me, c, sh.sent_base, sh.count);
     return;
   }
 
   // Receiving warps: a group of g warps per peer.
-  const int npeers = W - 1;
-  if (npeers == 0) return;
-  const int rw = warp - kSendWarps;
-  const int g = kRecvWarps / npeers;
-  const int gi = rw / g;
-  if (gi >= npeers) return;
-  const int s = gi < me ? gi : gi + 1;
-  const int lw = rw - gi * g;
-  const int bar = 2 + gi, nthr = g * 32;
+  PeerGroup pg;
+  if (!peer_group(warp - kSendWarps, kRecvWarps, W, me, pg)) return;
+  const int g = pg.size, gi = pg.index, s = pg.peer, lw = pg.warp;
+  const int bar = pg.barrier, nthr = pg.threads;
   if (lw == 0 && lane == 0) {
     u64 v = 0;
     const bool ok =

@@ -110,6 +110,17 @@ void check_handle(const nep_cuda_buffer* b, const nep_cuda_handle* h) {
   if (h->owner != b) fail(NEP_ERR_INVALID_ARGUMENT, "handle was made by another buffer");
 }
 
+// The message slots of a dispatch or combine: header and weights up to payload_offset, then the
+// row on the wire, padded to 16 bytes.
+void set_ring(RingCall& c, int32_t wire, int32_t num_sms, long long payload_offset,
+              int64_t hidden) {
+  c.wire = wire;
+  c.num_sms = num_sms;
+  c.payload_offset = payload_offset;
+  c.slot_bytes = align_up(payload_offset + wire_row_bytes(wire, hidden), 16);
+  c.hidden = hidden;
+}
+
 }  // namespace
 
 // ---- Creation and connection -------------------------------------------------------------------
@@ -486,11 +497,7 @@ void nep_cuda_buffer::dispatch(nep_cuda_handle* h, int64_t x, int32_t x_dtype, i
   span("recv_topk_idx", recv_topk_idx, R * K * 8LL);
   span("recv_topk_weights", recv_topk_weights, R * K * 4LL);
   DispatchCall c;
-  c.wire = wire;
-  c.num_sms = num_sms;
-  c.payload_offset = dispatch_payload_offset(K);
-  c.slot_bytes = align_up(c.payload_offset + wire_row_bytes(wire, hidden), 16);
-  c.hidden = hidden;
+  set_ring(c, wire, num_sms, dispatch_payload_offset(K), hidden);
   c.x = x;
   c.x_dtype = x_dtype;
   c.topk_idx = topk_idx;
@@ -538,11 +545,7 @@ void nep_cuda_buffer::combine(const nep_cuda_handle* h, int64_t y, int32_t y_dty
   span("out", out, T * hidden * dtype_bytes(out_dtype));
   span("out_weights", out_weights, T * K * 4LL);
   CombineCall c;
-  c.wire = wire;
-  c.num_sms = num_sms;
-  c.payload_offset = combine_payload_offset(K);
-  c.slot_bytes = align_up(c.payload_offset + wire_row_bytes(wire, hidden), 16);
-  c.hidden = hidden;
+  set_ring(c, wire, num_sms, combine_payload_offset(K), hidden);
   c.y = y;
   c.y_dtype = y_dtype;
   c.y_weights = y_weights;

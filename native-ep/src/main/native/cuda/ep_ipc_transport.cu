@@ -45,28 +45,17 @@ class IpcTransport final : public EpTransport {
 
   void dispatch(nep_cuda_buffer& b, nep_cuda_handle& h, const DispatchCall& c,
                 cudaStream_t s) override {
-    const RingGeom g = geometry(b, c.slot_bytes, c.payload_offset, c.num_sms, "dispatch");
     DispatchArgs a{};
-    a.rank = b.rank;
-    a.world = b.world;
-    a.num_topk = h.num_topk;
+    ring_args(a, b, h, c, "dispatch");
     a.local_experts = h.local_experts;
-    a.num_channels = c.num_sms;
-    a.hidden = c.hidden;
     a.x = reinterpret_cast<const void*>(c.x);
     a.x_dtype = c.x_dtype;
     a.out_dtype = c.recv_dtype;
     a.topk_idx = reinterpret_cast<const long long*>(c.topk_idx);
     a.topk_weights = reinterpret_cast<const float*>(c.topk_weights);
-    a.route = h.view();
     a.recv_x = reinterpret_cast<void*>(c.recv_x);
-    a.recv_src_idx = h.recv_src_idx;
     a.recv_topk_idx = reinterpret_cast<long long*>(c.recv_topk_idx);
     a.recv_topk_weights = reinterpret_cast<float*>(c.recv_topk_weights);
-    for (int p = 0; p < b.world; ++p) a.peers[p] = peers_.base(p);
-    a.geom = g;
-    max_channels_used_ = std::max(max_channels_used_, c.num_sms);
-    a.drain_channels = max_channels_used_;
     a.call_id = ++dispatch_calls_;
     a.parity = (int32_t)(a.call_id & 1);
     a.wait = b.wait_ctx(kKernelDispatch);
@@ -75,25 +64,14 @@ class IpcTransport final : public EpTransport {
 
   void combine(nep_cuda_buffer& b, const nep_cuda_handle& h, const CombineCall& c,
                cudaStream_t s) override {
-    const RingGeom g = geometry(b, c.slot_bytes, c.payload_offset, c.num_sms, "combine");
     CombineArgs a{};
-    a.rank = b.rank;
-    a.world = b.world;
-    a.num_topk = h.num_topk;
-    a.num_channels = c.num_sms;
-    a.hidden = c.hidden;
+    ring_args(a, b, h, c, "combine");
     a.y = reinterpret_cast<const void*>(c.y);
     a.y_dtype = c.y_dtype;
     a.out_dtype = c.out_dtype;
     a.y_weights = reinterpret_cast<const float*>(c.y_weights);
-    a.route = h.view();
-    a.recv_src_idx = h.recv_src_idx;
     a.out = reinterpret_cast<void*>(c.out);
     a.out_weights = reinterpret_cast<float*>(c.out_weights);
-    for (int p = 0; p < b.world; ++p) a.peers[p] = peers_.base(p);
-    a.geom = g;
-    max_channels_used_ = std::max(max_channels_used_, c.num_sms);
-    a.drain_channels = max_channels_used_;
     a.wait = b.wait_ctx(kKernelCombine);
     check_cuda(launch_combine(c.wire, a, s), "combine kernel launch");
   }
@@ -110,6 +88,25 @@ class IpcTransport final : public EpTransport {
   }
 
  private:
+  // The fields the dispatch and combine kernels' arguments share (Args: DispatchArgs or
+  // CombineArgs, Call: the matching DispatchCall or CombineCall): ranks, the call's channels and
+  // ring geometry, the handle's routing and the peers' buffers.
+  template <class Args, class Call>
+  void ring_args(Args& a, const nep_cuda_buffer& b, const nep_cuda_handle& h, const Call& c,
+                 const char* what) {
+    a.rank = b.rank;
+    a.world = b.world;
+    a.num_topk = h.num_topk;
+    a.num_channels = c.num_sms;
+    a.hidden = c.hidden;
+    a.route = h.view();
+    a.recv_src_idx = h.recv_src_idx;
+    for (int p = 0; p < b.world; ++p) a.peers[p] = peers_.base(p);
+    a.geom = geometry(b, c.slot_bytes, c.payload_offset, c.num_sms, what);
+    max_channels_used_ = std::max(max_channels_used_, c.num_sms);
+    a.drain_channels = max_channels_used_;
+  }
+
   // The rings of a call: the ring region split evenly over source ranks, then over channels.
   static RingGeom geometry(const nep_cuda_buffer& b, long long slot_bytes, long long payload_offset,
                            int channels, const char* what) {

@@ -34,9 +34,23 @@ NcclCounts nccl_counts(const nep_cuda_handle& h) {
   return c;
 }
 
+// The staging memory of one exchange: send_rows and recv_rows slots (at least one each), freed
+// on the stream after use.
+struct Stages {
+  StreamMemory send, recv;
+  Stages(long long send_rows, long long recv_rows, long long slot, cudaStream_t s)
+      : send((size_t)std::max<long long>(send_rows, 1) * (size_t)slot, s),
+        recv((size_t)std::max<long long>(recv_rows, 1) * (size_t)slot, s) {}
+};
+
 NcclStageArgs stage_args(const nep_cuda_buffer& b, const nep_cuda_handle& h, const NcclCounts& c,
-                         long long poff, long long slot, int64_t hidden) {
+                         long long poff, long long slot, int64_t hidden, int32_t in_dtype,
+                         int32_t out_dtype, Stages& st) {
   NcclStageArgs a{};
+  a.in_dtype = in_dtype;
+  a.out_dtype = out_dtype;
+  a.send_stage = static_cast<uint8_t*>(st.send.get());
+  a.recv_stage = static_cast<const uint8_t*>(st.recv.get());
   a.rank = b.rank;
   a.world = b.world;
   a.num_topk = h.num_topk;
@@ -141,13 +155,9 @@ class NcclTransport final : public EpTransport {
                 cudaStream_t s) override {
     const long long slot = d.slot_bytes;
     const NcclCounts c = nccl_counts(h);
-    StreamMemory send_stage((size_t)std::max<long long>(c.send_total, 1) * (size_t)slot, s);
-    StreamMemory recv_stage((size_t)std::max<long long>(h.num_recv, 1) * (size_t)slot, s);
-    NcclStageArgs a = stage_args(b, h, c, d.payload_offset, slot, d.hidden);
-    a.in_dtype = d.x_dtype;
-    a.out_dtype = d.recv_dtype;
-    a.send_stage = static_cast<uint8_t*>(send_stage.get());
-    a.recv_stage = static_cast<const uint8_t*>(recv_stage.get());
+    Stages st(c.send_total, h.num_recv, slot, s);
+    NcclStageArgs a =
+        stage_args(b, h, c, d.payload_offset, slot, d.hidden, d.x_dtype, d.recv_dtype, st);
     a.x = reinterpret_cast<const void*>(d.x);
     a.topk_idx = reinterpret_cast<const long long*>(d.topk_idx);
     a.topk_weights = reinterpret_cast<const float*>(d.topk_weights);
@@ -156,8 +166,8 @@ class NcclTransport final : public EpTransport {
     a.recv_topk_idx = reinterpret_cast<long long*>(d.recv_topk_idx);
     a.recv_topk_weights = reinterpret_cast<float*>(d.recv_topk_weights);
     check_cuda(launch_nccl_dispatch_pack(d.wire, a, s), "nccl dispatch pack kernel launch");
-    exchange(b, a.send_stage, c.send_off, c.send, static_cast<uint8_t*>(recv_stage.get()),
-             c.recv_off, c.recv, slot, s, "dispatch (nccl)");
+    exchange(b, a.send_stage, c.send_off, c.send, static_cast<uint8_t*>(st.recv.get()), c.recv_off,
+             c.recv, slot, s, "dispatch (nccl)");
     check_cuda(launch_nccl_dispatch_unpack(d.wire, a, s), "nccl dispatch unpack kernel launch");
   }
 
@@ -166,20 +176,16 @@ class NcclTransport final : public EpTransport {
                cudaStream_t s) override {
     const long long slot = d.slot_bytes;
     const NcclCounts c = nccl_counts(h);
-    StreamMemory send_stage((size_t)std::max<long long>(h.num_recv, 1) * (size_t)slot, s);
-    StreamMemory recv_stage((size_t)std::max<long long>(c.send_total, 1) * (size_t)slot, s);
-    NcclStageArgs a = stage_args(b, h, c, d.payload_offset, slot, d.hidden);
-    a.in_dtype = d.y_dtype;
-    a.out_dtype = d.out_dtype;
-    a.send_stage = static_cast<uint8_t*>(send_stage.get());
-    a.recv_stage = static_cast<const uint8_t*>(recv_stage.get());
+    Stages st(h.num_recv, c.send_total, slot, s);
+    NcclStageArgs a =
+        stage_args(b, h, c, d.payload_offset, slot, d.hidden, d.y_dtype, d.out_dtype, st);
     a.y = reinterpret_cast<const void*>(d.y);
     a.y_weights = reinterpret_cast<const float*>(d.y_weights);
     a.out = reinterpret_cast<void*>(d.out);
     a.out_weights = reinterpret_cast<float*>(d.out_weights);
     check_cuda(launch_nccl_combine_pack(d.wire, a, s), "nccl combine pack kernel launch");
-    exchange(b, a.send_stage, c.recv_off, c.recv, static_cast<uint8_t*>(recv_stage.get()),
-             c.send_off, c.send, slot, s, "combine (nccl)");
+    exchange(b, a.send_stage, c.recv_off, c.recv, static_cast<uint8_t*>(st.recv.get()), c.send_off,
+             c.send, slot, s, "combine (nccl)");
     check_cuda(launch_nccl_combine_reduce(d.wire, a, s), "nccl combine reduce kernel launch");
   }
 

@@ -21,10 +21,15 @@ namespace nep {
 namespace cuda {
 
 // A dispatch's arguments once checked: device addresses, dtypes and the message layout.
-struct DispatchCall {
+// What a dispatch and a combine share: the wire format, the channels (one per SM), the message
+// slots and the row size.
+struct RingCall {
   int32_t wire, num_sms;
   long long payload_offset, slot_bytes;
   int64_t hidden;
+};
+
+struct DispatchCall : RingCall {
   int64_t x;
   int32_t x_dtype;
   int64_t topk_idx, topk_weights, recv_x;
@@ -33,10 +38,7 @@ struct DispatchCall {
 };
 
 // A combine's arguments once checked.
-struct CombineCall {
-  int32_t wire, num_sms;
-  long long payload_offset, slot_bytes;
-  int64_t hidden;
+struct CombineCall : RingCall {
   int64_t y;
   int32_t y_dtype;
   int64_t y_weights, out;

@@ -125,14 +125,33 @@ __device__ int block_exclusive_scan(int v, int* s_warp, int* total) {
   return before;
 }
 
+// block_prefix[b][r] = tokens of the layout blocks < b sent to rank r, from block_counts
+// [num_blocks, world], by the block's kNotifyThreads threads (s_warp: the scan's shared memory).
+__device__ __forceinline__ void prefix_over_blocks(const int32_t* block_counts,
+                                                   int32_t* block_prefix, int num_blocks, int world,
+                                                   int* s_warp) {
+  const int tid = threadIdx.x;
+  for (int r = 0; r < world; ++r) {
+    int carry = 0;
+    for (int b0 = 0; b0 < num_blocks; b0 += kNotifyThreads) {
+      const int b = b0 + tid;
+      const int v = b < num_blocks ? block_counts[b * world + r] : 0;
+      int total;
+      const int before = block_exclusive_scan(v, s_warp, &total);
+      if (b < num_blocks) block_prefix[b * world + r] = carry + before;
+      carry += total;
+    }
+  }
+}
+
 // One block: prefix over the layout blocks, then the exchange. Each rank writes, into every rank's
 // buffer (its own included), the slot [parity][me] with its counts, then raises the flag
 // [parity][me] to `seq`; then it waits for every rank's flag and sums the slots addressed to it.
 __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs a) {
   __shared__ int s_warp[32];
   __shared__ int s_ok;
-  __shared__ int
-      s_go;  // step 4's verdict: its own word, so no thread writes a word others may still read
+  // step 4's verdict: its own word, so no thread writes a word others may still read
+  __shared__ int s_go;
   __shared__ int s_status;
   const int tid = threadIdx.x;
   if (tid == 0)
@@ -141,17 +160,7 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
   const int W = a.world, me = a.rank, El = a.local_experts;
 
   // 1. block_prefix[b][r]: tokens of layout blocks < b sent to r.
-  for (int r = 0; r < W; ++r) {
-    int carry = 0;
-    for (int b0 = 0; b0 < a.num_blocks; b0 += kNotifyThreads) {
-      const int b = b0 + tid;
-      const int v = b < a.num_blocks ? a.block_counts[b * W + r] : 0;
-      int total;
-      const int before = block_exclusive_scan(v, s_warp, &total);
-      if (b < a.num_blocks) a.block_prefix[b * W + r] = carry + before;
-      carry += total;
-    }
-  }
+  prefix_over_blocks(a.block_counts, a.block_prefix, a.num_blocks, W, s_warp);
 
   // 2. Write my slot into every rank's buffer.
   __syncthreads();
@@ -248,17 +257,7 @@ __global__ void __launch_bounds__(kNotifyThreads) notify_kernel(const NotifyArgs
 __global__ void __launch_bounds__(kNotifyThreads) nccl_notify_kernel(const NcclNotifyArgs a) {
   __shared__ int s_warp[32];
   const int tid = threadIdx.x, W = a.world;
-  for (int r = 0; r < W; ++r) {
-    int carry = 0;
-    for (int b0 = 0; b0 < a.num_blocks; b0 += kNotifyThreads) {
-      const int b = b0 + tid;
-      const int v = b < a.num_blocks ? a.block_counts[b * W + r] : 0;
-      int total;
-      const int before = block_exclusive_scan(v, s_warp, &total);
-      if (b < a.num_blocks) a.block_prefix[b * W + r] = carry + before;
-      carry += total;
-    }
-  }
+  prefix_over_blocks(a.block_counts, a.block_prefix, a.num_blocks, W, s_warp);
   if (tid == 0) {
     a.record[0] =
         ld_volatile_s32(&a.layout_err->valid) != 0 ? ld_volatile_s32(&a.layout_err->kind) : 0;

@@ -307,6 +307,26 @@ uint64_t nep_cuda_ll_buffer::next_call(int* half) const {
   return n;
 }
 
+std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::new_op(int32_t kind, int64_t num_tokens,
+                                                           int32_t num_topk, cudaStream_t stream) {
+  int half = 0;
+  const uint64_t n = next_call(&half);
+  auto op = std::make_unique<nep_cuda_ll_op>();
+  op->buf = this;
+  op->kind = kind;
+  op->call = n;
+  op->half = half;
+  op->num_tokens = num_tokens;
+  op->num_topk = num_topk;
+  op->stream = stream;
+  return op;
+}
+
+void nep_cuda_ll_buffer::launched(nep_cuda_ll_op* op) {
+  calls = op->call;
+  pending[op->half] = op;
+}
+
 void nep_cuda_ll_buffer::finish(nep_cuda_ll_op* op) {
   op->pending = false;
   if (pending[op->half] == op) pending[op->half] = nullptr;
@@ -361,20 +381,11 @@ std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::dispatch_send(
   const SpanChecker span(device, stream);
   span("x", x, num_tokens * s.hidden * dtype_bytes(x_dtype));
   span("topk_idx", topk_idx, num_tokens * num_topk * 8LL);
-  int half = 0;
-  const uint64_t n = next_call(&half);
-  auto op = std::make_unique<nep_cuda_ll_op>();
-  op->buf = this;
-  op->kind = NEP_CUDA_LL_DISPATCH;
-  op->call = n;
-  op->half = half;
-  op->num_tokens = num_tokens;
-  op->num_topk = num_topk;
-  op->stream = stream;
+  auto op = new_op(NEP_CUDA_LL_DISPATCH, num_tokens, num_topk, stream);
   LlDispatchSendArgs a{};
   a.s = s;
   a.g = geom;
-  a.half = half;
+  a.half = op->half;
   a.num_topk = num_topk;
   a.wire = wire;
   a.flags = flags;
@@ -386,9 +397,8 @@ std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::dispatch_send(
   peers.copy_bases(a.peers);
   a.wait = wait_ctx(kKernelLlDispatchSend);
   check_cuda(launch_ll_dispatch_send(a, num_sms, op->stream), "LL dispatch send launch");
-  calls = n;
-  route_owner[half] = n;  // the receive writes this routing slot
-  pending[half] = op.get();
+  route_owner[op->half] = op->call;  // the receive writes this routing slot
+  launched(op.get());
   return op;
 }
 
@@ -482,22 +492,13 @@ std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::combine_send(const nep_cuda_
     span("topk_idx", topk_idx, h->num_tokens * h->num_topk * 8LL);
     span("topk_weights", topk_weights, h->num_tokens * h->num_topk * 4LL);
   }
-  int half = 0;
-  const uint64_t n = next_call(&half);
-  auto op = std::make_unique<nep_cuda_ll_op>();
-  op->buf = this;
-  op->kind = NEP_CUDA_LL_COMBINE;
-  op->call = n;
-  op->half = half;
-  op->num_tokens = h->num_tokens;
-  op->num_topk = h->num_topk;
-  op->stream = stream;
+  auto op = new_op(NEP_CUDA_LL_COMBINE, h->num_tokens, h->num_topk, stream);
   op->topk_idx = reinterpret_cast<const long long*>(topk_idx);
   op->topk_weights = reinterpret_cast<const float*>(topk_weights);
   LlCombineSendArgs a{};
   a.s = shape;
   a.g = geom;
-  a.half = half;
+  a.half = op->half;
   a.wire = wire;
   a.y_dtype = y_dtype;
   a.y = reinterpret_cast<const void*>(y);
@@ -507,8 +508,7 @@ std::unique_ptr<nep_cuda_ll_op> nep_cuda_ll_buffer::combine_send(const nep_cuda_
   a.wait = wait_ctx(kKernelLlCombineSend);
   // two blocks per SM
   check_cuda(launch_ll_combine_send(a, 2 * num_sms, op->stream), "LL combine send launch");
-  calls = n;
-  pending[half] = op.get();
+  launched(op.get());
   return op;
 }
 

@@ -83,6 +83,11 @@ struct nep_cuda_ll_buffer {
  private:
   // Reserves the next call number; fails (changing nothing) when its half still awaits a receive.
   uint64_t next_call(int* half) const;
+  // The operation of a send: the next call number (next_call) and its half, the kind and sizes.
+  std::unique_ptr<nep_cuda_ll_op> new_op(int32_t kind, int64_t num_tokens, int32_t num_topk,
+                                         cudaStream_t stream);
+  // Records a send's operation as launched: the latest call, pending in its half until received.
+  void launched(nep_cuda_ll_op* op);
   void enqueue_dispatch_recv(nep_cuda_ll_op* op, int64_t recv_x, int32_t recv_dtype,
                              int64_t recv_count, int64_t recv_src_info, int64_t recv_layout_range,
                              cudaStream_t stream);
