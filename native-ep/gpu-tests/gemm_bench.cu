@@ -2,9 +2,10 @@
 // experts, H = 2048, I = 1408, the uneven split of gemm_shapes.h): the SwiGLU expert's forward
 // (gate+up fused [M, 2I] = x W13^T, down [M, H] = h W2^T), activation gradients (dh = dy W2,
 // dx = dh13 W13) and weight gradients (dW2_g = dy_g^T h_g, dW13_g = dh13_g^T x_g), in FP8_BLOCK
-// and MXFP8, with the quantisers timed apart. FLOPs count 2 M N K per GEMM over the real rows (the
-// K-grouped layout's padding is not counted). The tier is NEP_GEMM_TIER's (auto by default); the
-// report names the tier that ran. bench/grouped_gemm_torch.py times torch on the same shapes.
+// and MXFP8, with the quantisers (and the fused SwiGLU quantiser) timed apart. FLOPs count 2 M N K
+// per GEMM over the real rows (the K-grouped layout's padding is not counted). The tier is
+// NEP_GEMM_TIER's (auto by default); the report names the tier that ran.
+// bench/grouped_gemm_torch.py times torch on the same shapes.
 //
 //   gemm_bench [--reps N] [--even] [--json FILE]
 #include <cuda_runtime.h>
@@ -171,6 +172,11 @@ int main(int argc, char** argv) {
       const double t_dx = time_us(reps, [&] { gm(H, 2 * I, qdh, sdh, qw13t, sw13t, gdx); });
       const double t_dw2 = time_us(reps, [&] { gk(H, I, tdy, tsdy, th, tsh, gw2); });
       const double t_dw13 = time_us(reps, [&] { gk(2 * I, H, tdh, tsdh, tx, tsx, gw13); });
+      add("swiglu + quantize h (fused, h kept)", 0, time_us(reps, [&] {
+        ok(nep_cuda_gemm_swiglu_quantize_rows(0, f, y13.addr(), M, I, h.addr(), qh.addr(),
+                                              sh.addr(), 0, e.msg, sizeof e.msg),
+           "swiglu quantize");
+      }));
       add("fwd gate+up [M,2I] = x W13^T", F13, t_up);
       add("fwd down [M,H] = h W2^T", F2, t_down);
       add("dgrad dh = dy W2", F2, t_dh);

@@ -3,7 +3,8 @@
 // against the CPU path on the same quantised inputs, outputs poisoned with NaN first so an
 // unwritten row shows. Cases: odd shapes, empty experts, one token, a hot expert, group starts
 // off any tile boundary, the activation gradient's transposed weights, the K-grouped weight
-// gradient, and the 16B expert shape (24,576 rows over 64 experts, H = 2048, I = 1408, uneven).
+// gradient, the fused SwiGLU quantiser, and the 16B expert shape (24,576 rows over 64 experts,
+// H = 2048, I = 1408, uneven).
 //
 // Bound, GPU against CPU: both promote the same block partial sums by the same float operations;
 // they differ only in how the tensor core rounds inside a block (its accumulator keeps about 14
@@ -378,6 +379,44 @@ void run_k_case(int32_t f, const KCase& c) {
   set_tier("auto");
 }
 
+// The fused SwiGLU quantiser: the GPU's h against the CPU's (the two exp may differ in the last
+// bits: at most 4 ulp allowed), and the GPU's bytes equal to the CPU row quantiser's on the GPU's
+// h.
+void run_swiglu_case(int32_t f, int64_t m, int64_t inter) {
+  const std::string name = std::string(format_name(f)) + " swiglu rows [" + std::to_string(m) +
+                           ", " + std::to_string(inter) + "]";
+  const auto y = random_rows(m, 2 * inter, 71u + uint32_t(inter), 2.0f);
+  const int64_t sb = nep_gemm_row_scale_bytes(f, inter);
+  std::vector<float> h_cpu(m * inter);
+  std::vector<uint8_t> q(m * inter), s(m * sb);
+  Err e;
+  nep_ok(nep_gemm_swiglu_quantize_rows(f, (int64_t)y.data(), m, inter, (int64_t)h_cpu.data(),
+                                       (int64_t)q.data(), (int64_t)s.data(), e.msg, sizeof e.msg),
+         e, "nep_gemm_swiglu_quantize_rows");
+  DevMem dy = upload(y), dh(m * inter * 4), dq(m * inter + 16), ds(m * sb + 16);
+  nep_ok(nep_cuda_gemm_swiglu_quantize_rows(0, f, dy.addr(), m, inter, dh.addr(), dq.addr(),
+                                            ds.addr(), 0, e.msg, sizeof e.msg),
+         e, "nep_cuda_gemm_swiglu_quantize_rows");
+  sync();
+  const auto h_gpu = download<float>(dh, m * inter);
+  int64_t worst = 0;
+  for (int64_t i = 0; i < m * inter; ++i) {
+    int32_t a, b;
+    std::memcpy(&a, &h_gpu[i], 4);
+    std::memcpy(&b, &h_cpu[i], 4);
+    worst = std::max<int64_t>(worst, std::llabs(int64_t(a) - int64_t(b)));
+  }
+  expect(worst <= 4, name + ": h differs from the CPU's by " + std::to_string(worst) + " ulp");
+  std::vector<uint8_t> q_of_h(m * inter), s_of_h(m * sb);
+  nep_ok(nep_gemm_quantize_rows(f, (int64_t)h_gpu.data(), m, inter, (int64_t)q_of_h.data(),
+                                (int64_t)s_of_h.data(), e.msg, sizeof e.msg),
+         e, "nep_gemm_quantize_rows");
+  expect_same_bytes(download<uint8_t>(dq, q.size()), q_of_h, name + ": elements");
+  expect_same_bytes(download<uint8_t>(ds, s.size()), s_of_h, name + ": scales");
+  std::printf("%s %s: h within %lld ulp of the CPU's\n", worst <= 4 ? "ok  " : "FAIL", name.c_str(),
+              (long long)worst);
+}
+
 void expect_refused(int32_t st, int32_t want, const Err& e, const char* needle, const char* what) {
   const bool ok = st == want && std::strstr(e.msg, needle) != nullptr;
   expect(ok, std::string(what) + ": status " + std::to_string(st) + ", message '" + e.msg +
@@ -456,6 +495,8 @@ int main(int argc, char** argv) {
     for (int32_t f : {NEP_GEMM_FP8_BLOCK, NEP_GEMM_MXFP8}) {
       for (const MCase& c : m_cases) run_m_case(f, c);
       for (const KCase& c : k_cases) run_k_case(f, c);
+      run_swiglu_case(f, 37, 200);
+      if (!quick) run_swiglu_case(f, k16bRows, k16bInter);
     }
     bad_arguments();
   } catch (const std::exception& ex) {

@@ -22,8 +22,10 @@
  * These are the wire codecs' rules (native-ep/src/main/native/codec.h) byte for byte: a row of K
  * channels quantised here equals its NEP_WIRE_FP8 / NEP_WIRE_MXFP8 wire row (elements, then
  * scales), so rows that arrive from a dispatch on those wires feed the GEMM as they are (pass the
- * wire row size as the row strides). A block shorter than 128 (or 32) at the end of K gets its own
- * scale; nothing is padded unless said below. NaN and +-Inf inputs become the e4m3 NaN code.
+ * wire row size as the row strides; the GPU transport's rows put the scales at roundup(K, 16) and
+ * pad the row to 16 bytes: pass a = row, sa = row + roundup(K, 16), lda = ldsa = its row size).
+ * A block shorter than 128 (or 32) at the end of K gets its own scale; nothing is padded unless
+ * said below. NaN and +-Inf inputs become the e4m3 NaN code.
  *
  * C[m, n] = sum over K-blocks kb of P(m, n, kb) * scale, accumulated in fp32 in order of kb, where
  * P is the block's partial sum of element products (computed exactly and rounded once to fp32 on
@@ -149,6 +151,18 @@ int32_t nep_gemm_quantize_rows_t_grouped(int32_t format, int64_t x, int64_t m, i
                                          int32_t num_groups, const int64_t* group_offsets,
                                          int64_t q, int64_t s, char* err, int64_t err_cap);
 
+/*
+ * SwiGLU and row quantisation in one pass (the down projection's input straight from the fused
+ * gate/up GEMM's output): y [M, 2I] float32, the gate in columns [0, I) and the up projection in
+ * [I, 2I) -> h = silu(gate) * up [M, I] with silu(g) = g / (1 + exp(-g)), each step rounded to
+ * float32; h_out [M, I] float32 receives h unless it is 0 (the backward needs it); q [M, I] and
+ * s [M, row scale bytes] are what nep_gemm_quantize_rows gives for h. The CPU and GPU exp may
+ * differ in the last bit, so their h (and rarely a quantised byte) may too.
+ */
+int32_t nep_gemm_swiglu_quantize_rows(int32_t format, int64_t y, int64_t m, int64_t inter,
+                                      int64_t h_out, int64_t q, int64_t s, char* err,
+                                      int64_t err_cap);
+
 /* ---- Grouped GEMMs -------------------------------------------------------------------------- */
 
 /* M-grouped: C[m, :] = A[m, :] B_g^T for the rows m of group g (see above). */
@@ -175,6 +189,9 @@ int32_t nep_cuda_gemm_quantize_rows_t_grouped(int32_t device, int32_t format, in
                                               int64_t c, int32_t num_groups,
                                               const int64_t* group_offsets, int64_t q, int64_t s,
                                               int64_t stream, char* err, int64_t err_cap);
+int32_t nep_cuda_gemm_swiglu_quantize_rows(int32_t device, int32_t format, int64_t y, int64_t m,
+                                           int64_t inter, int64_t h_out, int64_t q, int64_t s,
+                                           int64_t stream, char* err, int64_t err_cap);
 int32_t nep_cuda_gemm_grouped_m(int32_t device, int32_t format, int32_t num_groups, int64_t n,
                                 int64_t k, int64_t m, const int64_t* group_offsets, int64_t a,
                                 int64_t lda, int64_t sa, int64_t ldsa, int64_t b, int64_t sb,

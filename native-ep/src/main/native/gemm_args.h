@@ -108,6 +108,24 @@ inline void check_scale_alignment(Format f, const char* name, int64_t address) {
     fail_invalid(name, "=", address, " is not 4-byte aligned (fp32 scales)");
 }
 
+// The fused SwiGLU quantiser's arguments (y [m, 2 inter] float32, h_out optional).
+inline Format check_swiglu(int32_t format, int64_t y, int64_t m, int64_t inter, int64_t h_out,
+                           int64_t q, int64_t s) {
+  const Format f = check_format(format);
+  check_non_negative("m", m);
+  check_positive("inter", inter);
+  check_elements("y", m, 2 * inter);
+  if (m > 0) {
+    require_address(y, "y");
+    require_address(q, "q");
+    require_address(s, "s");
+  }
+  check_scale_alignment(f, "s", s);
+  if ((y & 3) != 0) fail_invalid("y=", y, " is not 4-byte aligned");
+  if ((h_out & 3) != 0) fail_invalid("h_out=", h_out, " is not 4-byte aligned");
+  return f;
+}
+
 // The M-grouped GEMM's arguments, checked, with the defaults (0 strides) filled in.
 struct GroupedM {
   Format format;

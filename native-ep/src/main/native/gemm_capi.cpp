@@ -61,6 +61,17 @@ NEP_EXPORT int32_t nep_gemm_quantize_rows(int32_t format, int64_t x, int64_t m, 
   });
 }
 
+NEP_EXPORT int32_t nep_gemm_swiglu_quantize_rows(int32_t format, int64_t y, int64_t m,
+                                                 int64_t inter, int64_t h_out, int64_t q, int64_t s,
+                                                 char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    const Format f = check_swiglu(format, y, m, inter, h_out, q, s);
+    if (m == 0) return;
+    swiglu_quantize_rows(f, ptr<const float>(y), m, inter, ptr<float>(h_out), ptr<uint8_t>(q),
+                         ptr<uint8_t>(s));
+  });
+}
+
 NEP_EXPORT int32_t nep_gemm_quantize_weights(int32_t format, int64_t w, int64_t num_groups,
                                              int64_t n, int64_t k, int32_t transpose, int64_t q,
                                              int64_t s, char* err, int64_t err_cap) {

@@ -4,6 +4,7 @@
 #ifndef NATIVEEP_SRC_GEMM_CPU_H_
 #define NATIVEEP_SRC_GEMM_CPU_H_
 
+#include <cmath>
 #include <cstdint>
 
 #include "gemm_args.h"
@@ -22,6 +23,17 @@ void quantize_weights(Format f, const float* w, int64_t groups, int64_t n, int64
 // x [m, c] -> q [c, Mp], s [c, Mp / block]: each group's padded column quantised as one row.
 void quantize_rows_t_grouped(Format f, const float* x, int64_t c, const Groups& groups, uint8_t* q,
                              uint8_t* s);
+
+// y [m, 2 inter] -> h = silu(gate) * up [m, inter] (into h_out unless null) and its wire rows.
+void swiglu_quantize_rows(Format f, const float* y, int64_t m, int64_t inter, float* h_out,
+                          uint8_t* q, uint8_t* s);
+
+// silu(g) * u as gemm_api.h specifies it (float32, g / (1 + exp(-g)), then the product).
+inline float swiglu(float g, float u) {
+  const float e = std::exp(-g);
+  const float silu = g / (1.0f + e);
+  return silu * u;
+}
 
 // The grouped GEMMs of gemm_api.h.
 void grouped_m(const GroupedM& args, const uint8_t* a, const uint8_t* sa, const uint8_t* b,

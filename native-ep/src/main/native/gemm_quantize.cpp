@@ -73,6 +73,23 @@ void quantize_rows(Format f, const float* x, int64_t m, int64_t k, uint8_t* q, u
   });
 }
 
+void swiglu_quantize_rows(Format f, const float* y, int64_t m, int64_t inter, float* h_out,
+                          uint8_t* q, uint8_t* s) {
+  const int64_t sbytes = row_scale_bytes(f, inter);
+  parallel_rows(m, inter * 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> h(static_cast<size_t>(inter));
+    std::vector<uint8_t> scratch;
+    for (int64_t r = begin; r < end; ++r) {
+      const float* gate = y + r * 2 * inter;
+      const float* up = gate + inter;
+      for (int64_t i = 0; i < inter; ++i) h[i] = swiglu(gate[i], up[i]);
+      if (h_out != nullptr)
+        std::memcpy(h_out + r * inter, h.data(), static_cast<size_t>(inter) * 4);
+      quantize_row(f, h.data(), inter, q + r * inter, s + r * sbytes, scratch);
+    }
+  });
+}
+
 void quantize_weights(Format f, const float* w, int64_t groups, int64_t n, int64_t k,
                       bool transpose, uint8_t* q, uint8_t* s) {
   const int64_t rows = transpose ? k : n, cols = transpose ? n : k;

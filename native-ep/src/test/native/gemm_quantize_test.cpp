@@ -254,6 +254,48 @@ TEST(GemmQuantize, TransposedGroupedRowsArePaddedColumns) {
   }
 }
 
+// The fused SwiGLU quantiser: h is silu(gate) * up by the specified float operations, and its
+// bytes are nep_gemm_quantize_rows's for that h.
+TEST(GemmQuantize, SwigluRowsAreTheRowsOfH) {
+  for (int32_t format : kFormats) {
+    const int64_t m = 9, inter = 200;
+    const auto y = random_rows(m, 2 * inter, 61u + format);
+    std::vector<float> h_ref(static_cast<size_t>(m * inter));
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t i = 0; i < inter; ++i) {
+        const float g = y[r * 2 * inter + i], u = y[r * 2 * inter + inter + i];
+        volatile float e = std::exp(-g);
+        volatile float silu = g / (1.0f + e);
+        h_ref[r * inter + i] = silu * u;
+      }
+    const Quantised want = quantize_rows(format, h_ref, m, inter);
+    std::vector<float> h(h_ref.size(), -1.0f);
+    std::vector<uint8_t> q(want.q.size(), 0xEE), s(want.s.size(), 0xEE);
+    char err[256];
+    ASSERT_EQ(NEP_OK,
+              nep_gemm_swiglu_quantize_rows(format, addr(y.data()), m, inter, addr(h.data()),
+                                            addr(q.data()), addr(s.data()), err, sizeof err))
+        << err;
+    EXPECT_EQ(0, std::memcmp(h.data(), h_ref.data(), h.size() * 4));
+    EXPECT_EQ(want.q, q);
+    EXPECT_EQ(want.s, s);
+    std::fill(q.begin(), q.end(), 0xEE);
+    ASSERT_EQ(NEP_OK,
+              nep_gemm_swiglu_quantize_rows(format, addr(y.data()), m, inter, 0, addr(q.data()),
+                                            addr(s.data()), err, sizeof err))
+        << err;
+    EXPECT_EQ(want.q, q);
+    EXPECT_EQ(NEP_ERR_INVALID_ARGUMENT,
+              nep_gemm_swiglu_quantize_rows(format, addr(y.data()), m, 0, 0, addr(q.data()),
+                                            addr(s.data()), err, sizeof err));
+    EXPECT_NE(nullptr, std::strstr(err, "inter=0")) << err;
+    EXPECT_EQ(NEP_ERR_INVALID_ARGUMENT,
+              nep_gemm_swiglu_quantize_rows(format, addr(y.data()), m, inter, addr(h.data()) + 2,
+                                            addr(q.data()), addr(s.data()), err, sizeof err));
+    EXPECT_NE(nullptr, std::strstr(err, "h_out=")) << err;
+  }
+}
+
 TEST(GemmQuantize, RefusesBadArguments) {
   std::vector<float> x(64, 1.0f);
   std::vector<uint8_t> q(64), s(64);

@@ -116,6 +116,25 @@ NEP_EXPORT int32_t nep_cuda_gemm_quantize_rows(int32_t device, int32_t format, i
   });
 }
 
+NEP_EXPORT int32_t nep_cuda_gemm_swiglu_quantize_rows(int32_t device, int32_t format, int64_t y,
+                                                      int64_t m, int64_t inter, int64_t h_out,
+                                                      int64_t q, int64_t s, int64_t stream,
+                                                      char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    const Format f = nep::gemm::check_swiglu(format, y, m, inter, h_out, q, s);
+    if (m == 0) return;
+    DeviceScope scope(device);
+    cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+    const SpanChecker check(device, st);
+    check("y", y, m * 2 * inter * 4);
+    check("h_out", h_out, m * inter * 4);
+    check("q", q, m * inter);
+    check("s", s, m * row_scale_bytes(f, inter));
+    launch_swiglu_quantize_rows(f, ptr<const float>(y), m, inter, ptr<float>(h_out),
+                                ptr<uint8_t>(q), ptr<uint8_t>(s), st);
+  });
+}
+
 NEP_EXPORT int32_t nep_cuda_gemm_quantize_weights(int32_t device, int32_t format, int64_t w,
                                                   int64_t num_groups, int64_t n, int64_t k,
                                                   int32_t transpose, int64_t q, int64_t s,

@@ -76,6 +76,13 @@ __device__ __forceinline__ float promote_mx(float acc, float p, uint32_t ea, uin
   return __fadd_rn(acc, ldexpf(p, (int)ea + (int)eb - 254));
 }
 
+// silu(g) * u as gemm_api.h specifies it: g / (1 + exp(-g)), then the product, in float32.
+__device__ __forceinline__ float swiglu(float g, float u) {
+  const float e = expf(-g);
+  const float silu = __fdiv_rn(g, __fadd_rn(1.0f, e));
+  return __fmul_rn(silu, u);
+}
+
 // float -> bf16 bits as codec.h's bf16_from_float (round to nearest even, NaN quietened).
 __device__ __forceinline__ uint16_t bf16_bits(float f) {
   const uint32_t u = __float_as_uint(f);

@@ -42,6 +42,10 @@ struct RowSource {
 void launch_quantize_rows(Format f, const RowSource& src, int64_t rows, int64_t k, uint8_t* q,
                           uint8_t* s, cudaStream_t stream);
 
+// y [rows, 2 inter] -> h = silu(gate) * up (into h_out unless null) and its wire rows.
+void launch_swiglu_quantize_rows(Format f, const float* y, int64_t rows, int64_t inter,
+                                 float* h_out, uint8_t* q, uint8_t* s, cudaStream_t stream);
+
 // FP8_BLOCK weights [groups, n, k] in 128x128 blocks; transpose writes q [G, k, n] and the
 // transposed scale grid.
 void launch_quantize_weight_blocks(const float* w, int64_t groups, int64_t n, int64_t k,

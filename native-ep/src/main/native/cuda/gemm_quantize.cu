@@ -14,6 +14,11 @@ namespace {
 
 constexpr int kUnit = 128;  // elements a warp quantises at once: one FP8 block or four MX blocks
 
+unsigned grid_for(int64_t items, int64_t per_block) {
+  const int64_t blocks = (items + per_block - 1) / per_block;
+  return (unsigned)std::min<int64_t>(std::max<int64_t>(blocks, 1), 1 << 20);
+}
+
 // Quantises the 128 elements v[j] = element lane + 32 j of a unit (zeros past the row end) and
 // writes elements (where i < len) and scales. FP8: one scale; MXFP8: one per 32.
 template <Format F>
@@ -39,9 +44,16 @@ __device__ __forceinline__ void quantize_unit(const float v[4], int lane, int64_
   }
 }
 
-template <Format F>
-__global__ void quantize_rows_kernel(RowSource src, int64_t rows, int64_t k, uint8_t* q,
-                                     uint8_t* s) {
+// The fused SwiGLU source of quantize_rows_kernel: row r's element i is silu(y[r, i]) * y[r, k + i]
+// (y [rows, 2k]), also stored into h_out [rows, k] unless it is null.
+struct SwigluSource {
+  const float* y;
+  float* h_out;
+};
+
+template <Format F, bool kSwiglu>
+__global__ void quantize_rows_kernel(RowSource src, SwigluSource sw, int64_t rows, int64_t k,
+                                     uint8_t* q, uint8_t* s) {
   const int lane = threadIdx.x & 31;
   const int64_t units_per_row = (k + kUnit - 1) / kUnit;
   const int64_t units = rows * units_per_row;
@@ -50,18 +62,45 @@ __global__ void quantize_rows_kernel(RowSource src, int64_t rows, int64_t k, uin
   for (int64_t u = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; u < units;
        u += warps) {
     const int64_t r = u / units_per_row, i0 = (u % units_per_row) * kUnit;
-    const float* row = src.x + (r / src.rows_per_batch) * src.batch_stride +
-                       (r % src.rows_per_batch) * src.row_stride;
     const int64_t len = min((int64_t)kUnit, k - i0);
     float v[4];
+    if constexpr (kSwiglu) {
+      const float* gate = sw.y + r * 2 * k + i0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t i = lane + 32 * j;
-      v[j] = i < len ? row[(i0 + i) * src.elem_stride] : 0.0f;
+      for (int j = 0; j < 4; ++j) {
+        const int64_t i = lane + 32 * j;
+        v[j] = i < len ? swiglu(gate[i], gate[k + i]) : 0.0f;
+        if (i < len && sw.h_out != nullptr) sw.h_out[r * k + i0 + i] = v[j];
+      }
+    } else {
+      const float* row = src.x + (r / src.rows_per_batch) * src.batch_stride +
+                         (r % src.rows_per_batch) * src.row_stride;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t i = lane + 32 * j;
+        v[j] = i < len ? row[(i0 + i) * src.elem_stride] : 0.0f;
+      }
     }
     const int64_t scale_at = F == Format::kFp8Block ? (i0 / 128) * 4 : i0 / 32;
     quantize_unit<F>(v, lane, len, q + r * k + i0, s + r * scale_row + scale_at);
   }
+}
+
+template <bool kSwiglu>
+void launch_rows(Format f, const RowSource& src, const SwigluSource& sw, int64_t rows, int64_t k,
+                 uint8_t* q, uint8_t* s, cudaStream_t stream) {
+  if (rows == 0) return;
+  constexpr int kThreads = 256;
+  const int64_t units = rows * ((k + kUnit - 1) / kUnit);
+  const unsigned grid = grid_for(units, kThreads / 32);
+  if (f == Format::kFp8Block) {
+    quantize_rows_kernel<Format::kFp8Block, kSwiglu>
+        <<<grid, kThreads, 0, stream>>>(src, sw, rows, k, q, s);
+  } else {
+    quantize_rows_kernel<Format::kMxfp8, kSwiglu>
+        <<<grid, kThreads, 0, stream>>>(src, sw, rows, k, q, s);
+  }
+  check_cuda(cudaGetLastError(), "quantize rows kernel launch");
 }
 
 // One 128x128 block per CTA of 256 threads.
@@ -145,11 +184,6 @@ __global__ void quantize_rows_t_grouped_kernel(const __grid_constant__ GroupTabl
   }
 }
 
-unsigned grid_for(int64_t items, int64_t per_block) {
-  const int64_t blocks = (items + per_block - 1) / per_block;
-  return (unsigned)std::min<int64_t>(std::max<int64_t>(blocks, 1), 1 << 20);
-}
-
 }  // namespace
 
 GroupTable make_group_table(const Groups& groups, int64_t tile_rows) {
@@ -169,16 +203,13 @@ GroupTable make_group_table(const Groups& groups, int64_t tile_rows) {
 
 void launch_quantize_rows(Format f, const RowSource& src, int64_t rows, int64_t k, uint8_t* q,
                           uint8_t* s, cudaStream_t stream) {
-  if (rows == 0) return;
-  constexpr int kThreads = 256;
-  const int64_t units = rows * ((k + kUnit - 1) / kUnit);
-  const unsigned grid = grid_for(units, kThreads / 32);
-  if (f == Format::kFp8Block) {
-    quantize_rows_kernel<Format::kFp8Block><<<grid, kThreads, 0, stream>>>(src, rows, k, q, s);
-  } else {
-    quantize_rows_kernel<Format::kMxfp8><<<grid, kThreads, 0, stream>>>(src, rows, k, q, s);
-  }
-  check_cuda(cudaGetLastError(), "quantize rows kernel launch");
+  launch_rows<false>(f, src, SwigluSource{nullptr, nullptr}, rows, k, q, s, stream);
+}
+
+void launch_swiglu_quantize_rows(Format f, const float* y, int64_t rows, int64_t inter,
+                                 float* h_out, uint8_t* q, uint8_t* s, cudaStream_t stream) {
+  launch_rows<true>(f, RowSource{nullptr, 1, 0, 0, 0}, SwigluSource{y, h_out}, rows, inter, q, s,
+                    stream);
 }
 
 void launch_quantize_weight_blocks(const float* w, int64_t groups, int64_t n, int64_t k,
