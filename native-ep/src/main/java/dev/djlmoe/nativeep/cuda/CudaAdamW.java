@@ -62,27 +62,26 @@ public final class CudaAdamW {
             Step step,
             boolean zeroGrad,
             long stream) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_adamw_f32(
-                            device,
-                            weight,
-                            grad,
-                            mean,
-                            variance,
-                            n,
-                            step.lr(),
-                            step.lrCorrected(),
-                            step.weightDecay(),
-                            step.beta1(),
-                            step.beta2(),
-                            step.eps(),
-                            step.gradScale(),
-                            zeroGrad ? 1 : 0,
-                            stream,
-                            call.err(),
-                            call.cap()),
-                    "AdamW on GPU " + device);
-        }
+        CudaCall.run(
+                "AdamW on GPU " + device,
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_adamw_f32(
+                                device,
+                                weight,
+                                grad,
+                                mean,
+                                variance,
+                                n,
+                                step.lr(),
+                                step.lrCorrected(),
+                                step.weightDecay(),
+                                step.beta1(),
+                                step.beta2(),
+                                step.eps(),
+                                step.gradScale(),
+                                zeroGrad ? 1 : 0,
+                                stream,
+                                err,
+                                cap));
     }
 }

@@ -46,18 +46,13 @@ public record CudaDeviceInfo(
                     NativeEpCuda.nep_cuda_device_info(
                             device, name, NAME_CAPACITY, total, free, sms, call.err(), call.cap()),
                     "device info of GPU " + device);
-            return new CudaDeviceInfo(device, text(name), total.get(), free.get(), sms.get());
+            return new CudaDeviceInfo(
+                    device,
+                    CudaCall.text(name, NAME_CAPACITY - 1),
+                    total.get(),
+                    free.get(),
+                    sms.get());
         }
-    }
-
-    private static String text(BytePointer p) {
-        int n = 0;
-        while (n < NAME_CAPACITY - 1 && p.get(n) != 0) {
-            n++;
-        }
-        byte[] b = new byte[n];
-        p.get(b, 0, n);
-        return new String(b, java.nio.charset.StandardCharsets.UTF_8);
     }
 
     /**

@@ -3,9 +3,9 @@
  */
 package dev.djlmoe.nativeep.cuda;
 
+import dev.djlmoe.nativeep.OwnedHandle;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.IntPointer;
-import org.bytedeco.javacpp.PointerPointer;
 
 /**
  * One rank's expert-parallel buffer on a GPU (DeepEP normal mode), over the CUDA plug-in: create,
@@ -21,13 +21,13 @@ import org.bytedeco.javacpp.PointerPointer;
  */
 public final class CudaEpBuffer implements AutoCloseable {
 
-    private NativeEpCuda.nep_cuda_buffer buf;
+    private final OwnedHandle<NativeEpCuda.nep_cuda_buffer> buf;
     private final int rank;
     private final int world;
     private final int device;
 
     private CudaEpBuffer(NativeEpCuda.nep_cuda_buffer buf, int rank, int world, int device) {
-        this.buf = buf;
+        this.buf = new OwnedHandle<>(buf, "CUDA EP buffer", NativeEpCuda::nep_cuda_buffer_destroy);
         this.rank = rank;
         this.world = world;
         this.device = device;
@@ -52,35 +52,23 @@ public final class CudaEpBuffer implements AutoCloseable {
      */
     public static CudaEpBuffer create(
             int rank, int world, int device, long bytes, long timeoutMillis) {
-        try (CudaCall call = new CudaCall();
-                PointerPointer<NativeEpCuda.nep_cuda_buffer> out = new PointerPointer<>(1)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_buffer_create(
-                            rank, world, device, bytes, timeoutMillis, out, call.err(), call.cap()),
-                    "create CUDA EP buffer of rank " + rank);
-            return new CudaEpBuffer(
-                    new NativeEpCuda.nep_cuda_buffer(out.get(0)), rank, world, device);
-        }
+        return CudaCall.create(
+                "create CUDA EP buffer of rank " + rank,
+                (out, err, cap) ->
+                        NativeEpCuda.nep_cuda_buffer_create(
+                                rank, world, device, bytes, timeoutMillis, out, err, cap),
+                p -> new CudaEpBuffer(new NativeEpCuda.nep_cuda_buffer(p), rank, world, device));
     }
 
     /**
      * @return this rank's connection blob ({@link NativeEpCuda#NEP_CUDA_EXPORT_BYTES} bytes)
      */
     public byte[] exportBlob() {
-        try (CudaCall call = new CudaCall();
-                BytePointer out = new BytePointer(NativeEpCuda.NEP_CUDA_EXPORT_BYTES)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_buffer_export(
-                            open(),
-                            out,
-                            NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
-                            call.err(),
-                            call.cap()),
-                    "export");
-            byte[] b = new byte[NativeEpCuda.NEP_CUDA_EXPORT_BYTES];
-            out.get(b);
-            return b;
-        }
+        return CudaCall.read(
+                "export",
+                NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
+                (out, n, err, cap) ->
+                        NativeEpCuda.nep_cuda_buffer_export(open(), out, n, err, cap));
     }
 
     /**
@@ -89,29 +77,20 @@ public final class CudaEpBuffer implements AutoCloseable {
      * @param allBlobs the blobs of ranks 0..world-1, concatenated
      */
     public void connect(byte[] allBlobs) {
-        try (CudaCall call = new CudaCall();
-                BytePointer p = new BytePointer(allBlobs)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_buffer_connect(
-                            open(), p, allBlobs.length, call.err(), call.cap()),
-                    "connect (cuda-ipc)");
-        }
+        CudaCall.write(
+                "connect (cuda-ipc)",
+                allBlobs,
+                (p, n, err, cap) -> NativeEpCuda.nep_cuda_buffer_connect(open(), p, n, err, cap));
     }
 
     /**
      * @return a new NCCL unique id (rank 0 makes it, every rank passes it to {@link #connectNccl})
      */
     public static byte[] ncclUniqueId() {
-        try (CudaCall call = new CudaCall();
-                BytePointer out = new BytePointer(NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_nccl_unique_id(
-                            out, NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES, call.err(), call.cap()),
-                    "NCCL id");
-            byte[] b = new byte[NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES];
-            out.get(b);
-            return b;
-        }
+        return CudaCall.read(
+                "NCCL id",
+                NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES,
+                NativeEpCuda::nep_cuda_nccl_unique_id);
     }
 
     /**
@@ -120,13 +99,11 @@ public final class CudaEpBuffer implements AutoCloseable {
      * @param uniqueId rank 0's {@link #ncclUniqueId()}
      */
     public void connectNccl(byte[] uniqueId) {
-        try (CudaCall call = new CudaCall();
-                BytePointer p = new BytePointer(uniqueId)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_buffer_connect_nccl(
-                            open(), p, uniqueId.length, call.err(), call.cap()),
-                    "connect (nccl)");
-        }
+        CudaCall.write(
+                "connect (nccl)",
+                uniqueId,
+                (p, n, err, cap) ->
+                        NativeEpCuda.nep_cuda_buffer_connect_nccl(open(), p, n, err, cap));
     }
 
     /**
@@ -186,22 +163,21 @@ public final class CudaEpBuffer implements AutoCloseable {
             long tokensPerExpert,
             long isTokenInRank,
             long stream) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_layout(
-                            open(),
-                            topkIdx,
-                            numTokens,
-                            numTopk,
-                            numExperts,
-                            tokensPerRank,
-                            tokensPerExpert,
-                            isTokenInRank,
-                            stream,
-                            call.err(),
-                            call.cap()),
-                    "layout");
-        }
+        CudaCall.run(
+                "layout",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_layout(
+                                open(),
+                                topkIdx,
+                                numTokens,
+                                numTopk,
+                                numExperts,
+                                tokensPerRank,
+                                tokensPerExpert,
+                                isTokenInRank,
+                                stream,
+                                err,
+                                cap));
     }
 
     /**
@@ -222,23 +198,21 @@ public final class CudaEpBuffer implements AutoCloseable {
             int numExperts,
             int expertAlignment,
             long stream) {
-        try (CudaCall call = new CudaCall();
-                PointerPointer<NativeEpCuda.nep_cuda_handle> out = new PointerPointer<>(1)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_dispatch_notify(
-                            open(),
-                            topkIdx,
-                            numTokens,
-                            numTopk,
-                            numExperts,
-                            expertAlignment,
-                            stream,
-                            out,
-                            call.err(),
-                            call.cap()),
-                    "notify");
-            return new Handle(new NativeEpCuda.nep_cuda_handle(out.get(0)));
-        }
+        return CudaCall.create(
+                "notify",
+                (out, err, cap) ->
+                        NativeEpCuda.nep_cuda_dispatch_notify(
+                                open(),
+                                topkIdx,
+                                numTokens,
+                                numTopk,
+                                numExperts,
+                                expertAlignment,
+                                stream,
+                                out,
+                                err,
+                                cap),
+                p -> new Handle(new NativeEpCuda.nep_cuda_handle(p)));
     }
 
     /**
@@ -272,27 +246,26 @@ public final class CudaEpBuffer implements AutoCloseable {
             long recvTopkWeights,
             int numSms,
             long stream) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_dispatch(
-                            open(),
-                            h.open(),
-                            x,
-                            xDtype,
-                            hidden,
-                            wire,
-                            topkIdx,
-                            topkWeights,
-                            recvX,
-                            recvDtype,
-                            recvTopkIdx,
-                            recvTopkWeights,
-                            numSms,
-                            stream,
-                            call.err(),
-                            call.cap()),
-                    "dispatch");
-        }
+        CudaCall.run(
+                "dispatch",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_dispatch(
+                                open(),
+                                h.open(),
+                                x,
+                                xDtype,
+                                hidden,
+                                wire,
+                                topkIdx,
+                                topkWeights,
+                                recvX,
+                                recvDtype,
+                                recvTopkIdx,
+                                recvTopkWeights,
+                                numSms,
+                                stream,
+                                err,
+                                cap));
     }
 
     /**
@@ -322,25 +295,24 @@ public final class CudaEpBuffer implements AutoCloseable {
             long outWeights,
             int numSms,
             long stream) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_combine(
-                            open(),
-                            h.open(),
-                            y,
-                            yDtype,
-                            hidden,
-                            wire,
-                            yWeights,
-                            out,
-                            outDtype,
-                            outWeights,
-                            numSms,
-                            stream,
-                            call.err(),
-                            call.cap()),
-                    "combine");
-        }
+        CudaCall.run(
+                "combine",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_combine(
+                                open(),
+                                h.open(),
+                                y,
+                                yDtype,
+                                hidden,
+                                wire,
+                                yWeights,
+                                out,
+                                outDtype,
+                                outWeights,
+                                numSms,
+                                stream,
+                                err,
+                                cap));
     }
 
     /**
@@ -352,12 +324,11 @@ public final class CudaEpBuffer implements AutoCloseable {
      * @param stream the stream
      */
     public void allReduceSum(long data, long count, int dtype, long stream) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_all_reduce_sum(
-                            open(), data, count, dtype, stream, call.err(), call.cap()),
-                    "all-reduce");
-        }
+        CudaCall.run(
+                "all-reduce",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_all_reduce_sum(
+                                open(), data, count, dtype, stream, err, cap));
     }
 
     /**
@@ -366,41 +337,30 @@ public final class CudaEpBuffer implements AutoCloseable {
      * @param stream the stream
      */
     public void sync(long stream) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(NativeEpCuda.nep_cuda_sync(open(), stream, call.err(), call.cap()), "sync");
-        }
+        CudaCall.run("sync", (err, cap) -> NativeEpCuda.nep_cuda_sync(open(), stream, err, cap));
     }
 
     private NativeEpCuda.nep_cuda_buffer open() {
-        if (buf == null) {
-            throw new IllegalStateException("the CUDA EP buffer is closed");
-        }
-        return buf;
+        return buf.get();
     }
 
     /** Releases the buffer (call after a barrier of all ranks). */
     @Override
     public void close() {
-        if (buf != null) {
-            NativeEpCuda.nep_cuda_buffer_destroy(buf);
-            buf = null;
-        }
+        buf.close();
     }
 
     /** The routing of one dispatch: counts on the host, indices on the device. */
     public static final class Handle implements AutoCloseable {
 
-        private NativeEpCuda.nep_cuda_handle h;
+        private final OwnedHandle<NativeEpCuda.nep_cuda_handle> h;
 
         Handle(NativeEpCuda.nep_cuda_handle h) {
-            this.h = h;
+            this.h = new OwnedHandle<>(h, "handle", NativeEpCuda::nep_cuda_handle_destroy);
         }
 
         NativeEpCuda.nep_cuda_handle open() {
-            if (h == null) {
-                throw new IllegalStateException("the handle is closed");
-            }
-            return h;
+            return h.get();
         }
 
         /**
@@ -484,12 +444,12 @@ public final class CudaEpBuffer implements AutoCloseable {
          */
         public byte[] isTokenInRank(int world) {
             int n = (int) (numTokens() * world);
-            try (CudaCall call = new CudaCall();
-                    BytePointer p = new BytePointer(Math.max(n, 1))) {
-                call.check(
-                        NativeEpCuda.nep_cuda_handle_copy_is_token_in_rank(
-                                open(), p, call.err(), call.cap()),
-                        "is_token_in_rank");
+            try (BytePointer p = new BytePointer(Math.max(n, 1))) {
+                CudaCall.run(
+                        "is_token_in_rank",
+                        (err, cap) ->
+                                NativeEpCuda.nep_cuda_handle_copy_is_token_in_rank(
+                                        open(), p, err, cap));
                 byte[] v = new byte[n];
                 p.get(v);
                 return v;
@@ -501,12 +461,12 @@ public final class CudaEpBuffer implements AutoCloseable {
          */
         public int[] recvSrcIdx() {
             int n = (int) numRecv();
-            try (CudaCall call = new CudaCall();
-                    IntPointer p = new IntPointer(Math.max(n, 1))) {
-                call.check(
-                        NativeEpCuda.nep_cuda_handle_copy_recv_src_idx(
-                                open(), p, call.err(), call.cap()),
-                        "recv_src_idx");
+            try (IntPointer p = new IntPointer(Math.max(n, 1))) {
+                CudaCall.run(
+                        "recv_src_idx",
+                        (err, cap) ->
+                                NativeEpCuda.nep_cuda_handle_copy_recv_src_idx(
+                                        open(), p, err, cap));
                 int[] v = new int[n];
                 p.get(v);
                 return v;
@@ -515,10 +475,7 @@ public final class CudaEpBuffer implements AutoCloseable {
 
         @Override
         public void close() {
-            if (h != null) {
-                NativeEpCuda.nep_cuda_handle_destroy(h);
-                h = null;
-            }
+            h.close();
         }
     }
 }

@@ -3,8 +3,7 @@
  */
 package dev.djlmoe.nativeep.cuda;
 
-import org.bytedeco.javacpp.BytePointer;
-import org.bytedeco.javacpp.PointerPointer;
+import dev.djlmoe.nativeep.OwnedHandle;
 
 /**
  * One rank's low-latency (decoding) buffer on a GPU, over the CUDA plug-in ({@code cuda_api.h}
@@ -32,10 +31,12 @@ import org.bytedeco.javacpp.PointerPointer;
  */
 public final class CudaLowLatencyBuffer implements AutoCloseable {
 
-    private NativeEpCuda.nep_cuda_ll_buffer buf;
+    private final OwnedHandle<NativeEpCuda.nep_cuda_ll_buffer> buf;
 
     private CudaLowLatencyBuffer(NativeEpCuda.nep_cuda_ll_buffer buf) {
-        this.buf = buf;
+        this.buf =
+                new OwnedHandle<>(
+                        buf, "low-latency buffer", NativeEpCuda::nep_cuda_ll_buffer_destroy);
     }
 
     /**
@@ -62,45 +63,34 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
             int maxTopk,
             int maxWire,
             long timeoutMillis) {
-        try (CudaCall call = new CudaCall();
-                PointerPointer<NativeEpCuda.nep_cuda_ll_buffer> out = new PointerPointer<>(1)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_ll_buffer_create(
-                            rank,
-                            world,
-                            device,
-                            maxTokensPerRank,
-                            hidden,
-                            numExperts,
-                            maxTopk,
-                            maxWire,
-                            timeoutMillis,
-                            out,
-                            call.err(),
-                            call.cap()),
-                    "create CUDA low-latency buffer of rank " + rank);
-            return new CudaLowLatencyBuffer(new NativeEpCuda.nep_cuda_ll_buffer(out.get(0)));
-        }
+        return CudaCall.create(
+                "create CUDA low-latency buffer of rank " + rank,
+                (out, err, cap) ->
+                        NativeEpCuda.nep_cuda_ll_buffer_create(
+                                rank,
+                                world,
+                                device,
+                                maxTokensPerRank,
+                                hidden,
+                                numExperts,
+                                maxTopk,
+                                maxWire,
+                                timeoutMillis,
+                                out,
+                                err,
+                                cap),
+                p -> new CudaLowLatencyBuffer(new NativeEpCuda.nep_cuda_ll_buffer(p)));
     }
 
     /**
      * @return this rank's connection blob ({@link NativeEpCuda#NEP_CUDA_EXPORT_BYTES} bytes)
      */
     public byte[] exportBlob() {
-        try (CudaCall call = new CudaCall();
-                BytePointer out = new BytePointer(NativeEpCuda.NEP_CUDA_EXPORT_BYTES)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_ll_buffer_export(
-                            open(),
-                            out,
-                            NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
-                            call.err(),
-                            call.cap()),
-                    "export");
-            byte[] b = new byte[NativeEpCuda.NEP_CUDA_EXPORT_BYTES];
-            out.get(b);
-            return b;
-        }
+        return CudaCall.read(
+                "export",
+                NativeEpCuda.NEP_CUDA_EXPORT_BYTES,
+                (out, n, err, cap) ->
+                        NativeEpCuda.nep_cuda_ll_buffer_export(open(), out, n, err, cap));
     }
 
     /**
@@ -109,13 +99,11 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      * @param allBlobs the blobs of ranks 0..world-1, concatenated
      */
     public void connect(byte[] allBlobs) {
-        try (CudaCall call = new CudaCall();
-                BytePointer p = new BytePointer(allBlobs)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_ll_buffer_connect(
-                            open(), p, allBlobs.length, call.err(), call.cap()),
-                    "connect");
-        }
+        CudaCall.write(
+                "connect",
+                allBlobs,
+                (p, n, err, cap) ->
+                        NativeEpCuda.nep_cuda_ll_buffer_connect(open(), p, n, err, cap));
     }
 
     /**
@@ -124,12 +112,10 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      * @param numSms 1 to the device's SM count
      */
     public void setNumSms(int numSms) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_ll_buffer_set_num_sms(
-                            open(), numSms, call.err(), call.cap()),
-                    "set num_sms");
-        }
+        CudaCall.run(
+                "set num_sms",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_ll_buffer_set_num_sms(open(), numSms, err, cap));
     }
 
     /**
@@ -177,26 +163,13 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
             int wire,
             int flags,
             long stream) {
-        try (CudaCall call = new CudaCall();
-                PointerPointer<NativeEpCuda.nep_cuda_ll_op> out = new PointerPointer<>(1)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_ll_dispatch_send(
-                            open(),
-                            x,
-                            xDtype,
-                            numTokens,
-                            hidden,
-                            topkIdx,
-                            numTopk,
-                            wire,
-                            flags,
-                            stream,
-                            out,
-                            call.err(),
-                            call.cap()),
-                    "low-latency dispatch send");
-            return new Op(new NativeEpCuda.nep_cuda_ll_op(out.get(0)));
-        }
+        return CudaCall.create(
+                "low-latency dispatch send",
+                (out, err, cap) ->
+                        NativeEpCuda.nep_cuda_ll_dispatch_send(
+                                open(), x, xDtype, numTokens, hidden, topkIdx, numTopk, wire, flags,
+                                stream, out, err, cap),
+                p -> new Op(new NativeEpCuda.nep_cuda_ll_op(p)));
     }
 
     /**
@@ -213,24 +186,22 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      */
     public Op combineSend(
             Handle h, long y, int yDtype, long topkIdx, long topkWeights, int wire, long stream) {
-        try (CudaCall call = new CudaCall();
-                PointerPointer<NativeEpCuda.nep_cuda_ll_op> out = new PointerPointer<>(1)) {
-            call.check(
-                    NativeEpCuda.nep_cuda_ll_combine_send(
-                            open(),
-                            h.open(),
-                            y,
-                            yDtype,
-                            topkIdx,
-                            topkWeights,
-                            wire,
-                            stream,
-                            out,
-                            call.err(),
-                            call.cap()),
-                    "low-latency combine send");
-            return new Op(new NativeEpCuda.nep_cuda_ll_op(out.get(0)));
-        }
+        return CudaCall.create(
+                "low-latency combine send",
+                (out, err, cap) ->
+                        NativeEpCuda.nep_cuda_ll_combine_send(
+                                open(),
+                                h.open(),
+                                y,
+                                yDtype,
+                                topkIdx,
+                                topkWeights,
+                                wire,
+                                stream,
+                                out,
+                                err,
+                                cap),
+                p -> new Op(new NativeEpCuda.nep_cuda_ll_op(p)));
     }
 
     /**
@@ -239,34 +210,25 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
      * @param stream the CUDA stream
      */
     public void sync(long stream) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_ll_sync(open(), stream, call.err(), call.cap()), "sync");
-        }
+        CudaCall.run("sync", (err, cap) -> NativeEpCuda.nep_cuda_ll_sync(open(), stream, err, cap));
     }
 
     private NativeEpCuda.nep_cuda_ll_buffer open() {
-        if (buf == null) {
-            throw new IllegalStateException("the low-latency buffer is closed");
-        }
-        return buf;
+        return buf.get();
     }
 
     @Override
     public void close() {
-        if (buf != null) {
-            NativeEpCuda.nep_cuda_ll_buffer_destroy(buf);
-            buf = null;
-        }
+        buf.close();
     }
 
     /** An issued send whose receive is pending (the hook). */
     public static final class Op implements AutoCloseable {
 
-        private NativeEpCuda.nep_cuda_ll_op op;
+        private final OwnedHandle<NativeEpCuda.nep_cuda_ll_op> op;
 
         Op(NativeEpCuda.nep_cuda_ll_op op) {
-            this.op = op;
+            this.op = new OwnedHandle<>(op, "low-latency op", NativeEpCuda::nep_cuda_ll_op_destroy);
         }
 
         /**
@@ -301,23 +263,21 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
                 long recvSrcInfo,
                 long recvLayoutRange,
                 long stream) {
-            try (CudaCall call = new CudaCall();
-                    PointerPointer<NativeEpCuda.nep_cuda_ll_handle> out = new PointerPointer<>(1)) {
-                call.check(
-                        NativeEpCuda.nep_cuda_ll_dispatch_recv(
-                                open(),
-                                recvX,
-                                recvDtype,
-                                recvCount,
-                                recvSrcInfo,
-                                recvLayoutRange,
-                                stream,
-                                out,
-                                call.err(),
-                                call.cap()),
-                        "low-latency dispatch receive");
-                return new Handle(new NativeEpCuda.nep_cuda_ll_handle(out.get(0)));
-            }
+            return CudaCall.create(
+                    "low-latency dispatch receive",
+                    (out, err, cap) ->
+                            NativeEpCuda.nep_cuda_ll_dispatch_recv(
+                                    open(),
+                                    recvX,
+                                    recvDtype,
+                                    recvCount,
+                                    recvSrcInfo,
+                                    recvLayoutRange,
+                                    stream,
+                                    out,
+                                    err,
+                                    cap),
+                    p -> new Handle(new NativeEpCuda.nep_cuda_ll_handle(p)));
         }
 
         /**
@@ -328,38 +288,33 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
          * @param stream the CUDA stream
          */
         public void combineRecv(long out, int outDtype, long stream) {
-            try (CudaCall call = new CudaCall()) {
-                call.check(
-                        NativeEpCuda.nep_cuda_ll_combine_recv(
-                                open(), out, outDtype, stream, call.err(), call.cap()),
-                        "low-latency combine receive");
-            }
+            CudaCall.run(
+                    "low-latency combine receive",
+                    (err, cap) ->
+                            NativeEpCuda.nep_cuda_ll_combine_recv(
+                                    open(), out, outDtype, stream, err, cap));
         }
 
         private NativeEpCuda.nep_cuda_ll_op open() {
-            if (op == null) {
-                throw new IllegalStateException("the low-latency op is closed");
-            }
-            return op;
+            return op.get();
         }
 
         /** Closes the op; a pending one is abandoned (its receive is issued without outputs). */
         @Override
         public void close() {
-            if (op != null) {
-                NativeEpCuda.nep_cuda_ll_op_destroy(op);
-                op = null;
-            }
+            op.close();
         }
     }
 
     /** The routing of one low-latency dispatch, used by its combine. */
     public static final class Handle implements AutoCloseable {
 
-        private NativeEpCuda.nep_cuda_ll_handle h;
+        private final OwnedHandle<NativeEpCuda.nep_cuda_ll_handle> h;
 
         Handle(NativeEpCuda.nep_cuda_ll_handle h) {
-            this.h = h;
+            this.h =
+                    new OwnedHandle<>(
+                            h, "low-latency handle", NativeEpCuda::nep_cuda_ll_handle_destroy);
         }
 
         /**
@@ -370,18 +325,12 @@ public final class CudaLowLatencyBuffer implements AutoCloseable {
         }
 
         NativeEpCuda.nep_cuda_ll_handle open() {
-            if (h == null) {
-                throw new IllegalStateException("the low-latency handle is closed");
-            }
-            return h;
+            return h.get();
         }
 
         @Override
         public void close() {
-            if (h != null) {
-                NativeEpCuda.nep_cuda_ll_handle_destroy(h);
-                h = null;
-            }
+            h.close();
         }
     }
 }

@@ -67,36 +67,30 @@ public final class DeviceMemory implements AutoCloseable {
      * @param value the byte
      */
     public void fill(int value) {
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_memset(
-                            device, address(), value, bytes, call.err(), call.cap()),
-                    "cudaMemset");
-        }
+        CudaCall.run(
+                "cudaMemset",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_memset(device, address(), value, bytes, err, cap));
     }
 
     private void copyIn(Pointer p, long n) {
         if (n > bytes) {
             throw new IllegalArgumentException(n + " bytes do not fit in " + bytes);
         }
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_memcpy(
-                            device, address(), p.address(), n, call.err(), call.cap()),
-                    "upload");
-        }
+        memcpy(address(), p.address(), n, "upload");
     }
 
     private void copyOut(Pointer p, long n) {
         if (n > bytes) {
             throw new IllegalArgumentException(n + " bytes exceed " + bytes);
         }
-        try (CudaCall call = new CudaCall()) {
-            call.check(
-                    NativeEpCuda.nep_cuda_memcpy(
-                            device, p.address(), address(), n, call.err(), call.cap()),
-                    "download");
-        }
+        memcpy(p.address(), address(), n, "download");
+    }
+
+    private void memcpy(long dst, long src, long n, String operation) {
+        CudaCall.run(
+                operation,
+                (err, cap) -> NativeEpCuda.nep_cuda_memcpy(device, dst, src, n, err, cap));
     }
 
     /**
@@ -169,10 +163,10 @@ public final class DeviceMemory implements AutoCloseable {
     @Override
     public void close() {
         if (address != 0) {
-            try (CudaCall call = new CudaCall()) {
-                call.check(
-                        NativeEpCuda.nep_cuda_free(device, address, call.err(), call.cap()),
-                        "cudaFree");
+            long a = address;
+            try {
+                CudaCall.run(
+                        "cudaFree", (err, cap) -> NativeEpCuda.nep_cuda_free(device, a, err, cap));
             } finally {
                 address = 0;
             }

@@ -190,12 +190,9 @@ public final class CudaEpJavaCheck {
                     perm[e] = e;
                 }
                 for (int k = 0; k < topkN; k++) {
-                    int j = k + rng.nextInt(experts - k);
-                    int tmp = perm[k];
-                    perm[k] = perm[j];
-                    perm[j] = tmp;
+                    int expert = rng.drawInto(perm, k);
                     boolean masked = nowhere || rng.nextInt(10) == 0; // 10% of slots are -1
-                    topk[t * topkN + k] = masked ? -1 : perm[k];
+                    topk[t * topkN + k] = masked ? -1 : expert;
                     weights[t * topkN + k] = (rng.nextInt(1000) + 1) / 1024f;
                 }
             }
@@ -212,6 +209,22 @@ public final class CudaEpJavaCheck {
 
         SplitMix(long seed) {
             s = seed;
+        }
+
+        /**
+         * One step of a Fisher-Yates shuffle: swaps a random one of {@code perm[k..]} into {@code
+         * perm[k]}.
+         *
+         * @param perm the permutation being drawn from
+         * @param k the position to fill
+         * @return the value drawn
+         */
+        int drawInto(int[] perm, int k) {
+            int j = k + nextInt(perm.length - k);
+            int tmp = perm[k];
+            perm[k] = perm[j];
+            perm[j] = tmp;
+            return perm[k];
         }
 
         long next() {
@@ -737,6 +750,29 @@ public final class CudaEpJavaCheck {
             return (short) (u >>> 16);
         }
 
+        /**
+         * Times a call and a host sync of the stream after a barrier of the ranks.
+         *
+         * @param buf the buffer whose stream is synced
+         * @param warm untimed runs first
+         * @param iters timed runs
+         * @param call the call
+         * @return the median time of the timed runs, in microseconds
+         */
+        double medianMicros(CudaEpBuffer buf, int warm, int iters, Runnable call) {
+            double[] d = new double[iters];
+            barrier();
+            for (int i = 0; i < warm + iters; i++) {
+                long t0 = System.nanoTime();
+                call.run();
+                buf.sync(0);
+                if (i >= warm) {
+                    d[i - warm] = (System.nanoTime() - t0) * 1e-3;
+                }
+            }
+            return median(d);
+        }
+
         static double median(double[] v) {
             double[] s = v.clone();
             Arrays.sort(s);
@@ -759,11 +795,7 @@ public final class CudaEpJavaCheck {
                     perm[e] = e;
                 }
                 for (int k = 0; k < topkN; k++) {
-                    int j = k + rng.nextInt(experts - k);
-                    int tmp = perm[k];
-                    perm[k] = perm[j];
-                    perm[j] = tmp;
-                    topk[t * topkN + k] = perm[k];
+                    topk[t * topkN + k] = rng.drawInto(perm, k);
                 }
             }
             short[] x = new short[tokens * hidden];
@@ -807,58 +839,54 @@ public final class CudaEpJavaCheck {
                                     iters,
                                     warm,
                                     median(notify)));
+                    CudaEpBuffer.Handle routed = h;
                     for (int w = 0; w < wires.length; w++) {
-                        double[] d = new double[iters];
-                        barrier();
-                        for (int i = 0; i < warm + iters; i++) {
-                            long t0 = System.nanoTime();
-                            buf.dispatch(
-                                    h,
-                                    dX.address(),
-                                    BF16,
-                                    hidden,
-                                    wires[w],
-                                    0,
-                                    0,
-                                    rx.address(),
-                                    BF16,
-                                    0,
-                                    0,
-                                    sms,
-                                    0);
-                            buf.sync(0);
-                            if (i >= warm) {
-                                d[i - warm] = (System.nanoTime() - t0) * 1e-3;
-                            }
-                        }
-                        sb.append(String.format(", dispatch %s %.1f us", names[w], median(d)));
+                        int wire = wires[w];
+                        double d =
+                                medianMicros(
+                                        buf,
+                                        warm,
+                                        iters,
+                                        () ->
+                                                buf.dispatch(
+                                                        routed,
+                                                        dX.address(),
+                                                        BF16,
+                                                        hidden,
+                                                        wire,
+                                                        0,
+                                                        0,
+                                                        rx.address(),
+                                                        BF16,
+                                                        0,
+                                                        0,
+                                                        sms,
+                                                        0));
+                        sb.append(String.format(", dispatch %s %.1f us", names[w], d));
                     }
-                    double[] c = new double[iters];
-                    barrier();
-                    for (int i = 0; i < warm + iters; i++) {
-                        long t0 = System.nanoTime();
-                        buf.combine(
-                                h,
-                                rx.address(),
-                                BF16,
-                                hidden,
-                                WIRE_BF16,
-                                0,
-                                out.address(),
-                                BF16,
-                                0,
-                                sms,
-                                0);
-                        buf.sync(0);
-                        if (i >= warm) {
-                            c[i - warm] = (System.nanoTime() - t0) * 1e-3;
-                        }
-                    }
+                    double c =
+                            medianMicros(
+                                    buf,
+                                    warm,
+                                    iters,
+                                    () ->
+                                            buf.combine(
+                                                    routed,
+                                                    rx.address(),
+                                                    BF16,
+                                                    hidden,
+                                                    WIRE_BF16,
+                                                    0,
+                                                    out.address(),
+                                                    BF16,
+                                                    0,
+                                                    sms,
+                                                    0));
                     sb.append(
                             String.format(
                                     ", combine bf16 %.1f us (each: the JNI call + a host sync; %d"
                                             + " rows received)",
-                                    median(c), rCount));
+                                    c, rCount));
                     log(sb.toString());
                 } finally {
                     h.close();
