@@ -3,8 +3,15 @@
  */
 package dev.djlmoe.ep;
 
-/** The counts every backend's routing knows on the host once the notify has run. */
-abstract class AbstractEpRouting implements EpRouting {
+import java.util.function.Consumer;
+
+/**
+ * The counts every backend's routing knows on the host once the notify has run, and its native
+ * handle.
+ *
+ * @param <H> the type of the native handle
+ */
+abstract class AbstractEpRouting<H> extends OwnedRouting<H> implements EpRouting {
 
     private final long numTokens;
     private final long numRecv;
@@ -14,12 +21,16 @@ abstract class AbstractEpRouting implements EpRouting {
     private final int worldSize;
 
     AbstractEpRouting(
+            H handle,
+            String name,
+            Consumer<? super H> release,
             long numTokens,
             long numRecv,
             int numTopk,
             int numExperts,
             int numLocalExperts,
             int worldSize) {
+        super(handle, name, release);
         this.numTokens = numTokens;
         this.numRecv = numRecv;
         this.numTopk = numTopk;

@@ -9,15 +9,15 @@ import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.LongPointer;
 
 /** The CPU engine's routing of one low-latency dispatch ({@code nep_ll_handle}). */
-final class CpuLowLatencyRouting implements LowLatencyRouting {
+final class CpuLowLatencyRouting extends OwnedRouting<NativeEp.nep_ll_handle>
+        implements LowLatencyRouting {
 
-    private NativeEp.nep_ll_handle handle;
     private final int numLocalExperts;
     private final int worldSize;
     private final long maxTokensPerRank;
 
     CpuLowLatencyRouting(NativeEp.nep_ll_handle handle) {
-        this.handle = handle;
+        super(handle, "low-latency handle", NativeEp::nep_ll_handle_destroy);
         numLocalExperts = NativeEp.nep_ll_handle_num_local_experts(handle);
         worldSize = NativeEp.nep_ll_handle_world_size(handle);
         maxTokensPerRank = NativeEp.nep_ll_handle_max_tokens_per_rank(handle);
@@ -41,18 +41,6 @@ final class CpuLowLatencyRouting implements LowLatencyRouting {
                 NativeEp.nep_ll_handle_max_tokens_per_rank(handle),
                 NativeEp.nep_ll_handle_hidden(handle),
                 new CpuLowLatencyRouting(handle));
-    }
-
-    /**
-     * Returns the native handle.
-     *
-     * @return the open handle
-     */
-    NativeEp.nep_ll_handle handle() {
-        if (handle == null) {
-            throw new IllegalStateException("the low-latency handle is closed");
-        }
-        return handle;
     }
 
     @Override
@@ -84,18 +72,5 @@ final class CpuLowLatencyRouting implements LowLatencyRouting {
             p.get(out);
         }
         return out;
-    }
-
-    @Override
-    public boolean isClosed() {
-        return handle == null;
-    }
-
-    @Override
-    public void close() {
-        if (handle != null) {
-            NativeEp.nep_ll_handle_destroy(handle);
-            handle = null;
-        }
     }
 }

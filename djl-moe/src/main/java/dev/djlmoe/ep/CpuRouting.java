@@ -8,31 +8,19 @@ import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.IntPointer;
 
 /** The CPU engine's routing of one dispatch ({@code nep_handle}). */
-final class CpuRouting extends AbstractEpRouting {
-
-    private NativeEp.nep_handle handle;
+final class CpuRouting extends AbstractEpRouting<NativeEp.nep_handle> {
 
     CpuRouting(NativeEp.nep_handle handle) {
         super(
+                handle,
+                "handle",
+                NativeEp::nep_handle_destroy,
                 NativeEp.nep_handle_num_tokens(handle),
                 NativeEp.nep_handle_num_recv(handle),
                 NativeEp.nep_handle_num_topk(handle),
                 NativeEp.nep_handle_num_experts(handle),
                 NativeEp.nep_handle_num_local_experts(handle),
                 NativeEp.nep_handle_world_size(handle));
-        this.handle = handle;
-    }
-
-    /**
-     * Returns the native handle.
-     *
-     * @return the open handle
-     */
-    NativeEp.nep_handle handle() {
-        if (handle == null) {
-            throw new IllegalStateException("the handle is closed");
-        }
-        return handle;
     }
 
     @Override
@@ -78,18 +66,5 @@ final class CpuRouting extends AbstractEpRouting {
             }
         }
         return out;
-    }
-
-    @Override
-    public boolean isClosed() {
-        return handle == null;
-    }
-
-    @Override
-    public void close() {
-        if (handle != null) {
-            NativeEp.nep_handle_destroy(handle);
-            handle = null;
-        }
     }
 }

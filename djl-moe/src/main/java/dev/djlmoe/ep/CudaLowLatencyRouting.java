@@ -13,9 +13,9 @@ import dev.djlmoe.nativeep.cuda.CudaLowLatencyBuffer;
  * (two dispatches later when every call is a dispatch); a combine with a stale handle is refused
  * with the calls named.
  */
-final class CudaLowLatencyRouting implements LowLatencyRouting {
+final class CudaLowLatencyRouting extends OwnedRouting<CudaLowLatencyBuffer.Handle>
+        implements LowLatencyRouting {
 
-    private CudaLowLatencyBuffer.Handle handle;
     private final NDArray recvCount;
     private final NDArray srcInfo;
     private final NDArray layoutRange;
@@ -33,22 +33,10 @@ final class CudaLowLatencyRouting implements LowLatencyRouting {
             NDArray recvCount,
             NDArray srcInfo,
             NDArray layoutRange) {
-        this.handle = handle;
+        super(handle, "low-latency handle", CudaLowLatencyBuffer.Handle::close);
         this.recvCount = recvCount;
         this.srcInfo = srcInfo;
         this.layoutRange = layoutRange;
-    }
-
-    /**
-     * Returns the plug-in's handle.
-     *
-     * @return the open handle
-     */
-    CudaLowLatencyBuffer.Handle handle() {
-        if (handle == null) {
-            throw new IllegalStateException("the low-latency handle is closed");
-        }
-        return handle;
     }
 
     @Override
@@ -70,18 +58,9 @@ final class CudaLowLatencyRouting implements LowLatencyRouting {
     }
 
     @Override
-    public boolean isClosed() {
-        return handle == null;
-    }
-
-    @Override
-    public void close() {
-        if (handle != null) {
-            handle.close();
-            handle = null;
-            recvCount.close();
-            srcInfo.close();
-            layoutRange.close();
-        }
+    void released() {
+        recvCount.close();
+        srcInfo.close();
+        layoutRange.close();
     }
 }

@@ -11,14 +11,16 @@ import dev.djlmoe.nativeep.cuda.CudaEpException;
  * on the device. The source index of each received row is written by the first dispatch with the
  * routing, so {@link #recvSrcIdx()} and a combine need one to have run.
  */
-final class CudaRouting extends AbstractEpRouting {
+final class CudaRouting extends AbstractEpRouting<CudaEpBuffer.Handle> {
 
     private final CudaBackend backend;
-    private CudaEpBuffer.Handle handle;
     private boolean dispatched;
 
     CudaRouting(CudaBackend backend, CudaEpBuffer.Handle handle, int worldSize) {
         super(
+                handle,
+                "handle",
+                CudaEpBuffer.Handle::close,
                 handle.numTokens(),
                 handle.numRecv(),
                 handle.numTopk(),
@@ -26,19 +28,6 @@ final class CudaRouting extends AbstractEpRouting {
                 handle.numLocalExperts(),
                 worldSize);
         this.backend = backend;
-        this.handle = handle;
-    }
-
-    /**
-     * Returns the plug-in's handle.
-     *
-     * @return the open handle
-     */
-    CudaEpBuffer.Handle handle() {
-        if (handle == null) {
-            throw new IllegalStateException("the handle is closed");
-        }
-        return handle;
     }
 
     /** Records that a dispatch has used this routing (recv_src_idx is filled). */
@@ -91,16 +80,7 @@ final class CudaRouting extends AbstractEpRouting {
     }
 
     @Override
-    public boolean isClosed() {
-        return handle == null;
-    }
-
-    @Override
-    public void close() {
-        if (handle != null) {
-            handle.close();
-            handle = null;
-            backend.forget(this);
-        }
+    void released() {
+        backend.forget(this);
     }
 }

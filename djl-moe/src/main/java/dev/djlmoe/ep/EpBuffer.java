@@ -268,22 +268,13 @@ public final class EpBuffer implements AutoCloseable {
             WireFormat wire) {
         checkOpen();
         checkExperts(numExperts, worldSize());
-        long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
+        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
         long[] tk = checkTopk(topkIdx, xs[0], numExperts);
         Device device = x.getDevice();
         NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'x'");
         if (topkWeights != null) {
-            long[] ws = checkMatrix(topkWeights, "topk_weights", DataType.FLOAT32);
-            if (ws[0] != tk[0] || ws[1] != tk[1]) {
-                throw new IllegalArgumentException(
-                        "argument 'topk_weights' has shape "
-                                + topkWeights.getShape()
-                                + ", expected ("
-                                + tk[0]
-                                + ", "
-                                + tk[1]
-                                + ") like topk_idx");
-            }
+            EpChecks.checkMatrix(
+                    topkWeights, "topk_weights", DataType.FLOAT32, tk[0], tk[1], " like topk_idx");
             NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'x'");
         }
         checkAlignment(expertAlignment);
@@ -331,7 +322,7 @@ public final class EpBuffer implements AutoCloseable {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
         handle.routing(this); // refuses a closed handle or one of another buffer
-        long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
+        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
         checkOutput(out, "out", handle.numRecv(), xs[1], x, "x", handle.device());
         dispatchData(x, handle, null, null, false, wire, out);
         return out;
@@ -351,7 +342,7 @@ public final class EpBuffer implements AutoCloseable {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
         EpRouting routing = handle.routing(this);
-        long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
+        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
         Device device = handle.device();
         NativeMemory.checkDevice(x, "x", device, "'handle' (its dispatch)");
         if (xs[0] != handle.numTokens()) {
@@ -412,7 +403,7 @@ public final class EpBuffer implements AutoCloseable {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
         EpRouting routing = handle.routing(this);
-        long[] ys = checkMatrix(y, "y", DataType.FLOAT32);
+        long[] ys = EpChecks.checkMatrix(y, "y", DataType.FLOAT32);
         Device device = handle.device();
         NativeMemory.checkDevice(y, "y", device, "'handle' (its dispatch)");
         if (ys[0] != handle.numRecv()) {
@@ -429,17 +420,7 @@ public final class EpBuffer implements AutoCloseable {
         checkHidden(hidden, wire, device);
         int k = handle.numTopk();
         if (yWeights != null) {
-            long[] ws = checkMatrix(yWeights, "y_weights", DataType.FLOAT32);
-            if (ws[0] != handle.numRecv() || ws[1] != k) {
-                throw new IllegalArgumentException(
-                        "argument 'y_weights' has shape "
-                                + yWeights.getShape()
-                                + ", expected ("
-                                + handle.numRecv()
-                                + ", "
-                                + k
-                                + ")");
-            }
+            EpChecks.checkMatrix(yWeights, "y_weights", DataType.FLOAT32, handle.numRecv(), k, "");
             NativeMemory.checkDevice(yWeights, "y_weights", device, "'handle' (its dispatch)");
         }
         NDManager m = y.getManager();
@@ -478,7 +459,7 @@ public final class EpBuffer implements AutoCloseable {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
         handle.routing(this); // refuses a closed handle or one of another buffer
-        long[] ys = checkMatrix(y, "y", DataType.FLOAT32);
+        long[] ys = EpChecks.checkMatrix(y, "y", DataType.FLOAT32);
         checkOutput(out, "out", handle.numTokens(), ys[1], y, "y", handle.device());
         return combineData(y, null, handle, wire, out).out();
     }
@@ -501,28 +482,18 @@ public final class EpBuffer implements AutoCloseable {
             return cpu;
         }
         if (!device.isGpu()) {
-            throw new IllegalArgumentException(
-                    "argument '"
-                            + argument
-                            + "' is on device "
-                            + device
-                            + "; EpBuffer takes CPU"
-                            + " arrays (CPU engine) or GPU arrays (CUDA plug-in)");
+            throw EpChecks.unsupportedDevice(argument, device, "EpBuffer");
         }
         if (cuda == null) {
             long millis = timeout != null ? timeout.toMillis() : ProcessGroups.timeoutMillis();
             cuda = CudaConnector.connect(group, device, argument, cudaBufferBytes, numSms, millis);
-        } else if (!NativeMemory.sameDevice(cuda.device(), device)) {
-            throw new IllegalArgumentException(
-                    "argument '"
-                            + argument
-                            + "' is on device "
-                            + device
-                            + " but this EpBuffer's"
-                            + " CUDA buffer is on "
-                            + cuda.device()
-                            + " (one rank drives one GPU;"
-                            + " move the arrays there or use another EpBuffer)");
+        } else {
+            EpChecks.checkSameGpu(
+                    argument,
+                    device,
+                    cuda.device(),
+                    "EpBuffer",
+                    "; move the arrays there or use another EpBuffer");
         }
         return cuda;
     }
@@ -541,19 +512,7 @@ public final class EpBuffer implements AutoCloseable {
             NDArray input,
             String inputName,
             Device device) {
-        long[] os = checkMatrix(out, name, DataType.FLOAT32);
-        if (os[0] != rows || os[1] != cols) {
-            throw new IllegalArgumentException(
-                    "argument '"
-                            + name
-                            + "' has shape "
-                            + out.getShape()
-                            + ", expected ("
-                            + rows
-                            + ", "
-                            + cols
-                            + ")");
-        }
+        EpChecks.checkMatrix(out, name, DataType.FLOAT32, rows, cols, "");
         NativeMemory.checkDevice(out, name, device, "'handle' (its dispatch)");
         NativeMemory.checkDevice(input, inputName, device, "'handle' (its dispatch)");
         if (rows * cols == 0) {
@@ -629,26 +588,9 @@ public final class EpBuffer implements AutoCloseable {
         }
     }
 
-    /** Checks a 2-D array of the given dtype and returns its {rows, cols}. */
-    private static long[] checkMatrix(NDArray a, String name, DataType dtype) {
-        if (a == null) {
-            throw new IllegalArgumentException("argument '" + name + "' is null");
-        }
-        Shape s = a.getShape();
-        if (s.dimension() != 2) {
-            throw new IllegalArgumentException(
-                    "argument '" + name + "' has shape " + s + ", expected 2 dimensions");
-        }
-        if (a.getDataType() != dtype) {
-            throw new IllegalArgumentException(
-                    "argument '" + name + "' has dtype " + a.getDataType() + ", expected " + dtype);
-        }
-        return new long[] {s.get(0), s.get(1)};
-    }
-
     /** Checks topk_idx [T, K] int64 (T must equal expectedRows unless negative). */
     private static long[] checkTopk(NDArray topkIdx, long expectedRows, int numExperts) {
-        long[] tk = checkMatrix(topkIdx, "topk_idx", DataType.INT64);
+        long[] tk = EpChecks.checkMatrix(topkIdx, "topk_idx", DataType.INT64);
         if (expectedRows >= 0 && tk[0] != expectedRows) {
             throw new IllegalArgumentException(
                     "argument 'topk_idx' has " + tk[0] + " rows but 'x' has " + expectedRows);

@@ -36,14 +36,12 @@ public final class EpHandle implements AutoCloseable {
      * @return the routing
      */
     EpRouting routing(EpBuffer buffer) {
-        if (routing.isClosed()) {
-            throw new IllegalArgumentException("argument 'handle' is closed");
-        }
-        if (buffer != owner) {
-            throw new IllegalArgumentException(
-                    "argument 'handle' was created by another EpBuffer; a handle is valid only"
-                            + " with the buffer that created it");
-        }
+        EpChecks.checkHandle(
+                routing.isClosed(),
+                owner,
+                buffer,
+                "argument 'handle' was created by another EpBuffer; a handle is valid only"
+                        + " with the buffer that created it");
         return routing;
     }
 

@@ -306,7 +306,7 @@ public final class LowLatencyBuffer implements AutoCloseable {
     public LowLatencyHook<LowLatencyDispatch> dispatchSend(
             NDArray x, NDArray topkIdx, WireFormat wire, boolean roundScale) {
         NativeEp.nep_ll_buffer b = open();
-        long[] xs = checkMatrix(x, "x", DataType.FLOAT32);
+        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
         if (xs[0] > maxTokensPerRank) {
             throw new IllegalArgumentException(
                     "argument 'x' has "
@@ -322,7 +322,7 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             + " columns, but the buffer's hidden size is "
                             + hidden);
         }
-        long[] tk = checkMatrix(topkIdx, "topk_idx", DataType.INT64);
+        long[] tk = EpChecks.checkMatrix(topkIdx, "topk_idx", DataType.INT64);
         checkTopk(tk, xs[0]);
         checkWire(wire);
         if (roundScale && wire != WireFormat.FP8) {
@@ -447,7 +447,7 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             + want
                             + " (local experts, world size * max_tokens_per_rank, hidden)");
         }
-        long[] tk = checkMatrix(topkIdx, "topk_idx", DataType.INT64);
+        long[] tk = EpChecks.checkMatrix(topkIdx, "topk_idx", DataType.INT64);
         if (tk[0] != handle.numTokens() || tk[1] != handle.numTopk()) {
             throw new IllegalArgumentException(
                     "argument 'topk_idx' has shape "
@@ -459,15 +459,8 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             + handle.numTopk()
                             + ")");
         }
-        long[] ws = checkMatrix(topkWeights, "topk_weights", DataType.FLOAT32);
-        if (ws[0] != tk[0] || ws[1] != tk[1]) {
-            throw new IllegalArgumentException(
-                    "argument 'topk_weights' has shape "
-                            + topkWeights.getShape()
-                            + ", expected "
-                            + topkIdx.getShape()
-                            + " like topk_idx");
-        }
+        EpChecks.checkMatrix(
+                topkWeights, "topk_weights", DataType.FLOAT32, tk[0], tk[1], " like topk_idx");
         checkWire(wire);
         NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'handle' (its dispatch)");
         NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'handle' (its dispatch)");
@@ -562,23 +555,6 @@ public final class LowLatencyBuffer implements AutoCloseable {
         }
     }
 
-    /** Checks a 2-D array of the given dtype and returns its {rows, cols}. */
-    private static long[] checkMatrix(NDArray a, String name, DataType dtype) {
-        if (a == null) {
-            throw new IllegalArgumentException("argument '" + name + "' is null");
-        }
-        Shape s = a.getShape();
-        if (s.dimension() != 2) {
-            throw new IllegalArgumentException(
-                    "argument '" + name + "' has shape " + s + ", expected 2 dimensions");
-        }
-        if (a.getDataType() != dtype) {
-            throw new IllegalArgumentException(
-                    "argument '" + name + "' has dtype " + a.getDataType() + ", expected " + dtype);
-        }
-        return new long[] {s.get(0), s.get(1)};
-    }
-
     private NativeEp.nep_ll_buffer open() {
         if (buf == null) {
             throw new IllegalStateException("the LowLatencyBuffer is closed");
@@ -622,29 +598,15 @@ public final class LowLatencyBuffer implements AutoCloseable {
                             maxTopk,
                             maxWire,
                             timeoutMs);
-        } else if (!NativeMemory.sameDevice(cuda.device(), device)) {
-            throw new IllegalArgumentException(
-                    "argument '"
-                            + argument
-                            + "' is on device "
-                            + device
-                            + " but this"
-                            + " LowLatencyBuffer's CUDA buffer is on "
-                            + cuda.device()
-                            + " (one rank drives one GPU)");
+        } else {
+            EpChecks.checkSameGpu(argument, device, cuda.device(), "LowLatencyBuffer", "");
         }
         return cuda;
     }
 
     private static void checkCpuDevice(Device device, String argument) {
         if (!Device.Type.CPU.equals(device.getDeviceType())) {
-            throw new IllegalArgumentException(
-                    "argument '"
-                            + argument
-                            + "' is on device "
-                            + device
-                            + "; LowLatencyBuffer"
-                            + " takes CPU arrays (CPU engine) or GPU arrays (CUDA plug-in)");
+            throw EpChecks.unsupportedDevice(argument, device, "LowLatencyBuffer");
         }
     }
 

@@ -57,14 +57,12 @@ public final class LowLatencyHandle implements AutoCloseable {
      * @return the routing
      */
     LowLatencyRouting routing(LowLatencyBuffer buffer) {
-        if (routing.isClosed()) {
-            throw new IllegalArgumentException("argument 'handle' is closed");
-        }
-        if (buffer != owner) {
-            throw new IllegalArgumentException(
-                    "argument 'handle' was made by another LowLatencyBuffer; combine needs the"
-                            + " buffer whose dispatch produced it");
-        }
+        EpChecks.checkHandle(
+                routing.isClosed(),
+                owner,
+                buffer,
+                "argument 'handle' was made by another LowLatencyBuffer; combine needs the"
+                        + " buffer whose dispatch produced it");
         return routing;
     }
 
