@@ -17,13 +17,9 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.core.TorchMemory;
-import dev.djlmoe.dist.LocalProcessGroup;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
-import dev.djlmoe.testing.TestDevice;
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -40,54 +36,26 @@ import org.junit.jupiter.params.provider.EnumSource;
  * bin/gpu-java-tests} does, with {@code -Ddjlmoe.test.device=gpu}, under which a missing GPU is a
  * failure.
  */
-class EpBufferGpuTest {
+class EpBufferGpuTest extends CpuGpuFixture {
 
     private static final int E = 16;
     private static final int K = 4;
     private static final int H = 512; // a multiple of 128: whole FP8 blocks on the GPU
 
-    private static NDManager cpuManager;
-    private static NDManager gpuManager;
-    private static LocalProcessGroup group;
     private static EpBuffer buffer;
 
     @BeforeAll
     static void setUp() {
-        if (TestDevice.isGpu()) {
-            TestDevice.device(); // a GPU run on a host without one fails here instead of skipping
+        if (group != null) {
+            buffer = EpBuffer.builder().setGroup(group).optCudaBufferBytes(256L << 20).build();
         }
-        if (Engine.getInstance().getGpuCount() == 0 || CudaEpBuffer.deviceCount() == 0) {
-            return; // every test is skipped (reported one by one)
-        }
-        cpuManager = NDManager.newBaseManager(Device.cpu());
-        gpuManager = NDManager.newBaseManager(Device.gpu(0));
-        group = new LocalProcessGroup();
-        buffer = EpBuffer.builder().setGroup(group).optCudaBufferBytes(256L << 20).build();
-    }
-
-    @BeforeEach
-    void needsAGpu() {
-        Assumptions.assumeTrue(
-                buffer != null,
-                "no GPU: DJL sees "
-                        + Engine.getInstance().getGpuCount()
-                        + ", the CUDA plug-in "
-                        + CudaEpBuffer.deviceCount());
     }
 
     @AfterAll
     static void tearDown() {
         if (buffer != null) {
             buffer.close();
-        }
-        if (group != null) {
-            group.close();
-        }
-        if (gpuManager != null) {
-            gpuManager.close();
-        }
-        if (cpuManager != null) {
-            cpuManager.close();
+            buffer = null;
         }
     }
 

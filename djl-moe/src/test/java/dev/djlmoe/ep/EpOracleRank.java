@@ -17,6 +17,8 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.Random;
+import java.util.function.IntFunction;
+import java.util.function.IntPredicate;
 import java.util.function.IntUnaryOperator;
 import java.util.zip.CRC32;
 import org.bytedeco.javacpp.BytePointer;
@@ -430,15 +432,14 @@ public final class EpOracleRank {
             return out;
         }
 
+        /** The weights of the received rows' slots, 0 where the slot's expert is not local. */
         float[] recvWeights() {
-            float[] out = new float[numRecv() * k];
-            for (int i = 0; i < numRecv(); i++) {
-                RankData d = all[recvSrcRank[i]];
-                for (int j = 0; j < k; j++) {
-                    long id = d.idx[recvSrcIdx[i] * k + j];
-                    boolean local = id >= (long) me * el && id < (long) (me + 1) * el;
-                    out[i * k + j] = local ? d.w[recvSrcIdx[i] * k + j] : 0f;
-                }
+            long[] localIds = recvIdx();
+            float[] out = new float[localIds.length];
+            for (int i = 0; i < out.length; i++) {
+                int row = i / k;
+                float w = all[recvSrcRank[row]].w[recvSrcIdx[row] * k + i % k];
+                out[i] = localIds[i] >= 0 ? w : 0f;
             }
             return out;
         }
@@ -485,38 +486,55 @@ public final class EpOracleRank {
     // ---- comparisons (return null when equal, else the first difference) -----------------
 
     static String bitwise(String what, float[] expected, float[] actual, int cols) {
-        if (expected.length != actual.length) {
-            return what + ": " + actual.length + " values, expected " + expected.length;
-        }
-        for (int i = 0; i < expected.length; i++) {
-            if (Float.floatToRawIntBits(expected[i]) != Float.floatToRawIntBits(actual[i])) {
-                return String.format(
-                        Locale.ROOT,
-                        "%s: row %d column %d is %s, expected %s",
-                        what,
-                        i / cols,
-                        i % cols,
-                        actual[i],
-                        expected[i]);
-            }
-        }
-        return null;
+        return firstDifference(
+                what,
+                expected.length,
+                actual.length,
+                cols,
+                i -> Float.floatToRawIntBits(expected[i]) != Float.floatToRawIntBits(actual[i]),
+                i -> actual[i] + ", expected " + expected[i]);
     }
 
     static String exact(String what, long[] expected, long[] actual, int cols) {
-        if (expected.length != actual.length) {
-            return what + ": " + actual.length + " values, expected " + expected.length;
+        return firstDifference(
+                what,
+                expected.length,
+                actual.length,
+                cols,
+                i -> expected[i] != actual[i],
+                i -> actual[i] + ", expected " + expected[i]);
+    }
+
+    /**
+     * Describes the first element where two row-major arrays differ.
+     *
+     * @param what the arrays' name
+     * @param expectedLength the expected number of elements
+     * @param actualLength the actual number
+     * @param cols the columns of a row
+     * @param differs whether element i differs
+     * @param values element i's actual and expected value, for the message
+     * @return the description, or null when the arrays are the same
+     */
+    private static String firstDifference(
+            String what,
+            int expectedLength,
+            int actualLength,
+            int cols,
+            IntPredicate differs,
+            IntFunction<String> values) {
+        if (expectedLength != actualLength) {
+            return what + ": " + actualLength + " values, expected " + expectedLength;
         }
-        for (int i = 0; i < expected.length; i++) {
-            if (expected[i] != actual[i]) {
+        for (int i = 0; i < expectedLength; i++) {
+            if (differs.test(i)) {
                 return String.format(
                         Locale.ROOT,
-                        "%s: row %d column %d is %d, expected %d",
+                        "%s: row %d column %d is %s",
                         what,
                         i / cols,
                         i % cols,
-                        actual[i],
-                        expected[i]);
+                        values.apply(i));
             }
         }
         return null;
@@ -871,29 +889,51 @@ public final class EpOracleRank {
      * @param args unused
      */
     public static void main(String[] args) {
+        runRank(
+                (group, manager) -> {
+                    try (EpBuffer buffer = EpBuffer.create(group)) {
+                        EpOracleRank rank =
+                                new EpOracleRank(group.rank(), group.worldSize(), manager, buffer);
+                        long t0 = System.nanoTime();
+                        for (Scenario sc : scenarios(group.worldSize())) {
+                            for (WireFormat wire : WIRES) {
+                                rank.runScenario(sc, wire);
+                            }
+                            System.out.printf(Locale.ROOT, "ok %s (all wire formats)%n", sc.name());
+                        }
+                        rank.pressure(WireFormat.BF16);
+                        rank.pressure(WireFormat.FP8);
+                        checkAllGather(group);
+                        group.barrier();
+                        System.out.printf(
+                                Locale.ROOT,
+                                "oracle: OK, %d checks in %.1f s%n",
+                                rank.checks,
+                                (System.nanoTime() - t0) / 1e9);
+                    }
+                });
+    }
+
+    /** The work of one oracle rank program, given its group and manager. */
+    @FunctionalInterface
+    interface RankBody {
+        void run(ProcessGroup group, NDManager manager) throws Exception;
+    }
+
+    /**
+     * Runs a rank program: joins the group of the launching test, runs the body, and exits with 0,
+     * with 1 after printing {@code MISMATCH} and the message of a {@link Mismatch}, or with 2 after
+     * printing the stack trace of any other failure.
+     *
+     * @param body the rank's work
+     */
+    static void runRank(RankBody body) {
         MultiRank.watchParent();
         int code;
         RankEnvironment env = RankEnvironment.fromSystem();
         try (ProcessGroup group = ProcessGroups.create(env);
-                NDManager manager = NDManager.newBaseManager();
-                EpBuffer buffer = EpBuffer.create(group)) {
-            EpOracleRank rank = new EpOracleRank(group.rank(), group.worldSize(), manager, buffer);
-            long t0 = System.nanoTime();
-            for (Scenario sc : scenarios(group.worldSize())) {
-                for (WireFormat wire : WIRES) {
-                    rank.runScenario(sc, wire);
-                }
-                System.out.printf(Locale.ROOT, "ok %s (all wire formats)%n", sc.name());
-            }
-            rank.pressure(WireFormat.BF16);
-            rank.pressure(WireFormat.FP8);
-            checkAllGather(group);
-            group.barrier();
-            System.out.printf(
-                    Locale.ROOT,
-                    "oracle: OK, %d checks in %.1f s%n",
-                    rank.checks,
-                    (System.nanoTime() - t0) / 1e9);
+                NDManager manager = NDManager.newBaseManager()) {
+            body.run(group, manager);
             code = 0;
         } catch (Mismatch e) {
             System.out.println("MISMATCH " + e.getMessage());

@@ -10,17 +10,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import ai.djl.Device;
-import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
-import dev.djlmoe.dist.LocalProcessGroup;
-import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
-import dev.djlmoe.testing.TestDevice;
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -34,55 +28,27 @@ import org.junit.jupiter.params.provider.EnumSource;
  * differently). Then the hook on a GPU and the named errors of mixed devices. Skipped without a
  * GPU.
  */
-class LowLatencyBufferGpuTest {
+class LowLatencyBufferGpuTest extends CpuGpuFixture {
 
     private static final int TM = 64;
     private static final int H = 512;
     private static final int E = 16;
     private static final int K = 4;
 
-    private static NDManager cpuManager;
-    private static NDManager gpuManager;
-    private static LocalProcessGroup group;
     private static LowLatencyBuffer buffer;
 
     @BeforeAll
     static void setUp() {
-        if (TestDevice.isGpu()) {
-            TestDevice.device(); // a GPU run on a host without one fails here instead of skipping
+        if (group != null) {
+            buffer = LowLatencyBuffer.create(group, TM, H, E, K, WireFormat.FP32, 30_000);
         }
-        if (Engine.getInstance().getGpuCount() == 0 || CudaEpBuffer.deviceCount() == 0) {
-            return; // every test is skipped (reported one by one)
-        }
-        cpuManager = NDManager.newBaseManager(Device.cpu());
-        gpuManager = NDManager.newBaseManager(Device.gpu(0));
-        group = new LocalProcessGroup();
-        buffer = LowLatencyBuffer.create(group, TM, H, E, K, WireFormat.FP32, 30_000);
-    }
-
-    @BeforeEach
-    void needsAGpu() {
-        Assumptions.assumeTrue(
-                buffer != null,
-                "no GPU: DJL sees "
-                        + Engine.getInstance().getGpuCount()
-                        + ", the CUDA plug-in "
-                        + CudaEpBuffer.deviceCount());
     }
 
     @AfterAll
     static void tearDown() {
         if (buffer != null) {
             buffer.close();
-        }
-        if (group != null) {
-            group.close();
-        }
-        if (gpuManager != null) {
-            gpuManager.close();
-        }
-        if (cpuManager != null) {
-            cpuManager.close();
+            buffer = null;
         }
     }
 

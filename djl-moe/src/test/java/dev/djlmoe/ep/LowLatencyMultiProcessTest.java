@@ -3,11 +3,7 @@
  */
 package dev.djlmoe.ep;
 
-import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
-
-import dev.djlmoe.dist.MultiRank;
-import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -34,24 +30,13 @@ class LowLatencyMultiProcessTest {
     @ParameterizedTest(name = "W = {0}")
     @ValueSource(ints = {2, 4})
     void lowLatencyMatchesTheOracle(int worldSize) {
-        MultiRank.Result r =
-                MultiRank.builder(LowLatencyOracleRank.class, worldSize)
-                        .timeout(Duration.ofMinutes(3))
-                        .rankTimeoutMillis(60_000)
-                        .run();
-        r.assertAllSucceeded();
-        for (int rank = 0; rank < worldSize; rank++) {
-            String out = r.output(rank);
-            assertTrue(out.contains("ll-oracle: OK"), r.describeRank(rank));
-            for (LowLatencyOracleRank.Step st : LowLatencyOracleRank.steps(worldSize)) {
-                assertTrue(
-                        out.contains("ok " + st.name() + "\n"),
-                        st.name() + "\n" + r.describeRank(rank));
-            }
-            for (String s : List.of("double-buffer", "oversize-refused", "after-refusal")) {
-                assertTrue(out.contains("ok " + s + "\n"), s + "\n" + r.describeRank(rank));
-            }
+        List<String> required = new ArrayList<>(List.of("ll-oracle: OK"));
+        for (LowLatencyOracleRank.Step st : LowLatencyOracleRank.steps(worldSize)) {
+            required.add("ok " + st.name() + "\n");
         }
-        assertEquals(List.of(), r.shmLeftBehind(), "shared-memory segments left in /dev/shm");
+        for (String s : List.of("double-buffer", "oversize-refused", "after-refusal")) {
+            required.add("ok " + s + "\n");
+        }
+        OracleRun.assertEveryRankPrints(LowLatencyOracleRank.class, worldSize, required);
     }
 }

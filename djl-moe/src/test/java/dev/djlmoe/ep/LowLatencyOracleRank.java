@@ -8,9 +8,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.dist.MultiRank;
-import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.dist.ProcessGroups;
-import dev.djlmoe.dist.RankEnvironment;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -536,48 +534,46 @@ public final class LowLatencyOracleRank {
      * @param args unused
      */
     public static void main(String[] args) {
-        MultiRank.watchParent();
-        int code;
-        RankEnvironment env = RankEnvironment.fromSystem();
-        try (ProcessGroup group = ProcessGroups.create(env);
-                NDManager manager = NDManager.newBaseManager();
-                EpBuffer normal = EpBuffer.create(group);
-                LowLatencyBuffer ll =
-                        LowLatencyBuffer.create(
-                                group,
-                                TM,
-                                H,
-                                EXPERTS_PER_RANK * group.worldSize(),
-                                K,
-                                WireFormat.BF16,
-                                ProcessGroups.timeoutMillis())) {
-            LowLatencyOracleRank rank =
-                    new LowLatencyOracleRank(group.rank(), group.worldSize(), manager, ll, normal);
-            long t0 = System.nanoTime();
-            List<Step> steps = steps(group.worldSize());
-            for (Step st : steps) {
-                rank.runStep(st);
-            }
-            rank.doubleBuffer(
-                    new Step("pending-a", 5, WireFormat.BF16, false, 0.1, 2, group.worldSize() - 1),
-                    new Step("pending-b", 6, WireFormat.FP8, false, 0.1, -1, 0));
-            rank.oversize();
-            rank.runStep(new Step("after-refusal", 7, WireFormat.BF16, false, 0.25, 0, -1));
-            group.barrier();
-            System.out.printf(
-                    Locale.ROOT,
-                    "ll-oracle: OK, %d checks in %.1f s%n",
-                    rank.checks,
-                    (System.nanoTime() - t0) / 1e9);
-            code = 0;
-        } catch (EpOracleRank.Mismatch e) {
-            System.out.println("MISMATCH " + e.getMessage());
-            code = 1;
-        } catch (Throwable e) {
-            e.printStackTrace(System.out);
-            code = 2;
-        }
-        System.out.flush();
-        System.exit(code);
+        EpOracleRank.runRank(
+                (group, manager) -> {
+                    try (EpBuffer normal = EpBuffer.create(group);
+                            LowLatencyBuffer ll =
+                                    LowLatencyBuffer.create(
+                                            group,
+                                            TM,
+                                            H,
+                                            EXPERTS_PER_RANK * group.worldSize(),
+                                            K,
+                                            WireFormat.BF16,
+                                            ProcessGroups.timeoutMillis())) {
+                        LowLatencyOracleRank rank =
+                                new LowLatencyOracleRank(
+                                        group.rank(), group.worldSize(), manager, ll, normal);
+                        long t0 = System.nanoTime();
+                        List<Step> steps = steps(group.worldSize());
+                        for (Step st : steps) {
+                            rank.runStep(st);
+                        }
+                        rank.doubleBuffer(
+                                new Step(
+                                        "pending-a",
+                                        5,
+                                        WireFormat.BF16,
+                                        false,
+                                        0.1,
+                                        2,
+                                        group.worldSize() - 1),
+                                new Step("pending-b", 6, WireFormat.FP8, false, 0.1, -1, 0));
+                        rank.oversize();
+                        rank.runStep(
+                                new Step("after-refusal", 7, WireFormat.BF16, false, 0.25, 0, -1));
+                        group.barrier();
+                        System.out.printf(
+                                Locale.ROOT,
+                                "ll-oracle: OK, %d checks in %.1f s%n",
+                                rank.checks,
+                                (System.nanoTime() - t0) / 1e9);
+                    }
+                });
     }
 }

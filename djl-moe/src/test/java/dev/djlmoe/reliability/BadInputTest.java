@@ -9,7 +9,6 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
-import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -24,6 +23,7 @@ import dev.djlmoe.ep.DispatchResult;
 import dev.djlmoe.ep.EpBuffer;
 import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.ep.EpHandle;
+import dev.djlmoe.ep.FakeGpuArray;
 import dev.djlmoe.ep.LowLatencyBuffer;
 import dev.djlmoe.ep.LowLatencyDispatch;
 import dev.djlmoe.ep.WireFormat;
@@ -33,7 +33,6 @@ import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.MoeRouter;
 import dev.djlmoe.nn.RoutedExperts;
 import dev.djlmoe.nn.ScoreFunction;
-import java.lang.reflect.Proxy;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -118,26 +117,9 @@ class BadInputTest {
         return manager.create(v, new Shape(v.length / 2, 2));
     }
 
-    /** An NDArray that claims to live on a GPU (none exists here): only its metadata works. */
+    /** An NDArray that claims to live on a GPU: only its metadata works. */
     private static NDArray onGpu(Shape shape, DataType type) {
-        return (NDArray)
-                Proxy.newProxyInstance(
-                        NDArray.class.getClassLoader(),
-                        new Class<?>[] {NDArray.class},
-                        (proxy, method, args) ->
-                                switch (method.getName()) {
-                                    case "getDevice" -> Device.gpu(0);
-                                    case "getShape" -> shape;
-                                    case "getDataType" -> type;
-                                    case "getManager" -> manager;
-                                    case "toString" -> "NDArray(gpu(0), " + shape + ")";
-                                    case "hashCode" -> System.identityHashCode(proxy);
-                                    case "equals" -> proxy == args[0];
-                                    case "size" -> shape.size();
-                                    default ->
-                                            throw new UnsupportedOperationException(
-                                                    "a fake GPU array cannot " + method.getName());
-                                });
+        return FakeGpuArray.of(manager, shape, type);
     }
 
     /** A group that says it has three ranks (the communicator underneath is a loopback one). */

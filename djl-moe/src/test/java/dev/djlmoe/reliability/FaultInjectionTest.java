@@ -44,18 +44,32 @@ class FaultInjectionTest {
         return line;
     }
 
+    /**
+     * Runs a scenario of {@link FaultRanks} and checks that every rank ended by itself.
+     *
+     * @param w the number of ranks
+     * @param scenario the scenario
+     * @param target the rank the fault hits
+     * @param timeout every rank's wait timeout, in milliseconds
+     * @return the run
+     */
+    private static MultiRank.Result run(int w, String scenario, int target, long timeout) {
+        MultiRank.Result r =
+                MultiRank.builder(FaultRanks.class, w)
+                        .args(scenario, Integer.toString(target))
+                        .rankTimeoutMillis(timeout)
+                        .timeout(Duration.ofMinutes(2))
+                        .run();
+        assertFalse(r.timedOut(), r.describe());
+        return r;
+    }
+
     @Test
     void aStoppedRankMakesEveryPeerTimeOutNamingItAndTheOperation() {
         int w = 3;
         int stopped = 1;
         long timeout = 8_000;
-        MultiRank.Result r =
-                MultiRank.builder(FaultRanks.class, w)
-                        .args("stall", Integer.toString(stopped))
-                        .rankTimeoutMillis(timeout)
-                        .timeout(Duration.ofMinutes(2))
-                        .run();
-        assertFalse(r.timedOut(), r.describe());
+        MultiRank.Result r = run(w, "stall", stopped, timeout);
         for (int rank = 0; rank < w; rank++) {
             String out = r.output(rank);
             if (rank == stopped) {
@@ -87,13 +101,7 @@ class FaultInjectionTest {
         int w = 3;
         int killed = 2;
         long timeout = 30_000;
-        MultiRank.Result r =
-                MultiRank.builder(FaultRanks.class, w)
-                        .args("kill-allreduce", Integer.toString(killed))
-                        .rankTimeoutMillis(timeout)
-                        .timeout(Duration.ofMinutes(2))
-                        .run();
-        assertFalse(r.timedOut(), r.describe());
+        MultiRank.Result r = run(w, "kill-allreduce", killed, timeout);
         assertEquals(137, r.exitCode(killed), r.describeRank(killed)); // 128 + SIGKILL
         for (int rank = 0; rank < w; rank++) {
             if (rank == killed) {
@@ -116,13 +124,7 @@ class FaultInjectionTest {
         int w = 2;
         int killed = 1;
         long timeout = 10_000;
-        MultiRank.Result r =
-                MultiRank.builder(FaultRanks.class, w)
-                        .args("kill-dispatch", Integer.toString(killed))
-                        .rankTimeoutMillis(timeout)
-                        .timeout(Duration.ofMinutes(2))
-                        .run();
-        assertFalse(r.timedOut(), r.describe());
+        MultiRank.Result r = run(w, "kill-dispatch", killed, timeout);
         assertEquals(137, r.exitCode(killed), r.describeRank(killed)); // 128 + SIGKILL
         String out = r.output(0);
         assertEquals(0, r.exitCode(0), r.describeRank(0));

@@ -27,6 +27,7 @@ import java.util.Locale;
 import java.util.Random;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 
 /**
  * One rank of {@link FaultInjectionTest} and {@code dist.FaultTest} (started through {@link
@@ -461,55 +462,51 @@ public final class FaultRanks {
         int experts = 4 * group.worldSize();
         NDArray idx = m.create(new long[] {0, 5, 1, -1, 7, 2}, new Shape(3, 2));
         int failures = 0;
-        // Different hidden sizes.
-        try (NDManager sm = m.newSubManager()) {
-            buffer.dispatch(
-                            sm.ones(new Shape(3, rank == 0 ? 64 : 32)),
-                            idx,
-                            null,
-                            experts,
-                            1,
-                            WireFormat.FP32)
-                    .handle()
-                    .close();
-            System.out.println("hidden mismatch was accepted");
-        } catch (EpPeerException e) {
-            System.out.println("HIDDEN MISMATCH: " + e.getMessage());
-            failures +=
-                    e.getMessage().contains("passed hidden = ")
-                                    && e.getMessage().contains("all ranks must agree")
-                            ? 1
-                            : 0;
-        }
-        // Different wire formats.
-        try (NDManager sm = m.newSubManager()) {
-            buffer.dispatch(
-                            sm.ones(new Shape(3, 64)),
-                            idx,
-                            null,
-                            experts,
-                            1,
-                            rank == 0 ? WireFormat.BF16 : WireFormat.FP8)
-                    .handle()
-                    .close();
-            System.out.println("wire mismatch was accepted");
-        } catch (EpPeerException e) {
-            System.out.println("WIRE MISMATCH: " + e.getMessage());
-            failures +=
-                    e.getMessage().contains("passed wire = ")
-                                    && e.getMessage().contains("all ranks must agree")
-                            ? 1
-                            : 0;
-        }
+        failures +=
+                refusedByPeers(
+                        m,
+                        "hidden",
+                        sm ->
+                                buffer.dispatch(
+                                                sm.ones(new Shape(3, rank == 0 ? 64 : 32)),
+                                                idx,
+                                                null,
+                                                experts,
+                                                1,
+                                                WireFormat.FP32)
+                                        .handle()
+                                        .close(),
+                        "passed hidden = ",
+                        "all ranks must agree");
+        failures +=
+                refusedByPeers(
+                        m,
+                        "wire",
+                        sm ->
+                                buffer.dispatch(
+                                                sm.ones(new Shape(3, 64)),
+                                                idx,
+                                                null,
+                                                experts,
+                                                1,
+                                                rank == 0 ? WireFormat.BF16 : WireFormat.FP8)
+                                        .handle()
+                                        .close(),
+                        "passed wire = ",
+                        "all ranks must agree");
         // Different K (top-k columns) in the notify step.
-        try (NDManager sm = m.newSubManager()) {
-            NDArray k = rank == 0 ? idx : sm.create(new long[] {0, 1, 2}, new Shape(3, 1));
-            buffer.notify(k, experts, 1).close();
-            System.out.println("top-k mismatch was accepted");
-        } catch (EpPeerException e) {
-            System.out.println("TOPK MISMATCH: " + e.getMessage());
-            failures += e.getMessage().contains("passed num_topk = ") ? 1 : 0;
-        }
+        failures +=
+                refusedByPeers(
+                        m,
+                        "top-k",
+                        sm -> {
+                            NDArray k =
+                                    rank == 0
+                                            ? idx
+                                            : sm.create(new long[] {0, 1, 2}, new Shape(3, 1));
+                            buffer.notify(k, experts, 1).close();
+                        },
+                        "passed num_topk = ");
         // The job goes on: a matching dispatch and combine work on every rank.
         try (NDManager sm = m.newSubManager()) {
             NDArray x = sm.ones(new Shape(3, 64));
@@ -522,6 +519,32 @@ public final class FaultRanks {
                 System.out.println("STILL WORKS: " + ok);
                 return failures == 3 && ok ? 0 : 1;
             }
+        }
+    }
+
+    /**
+     * Makes a collective call on which the ranks disagree.
+     *
+     * @param m the manager of the call's arrays (a sub-manager is used and closed)
+     * @param what the value the ranks disagree on, for the printed lines
+     * @param call the call
+     * @param parts what the peer failure's message must name
+     * @return 1 when the call failed with an {@link EpPeerException} naming every part, else 0
+     */
+    private static int refusedByPeers(
+            NDManager m, String what, Consumer<NDManager> call, String... parts) {
+        try (NDManager sm = m.newSubManager()) {
+            call.accept(sm);
+            System.out.println(what + " mismatch was accepted");
+            return 0;
+        } catch (EpPeerException e) {
+            System.out.println(what.toUpperCase(Locale.ROOT) + " MISMATCH: " + e.getMessage());
+            for (String p : parts) {
+                if (!e.getMessage().contains(p)) {
+                    return 0;
+                }
+            }
+            return 1;
         }
     }
 }

@@ -39,6 +39,7 @@ import java.util.Set;
 import java.util.TreeSet;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
+import java.util.function.BiConsumer;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
@@ -57,6 +58,21 @@ class SecurityTest {
     private static List<String> listeners(int port) throws IOException {
         List<String> out = new ArrayList<>();
         String hexPort = String.format("%04X", port);
+        forEachListener(
+                (file, c) -> {
+                    if (c[1].endsWith(":" + hexPort)) {
+                        out.add(file + " " + c[1]);
+                    }
+                });
+        return out;
+    }
+
+    /**
+     * Passes every listening TCP socket of this host (IPv4 and IPv6) to {@code row}: the file it
+     * came from and its columns ({@code sl local_address rem_address st tx:rx tr:when retrnsmt uid
+     * timeout inode ...}).
+     */
+    private static void forEachListener(BiConsumer<String, String[]> row) throws IOException {
         for (String f : new String[] {"/proc/net/tcp", "/proc/net/tcp6"}) {
             Path p = Paths.get(f);
             if (!Files.exists(p)) {
@@ -64,13 +80,11 @@ class SecurityTest {
             }
             for (String line : Files.readAllLines(p)) {
                 String[] c = line.trim().split("\\s+");
-                // sl local_address rem_address st ...; st 0A = LISTEN
-                if (c.length > 3 && c[3].equals("0A") && c[1].endsWith(":" + hexPort)) {
-                    out.add(f + " " + c[1]);
+                if (c.length > 3 && c[3].equals("0A")) { // st 0A = LISTEN
+                    row.accept(f, c);
                 }
             }
         }
-        return out;
     }
 
     private static int freePort() throws IOException {
@@ -306,20 +320,43 @@ class SecurityTest {
             }
         }
         Set<String> out = new TreeSet<>();
-        for (String f : new String[] {"/proc/net/tcp", "/proc/net/tcp6"}) {
-            Path p = Paths.get(f);
-            if (!Files.exists(p)) {
-                continue;
-            }
-            for (String line : Files.readAllLines(p)) {
-                String[] c = line.trim().split("\\s+");
-                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-                if (c.length > 9 && c[3].equals("0A") && inodes.contains(c[9])) {
-                    out.add(c[1]);
-                }
+        forEachListener(
+                (file, c) -> {
+                    if (c.length > 9 && inodes.contains(c[9])) {
+                        out.add(c[1]);
+                    }
+                });
+        return out;
+    }
+
+    /**
+     * Two ranks of one job over cpu-shm in two threads of this JVM: the same native code as two
+     * JVMs. Closing closes rank 1, then rank 0 (whose store rank 1 used).
+     */
+    private record TwoRanks(ShmProcessGroup g0, ShmProcessGroup g1) implements AutoCloseable {
+
+        static TwoRanks start(int port) throws Exception {
+            RankEnvironment e0 = new RankEnvironment(0, 2, 0, 2, "127.0.0.1", port, TOKEN);
+            RankEnvironment e1 = new RankEnvironment(1, 2, 1, 2, "127.0.0.1", port, TOKEN);
+            CompletableFuture<ShmProcessGroup> r1 =
+                    CompletableFuture.supplyAsync(() -> new ShmProcessGroup(e1, 20_000));
+            ShmProcessGroup g0 = new ShmProcessGroup(e0, 20_000);
+            try {
+                return new TwoRanks(g0, r1.get(30, TimeUnit.SECONDS));
+            } catch (Exception | Error e) {
+                g0.close();
+                throw e;
             }
         }
-        return out;
+
+        @Override
+        public void close() {
+            try {
+                g1.close();
+            } finally {
+                g0.close();
+            }
+        }
     }
 
     @Test
@@ -327,17 +364,12 @@ class SecurityTest {
         assumeTrue(Files.isDirectory(Paths.get("/proc/self/fd")), "needs /proc");
         Set<String> before = listeningSocketsOfThisProcess();
         int port = freePort();
-        RankEnvironment e0 = new RankEnvironment(0, 2, 0, 2, "127.0.0.1", port, TOKEN);
-        RankEnvironment e1 = new RankEnvironment(1, 2, 1, 2, "127.0.0.1", port, TOKEN);
-        CompletableFuture<ShmProcessGroup> r1 =
-                CompletableFuture.supplyAsync(() -> new ShmProcessGroup(e1, 20_000));
-        try (ShmProcessGroup g0 = new ShmProcessGroup(e0, 20_000);
-                ShmProcessGroup g1 = r1.get(30, TimeUnit.SECONDS)) {
+        try (TwoRanks job = TwoRanks.start(port)) {
             Set<String> during = listeningSocketsOfThisProcess();
             during.removeAll(before);
             // Rank 0's store on 127.0.0.1:port and nothing else (ranks talk through /dev/shm).
             assertEquals(Set.of("0100007F:" + String.format("%04X", port)), during);
-            assertEquals(1, g1.rank());
+            assertEquals(1, job.g1().rank());
         }
         Set<String> after = listeningSocketsOfThisProcess();
         after.removeAll(before);
@@ -429,14 +461,7 @@ class SecurityTest {
         Set<String> modes = new LinkedHashSet<>();
         boolean modeChecked = false;
         for (int job = 0; job < 2; job++) {
-            int port = freePort();
-            RankEnvironment e0 = new RankEnvironment(0, 2, 0, 2, "127.0.0.1", port, TOKEN);
-            RankEnvironment e1 = new RankEnvironment(1, 2, 1, 2, "127.0.0.1", port, TOKEN);
-            // Two ranks of one job in two threads of this JVM: the same native code as two JVMs.
-            CompletableFuture<ShmProcessGroup> r1 =
-                    CompletableFuture.supplyAsync(() -> new ShmProcessGroup(e1, 20_000));
-            try (ShmProcessGroup g0 = new ShmProcessGroup(e0, 20_000);
-                    ShmProcessGroup g1 = r1.get(30, TimeUnit.SECONDS)) {
+            try (TwoRanks ranks = TwoRanks.start(freePort())) {
                 List<String[]> segs = mappedSegments();
                 assertTrue(segs.size() >= 2, "mapped segments: " + segs.size());
                 for (String[] s : segs) {
@@ -451,8 +476,8 @@ class SecurityTest {
                         // Reliability.SegmentsAreOwnerOnly... checks the mode there.
                     }
                 }
-                assertEquals(2, g0.worldSize());
-                assertEquals(1, g1.rank());
+                assertEquals(2, ranks.g0().worldSize());
+                assertEquals(1, ranks.g1().rank());
             }
         }
         if (modeChecked) {
