@@ -2,7 +2,7 @@
 // experts, H = 2048, I = 1408, the uneven split of gemm_shapes.h): the SwiGLU expert's forward
 // (gate+up fused [M, 2I] = x W13^T, down [M, H] = h W2^T), activation gradients (dh = dy W2,
 // dx = dh13 W13) and weight gradients (dW2_g = dy_g^T h_g, dW13_g = dh13_g^T x_g), in FP8_BLOCK
-// and MXFP8, with the quantisers (and the fused SwiGLU quantiser) timed apart. FLOPs count 2 M N K
+// and MXFP8, with the quantisers (and the fused SwiGLU quantisers) timed apart. FLOPs count 2 M N K
 // per GEMM over the real rows (the K-grouped layout's padding is not counted). The tier is
 // NEP_GEMM_TIER's (auto by default); the report names the tier that ran.
 // bench/grouped_gemm_torch.py times torch on the same shapes.
@@ -176,6 +176,11 @@ int main(int argc, char** argv) {
         ok(nep_cuda_gemm_swiglu_quantize_rows(0, f, y13.addr(), M, I, h.addr(), qh.addr(),
                                               sh.addr(), 0, e.msg, sizeof e.msg),
            "swiglu quantize");
+      }));
+      add("dswiglu + quantize dh13 (fused, kept)", 0, time_us(reps, [&] {
+        ok(nep_cuda_gemm_dswiglu_quantize_rows(0, f, y13.addr(), gdh.addr(), M, I, dh13.addr(),
+                                               qdh.addr(), sdh.addr(), 0, e.msg, sizeof e.msg),
+           "dswiglu quantize");
       }));
       add("fwd gate+up [M,2I] = x W13^T", F13, t_up);
       add("fwd down [M,H] = h W2^T", F2, t_down);

@@ -3,7 +3,7 @@
 // against the CPU path on the same quantised inputs, outputs poisoned with NaN first so an
 // unwritten row shows. Cases: odd shapes, empty experts, one token, a hot expert, group starts
 // off any tile boundary, the activation gradient's transposed weights, the K-grouped weight
-// gradient, the fused SwiGLU quantiser, and the 16B expert shape (24,576 rows over 64 experts,
+// gradient, the fused SwiGLU quantisers, and the 16B expert shape (24,576 rows over 64 experts,
 // H = 2048, I = 1408, uneven).
 //
 // Bound, GPU against CPU: both promote the same block partial sums by the same float operations;
@@ -417,6 +417,43 @@ void run_swiglu_case(int32_t f, int64_t m, int64_t inter) {
               (long long)worst);
 }
 
+// The fused SwiGLU backward quantiser: the GPU's dy against the CPU's within a relative 2^-16
+// (the two exp differ in the last bits, and 1 - sig amplifies that for large gates), and the
+// GPU's bytes equal to the CPU row quantiser's on the GPU's dy.
+void run_dswiglu_case(int32_t f, int64_t m, int64_t inter) {
+  const std::string name = std::string(format_name(f)) + " dswiglu rows [" + std::to_string(m) +
+                           ", " + std::to_string(2 * inter) + "]";
+  const auto y = random_rows(m, 2 * inter, 91u + uint32_t(inter), 2.0f);
+  const auto dh = random_rows(m, inter, 93u + uint32_t(inter), 1.0f);
+  const int64_t k = 2 * inter, sb = nep_gemm_row_scale_bytes(f, k);
+  std::vector<float> dy_cpu(m * k);
+  std::vector<uint8_t> q(m * k), s(m * sb);
+  Err e;
+  nep_ok(nep_gemm_dswiglu_quantize_rows(f, (int64_t)y.data(), (int64_t)dh.data(), m, inter,
+                                        (int64_t)dy_cpu.data(), (int64_t)q.data(),
+                                        (int64_t)s.data(), e.msg, sizeof e.msg),
+         e, "nep_gemm_dswiglu_quantize_rows");
+  DevMem dy_d = upload(y), dh_d = upload(dh), out(m * k * 4), dq(m * k + 16), ds(m * sb + 16);
+  nep_ok(nep_cuda_gemm_dswiglu_quantize_rows(0, f, dy_d.addr(), dh_d.addr(), m, inter, out.addr(),
+                                             dq.addr(), ds.addr(), 0, e.msg, sizeof e.msg),
+         e, "nep_cuda_gemm_dswiglu_quantize_rows");
+  sync();
+  const auto dy_gpu = download<float>(out, m * k);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < m * k; ++i)
+    if (!(std::fabs(double(dy_gpu[i]) - dy_cpu[i]) <=
+          std::ldexp(std::fabs(double(dy_cpu[i])), -16) + 1e-30))
+      ++bad;
+  expect(bad == 0, name + ": " + std::to_string(bad) + " values of dy outside 2^-16 of the CPU's");
+  std::vector<uint8_t> q_of(m * k), s_of(m * sb);
+  nep_ok(nep_gemm_quantize_rows(f, (int64_t)dy_gpu.data(), m, k, (int64_t)q_of.data(),
+                                (int64_t)s_of.data(), e.msg, sizeof e.msg),
+         e, "nep_gemm_quantize_rows");
+  expect_same_bytes(download<uint8_t>(dq, q.size()), q_of, name + ": elements");
+  expect_same_bytes(download<uint8_t>(ds, s.size()), s_of, name + ": scales");
+  std::printf("%s %s\n", bad == 0 ? "ok  " : "FAIL", name.c_str());
+}
+
 void expect_refused(int32_t st, int32_t want, const Err& e, const char* needle, const char* what) {
   const bool ok = st == want && std::strstr(e.msg, needle) != nullptr;
   expect(ok, std::string(what) + ": status " + std::to_string(st) + ", message '" + e.msg +
@@ -497,6 +534,8 @@ int main(int argc, char** argv) {
       for (const KCase& c : k_cases) run_k_case(f, c);
       run_swiglu_case(f, 37, 200);
       if (!quick) run_swiglu_case(f, k16bRows, k16bInter);
+      run_dswiglu_case(f, 29, 200);
+      if (!quick) run_dswiglu_case(f, k16bRows, k16bInter);
     }
     bad_arguments();
   } catch (const std::exception& ex) {

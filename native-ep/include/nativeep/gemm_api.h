@@ -163,6 +163,18 @@ int32_t nep_gemm_swiglu_quantize_rows(int32_t format, int64_t y, int64_t m, int6
                                       int64_t h_out, int64_t q, int64_t s, char* err,
                                       int64_t err_cap);
 
+/*
+ * The SwiGLU backward and row quantisation in one pass (the activation gradient GEMM's input
+ * straight from dh = dy W2): y [M, 2I] the forward's gate/up output, dh [M, I] float32 ->
+ * dy [M, 2I] = [dgate, dup] with e = exp(-g), d = 1 + e, sig = 1 / d, silu = g / d,
+ * dgate = (dh * u) * (sig * (1 + g * (1 - sig))), dup = dh * silu, each step rounded to float32;
+ * dy_out [M, 2I] float32 receives dy unless it is 0 (the weight gradient quantises it along the
+ * tokens); q [M, 2I] and s [M, row scale bytes of 2I] are nep_gemm_quantize_rows's for dy.
+ */
+int32_t nep_gemm_dswiglu_quantize_rows(int32_t format, int64_t y, int64_t dh, int64_t m,
+                                       int64_t inter, int64_t dy_out, int64_t q, int64_t s,
+                                       char* err, int64_t err_cap);
+
 /* ---- Grouped GEMMs -------------------------------------------------------------------------- */
 
 /* M-grouped: C[m, :] = A[m, :] B_g^T for the rows m of group g (see above). */
@@ -192,6 +204,9 @@ int32_t nep_cuda_gemm_quantize_rows_t_grouped(int32_t device, int32_t format, in
 int32_t nep_cuda_gemm_swiglu_quantize_rows(int32_t device, int32_t format, int64_t y, int64_t m,
                                            int64_t inter, int64_t h_out, int64_t q, int64_t s,
                                            int64_t stream, char* err, int64_t err_cap);
+int32_t nep_cuda_gemm_dswiglu_quantize_rows(int32_t device, int32_t format, int64_t y, int64_t dh,
+                                            int64_t m, int64_t inter, int64_t dy_out, int64_t q,
+                                            int64_t s, int64_t stream, char* err, int64_t err_cap);
 int32_t nep_cuda_gemm_grouped_m(int32_t device, int32_t format, int32_t num_groups, int64_t n,
                                 int64_t k, int64_t m, const int64_t* group_offsets, int64_t a,
                                 int64_t lda, int64_t sa, int64_t ldsa, int64_t b, int64_t sb,

@@ -110,7 +110,7 @@ inline void check_scale_alignment(Format f, const char* name, int64_t address) {
 
 // The fused SwiGLU quantiser's arguments (y [m, 2 inter] float32, h_out optional).
 inline Format check_swiglu(int32_t format, int64_t y, int64_t m, int64_t inter, int64_t h_out,
-                           int64_t q, int64_t s) {
+                           int64_t q, int64_t s, const char* out_name = "h_out") {
   const Format f = check_format(format);
   check_non_negative("m", m);
   check_positive("inter", inter);
@@ -122,7 +122,17 @@ inline Format check_swiglu(int32_t format, int64_t y, int64_t m, int64_t inter, 
   }
   check_scale_alignment(f, "s", s);
   if ((y & 3) != 0) fail_invalid("y=", y, " is not 4-byte aligned");
-  if ((h_out & 3) != 0) fail_invalid("h_out=", h_out, " is not 4-byte aligned");
+  if ((h_out & 3) != 0) fail_invalid(out_name, "=", h_out, " is not 4-byte aligned");
+  return f;
+}
+
+// The fused SwiGLU backward quantiser's arguments (y [m, 2 inter], dh [m, inter], dy_out
+// optional).
+inline Format check_dswiglu(int32_t format, int64_t y, int64_t dh, int64_t m, int64_t inter,
+                            int64_t dy_out, int64_t q, int64_t s) {
+  const Format f = check_swiglu(format, y, m, inter, dy_out, q, s, "dy_out");
+  if (m > 0) require_address(dh, "dh");
+  if ((dh & 3) != 0) fail_invalid("dh=", dh, " is not 4-byte aligned");
   return f;
 }
 

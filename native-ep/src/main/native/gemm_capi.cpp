@@ -72,6 +72,17 @@ NEP_EXPORT int32_t nep_gemm_swiglu_quantize_rows(int32_t format, int64_t y, int6
   });
 }
 
+NEP_EXPORT int32_t nep_gemm_dswiglu_quantize_rows(int32_t format, int64_t y, int64_t dh, int64_t m,
+                                                  int64_t inter, int64_t dy_out, int64_t q,
+                                                  int64_t s, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    const Format f = check_dswiglu(format, y, dh, m, inter, dy_out, q, s);
+    if (m == 0) return;
+    dswiglu_quantize_rows(f, ptr<const float>(y), ptr<const float>(dh), m, inter,
+                          ptr<float>(dy_out), ptr<uint8_t>(q), ptr<uint8_t>(s));
+  });
+}
+
 NEP_EXPORT int32_t nep_gemm_quantize_weights(int32_t format, int64_t w, int64_t num_groups,
                                              int64_t n, int64_t k, int32_t transpose, int64_t q,
                                              int64_t s, char* err, int64_t err_cap) {

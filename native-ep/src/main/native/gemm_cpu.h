@@ -35,6 +35,22 @@ inline float swiglu(float g, float u) {
   return silu * u;
 }
 
+// y [m, 2 inter], dh [m, inter] -> dy = [dgate, dup] [m, 2 inter] (into dy_out unless null) and
+// its wire rows.
+void dswiglu_quantize_rows(Format f, const float* y, const float* dh, int64_t m, int64_t inter,
+                           float* dy_out, uint8_t* q, uint8_t* s);
+
+// dgate and dup of silu(g) * u for the incoming gradient dh (gemm_api.h's float operations).
+inline void dswiglu(float g, float u, float dh, float& dgate, float& dup) {
+  const float e = std::exp(-g);
+  const float d = 1.0f + e;
+  const float sig = 1.0f / d;
+  const float silu = g / d;
+  const float dsilu = sig * (1.0f + g * (1.0f - sig));
+  dgate = (dh * u) * dsilu;
+  dup = dh * silu;
+}
+
 // The grouped GEMMs of gemm_api.h.
 void grouped_m(const GroupedM& args, const uint8_t* a, const uint8_t* sa, const uint8_t* b,
                const uint8_t* sb, void* c);

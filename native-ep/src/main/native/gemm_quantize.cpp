@@ -90,6 +90,22 @@ void swiglu_quantize_rows(Format f, const float* y, int64_t m, int64_t inter, fl
   });
 }
 
+void dswiglu_quantize_rows(Format f, const float* y, const float* dh, int64_t m, int64_t inter,
+                           float* dy_out, uint8_t* q, uint8_t* s) {
+  const int64_t k = 2 * inter, sbytes = row_scale_bytes(f, k);
+  parallel_rows(m, k * 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> dy(static_cast<size_t>(k));
+    std::vector<uint8_t> scratch;
+    for (int64_t r = begin; r < end; ++r) {
+      const float* gate = y + r * k;
+      for (int64_t i = 0; i < inter; ++i)
+        dswiglu(gate[i], gate[inter + i], dh[r * inter + i], dy[i], dy[inter + i]);
+      if (dy_out != nullptr) std::memcpy(dy_out + r * k, dy.data(), static_cast<size_t>(k) * 4);
+      quantize_row(f, dy.data(), k, q + r * k, s + r * sbytes, scratch);
+    }
+  });
+}
+
 void quantize_weights(Format f, const float* w, int64_t groups, int64_t n, int64_t k,
                       bool transpose, uint8_t* q, uint8_t* s) {
   const int64_t rows = transpose ? k : n, cols = transpose ? n : k;

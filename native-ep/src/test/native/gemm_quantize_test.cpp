@@ -296,6 +296,56 @@ TEST(GemmQuantize, SwigluRowsAreTheRowsOfH) {
   }
 }
 
+// The fused SwiGLU backward quantiser: dy = [dgate, dup] by the specified float operations, and
+// its bytes are nep_gemm_quantize_rows's for that dy (rows of 2I, blocks across the boundary).
+TEST(GemmQuantize, DswigluRowsAreTheRowsOfDy) {
+  for (int32_t format : kFormats) {
+    const int64_t m = 7, inter = 100;
+    auto y = random_rows(m, 2 * inter, 81u + format);
+    y[0] = -100.0f;  // exp overflows: dgate 0, dup -0
+    y[1] = 30.0f;
+    const auto dh = random_rows(m, inter, 83u + format);
+    std::vector<float> dy_ref(static_cast<size_t>(m * 2 * inter));
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t i = 0; i < inter; ++i) {
+        const float g = y[r * 2 * inter + i], u = y[r * 2 * inter + inter + i],
+                    d_h = dh[r * inter + i];
+        volatile float e = std::exp(-g);
+        volatile float d = 1.0f + e;
+        volatile float sig = 1.0f / d;
+        volatile float silu = g / d;
+        volatile float t = 1.0f - sig;
+        volatile float gt = g * t;
+        volatile float one_gt = 1.0f + gt;
+        volatile float dsilu = sig * one_gt;
+        volatile float dhu = d_h * u;
+        dy_ref[r * 2 * inter + i] = dhu * dsilu;
+        dy_ref[r * 2 * inter + inter + i] = d_h * silu;
+      }
+    const Quantised want = quantize_rows(format, dy_ref, m, 2 * inter);
+    std::vector<float> dy(dy_ref.size(), -1.0f);
+    std::vector<uint8_t> q(want.q.size(), 0xEE), s(want.s.size(), 0xEE);
+    char err[256];
+    ASSERT_EQ(NEP_OK, nep_gemm_dswiglu_quantize_rows(format, addr(y.data()), addr(dh.data()), m,
+                                                     inter, addr(dy.data()), addr(q.data()),
+                                                     addr(s.data()), err, sizeof err))
+        << err;
+    EXPECT_EQ(0, std::memcmp(dy.data(), dy_ref.data(), dy.size() * 4));
+    EXPECT_EQ(0.0f, dy[0]);
+    EXPECT_EQ(want.q, q);
+    EXPECT_EQ(want.s, s);
+    EXPECT_EQ(NEP_ERR_INVALID_ARGUMENT,
+              nep_gemm_dswiglu_quantize_rows(format, addr(y.data()), 0, m, inter, 0, addr(q.data()),
+                                             addr(s.data()), err, sizeof err));
+    EXPECT_NE(nullptr, std::strstr(err, "dh is null")) << err;
+    EXPECT_EQ(NEP_ERR_INVALID_ARGUMENT,
+              nep_gemm_dswiglu_quantize_rows(format, addr(y.data()), addr(dh.data()), m, inter,
+                                             addr(dy.data()) + 1, addr(q.data()), addr(s.data()),
+                                             err, sizeof err));
+    EXPECT_NE(nullptr, std::strstr(err, "dy_out=")) << err;
+  }
+}
+
 TEST(GemmQuantize, RefusesBadArguments) {
   std::vector<float> x(64, 1.0f);
   std::vector<uint8_t> q(64), s(64);

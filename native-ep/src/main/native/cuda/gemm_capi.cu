@@ -135,6 +135,26 @@ NEP_EXPORT int32_t nep_cuda_gemm_swiglu_quantize_rows(int32_t device, int32_t fo
   });
 }
 
+NEP_EXPORT int32_t nep_cuda_gemm_dswiglu_quantize_rows(int32_t device, int32_t format, int64_t y,
+                                                       int64_t dh, int64_t m, int64_t inter,
+                                                       int64_t dy_out, int64_t q, int64_t s,
+                                                       int64_t stream, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    const Format f = nep::gemm::check_dswiglu(format, y, dh, m, inter, dy_out, q, s);
+    if (m == 0) return;
+    DeviceScope scope(device);
+    cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+    const SpanChecker check(device, st);
+    check("y", y, m * 2 * inter * 4);
+    check("dh", dh, m * inter * 4);
+    check("dy_out", dy_out, m * 2 * inter * 4);
+    check("q", q, m * 2 * inter);
+    check("s", s, m * row_scale_bytes(f, 2 * inter));
+    launch_dswiglu_quantize_rows(f, ptr<const float>(y), ptr<const float>(dh), m, inter,
+                                 ptr<float>(dy_out), ptr<uint8_t>(q), ptr<uint8_t>(s), st);
+  });
+}
+
 NEP_EXPORT int32_t nep_cuda_gemm_quantize_weights(int32_t device, int32_t format, int64_t w,
                                                   int64_t num_groups, int64_t n, int64_t k,
                                                   int32_t transpose, int64_t q, int64_t s,

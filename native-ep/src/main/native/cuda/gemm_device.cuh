@@ -83,6 +83,17 @@ __device__ __forceinline__ float swiglu(float g, float u) {
   return __fmul_rn(silu, u);
 }
 
+// dgate and dup of silu(g) * u for the incoming gradient dh, gemm_api.h's float operations.
+__device__ __forceinline__ void dswiglu(float g, float u, float dh, float& dgate, float& dup) {
+  const float e = expf(-g);
+  const float d = __fadd_rn(1.0f, e);
+  const float sig = __fdiv_rn(1.0f, d);
+  const float silu = __fdiv_rn(g, d);
+  const float dsilu = __fmul_rn(sig, __fadd_rn(1.0f, __fmul_rn(g, __fsub_rn(1.0f, sig))));
+  dgate = __fmul_rn(__fmul_rn(dh, u), dsilu);
+  dup = __fmul_rn(dh, silu);
+}
+
 // float -> bf16 bits as codec.h's bf16_from_float (round to nearest even, NaN quietened).
 __device__ __forceinline__ uint16_t bf16_bits(float f) {
   const uint32_t u = __float_as_uint(f);

@@ -46,6 +46,12 @@ void launch_quantize_rows(Format f, const RowSource& src, int64_t rows, int64_t 
 void launch_swiglu_quantize_rows(Format f, const float* y, int64_t rows, int64_t inter,
                                  float* h_out, uint8_t* q, uint8_t* s, cudaStream_t stream);
 
+// y [rows, 2 inter], dh [rows, inter] -> dy = [dgate, dup] (into dy_out unless null) and its
+// wire rows (2 inter channels).
+void launch_dswiglu_quantize_rows(Format f, const float* y, const float* dh, int64_t rows,
+                                  int64_t inter, float* dy_out, uint8_t* q, uint8_t* s,
+                                  cudaStream_t stream);
+
 // FP8_BLOCK weights [groups, n, k] in 128x128 blocks; transpose writes q [G, k, n] and the
 // transposed scale grid.
 void launch_quantize_weight_blocks(const float* w, int64_t groups, int64_t n, int64_t k,

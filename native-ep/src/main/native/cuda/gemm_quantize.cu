@@ -44,14 +44,18 @@ __device__ __forceinline__ void quantize_unit(const float v[4], int lane, int64_
   }
 }
 
-// The fused SwiGLU source of quantize_rows_kernel: row r's element i is silu(y[r, i]) * y[r, k + i]
-// (y [rows, 2k]), also stored into h_out [rows, k] unless it is null.
+// Where quantize_rows_kernel reads a row: a RowSource, or computed by the fused SwiGLU forward
+// (row r, element i: silu(y[r, i]) * y[r, k + i], y [rows, 2k]) or backward (y [rows, 2I],
+// dh [rows, I], k = 2I: element i < I is dgate, element I + i dup), the computed row also stored
+// into out [rows, k] unless it is null.
+enum class Source { kRows, kSwiglu, kDswiglu };
 struct SwigluSource {
   const float* y;
-  float* h_out;
+  const float* dh;
+  float* out;
 };
 
-template <Format F, bool kSwiglu>
+template <Format F, Source kSource>
 __global__ void quantize_rows_kernel(RowSource src, SwigluSource sw, int64_t rows, int64_t k,
                                      uint8_t* q, uint8_t* s) {
   const int lane = threadIdx.x & 31;
@@ -64,13 +68,27 @@ __global__ void quantize_rows_kernel(RowSource src, SwigluSource sw, int64_t row
     const int64_t r = u / units_per_row, i0 = (u % units_per_row) * kUnit;
     const int64_t len = min((int64_t)kUnit, k - i0);
     float v[4];
-    if constexpr (kSwiglu) {
+    if constexpr (kSource == Source::kSwiglu) {
       const float* gate = sw.y + r * 2 * k + i0;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int64_t i = lane + 32 * j;
         v[j] = i < len ? swiglu(gate[i], gate[k + i]) : 0.0f;
-        if (i < len && sw.h_out != nullptr) sw.h_out[r * k + i0 + i] = v[j];
+        if (i < len && sw.out != nullptr) sw.out[r * k + i0 + i] = v[j];
+      }
+    } else if constexpr (kSource == Source::kDswiglu) {
+      const int64_t inter = k / 2;
+      const float* gate = sw.y + r * k;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t c = i0 + lane + 32 * j, i = c < inter ? c : c - inter;
+        v[j] = 0.0f;
+        if (c < k) {
+          float dgate, dup;
+          dswiglu(gate[i], gate[inter + i], sw.dh[r * inter + i], dgate, dup);
+          v[j] = c < inter ? dgate : dup;
+          if (sw.out != nullptr) sw.out[r * k + c] = v[j];
+        }
       }
     } else {
       const float* row = src.x + (r / src.rows_per_batch) * src.batch_stride +
@@ -86,7 +104,7 @@ __global__ void quantize_rows_kernel(RowSource src, SwigluSource sw, int64_t row
   }
 }
 
-template <bool kSwiglu>
+template <Source kSource>
 void launch_rows(Format f, const RowSource& src, const SwigluSource& sw, int64_t rows, int64_t k,
                  uint8_t* q, uint8_t* s, cudaStream_t stream) {
   if (rows == 0) return;
@@ -94,10 +112,10 @@ void launch_rows(Format f, const RowSource& src, const SwigluSource& sw, int64_t
   const int64_t units = rows * ((k + kUnit - 1) / kUnit);
   const unsigned grid = grid_for(units, kThreads / 32);
   if (f == Format::kFp8Block) {
-    quantize_rows_kernel<Format::kFp8Block, kSwiglu>
+    quantize_rows_kernel<Format::kFp8Block, kSource>
         <<<grid, kThreads, 0, stream>>>(src, sw, rows, k, q, s);
   } else {
-    quantize_rows_kernel<Format::kMxfp8, kSwiglu>
+    quantize_rows_kernel<Format::kMxfp8, kSource>
         <<<grid, kThreads, 0, stream>>>(src, sw, rows, k, q, s);
   }
   check_cuda(cudaGetLastError(), "quantize rows kernel launch");
@@ -203,13 +221,21 @@ GroupTable make_group_table(const Groups& groups, int64_t tile_rows) {
 
 void launch_quantize_rows(Format f, const RowSource& src, int64_t rows, int64_t k, uint8_t* q,
                           uint8_t* s, cudaStream_t stream) {
-  launch_rows<false>(f, src, SwigluSource{nullptr, nullptr}, rows, k, q, s, stream);
+  launch_rows<Source::kRows>(f, src, SwigluSource{nullptr, nullptr, nullptr}, rows, k, q, s,
+                             stream);
 }
 
 void launch_swiglu_quantize_rows(Format f, const float* y, int64_t rows, int64_t inter,
                                  float* h_out, uint8_t* q, uint8_t* s, cudaStream_t stream) {
-  launch_rows<true>(f, RowSource{nullptr, 1, 0, 0, 0}, SwigluSource{y, h_out}, rows, inter, q, s,
-                    stream);
+  launch_rows<Source::kSwiglu>(f, RowSource{nullptr, 1, 0, 0, 0}, SwigluSource{y, nullptr, h_out},
+                               rows, inter, q, s, stream);
+}
+
+void launch_dswiglu_quantize_rows(Format f, const float* y, const float* dh, int64_t rows,
+                                  int64_t inter, float* dy_out, uint8_t* q, uint8_t* s,
+                                  cudaStream_t stream) {
+  launch_rows<Source::kDswiglu>(f, RowSource{nullptr, 1, 0, 0, 0}, SwigluSource{y, dh, dy_out},
+                                rows, 2 * inter, q, s, stream);
 }
 
 void launch_quantize_weight_blocks(const float* w, int64_t groups, int64_t n, int64_t k,

@@ -40,6 +40,11 @@ NEP_STUB int32_t nep_cuda_gemm_swiglu_quantize_rows(int32_t, int32_t, int64_t, i
                                                     int64_t cap) {
   return unsupported(err, cap);
 }
+NEP_STUB int32_t nep_cuda_gemm_dswiglu_quantize_rows(int32_t, int32_t, int64_t, int64_t, int64_t,
+                                                     int64_t, int64_t, int64_t, int64_t, int64_t,
+                                                     char* err, int64_t cap) {
+  return unsupported(err, cap);
+}
 NEP_STUB int32_t nep_cuda_gemm_grouped_m(int32_t, int32_t, int32_t, int64_t, int64_t, int64_t,
                                          const int64_t*, int64_t, int64_t, int64_t, int64_t,
                                          int64_t, int64_t, int64_t, int32_t, int64_t, char* err,
