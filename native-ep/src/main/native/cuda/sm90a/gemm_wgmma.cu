@@ -410,7 +410,9 @@ void launch_wgmma_grouped_m(const GroupedM& args, const uint8_t* a, const uint8_
   const GroupTable table = make_group_table(args.groups, kBM);
   const int32_t tiles = table.tile_prefix[args.groups.count];
   if (tiles == 0) return;
-  const CUtensorMap map_a = make_map("a", a, args.k, args.m, args.lda);
+  // Rows up to the last group's end only: the caller's allocation is checked that far.
+  const CUtensorMap map_a =
+      make_map("a", a, args.k, args.groups.offsets[args.groups.count], args.lda);
   const CUtensorMap map_b = make_map("b", b, args.k, args.groups.count * args.n, args.k);
   const MParams p{sa,     sb,        static_cast<uint8_t*>(c),           args.n,
                   args.k, args.ldsa, args.out_dtype == NEP_GEMM_OUT_BF16};
