@@ -76,6 +76,22 @@
  * default path never reaches it. nep_cuda_gemm_last_tier tells which tier the last call on this
  * thread ran.
  *
+ * ---- A SwiGLU expert layer, step by step ------------------------------------------------------
+ * x [M, H] the dispatched rows of the local experts (offsets from recv_tokens_per_expert), weights
+ * W13 [G, 2I, H] (gate rows then up rows) and W2 [G, H, I], float32 masters quantised once per
+ * step: W13 and W2 with transpose = 0 (forward), W13 and W2 with transpose = 1 (backward).
+ *   forward:  quantize_rows(x) (or the FP8 / MXFP8 wire rows as they arrived)
+ *             grouped_m(n = 2I, k = H, x, W13) -> y13 [M, 2I]
+ *             swiglu_quantize_rows(y13) -> h [M, I] kept, h quantised
+ *             grouped_m(n = H, k = I, h, W2) -> y [M, H]
+ *   backward (dy [M, H]):
+ *             quantize_rows(dy); grouped_m(n = I, k = H, dy, W2^T) -> dh [M, I]
+ *             dswiglu_quantize_rows(y13, dh) -> dy13 [M, 2I] kept, dy13 quantised
+ *             grouped_m(n = H, k = 2I, dy13, W13^T) -> dx [M, H]
+ *             quantize_rows_t_grouped(dy), (h) -> grouped_k(n = H, k = I) -> dW2 [G, H, I]
+ *             quantize_rows_t_grouped(dy13), (x) -> grouped_k(n = 2I, k = H) -> dW13 [G, 2I, H]
+ * Every GEMM is 2 M N K FLOPs; the weight gradients' padding rows add nothing.
+ *
  * Why hand-written kernels: CI compiles every kernel with nvcc alone (no cuBLAS, no CUTLASS);
  * cuBLASLt on Hopper has no MX block scaling and only the GPU host's torch wheel ships it; and the
  * promotion rule above (partial sums per scale block, fp32 accumulation outside the tensor core)
