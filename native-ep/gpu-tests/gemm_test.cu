@@ -11,6 +11,8 @@
 // bits, as DeepSeek-V3 measured on Hopper), so |C_gpu - C_cpu| <= 2^-10 * S, S the sum over k of
 // |a_k b_k| of the dequantised operands (a block's error, 4 MMA steps of at most 2^-13 S_block
 // each, is below 2^-11 S_block). Rows outside every group must keep their poison.
+// The small cases are also checked against float32 of the unquantised inputs (loose: 0.14 S_float
+// for FP8_BLOCK, 0.25 S_float for MXFP8, whose power-of-two scales clip the top of a block).
 // The Hopper tier takes k and lda multiples of 16 only: the cases with other k run on the portable
 // tier alone (the Hopper tier's refusal is printed as a skip).
 // Large shapes are checked on sampled rows (first, middle and last row of each group) and, for the
@@ -259,7 +261,7 @@ void run_m_case(int32_t f, const MCase& c) {
       expect(written_outside == 0, name + " tier " + tier + ": " + std::to_string(written_outside) +
                                        " bytes written outside the groups");
       double worst = 0;
-      int64_t bad = 0;
+      int64_t bad = 0, bad_loose = 0;
       for (int64_t i = 0; i < ms; ++i) {
         const int64_t r = rows[i];
         int32_t g = 0;
@@ -285,8 +287,23 @@ void run_m_case(int32_t f, const MCase& c) {
           const double d = std::fabs(got - want);
           if (!(d <= bound)) ++bad;
           if (s > 0) worst = std::max(worst, d / s);
+          if (!c.sampled) {  // loose: against float32 of the unquantised inputs
+            double ref = 0, sf = 0;
+            for (int64_t kk = 0; kk < k; ++kk) {
+              const double wv =
+                  c.transposed_weights ? w[(g * k + kk) * n + j] : w[(g * n + j) * k + kk];
+              ref += double(x[r * k + kk]) * wv;
+              sf += std::fabs(double(x[r * k + kk]) * wv);
+            }
+            const double loose =
+                (f == NEP_GEMM_FP8_BLOCK ? 0.14 : 0.25) * sf + std::fabs(ref) / 128 + 1e-7;
+            if (!(std::fabs(got - ref) <= loose)) ++bad_loose;
+          }
         }
       }
+      expect(bad_loose == 0,
+             name + " tier " + tier + ": " + std::to_string(bad_loose) +
+                 " outputs outside the loose bound against float32 of the unquantised inputs");
       expect(bad == 0, name + " tier " + tier + (dtype == NEP_GEMM_OUT_FP32 ? " fp32" : " bf16") +
                            ": " + std::to_string(bad) +
                            " outputs outside the bound against the CPU path");
