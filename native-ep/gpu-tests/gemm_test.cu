@@ -47,6 +47,10 @@ void expect(bool ok, const std::string& what) {
   }
 }
 
+// Absolute slack of the GPU-vs-CPU bound: promotions whose scaled result is subnormal round at
+// 2^-149 absolute, not relative to S (a few such roundings per output).
+constexpr double kSubnormalSlack = 0x1p-143;
+
 const char* format_name(int32_t f) { return f == NEP_GEMM_FP8_BLOCK ? "fp8-block" : "mxfp8"; }
 int64_t block_of(int32_t f) { return f == NEP_GEMM_FP8_BLOCK ? 128 : 32; }
 
@@ -138,6 +142,7 @@ struct MCase {
   int64_t tail;                  // rows after the last group (must stay poisoned)
   bool transposed_weights;       // dX = dY W: weights made as [G, k, n], quantised transposed
   bool sampled;                  // check sampled rows only
+  float scale = 1.0f;            // magnitude of the inputs (tiny: scales far below 2^-126)
 };
 
 // The M-grouped GEMM: GPU quantisers against the CPU's bytes, then the GEMM of each tier against
@@ -146,8 +151,9 @@ void run_m_case(int32_t f, const MCase& c) {
   const int32_t groups = int32_t(c.offsets.size() - 1);
   const int64_t m = c.offsets.back() + c.tail, n = c.n, k = c.k;
   const std::string name = std::string(format_name(f)) + " " + c.name;
-  const auto x = random_rows(m, k, 17u + uint32_t(k), 1.0f);
-  const auto w = random_rows(groups * n, k, 29u + uint32_t(n), 0.05f);  // [G, n, k] (or [G, k, n])
+  const auto x = random_rows(m, k, 17u + uint32_t(k), c.scale);
+  const auto w =
+      random_rows(groups * n, k, 29u + uint32_t(n), 0.05f * c.scale);  // [G, n, k] (or [G, k, n])
   const int64_t sab = nep_gemm_row_scale_bytes(f, k);
   const int64_t sbb = nep_gemm_weight_scale_bytes(f, groups, n, k, 0);
   std::vector<uint8_t> qa(m * k), sa(m * sab), qb(groups * n * k), sb(sbb);
@@ -282,8 +288,9 @@ void run_m_case(int32_t f, const MCase& c) {
             got = v;
           }
           const double want = cpu[i * n + j];
-          const double bound =
-              std::ldexp(s, -10) + (dtype == NEP_GEMM_OUT_BF16 ? std::fabs(want) / 128 : 0) + 1e-30;
+          const double bound = std::ldexp(s, -10) +
+                               (dtype == NEP_GEMM_OUT_BF16 ? std::fabs(want) / 128 : 0) +
+                               kSubnormalSlack;
           const double d = std::fabs(got - want);
           if (!(d <= bound)) ++bad;
           if (s > 0) worst = std::max(worst, d / s);
@@ -437,7 +444,7 @@ void run_k_case(int32_t f, const KCase& c) {
     for (int32_t g : checked)
       for (int64_t i = 0; i < n * k; ++i) {
         const double d = std::fabs(double(got[g * n * k + i]) - cpu[g][i]), s = sabs[g][i];
-        if (!(d <= std::ldexp(s, -10) + 1e-30)) ++bad;
+        if (!(d <= std::ldexp(s, -10) + kSubnormalSlack)) ++bad;
         if (s > 0) worst = std::max(worst, d / s);
       }
     expect(poisoned == 0,
@@ -584,6 +591,14 @@ int main(int argc, char** argv) {
         {"empty experts, one token", 130, 96, {2, 2, 3, 3, 70, 70}, 5, false, false},
         {"hot expert, unaligned starts", 200, 304, {3, 4, 500, 510, 517}, 1, false, false},
         {"k below one block", 33, 17, {0, 20}, 0, false, false},
+        {"tiny magnitudes (scale products below 2^-126)",
+         40,
+         96,
+         {0, 9, 30},
+         0,
+         false,
+         false,
+         1e-20f},
         {"activation gradient (transposed weights)", 136, 272, {0, 1, 70, 200}, 0, true, false},
     };
     std::vector<KCase> k_cases = {

@@ -71,9 +71,15 @@ __device__ __forceinline__ uint8_t mx_element(float x, const MxScale& s) {
 __device__ __forceinline__ float promote_fp8(float acc, float p, float sa, float sb) {
   return __fadd_rn(acc, __fmul_rn(p, __fmul_rn(sa, sb)));
 }
+// p * 2^e is ldexp(p, e) (both round once, correctly) whenever 2^e is a normal float, the usual
+// case, and costs one multiply; ldexpf takes the rest.
 __device__ __forceinline__ float promote_mx(float acc, float p, uint32_t ea, uint32_t eb) {
   if (ea == 0xFFu || eb == 0xFFu) return __uint_as_float(0x7FC00000u);
-  return __fadd_rn(acc, ldexpf(p, (int)ea + (int)eb - 254));
+  const int e = (int)ea + (int)eb - 254;
+  const float scaled = (e >= -126 && e <= 127)
+                           ? __fmul_rn(p, __uint_as_float((uint32_t)(e + 127) << 23))
+                           : ldexpf(p, e);
+  return __fadd_rn(acc, scaled);
 }
 
 // silu(g) * u as gemm_api.h specifies it: g / (1 + exp(-g)), then the product, in float32.
