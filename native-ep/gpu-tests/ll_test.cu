@@ -65,7 +65,7 @@ void fp8_pow2_roundtrip(const float* in, int64_t H, float* out) {
     const int n = int(std::min<int64_t>(128, H - g));  // the last group may be partial
     float amax = 0.f;
     for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(in[g + i]));
-    amax = std::max(amax, 1e-4f);
+    amax = std::max(amax, 448.f * 0x1p-126f);  // the codec's floor
     const uint32_t qb = f2u(amax / 448.f);
     int e = int((qb >> 23) & 0xff) - 127;
     if ((qb & 0x7fffffu) != 0) ++e;

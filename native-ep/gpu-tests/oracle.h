@@ -88,7 +88,7 @@ inline void wire_roundtrip(int wire, const float* in, int64_t H, float* out) {
       const int n = int(std::min<int64_t>(128, H - g));  // the last group may be partial
       float amax = 0.f;
       for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(in[g + i]));
-      amax = std::max(amax, 1e-4f);
+      amax = std::max(amax, 448.f * 0x1p-126f);  // the codec's floor
       const float scale = amax / 448.f, mul = 448.f / amax;
       for (int i = 0; i < n; ++i) {
         const float p = in[g + i] * mul;

@@ -13,8 +13,8 @@ namespace nep {
 namespace cuda {
 namespace gemm {
 
-// The floor of an FP8 block's amax, 448 * 2^-126 (codec_kernels.h kFp8AmaxFloorBits).
-constexpr uint32_t kAmaxFloorBits = (9u << 23) | 0x600000u;
+// The floor of an FP8 block's amax, 448 * 2^-126: the wire's (wire.cuh), as the CPU codec's.
+constexpr uint32_t kAmaxFloorBits = kFp8AmaxFloorBits;
 
 // |x| bits when x is finite, else 0 (the CPU codec's finite_amax_bits, one element).
 __device__ __forceinline__ uint32_t finite_abs_bits(float x) {

@@ -1,8 +1,8 @@
 // Wire codecs of the cuda-ipc kernels, at the granularity the kernels use: one lane holds 8
 // consecutive channels of a row, a warp 256. A row's last scale group may be partial (lanes past
 // the row end pass zeros, which leave the amax alone). FP8: e4m3 with one fp32 scale per 128
-// channels (16 lanes), scale = max(amax, 1e-4) / 448, values x * (448 / amax) rounded to nearest
-// even with saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels (4 lanes), X
+// channels (16 lanes), scale = max(amax, 448 * 2^-126) / 448 as the CPU codec (codec.h), values
+// x * (448 / amax) rounded to nearest even with saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels (4 lanes), X
 // = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values x / X saturated. The host oracle of
 // the GPU tests (gpu-tests/oracle.h) mirrors these operations bit for bit.
 #ifndef NATIVEEP_CUDA_WIRE_CUH_
@@ -25,6 +25,10 @@ namespace nep {
 namespace cuda {
 
 constexpr int kLaneChannels = 8;
+// Floor of an FP8 block's amax, 448 * 2^-126 (the CPU codec's kFp8AmaxFloorBits): keeps the scale
+// amax / 448 a normal float, so an all-zero block gets scale 2^-126 and tiny gradients keep their
+// bits instead of flushing to zero under a larger floor.
+constexpr uint32_t kFp8AmaxFloorBits = 0x04E00000u;
 constexpr int kWarpChannels = 32 * kLaneChannels;
 
 // ---- bf16 <-> f32 -------------------------------------------------------------------------------
@@ -169,20 +173,23 @@ __device__ __forceinline__ Enc8 encode8(const float v[8]) {
     float amax = lane_amax8(v);
 #pragma unroll
     for (int m = 1; m < 16; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-    amax = fmaxf(amax, 1e-4f);
+    amax = fmaxf(amax, __uint_as_float(kFp8AmaxFloorBits));
 #if NEP_CUDA_FP8_SCALE_FMA
     // amax / 448 without a division: q = amax * RN(1/448) refined once by an fma residual. Equal
     // bit for bit to the IEEE quotient for every finite amax >= 1e-4 (checked exhaustively on the
-    // host); for an infinite amax every decoded value is NaN either way.
-    {
+    // host); below that the residual may be subnormal, so the division serves (rare blocks); for
+    // an infinite amax every decoded value is NaN either way.
+    if (amax >= 1e-4f) {
       constexpr float kInv448 = 1.0f / 448.0f;
       const float q = amax * kInv448;
       e.scale = __fmaf_rn(__fmaf_rn(-448.f, q, amax), kInv448, q);
+    } else {
+      e.scale = __fdiv_rn(amax, 448.f);
     }
 #else
-    e.scale = amax / 448.f;
+    e.scale = __fdiv_rn(amax, 448.f);
 #endif
-    const uint2 q = quantize_e4m3x8(v, 448.f / amax);
+    const uint2 q = quantize_e4m3x8(v, __fdiv_rn(448.f, amax));
     e.a = make_uint4(q.x, q.y, 0, 0);
     e.b = make_uint4(0, 0, 0, 0);
   } else {

@@ -91,8 +91,9 @@ class NativeEpCudaTest {
             assertTrue(
                     e.getMessage().contains("device=" + n + " is outside [0, " + n + ")"),
                     e.getMessage());
+            // nothing to do: no call fails (the stand-in built without nvcc refuses every call)
+            CudaAdamW.update(0, 0, 0, 0, 0, 0, step, false, 0);
         }
-        CudaAdamW.update(0, 0, 0, 0, 0, 0, step, false, 0); // nothing to do: no call fails
     }
 
     @Test
