@@ -2,9 +2,10 @@
 // consecutive channels of a row, a warp 256. A row's last scale group may be partial (lanes past
 // the row end pass zeros, which leave the amax alone). FP8: e4m3 with one fp32 scale per 128
 // channels (16 lanes), scale = max(amax, 448 * 2^-126) / 448 as the CPU codec (codec.h), values
-// x * (448 / amax) rounded to nearest even with saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels (4 lanes), X
-// = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values x / X saturated. The host oracle of
-// the GPU tests (gpu-tests/oracle.h) mirrors these operations bit for bit.
+// x * (448 / amax) rounded to nearest even with saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0
+// scale per 32 channels (4 lanes), X = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values
+// x / X saturated. The host oracle of the GPU tests (gpu-tests/oracle.h) mirrors these operations
+// bit for bit.
 #ifndef NATIVEEP_CUDA_WIRE_CUH_
 #define NATIVEEP_CUDA_WIRE_CUH_
 
