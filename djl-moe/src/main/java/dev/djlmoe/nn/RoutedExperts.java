@@ -12,6 +12,7 @@ import ai.djl.nn.Parameter;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Autograd;
 import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.ep.EpContext;
 
@@ -63,6 +64,17 @@ import dev.djlmoe.ep.EpContext;
  * {@link EpContext} it was built with ({@link Builder#optContext}), the one place every block of a
  * model reads the step's tape from.
  *
+ * <p>Where the FP8 and MXFP8 GEMMs run ({@link ExpertGemmPath}): on a GPU, real FP8 tensor-core
+ * GEMMs through the native grouped kernels ({@link dev.djlmoe.gemm.Fp8ExpertGemms}, the CUDA
+ * plug-in); on the CPU, the DJL float32 emulation by default, and the native CPU oracle (same
+ * numerics as the GPU kernels) on request ({@link Builder#optGemmPath} or the system property
+ * {@value ExpertGemmPath#PROPERTY}{@code =native}). On the native path the whole expert
+ * feed-forward is one entry of the staged backward's tape (inputs: the rows sorted by expert and
+ * the three weight parameters; output: the expert outputs); its vector-Jacobian product runs the
+ * native activation-gradient and weight-gradient GEMMs and the tape pushes the results into the
+ * graph, so the weight gradients land in the parameters' gradients. Without a tape (inference) only
+ * the forward runs; a forward that autograd records without a tape falls back to the emulation.
+ *
  * <p>The block should be constructed using {@link RoutedExperts.Builder}.
  */
 public class RoutedExperts extends AbstractBlock {
@@ -85,6 +97,7 @@ public class RoutedExperts extends AbstractBlock {
     private final Parameter upProj;
     private final Parameter downProj;
     private final ExpertPrecision precision;
+    private final ExpertGemmPath gemmPath;
     private final EpContext context;
 
     /**
@@ -97,6 +110,7 @@ public class RoutedExperts extends AbstractBlock {
         super(VERSION);
         numExperts = builder.numExperts;
         precision = builder.precision;
+        gemmPath = builder.gemmPath;
         context = builder.context;
         hiddenSize = builder.hiddenSize;
         intermediateSize = builder.intermediateSize;
@@ -150,6 +164,15 @@ public class RoutedExperts extends AbstractBlock {
     }
 
     /**
+     * Returns where the quantised GEMMs run.
+     *
+     * @return the GEMM path
+     */
+    public ExpertGemmPath getGemmPath() {
+        return gemmPath;
+    }
+
+    /**
      * Returns the intermediate size I of each expert.
      *
      * @return I
@@ -181,6 +204,7 @@ public class RoutedExperts extends AbstractBlock {
                 parameterStore.getValue(upProj, x.getDevice(), training),
                 parameterStore.getValue(downProj, x.getDevice(), training),
                 precision,
+                gemmPath,
                 tape);
     }
 
@@ -227,7 +251,14 @@ public class RoutedExperts extends AbstractBlock {
             NDArray upProj,
             NDArray downProj) {
         return routedExperts(
-                x, topkIdx, topkWeights, gateProj, upProj, downProj, ExpertPrecision.FP32, null);
+                x,
+                topkIdx,
+                topkWeights,
+                gateProj,
+                upProj,
+                downProj,
+                ExpertPrecision.FP32,
+                (Tape) null);
     }
 
     /**
@@ -253,7 +284,37 @@ public class RoutedExperts extends AbstractBlock {
             NDArray upProj,
             NDArray downProj,
             ExpertPrecision precision) {
-        return routedExperts(x, topkIdx, topkWeights, gateProj, upProj, downProj, precision, null);
+        return routedExperts(
+                x, topkIdx, topkWeights, gateProj, upProj, downProj, precision, (Tape) null);
+    }
+
+    /**
+     * Applies the routed experts with a choice of GEMM numerics and of where the quantised GEMMs
+     * run. Without a tape the native path computes the forward only: in a forward that autograd
+     * records, the emulation runs instead so that gradients still flow.
+     *
+     * @param x received rows: [R, H] float32
+     * @param topkIdx local expert ids: [R, K] int64 (int32 accepted), in [0, El) or -1
+     * @param topkWeights weights: [R, K] float32
+     * @param gateProj gate_proj: [El, I, H]
+     * @param upProj up_proj: [El, I, H]
+     * @param downProj down_proj: [El, H, I]
+     * @param precision the GEMM numerics
+     * @param gemmPath where a quantised precision's GEMMs run
+     * @return NDList of y: [R, H]
+     * @throws IllegalArgumentException on a wrong shape, type or expert id
+     */
+    public static NDList routedExperts(
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray gateProj,
+            NDArray upProj,
+            NDArray downProj,
+            ExpertPrecision precision,
+            ExpertGemmPath gemmPath) {
+        return routedExperts(
+                x, topkIdx, topkWeights, gateProj, upProj, downProj, precision, gemmPath, null);
     }
 
     /**
@@ -269,6 +330,32 @@ public class RoutedExperts extends AbstractBlock {
             NDArray upProj,
             NDArray downProj,
             ExpertPrecision precision,
+            Tape tape) {
+        return routedExperts(
+                x,
+                topkIdx,
+                topkWeights,
+                gateProj,
+                upProj,
+                downProj,
+                precision,
+                ExpertGemmPath.AUTO,
+                tape);
+    }
+
+    /**
+     * Applies the routed experts: the numerics, where quantised GEMMs run, and the step's tape (or
+     * null).
+     */
+    static NDList routedExperts(
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray gateProj,
+            NDArray upProj,
+            NDArray downProj,
+            ExpertPrecision precision,
+            ExpertGemmPath gemmPath,
             Tape tape) {
         if (precision == null) {
             throw new IllegalArgumentException("precision must not be null");
@@ -308,6 +395,17 @@ public class RoutedExperts extends AbstractBlock {
             NDArray rowIdx = indexArray(manager, plan.sortedRows, x.getDevice()); // [N]
             temps.add(rowIdx);
             NDArray sortedX = x.get(rowIdx); // [N, H], rows grouped by expert
+            if (rounding != null && useNative(gemmPath, x.getDevice(), tape)) {
+                // The whole expert FFN as one native op (a tape entry when training).
+                NDArray sortedY =
+                        NativeExpertFfn.apply(
+                                sortedX, plan.offsets, gateProj, upProj, downProj, precision, tape);
+                if (tape == null) {
+                    temps.add(sortedX);
+                    temps.add(sortedY);
+                }
+                return combine(manager, sortedY, plan, topkWeights, rows, k, hidden, temps);
+            }
             temps.add(sortedX);
             if (rounding != null) {
                 // Quantised numerics: GEMM inputs rounded along their reduction axis (H here and
@@ -375,20 +473,59 @@ public class RoutedExperts extends AbstractBlock {
             temps.add(zeroRow);
             NDArray sortedY = NDArrays.concat(outputs, 0); // [N + 1, H], row N is zero
             temps.add(sortedY);
-            NDArray slotIdx = indexArray(manager, plan.slotPos, x.getDevice()); // [R * K]
-            temps.add(slotIdx);
-            NDArray gathered = sortedY.get(slotIdx); // [R * K, H]
-            temps.add(gathered);
-            NDArray perSlot = gathered.reshape(rows, k, hidden); // [R, K, H]
-            temps.add(perSlot);
-            NDArray w = topkWeights.reshape(rows, 1, k); // [R, 1, K]
-            temps.add(w);
-            NDArray weighted = w.batchMatMul(perSlot); // [R, 1, H]
-            temps.add(weighted);
-            return new NDList(weighted.reshape(rows, hidden)); // [R, H]
+            return gatherWeighted(manager, sortedY, plan, topkWeights, rows, k, hidden, temps);
         } finally {
             closeAll(temps);
         }
+    }
+
+    /** Whether a quantised precision's GEMMs run natively here. */
+    private static boolean useNative(ExpertGemmPath path, Device device, Tape tape) {
+        if (tape == null && Autograd.isRecording()) {
+            return false; // without a tape the native op would cut the gradients
+        }
+        return path.nativeOn(device);
+    }
+
+    /** Appends the zero row to the sorted expert outputs [N, H] and sums each row's slots. */
+    private static NDList combine(
+            NDManager manager,
+            NDArray sortedY,
+            Plan plan,
+            NDArray topkWeights,
+            long rows,
+            int k,
+            long hidden,
+            NDList temps) {
+        NDArray zeroRow =
+                manager.zeros(new Shape(1, hidden), DataType.FLOAT32, sortedY.getDevice());
+        temps.add(zeroRow);
+        NDArray padded = NDArrays.concat(new NDList(sortedY, zeroRow), 0); // [N + 1, H]
+        temps.add(padded);
+        return gatherWeighted(manager, padded, plan, topkWeights, rows, k, hidden, temps);
+    }
+
+    /** y[r] = sum over slots of w[r, k] * sortedY[slotPos[r, k]] (row N of sortedY is zero). */
+    private static NDList gatherWeighted(
+            NDManager manager,
+            NDArray sortedY,
+            Plan plan,
+            NDArray topkWeights,
+            long rows,
+            int k,
+            long hidden,
+            NDList temps) {
+        NDArray slotIdx = indexArray(manager, plan.slotPos, sortedY.getDevice()); // [R * K]
+        temps.add(slotIdx);
+        NDArray gathered = sortedY.get(slotIdx); // [R * K, H]
+        temps.add(gathered);
+        NDArray perSlot = gathered.reshape(rows, k, hidden); // [R, K, H]
+        temps.add(perSlot);
+        NDArray w = topkWeights.reshape(rows, 1, k); // [R, 1, K]
+        temps.add(w);
+        NDArray weighted = w.batchMatMul(perSlot); // [R, 1, H]
+        temps.add(weighted);
+        return new NDList(weighted.reshape(rows, hidden)); // [R, H]
     }
 
     /**
@@ -518,6 +655,7 @@ public class RoutedExperts extends AbstractBlock {
         private long hiddenSize;
         private long intermediateSize;
         private ExpertPrecision precision = ExpertPrecision.FP32;
+        private ExpertGemmPath gemmPath = ExpertGemmPath.AUTO;
         private EpContext context;
 
         Builder() {}
@@ -566,6 +704,22 @@ public class RoutedExperts extends AbstractBlock {
                 throw new IllegalArgumentException("precision must not be null");
             }
             this.precision = precision;
+            return this;
+        }
+
+        /**
+         * Sets where the GEMMs of a quantised precision run (default {@link ExpertGemmPath#AUTO}:
+         * native on a GPU, emulated on the CPU unless the system property {@value
+         * ExpertGemmPath#PROPERTY} says otherwise).
+         *
+         * @param gemmPath the GEMM path
+         * @return this Builder
+         */
+        public Builder optGemmPath(ExpertGemmPath gemmPath) {
+            if (gemmPath == null) {
+                throw new IllegalArgumentException("gemmPath must not be null");
+            }
+            this.gemmPath = gemmPath;
             return this;
         }
 

@@ -1,0 +1,128 @@
+/*
+ * djl-moe: expert-parallel Mixture-of-Experts for the Deep Java Library.
+ */
+package dev.djlmoe.recipes;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.djlmoe.nativeep.cuda.NativeGemmCuda;
+import dev.djlmoe.nn.ExpertGemmPath;
+import dev.djlmoe.recipes.data.CorpusSource;
+import dev.djlmoe.recipes.data.TextCorpus;
+import dev.djlmoe.testing.TestDevice;
+import dev.djlmoe.zoo.hf.HfMoeConfig;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/**
+ * Training the tiny preset with the routed experts' GEMMs on the native FP8 path ({@link
+ * ExpertGemmPath}).
+ *
+ * <p>CPU (CI): with {@code djlmoe.expert.gemms=native} the native CPU oracle runs the expert FFN
+ * and its backward through the tape; over {@value #CPU_STEPS} steps every loss stays within {@value
+ * #CPU_BOUND} nat of the DJL emulation of the same precision (they round differently in places, see
+ * {@code RoutedExpertsNativeGemmTest}), and the losses are not bit-equal (the native path ran).
+ *
+ * <p>GPU ({@code bin/gpu-java-tests}): fp8 and mxfp8 run the CUDA tensor-core GEMMs by default;
+ * over {@value #GPU_STEPS} steps the final loss (mean of the last {@value #TAIL} steps) is within
+ * {@value #GPU_BOUND} relative of fp32's.
+ */
+class Fp8NativeTrainingTest {
+
+    static final int CPU_STEPS = 20;
+    static final double CPU_BOUND = 0.02;
+    static final int GPU_STEPS = 300;
+    static final int TAIL = 10;
+    static final double GPU_BOUND = 0.005;
+
+    @ParameterizedTest
+    @EnumSource(
+            value = TrainingPrecision.class,
+            names = {"FP8", "MXFP8"})
+    void nativeCpuPathTrainsLikeTheEmulation(TrainingPrecision p, @TempDir Path dir) {
+        List<Float> emulated = withPath("emulated", () -> train(p, dir.resolve("e"), CPU_STEPS));
+        List<Float> nat = withPath("native", () -> train(p, dir.resolve("n"), CPU_STEPS));
+        assertNotEquals(emulated, nat, "the native path ran");
+        for (int i = 0; i < CPU_STEPS; i++) {
+            double gap = Math.abs(nat.get(i) - emulated.get(i));
+            assertTrue(
+                    gap < CPU_BOUND,
+                    p
+                            + " step "
+                            + (i + 1)
+                            + ": native "
+                            + nat.get(i)
+                            + " vs emulated "
+                            + emulated.get(i));
+        }
+        assertTrue(nat.get(CPU_STEPS - 1) < nat.get(0) - 0.5, "learns: " + nat);
+    }
+
+    @Test
+    void onGpuFp8AndMxfp8EndWithinHalfAPercentOfFp32(@TempDir Path dir) {
+        TestDevice.assumeGpu("300 training steps with the CUDA FP8 expert GEMMs");
+        double fp32 = tailMean(train(TrainingPrecision.FP32, dir.resolve("fp32"), GPU_STEPS));
+        for (TrainingPrecision p :
+                new TrainingPrecision[] {TrainingPrecision.FP8, TrainingPrecision.MXFP8}) {
+            double q = tailMean(train(p, dir.resolve(p.flag()), GPU_STEPS));
+            assertEquals(
+                    NativeGemmCuda.NEP_GEMM_TIER_MMA,
+                    NativeGemmCuda.nep_cuda_gemm_last_tier(),
+                    "the expert GEMMs ran on the GPU's tensor cores");
+            double gap = Math.abs(q - fp32) / fp32;
+            System.out.println(p.flag() + " final loss " + q + ", fp32 " + fp32 + ", gap " + gap);
+            assertTrue(gap < GPU_BOUND, p.flag() + " " + q + " vs fp32 " + fp32 + ": " + gap);
+        }
+    }
+
+    private static List<Float> withPath(String path, java.util.function.Supplier<List<Float>> run) {
+        String old = System.getProperty(ExpertGemmPath.PROPERTY);
+        System.setProperty(ExpertGemmPath.PROPERTY, path);
+        try {
+            return run.get();
+        } finally {
+            if (old == null) {
+                System.clearProperty(ExpertGemmPath.PROPERTY);
+            } else {
+                System.setProperty(ExpertGemmPath.PROPERTY, old);
+            }
+        }
+    }
+
+    private static List<Float> train(TrainingPrecision precision, Path runDir, int steps) {
+        CorpusSource src = new CorpusSource(TextCorpus.embedded(), 0.05, 42);
+        PretrainOptions opts =
+                PretrainOptions.defaults()
+                        .withSteps(steps)
+                        .withRunDir(runDir)
+                        .withLogEvery(steps)
+                        .withPrecision(precision)
+                        .withDevice(TestDevice.flag());
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        Pretrain.Result r =
+                Pretrain.run(
+                        Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"), src, opts),
+                        new PrintStream(buf, true, StandardCharsets.UTF_8),
+                        StopSignal.none(),
+                        null);
+        assertEquals(steps, r.losses().size(), buf.toString(StandardCharsets.UTF_8));
+        return r.losses();
+    }
+
+    private static double tailMean(List<Float> losses) {
+        double sum = 0;
+        for (int i = losses.size() - TAIL; i < losses.size(); i++) {
+            sum += losses.get(i);
+        }
+        return sum / TAIL;
+    }
+}
