@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15's training-step benchmark on a GPU host, in one command (fits a 600 s limit on an H100):
+# The training-step benchmark on a GPU host, in one command (fits a 600 s limit on an H100):
 # djl-moe's training step against transformers + torch on the same GPU, same model, same run.
 #
 #   native-ep/bench/train_step_bench.sh [--carry DIR] [--out DIR] [--warmup N] [--steps N]

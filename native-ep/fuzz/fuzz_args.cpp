@@ -1,4 +1,4 @@
-// libFuzzer target over the argument checks of the public C ABI and the wire decoders (issue 8).
+// libFuzzer target over the argument checks of the public C ABI and the wire decoders.
 //
 // The first input byte picks a mode; the rest is a stream of choices (FuzzInput). Scalars are
 // drawn from "interesting" values (0, -1, +-2^31, INT64 extremes, small ranges) and buffers are

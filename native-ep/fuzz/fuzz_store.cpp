@@ -1,6 +1,6 @@
 // libFuzzer target over the rendezvous store's message handling (store_core.h: frame splitting,
 // request parsing, the token check, WAIT/ADD/SET semantics), without sockets: the same code the
-// server runs for every connection's bytes (issue 8).
+// server runs for every connection's bytes.
 //
 // The input is a stream of steps on three connections (Session objects sharing one StoreCore
 // with the token "tok"). Each step's control byte picks the connection and what happens:

@@ -1,4 +1,4 @@
-// Benchmark of the cuda-ipc low-latency mode on the decode workload of issue 7 (DeepEP's
+// Benchmark of the cuda-ipc low-latency mode on the decode workload (DeepEP's
 // low-latency test): 128 tokens per rank, H=7168, top-8 of 256 experts, bf16 x, FP8 dispatch
 // (1x128 scales), bf16 received rows, bf16 combine wire, bf16 out.
 //

@@ -1,4 +1,4 @@
-// A rank dying in the middle of a combine (issue 8: "a rank killed during dispatch, combine,
+// A rank dying in the middle of a combine ("a rank killed during dispatch, combine,
 // all-reduce"): the dispatch case is ShmProcesses.RankExitingMidDispatchFailsThePeersNamingIt,
 // the all-reduce case Reliability.RankKilledDuringAllReduceFailsEveryPeerNamingIt. Here the
 // dispatch completes on every rank, then rank 2 exits without any clean-up after publishing three

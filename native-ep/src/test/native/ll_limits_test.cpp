@@ -1,4 +1,4 @@
-// Regression tests for the two nep_ll_buffer_create findings of fuzz_args (issue 8, inputs kept
+// Regression tests for the two nep_ll_buffer_create findings of fuzz_args (inputs kept
 // in fuzz/known/): hidden = 2^63 - 1 overflowed int64 while deriving the row size, and
 // num_experts = 2^31 - 1 allocated gigabytes of per-expert tables before any limit applied. Both
 // must now be refused with NEP_ERR_CAPACITY naming the argument, its value and the limit, without

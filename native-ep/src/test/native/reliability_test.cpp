@@ -1,4 +1,4 @@
-// Faults and security of the cpu-shm transport between forked processes (issue 8), beyond
+// Faults and security of the cpu-shm transport between forked processes, beyond
 // shm_process_test.cpp: a rank stopped with SIGSTOP past the timeout, a rank killed with SIGKILL
 // during an all-reduce, a /dev/shm without room (injected with RLIMIT_FSIZE: the same errno path
 // as a full tmpfs without needing a mount), and the permissions and names of the segments.

@@ -1,4 +1,4 @@
-// Rendezvous store security (issue 8): no unauthenticated server off loopback, bounded
+// Rendezvous store security: no unauthenticated server off loopback, bounded
 // handshakes (a cap on connections that have not presented the token, evicting the oldest, and a
 // handshake deadline), the total connection bound, and protocol edge cases the fuzz target
 // fuzz_store checks as invariants (ADD overflow, huge WAIT timeouts, malformed HELLO).

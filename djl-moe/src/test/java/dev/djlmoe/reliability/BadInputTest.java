@@ -47,10 +47,10 @@ import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.function.Executable;
 
 /**
- * Table-driven hostile input over every public entry of the EP layer (issue 8): {@link EpBuffer}
- * (layout, notify, dispatch, cached dispatch, combine), {@link LowLatencyBuffer}, the C ABI reached
- * through JavaCPP, the builders of {@link MoeRouter}, {@link MoeLayer}, {@link RoutedExperts} and
- * {@link EpContext}, {@link WireFormat} and {@link RankEnvironment}.
+ * Table-driven hostile input over every public entry of the EP layer: {@link EpBuffer} (layout,
+ * notify, dispatch, cached dispatch, combine), {@link LowLatencyBuffer}, the C ABI reached through
+ * JavaCPP, the builders of {@link MoeRouter}, {@link MoeLayer}, {@link RoutedExperts} and {@link
+ * EpContext}, {@link WireFormat} and {@link RankEnvironment}.
  *
  * <p>Each refusal case names the exception type it must raise and the parts its message must
  * contain: the argument, the offending value and the limit it broke. Each acceptance case is an

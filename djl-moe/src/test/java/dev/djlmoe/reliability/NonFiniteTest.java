@@ -36,8 +36,8 @@ import org.junit.jupiter.api.Test;
  * clipping anyway and agreed over ranks). A step whose inputs hold a NaN or an Inf must be refused
  * with {@link NonFiniteGradientException} before the optimizer runs: parameters bit-identical,
  * gradients reset, and the next clean step trains normally. Where detection is not cheap (every
- * element of dispatch/combine inputs, checkpoint weights) nothing is checked; see the issue 8
- * report.
+ * element of dispatch/combine inputs, checkpoint weights) nothing is checked; see README.md,
+ * section Reliability.
  */
 class NonFiniteTest {
 

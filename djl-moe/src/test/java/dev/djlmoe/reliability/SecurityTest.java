@@ -45,9 +45,9 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 
 /**
- * The security properties of issue 8, through the Java API: the rendezvous store listens only on
- * the address it is given, refuses peers without the job's token (without echoing it), bounds every
- * size on the server side too (a hostile client need not use our client), and shared-memory
+ * The security properties of the EP layer, through the Java API: the rendezvous store listens only
+ * on the address it is given, refuses peers without the job's token (without echoing it), bounds
+ * every size on the server side too (a hostile client need not use our client), and shared-memory
  * segments are owner-only, unlinked once mapped and named unpredictably.
  */
 class SecurityTest {

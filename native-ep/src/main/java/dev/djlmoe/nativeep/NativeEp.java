@@ -344,7 +344,7 @@ public final class NativeEp {
     public static native int nep_barrier(
             nep_comm comm, @Cast("char*") BytePointer err, long errCap);
 
-    // ---- low-latency mode (issue 7) ----
+    // ---- low-latency mode ----
 
     /** Flag of {@link #nep_ll_dispatch_send}: FP8 scales rounded up to powers of two. */
     public static final int NEP_LL_ROUND_SCALE = 1;

@@ -100,7 +100,8 @@ class HfMoeConfigTest {
         assertEquals(3, four.numMoeLayers());
         assertTrue(!four.isMoeLayer(0) && four.isMoeLayer(1) && four.isMoeLayer(3));
         // Every layer past the first is an MoE layer of the same size: the 23 cut away account
-        // for the whole difference, and the 4-layer model is the 2.25 B parameters of issue 15.
+        // for the whole difference, and the 4-layer model is the 2.25 B parameters of the GPU step
+        // benchmark.
         long moeLayer = four.numParameters() - three.numParameters();
         assertEquals(full.numParameters() - four.numParameters(), 23 * moeLayer);
         assertTrue(

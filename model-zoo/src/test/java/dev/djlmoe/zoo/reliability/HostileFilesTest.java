@@ -37,12 +37,12 @@ import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Table-driven hostile files (issue 8): safetensors files (truncated, lying header lengths,
- * overlapping and out-of-range offsets, unknown dtypes, huge declared shapes, malformed JSON and
- * JSON bombs), shard indexes and {@code config.json}. Each case names the exception type and the
- * parts its message must hold (the file, the field, the value, the limit); the bombs also check
- * that no allocation in proportion to a declared size happens. The last test reads valid files
- * again and prints the count of cases tried.
+ * Table-driven hostile files: safetensors files (truncated, lying header lengths, overlapping and
+ * out-of-range offsets, unknown dtypes, huge declared shapes, malformed JSON and JSON bombs), shard
+ * indexes and {@code config.json}. Each case names the exception type and the parts its message
+ * must hold (the file, the field, the value, the limit); the bombs also check that no allocation in
+ * proportion to a declared size happens. The last test reads valid files again and prints the count
+ * of cases tried.
  */
 class HostileFilesTest {
 

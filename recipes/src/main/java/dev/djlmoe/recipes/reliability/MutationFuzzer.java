@@ -22,7 +22,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * A seeded, time-bounded mutation fuzzer for parsers of untrusted files (issue 8).
+ * A seeded, time-bounded mutation fuzzer for parsers of untrusted files.
  *
  * <p>Each round picks a target (round robin), a seed or an earlier input that reached a new
  * outcome, and applies one to four mutations: bit flips, interesting bytes, dictionary tokens (JSON

@@ -45,11 +45,11 @@ import java.util.stream.Stream;
 import org.bytedeco.javacpp.Pointer;
 
 /**
- * A bounded soak of one rank (issue 8): thousands of dispatch/combine steps with random layouts
- * (tokens, hidden size, experts, top-k, -1 slots, alignment, weights, cached dispatch) and random
- * wire formats, checked against the identity-expert oracle, run twice with the same seeds; then a
- * short training run of the {@code tiny} {@link HfMoeForCausalLm} (bf16 dispatch), also twice.
- * Meanwhile it samples the process's resident memory, native allocations (JavaCPP {@link
+ * A bounded soak of one rank: thousands of dispatch/combine steps with random layouts (tokens,
+ * hidden size, experts, top-k, -1 slots, alignment, weights, cached dispatch) and random wire
+ * formats, checked against the identity-expert oracle, run twice with the same seeds; then a short
+ * training run of the {@code tiny} {@link HfMoeForCausalLm} (bf16 dispatch), also twice. Meanwhile
+ * it samples the process's resident memory, native allocations (JavaCPP {@link
  * Pointer#physicalBytes()}, {@link Pointer#totalBytes()}, {@link Pointer#totalCount()}), open file
  * descriptors, mapped shared-memory segments and names in {@code /dev/shm}. It passes when every
  * step matched the oracle, both repeats hash to the same value, and every sampled quantity is flat

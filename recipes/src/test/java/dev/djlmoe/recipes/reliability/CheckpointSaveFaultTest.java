@@ -31,9 +31,9 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * A rank killed with SIGKILL in the middle of a checkpoint save, end to end through {@code djl-moe
- * launch --nproc-per-node 2 pretrain} (issue 8). The fault hook {@value
- * FaultInjection#CHECKPOINT_KILL} makes rank 1 tear its optimizer file and kill itself while the
- * checkpoint of step {@link #KILL_STEP} is being written. Then:
+ * launch --nproc-per-node 2 pretrain}. The fault hook {@value FaultInjection#CHECKPOINT_KILL} makes
+ * rank 1 tear its optimizer file and kill itself while the checkpoint of step {@link #KILL_STEP} is
+ * being written. Then:
  *
  * <ul>
  *   <li>the launcher exits non-zero (the killed rank's 137) within a bound, and no rank outlives

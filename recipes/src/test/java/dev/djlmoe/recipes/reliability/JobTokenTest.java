@@ -21,9 +21,9 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 
 /**
- * The job token of {@code djl-moe launch} (issue 8, security): every rank of a job gets the same
- * random 128-bit secret through the environment ({@code DJL_MOE_JOB_TOKEN}), each job a fresh one,
- * and a token the caller sets (for a job spanning hosts) is passed on unchanged.
+ * The job token of {@code djl-moe launch} (security): every rank of a job gets the same random
+ * 128-bit secret through the environment ({@code DJL_MOE_JOB_TOKEN}), each job a fresh one, and a
+ * token the caller sets (for a job spanning hosts) is passed on unchanged.
  */
 class JobTokenTest {
 

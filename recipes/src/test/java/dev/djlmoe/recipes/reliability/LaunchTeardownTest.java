@@ -24,10 +24,10 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 /**
- * {@code djl-moe launch} with real EP ranks running {@code soak} (issue 8): a clean short soak
- * passes on two ranks; and when one of three ranks is killed with SIGKILL during an all-reduce, the
- * launcher stops the job and exits non-zero, no rank outlives it, and neither a shared-memory
- * segment nor a temporary file is left behind.
+ * {@code djl-moe launch} with real EP ranks running {@code soak}: a clean short soak passes on two
+ * ranks; and when one of three ranks is killed with SIGKILL during an all-reduce, the launcher
+ * stops the job and exits non-zero, no rank outlives it, and neither a shared-memory segment nor a
+ * temporary file is left behind.
  */
 class LaunchTeardownTest {
 
