@@ -79,10 +79,20 @@ public final class EpBuffer implements AutoCloseable {
     /** Largest accepted SM count (one channel per SM in the plug-in). */
     public static final int MAX_NUM_SMS = 128;
 
+    /**
+     * The environment variable that sets how {@link #stats()} times GPU calls: {@code host} (the
+     * default: the wall time of the calls, which on a GPU counts the work queued before a notify
+     * and not the asynchronous dispatch and combine kernels) or {@code device} (the device is
+     * waited for before and after each call, so the time is that of the EP work alone, at the cost
+     * of the waits; for measuring the EP share of a step).
+     */
+    public static final String TIMING_ENV = "DJL_MOE_EP_TIMING";
+
     private final ProcessGroup group;
     private final long cudaBufferBytes;
     private final int numSms;
     private final Duration timeout;
+    private final boolean deviceTiming;
     private final EpStats stats = new EpStats();
     private final CpuBackend cpu;
     private CudaBackend cuda;
@@ -93,7 +103,52 @@ public final class EpBuffer implements AutoCloseable {
         cudaBufferBytes = b.cudaBufferBytes;
         numSms = b.numSms == null ? 0 : b.numSms;
         timeout = b.timeout;
+        deviceTiming = b.deviceTiming != null ? b.deviceTiming : deviceTiming(System.getenv());
         cpu = new CpuBackend(group);
+    }
+
+    /**
+     * Reads {@link #TIMING_ENV} from an environment.
+     *
+     * @param env the environment
+     * @return true for {@code device}, false when unset, empty or {@code host}
+     * @throws IllegalArgumentException naming the variable and its value otherwise
+     */
+    static boolean deviceTiming(java.util.Map<String, String> env) {
+        String v = env.get(TIMING_ENV);
+        if (v == null || v.isBlank() || "host".equalsIgnoreCase(v.trim())) {
+            return false;
+        }
+        if ("device".equalsIgnoreCase(v.trim())) {
+            return true;
+        }
+        throw new IllegalArgumentException(
+                TIMING_ENV + " = '" + v + "' is not one of host, device");
+    }
+
+    /**
+     * Returns whether GPU calls are timed on the device ({@link #TIMING_ENV}).
+     *
+     * @return true when the device is waited for around each timed call
+     */
+    public boolean deviceTiming() {
+        return deviceTiming;
+    }
+
+    /** Starts the clock of a timed call: with device timing, after the work queued so far. */
+    private long clockStart(EpBackend backend) {
+        if (deviceTiming) {
+            backend.synchronize();
+        }
+        return System.nanoTime();
+    }
+
+    /** The time since {@code begin}: with device timing, once the call's work has finished. */
+    private long clockStop(EpBackend backend, long begin) {
+        if (deviceTiming) {
+            backend.synchronize();
+        }
+        return System.nanoTime() - begin;
     }
 
     /**
@@ -240,10 +295,10 @@ public final class EpBuffer implements AutoCloseable {
     private EpHandle notifyChecked(NDArray topkIdx, int numExperts, int expertAlignment) {
         Device device = topkIdx.getDevice();
         EpBackend backend = backendFor(device, "topk_idx");
-        long begin = System.nanoTime();
+        long begin = clockStart(backend);
         EpRouting routing = backend.notify(topkIdx, numExperts, expertAlignment);
         EpHandle handle = new EpHandle(this, device, routing);
-        stats.addDispatch(0, System.nanoTime() - begin);
+        stats.addDispatch(0, clockStop(backend, begin));
         return handle;
     }
 
@@ -369,12 +424,12 @@ public final class EpBuffer implements AutoCloseable {
                 topkWeights != null
                         ? TorchMemory.empty(m, new Shape(r, k), DataType.FLOAT32, device)
                         : null;
-        long begin = System.nanoTime();
+        long begin = clockStart(backend);
         backend.dispatch(
                 routing, x, wire, withTopk ? topkIdx : null, topkWeights, recvX, recvIdx, recvW);
         long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
         long sent = rowBytes * handle.numSent();
-        stats.addDispatch(sent, System.nanoTime() - begin);
+        stats.addDispatch(sent, clockStop(backend, begin));
         return new DispatchResult(
                 recvX, recvIdx, recvW, withTopk ? handle.recvTokensPerExpert(true) : null, handle);
     }
@@ -433,10 +488,10 @@ public final class EpBuffer implements AutoCloseable {
                 yWeights != null
                         ? TorchMemory.empty(m, new Shape(t, k), DataType.FLOAT32, device)
                         : null;
-        long begin = System.nanoTime();
+        long begin = clockStart(backend);
         backend.combine(routing, y, wire, yWeights, out, outW);
         long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
-        stats.addCombine(rowBytes * handle.numRecv(), System.nanoTime() - begin);
+        stats.addCombine(rowBytes * handle.numRecv(), clockStop(backend, begin));
         return new CombineResult(out, outW);
     }
 
@@ -641,6 +696,7 @@ public final class EpBuffer implements AutoCloseable {
         private long cudaBufferBytes = DEFAULT_CUDA_BUFFER_BYTES;
         private Integer numSms;
         private Duration timeout;
+        private Boolean deviceTiming;
 
         Builder() {}
 
@@ -689,6 +745,19 @@ public final class EpBuffer implements AutoCloseable {
          */
         public Builder optTimeout(Duration timeout) {
             this.timeout = timeout;
+            return this;
+        }
+
+        /**
+         * Sets whether GPU calls are timed on the device, waiting for it before and after each
+         * dispatch, combine and notify (default: {@link #TIMING_ENV}, else false). The CPU engine's
+         * calls are synchronous and timed the same either way.
+         *
+         * @param deviceTiming true to wait for the device around timed calls
+         * @return this builder
+         */
+        public Builder optDeviceTiming(boolean deviceTiming) {
+            this.deviceTiming = deviceTiming;
             return this;
         }
 

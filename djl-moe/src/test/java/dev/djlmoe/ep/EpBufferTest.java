@@ -122,6 +122,39 @@ class EpBufferTest {
     }
 
     @Test
+    void deviceTimingIsReadFromTheEnvironmentAndNamedWhenBad() {
+        assertFalse(EpBuffer.deviceTiming(java.util.Map.of()));
+        assertFalse(EpBuffer.deviceTiming(java.util.Map.of(EpBuffer.TIMING_ENV, "")));
+        assertFalse(EpBuffer.deviceTiming(java.util.Map.of(EpBuffer.TIMING_ENV, "host")));
+        assertTrue(EpBuffer.deviceTiming(java.util.Map.of(EpBuffer.TIMING_ENV, " Device ")));
+        assertMessage(
+                () -> EpBuffer.deviceTiming(java.util.Map.of(EpBuffer.TIMING_ENV, "cuda-events")),
+                EpBuffer.TIMING_ENV,
+                "cuda-events",
+                "host, device");
+    }
+
+    @Test
+    void deviceTimingStillCountsCallsAndBytesOnTheCpu() {
+        try (EpBuffer timed = EpBuffer.builder().setGroup(group).optDeviceTiming(true).build();
+                NDManager m = manager.newSubManager()) {
+            assertTrue(timed.deviceTiming());
+            RoutingData d = new RoutingData(2, 40, 2, 8, 0.1, 7);
+            NDArray x =
+                    m.create(RoutingData.randomRows(9, d.tokens, 32, 1f), new Shape(d.tokens, 32));
+            DispatchResult r = timed.dispatch(x, idxArray(m, d), null, 8, 1, WireFormat.FP32);
+            try (EpHandle handle = r.handle()) {
+                timed.combine(r.recvX(), null, handle, WireFormat.FP32);
+            }
+            EpStats s = timed.stats();
+            assertEquals(2, s.dispatchCalls()); // notify, then data
+            assertEquals(1, s.combineCalls());
+            assertTrue(s.dispatchBytes() > 0 && s.combineBytes() > 0);
+            assertTrue(s.totalNanos() > 0);
+        }
+    }
+
+    @Test
     void alignmentPadsPerExpertCounts() {
         try (NDManager m = manager.newSubManager()) {
             RoutingData d = new RoutingData(4, 50, 2, 4, 0.1, -1);
