@@ -6,11 +6,12 @@ package dev.djlmoe.nn;
 /**
  * Numerics of the routed experts' GEMMs.
  *
- * <p>On CPU, the quantised precisions are emulations: tensors stay float32, but every GEMM input is
- * rounded as the format would store it, so training sees the format's rounding error. They do not
- * make anything faster; real speed needs FP8 tensor cores (MXFP8: e.g. NVIDIA Blackwell's block
- * scaled MMA; {@link #FP8}: any FP8 tensor core, the scales applied around the MMA as DeepSeek-V3
- * does).
+ * <p>On CPU, the quantised precisions are emulations by default: tensors stay float32, but every
+ * GEMM input is rounded as the format would store it, so training sees the format's rounding error.
+ * They do not make anything faster. On a GPU both run as real FP8 tensor-core GEMMs through the
+ * native grouped kernels (the scales applied around the MMA, as DeepSeek-V3 does for {@link #FP8};
+ * MXFP8's E8M0 scales likewise, since Hopper has no MX block-scaled MMA). {@link ExpertGemmPath}
+ * says where they run and how to select the native path on the CPU.
  */
 public enum ExpertPrecision {
     /** Plain float32 GEMMs. */

@@ -15,6 +15,7 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.ep.FakeGpuArray;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -154,6 +155,14 @@ class Fp8ExpertGemmsTest {
                 () ->
                         QuantizedWeights.quantize(
                                 manager, f, manager.zeros(new Shape(2, 15, 8)), w2, false));
+        NDArray gpuW2 = FakeGpuArray.of(manager, new Shape(2, 8, 8), DataType.FLOAT32);
+        assertMessage(
+                "argument 'w2' is on device gpu(0) but 'w13' is on cpu()",
+                () -> QuantizedWeights.quantize(manager, f, w13, gpuW2, false));
+        NDArray gpuX = FakeGpuArray.of(manager, new Shape(3, 8), DataType.FLOAT32);
+        assertMessage(
+                "argument 'weights' is on device cpu() but 'x' is on gpu(0)",
+                () -> Fp8ExpertGemms.forward(gpuX, new long[] {0, 1, 3}, qw));
         Fp8ExpertGemms.Forward fw = Fp8ExpertGemms.forward(x, new long[] {0, 1, 3}, qw);
         assertMessage("without the transposed copies", () -> Fp8ExpertGemms.backward(fw, x));
         QuantizedWeights qb = QuantizedWeights.quantize(manager, f, w13, w2, true);
