@@ -4,7 +4,7 @@
 #
 #   native-ep/bench/multi_gpu_bench.sh --part ours|torch|ep8-train|ep8-resume|table
 #       [--carry DIR] [--out DIR] [--worlds 2,4] [--steps N] [--budget SECONDS] [--python PY]
-#       [--tf32] [--ckpt-dir DIR] [--save-reserve SECONDS]
+#       [--tf32] [--ckpt-dir DIR] [--save-reserve SECONDS] [--allreduce nccl|host|auto]
 #
 # The 4-layer 16B shape (--model deepseek-v3-16b --layers 4: 1 dense + 3 MoE layers, 64 experts
 # top-6, H = 2048), fp32 with TF32 off unless --tf32, per rank one sequence of 2048 tokens:
@@ -29,6 +29,10 @@
 #                  at once, before the machine is released), on to step 200 or the budget; a
 #                  second checkpoint only where the disk has room for it.
 #   --part table   the Markdown table and results.json from what --out holds (runs anywhere).
+# The dense gradients are summed with NCCL on the GPUs (--allreduce, default nccl, sets
+# DJL_MOE_GPU_ALLREDUCE; host: through host memory, as before NCCL was wired; NCCL is the Python
+# wheel's libnccl.so.2 unless NEP_NCCL_LIBRARY names one). Should the nccl runs fail at the
+# communicator, run the part again with --allreduce host.
 # Every part also writes the table; every run is under `timeout` (the smaller of its cap and what
 # --budget, default 560 s, leaves after the time kept for the runs after it).
 #
@@ -47,7 +51,7 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 here="$root/native-ep/bench"
 part="" carry="" out="${OUT_DIR:-/tmp/multi-gpu-bench}" worlds="" steps=20 budget=560 python=python3
-tf32=0 ckpt="/tmp/multi-gpu-ckpt" reserve=300 ep8_steps=200
+tf32=0 ckpt="/tmp/multi-gpu-ckpt" reserve=300 ep8_steps=200 allreduce=nccl
 while [ $# -gt 0 ]; do
   case "$1" in
     --part) part=$2; shift 2 ;;
@@ -60,7 +64,8 @@ while [ $# -gt 0 ]; do
     --tf32) tf32=1; shift ;;
     --ckpt-dir) ckpt=$2; shift 2 ;;
     --save-reserve) reserve=$2; shift 2 ;;
-    -h|--help) sed -n '2,50p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --allreduce) allreduce=$2; shift 2 ;;
+    -h|--help) sed -n '2,49p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "multi_gpu_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +73,11 @@ case "$part" in
   ours|torch|ep8-train|ep8-resume|table) ;;
   *) echo "multi_gpu_bench: --part ours|torch|ep8-train|ep8-resume|table is required" >&2; exit 2 ;;
 esac
-export DJL_OFFLINE=true OPT_OUT_TRACKING=true NCCL_NVLS_ENABLE=0
+export DJL_OFFLINE=true OPT_OUT_TRACKING=true NCCL_NVLS_ENABLE=0 DJL_MOE_GPU_ALLREDUCE=$allreduce
+if [ "$part" != table ] && [ -z "${NEP_NCCL_LIBRARY:-}" ]; then
+  NEP_NCCL_LIBRARY=$("$python" -c 'import glob,site; p=[f for s in site.getsitepackages() for f in glob.glob(s+"/nvidia/nccl/lib/libnccl.so.2")]; print(p[0] if p else "libnccl.so.2")' 2> /dev/null || echo libnccl.so.2)
+  export NEP_NCCL_LIBRARY
+fi
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
 [ "$tf32" = 1 ] && export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 mkdir -p "$out"
@@ -116,7 +125,7 @@ if [ -z "$worlds" ]; then
   worlds=2
   [ "$gpus" -ge 4 ] && worlds=2,4
 fi
-[ "$part" = table ] || echo "multi_gpu_bench --part $part: $gpus GPU(s) seen; out $out; budget $budget s"
+[ "$part" = table ] || echo "multi_gpu_bench --part $part: $gpus GPU(s) seen; out $out; budget $budget s; dense all-reduce $allreduce (NCCL: ${NEP_NCCL_LIBRARY:-})" | tee "$out/$part.setup.txt"
 
 # DJL's JNI and the Java command (the Java parts).
 java_setup() {

@@ -118,6 +118,56 @@ final class CudaConnector {
     }
 
     /**
+     * Creates and connects a small CUDA buffer over NCCL whatever the hosts, for {@link
+     * EpBuffer#allReduceSum} of GPU arrays (its NCCL communicator sums them on the GPUs);
+     * collective over the group. Each rank needs a GPU of its own (NCCL refuses two ranks on one
+     * GPU).
+     *
+     * @param group the ranks
+     * @param device the GPU of the call's array
+     * @param argument the argument whose device chose the GPU, for messages
+     * @param timeoutMillis bound of every wait of the buffer
+     * @return the connected buffer
+     */
+    static CudaEpBuffer connectNccl(
+            ProcessGroup group, Device device, String argument, long timeoutMillis) {
+        int rank = group.rank();
+        int world = group.worldSize();
+        return join(
+                group,
+                device,
+                argument,
+                "NCCL all-reduce communicator",
+                new Plan<>() {
+                    @Override
+                    public CudaEpBuffer create() {
+                        return CudaEpBuffer.create(
+                                rank,
+                                world,
+                                device.getDeviceId(),
+                                EpBuffer.MIN_CUDA_BUFFER_BYTES,
+                                timeoutMillis);
+                    }
+
+                    @Override
+                    public byte[] payload(CudaEpBuffer b) {
+                        return rank == 0 ? CudaEpBuffer.ncclUniqueId() : new byte[0];
+                    }
+
+                    @Override
+                    public void connect(CudaEpBuffer b, byte[][] payloads) {
+                        b.connectNccl(
+                                Arrays.copyOf(payloads[0], NativeEpCuda.NEP_CUDA_NCCL_ID_BYTES));
+                    }
+
+                    @Override
+                    public void close(CudaEpBuffer b) {
+                        b.close();
+                    }
+                });
+    }
+
+    /**
      * Creates and connects this rank's low-latency CUDA buffer (cuda-ipc: the ranks of one host);
      * collective over the group.
      *

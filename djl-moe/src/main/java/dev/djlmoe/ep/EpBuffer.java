@@ -16,6 +16,8 @@ import dev.djlmoe.core.TorchMemory;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.dist.ProcessGroups;
 import dev.djlmoe.nativeep.NativeEp;
+import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
+import dev.djlmoe.nativeep.cuda.NativeEpCuda;
 import java.time.Duration;
 
 /**
@@ -88,11 +90,29 @@ public final class EpBuffer implements AutoCloseable {
      */
     public static final String TIMING_ENV = "DJL_MOE_EP_TIMING";
 
+    /**
+     * The environment variable that picks how {@link #allReduceSum} sums GPU arrays over the ranks:
+     * {@code auto} (the default: NCCL on the GPUs when every rank has a GPU of its own, else, or
+     * when NCCL cannot be set up, through host memory), {@code nccl} (NCCL or an error) or {@code
+     * host} (through host memory, {@link ProcessGroup#allReduceSum}).
+     */
+    public static final String GPU_ALL_REDUCE_ENV = "DJL_MOE_GPU_ALLREDUCE";
+
+    /** How GPU arrays are summed over ranks ({@link #GPU_ALL_REDUCE_ENV}). */
+    enum GpuAllReduce {
+        AUTO,
+        NCCL,
+        HOST
+    }
+
     private final ProcessGroup group;
     private final long cudaBufferBytes;
     private final int numSms;
     private final Duration timeout;
     private final boolean deviceTiming;
+    private final GpuAllReduce gpuAllReduce;
+    private CudaEpBuffer reducer;
+    private String reducePath;
     private final EpStats stats = new EpStats();
     private final CpuBackend cpu;
     private CudaBackend cuda;
@@ -104,6 +124,7 @@ public final class EpBuffer implements AutoCloseable {
         numSms = b.numSms == null ? 0 : b.numSms;
         timeout = b.timeout;
         deviceTiming = b.deviceTiming != null ? b.deviceTiming : deviceTiming(System.getenv());
+        gpuAllReduce = gpuAllReduce(System.getenv());
         cpu = new CpuBackend(group);
     }
 
@@ -133,6 +154,118 @@ public final class EpBuffer implements AutoCloseable {
      */
     public boolean deviceTiming() {
         return deviceTiming;
+    }
+
+    /**
+     * Reads {@link #GPU_ALL_REDUCE_ENV} from an environment.
+     *
+     * @param env the environment
+     * @return the choice; {@code AUTO} when unset or empty
+     * @throws IllegalArgumentException naming the variable and its value when it is none of auto,
+     *     nccl, host
+     */
+    static GpuAllReduce gpuAllReduce(java.util.Map<String, String> env) {
+        String v = env.get(GPU_ALL_REDUCE_ENV);
+        if (v == null || v.isBlank()) {
+            return GpuAllReduce.AUTO;
+        }
+        for (GpuAllReduce g : GpuAllReduce.values()) {
+            if (g.name().equalsIgnoreCase(v.trim())) {
+                return g;
+            }
+        }
+        throw new IllegalArgumentException(
+                GPU_ALL_REDUCE_ENV + " = '" + v + "' is not one of auto, nccl, host");
+    }
+
+    /**
+     * Sums an array over all ranks, in place (collective; every rank passes an array of the same
+     * shape, dtype and device type). A CPU array, and a GPU array of a dtype other than float32, go
+     * through {@link ProcessGroup#allReduceSum} (on a GPU: a copy through host memory). A float32
+     * GPU array is summed by NCCL on the GPUs, on libtorch's stream (no host wait), when {@link
+     * #GPU_ALL_REDUCE_ENV} allows it: the first such call creates the NCCL communicator
+     * (collective), or, with {@code auto}, settles on host memory when some rank shares its GPU or
+     * NCCL cannot be set up. The NCCL sum is in the ring's order, not rank order, so it may differ
+     * from the host path's in the last bits.
+     *
+     * @param array the array
+     */
+    public void allReduceSum(NDArray array) {
+        checkOpen();
+        if (array == null) {
+            throw new IllegalArgumentException("argument 'array' is null");
+        }
+        Device device = array.getDevice();
+        if (group.worldSize() == 1
+                || !device.isGpu()
+                || array.getDataType() != DataType.FLOAT32
+                || !ncclReducer(device)) {
+            group.allReduceSum(array);
+            return;
+        }
+        long address = NativeMemory.gpuAddress(array, "array", DataType.FLOAT32, device);
+        reducer.allReduceSum(
+                address, array.size(), NativeEpCuda.NEP_DTYPE_FP32, CudaBackend.STREAM);
+    }
+
+    /**
+     * Returns how GPU arrays have been summed by {@link #allReduceSum}: {@code "nccl"}, {@code
+     * "host"} (with the reason, for {@code auto}), or null before the first GPU call.
+     *
+     * @return the path, or null
+     */
+    public String gpuAllReducePath() {
+        return reducePath;
+    }
+
+    /** Whether GPU arrays go through NCCL; decided at the first GPU call, the same on all ranks. */
+    private boolean ncclReducer(Device device) {
+        if (reducePath != null) {
+            if (reducer != null && reducer.device() != device.getDeviceId()) {
+                throw new IllegalArgumentException(
+                        "argument 'array' is on "
+                                + device
+                                + " but the NCCL communicator of this rank is on gpu("
+                                + reducer.device()
+                                + ")");
+            }
+            return reducer != null;
+        }
+        if (gpuAllReduce == GpuAllReduce.HOST) {
+            reducePath = "host (" + GPU_ALL_REDUCE_ENV + "=host)";
+            return false;
+        }
+        long millis = timeout != null ? timeout.toMillis() : ProcessGroups.timeoutMillis();
+        if (gpuAllReduce == GpuAllReduce.AUTO) {
+            // Every rank needs a GPU of its own; the ranks agree before any NCCL call.
+            boolean own;
+            try {
+                own = CudaEpBuffer.deviceCount() >= group.localWorldSize();
+            } catch (LinkageError e) {
+                own = false;
+            }
+            float agree;
+            try (NDManager m = NDManager.newBaseManager(Device.cpu());
+                    NDArray flag = m.create(new float[] {own ? 1f : 0f})) {
+                group.allReduceSum(flag);
+                agree = flag.getFloat();
+            }
+            if (agree < group.worldSize()) {
+                reducePath = "host (some rank shares its GPU)";
+                return false;
+            }
+            try {
+                reducer = CudaConnector.connectNccl(group, device, "array", millis);
+            } catch (RuntimeException e) {
+                // Thrown on every rank (the connector's exchanges report a failed rank to all).
+                reducePath = "host (NCCL: " + e.getMessage() + ")";
+                return false;
+            }
+        } else {
+            reducer = CudaConnector.connectNccl(group, device, "array", millis);
+        }
+        reducePath = "nccl";
+        return true;
     }
 
     /** Starts the clock of a timed call: with device timing, after the work queued so far. */
@@ -682,6 +815,11 @@ public final class EpBuffer implements AutoCloseable {
         }
         closed = true;
         cpu.close();
+        if (reducer != null) {
+            CudaEpBuffer r = reducer;
+            reducer = null;
+            CudaConnector.releaseCollectively(group, r::close);
+        }
         if (cuda != null) {
             CudaBackend c = cuda;
             cuda = null;

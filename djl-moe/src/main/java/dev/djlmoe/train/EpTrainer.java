@@ -31,9 +31,10 @@ import java.util.function.Consumer;
  * <ol>
  *   <li>forward with the EP context's tape active; loss = task loss + MoE balance losses;
  *   <li>staged backward ({@link Tape#backward});
- *   <li>gradient averaging over ranks: dense (replicated) gradients are summed over ranks and
- *       divided by W; expert gradients, which already hold every rank's contribution, are divided
- *       by W (the global loss is the mean of the ranks' losses);
+ *   <li>gradient averaging over ranks: dense (replicated) gradients are summed over ranks ({@link
+ *       dev.djlmoe.ep.EpBuffer#allReduceSum}: NCCL on the GPUs, or host memory) and divided by W;
+ *       expert gradients, which already hold every rank's contribution, are divided by W (the
+ *       global loss is the mean of the ranks' losses);
  *   <li>global-norm clipping over all ranks' parameters; a NaN or infinite global norm raises
  *       {@link NonFiniteGradientException} instead, before the optimizer runs;
  *   <li>{@code trainer.step()} (the optimizer; it zeroes the gradients);
@@ -278,7 +279,8 @@ public final class EpTrainer {
         }
         float invW = 1f / group.worldSize();
         for (NDArray g : dense) {
-            group.allReduceSum(g);
+            // GPU gradients: NCCL on the GPUs where each rank has its own (EpBuffer.allReduceSum)
+            context.buffer().allReduceSum(g);
             g.muli(invW);
         }
         for (NDArray g : sharded) {

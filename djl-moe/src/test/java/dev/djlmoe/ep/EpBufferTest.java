@@ -135,6 +135,33 @@ class EpBufferTest {
     }
 
     @Test
+    void gpuAllReduceChoiceIsReadFromTheEnvironmentAndNamedWhenBad() {
+        assertEquals(EpBuffer.GpuAllReduce.AUTO, EpBuffer.gpuAllReduce(java.util.Map.of()));
+        assertEquals(
+                EpBuffer.GpuAllReduce.NCCL,
+                EpBuffer.gpuAllReduce(java.util.Map.of(EpBuffer.GPU_ALL_REDUCE_ENV, " NCCL")));
+        assertEquals(
+                EpBuffer.GpuAllReduce.HOST,
+                EpBuffer.gpuAllReduce(java.util.Map.of(EpBuffer.GPU_ALL_REDUCE_ENV, "host")));
+        assertMessage(
+                () -> EpBuffer.gpuAllReduce(java.util.Map.of(EpBuffer.GPU_ALL_REDUCE_ENV, "mpi")),
+                EpBuffer.GPU_ALL_REDUCE_ENV,
+                "mpi",
+                "auto, nccl, host");
+    }
+
+    @Test
+    void allReduceSumOfOneRankLeavesTheArrayAndRefusesNull() {
+        try (NDManager m = manager.newSubManager()) {
+            NDArray a = m.create(new float[] {1f, -2f, 3.5f});
+            buffer.allReduceSum(a);
+            assertArrayEquals(new float[] {1f, -2f, 3.5f}, a.toFloatArray());
+            assertMessage(() -> buffer.allReduceSum(null), "array", "null");
+            assertEquals(null, buffer.gpuAllReducePath());
+        }
+    }
+
+    @Test
     void deviceTimingStillCountsCallsAndBytesOnTheCpu() {
         try (EpBuffer timed = EpBuffer.builder().setGroup(group).optDeviceTiming(true).build();
                 NDManager m = manager.newSubManager()) {
