@@ -19,14 +19,15 @@ public enum TrainingPrecision {
     /** FP8 (e4m3, 1x128 fp32 scales) on the dispatch wire, fp32 GEMMs. */
     FP8_WIRE("fp8-wire", WireFormat.FP8, ExpertPrecision.FP32, 1),
     /**
-     * MXFP8 on the dispatch wire and MXFP8 numerics (emulated on CPU) in the expert GEMMs, with
+     * MXFP8 on the dispatch wire and MXFP8 expert GEMMs (native on GPU, emulated on CPU), with
      * per-expert token groups padded to 32.
      */
     MXFP8("mxfp8", WireFormat.MXFP8, ExpertPrecision.MXFP8, 32),
     /**
-     * FP8 on the dispatch wire and DeepSeek-V3's block-scaled FP8 numerics (emulated on CPU) in the
-     * expert GEMMs: e4m3 with fp32 scales per 1x128 activation and gradient tile and per 128x128
-     * weight block, with per-expert token groups padded to 128 (the row tile of FP8 grouped GEMMs).
+     * FP8 on the dispatch wire and DeepSeek-V3's block-scaled FP8 expert GEMMs (native on GPU,
+     * emulated on CPU): e4m3 with fp32 scales per 1x128 activation and gradient tile and per
+     * 128x128 weight block, with per-expert token groups padded to 128 (the row tile of FP8 grouped
+     * GEMMs).
      */
     FP8("fp8", WireFormat.FP8, ExpertPrecision.FP8, 128);
 

@@ -68,9 +68,10 @@ public final class TrainingFlags {
     @Option(
             names = "--precision",
             description =
-                    "fp32, bf16-wire, fp8-wire, mxfp8 (MXFP8 dispatch wire + emulated MXFP8"
-                            + " expert GEMMs) or fp8 (FP8 dispatch wire + emulated DeepSeek-V3"
-                            + " block-scaled FP8 expert GEMMs) (default ${DEFAULT-VALUE})")
+                    "fp32, bf16-wire, fp8-wire, mxfp8 (MXFP8 dispatch wire + MXFP8 expert"
+                            + " GEMMs) or fp8 (FP8 dispatch wire + DeepSeek-V3 block-scaled FP8"
+                            + " expert GEMMs); the FP8 GEMMs run on the GPU's tensor cores and are"
+                            + " emulated in float32 on CPU (default ${DEFAULT-VALUE})")
     String precision;
 
     @Option(

@@ -416,10 +416,11 @@ public record TrainingPlan(
             sb.append(
                     String.format(
                             Locale.ROOT,
-                            "%nmxfp8: %.1f%% of the step's FLOPs are routed-expert GEMMs, which run"
-                                + " in MXFP8 on FP8 tensor cores with MX scaling (e.g. NVIDIA"
-                                + " Blackwell); on CPU djl-moe emulates the numerics in float32,"
-                                + " and memory stays float32 either way.%n",
+                            "%nmxfp8: %.1f%% of the step's FLOPs are routed-expert GEMMs; on a GPU"
+                                + " they run on FP8 tensor cores through djl-moe's grouped GEMMs"
+                                + " (E8M0 scales per 1x32 applied in fp32, as Hopper has no MX"
+                                + " scaling), on CPU djl-moe emulates the numerics in float32;"
+                                + " memory stays float32 either way.%n",
                             100 * expertFlopShare()));
         } else if (precision == TrainingPrecision.FP8) {
             sb.append(
@@ -427,9 +428,10 @@ public record TrainingPlan(
                             Locale.ROOT,
                             "%nfp8: %.1f%% of the step's FLOPs are routed-expert GEMMs, which run"
                                 + " in FP8 with DeepSeek-V3's block scaling (1x128 activation"
-                                + " tiles, 128x128 weight blocks, fp32 scales) on FP8 tensor cores"
-                                + " (e.g. NVIDIA Hopper); on CPU djl-moe emulates the numerics in"
-                                + " float32, and memory stays float32 either way.%n",
+                                + " tiles, 128x128 weight blocks, fp32 scales); on a GPU they run"
+                                + " on FP8 tensor cores through djl-moe's grouped GEMMs, on CPU"
+                                + " djl-moe emulates the numerics in float32; memory stays float32"
+                                + " either way.%n",
                             100 * expertFlopShare()));
         }
         return sb.toString();
