@@ -113,8 +113,9 @@ def run(args, cfg_json, out):
         dist.init_process_group("nccl", timeout=datetime.timedelta(seconds=args.timeout_s),
                                 device_id=dev)
     name = torch.cuda.get_device_name(dev)
+    nccl = torch.cuda.nccl.version() if world > 1 else None
     out.update(device_name=name, torch=torch.__version__, transformers=transformers.__version__,
-               nccl=".".join(str(v) for v in torch.cuda.nccl.version()) if world > 1 else None)
+               nccl=".".join(str(v) for v in nccl) if isinstance(nccl, tuple) else nccl)
     if args.mode == "fp32-tf32":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
