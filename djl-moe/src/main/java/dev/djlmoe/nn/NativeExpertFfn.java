@@ -71,12 +71,8 @@ final class NativeExpertFfn {
         NDArray x = sortedX.stopGradient();
         Fp8ExpertGemms.Forward forward = Fp8ExpertGemms.forward(x, offsets, weights);
         if (tape == null) {
-            forward.y13().close();
-            forward.h().close();
-            x.close();
-            for (NDArray a : weights.arrays()) {
-                a.close();
-            }
+            releaseSaved(forward);
+            x.close(); // (forward.x() is x, or its contiguous copy)
             return forward.y();
         }
         NDList inputs = new NDList(sortedX, gateProj, upProj, downProj);
@@ -89,8 +85,22 @@ final class NativeExpertFfn {
                             NDList gateUp = g.dw13().split(new long[] {inter}, 1);
                             g.dh().close();
                             g.dy13().close();
+                            // The tape runs each entry's VJP once: what the forward saved for it
+                            // (activations, quantised weights) is freed now, not at the step's end.
+                            releaseSaved(forward);
+                            x.close();
                             return new NDList(g.dx(), gateUp.get(0), gateUp.get(1), g.dw2());
                         })
                 .head();
+    }
+
+    /** Closes what the forward kept for the backward: x, y13, h and the quantised weights. */
+    private static void releaseSaved(Fp8ExpertGemms.Forward forward) {
+        forward.y13().close();
+        forward.h().close();
+        forward.x().close();
+        for (NDArray a : forward.weights().arrays()) {
+            a.close();
+        }
     }
 }
