@@ -61,9 +61,13 @@ for round in $(seq 1 "$rounds"); do
   grep -Eq "^100% tests passed" "$log" || { fail=1; grep -E "FAIL|fatal|Failed|Skipped|Timeout" "$log" | head -20; }
   grep -Eq "did not run|Skipped" "$log" && fail=1
   if [ -x "$java_dir/jre/bin/java" ]; then
+    # classes/ when carried; else the module's jar in lib/ (make_gpucarry.sh --djl leaves classes/
+    # out when the carry would pass its 64 MiB).
+    java_cp="$java_dir/classes:$java_dir/test-classes:$java_dir/jars/*"
+    [ -d "$java_dir/classes" ] || java_cp="$java_dir/lib/native-ep-0.1.0-SNAPSHOT.jar:$java_dir/test-classes:$java_dir/jars/*"
     for w in 1 2; do
       t0=$SECONDS
-      timeout 300 "$java_dir/jre/bin/java" -cp "$java_dir/classes:$java_dir/test-classes:$java_dir/jars/*" \
+      timeout 300 "$java_dir/jre/bin/java" -cp "$java_cp" \
         dev.djlmoe.nativeep.cuda.CudaEpJavaCheck --world "$w" --no-bench > "$out/java-$round-w$w.log" 2>&1
       rc=$?
       verdict=Passed; [ $rc -eq 0 ] || { verdict="Failed($rc)"; fail=1; tail -8 "$out/java-$round-w$w.log"; }
