@@ -12,29 +12,41 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "gemm_device.cuh"
 #include "gemm_kernels.h"
 #include "host_utils.h"
+#include "wgmma_layout.h"
 
 namespace nep {
 namespace cuda {
 namespace gemm {
 namespace {
 
-constexpr int kBM = 128, kBN = 128, kBK = 128, kStages = 5;
-constexpr int kTileBytes = kBM * kBK;  // one operand's stage (kBN == kBM)
-constexpr int kConsumerThreads = 256, kThreads = kConsumerThreads + 32;
+namespace wg = nep::wgmma;
 
-struct alignas(1024) Smem {
+constexpr int kBM = wg::kTileRows, kBN = wg::kTileRows, kBK = wg::kTileK, kStages = wg::kStages;
+constexpr int kTileBytes = wg::kTileBytes;  // one operand's stage (kBN == kBM)
+constexpr int kConsumerThreads = 32 * wg::kConsumerWarps, kThreads = kConsumerThreads + 32;
+// A stage's wait on its mbarrier that lasts this long means the pipeline is broken: the kernel
+// traps (the launch then fails) rather than hang the process.
+constexpr uint64_t kWaitLimitNs = 20ull * 1000 * 1000 * 1000;
+
+struct alignas(wg::kSwizzleAtom) Smem {
   uint8_t a[kStages][kTileBytes];
   uint8_t b[kStages][kTileBytes];
   uint64_t full[kStages], empty[kStages];
   float sb[2][2][kBN];     // FP8_BLOCK: B scale per column, per warpgroup and stage parity
   uint32_t eb[2][2][kBN];  // MXFP8: the stage's four E8M0 bytes per column
 };
-constexpr size_t kSmemBytes = sizeof(Smem) + 1024;  // + alignment slack of the dynamic base
+constexpr size_t kSmemBytes = sizeof(Smem) + wg::kSwizzleAtom;  // + slack to align the base
+static_assert(offsetof(Smem, a) % wg::kSwizzleAtom == 0 &&
+                  offsetof(Smem, b) % wg::kSwizzleAtom == 0 && kTileBytes % wg::kSwizzleAtom == 0,
+              "every stage's tiles start on a 1024-byte boundary (128-byte swizzle)");
+static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 
 // What a CTA computes: rows [a_row, +128) of A's tensor map against rows [b_row, +128) of B's,
 // over the reduction [red0, red0 + len); rows_a x rows_b of the tile are stored.
@@ -66,16 +78,31 @@ __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
 }
+__device__ __forceinline__ bool mbar_try_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(smem_addr(bar)), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+// Waits for the completion of the phase of parity `parity`, bounded: a wait that cannot end is a
+// bug of the pipeline, and the kernel traps (the launch fails) instead of hanging. (Inline and
+// without printf: a call inside the kernel would make ptxas serialise every wgmma.)
+__device__ __forceinline__ void mbar_wait_slow(uint64_t* bar, uint32_t parity) {
+  const uint64_t t0 = global_ns();
+  while (!mbar_try_wait(bar, parity))
+    if (global_ns() - t0 > kWaitLimitNs) __trap();
+}
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  }
+  if (!mbar_try_wait(bar, parity)) mbar_wait_slow(bar, parity);
 }
 __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int32_t inner,
                                             int32_t outer, uint64_t* bar) {
@@ -86,12 +113,10 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       : "memory");
 }
 
-// Shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle TMA writes: 8-row
-// groups 1024 bytes apart; moving 32 elements along K adds 32 bytes to the start address.
+// Shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle TMA writes (encoding
+// and k32 stepping in wgmma_layout.h).
 __device__ __forceinline__ uint64_t smem_desc(const void* tile) {
-  const uint64_t addr = smem_addr(tile);
-  return ((addr & 0x3FFFFull) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
-         (uint64_t(1) << 62);
+  return wg::sw128_kmajor_desc(smem_addr(tile));
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -102,6 +127,13 @@ __device__ __forceinline__ void wgmma_commit() {
 }
 __device__ __forceinline__ void wgmma_wait0() {
   asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+}
+// Pins the accumulator registers at this point of the instruction stream: the compiler sees the
+// wgmma's outputs as written when it is issued, so without this it may move their reads above
+// wgmma.wait_group (or their writes below wgmma.fence).
+__device__ __forceinline__ void fence_regs(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // d[64] (+)= A(64 x 32) B(128 x 32)^T; scale_d = 0 starts from zero.
@@ -140,18 +172,20 @@ __device__ void run_tile(const Job& job, const CUtensorMap* map_a, const CUtenso
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&sm.full[s], 1);
-      mbar_init(&sm.empty[s], kConsumerThreads / 32);
+      mbar_init(&sm.empty[s], wg::kConsumerWarps);
     }
+    // The initialised barriers visible to the other threads and to the async proxy (TMA's
+    // complete_tx).
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   }
   __syncthreads();
   if (warp == kConsumerThreads / 32) {  // producer
     if (lane == 0) {
       for (int64_t st = 0; st < stages; ++st) {
-        const int s = int(st % kStages);
-        const uint32_t use = uint32_t(st / kStages);
-        if (use > 0) mbar_wait(&sm.empty[s], (use - 1) & 1);
-        mbar_expect_tx(&sm.full[s], 2 * kTileBytes);
+        const int s = wg::stage_slot(st, kStages);
+        if (wg::producer_waits(st, kStages)) mbar_wait(&sm.empty[s], wg::empty_parity(st, kStages));
+        mbar_expect_tx(&sm.full[s], wg::kStageTxBytes);
         const int32_t k0 = job.red0 + int32_t(st * kBK);
         tma_load_2d(sm.a[s], map_a, k0, job.a_row, &sm.full[s]);
         tma_load_2d(sm.b[s], map_b, k0, job.b_row, &sm.full[s]);
@@ -159,17 +193,19 @@ __device__ void run_tile(const Job& job, const CUtensorMap* map_a, const CUtenso
     }
     return;
   }
-  const int wg = warp / 4, t = threadIdx.x % 128;
-  const int r0 = wg * 64 + (warp % 4) * 16 + lane / 4, r1 = r0 + 8;
+  const int wgi = warp / 4, t = threadIdx.x % 128;
+  // Rows of the tile this thread's accumulators hold (d[i] with (i / 2) even: r0, odd: r1), and
+  // the column of d[i] is acc_col(t, i).
+  const int r0 = wgi * 64 + int(wg::acc_row(t, 0)), r1 = wgi * 64 + int(wg::acc_row(t, 2));
   float acc[64], part[64];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < 64; ++i) acc[i] = part[i] = 0.0f;
   for (int64_t st = 0; st < stages; ++st) {
-    const int s = int(st % kStages), buf = int(st & 1);
+    const int s = wg::stage_slot(st, kStages), buf = int(st & 1);
     const int64_t k0 = st * kBK;
     // B's scales for this stage, one column per thread of the warpgroup.
     if constexpr (F == Format::kFp8Block) {
-      sm.sb[wg][buf][t] =
+      sm.sb[wgi][buf][t] =
           t < job.rows_b ? reinterpret_cast<const float*>(job.sb + t * job.ldsb)[st] : 0.0f;
     } else {
       uint32_t packed = 0x7F7F7F7Fu;
@@ -179,71 +215,73 @@ __device__ void run_tile(const Job& job, const CUtensorMap* map_a, const CUtenso
         for (int j = 0; j < 4; ++j)
           packed |= uint32_t(k0 + 32 * j < job.len ? row[j] : 127) << (8 * j);
       }
-      sm.eb[wg][buf][t] = packed;
+      sm.eb[wgi][buf][t] = packed;
     }
-    named_sync(1 + wg, 128);
-    mbar_wait(&sm.full[s], uint32_t(st / kStages) & 1);
-    const uint64_t da = smem_desc(sm.a[s] + wg * 64 * kBK), db = smem_desc(sm.b[s]);
+    named_sync(1 + wgi, 128);
+    mbar_wait(&sm.full[s], wg::full_parity(st, kStages));
+    const uint64_t da = smem_desc(sm.a[s] + wgi * 64 * kBK), db = smem_desc(sm.b[s]);
     if constexpr (F == Format::kFp8Block) {
       const float sa0 =
           r0 < job.rows_a ? reinterpret_cast<const float*>(job.sa + r0 * job.ldsa)[st] : 0.f;
       const float sa1 =
           r1 < job.rows_a ? reinterpret_cast<const float*>(job.sa + r1 * job.ldsa)[st] : 0.f;
+      fence_regs(part);
       wgmma_fence();
-      wgmma_m64n128k32(part, da, db, 0);
-      wgmma_m64n128k32(part, da + 2, db + 2, 1);
-      wgmma_m64n128k32(part, da + 4, db + 4, 1);
-      wgmma_m64n128k32(part, da + 6, db + 6, 1);
+#pragma unroll
+      for (int ks = 0; ks < kBK / int(wg::kStepK); ++ks)
+        wgmma_m64n128k32(part, wg::desc_advance(da, ks * wg::kStepK),
+                         wg::desc_advance(db, ks * wg::kStepK), ks > 0);
       wgmma_commit();
+      fence_regs(part);
       wgmma_wait0();
+      fence_regs(part);
       if (lane == 0) mbar_arrive(&sm.empty[s]);
 #pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + (lane % 4) * 2 + (e & 1);
-          acc[j * 4 + e] =
-              promote_fp8(acc[j * 4 + e], part[j * 4 + e], e < 2 ? sa0 : sa1, sm.sb[wg][buf][col]);
-        }
+      for (int i = 0; i < 64; ++i) {
+        const int col = int(wg::acc_col(t, i));
+        acc[i] = promote_fp8(acc[i], part[i], (i / 2) % 2 == 0 ? sa0 : sa1, sm.sb[wgi][buf][col]);
+      }
     } else {
-      for (int ks = 0; ks < 4; ++ks) {
-        if (k0 + 32 * ks >= job.len) break;  // uniform: no MX block there
+      for (int ks = 0; ks < kBK / int(wg::kStepK); ++ks) {
+        if (k0 + int64_t(wg::kStepK) * ks >= job.len) break;  // uniform: no MX block there
         const uint32_t ea0 = r0 < job.rows_a ? job.sa[r0 * job.ldsa + st * 4 + ks] : 127u;
         const uint32_t ea1 = r1 < job.rows_a ? job.sa[r1 * job.ldsa + st * 4 + ks] : 127u;
+        fence_regs(part);
         wgmma_fence();
-        wgmma_m64n128k32(part, da + 2 * ks, db + 2 * ks, 0);
+        wgmma_m64n128k32(part, wg::desc_advance(da, ks * wg::kStepK),
+                         wg::desc_advance(db, ks * wg::kStepK), 0);
         wgmma_commit();
+        fence_regs(part);
         wgmma_wait0();
+        fence_regs(part);
 #pragma unroll
-        for (int j = 0; j < 16; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = j * 8 + (lane % 4) * 2 + (e & 1);
-            const uint32_t eb = (sm.eb[wg][buf][col] >> (8 * ks)) & 0xFFu;
-            acc[j * 4 + e] = promote_mx(acc[j * 4 + e], part[j * 4 + e], e < 2 ? ea0 : ea1, eb);
-          }
+        for (int i = 0; i < 64; ++i) {
+          const int col = int(wg::acc_col(t, i));
+          const uint32_t eb = (sm.eb[wgi][buf][col] >> (8 * ks)) & 0xFFu;
+          acc[i] = promote_mx(acc[i], part[i], (i / 2) % 2 == 0 ? ea0 : ea1, eb);
+        }
       }
       if (lane == 0) mbar_arrive(&sm.empty[s]);
     }
   }
 #pragma unroll
-  for (int j = 0; j < 16; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int row = e < 2 ? r0 : r1, col = j * 8 + (lane % 4) * 2 + (e & 1);
-      if (row >= job.rows_a || col >= job.rows_b) continue;
-      const int64_t at = row * job.ldc + col;
-      if (job.bf16) {
-        reinterpret_cast<uint16_t*>(job.c)[at] = bf16_bits(acc[j * 4 + e]);
-      } else {
-        reinterpret_cast<float*>(job.c)[at] = acc[j * 4 + e];
-      }
+  for (int i = 0; i < 64; ++i) {
+    const int row = (i / 2) % 2 == 0 ? r0 : r1, col = int(wg::acc_col(t, i));
+    if (row >= job.rows_a || col >= job.rows_b) continue;
+    const int64_t at = row * job.ldc + col;
+    if (job.bf16) {
+      reinterpret_cast<uint16_t*>(job.c)[at] = bf16_bits(acc[i]);
+    } else {
+      reinterpret_cast<float*>(job.c)[at] = acc[i];
     }
+  }
 }
 
+// The dynamic shared memory from its first 1024-byte boundary (aligned on the shared address the
+// swizzle and the descriptors see).
 __device__ __forceinline__ Smem& smem_of(uint8_t* raw) {
-  const uintptr_t p = (reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023);
-  return *reinterpret_cast<Smem*>(p);
+  const uint32_t pad = (wg::kSwizzleAtom - (smem_addr(raw) % wg::kSwizzleAtom)) % wg::kSwizzleAtom;
+  return *reinterpret_cast<Smem*>(raw + pad);
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -355,23 +393,44 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
-// A 2D uint8 map of [outer, inner] with `stride` bytes between rows, 128 x 128 boxes, 128-byte
-// swizzle, zeros outside.
-CUtensorMap make_map(const char* name, const void* base, int64_t inner, int64_t outer,
-                     int64_t stride) {
+// The encoded map of `m` (wgmma_layout.h: uint8 elements, one tile per box, 128-byte swizzle,
+// zeros outside the tensor) over `base`.
+CUtensorMap make_map(const char* name, const void* base, const wg::TmaMap2d& m) {
+  if (const char* why = wg::map_problem(m, reinterpret_cast<uintptr_t>(base)))
+    fail(NEP_ERR_INTERNAL, "TMA map of ", name, ": ", why);
   CUtensorMap map;
-  const cuuint64_t dims[2] = {cuuint64_t(inner), cuuint64_t(outer)};
-  const cuuint64_t strides[1] = {cuuint64_t(stride)};
-  const cuuint32_t box[2] = {kBK, kBM};
+  std::memset(&map, 0, sizeof map);
+  const cuuint64_t dims[2] = {m.dims[0], m.dims[1]};
+  const cuuint64_t strides[1] = {m.strides[0]};
+  const cuuint32_t box[2] = {m.box[0], m.box[1]};
   const cuuint32_t elem[2] = {1, 1};
   const CUresult r =
       encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides,
                   box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
-    fail(NEP_ERR_INTERNAL, "cuTensorMapEncodeTiled for ", name, " [", outer, ", ", inner,
-         "] stride ", stride, " failed with CUresult ", int(r));
+    fail(NEP_ERR_INTERNAL, "cuTensorMapEncodeTiled for ", name, " [", m.dims[1], ", ", m.dims[0],
+         "] stride ", m.strides[0], " failed with CUresult ", int(r));
   return map;
+}
+
+// The M-grouped GEMM's maps: A [offsets[G], k] with rows lda apart (rows up to the last group's
+// end only: the caller's allocation is checked that far; a tile that runs past a group's end
+// reads the next group's rows, whose accumulator rows are never stored), B [G n, k].
+wg::TmaMap2d map_a_of(const GroupedM& args) {
+  return wg::tile_map(args.k, args.groups.offsets[args.groups.count], args.lda);
+}
+wg::TmaMap2d map_b_of(const GroupedM& args) {
+  return wg::tile_map(args.k, args.groups.count * args.n, args.k);
+}
+// The K-grouped GEMM's maps (only when Mp > 0): A [n, Mp], B [k, Mp], rows Mp apart.
+wg::TmaMap2d map_a_of(const GroupedK& args) {
+  const int64_t mp = args.groups.padded_rows();
+  return wg::tile_map(mp, args.n, mp);
+}
+wg::TmaMap2d map_b_of(const GroupedK& args) {
+  const int64_t mp = args.groups.padded_rows();
+  return wg::tile_map(mp, args.k, mp);
 }
 
 template <class Kernel>
@@ -383,6 +442,8 @@ void allow_smem(Kernel kernel) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+constexpr int64_t kMaxGridY = 65535;
+
 }  // namespace
 
 const char* wgmma_refusal_m(const GroupedM& args, const void* a, const void* b) {
@@ -393,7 +454,13 @@ const char* wgmma_refusal_m(const GroupedM& args, const void* a, const void* b) 
   if (args.m >= (int64_t(1) << 31) || args.groups.count * args.n >= (int64_t(1) << 31) ||
       args.k >= (int64_t(1) << 31))
     return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
-  return nullptr;
+  if (nep::gemm::ceil_div(args.n, kBN) > kMaxGridY) return "n is above 65535 * 128 (grid)";
+  const int32_t g = args.groups.count;
+  if (args.groups.offsets[g] > args.groups.offsets[0]) {
+    if (const char* why = wg::map_problem(map_a_of(args), reinterpret_cast<uintptr_t>(a)))
+      return why;
+  }
+  return wg::map_problem(map_b_of(args), reinterpret_cast<uintptr_t>(b));
 }
 
 const char* wgmma_refusal_k(const GroupedK& args, const void* a, const void* b) {
@@ -402,7 +469,10 @@ const char* wgmma_refusal_k(const GroupedK& args, const void* a, const void* b) 
   if (args.groups.padded_rows() >= (int64_t(1) << 31) || args.n >= (int64_t(1) << 31) ||
       args.k >= (int64_t(1) << 31))
     return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
-  return nullptr;
+  if (nep::gemm::ceil_div(args.n, kBM) > kMaxGridY) return "n is above 65535 * 128 (grid)";
+  if (args.groups.padded_rows() == 0) return nullptr;  // no map: every C_g is written as zeros
+  if (const char* why = wg::map_problem(map_a_of(args), reinterpret_cast<uintptr_t>(a))) return why;
+  return wg::map_problem(map_b_of(args), reinterpret_cast<uintptr_t>(b));
 }
 
 void launch_wgmma_grouped_m(const GroupedM& args, const uint8_t* a, const uint8_t* sa,
@@ -410,13 +480,14 @@ void launch_wgmma_grouped_m(const GroupedM& args, const uint8_t* a, const uint8_
   const GroupTable table = make_group_table(args.groups, kBM);
   const int32_t tiles = table.tile_prefix[args.groups.count];
   if (tiles == 0) return;
-  // Rows up to the last group's end only: the caller's allocation is checked that far.
-  const CUtensorMap map_a =
-      make_map("a", a, args.k, args.groups.offsets[args.groups.count], args.lda);
-  const CUtensorMap map_b = make_map("b", b, args.k, args.groups.count * args.n, args.k);
+  const CUtensorMap map_a = make_map("a", a, map_a_of(args));
+  const CUtensorMap map_b = make_map("b", b, map_b_of(args));
   const MParams p{sa,     sb,        static_cast<uint8_t*>(c),           args.n,
                   args.k, args.ldsa, args.out_dtype == NEP_GEMM_OUT_BF16};
-  const dim3 grid(unsigned(tiles), unsigned(nep::gemm::ceil_div(args.n, kBN)));
+  const int64_t n_tiles = nep::gemm::ceil_div(args.n, kBN);
+  if (n_tiles > kMaxGridY)
+    fail(NEP_ERR_CAPACITY, "grouped GEMM: n=", args.n, " is above 65535 * 128");
+  const dim3 grid{unsigned(tiles), unsigned(n_tiles)};
   if (args.format == Format::kFp8Block) {
     allow_smem(wgmma_grouped_m_kernel<Format::kFp8Block>);
     wgmma_grouped_m_kernel<Format::kFp8Block>
@@ -432,13 +503,21 @@ void launch_wgmma_grouped_m(const GroupedM& args, const uint8_t* a, const uint8_
 void launch_wgmma_grouped_k(const GroupedK& args, const uint8_t* a, const uint8_t* sa,
                             const uint8_t* b, const uint8_t* sb, float* c, cudaStream_t stream) {
   const GroupTable table = make_group_table(args.groups, 0);
-  const int64_t mp = args.groups.padded_rows();
-  // An all-empty problem still writes zeros; TMA maps need a non-empty extent.
-  const CUtensorMap map_a = make_map("a", a, mp > 0 ? mp : 128, args.n, mp > 0 ? mp : 128);
-  const CUtensorMap map_b = make_map("b", b, mp > 0 ? mp : 128, args.k, mp > 0 ? mp : 128);
+  // With Mp = 0 (every group empty; a and b may be null) the kernel only writes zeros and never
+  // touches the maps: they stay zero rather than encode a map of nothing.
+  CUtensorMap map_a, map_b;
+  std::memset(&map_a, 0, sizeof map_a);
+  std::memset(&map_b, 0, sizeof map_b);
+  if (args.groups.padded_rows() > 0) {
+    map_a = make_map("a", a, map_a_of(args));
+    map_b = make_map("b", b, map_b_of(args));
+  }
   const KParams p{sa, sb, c, args.n, args.k};
-  const dim3 grid(unsigned(nep::gemm::ceil_div(args.k, kBN)),
-                  unsigned(nep::gemm::ceil_div(args.n, kBM)), unsigned(args.groups.count));
+  const int64_t n_tiles = nep::gemm::ceil_div(args.n, kBM);
+  if (n_tiles > kMaxGridY)
+    fail(NEP_ERR_CAPACITY, "grouped GEMM: n=", args.n, " is above 65535 * 128");
+  const dim3 grid(unsigned(nep::gemm::ceil_div(args.k, kBN)), unsigned(n_tiles),
+                  unsigned(args.groups.count));
   if (args.format == Format::kFp8Block) {
     allow_smem(wgmma_grouped_k_kernel<Format::kFp8Block>);
     wgmma_grouped_k_kernel<Format::kFp8Block>
