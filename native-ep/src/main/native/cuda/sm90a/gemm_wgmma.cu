@@ -7,7 +7,9 @@
 // path's float operations (gemm_device.cuh). Scales are read per stage: A's per row by each
 // thread, B's per column through shared memory.
 //
-// Status: compiles; not yet run on a GPU. The C ABI takes it only when NEP_GEMM_TIER=wgmma.
+// Status: compiles; not yet run on a GPU. The C ABI takes it only when NEP_GEMM_TIER=wgmma. The
+// encodings (descriptors, swizzle, accumulator layout, tensor maps, stage parities) live in
+// wgmma_layout.h and are checked on the CPU by src/test/native/gemm_wgmma_layout_test.cpp.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
