@@ -21,6 +21,7 @@
 //   gemm_test [--quick] [--probe-gpu]   exit 0: all passed; 1: a failure; 77: no GPU
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -458,9 +459,10 @@ void run_k_case(int32_t f, const KCase& c) {
   set_tier("auto");
 }
 
-// The fused SwiGLU quantiser: the GPU's h against the CPU's (the two exp may differ in the last
-// bits: at most 4 ulp allowed), and the GPU's bytes equal to the CPU row quantiser's on the GPU's
-// h.
+// The fused SwiGLU quantiser: the GPU's h against the CPU's, and the GPU's bytes equal to the CPU
+// row quantiser's on the GPU's h. The two exp may differ by 2 ulp (CUDA's expf is within 2 ulp,
+// the CPU's within 1), which the division and the product carry into h with a rounding each: at
+// most 8 ulp allowed.
 void run_swiglu_case(int32_t f, int64_t m, int64_t inter) {
   const std::string name = std::string(format_name(f)) + " swiglu rows [" + std::to_string(m) +
                            ", " + std::to_string(inter) + "]";
@@ -485,20 +487,23 @@ void run_swiglu_case(int32_t f, int64_t m, int64_t inter) {
     std::memcpy(&b, &h_cpu[i], 4);
     worst = std::max<int64_t>(worst, std::llabs(int64_t(a) - int64_t(b)));
   }
-  expect(worst <= 4, name + ": h differs from the CPU's by " + std::to_string(worst) + " ulp");
+  expect(worst <= 8, name + ": h differs from the CPU's by " + std::to_string(worst) + " ulp");
   std::vector<uint8_t> q_of_h(m * inter), s_of_h(m * sb);
   nep_ok(nep_gemm_quantize_rows(f, (int64_t)h_gpu.data(), m, inter, (int64_t)q_of_h.data(),
                                 (int64_t)s_of_h.data(), e.msg, sizeof e.msg),
          e, "nep_gemm_quantize_rows");
   expect_same_bytes(download<uint8_t>(dq, q.size()), q_of_h, name + ": elements");
   expect_same_bytes(download<uint8_t>(ds, s.size()), s_of_h, name + ": scales");
-  std::printf("%s %s: h within %lld ulp of the CPU's\n", worst <= 4 ? "ok  " : "FAIL", name.c_str(),
+  std::printf("%s %s: h within %lld ulp of the CPU's\n", worst <= 8 ? "ok  " : "FAIL", name.c_str(),
               (long long)worst);
 }
 
-// The fused SwiGLU backward quantiser: the GPU's dy against the CPU's within a relative 2^-16
-// (the two exp differ in the last bits, and 1 - sig amplifies that for large gates), and the
-// GPU's bytes equal to the CPU row quantiser's on the GPU's dy.
+// The fused SwiGLU backward quantiser: the GPU's dy against the CPU's, and the GPU's bytes equal to
+// the CPU row quantiser's on the GPU's dy. The two exp differ in the last bits; dgate =
+// (dh u) sig (1 + g (1 - sig)) cancels near g = -1.28, so its difference is bounded by 2^-16 of
+// its terms' magnitude |dh u| sig (1 + |g| (1 - sig)), not of dgate itself (over the 16B shape's
+// 34M values some gates land close enough to the root for a relative bound to fail); dup = dh silu
+// has no cancellation and keeps 2^-16 of its own magnitude.
 void run_dswiglu_case(int32_t f, int64_t m, int64_t inter) {
   const std::string name = std::string(format_name(f)) + " dswiglu rows [" + std::to_string(m) +
                            ", " + std::to_string(2 * inter) + "]";
@@ -519,11 +524,19 @@ void run_dswiglu_case(int32_t f, int64_t m, int64_t inter) {
   sync();
   const auto dy_gpu = download<float>(out, m * k);
   int64_t bad = 0;
-  for (int64_t i = 0; i < m * k; ++i)
-    if (!(std::fabs(double(dy_gpu[i]) - dy_cpu[i]) <=
-          std::ldexp(std::fabs(double(dy_cpu[i])), -16) + 1e-30))
-      ++bad;
-  expect(bad == 0, name + ": " + std::to_string(bad) + " values of dy outside 2^-16 of the CPU's");
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t j = i < inter ? i : i - inter;
+      const double g = y[r * k + j], u = y[r * k + inter + j], d = dh[r * inter + j];
+      const double sig = 1.0 / (1.0 + std::exp(-g));
+      const double mag = i < inter ? std::fabs(d * u) * sig * (1.0 + std::fabs(g) * (1.0 - sig))
+                                   : std::fabs(d * g * sig);
+      const double got = dy_gpu[r * k + i], want = dy_cpu[r * k + i];
+      if (!(std::fabs(got - want) <= std::ldexp(std::max(mag, std::fabs(want)), -16) + 1e-30))
+        ++bad;
+    }
+  expect(bad == 0, name + ": " + std::to_string(bad) +
+                       " values of dy outside 2^-16 of their terms' magnitude from the CPU's");
   std::vector<uint8_t> q_of(m * k), s_of(m * sb);
   nep_ok(nep_gemm_quantize_rows(f, (int64_t)dy_gpu.data(), m, k, (int64_t)q_of.data(),
                                 (int64_t)s_of.data(), e.msg, sizeof e.msg),
@@ -552,8 +565,10 @@ void bad_arguments() {
   expect_refused(nep_cuda_gemm_grouped_m(0, 7, 2, 8, 64, 16, off, a.addr(), 0, s.addr(), 0,
                                          a.addr(), s.addr(), c.addr(), 0, 0, e.msg, sizeof e.msg),
                  NEP_ERR_INVALID_ARGUMENT, e, "format=7", "format 7");
+  // C needs 16 rows x 65536 fp32 = 4 MiB, far past c's 4 KiB (and past any rounding of the
+  // allocation); a, sa fit, and c is checked before b.
   expect_refused(
-      nep_cuda_gemm_grouped_m(0, NEP_GEMM_MXFP8, 2, 64, 64, 16, off, a.addr(), 0, s.addr(), 0,
+      nep_cuda_gemm_grouped_m(0, NEP_GEMM_MXFP8, 2, 65536, 64, 16, off, a.addr(), 0, s.addr(), 0,
                               a.addr(), s.addr(), c.addr(), 0, 0, e.msg, sizeof e.msg),
       NEP_ERR_INVALID_ARGUMENT, e, "c=", "output past its allocation");
   expect_refused(

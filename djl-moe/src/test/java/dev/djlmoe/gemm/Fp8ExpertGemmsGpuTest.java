@@ -23,17 +23,18 @@ import org.junit.jupiter.params.provider.MethodSource;
 
 /**
  * The op on a GPU (the CUDA plug-in's tensor-core kernels) against the float64 loops over the GPU's
- * own quantised inputs (bound {@value #GPU_BOUND} times the sum of |a b|: the tensor core sums a
- * scale block's 128 products in its fp32 accumulator, up to 128 float32 roundings, where the CPU
- * rounds the exact sum once; the fused SwiGLU steps within 3e-5 relative, the GPU's exp being
- * within a few ulp) and against the CPU native path on the same inputs (relative Frobenius norm
- * {@value #CPU_BOUND}: the GPU's exp may differ from the CPU's in the last bit, so h, dy13 and
- * rarely one of their e4m3 bytes differ). Both formats; ragged groups with an empty and a hot
- * expert, one token. Skips without {@code -Ddjlmoe.test.device=gpu}.
+ * own quantised inputs (bound {@value #GPU_BOUND} times the sum of |a b|, native-ep's gemm_test
+ * bound of 2^-10: the FP8 tensor core's accumulator keeps about 14 bits, so each of a 128-block's
+ * four k32 steps may lose up to 2^-13 of the block's sum of |a b| before the fp32 promotion; the
+ * fused SwiGLU steps within 3e-5 relative, the GPU's exp being within a few ulp) and against the
+ * CPU native path on the same inputs (relative Frobenius norm {@value #CPU_BOUND}: the GPU's exp
+ * may differ from the CPU's in the last bit, so h, dy13 and rarely one of their e4m3 bytes differ).
+ * Both formats; ragged groups with an empty and a hot expert, one token. Skips without {@code
+ * -Ddjlmoe.test.device=gpu}.
  */
 class Fp8ExpertGemmsGpuTest {
 
-    static final double GPU_BOUND = 2e-5;
+    static final double GPU_BOUND = 1e-3;
     static final double CPU_BOUND = 5e-3;
 
     private NDManager manager;
