@@ -17,17 +17,22 @@
 // tier alone (the Hopper tier's refusal is printed as a skip).
 // Large shapes are checked on sampled rows (first, middle and last row of each group) and, for the
 // weight gradient, on three groups (the first, the hot one and the last).
+// Every case runs on the portable tier first and on the Hopper tier after all of them, so a fault
+// of one tier cannot hide the other's results; a GPU that does not finish within two minutes of a
+// launch fails the run, naming what it was running.
 //
 //   gemm_test [--quick] [--probe-gpu]   exit 0: all passed; 1: a failure; 77: no GPU
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gemm_shapes.h"
@@ -122,7 +127,32 @@ std::vector<T> download(const DevMem& d, size_t count) {
   return h;
 }
 
-void sync() { cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+// Waits for the work queued so far, as cudaDeviceSynchronize, but gives up after kHangSeconds: a
+// kernel that never ends (a tier waiting on a barrier nobody arrives at) then fails the run with
+// what it was doing, instead of holding the GPU until CTest's timeout kills it.
+constexpr int kHangSeconds = 120;
+std::string g_doing = "start";
+
+void sync() {
+  cudaEvent_t done;
+  cuda_ok(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
+  cuda_ok(cudaEventRecord(done, 0), "cudaEventRecord");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kHangSeconds);
+  cudaError_t st;
+  while ((st = cudaEventQuery(done)) == cudaErrorNotReady) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::printf("FAIL %s: the GPU has not finished after %d s (a hung kernel)\n", g_doing.c_str(),
+                  kHangSeconds);
+      std::printf("gemm_test: failed (hang)\n");
+      std::fflush(stdout);
+      std::_Exit(1);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  cudaEventDestroy(done);
+  cuda_ok(st, "cudaEventQuery");
+  cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+}
 
 void expect_same_bytes(const std::vector<uint8_t>& gpu, const std::vector<uint8_t>& cpu,
                        const std::string& what) {
@@ -148,10 +178,11 @@ struct MCase {
 
 // The M-grouped GEMM: GPU quantisers against the CPU's bytes, then the GEMM of each tier against
 // the CPU GEMM on the same bytes.
-void run_m_case(int32_t f, const MCase& c) {
+void run_m_case(int32_t f, const MCase& c, const char* tier) {
   const int32_t groups = int32_t(c.offsets.size() - 1);
   const int64_t m = c.offsets.back() + c.tail, n = c.n, k = c.k;
   const std::string name = std::string(format_name(f)) + " " + c.name;
+  g_doing = name + " quantisers";
   const auto x = random_rows(m, k, 17u + uint32_t(k), c.scale);
   const auto w =
       random_rows(groups * n, k, 29u + uint32_t(n), 0.05f * c.scale);  // [G, n, k] (or [G, k, n])
@@ -243,9 +274,10 @@ void run_m_case(int32_t f, const MCase& c) {
     }
   }
 
-  for (const char* tier : {"mma", "wgmma"}) {
+  {
     set_tier(tier);
     for (int32_t dtype : {NEP_GEMM_OUT_FP32, NEP_GEMM_OUT_BF16}) {
+      g_doing = name + " tier " + tier + " grouped_m";
       const int64_t esize = dtype == NEP_GEMM_OUT_FP32 ? 4 : 2;
       DevMem dc(m * n * esize + 16);
       dc.poison(0xFF);
@@ -330,11 +362,12 @@ struct KCase {
   std::vector<int32_t> check_groups;  // empty: all
 };
 
-void run_k_case(int32_t f, const KCase& c) {
+void run_k_case(int32_t f, const KCase& c, const char* tier) {
   const int32_t groups = int32_t(c.offsets.size() - 1);
   const int64_t m = c.offsets.back() + 3, n = c.n, k = c.k, blk = block_of(f),
                 ss = f == NEP_GEMM_FP8_BLOCK ? 4 : 1;
   const std::string name = std::string(format_name(f)) + " " + c.name;
+  g_doing = name + " quantisers";
   const auto dy = random_rows(m, n, 41u + uint32_t(n), 1.0f),
              x = random_rows(m, k, 43u + uint32_t(k), 1.0f);
   Err e;
@@ -421,8 +454,9 @@ void run_k_case(int32_t f, const KCase& c) {
         sabs[g][i * k + j] = v;
       }
   }
-  for (const char* tier : {"mma", "wgmma"}) {
+  {
     set_tier(tier);
+    g_doing = name + " tier " + tier + " grouped_k";
     DevMem dc(groups * n * k * 4 + 16);
     dc.poison(0xFF);
     const int32_t st =
@@ -430,7 +464,8 @@ void run_k_case(int32_t f, const KCase& c) {
                                 dqb.addr(), dsb.addr(), dc.addr(), 0, e.msg, sizeof e.msg);
     if (st == NEP_ERR_UNSUPPORTED && std::strcmp(tier, "wgmma") == 0) {
       std::printf("skip %s: tier wgmma: %s\n", name.c_str(), e.msg);
-      continue;
+      set_tier("auto");
+      return;
     }
     nep_ok(st, e, "nep_cuda_gemm_grouped_k");
     sync();
@@ -475,6 +510,7 @@ void run_swiglu_case(int32_t f, int64_t m, int64_t inter) {
                                        (int64_t)q.data(), (int64_t)s.data(), e.msg, sizeof e.msg),
          e, "nep_gemm_swiglu_quantize_rows");
   DevMem dy = upload(y), dh(m * inter * 4), dq(m * inter + 16), ds(m * sb + 16);
+  g_doing = name;
   nep_ok(nep_cuda_gemm_swiglu_quantize_rows(0, f, dy.addr(), m, inter, dh.addr(), dq.addr(),
                                             ds.addr(), 0, e.msg, sizeof e.msg),
          e, "nep_cuda_gemm_swiglu_quantize_rows");
@@ -518,6 +554,7 @@ void run_dswiglu_case(int32_t f, int64_t m, int64_t inter) {
                                         (int64_t)s.data(), e.msg, sizeof e.msg),
          e, "nep_gemm_dswiglu_quantize_rows");
   DevMem dy_d = upload(y), dh_d = upload(dh), out(m * k * 4), dq(m * k + 16), ds(m * sb + 16);
+  g_doing = name;
   nep_ok(nep_cuda_gemm_dswiglu_quantize_rows(0, f, dy_d.addr(), dh_d.addr(), m, inter, out.addr(),
                                              dq.addr(), ds.addr(), 0, e.msg, sizeof e.msg),
          e, "nep_cuda_gemm_dswiglu_quantize_rows");
@@ -590,6 +627,8 @@ void bad_arguments() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Line by line, so what ran before a hang or a crash reaches CTest's log.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   if (!gpu_present("gemm_test")) return kSkipNoGpu;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
@@ -631,15 +670,21 @@ int main(int argc, char** argv) {
       k_cases.push_back(
           {"16B down weight gradient [64, 2048, 1408]", k16bHidden, k16bInter, off16b, {0, 1, 63}});
     }
+    // The portable tier's cases and the quantisers first, the Hopper tier's after: a fault in one
+    // tier (which ends every later CUDA call of the process) leaves the other's results printed.
     for (int32_t f : {NEP_GEMM_FP8_BLOCK, NEP_GEMM_MXFP8}) {
-      for (const MCase& c : m_cases) run_m_case(f, c);
-      for (const KCase& c : k_cases) run_k_case(f, c);
+      for (const MCase& c : m_cases) run_m_case(f, c, "mma");
+      for (const KCase& c : k_cases) run_k_case(f, c, "mma");
       run_swiglu_case(f, 37, 200);
       if (!quick) run_swiglu_case(f, k16bRows, k16bInter);
       run_dswiglu_case(f, 29, 200);
       if (!quick) run_dswiglu_case(f, k16bRows, k16bInter);
     }
     bad_arguments();
+    for (int32_t f : {NEP_GEMM_FP8_BLOCK, NEP_GEMM_MXFP8}) {
+      for (const MCase& c : m_cases) run_m_case(f, c, "wgmma");
+      for (const KCase& c : k_cases) run_k_case(f, c, "wgmma");
+    }
   } catch (const std::exception& ex) {
     ++g_fail;
     std::printf("FAIL %s\n", ex.what());
