@@ -63,6 +63,7 @@ const char* tier_name(int32_t t) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each result reaches the log as it is measured
   if (!gpu_present("gemm_bench")) return kSkipNoGpu;
   int reps = 20;
   bool even = false;
