@@ -65,8 +65,8 @@
  *
  * ---- Alignment and the two GPU tiers -----------------------------------------------------------
  * CPU: no alignment demands beyond the types' own (fp32 scales 4-byte aligned).
- * GPU, portable tier (mma.sync m16n8k32 e4m3, sm_89 and newer): any shape and stride; 16-byte
- * aligned addresses and strides make its loads vectorised, others are read byte by byte.
+ * GPU, portable tier (mma.sync m16n8k32 e4m3; this build targets sm_90): any shape and stride;
+ * 16-byte aligned addresses and strides make its loads vectorised, others are read byte by byte.
  * GPU, Hopper tier (wgmma fed by TMA, built for sm_90a, runs on compute capability 9.0): needs
  * K and lda multiples of 16 and a, b 16-byte aligned (TMA's rules; the caller pads K with zero
  * columns to reach them). The environment variable NEP_GEMM_TIER picks the tier for every call of

@@ -37,7 +37,7 @@ T* ptr(int64_t address) {
   return reinterpret_cast<T*>(address);
 }
 
-// Checks `device` and makes it current; the portable tier needs compute capability 8.9.
+// Checks `device` and makes it current; the kernels need compute capability 9.0.
 struct DeviceScope {
   DeviceGuard guard;
   int major = 0, minor = 0;
@@ -55,10 +55,12 @@ struct DeviceScope {
     return device;
   }
   void require_fp8_mma() const {
-    if (major * 10 + minor < 89)
+    // FP8 tensor cores start at 8.9, but the plug-in is compiled for sm_90 only
+    // (CMAKE_CUDA_ARCHITECTURES): refuse here rather than fail at launch with "no kernel image".
+    if (major * 10 + minor < 90)
       fail(NEP_ERR_UNSUPPORTED,
-           "FP8 grouped GEMMs need compute capability 8.9 or newer (FP8 tensor "
-           "cores); this GPU has ",
+           "FP8 grouped GEMMs need compute capability 9.0 or newer (this build's kernels are "
+           "compiled for sm_90); this GPU has ",
            major, ".", minor);
   }
 };
