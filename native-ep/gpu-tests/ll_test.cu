@@ -58,13 +58,13 @@ void check(bool ok, int rank, const std::string& what) {
   if (g_fail <= 30) std::fprintf(stderr, "[rank %d] FAIL: %s\n", rank, what.c_str());
 }
 
-// FP8 with power-of-two scales, as the LL kernels (ll_kernels.cu encode8_fp8_pow2).
+// FP8 with power-of-two scales, as the LL kernels (wire.cuh encode8_fp8_pow2).
 void fp8_pow2_roundtrip(const float* in, int64_t H, float* out) {
   const E4M3& q = e4m3();
   for (int64_t g = 0; g < H; g += 128) {
     const int n = int(std::min<int64_t>(128, H - g));  // the last group may be partial
     float amax = 0.f;
-    for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(in[g + i]));
+    for (int i = 0; i < n; ++i) amax = std::max(amax, finite_abs(in[g + i]));
     amax = std::max(amax, 448.f * 0x1p-126f);  // the codec's floor
     const uint32_t qb = f2u(amax / 448.f);
     int e = int((qb >> 23) & 0xff) - 127;

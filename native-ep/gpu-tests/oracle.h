@@ -48,9 +48,10 @@ class E4M3 {
     table_[0x7f] = table_[0xff] = std::nanf("");
   }
   float decode(uint8_t c) const { return table_[c]; }
-  // Nearest representable value, ties to the even code, saturating to +-448.
+  // Nearest representable value, ties to the even code, saturating to +-448; NaN and +-Inf give
+  // the NaN code with their sign (e4m3fn has no infinity).
   uint8_t encode(float f) const {
-    if (std::isnan(f)) return 0x7f;
+    if (!std::isfinite(f)) return std::signbit(f) ? 0xff : 0x7f;
     const uint8_t sign = std::signbit(f) ? 0x80 : 0;
     const float a = std::fabs(f);
     if (a >= 448.f) return sign | 0x7e;
@@ -76,6 +77,9 @@ inline const E4M3& e4m3() {
   return t;
 }
 
+// |x| when finite, else 0: a scale group's amax is its largest finite |x|.
+inline float finite_abs(float x) { return std::isfinite(x) ? std::fabs(x) : 0.f; }
+
 // Value of a row after the wire: cast to `wire` and widened back to fp32, as the kernels do.
 inline void wire_roundtrip(int wire, const float* in, int64_t H, float* out) {
   const E4M3& q = e4m3();
@@ -87,7 +91,7 @@ inline void wire_roundtrip(int wire, const float* in, int64_t H, float* out) {
     for (int64_t g = 0; g < H; g += 128) {
       const int n = int(std::min<int64_t>(128, H - g));  // the last group may be partial
       float amax = 0.f;
-      for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(in[g + i]));
+      for (int i = 0; i < n; ++i) amax = std::max(amax, finite_abs(in[g + i]));
       amax = std::max(amax, 448.f * 0x1p-126f);  // the codec's floor
       const float scale = amax / 448.f, mul = 448.f / amax;
       for (int i = 0; i < n; ++i) {
@@ -99,7 +103,7 @@ inline void wire_roundtrip(int wire, const float* in, int64_t H, float* out) {
     for (int64_t g = 0; g < H; g += 32) {
       const int n = int(std::min<int64_t>(32, H - g));  // the last group may be partial
       float amax = 0.f;
-      for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(in[g + i]));
+      for (int i = 0; i < n; ++i) amax = std::max(amax, finite_abs(in[g + i]));
       const int biased = int((f2u(amax) >> 23) & 0xff);
       const int se = biased == 0 ? -127 : std::max(biased - 127 - 8, -127);
       const float mul = u2f(uint32_t(127 - se) << 23);

@@ -8,7 +8,8 @@
 #   - `ctest -L gpu`: ep_test quick and full at W=1 and W=2, ll_test at W=1 and W=2 (W ranks share
 #     the GPUs: rank r on GPU r mod count, so one GPU serves both), and compute-sanitizer memcheck /
 #     racecheck / initcheck / synccheck on small cases (when compute-sanitizer is on the PATH);
-#     gemm_test (the grouped FP8 GEMMs against the CPU path) and its memcheck run;
+#     gemm_test (the grouped FP8 GEMMs against the CPU path) and its memcheck run; wire_test (the
+#     kernels' wire encoders and decoders against the CPU codec, and DeviceGuard's contexts);
 #   - the Java check through JavaCPP (CudaEpJavaCheck, W=1 and W=2) when DIR/jre exists (see
 #     native-ep/bench/make_gpucarry.sh, which assembles jre/, jars/, classes/, test-classes/).
 # --jobs J runs J tests at once (default 4; their processes share the GPUs, which also stresses the
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --build) build=$2; shift 2 ;;
     --java) java_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +42,7 @@ summary="$out/summary.txt"
 
 echo "=== build ($(date +%T)) into $build"
 if ! { cmake -S "$root/native-ep" -B "$build" -DNEP_BUILD_CUDA=ON -DNEP_BUILD_TESTS=OFF -DNEP_GPU_TESTS=ON >"$out/build.log" 2>&1 &&
-       cmake --build "$build" -j "$(nproc)" --target nativeep_cuda ep_test ll_test adamw_test gemm_test >>"$out/build.log" 2>&1; }; then
+       cmake --build "$build" -j "$(nproc)" --target nativeep_cuda ep_test ll_test adamw_test gemm_test wire_test >>"$out/build.log" 2>&1; }; then
   echo "build failed:"; tail -30 "$out/build.log"; exit 1
 fi
 grep -q "compute-sanitizer not found" "$out/build.log" && echo "note: compute-sanitizer not found, the sanitizer tests are not registered"

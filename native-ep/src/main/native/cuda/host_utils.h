@@ -28,14 +28,66 @@ inline void check_cuda(cudaError_t e, const char* what) {
     fail(NEP_ERR_INTERNAL, what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
 }
 
-// Makes `device` current for the scope and restores the previous one.
+// The driver's cuCtxGetCurrent / cuCtxSetCurrent (CUresult (CUcontext*), CUresult (CUcontext)),
+// resolved once per process without linking libcuda and immutable afterwards; null where the
+// driver lacks them (DeviceGuard then restores the device instead).
+struct CtxCurrentFns {
+  using Get = int (*)(void** ctx);
+  using Set = int (*)(void* ctx);
+  Get get = nullptr;
+  Set set = nullptr;
+};
+inline const CtxCurrentFns& ctx_current_fns() {
+  static const CtxCurrentFns fns = [] {
+    CtxCurrentFns f;
+    void* get = nullptr;
+    void* set = nullptr;
+    cudaDriverEntryPointQueryResult qg = cudaDriverEntryPointSymbolNotFound, qs = qg;
+    if (cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &get, 12000, cudaEnableDefault, &qg) ==
+            cudaSuccess &&
+        cudaGetDriverEntryPointByVersion("cuCtxSetCurrent", &set, 12000, cudaEnableDefault, &qs) ==
+            cudaSuccess &&
+        qg == cudaDriverEntryPointSuccess && qs == cudaDriverEntryPointSuccess) {
+      f.get = reinterpret_cast<CtxCurrentFns::Get>(get);
+      f.set = reinterpret_cast<CtxCurrentFns::Set>(set);
+    } else {
+      cudaGetLastError();
+    }
+    return f;
+  }();
+  return fns;
+}
+
+// Makes `device` current for the scope and gives the calling thread back the exact context that
+// was current before (by the driver's cuCtxGetCurrent / cuCtxSetCurrent), not a device: a thread
+// that had no current context has none again afterwards, and no context is created on a device the
+// scope did not use. (Restoring by cudaSetDevice(previous) would, since CUDA 12, initialise the
+// previous device's primary context: a rank on GPU 3 called from a thread still on the default
+// device 0 would leave a context of some 500 MiB on GPU 0.) When `device` is already the runtime's
+// current device, nothing is switched (the work runs in the current context, as before). The
+// runtime's remembered device of a thread with no current context reads `device` afterwards, which
+// creates nothing by itself. The destructor throws nothing and ignores failures. Where the driver
+// lacks the two entry points, the previous device is restored instead.
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
+    const CtxCurrentFns& fns = ctx_current_fns();
+    if (fns.get != nullptr) {
+      // CUDA_ERROR_NOT_INITIALIZED (3): the driver has no context anywhere yet, so none is current.
+      const int r = fns.get(&prev_ctx_);
+      if (r == 3) prev_ctx_ = nullptr;
+      saved_ctx_ = r == 0 || r == 3;
+    }
     check_cuda(cudaGetDevice(&prev_), "cudaGetDevice");
     if (prev_ != device) check_cuda(cudaSetDevice(device), "cudaSetDevice");
   }
   ~DeviceGuard() {
+    if (saved_ctx_) {
+      void* cur = nullptr;
+      const CtxCurrentFns& fns = ctx_current_fns();
+      if (fns.get(&cur) != 0 || cur != prev_ctx_) fns.set(prev_ctx_);
+      return;
+    }
     int cur = -1;
     if (cudaGetDevice(&cur) == cudaSuccess && cur != prev_) cudaSetDevice(prev_);
   }
@@ -43,6 +95,8 @@ class DeviceGuard {
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
+  void* prev_ctx_ = nullptr;
+  bool saved_ctx_ = false;
   int prev_ = 0;
 };
 

@@ -128,27 +128,6 @@ __device__ __forceinline__ void load_in8(const uint8_t* row, int dtype, long lon
   raw_to_f32(load_row8(row, dtype, ch), dtype, v);
 }
 
-// FP8 with power-of-two scales: scale = 2^ceil(log2(max(amax, 448 * 2^-126) / 448)), values
-// x * 2^-e (the CPU codec's floor, ll_codec.cpp).
-// All 32 lanes call; a 16-lane group shares one scale.
-__device__ __forceinline__ Enc8 encode8_fp8_pow2(const float v[8]) {
-  float amax = lane_amax8(v);
-#pragma unroll
-  for (int m = 1; m < 16; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-  amax = fmaxf(amax, __uint_as_float(kFp8AmaxFloorBits));
-  const uint32_t qb = __float_as_uint(__fdiv_rn(amax, 448.f));
-  int e = int((qb >> 23) & 0xff) - 127;
-  if ((qb & 0x7fffffu) != 0u) ++e;
-  e = e < -126 ? -126 : (e > 126 ? 126 : e);
-  Enc8 r;
-  r.scale = __uint_as_float(uint32_t(127 + e) << 23);
-  r.sbyte = 0;
-  const uint2 q = quantize_e4m3x8(v, __uint_as_float(uint32_t(127 - e) << 23));
-  r.a = make_uint4(q.x, q.y, 0, 0);
-  r.b = make_uint4(0, 0, 0, 0);
-  return r;
-}
-
 __device__ __forceinline__ void decode_wire8(int wire, const uint8_t* row, long long hidden,
                                              long long ch, float v[8]) {
   switch (wire) {

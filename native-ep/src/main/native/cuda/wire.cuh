@@ -1,11 +1,14 @@
 // Wire codecs of the cuda-ipc kernels, at the granularity the kernels use: one lane holds 8
 // consecutive channels of a row, a warp 256. A row's last scale group may be partial (lanes past
-// the row end pass zeros, which leave the amax alone). FP8: e4m3 with one fp32 scale per 128
-// channels (16 lanes), scale = max(amax, 448 * 2^-126) / 448 as the CPU codec (codec.h), values
-// x * (448 / amax) rounded to nearest even with saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0
-// scale per 32 channels (4 lanes), X = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values
-// x / X saturated. The host oracle of the GPU tests (gpu-tests/oracle.h) mirrors these operations
-// bit for bit.
+// the row end pass zeros, which leave the amax alone). The bytes equal the CPU codec's (codec.h)
+// for every input, NaN and +-Inf included. FP8: e4m3 with one fp32 scale per 128 channels (16
+// lanes), scale = max(amax, 448 * 2^-126) / 448 as the CPU codec, values x * (448 / amax) rounded
+// to nearest even with saturation. MXFP8 (OCP MX v1.0): e4m3 with one E8M0 scale per 32 channels
+// (4 lanes), X = 2^(floor(log2 amax) - 8) clamped to [2^-127, 2^127], values x / X saturated. In
+// both, amax is the largest finite |x| of the group and a NaN or +-Inf element is the e4m3 NaN code
+// with the input's sign (wire_bits.h). BF16: round to nearest even, NaN quietened with its sign and
+// payload kept. The host oracle of the GPU tests (gpu-tests/oracle.h) mirrors these operations bit
+// for bit; gpu-tests/wire_test.cu compares the encoders' bytes with the CPU codec's.
 #ifndef NATIVEEP_CUDA_WIRE_CUH_
 #define NATIVEEP_CUDA_WIRE_CUH_
 
@@ -15,6 +18,7 @@
 #include <cstdint>
 
 #include "device_utils.cuh"
+#include "wire_bits.h"
 
 // FP8 scale amax / 448 by a multiply and one fma correction instead of an IEEE division (same bits;
 // 4.5% faster FP8 dispatch at EP=2, 24 SMs). 0 restores the division.
@@ -51,9 +55,18 @@ __device__ __forceinline__ void unpack_bf16x8(uint4 u, float v[8]) {
   v[6] = bf16_lo(u.w);
   v[7] = bf16_hi(u.w);
 }
+// The CPU codec's bf16 bits of 8 floats. The hardware conversion rounds as the codec does except
+// for NaN, which it makes canonical where the codec keeps the sign and payload: a lane whose 8
+// values sum to NaN (one is NaN, or infinities of both signs meet) takes wire_bits.h's integer rule
+// instead, so the common case stays at one conversion per pair.
 __device__ __forceinline__ uint4 pack_bf16x8(const float v[8]) {
-  return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
-                    pack_bf16x2(v[6], v[7]));
+  const float sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+  if (sum == sum) {
+    return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
+                      pack_bf16x2(v[6], v[7]));
+  }
+  return make_uint4(wire_bits::bf16x2_bits(v[0], v[1]), wire_bits::bf16x2_bits(v[2], v[3]),
+                    wire_bits::bf16x2_bits(v[4], v[5]), wire_bits::bf16x2_bits(v[6], v[7]));
 }
 __device__ __forceinline__ void unpack_f32x8(uint4 a, uint4 b, float v[8]) {
   v[0] = __uint_as_float(a.x);
@@ -107,10 +120,22 @@ __device__ __forceinline__ float2 e4m3x2_to_f32x2(uint32_t u16) {
   __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)u16, __NV_E4M3);
   return __half22float2(*reinterpret_cast<__half2*>(&h));
 }
+// e4m3 codes of v[i] * mul (mul a positive finite float) as codec.h's e4m3_from_float writes them:
+// a NaN or +-Inf v[i] gives the NaN code with v[i]'s sign (wire_bits.h), finite values round to
+// nearest even with saturation at +-448.
 __device__ __forceinline__ uint2 quantize_e4m3x8(const float v[8], float mul) {
+  float p[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) p[i] = wire_bits::finite_or_nan(v[i]) * mul;
   uint2 q;
-  q.x = f32x2_to_e4m3x2(v[0] * mul, v[1] * mul) | (f32x2_to_e4m3x2(v[2] * mul, v[3] * mul) << 16);
-  q.y = f32x2_to_e4m3x2(v[4] * mul, v[5] * mul) | (f32x2_to_e4m3x2(v[6] * mul, v[7] * mul) << 16);
+  q.x = f32x2_to_e4m3x2(p[0], p[1]) | (f32x2_to_e4m3x2(p[2], p[3]) << 16);
+  q.y = f32x2_to_e4m3x2(p[4], p[5]) | (f32x2_to_e4m3x2(p[6], p[7]) << 16);
+  q.x = wire_bits::e4m3x4_signed(
+      q.x, wire_bits::top_bytes4(__float_as_uint(v[0]), __float_as_uint(v[1]),
+                                 __float_as_uint(v[2]), __float_as_uint(v[3])));
+  q.y = wire_bits::e4m3x4_signed(
+      q.y, wire_bits::top_bytes4(__float_as_uint(v[4]), __float_as_uint(v[5]),
+                                 __float_as_uint(v[6]), __float_as_uint(v[7])));
   return q;
 }
 __device__ __forceinline__ void dequantize_e4m3x8(uint2 q, float scale, float v[8]) {
@@ -129,10 +154,12 @@ __device__ __forceinline__ void dequantize_e4m3x8(uint2 q, float scale, float v[
   v[7] = p.y * scale;
 }
 
+// The largest finite |v[i]| (0 when none): NaN and +-Inf leave a group's amax alone, as in the CPU
+// codec's finite_amax_bits.
 __device__ __forceinline__ float lane_amax8(const float v[8]) {
   float m = 0.f;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) m = fmaxf(m, fabsf(v[i]));
+  for (int i = 0; i < 8; ++i) m = fmaxf(m, fabsf(wire_bits::finite_or_nan(v[i])));
   return m;
 }
 
@@ -178,8 +205,8 @@ __device__ __forceinline__ Enc8 encode8(const float v[8]) {
 #if NEP_CUDA_FP8_SCALE_FMA
     // amax / 448 without a division: q = amax * RN(1/448) refined once by an fma residual. Equal
     // bit for bit to the IEEE quotient for every finite amax >= 1e-4 (checked exhaustively on the
-    // host); below that the residual may be subnormal, so the division serves (rare blocks); for
-    // an infinite amax every decoded value is NaN either way.
+    // host); below that the residual may be subnormal, so the division serves (rare blocks). amax
+    // is finite (lane_amax8 skips NaN and +-Inf).
     if (amax >= 1e-4f) {
       constexpr float kInv448 = 1.0f / 448.0f;
       const float q = amax * kInv448;
@@ -206,6 +233,28 @@ __device__ __forceinline__ Enc8 encode8(const float v[8]) {
     e.b = make_uint4(0, 0, 0, 0);
   }
   return e;
+}
+
+// The low-latency FP8 wire with power-of-two scales (NEP_LL_ROUND_SCALE): scale =
+// 2^ceil(log2(max(amax, 448 * 2^-126) / 448)), values x * 2^-e, amax and non-finite elements as in
+// encode8 (the CPU codec's encode_row_ll, ll_codec.cpp).
+// All 32 lanes call; a 16-lane group shares one scale.
+__device__ __forceinline__ Enc8 encode8_fp8_pow2(const float v[8]) {
+  float amax = lane_amax8(v);
+#pragma unroll
+  for (int m = 1; m < 16; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+  amax = fmaxf(amax, __uint_as_float(kFp8AmaxFloorBits));
+  const uint32_t qb = __float_as_uint(__fdiv_rn(amax, 448.f));
+  int e = int((qb >> 23) & 0xff) - 127;
+  if ((qb & 0x7fffffu) != 0u) ++e;
+  e = e < -126 ? -126 : (e > 126 ? 126 : e);
+  Enc8 r;
+  r.scale = __uint_as_float(uint32_t(127 + e) << 23);
+  r.sbyte = 0;
+  const uint2 q = quantize_e4m3x8(v, __uint_as_float(uint32_t(127 - e) << 23));
+  r.a = make_uint4(q.x, q.y, 0, 0);
+  r.b = make_uint4(0, 0, 0, 0);
+  return r;
 }
 
 template <int WIRE>
