@@ -113,6 +113,22 @@ int32_t nep_dispatch(nep_comm* comm, const nep_handle* h, int64_t x, int64_t hid
                      int64_t recv_topk_weights, char* err, int64_t err_cap);
 
 /*
+ * nep_dispatch that keeps the received rows in their wire form, for consumers that read the wire's
+ * encoding directly (the grouped FP8 GEMMs of gemm_api.h take NEP_WIRE_FP8 and NEP_WIRE_MXFP8 rows
+ * as they are): recv_rows [R, recv_row_bytes] uint8 receives each row's wire bytes unchanged (the
+ * codec's layout: hidden e4m3 elements, then the scales, unpadded), ordered as recv_x would be.
+ * wire must be NEP_WIRE_FP8 or NEP_WIRE_MXFP8 and recv_row_bytes must equal
+ * nep_wire_row_bytes(wire, hidden); NEP_ERR_INVALID_ARGUMENT names the value otherwise, on every
+ * rank (the check is part of the call's agreement). Every other argument, and the choice between
+ * this and nep_dispatch, is per rank: peers may decode the same rows into float32. nep_decode_rows
+ * turns the rows into what nep_dispatch would have written, bit for bit. Collective.
+ */
+int32_t nep_dispatch_wire(nep_comm* comm, const nep_handle* h, int64_t x, int64_t hidden,
+                          int32_t wire, int64_t topk_weights, int64_t recv_rows,
+                          int64_t recv_row_bytes, int64_t recv_topk_idx, int64_t recv_topk_weights,
+                          char* err, int64_t err_cap);
+
+/*
  * y [R, hidden] float32, one row per received token (already weighted and summed over local
  * experts). out [T, hidden] float32: out[t] = sum over ranks r that received t of y_r[slot(t, r)],
  * accumulated in fp32 in rank order. With y_weights [R, K] != 0, out_weights [T, K] gets the same

@@ -116,6 +116,26 @@ NEP_EXPORT int32_t nep_dispatch(nep_comm* comm, const nep_handle* h, int64_t x, 
   });
 }
 
+NEP_EXPORT int32_t nep_dispatch_wire(nep_comm* comm, const nep_handle* h, int64_t x, int64_t hidden,
+                                     int32_t wire, int64_t topk_weights, int64_t recv_rows,
+                                     int64_t recv_row_bytes, int64_t recv_topk_idx,
+                                     int64_t recv_topk_weights, char* err, int64_t err_cap) {
+  return nep::guarded(err, err_cap, [&] {
+    nep::Transport& transport = transport_of(comm);
+    nep::DispatchArgs args;
+    args.x = as_ptr<const float>(x);
+    args.hidden = hidden;
+    args.wire = wire;
+    args.topk_weights = as_ptr<const float>(topk_weights);
+    args.keep_wire = true;
+    args.recv_rows = as_ptr<uint8_t>(recv_rows);
+    args.recv_row_bytes = recv_row_bytes;
+    args.recv_topk_idx = as_ptr<int64_t>(recv_topk_idx);
+    args.recv_topk_weights = as_ptr<float>(recv_topk_weights);
+    nep::dispatch(transport, h != nullptr ? &h->impl : nullptr, args);
+  });
+}
+
 NEP_EXPORT int32_t nep_combine(nep_comm* comm, const nep_handle* h, int64_t y, int64_t hidden,
                                int32_t wire, int64_t y_weights, int64_t out, int64_t out_weights,
                                char* err, int64_t err_cap) {

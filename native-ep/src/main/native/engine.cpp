@@ -66,6 +66,21 @@ void check_hidden_wire(int64_t hidden, int32_t wire) {
   }
 }
 
+// A dispatch into wire rows: only the scaled FP8 wires (whose rows a GEMM reads as they are), with
+// the caller's row size equal to the wire's.
+void check_raw_rows(int32_t wire, int64_t hidden, int64_t row_bytes) {
+  if (wire != NEP_WIRE_FP8 && wire != NEP_WIRE_MXFP8) {
+    fail_invalid("wire = ", wire, " (", wire_name(static_cast<Wire>(wire)),
+                 ") has no wire-row output: only fp8 (2) and mxfp8 (3) rows are kept as they are");
+  }
+  const int64_t expected = wire_row_bytes(static_cast<Wire>(wire), hidden);
+  if (row_bytes != expected) {
+    fail_invalid("recv_row_bytes = ", row_bytes, " must equal the ",
+                 wire_name(static_cast<Wire>(wire)), " row size of hidden = ", hidden, ", ",
+                 expected);
+  }
+}
+
 // Weights move when any rank passes either weight pointer; then each rank must pass its input
 // weights if it has input rows and its output weights if it has output rows.
 bool weights_move(const std::vector<CallHeader>& all, int32_t me, const char* in_name,
@@ -240,6 +255,10 @@ struct DataCall {
   const char* in_weights_name;
   const void* out_weights;
   const char* out_weights_name;
+  // Dispatch into wire rows: out is [R, raw_row_bytes] bytes (0 = decode into float rows).
+  int64_t raw_row_bytes = 0;
+  bool raw = false;
+  bool both_outputs = false;  // float and wire-row outputs given together (refused)
 };
 
 // The rows of a dispatch or combine once every rank agrees on the call.
@@ -269,6 +288,8 @@ DataRows agree_data_call(Transport& transport, const DispatchHandle* handle, con
     check_hidden_wire(c.hidden, c.wire);
     if (mine.values[kRowsIn] > 0 && c.in == nullptr) fail_invalid(c.in_name, " is null");
     if (mine.values[kRowsOut] > 0 && c.out == nullptr) fail_invalid(c.out_name, " is null");
+    if (c.both_outputs) fail_invalid("recv_x and recv_rows are both given: pass one of them");
+    if (c.raw) check_raw_rows(c.wire, c.hidden, c.raw_row_bytes);
   });
   require_same(all, kHidden, "hidden", me);
   require_same(all, kWire, "wire", me);
@@ -283,10 +304,22 @@ DataRows agree_data_call(Transport& transport, const DispatchHandle* handle, con
 }  // namespace
 
 void dispatch(Transport& transport, const DispatchHandle* handle, const DispatchArgs& a) {
-  const DataRows rows =
-      agree_data_call(transport, handle,
-                      {kOpDispatch, a.hidden, a.wire, a.x, "x", a.recv_x, "recv_x", a.topk_weights,
-                       "topk_weights", a.recv_topk_weights, "recv_topk_weights"});
+  const bool raw = a.keep_wire;
+  DataCall call{kOpDispatch,
+                a.hidden,
+                a.wire,
+                a.x,
+                "x",
+                raw ? static_cast<const void*>(a.recv_rows) : a.recv_x,
+                raw ? "recv_rows" : "recv_x",
+                a.topk_weights,
+                "topk_weights",
+                a.recv_topk_weights,
+                "recv_topk_weights"};
+  call.raw = raw;
+  call.raw_row_bytes = a.recv_row_bytes;
+  call.both_outputs = raw && a.recv_x != nullptr;
+  const DataRows rows = agree_data_call(transport, handle, call);
   const bool with_weights = rows.with_weights;
   const DispatchHandle& h = *handle;
   const int32_t w = h.world_size;
@@ -316,13 +349,15 @@ void dispatch(Transport& transport, const DispatchHandle* handle, const Dispatch
       }
     }
   });
-  const bool stream = stream_output(a.recv_x, h.num_recv, hidden);
+  const bool stream = !raw && stream_output(a.recv_x, h.num_recv, hidden);
   auto consumer = make_consumer([&](int32_t s, int64_t first, int64_t n, const uint8_t* buf) {
     const int64_t r0 = h.recv_offset[s] + first;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = r0 + i;
       const uint8_t* row = buf + i * row_bytes;
-      if (stream) {
+      if (raw) {
+        std::memcpy(a.recv_rows + r * x_bytes, row, static_cast<size_t>(x_bytes));
+      } else if (stream) {
         decode_row_stream(wire, row, hidden, a.recv_x + r * hidden);
       } else {
         decode_row(wire, row, hidden, a.recv_x + r * hidden);

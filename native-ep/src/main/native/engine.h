@@ -24,11 +24,19 @@ struct DispatchArgs {
   float* recv_x = nullptr;              // [R, hidden]
   int64_t* recv_topk_idx = nullptr;     // [R, K] or null
   float* recv_topk_weights = nullptr;   // [R, K] or null
+  // keep_wire: the output is recv_rows instead of recv_x (FP8 and MXFP8 wires only), each received
+  // row's wire bytes [R, recv_row_bytes] unchanged, recv_row_bytes = wire_row_bytes(wire, hidden);
+  // recv_x must then be null.
+  bool keep_wire = false;
+  uint8_t* recv_rows = nullptr;
+  int64_t recv_row_bytes = 0;
 };
 
-// Moves x to the ranks holding its experts. Weights move when any rank passes topk_weights or
-// recv_topk_weights; then every rank must pass topk_weights if T > 0 and recv_topk_weights if
-// R > 0. `handle` may be null (reported as an invalid argument after agreeing with the peers).
+// Moves x to the ranks holding its experts, decoded into recv_x or kept in wire form in recv_rows
+// (the choice is each rank's own: the bytes on the wire are the same). Weights move when any rank
+// passes topk_weights or recv_topk_weights; then every rank must pass topk_weights if T > 0 and
+// recv_topk_weights if R > 0. `handle` may be null (reported as an invalid argument after agreeing
+// with the peers).
 void dispatch(Transport& transport, const DispatchHandle* handle, const DispatchArgs& args);
 
 struct CombineArgs {

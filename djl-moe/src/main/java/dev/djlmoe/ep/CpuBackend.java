@@ -116,6 +116,50 @@ final class CpuBackend implements EpBackend {
     }
 
     @Override
+    public long[] wireRowLayout(WireFormat wire, long hidden) {
+        return new long[] {WireRows.packedRowBytes(wire, hidden), hidden};
+    }
+
+    @Override
+    public void dispatchWire(
+            EpRouting routing,
+            NDArray x,
+            WireFormat wire,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray recvRows,
+            NDArray recvTopkIdx,
+            NDArray recvTopkWeights) {
+        NativeEp.nep_handle h = ((CpuRouting) routing).handle();
+        try (NativeCall call = new NativeCall()) {
+            call.check(
+                    NativeEp.nep_dispatch_wire(
+                            group.comm(),
+                            h,
+                            NativeMemory.address(x, "x", DataType.FLOAT32),
+                            x.getShape().get(1),
+                            wire.code(),
+                            topkWeights == null
+                                    ? 0L
+                                    : NativeMemory.address(
+                                            topkWeights, "topk_weights", DataType.FLOAT32),
+                            NativeMemory.address(recvRows, "recv_rows", DataType.UINT8),
+                            recvRows.getShape().get(1),
+                            recvTopkIdx == null
+                                    ? 0L
+                                    : NativeMemory.address(
+                                            recvTopkIdx, "recv_topk_idx", DataType.INT64),
+                            recvTopkWeights == null
+                                    ? 0L
+                                    : NativeMemory.address(
+                                            recvTopkWeights, "recv_topk_weights", DataType.FLOAT32),
+                            call.err(),
+                            call.cap()),
+                    "dispatch (wire rows)");
+        }
+    }
+
+    @Override
     public void checkCombineWire(WireFormat wire) {
         // Every wire format combines on the CPU engine.
     }

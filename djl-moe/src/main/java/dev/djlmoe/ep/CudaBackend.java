@@ -186,6 +186,50 @@ final class CudaBackend implements EpBackend {
         }
     }
 
+    /** GPU rows of the wire-row dispatch: scales at roundup(H, 16), rows padded to 16 bytes. */
+    @Override
+    public long[] wireRowLayout(WireFormat wire, long hidden) {
+        long scaleOffset = (hidden + 15) / 16 * 16;
+        long scaleBytes = WireRows.packedRowBytes(wire, hidden) - hidden;
+        return new long[] {(scaleOffset + scaleBytes + 15) / 16 * 16, scaleOffset};
+    }
+
+    @Override
+    public void dispatchWire(
+            EpRouting routing,
+            NDArray x,
+            WireFormat wire,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray recvRows,
+            NDArray recvTopkIdx,
+            NDArray recvTopkWeights) {
+        throw new UnsupportedOperationException(
+                "dispatch into wire rows is not available on a GPU yet (" + device + ")");
+    }
+
+    /**
+     * Decodes GPU wire rows into float32 rows.
+     *
+     * @param rows the rows
+     * @param out {@code [R, H]} float32 on the rows' GPU
+     */
+    static void decodeWireRows(WireRows rows, NDArray out) {
+        throw new UnsupportedOperationException(
+                "decoding wire rows is not available on a GPU yet ("
+                        + rows.rows().getDevice()
+                        + ")");
+    }
+
+    /**
+     * Whether this backend dispatches into wire rows.
+     *
+     * @return false until the plug-in has the entry point
+     */
+    static boolean hasWireRows() {
+        return false;
+    }
+
     @Override
     public void checkCombineWire(WireFormat wire) {
         if (wire != WireFormat.FP32 && wire != WireFormat.BF16) {

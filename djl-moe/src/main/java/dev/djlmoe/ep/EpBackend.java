@@ -74,6 +74,38 @@ interface EpBackend extends AutoCloseable {
             NDArray recvTopkWeights);
 
     /**
+     * Returns how this backend lays out a received wire row of {@code hidden} channels.
+     *
+     * @param wire FP8 or MXFP8
+     * @param hidden H
+     * @return {@code {rowBytes, scaleOffset}}
+     */
+    long[] wireRowLayout(WireFormat wire, long hidden);
+
+    /**
+     * Moves rows along a routing like {@link #dispatch}, but writes each received row's wire bytes
+     * unchanged (collective).
+     *
+     * @param routing a routing of this backend
+     * @param x {@code [T, H]} float32
+     * @param wire FP8 or MXFP8
+     * @param topkIdx {@code [T, K]} int64 of the notify, or null (cached dispatch)
+     * @param topkWeights {@code [T, K]} float32 or null
+     * @param recvRows {@code [R, rowBytes]} uint8 output, laid out as {@link #wireRowLayout} says
+     * @param recvTopkIdx {@code [R, K]} int64 output or null (needs {@code topkIdx})
+     * @param recvTopkWeights {@code [R, K]} float32 output or null (needs {@code topkWeights})
+     */
+    void dispatchWire(
+            EpRouting routing,
+            NDArray x,
+            WireFormat wire,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray recvRows,
+            NDArray recvTopkIdx,
+            NDArray recvTopkWeights);
+
+    /**
      * Checks, before any output is allocated, that this backend can combine on a wire format.
      *
      * @param wire the wire format

@@ -568,6 +568,142 @@ public final class EpBuffer implements AutoCloseable {
     }
 
     /**
+     * Dispatch that keeps the received rows in their wire form: as {@link #dispatch(NDArray,
+     * NDArray, NDArray, int, int, WireFormat)}, but each received row's FP8 or MXFP8 bytes are
+     * written unchanged instead of being widened to float32, for consumers that read the wire's
+     * encoding directly (the grouped FP8 GEMMs). {@link WireRows#decode()} gives the float rows the
+     * other dispatch writes, bit for bit. Notify, then data. Collective (peers may take either
+     * form).
+     *
+     * @param x {@code [T, H]} float32
+     * @param topkIdx {@code [T, K]} int64 in {@code [-1, E)}, on the device of {@code x}
+     * @param topkWeights {@code [T, K]} float32 on the device of {@code x}, or null to move no
+     *     weights
+     * @param numExperts E
+     * @param expertAlignment per-expert padding of the received counts (>= 1)
+     * @param wire {@link WireFormat#FP8} or {@link WireFormat#MXFP8}
+     * @return the received wire rows {@code [R, rowBytes]} uint8 with their layout, local top-k,
+     *     weights, counts and the handle (owned by the caller)
+     * @throws IllegalArgumentException for another wire format (before anything is sent), or a bad
+     *     argument as the float dispatch
+     * @throws UnsupportedOperationException where the backend of the arrays' device has no wire-row
+     *     dispatch ({@link #hasWireRows})
+     */
+    public WireDispatch dispatchWire(
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            int numExperts,
+            int expertAlignment,
+            WireFormat wire) {
+        checkOpen();
+        checkWire(wire);
+        WireRows.checkWire(wire, "wire");
+        checkExperts(numExperts, worldSize());
+        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
+        long[] tk = checkTopk(topkIdx, xs[0], numExperts);
+        Device device = x.getDevice();
+        checkWireRowsDevice(device);
+        NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'x'");
+        if (topkWeights != null) {
+            EpChecks.checkMatrix(
+                    topkWeights, "topk_weights", DataType.FLOAT32, tk[0], tk[1], " like topk_idx");
+            NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'x'");
+        }
+        checkAlignment(expertAlignment);
+        checkHidden(xs[1], wire, device);
+        EpHandle handle = notifyChecked(topkIdx, numExperts, expertAlignment);
+        try {
+            return dispatchWireData(x, handle, topkIdx, topkWeights, true, wire);
+        } catch (RuntimeException e) {
+            handle.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Cached dispatch into wire rows: moves another {@code [T, H]} tensor along the routing of an
+     * earlier dispatch, keeping the received rows in their wire form. Collective.
+     *
+     * @param x {@code [T, H]} float32 with T equal to the handle's, on the handle's device
+     * @param handle the routing from an earlier dispatch of this buffer
+     * @param wire {@link WireFormat#FP8} or {@link WireFormat#MXFP8}
+     * @return the received rows, {@code [R, rowBytes]} uint8
+     */
+    public WireRows dispatchWire(NDArray x, EpHandle handle, WireFormat wire) {
+        checkOpen();
+        checkWire(wire);
+        WireRows.checkWire(wire, "wire");
+        if (handle == null) {
+            throw new IllegalArgumentException("argument 'handle' is null");
+        }
+        checkWireRowsDevice(handle.device());
+        return dispatchWireData(x, handle, null, null, false, wire).recv();
+    }
+
+    /**
+     * Whether dispatch into wire rows ({@link #dispatchWire}) runs for arrays on a device: on the
+     * CPU engine always; on a GPU when the CUDA plug-in has the entry point.
+     *
+     * @param device the arrays' device
+     * @return true when it runs there
+     */
+    public static boolean hasWireRows(Device device) {
+        return !device.isGpu() || CudaBackend.hasWireRows();
+    }
+
+    private static void checkWireRowsDevice(Device device) {
+        if (!hasWireRows(device)) {
+            throw new UnsupportedOperationException(
+                    "dispatch into wire rows is not available on " + device + " yet");
+        }
+    }
+
+    /** Dispatch data into new wire rows. */
+    private WireDispatch dispatchWireData(
+            NDArray x,
+            EpHandle handle,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            boolean withTopk,
+            WireFormat wire) {
+        EpRouting routing = handle.routing(this);
+        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
+        Device device = handle.device();
+        NativeMemory.checkDevice(x, "x", device, "'handle' (its dispatch)");
+        if (xs[0] != handle.numTokens()) {
+            throw new IllegalArgumentException(
+                    "argument 'x' has "
+                            + xs[0]
+                            + " rows but the handle routes "
+                            + handle.numTokens()
+                            + " tokens");
+        }
+        long hidden = xs[1];
+        checkHidden(hidden, wire, device);
+        EpBackend backend = backendFor(device, "x");
+        long[] layout = backend.wireRowLayout(wire, hidden);
+        long r = handle.numRecv();
+        int k = handle.numTopk();
+        NDManager m = x.getManager();
+        NDArray recvRows = TorchMemory.empty(m, new Shape(r, layout[0]), DataType.UINT8, device);
+        NDArray recvIdx =
+                withTopk ? TorchMemory.empty(m, new Shape(r, k), DataType.INT64, device) : null;
+        NDArray recvW =
+                topkWeights != null
+                        ? TorchMemory.empty(m, new Shape(r, k), DataType.FLOAT32, device)
+                        : null;
+        long begin = clockStart(backend);
+        backend.dispatchWire(
+                routing, x, wire, withTopk ? topkIdx : null, topkWeights, recvRows, recvIdx, recvW);
+        long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
+        stats.addDispatch(rowBytes * handle.numSent(), clockStop(backend, begin));
+        WireRows rows = new WireRows(recvRows, wire, hidden, layout[0], layout[1]);
+        return new WireDispatch(
+                rows, recvIdx, recvW, withTopk ? handle.recvTokensPerExpert(true) : null, handle);
+    }
+
+    /**
      * Sends each received row back to its source rank and sums, in fp32, the rows of every rank
      * that received the token. Collective.
      *

@@ -78,6 +78,23 @@ final class CpuGemmKernels implements GemmKernels {
             long b,
             long sb,
             long out) {
+        groupedM(format, n, k, m, offsets, a, 0, sa, 0, b, sb, out);
+    }
+
+    @Override
+    public void groupedM(
+            int format,
+            long n,
+            long k,
+            long m,
+            long[] offsets,
+            long a,
+            long lda,
+            long sa,
+            long ldsa,
+            long b,
+            long sb,
+            long out) {
         try (NativeCall c = new NativeCall()) {
             c.check(
                     NativeGemm.nep_gemm_grouped_m(
@@ -88,9 +105,9 @@ final class CpuGemmKernels implements GemmKernels {
                             m,
                             offsets,
                             a,
-                            0,
+                            lda,
                             sa,
-                            0,
+                            ldsa,
                             b,
                             sb,
                             out,

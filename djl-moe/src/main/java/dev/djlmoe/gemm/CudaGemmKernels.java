@@ -110,6 +110,23 @@ final class CudaGemmKernels implements GemmKernels {
             long b,
             long sb,
             long out) {
+        groupedM(format, n, k, m, offsets, a, 0, sa, 0, b, sb, out);
+    }
+
+    @Override
+    public void groupedM(
+            int format,
+            long n,
+            long k,
+            long m,
+            long[] offsets,
+            long a,
+            long lda,
+            long sa,
+            long ldsa,
+            long b,
+            long sb,
+            long out) {
         try (NativeCall c = new NativeCall()) {
             c.check(
                     NativeGemmCuda.nep_cuda_gemm_grouped_m(
@@ -121,9 +138,9 @@ final class CudaGemmKernels implements GemmKernels {
                             m,
                             offsets,
                             a,
-                            0,
+                            lda,
                             sa,
-                            0,
+                            ldsa,
                             b,
                             sb,
                             out,

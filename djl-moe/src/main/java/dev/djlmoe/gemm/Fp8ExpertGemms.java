@@ -8,6 +8,9 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.core.NativeCall;
+import dev.djlmoe.core.TorchMemory;
+import dev.djlmoe.ep.WireFormat;
+import dev.djlmoe.ep.WireRows;
 import dev.djlmoe.nativeep.NativeGemm;
 
 /**
@@ -32,11 +35,13 @@ public final class Fp8ExpertGemms {
      * What the forward returns and the backward reads.
      *
      * @param y the expert outputs: [M, H] float32
-     * @param x the input rows: [M, H] float32
+     * @param x the input rows: [M, H] float32, or null when the forward read wire rows
      * @param y13 the fused gate/up output: [M, 2I] float32 (gate in the first I columns)
      * @param h {@code silu(gate) * up}: [M, I] float32
      * @param offsets the group offsets: G + 1
      * @param weights the quantised weights
+     * @param xRows the input rows in their FP8 or MXFP8 wire form ([M, rowBytes] uint8), or null
+     *     when the forward read float rows: the backward decodes them for the weight gradient
      */
     public record Forward(
             NDArray y,
@@ -44,7 +49,56 @@ public final class Fp8ExpertGemms {
             NDArray y13,
             NDArray h,
             long[] offsets,
-            QuantizedWeights weights) {}
+            QuantizedWeights weights,
+            WireRows xRows) {
+
+        /**
+         * A forward of float input rows.
+         *
+         * @param y the expert outputs
+         * @param x the input rows
+         * @param y13 the fused gate/up output
+         * @param h {@code silu(gate) * up}
+         * @param offsets the group offsets
+         * @param weights the quantised weights
+         */
+        public Forward(
+                NDArray y,
+                NDArray x,
+                NDArray y13,
+                NDArray h,
+                long[] offsets,
+                QuantizedWeights weights) {
+            this(y, x, y13, h, offsets, weights, null);
+        }
+
+        /**
+         * Returns the bytes of the input rows this forward keeps for the backward: the float rows
+         * ({@code 4 M H}) or the wire rows ({@code M rowBytes}).
+         *
+         * @return bytes
+         */
+        public long savedInputBytes() {
+            if (xRows != null) {
+                return xRows.numRows() * xRows.rowBytes();
+            }
+            return x.getShape().size() * 4;
+        }
+    }
+
+    /**
+     * Returns the native format that reads the rows of a wire format as they are.
+     *
+     * @param wire FP8 or MXFP8
+     * @return {@link GemmFormat#FP8_BLOCK} for FP8, {@link GemmFormat#MXFP8} for MXFP8, else null
+     */
+    public static GemmFormat formatOf(WireFormat wire) {
+        return switch (wire) {
+            case FP8 -> GemmFormat.FP8_BLOCK;
+            case MXFP8 -> GemmFormat.MXFP8;
+            default -> null;
+        };
+    }
 
     /**
      * The gradients of the backward.
@@ -107,6 +161,102 @@ public final class Fp8ExpertGemms {
                 addr(w13[1]),
                 addr(y13));
         close(qx);
+        down(kernels, arrays, format, m, hidden, inter, offsets, weights, y13, h, y);
+        return new Forward(y, xin, y13, h, offsets.clone(), weights);
+    }
+
+    /**
+     * Runs the forward on rows in their wire form, as a dispatch received them ({@link
+     * dev.djlmoe.ep.EpBuffer#dispatchWire}): the gate/up GEMM reads the wire's e4m3 elements and
+     * scales in place (no quantisation pass; they are the bytes {@link #forward(NDArray, long[],
+     * QuantizedWeights)} would make from the decoded rows), and the backward decodes them for the
+     * weight gradient. The result equals that of the float forward of the decoded rows, bit for
+     * bit.
+     *
+     * @param x the wire rows of all groups, grouped by expert: [M, rowBytes] uint8, on the FP8 wire
+     *     for {@link GemmFormat#FP8_BLOCK} weights and on the MXFP8 wire for MXFP8 weights
+     * @param offsets group g owns rows [offsets[g], offsets[g + 1]): G + 1 values from 0 to M
+     * @param weights the step's quantised weights, on the device of {@code x}
+     * @return the output and what the backward needs ({@link Forward#xRows} set, {@code x} null)
+     * @throws IllegalArgumentException naming the argument on a wire that does not match the
+     *     weights' format, a wrong hidden size, device or offset
+     */
+    public static Forward forward(WireRows x, long[] offsets, QuantizedWeights weights) {
+        if (weights == null) {
+            throw new IllegalArgumentException("argument 'weights' must not be null");
+        }
+        if (x == null) {
+            throw new IllegalArgumentException("argument 'x' must not be null");
+        }
+        GemmFormat format = weights.getFormat();
+        if (formatOf(x.wire()) != format) {
+            throw new IllegalArgumentException(
+                    "argument 'x' holds "
+                            + x.wire()
+                            + " wire rows, which the "
+                            + format
+                            + " GEMM cannot read as they are (FP8 rows feed FP8_BLOCK, MXFP8"
+                            + " rows feed MXFP8)");
+        }
+        long hidden = weights.getHiddenSize();
+        long inter = weights.getIntermediateSize();
+        if (x.hidden() != hidden) {
+            throw new IllegalArgumentException(
+                    "argument 'x' has rows of hidden = "
+                            + x.hidden()
+                            + " channels, the weights "
+                            + hidden);
+        }
+        long m = x.numRows();
+        checkOffsets(offsets, weights.getGroups(), m);
+        NDArray rows = x.rows();
+        GemmArrays arrays = new GemmArrays(rows.getManager(), rows.getDevice());
+        weights.checkDevice(arrays);
+        if (m > 0 && !TorchMemory.isContiguous(rows, "x")) {
+            rows = TorchMemory.toContiguous(rows, "x");
+            x = x.withRows(rows);
+        }
+        NDArray y13 = arrays.alloc(new Shape(m, 2 * inter), DataType.FLOAT32);
+        NDArray h = arrays.alloc(new Shape(m, inter), DataType.FLOAT32);
+        NDArray y = arrays.alloc(new Shape(m, hidden), DataType.FLOAT32);
+        if (m == 0) {
+            return new Forward(y, null, y13, h, offsets.clone(), weights, x);
+        }
+        int f = format.code();
+        GemmKernels kernels = GemmKernels.of(arrays.device());
+        long a = addr(rows);
+        NDArray[] w13 = weights.w13();
+        kernels.groupedM(
+                f,
+                2 * inter,
+                hidden,
+                m,
+                offsets,
+                a,
+                x.rowBytes(),
+                a + x.scaleOffset(),
+                x.rowBytes(),
+                addr(w13[0]),
+                addr(w13[1]),
+                addr(y13));
+        down(kernels, arrays, format, m, hidden, inter, offsets, weights, y13, h, y);
+        return new Forward(y, null, y13, h, offsets.clone(), weights, x);
+    }
+
+    /** The SwiGLU quantiser and the down GEMM: h and y from y13. */
+    private static void down(
+            GemmKernels kernels,
+            GemmArrays arrays,
+            GemmFormat format,
+            long m,
+            long hidden,
+            long inter,
+            long[] offsets,
+            QuantizedWeights weights,
+            NDArray y13,
+            NDArray h,
+            NDArray y) {
+        int f = format.code();
         NDArray[] qh = rows(arrays, format, m, inter);
         kernels.swigluQuantizeRows(f, addr(y13), m, inter, addr(h), addr(qh[0]), addr(qh[1]));
         NDArray[] w2 = weights.w2();
@@ -122,7 +272,6 @@ public final class Fp8ExpertGemms {
                 addr(w2[1]),
                 addr(y));
         close(qh);
-        return new Forward(y, xin, y13, h, offsets.clone(), weights);
     }
 
     /**
@@ -142,12 +291,13 @@ public final class Fp8ExpertGemms {
                             + " the backward needs (QuantizedWeights.quantize forBackward = true)");
         }
         NDArray x = saved.x();
-        long m = x.getShape().get(0);
+        NDArray ref = x != null ? x : saved.xRows().rows();
+        long m = ref.getShape().get(0);
         long hidden = weights.getHiddenSize();
         long inter = weights.getIntermediateSize();
         int groups = weights.getGroups();
         long[] offsets = saved.offsets();
-        GemmArrays arrays = new GemmArrays(x.getManager(), x.getDevice());
+        GemmArrays arrays = new GemmArrays(ref.getManager(), ref.getDevice());
         NDArray dyin = arrays.input(dy, "dy", new Shape(m, hidden), "the forward's 'x'");
         NDArray dh = arrays.alloc(new Shape(m, inter), DataType.FLOAT32);
         NDArray dy13 = arrays.alloc(new Shape(m, 2 * inter), DataType.FLOAT32);
@@ -205,7 +355,12 @@ public final class Fp8ExpertGemms {
         NDArray dw2 = arrays.alloc(new Shape(groups, hidden, inter), DataType.FLOAT32);
         weightGradient(kernels, arrays, format, offsets, mp, dyin, hidden, saved.h(), inter, dw2);
         NDArray dw13 = arrays.alloc(new Shape(groups, 2 * inter, hidden), DataType.FLOAT32);
-        weightGradient(kernels, arrays, format, offsets, mp, dy13, 2 * inter, x, hidden, dw13);
+        // Wire rows: the float rows only live while their transposed quantisation runs.
+        NDArray xf = x != null ? x : saved.xRows().decode();
+        weightGradient(kernels, arrays, format, offsets, mp, dy13, 2 * inter, xf, hidden, dw13);
+        if (xf != x) {
+            xf.close();
+        }
         if (dyin != dy) {
             dyin.close();
         }

@@ -35,6 +35,24 @@ interface GemmKernels {
             long sb,
             long c);
 
+    /**
+     * The M-grouped GEMM with row strides: {@code lda} and {@code ldsa} bytes between rows of the
+     * elements and of the scales (0 = dense), as wire rows need.
+     */
+    void groupedM(
+            int format,
+            long n,
+            long k,
+            long m,
+            long[] offsets,
+            long a,
+            long lda,
+            long sa,
+            long ldsa,
+            long b,
+            long sb,
+            long c);
+
     void groupedK(
             int format, long n, long k, long[] offsets, long a, long sa, long b, long sb, long c);
 

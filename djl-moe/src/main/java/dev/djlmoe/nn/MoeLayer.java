@@ -20,6 +20,7 @@ import dev.djlmoe.ep.LowLatencyBuffer;
 import dev.djlmoe.ep.LowLatencyDispatch;
 import dev.djlmoe.ep.LowLatencyHandle;
 import dev.djlmoe.ep.LowLatencyHook;
+import dev.djlmoe.ep.WireDispatch;
 
 /**
  * A DeepSeek-V3-style Mixture-of-Experts layer: {@code y = sum_k w_k * Expert_{idx_k}(u) +
@@ -201,6 +202,41 @@ public final class MoeLayer extends AbstractBlock {
         NDArray out;
         if (context == null) {
             out = experts.forward(ps, new NDList(u, topkIdx, topkWeights), training).head();
+        } else if (WireFeed.applies(context.dispatchWire(), experts, u.getDevice(), tape)) {
+            // The dispatched FP8 / MXFP8 rows feed the expert GEMMs as they arrived.
+            EpAutograd.WireLeaves d =
+                    EpAutograd.dispatchWire(
+                            tape,
+                            context.buffer(),
+                            u,
+                            topkIdx,
+                            topkWeights,
+                            routerConfig.getNumExperts(),
+                            context.expertAlignment(),
+                            context.dispatchWire(),
+                            context.backwardWire());
+            WireDispatch w = d.result();
+            WireFeed.count();
+            NDArray y =
+                    experts.forwardWire(
+                            ps,
+                            w.recv(),
+                            d.recvX(),
+                            w.recvTopkIdx(),
+                            w.recvTopkWeights(),
+                            training);
+            w.recv().rows().close(); // the experts keep their own sorted copy
+            out =
+                    EpAutograd.combine(
+                            tape,
+                            context.buffer(),
+                            y,
+                            w.handle(),
+                            context.combineWire(),
+                            context.backwardWire());
+            if (tape == null) {
+                w.handle().close();
+            }
         } else {
             DispatchResult d =
                     EpAutograd.dispatch(

@@ -15,6 +15,7 @@ import ai.djl.util.PairList;
 import dev.djlmoe.autograd.Autograd;
 import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.ep.WireRows;
 
 /**
  * The routed experts that live on one expert-parallel rank: {@code El} SwiGLU experts applied to
@@ -480,11 +481,112 @@ public class RoutedExperts extends AbstractBlock {
     }
 
     /** Whether a quantised precision's GEMMs run natively here. */
-    private static boolean useNative(ExpertGemmPath path, Device device, Tape tape) {
+    static boolean useNative(ExpertGemmPath path, Device device, Tape tape) {
         if (tape == null && Autograd.isRecording()) {
             return false; // without a tape the native op would cut the gradients
         }
         return path.nativeOn(device);
+    }
+
+    /**
+     * The block's forward on rows in their wire form ({@link WireFeed}): as {@link
+     * #forwardInternal}, but the rows are the dispatch's wire rows and, with a tape, {@code recvX}
+     * stands for them in the graph.
+     *
+     * @param parameterStore the parameters
+     * @param rows the received rows in wire form: [R, rowBytes] uint8
+     * @param recvX [R, H] float32 stand-in leaf of the dispatch (with a tape), or null
+     * @param topkIdx [R, K] local expert ids
+     * @param topkWeights [R, K] float32
+     * @param training whether this is a training forward
+     * @return y: [R, H]
+     */
+    NDArray forwardWire(
+            ParameterStore parameterStore,
+            WireRows rows,
+            NDArray recvX,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            boolean training) {
+        Device device = rows.rows().getDevice();
+        Tape tape = StepTape.of(context, training, "RoutedExperts");
+        return routedExpertsWire(
+                rows,
+                recvX,
+                topkIdx,
+                topkWeights,
+                parameterStore.getValue(gateProj, device, training),
+                parameterStore.getValue(upProj, device, training),
+                parameterStore.getValue(downProj, device, training),
+                precision,
+                tape);
+    }
+
+    /**
+     * The routed experts on wire rows: the rows are sorted by expert with one gather of their bytes
+     * and fed to the native GEMMs as they are (see {@link NativeExpertFfn#applyWire}).
+     */
+    static NDArray routedExpertsWire(
+            WireRows rows,
+            NDArray recvX,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            NDArray gateProj,
+            NDArray upProj,
+            NDArray downProj,
+            ExpertPrecision precision,
+            Tape tape) {
+        if (!WireFeed.matches(rows.wire(), precision)) {
+            throw new IllegalArgumentException(
+                    "wire rows of "
+                            + rows.wire()
+                            + " cannot feed "
+                            + precision
+                            + " experts (FP8 rows feed FP8, MXFP8 rows feed MXFP8)");
+        }
+        Shape gs = gateProj.getShape();
+        int numExperts = (int) gs.get(0);
+        long hidden = gs.get(2);
+        if (rows.hidden() != hidden) {
+            throw new IllegalArgumentException(
+                    "wire rows have hidden = " + rows.hidden() + ", the experts " + hidden);
+        }
+        long r = rows.numRows();
+        if (recvX != null) {
+            checkShape("recvX", recvX, new Shape(r, hidden));
+        }
+        checkFloat32("topkWeights", topkWeights);
+        Shape is = topkIdx.getShape();
+        if (is.dimension() != 2 || is.get(0) != r) {
+            throw new IllegalArgumentException("topkIdx must have shape [" + r + ", K], got " + is);
+        }
+        int k = (int) is.get(1);
+        checkShape("topkWeights", topkWeights, new Shape(r, k));
+        Plan plan = Plan.of(MoeRouter.toLongs(topkIdx, "topkIdx"), (int) r, k, numExperts);
+        NDManager manager = rows.rows().getManager();
+        Device device = rows.rows().getDevice();
+        NDList temps = new NDList();
+        try {
+            NDArray rowIdx = indexArray(manager, plan.sortedRows, device); // [N]
+            WireRows sorted = rows.withRows(rows.rows().get(rowIdx)); // [N, rowBytes]
+            NDArray sortedY =
+                    NativeExpertFfn.applyWire(
+                            recvX,
+                            rowIdx,
+                            sorted,
+                            plan.offsets,
+                            gateProj,
+                            upProj,
+                            downProj,
+                            precision,
+                            tape);
+            if (tape == null) {
+                temps.add(sortedY);
+            }
+            return combine(manager, sortedY, plan, topkWeights, r, k, hidden, temps).head();
+        } finally {
+            closeAll(temps);
+        }
     }
 
     /** Appends the zero row to the sorted expert outputs [N, H] and sums each row's slots. */

@@ -191,6 +191,24 @@ public final class NativeEp {
 
     public static native void nep_handle_destroy(nep_handle h);
 
+    /**
+     * {@code nep_dispatch} into wire rows: {@code recvRows [R, recvRowBytes]} uint8 receives each
+     * row's FP8 or MXFP8 wire bytes unchanged (see {@code c_api.h}).
+     */
+    public static native int nep_dispatch_wire(
+            nep_comm comm,
+            @Const nep_handle h,
+            long x,
+            long hidden,
+            int wire,
+            long topkWeights,
+            long recvRows,
+            long recvRowBytes,
+            long recvTopkIdx,
+            long recvTopkWeights,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
     public static native int nep_dispatch(
             nep_comm comm,
             @Const nep_handle h,

@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.nativeep.cuda.NativeGemmCuda;
 import dev.djlmoe.nn.ExpertGemmPath;
+import dev.djlmoe.nn.WireFeed;
 import dev.djlmoe.recipes.data.CorpusSource;
 import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.testing.TestDevice;
@@ -32,6 +33,10 @@ import org.junit.jupiter.params.provider.EnumSource;
  * #CPU_BOUND} nat of the DJL emulation of the same precision (they round differently in places, see
  * {@code RoutedExpertsNativeGemmTest}), and the losses are not bit-equal (the native path ran).
  *
+ * <p>With the FP8 (MXFP8) wire and FP8 (MXFP8) experts the dispatch feeds its wire rows to the
+ * GEMMs ({@link WireFeed}); over {@value #FEED_STEPS} steps the losses equal, bit for bit, those of
+ * the same run with the feed-through off (float rows, quantised again by the GEMM path).
+ *
  * <p>GPU ({@code bin/gpu-java-tests}): fp8 and mxfp8 run the CUDA tensor-core GEMMs by default;
  * over {@value #GPU_STEPS} steps the final loss (mean of the last {@value #TAIL} steps) is within
  * {@value #GPU_BOUND} relative of fp32's.
@@ -39,6 +44,7 @@ import org.junit.jupiter.params.provider.EnumSource;
 class Fp8NativeTrainingTest {
 
     static final int CPU_STEPS = 20;
+    static final int FEED_STEPS = 8;
     static final double CPU_BOUND = 0.02;
     static final int GPU_STEPS = 300;
     static final int TAIL = 10;
@@ -67,6 +73,27 @@ class Fp8NativeTrainingTest {
         assertTrue(nat.get(CPU_STEPS - 1) < nat.get(0) - 0.5, "learns: " + nat);
     }
 
+    @ParameterizedTest
+    @EnumSource(
+            value = TrainingPrecision.class,
+            names = {"FP8", "MXFP8"})
+    void wireRowsFedToTheGemmsTrainBitForBitLikeFloatRows(TrainingPrecision p, @TempDir Path dir) {
+        long before = WireFeed.feeds();
+        List<Float> fed = withPath("native", () -> train(p, dir.resolve("fed"), FEED_STEPS));
+        long fedLayers = WireFeed.feeds() - before;
+        List<Float> floats =
+                withPath(
+                        "native",
+                        () ->
+                                withProperty(
+                                        WireFeed.PROPERTY,
+                                        "false",
+                                        () -> train(p, dir.resolve("float"), FEED_STEPS)));
+        assertTrue(fedLayers >= FEED_STEPS, "the wire rows fed the GEMMs: " + fedLayers);
+        assertEquals(fedLayers, WireFeed.feeds() - before, "switched off by " + WireFeed.PROPERTY);
+        assertEquals(floats, fed, p + ": losses with and without the feed-through");
+    }
+
     @Test
     void onGpuFp8AndMxfp8EndWithinHalfAPercentOfFp32(@TempDir Path dir) {
         TestDevice.assumeGpu("300 training steps with the CUDA FP8 expert GEMMs");
@@ -85,15 +112,20 @@ class Fp8NativeTrainingTest {
     }
 
     private static List<Float> withPath(String path, java.util.function.Supplier<List<Float>> run) {
-        String old = System.getProperty(ExpertGemmPath.PROPERTY);
-        System.setProperty(ExpertGemmPath.PROPERTY, path);
+        return withProperty(ExpertGemmPath.PROPERTY, path, run);
+    }
+
+    private static List<Float> withProperty(
+            String key, String value, java.util.function.Supplier<List<Float>> run) {
+        String old = System.getProperty(key);
+        System.setProperty(key, value);
         try {
             return run.get();
         } finally {
             if (old == null) {
-                System.clearProperty(ExpertGemmPath.PROPERTY);
+                System.clearProperty(key);
             } else {
-                System.setProperty(ExpertGemmPath.PROPERTY, old);
+                System.setProperty(key, old);
             }
         }
     }
