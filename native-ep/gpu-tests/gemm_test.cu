@@ -31,6 +31,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -175,6 +176,71 @@ struct MCase {
   bool sampled;                  // check sampled rows only
   float scale = 1.0f;            // magnitude of the inputs (tiny: scales far below 2^-126)
 };
+
+// Non-finite and extreme inputs through the three quantisers (rows, weights, token-transposed
+// rows): the GPU's bytes must equal the CPU's, whose rules are the wire codec's (the amax is the
+// largest finite |x|; +-Inf and NaN of either sign become the e4m3 NaN code with the input's sign).
+// The GPU's own NaN arithmetic drops the sign, so a negative NaN is the case that shows it.
+void run_nonfinite_quantiser_case(int32_t f) {
+  const int64_t m = 130, k = 160, groups = 2, wn = 128;
+  const std::string name = std::string(format_name(f)) + " non-finite quantisers";
+  g_doing = name;
+  auto x = random_rows(m, k, 91u, 1.0f);
+  const float specials[] = {std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            3.0e38f,
+                            -1.0e-42f,
+                            0.0f,
+                            -0.0f};
+  for (int64_t i = 0; i < m * k; i += 37) x[i] = specials[(i / 37) % 8];
+  for (int64_t i = 0; i < k; ++i) x[5 * k + i] = specials[2 + (i & 1)];  // a row of NaN only
+  const std::vector<float>& w = x;  // weights [G = 2, wn / 2, k]: x's first wn rows
+  const std::vector<int64_t> offsets = {0, 57, m};
+  const int64_t sab = nep_gemm_row_scale_bytes(f, k);
+  const int64_t sbb = nep_gemm_weight_scale_bytes(f, groups, wn / 2, k, 0);
+  std::vector<uint8_t> qa(m * k), sa(m * sab), qb(wn * k), sb(sbb);
+  Err e;
+  nep_ok(nep_gemm_quantize_rows(f, (int64_t)x.data(), m, k, (int64_t)qa.data(), (int64_t)sa.data(),
+                                e.msg, sizeof e.msg),
+         e, "nep_gemm_quantize_rows");
+  nep_ok(nep_gemm_quantize_weights(f, (int64_t)w.data(), groups, wn / 2, k, 0, (int64_t)qb.data(),
+                                   (int64_t)sb.data(), e.msg, sizeof e.msg),
+         e, "nep_gemm_quantize_weights");
+  int64_t mp = 0;
+  std::vector<int64_t> padded(groups + 1);
+  nep_ok(nep_gemm_padded_rows(groups, offsets.data(), &mp, padded.data(), e.msg, sizeof e.msg), e,
+         "padded rows");
+  const int64_t blk = block_of(f), ss = f == NEP_GEMM_MXFP8 ? 1 : 4;
+  std::vector<uint8_t> qt(k * mp), st(k * mp / blk * ss);
+  nep_ok(
+      nep_gemm_quantize_rows_t_grouped(f, (int64_t)x.data(), m, k, groups, offsets.data(),
+                                       (int64_t)qt.data(), (int64_t)st.data(), e.msg, sizeof e.msg),
+      e, "nep_gemm_quantize_rows_t_grouped");
+  DevMem dx = upload(x);
+  DevMem dqa(qa.size() + 16), dsa(sa.size() + 16), dqb(qb.size() + 16), dsb(sb.size() + 16);
+  DevMem dqt(qt.size() + 16), dst(st.size() + 16);
+  nep_ok(nep_cuda_gemm_quantize_rows(0, f, dx.addr(), m, k, dqa.addr(), dsa.addr(), 0, e.msg,
+                                     sizeof e.msg),
+         e, "nep_cuda_gemm_quantize_rows");
+  nep_ok(nep_cuda_gemm_quantize_weights(0, f, dx.addr(), groups, wn / 2, k, 0, dqb.addr(),
+                                        dsb.addr(), 0, e.msg, sizeof e.msg),
+         e, "nep_cuda_gemm_quantize_weights");
+  nep_ok(nep_cuda_gemm_quantize_rows_t_grouped(0, f, dx.addr(), m, k, groups, offsets.data(),
+                                               dqt.addr(), dst.addr(), 0, e.msg, sizeof e.msg),
+         e, "nep_cuda_gemm_quantize_rows_t_grouped");
+  sync();
+  const int before = g_fail;
+  expect_same_bytes(download<uint8_t>(dqa, qa.size()), qa, name + ": quantize_rows elements");
+  expect_same_bytes(download<uint8_t>(dsa, sa.size()), sa, name + ": quantize_rows scales");
+  expect_same_bytes(download<uint8_t>(dqb, qb.size()), qb, name + ": quantize_weights elements");
+  expect_same_bytes(download<uint8_t>(dsb, sb.size()), sb, name + ": quantize_weights scales");
+  expect_same_bytes(download<uint8_t>(dqt, qt.size()), qt, name + ": rows_t_grouped elements");
+  expect_same_bytes(download<uint8_t>(dst, st.size()), st, name + ": rows_t_grouped scales");
+  std::printf("%s %s: rows, weights and token-transposed rows byte-equal to the CPU's\n",
+              g_fail == before ? "ok  " : "FAIL", name.c_str());
+}
 
 // The M-grouped GEMM: GPU quantisers against the CPU's bytes, then the GEMM of each tier against
 // the CPU GEMM on the same bytes.
@@ -679,6 +745,7 @@ int main(int argc, char** argv) {
       if (!quick) run_swiglu_case(f, k16bRows, k16bInter);
       run_dswiglu_case(f, 29, 200);
       if (!quick) run_dswiglu_case(f, k16bRows, k16bInter);
+      run_nonfinite_quantiser_case(f);
     }
     bad_arguments();
     for (int32_t f : {NEP_GEMM_FP8_BLOCK, NEP_GEMM_MXFP8}) {

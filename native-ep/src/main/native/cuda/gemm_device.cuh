@@ -44,8 +44,16 @@ __device__ __forceinline__ Fp8Scale fp8_scale(uint32_t amax_bits) {
   const float amax = __uint_as_float(max(amax_bits, kAmaxFloorBits));
   return {__fdiv_rn(amax, 448.0f), __fdiv_rn(448.0f, amax)};
 }
+// The element x scaled by a positive finite factor, encoded as codec.h does (x * factor on the
+// CPU): a non-finite x gives the NaN code with x's own sign, which the GPU's product would drop
+// (its NaN results are canonical, sign clear).
+__device__ __forceinline__ uint8_t e4m3_encode_scaled(float x, float scaled) {
+  const uint32_t u = __float_as_uint(x);
+  if ((u & 0x7FFFFFFFu) >= 0x7F800000u) return (uint8_t)(0x7Fu | ((u >> 24) & 0x80u));
+  return e4m3_encode(scaled);
+}
 __device__ __forceinline__ uint8_t fp8_element(float x, const Fp8Scale& s) {
-  return e4m3_encode(__fmul_rn(x, s.inv));
+  return e4m3_encode_scaled(x, __fmul_rn(x, s.inv));
 }
 
 // MXFP8: the shared exponent from the finite amax bits (wire.cuh's rule) and the two exact
@@ -64,7 +72,7 @@ __device__ __forceinline__ MxScale mx_scale(uint32_t amax_bits) {
   return s;
 }
 __device__ __forceinline__ uint8_t mx_element(float x, const MxScale& s) {
-  return e4m3_encode(__fmul_rn(__fmul_rn(x, s.f1), s.f2));
+  return e4m3_encode_scaled(x, __fmul_rn(__fmul_rn(x, s.f1), s.f2));
 }
 
 // One promotion of a block's partial sum p into the accumulator (gemm_api.h, "Numerics").
