@@ -277,6 +277,44 @@ void run_case(Ctx& ctx, const Case& c) {
     ctx.check(ids_ok, "recv_topk_idx holds values outside {-1} U [0, El)");
     compare_vec(ctx, "count(recv_topk_idx == e)", ex.recv_raw, cnt);
   }
+  // Wire rows (nep_cuda_dispatch_wire): the same call into rows kept as they travelled, decoded
+  // on the GPU (nep_cuda_decode_wire_rows), must give the float dispatch's rows bit for bit, with
+  // the same top-k and weights.
+  if ((c.wire == NEP_WIRE_FP8 || c.wire == NEP_WIRE_MXFP8) && c.recv_dtype == NEP_DTYPE_FP32) {
+    const int64_t rb = c.wire == NEP_WIRE_FP8
+                           ? (((H + 15) / 16 * 16 + 4 * ((H + 127) / 128)) + 15) / 16 * 16
+                           : (((H + 15) / 16 * 16 + (H + 31) / 32) + 15) / 16 * 16;
+    DevMem rows(size_t(std::max<int64_t>(R, 1) * rb));
+    DevMem idx(size_t(std::max<int64_t>(R, 1) * K * 8));
+    DevMem wts(size_t(std::max<int64_t>(R, 1) * K * 4));
+    DevMem dec(size_t(std::max<int64_t>(R, 1) * H * 4));
+    rows.poison(0xff);
+    dec.poison(0xff);
+    st = nep_cuda_dispatch_wire(ctx.buf, h.get(), dx.addr(), p.x_dtype, H, c.wire, dtopk.addr(),
+                                dw.addr(), rows.addr(), rb, idx.addr(), wts.addr(), c.sms, 0, e.msg,
+                                sizeof(e.msg));
+    ctx.check(st == NEP_OK,
+              std::string("dispatch_wire status ") + std::to_string(st) + ": " + e.msg);
+    if (st == NEP_OK) {
+      st = nep_cuda_decode_wire_rows(nep_cuda_buffer_device(ctx.buf), c.wire, rows.addr(), R, H, rb,
+                                     dec.addr(), 0, e.msg, sizeof(e.msg));
+      ctx.check(st == NEP_OK, std::string("decode_wire_rows: ") + e.msg);
+      st = nep_cuda_sync(ctx.buf, 0, e.msg, sizeof(e.msg));
+      ctx.check(st == NEP_OK, std::string("sync after dispatch_wire: ") + e.msg);
+      std::vector<uint8_t> got_dec(static_cast<size_t>(R * H * 4));
+      dec.download(got_dec.data(), got_dec.size());
+      compare_rows(&ctx, "decoded wire rows (" + wire_name(c.wire) + ") vs recv_x", got_x.data(),
+                   got_dec.data(), R, H * ob, ob, describe);
+      std::vector<int64_t> widx(static_cast<size_t>(R * K)), fidx(widx.size());
+      std::vector<float> ww(static_cast<size_t>(R * K)), fw(ww.size());
+      idx.download(widx.data(), widx.size() * 8);
+      d1.idx.download(fidx.data(), fidx.size() * 8);
+      wts.download(ww.data(), ww.size() * 4);
+      d1.w.download(fw.data(), fw.size() * 4);
+      compare_vec(ctx, "wire-row dispatch recv_topk_idx", fidx, widx);
+      compare_vec(ctx, "wire-row dispatch recv_topk_weights", fw, ww);
+    }
+  }
   // Provenance and order read from the rows themselves (pattern data: channel 0 = source rank + 1,
   // the last two 128-channel groups = the token index in base 128).
   if (p.data == Data::kPattern && c.wire != NEP_WIRE_MXFP8) {

@@ -240,6 +240,33 @@ int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle* h, int64_t x, i
                           int64_t err_cap);
 
 /*
+ * nep_cuda_dispatch that keeps the received rows as they travelled (NEP_WIRE_FP8 or NEP_WIRE_MXFP8
+ * only), for consumers that read the wire's encoding directly (the grouped FP8 GEMMs of
+ * gemm_api.h): recv_rows [R, recv_row_bytes] uint8, 16-byte aligned, receives each row's e4m3
+ * elements at bytes [0, hidden) and its scales from roundup(hidden, 16) (FP8: fp32 per 128
+ * channels, MXFP8: E8M0 per 32), the row padded to a multiple of 16 bytes (padding bytes are left
+ * as they were); recv_row_bytes must be that size. Rows land where nep_cuda_dispatch puts them
+ * (by source rank, then source token); the other arguments, the ordering on `stream` and the
+ * cached dispatch are as there, and every rank may pick either call. nep_cuda_decode_wire_rows
+ * turns the rows into what nep_cuda_dispatch writes as float32, bit for bit. Asynchronous,
+ * collective.
+ */
+int32_t nep_cuda_dispatch_wire(nep_cuda_buffer* buf, nep_cuda_handle* h, int64_t x, int32_t x_dtype,
+                               int64_t hidden, int32_t wire, int64_t topk_idx, int64_t topk_weights,
+                               int64_t recv_rows, int64_t recv_row_bytes, int64_t recv_topk_idx,
+                               int64_t recv_topk_weights, int32_t num_sms, int64_t stream,
+                               char* err, int64_t err_cap);
+
+/*
+ * Decodes rows [rows, row_bytes] in the layout of nep_cuda_dispatch_wire (device memory, 16-byte
+ * aligned) into out [rows, hidden] float32 on `device`, asynchronously on `stream`; hidden a
+ * multiple of the wire's scaling block (128 FP8, 32 MXFP8), row_bytes the layout's row size.
+ */
+int32_t nep_cuda_decode_wire_rows(int32_t device, int32_t wire, int64_t in, int64_t rows,
+                                  int64_t hidden, int64_t row_bytes, int64_t out, int64_t stream,
+                                  char* err, int64_t err_cap);
+
+/*
  * y [R, hidden] (dtype y_dtype), one row per received token. out [T, hidden] (dtype out_dtype):
  * out[t] = sum over the ranks r that received t, in rank order, of y_r[slot(t, r)], each term cast
  * to `wire` (NEP_WIRE_BF16 or NEP_WIRE_FP32) and accumulated in fp32; tokens sent nowhere get

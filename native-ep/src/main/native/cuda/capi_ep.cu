@@ -260,6 +260,21 @@ NEP_EXPORT int32_t nep_cuda_dispatch(nep_cuda_buffer* buf, nep_cuda_handle* h, i
   });
 }
 
+NEP_EXPORT int32_t nep_cuda_dispatch_wire(nep_cuda_buffer* buf, nep_cuda_handle* h, int64_t x,
+                                          int32_t x_dtype, int64_t hidden, int32_t wire,
+                                          int64_t topk_idx, int64_t topk_weights, int64_t recv_rows,
+                                          int64_t recv_row_bytes, int64_t recv_topk_idx,
+                                          int64_t recv_topk_weights, int32_t num_sms,
+                                          int64_t stream, char* err, int64_t err_cap) {
+  return guarded(err, err_cap, [&] {
+    require_buffer(buf);
+    if (recv_row_bytes < 0)
+      fail(NEP_ERR_INVALID_ARGUMENT, "recv_row_bytes=", recv_row_bytes, " must be >= 0");
+    buf->dispatch(h, x, x_dtype, hidden, wire, topk_idx, topk_weights, recv_rows, NEP_DTYPE_FP32,
+                  recv_topk_idx, recv_topk_weights, num_sms, as_stream(stream), recv_row_bytes);
+  });
+}
+
 NEP_EXPORT int32_t nep_cuda_combine(nep_cuda_buffer* buf, const nep_cuda_handle* h, int64_t y,
                                     int32_t y_dtype, int64_t hidden, int32_t wire,
                                     int64_t y_weights, int64_t out, int32_t out_dtype,

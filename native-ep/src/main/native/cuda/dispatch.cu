@@ -39,6 +39,13 @@ struct DispatchShared {
   u64 recv_base[kMaxRanks];
 };
 
+// Bytes of one output row: a float32 / bf16 row, or the wire row itself (kDtypeWireRows).
+template <int WIRE>
+__device__ __forceinline__ long long out_row_bytes(int32_t out_dtype, long long hidden) {
+  return out_dtype == kDtypeWireRows ? wire_row_bytes(WIRE, hidden)
+                                     : hidden * (out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
+}
+
 template <int WIRE>
 __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long t, int par) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -96,8 +103,9 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
       if (a.recv_topk_weights != nullptr)
         a.recv_topk_weights[row * K + lane] = local ? weight : 0.f;
     }
-    self_row = static_cast<uint8_t*>(a.recv_x) + row * H * (a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
+    self_row = static_cast<uint8_t*>(a.recv_x) + row * out_row_bytes<WIRE>(a.out_dtype, H);
   }
+  const bool keep_wire = a.out_dtype == kDtypeWireRows;
 
   // Row data: two warp-steps (512 channels) in flight per iteration.
   const uint8_t* xrow =
@@ -123,7 +131,9 @@ __device__ void send_token(const DispatchArgs& a, DispatchShared& sh, long long 
           const int r = __ffs(m) - 1;
           store_wire8<WIRE>(sh.slot[warp][r] + poff, H, ch[u], lane, e);
         }
-        if (self) {
+        if (self && keep_wire) {
+          store_wire8<WIRE>(self_row, H, ch[u], lane, e);  // the row as it travels
+        } else if (self) {
           decode8<WIRE>(e, v);
           store_row8(self_row, a.out_dtype, ch[u], v);
         }
@@ -167,8 +177,8 @@ __device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, 
           local && (flags & 2) ? ld_volatile_f32(slot + 16 + 4 * K + 4 * lane) : 0.f;
   }
   const uint8_t* payload = slot + a.geom.payload_offset;
-  uint8_t* out_row =
-      static_cast<uint8_t*>(a.recv_x) + row * H * (a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
+  uint8_t* out_row = static_cast<uint8_t*>(a.recv_x) + row * out_row_bytes<WIRE>(a.out_dtype, H);
+  const bool keep_wire = a.out_dtype == kDtypeWireRows;
   for (long long base = 0; base < H; base += kUnroll * kWarpChannels) {
     long long ch[kUnroll];
 #pragma unroll
@@ -179,7 +189,9 @@ __device__ void recv_message(const DispatchArgs& a, const uint8_t* ring, int s, 
       if (ch[u] < H) e[u] = load_wire8<WIRE>(payload, H, ch[u]);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (ch[u] < H) {
+      if (ch[u] < H && keep_wire) {
+        store_wire8<WIRE>(out_row, H, ch[u], lane, e[u]);  // the wire row as it travelled
+      } else if (ch[u] < H) {
         float v[8];
         decode8<WIRE>(e[u], v);
         store_row8(out_row, a.out_dtype, ch[u], v);

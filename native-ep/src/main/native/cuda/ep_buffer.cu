@@ -461,21 +461,34 @@ std::unique_ptr<nep_cuda_handle> nep_cuda_buffer::notify(int64_t topk_idx, int64
 void nep_cuda_buffer::dispatch(nep_cuda_handle* h, int64_t x, int32_t x_dtype, int64_t hidden,
                                int32_t wire, int64_t topk_idx, int64_t topk_weights, int64_t recv_x,
                                int32_t recv_dtype, int64_t recv_topk_idx, int64_t recv_topk_weights,
-                               int32_t num_sms, cudaStream_t s) {
+                               int32_t num_sms, cudaStream_t s, int64_t recv_row_bytes) {
   check_usable();
   check_handle(this, h);
   check_dtype("x_dtype", x_dtype);
-  check_dtype("recv_dtype", recv_dtype);
+  const bool wire_rows = recv_row_bytes >= 0;
+  if (!wire_rows) check_dtype("recv_dtype", recv_dtype);
   if (wire < NEP_WIRE_FP32 || wire > NEP_WIRE_MXFP8)
     fail(NEP_ERR_INVALID_ARGUMENT, "wire=", wire, " is not a wire format (0..3)");
   check_hidden(hidden);
+  if (wire_rows) {
+    if (wire != NEP_WIRE_FP8 && wire != NEP_WIRE_MXFP8)
+      fail(NEP_ERR_INVALID_ARGUMENT, "wire=", wire,
+           " has no wire-row output: only fp8 (2) and mxfp8 (3) rows are kept as they travel");
+    if (recv_row_bytes != wire_row_bytes(wire, hidden))
+      fail(NEP_ERR_INVALID_ARGUMENT, "recv_row_bytes=", recv_row_bytes,
+           " must equal the GPU wire row size of hidden=", hidden, ", ",
+           wire_row_bytes(wire, hidden), " (scales at roundup(hidden, 16), rows padded to 16)");
+    recv_dtype = kDtypeWireRows;
+  }
   check_num_sms(this, num_sms);
   if (h->num_tokens > 0 && x == 0)
     fail(NEP_ERR_INVALID_ARGUMENT, "x is null with num_tokens=", h->num_tokens);
+  const char* recv_name = wire_rows ? "recv_rows" : "recv_x";
   if (h->num_recv > 0 && recv_x == 0)
-    fail(NEP_ERR_INVALID_ARGUMENT, "recv_x is null but this rank receives ", h->num_recv, " rows");
+    fail(NEP_ERR_INVALID_ARGUMENT, recv_name, " is null but this rank receives ", h->num_recv,
+         " rows");
   check_aligned("x", x, 16);
-  check_aligned("recv_x", recv_x, 16);
+  check_aligned(recv_name, recv_x, 16);
   if (topk_weights != 0 && topk_idx == 0)
     fail(NEP_ERR_INVALID_ARGUMENT, "topk_weights needs topk_idx (to know which slots are local)");
   if (recv_topk_idx != 0 && topk_idx == 0)
@@ -493,7 +506,8 @@ void nep_cuda_buffer::dispatch(nep_cuda_handle* h, int64_t x, int32_t x_dtype, i
   span("x", x, T * hidden * dtype_bytes(x_dtype));
   span("topk_idx", topk_idx, T * K * 8LL);
   span("topk_weights", topk_weights, T * K * 4LL);
-  span("recv_x", recv_x, R * hidden * dtype_bytes(recv_dtype));
+  span(wire_rows ? "recv_rows" : "recv_x", recv_x,
+       wire_rows ? R * recv_row_bytes : R * hidden * dtype_bytes(recv_dtype));
   span("recv_topk_idx", recv_topk_idx, R * K * 8LL);
   span("recv_topk_weights", recv_topk_weights, R * K * 4LL);
   DispatchCall c;

@@ -52,9 +52,12 @@ struct nep_cuda_buffer {
   std::unique_ptr<nep_cuda_handle> notify(int64_t topk_idx, int64_t num_tokens, int32_t num_topk,
                                           int32_t num_experts, int32_t expert_alignment,
                                           cudaStream_t s);
+  // recv_row_bytes >= 0: recv_x receives the wire rows as they travelled (nep_cuda_dispatch_wire),
+  // recv_row_bytes bytes per row, instead of rows of recv_dtype.
   void dispatch(nep_cuda_handle* h, int64_t x, int32_t x_dtype, int64_t hidden, int32_t wire,
                 int64_t topk_idx, int64_t topk_weights, int64_t recv_x, int32_t recv_dtype,
-                int64_t recv_topk_idx, int64_t recv_topk_weights, int32_t num_sms, cudaStream_t s);
+                int64_t recv_topk_idx, int64_t recv_topk_weights, int32_t num_sms, cudaStream_t s,
+                int64_t recv_row_bytes = -1);
   void combine(const nep_cuda_handle* h, int64_t y, int32_t y_dtype, int64_t hidden, int32_t wire,
                int64_t y_weights, int64_t out, int32_t out_dtype, int64_t out_weights,
                int32_t num_sms, cudaStream_t s);

@@ -203,6 +203,11 @@ struct RouteView {  // the handle's routing as the kernels read it
   long long num_recv;
 };
 
+// Output "dtype" of a dispatch into wire rows (nep_cuda_dispatch_wire): each received row is
+// stored as it travelled, wire_row_bytes(wire, hidden) bytes per row (internal, never a public
+// NEP_DTYPE_* value).
+constexpr int32_t kDtypeWireRows = 2;
+
 struct DispatchArgs {
   int32_t rank, world, num_topk, local_experts, num_channels, drain_channels;
   long long hidden;

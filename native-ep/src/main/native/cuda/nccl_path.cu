@@ -78,7 +78,8 @@ __global__ void __launch_bounds__(kStageThreads) dispatch_unpack_kernel(const Nc
   const int lane = threadIdx.x & 31;
   const int K = a.num_topk, me = a.rank, El = a.local_experts;
   const long long H = a.hidden;
-  const int ob = a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4;
+  const bool raw = a.out_dtype == kDtypeWireRows;  // keep the wire rows as they travelled
+  const long long ob = raw ? wire_row_bytes(WIRE, H) : H * (a.out_dtype == NEP_DTYPE_BF16 ? 2 : 4);
   for (long long i = warp_id_global(); i < a.num_recv; i += warps_total()) {
     const uint8_t* slot = a.recv_stage + i * a.slot_bytes;
     const int hdr = lane < 3 ? reinterpret_cast<const int*>(slot)[lane] : 0;
@@ -94,10 +95,12 @@ __global__ void __launch_bounds__(kStageThreads) dispatch_unpack_kernel(const Nc
             local && (flags & 2) ? reinterpret_cast<const float*>(slot + 16 + 4 * K)[lane] : 0.f;
     }
     const uint8_t* payload = slot + a.payload_offset;
-    uint8_t* out_row = static_cast<uint8_t*>(a.recv_x) + i * H * ob;
+    uint8_t* out_row = static_cast<uint8_t*>(a.recv_x) + i * ob;
     for (long long base = 0; base < H; base += kWarpChannels) {
       const long long ch = base + lane * kLaneChannels;
-      if (ch < H) {
+      if (ch < H && raw) {
+        store_wire8<WIRE>(out_row, H, ch, lane, load_wire8<WIRE>(payload, H, ch));
+      } else if (ch < H) {
         const Enc8 e = load_wire8<WIRE>(payload, H, ch);
         float v[8];
         decode8<WIRE>(e, v);

@@ -124,6 +124,16 @@ NEP_STUB int32_t nep_cuda_dispatch(nep_cuda_buffer*, nep_cuda_handle*, int64_t, 
                                    int32_t, int64_t, char* err, int64_t cap) {
   return unsupported(err, cap);
 }
+NEP_STUB int32_t nep_cuda_dispatch_wire(nep_cuda_buffer*, nep_cuda_handle*, int64_t, int32_t,
+                                        int64_t, int32_t, int64_t, int64_t, int64_t, int64_t,
+                                        int64_t, int64_t, int32_t, int64_t, char* err,
+                                        int64_t cap) {
+  return unsupported(err, cap);
+}
+NEP_STUB int32_t nep_cuda_decode_wire_rows(int32_t, int32_t, int64_t, int64_t, int64_t, int64_t,
+                                           int64_t, int64_t, char* err, int64_t cap) {
+  return unsupported(err, cap);
+}
 NEP_STUB int32_t nep_cuda_combine(nep_cuda_buffer*, const nep_cuda_handle*, int64_t, int32_t,
                                   int64_t, int32_t, int64_t, int64_t, int32_t, int64_t, int32_t,
                                   int64_t, char* err, int64_t cap) {

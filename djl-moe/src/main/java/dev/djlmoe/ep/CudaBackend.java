@@ -189,9 +189,7 @@ final class CudaBackend implements EpBackend {
     /** GPU rows of the wire-row dispatch: scales at roundup(H, 16), rows padded to 16 bytes. */
     @Override
     public long[] wireRowLayout(WireFormat wire, long hidden) {
-        long scaleOffset = (hidden + 15) / 16 * 16;
-        long scaleBytes = WireRows.packedRowBytes(wire, hidden) - hidden;
-        return new long[] {(scaleOffset + scaleBytes + 15) / 16 * 16, scaleOffset};
+        return gpuLayout(wire, hidden);
     }
 
     @Override
@@ -204,30 +202,82 @@ final class CudaBackend implements EpBackend {
             NDArray recvRows,
             NDArray recvTopkIdx,
             NDArray recvTopkWeights) {
-        throw new UnsupportedOperationException(
-                "dispatch into wire rows is not available on a GPU yet (" + device + ")");
+        CudaRouting r = (CudaRouting) routing;
+        CudaEpBuffer b = open();
+        try (GpuArguments args = new GpuArguments(device)) {
+            b.dispatchWire(
+                    r.handle(),
+                    args.input(x, "x", DataType.FLOAT32),
+                    NativeEpCuda.NEP_DTYPE_FP32,
+                    x.getShape().get(1),
+                    wire.code(),
+                    args.input(topkIdx, "topk_idx", DataType.INT64),
+                    args.input(topkWeights, "topk_weights", DataType.FLOAT32),
+                    args.output(recvRows, "recv_rows", DataType.UINT8),
+                    recvRows.getShape().get(1),
+                    args.output(recvTopkIdx, "recv_topk_idx", DataType.INT64),
+                    args.output(recvTopkWeights, "recv_topk_weights", DataType.FLOAT32),
+                    numSms,
+                    STREAM);
+            r.markDispatched();
+        } catch (CudaEpException e) {
+            throw translate(e);
+        }
     }
 
     /**
-     * Decodes GPU wire rows into float32 rows.
+     * Decodes GPU wire rows into float32 rows, on libtorch's stream.
      *
-     * @param rows the rows
+     * @param rows the rows, in this backend's layout ({@link #wireRowLayout})
      * @param out {@code [R, H]} float32 on the rows' GPU
+     * @throws IllegalArgumentException when the rows are not in the GPU layout
      */
     static void decodeWireRows(WireRows rows, NDArray out) {
-        throw new UnsupportedOperationException(
-                "decoding wire rows is not available on a GPU yet ("
-                        + rows.rows().getDevice()
-                        + ")");
+        Device device = rows.rows().getDevice();
+        long[] layout = gpuLayout(rows.wire(), rows.hidden());
+        if (rows.rowBytes() != layout[0] || rows.scaleOffset() != layout[1]) {
+            throw new IllegalArgumentException(
+                    "GPU rows must be in the GPU transport's layout (rowBytes "
+                            + layout[0]
+                            + ", scaleOffset "
+                            + layout[1]
+                            + "), got rowBytes "
+                            + rows.rowBytes()
+                            + ", scaleOffset "
+                            + rows.scaleOffset());
+        }
+        checkHidden(rows.hidden(), rows.wire());
+        try (GpuArguments args = new GpuArguments(device)) {
+            CudaEpBuffer.decodeWireRows(
+                    device.getDeviceId(),
+                    rows.wire().code(),
+                    args.input(rows.rows(), "rows", DataType.UINT8),
+                    rows.numRows(),
+                    rows.hidden(),
+                    rows.rowBytes(),
+                    args.output(out, "out", DataType.FLOAT32),
+                    STREAM);
+        } catch (CudaEpException e) {
+            RuntimeException t = NativeCall.exception(e.status(), device + ": " + e.getMessage());
+            t.initCause(e);
+            throw t;
+        }
+    }
+
+    /** The GPU transport's wire row: scales at roundup(H, 16), the row padded to 16 bytes. */
+    static long[] gpuLayout(WireFormat wire, long hidden) {
+        long scaleOffset = (hidden + 15) / 16 * 16;
+        long scaleBytes = WireRows.packedRowBytes(wire, hidden) - hidden;
+        return new long[] {(scaleOffset + scaleBytes + 15) / 16 * 16, scaleOffset};
     }
 
     /**
      * Whether this backend dispatches into wire rows.
      *
-     * @return false until the plug-in has the entry point
+     * @return true: the plug-in has {@code nep_cuda_dispatch_wire}
      */
     static boolean hasWireRows() {
-        return false;
+        return true;
     }
 
     @Override

@@ -13,6 +13,9 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.dist.LocalProcessGroup;
+import dev.djlmoe.nativeep.NativeEp;
+import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
+import dev.djlmoe.nativeep.cuda.CudaEpException;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -72,6 +75,46 @@ class WireRowsTest {
                 assertThrows(IllegalArgumentException.class, () -> buffer.dispatchWire(x, h, wire));
             }
         }
+    }
+
+    /**
+     * The CUDA plug-in's wire-row entry points check their arguments on the host, before any GPU
+     * work: without a GPU the refusals come back as named errors all the same (with the CPU-only
+     * stand-in library, every call reports that the plug-in is not built in).
+     */
+    @Test
+    void cudaWireRowEntryPointsRefuseBadArgumentsByName() {
+        long a = 4096;
+        RuntimeException wire =
+                assertThrows(
+                        RuntimeException.class,
+                        () -> CudaEpBuffer.decodeWireRows(0, 1, a, 4, 256, 512, a, 0));
+        RuntimeException size =
+                assertThrows(
+                        RuntimeException.class,
+                        () -> CudaEpBuffer.decodeWireRows(0, 2, a, 4, 256, 260, a, 0));
+        RuntimeException hidden =
+                assertThrows(
+                        RuntimeException.class,
+                        () -> CudaEpBuffer.decodeWireRows(0, 3, a, 4, 200, 224, a, 0));
+        if (wire instanceof CudaEpException u && u.status() == NativeEp.NEP_ERR_UNSUPPORTED) {
+            return; // the stand-in plug-in of a build without nvcc
+        }
+        // NEP_ERR_INVALID_ARGUMENT comes back as IllegalArgumentException.
+        assertTrue(wire instanceof IllegalArgumentException, wire.toString());
+        assertTrue(size instanceof IllegalArgumentException, size.toString());
+        assertTrue(hidden instanceof IllegalArgumentException, hidden.toString());
+        assertTrue(
+                wire.getMessage().contains("wire=1 has no wire rows to decode"), wire.getMessage());
+        assertTrue(
+                size.getMessage()
+                        .contains(
+                                "row_bytes=260 must equal the GPU wire row size of hidden=256,"
+                                        + " 272"),
+                size.getMessage());
+        assertTrue(
+                hidden.getMessage().contains("hidden=200 must be a positive multiple of 32"),
+                hidden.getMessage());
     }
 
     @Test

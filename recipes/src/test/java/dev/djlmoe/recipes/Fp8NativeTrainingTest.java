@@ -19,6 +19,7 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.List;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -92,6 +93,36 @@ class Fp8NativeTrainingTest {
         assertTrue(fedLayers >= FEED_STEPS, "the wire rows fed the GEMMs: " + fedLayers);
         assertEquals(fedLayers, WireFeed.feeds() - before, "switched off by " + WireFeed.PROPERTY);
         assertEquals(floats, fed, p + ": losses with and without the feed-through");
+    }
+
+    @Test
+    void onGpuWireRowsFedToTheGemmsTrainBitForBitLikeFloatRows(@TempDir Path dir) {
+        TestDevice.assumeGpu("the GPU twin of the wire-row feed-through's bit-for-bit training");
+        for (TrainingPrecision p :
+                new TrainingPrecision[] {TrainingPrecision.FP8, TrainingPrecision.MXFP8}) {
+            String tag = p.flag();
+            List<Float> floats =
+                    withProperty(
+                            WireFeed.PROPERTY,
+                            "false",
+                            () -> train(p, dir.resolve(tag + "-float"), FEED_STEPS));
+            List<Float> again =
+                    withProperty(
+                            WireFeed.PROPERTY,
+                            "false",
+                            () -> train(p, dir.resolve(tag + "-float2"), FEED_STEPS));
+            Assumptions.assumeTrue(
+                    floats.equals(again),
+                    "two GPU runs without the feed-through differ ("
+                            + floats
+                            + " vs "
+                            + again
+                            + "): libtorch's GPU kernels are not deterministic here");
+            long before = WireFeed.feeds();
+            List<Float> fed = train(p, dir.resolve(tag + "-fed"), FEED_STEPS);
+            assertTrue(WireFeed.feeds() - before >= FEED_STEPS, "the wire rows fed the GEMMs");
+            assertEquals(floats, fed, tag + ": GPU losses with and without the feed-through");
+        }
     }
 
     @Test

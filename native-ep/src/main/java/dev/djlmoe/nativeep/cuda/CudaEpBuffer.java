@@ -269,6 +269,89 @@ public final class CudaEpBuffer implements AutoCloseable {
     }
 
     /**
+     * Dispatch into wire rows (collective, asynchronous); see {@code nep_cuda_dispatch_wire} in
+     * cuda_api.h.
+     *
+     * @param h the handle of the notify
+     * @param x x [T, hidden]
+     * @param xDtype element type of x
+     * @param hidden channels per row
+     * @param wire 2 fp8 or 3 mxfp8
+     * @param topkIdx topk_idx [T, K] int64, or 0
+     * @param topkWeights topk_weights [T, K] float32, or 0
+     * @param recvRows recv_rows [R, recvRowBytes] uint8
+     * @param recvRowBytes the GPU wire row size
+     * @param recvTopkIdx recv_topk_idx [R, K] int64, or 0
+     * @param recvTopkWeights recv_topk_weights [R, K] float32, or 0
+     * @param numSms multiprocessors used
+     * @param stream the CUDA stream
+     */
+    public void dispatchWire(
+            Handle h,
+            long x,
+            int xDtype,
+            long hidden,
+            int wire,
+            long topkIdx,
+            long topkWeights,
+            long recvRows,
+            long recvRowBytes,
+            long recvTopkIdx,
+            long recvTopkWeights,
+            int numSms,
+            long stream) {
+        CudaCall.run(
+                "dispatch (wire rows)",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_dispatch_wire(
+                                open(),
+                                h.open(),
+                                x,
+                                xDtype,
+                                hidden,
+                                wire,
+                                topkIdx,
+                                topkWeights,
+                                recvRows,
+                                recvRowBytes,
+                                recvTopkIdx,
+                                recvTopkWeights,
+                                numSms,
+                                stream,
+                                err,
+                                cap));
+    }
+
+    /**
+     * Decodes wire rows of {@link #dispatchWire} into float32 rows (asynchronous); see {@code
+     * nep_cuda_decode_wire_rows} in cuda_api.h.
+     *
+     * @param device the GPU
+     * @param wire 2 fp8 or 3 mxfp8
+     * @param in rows [rows, rowBytes] uint8
+     * @param rows the rows
+     * @param hidden channels per row
+     * @param rowBytes the GPU wire row size
+     * @param out out [rows, hidden] float32
+     * @param stream the CUDA stream
+     */
+    public static void decodeWireRows(
+            int device,
+            int wire,
+            long in,
+            long rows,
+            long hidden,
+            long rowBytes,
+            long out,
+            long stream) {
+        CudaCall.run(
+                "decode wire rows",
+                (err, cap) ->
+                        NativeEpCuda.nep_cuda_decode_wire_rows(
+                                device, wire, in, rows, hidden, rowBytes, out, stream, err, cap));
+    }
+
+    /**
      * Combine (collective, asynchronous); see {@code nep_cuda_combine} in cuda_api.h.
      *
      * @param h a handle a dispatch has used

@@ -369,6 +369,38 @@ public final class NativeEpCuda {
             @Cast("char*") BytePointer err,
             long errCap);
 
+    /** {@code nep_cuda_dispatch} into wire rows (FP8 / MXFP8 rows kept as they travelled). */
+    public static native int nep_cuda_dispatch_wire(
+            nep_cuda_buffer buf,
+            nep_cuda_handle h,
+            long x,
+            int xDtype,
+            long hidden,
+            int wire,
+            long topkIdx,
+            long topkWeights,
+            long recvRows,
+            long recvRowBytes,
+            long recvTopkIdx,
+            long recvTopkWeights,
+            int numSms,
+            long stream,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
+    /** Decodes wire rows of {@code nep_cuda_dispatch_wire} into float32 rows. */
+    public static native int nep_cuda_decode_wire_rows(
+            int device,
+            int wire,
+            long in,
+            long rows,
+            long hidden,
+            long rowBytes,
+            long out,
+            long stream,
+            @Cast("char*") BytePointer err,
+            long errCap);
+
     public static native int nep_cuda_combine(
             nep_cuda_buffer buf,
             @Const nep_cuda_handle h,
