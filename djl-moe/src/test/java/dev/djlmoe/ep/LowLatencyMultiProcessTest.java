@@ -21,8 +21,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  * shared-memory segment may be left behind.
  *
  * <p>Already proven elsewhere and not repeated here: every other argument check and its message
- * ({@code LowLatencyBufferTest}, {@code LowLatencyRefusalTest}), fp32 and MXFP8 wires and bit-exact fp32
- * combine ({@code LowLatencyBufferTest}), timeouts and a peer exiting ({@code
+ * ({@code LowLatencyBufferTest}, {@code LowLatencyRefusalTest}), fp32 and MXFP8 wires and bit-exact
+ * fp32 combine ({@code LowLatencyBufferTest}), timeouts and a peer exiting ({@code
  * ll_process_test.cpp}).
  */
 class LowLatencyMultiProcessTest {
