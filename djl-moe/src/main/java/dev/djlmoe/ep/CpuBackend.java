@@ -96,19 +96,10 @@ final class CpuBackend implements EpBackend {
                             NativeMemory.address(x, "x", DataType.FLOAT32),
                             x.getShape().get(1),
                             wire.code(),
-                            topkWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            topkWeights, "topk_weights", DataType.FLOAT32),
+                            addressOrZero(topkWeights, "topk_weights", DataType.FLOAT32),
                             NativeMemory.address(recvX, "recv_x", DataType.FLOAT32),
-                            recvTopkIdx == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            recvTopkIdx, "recv_topk_idx", DataType.INT64),
-                            recvTopkWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            recvTopkWeights, "recv_topk_weights", DataType.FLOAT32),
+                            addressOrZero(recvTopkIdx, "recv_topk_idx", DataType.INT64),
+                            addressOrZero(recvTopkWeights, "recv_topk_weights", DataType.FLOAT32),
                             call.err(),
                             call.cap()),
                     "dispatch");
@@ -139,20 +130,11 @@ final class CpuBackend implements EpBackend {
                             NativeMemory.address(x, "x", DataType.FLOAT32),
                             x.getShape().get(1),
                             wire.code(),
-                            topkWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            topkWeights, "topk_weights", DataType.FLOAT32),
+                            addressOrZero(topkWeights, "topk_weights", DataType.FLOAT32),
                             NativeMemory.address(recvRows, "recv_rows", DataType.UINT8),
                             recvRows.getShape().get(1),
-                            recvTopkIdx == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            recvTopkIdx, "recv_topk_idx", DataType.INT64),
-                            recvTopkWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            recvTopkWeights, "recv_topk_weights", DataType.FLOAT32),
+                            addressOrZero(recvTopkIdx, "recv_topk_idx", DataType.INT64),
+                            addressOrZero(recvTopkWeights, "recv_topk_weights", DataType.FLOAT32),
                             call.err(),
                             call.cap()),
                     "dispatch (wire rows)");
@@ -181,18 +163,18 @@ final class CpuBackend implements EpBackend {
                             NativeMemory.address(y, "y", DataType.FLOAT32),
                             y.getShape().get(1),
                             wire.code(),
-                            yWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(yWeights, "y_weights", DataType.FLOAT32),
+                            addressOrZero(yWeights, "y_weights", DataType.FLOAT32),
                             NativeMemory.address(out, "out", DataType.FLOAT32),
-                            outWeights == null
-                                    ? 0L
-                                    : NativeMemory.address(
-                                            outWeights, "out_weights", DataType.FLOAT32),
+                            addressOrZero(outWeights, "out_weights", DataType.FLOAT32),
                             call.err(),
                             call.cap()),
                     "combine");
         }
+    }
+
+    /** The address of an optional array: 0 (the C ABI's "none") for null. */
+    private static long addressOrZero(NDArray array, String name, DataType dtype) {
+        return array == null ? 0L : NativeMemory.address(array, name, dtype);
     }
 
     @Override

@@ -50,19 +50,17 @@ public final class EpAutograd {
             return d;
         }
         EpHandle handle = d.handle();
-        tape.keepUntilClose(handle);
-        NDArray localSlots = d.recvTopkIdx().gte(0); // [R, K]: slots whose expert is here
         NDList leaves =
-                tape.record(
-                        new NDList(x, topkWeights),
-                        new NDList(d.recvX(), d.recvTopkWeights()),
-                        grads -> {
-                            // Non-local slots were zeroed by dispatch: their derivative is zero.
-                            NDArray gw = grads.get(1).mul(localSlots);
-                            CombineResult c =
-                                    buffer.combine(grads.get(0), gw, handle, backwardWire);
-                            return new NDList(c.out(), c.outWeights());
-                        });
+                recordDispatch(
+                        tape,
+                        buffer,
+                        handle,
+                        x,
+                        topkWeights,
+                        d.recvX(),
+                        d.recvTopkIdx(),
+                        d.recvTopkWeights(),
+                        backwardWire);
         return new DispatchResult(
                 leaves.get(0), d.recvTopkIdx(), leaves.get(1), d.recvTokensPerExpert(), handle);
     }
@@ -113,27 +111,56 @@ public final class EpAutograd {
             return new WireLeaves(d, null);
         }
         EpHandle handle = d.handle();
-        tape.keepUntilClose(handle);
-        NDArray localSlots = d.recvTopkIdx().gte(0); // [R, K]: slots whose expert is here
         long rows = d.recv().numRows();
         NDArray one = x.getManager().zeros(new Shape(1, 1), DataType.FLOAT32, x.getDevice());
         NDArray standIn = one.broadcast(new Shape(rows, d.recv().hidden())); // [R, H], no storage
         NDList leaves =
-                tape.record(
-                        new NDList(x, topkWeights),
-                        new NDList(standIn, d.recvTopkWeights()),
-                        grads -> {
-                            NDArray gw = grads.get(1).mul(localSlots);
-                            CombineResult c =
-                                    buffer.combine(grads.get(0), gw, handle, backwardWire);
-                            return new NDList(c.out(), c.outWeights());
-                        });
+                recordDispatch(
+                        tape,
+                        buffer,
+                        handle,
+                        x,
+                        topkWeights,
+                        standIn,
+                        d.recvTopkIdx(),
+                        d.recvTopkWeights(),
+                        backwardWire);
         standIn.close();
         one.close();
         return new WireLeaves(
                 new WireDispatch(
                         d.recv(), d.recvTopkIdx(), leaves.get(1), d.recvTokensPerExpert(), handle),
                 leaves.get(0));
+    }
+
+    /**
+     * Records a dispatch on the tape, which keeps its handle from now on: {@code x} and {@code
+     * topkWeights} in, {@code recvX} and {@code recvTopkWeights} out, and the backward a combine of
+     * their gradients.
+     *
+     * @return the leaves of {@code recvX} and {@code recvTopkWeights}
+     */
+    private static NDList recordDispatch(
+            Tape tape,
+            EpBuffer buffer,
+            EpHandle handle,
+            NDArray x,
+            NDArray topkWeights,
+            NDArray recvX,
+            NDArray recvTopkIdx,
+            NDArray recvTopkWeights,
+            WireFormat backwardWire) {
+        tape.keepUntilClose(handle);
+        NDArray localSlots = recvTopkIdx.gte(0); // [R, K]: slots whose expert is here
+        return tape.record(
+                new NDList(x, topkWeights),
+                new NDList(recvX, recvTopkWeights),
+                grads -> {
+                    // Non-local slots were zeroed by dispatch: their derivative is zero.
+                    NDArray gw = grads.get(1).mul(localSlots);
+                    CombineResult c = buffer.combine(grads.get(0), gw, handle, backwardWire);
+                    return new NDList(c.out(), c.outWeights());
+                });
     }
 
     /**

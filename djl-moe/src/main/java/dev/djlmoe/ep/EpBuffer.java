@@ -19,6 +19,7 @@ import dev.djlmoe.nativeep.NativeEp;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
 import dev.djlmoe.nativeep.cuda.NativeEpCuda;
 import java.time.Duration;
+import java.util.function.Function;
 
 /**
  * The Java face of expert-parallel dispatch and combine, with DeepEP's normal-mode semantics.
@@ -455,10 +456,36 @@ public final class EpBuffer implements AutoCloseable {
             int expertAlignment,
             WireFormat wire) {
         checkOpen();
+        long[] xs = checkDispatch(x, topkIdx, topkWeights, numExperts, expertAlignment, false);
+        checkWire(wire);
+        checkHidden(xs[1], wire, x.getDevice());
+        return notifyThen(
+                topkIdx,
+                numExperts,
+                expertAlignment,
+                h -> dispatchData(x, h, topkIdx, topkWeights, true, wire, null));
+    }
+
+    /**
+     * The checks of a fresh dispatch's arguments before its notify, the wire format's aside; with
+     * {@code wireRows}, that the arrays' device has the wire-row dispatch.
+     *
+     * @return the shape of {@code x}
+     */
+    private long[] checkDispatch(
+            NDArray x,
+            NDArray topkIdx,
+            NDArray topkWeights,
+            int numExperts,
+            int expertAlignment,
+            boolean wireRows) {
         checkExperts(numExperts, worldSize());
         long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
         long[] tk = checkTopk(topkIdx, xs[0], numExperts);
         Device device = x.getDevice();
+        if (wireRows) {
+            checkWireRowsDevice(device);
+        }
         NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'x'");
         if (topkWeights != null) {
             EpChecks.checkMatrix(
@@ -466,11 +493,15 @@ public final class EpBuffer implements AutoCloseable {
             NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'x'");
         }
         checkAlignment(expertAlignment);
-        checkWire(wire);
-        checkHidden(xs[1], wire, device);
+        return xs;
+    }
+
+    /** Notifies, then runs the data phase on the new handle, which a failure of it closes. */
+    private <T> T notifyThen(
+            NDArray topkIdx, int numExperts, int expertAlignment, Function<EpHandle, T> data) {
         EpHandle handle = notifyChecked(topkIdx, numExperts, expertAlignment);
         try {
-            return dispatchData(x, handle, topkIdx, topkWeights, true, wire, null);
+            return data.apply(handle);
         } catch (RuntimeException e) {
             handle.close();
             throw e;
@@ -530,6 +561,33 @@ public final class EpBuffer implements AutoCloseable {
             throw new IllegalArgumentException("argument 'handle' is null");
         }
         EpRouting routing = handle.routing(this);
+        long hidden = checkRoutedX(x, handle, wire);
+        Device device = handle.device();
+        EpBackend backend = backendFor(device, "x");
+        long r = handle.numRecv();
+        int k = handle.numTopk();
+        NDManager m = x.getManager();
+        NDArray recvX =
+                into != null
+                        ? into
+                        : TorchMemory.empty(m, new Shape(r, hidden), DataType.FLOAT32, device);
+        NDArray recvIdx = emptyIf(withTopk, m, new Shape(r, k), DataType.INT64, device);
+        NDArray recvW = emptyIf(topkWeights != null, m, new Shape(r, k), DataType.FLOAT32, device);
+        long begin = clockStart(backend);
+        backend.dispatch(
+                routing, x, wire, withTopk ? topkIdx : null, topkWeights, recvX, recvIdx, recvW);
+        addDispatchStats(backend, begin, wire, hidden, handle);
+        return new DispatchResult(
+                recvX, recvIdx, recvW, withTopk ? handle.recvTokensPerExpert(true) : null, handle);
+    }
+
+    /**
+     * Checks {@code x} of a dispatch's data phase against the handle's routing: float32 {@code [T,
+     * H]} on the handle's device with T its tokens, and H fit for the wire.
+     *
+     * @return H
+     */
+    private static long checkRoutedX(NDArray x, EpHandle handle, WireFormat wire) {
         long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
         Device device = handle.device();
         NativeMemory.checkDevice(x, "x", device, "'handle' (its dispatch)");
@@ -541,30 +599,21 @@ public final class EpBuffer implements AutoCloseable {
                             + handle.numTokens()
                             + " tokens");
         }
-        long hidden = xs[1];
-        checkHidden(hidden, wire, device);
-        EpBackend backend = backendFor(device, "x");
-        long r = handle.numRecv();
-        int k = handle.numTopk();
-        NDManager m = x.getManager();
-        NDArray recvX =
-                into != null
-                        ? into
-                        : TorchMemory.empty(m, new Shape(r, hidden), DataType.FLOAT32, device);
-        NDArray recvIdx =
-                withTopk ? TorchMemory.empty(m, new Shape(r, k), DataType.INT64, device) : null;
-        NDArray recvW =
-                topkWeights != null
-                        ? TorchMemory.empty(m, new Shape(r, k), DataType.FLOAT32, device)
-                        : null;
-        long begin = clockStart(backend);
-        backend.dispatch(
-                routing, x, wire, withTopk ? topkIdx : null, topkWeights, recvX, recvIdx, recvW);
+        checkHidden(xs[1], wire, device);
+        return xs[1];
+    }
+
+    /** A new uninitialised array when {@code wanted}, else null. */
+    private static NDArray emptyIf(
+            boolean wanted, NDManager m, Shape shape, DataType dtype, Device device) {
+        return wanted ? TorchMemory.empty(m, shape, dtype, device) : null;
+    }
+
+    /** Counts a dispatch's bytes sent (its wire rows) and its time since {@code begin}. */
+    private void addDispatchStats(
+            EpBackend backend, long begin, WireFormat wire, long hidden, EpHandle handle) {
         long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
-        long sent = rowBytes * handle.numSent();
-        stats.addDispatch(sent, clockStop(backend, begin));
-        return new DispatchResult(
-                recvX, recvIdx, recvW, withTopk ? handle.recvTokensPerExpert(true) : null, handle);
+        stats.addDispatch(rowBytes * handle.numSent(), clockStop(backend, begin));
     }
 
     /**
@@ -599,26 +648,13 @@ public final class EpBuffer implements AutoCloseable {
         checkOpen();
         checkWire(wire);
         WireRows.checkWire(wire, "wire");
-        checkExperts(numExperts, worldSize());
-        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
-        long[] tk = checkTopk(topkIdx, xs[0], numExperts);
-        Device device = x.getDevice();
-        checkWireRowsDevice(device);
-        NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'x'");
-        if (topkWeights != null) {
-            EpChecks.checkMatrix(
-                    topkWeights, "topk_weights", DataType.FLOAT32, tk[0], tk[1], " like topk_idx");
-            NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'x'");
-        }
-        checkAlignment(expertAlignment);
-        checkHidden(xs[1], wire, device);
-        EpHandle handle = notifyChecked(topkIdx, numExperts, expertAlignment);
-        try {
-            return dispatchWireData(x, handle, topkIdx, topkWeights, true, wire);
-        } catch (RuntimeException e) {
-            handle.close();
-            throw e;
-        }
+        long[] xs = checkDispatch(x, topkIdx, topkWeights, numExperts, expertAlignment, true);
+        checkHidden(xs[1], wire, x.getDevice());
+        return notifyThen(
+                topkIdx,
+                numExperts,
+                expertAlignment,
+                h -> dispatchWireData(x, h, topkIdx, topkWeights, true, wire));
     }
 
     /**
@@ -668,36 +704,20 @@ public final class EpBuffer implements AutoCloseable {
             boolean withTopk,
             WireFormat wire) {
         EpRouting routing = handle.routing(this);
-        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
+        long hidden = checkRoutedX(x, handle, wire);
         Device device = handle.device();
-        NativeMemory.checkDevice(x, "x", device, "'handle' (its dispatch)");
-        if (xs[0] != handle.numTokens()) {
-            throw new IllegalArgumentException(
-                    "argument 'x' has "
-                            + xs[0]
-                            + " rows but the handle routes "
-                            + handle.numTokens()
-                            + " tokens");
-        }
-        long hidden = xs[1];
-        checkHidden(hidden, wire, device);
         EpBackend backend = backendFor(device, "x");
         long[] layout = backend.wireRowLayout(wire, hidden);
         long r = handle.numRecv();
         int k = handle.numTopk();
         NDManager m = x.getManager();
         NDArray recvRows = TorchMemory.empty(m, new Shape(r, layout[0]), DataType.UINT8, device);
-        NDArray recvIdx =
-                withTopk ? TorchMemory.empty(m, new Shape(r, k), DataType.INT64, device) : null;
-        NDArray recvW =
-                topkWeights != null
-                        ? TorchMemory.empty(m, new Shape(r, k), DataType.FLOAT32, device)
-                        : null;
+        NDArray recvIdx = emptyIf(withTopk, m, new Shape(r, k), DataType.INT64, device);
+        NDArray recvW = emptyIf(topkWeights != null, m, new Shape(r, k), DataType.FLOAT32, device);
         long begin = clockStart(backend);
         backend.dispatchWire(
                 routing, x, wire, withTopk ? topkIdx : null, topkWeights, recvRows, recvIdx, recvW);
-        long rowBytes = NativeEp.nep_wire_row_bytes(wire.code(), hidden);
-        stats.addDispatch(rowBytes * handle.numSent(), clockStop(backend, begin));
+        addDispatchStats(backend, begin, wire, hidden, handle);
         WireRows rows = new WireRows(recvRows, wire, hidden, layout[0], layout[1]);
         return new WireDispatch(
                 rows, recvIdx, recvW, withTopk ? handle.recvTokensPerExpert(true) : null, handle);

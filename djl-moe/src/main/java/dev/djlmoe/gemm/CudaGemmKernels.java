@@ -106,21 +106,6 @@ final class CudaGemmKernels implements GemmKernels {
             long m,
             long[] offsets,
             long a,
-            long sa,
-            long b,
-            long sb,
-            long out) {
-        groupedM(format, n, k, m, offsets, a, 0, sa, 0, b, sb, out);
-    }
-
-    @Override
-    public void groupedM(
-            int format,
-            long n,
-            long k,
-            long m,
-            long[] offsets,
-            long a,
             long lda,
             long sa,
             long ldsa,

@@ -23,7 +23,8 @@ interface GemmKernels {
     void dswigluQuantizeRows(
             int format, long y, long dh, long m, long inter, long dyOut, long q, long s);
 
-    void groupedM(
+    /** The M-grouped GEMM on packed rows: the strided one with 0 (dense) for both strides. */
+    default void groupedM(
             int format,
             long n,
             long k,
@@ -33,7 +34,9 @@ interface GemmKernels {
             long sa,
             long b,
             long sb,
-            long c);
+            long c) {
+        groupedM(format, n, k, m, offsets, a, 0, sa, 0, b, sb, c);
+    }
 
     /**
      * The M-grouped GEMM with row strides: {@code lda} and {@code ldsa} bytes between rows of the

@@ -16,6 +16,7 @@ import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.ep.DispatchResult;
 import dev.djlmoe.ep.EpAutograd;
 import dev.djlmoe.ep.EpContext;
+import dev.djlmoe.ep.EpHandle;
 import dev.djlmoe.ep.LowLatencyBuffer;
 import dev.djlmoe.ep.LowLatencyDispatch;
 import dev.djlmoe.ep.LowLatencyHandle;
@@ -226,17 +227,7 @@ public final class MoeLayer extends AbstractBlock {
                             w.recvTopkWeights(),
                             training);
             w.recv().rows().close(); // the experts keep their own sorted copy
-            out =
-                    EpAutograd.combine(
-                            tape,
-                            context.buffer(),
-                            y,
-                            w.handle(),
-                            context.combineWire(),
-                            context.backwardWire());
-            if (tape == null) {
-                w.handle().close();
-            }
+            out = combine(tape, y, w.handle());
         } else {
             DispatchResult d =
                     EpAutograd.dispatch(
@@ -255,22 +246,31 @@ public final class MoeLayer extends AbstractBlock {
                                     new NDList(d.recvX(), d.recvTopkIdx(), d.recvTopkWeights()),
                                     training)
                             .head(); // [R, H], the experts record on the same tape
-            out =
-                    EpAutograd.combine(
-                            tape,
-                            context.buffer(),
-                            y,
-                            d.handle(),
-                            context.combineWire(),
-                            context.backwardWire());
-            if (tape == null) {
-                d.handle().close();
-            }
+            out = combine(tape, y, d.handle());
         }
         if (sharedExperts != null) {
             out = out.add(sharedExperts.forward(ps, new NDList(u), training).head());
         }
         return new NDList(out.reshape(inShape));
+    }
+
+    /**
+     * Combines the experts' output {@code y [R, H]} back to the tokens; without a tape the
+     * dispatch's handle is closed after, with one the tape owns it.
+     */
+    private NDArray combine(Tape tape, NDArray y, EpHandle handle) {
+        NDArray out =
+                EpAutograd.combine(
+                        tape,
+                        context.buffer(),
+                        y,
+                        handle,
+                        context.combineWire(),
+                        context.backwardWire());
+        if (tape == null) {
+            handle.close();
+        }
+        return out;
     }
 
     /**

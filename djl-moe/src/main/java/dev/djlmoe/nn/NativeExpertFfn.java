@@ -17,6 +17,7 @@ import dev.djlmoe.ep.WireRows;
 import dev.djlmoe.gemm.Fp8ExpertGemms;
 import dev.djlmoe.gemm.GemmFormat;
 import dev.djlmoe.gemm.QuantizedWeights;
+import java.util.function.UnaryOperator;
 
 /**
  * The routed experts' SwiGLU feed-forward on rows sorted by expert through the native grouped FP8
@@ -73,6 +74,30 @@ final class NativeExpertFfn {
             return forward.y();
         }
         NDList inputs = new NDList(sortedX, gateProj, upProj, downProj);
+        return record(
+                tape,
+                inputs,
+                forward,
+                inter,
+                dx -> {
+                    x.close();
+                    return dx;
+                });
+    }
+
+    /**
+     * Records the expert FFN on the tape: {@code inputs} are the rows' stand-in and the three
+     * weights, the VJP runs the backward GEMMs and {@code rowsGrad} turns the gradient of the
+     * sorted rows into that of {@code inputs}' first.
+     *
+     * @return the tape leaf of the forward's output
+     */
+    private static NDArray record(
+            Tape tape,
+            NDList inputs,
+            Fp8ExpertGemms.Forward forward,
+            long inter,
+            UnaryOperator<NDArray> rowsGrad) {
         return tape.record(
                         inputs,
                         new NDList(forward.y()),
@@ -85,8 +110,8 @@ final class NativeExpertFfn {
                             // The tape runs each entry's VJP once: what the forward saved for it
                             // (activations, quantised weights) is freed now, not at the step's end.
                             releaseSaved(forward);
-                            x.close();
-                            return new NDList(g.dx(), gateUp.get(0), gateUp.get(1), g.dw2());
+                            NDArray dRows = rowsGrad.apply(g.dx());
+                            return new NDList(dRows, gateUp.get(0), gateUp.get(1), g.dw2());
                         })
                 .head();
     }
@@ -143,23 +168,18 @@ final class NativeExpertFfn {
         }
         long[] rs = recvX.getShape().getShape();
         NDList inputs = new NDList(recvX, gateProj, upProj, downProj);
-        return tape.record(
-                        inputs,
-                        new NDList(forward.y()),
-                        grads -> {
-                            Fp8ExpertGemms.Gradients g =
-                                    Fp8ExpertGemms.backward(forward, grads.get(0));
-                            NDList gateUp = g.dw13().split(new long[] {inter}, 1);
-                            g.dh().close();
-                            g.dy13().close();
-                            releaseSaved(forward);
-                            sortedRows.rows().close();
-                            NDArray dRecv = gatherBackward(g.dx(), rowIdx, rs[0], rs[1]);
-                            g.dx().close();
-                            rowIdx.close();
-                            return new NDList(dRecv, gateUp.get(0), gateUp.get(1), g.dw2());
-                        })
-                .head();
+        return record(
+                tape,
+                inputs,
+                forward,
+                inter,
+                dSorted -> {
+                    sortedRows.rows().close();
+                    NDArray dRecv = gatherBackward(dSorted, rowIdx, rs[0], rs[1]);
+                    dSorted.close();
+                    rowIdx.close();
+                    return dRecv;
+                });
     }
 
     /**

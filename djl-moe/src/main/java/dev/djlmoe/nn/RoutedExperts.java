@@ -381,13 +381,7 @@ public class RoutedExperts extends AbstractBlock {
         checkFloat32("upProj", upProj);
         checkFloat32("downProj", downProj);
         long rows = xs.get(0);
-        Shape is = topkIdx.getShape();
-        if (is.dimension() != 2 || is.get(0) != rows) {
-            throw new IllegalArgumentException(
-                    "topkIdx must have shape [" + rows + ", K], got " + is);
-        }
-        int k = (int) is.get(1);
-        checkShape("topkWeights", topkWeights, new Shape(rows, k));
+        int k = checkTopk(topkIdx, topkWeights, rows);
 
         Plan plan = Plan.of(MoeRouter.toLongs(topkIdx, "topkIdx"), (int) rows, k, numExperts);
         NDManager manager = x.getManager();
@@ -556,12 +550,7 @@ public class RoutedExperts extends AbstractBlock {
             checkShape("recvX", recvX, new Shape(r, hidden));
         }
         checkFloat32("topkWeights", topkWeights);
-        Shape is = topkIdx.getShape();
-        if (is.dimension() != 2 || is.get(0) != r) {
-            throw new IllegalArgumentException("topkIdx must have shape [" + r + ", K], got " + is);
-        }
-        int k = (int) is.get(1);
-        checkShape("topkWeights", topkWeights, new Shape(r, k));
+        int k = checkTopk(topkIdx, topkWeights, r);
         Plan plan = Plan.of(MoeRouter.toLongs(topkIdx, "topkIdx"), (int) r, k, numExperts);
         NDManager manager = rows.rows().getManager();
         Device device = rows.rows().getDevice();
@@ -649,6 +638,22 @@ public class RoutedExperts extends AbstractBlock {
                 a.close();
             }
         }
+    }
+
+    /**
+     * Checks that {@code topkIdx} is [rows, K] and {@code topkWeights} [rows, K] too.
+     *
+     * @return K
+     */
+    private static int checkTopk(NDArray topkIdx, NDArray topkWeights, long rows) {
+        Shape is = topkIdx.getShape();
+        if (is.dimension() != 2 || is.get(0) != rows) {
+            throw new IllegalArgumentException(
+                    "topkIdx must have shape [" + rows + ", K], got " + is);
+        }
+        int k = (int) is.get(1);
+        checkShape("topkWeights", topkWeights, new Shape(rows, k));
+        return k;
     }
 
     private static void checkShape(String name, NDArray array, Shape expected) {
