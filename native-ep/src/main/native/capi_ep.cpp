@@ -21,6 +21,24 @@ T* as_ptr(int64_t address) {
   return reinterpret_cast<T*>(address);
 }
 
+// The arguments nep_dispatch and nep_dispatch_wire share; each sets where the rows go.
+nep::DispatchArgs dispatch_args(int64_t x, int64_t hidden, int32_t wire, int64_t topk_weights,
+                                int64_t recv_topk_idx, int64_t recv_topk_weights) {
+  nep::DispatchArgs args;
+  args.x = as_ptr<const float>(x);
+  args.hidden = hidden;
+  args.wire = wire;
+  args.topk_weights = as_ptr<const float>(topk_weights);
+  args.recv_topk_idx = as_ptr<int64_t>(recv_topk_idx);
+  args.recv_topk_weights = as_ptr<float>(recv_topk_weights);
+  return args;
+}
+
+void run_dispatch(nep_comm* comm, const nep_handle* h, const nep::DispatchArgs& args) {
+  nep::Transport& transport = transport_of(comm);
+  nep::dispatch(transport, h != nullptr ? &h->impl : nullptr, args);
+}
+
 }  // namespace
 
 NEP_EXPORT int32_t nep_comm_create_loopback(nep_comm** out, char* err, int64_t err_cap) {
@@ -103,16 +121,10 @@ NEP_EXPORT int32_t nep_dispatch(nep_comm* comm, const nep_handle* h, int64_t x, 
                                 int64_t recv_topk_idx, int64_t recv_topk_weights, char* err,
                                 int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
-    nep::Transport& transport = transport_of(comm);
-    nep::DispatchArgs args;
-    args.x = as_ptr<const float>(x);
-    args.hidden = hidden;
-    args.wire = wire;
-    args.topk_weights = as_ptr<const float>(topk_weights);
+    nep::DispatchArgs args =
+        dispatch_args(x, hidden, wire, topk_weights, recv_topk_idx, recv_topk_weights);
     args.recv_x = as_ptr<float>(recv_x);
-    args.recv_topk_idx = as_ptr<int64_t>(recv_topk_idx);
-    args.recv_topk_weights = as_ptr<float>(recv_topk_weights);
-    nep::dispatch(transport, h != nullptr ? &h->impl : nullptr, args);
+    run_dispatch(comm, h, args);
   });
 }
 
@@ -121,18 +133,12 @@ NEP_EXPORT int32_t nep_dispatch_wire(nep_comm* comm, const nep_handle* h, int64_
                                      int64_t recv_row_bytes, int64_t recv_topk_idx,
                                      int64_t recv_topk_weights, char* err, int64_t err_cap) {
   return nep::guarded(err, err_cap, [&] {
-    nep::Transport& transport = transport_of(comm);
-    nep::DispatchArgs args;
-    args.x = as_ptr<const float>(x);
-    args.hidden = hidden;
-    args.wire = wire;
-    args.topk_weights = as_ptr<const float>(topk_weights);
+    nep::DispatchArgs args =
+        dispatch_args(x, hidden, wire, topk_weights, recv_topk_idx, recv_topk_weights);
     args.keep_wire = true;
     args.recv_rows = as_ptr<uint8_t>(recv_rows);
     args.recv_row_bytes = recv_row_bytes;
-    args.recv_topk_idx = as_ptr<int64_t>(recv_topk_idx);
-    args.recv_topk_weights = as_ptr<float>(recv_topk_weights);
-    nep::dispatch(transport, h != nullptr ? &h->impl : nullptr, args);
+    run_dispatch(comm, h, args);
   });
 }
 
