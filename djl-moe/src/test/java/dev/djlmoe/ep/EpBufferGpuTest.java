@@ -18,8 +18,6 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import dev.djlmoe.core.TorchMemory;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -36,28 +34,11 @@ import org.junit.jupiter.params.provider.EnumSource;
  * bin/gpu-java-tests} does, with {@code -Ddjlmoe.test.device=gpu}, under which a missing GPU is a
  * failure.
  */
-class EpBufferGpuTest extends CpuGpuFixture {
+class EpBufferGpuTest extends EpBufferGpuFixture {
 
     private static final int E = 16;
     private static final int K = 4;
     private static final int H = 512; // a multiple of 128: whole FP8 blocks on the GPU
-
-    private static EpBuffer buffer;
-
-    @BeforeAll
-    static void setUp() {
-        if (group != null) {
-            buffer = EpBuffer.builder().setGroup(group).optCudaBufferBytes(256L << 20).build();
-        }
-    }
-
-    @AfterAll
-    static void tearDown() {
-        if (buffer != null) {
-            buffer.close();
-            buffer = null;
-        }
-    }
 
     /** The inputs of one rank, as CPU arrays and as GPU copies. */
     private static final class Inputs {

@@ -14,8 +14,6 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import java.util.Arrays;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
@@ -27,27 +25,10 @@ import org.junit.jupiter.params.provider.EnumSource;
  * for bit, the top-k, weights and counts agree, and a cached wire dispatch does the same; BF16 is
  * refused by name. Skipped without a GPU; {@code bin/gpu-java-tests} runs it.
  */
-class WireRowsGpuTest extends CpuGpuFixture {
+class WireRowsGpuTest extends EpBufferGpuFixture {
 
     private static final int E = 16;
     private static final int K = 4;
-
-    private static EpBuffer buffer;
-
-    @BeforeAll
-    static void setUp() {
-        if (group != null) {
-            buffer = EpBuffer.builder().setGroup(group).optCudaBufferBytes(256L << 20).build();
-        }
-    }
-
-    @AfterAll
-    static void tearDown() {
-        if (buffer != null) {
-            buffer.close();
-            buffer = null;
-        }
-    }
 
     @ParameterizedTest
     @EnumSource(

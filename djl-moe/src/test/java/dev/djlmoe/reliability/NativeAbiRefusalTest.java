@@ -32,102 +32,37 @@ class NativeAbiRefusalTest extends BadInputFixture {
     private static List<Refusal> refusals() {
         List<Refusal> t = new ArrayList<>();
         String c = "C ABI";
+        Class<? extends Throwable> arg = IllegalArgumentException.class;
+        Class<? extends Throwable> limit = EpException.class;
+        t.add(layout("E not a multiple of W", arg, 0, 8, 3, "num_experts = 8", "world_size = 3"));
+        t.add(layout("W = 0", arg, 0, 8, 0, "world_size = 0", ">= 1"));
+        t.add(layout("T = -1", arg, -1, 8, 1, "num_tokens = -1", ">= 0"));
+        t.add(layout("topk_idx null", arg, 3, 8, 1, "topk_idx", "null"));
         t.add(
-                iae(
-                        c,
-                        "nep_layout E not a multiple of W",
-                        () ->
-                                nativeCall(
-                                        "layout",
-                                        k ->
-                                                NativeEp.nep_layout(
-                                                        0, 0, 2, 8, 3, 0, 0, 0, k.err(), k.cap())),
-                        "num_experts = 8",
-                        "world_size = 3"));
-        t.add(
-                iae(
-                        c,
-                        "nep_layout W = 0",
-                        () ->
-                                nativeCall(
-                                        "layout",
-                                        k ->
-                                                NativeEp.nep_layout(
-                                                        0, 0, 2, 8, 0, 0, 0, 0, k.err(), k.cap())),
-                        "world_size = 0",
-                        ">= 1"));
-        t.add(
-                iae(
-                        c,
-                        "nep_layout T = -1",
-                        () ->
-                                nativeCall(
-                                        "layout",
-                                        k ->
-                                                NativeEp.nep_layout(
-                                                        0, -1, 2, 8, 1, 0, 0, 0, k.err(), k.cap())),
-                        "num_tokens = -1",
-                        ">= 0"));
-        t.add(
-                iae(
-                        c,
-                        "nep_layout topk_idx null",
-                        () ->
-                                nativeCall(
-                                        "layout",
-                                        k ->
-                                                NativeEp.nep_layout(
-                                                        0, 3, 2, 8, 1, 0, 0, 0, k.err(), k.cap())),
-                        "topk_idx",
-                        "null"));
-        t.add(
-                new Refusal(
-                        c,
-                        "nep_layout W beyond the limit",
-                        EpException.class,
-                        () ->
-                                nativeCall(
-                                        "layout",
-                                        k ->
-                                                NativeEp.nep_layout(
-                                                        0, 0, 2, 1 << 20, 1 << 20, 0, 0, 0, k.err(),
-                                                        k.cap())),
+                layout(
+                        "W beyond the limit",
+                        limit,
+                        0,
+                        1 << 20,
+                        1 << 20,
                         "world_size = 1048576",
                         "limit 65536"));
         t.add(
-                new Refusal(
-                        c,
-                        "nep_layout E beyond the limit",
-                        EpException.class,
-                        () ->
-                                nativeCall(
-                                        "layout",
-                                        k ->
-                                                NativeEp.nep_layout(
-                                                        0,
-                                                        0,
-                                                        2,
-                                                        Integer.MAX_VALUE,
-                                                        1,
-                                                        0,
-                                                        0,
-                                                        0,
-                                                        k.err(),
-                                                        k.cap())),
+                layout(
+                        "E beyond the limit",
+                        limit,
+                        0,
+                        Integer.MAX_VALUE,
+                        1,
                         "num_experts = 2147483647",
                         "limit 1048576"));
         t.add(
-                new Refusal(
-                        c,
-                        "nep_layout T beyond int32",
-                        EpException.class,
-                        () ->
-                                nativeCall(
-                                        "layout",
-                                        k ->
-                                                NativeEp.nep_layout(
-                                                        0, 1L << 31, 2, 8, 1, 0, 0, 0, k.err(),
-                                                        k.cap())),
+                layout(
+                        "T beyond int32",
+                        limit,
+                        1L << 31,
+                        8,
+                        1,
                         "num_tokens = 2147483648",
                         "limit 2147483647"));
         t.add(
@@ -142,42 +77,9 @@ class NativeAbiRefusalTest extends BadInputFixture {
                                                         7, 0, 0, 8, 0, k.err(), k.cap())),
                         "wire = 7",
                         "0 fp32, 1 bf16, 2 fp8, 3 mxfp8"));
-        t.add(
-                iae(
-                        c,
-                        "nep_decode_rows hidden 0",
-                        () ->
-                                nativeCall(
-                                        "decode",
-                                        k ->
-                                                NativeEp.nep_decode_rows(
-                                                        0, 0, 0, 0, 0, k.err(), k.cap())),
-                        "hidden = 0",
-                        "> 0"));
-        t.add(
-                iae(
-                        c,
-                        "nep_decode_rows rows -1",
-                        () ->
-                                nativeCall(
-                                        "decode",
-                                        k ->
-                                                NativeEp.nep_decode_rows(
-                                                        0, 0, -1, 8, 0, k.err(), k.cap())),
-                        "rows = -1",
-                        ">= 0"));
-        t.add(
-                iae(
-                        c,
-                        "nep_decode_rows null input",
-                        () ->
-                                nativeCall(
-                                        "decode",
-                                        k ->
-                                                NativeEp.nep_decode_rows(
-                                                        1, 0, 2, 8, 0, k.err(), k.cap())),
-                        "in",
-                        "null"));
+        t.add(decode("hidden 0", 0, 0, 0, "hidden = 0", "> 0"));
+        t.add(decode("rows -1", 0, -1, 8, "rows = -1", ">= 0"));
+        t.add(decode("null input", 1, 2, 8, "in", "null"));
         t.add(
                 iae(
                         c,
@@ -276,5 +178,47 @@ class NativeAbiRefusalTest extends BadInputFixture {
                         "data",
                         "null"));
         return t;
+    }
+
+    /**
+     * A refusal of {@code nep_layout} (named "nep_layout " + {@code name}) with no topk_idx, top-k
+     * 2, no outputs and the given tokens, experts and world size.
+     */
+    private static Refusal layout(
+            String name,
+            Class<? extends Throwable> type,
+            long tokens,
+            int experts,
+            int world,
+            String... parts) {
+        return new Refusal(
+                "C ABI",
+                "nep_layout " + name,
+                type,
+                () ->
+                        nativeCall(
+                                "layout",
+                                k ->
+                                        NativeEp.nep_layout(
+                                                0, tokens, 2, experts, world, 0, 0, 0, k.err(),
+                                                k.cap())),
+                parts);
+    }
+
+    /**
+     * A refusal of {@code nep_decode_rows} (named "nep_decode_rows " + {@code name}) from and to
+     * null with the given wire, rows and hidden; an {@link IllegalArgumentException}.
+     */
+    private static Refusal decode(String name, int wire, long rows, long hidden, String... parts) {
+        return iae(
+                "C ABI",
+                "nep_decode_rows " + name,
+                () ->
+                        nativeCall(
+                                "decode",
+                                k ->
+                                        NativeEp.nep_decode_rows(
+                                                wire, 0, rows, hidden, 0, k.err(), k.cap())),
+                parts);
     }
 }
