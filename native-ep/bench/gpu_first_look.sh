@@ -68,6 +68,8 @@ cp "$work/run_all.txt" "$work/run_all/" 2>/dev/null
 tar -czf "$out/run_all.tgz" -C "$work" run_all 2>/dev/null
 
 b=native-ep/target/gpu-tests
+# run_all.sh builds the test drivers only; the benchmark is one more target of the same build.
+[ -d "$b" ] && timeout "$(cap 90)" cmake --build "$b" --target gemm_bench -j "$(nproc)" > "$work/gemm-bench-build.txt" 2>&1
 if [ -x "$b/bin/gemm_bench" ]; then
   part gemm_bench.mma 45 "$work/gemm-mma.txt" env NEP_GEMM_TIER=mma "$b/bin/gemm_bench" \
     --json "$out/gemm-mma.json"

@@ -131,14 +131,28 @@ def main():
         qw13t, sw13t = weight_rowwise(w13.transpose(-2, -1).contiguous())  # [G, H, 2I]
         qw2t, sw2t = weight_rowwise(w2.transpose(-2, -1).contiguous())  # [G, I, H]
         # Weight gradients: operands quantised along the tokens (rows of dy^T, x^T), one scale per
-        # (group, row) would need per-group scales; torch's 2d x 2d form takes one per row.
-        qdyT, sdyT = rowwise(dy.t().contiguous())
-        qhT, shT = rowwise(hh.t().contiguous())
-        qdhT, sdhT = rowwise(dh13.t().contiguous())
-        qxT, sxT = rowwise(x.t().contiguous())
+        # (group, row) would need per-group scales; torch's 2d x 2d form takes one per row. Its
+        # FP8 K-grouped form needs every group's token count a multiple of 16 (16-byte e4m3
+        # rows; a device-side assert otherwise), so each group is padded with zero tokens to 16,
+        # as djl-moe's K-grouped operand pads to 128. FLOPs still count the real tokens.
+        split16 = [-(-c // 16) * 16 for c in split]
+        offs16 = torch.tensor(split16, device=dev, dtype=torch.int32).cumsum(0, dtype=torch.int32)
 
-        def s(a, b, sa, sb):
-            return sg(a, b, sa, sb, offs=offs, out_dtype=bf, use_fast_accum=True)
+        def pad_tokens(t):  # [M, C] -> [sum(split16), C], group g's rows at its padded start
+            out = torch.zeros(sum(split16), t.shape[1], device=dev, dtype=t.dtype)
+            src = dst = 0
+            for c, c16 in zip(split, split16):
+                out[dst:dst + c] = t[src:src + c]
+                src, dst = src + c, dst + c16
+            return out
+
+        qdyT, sdyT = rowwise(pad_tokens(dy).t().contiguous())
+        qhT, shT = rowwise(pad_tokens(hh).t().contiguous())
+        qdhT, sdhT = rowwise(pad_tokens(dh13).t().contiguous())
+        qxT, sxT = rowwise(pad_tokens(x).t().contiguous())
+
+        def s(a, b, sa, sb, o=offs):
+            return sg(a, b, sa, sb, offs=o, out_dtype=bf, use_fast_accum=True)
 
         t = [
             run("fp8-rowwise fwd gate+up", f13, lambda: s(qx, qw13.transpose(-2, -1), sx, sw13)),
@@ -146,9 +160,9 @@ def main():
             run("fp8-rowwise dgrad dh = dy W2", f2, lambda: s(qdy, qw2t.transpose(-2, -1), sdy, sw2t)),
             run("fp8-rowwise dgrad dx = dh13 W13", f13, lambda: s(qdh, qw13t.transpose(-2, -1), sdh, sw13t)),
             run("fp8-rowwise wgrad dW2 = dy^T h", f2,
-                lambda: s(qdyT, qhT.t(), sdyT.repeat(g), shT.repeat(g))),
+                lambda: s(qdyT, qhT.t(), sdyT.repeat(g), shT.repeat(g), offs16)),
             run("fp8-rowwise wgrad dW13 = dh13^T x", f13,
-                lambda: s(qdhT, qxT.t(), sdhT.repeat(g), sxT.repeat(g))),
+                lambda: s(qdhT, qxT.t(), sdhT.repeat(g), sxT.repeat(g), offs16)),
         ]
         totals("fp8-rowwise", t)
 

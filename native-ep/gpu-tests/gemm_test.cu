@@ -387,8 +387,9 @@ void run_m_case(int32_t f, const MCase& c, const char* tier) {
             got = v;
           }
           const double want = cpu[i * n + j];
+          // bf16: half an ulp relative, and below 2^-126 half of bf16's subnormal step 2^-133.
           const double bound = std::ldexp(s, -10) +
-                               (dtype == NEP_GEMM_OUT_BF16 ? std::fabs(want) / 128 : 0) +
+                               (dtype == NEP_GEMM_OUT_BF16 ? std::fabs(want) / 128 + 0x1p-134 : 0) +
                                kSubnormalSlack;
           const double d = std::fabs(got - want);
           if (!(d <= bound)) ++bad;

@@ -30,6 +30,7 @@
 
 #include "codec.h"
 #include "codec_kernels.h"
+#include "cuda/ep_common.cuh"
 #include "cuda/wire.cuh"
 #include "gpu_common.h"
 #include "nativeep/c_api.h"
@@ -218,6 +219,31 @@ const char* wire_label(int wire, bool pow2) {
                                  : "mxfp8";
 }
 
+// The GPU slot layout of a wire row against the CPU codec's (codec.h): the same elements, but
+// the FP8 / MXFP8 scales start at wire_scale_offset (H rounded up to 16) instead of right after
+// the H elements, and the slot is padded to 16 bytes.
+int64_t gpu_row_stride(int wire, int64_t H) {
+  return (nep::cuda::wire_row_bytes(wire, H) + 15) / 16 * 16;
+}
+void gpu_to_codec_row(int wire, int64_t H, const uint8_t* gpu, uint8_t* codec) {
+  const int64_t rb = nep_wire_row_bytes(wire, H);
+  if (wire != NEP_WIRE_FP8 && wire != NEP_WIRE_MXFP8) {
+    std::memcpy(codec, gpu, size_t(rb));
+    return;
+  }
+  std::memcpy(codec, gpu, size_t(H));
+  std::memcpy(codec + H, gpu + nep::cuda::wire_scale_offset(wire, H), size_t(rb - H));
+}
+void codec_to_gpu_row(int wire, int64_t H, const uint8_t* codec, uint8_t* gpu) {
+  const int64_t rb = nep_wire_row_bytes(wire, H);
+  if (wire != NEP_WIRE_FP8 && wire != NEP_WIRE_MXFP8) {
+    std::memcpy(gpu, codec, size_t(rb));
+    return;
+  }
+  std::memcpy(gpu, codec, size_t(H));
+  std::memcpy(gpu + nep::cuda::wire_scale_offset(wire, H), codec + H, size_t(rb - H));
+}
+
 template <int WIRE>
 void check_decode(const std::string& what, int64_t rows, int64_t H,
                   const std::vector<uint8_t>& want, std::vector<uint8_t>& strided, DevMem& dw,
@@ -238,8 +264,10 @@ void check_wire(int64_t rows, int64_t H, uint32_t seed) {
                            reinterpret_cast<int64_t>(want.data()), e.msg, sizeof(e.msg)),
            e, "nep_encode_rows");
   }
-  // Rows at 16-byte strides on the GPU, as the kernels' slots are (vector stores and loads).
-  const int64_t stride = (rb + 15) / 16 * 16;
+  // Rows at 16-byte strides on the GPU, as the kernels' slots are (vector stores and loads), in
+  // the GPU slot layout: elements, then the scales from wire_scale_offset (H rounded up to 16),
+  // where the CPU codec puts them right after the H elements.
+  const int64_t stride = gpu_row_stride(WIRE, H);
   std::vector<uint8_t> strided(static_cast<size_t>(rows * stride));
   DevMem dx(x.size() * 4), dw(strided.size()), df(x.size() * 4);
   dx.upload(x.data(), x.size() * 4);
@@ -250,7 +278,7 @@ void check_wire(int64_t rows, int64_t H, uint32_t seed) {
   cuda_ok(cudaDeviceSynchronize(), "encode_rows");
   dw.download(strided.data(), strided.size());
   for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(&got[size_t(r * rb)], &strided[size_t(r * stride)], size_t(rb));
+    gpu_to_codec_row(WIRE, H, &strided[size_t(r * stride)], &got[size_t(r * rb)]);
   long bad = 0;
   std::string first;
   for (int64_t i = 0; i < int64_t(want.size()); ++i) {
@@ -275,12 +303,12 @@ template <int WIRE>
 void check_decode(const std::string& what, int64_t rows, int64_t H,
                   const std::vector<uint8_t>& want, std::vector<uint8_t>& strided, DevMem& dw,
                   DevMem& df) {
-  const int64_t rb = nep_wire_row_bytes(WIRE, H), stride = (rb + 15) / 16 * 16;
+  const int64_t rb = nep_wire_row_bytes(WIRE, H), stride = gpu_row_stride(WIRE, H);
   Err e;
   long bad = 0;
   std::string first;
   for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(&strided[size_t(r * stride)], &want[size_t(r * rb)], size_t(rb));
+    codec_to_gpu_row(WIRE, H, &want[size_t(r * rb)], &strided[size_t(r * stride)]);
   dw.upload(strided.data(), strided.size());
   decode_rows<WIRE><<<unsigned(rows), 32>>>(static_cast<const uint8_t*>(dw.get()), H, stride,
                                             static_cast<float*>(df.get()));

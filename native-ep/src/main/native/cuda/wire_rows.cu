@@ -46,10 +46,10 @@ NEP_EXPORT int32_t nep_cuda_decode_wire_rows(int32_t device, int32_t wire, int64
     if (wire != NEP_WIRE_FP8 && wire != NEP_WIRE_MXFP8)
       fail(NEP_ERR_INVALID_ARGUMENT, "wire=", wire,
            " has no wire rows to decode: only fp8 (2) and mxfp8 (3)");
-    const long long block = wire == NEP_WIRE_FP8 ? 128 : 32;
-    if (hidden <= 0 || hidden % block != 0 || hidden > (1LL << 40))
-      fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden, " must be a positive multiple of ", block,
-           " (whole scaling blocks, as the GPU dispatch needs)");
+    if (hidden <= 0 || hidden % 8 != 0 || hidden > (1LL << 40))
+      fail(NEP_ERR_INVALID_ARGUMENT, "hidden=", hidden,
+           " must be a positive multiple of 8 (a lane's 8 channels; the last scaling block may be "
+           "partial, as the GPU dispatch allows)");
     if (rows < 0) fail(NEP_ERR_INVALID_ARGUMENT, "rows=", rows, " must be >= 0");
     if (row_bytes != wire_row_bytes(wire, hidden))
       fail(NEP_ERR_INVALID_ARGUMENT, "row_bytes=", row_bytes,

@@ -70,9 +70,9 @@ final class CudaBackend implements EpBackend {
     }
 
     /**
-     * Checks a hidden size against the plug-in's row rules, before a collective call starts: a
-     * multiple of 8 (16-byte rows), of 128 on the FP8 wire and of 32 on the MXFP8 wire (whole
-     * scaling blocks; the CPU engine also takes a partial last block).
+     * Checks a hidden size against the plug-in's row rule before a collective call starts: a
+     * multiple of 8 (16-byte rows of bf16). FP8 and MXFP8 rows may end in a partial scaling block,
+     * as on the CPU engine.
      *
      * @param hidden the hidden size, positive
      * @param wire the wire format
@@ -83,19 +83,9 @@ final class CudaBackend implements EpBackend {
             throw new IllegalArgumentException(
                     "hidden size "
                             + hidden
-                            + " is not a multiple of 8, which a GPU row needs"
-                            + " (16-byte rows of bf16)");
-        }
-        if (wire.blockSize() > 1 && hidden % wire.blockSize() != 0) {
-            throw new IllegalArgumentException(
-                    "hidden size "
-                            + hidden
-                            + " is not a multiple of "
-                            + wire.blockSize()
-                            + ", which the "
+                            + " is not a multiple of 8, which a GPU row of the "
                             + wire
-                            + " wire needs on a GPU (whole scaling blocks;"
-                            + " the CPU engine also takes a partial last block)");
+                            + " wire needs (16-byte rows of bf16)");
         }
     }
 

@@ -96,7 +96,7 @@ class WireRowsTest {
         RuntimeException hidden =
                 assertThrows(
                         RuntimeException.class,
-                        () -> CudaEpBuffer.decodeWireRows(0, 3, a, 4, 200, 224, a, 0));
+                        () -> CudaEpBuffer.decodeWireRows(0, 3, a, 4, 204, 224, a, 0));
         if (wire instanceof CudaEpException u && u.status() == NativeEp.NEP_ERR_UNSUPPORTED) {
             return; // the stand-in plug-in of a build without nvcc
         }
@@ -113,7 +113,7 @@ class WireRowsTest {
                                         + " 272"),
                 size.getMessage());
         assertTrue(
-                hidden.getMessage().contains("hidden=200 must be a positive multiple of 32"),
+                hidden.getMessage().contains("hidden=204 must be a positive multiple of 8"),
                 hidden.getMessage());
     }
 
