@@ -71,10 +71,10 @@
  * K and lda multiples of 16 and a, b 16-byte aligned (TMA's rules; the caller pads K with zero
  * columns to reach them). The environment variable NEP_GEMM_TIER picks the tier for every call of
  * the process: "auto" (default), "mma" (the portable tier) or "wgmma" (the Hopper tier; a call it
- * cannot take fails with NEP_ERR_UNSUPPORTED naming the reason). "auto" takes the portable tier
- * for now: the Hopper tier compiles but has not yet been run against gemm_test on a GPU, so the
- * default path never reaches it. nep_cuda_gemm_last_tier tells which tier the last call on this
- * thread ran.
+ * cannot take fails with NEP_ERR_UNSUPPORTED naming the reason). "auto" takes the Hopper tier on
+ * compute capability 9.0 for every call it can take and the portable tier for the others (K not
+ * a multiple of 16, say) and on other GPUs. nep_cuda_gemm_last_tier tells which tier the last
+ * call on this thread ran.
  *
  * ---- A SwiGLU expert layer, step by step ------------------------------------------------------
  * x [M, H] the dispatched rows of the local experts (offsets from recv_tokens_per_expert), weights

@@ -74,13 +74,18 @@ int32_t requested_tier() {
   fail(NEP_ERR_INVALID_ARGUMENT, "NEP_GEMM_TIER=", env, " is none of auto, mma, wgmma");
 }
 
-// The tier a GEMM runs on. "auto" takes the portable tier: the Hopper tier has not yet passed
-// gemm_test on a GPU, so only NEP_GEMM_TIER=wgmma reaches it (on sm_90, where it can take the
-// call; otherwise the call is refused with the reason).
+// The tier a GEMM runs on. "auto" takes the Hopper tier on compute capability 9.0 wherever it
+// can take the call (refusal == nullptr), else the portable tier: the Hopper tier passed every
+// gemm_test case on an H100 (2026-12-08, the 16B expert shapes included; native-ep/bench/
+// RESULTS.md). "mma" forces the portable tier; "wgmma" forces the Hopper tier and refuses a call
+// it cannot take, with the reason.
 int32_t choose_tier(const DeviceScope& scope, const char* refusal) {
   const int32_t want = requested_tier();
-  if (want != NEP_GEMM_TIER_WGMMA) return NEP_GEMM_TIER_MMA;
-  if (scope.major != 9 || scope.minor != 0)
+  const bool hopper = scope.major == 9 && scope.minor == 0;
+  if (want == NEP_GEMM_TIER_MMA) return NEP_GEMM_TIER_MMA;
+  if (want == NEP_GEMM_TIER_NONE)
+    return hopper && refusal == nullptr ? NEP_GEMM_TIER_WGMMA : NEP_GEMM_TIER_MMA;
+  if (!hopper)
     fail(NEP_ERR_UNSUPPORTED,
          "NEP_GEMM_TIER=wgmma: the Hopper tier runs on compute capability 9.0 "
          "only; this GPU has ",
