@@ -395,8 +395,8 @@ public final class EpBuffer implements AutoCloseable {
     public EpLayout layout(NDArray topkIdx, int numExperts) {
         checkOpen();
         int w = worldSize();
-        checkExperts(numExperts, w);
-        long[] tk = checkTopk(topkIdx, -1, numExperts);
+        EpChecks.checkExperts(numExperts, w);
+        long[] tk = EpChecks.checkTopk(topkIdx, -1, numExperts);
         Device device = topkIdx.getDevice();
         EpBackend backend = backendFor(device, "topk_idx");
         NDManager m = topkIdx.getManager();
@@ -420,9 +420,9 @@ public final class EpBuffer implements AutoCloseable {
      */
     public EpHandle notify(NDArray topkIdx, int numExperts, int expertAlignment) {
         checkOpen();
-        checkExperts(numExperts, worldSize());
-        checkAlignment(expertAlignment);
-        checkTopk(topkIdx, -1, numExperts);
+        EpChecks.checkExperts(numExperts, worldSize());
+        EpChecks.checkAlignment(expertAlignment);
+        EpChecks.checkTopk(topkIdx, -1, numExperts);
         return notifyChecked(topkIdx, numExperts, expertAlignment);
     }
 
@@ -456,44 +456,16 @@ public final class EpBuffer implements AutoCloseable {
             int expertAlignment,
             WireFormat wire) {
         checkOpen();
-        long[] xs = checkDispatch(x, topkIdx, topkWeights, numExperts, expertAlignment, false);
-        checkWire(wire);
-        checkHidden(xs[1], wire, x.getDevice());
+        long[] xs =
+                EpChecks.checkDispatch(
+                        worldSize(), x, topkIdx, topkWeights, numExperts, expertAlignment, false);
+        EpChecks.checkWire(wire);
+        EpChecks.checkHidden(xs[1], wire, x.getDevice());
         return notifyThen(
                 topkIdx,
                 numExperts,
                 expertAlignment,
                 h -> dispatchData(x, h, topkIdx, topkWeights, true, wire, null));
-    }
-
-    /**
-     * The checks of a fresh dispatch's arguments before its notify, the wire format's aside; with
-     * {@code wireRows}, that the arrays' device has the wire-row dispatch.
-     *
-     * @return the shape of {@code x}
-     */
-    private long[] checkDispatch(
-            NDArray x,
-            NDArray topkIdx,
-            NDArray topkWeights,
-            int numExperts,
-            int expertAlignment,
-            boolean wireRows) {
-        checkExperts(numExperts, worldSize());
-        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
-        long[] tk = checkTopk(topkIdx, xs[0], numExperts);
-        Device device = x.getDevice();
-        if (wireRows) {
-            checkWireRowsDevice(device);
-        }
-        NativeMemory.checkDevice(topkIdx, "topk_idx", device, "'x'");
-        if (topkWeights != null) {
-            EpChecks.checkMatrix(
-                    topkWeights, "topk_weights", DataType.FLOAT32, tk[0], tk[1], " like topk_idx");
-            NativeMemory.checkDevice(topkWeights, "topk_weights", device, "'x'");
-        }
-        checkAlignment(expertAlignment);
-        return xs;
     }
 
     /** Notifies, then runs the data phase on the new handle, which a failure of it closes. */
@@ -537,12 +509,9 @@ public final class EpBuffer implements AutoCloseable {
      */
     public NDArray dispatch(NDArray x, EpHandle handle, WireFormat wire, NDArray out) {
         checkOpen();
-        if (handle == null) {
-            throw new IllegalArgumentException("argument 'handle' is null");
-        }
-        handle.routing(this); // refuses a closed handle or one of another buffer
+        EpChecks.routing(handle, this); // refuses a closed handle or one of another buffer
         long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
-        checkOutput(out, "out", handle.numRecv(), xs[1], x, "x", handle.device());
+        EpChecks.checkOutput(out, "out", handle.numRecv(), xs[1], x, "x", handle.device());
         dispatchData(x, handle, null, null, false, wire, out);
         return out;
     }
@@ -556,12 +525,9 @@ public final class EpBuffer implements AutoCloseable {
             boolean withTopk,
             WireFormat wire,
             NDArray into) {
-        checkWire(wire);
-        if (handle == null) {
-            throw new IllegalArgumentException("argument 'handle' is null");
-        }
-        EpRouting routing = handle.routing(this);
-        long hidden = checkRoutedX(x, handle, wire);
+        EpChecks.checkWire(wire);
+        EpRouting routing = EpChecks.routing(handle, this);
+        long hidden = EpChecks.checkRoutedX(x, handle, wire);
         Device device = handle.device();
         EpBackend backend = backendFor(device, "x");
         long r = handle.numRecv();
@@ -579,28 +545,6 @@ public final class EpBuffer implements AutoCloseable {
         addDispatchStats(backend, begin, wire, hidden, handle);
         return new DispatchResult(
                 recvX, recvIdx, recvW, withTopk ? handle.recvTokensPerExpert(true) : null, handle);
-    }
-
-    /**
-     * Checks {@code x} of a dispatch's data phase against the handle's routing: float32 {@code [T,
-     * H]} on the handle's device with T its tokens, and H fit for the wire.
-     *
-     * @return H
-     */
-    private static long checkRoutedX(NDArray x, EpHandle handle, WireFormat wire) {
-        long[] xs = EpChecks.checkMatrix(x, "x", DataType.FLOAT32);
-        Device device = handle.device();
-        NativeMemory.checkDevice(x, "x", device, "'handle' (its dispatch)");
-        if (xs[0] != handle.numTokens()) {
-            throw new IllegalArgumentException(
-                    "argument 'x' has "
-                            + xs[0]
-                            + " rows but the handle routes "
-                            + handle.numTokens()
-                            + " tokens");
-        }
-        checkHidden(xs[1], wire, device);
-        return xs[1];
     }
 
     /** A new uninitialised array when {@code wanted}, else null. */
@@ -646,10 +590,12 @@ public final class EpBuffer implements AutoCloseable {
             int expertAlignment,
             WireFormat wire) {
         checkOpen();
-        checkWire(wire);
+        EpChecks.checkWire(wire);
         WireRows.checkWire(wire, "wire");
-        long[] xs = checkDispatch(x, topkIdx, topkWeights, numExperts, expertAlignment, true);
-        checkHidden(xs[1], wire, x.getDevice());
+        long[] xs =
+                EpChecks.checkDispatch(
+                        worldSize(), x, topkIdx, topkWeights, numExperts, expertAlignment, true);
+        EpChecks.checkHidden(xs[1], wire, x.getDevice());
         return notifyThen(
                 topkIdx,
                 numExperts,
@@ -668,12 +614,10 @@ public final class EpBuffer implements AutoCloseable {
      */
     public WireRows dispatchWire(NDArray x, EpHandle handle, WireFormat wire) {
         checkOpen();
-        checkWire(wire);
+        EpChecks.checkWire(wire);
         WireRows.checkWire(wire, "wire");
-        if (handle == null) {
-            throw new IllegalArgumentException("argument 'handle' is null");
-        }
-        checkWireRowsDevice(handle.device());
+        EpChecks.checkHandleGiven(handle);
+        EpChecks.checkWireRowsDevice(handle.device());
         return dispatchWireData(x, handle, null, null, false, wire).recv();
     }
 
@@ -688,13 +632,6 @@ public final class EpBuffer implements AutoCloseable {
         return !device.isGpu() || CudaBackend.hasWireRows();
     }
 
-    private static void checkWireRowsDevice(Device device) {
-        if (!hasWireRows(device)) {
-            throw new UnsupportedOperationException(
-                    "dispatch into wire rows is not available on " + device + " yet");
-        }
-    }
-
     /** Dispatch data into new wire rows. */
     private WireDispatch dispatchWireData(
             NDArray x,
@@ -704,7 +641,7 @@ public final class EpBuffer implements AutoCloseable {
             boolean withTopk,
             WireFormat wire) {
         EpRouting routing = handle.routing(this);
-        long hidden = checkRoutedX(x, handle, wire);
+        long hidden = EpChecks.checkRoutedX(x, handle, wire);
         Device device = handle.device();
         EpBackend backend = backendFor(device, "x");
         long[] layout = backend.wireRowLayout(wire, hidden);
@@ -742,26 +679,14 @@ public final class EpBuffer implements AutoCloseable {
     /** Combine; {@code into} (checked by the caller) or a new array receives the sums. */
     private CombineResult combineData(
             NDArray y, NDArray yWeights, EpHandle handle, WireFormat wire, NDArray into) {
-        checkWire(wire);
-        if (handle == null) {
-            throw new IllegalArgumentException("argument 'handle' is null");
-        }
-        EpRouting routing = handle.routing(this);
-        long[] ys = EpChecks.checkMatrix(y, "y", DataType.FLOAT32);
+        EpChecks.checkWire(wire);
+        EpRouting routing = EpChecks.routing(handle, this);
+        long[] ys = EpChecks.checkRoutedY(y, handle);
         Device device = handle.device();
-        NativeMemory.checkDevice(y, "y", device, "'handle' (its dispatch)");
-        if (ys[0] != handle.numRecv()) {
-            throw new IllegalArgumentException(
-                    "argument 'y' has "
-                            + ys[0]
-                            + " rows, expected "
-                            + handle.numRecv()
-                            + " (one per received token)");
-        }
         EpBackend backend = backendFor(device, "y");
         backend.checkCombineWire(wire);
         long hidden = ys[1];
-        checkHidden(hidden, wire, device);
+        EpChecks.checkHidden(hidden, wire, device);
         int k = handle.numTopk();
         if (yWeights != null) {
             EpChecks.checkMatrix(yWeights, "y_weights", DataType.FLOAT32, handle.numRecv(), k, "");
@@ -799,12 +724,9 @@ public final class EpBuffer implements AutoCloseable {
      */
     public NDArray combine(NDArray y, EpHandle handle, WireFormat wire, NDArray out) {
         checkOpen();
-        if (handle == null) {
-            throw new IllegalArgumentException("argument 'handle' is null");
-        }
-        handle.routing(this); // refuses a closed handle or one of another buffer
+        EpChecks.routing(handle, this); // refuses a closed handle or one of another buffer
         long[] ys = EpChecks.checkMatrix(y, "y", DataType.FLOAT32);
-        checkOutput(out, "out", handle.numTokens(), ys[1], y, "y", handle.device());
+        EpChecks.checkOutput(out, "out", handle.numTokens(), ys[1], y, "y", handle.device());
         return combineData(y, null, handle, wire, out).out();
     }
 
@@ -840,117 +762,6 @@ public final class EpBuffer implements AutoCloseable {
                     "; move the arrays there or use another EpBuffer");
         }
         return cuda;
-    }
-
-    /**
-     * Checks a caller's output array: float32, shape {@code [rows, cols]}, on the call's device,
-     * its own contiguous storage (DJL hands native code a private copy of a non-contiguous CPU
-     * array, and native code reads a GPU array's storage as row-major, so rows written there would
-     * be lost or scattered) and no overlap with the input.
-     */
-    private static void checkOutput(
-            NDArray out,
-            String name,
-            long rows,
-            long cols,
-            NDArray input,
-            String inputName,
-            Device device) {
-        EpChecks.checkMatrix(out, name, DataType.FLOAT32, rows, cols, "");
-        NativeMemory.checkDevice(out, name, device, "'handle' (its dispatch)");
-        NativeMemory.checkDevice(input, inputName, device, "'handle' (its dispatch)");
-        if (rows * cols == 0) {
-            return;
-        }
-        long o;
-        long i;
-        if (device.isGpu()) {
-            o = NativeMemory.gpuAddress(out, name, DataType.FLOAT32, device);
-            if (!TorchMemory.isContiguous(input, inputName)) {
-                return; // the kernel will read a contiguous copy: no overlap possible
-            }
-            i = NativeMemory.gpuAddress(input, inputName, DataType.FLOAT32, device);
-        } else {
-            o = NativeMemory.outputAddress(out, name, DataType.FLOAT32);
-            i = NativeMemory.address(input, inputName, DataType.FLOAT32);
-        }
-        long ob = rows * cols * 4;
-        long ib = input.getShape().size() * 4;
-        if (i != 0 && o < i + ib && i < o + ob) {
-            throw new IllegalArgumentException(
-                    "argument '"
-                            + name
-                            + "' shares memory with '"
-                            + inputName
-                            + "': the output must not overlap the input");
-        }
-    }
-
-    private static void checkExperts(int numExperts, int worldSize) {
-        if (numExperts <= 0) {
-            throw new IllegalArgumentException(
-                    "argument 'num_experts' = " + numExperts + " must be positive");
-        }
-        if (numExperts % worldSize != 0) {
-            throw new IllegalArgumentException(
-                    "argument 'num_experts' = "
-                            + numExperts
-                            + " is not divisible by the world size "
-                            + worldSize);
-        }
-    }
-
-    private static void checkAlignment(int expertAlignment) {
-        if (expertAlignment < 1) {
-            throw new IllegalArgumentException(
-                    "argument 'expert_alignment' = " + expertAlignment + " must be >= 1");
-        }
-    }
-
-    private static void checkWire(WireFormat wire) {
-        if (wire == null) {
-            throw new IllegalArgumentException("argument 'wire' is null");
-        }
-    }
-
-    private static void checkHidden(long hidden, WireFormat wire, Device device) {
-        if (hidden <= 0) {
-            throw new IllegalArgumentException("hidden size " + hidden + " must be positive");
-        }
-        if (NativeEp.nep_wire_row_bytes(wire.code(), hidden) < 0) {
-            throw new IllegalArgumentException(
-                    "hidden size "
-                            + hidden
-                            + " is not supported by wire format "
-                            + wire
-                            + " (scaling block of "
-                            + wire.blockSize()
-                            + " channels)");
-        }
-        if (device.isGpu()) {
-            CudaBackend.checkHidden(hidden, wire);
-        }
-    }
-
-    /** Checks topk_idx [T, K] int64 (T must equal expectedRows unless negative). */
-    private static long[] checkTopk(NDArray topkIdx, long expectedRows, int numExperts) {
-        long[] tk = EpChecks.checkMatrix(topkIdx, "topk_idx", DataType.INT64);
-        if (expectedRows >= 0 && tk[0] != expectedRows) {
-            throw new IllegalArgumentException(
-                    "argument 'topk_idx' has " + tk[0] + " rows but 'x' has " + expectedRows);
-        }
-        if (tk[1] < 1) {
-            throw new IllegalArgumentException(
-                    "argument 'topk_idx' has K = " + tk[1] + " columns, expected >= 1");
-        }
-        if (tk[1] > numExperts) {
-            throw new IllegalArgumentException(
-                    "argument 'topk_idx' has K = "
-                            + tk[1]
-                            + " columns, more than num_experts = "
-                            + numExperts);
-        }
-        return tk;
     }
 
     private void checkOpen() {
@@ -1063,48 +874,7 @@ public final class EpBuffer implements AutoCloseable {
          * @throws IllegalArgumentException naming the setting, its value and the limit
          */
         public EpBuffer build() {
-            if (group == null) {
-                throw new IllegalArgumentException(
-                        "EpBuffer.Builder: argument 'group' is null (setGroup is required)");
-            }
-            if (cudaBufferBytes < MIN_CUDA_BUFFER_BYTES) {
-                throw new IllegalArgumentException(
-                        "EpBuffer.Builder: argument 'cudaBufferBytes' = "
-                                + cudaBufferBytes
-                                + " is below the minimum "
-                                + MIN_CUDA_BUFFER_BYTES
-                                + " (64 MiB)");
-            }
-            if (numSms != null && (numSms < 1 || numSms > MAX_NUM_SMS)) {
-                throw new IllegalArgumentException(
-                        "EpBuffer.Builder: argument 'numSms' = "
-                                + numSms
-                                + " is outside [1, "
-                                + MAX_NUM_SMS
-                                + "]");
-            }
-            if (timeout != null) {
-                if (timeout.isNegative() || timeout.isZero()) {
-                    throw new IllegalArgumentException(
-                            "EpBuffer.Builder: argument 'timeout' = "
-                                    + timeout
-                                    + " must be positive");
-                }
-                try {
-                    if (timeout.toMillis() < 1) {
-                        throw new IllegalArgumentException(
-                                "EpBuffer.Builder: argument 'timeout' = "
-                                        + timeout
-                                        + " is below 1 ms");
-                    }
-                } catch (ArithmeticException e) {
-                    throw new IllegalArgumentException(
-                            "EpBuffer.Builder: argument 'timeout' = "
-                                    + timeout
-                                    + " exceeds Long.MAX_VALUE ms",
-                            e);
-                }
-            }
+            EpChecks.checkSettings(group, cudaBufferBytes, numSms, timeout);
             return new EpBuffer(this);
         }
     }
