@@ -14,7 +14,8 @@ final class AttentionCore {
     /**
      * Scales and masks the scores, weighs the values and merges the heads.
      *
-     * @param scores {@code [B, N, S, L]} unscaled query-key products
+     * @param scores {@code [B, N, S, L]} unscaled query-key products; closed here (its memory stays
+     *     with autograd where the backward needs it)
      * @param scale the softmax scale
      * @param mask the additive mask, broadcast against the scores
      * @param values {@code [B, N, L, dv]}
@@ -26,9 +27,23 @@ final class AttentionCore {
         long s = scores.getShape().get(2);
         long dv = values.getShape().get(3);
         // Autograd.scalar, not mul(Number): DJL's Number overloads free the scalar autograd keeps.
-        NDArray masked = scores.mul(Autograd.scalar(scores, scale)).add(mask);
-        NDArray ctx = masked.softmax(-1).matMul(values); // [B, N, S, dv]
-        return ctx.transpose(0, 2, 1, 3).reshape(b, s, n * dv);
+        NDArray scaled = scores.mul(Autograd.scalar(scores, scale));
+        NDArray masked = scaled.add(mask);
+        NDArray probs = masked.softmax(-1);
+        NDArray ctx = probs.matMul(values); // [B, N, S, dv]
+        NDArray moved = ctx.transpose(0, 2, 1, 3);
+        NDArray out = moved.reshape(b, s, n * dv);
+        // [B, N, S, L] arrays, the largest of a training step's forward (1 GiB each per layer at
+        // 16 heads x 4096 tokens): autograd keeps only the softmax's output for the backward, so
+        // the scores, their scaled and masked copies are freed now, not with the step's arrays.
+        // (Closing a handle never frees what autograd saved: it holds its own reference.)
+        scores.close();
+        scaled.close();
+        masked.close();
+        probs.close();
+        moved.close();
+        ctx.close();
+        return out;
     }
 
     /**

@@ -43,7 +43,12 @@ public final class CausalLmLoss extends Loss {
         NDArray flatLabels = labels.reshape(-1, 1).toType(DataType.INT64, false); // [N, 1]
         NDArray valid = flatLabels.neq(IGNORE_INDEX); // [N, 1]
         NDArray safeLabels = flatLabels.mul(valid.toType(DataType.INT64, false));
-        NDArray logp = flatLogits.logSoftmax(-1).gather(safeLabels, 1); // [N, 1]
+        NDArray logProbs = flatLogits.logSoftmax(-1); // [N, V]
+        // The view's handle would keep the logits' storage alive until the step's arrays close
+        // even where the caller frees them (autograd keeps only the log-softmax's output).
+        flatLogits.close();
+        NDArray logp = logProbs.gather(safeLabels, 1); // [N, 1]
+        logProbs.close(); // autograd holds its own reference for the backward
         NDArray validF = valid.toType(DataType.FLOAT32, false);
         NDArray count = validF.sum().maximum(1f);
         return logp.mul(validF).sum().neg().div(count);

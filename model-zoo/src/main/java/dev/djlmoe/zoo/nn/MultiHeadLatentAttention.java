@@ -205,9 +205,13 @@ public final class MultiHeadLatentAttention extends CausalAttention {
                         .reshape(b, l, numHeads, nope + vDim)
                         .transpose(0, 2, 1, 3); // [B, N, L, dn+dv]
         NDList kvParts = kv.split(new long[] {nope}, 3);
-        NDArray scores =
-                qNope.matMul(kvParts.get(0).transpose(0, 1, 3, 2))
-                        .add(qRot.matMul(kRot.transpose(0, 1, 3, 2))); // [B, N, S, L]
+        NDArray nopeScores = qNope.matMul(kvParts.get(0).transpose(0, 1, 3, 2));
+        NDArray ropeScores = qRot.matMul(kRot.transpose(0, 1, 3, 2));
+        NDArray scores = nopeScores.add(ropeScores); // [B, N, S, L]
+        // Its two terms are needed by no backward (add keeps nothing): freed now, not at the
+        // step's end; attend closes the scores.
+        nopeScores.close();
+        ropeScores.close();
         NDArray merged = AttentionCore.attend(scores, scale, mask, kvParts.get(1));
         return oProj.forward(ps, new NDList(merged), training);
     }

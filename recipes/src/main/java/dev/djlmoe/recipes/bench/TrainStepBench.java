@@ -348,6 +348,22 @@ public final class TrainStepBench {
      * @throws IllegalArgumentException for bad settings, or when started as one of several ranks
      */
     public static Result run(Options o, PrintStream out, PrintStream recipeLog) {
+        return run(o, out, recipeLog, false);
+    }
+
+    /**
+     * Runs the benchmark on this process (one rank), prints its report and, when asked, a {@link
+     * StepMemoryReport} of the steps after the first (bytes by category at the points of a step).
+     *
+     * @param o the settings
+     * @param out where the report goes
+     * @param recipeLog where the recipe's own log goes (the model line, progress), or null
+     * @param memoryReport whether to measure and print where the step's memory is
+     * @return the figures
+     * @throws IllegalArgumentException for bad settings, or when started as one of several ranks
+     */
+    public static Result run(
+            Options o, PrintStream out, PrintStream recipeLog, boolean memoryReport) {
         o.validate();
         RankEnvironment env = RankEnvironment.fromSystem();
         if (env.worldSize() != 1) {
@@ -379,6 +395,7 @@ public final class TrainStepBench {
         long[] ep = new long[2];
         long[] memAfter = {-1, -1};
         long[] params = {0};
+        StepMemoryReport[] memory = {null};
         Pretrain.StepObserver timer =
                 new Pretrain.StepObserver() {
                     private NDArray probe;
@@ -394,6 +411,10 @@ public final class TrainStepBench {
                         if (probe == null) {
                             probe = trainer.trainer().getManager().zeros(new Shape(1));
                             params[0] = countParameters(trainer);
+                            if (memoryReport) {
+                                memory[0] = new StepMemoryReport(trainer);
+                                trainer.setStepProbe(memory[0]);
+                            }
                         }
                         probe.toFloatArray(); // waits for the device's queued work
                         long now = System.nanoTime();
@@ -452,6 +473,9 @@ public final class TrainStepBench {
                         memAfter[0],
                         before == null ? -1 : before.totalBytes());
         report(res, out);
+        if (memory[0] != null) {
+            memory[0].print(out);
+        }
         return res;
     }
 

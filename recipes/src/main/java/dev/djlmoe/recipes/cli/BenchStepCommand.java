@@ -107,6 +107,15 @@ public final class BenchStepCommand implements Callable<Integer> {
             description = "also print the pretrain recipe's own log (model line, progress)")
     boolean recipeLog;
 
+    @Option(
+            names = "--memory-report",
+            description =
+                    "also print where the step's memory is: parameters, gradients, AdamW moments,"
+                            + " other live arrays and the process's resident memory at the points"
+                            + " of a step (steps after the first; meant for the CPU, run with"
+                            + " MALLOC_MMAP_THRESHOLD_=65536)")
+    boolean memoryReport;
+
     @Override
     public Integer call() throws IOException {
         if (layers < 0) {
@@ -129,7 +138,7 @@ public final class BenchStepCommand implements Callable<Integer> {
         o.validate();
         TrainStepBench.Result r;
         try {
-            r = TrainStepBench.run(o, System.out, recipeLog ? System.out : null);
+            r = TrainStepBench.run(o, System.out, recipeLog ? System.out : null, memoryReport);
         } catch (RuntimeException | Error e) {
             if (json != null) {
                 Map<String, Object> m = TrainStepBench.describe(o);
