@@ -3,7 +3,7 @@
 # djl-moe's training step against transformers + torch on the same GPU, same model, same run.
 #
 #   native-ep/bench/train_step_bench.sh [--carry DIR] [--out DIR] [--warmup N] [--steps N]
-#                                       [--budget SECONDS] [--python PY] [--ab-adamw]
+#                                       [--budget SECONDS] [--python PY] [--ab-adamw] [--no-fp8]
 #
 #   1. DJL's JNI against the host's torch (bin/build-djl-jni build --src DIR/djl-jni-src), as
 #      bin/gpu-train-check does;
@@ -11,7 +11,9 @@
 #      --save-config), so both sides train the same shape (1 dense + 3 MoE layers, 2.25 B
 #      parameters); if that fails, the copy committed beside this script (a test keeps it equal);
 #   3. djl-moe bench step --device gpu, fp32 with TF32 off, then fp32 with
-#      TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 (batch 1 x 4096 random tokens, AdamW, the recipe's step);
+#      TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 (batch 1 x 4096 random tokens, AdamW, the recipe's step),
+#      then --precision fp8 with TF32 (FP8 wire and the routed experts' grouped FP8 GEMMs; the
+#      FP8 GEMMs issue compares it with torch bf16; --no-fp8 leaves it out);
 #   4. torch_train_step.py on that config.json: bf16, then fp32 with TF32 (fused AdamW);
 #   5. the tiny model, djl-moe bench step on the GPU and on the CPU (16 x 64 tokens);
 #      with --ab-adamw first also djl-moe fp32 + TF32 with DJL_MOE_FUSED_ADAMW=0 (the engine's
@@ -22,14 +24,14 @@
 #
 # Every part runs under `timeout`: the smaller of its own cap and what the budget (default 560 s)
 # leaves after the least time kept for the parts after it (caps / kept minimums, s: JNI 150/-,
-# plan 40/20, each djl-moe run 150/100, each torch run 120/60, each tiny run 60/30). --carry DIR is a folder made by
+# plan 40/20, each djl-moe run 150/60, each torch run 120/60, each tiny run 60/30). --carry DIR is a folder made by
 # native-ep/bench/make_gpucarry.sh --djl (jre/, lib/, djl-jni-src/); without it the local JDK, the
 # project's build and an already set-up DJL JNI are used. Results: DIR/*.json and DIR/*.log
 # (default /tmp/train-step-bench). Exit 0 when every part gave figures.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 here="$root/native-ep/bench"
-carry="" out="${OUT:-/tmp/train-step-bench}" warmup=3 steps=5 budget=560 python=python3 ab=0
+carry="" out="${OUT:-/tmp/train-step-bench}" warmup=3 steps=5 budget=560 python=python3 ab=0 fp8=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --carry) carry=$2; shift 2 ;;
@@ -39,7 +41,8 @@ while [ $# -gt 0 ]; do
     --budget) budget=$2; shift 2 ;;
     --python) python=$2; shift 2 ;;
     --ab-adamw) ab=1; shift ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --no-fp8) fp8=0; shift ;;
+    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "train_step_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -94,11 +97,15 @@ if [ ! -s "$config" ]; then
   echo "plan: failed; using the committed $here/deepseek-v3-16b-4layers.config.json"
 fi
 
-# 3. djl-moe on the GPU: fp32 with TF32 off, then on.
+# 3. djl-moe on the GPU: fp32 with TF32 off, then on, then the fp8 precision (TF32 on).
 step=(bench step --model deepseek-v3-16b --layers 4 --device gpu "${shape[@]}")
 if [ "$java_ok" = 1 ]; then
-  part ours-fp32 150 280 "${djl[@]}" "${step[@]}" --json "$out/ours-fp32.json"
-  part ours-tf32 150 180 env TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 "${djl[@]}" "${step[@]}" --json "$out/ours-tf32.json"
+  part ours-fp32 150 340 "${djl[@]}" "${step[@]}" --json "$out/ours-fp32.json"
+  part ours-tf32 150 240 env TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 "${djl[@]}" "${step[@]}" --json "$out/ours-tf32.json"
+  if [ "$fp8" = 1 ]; then
+    part ours-fp8 150 180 env TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 "${djl[@]}" "${step[@]}" --precision fp8 \
+      --json "$out/ours-fp8.json"
+  fi
 else
   for n in ours-fp32 ours-tf32; do echo "DJL's JNI did not build: $(tail -3 "$out/jni.log" | tr '\n' ' ')" > "$out/$n.log"; done
 fi
@@ -142,6 +149,8 @@ rows = [("djl-moe fp32 (TF32 off)", "ours-fp32"), ("djl-moe fp32 + TF32", "ours-
         ("djl-moe tiny, GPU", "tiny-gpu"), ("djl-moe tiny, CPU", "tiny-cpu")]
 if os.path.exists(os.path.join(out, "ours-tf32-engine-adamw.rc")):
     rows.insert(2, ("djl-moe fp32 + TF32, engine AdamW", "ours-tf32-engine-adamw"))
+if os.path.exists(os.path.join(out, "ours-fp8.rc")):
+    rows.insert(2, ("djl-moe fp8 (FP8 wire + FP8 expert GEMMs) + TF32", "ours-fp8"))
 r = {k: load(k) for _, k in rows}
 gib = float(1 << 30)
 def f(v, fmt):
