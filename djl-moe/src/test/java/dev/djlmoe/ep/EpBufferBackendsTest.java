@@ -363,6 +363,19 @@ class EpBufferBackendsTest {
     }
 
     @Test
+    void gpuRowsNeedAMultipleOf8ChannelsAndMayEndInAPartialScalingBlock() {
+        // The CUDA plug-in encodes 8 channels a lane and takes a partial last FP8 / MXFP8 block,
+        // as the CPU engine does: the tiny preset's 64 channels must pass on the FP8 wire.
+        for (WireFormat w : WireFormat.values()) {
+            for (long hidden : new long[] {8, 64, 200, 7168}) {
+                CudaBackend.checkHidden(hidden, w);
+            }
+            assertMessage(
+                    () -> CudaBackend.checkHidden(100, w), "hidden size 100", "multiple of 8");
+        }
+    }
+
+    @Test
     void localGroupAllGatherReturnsItsOwnBytes() {
         byte[] mine = {1, 2, 3, -4};
         byte[] all = group.allGather(mine);
