@@ -10,13 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.djlmoe.nativeep.cuda.NativeGemmCuda;
 import dev.djlmoe.nn.ExpertGemmPath;
 import dev.djlmoe.nn.WireFeed;
-import dev.djlmoe.recipes.data.CorpusSource;
-import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.testing.TestDevice;
-import dev.djlmoe.zoo.hf.HfMoeConfig;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Assumptions;
@@ -163,30 +157,16 @@ class Fp8NativeTrainingTest {
     }
 
     private static List<Float> train(TrainingPrecision precision, Path runDir, int steps) {
-        CorpusSource src = new CorpusSource(TextCorpus.embedded(), 0.05, 42);
-        PretrainOptions opts =
+        return TinyRuns.losses(
                 PretrainOptions.defaults()
                         .withSteps(steps)
                         .withRunDir(runDir)
                         .withLogEvery(steps)
                         .withPrecision(precision)
-                        .withDevice(TestDevice.flag());
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        Pretrain.Result r =
-                Pretrain.run(
-                        Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"), src, opts),
-                        new PrintStream(buf, true, StandardCharsets.UTF_8),
-                        StopSignal.none(),
-                        null);
-        assertEquals(steps, r.losses().size(), buf.toString(StandardCharsets.UTF_8));
-        return r.losses();
+                        .withDevice(TestDevice.flag()));
     }
 
     private static double tailMean(List<Float> losses) {
-        double sum = 0;
-        for (int i = losses.size() - TAIL; i < losses.size(); i++) {
-            sum += losses.get(i);
-        }
-        return sum / TAIL;
+        return TinyRuns.tailMean(losses, TAIL);
     }
 }

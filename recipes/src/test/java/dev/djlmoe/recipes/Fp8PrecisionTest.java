@@ -10,13 +10,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.djlmoe.ep.WireFormat;
 import dev.djlmoe.nn.ExpertPrecision;
-import dev.djlmoe.recipes.data.CorpusSource;
-import dev.djlmoe.recipes.data.TextCorpus;
 import dev.djlmoe.recipes.plan.TrainingPlan;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Test;
@@ -82,29 +77,15 @@ class Fp8PrecisionTest {
     }
 
     private static List<Float> train(TrainingPrecision precision, Path runDir) {
-        CorpusSource src = new CorpusSource(TextCorpus.embedded(), 0.05, 42);
-        PretrainOptions opts =
+        return TinyRuns.losses(
                 PretrainOptions.defaults()
                         .withSteps(STEPS)
                         .withRunDir(runDir)
                         .withLogEvery(STEPS)
-                        .withPrecision(precision);
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        Pretrain.Result r =
-                Pretrain.run(
-                        Pretrain.Job.pretrain(HfMoeConfig.preset("tiny"), src, opts),
-                        new PrintStream(buf, true, StandardCharsets.UTF_8),
-                        StopSignal.none(),
-                        null);
-        assertEquals(STEPS, r.losses().size(), buf.toString(StandardCharsets.UTF_8));
-        return r.losses();
+                        .withPrecision(precision));
     }
 
     private static double tailMean(List<Float> losses) {
-        double sum = 0;
-        for (int i = losses.size() - TAIL; i < losses.size(); i++) {
-            sum += losses.get(i);
-        }
-        return sum / TAIL;
+        return TinyRuns.tailMean(losses, TAIL);
     }
 }
