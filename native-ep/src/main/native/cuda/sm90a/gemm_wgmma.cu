@@ -1,20 +1,26 @@
 // Hopper tier of the grouped FP8 GEMMs (gemm_api.h), compiled for sm_90a only: wgmma
 // m64n128k32 e4m3 with both operands in shared memory, fed by TMA (128-byte swizzle) through an
-// mbarrier pipeline. A CTA of 9 warps computes a 128x128 tile of C: warps 0-7 are two consumer
-// warpgroups (64 rows each), warp 8 the producer that keeps kStages stages of 128-wide reduction
-// slices in flight. Per stage the consumers multiply into fresh partial accumulators (4 wgmma k32
-// for FP8_BLOCK, one per MX block for MXFP8) and promote them into fp32 registers with the CPU
-// path's float operations (gemm_device.cuh). Scales are read per stage: A's per row by each
-// thread, B's per column through shared memory.
+// mbarrier pipeline. Persistent CTAs (one per SM) of 9 warps each compute 128x128 tiles of C in
+// turn: warp 8 produces (per stage of 128 along the reduction: the scales of the tile's rows and
+// columns into shared memory, then both operand tiles by TMA), keeping kStages stages in flight
+// across tile boundaries, so the next tile's loads overlap this tile's last stages and epilogue;
+// warps 0-7 are two consumer warpgroups (64 rows each) that multiply each stage into fresh partial
+// accumulators (4 wgmma k32 for FP8_BLOCK, one per MX block for MXFP8) and promote them into fp32
+// registers with the CPU path's float operations (gemm_device.cuh), the scales read from shared
+// memory.
 //
-// Status: passed every gemm_test case on an H100 (2026-12-08), the 16B expert shapes included;
-// the C ABI takes it by default on compute capability 9.0 wherever it can (gemm_capi.cu). The
-// encodings (descriptors, swizzle, accumulator layout, tensor maps, stage parities) live in
-// wgmma_layout.h and are checked on the CPU by src/test/native/gemm_wgmma_layout_test.cpp.
+// Status: the per-tile version passed every gemm_test case on an H100 (2026-12-08), the 16B expert
+// shapes included (FP8_BLOCK 267 TFLOP/s forward + backward at the 16B shape, MXFP8 23); this
+// persistent version with shared-memory scales is its rewrite for speed. The C ABI takes the tier
+// by default on compute capability 9.0 wherever it can (gemm_capi.cu). The encodings
+// (descriptors, swizzle, accumulator layout, tensor maps, stage parities) live in wgmma_layout.h
+// and are checked on the CPU by src/test/native/gemm_wgmma_layout_test.cpp.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -42,8 +48,9 @@ struct alignas(wg::kSwizzleAtom) Smem {
   uint8_t a[kStages][kTileBytes];
   uint8_t b[kStages][kTileBytes];
   uint64_t full[kStages], empty[kStages];
-  float sb[2][2][kBN];     // FP8_BLOCK: B scale per column, per warpgroup and stage parity
-  uint32_t eb[2][2][kBN];  // MXFP8: the stage's four E8M0 bytes per column
+  uint32_t sa[kStages][kBM];  // the stage's scales of A's rows (stage_scales)
+  uint32_t sb[kStages][kBN];  // and of B's rows (the tile's columns)
+  uint32_t mx_fast[kStages];  // MXFP8: mx_fast_blocks of the stage
 };
 constexpr size_t kSmemBytes = sizeof(Smem) + wg::kSwizzleAtom;  // + slack to align the base
 static_assert(offsetof(Smem, a) % wg::kSwizzleAtom == 0 &&
@@ -163,15 +170,181 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, ui
       : "l"(da), "l"(db), "r"(scale_d));
 }
 
-__device__ __forceinline__ void named_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+// The stage's scales of A's row r (rows_a of the tile are real) or B's column: FP8_BLOCK the fp32
+// scale's bits; MXFP8 the four E8M0 bytes of the stage's MX blocks (byte j: K [32 j, 32 j + 32) of
+// the stage), 127 (a factor of 1) past the reduction's end or past the tile's real rows, where the
+// partial sums are zero. ld = 0: one row of scales serves every row.
+template <Format F>
+__device__ __forceinline__ uint32_t stage_scales(const uint8_t* scales, int64_t ld, int r, int rows,
+                                                 int64_t st, int64_t len) {
+  if constexpr (F == Format::kFp8Block) {
+    return r < rows ? __float_as_uint(reinterpret_cast<const float*>(scales + r * ld)[st]) : 0u;
+  } else {
+    uint32_t packed = 0x7F7F7F7Fu;
+    if (r < rows) {
+      const uint8_t* row = scales + r * ld + st * 4;
+      packed = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        packed |= uint32_t(st * kBK + 32 * j < len ? row[j] : 127) << (8 * j);
+    }
+    return packed;
+  }
 }
 
-template <Format F>
-__device__ void run_tile(const Job& job, const CUtensorMap* map_a, const CUtensorMap* map_b,
-                         Smem& sm) {
+// MXFP8: bit ks of the result is set when every (row, column) pair of the stage's MX block ks has
+// a normal power-of-two scale product and no NaN scale (the promotion's one-multiply case for the
+// whole tile), from the byte ranges of A's rows and B's columns.
+__device__ __forceinline__ uint32_t mx_fast_blocks(uint32_t min_a, uint32_t max_a, uint32_t min_b,
+                                                   uint32_t max_b) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int lo_a = int((min_a >> (8 * j)) & 0xFFu), hi_a = int((max_a >> (8 * j)) & 0xFFu);
+    const int lo_b = int((min_b >> (8 * j)) & 0xFFu), hi_b = int((max_b >> (8 * j)) & 0xFFu);
+    if (hi_a < 255 && hi_b < 255 && lo_a + lo_b - 254 >= -126 && hi_a + hi_b - 254 <= 127)
+      bits |= 1u << j;
+  }
+  return bits;
+}
+
+// Bytewise minimum and maximum of packed E8M0 quadruples.
+__device__ __forceinline__ uint32_t bytes_min(uint32_t x, uint32_t y) { return __vminu4(x, y); }
+__device__ __forceinline__ uint32_t bytes_max(uint32_t x, uint32_t y) { return __vmaxu4(x, y); }
+__device__ __forceinline__ uint32_t warp_bytes_min(uint32_t v) {
+#pragma unroll
+  for (int m = 16; m >= 1; m >>= 1) v = bytes_min(v, __shfl_xor_sync(0xffffffffu, v, m));
+  return v;
+}
+__device__ __forceinline__ uint32_t warp_bytes_max(uint32_t v) {
+#pragma unroll
+  for (int m = 16; m >= 1; m >>= 1) v = bytes_max(v, __shfl_xor_sync(0xffffffffu, v, m));
+  return v;
+}
+
+// The producer warp: for each of the CTA's tiles and each stage, waits for the slot, writes the
+// stage's scales of A's 128 rows and B's 128 columns into the slot (all 32 lanes), then lane 0
+// arms the slot's barrier and issues both TMA loads. The stage counter runs on across tiles, so
+// the next tile's loads overlap this tile's last stages and the consumers' epilogue.
+template <Format F, class JobOf>
+__device__ void produce(int32_t tiles, const JobOf& job_of, const CUtensorMap* map_a,
+                        const CUtensorMap* map_b, Smem& sm) {
+  const int lane = threadIdx.x & 31;
+  int64_t it = 0;
+  for (int32_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const Job job = job_of(tile);
+    const int64_t stages = (job.len + kBK - 1) / kBK;
+    for (int64_t st = 0; st < stages; ++st, ++it) {
+      const int s = wg::stage_slot(it, kStages);
+      if (wg::producer_waits(it, kStages)) mbar_wait(&sm.empty[s], wg::empty_parity(it, kStages));
+      uint32_t min_a = ~0u, max_a = 0, min_b = ~0u, max_b = 0;
+#pragma unroll
+      for (int j = 0; j < kBM / 32; ++j) {
+        const int r = lane + 32 * j;
+        const uint32_t va = stage_scales<F>(job.sa, job.ldsa, r, job.rows_a, st, job.len);
+        const uint32_t vb = stage_scales<F>(job.sb, job.ldsb, r, job.rows_b, st, job.len);
+        sm.sa[s][r] = va;
+        sm.sb[s][r] = vb;
+        min_a = bytes_min(min_a, va);
+        max_a = bytes_max(max_a, va);
+        min_b = bytes_min(min_b, vb);
+        max_b = bytes_max(max_b, vb);
+      }
+      if constexpr (F == Format::kMxfp8) {
+        const uint32_t fast = mx_fast_blocks(warp_bytes_min(min_a), warp_bytes_max(max_a),
+                                             warp_bytes_min(min_b), warp_bytes_max(max_b));
+        if (lane == 0) sm.mx_fast[s] = fast;
+      }
+      // The lanes' scale stores ordered before lane 0's arrival, whose release publishes them
+      // with the slot.
+      __syncwarp();
+      if (lane == 0) {
+        mbar_expect_tx(&sm.full[s], wg::kStageTxBytes);
+        const int32_t k0 = job.red0 + int32_t(st * kBK);
+        tma_load_2d(sm.a[s], map_a, k0, job.a_row, &sm.full[s]);
+        tma_load_2d(sm.b[s], map_b, k0, job.b_row, &sm.full[s]);
+      }
+    }
+  }
+}
+
+// One consumer warpgroup's share of a stage for FP8_BLOCK: four wgmma k32 into fresh partials, then
+// their promotion with the stage's scales (one multiply of the scales, one of the partial, one add:
+// the CPU path's operations). uniform_b: one scale for every column (the M-grouped GEMM's weight
+// block).
+__device__ __forceinline__ void consume_fp8(float (&acc)[64], float (&part)[64], uint64_t da,
+                                            uint64_t db, const uint32_t* sa, const uint32_t* sb,
+                                            int ra, int t, bool uniform_b) {
+  fence_regs(part);
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kBK / int(wg::kStepK); ++ks)
+    wgmma_m64n128k32(part, wg::desc_advance(da, ks * wg::kStepK),
+                     wg::desc_advance(db, ks * wg::kStepK), ks > 0);
+  wgmma_commit();
+  fence_regs(part);
+  wgmma_wait0();
+  fence_regs(part);
+  const float sa0 = __uint_as_float(sa[ra]), sa1 = __uint_as_float(sa[ra + 8]);
+  if (uniform_b) {
+    const float sb0 = __uint_as_float(sb[0]);
+    const float s0 = __fmul_rn(sa0, sb0), s1 = __fmul_rn(sa1, sb0);
+#pragma unroll
+    for (int i = 0; i < 64; ++i)
+      acc[i] = __fadd_rn(acc[i], __fmul_rn(part[i], (i / 2) % 2 == 0 ? s0 : s1));
+  } else {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      const float sbc = __uint_as_float(sb[wg::acc_col(t, i)]);
+      acc[i] = promote_fp8(acc[i], part[i], (i / 2) % 2 == 0 ? sa0 : sa1, sbc);
+    }
+  }
+}
+
+// The same for MXFP8: one wgmma k32 per MX block, each promoted before the next (its scales differ
+// per block). Where the producer found every scale product of the block normal, the promotion is
+// one multiply by 2^(ea + eb - 254) built from its bits and one add, which is promote_mx's result.
+__device__ __forceinline__ void consume_mx(float (&acc)[64], float (&part)[64], uint64_t da,
+                                           uint64_t db, const uint32_t* sa, const uint32_t* sb,
+                                           uint32_t fast, int64_t left, int ra, int t) {
+  const uint32_t pa0 = sa[ra], pa1 = sa[ra + 8];
+#pragma unroll 1
+  for (int ks = 0; ks < kBK / int(wg::kStepK); ++ks) {
+    if (int64_t(wg::kStepK) * ks >= left) break;  // uniform: no MX block there
+    fence_regs(part);
+    wgmma_fence();
+    wgmma_m64n128k32(part, wg::desc_advance(da, ks * wg::kStepK),
+                     wg::desc_advance(db, ks * wg::kStepK), 0);
+    wgmma_commit();
+    fence_regs(part);
+    wgmma_wait0();
+    fence_regs(part);
+    const int sh = 8 * ks;
+    const uint32_t ea0 = (pa0 >> sh) & 0xFFu, ea1 = (pa1 >> sh) & 0xFFu;
+    if ((fast >> ks) & 1u) {
+#pragma unroll
+      for (int i = 0; i < 64; ++i) {
+        const uint32_t eb = (sb[wg::acc_col(t, i)] >> sh) & 0xFFu;
+        const uint32_t bits = ((i / 2) % 2 == 0 ? ea0 : ea1) + eb - 127u;
+        acc[i] = __fadd_rn(acc[i], __fmul_rn(part[i], __uint_as_float(bits << 23)));
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 64; ++i) {
+        const uint32_t eb = (sb[wg::acc_col(t, i)] >> sh) & 0xFFu;
+        acc[i] = promote_mx(acc[i], part[i], (i / 2) % 2 == 0 ? ea0 : ea1, eb);
+      }
+    }
+  }
+}
+
+// A persistent CTA of 9 warps: tiles blockIdx.x, blockIdx.x + gridDim.x, ... of `tiles`, each
+// described by job_of(tile). Warp 8 produces (produce above); warps 0-7 are two warpgroups of 64
+// rows that wait for each stage, multiply, promote, release the slot, and store the tile.
+template <Format F, class JobOf>
+__device__ void run_tiles(int32_t tiles, const JobOf& job_of, const CUtensorMap* map_a,
+                          const CUtensorMap* map_b, Smem& sm) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  const int64_t stages = (job.len + kBK - 1) / kBK;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&sm.full[s], 1);
@@ -183,99 +356,50 @@ __device__ void run_tile(const Job& job, const CUtensorMap* map_a, const CUtenso
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   }
   __syncthreads();
-  if (warp == kConsumerThreads / 32) {  // producer
-    if (lane == 0) {
-      for (int64_t st = 0; st < stages; ++st) {
-        const int s = wg::stage_slot(st, kStages);
-        if (wg::producer_waits(st, kStages)) mbar_wait(&sm.empty[s], wg::empty_parity(st, kStages));
-        mbar_expect_tx(&sm.full[s], wg::kStageTxBytes);
-        const int32_t k0 = job.red0 + int32_t(st * kBK);
-        tma_load_2d(sm.a[s], map_a, k0, job.a_row, &sm.full[s]);
-        tma_load_2d(sm.b[s], map_b, k0, job.b_row, &sm.full[s]);
-      }
-    }
+  if (warp == kConsumerThreads / 32) {
+    produce<F>(tiles, job_of, map_a, map_b, sm);
     return;
   }
   const int wgi = warp / 4, t = threadIdx.x % 128;
-  // Rows of the tile this thread's accumulators hold (d[i] with (i / 2) even: r0, odd: r1), and
-  // the column of d[i] is acc_col(t, i).
+  // Rows of the tile this thread's accumulators hold (d[i] with (i / 2) even: r0, odd: r1 = r0 +
+  // 8), and the column of d[i] is acc_col(t, i).
   const int r0 = wgi * 64 + int(wg::acc_row(t, 0)), r1 = wgi * 64 + int(wg::acc_row(t, 2));
   float acc[64], part[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = part[i] = 0.0f;
-  for (int64_t st = 0; st < stages; ++st) {
-    const int s = wg::stage_slot(st, kStages), buf = int(st & 1);
-    const int64_t k0 = st * kBK;
-    // B's scales for this stage, one column per thread of the warpgroup.
-    if constexpr (F == Format::kFp8Block) {
-      sm.sb[wgi][buf][t] =
-          t < job.rows_b ? reinterpret_cast<const float*>(job.sb + t * job.ldsb)[st] : 0.0f;
-    } else {
-      uint32_t packed = 0x7F7F7F7Fu;
-      if (t < job.rows_b) {
-        const uint8_t* row = job.sb + t * job.ldsb + st * 4;
-        packed = 0;
-        for (int j = 0; j < 4; ++j)
-          packed |= uint32_t(k0 + 32 * j < job.len ? row[j] : 127) << (8 * j);
-      }
-      sm.eb[wgi][buf][t] = packed;
+  int64_t it = 0;
+  for (int32_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const Job job = job_of(tile);
+    const int64_t stages = (job.len + kBK - 1) / kBK;
+    if (stages == 0) {  // an empty group of the K-grouped GEMM: its C_g tile is zeros
+      for (int i = threadIdx.x; i < kBM * kBN; i += kConsumerThreads)
+        if (i / kBN < job.rows_a && i % kBN < job.rows_b)
+          reinterpret_cast<float*>(job.c)[(i / kBN) * job.ldc + i % kBN] = 0.0f;
+      continue;
     }
-    named_sync(1 + wgi, 128);
-    mbar_wait(&sm.full[s], wg::full_parity(st, kStages));
-    const uint64_t da = smem_desc(sm.a[s] + wgi * 64 * kBK), db = smem_desc(sm.b[s]);
-    if constexpr (F == Format::kFp8Block) {
-      const float sa0 =
-          r0 < job.rows_a ? reinterpret_cast<const float*>(job.sa + r0 * job.ldsa)[st] : 0.f;
-      const float sa1 =
-          r1 < job.rows_a ? reinterpret_cast<const float*>(job.sa + r1 * job.ldsa)[st] : 0.f;
-      fence_regs(part);
-      wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < kBK / int(wg::kStepK); ++ks)
-        wgmma_m64n128k32(part, wg::desc_advance(da, ks * wg::kStepK),
-                         wg::desc_advance(db, ks * wg::kStepK), ks > 0);
-      wgmma_commit();
-      fence_regs(part);
-      wgmma_wait0();
-      fence_regs(part);
-      if (lane == 0) mbar_arrive(&sm.empty[s]);
-#pragma unroll
-      for (int i = 0; i < 64; ++i) {
-        const int col = int(wg::acc_col(t, i));
-        acc[i] = promote_fp8(acc[i], part[i], (i / 2) % 2 == 0 ? sa0 : sa1, sm.sb[wgi][buf][col]);
+    for (int i = 0; i < 64; ++i) acc[i] = part[i] = 0.0f;
+    for (int64_t st = 0; st < stages; ++st, ++it) {
+      const int s = wg::stage_slot(it, kStages);
+      mbar_wait(&sm.full[s], wg::full_parity(it, kStages));
+      const uint64_t da = smem_desc(sm.a[s] + wgi * 64 * kBK), db = smem_desc(sm.b[s]);
+      if constexpr (F == Format::kFp8Block) {
+        consume_fp8(acc, part, da, db, sm.sa[s], sm.sb[s], r0, t, job.ldsb == 0);
+      } else {
+        consume_mx(acc, part, da, db, sm.sa[s], sm.sb[s], sm.mx_fast[s], job.len - st * kBK, r0, t);
       }
-    } else {
-      for (int ks = 0; ks < kBK / int(wg::kStepK); ++ks) {
-        if (k0 + int64_t(wg::kStepK) * ks >= job.len) break;  // uniform: no MX block there
-        const uint32_t ea0 = r0 < job.rows_a ? job.sa[r0 * job.ldsa + st * 4 + ks] : 127u;
-        const uint32_t ea1 = r1 < job.rows_a ? job.sa[r1 * job.ldsa + st * 4 + ks] : 127u;
-        fence_regs(part);
-        wgmma_fence();
-        wgmma_m64n128k32(part, wg::desc_advance(da, ks * wg::kStepK),
-                         wg::desc_advance(db, ks * wg::kStepK), 0);
-        wgmma_commit();
-        fence_regs(part);
-        wgmma_wait0();
-        fence_regs(part);
-#pragma unroll
-        for (int i = 0; i < 64; ++i) {
-          const int col = int(wg::acc_col(t, i));
-          const uint32_t eb = (sm.eb[wgi][buf][col] >> (8 * ks)) & 0xFFu;
-          acc[i] = promote_mx(acc[i], part[i], (i / 2) % 2 == 0 ? ea0 : ea1, eb);
-        }
-      }
+      // Every lane done with the slot's tiles (the wgmma waited) and scales before the release.
+      __syncwarp();
       if (lane == 0) mbar_arrive(&sm.empty[s]);
     }
-  }
 #pragma unroll
-  for (int i = 0; i < 64; ++i) {
-    const int row = (i / 2) % 2 == 0 ? r0 : r1, col = int(wg::acc_col(t, i));
-    if (row >= job.rows_a || col >= job.rows_b) continue;
-    const int64_t at = row * job.ldc + col;
-    if (job.bf16) {
-      reinterpret_cast<uint16_t*>(job.c)[at] = bf16_bits(acc[i]);
-    } else {
-      reinterpret_cast<float*>(job.c)[at] = acc[i];
+    for (int i = 0; i < 64; ++i) {
+      const int row = (i / 2) % 2 == 0 ? r0 : r1, col = int(wg::acc_col(t, i));
+      if (row >= job.rows_a || col >= job.rows_b) continue;
+      const int64_t at = row * job.ldc + col;
+      if (job.bf16) {
+        reinterpret_cast<uint16_t*>(job.c)[at] = bf16_bits(acc[i]);
+      } else {
+        reinterpret_cast<float*>(job.c)[at] = acc[i];
+      }
     }
   }
 }
@@ -292,9 +416,13 @@ struct MParams {
   const uint8_t *sa, *sb;
   uint8_t* c;
   int64_t n, k, ldsa;
+  int32_t n_tiles;  // column tiles of 128
   bool bf16;
 };
 
+// Tile j of the M-grouped GEMM is row tile j / n_tiles of the layout (tile_prefix: each group's
+// rows in tiles of 128) against column tile j % n_tiles: consecutive tiles share A's rows, and the
+// CTAs in flight together cover a few groups' weights.
 template <Format F>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_grouped_m_kernel(const __grid_constant__ CUtensorMap map_a,
@@ -302,38 +430,42 @@ __global__ void __launch_bounds__(kThreads, 1)
                            const __grid_constant__ GroupTable t, const MParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t raw[];
-  const int32_t tile = blockIdx.x;
-  int lo = 0, hi = t.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (t.tile_prefix[mid] <= tile) lo = mid;
-    else hi = mid - 1;
-  }
-  const int g = lo;
-  const int64_t row0 = t.offsets[g] + int64_t(tile - t.tile_prefix[g]) * kBM;
-  const int64_t n0 = int64_t(blockIdx.y) * kBN;
-  const int64_t nkb = nep::gemm::ceil_div(p.k, F == Format::kFp8Block ? 128 : 32);
-  const uint8_t* sbg = p.sb + g * nep::gemm::weight_scale_bytes(F, p.n, p.k);
-  Job job;
-  job.a_row = int32_t(row0);
-  job.b_row = int32_t(g * p.n + n0);
-  job.red0 = 0;
-  job.len = p.k;
-  job.rows_a = int(min(int64_t(kBM), t.offsets[g + 1] - row0));
-  job.rows_b = int(min(int64_t(kBN), p.n - n0));
-  job.sa = p.sa + row0 * p.ldsa;
-  job.ldsa = p.ldsa;
-  if constexpr (F == Format::kFp8Block) {
-    job.sb = sbg + (n0 / 128) * nkb * 4;
-    job.ldsb = 0;
-  } else {
-    job.sb = sbg + n0 * nkb;
-    job.ldsb = nkb;
-  }
-  job.c = p.c + (row0 * p.n + n0) * (p.bf16 ? 2 : 4);
-  job.ldc = p.n;
-  job.bf16 = p.bf16;
-  run_tile<F>(job, &map_a, &map_b, smem_of(raw));
+  const int32_t tiles = t.tile_prefix[t.count] * p.n_tiles;
+  const auto job_of = [&](int32_t j) {
+    const int32_t tile = j / p.n_tiles;
+    int lo = 0, hi = t.count - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (t.tile_prefix[mid] <= tile) lo = mid;
+      else hi = mid - 1;
+    }
+    const int g = lo;
+    const int64_t row0 = t.offsets[g] + int64_t(tile - t.tile_prefix[g]) * kBM;
+    const int64_t n0 = int64_t(j % p.n_tiles) * kBN;
+    const int64_t nkb = nep::gemm::ceil_div(p.k, F == Format::kFp8Block ? 128 : 32);
+    const uint8_t* sbg = p.sb + g * nep::gemm::weight_scale_bytes(F, p.n, p.k);
+    Job job;
+    job.a_row = int32_t(row0);
+    job.b_row = int32_t(g * p.n + n0);
+    job.red0 = 0;
+    job.len = p.k;
+    job.rows_a = int(min(int64_t(kBM), t.offsets[g + 1] - row0));
+    job.rows_b = int(min(int64_t(kBN), p.n - n0));
+    job.sa = p.sa + row0 * p.ldsa;
+    job.ldsa = p.ldsa;
+    if constexpr (F == Format::kFp8Block) {
+      job.sb = sbg + (n0 / 128) * nkb * 4;
+      job.ldsb = 0;
+    } else {
+      job.sb = sbg + n0 * nkb;
+      job.ldsb = nkb;
+    }
+    job.c = p.c + (row0 * p.n + n0) * (p.bf16 ? 2 : 4);
+    job.ldc = p.n;
+    job.bf16 = p.bf16;
+    return job;
+  };
+  run_tiles<F>(tiles, job_of, &map_a, &map_b, smem_of(raw));
 #endif
 }
 
@@ -341,8 +473,11 @@ struct KParams {
   const uint8_t *sa, *sb;
   float* c;
   int64_t n, k;
+  int32_t n_tiles, k_tiles;  // tiles of 128 along C_g's rows (n) and columns (k)
 };
 
+// Tile j of the K-grouped GEMM is group j / (n_tiles k_tiles), row tile (j / k_tiles) % n_tiles,
+// column tile j % k_tiles of C_g.
 template <Format F>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_grouped_k_kernel(const __grid_constant__ CUtensorMap map_a,
@@ -350,33 +485,32 @@ __global__ void __launch_bounds__(kThreads, 1)
                            const __grid_constant__ GroupTable t, const KParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t raw[];
-  const int g = blockIdx.z;
-  const int64_t n0 = int64_t(blockIdx.y) * kBM, k0 = int64_t(blockIdx.x) * kBN;
-  const int64_t mp = t.padded[t.count], p0 = t.padded[g], len = t.padded[g + 1] - p0;
-  const int rows_a = int(min(int64_t(kBM), p.n - n0)), rows_b = int(min(int64_t(kBN), p.k - k0));
-  float* c = p.c + int64_t(g) * p.n * p.k + n0 * p.k + k0;
-  if (len == 0) {
-    for (int i = threadIdx.x; i < kBM * kBN; i += blockDim.x)
-      if (i / kBN < rows_a && i % kBN < rows_b) c[(i / kBN) * p.k + i % kBN] = 0.0f;
-    return;
-  }
-  const int64_t block = F == Format::kFp8Block ? 128 : 32, ss = F == Format::kFp8Block ? 4 : 1;
-  const int64_t scale_row = mp / block * ss, scale0 = p0 / block * ss;
-  Job job;
-  job.a_row = int32_t(n0);
-  job.b_row = int32_t(k0);
-  job.red0 = int32_t(p0);
-  job.len = len;
-  job.rows_a = rows_a;
-  job.rows_b = rows_b;
-  job.sa = p.sa + n0 * scale_row + scale0;
-  job.ldsa = scale_row;
-  job.sb = p.sb + k0 * scale_row + scale0;
-  job.ldsb = scale_row;
-  job.c = reinterpret_cast<uint8_t*>(c);
-  job.ldc = p.k;
-  job.bf16 = false;
-  run_tile<F>(job, &map_a, &map_b, smem_of(raw));
+  const int32_t per_group = p.n_tiles * p.k_tiles;
+  const int32_t tiles = t.count * per_group;
+  const auto job_of = [&](int32_t j) {
+    const int g = j / per_group;
+    const int64_t n0 = int64_t((j / p.k_tiles) % p.n_tiles) * kBM;
+    const int64_t k0 = int64_t(j % p.k_tiles) * kBN;
+    const int64_t mp = t.padded[t.count], p0 = t.padded[g];
+    const int64_t block = F == Format::kFp8Block ? 128 : 32, ss = F == Format::kFp8Block ? 4 : 1;
+    const int64_t scale_row = mp / block * ss, scale0 = p0 / block * ss;
+    Job job;
+    job.a_row = int32_t(n0);
+    job.b_row = int32_t(k0);
+    job.red0 = int32_t(p0);
+    job.len = t.padded[g + 1] - p0;
+    job.rows_a = int(min(int64_t(kBM), p.n - n0));
+    job.rows_b = int(min(int64_t(kBN), p.k - k0));
+    job.sa = p.sa + n0 * scale_row + scale0;
+    job.ldsa = scale_row;
+    job.sb = p.sb + k0 * scale_row + scale0;
+    job.ldsb = scale_row;
+    job.c = reinterpret_cast<uint8_t*>(p.c + int64_t(g) * p.n * p.k + n0 * p.k + k0);
+    job.ldc = p.k;
+    job.bf16 = false;
+    return job;
+  };
+  run_tiles<F>(tiles, job_of, &map_a, &map_b, smem_of(raw));
 #endif
 }
 
@@ -445,7 +579,17 @@ void allow_smem(Kernel kernel) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-constexpr int64_t kMaxGridY = 65535;
+constexpr int64_t kMaxTiles = INT32_MAX;  // tile indices are int32
+
+// The persistent grid: one CTA per SM of the current device (the kernel holds one per SM), fewer
+// when there are fewer tiles.
+unsigned persistent_ctas(int64_t tiles) {
+  int device = 0, sms = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice (wgmma GEMM grid)");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
+             "cudaDeviceGetAttribute (SM count)");
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>(tiles, std::max(sms, 1))));
+}
 
 }  // namespace
 
@@ -457,7 +601,11 @@ const char* wgmma_refusal_m(const GroupedM& args, const void* a, const void* b) 
   if (args.m >= (int64_t(1) << 31) || args.groups.count * args.n >= (int64_t(1) << 31) ||
       args.k >= (int64_t(1) << 31))
     return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
-  if (nep::gemm::ceil_div(args.n, kBN) > kMaxGridY) return "n is above 65535 * 128 (grid)";
+  int64_t row_tiles = 0;
+  for (int32_t i = 0; i < args.groups.count; ++i)
+    row_tiles += nep::gemm::ceil_div(args.groups.rows(i), kBM);
+  if (row_tiles * nep::gemm::ceil_div(args.n, kBN) > kMaxTiles)
+    return "more than 2^31 - 1 tiles of 128 x 128";
   const int32_t g = args.groups.count;
   if (args.groups.offsets[g] > args.groups.offsets[0]) {
     if (const char* why = wg::map_problem(map_a_of(args), reinterpret_cast<uintptr_t>(a)))
@@ -472,7 +620,10 @@ const char* wgmma_refusal_k(const GroupedK& args, const void* a, const void* b) 
   if (args.groups.padded_rows() >= (int64_t(1) << 31) || args.n >= (int64_t(1) << 31) ||
       args.k >= (int64_t(1) << 31))
     return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
-  if (nep::gemm::ceil_div(args.n, kBM) > kMaxGridY) return "n is above 65535 * 128 (grid)";
+  if (int64_t(args.groups.count) * nep::gemm::ceil_div(args.n, kBM) *
+          nep::gemm::ceil_div(args.k, kBN) >
+      kMaxTiles)
+    return "more than 2^31 - 1 tiles of 128 x 128";
   if (args.groups.padded_rows() == 0) return nullptr;  // no map: every C_g is written as zeros
   if (const char* why = wg::map_problem(map_a_of(args), reinterpret_cast<uintptr_t>(a))) return why;
   return wg::map_problem(map_b_of(args), reinterpret_cast<uintptr_t>(b));
@@ -485,12 +636,13 @@ void launch_wgmma_grouped_m(const GroupedM& args, const uint8_t* a, const uint8_
   if (tiles == 0) return;
   const CUtensorMap map_a = make_map("a", a, map_a_of(args));
   const CUtensorMap map_b = make_map("b", b, map_b_of(args));
-  const MParams p{sa,     sb,        static_cast<uint8_t*>(c),           args.n,
-                  args.k, args.ldsa, args.out_dtype == NEP_GEMM_OUT_BF16};
   const int64_t n_tiles = nep::gemm::ceil_div(args.n, kBN);
-  if (n_tiles > kMaxGridY)
-    fail(NEP_ERR_CAPACITY, "grouped GEMM: n=", args.n, " is above 65535 * 128");
-  const dim3 grid{unsigned(tiles), unsigned(n_tiles)};
+  if (int64_t(tiles) * n_tiles > kMaxTiles)
+    fail(NEP_ERR_CAPACITY, "grouped GEMM: ", tiles, " row tiles x ", n_tiles,
+         " column tiles exceed 2^31 - 1");
+  const MParams p{sa,     sb,        static_cast<uint8_t*>(c), args.n,
+                  args.k, args.ldsa, int32_t(n_tiles),         args.out_dtype == NEP_GEMM_OUT_BF16};
+  const dim3 grid{persistent_ctas(int64_t(tiles) * n_tiles)};
   if (args.format == Format::kFp8Block) {
     allow_smem(wgmma_grouped_m_kernel<Format::kFp8Block>);
     wgmma_grouped_m_kernel<Format::kFp8Block>
@@ -515,12 +667,15 @@ void launch_wgmma_grouped_k(const GroupedK& args, const uint8_t* a, const uint8_
     map_a = make_map("a", a, map_a_of(args));
     map_b = make_map("b", b, map_b_of(args));
   }
-  const KParams p{sa, sb, c, args.n, args.k};
-  const int64_t n_tiles = nep::gemm::ceil_div(args.n, kBM);
-  if (n_tiles > kMaxGridY)
-    fail(NEP_ERR_CAPACITY, "grouped GEMM: n=", args.n, " is above 65535 * 128");
-  const dim3 grid(unsigned(nep::gemm::ceil_div(args.k, kBN)), unsigned(n_tiles),
-                  unsigned(args.groups.count));
+  const int64_t n_tiles = nep::gemm::ceil_div(args.n, kBM),
+                k_tiles = nep::gemm::ceil_div(args.k, kBN);
+  const int64_t tiles = int64_t(args.groups.count) * n_tiles * k_tiles;
+  if (tiles == 0) return;
+  if (tiles > kMaxTiles)
+    fail(NEP_ERR_CAPACITY, "grouped GEMM: ", args.groups.count, " groups x ", n_tiles, " x ",
+         k_tiles, " tiles exceed 2^31 - 1");
+  const KParams p{sa, sb, c, args.n, args.k, int32_t(n_tiles), int32_t(k_tiles)};
+  const dim3 grid{persistent_ctas(tiles)};
   if (args.format == Format::kFp8Block) {
     allow_smem(wgmma_grouped_k_kernel<Format::kFp8Block>);
     wgmma_grouped_k_kernel<Format::kFp8Block>
