@@ -118,8 +118,7 @@ NEP_EXPORT int32_t nep_cuda_gemm_quantize_rows(int32_t device, int32_t format, i
     check("x", x, m * k * 4);
     check("q", q, m * k);
     check("s", s, m * row_scale_bytes(f, k));
-    const RowSource src{ptr<const float>(x), m, 0, k, 1};
-    launch_quantize_rows(f, src, m, k, ptr<uint8_t>(q), ptr<uint8_t>(s), st);
+    launch_quantize_rows(f, ptr<const float>(x), m, k, ptr<uint8_t>(q), ptr<uint8_t>(s), st);
   });
 }
 
@@ -186,17 +185,8 @@ NEP_EXPORT int32_t nep_cuda_gemm_quantize_weights(int32_t device, int32_t format
     check("w", w, num_groups * n * k * 4);
     check("q", q, num_groups * n * k);
     check("s", s, num_groups * weight_scale_bytes(f, rows, cols));
-    if (f == Format::kFp8Block) {
-      launch_quantize_weight_blocks(ptr<const float>(w), num_groups, n, k, transpose == 1,
-                                    ptr<uint8_t>(q), ptr<float>(s), st);
-    } else if (transpose == 0) {
-      const RowSource src{ptr<const float>(w), num_groups * n, 0, k, 1};
-      launch_quantize_rows(f, src, num_groups * n, k, ptr<uint8_t>(q), ptr<uint8_t>(s), st);
-    } else {
-      // Row j of group g of w^T is column j of w_g: elements k apart.
-      const RowSource src{ptr<const float>(w), k, n * k, 1, k};
-      launch_quantize_rows(f, src, num_groups * k, n, ptr<uint8_t>(q), ptr<uint8_t>(s), st);
-    }
+    launch_quantize_weights(f, ptr<const float>(w), num_groups, n, k, transpose == 1,
+                            ptr<uint8_t>(q), ptr<uint8_t>(s), st);
   });
 }
 

@@ -1,7 +1,7 @@
-// Host launchers of the grouped FP8 GEMM kernels (gemm_quantize.cu, gemm_mma.cu,
-// sm90a/gemm_wgmma.cu), called by the C ABI (gemm_capi.cu) after it has checked every argument
-// (../gemm_args.h). Each launches asynchronously on `stream` and throws nep::Error when a launch
-// fails.
+// Host launchers of the grouped FP8 GEMM kernels (gemm_quantize.cu, gemm_quantize_weights.cu,
+// gemm_mma.cu, sm90a/gemm_wgmma.cu), called by the C ABI (gemm_capi.cu) after it has checked every
+// argument (../gemm_args.h). Each launches asynchronously on `stream` and throws nep::Error when a
+// launch fails.
 #ifndef NATIVEEP_CUDA_GEMM_KERNELS_H_
 #define NATIVEEP_CUDA_GEMM_KERNELS_H_
 
@@ -32,15 +32,9 @@ struct GroupTable {
 // The table of `groups` with M-tiles of `tile_rows` rows (0: no tile prefix).
 GroupTable make_group_table(const Groups& groups, int64_t tile_rows);
 
-// x [rows, k] -> q [rows, k], s [rows, row scale bytes] (wire rows, split). With batch > 1 and
-// transposed inputs (quantize_weights with transpose = 1 for MXFP8) the element i of row r is read
-// at x[(r / rows_per_batch) * batch_stride + (r % rows_per_batch) * row_stride + i * elem_stride].
-struct RowSource {
-  const float* x;
-  int64_t rows_per_batch, batch_stride, row_stride, elem_stride;
-};
-void launch_quantize_rows(Format f, const RowSource& src, int64_t rows, int64_t k, uint8_t* q,
-                          uint8_t* s, cudaStream_t stream);
+// x [rows, k] -> q [rows, k], s [rows, row scale bytes] (wire rows, split).
+void launch_quantize_rows(Format f, const float* x, int64_t rows, int64_t k, uint8_t* q, uint8_t* s,
+                          cudaStream_t stream);
 
 // y [rows, 2 inter] -> h = silu(gate) * up (into h_out unless null) and its wire rows.
 void launch_swiglu_quantize_rows(Format f, const float* y, int64_t rows, int64_t inter,
@@ -52,10 +46,10 @@ void launch_dswiglu_quantize_rows(Format f, const float* y, const float* dh, int
                                   int64_t inter, float* dy_out, uint8_t* q, uint8_t* s,
                                   cudaStream_t stream);
 
-// FP8_BLOCK weights [groups, n, k] in 128x128 blocks; transpose writes q [G, k, n] and the
-// transposed scale grid.
-void launch_quantize_weight_blocks(const float* w, int64_t groups, int64_t n, int64_t k,
-                                   bool transpose, uint8_t* q, float* s, cudaStream_t stream);
+// Weights w [groups, n, k] -> q, s as nep_gemm_quantize_weights gives them: q [G, n, k], or with
+// transpose q [G, k, n] = w_g^T; FP8_BLOCK 128x128 block scales, MXFP8 1x32 along q's rows.
+void launch_quantize_weights(Format f, const float* w, int64_t groups, int64_t n, int64_t k,
+                             bool transpose, uint8_t* q, uint8_t* s, cudaStream_t stream);
 
 // x [m, c] -> the K-grouped operand q [c, Mp], s [c, Mp / block].
 void launch_quantize_rows_t_grouped(Format f, const float* x, int64_t c, const Groups& groups,
