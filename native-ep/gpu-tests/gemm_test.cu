@@ -242,6 +242,84 @@ void run_nonfinite_quantiser_case(int32_t f) {
               g_fail == before ? "ok  " : "FAIL", name.c_str());
 }
 
+// The weight quantisers in both orientations, and the row quantiser on the same G * n rows, on
+// shapes on and off the 128 and 32 boundaries (n or k not multiples of 4 take the unvectorised
+// kernels), with non-finite, subnormal and extreme elements; `misaligned` reads w 4 bytes and
+// writes q 1 byte past an allocation's start (no float4 loads, no word stores). The GPU's bytes
+// must equal the CPU's, and the bytes around q and s must keep their poison.
+void run_weight_quantiser_case(int32_t f, int64_t groups, int64_t n, int64_t k, bool misaligned) {
+  const std::string name = std::string(format_name(f)) + " weight quantisers [" +
+                           std::to_string(groups) + ", " + std::to_string(n) + ", " +
+                           std::to_string(k) + "]" + (misaligned ? " misaligned" : "");
+  g_doing = name;
+  const int64_t rows = groups * n, size = rows * k;
+  auto w = random_rows(rows, k, 7u + uint32_t(131 * n + k), 0.05f);
+  const float specials[] = {std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            3.0e38f,
+                            -1.0e-42f,
+                            0.0f,
+                            -0.0f};
+  for (int64_t i = 0; i < size; i += 37) w[i] = specials[(i / 37) % 8];
+  if (rows > 1)  // a row of NaN only
+    for (int64_t i = 0; i < k; ++i) w[k + i] = specials[2 + (i & 1)];
+  if (rows > 2)  // a row of subnormals only
+    for (int64_t i = 0; i < k; ++i) w[2 * k + i] = (i & 1 ? -1.0e-42f : 3.0e-41f);
+  const int64_t lead = misaligned ? 1 : 0;  // floats before w, bytes before q
+  std::vector<float> padded_w(lead + size, 0.0f);
+  std::copy(w.begin(), w.end(), padded_w.begin() + lead);
+  DevMem dw = upload(padded_w);
+  const int64_t dw_at = dw.addr() + 4 * lead;
+  Err e;
+  const int before = g_fail;
+  auto check = [&](const DevMem& dq, const DevMem& ds, const std::vector<uint8_t>& q,
+                   const std::vector<uint8_t>& sc, const std::string& what) {
+    const auto gq = download<uint8_t>(dq, dq.bytes()), gs = download<uint8_t>(ds, ds.bytes());
+    expect_same_bytes(std::vector<uint8_t>(gq.begin() + lead, gq.begin() + lead + size), q,
+                      name + ": " + what + " elements");
+    expect_same_bytes(std::vector<uint8_t>(gs.begin(), gs.begin() + sc.size()), sc,
+                      name + ": " + what + " scales");
+    bool kept = lead == 0 || gq[0] == 0x5A;
+    for (size_t i = lead + size; i < gq.size(); ++i) kept = kept && gq[i] == 0x5A;
+    for (size_t i = sc.size(); i < gs.size(); ++i) kept = kept && gs[i] == 0x5A;
+    expect(kept, name + ": " + what + " wrote outside q or s");
+  };
+  {
+    const int64_t sab = nep_gemm_row_scale_bytes(f, k);
+    std::vector<uint8_t> q(size), sc(rows * sab);
+    nep_ok(nep_gemm_quantize_rows(f, (int64_t)w.data(), rows, k, (int64_t)q.data(),
+                                  (int64_t)sc.data(), e.msg, sizeof e.msg),
+           e, "nep_gemm_quantize_rows");
+    DevMem dq(lead + size + 16), ds(sc.size() + 16);
+    dq.poison(0x5A);
+    ds.poison(0x5A);
+    nep_ok(nep_cuda_gemm_quantize_rows(0, f, dw_at, rows, k, dq.addr() + lead, ds.addr(), 0, e.msg,
+                                       sizeof e.msg),
+           e, "nep_cuda_gemm_quantize_rows");
+    sync();
+    check(dq, ds, q, sc, "quantize_rows");
+  }
+  for (int32_t t : {0, 1}) {
+    const int64_t sbb = nep_gemm_weight_scale_bytes(f, groups, n, k, t);
+    std::vector<uint8_t> q(size), sc(sbb);
+    nep_ok(nep_gemm_quantize_weights(f, (int64_t)w.data(), groups, n, k, t, (int64_t)q.data(),
+                                     (int64_t)sc.data(), e.msg, sizeof e.msg),
+           e, "nep_gemm_quantize_weights");
+    DevMem dq(lead + size + 16), ds(sc.size() + 16);
+    dq.poison(0x5A);
+    ds.poison(0x5A);
+    nep_ok(nep_cuda_gemm_quantize_weights(0, f, dw_at, groups, n, k, t, dq.addr() + lead, ds.addr(),
+                                          0, e.msg, sizeof e.msg),
+           e, "nep_cuda_gemm_quantize_weights");
+    sync();
+    check(dq, ds, q, sc, t ? "quantize_weights transposed" : "quantize_weights");
+  }
+  std::printf("%s %s: rows and weights (plain, transposed) byte-equal to the CPU's\n",
+              g_fail == before ? "ok  " : "FAIL", name.c_str());
+}
+
 // The M-grouped GEMM: GPU quantisers against the CPU's bytes, then the GEMM of each tier against
 // the CPU GEMM on the same bytes.
 void run_m_case(int32_t f, const MCase& c, const char* tier) {
@@ -747,6 +825,16 @@ int main(int argc, char** argv) {
       run_dswiglu_case(f, 29, 200);
       if (!quick) run_dswiglu_case(f, k16bRows, k16bInter);
       run_nonfinite_quantiser_case(f);
+      // Weight quantisers: aligned shapes, blocks cut at both edges, n or k not multiples of 4
+      // (and of 32), one element, and unaligned addresses.
+      for (const auto& wc : std::vector<std::vector<int64_t>>{{2, 256, 384, 0},
+                                                              {2, 200, 136, 0},
+                                                              {3, 37, 40, 0},
+                                                              {2, 40, 37, 0},
+                                                              {1, 1, 1, 0},
+                                                              {2, 200, 136, 1},
+                                                              {2, 37, 40, 1}})
+        run_weight_quantiser_case(f, wc[0], wc[1], wc[2], wc[3] != 0);
     }
     bad_arguments();
     for (int32_t f : {NEP_GEMM_FP8_BLOCK, NEP_GEMM_MXFP8}) {
