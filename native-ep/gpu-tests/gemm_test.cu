@@ -3,8 +3,9 @@
 // against the CPU path on the same quantised inputs, outputs poisoned with NaN first so an
 // unwritten row shows. Cases: odd shapes, empty experts, one token, a hot expert, group starts
 // off any tile boundary, the activation gradient's transposed weights, the K-grouped weight
-// gradient, the fused SwiGLU quantisers, and the 16B expert shape (24,576 rows over 64 experts,
-// H = 2048, I = 1408, uneven).
+// gradient, the fused SwiGLU quantisers, the weight quantisers alone (both orientations, blocks cut
+// at the edges, unaligned shapes and addresses), and the 16B expert shape (24,576 rows over 64
+// experts, H = 2048, I = 1408, uneven).
 //
 // Bound, GPU against CPU: both promote the same block partial sums by the same float operations;
 // they differ only in how the tensor core rounds inside a block (its accumulator keeps about 14
