@@ -143,6 +143,20 @@ public final class Tape implements AutoCloseable {
                                 + " inputs");
             }
             push(e.inputs, inputGrads);
+            // Autograd has taken the gradients in (summed into .grad or the graph's buffers):
+            // the handles read here and the VJP's results are dropped now, not with the step's
+            // manager, so that an entry's gradients (the expert weights' are as large as the
+            // weights) do not pile up over the backward.
+            closeAll(inputGrads);
+            closeAll(grads);
+        }
+    }
+
+    private static void closeAll(NDList arrays) {
+        for (NDArray a : arrays) {
+            if (a != null) {
+                a.close();
+            }
         }
     }
 
@@ -153,7 +167,21 @@ public final class Tape implements AutoCloseable {
      */
     private static void push(NDList targets, NDList grads) {
         List<NDArray> xs = new ArrayList<>();
-        List<NDArray> gs = new ArrayList<>();
+        NDList gs = new NDList();
+        try {
+            pushDetached(targets, grads, xs, gs);
+        } finally {
+            closeAll(gs);
+        }
+    }
+
+    /**
+     * {@link #push} with {@code gs} collecting the detached gradients it makes (closed by the
+     * caller). The proxy's terms are closed here: each {@code x_i * g_i} has the shape of {@code
+     * x_i} and lives on {@code x_i}'s manager, which for a parameter is the model's, so left open
+     * it (and the graph node holding {@code g_i}) would outlive the step.
+     */
+    private static void pushDetached(NDList targets, NDList grads, List<NDArray> xs, NDList gs) {
         for (int i = 0; i < targets.size(); i++) {
             NDArray x = targets.get(i);
             NDArray g = grads.get(i);
@@ -177,16 +205,27 @@ public final class Tape implements AutoCloseable {
             Autograd.backward(xs.get(0), gs.get(0));
             return;
         }
-        NDArray proxy = null;
-        for (int i = 0; i < xs.size(); i++) {
-            NDArray term = xs.get(i).mul(gs.get(i)).sum();
-            proxy = proxy == null ? term : proxy.add(term);
-        }
-        try (NDArray one = proxy.onesLike()) {
-            if (!Autograd.backward(proxy, one)) {
-                // Not one of the targets is in the graph: nothing to push.
-                return;
+        NDList temps = new NDList();
+        try {
+            NDArray proxy = null;
+            for (int i = 0; i < xs.size(); i++) {
+                NDArray product = xs.get(i).mul(gs.get(i));
+                temps.add(product);
+                NDArray term = product.sum();
+                temps.add(term);
+                if (proxy != null) {
+                    proxy = proxy.add(term);
+                    temps.add(proxy);
+                } else {
+                    proxy = term;
+                }
             }
+            try (NDArray one = proxy.onesLike()) {
+                // false: not one of the targets is in the graph, nothing to push.
+                Autograd.backward(proxy, one);
+            }
+        } finally {
+            closeAll(temps);
         }
     }
 
