@@ -105,6 +105,9 @@ final class NativeExpertFfn {
                             Fp8ExpertGemms.Gradients g =
                                     Fp8ExpertGemms.backward(forward, grads.get(0));
                             NDList gateUp = g.dw13().split(new long[] {inter}, 1);
+                            // The two halves are views that keep the storage: the tape frees
+                            // them once pushed, and with them the [G, 2I, H] gradient.
+                            g.dw13().close();
                             g.dh().close();
                             g.dy13().close();
                             // The tape runs each entry's VJP once: what the forward saved for it

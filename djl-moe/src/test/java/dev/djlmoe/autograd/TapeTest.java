@@ -6,12 +6,15 @@ package dev.djlmoe.autograd;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.training.GradientCollector;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
 
@@ -112,6 +115,47 @@ class TapeTest {
             IllegalStateException e =
                     assertThrows(IllegalStateException.class, () -> tape.backward(loss));
             assertEquals(true, e.getMessage().contains("not in the autograd graph"));
+        }
+    }
+
+    @Test
+    void aBackwardLeavesNothingOnTheInputsManagerAndFreesWhatItPushed() {
+        try (NDManager params = NDManager.newBaseManager()) {
+            NDArray w = params.create(new float[] {1f, 2f, 3f});
+            w.setRequiresGradient(true);
+            NDArray v = params.create(new float[] {-1f, 4f});
+            v.setRequiresGradient(true);
+            int before = params.getManagedArrays().size();
+            List<NDArray> pushed = new ArrayList<>();
+            try (NDManager step = params.newSubManager();
+                    GradientCollector gc = Engine.getInstance().newGradientCollector();
+                    Tape tape = new Tape()) {
+                NDArray out = step.create(new float[] {5f});
+                NDArray y =
+                        tape.record(
+                                        new NDList(w, v), // two inputs: one push through a proxy
+                                        new NDList(out),
+                                        g -> {
+                                            NDList r =
+                                                    new NDList(
+                                                            step.ones(w.getShape()).mul(2f),
+                                                            step.ones(v.getShape()).mul(3f));
+                                            pushed.addAll(r);
+                                            return r;
+                                        })
+                                .head();
+                tape.backward(y.sum());
+                for (NDArray a : pushed) {
+                    assertTrue(a.isReleased(), "the VJP's results are closed once pushed");
+                }
+                assertArrayEquals(new float[] {2f, 2f, 2f}, w.getGradient().toFloatArray());
+                assertArrayEquals(new float[] {3f, 3f}, v.getGradient().toFloatArray());
+            }
+            // (the two getGradient() handles above are made on the parameters' manager)
+            assertEquals(
+                    before + 2,
+                    params.getManagedArrays().size(),
+                    "the push's w * g terms must not stay on the parameters' manager");
         }
     }
 }
