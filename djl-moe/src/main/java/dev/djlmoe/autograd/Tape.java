@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
+import dev.djlmoe.profile.StepPhases;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -25,6 +26,11 @@ import java.util.List;
  * JniUtils.backward}. Entries are processed after every entry recorded later, so a leaf's gradient
  * is complete when it is read. Graphs are kept ({@code keepGraph}) so that a segment reachable from
  * two entries stays correct; they are freed with the step's arrays.
+ *
+ * <p>While {@link StepPhases} records the step, each entry remembers the forward region its
+ * backward walk covers ({@link StepPhases#region}) and the phase it was recorded in, and the
+ * backward times the walk from the loss, each entry's walk and each non-identity VJP under those
+ * names.
  *
  * <p>Not thread-safe: one tape per training step and thread.
  */
@@ -45,6 +51,10 @@ public final class Tape implements AutoCloseable {
      *     gradients, in the same order
      */
     public NDList record(NDList inputs, NDList outputs, Vjp vjp) {
+        return record(inputs, outputs, vjp, false);
+    }
+
+    private NDList record(NDList inputs, NDList outputs, Vjp vjp, boolean identity) {
         checkOpen();
         if (backwardRun) {
             throw new IllegalStateException("record: backward already ran on this tape");
@@ -55,7 +65,9 @@ public final class Tape implements AutoCloseable {
             leaf.setRequiresGradient(true);
             leaves.add(leaf);
         }
-        entries.add(new Entry(inputs, leaves, vjp));
+        String region = StepPhases.region();
+        String at = identity ? null : StepPhases.currentPath();
+        entries.add(new Entry(inputs, leaves, vjp, region, at));
         return leaves;
     }
 
@@ -70,7 +82,7 @@ public final class Tape implements AutoCloseable {
         if (!Autograd.isRecording()) {
             return x;
         }
-        return record(new NDList(x), new NDList(x), grads -> grads).singletonOrThrow();
+        return record(new NDList(x), new NDList(x), grads -> grads, true).singletonOrThrow();
     }
 
     /**
@@ -108,7 +120,9 @@ public final class Tape implements AutoCloseable {
                     "backward: loss must be a scalar, got shape " + loss.getShape());
         }
         backwardRun = true;
-        try (NDArray one = loss.onesLike()) {
+        String lossRegion = StepPhases.region();
+        try (NDArray one = loss.onesLike();
+                StepPhases.Scope walk = phase(lossRegion)) {
             if (!Autograd.backward(loss, one)) {
                 throw new IllegalStateException(
                         "backward: the loss is not in the autograd graph (open a gradient"
@@ -117,6 +131,7 @@ public final class Tape implements AutoCloseable {
         }
         for (int i = entries.size() - 1; i >= 0; i--) {
             Entry e = entries.get(i);
+            StepPhases.Scope vjpPhase = phase(e.at);
             NDList grads = new NDList(e.leaves.size());
             boolean any = false;
             for (NDArray leaf : e.leaves) {
@@ -129,9 +144,13 @@ public final class Tape implements AutoCloseable {
                 grads.add(g);
             }
             if (!any) {
+                vjpPhase.close();
                 continue; // nothing downstream used these outputs
             }
-            NDList inputGrads = e.vjp.apply(grads);
+            NDList inputGrads;
+            try (vjpPhase) {
+                inputGrads = e.vjp.apply(grads);
+            }
             if (inputGrads.size() != e.inputs.size()) {
                 throw new IllegalStateException(
                         "tape entry "
@@ -142,7 +161,9 @@ public final class Tape implements AutoCloseable {
                                 + e.inputs.size()
                                 + " inputs");
             }
-            push(e.inputs, inputGrads);
+            try (StepPhases.Scope walk = phase(e.region)) {
+                push(e.inputs, inputGrads);
+            }
             // Autograd has taken the gradients in (summed into .grad or the graph's buffers):
             // the handles read here and the VJP's results are dropped now, not with the step's
             // manager, so that an entry's gradients (the expert weights' are as large as the
@@ -158,6 +179,11 @@ public final class Tape implements AutoCloseable {
                 a.close();
             }
         }
+    }
+
+    /** A phase of the profiled backward, or nothing (no name: not recording, or an identity). */
+    private static StepPhases.Scope phase(String name) {
+        return name == null ? () -> {} : StepPhases.enter(name);
     }
 
     /**
@@ -259,5 +285,9 @@ public final class Tape implements AutoCloseable {
         }
     }
 
-    private record Entry(NDList inputs, NDList leaves, Vjp vjp) {}
+    /**
+     * One recorded operation; {@code region} names the forward work its backward walk covers and
+     * {@code at} the phase it ran in (null when not profiling; {@code at} also null for a cut).
+     */
+    private record Entry(NDList inputs, NDList leaves, Vjp vjp, String region, String at) {}
 }

@@ -22,6 +22,7 @@ import dev.djlmoe.ep.LowLatencyDispatch;
 import dev.djlmoe.ep.LowLatencyHandle;
 import dev.djlmoe.ep.LowLatencyHook;
 import dev.djlmoe.ep.WireDispatch;
+import dev.djlmoe.profile.StepPhases;
 
 /**
  * A DeepSeek-V3-style Mixture-of-Experts layer: {@code y = sum_k w_k * Expert_{idx_k}(u) +
@@ -183,6 +184,7 @@ public final class MoeLayer extends AbstractBlock {
         if (tape != null) {
             u = tape.cut(u); // bounds the backward walk of the dispatch's inputs to this layer
         }
+        StepPhases.Scope phase = StepPhases.enter("router");
         NDList routed = gate.forward(ps, new NDList(u), training);
         NDArray topkIdx = routed.get(0); // [T, K] global expert ids
         NDArray topkWeights = routed.get(1); // [T, K]
@@ -200,11 +202,15 @@ public final class MoeLayer extends AbstractBlock {
                                 seqAuxAlpha);
             }
         }
+        phase.close();
         NDArray out;
         if (context == null) {
-            out = experts.forward(ps, new NDList(u, topkIdx, topkWeights), training).head();
+            try (StepPhases.Scope p = StepPhases.enter("experts")) {
+                out = experts.forward(ps, new NDList(u, topkIdx, topkWeights), training).head();
+            }
         } else if (WireFeed.applies(context.dispatchWire(), experts, u.getDevice(), tape)) {
             // The dispatched FP8 / MXFP8 rows feed the expert GEMMs as they arrived.
+            phase = StepPhases.enter("dispatch");
             EpAutograd.WireLeaves d =
                     EpAutograd.dispatchWire(
                             tape,
@@ -218,6 +224,8 @@ public final class MoeLayer extends AbstractBlock {
                             context.backwardWire());
             WireDispatch w = d.result();
             WireFeed.count();
+            phase.close();
+            phase = StepPhases.enter("experts");
             NDArray y =
                     experts.forwardWire(
                             ps,
@@ -227,8 +235,10 @@ public final class MoeLayer extends AbstractBlock {
                             w.recvTopkWeights(),
                             training);
             w.recv().rows().close(); // the experts keep their own sorted copy
+            phase.close();
             out = combine(tape, y, w.handle());
         } else {
+            phase = StepPhases.enter("dispatch");
             DispatchResult d =
                     EpAutograd.dispatch(
                             tape,
@@ -240,16 +250,22 @@ public final class MoeLayer extends AbstractBlock {
                             context.expertAlignment(),
                             context.dispatchWire(),
                             context.backwardWire());
-            NDArray y =
-                    experts.forward(
-                                    ps,
-                                    new NDList(d.recvX(), d.recvTopkIdx(), d.recvTopkWeights()),
-                                    training)
-                            .head(); // [R, H], the experts record on the same tape
+            phase.close();
+            NDArray y;
+            try (StepPhases.Scope p = StepPhases.enter("experts")) {
+                y =
+                        experts.forward(
+                                        ps,
+                                        new NDList(d.recvX(), d.recvTopkIdx(), d.recvTopkWeights()),
+                                        training)
+                                .head(); // [R, H], the experts record on the same tape
+            }
             out = combine(tape, y, d.handle());
         }
         if (sharedExperts != null) {
-            out = out.add(sharedExperts.forward(ps, new NDList(u), training).head());
+            try (StepPhases.Scope p = StepPhases.enter("shared experts")) {
+                out = out.add(sharedExperts.forward(ps, new NDList(u), training).head());
+            }
         }
         return new NDList(out.reshape(inShape));
     }
@@ -259,14 +275,17 @@ public final class MoeLayer extends AbstractBlock {
      * dispatch's handle is closed after, with one the tape owns it.
      */
     private NDArray combine(Tape tape, NDArray y, EpHandle handle) {
-        NDArray out =
-                EpAutograd.combine(
-                        tape,
-                        context.buffer(),
-                        y,
-                        handle,
-                        context.combineWire(),
-                        context.backwardWire());
+        NDArray out;
+        try (StepPhases.Scope p = StepPhases.enter("combine")) {
+            out =
+                    EpAutograd.combine(
+                            tape,
+                            context.buffer(),
+                            y,
+                            handle,
+                            context.combineWire(),
+                            context.backwardWire());
+        }
         if (tape == null) {
             handle.close();
         }

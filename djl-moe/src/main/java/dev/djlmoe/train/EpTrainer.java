@@ -17,6 +17,7 @@ import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.ep.EpStats;
 import dev.djlmoe.nn.MoeLayer;
+import dev.djlmoe.profile.StepPhases;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.IdentityHashMap;
@@ -42,7 +43,10 @@ import java.util.function.Consumer;
  *       sign(mean_load - load_i)} with loads summed over all ranks.
  * </ol>
  *
- * <p>Every rank must call {@link #step} with its own share of the global batch.
+ * <p>Every rank must call {@link #step} with its own share of the global batch. While {@link
+ * StepPhases} records on the step's thread, the step's parts are its top-level phases: {@code
+ * forward}, {@code loss}, {@code backward}, {@code release graph}, {@code gradients} (averaging,
+ * norm), {@code optimizer}, {@code balancing}.
  */
 public final class EpTrainer {
 
@@ -236,7 +240,9 @@ public final class EpTrainer {
         float auxValue = 0f;
         try (GradientCollector collector = trainer.newGradientCollector();
                 Tape tape = context == null ? new Tape() : context.beginTape()) {
+            StepPhases.next("forward");
             NDList preds = trainer.forward(data, labels);
+            StepPhases.next("loss");
             NDArray loss = trainer.getLoss().evaluate(labels, preds);
             NDArray total = loss;
             for (MoeLayer l : moeLayers) {
@@ -253,13 +259,16 @@ public final class EpTrainer {
                 preds.close();
             }
             probe("forward");
+            StepPhases.next("backward");
             tape.backward(total);
             probe("backward");
             if (predictions != null) {
                 predictions.accept(preds);
             }
+            StepPhases.next("release graph"); // the tape's and the collector's close
         }
         probe("tape closed");
+        StepPhases.next("gradients");
         // Gradient handles are new DJL arrays over the parameters' gradients: close them after use.
         List<NDArray> dense = gradients(denseParams);
         List<NDArray> sharded = gradients(expertParams);
@@ -295,6 +304,7 @@ public final class EpTrainer {
             sharded.forEach(NDArray::close);
         }
         probe("norm");
+        StepPhases.next("optimizer");
         if (optimizer == null) {
             trainer.step();
         } else {
@@ -310,8 +320,10 @@ public final class EpTrainer {
             }
         }
         probe("optimizer");
+        StepPhases.next("balancing");
         long[][] layerLoads = new long[moeLayers.size()][];
         float imbalance = updateBalancingBias(layerLoads);
+        StepPhases.next(null);
         probe("end");
         lossValue = globalMean(lossValue);
         long tokens = data.head().getShape().size();

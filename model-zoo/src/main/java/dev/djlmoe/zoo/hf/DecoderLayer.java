@@ -16,6 +16,7 @@ import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.ep.EpContext;
 import dev.djlmoe.nn.LowLatencyMoe;
 import dev.djlmoe.nn.MoeLayer;
+import dev.djlmoe.profile.StepPhases;
 import dev.djlmoe.zoo.nn.CachedAttention;
 import dev.djlmoe.zoo.nn.KvCache;
 import dev.djlmoe.zoo.nn.RmsNorm;
@@ -109,24 +110,28 @@ public final class DecoderLayer extends AbstractBlock {
         if (tape != null) {
             x = tape.cut(x);
         }
-        NDArray a =
-                selfAttn.forward(
-                                ps,
-                                new NDList(inputNorm.forward(ps, new NDList(x), training).head()),
-                                training)
-                        .head();
-        NDArray h = x.add(a);
+        NDArray h;
+        try (StepPhases.Scope p = StepPhases.enter("attention")) {
+            NDArray a =
+                    selfAttn.forward(
+                                    ps,
+                                    new NDList(
+                                            inputNorm.forward(ps, new NDList(x), training).head()),
+                                    training)
+                            .head();
+            h = x.add(a);
+        }
         if (tape != null) {
             h = tape.cut(h);
         }
-        NDArray m =
-                mlp.forward(
-                                ps,
-                                new NDList(
-                                        postAttnNorm.forward(ps, new NDList(h), training).head()),
-                                training)
-                        .head();
-        return new NDList(h.add(m));
+        try (StepPhases.Scope p = StepPhases.enter("mlp")) {
+            NDArray u;
+            try (StepPhases.Scope n = StepPhases.enter("norm")) {
+                u = postAttnNorm.forward(ps, new NDList(h), training).head();
+            }
+            NDArray m = mlp.forward(ps, new NDList(u), training).head();
+            return new NDList(h.add(m));
+        }
     }
 
     /**

@@ -21,6 +21,7 @@ import dev.djlmoe.nn.MoeLayer;
 import dev.djlmoe.nn.MoeRouter;
 import dev.djlmoe.nn.RoutedExperts;
 import dev.djlmoe.nn.SwiGluMlp;
+import dev.djlmoe.profile.StepPhases;
 import dev.djlmoe.zoo.nn.CachedAttention;
 import dev.djlmoe.zoo.nn.GroupedQueryAttention;
 import dev.djlmoe.zoo.nn.KvCache;
@@ -298,19 +299,27 @@ public final class HfMoeForCausalLm extends AbstractBlock {
                 || ids.getDataType() == DataType.UINT8) {
             ids = ids.toType(DataType.INT64, false);
         }
-        NDArray h = embed.forward(ps, new NDList(ids), training).head(); // [B, S, H]
-        for (DecoderLayer layer : layers) {
-            h = layer.forward(ps, new NDList(h), training).head();
+        NDArray h;
+        try (StepPhases.Scope p = StepPhases.enter("embedding")) {
+            h = embed.forward(ps, new NDList(ids), training).head(); // [B, S, H]
         }
-        h = norm.forward(ps, new NDList(h), training).head();
+        for (int i = 0; i < layers.size(); i++) {
+            try (StepPhases.Scope p =
+                    StepPhases.recording() ? StepPhases.enter("layer " + i) : null) {
+                h = layers.get(i).forward(ps, new NDList(h), training).head();
+            }
+        }
         NDArray logits;
-        if (lmHead != null) {
-            logits = lmHead.forward(ps, new NDList(h), training).head();
-        } else {
-            NDArray table = ps.getValue(embed.getWeight(), h.getDevice(), training);
-            NDArray tableT = table.transpose(); // [H, V]
-            tableT.attach(h.getManager());
-            logits = h.matMul(tableT);
+        try (StepPhases.Scope p = StepPhases.enter("head")) {
+            h = norm.forward(ps, new NDList(h), training).head();
+            if (lmHead != null) {
+                logits = lmHead.forward(ps, new NDList(h), training).head();
+            } else {
+                NDArray table = ps.getValue(embed.getWeight(), h.getDevice(), training);
+                NDArray tableT = table.transpose(); // [H, V]
+                tableT.attach(h.getManager());
+                logits = h.matMul(tableT);
+            }
         }
         return new NDList(logits);
     }
