@@ -21,6 +21,7 @@ import dev.djlmoe.train.StepResult;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import java.io.OutputStream;
 import java.io.PrintStream;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -50,6 +51,9 @@ public final class TrainStepBench {
 
     /** The environment variable with which libtorch runs float32 matrix products in TF32. */
     public static final String TF32_ENV = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE";
+
+    /** Steps after the timed ones with {@code --profile}: the phase step and the operator step. */
+    public static final int PROFILE_STEPS = 2;
 
     private TrainStepBench() {}
 
@@ -133,9 +137,19 @@ public final class TrainStepBench {
          * @return the options
          */
         public PretrainOptions pretrainOptions() {
+            return pretrainOptions(0);
+        }
+
+        /**
+         * The recipe's settings with {@code extra} steps after the timed ones (the profile's).
+         *
+         * @param extra steps run after the timed ones
+         * @return the options
+         */
+        public PretrainOptions pretrainOptions(int extra) {
             PretrainOptions d = PretrainOptions.defaults();
             return new PretrainOptions(
-                    warmup + steps,
+                    warmup + steps + extra,
                     batch,
                     seqLen,
                     d.learningRate(),
@@ -182,6 +196,7 @@ public final class TrainStepBench {
      * @param memoryBefore device memory in use before the model was built (bytes; -1 on the CPU)
      * @param memoryAfter device memory in use after the timed steps (bytes; -1 on the CPU)
      * @param memoryTotal the device's memory (bytes; -1 on the CPU)
+     * @param profile the profile of the extra steps ({@code --profile}), or null
      */
     public record Result(
             Options options,
@@ -196,7 +211,56 @@ public final class TrainStepBench {
             GpuPeak peak,
             long memoryBefore,
             long memoryAfter,
-            long memoryTotal) {
+            long memoryTotal,
+            StepProfile profile) {
+
+        /**
+         * The figures without a profile.
+         *
+         * @param options the settings
+         * @param device the device trained on
+         * @param deviceName the GPU's name, or the CPU's core count
+         * @param tf32 whether float32 matrix products ran in TF32
+         * @param fusedAdamW whether AdamW ran as one pass per parameter on the GPU
+         * @param parameters parameters of the model as built
+         * @param stepMillis wall time of each timed step
+         * @param losses the loss of every step, warm-up included
+         * @param epShare share of the timed steps' time in EP dispatch and combine
+         * @param peak the GPU's peak rates, or null
+         * @param memoryBefore device memory in use before the model was built (-1 on the CPU)
+         * @param memoryAfter device memory in use after the timed steps (-1 on the CPU)
+         * @param memoryTotal the device's memory (-1 on the CPU)
+         */
+        public Result(
+                Options options,
+                Device device,
+                String deviceName,
+                boolean tf32,
+                boolean fusedAdamW,
+                long parameters,
+                double[] stepMillis,
+                float[] losses,
+                double epShare,
+                GpuPeak peak,
+                long memoryBefore,
+                long memoryAfter,
+                long memoryTotal) {
+            this(
+                    options,
+                    device,
+                    deviceName,
+                    tf32,
+                    fusedAdamW,
+                    parameters,
+                    stepMillis,
+                    losses,
+                    epShare,
+                    peak,
+                    memoryBefore,
+                    memoryAfter,
+                    memoryTotal,
+                    null);
+        }
 
         /**
          * @return tokens of one step
@@ -299,6 +363,9 @@ public final class TrainStepBench {
             }
             m.put("losses", l);
             m.put("ep_share", epShare);
+            if (profile != null) {
+                m.put("profile", profile.toMap());
+            }
             return m;
         }
     }
@@ -364,6 +431,28 @@ public final class TrainStepBench {
      */
     public static Result run(
             Options o, PrintStream out, PrintStream recipeLog, boolean memoryReport) {
+        return run(o, out, recipeLog, memoryReport, null);
+    }
+
+    /**
+     * Runs the benchmark on this process (one rank), prints its report and, when asked, a {@link
+     * StepMemoryReport} and a {@link StepProfile} of two extra steps after the timed ones.
+     *
+     * @param o the settings
+     * @param out where the report goes
+     * @param recipeLog where the recipe's own log goes (the model line, progress), or null
+     * @param memoryReport whether to measure and print where the step's memory is
+     * @param profileDir where the profile goes ({@code --profile}), or null for none
+     * @return the figures
+     * @throws IllegalArgumentException for bad settings, when started as one of several ranks, or
+     *     when the profile directory cannot be written to
+     */
+    public static Result run(
+            Options o,
+            PrintStream out,
+            PrintStream recipeLog,
+            boolean memoryReport,
+            Path profileDir) {
         o.validate();
         RankEnvironment env = RankEnvironment.fromSystem();
         if (env.worldSize() != 1) {
@@ -374,9 +463,11 @@ public final class TrainStepBench {
                             + env.worldSize()
                             + " (run it without launch)");
         }
-        PretrainOptions opts = o.pretrainOptions();
+        PretrainOptions opts = o.pretrainOptions(profileDir == null ? 0 : PROFILE_STEPS);
         opts.validate();
         Device device = DeviceFlag.resolve(opts.device(), env.localRank());
+        StepProfile profile =
+                profileDir == null ? null : StepProfile.prepare(profileDir, device.isGpu());
         CudaDeviceInfo before = device.isGpu() ? CudaDeviceInfo.query(device.getDeviceId()) : null;
         GpuPeak peak =
                 o.peak() != null ? o.peak() : before == null ? null : GpuPeak.of(before.name());
@@ -390,6 +481,7 @@ public final class TrainStepBench {
         header(o, device, deviceName, tf32, fusedAdamW, out);
 
         int total = o.warmup() + o.steps();
+        int lastTimed = total - 1;
         double[] millis = new double[o.steps()];
         float[] losses = new float[total];
         long[] ep = new long[2];
@@ -400,6 +492,7 @@ public final class TrainStepBench {
                 new Pretrain.StepObserver() {
                     private NDArray probe;
                     private long last;
+                    private Runnable sync;
 
                     @Override
                     public boolean seesGradients() {
@@ -408,8 +501,14 @@ public final class TrainStepBench {
 
                     @Override
                     public void stepDone(int step, EpTrainer trainer, StepResult r) {
+                        if (step > lastTimed) {
+                            profiled(step, trainer);
+                            return;
+                        }
                         if (probe == null) {
                             probe = trainer.trainer().getManager().zeros(new Shape(1));
+                            // waits for the device's queued work (on the CPU nothing is queued)
+                            sync = device.isGpu() ? probe::toFloatArray : null;
                             params[0] = countParameters(trainer);
                             if (memoryReport) {
                                 memory[0] = new StepMemoryReport(trainer);
@@ -431,32 +530,54 @@ public final class TrainStepBench {
                                     millis[timed],
                                     r.loss());
                         }
-                        if (step == total - 1 && device.isGpu()) {
+                        if (step == lastTimed && device.isGpu()) {
                             CudaDeviceInfo after = CudaDeviceInfo.query(device.getDeviceId());
                             memAfter[0] = after.usedBytes();
                             memAfter[1] = after.totalBytes();
                         }
+                        if (step == lastTimed && profile != null) {
+                            trainer.setStepProbe(null); // the memory report's work is no phase
+                            last = System.nanoTime();
+                            profile.startPhases(sync);
+                            return;
+                        }
                         last = System.nanoTime();
+                    }
+
+                    /** The end of an extra step: the phase step, then the operator step. */
+                    private void profiled(int step, EpTrainer trainer) {
+                        if (step == lastTimed + 1) {
+                            profile.startOperators(sync);
+                        } else {
+                            profile.finish(sync, Arrays.stream(millis).average().orElse(0));
+                        }
                     }
                 };
         PrintStream log =
                 recipeLog != null ? recipeLog : new PrintStream(OutputStream.nullOutputStream());
-        Pretrain.run(
-                new Pretrain.Job(
-                        "pretrain",
-                        o.config(),
-                        null,
-                        new RandomTokenSource(
-                                (int) Math.min(Integer.MAX_VALUE, o.config().vocabSize()),
-                                o.seed()),
-                        opts,
-                        null,
-                        List.of(),
-                        Map.of()),
-                log,
-                StopSignal.none(),
-                timer,
-                env);
+        try {
+            Pretrain.run(
+                    new Pretrain.Job(
+                            "pretrain",
+                            o.config(),
+                            null,
+                            new RandomTokenSource(
+                                    (int) Math.min(Integer.MAX_VALUE, o.config().vocabSize()),
+                                    o.seed()),
+                            opts,
+                            null,
+                            List.of(),
+                            Map.of()),
+                    log,
+                    StopSignal.none(),
+                    timer,
+                    env);
+        } catch (RuntimeException | Error e) {
+            if (profile != null) {
+                profile.abandon();
+            }
+            throw e;
+        }
         Result res =
                 new Result(
                         o,
@@ -471,10 +592,14 @@ public final class TrainStepBench {
                         peak,
                         before == null ? -1 : before.usedBytes(),
                         memAfter[0],
-                        before == null ? -1 : before.totalBytes());
+                        before == null ? -1 : before.totalBytes(),
+                        profile);
         report(res, out);
         if (memory[0] != null) {
             memory[0].print(out);
+        }
+        if (profile != null) {
+            profile.print(out);
         }
         return res;
     }

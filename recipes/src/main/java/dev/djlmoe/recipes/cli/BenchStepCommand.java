@@ -5,6 +5,7 @@ package dev.djlmoe.recipes.cli;
 
 import dev.djlmoe.recipes.TrainingPrecision;
 import dev.djlmoe.recipes.bench.GpuPeak;
+import dev.djlmoe.recipes.bench.StepProfile;
 import dev.djlmoe.recipes.bench.TrainStepBench;
 import dev.djlmoe.zoo.hf.HfMoeConfig;
 import dev.djlmoe.zoo.io.Json;
@@ -36,7 +37,8 @@ import picocli.CommandLine.Option;
             "Examples:",
             "  djl-moe bench step",
             "  djl-moe bench step --model tiny --batch 4 --seq-len 64 --device cpu --steps 2",
-            "  TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 djl-moe bench step --json step.json"
+            "  TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 djl-moe bench step --json step.json",
+            "  djl-moe bench step --model tiny --device cpu --steps 2 --profile /tmp/step-profile"
         })
 public final class BenchStepCommand implements Callable<Integer> {
 
@@ -116,6 +118,20 @@ public final class BenchStepCommand implements Callable<Integer> {
                             + " MALLOC_MMAP_THRESHOLD_=65536)")
     boolean memoryReport;
 
+    @Option(
+            names = "--profile",
+            paramLabel = "DIR",
+            description =
+                    "also profile two extra steps after the timed ones and write DIR/phases.txt"
+                        + " (wall time of the step's phases: forward per layer, attention, MoE"
+                        + " router, dispatch, experts, combine, the staged backward, gradients,"
+                        + " optimizer, with the device waited for at each boundary), DIR/trace.json"
+                        + " (libtorch's profiler, a Chrome trace) and DIR/ops.txt (time per torch"
+                        + " operator, top "
+                            + StepProfile.TOP_OPS
+                            + "); prints the phases and the top operators, and adds them to --json")
+    Path profile;
+
     @Override
     public Integer call() throws IOException {
         if (layers < 0) {
@@ -138,7 +154,9 @@ public final class BenchStepCommand implements Callable<Integer> {
         o.validate();
         TrainStepBench.Result r;
         try {
-            r = TrainStepBench.run(o, System.out, recipeLog ? System.out : null, memoryReport);
+            r =
+                    TrainStepBench.run(
+                            o, System.out, recipeLog ? System.out : null, memoryReport, profile);
         } catch (RuntimeException | Error e) {
             if (json != null) {
                 Map<String, Object> m = TrainStepBench.describe(o);
