@@ -4,6 +4,7 @@
 #
 #   native-ep/bench/train_step_bench.sh [--carry DIR] [--out DIR] [--warmup N] [--steps N]
 #                                       [--budget SECONDS] [--python PY] [--ab-adamw] [--no-fp8]
+#                                       [--profile]
 #
 #   1. DJL's JNI against the host's torch (bin/build-djl-jni build --src DIR/djl-jni-src), as
 #      bin/gpu-train-check does;
@@ -13,7 +14,11 @@
 #   3. djl-moe bench step --device gpu, fp32 with TF32 off, then fp32 with
 #      TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 (batch 1 x 4096 random tokens, AdamW, the recipe's step),
 #      then --precision fp8 with TF32 (FP8 wire and the routed experts' grouped FP8 GEMMs; the
-#      FP8 GEMMs issue compares it with torch bf16; --no-fp8 leaves it out);
+#      FP8 GEMMs issue compares it with torch bf16; --no-fp8 leaves it out); with --profile the
+#      fp32 + TF32 run also profiles two extra steps (bench step --profile: the step's phases with
+#      the device waited for at each boundary, libtorch's operator trace), packed into
+#      DIR/profile-tf32.tgz (phases.txt, ops.txt, trace.json), its phases and top operators printed
+#      after the table;
 #   4. torch_train_step.py on that config.json: bf16, then fp32 with TF32 (fused AdamW);
 #   5. the tiny model, djl-moe bench step on the GPU and on the CPU (16 x 64 tokens);
 #      with --ab-adamw first also djl-moe fp32 + TF32 with DJL_MOE_FUSED_ADAMW=0 (the engine's
@@ -27,11 +32,13 @@
 # plan 40/20, each djl-moe run 150/60, each torch run 120/60, each tiny run 60/30). --carry DIR is a folder made by
 # native-ep/bench/make_gpucarry.sh --djl (jre/, lib/, djl-jni-src/); without it the local JDK, the
 # project's build and an already set-up DJL JNI are used. Results: DIR/*.json and DIR/*.log
-# (default /tmp/train-step-bench). Exit 0 when every part gave figures.
+# (default /tmp/train-step-bench), and DIR/profile-tf32.tgz with --profile. Exit 0 when every part
+# gave figures.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 here="$root/native-ep/bench"
 carry="" out="${OUT:-/tmp/train-step-bench}" warmup=3 steps=5 budget=560 python=python3 ab=0 fp8=1
+profile=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --carry) carry=$2; shift 2 ;;
@@ -42,14 +49,16 @@ while [ $# -gt 0 ]; do
     --python) python=$2; shift 2 ;;
     --ab-adamw) ab=1; shift ;;
     --no-fp8) fp8=0; shift ;;
-    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --profile) profile=1; shift ;;
+    -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "train_step_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 export DJL_OFFLINE=true OPT_OUT_TRACKING=true
 unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
 mkdir -p "$out"
-rm -f "$out"/*.json "$out"/*.log "$out"/*.rc
+rm -f "$out"/*.json "$out"/*.log "$out"/*.rc "$out/profile-tf32.tgz"
+rm -rf "$out/profile-tf32"
 start=$SECONDS
 
 # part NAME CAP KEEP CMD...: runs CMD with a timeout of min(CAP, time left - KEEP), output in
@@ -101,7 +110,14 @@ fi
 step=(bench step --model deepseek-v3-16b --layers 4 --device gpu "${shape[@]}")
 if [ "$java_ok" = 1 ]; then
   part ours-fp32 150 340 "${djl[@]}" "${step[@]}" --json "$out/ours-fp32.json"
-  part ours-tf32 150 240 env TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 "${djl[@]}" "${step[@]}" --json "$out/ours-tf32.json"
+  prof=()
+  [ "$profile" = 1 ] && prof=(--profile "$out/profile-tf32")
+  part ours-tf32 150 240 env TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 "${djl[@]}" "${step[@]}" ${prof[@]+"${prof[@]}"} \
+    --json "$out/ours-tf32.json"
+  if [ -d "$out/profile-tf32" ]; then
+    # One file instead of three (the trace is a few MB of JSON).
+    tar -czf "$out/profile-tf32.tgz" -C "$out" profile-tf32 && rm -rf "$out/profile-tf32"
+  fi
   if [ "$fp8" = 1 ]; then
     part ours-fp8 150 180 env TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 "${djl[@]}" "${step[@]}" --precision fp8 \
       --json "$out/ours-fp8.json"
@@ -205,8 +221,37 @@ print("GPU memory: djl-moe = cudaMemGetInfo total - free after the timed steps (
 for _, k in rows:
     if "fused_adamw" in r[k]:
         print(f"{k}: AdamW {'one pass per parameter' if r[k]['fused_adamw'] else 'the engine adamUpdate'}")
+prof = r["ours-tf32"].get("profile")
+if prof:
+    print()
+    print(f"Profile of djl-moe fp32 + TF32 (profile-tf32.tgz: phases.txt, ops.txt, trace.json): phase step "
+          f"{prof['phase_step_ms']:.1f} ms, the device waited for at each phase boundary")
+    ph = prof["phases"]
+    wall = prof["phase_step_ms"]
+    def summed(prefix):
+        import re
+        s = {}
+        for p in ph:
+            if p["path"].startswith(prefix + "/"):
+                k = re.sub(r"layer \d+[/.]", "", p["path"][len(prefix) + 1:])
+                if re.fullmatch(r"layer \d+", k):
+                    continue
+                s[k] = s.get(k, 0.0) + p["ms"]
+        return s
+    for p in ph:
+        if "/" not in p["path"]:
+            print(f"  {p['path']:<40} {p['ms']:9.1f} ms {100 * p['ms'] / wall:5.1f}%")
+            if p["path"] in ("forward", "backward"):
+                for k, v in summed(p["path"]).items():
+                    print(f"    {k[:38]:<38} {v:9.1f} ms {100 * v / wall:5.1f}%")
+    print(f"  {'outside the trainer step':<40} {prof['outside_trainer_ms']:9.1f} ms")
+    print(f"Top torch operators (host self time; a second extra step under the profiler, "
+          f"{prof['operator_step_ms']:.1f} ms; host time in operators {prof['host_ms_in_operators']:.1f} ms "
+          f"over {prof.get('host_threads', '?')} threads):")
+    for o in prof["ops"][:10]:
+        print(f"  {o['name'][:48]:<48} {o['calls']:6d} calls {o['self_ms']:9.2f} ms {100 * o['share_of_step']:5.1f}%")
 sys.exit(0 if all("tokens_per_second" in r[k] for _, k in rows) else 1)
 PY
 status=$?
-echo "results: $out (*.json, *.log); $((SECONDS - start)) s"
+echo "results: $out (*.json, *.log$([ "$profile" = 1 ] && echo ', profile-tf32.tgz')); $((SECONDS - start)) s"
 exit $status
