@@ -62,9 +62,11 @@ public final class StepProfile {
     private final boolean gpu;
     private StepPhases phases;
     private long opStart;
+    private boolean profiling;
     private double opStepMillis = Double.NaN;
     private OperatorProfile ops;
     private double timedMeanMillis = Double.NaN;
+    private String error;
 
     private StepProfile(Path dir, boolean gpu) {
         this.dir = dir;
@@ -118,6 +120,7 @@ public final class StepProfile {
         // The legacy profiler's CUDA mode records CUDA events that DJL's trace writer never reads
         // (it writes host times only): CPU mode, without their cost.
         JniUtils.startProfile(false, true, false);
+        profiling = true;
         if (sync != null) {
             sync.run();
         }
@@ -136,6 +139,7 @@ public final class StepProfile {
         }
         opStepMillis = (System.nanoTime() - opStart) / 1e6;
         Path trace = dir.resolve(TRACE);
+        profiling = false;
         JniUtils.stopProfile(trace.toString());
         timedMeanMillis = timedMean;
         try {
@@ -154,13 +158,36 @@ public final class StepProfile {
         if (phases != null) {
             phases.stop();
         }
-        if (opStart != 0 && Double.isNaN(opStepMillis)) {
+        if (profiling) {
+            profiling = false;
             try {
                 JniUtils.stopProfile(dir.resolve(TRACE).toString());
             } catch (RuntimeException e) {
                 // the profiler was not running
             }
         }
+    }
+
+    /**
+     * Records that a profiled step failed: the recorders are stopped, the report and the JSON give
+     * the error instead of figures, and the timed steps' figures stand.
+     *
+     * @param e the failure
+     */
+    public void failed(Throwable e) {
+        abandon();
+        String m = e.getClass().getSimpleName() + ": " + e.getMessage();
+        int nl = m.indexOf('\n');
+        error = nl < 0 ? m : m.substring(0, nl);
+    }
+
+    /**
+     * Returns why the profile failed.
+     *
+     * @return the error's first line, or null when the profile was made
+     */
+    public String error() {
+        return error;
     }
 
     /**
@@ -224,6 +251,10 @@ public final class StepProfile {
      * @param out where it goes
      */
     public void print(PrintStream out) {
+        if (error != null) {
+            out.println("profile: failed (the timed steps' figures stand): " + error);
+            return;
+        }
         for (String l : phaseLines(true)) {
             out.println(l);
         }
@@ -315,6 +346,10 @@ public final class StepProfile {
     public Map<String, Object> toMap() {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("dir", dir.toString());
+        if (error != null) {
+            m.put("error", error);
+            return m;
+        }
         m.put("phase_step_ms", phaseStepMillis());
         m.put("outside_trainer_ms", outsideMillis());
         List<Object> ph = new ArrayList<>();

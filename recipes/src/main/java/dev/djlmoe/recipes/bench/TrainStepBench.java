@@ -488,6 +488,7 @@ public final class TrainStepBench {
         long[] memAfter = {-1, -1};
         long[] params = {0};
         StepMemoryReport[] memory = {null};
+        boolean[] timedDone = {false};
         Pretrain.StepObserver timer =
                 new Pretrain.StepObserver() {
                     private NDArray probe;
@@ -535,6 +536,9 @@ public final class TrainStepBench {
                             memAfter[0] = after.usedBytes();
                             memAfter[1] = after.totalBytes();
                         }
+                        if (step == lastTimed) {
+                            timedDone[0] = true;
+                        }
                         if (step == lastTimed && profile != null) {
                             trainer.setStepProbe(null); // the memory report's work is no phase
                             last = System.nanoTime();
@@ -572,7 +576,12 @@ public final class TrainStepBench {
                     StopSignal.none(),
                     timer,
                     env);
-        } catch (RuntimeException | Error e) {
+        } catch (RuntimeException e) {
+            if (profile == null || !timedDone[0]) {
+                throw e;
+            }
+            profile.failed(e); // in a profiled step: the timed steps' figures stand
+        } catch (Error e) {
             if (profile != null) {
                 profile.abandon();
             }
