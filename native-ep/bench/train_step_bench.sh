@@ -222,7 +222,9 @@ for _, k in rows:
     if "fused_adamw" in r[k]:
         print(f"{k}: AdamW {'one pass per parameter' if r[k]['fused_adamw'] else 'the engine adamUpdate'}")
 prof = r["ours-tf32"].get("profile")
-if prof:
+if prof and "error" in prof:
+    print(f"\nProfile of djl-moe fp32 + TF32: failed: {prof['error']}")
+elif prof:
     print()
     print(f"Profile of djl-moe fp32 + TF32 (profile-tf32.tgz: phases.txt, ops.txt, trace.json): phase step "
           f"{prof['phase_step_ms']:.1f} ms, the device waited for at each phase boundary")
