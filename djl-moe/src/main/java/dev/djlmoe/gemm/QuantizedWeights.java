@@ -26,6 +26,7 @@ public final class QuantizedWeights {
     private final NDArray[] w2;
     private final NDArray[] w13t;
     private final NDArray[] w2t;
+    private boolean forwardClosed;
 
     private QuantizedWeights(
             GemmFormat format,
@@ -162,17 +163,49 @@ public final class QuantizedWeights {
         return w13t != null;
     }
 
+    /**
+     * Closes the copies the forward GEMMs read (W13 and W2, elements and scales), keeping the
+     * transposed ones: once a training forward ran, its backward reads only those, so the forward
+     * copies (the routed experts' parameter count in bytes) need not wait for it. A later forward
+     * with these weights is refused.
+     */
+    public void closeForward() {
+        for (NDArray a : new NDArray[] {w13[0], w13[1], w2[0], w2[1]}) {
+            a.close();
+        }
+        forwardClosed = true;
+    }
+
+    /**
+     * Returns whether the copies the forward GEMMs read are still open ({@link #closeForward}).
+     *
+     * @return false once closed
+     */
+    public boolean hasForward() {
+        return !forwardClosed;
+    }
+
     /** Checks that the weights are on the call's device. */
     void checkDevice(GemmArrays arrays) {
-        NativeMemory.checkDevice(w13[0], "weights", arrays.device(), "'x'");
+        NativeMemory.checkDevice(w13()[0], "weights", arrays.device(), "'x'");
     }
 
     NDArray[] w13() {
+        checkForward();
         return w13;
     }
 
     NDArray[] w2() {
+        checkForward();
         return w2;
+    }
+
+    private void checkForward() {
+        if (forwardClosed) {
+            throw new IllegalStateException(
+                    "the forward GEMMs' quantised weights were closed (closeForward): quantise the"
+                            + " weights again for another forward");
+        }
     }
 
     NDArray[] w13t() {
@@ -184,12 +217,15 @@ public final class QuantizedWeights {
     }
 
     /**
-     * Returns every quantised array (elements and scales), e.g. to close them early.
+     * Returns every quantised array still open (elements and scales), e.g. to close them early.
      *
      * @return the arrays
      */
     public NDList arrays() {
-        NDList all = new NDList(w13[0], w13[1], w2[0], w2[1]);
+        NDList all = new NDList();
+        if (!forwardClosed) {
+            all.addAll(new NDList(w13[0], w13[1], w2[0], w2[1]));
+        }
         if (w13t != null) {
             all.addAll(new NDList(w13t[0], w13t[1], w2t[0], w2t[1]));
         }

@@ -68,6 +68,9 @@ final class NativeExpertFfn {
                 quantizeWeights(sortedX.getManager(), gateProj, upProj, downProj, precision, tape);
         NDArray x = sortedX.stopGradient();
         Fp8ExpertGemms.Forward forward = Fp8ExpertGemms.forward(x, offsets, weights);
+        if (tape != null) {
+            weights.closeForward(); // the backward reads the transposed copies only
+        }
         if (tape == null) {
             releaseSaved(forward);
             x.close(); // (forward.x() is x, or its contiguous copy)
@@ -160,6 +163,9 @@ final class NativeExpertFfn {
                         precision,
                         tape);
         Fp8ExpertGemms.Forward forward = Fp8ExpertGemms.forward(sortedRows, offsets, weights);
+        if (tape != null) {
+            weights.closeForward(); // the backward reads the transposed copies only
+        }
         if (tape == null) {
             releaseSaved(forward);
             sortedRows.rows().close();

@@ -90,6 +90,36 @@ class Fp8ExpertGemmsTest {
     }
 
     @Test
+    void theBackwardReadsOnlyTheTransposedCopiesSoTheForwardOnesCloseEarly() {
+        for (GemmFormat f : GemmFormat.values()) {
+            Engine.getInstance().setRandomSeed(6);
+            long[] off = {0, 40, 40, 77};
+            NDArray x = manager.randomNormal(new Shape(77, 64));
+            NDArray w13 = manager.randomNormal(0, 0.1f, new Shape(3, 96, 64), DataType.FLOAT32);
+            NDArray w2 = manager.randomNormal(0, 0.1f, new Shape(3, 64, 48), DataType.FLOAT32);
+            NDArray dy = manager.randomNormal(new Shape(77, 64));
+            QuantizedWeights kept = QuantizedWeights.quantize(manager, f, w13, w2, true);
+            Fp8ExpertGemms.Gradients ref =
+                    Fp8ExpertGemms.backward(Fp8ExpertGemms.forward(x, off, kept), dy);
+            QuantizedWeights qw = QuantizedWeights.quantize(manager, f, w13, w2, true);
+            Fp8ExpertGemms.Forward fw = Fp8ExpertGemms.forward(x, off, qw);
+            NDList forwardCopies = qw.arrays().subNDList(0, 4);
+            qw.closeForward();
+            assertTrue(forwardCopies.stream().allMatch(NDArray::isReleased), f + ": closed");
+            assertEquals(false, qw.hasForward());
+            assertEquals(4, qw.arrays().size(), "the transposed copies stay");
+            Fp8ExpertGemms.Gradients g = Fp8ExpertGemms.backward(fw, dy);
+            assertArrayEquals(ref.dx().toFloatArray(), g.dx().toFloatArray(), 0f);
+            assertArrayEquals(ref.dw13().toFloatArray(), g.dw13().toFloatArray(), 0f);
+            assertArrayEquals(ref.dw2().toFloatArray(), g.dw2().toFloatArray(), 0f);
+            IllegalStateException e =
+                    assertThrows(
+                            IllegalStateException.class, () -> Fp8ExpertGemms.forward(x, off, qw));
+            assertTrue(e.getMessage().contains("closeForward"), e.getMessage());
+        }
+    }
+
+    @Test
     void noRowsGiveEmptyOutputsAndZeroWeightGradients() {
         for (GemmFormat f : GemmFormat.values()) {
             NDArray w13 = manager.randomNormal(new Shape(2, 16, 8));

@@ -29,8 +29,9 @@ import org.junit.jupiter.api.Test;
  * tape's push of the expert weights' gradients once left a weight-sized product there per weight
  * and step, with the graph node holding the gradient), and after the backward the step's own arrays
  * hold less than the expert weights' float32 bytes (the weight gradients the entry's VJP returned
- * are freed once autograd took them, not at the step's end). The shape makes the weights dominate:
- * few rows, wide experts.
+ * are freed once autograd took them, not at the step's end), and between the forward and the
+ * backward only the transposed FP8 weights are kept. The shape makes the weights dominate: few
+ * rows, wide experts.
  */
 class Fp8StepMemoryTest {
 
@@ -60,9 +61,14 @@ class Fp8StepMemoryTest {
 
     /** Bytes of the arrays a manager (and its sub-managers) holds, views counted in full. */
     static long liveBytes(NDManager m) {
+        return liveBytes(m, null);
+    }
+
+    /** As {@link #liveBytes(NDManager)}, of one data type (null: all). */
+    static long liveBytes(NDManager m, DataType type) {
         long bytes = 0;
         for (NDArray a : m.getManagedArrays()) {
-            if (!a.isReleased()) {
+            if (!a.isReleased() && (type == null || a.getDataType() == type)) {
                 bytes += a.getShape().size() * a.getDataType().getNumOfBytes();
             }
         }
@@ -116,6 +122,18 @@ class Fp8StepMemoryTest {
                                     m.randomUniform(0.2f, 1f, new Shape(ROWS, K)));
                     NDArray y = block.forward(new ParameterStore(m, false), in, true).head();
                     assertEquals(1, tape.size(), "the native expert FFN is one tape entry");
+                    // Saved for the backward: the transposed FP8 copies (1 byte a weight), not
+                    // the forward GEMMs' ones too.
+                    long quantised = liveBytes(m, DataType.UINT8);
+                    assertTrue(
+                            quantised < weightBytes / 4 * 3 / 2,
+                            "step "
+                                    + step
+                                    + ": "
+                                    + quantised
+                                    + " bytes of quantised weights kept for the backward, one"
+                                    + " orientation is "
+                                    + weightBytes / 4);
                     tape.backward(y.mul(y).sum());
                     afterBackward = liveBytes(m);
                     NDArray grad =
