@@ -7,7 +7,10 @@
 // consumer warps under random interleavings (no deadlock, no stale or overwritten stage).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <set>
 #include <string>
@@ -312,6 +315,79 @@ TEST(WgmmaLayout, StageRingNeverDeadlocksNorReadsAStaleStage) {
         simulate(slots, wg::kConsumerWarps, stages, seed * 7919u + uint32_t(slots));
         if (HasFatalFailure()) return;
       }
+}
+
+// The MXFP8 promotion's one-multiply case is taken exactly where it gives ldexp's value: for every
+// pair of E8M0 bytes, the rule says fast iff neither is NaN and 2^(ea + eb - 254) is a normal
+// float, and then p times the float of mx_factor_bits equals ldexp(p, ea + eb - 254) bit for bit
+// for partial sums of every magnitude, signed zeros and subnormals included.
+TEST(WgmmaLayout, MxOneMultiplyPromotionIsLdexpWhereTaken) {
+  std::mt19937 rng(17);
+  std::vector<float> partials = {0.0f,
+                                 -0.0f,
+                                 1.0f,
+                                 -1.5f,
+                                 448.0f * 448.0f * 32.0f,
+                                 3.0e-3f,
+                                 std::ldexp(1.0f, -140),
+                                 -std::ldexp(1.7f, -130),
+                                 6.5e30f};
+  std::uniform_real_distribution<float> mant(-2.0f, 2.0f);
+  std::uniform_int_distribution<int> ex(-40, 40);
+  for (int i = 0; i < 24; ++i) partials.push_back(std::ldexp(mant(rng), ex(rng)));
+  int fast_pairs = 0;
+  for (int ea = 0; ea < 256; ++ea)
+    for (int eb = 0; eb < 256; ++eb) {
+      const int e = ea + eb - 254;
+      const bool normal = ea < 255 && eb < 255 && e >= -126 && e <= 127;
+      ASSERT_EQ(wg::mx_range_fast(ea, ea, eb, eb), normal) << "ea " << ea << " eb " << eb;
+      if (!normal) continue;
+      ++fast_pairs;
+      uint32_t bits = wg::mx_factor_bits(uint32_t(ea), uint32_t(eb));
+      float factor;
+      std::memcpy(&factor, &bits, sizeof factor);
+      for (float p : partials) {
+        const float want = std::ldexp(p, e), got = p * factor;
+        uint32_t w, g;
+        std::memcpy(&w, &want, 4);
+        std::memcpy(&g, &got, 4);
+        ASSERT_EQ(g, w) << "p " << p << " ea " << ea << " eb " << eb;
+      }
+    }
+  // Bytes 0..254 each; the sums below 128 and above 381 leave the normal range.
+  EXPECT_EQ(fast_pairs, 255 * 255 - 128 * 129 / 2 - 127 * 128 / 2);
+}
+
+// A stage's bit is set only when every pair inside the byte ranges takes the one-multiply case (the
+// ranges come from bytewise minima and maxima over a tile's rows and columns), and is set when
+// they all do; each of the four bytes decides its own bit.
+TEST(WgmmaLayout, MxFastBlocksHoldForEveryPairInTheRanges) {
+  std::mt19937 rng(29);
+  std::uniform_int_distribution<int> byte(0, 255), near(110, 140);
+  for (int trial = 0; trial < 4000; ++trial) {
+    uint32_t min_a = 0, max_a = 0, min_b = 0, max_b = 0;
+    bool want[4];
+    for (int j = 0; j < 4; ++j) {
+      auto pick = [&](int& lo, int& hi) {
+        lo = trial % 2 ? near(rng) : byte(rng);
+        hi = trial % 2 ? near(rng) : byte(rng);
+        if (lo > hi) std::swap(lo, hi);
+      };
+      int la, ha, lb, hb;
+      pick(la, ha);
+      pick(lb, hb);
+      bool all = true;
+      for (int a = la; a <= ha && all; ++a)
+        for (int b = lb; b <= hb && all; ++b) all = wg::mx_range_fast(a, a, b, b);
+      want[j] = all;
+      min_a |= uint32_t(la) << (8 * j);
+      max_a |= uint32_t(ha) << (8 * j);
+      min_b |= uint32_t(lb) << (8 * j);
+      max_b |= uint32_t(hb) << (8 * j);
+    }
+    const uint32_t got = wg::mx_fast_blocks(min_a, max_a, min_b, max_b);
+    for (int j = 0; j < 4; ++j) ASSERT_EQ((got >> j) & 1u, want[j] ? 1u : 0u) << "trial " << trial;
+  }
 }
 
 }  // namespace

@@ -192,22 +192,6 @@ __device__ __forceinline__ uint32_t stage_scales(const uint8_t* scales, int64_t 
   }
 }
 
-// MXFP8: bit ks of the result is set when every (row, column) pair of the stage's MX block ks has
-// a normal power-of-two scale product and no NaN scale (the promotion's one-multiply case for the
-// whole tile), from the byte ranges of A's rows and B's columns.
-__device__ __forceinline__ uint32_t mx_fast_blocks(uint32_t min_a, uint32_t max_a, uint32_t min_b,
-                                                   uint32_t max_b) {
-  uint32_t bits = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int lo_a = int((min_a >> (8 * j)) & 0xFFu), hi_a = int((max_a >> (8 * j)) & 0xFFu);
-    const int lo_b = int((min_b >> (8 * j)) & 0xFFu), hi_b = int((max_b >> (8 * j)) & 0xFFu);
-    if (hi_a < 255 && hi_b < 255 && lo_a + lo_b - 254 >= -126 && hi_a + hi_b - 254 <= 127)
-      bits |= 1u << j;
-  }
-  return bits;
-}
-
 // Bytewise minimum and maximum of packed E8M0 quadruples.
 __device__ __forceinline__ uint32_t bytes_min(uint32_t x, uint32_t y) { return __vminu4(x, y); }
 __device__ __forceinline__ uint32_t bytes_max(uint32_t x, uint32_t y) { return __vmaxu4(x, y); }
@@ -251,8 +235,8 @@ __device__ void produce(int32_t tiles, const JobOf& job_of, const CUtensorMap* m
         max_b = bytes_max(max_b, vb);
       }
       if constexpr (F == Format::kMxfp8) {
-        const uint32_t fast = mx_fast_blocks(warp_bytes_min(min_a), warp_bytes_max(max_a),
-                                             warp_bytes_min(min_b), warp_bytes_max(max_b));
+        const uint32_t fast = wg::mx_fast_blocks(warp_bytes_min(min_a), warp_bytes_max(max_a),
+                                                 warp_bytes_min(min_b), warp_bytes_max(max_b));
         if (lane == 0) sm.mx_fast[s] = fast;
       }
       // The lanes' scale stores ordered before lane 0's arrival, whose release publishes them
@@ -325,8 +309,8 @@ __device__ __forceinline__ void consume_mx(float (&acc)[64], float (&part)[64], 
 #pragma unroll
       for (int i = 0; i < 64; ++i) {
         const uint32_t eb = (sb[wg::acc_col(t, i)] >> sh) & 0xFFu;
-        const uint32_t bits = ((i / 2) % 2 == 0 ? ea0 : ea1) + eb - 127u;
-        acc[i] = __fadd_rn(acc[i], __fmul_rn(part[i], __uint_as_float(bits << 23)));
+        const uint32_t bits = wg::mx_factor_bits((i / 2) % 2 == 0 ? ea0 : ea1, eb);
+        acc[i] = __fadd_rn(acc[i], __fmul_rn(part[i], __uint_as_float(bits)));
       }
     } else {
 #pragma unroll
@@ -579,7 +563,7 @@ void allow_smem(Kernel kernel) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-constexpr int64_t kMaxTiles = INT32_MAX;  // tile indices are int32
+constexpr int64_t kMaxTiles = INT32_MAX / 2;  // tile indices (+ the grid stride) are int32
 
 // The persistent grid: one CTA per SM of the current device (the kernel holds one per SM), fewer
 // when there are fewer tiles.
@@ -605,7 +589,7 @@ const char* wgmma_refusal_m(const GroupedM& args, const void* a, const void* b) 
   for (int32_t i = 0; i < args.groups.count; ++i)
     row_tiles += nep::gemm::ceil_div(args.groups.rows(i), kBM);
   if (row_tiles * nep::gemm::ceil_div(args.n, kBN) > kMaxTiles)
-    return "more than 2^31 - 1 tiles of 128 x 128";
+    return "more than 2^30 - 1 tiles of 128 x 128";
   const int32_t g = args.groups.count;
   if (args.groups.offsets[g] > args.groups.offsets[0]) {
     if (const char* why = wg::map_problem(map_a_of(args), reinterpret_cast<uintptr_t>(a)))
@@ -623,7 +607,7 @@ const char* wgmma_refusal_k(const GroupedK& args, const void* a, const void* b) 
   if (int64_t(args.groups.count) * nep::gemm::ceil_div(args.n, kBM) *
           nep::gemm::ceil_div(args.k, kBN) >
       kMaxTiles)
-    return "more than 2^31 - 1 tiles of 128 x 128";
+    return "more than 2^30 - 1 tiles of 128 x 128";
   if (args.groups.padded_rows() == 0) return nullptr;  // no map: every C_g is written as zeros
   if (const char* why = wg::map_problem(map_a_of(args), reinterpret_cast<uintptr_t>(a))) return why;
   return wg::map_problem(map_b_of(args), reinterpret_cast<uintptr_t>(b));
@@ -639,7 +623,7 @@ void launch_wgmma_grouped_m(const GroupedM& args, const uint8_t* a, const uint8_
   const int64_t n_tiles = nep::gemm::ceil_div(args.n, kBN);
   if (int64_t(tiles) * n_tiles > kMaxTiles)
     fail(NEP_ERR_CAPACITY, "grouped GEMM: ", tiles, " row tiles x ", n_tiles,
-         " column tiles exceed 2^31 - 1");
+         " column tiles exceed 2^30 - 1");
   const MParams p{sa,     sb,        static_cast<uint8_t*>(c), args.n,
                   args.k, args.ldsa, int32_t(n_tiles),         args.out_dtype == NEP_GEMM_OUT_BF16};
   const dim3 grid{persistent_ctas(int64_t(tiles) * n_tiles)};
@@ -673,7 +657,7 @@ void launch_wgmma_grouped_k(const GroupedK& args, const uint8_t* a, const uint8_
   if (tiles == 0) return;
   if (tiles > kMaxTiles)
     fail(NEP_ERR_CAPACITY, "grouped GEMM: ", args.groups.count, " groups x ", n_tiles, " x ",
-         k_tiles, " tiles exceed 2^31 - 1");
+         k_tiles, " tiles exceed 2^30 - 1");
   const KParams p{sa, sb, c, args.n, args.k, int32_t(n_tiles), int32_t(k_tiles)};
   const dim3 grid{persistent_ctas(tiles)};
   if (args.format == Format::kFp8Block) {

@@ -161,6 +161,33 @@ NEP_WG_HD constexpr uint32_t empty_parity(int64_t st, int stages) {
   return uint32_t(st / stages - 1) & 1u;
 }
 
+// ---- MXFP8 promotion: the one-multiply case -------------------------------------------------
+// An MX block's partial sum p is promoted as ldexp(p, ea + eb - 254) (the CPU path's promote_mx;
+// E8M0 bytes ea, eb, 255 = NaN). Where 2^(ea + eb - 254) is a normal float, p times that float
+// rounds once, to the same value; its bits are (ea + eb - 127) << 23.
+NEP_WG_HD constexpr uint32_t mx_factor_bits(uint32_t ea, uint32_t eb) {
+  return (ea + eb - 127u) << 23;
+}
+// Whether every pair of bytes ea in [lo_a, hi_a], eb in [lo_b, hi_b] takes the one-multiply case:
+// no NaN byte and ea + eb - 254 in [-126, 127] (the sums of the pairs span exactly
+// [lo_a + lo_b, hi_a + hi_b]).
+NEP_WG_HD constexpr bool mx_range_fast(int lo_a, int hi_a, int lo_b, int hi_b) {
+  return hi_a < 255 && hi_b < 255 && lo_a + lo_b - 254 >= -126 && hi_a + hi_b - 254 <= 127;
+}
+// For a stage of four MX blocks: bit j set when block j's pairs all take the one-multiply case,
+// from the bytewise minima and maxima (byte j: block j) of A's rows and B's columns.
+NEP_WG_HD constexpr uint32_t mx_fast_blocks(uint32_t min_a, uint32_t max_a, uint32_t min_b,
+                                            uint32_t max_b) {
+  uint32_t bits = 0;
+  for (int j = 0; j < 4; ++j) {
+    const int sh = 8 * j;
+    if (mx_range_fast(int((min_a >> sh) & 0xFFu), int((max_a >> sh) & 0xFFu),
+                      int((min_b >> sh) & 0xFFu), int((max_b >> sh) & 0xFFu)))
+      bits |= 1u << j;
+  }
+  return bits;
+}
+
 }  // namespace wgmma
 }  // namespace nep
 
