@@ -66,9 +66,10 @@ public final class Autograd {
      * @return the scalar, attached to {@code like}'s manager
      */
     public static NDArray scalar(NDArray like, double value) {
+        // Made on like's own device (a fill there): a scalar copied from the host would make the
+        // engine wait for the device's queued work, one wait per use on a GPU.
         return like.getManager()
-                .full(new Shape(), (float) value, like.getDataType())
-                .toDevice(like.getDevice(), false);
+                .full(new Shape(), (float) value, like.getDataType(), like.getDevice());
     }
 
     /**

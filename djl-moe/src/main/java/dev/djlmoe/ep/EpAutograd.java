@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import dev.djlmoe.autograd.Autograd;
 import dev.djlmoe.autograd.Tape;
 
 /**
@@ -151,7 +152,9 @@ public final class EpAutograd {
             NDArray recvTopkWeights,
             WireFormat backwardWire) {
         tape.keepUntilClose(handle);
-        NDArray localSlots = recvTopkIdx.gte(0); // [R, K]: slots whose expert is here
+        NDArray localSlots =
+                recvTopkIdx.gte(
+                        Autograd.scalar(recvTopkIdx, 0)); // [R, K]: slots whose expert is here
         return tape.record(
                 new NDList(x, topkWeights),
                 new NDList(recvX, recvTopkWeights),

@@ -362,7 +362,9 @@ public class MoeRouter extends AbstractBlock {
 
         NDArray weights = scores.gather(topkIdx, 1); // [T, K], differentiable w.r.t. scores
         if (config.isNormTopkProb()) {
-            NDArray denominator = weights.sum(new int[] {1}, true).add(NORM_EPSILON); // [T, 1]
+            NDArray denominator =
+                    weights.sum(new int[] {1}, true)
+                            .add(Autograd.scalar(weights, NORM_EPSILON)); // [T, 1]
             NDArray normalised = weights.div(denominator);
             denominator.close();
             weights.close();
@@ -423,7 +425,7 @@ public class MoeRouter extends AbstractBlock {
                 NDArray keep3 = keep.reshape(t, g, 1); // [T, G, 1]
                 NDArray keepWide = keep3.broadcast(t, g, perGroup); // [T, G, E/G]
                 NDArray keepFlat = keepWide.reshape(t, e); // [T, E]
-                NDArray keepExperts = keepFlat.gt(0.5f); // [T, E] boolean
+                NDArray keepExperts = keepFlat.gt(Autograd.scalar(keepFlat, 0.5)); // [T, E] boolean
                 temps.addAll(new NDList(keep3, keepWide, keepFlat));
                 NDArray minusInf =
                         manager.full(

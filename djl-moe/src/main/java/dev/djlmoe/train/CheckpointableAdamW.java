@@ -12,6 +12,7 @@ import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.training.optimizer.Optimizer;
 import ai.djl.training.tracker.ParameterTracker;
 import ai.djl.training.tracker.Tracker;
+import dev.djlmoe.autograd.Autograd;
 import dev.djlmoe.core.NativeMemory;
 import dev.djlmoe.nativeep.cuda.CudaAdamW;
 import dev.djlmoe.nativeep.cuda.CudaEpBuffer;
@@ -90,7 +91,9 @@ public final class CheckpointableAdamW extends Optimizer {
             String parameterId, NDArray weight, float gradScale) {
         try (NDArray grad = weight.getGradient()) {
             if (gradScale != 1f && !fused(weight)) {
-                grad.muli(gradScale); // as GradientClipping.clip scales it
+                try (NDArray s = Autograd.scalar(grad, gradScale)) {
+                    grad.muli(s); // as GradientClipping.clip scales it
+                }
             }
             step(parameterId, weight, grad, gradScale, true);
         }

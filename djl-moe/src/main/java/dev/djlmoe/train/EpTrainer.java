@@ -12,6 +12,7 @@ import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.training.GradientCollector;
 import ai.djl.training.Trainer;
+import dev.djlmoe.autograd.Autograd;
 import dev.djlmoe.autograd.Tape;
 import dev.djlmoe.dist.ProcessGroup;
 import dev.djlmoe.ep.EpContext;
@@ -349,10 +350,17 @@ public final class EpTrainer {
         for (NDArray g : dense) {
             // GPU gradients: NCCL on the GPUs where each rank has its own (EpBuffer.allReduceSum)
             context.buffer().allReduceSum(g);
-            g.muli(invW);
+            scaleInPlace(g, invW);
         }
         for (NDArray g : sharded) {
-            g.muli(invW);
+            scaleInPlace(g, invW);
+        }
+    }
+
+    /** g *= c with the factor made on g's device (no copy from the host, which would wait). */
+    private static void scaleInPlace(NDArray g, float c) {
+        try (NDArray s = Autograd.scalar(g, c)) {
+            g.muli(s);
         }
     }
 

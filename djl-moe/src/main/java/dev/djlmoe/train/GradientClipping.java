@@ -6,6 +6,7 @@ package dev.djlmoe.train;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
+import dev.djlmoe.autograd.Autograd;
 import dev.djlmoe.dist.ProcessGroup;
 import java.util.List;
 
@@ -60,7 +61,9 @@ public final class GradientClipping {
             return 1.0;
         }
         for (NDArray g : grads) {
-            g.muli((float) factor);
+            try (NDArray s = Autograd.scalar(g, (float) factor)) {
+                g.muli(s);
+            }
         }
         return factor;
     }

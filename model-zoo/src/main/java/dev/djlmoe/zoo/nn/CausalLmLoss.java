@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.training.loss.Loss;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * Next-token cross-entropy: mean over positions whose label is not {@link #IGNORE_INDEX} of {@code
@@ -41,7 +42,7 @@ public final class CausalLmLoss extends Loss {
         long v = logits.getShape().get(logits.getShape().dimension() - 1);
         NDArray flatLogits = logits.reshape(-1, v); // [N, V]
         NDArray flatLabels = labels.reshape(-1, 1).toType(DataType.INT64, false); // [N, 1]
-        NDArray valid = flatLabels.neq(IGNORE_INDEX); // [N, 1]
+        NDArray valid = flatLabels.neq(Autograd.scalar(flatLabels, IGNORE_INDEX)); // [N, 1]
         NDArray safeLabels = flatLabels.mul(valid.toType(DataType.INT64, false));
         NDArray logProbs = flatLogits.logSoftmax(-1); // [N, V]
         // The view's handle would keep the logits' storage alive until the step's arrays close
@@ -50,7 +51,8 @@ public final class CausalLmLoss extends Loss {
         NDArray logp = logProbs.gather(safeLabels, 1); // [N, 1]
         logProbs.close(); // autograd holds its own reference for the backward
         NDArray validF = valid.toType(DataType.FLOAT32, false);
-        NDArray count = validF.sum().maximum(1f);
+        NDArray sum = validF.sum();
+        NDArray count = sum.maximum(Autograd.scalar(sum, 1));
         return logp.mul(validF).sum().neg().div(count);
     }
 }

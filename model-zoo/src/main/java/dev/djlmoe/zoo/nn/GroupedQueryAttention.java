@@ -12,6 +12,7 @@ import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.core.Linear;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * Causal grouped-query attention with optional per-head q/k RMSNorm (Qwen3), RoPE and an optional
@@ -94,7 +95,7 @@ public final class GroupedQueryAttention extends CausalAttention {
             NDArray key = pos.reshape(1, s);
             NDArray visible = key.lte(query);
             if (window > 0) {
-                visible = visible.logicalAnd(key.gt(query.sub(window)));
+                visible = visible.logicalAnd(key.gt(query.sub(Autograd.scalar(query, window))));
             }
             Shape shape = new Shape(s, s);
             NDArray mask =

@@ -11,6 +11,7 @@ import ai.djl.nn.Parameter;
 import ai.djl.training.ParameterStore;
 import ai.djl.training.initializer.ConstantInitializer;
 import ai.djl.util.PairList;
+import dev.djlmoe.autograd.Autograd;
 
 /**
  * Root-mean-square layer normalisation: {@code y = x / sqrt(mean(x^2) + eps) * weight}, over the
@@ -64,7 +65,7 @@ public final class RmsNorm extends AbstractBlock {
      */
     public static NDArray rmsNorm(NDArray x, NDArray weight, float eps) {
         NDArray ms = x.square().mean(new int[] {-1}, true); // [..., 1]
-        return x.div(ms.add(eps).sqrt()).mul(weight);
+        return x.div(ms.add(Autograd.scalar(ms, eps)).sqrt()).mul(weight);
     }
 
     @Override
