@@ -115,7 +115,7 @@ public final class GroupedQueryAttention extends CausalAttention {
         long s = x.getShape().get(1);
         NDList qkv = project(ps, x, training);
         NDManager m = x.getManager();
-        NDArray[] cs = rotary.cosSin(m, s);
+        NDArray[] cs = rotary.cosSinOnDevice(m, s);
         NDArray q = rotate(qkv.get(0), cs);
         NDArray k = rotate(qkv.get(1), cs);
         return attend(ps, q, k, qkv.get(2), mask(m, s, slidingWindow), training);

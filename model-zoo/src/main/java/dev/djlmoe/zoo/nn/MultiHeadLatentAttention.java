@@ -114,7 +114,7 @@ public final class MultiHeadLatentAttention extends CausalAttention {
         NDList q = query(ps, x, training);
         NDList latent = latent(ps, x, training);
         NDManager m = x.getManager();
-        NDArray[] cs = rotary.cosSin(m, s);
+        NDArray[] cs = rotary.cosSinOnDevice(m, s);
         NDArray qRot = rotate(q.get(1), cs);
         NDArray kRot = rotate(latent.get(1), cs);
         NDArray mask = GroupedQueryAttention.mask(m, s, 0);

@@ -3,6 +3,7 @@
  */
 package dev.djlmoe.zoo.nn;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
@@ -116,6 +117,15 @@ public final class RotaryEmbedding {
     private final float[] invFreq;
     private final double attentionFactor;
     private final Map<Long, float[][]> cache = new ConcurrentHashMap<>();
+    // The tables on each device for the first few lengths asked (a training run asks one): made
+    // from the host once, since a copy from the host waits for the device's queued work. They live
+    // as long as this embedding, in one manager per device.
+    private final Map<DeviceLength, NDArray[]> onDevice = new ConcurrentHashMap<>();
+    private final Map<Device, NDManager> deviceManagers = new ConcurrentHashMap<>();
+
+    private record DeviceLength(Device device, long s) {}
+
+    private static final int MAX_DEVICE_TABLES = 8;
 
     /**
      * Creates the embedding.
@@ -262,6 +272,36 @@ public final class RotaryEmbedding {
         return new NDArray[] {
             manager.create(t[0], new Shape(s, half)), manager.create(t[1], new Shape(s, half))
         };
+    }
+
+    /**
+     * Returns cos and sin for positions {@code 0..s-1} as {@link #cosSin}, copied on the device
+     * from tables kept there (made from the host once per device and length, for the first {@value
+     * #MAX_DEVICE_TABLES} pairs; later ones as {@link #cosSin}). For a full-sequence forward that
+     * runs every step: no copy from the host, which on a GPU waits for the queued work.
+     *
+     * @param manager where the copies go (its device)
+     * @param s the sequence length
+     * @return {cos, sin}: {@code [S, d/2]} each, float32, attached to {@code manager}
+     */
+    public NDArray[] cosSinOnDevice(NDManager manager, long s) {
+        DeviceLength key = new DeviceLength(manager.getDevice(), s);
+        NDArray[] kept = onDevice.get(key);
+        if (kept == null) {
+            if (onDevice.size() >= MAX_DEVICE_TABLES) {
+                return cosSin(manager, s);
+            }
+            kept = onDevice.computeIfAbsent(key, k -> cosSin(deviceManager(k.device()), k.s()));
+        }
+        NDArray cos = kept[0].duplicate();
+        cos.attach(manager);
+        NDArray sin = kept[1].duplicate();
+        sin.attach(manager);
+        return new NDArray[] {cos, sin};
+    }
+
+    private NDManager deviceManager(Device device) {
+        return deviceManagers.computeIfAbsent(device, NDManager::newBaseManager);
     }
 
     private float[][] tables(long s) {
