@@ -177,8 +177,7 @@ public final class GroupedQueryAttention extends CausalAttention {
         int group = numHeads / numKvHeads;
         NDArray keys = AttentionCore.repeatKv(k, group);
         NDArray values = AttentionCore.repeatKv(v, group);
-        NDArray qk = q.matMul(keys.transpose(0, 1, 3, 2)); // [B, N, S, L]
-        NDArray merged = AttentionCore.attend(qk, 1.0 / Math.sqrt(headDim), mask, values);
+        NDArray merged = AttentionCore.attend(q, keys, 1.0 / Math.sqrt(headDim), mask, values);
         return oProj.forward(ps, new NDList(merged), training);
     }
 

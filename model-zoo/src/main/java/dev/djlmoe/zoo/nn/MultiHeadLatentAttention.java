@@ -4,6 +4,7 @@
 package dev.djlmoe.zoo.nn;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -205,14 +206,15 @@ public final class MultiHeadLatentAttention extends CausalAttention {
                         .reshape(b, l, numHeads, nope + vDim)
                         .transpose(0, 2, 1, 3); // [B, N, L, dn+dv]
         NDList kvParts = kv.split(new long[] {nope}, 3);
-        NDArray nopeScores = qNope.matMul(kvParts.get(0).transpose(0, 1, 3, 2));
-        NDArray ropeScores = qRot.matMul(kRot.transpose(0, 1, 3, 2));
-        NDArray scores = nopeScores.add(ropeScores); // [B, N, S, L]
-        // Its two terms are needed by no backward (add keeps nothing): freed now, not at the
-        // step's end; attend closes the scores.
-        nopeScores.close();
-        ropeScores.close();
-        NDArray merged = AttentionCore.attend(scores, scale, mask, kvParts.get(1));
+        // One product over [nope | rope] (as the score's two terms summed): one [B, N, S, L]
+        // matrix instead of two and their sum. The shared rotary key serves every head.
+        NDArray kRotHeads = kRot.broadcast(b, numHeads, l, rope); // [B, N, L, dr]
+        NDArray query = NDArrays.concat(new NDList(qNope, qRot), 3); // [B, N, S, dn+dr]
+        NDArray key = NDArrays.concat(new NDList(kvParts.get(0), kRotHeads), 3); // [B, N, L, dn+dr]
+        NDArray merged = AttentionCore.attend(query, key, scale, mask, kvParts.get(1));
+        kRotHeads.close();
+        query.close();
+        key.close();
         return oProj.forward(ps, new NDList(merged), training);
     }
 
