@@ -12,6 +12,7 @@ import dev.djlmoe.recipes.bench.StepProfile;
 import dev.djlmoe.zoo.io.Json;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -33,32 +34,39 @@ class BenchStepProfileTest {
      */
     static final double COVERED = 0.75;
 
+    /** {@code bench step} of the tiny model on the CPU, one warm-up and one timed step. */
+    private static String[] tinyStep(String profileDir, String... more) {
+        List<String> args =
+                new ArrayList<>(
+                        List.of(
+                                "bench",
+                                "step",
+                                "--model",
+                                "tiny",
+                                "--layers",
+                                "0",
+                                "--batch",
+                                "2",
+                                "--seq-len",
+                                "16",
+                                "--device",
+                                "cpu",
+                                "--warmup",
+                                "1",
+                                "--steps",
+                                "1",
+                                "--profile",
+                                profileDir));
+        args.addAll(List.of(more));
+        return args.toArray(new String[0]);
+    }
+
     @Test
     void profileOfTheTinyModelOnTheCpu(@TempDir Path tmp) throws Exception {
         Path dir = tmp.resolve("profile");
         Path json = tmp.resolve("step.json");
         BenchStepTest.Printed p =
-                BenchStepTest.cli(
-                        "bench",
-                        "step",
-                        "--model",
-                        "tiny",
-                        "--layers",
-                        "0",
-                        "--batch",
-                        "2",
-                        "--seq-len",
-                        "16",
-                        "--device",
-                        "cpu",
-                        "--warmup",
-                        "1",
-                        "--steps",
-                        "1",
-                        "--profile",
-                        dir.toString(),
-                        "--json",
-                        json.toString());
+                BenchStepTest.cli(tinyStep(dir.toString(), "--json", json.toString()));
         assertEquals(0, p.run().code(), p.run().err() + p.stdout());
 
         // The trace is libtorch's and the operator table is read from it.
@@ -175,26 +183,7 @@ class BenchStepProfileTest {
     void anUnwritableDirectoryIsRefusedBeforeTraining(@TempDir Path tmp) throws Exception {
         Path file = Files.writeString(tmp.resolve("a-file"), "x");
         Path dir = file.resolve("profile");
-        BenchStepTest.Printed p =
-                BenchStepTest.cli(
-                        "bench",
-                        "step",
-                        "--model",
-                        "tiny",
-                        "--layers",
-                        "0",
-                        "--batch",
-                        "2",
-                        "--seq-len",
-                        "16",
-                        "--device",
-                        "cpu",
-                        "--warmup",
-                        "1",
-                        "--steps",
-                        "1",
-                        "--profile",
-                        dir.toString());
+        BenchStepTest.Printed p = BenchStepTest.cli(tinyStep(dir.toString()));
         assertEquals(1, p.run().code(), p.run().err());
         assertTrue(
                 p.run().err().contains("--profile " + dir + ": cannot write the profile there"),

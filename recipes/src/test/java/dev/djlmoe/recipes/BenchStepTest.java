@@ -176,7 +176,8 @@ class BenchStepTest {
                         h100,
                         1L << 30,
                         40L << 30,
-                        80L << 30);
+                        80L << 30,
+                        null);
         double flops = new TrainingPlan(cut, 1, 1, 4096, TrainingPrecision.FP32).stepFlopsPerRank();
         assertEquals(165, r.meanMillis(), 1e-12);
         assertEquals(165, r.medianMillis(), 1e-12);

@@ -215,54 +215,6 @@ public final class TrainStepBench {
             StepProfile profile) {
 
         /**
-         * The figures without a profile.
-         *
-         * @param options the settings
-         * @param device the device trained on
-         * @param deviceName the GPU's name, or the CPU's core count
-         * @param tf32 whether float32 matrix products ran in TF32
-         * @param fusedAdamW whether AdamW ran as one pass per parameter on the GPU
-         * @param parameters parameters of the model as built
-         * @param stepMillis wall time of each timed step
-         * @param losses the loss of every step, warm-up included
-         * @param epShare share of the timed steps' time in EP dispatch and combine
-         * @param peak the GPU's peak rates, or null
-         * @param memoryBefore device memory in use before the model was built (-1 on the CPU)
-         * @param memoryAfter device memory in use after the timed steps (-1 on the CPU)
-         * @param memoryTotal the device's memory (-1 on the CPU)
-         */
-        public Result(
-                Options options,
-                Device device,
-                String deviceName,
-                boolean tf32,
-                boolean fusedAdamW,
-                long parameters,
-                double[] stepMillis,
-                float[] losses,
-                double epShare,
-                GpuPeak peak,
-                long memoryBefore,
-                long memoryAfter,
-                long memoryTotal) {
-            this(
-                    options,
-                    device,
-                    deviceName,
-                    tf32,
-                    fusedAdamW,
-                    parameters,
-                    stepMillis,
-                    losses,
-                    epShare,
-                    peak,
-                    memoryBefore,
-                    memoryAfter,
-                    memoryTotal,
-                    null);
-        }
-
-        /**
          * @return tokens of one step
          */
         public long tokensPerStep() {
