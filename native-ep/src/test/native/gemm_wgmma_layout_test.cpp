@@ -4,7 +4,9 @@
 // tile, 16-byte chunk index XOR row mod 8) and that every k32 step's descriptor reads exactly the
 // bytes TMA put there, the fp32 accumulator's register layout, the tensor maps' parameters, and
 // the stage ring's mbarrier parities in a simulation of the producer, the TMA engine and the
-// consumer warps under random interleavings (no deadlock, no stale or overwritten stage).
+// consumer warps under random interleavings (no deadlock, no stale or overwritten stage), the
+// MXFP8 promotion's one-multiply rule against ldexp, and the persistent kernels' tile orders (each
+// output element computed once).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -387,6 +389,57 @@ TEST(WgmmaLayout, MxFastBlocksHoldForEveryPairInTheRanges) {
     }
     const uint32_t got = wg::mx_fast_blocks(min_a, max_a, min_b, max_b);
     for (int j = 0; j < 4; ++j) ASSERT_EQ((got >> j) & 1u, want[j] ? 1u : 0u) << "trial " << trial;
+  }
+}
+
+// The persistent kernels' tile orders: every element of C is computed by exactly one tile, each
+// tile's rows belong to one group (rows_a stops at the group's end), and empty groups get no
+// M-tile, over random layouts with empty, one-row, hot and 128-unaligned groups.
+TEST(WgmmaLayout, PersistentTilesCoverEachOutputOnce) {
+  std::mt19937 rng(41);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int32_t count = 1 + int32_t(rng() % 9);
+    std::vector<int64_t> offsets(size_t(count) + 1, 0);
+    std::vector<int32_t> prefix(size_t(count) + 1, 0);
+    for (int32_t g = 0; g < count; ++g) {
+      const uint32_t kind = rng() % 5;
+      const int64_t rows = kind == 0   ? 0
+                           : kind == 1 ? 1
+                           : kind == 2 ? 128 * (1 + rng() % 3)
+                                       : int64_t(rng() % 700);
+      offsets[size_t(g) + 1] = offsets[size_t(g)] + rows;
+      prefix[size_t(g) + 1] = prefix[size_t(g)] + int32_t((rows + 127) / 128);
+    }
+    const int64_t n = 1 + int64_t(rng() % 300);
+    const int32_t n_tiles = int32_t((n + 127) / 128);
+    const int64_t m = offsets[size_t(count)];
+    std::vector<int> hits(size_t(m * n), 0);
+    const int32_t tiles = prefix[size_t(count)] * n_tiles;
+    for (int32_t j = 0; j < tiles; ++j) {
+      const wg::MTile t = wg::m_tile(j, n_tiles, prefix.data(), offsets.data(), count, n);
+      ASSERT_TRUE(t.g >= 0 && t.g < count) << "tile " << j;
+      ASSERT_GE(t.row0, offsets[size_t(t.g)]);
+      ASSERT_EQ((t.row0 - offsets[size_t(t.g)]) % 128, 0);
+      ASSERT_TRUE(t.rows_a >= 1 && t.rows_a <= 128 && t.rows_b >= 1 && t.rows_b <= 128);
+      ASSERT_LE(t.row0 + t.rows_a, offsets[size_t(t.g) + 1]) << "tile " << j << " leaves its group";
+      for (int64_t r = t.row0; r < t.row0 + t.rows_a; ++r)
+        for (int64_t c = t.n0; c < t.n0 + t.rows_b; ++c) ++hits[size_t(r * n + c)];
+    }
+    for (size_t i = 0; i < hits.size(); ++i)
+      ASSERT_EQ(hits[i], 1) << "trial " << trial << " at " << i;
+
+    const int64_t kn = 1 + int64_t(rng() % 300), kk = 1 + int64_t(rng() % 300);
+    const int32_t kn_tiles = int32_t((kn + 127) / 128), kk_tiles = int32_t((kk + 127) / 128);
+    std::vector<int> khits(size_t(count * kn * kk), 0);
+    for (int32_t j = 0; j < count * kn_tiles * kk_tiles; ++j) {
+      const wg::KTile t = wg::k_tile(j, kn_tiles, kk_tiles, kn, kk);
+      ASSERT_TRUE(t.g >= 0 && t.g < count);
+      ASSERT_TRUE(t.rows_a >= 1 && t.rows_a <= 128 && t.rows_b >= 1 && t.rows_b <= 128);
+      for (int64_t r = t.n0; r < t.n0 + t.rows_a; ++r)
+        for (int64_t c = t.k0; c < t.k0 + t.rows_b; ++c)
+          ++khits[size_t((int64_t(t.g) * kn + r) * kk + c)];
+    }
+    for (size_t i = 0; i < khits.size(); ++i) ASSERT_EQ(khits[i], 1) << "trial " << trial;
   }
 }
 

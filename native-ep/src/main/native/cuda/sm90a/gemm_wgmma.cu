@@ -416,16 +416,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ uint8_t raw[];
   const int32_t tiles = t.tile_prefix[t.count] * p.n_tiles;
   const auto job_of = [&](int32_t j) {
-    const int32_t tile = j / p.n_tiles;
-    int lo = 0, hi = t.count - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (t.tile_prefix[mid] <= tile) lo = mid;
-      else hi = mid - 1;
-    }
-    const int g = lo;
-    const int64_t row0 = t.offsets[g] + int64_t(tile - t.tile_prefix[g]) * kBM;
-    const int64_t n0 = int64_t(j % p.n_tiles) * kBN;
+    const wg::MTile mt = wg::m_tile(j, p.n_tiles, t.tile_prefix, t.offsets, t.count, p.n);
+    const int g = mt.g;
+    const int64_t row0 = mt.row0, n0 = mt.n0;
     const int64_t nkb = nep::gemm::ceil_div(p.k, F == Format::kFp8Block ? 128 : 32);
     const uint8_t* sbg = p.sb + g * nep::gemm::weight_scale_bytes(F, p.n, p.k);
     Job job;
@@ -433,8 +426,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     job.b_row = int32_t(g * p.n + n0);
     job.red0 = 0;
     job.len = p.k;
-    job.rows_a = int(min(int64_t(kBM), t.offsets[g + 1] - row0));
-    job.rows_b = int(min(int64_t(kBN), p.n - n0));
+    job.rows_a = mt.rows_a;
+    job.rows_b = mt.rows_b;
     job.sa = p.sa + row0 * p.ldsa;
     job.ldsa = p.ldsa;
     if constexpr (F == Format::kFp8Block) {
@@ -472,9 +465,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int32_t per_group = p.n_tiles * p.k_tiles;
   const int32_t tiles = t.count * per_group;
   const auto job_of = [&](int32_t j) {
-    const int g = j / per_group;
-    const int64_t n0 = int64_t((j / p.k_tiles) % p.n_tiles) * kBM;
-    const int64_t k0 = int64_t(j % p.k_tiles) * kBN;
+    const wg::KTile kt = wg::k_tile(j, p.n_tiles, p.k_tiles, p.n, p.k);
+    const int g = kt.g;
+    const int64_t n0 = kt.n0, k0 = kt.k0;
     const int64_t mp = t.padded[t.count], p0 = t.padded[g];
     const int64_t block = F == Format::kFp8Block ? 128 : 32, ss = F == Format::kFp8Block ? 4 : 1;
     const int64_t scale_row = mp / block * ss, scale0 = p0 / block * ss;
@@ -483,8 +476,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     job.b_row = int32_t(k0);
     job.red0 = int32_t(p0);
     job.len = t.padded[g + 1] - p0;
-    job.rows_a = int(min(int64_t(kBM), p.n - n0));
-    job.rows_b = int(min(int64_t(kBN), p.k - k0));
+    job.rows_a = kt.rows_a;
+    job.rows_b = kt.rows_b;
     job.sa = p.sa + n0 * scale_row + scale0;
     job.ldsa = scale_row;
     job.sb = p.sb + k0 * scale_row + scale0;

@@ -188,6 +188,55 @@ NEP_WG_HD constexpr uint32_t mx_fast_blocks(uint32_t min_a, uint32_t max_a, uint
   return bits;
 }
 
+// ---- Persistent tiles ---------------------------------------------------------------------------
+// The persistent kernels' CTAs take tiles j = blockIdx.x, + gridDim.x, ... of a linear order.
+//
+// M-grouped GEMM (C [offsets[G], n] = A_g B_g^T per group): tile j is row tile j / n_tiles of the
+// grouped layout (group g's rows [offsets[g], offsets[g+1]) in tiles of kTileRows, tile_prefix[g]
+// of them before g) against column tile j % n_tiles; rows_a and rows_b are the tile's real rows of
+// A (the group's, not the next group's) and of B.
+struct MTile {
+  int32_t g;
+  int64_t row0, n0;
+  int32_t rows_a, rows_b;
+};
+NEP_WG_HD inline MTile m_tile(int32_t j, int32_t n_tiles, const int32_t* tile_prefix,
+                              const int64_t* offsets, int32_t count, int64_t n) {
+  const int32_t tile = j / n_tiles;
+  int32_t lo = 0, hi = count - 1;  // the group whose tiles hold `tile` (the last such: empty
+  while (lo < hi) {                // groups share their prefix with the next)
+    const int32_t mid = (lo + hi + 1) / 2;
+    if (tile_prefix[mid] <= tile) lo = mid;
+    else hi = mid - 1;
+  }
+  MTile t;
+  t.g = lo;
+  t.row0 = offsets[lo] + int64_t(tile - tile_prefix[lo]) * kTileRows;
+  t.n0 = int64_t(j % n_tiles) * kTileRows;
+  const int64_t ra = offsets[lo + 1] - t.row0, rb = n - t.n0;
+  t.rows_a = int32_t(ra < int64_t(kTileRows) ? ra : int64_t(kTileRows));
+  t.rows_b = int32_t(rb < int64_t(kTileRows) ? rb : int64_t(kTileRows));
+  return t;
+}
+
+// K-grouped GEMM (C_g [n, k] = A_g B_g^T over group g's padded tokens): tile j is group
+// j / (n_tiles k_tiles), row tile (j / k_tiles) % n_tiles, column tile j % k_tiles of C_g.
+struct KTile {
+  int32_t g;
+  int64_t n0, k0;
+  int32_t rows_a, rows_b;
+};
+NEP_WG_HD inline KTile k_tile(int32_t j, int32_t n_tiles, int32_t k_tiles, int64_t n, int64_t k) {
+  KTile t;
+  t.g = j / (n_tiles * k_tiles);
+  t.n0 = int64_t((j / k_tiles) % n_tiles) * kTileRows;
+  t.k0 = int64_t(j % k_tiles) * kTileRows;
+  const int64_t ra = n - t.n0, rb = k - t.k0;
+  t.rows_a = int32_t(ra < int64_t(kTileRows) ? ra : int64_t(kTileRows));
+  t.rows_b = int32_t(rb < int64_t(kTileRows) ? rb : int64_t(kTileRows));
+  return t;
+}
+
 }  // namespace wgmma
 }  // namespace nep
 
