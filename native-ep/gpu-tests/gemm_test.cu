@@ -178,6 +178,18 @@ struct MCase {
   float scale = 1.0f;            // magnitude of the inputs (tiny: scales far below 2^-126)
 };
 
+// The inputs the quantiser cases plant among random values: both infinities, both NaN signs, the
+// largest finite range, a negative subnormal and both zeros (a row of kSpecials[2 + (i & 1)] is
+// NaN only).
+const float kSpecials[] = {std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::quiet_NaN(),
+                           -std::numeric_limits<float>::quiet_NaN(),
+                           3.0e38f,
+                           -1.0e-42f,
+                           0.0f,
+                           -0.0f};
+
 // Non-finite and extreme inputs through the three quantisers (rows, weights, token-transposed
 // rows): the GPU's bytes must equal the CPU's, whose rules are the wire codec's (the amax is the
 // largest finite |x|; +-Inf and NaN of either sign become the e4m3 NaN code with the input's sign).
@@ -187,16 +199,8 @@ void run_nonfinite_quantiser_case(int32_t f) {
   const std::string name = std::string(format_name(f)) + " non-finite quantisers";
   g_doing = name;
   auto x = random_rows(m, k, 91u, 1.0f);
-  const float specials[] = {std::numeric_limits<float>::infinity(),
-                            -std::numeric_limits<float>::infinity(),
-                            std::numeric_limits<float>::quiet_NaN(),
-                            -std::numeric_limits<float>::quiet_NaN(),
-                            3.0e38f,
-                            -1.0e-42f,
-                            0.0f,
-                            -0.0f};
-  for (int64_t i = 0; i < m * k; i += 37) x[i] = specials[(i / 37) % 8];
-  for (int64_t i = 0; i < k; ++i) x[5 * k + i] = specials[2 + (i & 1)];  // a row of NaN only
+  for (int64_t i = 0; i < m * k; i += 37) x[i] = kSpecials[(i / 37) % 8];
+  for (int64_t i = 0; i < k; ++i) x[5 * k + i] = kSpecials[2 + (i & 1)];  // a row of NaN only
   const std::vector<float>& w = x;  // weights [G = 2, wn / 2, k]: x's first wn rows
   const std::vector<int64_t> offsets = {0, 57, m};
   const int64_t sab = nep_gemm_row_scale_bytes(f, k);
@@ -255,17 +259,9 @@ void run_weight_quantiser_case(int32_t f, int64_t groups, int64_t n, int64_t k, 
   g_doing = name;
   const int64_t rows = groups * n, size = rows * k;
   auto w = random_rows(rows, k, 7u + uint32_t(131 * n + k), 0.05f);
-  const float specials[] = {std::numeric_limits<float>::infinity(),
-                            -std::numeric_limits<float>::infinity(),
-                            std::numeric_limits<float>::quiet_NaN(),
-                            -std::numeric_limits<float>::quiet_NaN(),
-                            3.0e38f,
-                            -1.0e-42f,
-                            0.0f,
-                            -0.0f};
-  for (int64_t i = 0; i < size; i += 37) w[i] = specials[(i / 37) % 8];
+  for (int64_t i = 0; i < size; i += 37) w[i] = kSpecials[(i / 37) % 8];
   if (rows > 1)  // a row of NaN only
-    for (int64_t i = 0; i < k; ++i) w[k + i] = specials[2 + (i & 1)];
+    for (int64_t i = 0; i < k; ++i) w[k + i] = kSpecials[2 + (i & 1)];
   if (rows > 2)  // a row of subnormals only
     for (int64_t i = 0; i < k; ++i) w[2 * k + i] = (i & 1 ? -1.0e-42f : 3.0e-41f);
   const int64_t lead = misaligned ? 1 : 0;  // floats before w, bytes before q

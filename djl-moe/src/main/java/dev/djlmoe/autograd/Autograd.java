@@ -73,6 +73,21 @@ public final class Autograd {
     }
 
     /**
+     * Multiplies {@code a} in place by {@code factor}, the factor made on {@code a}'s device by
+     * {@link #scalar} and closed after (DJL's {@code muli(Number)} would copy it from the host, a
+     * copy that on a GPU waits for the queued work). For arrays outside the autograd graph
+     * (gradients).
+     *
+     * @param a the array to scale
+     * @param factor the factor, rounded to float32 as {@code muli(float)} would
+     */
+    public static void scaleInPlace(NDArray a, float factor) {
+        try (NDArray s = scalar(a, factor)) {
+            a.muli(s);
+        }
+    }
+
+    /**
      * Runs backward from {@code target} with {@code grad} as its gradient, keeping the graph.
      *
      * @param target an array in the autograd graph

@@ -91,9 +91,7 @@ public final class CheckpointableAdamW extends Optimizer {
             String parameterId, NDArray weight, float gradScale) {
         try (NDArray grad = weight.getGradient()) {
             if (gradScale != 1f && !fused(weight)) {
-                try (NDArray s = Autograd.scalar(grad, gradScale)) {
-                    grad.muli(s); // as GradientClipping.clip scales it
-                }
+                Autograd.scaleInPlace(grad, gradScale); // as GradientClipping.clip scales it
             }
             step(parameterId, weight, grad, gradScale, true);
         }

@@ -350,17 +350,10 @@ public final class EpTrainer {
         for (NDArray g : dense) {
             // GPU gradients: NCCL on the GPUs where each rank has its own (EpBuffer.allReduceSum)
             context.buffer().allReduceSum(g);
-            scaleInPlace(g, invW);
+            Autograd.scaleInPlace(g, invW);
         }
         for (NDArray g : sharded) {
-            scaleInPlace(g, invW);
-        }
-    }
-
-    /** g *= c with the factor made on g's device (no copy from the host, which would wait). */
-    private static void scaleInPlace(NDArray g, float c) {
-        try (NDArray s = Autograd.scalar(g, c)) {
-            g.muli(s);
+            Autograd.scaleInPlace(g, invW);
         }
     }
 

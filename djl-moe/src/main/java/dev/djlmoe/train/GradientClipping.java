@@ -61,9 +61,7 @@ public final class GradientClipping {
             return 1.0;
         }
         for (NDArray g : grads) {
-            try (NDArray s = Autograd.scalar(g, (float) factor)) {
-                g.muli(s);
-            }
+            Autograd.scaleInPlace(g, (float) factor);
         }
         return factor;
     }
